@@ -1,0 +1,63 @@
+# autoneg build. `make` builds build/libautoneg.a and build/autoneg.
+#   make BLAS=0     plain-C GEMM fallback instead of OpenBLAS
+#   make test       build and run every test (tests/test_*.c, one binary each)
+#   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make deps       install the Debian packages the build and tests need
+#   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
+CC      ?= gcc
+BUILD   ?= build
+BLAS    ?= 1
+OPT     ?= -O3 -march=native
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -I. -MMD -MP
+LDLIBS  += -lcjson -lz -lm -fopenmp
+
+OPENBLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
+ifeq ($(BLAS),1)
+  CFLAGS += -DAN_BLAS=1 -I/usr/include/x86_64-linux-gnu/openblas-openmp
+  LDLIBS += -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
+endif
+
+LIB_DIRS := core kernels model data train infer
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_SRC  := $(wildcard cli/*.c)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_COMMON := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
+TEST_COMMON_OBJ := $(TEST_COMMON:%.c=$(BUILD)/%.o)
+
+.SECONDARY:
+.PHONY: all test asan deps demo bench check-compat clean fixtures
+all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libautoneg.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/autoneg: $(CLI_OBJ) $(BUILD)/libautoneg.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libautoneg.a $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON_OBJ) $(BUILD)/libautoneg.a
+	$(CC) $(CFLAGS) -o $@ $< $(TEST_COMMON_OBJ) $(BUILD)/libautoneg.a $(LDLIBS)
+
+# Every test binary runs from the repository root; tests/run.sh sums their results.
+test: all $(TEST_BIN)
+	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+
+asan:
+	$(MAKE) BUILD=build-asan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	        LDLIBS_EXTRA= test
+
+deps:
+	@sh tools/deps.sh
+
+clean:
+	rm -rf build build-asan build-*
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TEST_COMMON_OBJ:.o=.d)

@@ -1,0 +1,15 @@
+#ifndef AN_CLI_H
+#define AN_CLI_H
+/* cli/: the only place that parses argv, prints errors and exits. One file per subcommand,
+ * each defining `int an_cmd_NAME(int argc, char **argv)` (argv[0] is the subcommand) that returns
+ * the process exit status. */
+#include "core/error.h"
+
+int an_cmd_version(int argc, char **argv);
+
+/* Prints "autoneg: message" to stderr and returns 1, for `return cli_fail(...)`. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints an an_error and returns 1. */
+int cli_error(const an_error *err);
+
+#endif

@@ -1,0 +1,52 @@
+/* autoneg: fine-tune language models on prompt pairs and write negative prompts. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} command;
+
+static const command commands[] = {
+    {"version", an_cmd_version, "version"},
+};
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("autoneg: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_error(const an_error *err) { return cli_fail("%s", err->msg); }
+
+int an_cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    printf("autoneg 0.1.0\n");
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: autoneg COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  autoneg %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "autoneg: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,47 @@
+#ifndef AN_TOKENIZER_H
+#define AN_TOKENIZER_H
+/* Tokenizers: byte-level BPE (GPT-2), SentencePiece BPE (Llama 2, InternLM2), tokenizer.json, and
+ * llama2.c tokenizer.bin, behind one interface. Encoding never adds BOS/EOS: callers decide. */
+#include <stddef.h>
+#include <stdint.h>
+#include "core/error.h"
+#include "data/ids.h"
+
+typedef struct an_tokenizer an_tokenizer;
+
+/* path: a folder (tokenizer.json, tokenizer.model, vocab.json + merges.txt, encoder.json + vocab.bpe,
+ * with tokenizer_config.json / special_tokens_map.json beside them when present) or one file
+ * (tokenizer.json, *.model, llama2.c tokenizer.bin). */
+an_tokenizer *an_tokenizer_load(const char *path, an_error *err);
+void an_tokenizer_free(an_tokenizer *t);
+
+/* Appends the ids of text[0..len) to out. Special and added tokens are matched before BPE. */
+int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err);
+
+int an_tokenizer_vocab_size(const an_tokenizer *t);
+int32_t an_tokenizer_bos(const an_tokenizer *t); /* -1 when the tokenizer has none */
+int32_t an_tokenizer_eos(const an_tokenizer *t);
+/* Whether the tokenizer's own configuration asks for BOS at the start of a text (as HF does). */
+int an_tokenizer_adds_bos(const an_tokenizer *t);
+/* Id of a token by its exact text (special tokens included), -1 when absent. */
+int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece);
+
+/* Streaming decoder: feed ids one at a time, get back only complete UTF-8, with byte fallback and
+ * the leading-space rules undone. */
+typedef struct an_detok {
+    const an_tokenizer *tok;
+    unsigned char pending[8];
+    int n_pending;
+    int n_fed;
+} an_detok;
+
+void an_detok_init(an_detok *d, const an_tokenizer *t);
+/* Writes the text that id completes into out (NUL-terminated); returns its length, or -1 if outsz is
+ * too small. */
+int an_detok_feed(an_detok *d, int32_t id, char *out, size_t outsz);
+/* Flushes what is pending (an incomplete UTF-8 sequence is written as U+FFFD). */
+int an_detok_flush(an_detok *d, char *out, size_t outsz);
+/* Whole-sequence decode into a malloc'd string. */
+char *an_tokenizer_decode(const an_tokenizer *t, const int32_t *ids, size_t n, an_error *err);
+
+#endif

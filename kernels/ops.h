@@ -1,0 +1,113 @@
+#ifndef AN_OPS_H
+#define AN_OPS_H
+/* The op table: every numerical operation the models use, forward and backward side by side.
+ *
+ * Model code never loops over tensor data itself; it calls through an an_ops table. The CPU backend
+ * (kernels/cpu_*.c) is the reference; a CUDA backend fills the same table with device pointers, so
+ * model code does not change. All pointers are backend memory (host memory for the CPU backend).
+ *
+ * Conventions
+ *  - float32 activations and gradients; row-major; N is a number of rows (tokens, B*T).
+ *  - Linear weights are stored as PyTorch nn.Linear stores them: w[OC, C] (out, in).
+ *  - Gradient outputs ACCUMULATE (+=) into what the caller passes, so the caller zeroes them once
+ *    per step and gradient accumulation and residual branches come for free. Any gradient output
+ *    may be NULL when it is not wanted (a frozen weight gets no dw, the first layer needs no dinp).
+ *    Exceptions, which overwrite, are marked "overwrites".
+ *  - Attention layout: q[B, T, nh, hd], k and v [B, T, nkv, hd]; nh % nkv == 0 (grouped-query).
+ *  - seg_start[B*T]: for each token, the index (within its row, 0..T-1) of the first token of the
+ *    sample it belongs to. A token attends to [seg_start, t]. All zeros = plain causal attention;
+ *    packed samples get a block-diagonal causal mask.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#define AN_IGNORE_INDEX (-100)
+
+typedef struct an_ops {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes); /* zeroed, aligned; NULL on failure */
+    void (*free)(void *p);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*zero)(void *p, size_t bytes);
+
+    /* ---- matmul: out[N, OC] = inp[N, C] @ w[OC, C]^T + bias[OC] (bias may be NULL) ---- */
+    void (*matmul_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+    /* dinp[N, C] += dout @ w;  dw[OC, C] += dout^T @ inp;  dbias[OC] += column sums of dout */
+    void (*matmul_backward)(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC);
+
+    /* ---- embedding: out[N, C] = table[ids[n], :] (overwrites) ---- */
+    void (*embedding_forward)(float *out, const int32_t *ids, const float *table, int N, int C);
+    void (*embedding_backward)(float *dtable, const float *dout, const int32_t *ids, int N, int C);
+
+    /* ---- layernorm over the last dim C; mean[N], rstd[N] saved for backward ---- */
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                              const float *b, int N, int C, float eps);
+    void (*layernorm_backward)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                               const float *w, const float *mean, const float *rstd, int N, int C);
+
+    /* ---- rmsnorm: out = inp * rstd * w, rstd = 1/sqrt(mean(inp^2) + eps) ---- */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
+    void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                             const float *rstd, int N, int C);
+
+    /* ---- rope, in place on x[N, nh, hd] at positions pos[N].
+     * interleaved = 0: Hugging Face rotate-half (pairs i, i + hd/2);
+     * interleaved = 1: llama2.c / Meta (pairs 2i, 2i+1). Frequencies theta^(-2i/hd).
+     * Backward rotates dx by the opposite angle (in place, overwrites). ---- */
+    void (*rope_forward)(float *x, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
+    void (*rope_backward)(float *dx, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
+
+    /* ---- causal attention with grouped-query heads, tiled (never a T x T matrix per head).
+     * out[B, T, nh, hd] (overwrites); lse[B, nh, T] = log-sum-exp of the scaled scores, saved for
+     * backward. Scale is 1/sqrt(hd). ---- */
+    void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
+                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+
+    /* ---- pointwise ---- */
+    /* GELU, tanh approximation (GPT-2's gelu_new) */
+    void (*gelu_forward)(float *out, const float *inp, size_t n);
+    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
+    /* out = silu(gate) * up */
+    void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+    /* out = a + b (out may alias a or b). Its backward is accumulate(da, dout), accumulate(db, dout). */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    /* dst += scale * src */
+    void (*axpy)(float *dst, const float *src, float scale, size_t n);
+    /* x *= s */
+    void (*scale)(float *x, float s, size_t n);
+
+    /* ---- softmax cross-entropy with ignore index, fused and chunked over the vocabulary.
+     * losses[N] (overwrites) = logsumexp(logits[n]) - logits[n, targets[n]], 0 where targets[n] ==
+     * AN_IGNORE_INDEX; lse[N] saved for backward. Never copies a row of logits. ---- */
+    void (*cross_entropy_forward)(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
+    /* dlogits = dloss * (softmax(logits) - onehot(target)), 0 for ignored rows. Overwrites; dlogits may
+     * alias logits, so a vocabulary of 92,544 needs no second N x V buffer. dloss is the weight of each
+     * row's loss in the total, e.g. 1 / (number of trained tokens) for a mean. */
+    void (*cross_entropy_backward)(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                   int N, int V, float dloss);
+
+    /* ---- optimizer ---- */
+    /* AdamW, decoupled weight decay and bias correction; step counts from 1. */
+    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
+                         float beta2, float eps, float weight_decay, int step);
+    /* sum of squares, accumulated in double, returned to the host (for the global gradient norm) */
+    double (*sum_squares)(const float *x, size_t n);
+} an_ops;
+
+/* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */
+const an_ops *an_ops_cpu(void);
+
+/* Global gradient norm over a list of buffers, and clipping to max_norm (no-op when max_norm <= 0).
+ * Returns the norm before clipping. */
+double an_clip_grad_norm(const an_ops *ops, float **grads, const size_t *sizes, int count, double max_norm);
+
+#endif

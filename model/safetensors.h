@@ -1,0 +1,69 @@
+#ifndef AN_SAFETENSORS_H
+#define AN_SAFETENSORS_H
+/* safetensors: an 8-byte little-endian header length, a JSON header
+ * {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, then the bytes.
+ * Reading maps the file(s); a folder with model.safetensors.index.json reads every shard. */
+#include <stddef.h>
+#include <stdint.h>
+#include "core/error.h"
+#include "core/file.h"
+
+typedef enum an_dtype {
+    AN_F32 = 1, AN_F16, AN_BF16, AN_F64, AN_I8, AN_U8, AN_I16, AN_I32, AN_I64, AN_BOOL,
+} an_dtype;
+
+const char *an_dtype_name(an_dtype t); /* "F32", ... as safetensors spells them */
+size_t an_dtype_size(an_dtype t);
+
+#define AN_MAX_DIMS 8
+
+typedef struct an_st_tensor {
+    char *name;
+    an_dtype dtype;
+    int ndim;
+    int64_t shape[AN_MAX_DIMS];
+    const void *data; /* inside the mapped file */
+    size_t nbytes;
+    int shard;        /* which mapped file it lives in */
+} an_st_tensor;
+
+typedef struct an_safetensors {
+    an_st_tensor *tensors;
+    int n_tensors;
+    an_mapped_file *files;
+    int n_files;
+    char **meta_keys, **meta_values; /* "__metadata__" string pairs of the first file */
+    int n_meta;
+} an_safetensors;
+
+/* path is a .safetensors file, a model.safetensors.index.json, or a folder holding either. */
+int an_st_open(an_safetensors *st, const char *path, an_error *err);
+void an_st_close(an_safetensors *st);
+const an_st_tensor *an_st_find(const an_safetensors *st, const char *name);
+const char *an_st_meta(const an_safetensors *st, const char *key);
+int64_t an_st_numel(const an_st_tensor *t);
+/* Converts any float dtype (F32, F16, BF16, F64) to float32 into dst (numel floats). */
+int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err);
+
+/* Writing: collect tensors (data is borrowed until an_st_write), then write atomically. */
+typedef struct an_st_writer {
+    struct an_st_wentry *entries;
+    int n, cap;
+    char **meta_keys, **meta_values;
+    int n_meta;
+} an_st_writer;
+
+void an_st_writer_init(an_st_writer *w);
+int an_st_writer_add(an_st_writer *w, const char *name, an_dtype dtype, int ndim, const int64_t *shape,
+                     const void *data, an_error *err);
+int an_st_writer_meta(an_st_writer *w, const char *key, const char *value, an_error *err);
+int an_st_write(const an_st_writer *w, const char *path, an_error *err);
+void an_st_writer_free(an_st_writer *w);
+
+/* Half-precision conversions (round to nearest even). */
+float an_f16_to_f32(uint16_t h);
+uint16_t an_f32_to_f16(float f);
+float an_bf16_to_f32(uint16_t h);
+uint16_t an_f32_to_bf16(float f);
+
+#endif

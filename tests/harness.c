@@ -1,0 +1,69 @@
+#include "tests/test.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+test_state test_g;
+
+void test_fail_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "  FAIL %s (%s:%d): ", test_g.current ? test_g.current : "?", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    test_g.checks_failed++;
+}
+
+void test_run(void (*fn)(void), const char *name) {
+    test_g.current = name;
+    test_g.checks_failed = 0;
+    fn();
+    if (test_g.checks_failed) {
+        test_g.failed++;
+        fprintf(stderr, "[FAIL] %s\n", name);
+    } else {
+        test_g.passed++;
+        fprintf(stderr, "[ ok ] %s\n", name);
+    }
+}
+
+int test_finish(void) {
+    printf("%d passed, %d failed\n", test_g.passed, test_g.failed);
+    return test_g.failed ? 1 : 0;
+}
+
+const char *test_shared(const char *rel) {
+    static char buf[4][4096];
+    static int slot;
+    const char *root = getenv("AN_SHARED");
+    if (!root || !*root) root = "../shared";
+    char *b = buf[slot++ & 3];
+    snprintf(b, sizeof buf[0], "%s/%s", root, rel);
+    return b;
+}
+
+const char *test_tmpdir(void) {
+    static char dir[256];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/autoneg-test-XXXXXX");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            exit(2);
+        }
+    }
+    return dir;
+}
+
+double test_max_rel_err(const float *a, const float *b, size_t n, double floor) {
+    double maxb = floor, maxd = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs((double)b[i]) > maxb) maxb = fabs((double)b[i]);
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= maxd)) maxd = d; /* NaN propagates as a failure */
+    }
+    return maxd / maxb;
+}

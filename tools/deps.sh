@@ -1,0 +1,17 @@
+#!/bin/sh
+# Installs the Debian packages that building and testing autoneg need, and says which.
+# OpenBLAS is taken in its OpenMP build so that it shares one thread pool with our kernels.
+set -e
+need=""
+for p in build-essential clang libopenblas-openmp-dev libcjson-dev zlib1g-dev; do
+    dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
+done
+if [ -z "$need" ]; then
+    echo "deps: everything is installed"
+    exit 0
+fi
+echo "deps: installing$need"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
