@@ -13,6 +13,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"version", an_cmd_version, "version"},
+    {"tags", an_cmd_tags, "tags step RATIO [--each] [TAGS] | tags aspect W H [--snap 64] | tags norm [TEXT]"},
 };
 
 int cli_fail(const char *fmt, ...) {
