@@ -203,8 +203,9 @@ typedef struct syntax {
 } syntax;
 
 static syntax syntax_of(an_prompt_mode mode) {
-    if (mode == AN_PROMPT_NOVELAI) return (syntax){'{', '}', 1.05, 1 / 1.05, "{}[]()\\"};
-    return (syntax){'(', ')', 1.1, 1 / 1.1, "()[]\\"};
+    /* "\\<" is a literal '<' that starts no extra network (A1111 drops the backslash alike) */
+    if (mode == AN_PROMPT_NOVELAI) return (syntax){'{', '}', 1.05, 1 / 1.05, "{}[]()<\\"};
+    return (syntax){'(', ')', 1.1, 1 / 1.1, "()[]<\\"};
 }
 
 static int scan(const char *s, an_prompt_mode mode, int networks, pieces *out) {
@@ -581,9 +582,11 @@ void an_prompt_format_weight(double w, char *buf, size_t bufsz) {
 
 /* ---------- writing ---------- */
 
+/* Escapes the syntax characters; '<' too where it could start an extra network ("<word:"). */
 static int put_escaped(sbuf *b, const char *s, const char *special) {
     for (; *s; s++) {
-        if (strchr(special, *s) && sb_ch(b, '\\')) return -1;
+        int esc = strchr(special, *s) || (*s == '<' && is_word((unsigned char)s[1]));
+        if (esc && sb_ch(b, '\\')) return -1;
         if (sb_ch(b, *s)) return -1;
     }
     return 0;
@@ -597,37 +600,63 @@ static int novelai_power(double w) {
     return (int)n;
 }
 
+/* The weight as it will be written: A1111 number text ("" for 1), or NovelAI bracket count. */
+static void weight_level(double w, an_prompt_mode mode, char *buf, size_t n) {
+    if (mode == AN_PROMPT_NOVELAI) {
+        int k = novelai_power(w);
+        snprintf(buf, n, "%d", w == 1.0 ? 0 : k);
+        if (k == 0 || w == 1.0) buf[0] = 0;
+        return;
+    }
+    an_prompt_format_weight(w, buf, n);
+    if (w == 1.0 || !strcmp(buf, "1.0")) buf[0] = 0;
+}
+
+static int is_text_item(const an_prompt_item *x) { return x->kind == AN_ITEM_TAG || x->kind == AN_ITEM_EMBEDDING; }
+
+static const char *join_text(an_prompt_join j) { return j == AN_JOIN_NEW ? ", " : j == AN_JOIN_SPACE ? " " : ""; }
+
 char *an_prompt_write(const an_prompt *p, an_prompt_mode mode, an_error *err) {
     sbuf b = {0};
     if (sb_str(&b, "")) goto oom;
     const char *special = mode == AN_PROMPT_NOVELAI ? "{}[]\\" : "()[]\\";
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = 0; i < p->n;) {
         const an_prompt_item *x = &p->v[i];
         if (i > 0) {
-            const char *sep = x->join == AN_JOIN_NEW ? ", " : x->join == AN_JOIN_SPACE ? " " : "";
+            const char *sep = join_text(x->join);
             if (x->kind == AN_ITEM_BREAK || p->v[i - 1].kind == AN_ITEM_BREAK) sep = " ";
             if (sb_str(&b, sep)) goto oom;
         }
         if (x->kind == AN_ITEM_BREAK) {
             if (sb_str(&b, "BREAK")) goto oom;
-        } else if (x->kind == AN_ITEM_NETWORK) {
+            i++;
+            continue;
+        }
+        if (x->kind == AN_ITEM_NETWORK) {
             if (sb_ch(&b, '<') || sb_str(&b, x->net_type ? x->net_type : "lora") || sb_ch(&b, ':') ||
                 sb_str(&b, x->net_args ? x->net_args : x->text) || sb_ch(&b, '>'))
                 goto oom;
-        } else if (x->weight == 1.0) {
-            if (put_escaped(&b, x->text, special)) goto oom;
-        } else if (mode == AN_PROMPT_NOVELAI) {
-            int k = novelai_power(x->weight);
-            if (sb_rep(&b, k > 0 ? '{' : '[', abs(k)) || put_escaped(&b, x->text, special) ||
-                sb_rep(&b, k > 0 ? '}' : ']', abs(k)))
-                goto oom;
-        } else {
-            char num[48];
-            an_prompt_format_weight(x->weight, num, sizeof num);
-            if (sb_ch(&b, '(') || put_escaped(&b, x->text, special) || sb_ch(&b, ':') || sb_str(&b, num) ||
-                sb_ch(&b, ')'))
-                goto oom;
+            i++;
+            continue;
         }
+        /* pieces of one tag that will be written with the same weight go in one bracket, so the text
+         * reads back as the same items */
+        char level[48], next[48];
+        weight_level(x->weight, mode, level, sizeof level);
+        size_t end = i + 1;
+        while (end < p->n && is_text_item(&p->v[end]) && p->v[end].join != AN_JOIN_NEW) {
+            weight_level(p->v[end].weight, mode, next, sizeof next);
+            if (strcmp(level, next)) break;
+            end++;
+        }
+        int k = mode == AN_PROMPT_NOVELAI && level[0] ? atoi(level) : 0;
+        if (level[0] && mode == AN_PROMPT_NOVELAI && sb_rep(&b, k > 0 ? '{' : '[', abs(k))) goto oom;
+        if (level[0] && mode == AN_PROMPT_A1111 && sb_ch(&b, '(')) goto oom;
+        for (size_t j = i; j < end; j++)
+            if ((j > i && sb_str(&b, join_text(p->v[j].join))) || put_escaped(&b, p->v[j].text, special)) goto oom;
+        if (level[0] && mode == AN_PROMPT_NOVELAI && sb_rep(&b, k > 0 ? '}' : ']', abs(k))) goto oom;
+        if (level[0] && mode == AN_PROMPT_A1111 && (sb_ch(&b, ':') || sb_str(&b, level) || sb_ch(&b, ')'))) goto oom;
+        i = end;
     }
     return b.s;
 oom:

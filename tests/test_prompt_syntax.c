@@ -1,8 +1,12 @@
 /* Prompt syntax: weights hand-computed from A1111's documented rules ((x) = 1.1, [x] = 1/1.1, unclosed
  * brackets apply to the end, stray closers are text), the docstring examples of parse_prompt_attention,
  * and tests/ref/a1111_attention.py, which restates the algorithm in Python and gave the same values. */
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/file.h"
+#include "core/rng.h"
 
 #include "data/prompt_syntax.h"
 #include "tests/test.h"
@@ -239,7 +243,78 @@ static void test_tags(void) {
     an_tags_free(&t);
 }
 
+/* 400 random prompts over the characters that matter (brackets, escapes, weights, BREAK, commas),
+ * with the chunks tests/ref/a1111_attention.py gives for them. Weights are compared to 1e-15 relative:
+ * the same products in the same order, printed by Python's repr, which reads back exactly. */
+static void test_a1111_random_fixture(void) {
+    an_error err;
+    char *text = an_read_file("tests/ref/a1111_random.txt", NULL, &err);
+    CHECK_MSG(text != NULL, "%s", err.msg);
+    if (!text) return;
+    int n_cases = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[64];
+        int nf = 0;
+        for (char *p = line; nf < 64;) {
+            f[nf++] = p;
+            char *tab = strchr(p, '\t');
+            if (!tab) break;
+            *tab = 0;
+            p = tab + 1;
+        }
+        cJSON *prompt = cJSON_Parse(f[0]);
+        CHECK(cJSON_IsString(prompt));
+        if (!cJSON_IsString(prompt)) continue;
+        an_attn_chunks c;
+        CHECK(an_prompt_attention(prompt->valuestring, AN_PROMPT_A1111, &c, &err) == 0);
+        int same = (int)c.n == (nf - 1) / 2;
+        for (int i = 0; same && i < (int)c.n; i++) {
+            cJSON *t = cJSON_Parse(f[1 + 2 * i]);
+            double w = strtod(f[2 + 2 * i], NULL);
+            same = cJSON_IsString(t) && !strcmp(t->valuestring, c.v[i].text) &&
+                   fabs(c.v[i].weight - w) <= 1e-15 * fabs(w);
+            cJSON_Delete(t);
+        }
+        CHECK_MSG(same, "prompt %s: %zu chunks differ from the reference (%d)", f[0], c.n, (nf - 1) / 2);
+        an_attn_chunks_free(&c);
+        cJSON_Delete(prompt);
+        n_cases++;
+    }
+    CHECK(n_cases == 400);
+    free(text);
+}
+
+/* Writing is stable: parse(write(parse(x))) writes back the same text, for random byte strings that
+ * lean on the syntax characters (also a crash test under ASan). */
+static void test_write_is_stable(void) {
+    static const char alphabet[] = "()[]{}\\:<>,. abBREAK1.5_|\n\xc3\xa9lora";
+    an_rng r;
+    an_rng_seed(&r, 99);
+    for (int iter = 0; iter < 2000; iter++) {
+        char s[48];
+        size_t n = (size_t)an_rng_below(&r, sizeof s);
+        for (size_t i = 0; i < n; i++) s[i] = alphabet[an_rng_below(&r, sizeof alphabet - 1)];
+        s[n] = 0;
+        for (int mode = 0; mode < 2; mode++) {
+            an_prompt p1, p2;
+            an_error err;
+            CHECK(an_prompt_parse(s, (an_prompt_mode)mode, NULL, &p1, &err) == 0);
+            char *w1 = an_prompt_write(&p1, (an_prompt_mode)mode, &err);
+            CHECK(w1 && an_prompt_parse(w1, (an_prompt_mode)mode, NULL, &p2, &err) == 0);
+            char *w2 = an_prompt_write(&p2, (an_prompt_mode)mode, &err);
+            CHECK_MSG(w1 && w2 && !strcmp(w1, w2), "mode %d: \"%s\" -> \"%s\" -> \"%s\"", mode, s, w1, w2);
+            free(w1);
+            free(w2);
+            an_prompt_free(&p1);
+            an_prompt_free(&p2);
+        }
+    }
+}
+
 int main(void) {
+    RUN(test_a1111_random_fixture);
+    RUN(test_write_is_stable);
     RUN(test_a1111_docstring);
     RUN(test_a1111_nesting_and_strays);
     RUN(test_a1111_escapes_empty_break);

@@ -1,6 +1,7 @@
 """A re-statement of A1111's parse_prompt_attention behaviour (modules/prompt_parser.py), written from
 its documented rules, used to double-check the hand-computed weights in tests/test_prompt_syntax.c.
-Run: python tests/ref/a1111_attention.py  (prints one line per case: repr of the chunk list)."""
+Run: python tests/ref/a1111_attention.py  (prints one line per case: repr of the chunk list)
+     python tests/ref/a1111_attention.py --fixture tests/ref/a1111_random.txt"""
 import re
 
 TOKEN = re.compile(r"""\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:""", re.X)
@@ -56,6 +57,37 @@ CASES = [
     "BREAKfast, a BREAK", "(x: 1.25 )", "(x:-0.5)", "[(a:1.5)]", "(a\\\\b)", "a\\b",
 ]
 
+
+
+def random_cases(n=400, seed=1234):
+    """Random prompts over the characters that matter, for tests/ref/a1111_random.txt. Cases where
+    A1111 itself raises (a weight like "1.2.3" that float() rejects) are left out."""
+    import random
+    rnd = random.Random(seed)
+    atoms = ["(", ")", "[", "]", "\\", ":", ":1.5)", ": 0.8 )", ":-1)", "a", "b c", ", ", " ", "BREAK", " BREAK ",
+             "x_y", "\\(", "\\)", "1", ".", "é", "\n"]
+    out = []
+    while len(out) < n:
+        text = "".join(rnd.choice(atoms) for _ in range(rnd.randint(0, 14)))
+        try:
+            out.append((text, parse(text)))
+        except ValueError:
+            continue
+    return out
+
+
+def write_random_fixture(path):
+    """Lines: the prompt as JSON, then TAB-separated chunk text (JSON) and weight (repr) pairs."""
+    import json
+    with open(path, "w", encoding="utf-8") as f:
+        for text, chunks in random_cases():
+            f.write(json.dumps(text) + "".join("\t%s\t%r" % (json.dumps(t), float(w)) for t, w in chunks) + "\n")
+
+
 if __name__ == "__main__":
-    for c in CASES:
-        print(repr(c), "->", [(t, repr(w)) for t, w in parse(c)])
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--fixture":
+        write_random_fixture(sys.argv[2])
+    else:
+        for c in CASES:
+            print(repr(c), "->", [(t, repr(w)) for t, w in parse(c)])
