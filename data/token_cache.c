@@ -242,3 +242,29 @@ done:
     an_unmap_file(&m);
     return rc;
 }
+
+int an_samples_load_or_build(const char *cache_path, const an_cache_inputs *in, const an_encoder *enc,
+                             const an_pairs *pairs, an_samples *out, int *hit, size_t *n_dropped, an_error *err) {
+    uint64_t key = 0;
+    *hit = 0;
+    if (n_dropped) *n_dropped = 0;
+    memset(out, 0, sizeof *out);
+    if (cache_path) {
+        if (an_token_cache_key(in, &key, err)) return -1;
+        int rc = an_token_cache_load(cache_path, key, out, err);
+        if (rc < 0) return -1;
+        if (rc == 1) {
+            *hit = 1;
+            return 0;
+        }
+    }
+    if (an_samples_from_pairs(in->tmpl, enc, pairs, in->system, in->max_len, out, n_dropped, err)) {
+        an_samples_free(out);
+        return -1;
+    }
+    if (cache_path && an_token_cache_save(cache_path, key, out, err)) {
+        an_samples_free(out);
+        return -1;
+    }
+    return 0;
+}

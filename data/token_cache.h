@@ -40,7 +40,7 @@ typedef struct an_cache_inputs {
     const char *const *data_files;
     size_t n_data_files;
     const an_template *tmpl;
-    const char *tokenizer_path;
+    const char *tokenizer_path; /* NULL: not part of the key */
     size_t max_len;
     const char *system;
 } an_cache_inputs;
@@ -50,5 +50,11 @@ int an_token_cache_key(const an_cache_inputs *in, uint64_t *key, an_error *err);
 /* 1: loaded (a hit), 0: a miss (no file, or another key), -1: an error (see above). */
 int an_token_cache_load(const char *path, uint64_t key, an_samples *out, an_error *err);
 int an_token_cache_save(const char *path, uint64_t key, const an_samples *s, an_error *err);
+
+/* The samples for these inputs: loaded from cache_path when it holds them (*hit = 1), else encoded
+ * from pairs with in->tmpl, in->max_len and in->system and saved there (*hit = 0). A damaged cache is
+ * an error, as for an_token_cache_load. cache_path NULL: always encode, save nothing. */
+int an_samples_load_or_build(const char *cache_path, const an_cache_inputs *in, const an_encoder *enc,
+                             const an_pairs *pairs, an_samples *out, int *hit, size_t *n_dropped, an_error *err);
 
 #endif

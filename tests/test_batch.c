@@ -354,7 +354,56 @@ static void test_cache_file(void) {
     an_samples_free(&s);
 }
 
+static int byte_encode(const void *ctx, const char *text, size_t len, an_ids *out, an_error *err) {
+    (void)ctx;
+    (void)err;
+    for (size_t i = 0; i < len; i++) an_ids_push(out, (unsigned char)text[i]);
+    return 0;
+}
+
+static void test_load_or_build(void) {
+    char data[512], cache[512];
+    snprintf(data, sizeof data, "%s/lob.jsonl", test_tmpdir());
+    snprintf(cache, sizeof cache, "%s/lob.cache", test_tmpdir());
+    write_text(data, "pairs v1");
+    an_pair pv[2] = {{"cat", "ugly", NULL}, {"dog", "blurry", NULL}};
+    an_pairs pairs = {pv, 2, 2};
+    an_template t;
+    an_error err;
+    an_template_builtin("infotext", &t, &err);
+    const an_encoder enc = {byte_encode, NULL, NULL, 1, 2};
+    const char *files[] = {data};
+    an_cache_inputs in = {files, 1, &t, NULL, 64, NULL};
+    an_samples a, b;
+    int hit = -1;
+    size_t dropped;
+    CHECK(an_samples_load_or_build(cache, &in, &enc, &pairs, &a, &hit, &dropped, &err) == 0);
+    CHECK(hit == 0 && a.n == 2 && an_file_exists(cache));
+    /* "cat\nNegative prompt: " is 21 bytes: BOS + 21 + "ugly" + EOS */
+    CHECK(a.n == 2 && an_sample_len(&a, 0) == 27);
+    CHECK(an_samples_load_or_build(cache, &in, &enc, &pairs, &b, &hit, &dropped, &err) == 0);
+    CHECK(hit == 1 && b.n == a.n && b.n_tokens == a.n_tokens && !memcmp(a.ids, b.ids, a.n_tokens * 4) &&
+          !memcmp(a.labels, b.labels, a.n_tokens * 4));
+    an_samples_free(&b);
+    /* the data file changed: rebuilt (the pairs passed in are what counts) */
+    write_text(data, "pairs v2");
+    pairs.n = 1;
+    CHECK(an_samples_load_or_build(cache, &in, &enc, &pairs, &b, &hit, &dropped, &err) == 0);
+    CHECK(hit == 0 && b.n == 1);
+    an_samples_free(&b);
+    CHECK(an_samples_load_or_build(cache, &in, &enc, &pairs, &b, &hit, &dropped, &err) == 0);
+    CHECK(hit == 1 && b.n == 1);
+    an_samples_free(&b);
+    /* a damaged cache stops the run with the file named */
+    write_text(cache, "ANTOKCCH garbage that is no cache at all, long enough to hold a header.....");
+    CHECK(an_samples_load_or_build(cache, &in, &enc, &pairs, &b, &hit, &dropped, &err) == -1);
+    CHECK_CONTAINS(err.msg, cache);
+    an_samples_free(&a);
+    an_template_free(&t);
+}
+
 int main(void) {
+    RUN(test_load_or_build);
     RUN(test_pack);
     RUN(test_pad);
     RUN(test_xtuner_pack);
