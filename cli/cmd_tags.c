@@ -26,7 +26,8 @@ static char **read_stdin_lines(size_t *n_out) {
             v = nv;
             cap *= 2;
         }
-        v[n++] = strdup(line);
+        if (!(v[n] = strdup(line))) break;
+        n++;
     }
     free(line);
     *n_out = n;

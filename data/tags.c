@@ -163,19 +163,49 @@ int an_js_locale_compare(const char *a, const char *b) {
 
 /* ---------- step.js ---------- */
 
+/* The tag list, with a hash set of its strings so deduplicating a long list piped in stays linear. */
 typedef struct strlist {
     char **v;
     size_t n, cap;
+    size_t *slots; /* index + 1 into v, 0 = empty; n_slots a power of two */
+    size_t n_slots;
 } strlist;
 
 static void strlist_free(strlist *l) {
     for (size_t i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
+    free(l->slots);
 }
 
+static uint64_t str_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int rehash(strlist *l, size_t n_slots) {
+    size_t *slots = calloc(n_slots, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t i = 0; i < l->n; i++) {
+        size_t k = (size_t)str_hash(l->v[i]) & (n_slots - 1);
+        while (slots[k]) k = (k + 1) & (n_slots - 1);
+        slots[k] = i + 1;
+    }
+    free(l->slots);
+    l->slots = slots;
+    l->n_slots = n_slots;
+    return 0;
+}
+
+/* Takes s; keeps the first of equal strings, as indexOf-based filtering does. */
 static int strlist_add_unique(strlist *l, char *s) {
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i], s)) {
+    if (2 * (l->n + 1) > l->n_slots && rehash(l, l->n_slots ? 2 * l->n_slots : 64)) {
+        free(s);
+        return -1;
+    }
+    size_t k = (size_t)str_hash(s) & (l->n_slots - 1);
+    for (; l->slots[k]; k = (k + 1) & (l->n_slots - 1))
+        if (!strcmp(l->v[l->slots[k] - 1], s)) {
             free(s);
             return 0;
         }
@@ -190,6 +220,7 @@ static int strlist_add_unique(strlist *l, char *s) {
         l->cap = cap;
     }
     l->v[l->n++] = s;
+    l->slots[k] = l->n;
     return 0;
 }
 
@@ -261,6 +292,25 @@ static int put_unit(obuf *b, const char *body, char open, char close, long k, co
     return ob_rep(b, open, k) || ob_str(b, body) || ob_rep(b, close, k);
 }
 
+static void merge_pass(char **a, char **tmp, size_t lo, size_t mid, size_t hi) {
+    size_t i = lo, j = mid, k = lo;
+    while (i < mid && j < hi) tmp[k++] = an_js_locale_compare(a[j], a[i]) < 0 ? a[j++] : a[i++];
+    while (i < mid) tmp[k++] = a[i++];
+    while (j < hi) tmp[k++] = a[j++];
+    memcpy(a + lo, tmp + lo, (hi - lo) * sizeof *a);
+}
+
+/* Bottom-up merge sort: stable, O(n log n) for long tag lists piped in. */
+static int stable_sort(char **a, size_t n) {
+    if (n < 2) return 0;
+    char **tmp = malloc(n * sizeof *tmp);
+    if (!tmp) return -1;
+    for (size_t w = 1; w < n; w *= 2)
+        for (size_t lo = 0; lo + w < n; lo += 2 * w) merge_pass(a, tmp, lo, lo + w, lo + 2 * w < n ? lo + 2 * w : n);
+    free(tmp);
+    return 0;
+}
+
 char *an_tags_step(const char *const *inputs, size_t n_inputs, const char *ratio_text, int each, size_t *n_tags,
                    an_error *err) {
     double step = an_js_parse_float(ratio_text);
@@ -273,17 +323,9 @@ char *an_tags_step(const char *const *inputs, size_t n_inputs, const char *ratio
     obuf out = {0};
     for (size_t i = 0; i < n_inputs; i++)
         if (add_pieces(&tags, inputs[i])) goto oom;
-    /* stable insertion sort: V8's sort is stable, and localeCompare ties (case-only differences are
-     * not ties) keep their order */
-    for (size_t i = 1; i < tags.n; i++) {
-        char *x = tags.v[i];
-        size_t j = i;
-        while (j > 0 && an_js_locale_compare(tags.v[j - 1], x) > 0) {
-            tags.v[j] = tags.v[j - 1];
-            j--;
-        }
-        tags.v[j] = x;
-    }
+    /* V8's sort is stable: ties under localeCompare (text that differs only in ignorable control
+     * characters) keep their order */
+    if (stable_sort(tags.v, tags.n)) goto oom;
     char open = 0, close = 0, num[400];
     const char *numtext = NULL;
     long k = 0;
