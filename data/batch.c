@@ -133,6 +133,7 @@ static void pad_row(an_batch *b, int row, int t0, int32_t pad, int positions_con
 static void place(an_batch *b, const an_samples *s, size_t idx, size_t from, int row, int t0, int len, int seg0,
                   int pos_from_row) {
     const int32_t *ids = s->ids + s->off[idx] + from, *labels = s->labels + s->off[idx] + from;
+    b->n_tokens += (size_t)len;
     for (int j = 0; j < len; j++) {
         size_t k = (size_t)row * b->T + t0 + j;
         b->ids[k] = ids[j];
@@ -212,6 +213,7 @@ static void next_xtuner(an_batcher *bt, an_batch *b) {
                 b->seg_start[k] = 0;
             }
             if (bt->cur.offset == 0) b->n_samples++;
+            b->n_tokens += take;
             used += (int)take;
             bt->cur.offset += take;
             if (bt->cur.offset == len) {
@@ -230,6 +232,7 @@ int an_batcher_next(an_batcher *bt, an_batch *b, an_error *err) {
     if (ensure_order(bt, err)) return -1;
     b->B = bt->o.rows;
     b->n_samples = 0;
+    b->n_tokens = 0;
     b->epoch = bt->cur.epoch;
     if (bt->o.mode == AN_BATCH_PAD) next_pad(bt, b);
     else if (bt->o.mode == AN_BATCH_PACK_XTUNER) next_xtuner(bt, b);

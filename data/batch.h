@@ -44,6 +44,7 @@ typedef struct an_batch {
     int32_t *ids, *targets, *positions, *seg_start; /* room for rows * seq_len each */
     size_t n_samples;   /* samples (or pieces of samples, for XTuner packing) that start in this batch */
     size_t n_targets;   /* targets != -100 */
+    size_t n_tokens;    /* tokens that are not padding */
     uint64_t epoch;
     int epoch_end;      /* this was the last batch of its epoch */
 } an_batch;

@@ -51,7 +51,7 @@ static void test_pack(void) {
     an_error err;
     CHECK(an_batcher_init(&bt, &s, &o, &err) == 0 && an_batch_alloc(&b, &o, &err) == 0);
     CHECK(an_batcher_next(&bt, &b, &err) == 0);
-    CHECK(b.B == 2 && b.T == 8 && b.n_samples == 4 && b.n_targets == 8 && !b.epoch_end);
+    CHECK(b.B == 2 && b.T == 8 && b.n_samples == 4 && b.n_targets == 8 && b.n_tokens == 15 && !b.epoch_end);
     /* row 0: s0 + s1, then one pad (s2 does not fit); row 1: s2 + s3 exactly */
     check_row(&b, 0, (const int32_t[]){100, 101, 102, 103, 200, 201, 202, P},
               (const int32_t[]){M, 102, 103, M, 201, 202, M, M}, (const int32_t[]){0, 1, 2, 3, 0, 1, 2, 0},
@@ -60,7 +60,7 @@ static void test_pack(void) {
               (const int32_t[]){M, M, 303, 304, 305, M, 401, M}, (const int32_t[]){0, 1, 2, 3, 4, 5, 0, 1},
               (const int32_t[]){0, 0, 0, 0, 0, 0, 6, 6}, "pack");
     CHECK(an_batcher_next(&bt, &b, &err) == 0);
-    CHECK(b.n_samples == 1 && b.n_targets == 3 && b.epoch_end && b.epoch == 0);
+    CHECK(b.n_samples == 1 && b.n_targets == 3 && b.n_tokens == 5 && b.epoch_end && b.epoch == 0);
     check_row(&b, 0, (const int32_t[]){500, 501, 502, 503, 504, P, P, P}, (const int32_t[]){M, 502, 503, 504, M, M, M, M},
               (const int32_t[]){0, 1, 2, 3, 4, 0, 1, 2}, (const int32_t[]){0, 0, 0, 0, 0, 5, 5, 5}, "pack");
     check_row(&b, 1, (const int32_t[]){P, P, P, P, P, P, P, P}, (const int32_t[]){M, M, M, M, M, M, M, M},
@@ -82,7 +82,7 @@ static void test_pad(void) {
     an_error err;
     CHECK(an_batcher_init(&bt, &s, &o, &err) == 0 && an_batch_alloc(&b, &o, &err) == 0);
     CHECK(an_batcher_next(&bt, &b, &err) == 0);
-    CHECK(b.T == 4 && b.n_samples == 2 && b.n_targets == 4); /* the longest of s0, s1 */
+    CHECK(b.T == 4 && b.n_samples == 2 && b.n_targets == 4 && b.n_tokens == 7); /* the longest of s0, s1 */
     check_row(&b, 0, (const int32_t[]){100, 101, 102, 103}, (const int32_t[]){M, 102, 103, M},
               (const int32_t[]){0, 1, 2, 3}, (const int32_t[]){0, 0, 0, 0}, "pad");
     check_row(&b, 1, (const int32_t[]){200, 201, 202, P}, (const int32_t[]){201, 202, M, M},
@@ -123,7 +123,7 @@ static void test_xtuner_pack(void) {
     check_row(&b, 0, (const int32_t[]){301, 302, 303, 304, 305, 400, 401, 500},
               (const int32_t[]){M, 303, 304, 305, M, 401, M, M}, pos, zero, "xtuner");
     CHECK(an_batcher_next(&bt, &b, &err) == 0);
-    CHECK(b.epoch_end && b.n_samples == 0 && b.n_targets == 3);
+    CHECK(b.epoch_end && b.n_samples == 0 && b.n_targets == 3 && b.n_tokens == 4);
     check_row(&b, 0, (const int32_t[]){501, 502, 503, 504, P, P, P, P}, (const int32_t[]){502, 503, 504, M, M, M, M, M},
               pos, zero, "xtuner");
 

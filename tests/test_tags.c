@@ -2,6 +2,7 @@
  * 1.4), then more cases from tests/ref/step_cases.txt, which tests/ref/step_ref.js made with node (real
  * parseFloat, Number(), localeCompare and number printing). String results must match exactly. */
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -148,7 +149,72 @@ static void test_step_node_fixture(void) {
     free(text);
 }
 
+/* ---------- the CLI, through $BUILD/autoneg (tests/run.sh sets BUILD) ---------- */
+
+static char *run_cli(const char *args, const char *stdin_text, int *status) {
+    char out[512], in[512], cmd[4096];
+    snprintf(out, sizeof out, "%s/cli.out", test_tmpdir());
+    snprintf(in, sizeof in, "%s/cli.in", test_tmpdir());
+    FILE *f = fopen(in, "w");
+    if (f) {
+        fputs(stdin_text ? stdin_text : "", f);
+        fclose(f);
+    }
+    const char *build = getenv("BUILD");
+    snprintf(cmd, sizeof cmd, "%s/autoneg %s < %s > %s 2>&1", build && *build ? build : "build", args, in, out);
+    int st = system(cmd);
+    *status = st == -1 ? -1 : (st >> 8) & 0xff;
+    an_error err;
+    char *s = an_read_file(out, NULL, &err);
+    return s ? s : strdup("");
+}
+
+static void test_cli(void) {
+    int st;
+    char *s = run_cli("tags aspect 4 3", NULL, &st);
+    CHECK(st == 0);
+    CHECK_STR(s, "591 443\n");
+    free(s);
+    s = run_cli("tags aspect 4 3 --snap 64", NULL, &st);
+    CHECK(st == 0);
+    CHECK_STR(s, "576 384\n");
+    free(s);
+    s = run_cli("tags aspect 0 1", NULL, &st);
+    CHECK(st == 1);
+    CHECK_CONTAINS(s, "not a positive aspect ratio");
+    free(s);
+    s = run_cli("tags step -2 --each 'bad, comic' 'low, bad'", NULL, &st);
+    CHECK(st == 0);
+    CHECK_STR(s, "[[bad]], [[comic]], [[low]]\n");
+    free(s);
+    /* tags from standard input, one string per line */
+    s = run_cli("tags step 3", "worst, low\r\nbad\n\n", &st);
+    CHECK(st == 0);
+    CHECK_STR(s, "{{{bad, low, worst}}}\n");
+    free(s);
+    /* --out writes what step.js wrote to step.txt: no final newline */
+    char path[600], args[800];
+    snprintf(path, sizeof path, "%s/step.txt", test_tmpdir());
+    snprintf(args, sizeof args, "tags step 0.9 --out %s 'b, a'", path);
+    s = run_cli(args, NULL, &st);
+    CHECK(st == 0);
+    free(s);
+    an_error err;
+    s = an_read_file(path, NULL, &err);
+    CHECK_STR(s, "(a, b:0.9)");
+    free(s);
+    s = run_cli("tags norm --underscores '((Long_Hair)), EasyNegative, <lora:x:1>, long hair'", NULL, &st);
+    CHECK(st == 0);
+    CHECK_STR(s, "long hair, easynegative\n");
+    free(s);
+    s = run_cli("tags frobnicate", NULL, &st);
+    CHECK(st != 0);
+    CHECK_CONTAINS(s, "unknown subcommand 'frobnicate'");
+    free(s);
+}
+
 int main(void) {
+    RUN(test_cli);
     RUN(test_step_seed_examples);
     RUN(test_step_errors);
     RUN(test_aspect_seed_examples);
