@@ -13,6 +13,9 @@ typedef struct command {
 
 static const command commands[] = {
     {"version", an_cmd_version, "version"},
+    {"tags", an_cmd_tags, "tags step RATIO [--each] [TAGS] | tags aspect W H [--snap 64] | tags norm [TEXT]"},
+    {"tokenize", an_cmd_tokenize, "tokenize --tokenizer T (--text S | --file F) [--bos]"},
+    {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
 };
 
 int cli_fail(const char *fmt, ...) {

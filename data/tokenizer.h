@@ -33,6 +33,7 @@ typedef struct an_detok {
     unsigned char pending[8];
     int n_pending;
     int n_fed;
+    int started; /* some text was decoded already (the leading-space rule applies before that) */
 } an_detok;
 
 void an_detok_init(an_detok *d, const an_tokenizer *t);

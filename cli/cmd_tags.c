@@ -1,0 +1,145 @@
+/* autoneg tags step RATIO [--each] [--out FILE] [TAGS...]   (step.js of nai-anime-pure-negative-prompt)
+ * autoneg tags aspect W H [--snap N]                       (aspect512.js)
+ * autoneg tags norm [--novelai] [--underscores] [TEXT...]  (normalised tags, one line per prompt) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/file.h"
+#include "data/prompt_syntax.h"
+#include "data/tags.h"
+
+/* Reads standard input into lines (without their \r\n), skipping empty ones. */
+static char **read_stdin_lines(size_t *n_out) {
+    size_t cap = 16, n = 0;
+    char **v = malloc(cap * sizeof *v);
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t len;
+    while (v && (len = getline(&line, &lcap, stdin)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (len == 0) continue;
+        if (n == cap) {
+            char **nv = realloc(v, 2 * cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+            cap *= 2;
+        }
+        if (!(v[n] = strdup(line))) break;
+        n++;
+    }
+    free(line);
+    *n_out = n;
+    return v;
+}
+
+static void free_lines(char **v, size_t n) {
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+static int cmd_step(int argc, char **argv) {
+    const char *ratio = NULL, *out = NULL;
+    const char **tags = calloc((size_t)argc + 1, sizeof *tags);
+    size_t n_tags = 0;
+    int each = 0, have_ratio = 0, rest = 0;
+    if (!tags) return cli_fail("out of memory");
+    for (int i = 1; i < argc; i++) {
+        if (!rest && !strcmp(argv[i], "--each")) each = 1;
+        else if (!rest && !strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!rest && !strcmp(argv[i], "--")) rest = 1;
+        else if (!rest && !strncmp(argv[i], "--", 2)) {
+            free(tags);
+            return cli_fail("tags step: unknown option %s", argv[i]);
+        } else if (!have_ratio) ratio = argv[i], have_ratio = 1;
+        else tags[n_tags++] = argv[i];
+    }
+    char **lines = NULL;
+    size_t n_lines = 0;
+    if (n_tags == 0) {
+        lines = read_stdin_lines(&n_lines);
+        const char **all = realloc(tags, (n_lines + 1) * sizeof *tags);
+        if (!lines || !all) {
+            free(all ? all : tags);
+            free_lines(lines, n_lines);
+            return cli_fail("out of memory");
+        }
+        tags = all;
+        for (size_t i = 0; i < n_lines; i++) tags[i] = lines[i];
+        n_tags = n_lines;
+    }
+    an_error err;
+    size_t count = 0;
+    char *s = an_tags_step(tags, n_tags, ratio, each, &count, &err);
+    free(tags);
+    free_lines(lines, n_lines);
+    if (!s) return cli_error(&err);
+    int rc = 0;
+    if (out && an_write_file_atomic(out, s, strlen(s), &err)) rc = cli_error(&err);
+    if (!rc) printf("%s\n", s);
+    free(s);
+    return rc;
+}
+
+static int cmd_aspect(int argc, char **argv) {
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0, snap = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--snap") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v <= 0 || v > 1 << 20) return cli_fail("tags aspect: --snap wants a positive integer");
+            snap = (int)v;
+        } else if (npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            return cli_fail("tags aspect: too many arguments (W H [--snap N])");
+        }
+    }
+    long w, h;
+    an_error err;
+    if (an_tags_aspect(pos[0], pos[1], snap, &w, &h, &err)) return cli_error(&err);
+    printf("%ld %ld\n", w, h);
+    return 0;
+}
+
+static int print_norm(const char *text, an_prompt_mode mode, const an_tag_opts *o) {
+    an_tags t;
+    an_error err;
+    if (an_prompt_tags(text, mode, o, &t, &err)) return cli_error(&err);
+    for (size_t i = 0; i < t.n; i++) printf("%s%s", i ? ", " : "", t.v[i]);
+    printf("\n");
+    an_tags_free(&t);
+    return 0;
+}
+
+static int cmd_norm(int argc, char **argv) {
+    an_prompt_mode mode = AN_PROMPT_A1111;
+    an_tag_opts o = {0};
+    int n_text = 0, rc = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--novelai")) mode = AN_PROMPT_NOVELAI;
+        else if (!strcmp(argv[i], "--underscores")) o.underscores_to_spaces = 1;
+        else if (!strcmp(argv[i], "--networks")) o.keep_networks = 1;
+        else n_text++;
+    }
+    for (int i = 1; i < argc && !rc; i++)
+        if (strncmp(argv[i], "--", 2)) rc = print_norm(argv[i], mode, &o);
+    if (n_text == 0) {
+        size_t n;
+        char **lines = read_stdin_lines(&n);
+        for (size_t i = 0; i < n && !rc; i++) rc = print_norm(lines[i], mode, &o);
+        free_lines(lines, n);
+    }
+    return rc;
+}
+
+int an_cmd_tags(int argc, char **argv) {
+    if (argc < 2) return cli_fail("usage: autoneg tags step RATIO [--each] [--out FILE] [TAGS...] | "
+                                  "tags aspect W H [--snap 64] | tags norm [--novelai] [--underscores] [TEXT...]");
+    if (!strcmp(argv[1], "step")) return cmd_step(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "aspect")) return cmd_aspect(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "norm")) return cmd_norm(argc - 1, argv + 1);
+    return cli_fail("tags: unknown subcommand '%s' (step, aspect, norm)", argv[1]);
+}

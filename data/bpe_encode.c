@@ -1,0 +1,112 @@
+/* Encoding one text segment (special tokens already split off): byte-level BPE with GPT-2
+ * pre-tokenization, and the SentencePiece family (characters, "▁" for spaces, byte fallback). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/tokenizer_impl.h"
+#include "data/unicode.h"
+
+static int encode_word(const an_tokenizer *t, const unsigned char *w, size_t n, an_ids *out, an_bpe_scratch *sc) {
+    int32_t stack[128];
+    int32_t *ids = n <= 128 ? stack : malloc(n * sizeof *ids);
+    if (!ids || n > INT32_MAX) return -1;
+    for (size_t k = 0; k < n; k++) ids[k] = t->byte_id[w[k]];
+    int m = an_bpe_merge(&t->merges, ids, (int)n, sc);
+    int rc = m < 0 || an_ids_append(out, ids, (size_t)m) ? -1 : 0;
+    if (ids != stack) free(ids);
+    return rc;
+}
+
+int an_encode_bytelevel(const an_tokenizer *t, const char *s, size_t n, an_ids *out, an_bpe_scratch *sc) {
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned char *copy = NULL;
+    if (t->add_prefix_space && n > 0 && s[0] != ' ') {
+        copy = malloc(n + 1);
+        if (!copy) return -1;
+        copy[0] = ' ';
+        memcpy(copy + 1, s, n);
+        u = copy;
+        n++;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t j = an_gpt2_piece_end(u, n, i);
+        rc = encode_word(t, u + i, j - i, out, sc);
+        i = j;
+    }
+    free(copy);
+    return rc;
+}
+
+/* SentencePiece's remove_extra_whitespaces: no leading or trailing spaces, runs become one. */
+static size_t squeeze_spaces(const char *s, size_t n, char *o) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ' && (k == 0 || o[k - 1] == ' ')) continue;
+        o[k++] = s[i];
+    }
+    while (k > 0 && o[k - 1] == ' ') k--;
+    return k;
+}
+
+static int push_symbol(const an_tokenizer *t, const char *p, size_t len, int32_t *ids, size_t *k) {
+    int32_t id = an_vocab_find(&t->vocab, p, len);
+    int ty = id >= 0 ? t->vocab.type[id] : 0;
+    if (id >= 0 && ty != AN_PIECE_CONTROL && ty != AN_PIECE_UNKNOWN && ty != AN_PIECE_UNUSED) {
+        ids[(*k)++] = id;
+        return 0;
+    }
+    if (!t->byte_fallback) {
+        if (!(t->fuse_unk && *k > 0 && ids[*k - 1] == t->unk)) ids[(*k)++] = t->unk;
+        return t->unk < 0 ? -2 : 0;
+    }
+    /* byte fallback only when every byte has its piece, else one unk for the character (HF) */
+    size_t i = 0;
+    while (i < len && t->byte_id[(unsigned char)p[i]] >= 0) i++;
+    if (i < len) {
+        if (!(t->fuse_unk && *k > 0 && ids[*k - 1] == t->unk)) ids[(*k)++] = t->unk;
+        return t->unk < 0 ? -2 : 0;
+    }
+    for (i = 0; i < len; i++) ids[(*k)++] = t->byte_id[(unsigned char)p[i]];
+    return 0;
+}
+
+int an_encode_spm(const an_tokenizer *t, const char *s, size_t n, int prefix, an_ids *out, an_bpe_scratch *sc) {
+    char *clean = NULL;
+    if (t->remove_extra_ws) {
+        clean = malloc(n + 1);
+        if (!clean) return -1;
+        n = squeeze_spaces(s, n, clean);
+        s = clean;
+    }
+    size_t sp_len = strlen(t->space_text);
+    /* each input byte gives at most one symbol; the prefix at most sp_len */
+    int32_t *ids = malloc((n + sp_len + 1) * sizeof *ids);
+    if (!ids || n + sp_len > INT32_MAX) {
+        free(clean);
+        free(ids);
+        return -1;
+    }
+    size_t k = 0;
+    int missing = 0, rc = 0;
+    if (prefix) missing |= push_symbol(t, t->space_text, sp_len, ids, &k);
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int l = an_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        if (s[i] == ' ') missing |= push_symbol(t, t->space_text, sp_len, ids, &k);
+        else missing |= push_symbol(t, s + i, (size_t)l, ids, &k);
+        i += (size_t)l;
+    }
+    /* a symbol without a token (no byte fallback, no unk) is dropped rather than invented */
+    if (missing) {
+        size_t j = 0;
+        for (size_t i = 0; i < k; i++)
+            if (ids[i] >= 0) ids[j++] = ids[i];
+        k = j;
+    }
+    int m = an_bpe_merge(&t->merges, ids, (int)k, sc);
+    if (m < 0 || an_ids_append(out, ids, (size_t)m)) rc = -1;
+    free(ids);
+    free(clean);
+    return rc;
+}
