@@ -259,6 +259,10 @@ static void test_set_overrides(void) {
     CHECK(an_recipe_list_append(&r, "data.train", "a.jsonl", &err) == 0);
     CHECK(an_recipe_list_append(&r, "data.train", "b.jsonl", &err) == 0);
     CHECK(r.data.train.n == 2);
+    /* a failed override changes nothing, not even the keys before the bad one */
+    CHECK(an_recipe_set(&r, "lora={\"r\": 32, \"dropout\": 2}", &err) != 0);
+    CHECK_CONTAINS(err.msg, "lora.dropout: must be < 1, found 2");
+    CHECK(r.lora.r == 4);
     CHECK(an_recipe_list_append(&r, "optim.lr", "x", &err) != 0);
     CHECK_CONTAINS(err.msg, "optim.lr: not a list-of-strings key");
     an_recipe_free(&r);

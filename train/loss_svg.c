@@ -16,6 +16,13 @@ typedef struct sbuf {
 static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(sbuf *b, const char *fmt, ...) {
     if (b->oom) return;
+    if (!b->p) {
+        if (!(b->p = malloc(4096))) {
+            b->oom = 1;
+            return;
+        }
+        b->cap = 4096;
+    }
     for (;;) {
         va_list ap;
         va_start(ap, fmt);

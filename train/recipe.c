@@ -388,7 +388,7 @@ static int parse_error(const char *text, const char *end, const char *src, an_er
     return an_fail(err, "%s: line %d, column %d: invalid JSON", src, line, col);
 }
 
-int an_recipe_apply_json(an_recipe *r, const char *json, const char *source, an_error *err) {
+static int apply_json_in_place(an_recipe *r, const char *json, const char *source, an_error *err) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(json, &end, 1);
     if (!root) return parse_error(json, end, source, err);
@@ -443,16 +443,12 @@ int an_recipe_load(an_recipe *r, const char *path, an_error *err) {
     if (!text) return -1;
     int rc = an_recipe_apply_json(r, text, path, err);
     free(text);
-    if (rc) {
-        an_recipe_free(r);
-        an_recipe_defaults(r);
-    }
     return rc;
 }
 
 /* ---- overrides ---- */
 
-int an_recipe_set_key(an_recipe *r, const char *key, const char *value, const char *source, an_error *err) {
+static int set_key_in_place(an_recipe *r, const char *key, const char *value, const char *source, an_error *err) {
     const field *f = find_field(key);
     if (!f && !is_section(key)) return unknown_key(key, source, err);
     const char *end = NULL;
@@ -498,6 +494,30 @@ int an_recipe_set_key(an_recipe *r, const char *key, const char *value, const ch
     }
     cJSON_Delete(v);
     return rc;
+}
+
+/* Applies a change to a copy and keeps it only when all of it passed, so a failed override (a
+ * section object whose third key is wrong) leaves r as it was. */
+static int commit(an_recipe *r, an_recipe *changed, int rc) {
+    if (rc) {
+        an_recipe_free(changed);
+        return -1;
+    }
+    an_recipe_free(r);
+    *r = *changed;
+    return 0;
+}
+
+int an_recipe_apply_json(an_recipe *r, const char *json, const char *source, an_error *err) {
+    an_recipe t;
+    if (an_recipe_copy(&t, r, err)) return -1;
+    return commit(r, &t, apply_json_in_place(&t, json, source, err));
+}
+
+int an_recipe_set_key(an_recipe *r, const char *key, const char *value, const char *source, an_error *err) {
+    an_recipe t;
+    if (an_recipe_copy(&t, r, err)) return -1;
+    return commit(r, &t, set_key_in_place(&t, key, value, source, err));
 }
 
 int an_recipe_set(an_recipe *r, const char *assignment, an_error *err) {

@@ -12,7 +12,8 @@
  *   "configs/recipes/x.json: optim.lrr: unknown key (did you mean optim.lr?)"
  *   "configs/recipes/x.json: lora.r: expected an integer, found a string"
  *   "configs/recipes/x.json: lora.dropout: must be < 1, found 1.5"
- * Keys that start with '_' are comments and are ignored (they are not written back). */
+ * Keys that start with '_' are comments and are ignored (they are not written back).
+ * A call that fails leaves the recipe as it was: no override is half applied. */
 #include <stddef.h>
 #include "core/error.h"
 
