@@ -333,6 +333,19 @@ static void test_round_trip(void) {
     an_recipe_free(&a);
 }
 
+static void test_total_steps(void) {
+    an_recipe r;
+    an_error err;
+    CHECK(an_recipe_load(&r, "configs/recipes/internlm2-7b-qlora.json", &err) == 0);
+    /* 3 epochs of 1000 packed rows at 1 x 16 rows per step: 3000 / 16 = 187.5, so 188 */
+    CHECK(an_recipe_total_steps(&r, 1000) == 188);
+    CHECK(an_recipe_total_steps(&r, 1600) == 300); /* exactly 300, not 301 */
+    CHECK(an_recipe_total_steps(&r, 0) == 1);
+    CHECK(an_recipe_set(&r, "train.steps=42", &err) == 0);
+    CHECK(an_recipe_total_steps(&r, 1000) == 42);
+    an_recipe_free(&r);
+}
+
 static void test_validate(void) {
     an_recipe r;
     an_error err;
@@ -382,6 +395,30 @@ static void test_docs_list_every_key(void) {
     free(doc);
 }
 
+/* Every truncation of a shipped recipe is rejected with a message naming the file, never a crash
+ * (make asan runs this too), and r keeps its defaults. */
+static void test_truncations(void) {
+    an_error err;
+    size_t n;
+    char *text = an_read_file("configs/recipes/tiny-from-scratch.json", &n, &err);
+    CHECK(text != NULL);
+    if (!text) return;
+    an_recipe def;
+    an_recipe_defaults(&def);
+    for (size_t len = 0; len < n - 2; len += 7) {
+        char *cut = strndup(text, len);
+        an_recipe r;
+        an_recipe_defaults(&r);
+        CHECK(an_recipe_apply_json(&r, cut, "cut.json", &err) != 0);
+        CHECK_CONTAINS(err.msg, "cut.json: ");
+        CHECK(an_recipe_equal(&r, &def, NULL, 0));
+        an_recipe_free(&r);
+        free(cut);
+    }
+    an_recipe_free(&def);
+    free(text);
+}
+
 int main(void) {
     RUN(test_defaults);
     RUN(test_shipped_recipes_load_and_validate);
@@ -394,7 +431,9 @@ int main(void) {
     RUN(test_comments_are_ignored);
     RUN(test_set_overrides);
     RUN(test_round_trip);
+    RUN(test_total_steps);
     RUN(test_validate);
     RUN(test_docs_list_every_key);
+    RUN(test_truncations);
     return test_finish();
 }

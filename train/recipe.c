@@ -715,6 +715,13 @@ int an_recipe_key_info(int i, const char **path, const char **type, const char *
     return 0;
 }
 
+long an_recipe_total_steps(const an_recipe *r, long rows_per_epoch) {
+    if (r->train.steps > 0) return r->train.steps;
+    double per_step = (double)r->train.batch_size * r->optim.accumulation;
+    double steps = ceil(r->train.epochs * (double)rows_per_epoch / per_step - 1e-9);
+    return steps < 1 ? 1 : steps > 1e15 ? (long)1e15 : (long)steps;
+}
+
 double an_recipe_lora_scaling(const an_recipe *r) {
     return r->lora.use_rslora ? r->lora.alpha / sqrt((double)r->lora.r) : r->lora.alpha / r->lora.r;
 }

@@ -159,7 +159,11 @@ int an_recipe_equal(const an_recipe *a, const an_recipe *b, char *diff_key, size
 int an_recipe_key_count(void);
 int an_recipe_key_info(int i, const char **path, const char **type, const char **default_json);
 
-/* Learning-rate related accessors derived from the recipe. */
+/* Optimizer steps of the run: train.steps when > 0, else ceil(epochs * rows / (batch_size *
+ * accumulation)) for an epoch of rows_per_epoch rows (packed rows or samples), at least 1. */
+long an_recipe_total_steps(const an_recipe *r, long rows_per_epoch);
+
+/* Values derived from the recipe. */
 double an_recipe_lora_scaling(const an_recipe *r); /* alpha/r, or alpha/sqrt(r) with use_rslora */
 const char *an_train_method_name(an_train_method m);
 const char *an_pack_mode_name(an_pack_mode m);
