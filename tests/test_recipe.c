@@ -64,7 +64,8 @@ static void test_defaults(void) {
     CHECK(r.train.seed == 1234);
     CHECK(r.train.loss_norm == AN_LOSS_NORM_TOKENS);
     CHECK(r.data.pack == AN_PACK_SEGMENTS);
-    CHECK_STR(r.data.format, "auto");
+    CHECK(r.data.format == AN_DATA_AUTO);
+    CHECK(r.data.group_by == AN_GROUP_SOURCE);
     CHECK_STR(r.data.template_name, "default");
     CHECK(r.quant.block_size == 64 && r.quant.double_quant == 1);
     CHECK(r.checkpoint.keep == 2);

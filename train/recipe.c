@@ -40,6 +40,8 @@ static const char *const quant_names[] = {"nf4", NULL};
 static const char *const pack_names[] = {"segments", "xtuner", "pad", NULL};
 static const char *const sched_names[] = {"constant", "linear", "cosine", NULL};
 static const char *const loss_norm_names[] = {"tokens", "mean_of_means", NULL};
+static const char *const format_names[] = {"auto", "jsonl", "json", "csv", NULL};
+static const char *const group_names[] = {"source", "negative", "prompt", "pair", NULL};
 
 #define OFF(m) offsetof(an_recipe, m), sizeof(((an_recipe *)0)->m)
 #define NOR 0, 0.0, 0.0
@@ -65,13 +67,13 @@ static const field fields[] = {
     F_BOOL("quant.double_quant", quant.double_quant, "true"),
     F_LIST("data.train", data.train, "[]"),
     F_STR("data.val", data.val, "\"\""),
-    F_STR("data.format", data.format, "\"auto\""),
+    F_ENUM("data.format", data.format, format_names, "\"auto\" | \"jsonl\" | \"json\" | \"csv\"", "\"auto\""),
     F_STR("data.template", data.template_name, "\"default\""),
     F_STR("data.system", data.system, "\"\""),
     F_INT("data.max_length", data.max_length, R_LO, 2, 0, "512"),
     F_ENUM("data.pack", data.pack, pack_names, "\"segments\" | \"xtuner\" | \"pad\"", "\"segments\""),
     F_DBL("data.val_fraction", data.val_fraction, R_LO | R_HI_EXCL, 0, 1, "0"),
-    F_STR("data.group_by", data.group_by, "\"\""),
+    F_ENUM("data.group_by", data.group_by, group_names, "\"source\" | \"negative\" | \"prompt\" | \"pair\"", "\"source\""),
     F_INT("data.shuffle_seed", data.shuffle_seed, R_LO, 0, 0, "0"),
     F_DBL("optim.lr", optim.lr, R_LO_EXCL, 0, 0, "0.0002"),
     {"optim.betas", K_DOUBLE2, OFF(optim.betas), R_LO | R_HI_EXCL, 0, 1, NULL, "[number, number]", "[0.9, 0.999]"},

@@ -32,6 +32,11 @@ typedef enum an_schedule_type { AN_SCHED_CONSTANT, AN_SCHED_LINEAR, AN_SCHED_COS
  * token counts); mean_of_means: the mean of each micro-batch's own token mean (HF + mmengine, XTuner). */
 typedef enum an_loss_norm { AN_LOSS_NORM_TOKENS, AN_LOSS_NORM_MEAN_OF_MEANS } an_loss_norm;
 
+/* Input format of data files (auto: from the file name, as `autoneg data` does). */
+typedef enum an_recipe_data_format { AN_DATA_AUTO, AN_DATA_JSONL, AN_DATA_JSON, AN_DATA_CSV } an_recipe_data_format;
+/* What keeps pairs together on one side of the validation split (`autoneg data split --by`). */
+typedef enum an_recipe_group_by { AN_GROUP_SOURCE, AN_GROUP_NEGATIVE, AN_GROUP_PROMPT, AN_GROUP_PAIR } an_recipe_group_by;
+
 /* A list of malloc'd strings owned by the recipe. */
 typedef struct an_strlist {
     char **v;
@@ -60,13 +65,13 @@ typedef struct an_recipe {
     struct {
         an_strlist train;
         char val[AN_RECIPE_STR];
-        char format[AN_RECIPE_NAME];
+        an_recipe_data_format format;
         char template_name[AN_RECIPE_NAME]; /* JSON key data.template */
         char system[AN_RECIPE_STR];
         int max_length;
         an_pack_mode pack;
         double val_fraction;
-        char group_by[AN_RECIPE_NAME];
+        an_recipe_group_by group_by;
         int shuffle_seed;
     } data;
     struct {
