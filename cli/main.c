@@ -13,6 +13,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"version", an_cmd_version, "version"},
+    {"data", an_cmd_data, "data stats|clean|split ..."},
 };
 
 int cli_fail(const char *fmt, ...) {
