@@ -140,11 +140,15 @@ static int read_zip(an_reader *r, const char *path, an_error *err) {
         }
         r->name = s.name;
         rc = read_stream(r, &s, fmt, err);
-        if (rc == 0 && !s.eof) {
-            /* drain so that a damaged tail of the member is still noticed (CRC check at the end) */
-            while ((rc = an_stream_getc(&s, err)) >= 0) {
-            }
-            rc = rc == -2 ? -1 : 0;
+        /* Read the member to its end, so that its CRC-32 is checked even when parsing stopped early;
+         * a damaged member is the better explanation of a parse error, so its message wins. */
+        an_error drain_err;
+        int c;
+        while ((c = an_stream_getc(&s, &drain_err)) >= 0) {
+        }
+        if (c == -2) {
+            if (err) *err = drain_err;
+            rc = -1;
         }
         an_stream_close(&s);
         used++;

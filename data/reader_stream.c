@@ -91,6 +91,14 @@ static int check_member_end(an_stream *s, an_error *err) {
     return 0;
 }
 
+/* zlib's message without the path it puts in front. */
+static const char *gz_message(const an_stream *s, const char *m) {
+    if (!m || !*m) return "unknown error";
+    size_t n = strlen(s->name);
+    if (!strncmp(m, s->name, n) && !strncmp(m + n, ": ", 2)) return m + n + 2;
+    return m;
+}
+
 /* Refills buf; returns bytes available, 0 at the end, -1 on error. */
 static long stream_fill(an_stream *s, an_error *err) {
     if (s->eof) return 0;
@@ -106,7 +114,7 @@ static long stream_fill(an_stream *s, an_error *err) {
             int code = 0;
             const char *m = gzerror(s->gz, &code);
             return an_fail(err, "%s: gzip error after %llu bytes: %s", s->name, (unsigned long long)s->bytes_read,
-                           m && *m ? m : "unknown");
+                           gz_message(s, m));
         }
         got = (size_t)r;
         if (got == 0) {
@@ -115,7 +123,7 @@ static long stream_fill(an_stream *s, an_error *err) {
             const char *m = gzerror(s->gz, &code);
             if (code != Z_OK)
                 return an_fail(err, "%s: gzip error after %llu bytes: %s", s->name,
-                               (unsigned long long)s->bytes_read, m && *m ? m : "unknown");
+                               (unsigned long long)s->bytes_read, gz_message(s, m));
         }
         break;
     }
