@@ -21,6 +21,8 @@ int an_strbuf_put(an_strbuf *b, const char *s, size_t n);
 int an_strbuf_putc(an_strbuf *b, char c);
 void an_strbuf_free(an_strbuf *b);
 
+/* reserve, put and putc keep v NUL-terminated. */
+
 /* Appends s as a JSON string literal (quotes included). */
 int an_strbuf_put_json_string(an_strbuf *b, const char *s);
 

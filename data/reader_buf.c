@@ -5,7 +5,10 @@
 #include "data/reader.h"
 
 int an_strbuf_reserve(an_strbuf *b, size_t extra) {
-    if (b->n + extra + 1 <= b->cap) return 0;
+    if (b->n + extra + 1 <= b->cap) {
+        b->v[b->n] = 0;
+        return 0;
+    }
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->n + extra + 1) {
         if (cap > (size_t)-1 / 2) return -1;
@@ -15,6 +18,7 @@ int an_strbuf_reserve(an_strbuf *b, size_t extra) {
     if (!v) return -1;
     b->v = v;
     b->cap = cap;
+    b->v[b->n] = 0;
     return 0;
 }
 
