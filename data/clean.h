@@ -24,8 +24,8 @@ typedef struct an_clean_report {
 int an_pairs_clean(const an_pairs *in, an_pairs *out, const an_clean_opts *opts, an_clean_report *rep,
                    an_error *err);
 
-/* Offset where an A1111 infotext tail ("Steps: 20, Sampler: Euler a, CFG scale: 7, ...") starts in s,
- * or strlen(s) when there is none. */
+/* Offset where an A1111 infotext tail ("Steps: 20, Sampler: Euler a, CFG scale: 7, ...", or a pasted
+ * "Negative prompt: ...") starts in s, or strlen(s) when there is none. */
 size_t an_clean_infotext_start(const char *s);
 /* Copy of s with whitespace runs collapsed, full-width commas made ASCII, empty comma items dropped and
  * items joined by ", ": "a ,b,,  c" -> "a, b, c". Weight syntax such as "(x:1.2)" is untouched. */

@@ -53,9 +53,16 @@ static const char *next_item(const char *v) {
     return c ? c + 2 : NULL;
 }
 
+static int is_space_or_comma(char c) { return isspace((unsigned char)c) || c == ','; }
+
 size_t an_clean_infotext_start(const char *s) {
     size_t n = strlen(s);
     for (size_t i = 0; i < n; i++) {
+        /* A1111 infotext pasted whole: "prompt\nNegative prompt: negative\nSteps: ..." */
+        if ((i == 0 || is_space_or_comma(s[i - 1])) && !strncmp(s + i, "Negative prompt: ", 17)) {
+            while (i > 0 && is_space_or_comma(s[i - 1])) i--;
+            return i;
+        }
         int line_start = i == 0 || s[i - 1] == '\n';
         int after_comma = i >= 2 && s[i - 1] == ' ' && s[i - 2] == ',';
         if (!line_start && !after_comma) continue;

@@ -38,6 +38,7 @@ static void test_infotext_tails(void) {
     /* one key-like tag alone is a tag, not infotext */
     check_cut("bad hands, Size: small", "bad hands, Size: small");
     check_cut("Steps: 30", "");
+    check_cut("1 girl, pink lips Negative prompt: 2girl, grid", "1 girl, pink lips");
     check_cut("no tail here", "no tail here");
 }
 
