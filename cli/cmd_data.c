@@ -157,6 +157,7 @@ static int cmd_stats(const data_args *a, an_pairs *p) {
     printf("distinct prompts    %zu\n", st.distinct_prompts);
     printf("distinct negatives  %zu\n", st.distinct_negatives);
     printf("distinct neg. tags  %zu\n", st.distinct_tags);
+    printf("distinct sources    %zu (%zu rows without one)\n", st.distinct_sources, st.without_source);
     printf("lengths (nearest-rank percentiles)\n  %-16s %8s %8s %8s %8s\n", "", "p50", "p90", "p99", "max");
     if (st.has_tokens) {
         print_row("prompt tokens", st.prompt_tokens);

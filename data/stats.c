@@ -70,7 +70,7 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
     size_t n = p->n ? p->n : 1, top_k = opts->top_k ? opts->top_k : 20;
     size_t *len[6];
     for (int k = 0; k < 6; k++) len[k] = calloc(n, sizeof(size_t));
-    an_strmap prompts = {0}, negs = {0}, tags = {0};
+    an_strmap prompts = {0}, negs = {0}, tags = {0}, sources = {0};
     char *buf = NULL;
     size_t bufcap = 0;
     int rc = 0;
@@ -80,6 +80,11 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
         const an_pair *e = &p->v[i];
         size_t *v, pl = strlen(e->prompt), nl = strlen(e->negative);
         if (an_strmap_get(&prompts, e->prompt, pl, &v) < 0 || an_strmap_get(&negs, e->negative, nl, &v) < 0) {
+            rc = an_fail(err, "data stats: out of memory");
+            break;
+        }
+        if (!e->source) st->without_source++;
+        else if (an_strmap_get(&sources, e->source, strlen(e->source), &v) < 0) {
             rc = an_fail(err, "data stats: out of memory");
             break;
         }
@@ -108,6 +113,7 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
         st->distinct_prompts = prompts.n;
         st->distinct_negatives = negs.n;
         st->distinct_tags = tags.n;
+        st->distinct_sources = sources.n;
         st->prompt_words = an_len_summarise(len[0], p->n);
         st->negative_words = an_len_summarise(len[1], p->n);
         st->prompt_chars = an_len_summarise(len[2], p->n);
@@ -139,6 +145,7 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
     an_strmap_free(&prompts);
     an_strmap_free(&negs);
     an_strmap_free(&tags);
+    an_strmap_free(&sources);
     if (rc) an_stats_free(st);
     return rc;
 }

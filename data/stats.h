@@ -28,6 +28,7 @@ typedef struct an_stats_opts {
 
 typedef struct an_stats {
     size_t pairs, distinct_prompts, distinct_negatives, distinct_tags;
+    size_t distinct_sources, without_source; /* the groups data split would use */
     an_len_summary prompt_words, negative_words, prompt_chars, negative_chars;
     int has_tokens;
     an_len_summary prompt_tokens, negative_tokens;

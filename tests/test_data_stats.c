@@ -32,9 +32,9 @@ static int bytes_as_tokens(void *ctx, const char *text, size_t len, size_t *out,
 
 static void test_counts_tags_and_token_hook(void) {
     an_pairs p = {0};
-    an_pairs_add(&p, "cat", "a, b", NULL);
-    an_pairs_add(&p, "dog", "b, (c:1.2)", NULL);
-    an_pairs_add(&p, "cat", "b, B", NULL);
+    an_pairs_add(&p, "cat", "a, b", "s1");
+    an_pairs_add(&p, "dog", "b, (c:1.2)", "s1");
+    an_pairs_add(&p, "cat", "b, B", "s2");
     an_pairs_add(&p, "owl", "a, b", NULL);
     int calls = 0;
     an_stats_opts o = {bytes_as_tokens, &calls, 2};
@@ -42,6 +42,7 @@ static void test_counts_tags_and_token_hook(void) {
     an_error e;
     CHECK(an_pairs_stats(&p, &o, &st, &e) == 0);
     CHECK(st.pairs == 4 && st.distinct_prompts == 3 && st.distinct_negatives == 3 && st.distinct_tags == 3);
+    CHECK(st.distinct_sources == 2 && st.without_source == 1);
     /* rows holding each tag: b in all 4 ("b, B" counts once), a in 2, c in 1; top 2 kept */
     CHECK(st.n_top == 2);
     if (st.n_top == 2) {
@@ -71,6 +72,7 @@ static void test_civitai_against_numpy(void) {
     /* Python: len(set(...)) over the 53093 rows; words are re.findall(r"[^ \t\n\r\v\f,]+"), characters
      * len(str); percentiles np.percentile(v, q, method="inverted_cdf") */
     CHECK(st.pairs == 53093 && st.distinct_prompts == 51740 && st.distinct_negatives == 16604);
+    CHECK(st.distinct_sources == 10511 && st.without_source == 0);
     CHECK(st.prompt_words.p50 == 25 && st.prompt_words.p90 == 59 && st.prompt_words.p99 == 110 && st.prompt_words.max == 430);
     CHECK(st.negative_words.p50 == 25 && st.negative_words.p90 == 106 && st.negative_words.p99 == 363 &&
           st.negative_words.max == 3158);
