@@ -75,16 +75,19 @@ const char *an_reader_utf8(an_reader *r, const char *rec, size_t n, const char *
     return NULL;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcasecmp(s + n - k, suffix) == 0;
+/* Whether s[0..n) ends with suffix, ignoring case. */
+static int ends_with_n(const char *s, size_t n, const char *suffix) {
+    size_t k = strlen(suffix);
+    return n >= k && strncasecmp(s + n - k, suffix, k) == 0;
 }
 
-/* Format from a (member) name, AN_FORMAT_AUTO when unknown. */
-static an_pairs_format format_of_name(const char *name) {
-    if (ends_with(name, ".jsonl") || ends_with(name, ".ndjson")) return AN_FORMAT_JSONL;
-    if (ends_with(name, ".json")) return AN_FORMAT_JSON;
-    if (ends_with(name, ".csv")) return AN_FORMAT_CSV;
+static int ends_with(const char *s, const char *suffix) { return ends_with_n(s, strlen(s), suffix); }
+
+/* Format from the first n bytes of a (member) name, AN_FORMAT_AUTO when unknown. */
+static an_pairs_format format_of_name(const char *name, size_t n) {
+    if (ends_with_n(name, n, ".jsonl") || ends_with_n(name, n, ".ndjson")) return AN_FORMAT_JSONL;
+    if (ends_with_n(name, n, ".json")) return AN_FORMAT_JSON;
+    if (ends_with_n(name, n, ".csv")) return AN_FORMAT_CSV;
     return AN_FORMAT_AUTO;
 }
 
@@ -123,11 +126,11 @@ static int read_zip(an_reader *r, const char *path, an_error *err) {
     for (size_t i = 0; rc == 0 && i < z.n; i++) {
         const an_zip_member *m = &z.m[i];
         size_t nl = strlen(m->name);
-        if (!nl || m->name[nl - 1] == '/' || !strncmp(m->name, "__MACOSX/", 9)) continue;
+        if (!nl || m->name[nl - 1] == '/' || !strncmp(m->name, "__MACOSX/", 9) || m->usize == 0) continue;
         const char *base = strrchr(m->name, '/');
         base = base ? base + 1 : m->name;
         if (base[0] == '.') continue;
-        an_pairs_format fmt = r->opts->format ? r->opts->format : format_of_name(m->name);
+        an_pairs_format fmt = r->opts->format ? r->opts->format : format_of_name(m->name, nl);
         if (fmt == AN_FORMAT_AUTO) continue;
         char name[1024];
         snprintf(name, sizeof name, "%.500s:%.500s", path, m->name);
@@ -170,10 +173,7 @@ int an_pairs_read(an_pairs *out, const char *path, const an_read_opts *opts, an_
     an_reader r = {out, opts, rep, path};
     if (ends_with(path, ".zip")) return read_zip(&r, path, err);
     int gz = ends_with(path, ".gz");
-    char inner[1024];
-    snprintf(inner, sizeof inner, "%s", path);
-    if (gz && strlen(inner) >= 3) inner[strlen(inner) - 3] = 0;
-    an_pairs_format fmt = opts->format ? opts->format : format_of_name(inner);
+    an_pairs_format fmt = opts->format ? opts->format : format_of_name(path, strlen(path) - (gz ? 3 : 0));
     if (fmt == AN_FORMAT_AUTO)
         return an_fail(err, "%s: cannot tell the format from the name (expected .jsonl, .ndjson, .json, .csv, "
                             "optionally .gz, or .zip); give it with --format", path);
