@@ -1,8 +1,8 @@
 #ifndef AN_ZIP_H
 #define AN_ZIP_H
 /* Reading zip archives in memory: the central directory is parsed here, members are inflated by
- * zlib through an_stream_open_zip_member. No ZIP64, no encryption, no multi-disk archives: those
- * are refused with a message. */
+ * zlib through an_stream_open_zip_member. ZIP64 records are read; encrypted members and multi-disk
+ * archives are refused with a message. */
 #include <stddef.h>
 #include <stdint.h>
 

@@ -44,6 +44,16 @@ static void test_zip_members(void) {
     an_pairs_free(&p);
 }
 
+static void test_zip64_records(void) {
+    /* tests/data/zip64.zip has a ZIP64 end record and 0xFFFFFFFF sizes in its central directory */
+    an_pairs p = {0};
+    an_error e = {{0}};
+    CHECK_MSG(an_pairs_read(&p, "tests/data/zip64.zip", NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK(p.n == 3);
+    if (p.n == 3) CHECK_STR(p.v[1].negative, "(worst quality:1.4), bad hands");
+    an_pairs_free(&p);
+}
+
 static void test_corrupt_zip(void) {
     an_pairs p = {0};
     an_error e = {{0}};
@@ -63,6 +73,7 @@ int main(void) {
     RUN(test_gz_reads_like_the_plain_file);
     RUN(test_truncated_gz);
     RUN(test_zip_members);
+    RUN(test_zip64_records);
     RUN(test_corrupt_zip);
     return test_finish();
 }

@@ -12,7 +12,8 @@
 
 static const char *const inputs[] = {
     "pairs.jsonl", "xtuner_single.jsonl", "xtuner_conv.json", "messages.jsonl", "keywords.json", "styles.csv",
-    "negopt.csv",  "styles.json",         "horde.json",       "pairs.jsonl.gz", "pairs.zip",     "badcrc.zip"};
+    "negopt.csv",  "styles.json",         "horde.json",       "pairs.jsonl.gz", "pairs.zip",     "badcrc.zip",
+    "zip64.zip"};
 
 static void mutate(unsigned char *d, size_t *n, size_t cap, an_rng *r) {
     static const unsigned char special[] = {'"', '\n', ',', '{', '}', '[', ']', ':', '\\', 0xFF, 0xC3, 0x00, '#'};

@@ -45,3 +45,8 @@ stored[30 + len("negopt.csv") + 5] ^= 0x01
 open("badcrc.zip", "wb").write(bytes(stored))
 import os
 os.remove("crc.zip")
+
+# ZIP64 records on a small archive: zipfile writes them whenever its limits are exceeded, so lower them
+zipfile.ZIP64_LIMIT = 5
+zipfile.ZIP_FILECOUNT_LIMIT = 0
+zip_of("zip64.zip", [("pairs.jsonl", jsonl, zipfile.ZIP_DEFLATED)])
