@@ -49,4 +49,10 @@ os.remove("crc.zip")
 # ZIP64 records on a small archive: zipfile writes them whenever its limits are exceeded, so lower them
 zipfile.ZIP64_LIMIT = 5
 zipfile.ZIP_FILECOUNT_LIMIT = 0
-zip_of("zip64.zip", [("pairs.jsonl", jsonl, zipfile.ZIP_DEFLATED)])
+z64 = bytearray(zip_of("zip64.zip", [("pairs.jsonl", jsonl, zipfile.ZIP_DEFLATED)]))
+# zipfile still writes the real counts and offset in the classic end record when they fit; mark them
+# 0xFFFF / 0xFFFFFFFF (as APPNOTE 4.4.1.4 allows) so that only the ZIP64 end record tells them
+eocd = z64.rfind(b"PK\x05\x06")
+z64[eocd + 8:eocd + 12] = b"\xff\xff\xff\xff"
+z64[eocd + 12:eocd + 20] = b"\xff\xff\xff\xff\xff\xff\xff\xff"
+open("zip64.zip", "wb").write(bytes(z64))
