@@ -16,6 +16,7 @@ static const command commands[] = {
     {"tags", an_cmd_tags, "tags step RATIO [--each] [TAGS] | tags aspect W H [--snap 64] | tags norm [TEXT]"},
     {"tokenize", an_cmd_tokenize, "tokenize --tokenizer T (--text S | --file F) [--bos]"},
     {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
+    {"data", an_cmd_data, "data stats|clean|split ..."},
 };
 
 int cli_fail(const char *fmt, ...) {
