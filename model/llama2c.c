@@ -211,14 +211,7 @@ static int open_mapped(an_model_config *c, an_safetensors *st, const char *path,
 
 int an_llama2c_open(an_model_config *c, an_safetensors *st, const char *path, an_error *err) {
     memset(st, 0, sizeof *st);
-    st->files = calloc(1, sizeof *st->files);
-    if (!st->files) return an_fail(err, "%s: out of memory", path);
-    if (an_map_file(&st->files[0], path, err) != 0) {
-        an_st_close(st);
-        return -1;
-    }
-    st->n_files = 1;
-    if (open_mapped(c, st, path, err) != 0) {
+    if (an_st_add_file(st, path, err) != 0 || open_mapped(c, st, path, err) != 0) {
         an_st_close(st);
         return -1;
     }

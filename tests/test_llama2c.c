@@ -79,6 +79,8 @@ static void test_stories260k(void) {
     CHECK(covered == 1056540 - 28 - 2 * 512 * 4 * 4);
     float v[64];
     CHECK(an_st_to_f32(an_st_find(&st, "model.norm.weight"), v, &e) == 0 && v[0] == 2.4583089351654053f);
+    CHECK(an_st_expect(&st, "model.layers.0.self_attn.k_proj.weight", 2, (int64_t[]){64, 64}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "stories260K.bin: tensor \"model.layers.0.self_attn.k_proj.weight\" has shape [32, 64]");
     an_st_close(&st);
 }
 

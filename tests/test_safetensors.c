@@ -230,6 +230,8 @@ static void test_sharded_index(void) {
         CHECK(an_st_to_f32(head, v, &e) == 0 && v[5] == -5);
         CHECK(an_st_to_f32(norm, v, &e) == 0 && v[0] == 1 && v[2] == 3);
         CHECK(an_st_to_f32(up, v, &e) == 0 && v[0] == 0.5f && v[5] == 0.5f);
+        CHECK(an_st_expect(&st, "lm_head.weight", 2, (int64_t[]){3, 4}, &e) == NULL);
+        CHECK_CONTAINS(e.msg, "st_sharded/model-00002-of-00002.safetensors: tensor \"lm_head.weight\" has shape [4, 3]");
         an_st_close(&st);
     }
 }
@@ -259,6 +261,16 @@ static void test_tinystories_checkpoint(void) {
     }
     CHECK(an_st_find(&st, "model.embed_tokens.weight") == NULL);
     CHECK_STR(an_st_meta(&st, "model.embed_tokens.weight"), "lm_head.weight");
+    /* an_st_expect: the loader's shape check, naming the file that holds the tensor */
+    CHECK(an_st_expect(&st, "model.layers.1.self_attn.k_proj.weight", 2, (int64_t[]){64, 128}, &e) ==
+          an_st_find(&st, "model.layers.1.self_attn.k_proj.weight"));
+    CHECK(an_st_expect(&st, "model.layers.1.self_attn.k_proj.weight", 2, (int64_t[]){128, 128}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "TinyStories-656K/model.safetensors: tensor \"model.layers.1.self_attn.k_proj.weight\" "
+                          "has shape [64, 128] but [128, 128] was expected");
+    CHECK(an_st_expect(&st, "model.norm.weight", 2, (int64_t[]){128, 1}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "has shape [128] but [128, 1] was expected");
+    CHECK(an_st_expect(&st, "model.embed_tokens.weight", 2, (int64_t[]){2048, 128}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "model.safetensors: tensor \"model.embed_tokens.weight\" is missing");
     an_st_close(&st);
 }
 
