@@ -180,6 +180,10 @@ static void test_bad_configs(void) {
     expect_error(variant("tie.json", "tie_word_embeddings", "1"), "\"tie_word_embeddings\"", "is not true or false");
     expect_error(variant("sliding.json", "layer_types", "[\"full_attention\",\"sliding_attention\"]"), "\"layer_types\"[1]",
                  "only \"full_attention\"");
+    expect_error(write_text("qwen_sw.json", "{\"architectures\":[\"Qwen2ForCausalLM\"],\"vocab_size\":10,\"hidden_size\":8,"
+                                             "\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
+                                             "\"max_position_embeddings\":8,\"use_sliding_window\":true}"),
+                 "\"use_sliding_window\"", "not supported yet");
     expect_error(write_text("notjson.json", "{\"hidden_size\": }"), NULL, "not valid JSON");
     expect_error(write_text("gpt2_heads.json", "{\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":10,\"n_embd\":10,"
                                                "\"n_layer\":1,\"n_head\":3,\"n_positions\":8}"),
