@@ -167,8 +167,13 @@ static int read_shard(an_safetensors *st, const char *path, int *cap, an_error *
     }
     const unsigned char *data = p + 8 + hlen;
     uint64_t data_size = size - 8 - hlen;
+    int seen_meta = 0;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (strcmp(e->string, "__metadata__") == 0) {
+            if (seen_meta++) {
+                rc = an_fail(err, "%s: \"__metadata__\" appears twice", path);
+                goto done;
+            }
             /* sharded models: the first shard's metadata stands for the set */
             if (shard == 0 && (rc = read_metadata(st, e, path, err)) != 0) goto done;
             continue;

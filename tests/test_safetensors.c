@@ -366,6 +366,13 @@ static void test_bad_headers(void) {
                       "appears twice", "\"a\"");
     expect_open_error(write_raw("notjson.st", "{\"a\": nope}", 0, 0), "header is not valid JSON", NULL);
     expect_open_error(write_raw("array.st", "[1, 2]", 0, 0), "header is not a JSON object", NULL);
+    expect_open_error(write_raw("meta2.st", "{\"__metadata__\":{\"k\":\"a\"},\"__metadata__\":{\"k\":\"b\",\"l\":\"c\"}}", 0, 0),
+                      "\"__metadata__\" appears twice", NULL);
+    expect_open_error(write_raw("entry.st", "{\"e\":3}", 0, 0), "entry is not an object", "\"e\"");
+    expect_open_error(write_raw("dims.st", "{\"d\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1, 0),
+                      "9 dimensions, at most 8", "\"d\"");
+    expect_open_error(write_raw("offs.st", "{\"o\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 1, 0),
+                      "\"data_offsets\" is not two non-negative integers", "\"o\"");
     expect_open_error(write_raw("meta.st", "{\"__metadata__\":{\"k\":3}}", 0, 0), "is not a string", "\"k\"");
     expect_open_error(write_raw("bigshape.st",
                                 "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8, 0),
@@ -405,6 +412,55 @@ static void test_bad_index(void) {
     expect_open_error(p, "missing or empty \"weight_map\"", NULL);
 }
 
+/* Deterministic mutations of a good file (one to three bytes of the length or the JSON header changed):
+ * every outcome must be either a clean error naming the file or a table whose tensors all lie inside
+ * the mapping with nbytes == numel * element size. Catches what the hand-written cases miss (ASan run). */
+static void test_mutated_headers(void) {
+    an_error e;
+    size_t n;
+    unsigned char *good = (unsigned char *)an_read_file(REF "st_python.safetensors", &n, &e);
+    CHECK(good != NULL);
+    if (!good) return;
+    unsigned char *buf = malloc(n);
+    const char *p = tmp_path("mutated.safetensors");
+    uint64_t x = 88172645463325252ull; /* xorshift64 state: a fixed sequence */
+    FILE *f = fopen(p, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    int opened = 0, failed = 0;
+    for (int round = 0; round < 1500; round++) {
+        memcpy(buf, good, n);
+        int k = 1 + round % 3;
+        for (int j = 0; j < k; j++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t at = (size_t)(x % 904); /* the 8 length bytes and the 896-byte header */
+            static const char repl[] = "0123456789[]{},:\"-. eE\x00\xff";
+            buf[at] = (unsigned char)repl[(x >> 32) % (sizeof repl - 1)];
+        }
+        /* rewritten in place, same size: no fsync and no truncation (both slow on a shared disk) */
+        CHECK(fseek(f, 0, SEEK_SET) == 0 && fwrite(buf, 1, n, f) == n && fflush(f) == 0);
+        an_safetensors st;
+        e.msg[0] = 0;
+        if (an_st_open(&st, p, &e) == 0) {
+            opened++;
+            for (int i = 0; i < st.n_tensors; i++) {
+                const an_st_tensor *t = &st.tensors[i];
+                const unsigned char *d = t->data, *lo = st.files[0].data, *hi = lo + st.files[0].size;
+                CHECK(d >= lo && d + t->nbytes <= hi);
+                CHECK(t->nbytes == (size_t)an_st_numel(t) * an_dtype_size(t->dtype));
+            }
+            an_st_close(&st);
+        } else {
+            failed++;
+            if (!strstr(e.msg, p)) CHECK_MSG(0, "round %d: message without the path: %s", round, e.msg);
+        }
+    }
+    fclose(f);
+    CHECK(opened > 0 && failed > 0); /* both paths exercised */
+    free(buf);
+    free(good);
+}
+
 int main(void) {
     RUN(test_reads_python_file_exactly);
     RUN(test_half_rounding_matches_torch);
@@ -415,5 +471,6 @@ int main(void) {
     RUN(test_bad_files_cut_from_a_good_one);
     RUN(test_bad_headers);
     RUN(test_bad_index);
+    RUN(test_mutated_headers);
     return test_finish();
 }
