@@ -265,6 +265,7 @@ int an_config_load(an_model_config *c, const char *path, an_error *err) {
         get_token_id(&r, "pad_token_id", &c->pad_id))
         goto done;
     const char *dt = get_string(&r, "torch_dtype");
+    if (!dt) dt = get_string(&r, "dtype"); /* transformers 5.x renamed the field */
     if (dt) snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s", dt);
     rc = an_config_validate(c, path, err);
 done:

@@ -145,6 +145,27 @@ static const char *variant(const char *name, const char *key, const char *value_
     return p;
 }
 
+/* transformers 5.x writes "dtype" where 4.x wrote "torch_dtype"; both are read. */
+static void test_dtype_spellings(void) {
+    an_model_config c;
+    an_error e;
+    CHECK_MSG(an_config_load(&c, variant("dtype5.json", "dtype", "\"bfloat16\""), &e) == 0, "%s", e.msg);
+    CHECK_STR(c.torch_dtype, "float32"); /* torch_dtype still there and wins */
+    const char *p = variant("nodtype.json", "torch_dtype", NULL);
+    CHECK_MSG(an_config_load(&c, p, &e) == 0, "%s", e.msg);
+    CHECK_STR(c.torch_dtype, "");
+    char *text = an_read_file(p, NULL, &e);
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!o) return;
+    cJSON_AddItemToObject(o, "dtype", cJSON_CreateString("bfloat16"));
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    CHECK_MSG(an_config_load(&c, write_text("dtype_only.json", s), &e) == 0, "%s", e.msg);
+    free(s);
+    CHECK_STR(c.torch_dtype, "bfloat16");
+}
+
 static void expect_error(const char *path, const char *field, const char *problem) {
     an_model_config c;
     an_error e;
@@ -214,6 +235,7 @@ int main(void) {
     RUN(test_transformers_configs);
     RUN(test_tinystories_config);
     RUN(test_internlm2_and_legacy_rope);
+    RUN(test_dtype_spellings);
     RUN(test_bad_configs);
     RUN(test_validate_and_save_refusals);
     return test_finish();

@@ -159,6 +159,15 @@ static void test_write_read_round_trip_all_dtypes(void) {
     CHECK_CONTAINS(e.msg, "added twice");
     CHECK(an_st_writer_meta(&w, "step", "12", &e) == 0);
     CHECK(an_st_writer_meta(&w, "quote\"d", "a\\b\n", &e) == 0);
+    CHECK(an_st_writer_add(&w, "neg", AN_F32, 1, (int64_t[]){-2}, &scalar, &e) == -1);
+    CHECK_CONTAINS(e.msg, "tensor \"neg\": negative shape[0]");
+    CHECK(an_st_writer_add(&w, "deep", AN_F32, 9, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}, &scalar, &e) == -1);
+    CHECK_CONTAINS(e.msg, "tensor \"deep\": 9 dimensions");
+    CHECK(an_st_writer_add(&w, "__metadata__", AN_F32, 0, NULL, &scalar, &e) == -1);
+    CHECK(an_st_writer_add(&w, "nodata", AN_F32, 1, (int64_t[]){3}, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "tensor \"nodata\": no data");
+    CHECK(an_st_write(&w, "/nonexistent-dir/x.safetensors", &e) == -1);
+    CHECK_CONTAINS(e.msg, "/nonexistent-dir/x.safetensors.tmp: cannot create");
     CHECK_MSG(an_st_write(&w, path, &e) == 0, "%s", e.msg);
     an_st_writer_free(&w);
     CHECK(!an_file_exists(tmp_path("roundtrip.safetensors.tmp")));
