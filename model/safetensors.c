@@ -397,6 +397,11 @@ int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err) {
         return 0;
     case AN_F16:
     case AN_BF16:
+        if ((uintptr_t)s % 2 == 0) {
+            if (t->dtype == AN_F16) an_f16_to_f32_n(dst, (const uint16_t *)s, n);
+            else an_bf16_to_f32_n(dst, (const uint16_t *)s, n);
+            return 0;
+        }
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);

@@ -79,5 +79,10 @@ float an_f16_to_f32(uint16_t h);
 uint16_t an_f32_to_f16(float f);
 float an_bf16_to_f32(uint16_t h);
 uint16_t an_f32_to_bf16(float f);
+/* The same over arrays (added; written so the compiler can vectorize them). src and dst must not overlap. */
+void an_f16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+void an_f32_to_f16_n(uint16_t *dst, const float *src, size_t n);
+void an_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+void an_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n);
 
 #endif
