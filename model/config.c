@@ -212,7 +212,9 @@ static int load_llama_like(an_model_config *c, const reader *r, const char *arch
         /* Llama semantics: attention_bias puts a bias on q, k, v AND o_proj (not only q, k, v). */
         if (get_bool(r, "attention_bias", 0, &c->qkv_bias) || get_bool(r, "mlp_bias", 0, &c->mlp_bias)) return -1;
         c->o_bias = c->qkv_bias;
-        if (is_mistral && get_int(r, "sliding_window", 0, field(r, "sliding_window") ? 0 : 4096, &c->sliding_window)) return -1;
+        /* Mistral: absent means MistralConfig's default 4096, null means no window */
+        int absent = !cJSON_GetObjectItemCaseSensitive(r->root, "sliding_window");
+        if (is_mistral && get_int(r, "sliding_window", 0, absent ? 4096 : 0, &c->sliding_window)) return -1;
     }
     return 0;
 }

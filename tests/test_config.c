@@ -127,6 +127,15 @@ static void test_internlm2_and_legacy_rope(void) {
     /* defaults as LlamaConfig has them: kv heads = heads, rms_norm_eps 1e-6, untied, no biases */
     CHECK(c.rope_theta == 5e5f && c.n_kv_heads == 4 && c.head_dim == 16 && c.norm_eps == 1e-6f && c.tie_embeddings == 0);
     CHECK(c.eos_id == 9 && c.pad_id == -1 && c.bos_id == -1);
+
+    /* Mistral's sliding_window: null is none; absent is MistralConfig's default 4096 */
+    const char *mistral = "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":172,"
+                          "\"num_hidden_layers\":1,\"num_attention_heads\":4,\"vocab_size\":100,"
+                          "\"max_position_embeddings\":32,\"sliding_window\":null}";
+    CHECK_MSG(an_config_load(&c, write_text("mistral_null.json", mistral), &e) == 0, "%s", e.msg);
+    CHECK(c.sliding_window == 0);
+    CHECK(an_config_save(&c, tmp_path("mistral_saved.json"), &e) == 0);
+    CHECK(an_config_load(&d, tmp_path("mistral_saved.json"), &e) == 0 && d.sliding_window == 0);
 }
 
 /* Edits the TinyStories config: sets (or, with value NULL, deletes) one field, writes it to a temp file. */
