@@ -217,3 +217,15 @@ int an_llama2c_open(an_model_config *c, an_safetensors *st, const char *path, an
     }
     return 0;
 }
+
+void an_llama2c_permute_qk(float *dst, const float *src, int n_heads, int head_dim, int cols) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < half; i++) {
+                /* new row j*half + i holds old row 2i + j: pair member j of rotation pair i */
+                const float *s = src + ((size_t)h * head_dim + 2 * i + j) * cols;
+                float *d = dst + ((size_t)h * head_dim + j * half + i) * cols;
+                memcpy(d, s, (size_t)cols * sizeof *d);
+            }
+}
