@@ -64,8 +64,14 @@ float an_torch_mean_f32(const float *x, int64_t n);
 int an_nf4_tensor_quantize(an_nf4_tensor *t, const float *w, int64_t rows, int64_t cols, int blocksize,
                            int double_quant, an_error *err);
 void an_nf4_tensor_free(an_nf4_tensor *t);
-/* The float32 scale of block b (undoing double quantization as bitsandbytes does). */
-float an_nf4_block_scale(const an_nf4_tensor *t, int64_t b);
+/* The float32 scale of block b, undoing double quantization as bitsandbytes does: the product
+ * rounded to float32 first, then the offset added (two roundings, never one fused multiply-add). */
+static inline float an_nf4_block_scale(const an_nf4_tensor *t, int64_t b) {
+    if (!t->double_quant) return t->absmax[b];
+    /* two statements: C's FP_CONTRACT (clang's default) may fuse only within one expression */
+    float s = t->code8[t->qabsmax[b]] * t->absmax2[b / t->blocksize2];
+    return s + t->offset;
+}
 /* Dequantizes elements [start, start + count) of the flattened weight into out. */
 void an_nf4_tensor_dequantize_range(const an_nf4_tensor *t, int64_t start, int64_t count, float *out);
 /* Dequantizes the whole weight (rows * cols floats): for tests and for merging, not for compute. */

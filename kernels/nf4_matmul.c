@@ -127,71 +127,164 @@ int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_te
 
 int an_nf4_matvec_is_simd(void) { return NF4_SIMD; }
 
+/* Walks the scales of consecutive blocks without a 64-bit division per block (which costs as
+ * much as decoding the block's weights). */
+typedef struct scale_iter {
+    const an_nf4_tensor *w;
+    int64_t b, b2, r2; /* block, nested block, position inside the nested block */
+} scale_iter;
+
+static inline scale_iter scale_iter_at(const an_nf4_tensor *w, int64_t b) {
+    scale_iter it = {w, b, 0, 0};
+    if (w->double_quant) {
+        it.b2 = b / w->blocksize2;
+        it.r2 = b % w->blocksize2;
+    }
+    return it;
+}
+
+/* The scale of the current block (the same arithmetic as an_nf4_block_scale), then advance. */
+static inline float scale_iter_next(scale_iter *it) {
+    const an_nf4_tensor *w = it->w;
+    float s;
+    if (!w->double_quant) {
+        s = w->absmax[it->b];
+    } else {
+        float p = w->code8[w->qabsmax[it->b]] * w->absmax2[it->b2];
+        s = p + w->offset;
+        if (++it->r2 == w->blocksize2) {
+            it->r2 = 0;
+            it->b2++;
+        }
+    }
+    it->b++;
+    return s;
+}
+
 /* sums[n] = W[o, :] . x[n, :] for one row o whose elements start on a block boundary (C is a
  * multiple of the blocksize): decode each byte once through the 16-entry table, accumulate a
  * block, then scale it. */
 static void row_dot_plain(const an_nf4_tensor *w, int64_t o, const float *x, int N, float *sums) {
     const int64_t C = w->cols, bs = w->blocksize;
     const uint8_t *p = w->packed + (o * C) / 2;
-    int64_t b0 = o * C / bs;
+    scale_iter it = scale_iter_at(w, o * C / bs);
     for (int n = 0; n < N; n++) sums[n] = 0.0f;
     for (int64_t k0 = 0; k0 < C; k0 += bs) {
-        float scale = an_nf4_block_scale(w, b0 + k0 / bs);
+        float scale = scale_iter_next(&it);
         for (int n = 0; n < N; n++) {
             const float *xn = x + (size_t)n * C + k0;
             const uint8_t *pb = p + k0 / 2;
-            float s = 0.0f;
-            for (int64_t i = 0; i < bs; i += 2) {
-                uint8_t byte = pb[i / 2];
-                s += an_nf4_code[byte >> 4] * xn[i];
-                s += an_nf4_code[byte & 15] * xn[i + 1];
+            /* four partial sums so consecutive adds do not wait on each other */
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+            for (int64_t i = 0; i < bs; i += 4) {
+                uint8_t b0 = pb[i / 2], b1 = pb[i / 2 + 1];
+                s0 += an_nf4_code[b0 >> 4] * xn[i];
+                s1 += an_nf4_code[b0 & 15] * xn[i + 1];
+                s2 += an_nf4_code[b1 >> 4] * xn[i + 2];
+                s3 += an_nf4_code[b1 & 15] * xn[i + 3];
             }
+            float s = (s0 + s1) + (s2 + s3);
             sums[n] += s * scale;
         }
     }
 }
 
 #if NF4_SIMD
-/* 8 code values for 8 nibble indices (in 32-bit lanes): two 8-entry permutes and a select on bit 3 */
-static inline __m256 nf4_lookup8(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
-    __m256 lo = _mm256_permutevar8x32_ps(lut_lo, idx);
-    __m256 hi = _mm256_permutevar8x32_ps(lut_hi, idx);
-    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+/* The AVX2 kernel decodes 32 weights (16 packed bytes) per step with byte shuffles, which are
+ * cheap, instead of 8-lane float permutes, which are not:
+ *  - the 16 bytes are broadcast to both 128-bit lanes; lane 0 keeps the high nibbles (elements
+ *    0, 2, .., 30), lane 1 the low nibbles (elements 1, 3, .., 31);
+ *  - four vpshufb look the nibbles up in the four byte planes of the 16 float32 code values;
+ *  - two rounds of unpacks reassemble the bytes into 4 x 8 floats.
+ * The floats come out in a fixed shuffled order, so x is copied once per call into that same
+ * order (xperm) and the products are plain vertical FMAs. NF4_PERM gives, for position k of a
+ * 32-element group, the element it holds: vector g (0..3), lane h (0..1), float t (0..3) holds
+ * element 2 * (4g + t) + h. */
+static inline int64_t nf4_perm(int k) {
+    int g = k / 8, h = (k / 4) % 2, t = k % 4;
+    return 2 * (4 * g + t) + h;
 }
 
-static void row_dot_avx2(const an_nf4_tensor *w, int64_t o, const float *x, int N, float *sums) {
+#ifndef NF4_PREFETCH
+#define NF4_PREFETCH 2048
+#endif
+
+typedef struct nf4_planes {
+    __m256i p0, p1, p2, p3;
+} nf4_planes;
+
+static nf4_planes nf4_make_planes(void) {
+    uint8_t plane[4][16];
+    for (int k = 0; k < 16; k++) {
+        uint32_t bits;
+        memcpy(&bits, &an_nf4_code[k], 4);
+        for (int b = 0; b < 4; b++) plane[b][k] = (uint8_t)(bits >> (8 * b));
+    }
+    nf4_planes pl;
+    pl.p0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)plane[0]));
+    pl.p1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)plane[1]));
+    pl.p2 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)plane[2]));
+    pl.p3 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)plane[3]));
+    return pl;
+}
+
+static inline void nf4_decode32(const uint8_t *p16, const nf4_planes *pl, __m256 f[4]) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p16));
+    __m256i idx = _mm256_and_si256(_mm256_blend_epi32(raw, _mm256_srli_epi16(raw, 4), 0x0F), m4);
+    __m256i b0 = _mm256_shuffle_epi8(pl->p0, idx), b1 = _mm256_shuffle_epi8(pl->p1, idx);
+    __m256i b2 = _mm256_shuffle_epi8(pl->p2, idx), b3 = _mm256_shuffle_epi8(pl->p3, idx);
+    __m256i w01l = _mm256_unpacklo_epi8(b0, b1), w23l = _mm256_unpacklo_epi8(b2, b3);
+    __m256i w01h = _mm256_unpackhi_epi8(b0, b1), w23h = _mm256_unpackhi_epi8(b2, b3);
+    f[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(w01l, w23l));
+    f[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(w01l, w23l));
+    f[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(w01h, w23h));
+    f[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(w01h, w23h));
+}
+
+/* One output row for a fixed number of input rows NR (1..4), so the accumulators stay in
+ * registers; xp is x[NR, C] in the decode order. Four accumulators per input row keep the FMA
+ * latency off the critical path; the block's scale is applied once per block. */
+static inline __attribute__((always_inline)) void row_dot_avx2_n(const an_nf4_tensor *w, const nf4_planes *pl,
+                                                                  int64_t o, const float *xp, float *sums,
+                                                                  const int NR) {
     const int64_t C = w->cols, bs = w->blocksize;
     const uint8_t *p = w->packed + (o * C) / 2;
-    const int64_t b0 = o * C / bs;
-    const __m256 lut_lo = _mm256_loadu_ps(an_nf4_code), lut_hi = _mm256_loadu_ps(an_nf4_code + 8);
-    /* a byte duplicated into two lanes gives its high nibble (shift 4) then its low nibble */
-    const __m256i shift = _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0), m15 = _mm256_set1_epi32(15);
-    __m256 tot[AN_NF4_MATVEC_MAX_N];
-    for (int n = 0; n < N; n++) tot[n] = _mm256_setzero_ps();
+    scale_iter it = scale_iter_at(w, o * C / bs);
+    __m256 tot[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t k0 = 0; k0 < C; k0 += bs) {
-        __m256 acc[AN_NF4_MATVEC_MAX_N];
-        for (int n = 0; n < N; n++) acc[n] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < bs; i += 32) { /* 16 bytes = 32 weights */
-            __m128i bytes = _mm_loadu_si128((const __m128i *)(p + (k0 + i) / 2));
-            __m128i dup[2] = {_mm_unpacklo_epi8(bytes, bytes), _mm_unpackhi_epi8(bytes, bytes)};
-            for (int h = 0; h < 2; h++)
-                for (int q = 0; q < 2; q++) {
-                    __m128i part = q ? _mm_srli_si128(dup[h], 8) : dup[h];
-                    __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(part), shift), m15);
-                    __m256 wv = nf4_lookup8(idx, lut_lo, lut_hi);
-                    int64_t e = k0 + i + h * 16 + q * 8;
-                    for (int n = 0; n < N; n++)
-                        acc[n] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)n * C + e), acc[n]);
-                }
+        __m256 a[4][4];
+        for (int n = 0; n < NR; n++) a[n][0] = a[n][1] = a[n][2] = a[n][3] = _mm256_setzero_ps();
+        for (int64_t i = k0; i < k0 + bs; i += 32) {
+            __m256 f[4];
+            /* the packed stream is read once, far from the cache: fetch it a few rows ahead */
+            _mm_prefetch((const char *)(p + i / 2) + NF4_PREFETCH, _MM_HINT_T0);
+            nf4_decode32(p + i / 2, pl, f);
+            for (int n = 0; n < NR; n++) {
+                const float *xn = xp + (size_t)n * C + i;
+                for (int g = 0; g < 4; g++) a[n][g] = _mm256_fmadd_ps(f[g], _mm256_loadu_ps(xn + 8 * g), a[n][g]);
+            }
         }
-        __m256 scale = _mm256_set1_ps(an_nf4_block_scale(w, b0 + k0 / bs));
-        for (int n = 0; n < N; n++) tot[n] = _mm256_fmadd_ps(acc[n], scale, tot[n]);
+        __m256 scale = _mm256_set1_ps(scale_iter_next(&it));
+        for (int n = 0; n < NR; n++)
+            tot[n] = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(a[n][0], a[n][1]), _mm256_add_ps(a[n][2], a[n][3])),
+                                     scale, tot[n]);
     }
-    for (int n = 0; n < N; n++) {
+    for (int n = 0; n < NR; n++) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(tot[n]), _mm256_extractf128_ps(tot[n], 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         sums[n] = _mm_cvtss_f32(s);
+    }
+}
+
+static void row_dot_avx2(const an_nf4_tensor *w, const nf4_planes *pl, int64_t o, const float *xp, int N,
+                         float *sums) {
+    switch (N) {
+    case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1); break;
+    case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2); break;
+    case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3); break;
+    default: row_dot_avx2_n(w, pl, o, xp, sums, 4); break;
     }
 }
 #endif
@@ -201,20 +294,29 @@ void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const flo
     /* rows start on a block boundary only when C is a multiple of the blocksize (every real
      * model); otherwise each row is dequantized into a scratch row first */
     const int aligned = C % w->blocksize == 0;
-    const int simd = NF4_SIMD && path == AN_NF4_PATH_AUTO && aligned;
+    float *xp = NULL; /* x in the vector kernel's order; without it the plain kernel runs */
+#if NF4_SIMD
+    nf4_planes pl = nf4_make_planes();
+    if (path == AN_NF4_PATH_AUTO && aligned && w->blocksize % 32 == 0)
+        xp = malloc((size_t)(N < AN_NF4_MATVEC_MAX_N ? N : AN_NF4_MATVEC_MAX_N) * C * sizeof(float));
+#endif
     for (int n0 = 0; n0 < N; n0 += AN_NF4_MATVEC_MAX_N) {
         int nn = N - n0 < AN_NF4_MATVEC_MAX_N ? N - n0 : AN_NF4_MATVEC_MAX_N;
         const float *xs = x + (size_t)n0 * C;
         float *os = out + (size_t)n0 * OC;
+        if (xp)
+            for (int n = 0; n < nn; n++)
+                for (int64_t k0 = 0; k0 < C; k0 += 32)
+                    for (int k = 0; k < 32; k++) xp[(size_t)n * C + k0 + k] = xs[(size_t)n * C + k0 + nf4_perm(k)];
 #pragma omp parallel
         {
             float *row = aligned ? NULL : malloc((size_t)C * sizeof(float));
 #pragma omp for schedule(static)
             for (int64_t o = 0; o < OC; o++) {
                 float sums[AN_NF4_MATVEC_MAX_N];
-                if (simd) {
+                if (xp) {
 #if NF4_SIMD
-                    row_dot_avx2(w, o, xs, nn, sums);
+                    row_dot_avx2(w, &pl, o, xp, nn, sums);
 #endif
                 } else if (aligned) {
                     row_dot_plain(w, o, xs, nn, sums);
@@ -240,4 +342,5 @@ void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const flo
             free(row);
         }
     }
+    free(xp);
 }

@@ -193,13 +193,6 @@ int an_nf4_tensor_quantize(an_nf4_tensor *t, const float *w, int64_t rows, int64
     return 0;
 }
 
-float an_nf4_block_scale(const an_nf4_tensor *t, int64_t b) {
-    if (!t->double_quant) return t->absmax[b];
-    /* bitsandbytes: dequantize_blockwise (code * absmax2) into a float32 tensor, then += offset */
-    float s = t->code8[t->qabsmax[b]] * t->absmax2[b / t->blocksize2];
-    return s + t->offset;
-}
-
 void an_nf4_tensor_dequantize_range(const an_nf4_tensor *t, int64_t start, int64_t count, float *out) {
     int64_t i = start, end = start + count;
     while (i < end) {

@@ -165,25 +165,30 @@ static void test_forward_and_input_gradient_match_pytorch(void) {
     free(x), free(dout), free(b), free(y), free(dx);
 }
 
-/* The matrix-vector kernel (any N, here 8 rows, run 4 at a time) against the tiled GEMM path
- * (N = 8 > AN_NF4_MATVEC_MAX_N), and the AVX2 kernel against the plain C one. */
+/* The matrix-vector kernel (N = 1, 2, 3 and 7, the last run as 4 + 3) against the tiled GEMM
+ * path (forced by giving the forward 8 rows, above AN_NF4_MATVEC_MAX_N, of which the first N are
+ * compared), and the AVX2 kernel against the plain C one. */
 static void test_matvec_paths_agree_with_gemm(void) {
     const int shapes[][2] = {{512, 4096}, {96, 256}, {64, 130}};
+    const int Ns[] = {1, 2, 3, 7};
     for (int s = 0; s < 3; s++) {
-        int OC = shapes[s][0], C = shapes[s][1], N = 8;
+        int OC = shapes[s][0], C = shapes[s][1];
         float *w = randn((int64_t)OC * C, 0.02f, 31 + s);
         an_nf4_tensor t;
         an_error e;
         CHECK(an_nf4_tensor_quantize(&t, w, OC, C, 64, 1, &e) == 0);
-        float *x = randn((int64_t)N * C, 1.0f, 41), *bias = randn(OC, 1.0f, 42);
-        float *g = malloc((size_t)N * OC * 4), *v = malloc((size_t)N * OC * 4), *p = malloc((size_t)N * OC * 4);
-        CHECK(an_nf4_matmul_forward(g, x, &t, bias, N, &e) == 0);
-        an_nf4_matvec(v, x, &t, bias, N, AN_NF4_PATH_AUTO);
-        an_nf4_matvec(p, x, &t, bias, N, AN_NF4_PATH_PLAIN);
-        double e1 = test_max_rel_err(v, g, (size_t)N * OC, 1e-30), e2 = test_max_rel_err(p, v, (size_t)N * OC, 1e-30);
-        CHECK_MSG(e1 <= REL_TOL, "[%d x %d] matvec vs GEMM: relative error %.3g", OC, C, e1);
-        CHECK_MSG(e2 <= REL_TOL, "[%d x %d] plain vs %s matvec: relative error %.3g", OC, C,
-                  an_nf4_matvec_is_simd() ? "AVX2" : "plain", e2);
+        float *x = randn((int64_t)8 * C, 1.0f, 41), *bias = randn(OC, 1.0f, 42);
+        float *g = malloc((size_t)8 * OC * 4), *v = malloc((size_t)8 * OC * 4), *p = malloc((size_t)8 * OC * 4);
+        CHECK(an_nf4_matmul_forward(g, x, &t, bias, 8, &e) == 0);
+        for (int ni = 0; ni < 4; ni++) {
+            int N = Ns[ni];
+            an_nf4_matvec(v, x, &t, bias, N, AN_NF4_PATH_AUTO);
+            an_nf4_matvec(p, x, &t, bias, N, AN_NF4_PATH_PLAIN);
+            double e1 = test_max_rel_err(v, g, (size_t)N * OC, 1e-30), e2 = test_max_rel_err(p, v, (size_t)N * OC, 1e-30);
+            CHECK_MSG(e1 <= REL_TOL, "[%d x %d] N=%d matvec vs GEMM: relative error %.3g", OC, C, N, e1);
+            CHECK_MSG(e2 <= REL_TOL, "[%d x %d] N=%d plain vs %s matvec: relative error %.3g", OC, C, N,
+                      an_nf4_matvec_is_simd() ? "AVX2" : "plain", e2);
+        }
         free(w), free(x), free(bias), free(g), free(v), free(p);
         an_nf4_tensor_free(&t);
     }
