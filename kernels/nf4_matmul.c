@@ -295,6 +295,7 @@ void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const flo
      * model); otherwise each row is dequantized into a scratch row first */
     const int aligned = C % w->blocksize == 0;
     float *xp = NULL; /* x in the vector kernel's order; without it the plain kernel runs */
+    (void)path;
 #if NF4_SIMD
     nf4_planes pl = nf4_make_planes();
     if (path == AN_NF4_PATH_AUTO && aligned && w->blocksize % 32 == 0)
@@ -304,10 +305,12 @@ void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const flo
         int nn = N - n0 < AN_NF4_MATVEC_MAX_N ? N - n0 : AN_NF4_MATVEC_MAX_N;
         const float *xs = x + (size_t)n0 * C;
         float *os = out + (size_t)n0 * OC;
+#if NF4_SIMD
         if (xp)
             for (int n = 0; n < nn; n++)
                 for (int64_t k0 = 0; k0 < C; k0 += 32)
                     for (int k = 0; k < 32; k++) xp[(size_t)n * C + k0 + k] = xs[(size_t)n * C + k0 + nf4_perm(k)];
+#endif
 #pragma omp parallel
         {
             float *row = aligned ? NULL : malloc((size_t)C * sizeof(float));
