@@ -110,21 +110,32 @@ int an_nf4_from_bnb(an_nf4_tensor *t, const an_nf4_bnb_arrays *a, an_error *err)
 
 /* ---- compute ---- */
 
+/* Scratch memory: every compute function takes a workspace (work, work_bytes). With work NULL or
+ * smaller than an_nf4_matmul_work_bytes(w) it allocates what it needs and frees it on return;
+ * a training loop passes a workspace sized once, so a step allocates nothing. The size depends on
+ * the number of OpenMP threads at the time of the call. */
+size_t an_nf4_matmul_work_bytes(const an_nf4_tensor *w);
+
 /* out[N, OC] = inp[N, C] @ W[OC, C]^T + bias[OC] (bias may be NULL); overwrites out. W is
- * dequantized a tile at a time into a small per-thread buffer and multiplied there, so no float
- * copy of the whole weight ever exists. N <= AN_NF4_MATVEC_MAX_N takes the matrix-vector kernel. */
+ * dequantized a tile at a time (64 rows x up to 1024 columns) into a per-thread buffer and
+ * multiplied there with sgemm, so no float copy of the whole weight ever exists. N <=
+ * AN_NF4_MATVEC_MAX_N takes the matrix-vector kernel instead. */
 #define AN_NF4_MATVEC_MAX_N 4
 int an_nf4_matmul_forward(float *out, const float *inp, const an_nf4_tensor *w, const float *bias, int N,
-                          an_error *err);
+                          void *work, size_t work_bytes, an_error *err);
 /* dinp[N, C] += dout[N, OC] @ W[OC, C]. The gradient with respect to the input only: an NF4
  * weight is frozen, so there is never a gradient for W. */
-int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_tensor *w, int N, an_error *err);
+int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_tensor *w, int N, void *work,
+                                 size_t work_bytes, an_error *err);
 
 /* Which matrix-vector kernel to run: the best the CPU was compiled for (AVX2 + FMA when
  * available), or the plain C one (for tests that compare the two). */
 typedef enum an_nf4_path { AN_NF4_PATH_AUTO = 0, AN_NF4_PATH_PLAIN = 1 } an_nf4_path;
-/* out[N, OC] = x[N, C] @ W^T + bias, reading each 4-bit weight once for all N rows. Overwrites out. */
-void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const float *bias, int N, an_nf4_path path);
+/* out[N, OC] = x[N, C] @ W^T + bias, reading each 4-bit weight once for up to 4 rows of x at a
+ * time (the single-token path of generation). Overwrites out. Never fails: without scratch memory
+ * it falls back to the slowest kernel. */
+void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const float *bias, int N, an_nf4_path path,
+                   void *work, size_t work_bytes);
 /* 1 when the AUTO path is vectorized (the build had AVX2 and FMA). */
 int an_nf4_matvec_is_simd(void);
 

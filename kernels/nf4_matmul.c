@@ -65,18 +65,52 @@ static int check_shape(const an_nf4_tensor *w, int N, an_error *err) {
     return 0;
 }
 
+/* Scratch memory: the caller's workspace when it is given and large enough (so a training step
+ * allocates nothing), otherwise a malloc that the caller of take_work frees when *owned. */
+static void *take_work(void *work, size_t have, size_t need, int *owned) {
+    if (work && have >= need) {
+        *owned = 0;
+        return work;
+    }
+    *owned = 1;
+    return malloc(need ? need : 1);
+}
+
+static size_t fwd_work_bytes(const an_nf4_tensor *w, int nthreads) {
+    size_t kc = (size_t)(w->cols < FWD_KC ? w->cols : FWD_KC);
+    return (size_t)nthreads * FWD_TR * kc * sizeof(float);
+}
+
+static size_t bwd_work_bytes(const an_nf4_tensor *w, int nthreads) {
+    size_t tr = (size_t)(w->rows < BWD_TR ? w->rows : BWD_TR), kc = (size_t)(w->cols < BWD_KC ? w->cols : BWD_KC);
+    return (size_t)nthreads * tr * kc * sizeof(float);
+}
+
+/* x in the vector kernel's order (AN_NF4_MATVEC_MAX_N rows), then one scratch row per thread */
+static size_t matvec_work_bytes(const an_nf4_tensor *w, int nthreads) {
+    return ((size_t)AN_NF4_MATVEC_MAX_N + (size_t)nthreads) * (size_t)w->cols * sizeof(float);
+}
+
+size_t an_nf4_matmul_work_bytes(const an_nf4_tensor *w) {
+    int nt = omp_get_max_threads();
+    size_t a = fwd_work_bytes(w, nt), b = bwd_work_bytes(w, nt), c = matvec_work_bytes(w, nt);
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
 int an_nf4_matmul_forward(float *out, const float *inp, const an_nf4_tensor *w, const float *bias, int N,
-                          an_error *err) {
+                          void *work, size_t work_bytes, an_error *err) {
     if (check_shape(w, N, err)) return -1;
     if (N <= AN_NF4_MATVEC_MAX_N) {
-        an_nf4_matvec(out, inp, w, bias, N, AN_NF4_PATH_AUTO);
+        an_nf4_matvec(out, inp, w, bias, N, AN_NF4_PATH_AUTO, work, work_bytes);
         return 0;
     }
     const int C = (int)w->cols, OC = (int)w->rows;
     const int kc_max = C < FWD_KC ? C : FWD_KC;
     const int n_tiles = (OC + FWD_TR - 1) / FWD_TR;
     const int nthreads = omp_get_max_threads();
-    float *bufs = malloc((size_t)nthreads * FWD_TR * kc_max * sizeof(float));
+    int owned;
+    float *bufs = take_work(work, work_bytes, fwd_work_bytes(w, nthreads), &owned);
     if (!bufs) return an_fail(err, "nf4 matmul: out of memory for %d tile buffers", nthreads);
     for (int i = 0; i < N; i++) {
         float *o = out + (size_t)i * OC;
@@ -94,11 +128,12 @@ int an_nf4_matmul_forward(float *out, const float *inp, const an_nf4_tensor *w, 
             sgemm_nt_acc(N, tr, kc, inp + k0, C, buf, kc, out + r0, OC);
         }
     }
-    free(bufs);
+    if (owned) free(bufs);
     return 0;
 }
 
-int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_tensor *w, int N, an_error *err) {
+int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_tensor *w, int N, void *work,
+                                 size_t work_bytes, an_error *err) {
     if (check_shape(w, N, err)) return -1;
     if (N == 0) return 0;
     const int C = (int)w->cols, OC = (int)w->rows;
@@ -106,7 +141,8 @@ int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_te
     const int kc_max = C < BWD_KC ? C : BWD_KC;
     const int n_panels = (C + kc_max - 1) / kc_max;
     const int nthreads = omp_get_max_threads();
-    float *bufs = malloc((size_t)nthreads * tr_max * kc_max * sizeof(float));
+    int owned;
+    float *bufs = take_work(work, work_bytes, bwd_work_bytes(w, nthreads), &owned);
     if (!bufs) return an_fail(err, "nf4 matmul backward: out of memory for %d tile buffers", nthreads);
 #pragma omp parallel for schedule(dynamic, 1) if (n_panels >= 2 * nthreads)
     for (int p = 0; p < n_panels; p++) {
@@ -119,7 +155,7 @@ int an_nf4_matmul_backward_input(float *dinp, const float *dout, const an_nf4_te
             sgemm_nn_acc(N, kc, tr, dout + r0, OC, buf, kc, dinp + k0, C);
         }
     }
-    free(bufs);
+    if (owned) free(bufs);
     return 0;
 }
 
@@ -289,17 +325,21 @@ static void row_dot_avx2(const an_nf4_tensor *w, const nf4_planes *pl, int64_t o
 }
 #endif
 
-void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const float *bias, int N, an_nf4_path path) {
+void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const float *bias, int N, an_nf4_path path,
+                   void *work, size_t work_bytes) {
     const int64_t C = w->cols, OC = w->rows;
     /* rows start on a block boundary only when C is a multiple of the blocksize (every real
      * model); otherwise each row is dequantized into a scratch row first */
     const int aligned = C % w->blocksize == 0;
+    /* Scratch: without it (no memory) the kernels below still run, on the slowest path. */
+    int owned;
+    float *scratch = take_work(work, work_bytes, matvec_work_bytes(w, omp_get_max_threads()), &owned);
     float *xp = NULL; /* x in the vector kernel's order; without it the plain kernel runs */
+    float *rows = scratch ? scratch + (size_t)AN_NF4_MATVEC_MAX_N * C : NULL;
     (void)path;
 #if NF4_SIMD
     nf4_planes pl = nf4_make_planes();
-    if (path == AN_NF4_PATH_AUTO && aligned && w->blocksize % 32 == 0)
-        xp = malloc((size_t)(N < AN_NF4_MATVEC_MAX_N ? N : AN_NF4_MATVEC_MAX_N) * C * sizeof(float));
+    if (path == AN_NF4_PATH_AUTO && aligned && w->blocksize % 32 == 0) xp = scratch;
 #endif
     for (int n0 = 0; n0 < N; n0 += AN_NF4_MATVEC_MAX_N) {
         int nn = N - n0 < AN_NF4_MATVEC_MAX_N ? N - n0 : AN_NF4_MATVEC_MAX_N;
@@ -313,7 +353,7 @@ void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const flo
 #endif
 #pragma omp parallel
         {
-            float *row = aligned ? NULL : malloc((size_t)C * sizeof(float));
+            float *row = aligned || !rows ? NULL : rows + (size_t)omp_get_thread_num() * C;
 #pragma omp for schedule(static)
             for (int64_t o = 0; o < OC; o++) {
                 float sums[AN_NF4_MATVEC_MAX_N];
@@ -342,8 +382,7 @@ void an_nf4_matvec(float *out, const float *x, const an_nf4_tensor *w, const flo
                 }
                 for (int n = 0; n < nn; n++) os[(size_t)n * OC + o] = sums[n] + (bias ? bias[o] : 0.0f);
             }
-            free(row);
         }
     }
-    free(xp);
+    if (owned) free(scratch);
 }

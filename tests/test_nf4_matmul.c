@@ -76,7 +76,7 @@ static void test_forward_equals_dequantize_then_multiply(void) {
                 float *x = randn((int64_t)N * C, 1.0f, 1000 + N);
                 float *out = malloc((size_t)N * OC * sizeof(float));
                 double *ref = malloc((size_t)N * OC * sizeof(double));
-                CHECK_MSG(an_nf4_matmul_forward(out, x, &t, ni % 2 ? bias : NULL, N, &e) == 0, "%s", e.msg);
+                CHECK_MSG(an_nf4_matmul_forward(out, x, &t, ni % 2 ? bias : NULL, N, NULL, 0, &e) == 0, "%s", e.msg);
                 ref_forward(ref, x, wd, ni % 2 ? bias : NULL, N, C, OC);
                 double err = rel_err_d(out, ref, (size_t)N * OC);
                 CHECK_MSG(err <= REL_TOL, "[%d x %d] dq=%d N=%d: relative error %.3g", OC, C, dq, N, err);
@@ -103,6 +103,7 @@ static void test_backward_input_equals_reference_and_accumulates(void) {
         an_nf4_tensor_dequantize(&t, wd);
         float *dout = randn((int64_t)N * OC, 1.0f, 5);
         float *dinp = randn((int64_t)N * C, 1.0f, 6); /* must be added to, not overwritten */
+        void *work = malloc(an_nf4_matmul_work_bytes(&t)); /* a caller's workspace, sized once */
         double *ref = malloc((size_t)N * C * sizeof(double));
         for (int i = 0; i < N; i++)
             for (int k = 0; k < C; k++) {
@@ -110,7 +111,7 @@ static void test_backward_input_equals_reference_and_accumulates(void) {
                 for (int o = 0; o < OC; o++) acc += (double)dout[(size_t)i * OC + o] * wd[(size_t)o * C + k];
                 ref[(size_t)i * C + k] = acc;
             }
-        CHECK_MSG(an_nf4_matmul_backward_input(dinp, dout, &t, N, &e) == 0, "%s", e.msg);
+        CHECK_MSG(an_nf4_matmul_backward_input(dinp, dout, &t, N, work, an_nf4_matmul_work_bytes(&t), &e) == 0, "%s", e.msg);
         double err = rel_err_d(dinp, ref, (size_t)N * C);
         CHECK_MSG(err <= REL_TOL, "[%d x %d]: relative error %.3g", OC, C, err);
         free(w);
@@ -118,6 +119,7 @@ static void test_backward_input_equals_reference_and_accumulates(void) {
         free(dout);
         free(dinp);
         free(ref);
+        free(work);
         an_nf4_tensor_free(&t);
     }
 }
@@ -145,16 +147,16 @@ static void test_forward_and_input_gradient_match_pytorch(void) {
         const int N = 5, C = 130, OC = 64;
         CHECK(t.rows == OC && t.cols == C && nx == (size_t)N * C && ny == (size_t)N * OC && ndx == nx);
         float out[5 * 64], din[5 * 130];
-        CHECK(an_nf4_matmul_forward(out, x, &t, b, N, &e) == 0);
+        CHECK(an_nf4_matmul_forward(out, x, &t, b, N, NULL, 0, &e) == 0);
         double err = test_max_rel_err(out, y, (size_t)N * OC, 1e-30);
         CHECK_MSG(err <= REL_TOL, "forward vs torch: relative error %.3g", err);
         memset(din, 0, sizeof din);
-        CHECK(an_nf4_matmul_backward_input(din, dout, &t, N, &e) == 0);
+        CHECK(an_nf4_matmul_backward_input(din, dout, &t, N, NULL, 0, &e) == 0);
         err = test_max_rel_err(din, dx, (size_t)N * C, 1e-30);
         CHECK_MSG(err <= REL_TOL, "input gradient vs torch: relative error %.3g", err);
         /* one row through the matrix-vector kernel too */
         float one[64];
-        an_nf4_matvec(one, x + 2 * C, &t, b, 1, AN_NF4_PATH_AUTO);
+        an_nf4_matvec(one, x + 2 * C, &t, b, 1, AN_NF4_PATH_AUTO, NULL, 0);
         err = test_max_rel_err(one, y + 2 * OC, OC, 1e-30);
         CHECK_MSG(err <= REL_TOL, "matvec vs torch: relative error %.3g", err);
         an_nf4_tensor_free(&t);
@@ -179,17 +181,18 @@ static void test_matvec_paths_agree_with_gemm(void) {
         CHECK(an_nf4_tensor_quantize(&t, w, OC, C, 64, 1, &e) == 0);
         float *x = randn((int64_t)8 * C, 1.0f, 41), *bias = randn(OC, 1.0f, 42);
         float *g = malloc((size_t)8 * OC * 4), *v = malloc((size_t)8 * OC * 4), *p = malloc((size_t)8 * OC * 4);
-        CHECK(an_nf4_matmul_forward(g, x, &t, bias, 8, &e) == 0);
+        void *work = malloc(an_nf4_matmul_work_bytes(&t));
+        CHECK(an_nf4_matmul_forward(g, x, &t, bias, 8, work, an_nf4_matmul_work_bytes(&t), &e) == 0);
         for (int ni = 0; ni < 4; ni++) {
             int N = Ns[ni];
-            an_nf4_matvec(v, x, &t, bias, N, AN_NF4_PATH_AUTO);
-            an_nf4_matvec(p, x, &t, bias, N, AN_NF4_PATH_PLAIN);
+            an_nf4_matvec(v, x, &t, bias, N, AN_NF4_PATH_AUTO, work, an_nf4_matmul_work_bytes(&t));
+            an_nf4_matvec(p, x, &t, bias, N, AN_NF4_PATH_PLAIN, NULL, 0);
             double e1 = test_max_rel_err(v, g, (size_t)N * OC, 1e-30), e2 = test_max_rel_err(p, v, (size_t)N * OC, 1e-30);
             CHECK_MSG(e1 <= REL_TOL, "[%d x %d] N=%d matvec vs GEMM: relative error %.3g", OC, C, N, e1);
             CHECK_MSG(e2 <= REL_TOL, "[%d x %d] N=%d plain vs %s matvec: relative error %.3g", OC, C, N,
                       an_nf4_matvec_is_simd() ? "AVX2" : "plain", e2);
         }
-        free(w), free(x), free(bias), free(g), free(v), free(p);
+        free(w), free(x), free(bias), free(g), free(v), free(p), free(work);
         an_nf4_tensor_free(&t);
     }
 #if defined(__AVX2__) && defined(__FMA__)
