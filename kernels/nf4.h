@@ -87,7 +87,8 @@ double an_nf4_bytes_per_param(const an_nf4_tensor *t);
  * for a weight saved without double quantization. */
 typedef struct an_nf4_bnb_arrays {
     const char *name;              /* "model.layers.0.attention.wqkv.weight", for messages */
-    const uint8_t *weight;         /* W: packed codes */
+    const uint8_t *weight;         /* W: packed codes, as raw bytes whatever dtype it was stored as
+                                      (bitsandbytes' quant_storage) */
     int64_t weight_bytes;
     const float *absmax_f32;       /* W.absmax when not nested (float32) ... */
     const uint8_t *absmax_u8;      /* ... or W.absmax when nested (uint8 codes) */
