@@ -205,6 +205,47 @@ static void test_double_quant_matches_bitsandbytes(void) {
     }
 }
 
+/* A 256 x 512 weight regenerated from its index with the fixture script's float32 steps (2048
+ * blocks, 8 nested blocks: torch's cascade mean and several 256-blocks of 8-bit codes take part),
+ * compared with what bitsandbytes made of it. */
+static void test_larger_weight_matches_bitsandbytes(void) {
+    const int64_t rows = 256, cols = 512, n = rows * cols;
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)((uint64_t)i * 2654435761u);
+        float s = 1.0f + (float)((i / 64) % 13) * 0.25f;
+        x[i] = ((float)u * 0x1p-32f - 0.5f) * s;
+    }
+    size_t nq = 0, na = 0, nqd = 0, nqa = 0, na2 = 0, njs = 0;
+    uint8_t *want_q = load("hashgen.weight.u8", 1, &nq), *want_qd = load("hashgen_dq.weight.u8", 1, &nqd);
+    float *want_a = load("hashgen.absmax.f32", 4, &na), *want_a2 = load("hashgen_dq.nested_absmax.f32", 4, &na2);
+    uint8_t *want_qa = load("hashgen_dq.absmax.u8", 1, &nqa);
+    char *js = load("hashgen_dq.quant_state.json", 1, &njs);
+    an_nf4_tensor p, d;
+    an_error e;
+    memset(&p, 0, sizeof p);
+    memset(&d, 0, sizeof d);
+    int ok = want_q && want_qd && want_a && want_a2 && want_qa && js;
+    CHECK(ok);
+    if (ok && an_nf4_tensor_quantize(&p, x, rows, cols, 64, 0, &e) == 0 &&
+        an_nf4_tensor_quantize(&d, x, rows, cols, 64, 1, &e) == 0) {
+        CHECK(nq == (size_t)n / 2 && nqd == nq && na == 2048 && nqa == 2048 && na2 == 8);
+        CHECK_MSG(memcmp(p.packed, want_q, nq) == 0, "plain: 4-bit codes differ");
+        bits_equal(p.absmax, want_a, na, "hashgen absmax");
+        CHECK_MSG(memcmp(d.packed, want_qd, nqd) == 0, "double quant: 4-bit codes differ");
+        CHECK_MSG(memcmp(d.qabsmax, want_qa, nqa) == 0, "double quant: 8-bit absmax codes differ");
+        bits_equal(d.absmax2, want_a2, na2, "hashgen nested absmax");
+        const char *off = strstr(js, "\"nested_offset\": ");
+        float want_off = off ? (float)strtod(off + strlen("\"nested_offset\": "), NULL) : NAN;
+        CHECK_MSG(memcmp(&d.offset, &want_off, 4) == 0, "offset %.9g, bitsandbytes %.9g", d.offset, want_off);
+    } else if (ok) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+    }
+    an_nf4_tensor_free(&p);
+    an_nf4_tensor_free(&d);
+    free(x), free(want_q), free(want_qd), free(want_a), free(want_a2), free(want_qa), free(js);
+}
+
 /* The serialized arrays of one fixture case, as a safetensors reader would hand them over. */
 typedef struct bnb_case {
     uint8_t *weight, *absmax_u8;
@@ -417,6 +458,7 @@ int main(void) {
     RUN(test_blockwise8_matches_bitsandbytes);
     RUN(test_quantize_matches_bitsandbytes);
     RUN(test_double_quant_matches_bitsandbytes);
+    RUN(test_larger_weight_matches_bitsandbytes);
     RUN(test_from_bnb_reads_what_bitsandbytes_wrote);
     RUN(test_from_bnb_refuses_inconsistent_input);
     RUN(test_quantize_refuses_nan_and_bad_blocksize);

@@ -15,7 +15,8 @@ case's packed QuantState JSON is written as CASE.quant_state.json exactly as bit
 Plus nf4_code.f32 (get_4bit_type("nf4")), dynamic_map.f32 (create_dynamic_map()), and a gradient case
 (grad.*) computed by torch autograd on the dequantized weight of case "wide_dq", and torch.mean of
 float32 vectors (mean_N.input, mean_N.mean), which double quantization uses for its offset, and
-bitsandbytes' 8-bit quantize_blockwise on its own (blockwise8.input/.q/.absmax).
+bitsandbytes' 8-bit quantize_blockwise on its own (blockwise8.input/.q/.absmax), and a 256 x 512
+weight generated from its index (hashgen*: outputs only; the generator is in the script and the test).
 """
 import json
 import os
@@ -139,6 +140,28 @@ def main():
         v = torch.rand(n, generator=g) * 3.0 + torch.randn(n, generator=g).abs() * 0.01
         put(f"mean_{n}.input", v)
         put(f"mean_{n}.mean", v.mean().reshape(1))
+    # A larger weight (256 x 512: 2048 blocks, 8 nested blocks, so the cascade levels of torch's
+    # mean take part) whose values C regenerates from their index with the same float32 steps,
+    # so only bitsandbytes' outputs are stored: x_i = (u32(i * 2654435761) * 2^-32 - 0.5) * s,
+    # s = 1 + (i / 64 % 13) / 4.
+    n = 256 * 512
+    i = np.arange(n, dtype=np.uint64)
+    u = ((i * np.uint64(2654435761)) % np.uint64(2**32)).astype(np.float32)
+    sc = (np.float32(1) + ((i // 64) % 13).astype(np.float32) * np.float32(0.25)).astype(np.float32)
+    x = ((u * np.float32(2.0**-32) - np.float32(0.5)) * sc).astype(np.float32)
+    t = torch.from_numpy(x).reshape(256, 512)
+    for dq in (False, True):
+        q, st = F.quantize_4bit(t, blocksize=64, quant_type="nf4", compress_statistics=dq)
+        tag = "hashgen_dq" if dq else "hashgen"
+        put(f"{tag}.weight", q)
+        packed = st.as_dict(packed=True)
+        put(f"{tag}.absmax", packed["absmax"])
+        if dq:
+            put(f"{tag}.nested_absmax", packed["nested_absmax"])
+        with open(os.path.join(OUT, f"{tag}.quant_state.json"), "wb") as f:
+            f.write(bytes(packed["quant_state.bitsandbytes__nf4"].tolist()))
+        meta["cases"][tag] = [256, 512]
+
     # The 8-bit blockwise quantization that double quantization uses, on its own: exact midpoints
     # of the dynamic map and values just beside them (where bitsandbytes' 65536-step table decides),
     # random blocks of several scales, an all-zero block and a short last block of 13.
