@@ -52,10 +52,12 @@ int an_nf4_quantize(const float *w, int64_t n, int blocksize, uint8_t *packed, f
 void an_nf4_dequantize(const uint8_t *packed, const float *absmax, int64_t n, int blocksize, float *out);
 
 /* torch.mean of a float32 CPU tensor, bit for bit: torch sums with a vectorized cascade (8 lanes
- * of AVX2, 4 interleaved rows, levels of 16) and then divides by n. Exact for n <= 32768, where
- * torch sums on one thread; above that torch splits the sum over its threads, and this follows the
- * one-thread order (the result then differs from torch's by rounding only). */
+ * of AVX2, 4 interleaved rows, levels of 16) and then divides by n. From 32768 elements on, torch
+ * splits the sum over its threads, so the result depends on torch.get_num_threads(): the _threads
+ * variant takes that number (checked against torch for 1, 2, 3, 4, 8 and 9 threads); the plain
+ * one assumes a single thread. */
 float an_torch_mean_f32(const float *x, int64_t n);
+float an_torch_mean_f32_threads(const float *x, int64_t n, int threads);
 
 /* ---- the tensor ---- */
 
@@ -63,6 +65,10 @@ float an_torch_mean_f32(const float *x, int64_t n);
  * double_quant the absmax values are quantized as bitsandbytes' compress_statistics=True does. */
 int an_nf4_tensor_quantize(an_nf4_tensor *t, const float *w, int64_t rows, int64_t cols, int blocksize,
                            int double_quant, an_error *err);
+/* The same, computing the double-quantization offset as torch does with torch_threads threads
+ * (it matters from 32768 blocks, i.e. 2M weights, on; an_nf4_tensor_quantize uses 1). */
+int an_nf4_tensor_quantize_ex(an_nf4_tensor *t, const float *w, int64_t rows, int64_t cols, int blocksize,
+                              int double_quant, int torch_threads, an_error *err);
 void an_nf4_tensor_free(an_nf4_tensor *t);
 /* The float32 scale of block b, undoing double quantization as bitsandbytes does: the product
  * rounded to float32 first, then the offset added (two roundings, never one fused multiply-add). */

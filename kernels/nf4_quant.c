@@ -95,7 +95,7 @@ static int64_t ceil_log2(int64_t x) { /* at::native::utils::CeilLog2 */
     return r;
 }
 
-float an_torch_mean_f32(const float *x, int64_t n) {
+static float torch_cascade_sum(const float *x, int64_t n) {
     /* torch's vectorized_inner_sum -> row_sum -> multi_row_sum: the row of n/8 vectors is read as
      * rows of 4 vectors; each of the 4 columns is summed by a cascade whose level 0 takes 16 rows
      * at a time and whose higher levels flush upwards every 16 chunks. */
@@ -128,7 +128,30 @@ float an_torch_mean_f32(const float *x, int64_t n) {
     float total = 0.0f;
     for (int64_t k = vec_size * 8; k < n; k++) total += x[k];
     for (int l = 0; l < 8; l++) total += p[0].v[l];
-    return total / (float)n;
+    return total;
+}
+
+/* torch reduces 32768 elements or more on several threads: at::parallel_for gives each of
+ * T = min(threads, ceil(n / 32768)) threads a chunk of ceil(n / T) elements, each chunk is summed
+ * as above into a buffer of `threads` partial sums (unused ones 0), and the buffer is summed the
+ * same way. */
+float an_torch_mean_f32_threads(const float *x, int64_t n, int threads) {
+    const int64_t grain = 32768;
+    if (n < grain || threads <= 1) return torch_cascade_sum(x, n) / (float)n;
+    int64_t t = (n + grain - 1) / grain;
+    if (t > threads) t = threads;
+    int64_t chunk = (n + t - 1) / t;
+    float parts[256] = {0};
+    if (threads > 256) threads = 256;
+    for (int64_t i = 0; i < t && i * chunk < n; i++) {
+        int64_t len = n - i * chunk < chunk ? n - i * chunk : chunk;
+        parts[i] = torch_cascade_sum(x + i * chunk, len);
+    }
+    return torch_cascade_sum(parts, threads) / (float)n;
+}
+
+float an_torch_mean_f32(const float *x, int64_t n) {
+    return an_torch_mean_f32_threads(x, n, 1);
 }
 
 /* ---- the tensor ---- */
@@ -144,6 +167,11 @@ void an_nf4_tensor_free(an_nf4_tensor *t) {
 
 int an_nf4_tensor_quantize(an_nf4_tensor *t, const float *w, int64_t rows, int64_t cols, int blocksize,
                            int double_quant, an_error *err) {
+    return an_nf4_tensor_quantize_ex(t, w, rows, cols, blocksize, double_quant, 1, err);
+}
+
+int an_nf4_tensor_quantize_ex(an_nf4_tensor *t, const float *w, int64_t rows, int64_t cols, int blocksize,
+                              int double_quant, int torch_threads, an_error *err) {
     memset(t, 0, sizeof *t);
     if (rows < 1 || cols < 1 || rows > INT64_MAX / cols)
         return an_fail(err, "nf4: cannot quantize a [%lld, %lld] weight", (long long)rows, (long long)cols);
@@ -174,7 +202,7 @@ int an_nf4_tensor_quantize(an_nf4_tensor *t, const float *w, int64_t rows, int64
     t->double_quant = 1;
     t->blocksize2 = AN_NF4_NESTED_BLOCKSIZE;
     t->n_blocks2 = (t->n_blocks + t->blocksize2 - 1) / t->blocksize2;
-    t->offset = an_torch_mean_f32(absmax, t->n_blocks);
+    t->offset = an_torch_mean_f32_threads(absmax, t->n_blocks, torch_threads);
     t->qabsmax = malloc((size_t)t->n_blocks);
     t->absmax2 = malloc((size_t)t->n_blocks2 * sizeof(float));
     if (!t->qabsmax || !t->absmax2) {

@@ -103,6 +103,24 @@ static void test_blockwise8_matches_bitsandbytes(void) {
     free(want_a);
 }
 
+/* From 32768 elements on torch sums on several threads; the fixture holds torch.mean of a
+ * 100000-element vector (regenerated here from its index) under 1, 2, 3, 4, 8 and 9 threads. */
+static void test_torch_mean_with_threads_is_bit_exact(void) {
+    const int64_t n = 100000;
+    const int threads[] = {1, 2, 3, 4, 8, 9};
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(uint32_t)((uint64_t)i * 2654435761u) * 0x1p-32f;
+    size_t m = 0;
+    float *want = load("mean_threads.f32", 4, &m);
+    CHECK(want && m == 6);
+    for (int k = 0; want && m == 6 && k < 6; k++) {
+        float got = an_torch_mean_f32_threads(x, n, threads[k]);
+        CHECK_MSG(memcmp(&got, &want[k], 4) == 0, "%d threads: %.9g, torch %.9g", threads[k], got, want[k]);
+    }
+    free(want);
+    free(x);
+}
+
 /* Plain quantization (compress_statistics=False) of every case. */
 static void test_quantize_matches_bitsandbytes(void) {
     for (int c = 0; c < N_CASES; c++) {
@@ -455,6 +473,7 @@ static void test_bytes_per_parameter(void) {
 int main(void) {
     RUN(test_code_table_and_dynamic_map_match_bitsandbytes);
     RUN(test_torch_mean_is_bit_exact);
+    RUN(test_torch_mean_with_threads_is_bit_exact);
     RUN(test_blockwise8_matches_bitsandbytes);
     RUN(test_quantize_matches_bitsandbytes);
     RUN(test_double_quant_matches_bitsandbytes);

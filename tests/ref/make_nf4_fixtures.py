@@ -162,6 +162,20 @@ def main():
             f.write(bytes(packed["quant_state.bitsandbytes__nf4"].tolist()))
         meta["cases"][tag] = [256, 512]
 
+    # torch.mean of a 100000-element float32 vector generated from its index (as above, without
+    # the block scale), under 1, 2, 3, 4, 8 and 9 torch threads: from 32768 elements on torch
+    # splits the sum over its threads and the last bits depend on how many.
+    n = 100000
+    i = np.arange(n, dtype=np.uint64)
+    v = torch.from_numpy((((i * np.uint64(2654435761)) % np.uint64(2**32)).astype(np.float32) * np.float32(2.0**-32)).astype(np.float32))
+    saved = torch.get_num_threads()
+    means = []
+    for th in (1, 2, 3, 4, 8, 9):
+        torch.set_num_threads(th)
+        means.append(v.mean().item())
+    torch.set_num_threads(saved)
+    put("mean_threads", torch.tensor(means, dtype=torch.float32))
+
     # The 8-bit blockwise quantization that double quantization uses, on its own: exact midpoints
     # of the dynamic map and values just beside them (where bitsandbytes' 65536-step table decides),
     # random blocks of several scales, an all-zero block and a short last block of 13.
