@@ -138,11 +138,11 @@ static float torch_cascade_sum(const float *x, int64_t n) {
 float an_torch_mean_f32_threads(const float *x, int64_t n, int threads) {
     const int64_t grain = 32768;
     if (n < grain || threads <= 1) return torch_cascade_sum(x, n) / (float)n;
+    if (threads > 256) threads = 256; /* beyond any machine torch runs on; keeps parts[] bounded */
     int64_t t = (n + grain - 1) / grain;
     if (t > threads) t = threads;
     int64_t chunk = (n + t - 1) / t;
     float parts[256] = {0};
-    if (threads > 256) threads = 256;
     for (int64_t i = 0; i < t && i * chunk < n; i++) {
         int64_t len = n - i * chunk < chunk ? n - i * chunk : chunk;
         parts[i] = torch_cascade_sum(x + i * chunk, len);
