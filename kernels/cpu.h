@@ -1,0 +1,102 @@
+#ifndef AN_CPU_H
+#define AN_CPU_H
+/* Internals of the CPU backend, shared by kernels/cpu_*.c; model code uses kernels/ops.h only.
+ *
+ * The inline helpers keep 8 (or 16) independent partial sums so gcc and clang vectorise them
+ * without -ffast-math, and so results do not depend on the thread count. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Row-major C[M, N] = alpha * op(A)[M, K] @ op(B)[K, N] + beta * C, op(X) = X or X^T.
+ * OpenBLAS cblas_sgemm when built with AN_BLAS, the plain-C blocked GEMM otherwise. */
+void an_cpu_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
+/* The plain-C GEMM itself (always built, so it can be tested and measured beside OpenBLAS). */
+void an_cpu_sgemm_fallback(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                           int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* 64-byte aligned, zeroed; NULL on failure. */
+void *an_cpu_alloc(size_t bytes);
+void an_cpu_free(void *p);
+
+void an_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cpu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC);
+void an_cpu_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C);
+void an_cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C);
+void an_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                              const float *b, int N, int C, float eps);
+void an_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                               const float *w, const float *mean, const float *rstd, int N, int C);
+void an_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
+void an_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                             const float *rstd, int N, int C);
+void an_cpu_rope_forward(float *x, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
+void an_cpu_rope_backward(float *dx, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
+void an_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+void an_cpu_gelu_forward(float *out, const float *inp, size_t n);
+void an_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void an_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void an_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+void an_cpu_add(float *out, const float *a, const float *b, size_t n);
+void an_cpu_axpy(float *dst, const float *src, float scale, size_t n);
+void an_cpu_scale(float *x, float s, size_t n);
+void an_cpu_cross_entropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
+void an_cpu_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                   int N, int V, float dloss);
+void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
+                         float beta2, float eps, float weight_decay, int step);
+double an_cpu_sum_squares(const float *x, size_t n);
+
+/* exp(x) for float, branch-free so loops over it vectorise: range reduction x = n ln2 + r, a degree-6
+ * polynomial for exp(r) on |r| <= ln2/2, and 2^n built in the exponent bits. Relative error below
+ * 2e-7 (about 2 ulp) for x in [-87.3, 88.3]; inputs below clamp to ~1e-38 (callers that need exact zeros,
+ * such as masked attention scores, set them explicitly), above to 2.2e38; NaN stays NaN. */
+static inline float an_expf(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
+    /* round(x / ln2) with the 1.5 * 2^23 trick: the integer lands in the low mantissa bits */
+    const float shifter = 12582912.0f;
+    float t = x * 1.44269504088896341f + shifter;
+    union { float f; uint32_t u; } tb = {t}, sb = {shifter};
+    float n = t - shifter;
+    float r = x - n * 0.693145751953125f; /* ln2 split into a high part exact in float ... */
+    r = r - n * 1.428606765330187045e-06f; /* ... and the rest */
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { uint32_t u; float f; } scale = {(tb.u - sb.u + 127u) << 23};
+    return p * scale.f;
+}
+
+/* Sums with 8 independent lanes (vectorised; fixed order, so deterministic). */
+static inline float an_dot(const float *a, const float *b, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline float an_sum(const float *a, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i];
+    return s;
+}
+
+#endif

@@ -1,0 +1,36 @@
+/* Linear layers: out = inp @ w^T + bias with w[OC, C] as nn.Linear stores it, and its backward.
+ * The three products (NT forward, NN for dinp, TN for dw) all go through an_cpu_sgemm. */
+#include "kernels/cpu.h"
+
+void an_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+    float beta = 0.0f;
+    if (bias) {
+        /* start from the bias and let sgemm accumulate: no second pass over out */
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    an_cpu_sgemm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+}
+
+void an_cpu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC) {
+    if (dinp) an_cpu_sgemm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    if (dw) an_cpu_sgemm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dbias) {
+        /* column sums: each thread owns a range of columns and walks the rows in order (deterministic) */
+        enum { COLS = 256 };
+        int nblocks = (OC + COLS - 1) / COLS;
+#pragma omp parallel for schedule(static)
+        for (int blk = 0; blk < nblocks; blk++) {
+            int j0 = blk * COLS, j1 = j0 + COLS < OC ? j0 + COLS : OC;
+            float acc[COLS];
+            for (int j = 0; j < j1 - j0; j++) acc[j] = 0.0f;
+            for (int n = 0; n < N; n++) {
+                const float *d = dout + (size_t)n * OC + j0;
+                for (int j = 0; j < j1 - j0; j++) acc[j] += d[j];
+            }
+            for (int j = 0; j < j1 - j0; j++) dbias[j0 + j] += acc[j];
+        }
+    }
+}

@@ -1,0 +1,47 @@
+/* The CPU backend's op table. */
+#include "kernels/cpu.h"
+#include "kernels/ops.h"
+
+static void cpu_upload(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_download(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+
+static const an_ops cpu_ops = {
+#if AN_BLAS
+    .name = "cpu (OpenBLAS)",
+#else
+    .name = "cpu (plain-C GEMM)",
+#endif
+    .alloc = an_cpu_alloc,
+    .free = an_cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .matmul_forward = an_cpu_matmul_forward,
+    .matmul_backward = an_cpu_matmul_backward,
+    .embedding_forward = an_cpu_embedding_forward,
+    .embedding_backward = an_cpu_embedding_backward,
+    .layernorm_forward = an_cpu_layernorm_forward,
+    .layernorm_backward = an_cpu_layernorm_backward,
+    .rmsnorm_forward = an_cpu_rmsnorm_forward,
+    .rmsnorm_backward = an_cpu_rmsnorm_backward,
+    .rope_forward = an_cpu_rope_forward,
+    .rope_backward = an_cpu_rope_backward,
+    .attention_forward = an_cpu_attention_forward,
+    .attention_backward = an_cpu_attention_backward,
+    .gelu_forward = an_cpu_gelu_forward,
+    .gelu_backward = an_cpu_gelu_backward,
+    .swiglu_forward = an_cpu_swiglu_forward,
+    .swiglu_backward = an_cpu_swiglu_backward,
+    .add = an_cpu_add,
+    .axpy = an_cpu_axpy,
+    .scale = an_cpu_scale,
+    .cross_entropy_forward = an_cpu_cross_entropy_forward,
+    .cross_entropy_backward = an_cpu_cross_entropy_backward,
+    .adamw_update = an_cpu_adamw_update,
+    .sum_squares = an_cpu_sum_squares,
+};
+
+const an_ops *an_ops_cpu(void) { return &cpu_ops; }

@@ -1,0 +1,70 @@
+/* Measurements of the machine's compute and memory limits (see machine.h). */
+#include "kernels/machine.h"
+
+#include <time.h>
+
+#include "kernels/cpu.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double an_measure_sgemm_gflops(int n, int reps) {
+    if (n <= 0) return 0.0;
+    size_t nn = (size_t)n * n;
+    float *a = an_cpu_alloc(nn * sizeof(float)), *b = an_cpu_alloc(nn * sizeof(float));
+    float *c = an_cpu_alloc(nn * sizeof(float));
+    double best = 0.0;
+    if (a && b && c) {
+        for (size_t i = 0; i < nn; i++) {
+            a[i] = (float)((i * 7) % 13) * 0.01f;
+            b[i] = (float)((i * 5) % 11) * 0.01f;
+        }
+        for (int r = 0; r <= reps; r++) {
+            double t = now_seconds();
+            an_cpu_sgemm(0, 1, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            t = now_seconds() - t;
+            double gf = 2.0 * (double)n * n * n / t * 1e-9;
+            if (r > 0 && gf > best) best = gf; /* the first run warms caches and threads */
+        }
+    }
+    an_cpu_free(a);
+    an_cpu_free(b);
+    an_cpu_free(c);
+    return best;
+}
+
+double an_measure_bandwidth_gbs(size_t bytes, int reps) {
+    size_t n = bytes / sizeof(float);
+    if (n == 0) return 0.0;
+    float *x = an_cpu_alloc(n * sizeof(float));
+    if (!x) return 0.0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f; /* first touch by the threads that will read */
+    double best = 0.0;
+    volatile float sink = 0.0f;
+    for (int r = 0; r <= reps; r++) {
+        double t = now_seconds();
+        float total = 0.0f;
+#pragma omp parallel
+        {
+            float acc[16] = {0};
+#pragma omp for schedule(static) nowait
+            for (size_t i = 0; i < n / 16; i++)
+                for (int l = 0; l < 16; l++) acc[l] += x[i * 16 + l];
+            float s = 0.0f;
+            for (int l = 0; l < 16; l++) s += acc[l];
+#pragma omp critical
+            total += s;
+        }
+        t = now_seconds() - t;
+        sink = sink + total;
+        double gbs = (double)(n / 16 * 16) * sizeof(float) / t * 1e-9;
+        if (r > 0 && gbs > best) best = gbs;
+    }
+    (void)sink;
+    an_cpu_free(x);
+    return best;
+}
