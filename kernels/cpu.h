@@ -99,4 +99,9 @@ static inline float an_sum(const float *a, int n) {
     return s;
 }
 
+/* kernels/cpu_layout.c */
+struct an_col_map;
+void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const struct an_col_map *map);
+void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
+
 #endif

@@ -1,6 +1,7 @@
 /* Layout ops for the CPU backend: block-column gathers that split a fused q/k/v projection. */
 #include <string.h>
 
+#include "kernels/cpu.h"
 #include "kernels/ops.h"
 
 void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const an_col_map *map) {

@@ -121,10 +121,6 @@ typedef struct an_ops {
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */
 const an_ops *an_ops_cpu(void);
 
-/* CPU gather_cols (kernels/cpu_layout.c), for the CPU table. */
-void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const an_col_map *map);
-void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const an_col_map *map);
-
 /* Global gradient norm over a list of buffers, and clipping to max_norm (no-op when max_norm <= 0).
  * Returns the norm before clipping. */
 double an_clip_grad_norm(const an_ops *ops, float **grads, const size_t *sizes, int count, double max_norm);

@@ -5,6 +5,7 @@
  * except the buffers Hugging Face keeps in old checkpoints (GPT-2 attn.bias / attn.masked_bias, rotary
  * inv_freq) and a duplicate lm_head.weight of a tied model. Weights of any float dtype become float32. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>

@@ -15,7 +15,7 @@ static void test_save_matches_transformers_files(void) {
     for (int k = 0; k < 3; k++) {
         an_model *m = load_fixture_model(names[k]);
         if (!m) continue;
-        char dir[512], orig[512], saved[512];
+        char dir[512], orig[512], saved[600];
         snprintf(dir, sizeof dir, "%s/saved-%s", test_tmpdir(), names[k]);
         snprintf(orig, sizeof orig, "%s/%s/model.safetensors", MODEL_FIXTURES, names[k]);
         snprintf(saved, sizeof saved, "%s/model.safetensors", dir);
@@ -54,7 +54,7 @@ static void test_save_matches_transformers_files(void) {
 /* Writes a copy of the llama fixture into dir with tensor `victim` changed: mode 0 drops it, mode 1
  * gives it a wrong shape, mode 2 adds a tensor nobody expects. */
 static int write_broken_copy(const char *dir, const char *victim, int mode) {
-    char src[512], path[512];
+    char src[512], path[600];
     an_error e;
     snprintf(src, sizeof src, "%s/llama/model.safetensors", MODEL_FIXTURES);
     an_safetensors st;
@@ -82,7 +82,7 @@ static int write_broken_copy(const char *dir, const char *victim, int mode) {
     an_st_writer_free(&w);
     an_st_close(&st);
     if (rc) return -1;
-    char cfg_src[512], cfg_dst[512];
+    char cfg_src[512], cfg_dst[600];
     snprintf(cfg_src, sizeof cfg_src, "%s/llama/config.json", MODEL_FIXTURES);
     snprintf(cfg_dst, sizeof cfg_dst, "%s/config.json", dir);
     size_t n = 0;

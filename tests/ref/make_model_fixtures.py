@@ -14,8 +14,10 @@ For each tiny model family it writes tests/ref/models/<name>/ holding
                                     (5 steps of torch AdamW with clip_grad_norm_(1.0) on the same batch)
 and for the two real pretrained models (stories260K llama2.c .bin, TinyStories-656K HF folder)
 tests/ref/models/real/<name>.safetensors with ids, logits, and for stories260K the greedy ids from BOS.
-Everything runs in float32 with fixed seeds, so rerunning gives the same files.
+References run in float64 on the CPU (tensors stored as float32) with fixed seeds, so rerunning
+gives the same files.
 """
+import copy
 import json
 import math
 import os
@@ -68,8 +70,11 @@ def loss_of(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
 
 
-def record(name, model, forward, vocab, seed, grad_name=lambda n, g: (n, g)):
-    """forward(ids) -> logits [B,T,V]. Records logits, loss, grads, and 5 AdamW steps."""
+def record(name, model, forward, vocab, seed):
+    """forward(ids) -> logits [B,T,V]. Records logits, loss, grads, and 5 AdamW steps.
+    The reference runs in float64 (stored as float32), so the fixture carries no float32 rounding
+    of its own and the C test's error is the C side's alone."""
+    model.double()
     ids, labels, targets = make_batch(vocab, seed)
     model.zero_grad()
     logits = forward(ids)
@@ -78,12 +83,11 @@ def record(name, model, forward, vocab, seed, grad_name=lambda n, g: (n, g)):
     fx = {
         "ids": ids.to(torch.int32).contiguous(),
         "targets": targets.to(torch.int32).contiguous(),
-        "logits": logits.detach().contiguous(),
-        "loss": loss.detach().reshape(1),
+        "logits": logits.detach().float().contiguous(),
+        "loss": loss.detach().float().reshape(1),
     }
     for n, p in model.named_parameters():
-        hn, g = grad_name(n, p.grad.detach())
-        fx["grad." + hn] = g.contiguous().clone()
+        fx["grad." + n] = p.grad.detach().float().contiguous().clone()
     opt = torch.optim.AdamW(model.parameters(), **ADAM)
     losses, norms = [], []
     for _ in range(STEPS):
@@ -159,11 +163,13 @@ def qwen2():
                                    bos_token_id=1, eos_token_id=2)
     model = transformers.Qwen2ForCausalLM(cfg).float().eval()
     perturb(model, 13)
-    # Saved in bfloat16 to exercise the BF16 loader; the reference runs in float32 on the rounded weights,
-    # which is exactly what the C side computes after widening BF16 to float32.
-    model = model.to(torch.bfloat16)
-    model.save_pretrained(os.path.join(OUT, "qwen2"), safe_serialization=True)
-    model = model.to(torch.float32)
+    # Saved in bfloat16 to exercise the BF16 loader; the reference runs on the rounded weights, which is
+    # what the C side holds after widening BF16 to float32.
+    # (Rounding the parameters only: model.to(bfloat16) would also round the rotary inv_freq buffer.)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(os.path.join(OUT, "qwen2"), safe_serialization=True)
     record("qwen2", model, hf_forward(model), cfg.vocab_size, 103)
 
 
@@ -183,9 +189,9 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def rope_cos_sin(T_, hd, theta):
-    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-    f = torch.outer(torch.arange(T_, dtype=torch.float32), inv)
+def rope_cos_sin(T_, hd, theta, dtype):
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=dtype) / hd))
+    f = torch.outer(torch.arange(T_, dtype=dtype), inv)
     emb = torch.cat((f, f), dim=-1)
     return emb.cos(), emb.sin()
 
@@ -240,7 +246,7 @@ class InternLM2(nn.Module):
 
     def forward(self, ids):
         hd = self.c["hidden_size"] // self.c["num_attention_heads"]
-        cos, sin = rope_cos_sin(ids.shape[1], hd, self.c["rope_theta"])
+        cos, sin = rope_cos_sin(ids.shape[1], hd, self.c["rope_theta"], self.output.weight.dtype)
         x = self.model.tok_embeddings(ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin)
@@ -282,7 +288,7 @@ def read_llama2c(path):
     dim, hidden, L, nh, nkv, V, S = struct.unpack("<7i", raw[:28])
     shared = V > 0
     V = abs(V)
-    w = torch.frombuffer(bytearray(raw[28:]), dtype=torch.float32)
+    w = torch.frombuffer(bytearray(raw[28:]), dtype=torch.float32).double()
     hd = dim // nh
     kvd = nkv * hd
     off = 0
@@ -314,8 +320,8 @@ def read_llama2c(path):
 def rope_interleaved(x, pos, theta=10000.0):
     """llama2.c RoPE: pairs (2i, 2i+1) of each head rotated by pos * theta^(-2i/hd). x [T, h, hd]."""
     hd = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-    ang = pos[:, None].float() * inv[None, :]  # [T, hd/2]
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    ang = pos[:, None].double() * inv[None, :]  # [T, hd/2]
     c, s = ang.cos()[:, None, :], ang.sin()[:, None, :]
     x0, x1 = x[..., 0::2], x[..., 1::2]
     out = torch.empty_like(x)
@@ -362,17 +368,17 @@ def real_models():
             seq.append(int(llama2c_forward(m, torch.tensor(seq))[-1].argmax()))
         ids = torch.tensor(seq[:16])
         logits = llama2c_forward(m, ids)
-    save_file({"ids": ids.to(torch.int32), "logits": logits.contiguous(),
+    save_file({"ids": ids.to(torch.int32), "logits": logits.float().contiguous(),
                "greedy": torch.tensor(seq, dtype=torch.int32)}, os.path.join(d, "stories260K.safetensors"))
     print("stories260K greedy:", seq)
 
     path = os.path.join(SHARED, "models", "TinyStories-656K")
-    model = transformers.LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    model = transformers.LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float64).eval()
     g = torch.Generator().manual_seed(656)
     ids = torch.cat([torch.tensor([1]), torch.randint(3, 2048, (15,), generator=g)])
     with torch.no_grad():
         logits = model(input_ids=ids[None]).logits[0]
-    save_file({"ids": ids.to(torch.int32), "logits": logits.contiguous()},
+    save_file({"ids": ids.to(torch.int32), "logits": logits.float().contiguous()},
               os.path.join(d, "TinyStories-656K.safetensors"))
     print("TinyStories-656K logits", tuple(logits.shape))
 
