@@ -26,16 +26,30 @@ typedef struct an_model_config {
     float rope_theta;
     int rope_interleaved; /* 1 for llama2.c checkpoints, 0 for Hugging Face rotate-half */
     int tie_embeddings;
-    int qkv_bias;  /* Qwen2, GPT-2 */
-    int proj_bias; /* bias on the attention output and MLP linears (GPT-2) */
-    int bos_id, eos_id, pad_id; /* -1 when absent */
+    /* Which linears carry a bias, per family (as an_config_load sets them):
+     *   GPT-2:            qkv_bias = o_bias = mlp_bias = proj_bias = 1 (every linear has one)
+     *   Llama / Mistral:  qkv_bias = o_bias = attention_bias (HF LlamaAttention puts it on q, k, v AND o),
+     *                     mlp_bias = mlp_bias (gate/up/down)
+     *   Qwen2:            qkv_bias = 1, o_bias = 0, mlp_bias = 0
+     *   InternLM2:        qkv_bias = o_bias = "bias" (wqkv and wo), mlp_bias = 0
+     * o_bias and mlp_bias are the precise flags; proj_bias is their conjunction, kept for GPT-2 style code
+     * (an_config_validate rejects a proj_bias that disagrees with them). */
+    int qkv_bias;  /* bias on q, k, v (fused c_attn / wqkv included) */
+    int proj_bias; /* o_bias && mlp_bias */
+    int bos_id, eos_id, pad_id; /* -1 when absent; a list-valued eos_token_id gives its first entry */
+    /* Added after the first version of this header: */
+    int o_bias;    /* bias on the attention output projection (o_proj, c_proj of attn, wo) */
+    int mlp_bias;  /* bias on the MLP linears (gate/up/down, c_fc/c_proj) */
+    int sliding_window; /* Mistral/Qwen2 sliding-window attention span; 0 = none (full causal attention) */
+    char torch_dtype[16]; /* "float32", "bfloat16", "float16" as in config.json; "" when absent */
 } an_model_config;
 
 /* Parses and validates config.json: an unknown architecture, a missing field or an absurd value
  * (negative sizes, heads that do not divide the dimension, ...) is an error naming the file and field. */
 int an_config_load(an_model_config *c, const char *config_json_path, an_error *err);
 int an_config_validate(const an_model_config *c, const char *source, an_error *err);
-/* Writes a config.json that Hugging Face transformers loads for this architecture. */
+/* Writes a config.json that Hugging Face transformers loads for this architecture
+ * (torch_dtype "float32" unless c->torch_dtype says otherwise). */
 int an_config_save(const an_model_config *c, const char *config_json_path, an_error *err);
 
 #endif

@@ -22,7 +22,8 @@ typedef struct an_st_tensor {
     an_dtype dtype;
     int ndim;
     int64_t shape[AN_MAX_DIMS];
-    const void *data; /* inside the mapped file */
+    const void *data; /* inside the mapped file; naturally aligned when the header is padded to 8 bytes as
+                       * the spec and the Python library do, otherwise possibly not (an_st_to_f32 copes) */
     size_t nbytes;
     int shard;        /* which mapped file it lives in */
 } an_st_tensor;
@@ -36,7 +37,9 @@ typedef struct an_safetensors {
     int n_meta;
 } an_safetensors;
 
-/* path is a .safetensors file, a model.safetensors.index.json, or a folder holding either. */
+/* path is a .safetensors file, a model.safetensors.index.json, or a folder holding either.
+ * The tensor table is sorted by name (an_st_find is a binary search). Every header is fully checked
+ * (see docs/formats.md); on failure st is left empty and nothing needs closing. */
 int an_st_open(an_safetensors *st, const char *path, an_error *err);
 void an_st_close(an_safetensors *st);
 const an_st_tensor *an_st_find(const an_safetensors *st, const char *name);
@@ -45,7 +48,9 @@ int64_t an_st_numel(const an_st_tensor *t);
 /* Converts any float dtype (F32, F16, BF16, F64) to float32 into dst (numel floats). */
 int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err);
 
-/* Writing: collect tensors (data is borrowed until an_st_write), then write atomically. */
+/* Writing: collect tensors (data is borrowed until an_st_write), then write atomically, streaming to
+ * path.tmp + fsync + rename. Layout as the Python library's: ordered by dtype then name, header padded
+ * to 8 bytes, "__metadata__" = {"format": "pt", ...given pairs}. */
 typedef struct an_st_writer {
     struct an_st_wentry *entries;
     int n, cap;
