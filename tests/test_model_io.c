@@ -6,6 +6,7 @@
 
 #include "core/file.h"
 #include "tests/test_model_util.h"
+#include "train/step.h"
 
 /* Saving writes the Hugging Face names and layouts: each tensor of a saved GPT-2 (Conv1D weights
  * transposed back to [in, out]) is bit-identical to the transformers save it was loaded from, and no
@@ -240,11 +241,79 @@ done:
     an_model_free(part);
 }
 
+
+/* gather_cols on a hand-made case: the InternLM2 split of one row with nkv = 2 groups, G = 2 query
+ * heads per group, hd = 2 -- row [q0 q1 k0 v0 | q2 q3 k1 v1] with each head 2 wide. Values are the
+ * column index, so every expected element is written out. Backward must add (not overwrite). */
+static void test_gather_cols_splits_grouped_qkv(void) {
+    const an_ops *o = an_ops_cpu();
+    float src[2 * 16], q[2 * 8], k[2 * 4];
+    for (int n = 0; n < 2; n++)
+        for (int i = 0; i < 16; i++) src[n * 16 + i] = (float)(100 * n + i);
+    an_col_map mq = {2, 4, 8, 0, 4, 16, 0, 8}, mk = {2, 2, 4, 0, 2, 16, 4, 8};
+    o->gather_cols_forward(q, src, 2, &mq);
+    o->gather_cols_forward(k, src, 2, &mk);
+    static const float want_q[8] = {0, 1, 2, 3, 8, 9, 10, 11}, want_k[4] = {4, 5, 12, 13};
+    for (int n = 0; n < 2; n++) {
+        for (int i = 0; i < 8; i++) CHECK(q[n * 8 + i] == want_q[i] + 100 * n);
+        for (int i = 0; i < 4; i++) CHECK(k[n * 4 + i] == want_k[i] + 100 * n);
+    }
+    float d[2 * 16];
+    for (int i = 0; i < 32; i++) d[i] = 1.0f;
+    o->gather_cols_backward(d, k, 2, &mk);
+    CHECK(d[4] == 5.0f && d[5] == 6.0f && d[12] == 13.0f && d[13] == 14.0f && d[16 + 4] == 105.0f);
+    CHECK(d[0] == 1.0f && d[6] == 1.0f && d[14] == 1.0f && d[16 + 15] == 1.0f);
+}
+
+/* "Nothing is allocated inside a step": count the backend allocations through a wrapped op table. */
+static const an_ops *counted_base;
+static int counted_allocs;
+static void *counting_alloc(size_t bytes) {
+    counted_allocs++;
+    return counted_base->alloc(bytes);
+}
+
+static void test_training_steps_allocate_nothing(void) {
+    counted_base = an_ops_cpu();
+    an_ops counting = *counted_base;
+    counting.alloc = counting_alloc;
+    char path[512];
+    snprintf(path, sizeof path, "%s/internlm2", MODEL_FIXTURES);
+    an_error e;
+    an_model *m = an_model_load(path, &counting, &e);
+    if (!m) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    an_full_trainer tr;
+    CHECK(an_model_plan(m, 2, 16, &e) == 0 && an_full_trainer_init(&tr, m, &e) == 0);
+    /* params, activations, gradients, moments: four allocations */
+    CHECK(counted_allocs == 4);
+    int before = counted_allocs;
+    int32_t ids[32], tg[32];
+    for (int i = 0; i < 32; i++) ids[i] = 3 + i * 5 % 250, tg[i] = i % 7 ? 3 + i * 11 % 250 : AN_IGNORE_INDEX;
+    an_batch b = {ids, NULL, NULL, tg, 2, 16};
+    an_adamw_config c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    float first = 0;
+    for (int s = 0; s < 3; s++) {
+        an_step_stats st;
+        CHECK(an_train_step(&tr, &b, &c, &st, &e) == 0);
+        CHECK(st.tokens == 32 - 5); /* i % 7 == 0 for i = 0, 7, 14, 21, 28 */
+        if (s == 0) first = st.loss;
+        if (s == 2) CHECK(st.loss < first); /* it learns */
+    }
+    CHECK(counted_allocs == before);
+    an_full_trainer_free(&tr);
+    an_model_free(m);
+}
+
 int main(void) {
     RUN(test_save_matches_transformers_files);
     RUN(test_bad_model_files_name_file_and_tensor);
     RUN(test_packed_rows_match_separate_samples);
     RUN(test_init_random);
     RUN(test_frozen_tensors_get_no_gradient);
+    RUN(test_gather_cols_splits_grouped_qkv);
+    RUN(test_training_steps_allocate_nothing);
     return test_finish();
 }
