@@ -201,9 +201,10 @@ static int load_llama_like(an_model_config *c, const reader *r, const char *arch
         return an_fail(r->err, "%s: field \"hidden_act\": \"%s\" is not supported (silu only)", r->path, act);
     if (is_qwen2) {
         c->qkv_bias = 1; /* Qwen2 always has q, k, v biases and none elsewhere */
+        /* Qwen2's window applies only to layers >= max_window_layers; no released model turns it on */
         int sw = 0;
         if (get_bool(r, "use_sliding_window", 0, &sw)) return -1;
-        if (sw && get_int(r, "sliding_window", 0, 4096, &c->sliding_window)) return -1;
+        if (sw) return an_fail(r->err, "%s: field \"use_sliding_window\": sliding-window attention is not supported yet", r->path);
     } else if (is_internlm2) {
         if (get_bool(r, "bias", 0, &c->qkv_bias)) return -1;
         c->o_bias = c->qkv_bias; /* "bias" applies to wqkv and wo; the MLP never has one */
@@ -211,7 +212,9 @@ static int load_llama_like(an_model_config *c, const reader *r, const char *arch
         /* Llama semantics: attention_bias puts a bias on q, k, v AND o_proj (not only q, k, v). */
         if (get_bool(r, "attention_bias", 0, &c->qkv_bias) || get_bool(r, "mlp_bias", 0, &c->mlp_bias)) return -1;
         c->o_bias = c->qkv_bias;
-        if (is_mistral && get_int(r, "sliding_window", 0, field(r, "sliding_window") ? 0 : 4096, &c->sliding_window)) return -1;
+        /* Mistral: absent means MistralConfig's default 4096, null means no window */
+        int absent = !cJSON_GetObjectItemCaseSensitive(r->root, "sliding_window");
+        if (is_mistral && get_int(r, "sliding_window", 0, absent ? 4096 : 0, &c->sliding_window)) return -1;
     }
     return 0;
 }
@@ -264,6 +267,7 @@ int an_config_load(an_model_config *c, const char *path, an_error *err) {
         get_token_id(&r, "pad_token_id", &c->pad_id))
         goto done;
     const char *dt = get_string(&r, "torch_dtype");
+    if (!dt) dt = get_string(&r, "dtype"); /* transformers 5.x renamed the field */
     if (dt) snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s", dt);
     rc = an_config_validate(c, path, err);
 done:
@@ -382,6 +386,7 @@ int an_config_save(const an_model_config *c, const char *path, an_error *err) {
     const char *bad = NULL;
     if (is_gpt2(c) && !(c->qkv_bias && c->o_bias && c->mlp_bias && c->tie_embeddings)) bad = "GPT-2 has every bias and a tied head";
     if (is_qwen2 && !(c->qkv_bias && !c->o_bias && !c->mlp_bias)) bad = "Qwen2 has q/k/v biases only";
+    if (is_qwen2 && c->sliding_window) bad = "sliding-window Qwen2 is not supported";
     if (is_mistral && (c->qkv_bias || c->o_bias || c->mlp_bias)) bad = "Mistral has no biases";
     if ((is_llama || c->arch == AN_ARCH_INTERNLM2) && c->qkv_bias != c->o_bias)
         bad = "q/k/v and o_proj biases come together in this family";
@@ -433,12 +438,13 @@ int an_config_save(const an_model_config *c, const char *path, an_error *err) {
         cJSON_AddItemToObject(o, "rms_norm_eps", float_json(c->norm_eps));
         cJSON_AddItemToObject(o, "rope_scaling", cJSON_CreateNull());
         cJSON_AddItemToObject(o, "rope_theta", float_json(c->rope_theta));
-        if (is_mistral || is_qwen2)
+        if (is_qwen2) cJSON_AddItemToObject(o, "sliding_window", cJSON_CreateNull());
+        if (is_mistral)
             cJSON_AddItemToObject(o, "sliding_window",
                                   c->sliding_window ? cJSON_CreateNumber(c->sliding_window) : cJSON_CreateNull());
         put_bool(o, "tie_word_embeddings", c->tie_embeddings);
         put_str(o, "torch_dtype", dtype);
-        if (is_qwen2) put_bool(o, "use_sliding_window", c->sliding_window > 0);
+        if (is_qwen2) put_bool(o, "use_sliding_window", 0);
         put_int(o, "vocab_size", c->vocab_size);
     }
     char *s = cJSON_Print(o);

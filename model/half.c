@@ -84,3 +84,29 @@ uint16_t an_f32_to_bf16(float f) {
     uint32_t rounding = 0x7fff + ((u >> 16) & 1);
     return (uint16_t)((u + rounding) >> 16);
 }
+
+/* Array forms: the f16 ones inline the scalar code above; bf16 is written branch-free so it vectorizes. */
+void an_f16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = an_f16_to_f32(src[i]);
+}
+
+void an_f32_to_f16_n(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = an_f32_to_f16(src[i]);
+}
+
+void an_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, 4);
+    }
+}
+
+void an_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        uint32_t rounded = (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+        uint32_t nan = (u >> 16) | 0x40;
+        dst[i] = (uint16_t)((u & 0x7fffffff) > 0x7f800000 ? nan : rounded);
+    }
+}

@@ -211,16 +211,21 @@ static int open_mapped(an_model_config *c, an_safetensors *st, const char *path,
 
 int an_llama2c_open(an_model_config *c, an_safetensors *st, const char *path, an_error *err) {
     memset(st, 0, sizeof *st);
-    st->files = calloc(1, sizeof *st->files);
-    if (!st->files) return an_fail(err, "%s: out of memory", path);
-    if (an_map_file(&st->files[0], path, err) != 0) {
-        an_st_close(st);
-        return -1;
-    }
-    st->n_files = 1;
-    if (open_mapped(c, st, path, err) != 0) {
+    if (an_st_add_file(st, path, err) != 0 || open_mapped(c, st, path, err) != 0) {
         an_st_close(st);
         return -1;
     }
     return 0;
+}
+
+void an_llama2c_permute_qk(float *dst, const float *src, int n_heads, int head_dim, int cols) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < 2; j++)
+            for (int i = 0; i < half; i++) {
+                /* new row j*half + i holds old row 2i + j: pair member j of rotation pair i */
+                const float *s = src + ((size_t)h * head_dim + 2 * i + j) * cols;
+                float *d = dst + ((size_t)h * head_dim + j * half + i) * cols;
+                memcpy(d, s, (size_t)cols * sizeof *d);
+            }
 }

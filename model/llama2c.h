@@ -15,4 +15,10 @@
  * bos 1, eos 2, the llama2.c tokenizer's ids) and st. The file size must match the header exactly. */
 int an_llama2c_open(an_model_config *c, an_safetensors *st, const char *path, an_error *err);
 
+/* Reorders the rows of a llama2.c q or k projection ([n_heads * head_dim, cols], row-major) from
+ * interleaved RoPE pairs (2i, 2i+1) to Hugging Face rotate-half order (i, i + head_dim/2) within each head,
+ * the permutation transformers' Llama conversion applies. Needed to export a llama2.c model as a
+ * Hugging Face checkpoint (then rope_interleaved = 0). dst and src must not overlap. */
+void an_llama2c_permute_qk(float *dst, const float *src, int n_heads, int head_dim, int cols);
+
 #endif

@@ -139,12 +139,8 @@ static int read_entry(an_safetensors *st, const cJSON *e, const char *path, int 
 
 /* Maps `path` as shard number st->n_files and appends its tensors. */
 static int read_shard(an_safetensors *st, const char *path, int *cap, an_error *err) {
-    an_mapped_file *files = realloc(st->files, (size_t)(st->n_files + 1) * sizeof *files);
-    if (!files) return an_fail(err, "%s: out of memory", path);
-    st->files = files;
-    int shard = st->n_files;
-    if (an_map_file(&st->files[shard], path, err) != 0) return -1;
-    st->n_files++;
+    if (an_st_add_file(st, path, err) != 0) return -1;
+    int shard = st->n_files - 1;
     const unsigned char *p = st->files[shard].data;
     uint64_t size = st->files[shard].size;
     if (size < 8) return an_fail(err, "%s: %llu bytes, too short for a safetensors file (truncated?)", path, (unsigned long long)size);
@@ -171,8 +167,13 @@ static int read_shard(an_safetensors *st, const char *path, int *cap, an_error *
     }
     const unsigned char *data = p + 8 + hlen;
     uint64_t data_size = size - 8 - hlen;
+    int seen_meta = 0;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (strcmp(e->string, "__metadata__") == 0) {
+            if (seen_meta++) {
+                rc = an_fail(err, "%s: \"__metadata__\" appears twice", path);
+                goto done;
+            }
             /* sharded models: the first shard's metadata stands for the set */
             if (shard == 0 && (rc = read_metadata(st, e, path, err)) != 0) goto done;
             continue;
@@ -203,6 +204,22 @@ done:
     free(spans);
     cJSON_Delete(root);
     return rc;
+}
+
+int an_st_add_file(an_safetensors *st, const char *path, an_error *err) {
+    an_mapped_file *files = realloc(st->files, (size_t)(st->n_files + 1) * sizeof *files);
+    if (!files) return an_fail(err, "%s: out of memory", path);
+    st->files = files;
+    char **paths = realloc(st->paths, (size_t)(st->n_files + 1) * sizeof *paths);
+    if (!paths) return an_fail(err, "%s: out of memory", path);
+    st->paths = paths;
+    if (!(paths[st->n_files] = dup_str(path))) return an_fail(err, "%s: out of memory", path);
+    if (an_map_file(&st->files[st->n_files], path, err) != 0) {
+        free(paths[st->n_files]);
+        return -1;
+    }
+    st->n_files++;
+    return 0;
 }
 
 static int check_duplicates(const an_safetensors *st, const char *path, an_error *err) {
@@ -306,8 +323,12 @@ int an_st_open(an_safetensors *st, const char *path, an_error *err) {
 void an_st_close(an_safetensors *st) {
     for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
     free(st->tensors);
-    for (int i = 0; i < st->n_files; i++) an_unmap_file(&st->files[i]);
+    for (int i = 0; i < st->n_files; i++) {
+        an_unmap_file(&st->files[i]);
+        free(st->paths[i]);
+    }
     free(st->files);
+    free(st->paths);
     for (int i = 0; i < st->n_meta; i++) {
         free(st->meta_keys[i]);
         free(st->meta_values[i]);
@@ -326,6 +347,32 @@ const an_st_tensor *an_st_find(const an_safetensors *st, const char *name) {
         else hi = mid - 1;
     }
     return NULL;
+}
+
+static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t at = 0;
+    at += (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && at < n; i++) at += (size_t)snprintf(buf + at, n - at, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (at < n) snprintf(buf + at, n - at, "]");
+}
+
+const an_st_tensor *an_st_expect(const an_safetensors *st, const char *name, int ndim, const int64_t *shape,
+                                 an_error *err) {
+    const an_st_tensor *t = an_st_find(st, name);
+    if (!t) {
+        an_fail(err, "%s: tensor \"%s\" is missing", st->n_files ? st->paths[0] : "(no file)", name);
+        return NULL;
+    }
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        char have[160], want[160];
+        format_shape(have, sizeof have, t->ndim, t->shape);
+        format_shape(want, sizeof want, ndim, shape);
+        an_fail(err, "%s: tensor \"%s\" has shape %s but %s was expected", st->paths[t->shard], name, have, want);
+        return NULL;
+    }
+    return t;
 }
 
 const char *an_st_meta(const an_safetensors *st, const char *key) {
@@ -350,6 +397,11 @@ int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err) {
         return 0;
     case AN_F16:
     case AN_BF16:
+        if ((uintptr_t)s % 2 == 0) {
+            if (t->dtype == AN_F16) an_f16_to_f32_n(dst, (const uint16_t *)s, n);
+            else an_bf16_to_f32_n(dst, (const uint16_t *)s, n);
+            return 0;
+        }
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);

@@ -35,6 +35,7 @@ typedef struct an_safetensors {
     int n_files;
     char **meta_keys, **meta_values; /* "__metadata__" string pairs of the first file */
     int n_meta;
+    char **paths; /* paths[shard]: the file each shard was mapped from (added; for error messages) */
 } an_safetensors;
 
 /* path is a .safetensors file, a model.safetensors.index.json, or a folder holding either.
@@ -42,11 +43,19 @@ typedef struct an_safetensors {
  * (see docs/formats.md); on failure st is left empty and nothing needs closing. */
 int an_st_open(an_safetensors *st, const char *path, an_error *err);
 void an_st_close(an_safetensors *st);
+/* Maps path as one more shard of st (no tensors added): for readers of other formats (llama2.c) that
+ * present their weights as an an_safetensors view. */
+int an_st_add_file(an_safetensors *st, const char *path, an_error *err);
 const an_st_tensor *an_st_find(const an_safetensors *st, const char *name);
 const char *an_st_meta(const an_safetensors *st, const char *key);
 int64_t an_st_numel(const an_st_tensor *t);
 /* Converts any float dtype (F32, F16, BF16, F64) to float32 into dst (numel floats). */
 int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err);
+/* Finds name and checks its shape (ndim entries): "path: tensor \"name\" is missing" or
+ * "path: tensor \"name\" has shape [a, b] but [c, d] was expected", path being the file that holds it
+ * (or the first file when it is missing). For model loaders. */
+const an_st_tensor *an_st_expect(const an_safetensors *st, const char *name, int ndim, const int64_t *shape,
+                                 an_error *err);
 
 /* Writing: collect tensors (data is borrowed until an_st_write), then write atomically, streaming to
  * path.tmp + fsync + rename. Layout as the Python library's: ordered by dtype then name, header padded
@@ -70,5 +79,10 @@ float an_f16_to_f32(uint16_t h);
 uint16_t an_f32_to_f16(float f);
 float an_bf16_to_f32(uint16_t h);
 uint16_t an_f32_to_bf16(float f);
+/* The same over arrays (added; written so the compiler can vectorize them). src and dst must not overlap. */
+void an_f16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+void an_f32_to_f16_n(uint16_t *dst, const float *src, size_t n);
+void an_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n);
+void an_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n);
 
 #endif

@@ -127,6 +127,15 @@ static void test_internlm2_and_legacy_rope(void) {
     /* defaults as LlamaConfig has them: kv heads = heads, rms_norm_eps 1e-6, untied, no biases */
     CHECK(c.rope_theta == 5e5f && c.n_kv_heads == 4 && c.head_dim == 16 && c.norm_eps == 1e-6f && c.tie_embeddings == 0);
     CHECK(c.eos_id == 9 && c.pad_id == -1 && c.bos_id == -1);
+
+    /* Mistral's sliding_window: null is none; absent is MistralConfig's default 4096 */
+    const char *mistral = "{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":172,"
+                          "\"num_hidden_layers\":1,\"num_attention_heads\":4,\"vocab_size\":100,"
+                          "\"max_position_embeddings\":32,\"sliding_window\":null}";
+    CHECK_MSG(an_config_load(&c, write_text("mistral_null.json", mistral), &e) == 0, "%s", e.msg);
+    CHECK(c.sliding_window == 0);
+    CHECK(an_config_save(&c, tmp_path("mistral_saved.json"), &e) == 0);
+    CHECK(an_config_load(&d, tmp_path("mistral_saved.json"), &e) == 0 && d.sliding_window == 0);
 }
 
 /* Edits the TinyStories config: sets (or, with value NULL, deletes) one field, writes it to a temp file. */
@@ -143,6 +152,27 @@ static const char *variant(const char *name, const char *key, const char *value_
     free(s);
     cJSON_Delete(o);
     return p;
+}
+
+/* transformers 5.x writes "dtype" where 4.x wrote "torch_dtype"; both are read. */
+static void test_dtype_spellings(void) {
+    an_model_config c;
+    an_error e;
+    CHECK_MSG(an_config_load(&c, variant("dtype5.json", "dtype", "\"bfloat16\""), &e) == 0, "%s", e.msg);
+    CHECK_STR(c.torch_dtype, "float32"); /* torch_dtype still there and wins */
+    const char *p = variant("nodtype.json", "torch_dtype", NULL);
+    CHECK_MSG(an_config_load(&c, p, &e) == 0, "%s", e.msg);
+    CHECK_STR(c.torch_dtype, "");
+    char *text = an_read_file(p, NULL, &e);
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!o) return;
+    cJSON_AddItemToObject(o, "dtype", cJSON_CreateString("bfloat16"));
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    CHECK_MSG(an_config_load(&c, write_text("dtype_only.json", s), &e) == 0, "%s", e.msg);
+    free(s);
+    CHECK_STR(c.torch_dtype, "bfloat16");
 }
 
 static void expect_error(const char *path, const char *field, const char *problem) {
@@ -180,6 +210,10 @@ static void test_bad_configs(void) {
     expect_error(variant("tie.json", "tie_word_embeddings", "1"), "\"tie_word_embeddings\"", "is not true or false");
     expect_error(variant("sliding.json", "layer_types", "[\"full_attention\",\"sliding_attention\"]"), "\"layer_types\"[1]",
                  "only \"full_attention\"");
+    expect_error(write_text("qwen_sw.json", "{\"architectures\":[\"Qwen2ForCausalLM\"],\"vocab_size\":10,\"hidden_size\":8,"
+                                             "\"intermediate_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
+                                             "\"max_position_embeddings\":8,\"use_sliding_window\":true}"),
+                 "\"use_sliding_window\"", "not supported yet");
     expect_error(write_text("notjson.json", "{\"hidden_size\": }"), NULL, "not valid JSON");
     expect_error(write_text("gpt2_heads.json", "{\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":10,\"n_embd\":10,"
                                                "\"n_layer\":1,\"n_head\":3,\"n_positions\":8}"),
@@ -210,6 +244,7 @@ int main(void) {
     RUN(test_transformers_configs);
     RUN(test_tinystories_config);
     RUN(test_internlm2_and_legacy_rope);
+    RUN(test_dtype_spellings);
     RUN(test_bad_configs);
     RUN(test_validate_and_save_refusals);
     return test_finish();

@@ -79,6 +79,8 @@ static void test_stories260k(void) {
     CHECK(covered == 1056540 - 28 - 2 * 512 * 4 * 4);
     float v[64];
     CHECK(an_st_to_f32(an_st_find(&st, "model.norm.weight"), v, &e) == 0 && v[0] == 2.4583089351654053f);
+    CHECK(an_st_expect(&st, "model.layers.0.self_attn.k_proj.weight", 2, (int64_t[]){64, 64}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "stories260K.bin: tensor \"model.layers.0.self_attn.k_proj.weight\" has shape [32, 64]");
     an_st_close(&st);
 }
 
@@ -220,10 +222,48 @@ static void test_bad_files(void) {
     free(b);
 }
 
+/* Interleaved RoPE on W x equals rotate-half RoPE on (permuted W) x, for every position: the defining
+ * property of the permutation, checked with both RoPE conventions written out here in double precision.
+ * Plus the hand-computed case: one head of 4 rows [r0 r1 r2 r3] becomes [r0 r2 r1 r3]. */
+static void test_permute_qk(void) {
+    float src4[4] = {10, 11, 12, 13}, dst4[4];
+    an_llama2c_permute_qk(dst4, src4, 1, 4, 1);
+    CHECK(dst4[0] == 10 && dst4[1] == 12 && dst4[2] == 11 && dst4[3] == 13);
+
+    enum { H = 3, D = 8, C = 5 };
+    float w[H * D * C], p[H * D * C], x[C];
+    for (int i = 0; i < H * D * C; i++) w[i] = (float)((i * 37) % 23) / 23.0f - 0.5f;
+    for (int i = 0; i < C; i++) x[i] = 0.3f * (float)i - 0.4f;
+    an_llama2c_permute_qk(p, w, H, D, C);
+    double worst = 0;
+    for (int pos = 0; pos < 7; pos++) {
+        for (int h = 0; h < H; h++) {
+            double a[D], b[D];
+            for (int r = 0; r < D; r++) {
+                a[r] = b[r] = 0;
+                for (int c = 0; c < C; c++) {
+                    a[r] += (double)w[(h * D + r) * C + c] * x[c];
+                    b[r] += (double)p[(h * D + r) * C + c] * x[c];
+                }
+            }
+            for (int i = 0; i < D / 2; i++) {
+                double ang = pos * pow(10000.0, -2.0 * i / D), cs = cos(ang), sn = sin(ang);
+                /* llama2.c: pairs (2i, 2i+1); HF: pairs (i, i + D/2) */
+                double a0 = a[2 * i] * cs - a[2 * i + 1] * sn, a1 = a[2 * i] * sn + a[2 * i + 1] * cs;
+                double b0 = b[i] * cs - b[i + D / 2] * sn, b1 = b[i] * sn + b[i + D / 2] * cs;
+                worst = fmax(worst, fmax(fabs(a0 - b0), fabs(a1 - b1)));
+            }
+        }
+    }
+    /* same products in the same order, only rows moved: the results agree to double rounding */
+    CHECK_NEAR(worst, 0, 1e-12);
+}
+
 int main(void) {
     RUN(test_stories260k);
     RUN(test_untied_classifier);
     RUN(test_version1_layout);
     RUN(test_bad_files);
+    RUN(test_permute_qk);
     return test_finish();
 }

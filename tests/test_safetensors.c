@@ -119,7 +119,34 @@ static void test_half_rounding_matches_torch(void) {
             CHECK_MSG(0, "bf16(%.9g) = 0x%04x, torch 0x%04x", (double)f, an_f32_to_bf16(f), want_b);
     }
     CHECK(bad16 == 0 && badb == 0);
+    /* the array forms agree with the scalar ones bit for bit */
+    size_t n = (size_t)an_st_numel(x);
+    float *xs = malloc(n * sizeof *xs);
+    uint16_t *hs = malloc(n * sizeof *hs), *bs = malloc(n * sizeof *bs);
+    memcpy(xs, x->data, n * 4);
+    an_f32_to_f16_n(hs, xs, n);
+    an_f32_to_bf16_n(bs, xs, n);
+    CHECK(memcmp(hs, h->data, n * 2) == 0 && memcmp(bs, b->data, n * 2) == 0);
+    free(xs);
+    free(hs);
+    free(bs);
     an_st_close(&st);
+    static uint16_t all[65536];
+    static float f16s[65536], bf16s[65536];
+    for (uint32_t u = 0; u < 65536; u++) all[u] = (uint16_t)u;
+    an_f16_to_f32_n(f16s, all, 65536);
+    an_bf16_to_f32_n(bf16s, all, 65536);
+    int same = 1;
+    for (uint32_t u = 0; u < 65536; u++) {
+        float a = an_f16_to_f32((uint16_t)u), c = an_bf16_to_f32((uint16_t)u);
+        same &= memcmp(&a, &f16s[u], 4) == 0 && memcmp(&c, &bf16s[u], 4) == 0;
+    }
+    CHECK(same);
+    uint16_t back[65536];
+    an_f32_to_bf16_n(back, bf16s, 65536);
+    for (uint32_t u = 0; u < 65536; u++)
+        if (!isnan(bf16s[u])) same &= back[u] == u;
+    CHECK(same);
     /* Every half value survives f16 -> f32 -> f16 (the decode is exact), NaN stays NaN; same for bf16. */
     for (uint32_t u = 0; u < 65536; u++) {
         uint16_t v = (uint16_t)u;
@@ -159,6 +186,15 @@ static void test_write_read_round_trip_all_dtypes(void) {
     CHECK_CONTAINS(e.msg, "added twice");
     CHECK(an_st_writer_meta(&w, "step", "12", &e) == 0);
     CHECK(an_st_writer_meta(&w, "quote\"d", "a\\b\n", &e) == 0);
+    CHECK(an_st_writer_add(&w, "neg", AN_F32, 1, (int64_t[]){-2}, &scalar, &e) == -1);
+    CHECK_CONTAINS(e.msg, "tensor \"neg\": negative shape[0]");
+    CHECK(an_st_writer_add(&w, "deep", AN_F32, 9, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}, &scalar, &e) == -1);
+    CHECK_CONTAINS(e.msg, "tensor \"deep\": 9 dimensions");
+    CHECK(an_st_writer_add(&w, "__metadata__", AN_F32, 0, NULL, &scalar, &e) == -1);
+    CHECK(an_st_writer_add(&w, "nodata", AN_F32, 1, (int64_t[]){3}, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "tensor \"nodata\": no data");
+    CHECK(an_st_write(&w, "/nonexistent-dir/x.safetensors", &e) == -1);
+    CHECK_CONTAINS(e.msg, "/nonexistent-dir/x.safetensors.tmp: cannot create");
     CHECK_MSG(an_st_write(&w, path, &e) == 0, "%s", e.msg);
     an_st_writer_free(&w);
     CHECK(!an_file_exists(tmp_path("roundtrip.safetensors.tmp")));
@@ -230,6 +266,8 @@ static void test_sharded_index(void) {
         CHECK(an_st_to_f32(head, v, &e) == 0 && v[5] == -5);
         CHECK(an_st_to_f32(norm, v, &e) == 0 && v[0] == 1 && v[2] == 3);
         CHECK(an_st_to_f32(up, v, &e) == 0 && v[0] == 0.5f && v[5] == 0.5f);
+        CHECK(an_st_expect(&st, "lm_head.weight", 2, (int64_t[]){3, 4}, &e) == NULL);
+        CHECK_CONTAINS(e.msg, "st_sharded/model-00002-of-00002.safetensors: tensor \"lm_head.weight\" has shape [4, 3]");
         an_st_close(&st);
     }
 }
@@ -259,6 +297,16 @@ static void test_tinystories_checkpoint(void) {
     }
     CHECK(an_st_find(&st, "model.embed_tokens.weight") == NULL);
     CHECK_STR(an_st_meta(&st, "model.embed_tokens.weight"), "lm_head.weight");
+    /* an_st_expect: the loader's shape check, naming the file that holds the tensor */
+    CHECK(an_st_expect(&st, "model.layers.1.self_attn.k_proj.weight", 2, (int64_t[]){64, 128}, &e) ==
+          an_st_find(&st, "model.layers.1.self_attn.k_proj.weight"));
+    CHECK(an_st_expect(&st, "model.layers.1.self_attn.k_proj.weight", 2, (int64_t[]){128, 128}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "TinyStories-656K/model.safetensors: tensor \"model.layers.1.self_attn.k_proj.weight\" "
+                          "has shape [64, 128] but [128, 128] was expected");
+    CHECK(an_st_expect(&st, "model.norm.weight", 2, (int64_t[]){128, 1}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "has shape [128] but [128, 1] was expected");
+    CHECK(an_st_expect(&st, "model.embed_tokens.weight", 2, (int64_t[]){2048, 128}, &e) == NULL);
+    CHECK_CONTAINS(e.msg, "model.safetensors: tensor \"model.embed_tokens.weight\" is missing");
     an_st_close(&st);
 }
 
@@ -354,6 +402,13 @@ static void test_bad_headers(void) {
                       "appears twice", "\"a\"");
     expect_open_error(write_raw("notjson.st", "{\"a\": nope}", 0, 0), "header is not valid JSON", NULL);
     expect_open_error(write_raw("array.st", "[1, 2]", 0, 0), "header is not a JSON object", NULL);
+    expect_open_error(write_raw("meta2.st", "{\"__metadata__\":{\"k\":\"a\"},\"__metadata__\":{\"k\":\"b\",\"l\":\"c\"}}", 0, 0),
+                      "\"__metadata__\" appears twice", NULL);
+    expect_open_error(write_raw("entry.st", "{\"e\":3}", 0, 0), "entry is not an object", "\"e\"");
+    expect_open_error(write_raw("dims.st", "{\"d\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1, 0),
+                      "9 dimensions, at most 8", "\"d\"");
+    expect_open_error(write_raw("offs.st", "{\"o\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0]}}", 1, 0),
+                      "\"data_offsets\" is not two non-negative integers", "\"o\"");
     expect_open_error(write_raw("meta.st", "{\"__metadata__\":{\"k\":3}}", 0, 0), "is not a string", "\"k\"");
     expect_open_error(write_raw("bigshape.st",
                                 "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8, 0),
@@ -393,6 +448,55 @@ static void test_bad_index(void) {
     expect_open_error(p, "missing or empty \"weight_map\"", NULL);
 }
 
+/* Deterministic mutations of a good file (one to three bytes of the length or the JSON header changed):
+ * every outcome must be either a clean error naming the file or a table whose tensors all lie inside
+ * the mapping with nbytes == numel * element size. Catches what the hand-written cases miss (ASan run). */
+static void test_mutated_headers(void) {
+    an_error e;
+    size_t n;
+    unsigned char *good = (unsigned char *)an_read_file(REF "st_python.safetensors", &n, &e);
+    CHECK(good != NULL);
+    if (!good) return;
+    unsigned char *buf = malloc(n);
+    const char *p = tmp_path("mutated.safetensors");
+    uint64_t x = 88172645463325252ull; /* xorshift64 state: a fixed sequence */
+    FILE *f = fopen(p, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    int opened = 0, failed = 0;
+    for (int round = 0; round < 1500; round++) {
+        memcpy(buf, good, n);
+        int k = 1 + round % 3;
+        for (int j = 0; j < k; j++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t at = (size_t)(x % 904); /* the 8 length bytes and the 896-byte header */
+            static const char repl[] = "0123456789[]{},:\"-. eE\x00\xff";
+            buf[at] = (unsigned char)repl[(x >> 32) % (sizeof repl - 1)];
+        }
+        /* rewritten in place, same size: no fsync and no truncation (both slow on a shared disk) */
+        CHECK(fseek(f, 0, SEEK_SET) == 0 && fwrite(buf, 1, n, f) == n && fflush(f) == 0);
+        an_safetensors st;
+        e.msg[0] = 0;
+        if (an_st_open(&st, p, &e) == 0) {
+            opened++;
+            for (int i = 0; i < st.n_tensors; i++) {
+                const an_st_tensor *t = &st.tensors[i];
+                const unsigned char *d = t->data, *lo = st.files[0].data, *hi = lo + st.files[0].size;
+                CHECK(d >= lo && d + t->nbytes <= hi);
+                CHECK(t->nbytes == (size_t)an_st_numel(t) * an_dtype_size(t->dtype));
+            }
+            an_st_close(&st);
+        } else {
+            failed++;
+            if (!strstr(e.msg, p)) CHECK_MSG(0, "round %d: message without the path: %s", round, e.msg);
+        }
+    }
+    fclose(f);
+    CHECK(opened > 0 && failed > 0); /* both paths exercised */
+    free(buf);
+    free(good);
+}
+
 int main(void) {
     RUN(test_reads_python_file_exactly);
     RUN(test_half_rounding_matches_torch);
@@ -403,5 +507,6 @@ int main(void) {
     RUN(test_bad_files_cut_from_a_good_one);
     RUN(test_bad_headers);
     RUN(test_bad_index);
+    RUN(test_mutated_headers);
     return test_finish();
 }
