@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/llama2c.h"
+
 /* Tensors start on 64-byte boundaries so vector loads never straddle two tensors. */
 #define AN_PARAM_ALIGN 16
 
@@ -211,9 +213,8 @@ size_t an_model_bytes_params(const an_model *m) { return m->n_param_floats * siz
 size_t an_model_bytes_grads(const an_model *m) { return m->grad_mem ? m->n_grad_floats * sizeof(float) : 0; }
 size_t an_model_bytes_activations(const an_model *m) { return m->plan.bytes; }
 
-/* q and k projections of a llama2.c checkpoint rotate interleaved pairs (2i, 2i+1); Hugging Face rotates
- * (i, i + hd/2). Reordering each head's rows from 2i+e to e*hd/2+i turns one into the other (the
- * permutation of transformers' convert_llama_weights_to_hf), so a saved llama2.c model loads in HF. */
+/* A llama2.c checkpoint's q and k rows pair dimensions (2i, 2i+1) for RoPE; exporting reorders them
+ * to Hugging Face's rotate-half order (an_llama2c_permute_qk), so a saved llama2.c model loads in HF. */
 static int is_rope_projection(const an_model *m, const an_param *p) {
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const an_layer *L = &m->layers[l];
@@ -230,17 +231,12 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
         return;
     }
     m->ops->download(tmp, src, p->numel * sizeof(float));
-    if (p->transposed) {
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++) host_out[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
+    if (permute) {
+        an_llama2c_permute_qk(host_out, tmp, rows / m->cfg.head_dim, m->cfg.head_dim, cols);
         return;
     }
-    int hd = m->cfg.head_dim, half = hd / 2;
-    for (int r = 0; r < rows; r++) {
-        int head = r / hd, i = (r % hd) / 2, e = r % 2;
-        int to = head * hd + e * half + i;
-        memcpy(host_out + (size_t)to * cols, tmp + (size_t)r * cols, (size_t)cols * sizeof(float));
-    }
+    for (int r = 0; r < rows; r++) /* Conv1D: [out, in] -> [in, out] */
+        for (int c = 0; c < cols; c++) host_out[(size_t)c * rows + r] = tmp[(size_t)r * cols + c];
 }
 
 /* ---- q/k/v layouts ---- */
