@@ -1,6 +1,7 @@
 /* The three families against PyTorch (tests/ref/make_model_fixtures.py): tiny random GPT-2, Llama
- * (grouped-query, untied head), Qwen2 (q/k/v biases, tied head, stored as BF16) and InternLM2 (fused
- * grouped wqkv). For each: logits, loss, every parameter's gradient, and five AdamW steps with clipping.
+ * (grouped-query, untied head), Qwen2 (q/k/v biases, tied head, stored as BF16), a Llama with every
+ * bias and one kv head, and InternLM2 (fused grouped wqkv). For each: logits, loss, every parameter's
+ * gradient, and five AdamW steps with clipping at 1.
  *
  * Tolerances. Logits and loss: 1e-4 of the largest |reference| -- float32 sums of a few dozen terms
  * in a different order differ by ~1e-6 relative, so 1e-4 leaves room but catches any wrong term.
@@ -104,6 +105,9 @@ static void check_family(const char *name) {
 static void test_gpt2(void) { check_family("gpt2"); }
 static void test_llama_gqa_untied(void) { check_family("llama"); }
 static void test_qwen2_bias_tied_bf16(void) { check_family("qwen2"); }
+/* attention_bias (q/k/v/o) and mlp_bias, a single kv head, tied head; its gradient norm stays under 1,
+ * so this one also covers steps without clipping */
+static void test_llama_all_biases_one_kv_head(void) { check_family("llama-bias"); }
 static void test_internlm2_fused_wqkv(void) { check_family("internlm2"); }
 
 /* The original OpenAI GPT-2 key style (no "transformer." prefix, attn.bias buffers, no lm_head) loads
@@ -122,6 +126,7 @@ int main(void) {
     RUN(test_gpt2);
     RUN(test_llama_gqa_untied);
     RUN(test_qwen2_bias_tied_bf16);
+    RUN(test_llama_all_biases_one_kv_head);
     RUN(test_internlm2_fused_wqkv);
     RUN(test_gpt2_original_keys_load_identically);
     return test_finish();
