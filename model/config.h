@@ -40,7 +40,7 @@ typedef struct an_model_config {
     /* Added after the first version of this header: */
     int o_bias;    /* bias on the attention output projection (o_proj, c_proj of attn, wo) */
     int mlp_bias;  /* bias on the MLP linears (gate/up/down, c_fc/c_proj) */
-    int sliding_window; /* Mistral/Qwen2 sliding-window attention span; 0 = none (full causal attention) */
+    int sliding_window; /* Mistral sliding-window span (only matters past it); 0 = none. Qwen2 windows are refused */
     char torch_dtype[16]; /* "float32", "bfloat16", "float16" as in config.json; "" when absent */
 } an_model_config;
 
