@@ -854,6 +854,7 @@ static void test_other_ops_same_bits_any_thread_count(void) {
             res[pass][i] = host_f(bufs[i], ns[i]);
             dfree(bufs[i]);
         }
+        dfree(lse);
         ss[pass] = g_ops->sum_squares(d_lg, sizes[7]);
         if (pass == 1) {
             for (int i = 0; i < 11; i++) {
