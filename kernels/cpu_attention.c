@@ -50,16 +50,15 @@ static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b,
 
 typedef float v8f __attribute__((vector_size(32))); /* GCC/clang generic vector: one AVX register */
 
-static inline v8f load8(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void add_store8(float *p, v8f v) {
-    v8f c = load8(p) + v;
-    memcpy(p, &c, sizeof c);
-}
+/* macros, not functions: a 32-byte vector passed by value changes the ABI on builds without AVX */
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define ADD_STORE8(p, v)                                                                                     \
+    do {                                                                                                       \
+        v8f c_;                                                                                                \
+        memcpy(&c_, (p), sizeof c_);                                                                           \
+        c_ += (v);                                                                                             \
+        memcpy((p), &c_, sizeof c_);                                                                           \
+    } while (0)
 
 /* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
  * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
@@ -75,7 +74,9 @@ static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, 
             v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
             for (int k = 0; k < K; k++) {
                 const float *b = B + (size_t)k * ldb + n;
-                v8f b0 = load8(b), b1 = load8(b + 8);
+                v8f b0, b1;
+                LOAD8(b0, b);
+                LOAD8(b1, b + 8);
                 size_t ka = (size_t)k * a_cs;
                 float x0 = a0[ka], x1 = a1[ka], x2 = a2[ka], x3 = a3[ka];
                 v8f v0 = {x0, x0, x0, x0, x0, x0, x0, x0}, v1 = {x1, x1, x1, x1, x1, x1, x1, x1};
@@ -84,10 +85,14 @@ static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, 
                 c20 += v2 * b0, c21 += v2 * b1, c30 += v3 * b0, c31 += v3 * b1;
             }
             float *c = C + (size_t)m * ldc + n;
-            add_store8(c, c00), add_store8(c + 8, c01);
-            add_store8(c + ldc, c10), add_store8(c + ldc + 8, c11);
-            add_store8(c + 2 * ldc, c20), add_store8(c + 2 * ldc + 8, c21);
-            add_store8(c + 3 * ldc, c30), add_store8(c + 3 * ldc + 8, c31);
+            ADD_STORE8(c, c00);
+            ADD_STORE8(c + 8, c01);
+            ADD_STORE8(c + ldc, c10);
+            ADD_STORE8(c + ldc + 8, c11);
+            ADD_STORE8(c + 2 * ldc, c20);
+            ADD_STORE8(c + 2 * ldc + 8, c21);
+            ADD_STORE8(c + 3 * ldc, c30);
+            ADD_STORE8(c + 3 * ldc + 8, c31);
         }
     }
     for (; m < M; m++) {
@@ -98,10 +103,14 @@ static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, 
                 const float *b = B + (size_t)k * ldb + n;
                 float x0 = a0[(size_t)k * a_cs];
                 v8f v0 = {x0, x0, x0, x0, x0, x0, x0, x0};
-                c00 += v0 * load8(b), c01 += v0 * load8(b + 8);
+                v8f b0, b1;
+                LOAD8(b0, b);
+                LOAD8(b1, b + 8);
+                c00 += v0 * b0, c01 += v0 * b1;
             }
             float *c = C + (size_t)m * ldc + n;
-            add_store8(c, c00), add_store8(c + 8, c01);
+            ADD_STORE8(c, c00);
+            ADD_STORE8(c + 8, c01);
         }
     }
     if (n16 < N)
