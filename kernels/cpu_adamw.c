@@ -15,7 +15,7 @@ void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, si
     float w2 = (float)(1.0 - (double)beta2);
     float step_size = (float)((double)lr / (1.0 - pow((double)beta1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, step));
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         float p = param[i] * decay;

@@ -3,8 +3,8 @@
  * The classic layered GEMM (Goto / BLIS): op(B) is packed into KC x NC slices of NR-wide column panels,
  * op(A) into MC x KC blocks of MR-high row panels, and a register-blocked MR x NR micro-kernel runs over
  * the packed panels. Packing makes every inner load contiguous whatever the transposes, so the one
- * micro-kernel serves NN, NT and TN. The micro-kernel is written with fixed-size loops that gcc and clang
- * turn into broadcast + FMA on 12 vector accumulators (6 rows x 2 vectors of 8 with AVX2).
+ * micro-kernel serves NN, NT and TN. The micro-kernel uses GCC/clang generic vector types (no intrinsics),
+ * compile to broadcast + FMA on 12 vector accumulators (6 rows x 2 vectors of 8 with AVX2).
  * OpenMP splits the packing and the micro-tiles of each block; every C element is computed by one thread
  * in a fixed order, so results do not depend on the thread count. */
 #include <math.h>
@@ -13,24 +13,42 @@
 
 enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 2048 };
 
-/* acc = sum_p a[p, 0..MR) (x) b[p, 0..NR); C[0..mr, 0..nr) += alpha * acc */
+/* GCC does not fuse a * b + c under -std=c11 (fp-contract=off); the micro-kernel wants FMA. clang
+ * fuses within an expression by default. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+/* 8 floats: GCC/clang generic vectors, one AVX register (split in two on SSE-only machines) */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* acc = sum_p a[p, 0..MR) (x) b[p, 0..NR); C[0..mr, 0..nr) += alpha * acc.
+ * 12 accumulators + 2 B vectors + 1 broadcast A value = 15 of the 16 AVX registers. */
 static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
                          float alpha, int mr, int nr) {
-    float acc[MR][NR];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) acc[i][j] = 0.0f;
+    v8f acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (v8f){0, 0, 0, 0, 0, 0, 0, 0};
     for (int p = 0; p < kc; p++) {
         const float *ap = a + (size_t)p * MR;
-        const float *bp = b + (size_t)p * NR;
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) acc[i][j] += ap[i] * bp[j];
+        v8f b0, b1;
+        memcpy(&b0, b + (size_t)p * NR, sizeof b0);
+        memcpy(&b1, b + (size_t)p * NR + 8, sizeof b1);
+        for (int i = 0; i < MR; i++) {
+            float x = ap[i];
+            v8f ai = {x, x, x, x, x, x, x, x};
+            acc[i][0] += ai * b0;
+            acc[i][1] += ai * b1;
+        }
     }
-    if (mr == MR && nr == NR) {
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) c[(size_t)i * ldc + j] += alpha * acc[i][j];
-    } else {
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++) c[(size_t)i * ldc + j] += alpha * acc[i][j];
+    for (int i = 0; i < mr; i++) {
+        float row[NR];
+        memcpy(row, &acc[i][0], sizeof acc[i][0]);
+        memcpy(row + 8, &acc[i][1], sizeof acc[i][1]);
+        float *ci = c + (size_t)i * ldc;
+        if (nr == NR)
+            for (int j = 0; j < NR; j++) ci[j] += alpha * row[j];
+        else
+            for (int j = 0; j < nr; j++) ci[j] += alpha * row[j];
     }
 }
 

@@ -11,7 +11,7 @@ static const float GELU_A = 0.044715f;
 /* 0.5 (1 + tanh(u)) is the logistic sigmoid of 2u. Written that way the negative tail, where
  * 1 + tanh(u) cancels, keeps full relative accuracy: gelu(x) = x / (1 + exp(-2u)). */
 void an_cpu_gelu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + GELU_A * x * x * x);
@@ -22,7 +22,7 @@ void an_cpu_gelu_forward(float *out, const float *inp, size_t n) {
 /* d/dx = s + x s (1 - s) 2 du/dx with s = sigmoid(2u) (the same as the tanh form's
  * 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, since 1 - t^2 = 4 s (1 - s)) */
 void an_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + GELU_A * x * x * x);
@@ -34,7 +34,7 @@ void an_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size
 }
 
 void an_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         float sig = 1.0f / (1.0f + an_expf(-g));
@@ -43,7 +43,7 @@ void an_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_
 }
 
 void an_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         float sig = 1.0f / (1.0f + an_expf(-g));
@@ -55,16 +55,16 @@ void an_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const f
 }
 
 void an_cpu_add(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 void an_cpu_axpy(float *dst, const float *src, float scale, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) dst[i] += scale * src[i];
 }
 
 void an_cpu_scale(float *x, float s, size_t n) {
-#pragma omp parallel for simd schedule(static) PARALLEL_IF(n)
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }

@@ -818,7 +818,7 @@ int main(void) {
     const an_ops *backends[] = {an_ops_cpu()};
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         g_ops = backends[i];
-        printf("backend: %s\n", g_ops->name);
+        fprintf(stderr, "backend: %s\n", g_ops->name);
         RUN(test_matmul_small_odd_shapes);
         RUN(test_matmul_large_exercises_blocking);
         RUN(test_embedding);

@@ -1,0 +1,31 @@
+"""Reads the JSON lines of a bench script (autoneg's and its peers', interleaved) and prints, per
+preset, the median and spread of each side and the ratio of medians. Standard library only."""
+import collections
+import json
+import statistics
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+groups = collections.OrderedDict()
+preset = None
+for r in rows:
+    if r.get("peer", "autoneg") == "autoneg":
+        preset = f'{r["preset"]} B={r["batch"]} T={r["seq"]} {r.get("method", "full")}'
+    groups.setdefault(preset, collections.defaultdict(list))[r.get("peer", "autoneg")].append(r)
+
+for preset, sides in groups.items():
+    print(f"== {preset}")
+    med = {}
+    for side, rs in sides.items():
+        tps = [r["tokens_per_s"] for r in rs]
+        med[side] = statistics.median(tps)
+        extra = ""
+        if side == "autoneg":
+            fr = statistics.median(r["fraction_of_sgemm_peak"] for r in rs)
+            extra = f', {statistics.median(r["gflops"] for r in rs):.1f} GFLOP/s = {fr * 100:.0f}% of sgemm peak' \
+                    f' ({rs[0]["sgemm_peak_gflops"]:.0f} GFLOP/s), peak memory {rs[0]["peak_mib"]:.0f} MiB'
+        else:
+            extra = f' (torch {rs[0]["torch"]}, {rs[0]["blas"]}, {rs[0]["threads"]} threads)'
+        print(f"  {side:8s} {med[side]:8.1f} tokens/s  (min {min(tps):.1f}, max {max(tps):.1f}, n={len(tps)}){extra}")
+    if "autoneg" in med and "pytorch" in med:
+        print(f"  ratio autoneg / pytorch: {med['autoneg'] / med['pytorch']:.2f}x")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Full fine-tuning speed, autoneg against PyTorch (PyPI build, fp32, CPU), same presets, batch,
+# sequence and threads, measured in one run. Usage:
+#   bench/train.sh [PYTHON] [REPEATS]     PYTHON: a python with torch + transformers (default: python3)
+# Prints each measurement and the ratio of medians; the fraction of this machine's sgemm peak comes
+# from autoneg's own measurement in the same command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${1:-python3}
+REPEATS=${2:-3}
+THREADS=${OMP_NUM_THREADS:-$(nproc)}
+export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive
+make -s build/autoneg
+run() { # preset batch seq method
+    local preset=$1 B=$2 T=$3 method=${4:-full}
+    for i in $(seq "$REPEATS"); do
+        ./build/autoneg bench train --preset "$preset" --batch "$B" --seq "$T" --steps 3 --method "$method" --json
+        if [ "$method" = full ]; then
+            "$PY" bench/train_peer.py --preset "configs/models/$preset.json" --batch "$B" --seq "$T" --steps 3 --threads "$THREADS" 2>/dev/null
+        fi
+    done
+}
+{
+    run gpt2-124m 4 64
+    run llama-60m 4 256
+} | tee /tmp/autoneg-bench-train.jsonl
+"$PY" bench/summarize.py /tmp/autoneg-bench-train.jsonl

@@ -1,0 +1,68 @@
+"""PyTorch peer for `autoneg bench train`: full fine-tuning of a randomly initialised preset, fp32 on
+the CPU, same model shape, batch, sequence and thread count. Prints one JSON line.
+
+Run through bench/train.sh, which measures autoneg in the same run and prints the ratio."""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+import transformers
+
+
+def build(preset_path):
+    cfg = json.load(open(preset_path))
+    arch = cfg["architectures"][0]
+    if arch == "GPT2LMHeadModel":
+        conf = transformers.GPT2Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")})
+        model = transformers.GPT2LMHeadModel(conf)
+    elif arch == "LlamaForCausalLM":
+        conf = transformers.LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")})
+        model = transformers.LlamaForCausalLM(conf)
+    else:
+        sys.exit(f"train_peer.py: {preset_path}: no peer for {arch}")
+    return model.float(), cfg["vocab_size"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model, vocab = build(a.preset)
+    model.train()
+    # The same schedule autoneg uses: no dropout, so both sides do the same arithmetic.
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, foreach=True)
+    ids = torch.randint(0, vocab, (a.batch, a.seq))
+    times = []
+    for step in range(a.steps + 1):  # step 0 warms up allocators and caches
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        if step:
+            times.append(dt)
+    med = statistics.median(times)
+    cfg = torch.__config__.show()
+    blas = "mkl" if "BLAS_INFO=mkl" in cfg or "USE_MKL=ON" in cfg else ("openblas" if "openblas" in cfg.lower() else "other")
+    print(json.dumps({
+        "peer": "pytorch", "torch": torch.__version__, "blas": blas, "threads": a.threads,
+        "step_ms_median": med * 1e3, "step_ms_min": min(times) * 1e3, "step_ms_max": max(times) * 1e3,
+        "tokens_per_s": a.batch * a.seq / med,
+    }))
+
+
+if __name__ == "__main__":
+    main()
