@@ -6,6 +6,7 @@
 #include "core/error.h"
 
 int an_cmd_version(int argc, char **argv);
+int an_cmd_bench(int argc, char **argv);
 
 /* Prints "autoneg: message" to stderr and returns 1, for `return cli_fail(...)`. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

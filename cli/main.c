@@ -13,6 +13,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"version", an_cmd_version, "version"},
+    {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
 };
 
 int cli_fail(const char *fmt, ...) {
