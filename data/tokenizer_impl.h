@@ -78,6 +78,9 @@ typedef struct an_special {
     size_t len;
     int32_t id;
     int normalized; /* HF "normalized": matched after normalization, no unit boundary */
+    /* HF normalizes the content of normalized tokens too: with the Prepend("▁") normalizer the token
+     * only matches after a space (which it takes) or at the start of a unit */
+    int lead_space;
 } an_special;
 
 struct an_tokenizer {
