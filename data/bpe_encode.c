@@ -104,8 +104,19 @@ int an_encode_spm(const an_tokenizer *t, const char *s, size_t n, int prefix, an
             if (ids[i] >= 0) ids[j++] = ids[i];
         k = j;
     }
-    int m = an_bpe_merge(&t->merges, ids, (int)k, sc);
-    if (m < 0 || an_ids_append(out, ids, (size_t)m)) rc = -1;
+    if (t->split_at_space) {
+        /* words start where a space symbol follows a non-space one */
+        size_t start = 0;
+        for (size_t i = 1; i <= k && rc == 0; i++) {
+            if (i < k && !(ids[i] == t->space_id && ids[i - 1] != t->space_id)) continue;
+            int m = an_bpe_merge(&t->merges, ids + start, (int)(i - start), sc);
+            if (m < 0 || an_ids_append(out, ids + start, (size_t)m)) rc = -1;
+            start = i;
+        }
+    } else {
+        int m = an_bpe_merge(&t->merges, ids, (int)k, sc);
+        if (m < 0 || an_ids_append(out, ids, (size_t)m)) rc = -1;
+    }
     free(ids);
     free(clean);
     return rc;

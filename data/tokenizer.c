@@ -106,6 +106,20 @@ static int build_decode_table(an_tokenizer *t) {
     return 0;
 }
 
+static int spaces_only_in_front(const an_tokenizer *t) {
+    const an_vocab *v = &t->vocab;
+    size_t sp = strlen(t->space_text);
+    for (int id = 0; id < v->n; id++) {
+        if (v->type[id] != AN_PIECE_NORMAL) continue;
+        const char *s = an_vocab_text(v, id);
+        size_t len = v->len[id], i = 0;
+        while (i + sp <= len && memcmp(s + i, t->space_text, sp) == 0) i += sp;
+        for (; i + sp <= len; i++)
+            if (memcmp(s + i, t->space_text, sp) == 0) return 0;
+    }
+    return 1;
+}
+
 int an_tokenizer_finish(an_tokenizer *t, an_error *err) {
     if (t->n_special > 1) qsort(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special_len);
     memset(t->special_first, 0, sizeof t->special_first);
@@ -118,6 +132,11 @@ int an_tokenizer_finish(an_tokenizer *t, an_error *err) {
         if (t->special[i].lead_space) t->special_first[' '] = 1;
     }
     if (an_vocab_index(&t->vocab) || build_decode_table(t)) return an_fail(err, "%s: out of memory", t->path);
+    t->space_id = -1;
+    if (t->kind == AN_TOK_SPM) {
+        t->space_id = an_vocab_find(&t->vocab, t->space_text, strlen(t->space_text));
+        t->split_at_space = t->space_id >= 0 && spaces_only_in_front(t);
+    }
     return 0;
 }
 

@@ -97,6 +97,10 @@ struct an_tokenizer {
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;
     int byte_fallback;
+    /* no mergeable piece has a space after a non-space, so a merge never crosses the start of a
+     * "▁word": BPE can run word by word (the same result, much faster on long texts) */
+    int split_at_space;
+    int32_t space_id; /* the piece of space_text, -1 if none */
     int fuse_unk; /* consecutive unknown characters give one unk (HF BPE fuse_unk) */
     int remove_extra_ws;
     int strip_leading_space; /* decoding drops the dummy-prefix space of the first text */

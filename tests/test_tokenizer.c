@@ -291,12 +291,62 @@ static void test_internlm2_chat_tokens_from_config(void) {
     CHECK(an_tokenizer_token_id(t, "<|im_start|>") == 92543);
     CHECK(an_tokenizer_token_id(t, "<|im_end|>") == 92542);
     CHECK(an_tokenizer_token_id(t, "<|action_start|>") == 92541);
-    CHECK(an_tokenizer_token_id(t, "[UNUSED_TOKEN_146]") == -1);
+    /* the model's own user-defined piece text still matches, as in sentencepiece (see fixture) */
+    CHECK(an_tokenizer_token_id(t, "[UNUSED_TOKEN_146]") == 92543);
     CHECK(an_tokenizer_bos(t) == 1 && an_tokenizer_eos(t) == 2 && an_tokenizer_adds_bos(t));
     int32_t ids[] = {92543, 1008};
     char *s = an_tokenizer_decode(t, ids, 1, &err);
     CHECK_STR(s, "<|im_start|>");
     free(s);
+    an_tokenizer_free(t);
+}
+
+/* Trains on the committed corpus as `autoneg tokenizer train --vocab 512` does (one text per
+ * non-empty line), into dir. */
+static int train_corpus(const char *dir) {
+    an_error err;
+    size_t n;
+    char *all = an_read_file("tests/ref/tokenizers/train_corpus.txt", &n, &err);
+    if (!all) return -1;
+    const char **lines = malloc((n + 1) * sizeof *lines);
+    size_t *lens = malloc((n + 1) * sizeof *lens), k = 0;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && all[e] != '\n') e++;
+        if (e > i) lines[k] = all + i, lens[k++] = e - i;
+        i = e + 1;
+    }
+    mkdir(dir, 0755);
+    int rc = an_tokenizer_train_bytelevel(lines, lens, k, 512, dir, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    free(lines);
+    free(lens);
+    free(all);
+    return rc;
+}
+
+/* The trained tokenizer.json, loaded by HF tokenizers, gave ids_trained; autoneg must give the
+ * same ids from the same file, and training twice must write the same bytes. */
+static void test_trained_tokenizer_matches_hf(void) {
+    char a[512], b[512], fa[600], fb[600];
+    snprintf(a, sizeof a, "%s/trained-a", test_tmpdir());
+    snprintf(b, sizeof b, "%s/trained-b", test_tmpdir());
+    CHECK(train_corpus(a) == 0 && train_corpus(b) == 0);
+    snprintf(fa, sizeof fa, "%s/tokenizer.json", a);
+    snprintf(fb, sizeof fb, "%s/tokenizer.json", b);
+    an_error err;
+    size_t na = 0, nb = 0;
+    char *ja = an_read_file(fa, &na, &err), *jb = an_read_file(fb, &nb, &err);
+    CHECK(ja && jb && na == nb && memcmp(ja, jb, na) == 0);
+    free(ja);
+    free(jb);
+    check_against(a, "trained", 1);
+    an_tokenizer *t = an_tokenizer_load(a, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (t) {
+        CHECK(an_tokenizer_vocab_size(t) == 512 && an_tokenizer_token_id(t, "<|endoftext|>") == 511);
+        CHECK(an_tokenizer_bos(t) == 511 && an_tokenizer_eos(t) == 511 && !an_tokenizer_adds_bos(t));
+    }
     an_tokenizer_free(t);
 }
 
@@ -311,6 +361,7 @@ int main(void) {
     RUN(test_tinystories_matches_hf_tokenizers);
     RUN(test_llama2c_bin_matches_llama2c_encode);
     RUN(test_internlm2_chat_tokens_from_config);
+    RUN(test_trained_tokenizer_matches_hf);
     fixture_texts_free(&texts);
     return test_finish();
 }
