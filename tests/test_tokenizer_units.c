@@ -142,10 +142,64 @@ static void test_streaming_never_splits_a_character(void) {
     an_tokenizer_free(l);
 }
 
+/* Random bytes (valid UTF-8 or not) never crash an encoder, give ids inside the vocabulary, and
+ * valid UTF-8 comes back from byte-level and byte-fallback tokenizers exactly; random ids (even out
+ * of range) always decode to well-formed UTF-8. */
+static void test_random_inputs(void) {
+    static const char *paths[] = {"data/tokenizers/gpt2", "data/tokenizers/llama2/tokenizer.model",
+                                  "models/TinyStories-656K", "models/stories260K/tok512.bin"};
+    static const char *alphabet[] = {"a", " ", "  ", "\t", "\n", "'s", "1", "\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\x98\x80",
+                                     "\xe2\x96\x81", "<", "|", "<|end_story|>", "\xcc\x81", "\xc2\xa0"};
+    uint64_t seed = 42;
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        an_tokenizer *t = load(paths[p]);
+        if (!t) continue;
+        int vocab = an_tokenizer_vocab_size(t), bad_range = 0, bad_rt = 0, bad_utf8 = 0;
+        size_t total_ids = 0;
+        for (int iter = 0; iter < 300; iter++) {
+            char s[512];
+            size_t n = 0;
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            int valid = iter % 2 == 0, len = (int)((seed >> 33) % 40);
+            for (int k = 0; k < len; k++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                if (valid) {
+                    const char *a = alphabet[(seed >> 40) % (sizeof alphabet / sizeof alphabet[0])];
+                    memcpy(s + n, a, strlen(a)), n += strlen(a);
+                } else {
+                    s[n++] = (char)(seed >> 56);
+                }
+            }
+            an_ids ids = {0};
+            an_error err;
+            CHECK(an_tokenizer_encode(t, s, n, &ids, &err) == 0);
+            for (size_t k = 0; k < ids.n; k++) bad_range += ids.v[k] < 0 || ids.v[k] >= vocab;
+            total_ids += ids.n;
+            size_t dl;
+            char *d = an_tokenizer_decode_len(t, ids.v, ids.n, &dl, &err);
+            if (valid && p != 2 && (dl != n || memcmp(d, s, n)) && (p == 0 || !memmem(s, n, "\xe2\x96\x81", 3)))
+                bad_rt++;
+            free(d);
+            /* random ids */
+            for (size_t k = 0; k < ids.n; k++) ids.v[k] = (int32_t)((seed >> (k % 20)) % (uint64_t)(vocab + 10)) - 5;
+            d = an_tokenizer_decode_len(t, ids.v, ids.n, &dl, &err);
+            bad_utf8 += !utf8_complete(d, dl);
+            free(d);
+            an_ids_free(&ids);
+        }
+        CHECK(total_ids > 1000); /* the inputs were not all empty */
+        CHECK_MSG(bad_range == 0, "%s: %d ids outside the vocabulary", paths[p], bad_range);
+        CHECK_MSG(bad_rt == 0, "%s: %d valid texts did not round-trip", paths[p], bad_rt);
+        CHECK_MSG(bad_utf8 == 0, "%s: %d decodes of random ids were not well-formed UTF-8", paths[p], bad_utf8);
+        an_tokenizer_free(t);
+    }
+}
+
 int main(void) {
     RUN(test_gpt2_pretokenizer_by_hand);
     RUN(test_unicode_classes);
     RUN(test_special_ids_and_bos_rules);
     RUN(test_streaming_never_splits_a_character);
+    RUN(test_random_inputs);
     return test_finish();
 }
