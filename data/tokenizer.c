@@ -106,16 +106,36 @@ static int build_decode_table(an_tokenizer *t) {
     return 0;
 }
 
-static int spaces_only_in_front(const an_tokenizer *t) {
+/* Collects the characters that some mergeable piece has right before a "▁" (InternLM2: "\t▁▁▁");
+ * a word boundary after any other character can never be merged across. Returns 0 when there are
+ * too many to keep, which turns word splitting off. */
+static int find_glue_chars(an_tokenizer *t) {
     const an_vocab *v = &t->vocab;
     size_t sp = strlen(t->space_text);
+    t->n_glue = 0;
     for (int id = 0; id < v->n; id++) {
         if (v->type[id] != AN_PIECE_NORMAL) continue;
         const char *s = an_vocab_text(v, id);
-        size_t len = v->len[id], i = 0;
-        while (i + sp <= len && memcmp(s + i, t->space_text, sp) == 0) i += sp;
-        for (; i + sp <= len; i++)
-            if (memcmp(s + i, t->space_text, sp) == 0) return 0;
+        size_t len = v->len[id];
+        for (size_t i = 0, prev = 0, prev_len = 0; i < len;) {
+            if (i + sp <= len && memcmp(s + i, t->space_text, sp) == 0) {
+                if (prev_len && !(prev_len == sp && memcmp(s + prev, t->space_text, sp) == 0)) {
+                    int known = 0;
+                    for (int g = 0; g < t->n_glue && !known; g++)
+                        known = t->glue_len[g] == prev_len && memcmp(t->glue[g], s + prev, prev_len) == 0;
+                    if (!known) {
+                        if (t->n_glue == AN_MAX_GLUE || prev_len > 4) return 0;
+                        memcpy(t->glue[t->n_glue], s + prev, prev_len);
+                        t->glue_len[t->n_glue++] = (uint8_t)prev_len;
+                    }
+                }
+                prev = i, prev_len = sp, i += sp;
+            } else {
+                uint32_t cp;
+                int l = an_utf8_decode((const unsigned char *)s + i, len - i, &cp);
+                prev = i, prev_len = (size_t)l, i += (size_t)l;
+            }
+        }
     }
     return 1;
 }
@@ -132,11 +152,7 @@ int an_tokenizer_finish(an_tokenizer *t, an_error *err) {
         if (t->special[i].lead_space) t->special_first[' '] = 1;
     }
     if (an_vocab_index(&t->vocab) || build_decode_table(t)) return an_fail(err, "%s: out of memory", t->path);
-    t->space_id = -1;
-    if (t->kind == AN_TOK_SPM) {
-        t->space_id = an_vocab_find(&t->vocab, t->space_text, strlen(t->space_text));
-        t->split_at_space = t->space_id >= 0 && spaces_only_in_front(t);
-    }
+    if (t->kind == AN_TOK_SPM) t->split_at_space = find_glue_chars(t);
     return 0;
 }
 

@@ -73,6 +73,8 @@ enum { AN_TOK_BYTELEVEL = 1, AN_TOK_SPM = 2 };
 /* How the "▁" dummy prefix is added to text segments between special tokens. */
 enum { AN_PREFIX_NONE = 0, AN_PREFIX_TEXT_START = 1, AN_PREFIX_PER_UNIT = 2 };
 
+enum { AN_MAX_GLUE = 32 };
+
 typedef struct an_special {
     char *text;
     size_t len;
@@ -97,10 +99,13 @@ struct an_tokenizer {
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;
     int byte_fallback;
-    /* no mergeable piece has a space after a non-space, so a merge never crosses the start of a
-     * "▁word": BPE can run word by word (the same result, much faster on long texts) */
+    /* A merge can cross the start of a "▁word" only if some piece holds the character before it
+     * followed by "▁": those "glue" characters are listed, and BPE runs word by word between the
+     * other boundaries (the same result as one run over the text, and much faster). */
     int split_at_space;
-    int32_t space_id; /* the piece of space_text, -1 if none */
+    int n_glue;
+    char glue[AN_MAX_GLUE][4];
+    uint8_t glue_len[AN_MAX_GLUE];
     int fuse_unk; /* consecutive unknown characters give one unk (HF BPE fuse_unk) */
     int remove_extra_ws;
     int strip_leading_space; /* decoding drops the dummy-prefix space of the first text */
