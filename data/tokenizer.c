@@ -245,6 +245,10 @@ int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece) {
     return an_vocab_find(&t->vocab, piece, len);
 }
 
+const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->vocab.n ? an_vocab_text(&t->vocab, id) : NULL;
+}
+
 /* The longest special token at s[0..n), or NULL; *mlen is the length it takes (with the space
  * before it for lead_space tokens away from a unit start). */
 static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, size_t *mlen,

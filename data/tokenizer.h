@@ -25,6 +25,9 @@ int32_t an_tokenizer_eos(const an_tokenizer *t);
 int an_tokenizer_adds_bos(const an_tokenizer *t);
 /* Id of a token by its exact text (special tokens included), -1 when absent. */
 int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece);
+/* The text of token id as the tokenizer file spells it ("Ġthe", "▁the", "<0x0A>"), NULL when out of
+ * range. For decoded text use an_tokenizer_decode. */
+const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id);
 
 /* Streaming decoder: feed ids one at a time, get back only complete UTF-8, with byte fallback and
  * the leading-space rules undone. */

@@ -47,6 +47,13 @@ static void test_tokenizer_json_unsupported_model(void) {
     expect_error(tmp_file("unigram.json", j, strlen(j)), "model type \"Unigram\" is not supported");
 }
 
+static void test_tokenizer_json_unsupported_options(void) {
+    const char *j = "{\"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"vocab\": {}, \"merges\": []}}";
+    expect_error(tmp_file("ignore.json", j, strlen(j)), "ignore_merges");
+    const char *k = "{\"pre_tokenizer\": {\"type\": \"Split\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}";
+    expect_error(tmp_file("split.json", k, strlen(k)), "pre_tokenizer type \"Split\" is not supported");
+}
+
 static void test_tokenizer_json_vocab_gap(void) {
     const char *j = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 5}, \"merges\": []}}";
     expect_error(tmp_file("gap.json", j, strlen(j)), "\"b\" has id 5");
@@ -163,6 +170,7 @@ int main(void) {
     RUN(test_tokenizer_json_not_json);
     RUN(test_tokenizer_json_unsupported_model);
     RUN(test_tokenizer_json_vocab_gap);
+    RUN(test_tokenizer_json_unsupported_options);
     RUN(test_merge_names_unknown_token);
     RUN(test_truncated_sentencepiece_model);
     RUN(test_sentencepiece_model_that_is_not_one);
