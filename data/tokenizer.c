@@ -249,6 +249,12 @@ const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->vocab.n ? an_vocab_text(&t->vocab, id) : NULL;
 }
 
+int an_tokenizer_is_special(const an_tokenizer *t, int32_t id) {
+    if (id < 0 || id >= t->vocab.n) return 0;
+    int ty = t->vocab.type[id];
+    return ty == AN_PIECE_CONTROL || ty == AN_PIECE_ADDED || ty == AN_PIECE_UNKNOWN;
+}
+
 /* The longest special token at s[0..n), or NULL; *mlen is the length it takes (with the space
  * before it for lead_space tokens away from a unit start). */
 static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, size_t *mlen,

@@ -28,6 +28,10 @@ int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece);
 /* The text of token id as the tokenizer file spells it ("Ġthe", "▁the", "<0x0A>"), NULL when out of
  * range. For decoded text use an_tokenizer_decode. */
 const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id);
+/* Whether id is a control or special/added token (<s>, </s>, <|endoftext|>, <|im_end|>, ...): what
+ * HF's skip_special_tokens leaves out. Decoding writes added tokens as their text and SentencePiece
+ * control pieces as nothing; callers that want neither skip these ids. */
+int an_tokenizer_is_special(const an_tokenizer *t, int32_t id);
 
 /* Streaming decoder: feed ids one at a time, get back only complete UTF-8, with byte fallback and
  * the leading-space rules undone. */

@@ -106,7 +106,10 @@ static const char *token_text(const cJSON *v) {
 
 static void default_specials(an_tokenizer *t) {
     int32_t id;
-    if ((id = an_vocab_find(&t->vocab, "<|endoftext|>", 13)) >= 0) t->bos = t->eos = id;
+    if ((id = an_vocab_find(&t->vocab, "<|endoftext|>", 13)) >= 0) {
+        t->bos = t->eos = id;
+        t->vocab.type[id] = AN_PIECE_ADDED; /* special for an_tokenizer_is_special; decodes as its text */
+    }
     if ((id = an_vocab_find(&t->vocab, "<s>", 3)) >= 0) t->bos = id;
     if ((id = an_vocab_find(&t->vocab, "</s>", 4)) >= 0) t->eos = id;
     if ((id = an_vocab_find(&t->vocab, "<unk>", 5)) >= 0 && t->unk < 0) t->unk = id;

@@ -79,6 +79,9 @@ static void test_special_ids_and_bos_rules(void) {
     CHECK_STR(an_tokenizer_piece(g, 50256), "<|endoftext|>");
     CHECK_STR(an_tokenizer_piece(g, 262), "\xc4\xa0the"); /* "Ġthe", id 262 in encoder.json */
     CHECK(an_tokenizer_piece(g, 50257) == NULL && an_tokenizer_piece(g, -1) == NULL);
+    CHECK(an_tokenizer_is_special(l, 1) && an_tokenizer_is_special(l, 2) && !an_tokenizer_is_special(l, 13));
+    CHECK(an_tokenizer_is_special(ts, 2) && !an_tokenizer_is_special(ts, 80));
+    CHECK(an_tokenizer_is_special(g, 50256) && !an_tokenizer_is_special(g, 262));
     /* Llama 2: 32,000 pieces, <s> = 1, </s> = 2, BOS added (LlamaTokenizer default) */
     CHECK(an_tokenizer_vocab_size(l) == 32000 && an_tokenizer_bos(l) == 1 && an_tokenizer_eos(l) == 2);
     CHECK(an_tokenizer_adds_bos(l) && an_tokenizer_token_id(l, "<0x0A>") == 13);
