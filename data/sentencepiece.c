@@ -224,7 +224,7 @@ int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
             t->byte_id[b] = id;
         } else if (ty == AN_PIECE_USER_DEFINED) {
             /* user-defined pieces are never split or merged: match them like special tokens */
-            if (an_tokenizer_add_special(t, an_vocab_text(&t->vocab, id), t->vocab.len[id], id, 1)) {
+            if (an_tokenizer_add_special(t, an_vocab_text(&t->vocab, id), t->vocab.len[id], id, 1, 1)) {
                 an_fail(err, "%s: out of memory", path);
                 goto done;
             }

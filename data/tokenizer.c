@@ -10,12 +10,13 @@
 #include "data/tokenizer_impl.h"
 #include "data/unicode.h"
 
-int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized) {
+int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized, int always) {
     if (len == 0) return 0;
     for (int i = 0; i < t->n_special; i++) {
         if (t->special[i].len == len && memcmp(t->special[i].text, text, len) == 0) {
             t->special[i].id = id; /* a later file names the same text: its id wins */
             t->special[i].normalized = normalized;
+            t->special[i].always |= always;
             return 0;
         }
     }
@@ -26,7 +27,7 @@ int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int3
     if (!copy) return -1;
     memcpy(copy, text, len);
     copy[len] = 0;
-    s[t->n_special++] = (an_special){copy, len, id, normalized, 0};
+    s[t->n_special++] = (an_special){copy, len, id, normalized, 0, always};
     return 0;
 }
 
@@ -257,14 +258,15 @@ int an_tokenizer_is_special(const an_tokenizer *t, int32_t id) {
 
 /* The longest special token at s[0..n), or NULL; *mlen is the length it takes (with the space
  * before it for lead_space tokens away from a unit start). */
-static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, size_t *mlen,
-                                       int *took_space) {
+static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, int all,
+                                       size_t *mlen, int *took_space) {
     if (!t->special_first[(unsigned char)s[0]]) return NULL;
     const an_special *best = NULL;
     size_t best_len = 0;
     for (int i = 0; i < t->n_special; i++) {
         const an_special *sp = &t->special[i];
         size_t len = 0;
+        if (!all && !sp->always) continue;
         if (sp->lead_space && s[0] == ' ' && sp->len + 1 <= n && memcmp(sp->text, s + 1, sp->len) == 0)
             len = sp->len + 1;
         else if ((!sp->lead_space || unit_start) && sp->len <= n && memcmp(sp->text, s, sp->len) == 0)
@@ -283,14 +285,14 @@ static int encode_segment(const an_tokenizer *t, const char *s, size_t n, int pr
 
 /* Text is cut at special tokens; the pieces between are encoded separately. With HF's Prepend
  * normalizer a "unit" (the text between non-normalized special tokens) gets the "▁" prefix once. */
-int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
+static int encode(const an_tokenizer *t, const char *text, size_t len, int specials, an_ids *out, an_error *err) {
     an_bpe_scratch sc = {0};
     size_t seg = 0, i = 0, unit = 0;
     int rc = 0;
     while (i < len) {
         size_t mlen;
         int took_space;
-        const an_special *sp = match_special(t, text + i, len - i, i == unit, &mlen, &took_space);
+        const an_special *sp = match_special(t, text + i, len - i, i == unit, specials, &mlen, &took_space);
         if (!sp) {
             i++;
             continue;
@@ -313,6 +315,14 @@ int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_
 oom:
     an_bpe_scratch_free(&sc);
     return an_fail(err, "%s: out of memory while encoding %zu bytes", t->path, len);
+}
+
+int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
+    return encode(t, text, len, 1, out, err);
+}
+
+int an_tokenizer_encode_plain(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
+    return encode(t, text, len, 0, out, err);
 }
 
 /* ---- decoding ---- */

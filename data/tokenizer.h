@@ -17,6 +17,11 @@ void an_tokenizer_free(an_tokenizer *t);
 
 /* Appends the ids of text[0..len) to out. Special and added tokens are matched before BPE. */
 int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err);
+/* The same with special and added token texts treated as plain text (HF split_special_tokens), for
+ * user text placed inside a template: a prompt that contains "<|im_end|>" cannot end the turn.
+ * SentencePiece user-defined pieces are still matched, as sentencepiece always does. Encoding is
+ * thread-safe: the tokenizer is only read. */
+int an_tokenizer_encode_plain(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err);
 
 int an_tokenizer_vocab_size(const an_tokenizer *t);
 int32_t an_tokenizer_bos(const an_tokenizer *t); /* -1 when the tokenizer has none */

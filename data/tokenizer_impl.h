@@ -83,6 +83,7 @@ typedef struct an_special {
     /* HF normalizes the content of normalized tokens too: with the Prepend("▁") normalizer the token
      * only matches after a space (which it takes) or at the start of a unit */
     int lead_space;
+    int always;
 } an_special;
 
 struct an_tokenizer {
@@ -118,7 +119,8 @@ struct an_tokenizer {
     uint32_t *dec_off, *dec_len;
 };
 
-int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized);
+/* always: a SentencePiece user-defined piece, matched even when special tokens are off */
+int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized, int always);
 /* Sorts specials longest first and fills special_first; computes decoded bytes; call once at end. */
 int an_tokenizer_finish(an_tokenizer *t, an_error *err);
 

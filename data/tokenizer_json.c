@@ -180,7 +180,7 @@ static int add_tokens(an_tokenizer *t, added *a, int n, const char *file, const 
                 if (an_vocab_set_text(&t->vocab, a[i].id, a[i].content, len)) return an_fail(err, "%s: out of memory", file);
             t->vocab.type[a[i].id] = AN_PIECE_ADDED;
         }
-        if (an_tokenizer_add_special(t, a[i].content, len, a[i].id, a[i].normalized))
+        if (an_tokenizer_add_special(t, a[i].content, len, a[i].id, a[i].normalized, 0))
             return an_fail(err, "%s: out of memory", file);
     }
     return 0;
