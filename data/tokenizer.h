@@ -62,7 +62,8 @@ char *an_tokenizer_decode_len(const an_tokenizer *t, const int32_t *ids, size_t 
 /* Trains a byte-level BPE (GPT-2 pre-tokenization, 256 byte tokens, then merges, then an
  * <|endoftext|> special used as BOS and EOS) on texts until the vocabulary has vocab_size tokens or
  * no pair is left, and writes out_dir/tokenizer.json (loadable by Hugging Face tokenizers) and
- * out_dir/tokenizer_config.json. out_dir must exist. Deterministic: ties go to the smaller pair of ids. */
+ * out_dir/tokenizer_config.json. out_dir must exist. Deterministic: ties go to the smaller pair of ids.
+ * Returns the vocabulary size written (smaller than asked when the corpus runs out of pairs), or -1. */
 int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
                                  const char *out_dir, an_error *err);
 

@@ -323,7 +323,8 @@ static int train_corpus(const char *dir) {
     }
     mkdir(dir, 0755);
     int rc = an_tokenizer_train_bytelevel(lines, lens, k, 512, dir, &err);
-    if (rc) fprintf(stderr, "%s\n", err.msg);
+    if (rc != 512) fprintf(stderr, "%s\n", rc < 0 ? err.msg : "fewer tokens than asked");
+    rc = rc == 512 ? 0 : -1;
     free(lines);
     free(lens);
     free(all);
