@@ -285,6 +285,15 @@ static int encode_segment(const an_tokenizer *t, const char *s, size_t n, int pr
 
 /* Text is cut at special tokens; the pieces between are encoded separately. With HF's Prepend
  * normalizer a "unit" (the text between non-normalized special tokens) gets the "▁" prefix once. */
+static int segment_prefix(const an_tokenizer *t, size_t seg, size_t unit) {
+    switch (t->prefix_mode) {
+    case AN_PREFIX_TEXT_START: return seg == 0;
+    case AN_PREFIX_PER_UNIT: return seg == unit;
+    case AN_PREFIX_PER_SEGMENT: return 1;
+    default: return 0;
+    }
+}
+
 static int encode(const an_tokenizer *t, const char *text, size_t len, int specials, an_ids *out, an_error *err) {
     an_bpe_scratch sc = {0};
     size_t seg = 0, i = 0, unit = 0;
@@ -297,7 +306,7 @@ static int encode(const an_tokenizer *t, const char *text, size_t len, int speci
             i++;
             continue;
         }
-        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && seg == unit;
+        int prefix = segment_prefix(t, seg, unit);
         if (i > seg) rc = encode_segment(t, text + seg, i - seg, prefix, out, &sc);
         else if (prefix && took_space && t->prefix_mode == AN_PREFIX_PER_UNIT) /* the unit's "▁" stands alone */
             rc = encode_segment(t, "", 0, 1, out, &sc);
@@ -307,7 +316,7 @@ static int encode(const an_tokenizer *t, const char *text, size_t len, int speci
         if (!sp->normalized) unit = i;
     }
     if (len > seg) {
-        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && seg == unit;
+        int prefix = segment_prefix(t, seg, unit);
         if (encode_segment(t, text + seg, len - seg, prefix, out, &sc)) goto oom;
     }
     an_bpe_scratch_free(&sc);

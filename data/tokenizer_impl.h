@@ -70,8 +70,10 @@ size_t an_gpt2_piece_end(const unsigned char *s, size_t n, size_t i);
 void an_bytelevel_table(uint32_t byte_to_cp[256]);
 
 enum { AN_TOK_BYTELEVEL = 1, AN_TOK_SPM = 2 };
-/* How the "▁" dummy prefix is added to text segments between special tokens. */
-enum { AN_PREFIX_NONE = 0, AN_PREFIX_TEXT_START = 1, AN_PREFIX_PER_UNIT = 2 };
+/* How the "▁" dummy prefix is added to text segments between special tokens: never, to the segment
+ * at the start of the text, to the first segment of each unit (HF Prepend normalizer: units end at
+ * non-normalized tokens), to every segment (HF Metaspace prepend_scheme "always"). */
+enum { AN_PREFIX_NONE = 0, AN_PREFIX_TEXT_START = 1, AN_PREFIX_PER_UNIT = 2, AN_PREFIX_PER_SEGMENT = 3 };
 
 enum { AN_MAX_GLUE = 32 };
 
@@ -99,6 +101,9 @@ struct an_tokenizer {
     /* SPM family */
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;
+    int prefix_unless_space; /* HF Metaspace: no "▁" in front of a segment that starts with a space */
+    int split_every_space;   /* HF Metaspace split: every "▁" starts a new word */
+    int metaspace;
     int byte_fallback;
     /* A merge can cross the start of a "▁word" only if some piece holds the character before it
      * followed by "▁": those "glue" characters are listed, and BPE runs word by word between the

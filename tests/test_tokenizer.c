@@ -262,6 +262,40 @@ static void test_llama2c_bin_matches_llama2c_encode(void) {
     check_against(test_shared("models/stories260K/tok512.bin"), "stories260k", 1);
 }
 
+/* TinyStories' tokenizer.json with its normalizer replaced by a Metaspace pre-tokenizer (the edit
+ * make_tokenizer_fixtures.py makes), written to the temp folder; returns the file's path. */
+static const char *metaspace_variant(const char *scheme, int split) {
+    static char path[2][600];
+    static int slot;
+    char *out = path[slot++ & 1];
+    an_error err;
+    size_t n;
+    char *src = an_read_file(test_shared("models/TinyStories-656K/tokenizer.json"), &n, &err);
+    if (!src) return "missing";
+    cJSON *j = cJSON_ParseWithLength(src, n);
+    free(src);
+    cJSON_ReplaceItemInObjectCaseSensitive(j, "normalizer", cJSON_CreateNull());
+    for (int k = 0; k < 2; k++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "type", "Metaspace");
+        cJSON_AddStringToObject(m, "replacement", "\xe2\x96\x81");
+        cJSON_AddStringToObject(m, "prepend_scheme", scheme);
+        cJSON_AddBoolToObject(m, "split", split);
+        cJSON_ReplaceItemInObjectCaseSensitive(j, k ? "decoder" : "pre_tokenizer", m);
+    }
+    char *txt = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    snprintf(out, sizeof path[0], "%s/metaspace-%s.json", test_tmpdir(), scheme);
+    if (an_write_file_atomic(out, txt, strlen(txt), &err)) fprintf(stderr, "%s\n", err.msg);
+    free(txt);
+    return out;
+}
+
+static void test_metaspace_tokenizer_json_matches_hf(void) {
+    check_against(metaspace_variant("first", 0), "tsmetafirst", 0);
+    check_against(metaspace_variant("always", 1), "tsmetaalways", 0);
+}
+
 /* InternLM2 chat tokens named in tokenizer_config.json beside the model win over the model's
  * [UNUSED_TOKEN_n] placeholders and are matched before BPE. */
 static void test_internlm2_chat_tokens_from_config(void) {
@@ -371,6 +405,7 @@ int main(void) {
     RUN(test_llama2c_bin_matches_llama2c_encode);
     RUN(test_internlm2_chat_tokens_from_config);
     RUN(test_trained_tokenizer_matches_hf);
+    RUN(test_metaspace_tokenizer_json_matches_hf);
     fixture_texts_free(&texts);
     return test_finish();
 }

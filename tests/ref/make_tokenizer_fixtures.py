@@ -20,6 +20,10 @@ space separated, encoded without BOS/EOS. References:
   stories260k  the same on stories260K/tok512.bin
   trained      HF tokenizers on the tokenizer.json that `autoneg tokenizer train` writes from
                tests/ref/tokenizers/train_corpus.txt (vocab 512); needs build/autoneg
+  tsmetafirst, tsmetaalways  TinyStories' tokenizer.json with the normalizer removed and a Metaspace
+               pre-tokenizer instead (prepend_scheme "first", split false: what transformers writes for
+               non-legacy Llama tokenizers; prepend_scheme "always", split true: the older default);
+               the C test makes the same edit with metaspace_variant()
   trainedprefix  that tokenizer with ByteLevel(add_prefix_space=True), saved by HF itself to
                tests/ref/tokenizers/trained-prefix/tokenizer.json
 --only a,b regenerates only those id files (the texts are sampled the same way every time).
@@ -242,6 +246,14 @@ def main():
     if want("tinystories"):
         ts = Tokenizer.from_file(os.path.join(S, "models", "TinyStories-656K", "tokenizer.json"))
         write_ids("tinystories", [ts.encode(t, add_special_tokens=False).ids for t in texts])
+    for name, scheme, split in [("tsmetafirst", "first", False), ("tsmetaalways", "always", True)]:
+        if want(name):
+            j = json.load(open(os.path.join(S, "models", "TinyStories-656K", "tokenizer.json"), encoding="utf-8"))
+            j["normalizer"] = None
+            j["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split}
+            j["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split}
+            tm = Tokenizer.from_str(json.dumps(j))
+            write_ids(name, [tm.encode(t, add_special_tokens=False).ids for t in texts])
     if want("llama2c32k"):
         l32 = llama2c_load(os.path.join(S, "models", "llama2c-tokenizer-32k", "tokenizer.bin"))
         rows = [llama2c_encode(l32, t) for t in texts]
