@@ -37,26 +37,19 @@ static int cmp_special_len(const void *a, const void *b) {
     return memcmp(x->text, y->text, x->len);
 }
 
-static int parse_byte_piece(const char *s, size_t len) {
-    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
-    int v = 0;
-    for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
 /* Decoded bytes of each id: byte-level pieces map code points back to bytes, SentencePiece pieces
  * turn "▁" into a space and <0xXX> into its byte, control tokens decode to nothing. */
 static int build_decode_table(an_tokenizer *t) {
     const an_vocab *v = &t->vocab;
     t->dec_off = malloc((size_t)v->n * sizeof *t->dec_off);
     t->dec_len = malloc((size_t)v->n * sizeof *t->dec_len);
-    t->dec_arena = malloc(v->arena_len + 1);
-    if (!t->dec_off || !t->dec_len || !t->dec_arena) return -1;
+    t->dec_arena = malloc(v->arena_len + 1); /* a decoded piece is never longer than its text */
+    uint8_t *special = calloc((size_t)v->n + 1, 1);
+    if (!t->dec_off || !t->dec_len || !t->dec_arena || !special) {
+        free(special);
+        return -1;
+    }
+    for (int i = 0; i < t->n_special; i++) special[t->special[i].id] = 1;
     uint32_t cp_to_byte[512];
     memset(cp_to_byte, 0xff, sizeof cp_to_byte);
     uint32_t b2c[256];
@@ -70,10 +63,7 @@ static int build_decode_table(an_tokenizer *t) {
         char *o = t->dec_arena + pos;
         size_t k = 0;
         int type = v->type[id];
-        int is_special = 0;
-        for (int i = 0; i < t->n_special; i++)
-            if (t->special[i].id == id) is_special = 1;
-        if (is_special || type == AN_PIECE_ADDED) {
+        if (special[id] || type == AN_PIECE_ADDED) {
             memcpy(o, s, len);
             k = len;
         } else if (type == AN_PIECE_CONTROL) {
@@ -88,8 +78,8 @@ static int build_decode_table(an_tokenizer *t) {
                     memcpy(o + k, s + i, (size_t)l), k += (size_t)l;
                 i += (size_t)l;
             }
-        } else if (type == AN_PIECE_BYTE && parse_byte_piece(s, len) >= 0) {
-            o[k++] = (char)parse_byte_piece(s, len);
+        } else if (type == AN_PIECE_BYTE && an_parse_byte_piece(s, len) >= 0) {
+            o[k++] = (char)an_parse_byte_piece(s, len);
         } else {
             for (size_t i = 0; i < len;) {
                 if (sp_len && i + sp_len <= len && memcmp(s + i, t->space_text, sp_len) == 0) {
@@ -104,6 +94,7 @@ static int build_decode_table(an_tokenizer *t) {
         t->dec_len[id] = (uint32_t)k;
         pos += k;
     }
+    free(special);
     return 0;
 }
 

@@ -66,6 +66,9 @@ void an_bpe_scratch_free(an_bpe_scratch *s);
  * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ splits. */
 size_t an_gpt2_piece_end(const unsigned char *s, size_t n, size_t i);
 
+/* The byte of a "<0xXX>" piece, or -1. */
+int an_parse_byte_piece(const char *s, size_t len);
+
 /* GPT-2's reversible byte <-> printable code point mapping. */
 void an_bytelevel_table(uint32_t byte_to_cp[256]);
 
