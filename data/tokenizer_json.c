@@ -201,8 +201,8 @@ static int load_added_tokens(an_tokenizer *t, const cJSON *arr, const char *file
             free(a);
             return an_fail(err, "%s: added_tokens[%d] needs an integer \"id\" and a string \"content\"", file, i);
         }
-        /* HF matches normalized tokens after normalization; false is its default for special tokens */
-        a[i++] = (added){(int)idv->valuedouble, content, json_bool(e, "normalized", 0)};
+        /* HF matches normalized tokens after normalization; its default is !special */
+        a[i++] = (added){(int)idv->valuedouble, content, json_bool(e, "normalized", !json_bool(e, "special", 0))};
     }
     rc = add_tokens(t, a, n, file, "added_tokens", err);
     free(a);
