@@ -8,8 +8,9 @@
 
 static int encode_word(const an_tokenizer *t, const unsigned char *w, size_t n, an_ids *out, an_bpe_scratch *sc) {
     int32_t stack[128];
+    if (n > INT32_MAX) return -1;
     int32_t *ids = n <= 128 ? stack : malloc(n * sizeof *ids);
-    if (!ids || n > INT32_MAX) return -1;
+    if (!ids) return -1;
     for (size_t k = 0; k < n; k++) ids[k] = t->byte_id[w[k]];
     int m = an_bpe_merge(&t->merges, ids, (int)n, sc);
     int rc = m < 0 || an_ids_append(out, ids, (size_t)m) ? -1 : 0;
