@@ -1,8 +1,6 @@
 /* an_pairs_clean: the row rules in the order docs/data.md gives them. */
 #include "data/clean.h"
 
-#include "data/prompt_syntax.h"
-
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
