@@ -155,6 +155,31 @@ static void test_matmul_small_odd_shapes(void) {
 
 static void test_matmul_large_exercises_blocking(void) { check_matmul_shape(257, 300, 513, 1, 0); }
 
+/* C = 0 inputs: out is the bias (BLAS would reject the zero leading dimension) */
+static void test_matmul_empty_inner_dimension(void) {
+    float bias[3] = {1.5f, -2.0f, 0.25f}, garbage[6] = {9, 9, 9, 9, 9, 9};
+    float *d_b = dev_f(bias, 3), *d_out = dev_f(garbage, 6), *d_in = dev_f(NULL, 1), *d_w = dev_f(NULL, 1);
+    g_ops->matmul_forward(d_out, d_in, d_w, d_b, 2, 0, 3);
+    float *out = host_f(d_out, 6);
+    CHECK(out[0] == 1.5f && out[1] == -2.0f && out[2] == 0.25f && out[3] == 1.5f && out[5] == 0.25f);
+    free(out);
+    dfree(d_b), dfree(d_out), dfree(d_in), dfree(d_w);
+}
+
+/* an_expf against exp in double over its whole range: the 2e-7 relative error cpu.h states */
+static void test_expf_accuracy(void) {
+    double worst = 0;
+    for (int i = 0; i <= 2000000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 2000000.0f;
+        double e = fabs((double)an_expf(x) - exp((double)x)) / exp((double)x);
+        worst = e > worst ? e : worst;
+    }
+    CHECK_MSG(worst < 2e-7, "an_expf max relative error %.3g", worst);
+    CHECK(an_expf(0.0f) == 1.0f);
+    CHECK(an_expf(-1000.0f) < 1e-37f && an_expf(-1000.0f) >= 0.0f);
+    CHECK(isnan(an_expf(NAN)));
+}
+
 /* The plain-C GEMM directly, all transposes, alpha and beta, sizes across its block edges (MR=6,
  * NR=16, KC=256, MC=120): it is built and checked in both builds, whatever the table uses. */
 static void test_gemm_fallback_all_transposes(void) {
@@ -1038,6 +1063,7 @@ int main(void) {
         fprintf(stderr, "backend: %s\n", g_ops->name);
         RUN(test_matmul_small_odd_shapes);
         RUN(test_matmul_large_exercises_blocking);
+        RUN(test_matmul_empty_inner_dimension);
         RUN(test_embedding);
         RUN(test_layernorm);
         RUN(test_rmsnorm);
@@ -1058,5 +1084,6 @@ int main(void) {
     RUN(test_attention_same_bits_any_thread_count);
     RUN(test_other_ops_same_bits_any_thread_count);
     RUN(test_gemm_fallback_all_transposes);
+    RUN(test_expf_accuracy);
     return test_finish();
 }
