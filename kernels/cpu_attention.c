@@ -1,14 +1,15 @@
 /* Causal grouped-query attention, tiled like FlashAttention: never a T x T matrix per head.
  *
- * Forward: for each (batch, head, block of BQ queries), walk the key blocks the block can see with an
- * online softmax (running max m and sum l per query, output accumulator rescaled when m grows), and
- * save lse = m + log(l). Backward: for each (batch, kv head), walk its query heads and query blocks,
- * recompute P = exp(S - lse) tile by tile, and use D_i = rowsum(dout_i * out_i) for
- * dS = P * (dP - D). A task owns its kv head's dk/dv and its query heads' dq, so there are no races and
- * every sum runs in a fixed order (same bits for any thread count).
+ * Forward, one task per (batch, head): K is transposed once into a [hd, T] panel; each block of BQ
+ * queries walks the key blocks it can see with an online softmax (running max m and sum l per query,
+ * output accumulator rescaled when m grows) and saves lse = m + log(l).
+ * Backward, one task per (batch, kv head): for each of its query heads and query blocks, P = exp(S - lse)
+ * is recomputed tile by tile and D_i = rowsum(dout_i * out_i) gives dS = P * (dP - D). A task owns its
+ * kv head's dk/dv and its query heads' dq, so there are no races and every sum runs in a fixed order
+ * (same bits for any thread count).
  *
- * Inner loops are written as broadcast-times-row updates (S[i, :] += q[i, d] * kT[d, :]) over packed
- * tiles so they vectorise. A token t of row b attends to keys seg_start[b, t] .. t. */
+ * Every tile product is small_gemm, a register-blocked 4 x 16 kernel on generic vectors.
+ * A token t of row b attends to keys seg_start[b, t] .. t. */
 /* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=fast")
