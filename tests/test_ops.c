@@ -384,13 +384,13 @@ static void ref_rope(void *vc, double *out) {
         }
 }
 
-static void test_rope_both_conventions(void) {
-    enum { N = 6, NH = 3, HD = 20 };
+static void check_rope(int NH, int HD) {
+    enum { N = 6 };
     const int32_t pos[N] = {0, 1, 2, 17, 40, 63};
     for (int il = 0; il < 2; il++) {
         an_rng r;
         an_rng_seed(&r, 21 + (uint64_t)il);
-        size_t n = N * NH * HD;
+        size_t n = (size_t)N * NH * HD;
         float *x = rand_f(&r, n, -1, 1), *cot = rand_f(&r, n, -1, 1);
         double *x_d = oh_to_double(x, n), *cot_d = oh_to_double(cot, n);
         rope_ctx ctx = {x_d, pos, N, NH, HD, il, 10000.0};
@@ -401,17 +401,22 @@ static void test_rope_both_conventions(void) {
         double *ref = malloc(n * sizeof(double));
         ref_rope(&ctx, ref);
         double ef = oh_rel_err_fd(out, ref, n, 1.0);
-        CHECK_MSG(ef < 1e-5, "rope interleaved=%d forward %.3g", il, ef);
+        CHECK_MSG(ef < 1e-5, "rope hd=%d interleaved=%d forward %.3g", HD, il, ef);
         /* backward overwrites: dx := R^T dout, the gradient of sum(R x * cot) */
         float *d_g = dev_f(cot, n);
         g_ops->rope_backward(d_g, d_pos, N, NH, HD, 10000.0f, il);
         float *gf = host_f(d_g, n);
         double *g = oh_to_double(gf, n);
         double eb = oh_fd_check(ref_rope, &ctx, x_d, n, g, cot_d, n, n, 1e-3);
-        CHECK_MSG(eb < 1e-5, "rope interleaved=%d backward %.3g", il, eb);
+        CHECK_MSG(eb < 1e-5, "rope hd=%d interleaved=%d backward %.3g", HD, il, eb);
         free(x), free(cot), free(x_d), free(cot_d), free(out), free(ref), free(gf), free(g);
         dfree(d_x), dfree(d_pos), dfree(d_g);
     }
+}
+
+static void test_rope_both_conventions(void) {
+    check_rope(3, 20);
+    check_rope(2, 136); /* 68 frequencies: more than one 64-frequency pass of the kernel */
 }
 
 /* ---------- attention ---------- */
