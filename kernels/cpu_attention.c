@@ -117,7 +117,7 @@ static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, 
 static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
     int m = seg[t0];
     for (int i = 1; i < nq; i++) m = seg[t0 + i] < m ? seg[t0 + i] : m;
-    *lo = m;
+    *lo = m < 0 ? 0 : m; /* a negative seg_start (bad input) must not index before the row */
     *hi = t0 + nq - 1;
 }
 
