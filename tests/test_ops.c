@@ -476,6 +476,10 @@ static void test_attention_gqa_and_packed(void) {
     check_attention(2, 150, 3, 3, 8, seg, 24);
     check_attention(1, 150, 4, 1, 24, seg, 24); /* hd = 24: one 16-wide vector block and a scalar tail */
     free(seg);
+    /* a model-sized head (hd = 64, four 16-wide blocks), four query tiles, packed samples */
+    int32_t *seg2 = make_segments(2, 200);
+    check_attention(1, 200, 2, 1, 64, seg2 + 200, 8);
+    free(seg2);
 }
 
 /* a packed row gives the same result as each sample alone in its own row */
