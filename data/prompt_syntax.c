@@ -9,34 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---------- small string buffer ---------- */
-
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static int sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) return -1;
-        b->s = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-    return 0;
-}
-static int sb_str(sbuf *b, const char *s) { return sb_put(b, s, strlen(s)); }
-static int sb_ch(sbuf *b, char c) { return sb_put(b, &c, 1); }
-static int sb_rep(sbuf *b, char c, int n) {
-    for (int i = 0; i < n; i++)
-        if (sb_ch(b, c)) return -1;
-    return 0;
-}
+#include "core/strbuf.h"
 
 static char *dup_n(const char *s, size_t n) {
     char *p = malloc(n + 1);
@@ -377,7 +350,7 @@ enum { PEND_NEW, PEND_CONT };
 
 typedef struct builder {
     an_prompt *out;
-    sbuf cur;
+    an_strbuf cur;
     double cur_w;
     int cur_join;
     int pending; /* PEND_NEW after a comma or BREAK, PEND_CONT after a weight change or network */
@@ -393,7 +366,7 @@ static int flush(builder *b) {
     if (b->cur.n == 0) return 0;
     an_prompt_item *x = items_push(b->out);
     if (!x) return -1;
-    x->text = b->cur.s;
+    x->text = b->cur.v;
     x->weight = b->cur_w;
     x->kind = AN_ITEM_TAG;
     x->join = (an_prompt_join)b->cur_join;
@@ -418,11 +391,11 @@ static int feed_text(builder *b, const char *s, double w) {
             if (b->cur.n == 0) {
                 b->cur_join = join_now(b);
                 b->cur_w = w;
-            } else if (b->ws && sb_ch(&b->cur, ' ')) {
+            } else if (b->ws && an_strbuf_putc(&b->cur, ' ')) {
                 return -1;
             }
             b->ws = 0;
-            if (sb_ch(&b->cur, (char)c)) return -1;
+            if (an_strbuf_putc(&b->cur, (char)c)) return -1;
         }
     }
     return 0;
@@ -512,7 +485,7 @@ int an_prompt_parse(const char *text, an_prompt_mode mode, const char *const *ex
     pieces_free(&p);
     return 0;
 oom:
-    free(b.cur.s);
+    free(b.cur.v);
     pieces_free(&p);
     an_prompt_free(out);
     return an_fail(err, "prompt: out of memory");
@@ -583,11 +556,11 @@ void an_prompt_format_weight(double w, char *buf, size_t bufsz) {
 /* ---------- writing ---------- */
 
 /* Escapes the syntax characters; '<' too where it could start an extra network ("<word:"). */
-static int put_escaped(sbuf *b, const char *s, const char *special) {
+static int put_escaped(an_strbuf *b, const char *s, const char *special) {
     for (; *s; s++) {
         int esc = strchr(special, *s) || (*s == '<' && is_word((unsigned char)s[1]));
-        if (esc && sb_ch(b, '\\')) return -1;
-        if (sb_ch(b, *s)) return -1;
+        if (esc && an_strbuf_putc(b, '\\')) return -1;
+        if (an_strbuf_putc(b, *s)) return -1;
     }
     return 0;
 }
@@ -617,24 +590,24 @@ static int is_text_item(const an_prompt_item *x) { return x->kind == AN_ITEM_TAG
 static const char *join_text(an_prompt_join j) { return j == AN_JOIN_NEW ? ", " : j == AN_JOIN_SPACE ? " " : ""; }
 
 char *an_prompt_write(const an_prompt *p, an_prompt_mode mode, an_error *err) {
-    sbuf b = {0};
-    if (sb_str(&b, "")) goto oom;
+    an_strbuf b = {0};
+    if (an_strbuf_str(&b, "")) goto oom;
     const char *special = mode == AN_PROMPT_NOVELAI ? "{}[]\\" : "()[]\\";
     for (size_t i = 0; i < p->n;) {
         const an_prompt_item *x = &p->v[i];
         if (i > 0) {
             const char *sep = join_text(x->join);
             if (x->kind == AN_ITEM_BREAK || p->v[i - 1].kind == AN_ITEM_BREAK) sep = " ";
-            if (sb_str(&b, sep)) goto oom;
+            if (an_strbuf_str(&b, sep)) goto oom;
         }
         if (x->kind == AN_ITEM_BREAK) {
-            if (sb_str(&b, "BREAK")) goto oom;
+            if (an_strbuf_str(&b, "BREAK")) goto oom;
             i++;
             continue;
         }
         if (x->kind == AN_ITEM_NETWORK) {
-            if (sb_ch(&b, '<') || sb_str(&b, x->net_type ? x->net_type : "lora") || sb_ch(&b, ':') ||
-                sb_str(&b, x->net_args ? x->net_args : x->text) || sb_ch(&b, '>'))
+            if (an_strbuf_putc(&b, '<') || an_strbuf_str(&b, x->net_type ? x->net_type : "lora") || an_strbuf_putc(&b, ':') ||
+                an_strbuf_str(&b, x->net_args ? x->net_args : x->text) || an_strbuf_putc(&b, '>'))
                 goto oom;
             i++;
             continue;
@@ -650,17 +623,17 @@ char *an_prompt_write(const an_prompt *p, an_prompt_mode mode, an_error *err) {
             end++;
         }
         int k = mode == AN_PROMPT_NOVELAI && level[0] ? atoi(level) : 0;
-        if (level[0] && mode == AN_PROMPT_NOVELAI && sb_rep(&b, k > 0 ? '{' : '[', abs(k))) goto oom;
-        if (level[0] && mode == AN_PROMPT_A1111 && sb_ch(&b, '(')) goto oom;
+        if (level[0] && mode == AN_PROMPT_NOVELAI && an_strbuf_rep(&b, k > 0 ? '{' : '[', abs(k))) goto oom;
+        if (level[0] && mode == AN_PROMPT_A1111 && an_strbuf_putc(&b, '(')) goto oom;
         for (size_t j = i; j < end; j++)
-            if ((j > i && sb_str(&b, join_text(p->v[j].join))) || put_escaped(&b, p->v[j].text, special)) goto oom;
-        if (level[0] && mode == AN_PROMPT_NOVELAI && sb_rep(&b, k > 0 ? '}' : ']', abs(k))) goto oom;
-        if (level[0] && mode == AN_PROMPT_A1111 && (sb_ch(&b, ':') || sb_str(&b, level) || sb_ch(&b, ')'))) goto oom;
+            if ((j > i && an_strbuf_str(&b, join_text(p->v[j].join))) || put_escaped(&b, p->v[j].text, special)) goto oom;
+        if (level[0] && mode == AN_PROMPT_NOVELAI && an_strbuf_rep(&b, k > 0 ? '}' : ']', abs(k))) goto oom;
+        if (level[0] && mode == AN_PROMPT_A1111 && (an_strbuf_putc(&b, ':') || an_strbuf_str(&b, level) || an_strbuf_putc(&b, ')'))) goto oom;
         i = end;
     }
-    return b.s;
+    return b.v;
 oom:
-    free(b.s);
+    free(b.v);
     an_fail(err, "prompt: out of memory");
     return NULL;
 }
@@ -693,30 +666,30 @@ static int tags_add_unique(an_tags *t, char *s) {
     return 0;
 }
 
-static int finish_tag(an_tags *t, sbuf *cur, const an_tag_opts *o) {
+static int finish_tag(an_tags *t, an_strbuf *cur, const an_tag_opts *o) {
     if (!cur->n) return 0;
-    sbuf clean = {0};
+    an_strbuf clean = {0};
     int ws = 0;
-    if (sb_str(&clean, "")) return -1;
+    if (an_strbuf_str(&clean, "")) return -1;
     for (size_t i = 0; i < cur->n; i++) {
-        unsigned char c = (unsigned char)cur->s[i];
+        unsigned char c = (unsigned char)cur->v[i];
         if (o && o->underscores_to_spaces && c == '_') c = ' ';
         if (is_space(c)) {
             ws = clean.n > 0;
             continue;
         }
-        if (ws && sb_ch(&clean, ' ')) goto oom;
+        if (ws && an_strbuf_putc(&clean, ' ')) goto oom;
         ws = 0;
-        if (sb_ch(&clean, (char)tolower(c))) goto oom;
+        if (an_strbuf_putc(&clean, (char)tolower(c))) goto oom;
     }
     cur->n = 0;
     if (clean.n == 0) {
-        free(clean.s);
+        free(clean.v);
         return 0;
     }
-    return tags_add_unique(t, clean.s);
+    return tags_add_unique(t, clean.v);
 oom:
-    free(clean.s);
+    free(clean.v);
     return -1;
 }
 
@@ -724,7 +697,7 @@ int an_prompt_tags(const char *text, an_prompt_mode mode, const an_tag_opts *opt
     an_prompt p;
     memset(out, 0, sizeof *out);
     if (an_prompt_parse(text, mode, NULL, &p, err)) return -1;
-    sbuf cur = {0};
+    an_strbuf cur = {0};
     for (size_t i = 0; i < p.n; i++) {
         const an_prompt_item *x = &p.v[i];
         if (x->join == AN_JOIN_NEW || x->kind == AN_ITEM_BREAK || x->kind == AN_ITEM_NETWORK) {
@@ -733,19 +706,19 @@ int an_prompt_tags(const char *text, an_prompt_mode mode, const an_tag_opts *opt
         if (x->kind == AN_ITEM_BREAK) continue;
         if (x->kind == AN_ITEM_NETWORK) {
             if (!opts || !opts->keep_networks) continue;
-            if (sb_str(&cur, x->net_type) || sb_ch(&cur, ':') || sb_str(&cur, x->text)) goto oom;
+            if (an_strbuf_str(&cur, x->net_type) || an_strbuf_putc(&cur, ':') || an_strbuf_str(&cur, x->text)) goto oom;
             if (finish_tag(out, &cur, opts)) goto oom;
             continue;
         }
-        if (x->join == AN_JOIN_SPACE && cur.n && sb_ch(&cur, ' ')) goto oom;
-        if (sb_str(&cur, x->text)) goto oom;
+        if (x->join == AN_JOIN_SPACE && cur.n && an_strbuf_putc(&cur, ' ')) goto oom;
+        if (an_strbuf_str(&cur, x->text)) goto oom;
     }
     if (finish_tag(out, &cur, opts)) goto oom;
-    free(cur.s);
+    free(cur.v);
     an_prompt_free(&p);
     return 0;
 oom:
-    free(cur.s);
+    free(cur.v);
     an_prompt_free(&p);
     an_tags_free(out);
     return an_fail(err, "prompt: out of memory");

@@ -8,21 +8,10 @@
 #include <zlib.h>
 
 #include "core/error.h"
+#include "core/strbuf.h"
 #include "data/pairs.h"
 
-/* ---- growable byte buffer (always NUL-terminated when v != NULL) ---- */
-typedef struct an_strbuf {
-    char *v;
-    size_t n, cap;
-} an_strbuf;
-
-int an_strbuf_reserve(an_strbuf *b, size_t extra);
-int an_strbuf_put(an_strbuf *b, const char *s, size_t n);
-int an_strbuf_putc(an_strbuf *b, char c);
-void an_strbuf_free(an_strbuf *b);
-
-/* reserve, put and putc keep v NUL-terminated. */
-
+/* ---- growable byte buffer: core/strbuf.h ---- */
 /* Appends s as a JSON string literal (quotes included). */
 int an_strbuf_put_json_string(an_strbuf *b, const char *s);
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/strbuf.h"
+
 #include "data/prompt_syntax.h"
 
 /* ---------- JavaScript whitespace, trim, numbers ---------- */
@@ -260,36 +262,11 @@ static int add_pieces(strlist *tags, const char *text) {
     }
 }
 
-typedef struct obuf {
-    char *s;
-    size_t n, cap;
-} obuf;
-
-static int ob_put(obuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) return -1;
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-    return 0;
-}
-static int ob_str(obuf *b, const char *s) { return ob_put(b, s, strlen(s)); }
-static int ob_rep(obuf *b, char c, long n) {
-    for (long i = 0; i < n; i++)
-        if (ob_put(b, &c, 1)) return -1;
-    return 0;
-}
 
 /* Writes one bracketed unit: open x k, body, close x k, or (body:num). */
-static int put_unit(obuf *b, const char *body, char open, char close, long k, const char *num) {
-    if (num) return ob_str(b, "(") || ob_str(b, body) || ob_str(b, ":") || ob_str(b, num) || ob_str(b, ")");
-    return ob_rep(b, open, k) || ob_str(b, body) || ob_rep(b, close, k);
+static int put_unit(an_strbuf *b, const char *body, char open, char close, long k, const char *num) {
+    if (num) return an_strbuf_str(b, "(") || an_strbuf_str(b, body) || an_strbuf_str(b, ":") || an_strbuf_str(b, num) || an_strbuf_str(b, ")");
+    return an_strbuf_rep(b, open, k) || an_strbuf_str(b, body) || an_strbuf_rep(b, close, k);
 }
 
 static void merge_pass(char **a, char **tmp, size_t lo, size_t mid, size_t hi) {
@@ -320,7 +297,7 @@ char *an_tags_step(const char *const *inputs, size_t n_inputs, const char *ratio
         return NULL;
     }
     strlist tags = {0};
-    obuf out = {0};
+    an_strbuf out = {0};
     for (size_t i = 0; i < n_inputs; i++)
         if (add_pieces(&tags, inputs[i])) goto oom;
     /* V8's sort is stable: ties under localeCompare (text that differs only in ignorable control
@@ -344,24 +321,24 @@ char *an_tags_step(const char *const *inputs, size_t n_inputs, const char *ratio
         an_fail(err, "tags step: %ld brackets per tag is too many (at most 10000)", k);
         return NULL;
     }
-    if (ob_str(&out, "")) goto oom;
+    if (an_strbuf_str(&out, "")) goto oom;
     if (each) {
         for (size_t i = 0; i < tags.n; i++)
-            if ((i && ob_str(&out, ", ")) || put_unit(&out, tags.v[i], open, close, k, numtext)) goto oom;
+            if ((i && an_strbuf_str(&out, ", ")) || put_unit(&out, tags.v[i], open, close, k, numtext)) goto oom;
     } else {
-        obuf joined = {0};
-        int bad = ob_str(&joined, "");
-        for (size_t i = 0; i < tags.n && !bad; i++) bad = (i && ob_str(&joined, ", ")) || ob_str(&joined, tags.v[i]);
-        bad = bad || put_unit(&out, joined.s, open, close, k, numtext);
-        free(joined.s);
+        an_strbuf joined = {0};
+        int bad = an_strbuf_str(&joined, "");
+        for (size_t i = 0; i < tags.n && !bad; i++) bad = (i && an_strbuf_str(&joined, ", ")) || an_strbuf_str(&joined, tags.v[i]);
+        bad = bad || put_unit(&out, joined.v, open, close, k, numtext);
+        free(joined.v);
         if (bad) goto oom;
     }
     if (n_tags) *n_tags = tags.n;
     strlist_free(&tags);
-    return out.s;
+    return out.v;
 oom:
     strlist_free(&tags);
-    free(out.s);
+    free(out.v);
     an_fail(err, "tags step: out of memory");
     return NULL;
 }

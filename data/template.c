@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/strbuf.h"
+
 #include "data/token_cache.h"
 
 typedef struct builtin {
@@ -95,31 +97,11 @@ int an_template_copy(const an_template *src, an_template *dst, an_error *err) {
 
 /* ---------- Python str.format for {input}, {system}, {round} ---------- */
 
-typedef struct fmtbuf {
-    char *s;
-    size_t n, cap;
-} fmtbuf;
-
-static int fb_put(fmtbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) return -1;
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-    return 0;
-}
-
 /* Returns 0, -1 out of memory, -2 a bad placeholder (its text in bad[64]). */
-static int format_into(fmtbuf *b, const char *fmt, const char *input, const char *system, char *bad) {
+static int format_into(an_strbuf *b, const char *fmt, const char *input, const char *system, char *bad) {
     for (const char *p = fmt; *p;) {
         if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
-            if (fb_put(b, p, 1)) return -1;
+            if (an_strbuf_put(b, p, 1)) return -1;
             p += 2;
         } else if (*p == '{') {
             const char *e = strchr(p, '}');
@@ -132,25 +114,25 @@ static int format_into(fmtbuf *b, const char *fmt, const char *input, const char
                 snprintf(bad, 64, "%.40s", p);
                 return -2;
             }
-            if (fb_put(b, val, strlen(val))) return -1;
+            if (an_strbuf_put(b, val, strlen(val))) return -1;
             p = e + 1;
         } else if (*p == '}') {
             snprintf(bad, 64, "a single '}'");
             return -2;
         } else {
-            if (fb_put(b, p, 1)) return -1;
+            if (an_strbuf_put(b, p, 1)) return -1;
             p++;
         }
     }
-    return fb_put(b, "", 0);
+    return an_strbuf_put(b, "", 0);
 }
 
 /* XTuner's literal strings are not formatted (SUFFIX, SEP); only SYSTEM and INSTRUCTION are. */
 static int check_format(const char *fmt, const char *where, const char *field, an_error *err) {
-    fmtbuf b = {0};
+    an_strbuf b = {0};
     char bad[64];
     int rc = format_into(&b, fmt, "", "", bad);
-    free(b.s);
+    free(b.v);
     if (rc == -2) return an_fail(err, "%s: %s: bad placeholder %s (use {input}, {system}, {round}, {{ or }})", where,
                                  field, bad);
     if (rc) return an_fail(err, "%s: out of memory", where);
@@ -158,29 +140,29 @@ static int check_format(const char *fmt, const char *where, const char *field, a
 }
 
 char *an_template_render_input(const an_template *t, const char *prompt, const char *system, an_error *err) {
-    fmtbuf b = {0};
+    an_strbuf b = {0};
     char bad[64];
     int rc = 0;
     if (system && *system && t->system && *t->system) rc = format_into(&b, t->system, "", system, bad);
     if (!rc) rc = format_into(&b, t->instruction, prompt ? prompt : "", "", bad);
     if (rc) {
-        free(b.s);
+        free(b.v);
         if (rc == -2) an_fail(err, "template %s: bad placeholder %s", t->name, bad);
         else an_fail(err, "template %s: out of memory", t->name);
         return NULL;
     }
-    return b.s;
+    return b.v;
 }
 
 char *an_template_render_output(const an_template *t, const char *negative, an_error *err) {
-    fmtbuf b = {0};
+    an_strbuf b = {0};
     const char *n = negative ? negative : "";
-    if (fb_put(&b, n, strlen(n)) || fb_put(&b, t->suffix ? t->suffix : "", t->suffix ? strlen(t->suffix) : 0)) {
-        free(b.s);
+    if (an_strbuf_put(&b, n, strlen(n)) || an_strbuf_put(&b, t->suffix ? t->suffix : "", t->suffix ? strlen(t->suffix) : 0)) {
+        free(b.v);
         an_fail(err, "template %s: out of memory", t->name);
         return NULL;
     }
-    return b.s;
+    return b.v;
 }
 
 /* ---------- JSON ---------- */

@@ -58,6 +58,14 @@ const char *test_tmpdir(void) {
     return dir;
 }
 
+const char *test_tmp_path(const char *name) {
+    static char buf[4][512];
+    static int slot;
+    char *b = buf[slot++ & 3];
+    snprintf(b, sizeof buf[0], "%s/%s", test_tmpdir(), name);
+    return b;
+}
+
 double test_max_rel_err(const float *a, const float *b, size_t n, double floor) {
     double maxb = floor, maxd = 0;
     for (size_t i = 0; i < n; i++) {

@@ -25,6 +25,8 @@ int test_finish(void);
 const char *test_shared(const char *rel);
 /* A fresh empty folder under /tmp for this test binary; removed by nobody (tests are cheap). */
 const char *test_tmpdir(void);
+/* test_tmpdir()/name, in a static buffer per call slot (0..3). */
+const char *test_tmp_path(const char *name);
 /* Largest |a - b| / max(|b|_inf, floor) over n values: the relative error used by model tests. */
 double test_max_rel_err(const float *a, const float *b, size_t n, double floor);
 

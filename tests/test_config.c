@@ -11,14 +11,6 @@
 
 #define REF "tests/ref/"
 
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *b = buf[slot++ & 3];
-    snprintf(b, sizeof buf[0], "%s/%s", test_tmpdir(), name);
-    return b;
-}
-
 static int jint(const cJSON *o, const char *k) { return (int)cJSON_GetObjectItem(o, k)->valuedouble; }
 
 static void check_against_expected(const an_model_config *c, const cJSON *x, const char *name) {
@@ -67,7 +59,7 @@ static void test_transformers_configs(void) {
         CHECK_STR(c.model_type, archs[i][0]);
         CHECK(c.arch == (i == 0 ? AN_ARCH_GPT2 : AN_ARCH_LLAMA));
         check_against_expected(&c, cJSON_GetObjectItem(exp, archs[i][0]), archs[i][0]);
-        const char *out = tmp_path("saved.json");
+        const char *out = test_tmp_path("saved.json");
         CHECK_MSG(an_config_save(&c, out, &e) == 0, "%s", e.msg);
         CHECK_MSG(an_config_load(&d, out, &e) == 0, "%s", e.msg);
         check_against_expected(&d, cJSON_GetObjectItem(exp, archs[i][0]), archs[i][0]);
@@ -91,7 +83,7 @@ static void test_tinystories_config(void) {
 }
 
 static const char *write_text(const char *name, const char *text) {
-    const char *p = tmp_path(name);
+    const char *p = test_tmp_path(name);
     an_error e;
     if (an_write_file_atomic(p, text, strlen(text), &e) != 0) CHECK_MSG(0, "%s", e.msg);
     return p;
@@ -114,8 +106,8 @@ static void test_internlm2_and_legacy_rope(void) {
     CHECK(c.bos_id == 1 && c.eos_id == 2 && c.pad_id == 2);
     CHECK_STR(c.torch_dtype, "bfloat16");
     CHECK_STR(c.model_type, "internlm2");
-    CHECK(an_config_save(&c, tmp_path("internlm2_saved.json"), &e) == 0);
-    CHECK(an_config_load(&d, tmp_path("internlm2_saved.json"), &e) == 0);
+    CHECK(an_config_save(&c, test_tmp_path("internlm2_saved.json"), &e) == 0);
+    CHECK(an_config_load(&d, test_tmp_path("internlm2_saved.json"), &e) == 0);
     CHECK(d.arch == c.arch && d.dim == c.dim && d.n_kv_heads == c.n_kv_heads && d.rope_theta == c.rope_theta);
     CHECK_STR(d.torch_dtype, "bfloat16");
 
@@ -134,8 +126,8 @@ static void test_internlm2_and_legacy_rope(void) {
                           "\"max_position_embeddings\":32,\"sliding_window\":null}";
     CHECK_MSG(an_config_load(&c, write_text("mistral_null.json", mistral), &e) == 0, "%s", e.msg);
     CHECK(c.sliding_window == 0);
-    CHECK(an_config_save(&c, tmp_path("mistral_saved.json"), &e) == 0);
-    CHECK(an_config_load(&d, tmp_path("mistral_saved.json"), &e) == 0 && d.sliding_window == 0);
+    CHECK(an_config_save(&c, test_tmp_path("mistral_saved.json"), &e) == 0);
+    CHECK(an_config_load(&d, test_tmp_path("mistral_saved.json"), &e) == 0 && d.sliding_window == 0);
 }
 
 /* Edits the TinyStories config: sets (or, with value NULL, deletes) one field, writes it to a temp file. */
@@ -218,7 +210,7 @@ static void test_bad_configs(void) {
     expect_error(write_text("gpt2_heads.json", "{\"architectures\":[\"GPT2LMHeadModel\"],\"vocab_size\":10,\"n_embd\":10,"
                                                "\"n_layer\":1,\"n_head\":3,\"n_positions\":8}"),
                  "\"n_head\" (3)", "does not divide \"n_embd\" (10)");
-    expect_error(tmp_path("nonexistent.json"), NULL, "cannot open");
+    expect_error(test_tmp_path("nonexistent.json"), NULL, "cannot open");
 }
 
 static void test_validate_and_save_refusals(void) {
@@ -226,7 +218,7 @@ static void test_validate_and_save_refusals(void) {
     an_error e;
     CHECK(an_config_load(&c, test_shared("models/TinyStories-656K/config.json"), &e) == 0);
     c.rope_interleaved = 1; /* a llama2.c model: HF has no field for interleaved RoPE */
-    CHECK(an_config_save(&c, tmp_path("x.json"), &e) == -1);
+    CHECK(an_config_save(&c, test_tmp_path("x.json"), &e) == -1);
     CHECK_CONTAINS(e.msg, "x.json");
     CHECK_CONTAINS(e.msg, "interleaved RoPE");
     c.rope_interleaved = 0;
@@ -236,7 +228,7 @@ static void test_validate_and_save_refusals(void) {
     c.proj_bias = 0;
     c.o_bias = 1; /* Llama's attention_bias covers q, k, v and o together: o alone is not expressible */
     c.qkv_bias = 0;
-    CHECK(an_config_save(&c, tmp_path("y.json"), &e) == -1);
+    CHECK(an_config_save(&c, test_tmp_path("y.json"), &e) == -1);
     CHECK_CONTAINS(e.msg, "cannot be written as LlamaForCausalLM");
 }
 

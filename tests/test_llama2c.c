@@ -10,14 +10,6 @@
 
 static const char *stories(void) { return test_shared("models/stories260K/stories260K.bin"); }
 
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *b = buf[slot++ & 3];
-    snprintf(b, sizeof buf[0], "%s/%s", test_tmpdir(), name);
-    return b;
-}
-
 static uint32_t bits_at(const an_st_tensor *t, int64_t index) {
     uint32_t u;
     memcpy(&u, (const char *)t->data + 4 * index, 4);
@@ -107,7 +99,7 @@ static void test_untied_classifier(void) {
         memcpy(u + n + 4 * i, &f, 4);
     }
     an_error e;
-    const char *p = tmp_path("untied.bin");
+    const char *p = test_tmp_path("untied.bin");
     CHECK(an_write_file_atomic(p, u, n + cls, &e) == 0);
     an_model_config c;
     an_safetensors st;
@@ -154,7 +146,7 @@ static void test_version1_layout(void) {
         }
     }
     CHECK(at == total);
-    const char *p = tmp_path("v1.bin");
+    const char *p = test_tmp_path("v1.bin");
     CHECK(an_write_file_atomic(p, f, total, &e) == 0);
     CHECK_MSG(an_llama2c_open(&c1, &v1, p, &e) == 0, "%s", e.msg);
     CHECK(v1.n_tensors == v0.n_tensors && c1.dim == 64 && c1.tie_embeddings == 1 && c1.n_kv_heads == 4);
@@ -176,7 +168,7 @@ static void test_version1_layout(void) {
 
 static void expect_error(const unsigned char *bytes, size_t n, const char *name, const char *problem) {
     an_error e;
-    const char *p = tmp_path(name);
+    const char *p = test_tmp_path(name);
     CHECK(an_write_file_atomic(p, bytes, n, &e) == 0);
     an_model_config c;
     an_safetensors st;

@@ -12,18 +12,10 @@
 #include "train/progress.h"
 #include "train/tensorboard.h"
 
-static const char *tmp_path(const char *name) {
-    static char path[4][512];
-    static int slot;
-    char *p = path[slot++ & 3];
-    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 /* ---- metrics.jsonl ---- */
 
 static void test_metrics_lines(void) {
-    const char *path = tmp_path("metrics.jsonl");
+    const char *path = test_tmp_path("metrics.jsonl");
     an_metrics m;
     an_error err;
     CHECK(an_metrics_open(&m, path, 0, &err) == 0);
@@ -68,7 +60,7 @@ static void test_metrics_lines(void) {
 static void test_metrics_read_errors_and_crash_tail(void) {
     an_error err;
     an_metrics_series s;
-    const char *path = tmp_path("bad.jsonl");
+    const char *path = test_tmp_path("bad.jsonl");
     const char *bad = "{\"step\":1,\"loss\":2}\n{\"step\":2,\"loss\":\n";
     CHECK(an_write_file_atomic(path, bad, strlen(bad), &err) == 0);
     CHECK(an_metrics_read(path, &s, &err) != 0);
@@ -91,7 +83,7 @@ static void test_metrics_read_errors_and_crash_tail(void) {
 }
 
 static void test_metrics_resume(void) {
-    const char *path = tmp_path("resume.jsonl");
+    const char *path = test_tmp_path("resume.jsonl");
     an_metrics m;
     an_error err;
     CHECK(an_metrics_open(&m, path, 0, &err) == 0);
@@ -115,7 +107,7 @@ static void test_metrics_resume(void) {
     CHECK(s.n_train == 4 && s.n_eval == 1); /* steps 1, 2, 3, new 4; eval at 2 */
     if (s.n_train == 4) CHECK(s.train_step[3] == 4 && s.train_loss[3] == 9.0 && s.train_step[2] == 3);
     an_metrics_series_free(&s);
-    CHECK(an_metrics_truncate_after(tmp_path("absent.jsonl"), 3, &err) == 0);
+    CHECK(an_metrics_truncate_after(test_tmp_path("absent.jsonl"), 3, &err) == 0);
 }
 
 /* ---- SVG ---- */
@@ -251,7 +243,7 @@ static void test_svg_gaps_caps_and_errors(void) {
     an_metrics_series none = {ts, nan1, 1, NULL, NULL, 0};
     CHECK(an_loss_svg_render(&none, NULL, &err) == NULL);
     CHECK_CONTAINS(err.msg, "no finite loss to plot");
-    CHECK(an_loss_svg_write(tmp_path("none.svg"), &none, NULL, &err) != 0);
+    CHECK(an_loss_svg_write(test_tmp_path("none.svg"), &none, NULL, &err) != 0);
     CHECK_CONTAINS(err.msg, "none.svg: loss curve: no finite loss to plot");
 }
 

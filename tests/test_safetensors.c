@@ -11,14 +11,6 @@
 
 #define REF "tests/ref/"
 
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int slot;
-    char *b = buf[slot++ & 3];
-    snprintf(b, sizeof buf[0], "%s/%s", test_tmpdir(), name);
-    return b;
-}
-
 static double json_value(const cJSON *v) {
     if (cJSON_IsString(v)) {
         if (strcmp(v->valuestring, "nan") == 0) return NAN;
@@ -166,7 +158,7 @@ static void fill_bytes(unsigned char *p, size_t n, unsigned seed) {
 
 /* Every dtype, odd sizes (which would misalign a naive layout), a scalar, an empty tensor, metadata. */
 static void test_write_read_round_trip_all_dtypes(void) {
-    const char *path = tmp_path("roundtrip.safetensors");
+    const char *path = test_tmp_path("roundtrip.safetensors");
     an_st_writer w;
     an_st_writer_init(&w);
     an_error e;
@@ -197,7 +189,7 @@ static void test_write_read_round_trip_all_dtypes(void) {
     CHECK_CONTAINS(e.msg, "/nonexistent-dir/x.safetensors.tmp: cannot create");
     CHECK_MSG(an_st_write(&w, path, &e) == 0, "%s", e.msg);
     an_st_writer_free(&w);
-    CHECK(!an_file_exists(tmp_path("roundtrip.safetensors.tmp")));
+    CHECK(!an_file_exists(test_tmp_path("roundtrip.safetensors.tmp")));
 
     an_safetensors st;
     CHECK_MSG(an_st_open(&st, path, &e) == 0, "%s", e.msg);
@@ -234,7 +226,7 @@ static void test_writer_output_is_byte_identical_to_python(void) {
         const an_st_tensor *t = &st.tensors[i];
         CHECK(an_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &e) == 0);
     }
-    const char *path = tmp_path("shard1.safetensors");
+    const char *path = test_tmp_path("shard1.safetensors");
     CHECK(an_st_write(&w, path, &e) == 0);
     an_st_writer_free(&w);
     an_mapped_file a, b;
@@ -314,7 +306,7 @@ static void test_tinystories_checkpoint(void) {
 
 /* Writes an 8-byte length + header + n_data bytes (zeros). hlen_override != 0 replaces the length. */
 static const char *write_raw(const char *name, const char *header, size_t n_data, uint64_t hlen_override) {
-    const char *path = tmp_path(name);
+    const char *path = test_tmp_path(name);
     size_t hl = strlen(header);
     unsigned char *buf = calloc(8 + hl + n_data, 1);
     uint64_t len = hlen_override ? hlen_override : hl;
@@ -345,20 +337,20 @@ static void test_bad_files_cut_from_a_good_one(void) {
     char *good = an_read_file(REF "st_python.safetensors", &n, &e);
     CHECK(good != NULL);
     if (!good) return;
-    const char *p = tmp_path("truncated.safetensors");
+    const char *p = test_tmp_path("truncated.safetensors");
     CHECK(an_write_file_atomic(p, good, n - 3, &e) == 0); /* lose the end of the last tensor */
     expect_open_error(p, "past the end of the data", "bool.values");
-    p = tmp_path("cut_header.safetensors");
+    p = test_tmp_path("cut_header.safetensors");
     CHECK(an_write_file_atomic(p, good, 100, &e) == 0); /* cut inside the JSON header */
     expect_open_error(p, "header length 896 runs past the end of the file", NULL);
-    p = tmp_path("tiny.safetensors");
+    p = test_tmp_path("tiny.safetensors");
     CHECK(an_write_file_atomic(p, good, 5, &e) == 0);
     expect_open_error(p, "too short", NULL);
-    p = tmp_path("absurd.safetensors");
+    p = test_tmp_path("absurd.safetensors");
     memcpy(good, "\xff\xff\xff\xff\xff\x7f\x00\x00", 8);
     CHECK(an_write_file_atomic(p, good, n, &e) == 0);
     expect_open_error(p, "is absurd", NULL);
-    p = tmp_path("extra.safetensors");
+    p = test_tmp_path("extra.safetensors");
     free(good);
     good = an_read_file(REF "st_python.safetensors", &n, &e);
     char *longer = calloc(n + 8, 1);
@@ -413,7 +405,7 @@ static void test_bad_headers(void) {
     expect_open_error(write_raw("bigshape.st",
                                 "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8, 0),
                       "shape is too large", "\"a\"");
-    expect_open_error(tmp_path("does-not-exist.safetensors"), "cannot open", NULL);
+    expect_open_error(test_tmp_path("does-not-exist.safetensors"), "cannot open", NULL);
     expect_open_error(test_tmpdir(), "no model.safetensors", NULL);
 }
 
@@ -458,7 +450,7 @@ static void test_mutated_headers(void) {
     CHECK(good != NULL);
     if (!good) return;
     unsigned char *buf = malloc(n);
-    const char *p = tmp_path("mutated.safetensors");
+    const char *p = test_tmp_path("mutated.safetensors");
     uint64_t x = 88172645463325252ull; /* xorshift64 state: a fixed sequence */
     FILE *f = fopen(p, "wb");
     CHECK(f != NULL);
