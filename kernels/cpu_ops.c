@@ -44,6 +44,7 @@ static const an_ops cpu_ops = {
     .sum_squares = an_cpu_sum_squares,
     .gather_cols_forward = an_cpu_gather_cols_forward,
     .gather_cols_backward = an_cpu_gather_cols_backward,
+    .dropout = an_cpu_dropout,
 };
 
 const an_ops *an_ops_cpu(void) { return &cpu_ops; }

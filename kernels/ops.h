@@ -116,6 +116,12 @@ typedef struct an_ops {
      * Backward runs the same map the other way and accumulates: dsrc[...] += ddst[...]. ---- */
     void (*gather_cols_forward)(float *dst, const float *src, int N, const struct an_col_map *map);
     void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
+
+    /* ---- inverted dropout with a counter-based mask (added for LoRA): out[i] = inp[i] / (1 - p) when
+     * an_hash_uniform(seed, counter + i) >= p, else 0 (core/rng.h). Overwrites; out may alias inp.
+     * The backward is the same call on dout with the same seed and counter: the mask is regenerated,
+     * never stored. ---- */
+    void (*dropout)(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */
