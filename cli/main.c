@@ -1,7 +1,9 @@
 /* autoneg: fine-tune language models on prompt pairs and write negative prompts. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -45,7 +47,19 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  autoneg %s\n", commands[i].usage);
 }
 
+/* OpenMP threads that spin while they wait take the cores from everything else on a shared or
+ * oversubscribed machine. libgomp reads its wait policy when the program loads, so a policy can only
+ * be chosen by running again with it in the environment: a short spin (GOMP_SPINCOUNT) keeps the
+ * hand-off between back-to-back parallel regions fast, then threads sleep. A user's own
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone. */
+static void wait_politely(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+    execv("/proc/self/exe", argv); /* if that fails, carry on with the default policy */
+}
+
 int main(int argc, char **argv) {
+    wait_politely(argv);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

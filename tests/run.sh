@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs each test binary given, shows its output, and adds up the "N passed, N failed" lines.
 # A binary that crashes or prints no summary counts as one failure.
+# Spin briefly, then sleep, when waiting for work: see wait_politely() in cli/main.c.
+[ -n "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ] || export GOMP_SPINCOUNT=10000
 total_pass=0
 total_fail=0
 bad=""
