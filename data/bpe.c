@@ -42,6 +42,18 @@ int an_vocab_add(an_vocab *v, const char *s, size_t len, float score, int type) 
     v->score[id] = score;
     v->type[id] = (uint8_t)type;
     v->arena_len += len + 1;
+    if (v->slots) { /* keep an existing index current */
+        if ((size_t)v->n * 2 > v->mask + 1) {
+            if (an_vocab_index(v)) return -1;
+        } else {
+            size_t i = hash_bytes(s, len) & v->mask;
+            for (; v->slots[i] >= 0; i = (i + 1) & v->mask) {
+                int32_t o = v->slots[i];
+                if (v->len[o] == len && memcmp(v->arena + v->off[o], v->arena + v->off[id], len) == 0) return id;
+            }
+            v->slots[i] = id;
+        }
+    }
     return id;
 }
 
@@ -55,7 +67,7 @@ int an_vocab_set_text(an_vocab *v, int32_t id, const char *s, size_t len) {
     v->off[id] = v->off[tmp];
     v->len[id] = v->len[tmp];
     v->n = n;
-    return 0;
+    return v->slots ? an_vocab_index(v) : 0;
 }
 
 int an_vocab_index(an_vocab *v) {
@@ -314,4 +326,16 @@ void an_bytelevel_table(uint32_t byte_to_cp[256]) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
         byte_to_cp[b] = printable ? (uint32_t)b : (uint32_t)(256 + extra++);
     }
+}
+
+int an_parse_byte_piece(const char *s, size_t len) {
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/prompt_syntax.h"
 #include "data/reader.h"
 #include "data/stats_strmap.h"
 
@@ -32,15 +33,15 @@ static int has_word(const char *tag, const char *word) {
     return 0;
 }
 
-static int listed(const char *text, const an_clean_opts *o, char *tagbuf) {
-    for (const char *p = text; p;) {
-        const char *next;
-        if (an_simple_tag(p, tagbuf, &next))
-            for (size_t i = 0; i < o->n_drop_words; i++)
-                if (has_word(tagbuf, o->drop_words[i])) return 1;
-        p = next;
-    }
-    return 0;
+/* Whether a tag of text (as the prompt-syntax parser normalises it) contains a listed word. */
+static int listed(const char *text, const an_clean_opts *o) {
+    an_tags t = {0};
+    if (an_prompt_tags(text, AN_PROMPT_A1111, NULL, &t, NULL)) return -1;
+    int hit = 0;
+    for (size_t i = 0; i < t.n && !hit; i++)
+        for (size_t j = 0; j < o->n_drop_words && !hit; j++) hit = has_word(t.v[i], o->drop_words[j]);
+    an_tags_free(&t);
+    return hit;
 }
 
 static int out_of_limits(const char *s, const an_clean_opts *o, an_clean_report *r) {
@@ -88,8 +89,7 @@ int an_pairs_clean(const an_pairs *in, an_pairs *out, const an_clean_opts *opts,
         const an_pair *e = &in->v[i];
         int cut_p = 0, cut_n = 0, ch_p = 0, ch_n = 0;
         char *p = clean_side(e->prompt, &cut_p, &ch_p), *n = clean_side(e->negative, &cut_n, &ch_n);
-        char *tagbuf = malloc(strlen(e->prompt) + strlen(e->negative) + 2);
-        if (!p || !n || !tagbuf) {
+        if (!p || !n) {
             rc = an_fail(err, "data clean: out of memory");
         } else {
             rep->infotext += cut_p || cut_n;
@@ -97,8 +97,11 @@ int an_pairs_clean(const an_pairs *in, an_pairs *out, const an_clean_opts *opts,
             int drop = 0, d;
             if (!*p || !*n) drop = 1, rep->empty++;
             if (!drop) drop = out_of_limits(p, opts, rep) || out_of_limits(n, opts, rep);
-            if (!drop && opts->n_drop_words && (listed(p, opts, tagbuf) || listed(n, opts, tagbuf)))
-                drop = 1, rep->word_list++;
+            if (!drop && opts->n_drop_words) {
+                int lp = listed(p, opts), ln = lp ? 0 : listed(n, opts);
+                if (lp < 0 || ln < 0) rc = an_fail(err, "data clean: out of memory");
+                else if (lp || ln) drop = 1, rep->word_list++;
+            }
             if (!drop && (d = seen(&raw, e->prompt, e->negative, 0)) != 0) {
                 if (d < 0) rc = an_fail(err, "data clean: out of memory");
                 drop = 1, rep->exact_dup++;
@@ -112,7 +115,6 @@ int an_pairs_clean(const an_pairs *in, an_pairs *out, const an_clean_opts *opts,
         }
         free(p);
         free(n);
-        free(tagbuf);
     }
     an_strmap_free(&raw);
     an_strmap_free(&norm);

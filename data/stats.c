@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "data/clean.h"
+#include "data/prompt_syntax.h"
 #include "data/stats_strmap.h"
 
 static int cmp_size(const void *a, const void *b) {
@@ -45,21 +46,19 @@ void an_stats_free(an_stats *st) {
     st->n_top = 0;
 }
 
-/* Counts each distinct tag of one negative once. */
-static int count_tags(an_strmap *tags, const char *neg, char *buf, an_strmap *row) {
-    for (const char *p = neg; p;) {
-        const char *next;
-        size_t len = an_simple_tag(p, buf, &next);
-        p = next;
-        if (!len) continue;
+/* Counts each distinct tag of one negative once, tags as the prompt-syntax parser normalises them
+ * (weights, brackets and case removed), so "(bad hands:1.4)" and "bad hands" are one tag. */
+static int count_tags(an_strmap *tags, const char *neg) {
+    an_tags t = {0};
+    if (an_prompt_tags(neg, AN_PROMPT_A1111, NULL, &t, NULL)) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < t.n && rc == 0; i++) {
         size_t *v;
-        int r = an_strmap_get(row, buf, len, &v);
-        if (r < 0) return -1;
-        if (r == 0) continue;
-        if (an_strmap_get(tags, buf, len, &v) < 0) return -1;
-        (*v)++;
+        if (an_strmap_get(tags, t.v[i], strlen(t.v[i]), &v) < 0) rc = -1;
+        else (*v)++;
     }
-    return 0;
+    an_tags_free(&t);
+    return rc;
 }
 
 int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, an_error *err) {
@@ -71,8 +70,6 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
     size_t *len[6];
     for (int k = 0; k < 6; k++) len[k] = calloc(n, sizeof(size_t));
     an_strmap prompts = {0}, negs = {0}, tags = {0}, sources = {0};
-    char *buf = NULL;
-    size_t bufcap = 0;
     int rc = 0;
     for (int k = 0; k < 6; k++)
         if (!len[k]) rc = an_fail(err, "data stats: out of memory");
@@ -97,17 +94,7 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
             rc = -1;
             break;
         }
-        if (nl + 1 > bufcap) {
-            free(buf);
-            bufcap = 2 * nl + 64;
-            if (!(buf = malloc(bufcap))) {
-                rc = an_fail(err, "data stats: out of memory");
-                break;
-            }
-        }
-        an_strmap row = {0};
-        if (count_tags(&tags, e->negative, buf, &row)) rc = an_fail(err, "data stats: out of memory");
-        an_strmap_free(&row);
+        if (count_tags(&tags, e->negative)) rc = an_fail(err, "data stats: out of memory");
     }
     if (!rc) {
         st->distinct_prompts = prompts.n;
@@ -141,7 +128,7 @@ int an_pairs_stats(const an_pairs *p, const an_stats_opts *opts, an_stats *st, a
         }
     }
     for (int k = 0; k < 6; k++) free(len[k]);
-    free(buf);
+
     an_strmap_free(&prompts);
     an_strmap_free(&negs);
     an_strmap_free(&tags);

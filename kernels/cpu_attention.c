@@ -1,14 +1,15 @@
 /* Causal grouped-query attention, tiled like FlashAttention: never a T x T matrix per head.
  *
- * Forward: for each (batch, head, block of BQ queries), walk the key blocks the block can see with an
- * online softmax (running max m and sum l per query, output accumulator rescaled when m grows), and
- * save lse = m + log(l). Backward: for each (batch, kv head), walk its query heads and query blocks,
- * recompute P = exp(S - lse) tile by tile, and use D_i = rowsum(dout_i * out_i) for
- * dS = P * (dP - D). A task owns its kv head's dk/dv and its query heads' dq, so there are no races and
- * every sum runs in a fixed order (same bits for any thread count).
+ * Forward, one task per (batch, head): K is transposed once into a [hd, T] panel; each block of BQ
+ * queries walks the key blocks it can see with an online softmax (running max m and sum l per query,
+ * output accumulator rescaled when m grows) and saves lse = m + log(l).
+ * Backward, one task per (batch, kv head): for each of its query heads and query blocks, P = exp(S - lse)
+ * is recomputed tile by tile and D_i = rowsum(dout_i * out_i) gives dS = P * (dP - D). A task owns its
+ * kv head's dk/dv and its query heads' dq, so there are no races and every sum runs in a fixed order
+ * (same bits for any thread count).
  *
- * Inner loops are written as broadcast-times-row updates (S[i, :] += q[i, d] * kT[d, :]) over packed
- * tiles so they vectorise. A token t of row b attends to keys seg_start[b, t] .. t. */
+ * Every tile product is small_gemm, a register-blocked 4 x 16 kernel on generic vectors.
+ * A token t of row b attends to keys seg_start[b, t] .. t. */
 /* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=fast")
@@ -64,54 +65,43 @@ typedef float v8f __attribute__((vector_size(32))); /* GCC/clang generic vector:
  * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
  * attention tiles is one of these. A register-blocked 4 x 16 kernel (8 vector accumulators) covers
  * whole blocks; leftover rows take a 1 x 16 kernel and leftover columns a scalar loop. */
+/* rows [m, m + R) x columns [n, n + 16): R broadcast A values times 2 B vectors per k */
+#define SMALL_GEMM_BLOCK(R)                                                                                  \
+    do {                                                                                                       \
+        v8f c0[R], c1[R];                                                                                      \
+        for (int r = 0; r < R; r++) c0[r] = c1[r] = (v8f){0, 0, 0, 0, 0, 0, 0, 0};                            \
+        for (int k = 0; k < K; k++) {                                                                          \
+            const float *b = B + (size_t)k * ldb + n;                                                          \
+            v8f b0, b1;                                                                                        \
+            LOAD8(b0, b);                                                                                      \
+            LOAD8(b1, b + 8);                                                                                  \
+            const float *a = A + (size_t)m * a_rs + (size_t)k * a_cs;                                          \
+            for (int r = 0; r < R; r++) {                                                                      \
+                float x = a[(size_t)r * a_rs];                                                                 \
+                v8f vx = {x, x, x, x, x, x, x, x};                                                             \
+                c0[r] += vx * b0;                                                                              \
+                c1[r] += vx * b1;                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < R; r++) {                                                                          \
+            float *c = C + (size_t)(m + r) * ldc + n;                                                          \
+            ADD_STORE8(c, c0[r]);                                                                              \
+            ADD_STORE8(c + 8, c1[r]);                                                                          \
+        }                                                                                                      \
+    } while (0)
+
+/* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
+ * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
+ * attention tiles is one of these. Register-blocked 6 x 16 (12 vector accumulators) over whole blocks,
+ * then 4-row and 1-row blocks, and a scalar loop for columns past the last multiple of 16. */
 static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, const float *B, size_t ldb, float *C,
                        size_t ldc) {
     int n16 = N / 16 * 16;
-    int m = 0;
-    for (; m + 4 <= M; m += 4) {
-        const float *a0 = A + (size_t)m * a_rs, *a1 = a0 + a_rs, *a2 = a1 + a_rs, *a3 = a2 + a_rs;
-        for (int n = 0; n < n16; n += 16) {
-            v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-            for (int k = 0; k < K; k++) {
-                const float *b = B + (size_t)k * ldb + n;
-                v8f b0, b1;
-                LOAD8(b0, b);
-                LOAD8(b1, b + 8);
-                size_t ka = (size_t)k * a_cs;
-                float x0 = a0[ka], x1 = a1[ka], x2 = a2[ka], x3 = a3[ka];
-                v8f v0 = {x0, x0, x0, x0, x0, x0, x0, x0}, v1 = {x1, x1, x1, x1, x1, x1, x1, x1};
-                v8f v2 = {x2, x2, x2, x2, x2, x2, x2, x2}, v3 = {x3, x3, x3, x3, x3, x3, x3, x3};
-                c00 += v0 * b0, c01 += v0 * b1, c10 += v1 * b0, c11 += v1 * b1;
-                c20 += v2 * b0, c21 += v2 * b1, c30 += v3 * b0, c31 += v3 * b1;
-            }
-            float *c = C + (size_t)m * ldc + n;
-            ADD_STORE8(c, c00);
-            ADD_STORE8(c + 8, c01);
-            ADD_STORE8(c + ldc, c10);
-            ADD_STORE8(c + ldc + 8, c11);
-            ADD_STORE8(c + 2 * ldc, c20);
-            ADD_STORE8(c + 2 * ldc + 8, c21);
-            ADD_STORE8(c + 3 * ldc, c30);
-            ADD_STORE8(c + 3 * ldc + 8, c31);
-        }
-    }
-    for (; m < M; m++) {
-        const float *a0 = A + (size_t)m * a_rs;
-        for (int n = 0; n < n16; n += 16) {
-            v8f c00 = {0}, c01 = {0};
-            for (int k = 0; k < K; k++) {
-                const float *b = B + (size_t)k * ldb + n;
-                float x0 = a0[(size_t)k * a_cs];
-                v8f v0 = {x0, x0, x0, x0, x0, x0, x0, x0};
-                v8f b0, b1;
-                LOAD8(b0, b);
-                LOAD8(b1, b + 8);
-                c00 += v0 * b0, c01 += v0 * b1;
-            }
-            float *c = C + (size_t)m * ldc + n;
-            ADD_STORE8(c, c00);
-            ADD_STORE8(c + 8, c01);
-        }
+    for (int n = 0; n < n16; n += 16) {
+        int m = 0;
+        for (; m + 6 <= M; m += 6) SMALL_GEMM_BLOCK(6);
+        for (; m + 4 <= M; m += 4) SMALL_GEMM_BLOCK(4);
+        for (; m < M; m++) SMALL_GEMM_BLOCK(1);
     }
     if (n16 < N)
         for (int mm = 0; mm < M; mm++)
@@ -127,7 +117,7 @@ static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, 
 static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
     int m = seg[t0];
     for (int i = 1; i < nq; i++) m = seg[t0 + i] < m ? seg[t0 + i] : m;
-    *lo = m;
+    *lo = m < 0 ? 0 : m; /* a negative seg_start (bad input) must not index before the row */
     *hi = t0 + nq - 1;
 }
 

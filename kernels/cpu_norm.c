@@ -24,7 +24,10 @@ void an_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float 
         for (; i < C; i++) var += (x[i] - m) * (x[i] - m);
         var /= (float)C;
         float s = 1.0f / sqrtf(var + eps);
-        for (int j = 0; j < C; j++) o[j] = (x[j] - m) * s * w[j] + b[j];
+        if (b)
+            for (int j = 0; j < C; j++) o[j] = (x[j] - m) * s * w[j] + b[j];
+        else /* LayerNorm(bias=False) */
+            for (int j = 0; j < C; j++) o[j] = (x[j] - m) * s * w[j];
         if (mean) mean[n] = m;
         if (rstd) rstd[n] = s;
     }

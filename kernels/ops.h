@@ -51,7 +51,7 @@ typedef struct an_ops {
     void (*embedding_forward)(float *out, const int32_t *ids, const float *table, int N, int C);
     void (*embedding_backward)(float *dtable, const float *dout, const int32_t *ids, int N, int C);
 
-    /* ---- layernorm over the last dim C; mean[N], rstd[N] saved for backward ---- */
+    /* ---- layernorm over the last dim C; mean[N], rstd[N] saved for backward; b may be NULL (no bias) ---- */
     void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp, const float *w,
                               const float *b, int N, int C, float eps);
     void (*layernorm_backward)(float *dinp, float *dw, float *db, const float *dout, const float *inp,

@@ -81,3 +81,24 @@ double oh_rel_err_fd(const float *a, const double *b, size_t n, double floor) {
     }
     return maxd / maxb;
 }
+
+float *oh_rand_f(an_rng *r, size_t n, float lo, float hi) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    oh_fill(r, x, n, lo, hi);
+    return x;
+}
+
+double *oh_grad_delta(const an_ops *ops, const float *dev, const float *start, size_t n) {
+    float *h = oh_download(ops, dev, n * sizeof(float));
+    double *d = malloc((n ? n : 1) * sizeof(double));
+    for (size_t i = 0; i < n; i++) d[i] = (double)h[i] - (double)start[i];
+    free(h);
+    return d;
+}
+
+int oh_within_dot_bound(const float *got, const double *ref, const double *absdot, size_t n, int K) {
+    double u = ldexp(1.0, -24);
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - ref[i]) <= (K + 2) * u * absdot[i] + 1e-30)) return 0;
+    return 1;
+}

@@ -9,6 +9,15 @@
 #include "core/rng.h"
 #include "kernels/ops.h"
 
+/* a malloc'd host buffer of n uniform values in [lo, hi) */
+float *oh_rand_f(an_rng *r, size_t n, float lo, float hi);
+/* download an accumulated gradient (malloc'd, double) less the values it started from */
+double *oh_grad_delta(const an_ops *ops, const float *dev, const float *start, size_t n);
+/* Worst-case float32 error of dot products of length K in any order, with or without FMA:
+ * |got - ref| <= (K + 2) u sum |a_k b_k| (Higham's gamma_K, u = 2^-24), element by element, given
+ * absdot = sum |a_k b_k|. Returns 1 when every element is within it. */
+int oh_within_dot_bound(const float *got, const double *ref, const double *absdot, size_t n, int K);
+
 /* uniform in [lo, hi) */
 void oh_fill(an_rng *r, float *x, size_t n, float lo, float hi);
 void oh_fill_d(an_rng *r, double *x, size_t n, double lo, double hi);

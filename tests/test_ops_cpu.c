@@ -1,0 +1,140 @@
+/* CPU backend internals behind the op table: the plain-C GEMM (built and checked in every build,
+ * whichever sgemm the table uses), an_expf, and results that do not depend on the thread count. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "kernels/cpu.h"
+#include "kernels/ops.h"
+#include "tests/op_harness.h"
+#include "tests/test.h"
+
+static const an_ops *g_ops; /* the backend under test */
+
+static float *dev_f(const float *host, size_t n) { return oh_upload(g_ops, host, n * sizeof(float)); }
+static int32_t *dev_i(const int32_t *host, size_t n) { return oh_upload(g_ops, host, n * sizeof(int32_t)); }
+static float *host_f(const float *dev, size_t n) { return oh_download(g_ops, dev, n * sizeof(float)); }
+static float *rand_f(an_rng *r, size_t n, float lo, float hi) { return oh_rand_f(r, n, lo, hi); }
+static void dfree(void *p) { g_ops->free(p); }
+
+/* an_expf against exp in double over its whole range: the 2e-7 relative error cpu.h states */
+static void test_expf_accuracy(void) {
+    double worst = 0;
+    for (int i = 0; i <= 2000000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 2000000.0f;
+        double e = fabs((double)an_expf(x) - exp((double)x)) / exp((double)x);
+        worst = e > worst ? e : worst;
+    }
+    CHECK_MSG(worst < 2e-7, "an_expf max relative error %.3g", worst);
+    CHECK(an_expf(0.0f) == 1.0f);
+    CHECK(an_expf(-1000.0f) < 1e-37f && an_expf(-1000.0f) >= 0.0f);
+    CHECK(isnan(an_expf(NAN)));
+}
+
+/* The plain-C GEMM directly, all transposes, alpha and beta, sizes across its block edges (MR=6,
+ * NR=16, KC=256, MC=120): it is built and checked in both builds, whatever the table uses. */
+static void test_gemm_fallback_all_transposes(void) {
+    an_rng r;
+    an_rng_seed(&r, 77);
+    const int shapes[][3] = {{1, 1, 1}, {6, 16, 3}, {7, 17, 257}, {121, 35, 300}, {130, 2100, 20}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+                float *A = rand_f(&r, na, -1, 1), *B = rand_f(&r, nb, -1, 1), *C = rand_f(&r, nc, -1, 1);
+                double *ref = malloc(sizeof(double) * M * N), *absdot = malloc(sizeof(double) * M * N);
+                float *got = malloc(sizeof(float) * M * N);
+                float alpha = 0.75f, beta = -0.5f;
+                float *Cpad = malloc(nc * sizeof(float));
+                memcpy(Cpad, C, nc * sizeof(float));
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        double acc = beta * (double)C[(size_t)i * ldc + j], aa = fabs(acc);
+                        for (int k = 0; k < K; k++) {
+                            double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                            double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                            acc += alpha * a * b;
+                            aa += fabs(alpha * a * b);
+                        }
+                        ref[(size_t)i * N + j] = acc;
+                        absdot[(size_t)i * N + j] = aa;
+                    }
+                an_cpu_sgemm_fallback(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+                for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, sizeof(float) * N);
+                CHECK_MSG(oh_within_dot_bound(got, ref, absdot, (size_t)M * N, K + 2), "fallback %dx%dx%d ta=%d tb=%d",
+                          M, N, K, ta, tb);
+                /* the padding columns of C (ldc > N) are left as they were */
+                int pad_ok = 1;
+                for (int i = 0; i < M; i++)
+                    for (int j = N; j < ldc; j++) pad_ok &= C[(size_t)i * ldc + j] == Cpad[(size_t)i * ldc + j];
+                CHECK_MSG(pad_ok, "fallback wrote past N");
+                free(Cpad);
+                free(A), free(B), free(C), free(ref), free(absdot), free(got);
+            }
+    }
+}
+
+/* CPU backend: the reductions of every op run in a fixed order (see docs/kernels.md), so 1 and 2 threads give the
+ * same bits: weight-gradient sums split by columns, CE rows, fixed sum_squares chunks, the plain GEMM. */
+static void test_other_ops_same_bits_any_thread_count(void) {
+    enum { N = 300, C = 200, V = 3000, OC = 70 };
+    an_rng r;
+    an_rng_seed(&r, 321);
+    float *x = rand_f(&r, (size_t)N * C, -1, 1), *w = rand_f(&r, C, 0.5f, 1.5f), *b = rand_f(&r, C, -1, 1);
+    float *dout = rand_f(&r, (size_t)N * C, -1, 1), *logits = rand_f(&r, (size_t)N * V, -5, 5);
+    float *wl = rand_f(&r, (size_t)OC * C, -1, 1), *dl = rand_f(&r, (size_t)N * OC, -1, 1);
+    int32_t *ids = malloc(N * sizeof(int32_t)), *tg = malloc(N * sizeof(int32_t));
+    for (int i = 0; i < N; i++) ids[i] = (i * 7) % 13, tg[i] = i % 5 == 0 ? AN_IGNORE_INDEX : (i * 31) % V;
+    float *d_x = dev_f(x, (size_t)N * C), *d_w = dev_f(w, C), *d_b = dev_f(b, C), *d_do = dev_f(dout, (size_t)N * C);
+    float *d_lg = dev_f(logits, (size_t)N * V), *d_wl = dev_f(wl, (size_t)OC * C), *d_dl = dev_f(dl, (size_t)N * OC);
+    int32_t *d_ids = dev_i(ids, N), *d_tg = dev_i(tg, N);
+    size_t sizes[8] = {(size_t)N * C, N, N, (size_t)N * C, C, C, (size_t)13 * C, (size_t)N * V};
+    float *res[2][11];
+    double ss[2];
+    int saved = omp_get_max_threads();
+    for (int pass = 0; pass < 2; pass++) {
+        omp_set_num_threads(pass + 1);
+        float *o = dev_f(NULL, sizes[0]), *mean = dev_f(NULL, N), *rstd = dev_f(NULL, N), *dx = dev_f(NULL, sizes[3]);
+        float *dw = dev_f(NULL, C), *db = dev_f(NULL, C), *demb = dev_f(NULL, sizes[6]), *dlg = dev_f(NULL, sizes[7]);
+        float *loss = dev_f(NULL, N), *lse = dev_f(NULL, N), *dwl = dev_f(NULL, (size_t)OC * C), *dbl = dev_f(NULL, OC);
+        g_ops->layernorm_forward(o, mean, rstd, d_x, d_w, d_b, N, C, 1e-5f);
+        g_ops->layernorm_backward(dx, dw, db, d_do, d_x, d_w, mean, rstd, N, C);
+        g_ops->rmsnorm_backward(dx, dw, d_do, d_x, d_w, rstd, N, C);
+        g_ops->embedding_backward(demb, d_do, d_ids, N, C);
+        g_ops->cross_entropy_forward(loss, lse, d_lg, d_tg, N, V);
+        g_ops->cross_entropy_backward(dlg, d_lg, lse, d_tg, N, V, 0.01f);
+        g_ops->matmul_backward(NULL, NULL, dbl, d_dl, d_x, d_wl, N, C, OC);
+        /* dw's sgemm: the plain-C GEMM (OpenBLAS may split its sums by thread count) */
+        an_cpu_sgemm_fallback(1, 0, OC, C, N, 1.0f, d_dl, OC, d_x, C, 0.0f, dwl, C);
+        float *bufs[11] = {o, mean, rstd, dx, dw, db, demb, dlg, loss, dwl, dbl};
+        size_t ns[11] = {sizes[0], N, N, sizes[3], C, C, sizes[6], sizes[7], N, (size_t)OC * C, OC};
+        for (int i = 0; i < 11; i++) {
+            res[pass][i] = host_f(bufs[i], ns[i]);
+            dfree(bufs[i]);
+        }
+        dfree(lse);
+        ss[pass] = g_ops->sum_squares(d_lg, sizes[7]);
+        if (pass == 1) {
+            for (int i = 0; i < 11; i++) {
+                CHECK_MSG(memcmp(res[0][i], res[1][i], ns[i] * sizeof(float)) == 0, "output %d differs", i);
+                free(res[0][i]), free(res[1][i]);
+            }
+        }
+    }
+    omp_set_num_threads(saved);
+    CHECK(ss[0] == ss[1]);
+    free(x), free(w), free(b), free(dout), free(logits), free(wl), free(dl), free(ids), free(tg);
+    dfree(d_x), dfree(d_w), dfree(d_b), dfree(d_do), dfree(d_lg), dfree(d_wl), dfree(d_dl), dfree(d_ids), dfree(d_tg);
+}
+
+int main(void) {
+    g_ops = an_ops_cpu();
+    RUN(test_gemm_fallback_all_transposes);
+    RUN(test_expf_accuracy);
+    RUN(test_other_ops_same_bits_any_thread_count);
+    return test_finish();
+}
