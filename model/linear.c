@@ -7,8 +7,15 @@
 #include "model/linear.h"
 
 #include "model/lora.h"
+#include "model/nf4_weights.h"
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
+
+/* out = inp W^T + b, W float32 or NF4 (model/nf4_weights.h) */
+static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
+    if (w->nf4) an_nf4_linear_forward(m, w, b, out, inp, N);
+    else m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
+}
 static float *grad(const an_param *p) { return p ? p->grad : NULL; }
 
 /* The per-module dropout seed: the forward's seed mixed with the module's index (splitmix64 finaliser). */
@@ -29,8 +36,7 @@ static void lora_forward(const an_model *m, const an_lora_module *mod, float *ou
 
 void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
                        int N, float *u) {
-    int in = (int)w->shape[1], outd = (int)w->shape[0];
-    m->ops->matmul_forward(out, inp, w->data, opt(b), N, in, outd);
+    base_forward(m, w, b, out, inp, N);
     const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
     if (mod) lora_forward(m, mod, out, inp, N, u);
 }
@@ -39,9 +45,9 @@ int an_lora_rank(const an_model *m) { return m->lora ? m->lora->cfg.r : 0; }
 
 void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                    int train, uint64_t counter) {
-    int in = (int)w->shape[1], outd = (int)w->shape[0];
+    int in = (int)w->shape[1];
     const an_ops *o = m->ops;
-    o->matmul_forward(out, inp, w->data, opt(b), N, in, outd);
+    base_forward(m, w, b, out, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
@@ -58,7 +64,8 @@ void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *din
     int in = (int)w->shape[1], outd = (int)w->shape[0];
     const an_ops *o = m->ops;
     an_plan *p = &m->plan;
-    o->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, in, outd);
+    if (w->nf4) an_nf4_linear_backward(m, w, b, dinp, dout, N); /* frozen: the input gradient only */
+    else o->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, in, outd);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;

@@ -32,6 +32,7 @@ typedef struct an_param {
     float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
     int trainable;
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
+    struct an_nf4_tensor *nf4; /* a frozen NF4 weight (model/nf4_weights.h): data is NULL then */
 } an_param;
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
@@ -111,6 +112,7 @@ typedef struct an_model {
     an_plan plan;                   /* zeroed until an_model_plan */
     int head_rows;                  /* LM-head chunk rows to plan for; 0 = automatic */
     struct an_lora *lora;           /* LoRA adapters (model/lora.h); NULL without */
+    struct an_nf4_weights *nf4;     /* NF4 linear weights (model/nf4_weights.h); NULL without */
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -144,7 +146,8 @@ void an_model_zero_grad(an_model *m);
 size_t an_model_param_count(const an_model *m, int trainable_only);
 /* Copies a tensor of p's shape (p->data, p->grad, or optimizer state) to host memory in the
  * Hugging Face layout (transposing GPT-2 Conv1D weights back to [in, out]). tmp: p->numel floats of
- * host scratch, only used when transposing. */
+ * host scratch, only used when transposing. For an NF4 weight, src = p->data (NULL) exports the
+ * dequantized values. */
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
 
 /* ---- running ---- */
@@ -172,6 +175,10 @@ size_t an_model_bytes_activations(const an_model *m);
 
 /* Internal to model/: the family-specific pieces, shared by the files that implement the above. */
 int an_model_build_params(an_model *m, an_error *err);
+/* The two halves of an_model_build_params: the tensor table, then one allocation for every
+ * parameter that is not NF4 (an_model_load_nf4 quantizes in between). */
+int an_model_build_table(an_model *m, an_error *err);
+int an_model_alloc_params(an_model *m, an_error *err);
 void an_model_plan_free(an_model *m);
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N);
 void an_model_split_qkv_backward(const an_model *m, float *dqkv, const float *dq, const float *dk,
