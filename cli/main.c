@@ -18,6 +18,7 @@ static const command commands[] = {
     {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
     {"data", an_cmd_data, "data stats|clean|split ..."},
     {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
+    {"quantize", an_cmd_quantize, "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]"},
 };
 
 int cli_fail(const char *fmt, ...) {
