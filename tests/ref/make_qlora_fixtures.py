@@ -28,6 +28,9 @@ For the tiny Llama and InternLM2 of tests/ref/models/ (make_model_fixtures.py):
    bnb_4bit_use_double_quant=True) and save_pretrained (config.json with its quantization_config,
    model.safetensors with the serialized 4-bit weights): a checkpoint bitsandbytes wrote, for the
    loader.
+4. tests/ref/qlora/llama-merged.safetensors: PEFT's merge_and_unload() of the LoRA test adapter into
+   that 4-bit model (dequantize, add scaling * B A, quantize again): the re-quantized codes and
+   scales of each weight and the merged model's logits on the batch of 2.
 """
 import json
 import os
@@ -129,10 +132,34 @@ def make_bnb_folder():
         print(json.dumps(json.load(f).get("quantization_config"), indent=1))
 
 
+def make_merged():
+    """PEFT's merge into a 4-bit base: the tiny Llama as transformers + bitsandbytes load it from
+    tests/ref/qlora/llama-bnb/, the LoRA test adapter on top, merge_and_unload() (which dequantizes,
+    adds scaling * B A and quantizes again). Writes tests/ref/qlora/llama-merged.safetensors with the
+    re-quantized codes (<name>.weight, <name>.weight.absmax) and the merged model's logits on the
+    fixture batch of make()."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(OUT, "llama-bnb"), device_map="cpu")
+    model = peft.PeftModel.from_pretrained(model, os.path.join(ROOT, "lora", "llama"))
+    merged = model.merge_and_unload()
+    fx = load_file(os.path.join(OUT, "llama", "fixture.safetensors"))
+    ids = fx["ids"].long()
+    with torch.no_grad():
+        logits = merged(ids).logits.float()
+    out = {"logits": logits.contiguous()}
+    for n, m in merged.named_modules():
+        if type(m).__name__ == "Linear4bit":
+            out[n + ".weight"] = m.weight.data.contiguous()
+            out[n + ".weight.absmax"] = m.weight.quant_state.absmax.contiguous()
+    save_file(out, os.path.join(OUT, "llama-merged.safetensors"))
+    print(f"llama-merged: {len(out) // 2} re-quantized weights")
+
+
 if __name__ == "__main__":
     seeds = {"llama": 302, "internlm2": 304}
-    for w in sys.argv[1:] or list(seeds) + ["bnb"]:
+    for w in sys.argv[1:] or list(seeds) + ["bnb", "merged"]:
         if w == "bnb":
             make_bnb_folder()
+        elif w == "merged":
+            make_merged()
         else:
             make(w, seeds[w])
