@@ -124,6 +124,9 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
         an_nf4_tensor *t = an_nf4_weights_slot(m, p, err);
         if (!t) goto done;
         if (an_nf4_tensor_quantize(t, host, p->shape[0], p->shape[1], blocksize, double_quant, err)) {
+            /* give the slot back: p keeps its float data, the model stays usable */
+            p->nf4 = NULL;
+            m->nf4->n--;
             an_fail_prefix(err, "quantize: %s", p->name);
             goto done;
         }
@@ -136,8 +139,10 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
     /* gradients laid out for the old trainable set are stale: the NF4 weights are frozen now */
     if (!rc && m->grad_mem) rc = an_model_alloc_grads(m, err);
 done:
-    /* a tensor whose quantization failed is marked NF4 but holds nothing: the model is unusable, but
-     * an_model_free handles it (an_nf4_tensor_free of a zeroed tensor is a no-op) */
+    if (rc && m->nf4) { /* what was quantized before the failure still gets its memory back */
+        an_error ignored;
+        (void)an_nf4_weights_finish(m, &ignored);
+    }
     free(host);
     free(refs);
     return rc;

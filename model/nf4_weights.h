@@ -17,7 +17,9 @@
  *   an_model_export    dequantizes (float32 values of the NF4 weight)
  *   an_lora_merge      as PEFT: dequantize, add scaling * B A, quantize again
  *   an_model_alloc_grads  refuses a trainable NF4 weight (full fine-tuning needs float weights)
- * NF4 compute is CPU code: quantizing a model on another backend is refused. */
+ * NF4 compute is CPU code: quantizing a model on another backend is refused. The kernels share one
+ * workspace per model (an_nf4_weights.work), so -- like the activation plan -- a model runs one
+ * forward or backward at a time. */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -36,8 +38,9 @@ typedef struct an_nf4_weights {
 
 /* Quantizes every linear weight of m but the head to NF4 (blocksize 64 and double_quant 1 are
  * QLoRA's), frees their float32 copies and freezes them. Bit-exact with bitsandbytes' quantize_4bit
- * (torch's mean computed as by one torch thread; see docs/nf4.md). The model needs a new plan
- * afterwards only if it had none. */
+ * (torch's mean computed as by one torch thread; see docs/nf4.md). Weights already NF4 are kept.
+ * A weight that cannot be quantized (NaN or infinite values) is an error naming it; the weights
+ * before it are NF4 then, the rest still float32, and the model stays usable. */
 int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error *err);
 /* Loads a model as an_model_load does, quantizing each linear weight (but the head) as it is read,
  * so the float32 copy of the whole model never exists. A folder that already holds NF4 weights loads

@@ -17,6 +17,7 @@
 
 #include "model/lora.h"
 #include "model/nf4_weights.h"
+#include "train/step.h"
 #include "tests/test_model_util.h"
 
 #define QLORA_FIXTURES "tests/ref/qlora"
@@ -230,6 +231,26 @@ static void test_refusals(void) {
     q->trainable = 1;
     CHECK(an_model_alloc_grads(m, &e) != 0);
     CHECK_CONTAINS(e.msg, "model.layers.0.self_attn.q_proj.weight is NF4-quantized and cannot be trained");
+    q->trainable = 0;
+    an_full_trainer ft;
+    CHECK(an_full_trainer_init(&ft, m, &e) != 0);
+    CHECK_CONTAINS(e.msg, "full fine-tuning needs float weights");
+    an_model_free(m);
+
+    /* a NaN in a weight: the error names it; what came before is NF4, the rest float, and it runs */
+    m = load_fixture_model("llama");
+    if (!m) return;
+    an_param *up = an_model_find(m, "model.layers.1.mlp.up_proj.weight");
+    up->data[5] = NAN;
+    CHECK(an_model_quantize_nf4(m, 64, 1, &e) != 0);
+    CHECK_CONTAINS(e.msg, "model.layers.1.mlp.up_proj.weight");
+    CHECK(!up->nf4 && up->data && an_model_find(m, "model.layers.0.self_attn.q_proj.weight")->nf4);
+    up->data[5] = 0.0f;
+    int32_t ids[4] = {5, 6, 7, 8};
+    float logits[4 * 256];
+    an_batch b = {ids, NULL, NULL, NULL, 1, 4};
+    CHECK(an_model_plan(m, 1, 4, &e) == 0 && an_model_forward(m, &b, 0, 1.0f, NULL, logits, &e) == 0);
+    CHECK(isfinite(logits[0]) && isfinite(logits[4 * 256 - 1]));
     an_model_free(m);
 }
 
