@@ -91,6 +91,36 @@ static void test_save_is_bitsandbytes(void) {
     an_model_free(m);
 }
 
+/* GPT-2 (Conv1D weights, stored [in, out] in float files) and InternLM2 (fused wqkv): quantize ->
+ * save -> load gives bit-identical logits. */
+static void roundtrip(const char *name) {
+    an_error e;
+    an_model *m = load_fixture_model(name);
+    if (!m) return;
+    CHECK(an_model_quantize_nf4(m, 64, 1, &e) == 0);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s-nf4", test_tmpdir(), name);
+    CHECK_MSG(an_model_save(m, dir, &e) == 0, "%s", e.msg);
+    an_model *m2 = an_model_load(dir, an_ops_cpu(), &e);
+    CHECK_MSG(m2 && m2->nf4 && m2->nf4->n == m->nf4->n, "%s: %s", name, m2 ? "NF4 weights lost" : e.msg);
+    int32_t ids[12] = {3, 9, 27, 81, 50, 10, 7, 1, 0, 4, 16, 64};
+    size_t n = 12 * (size_t)m->cfg.vocab_size;
+    float *l1 = malloc(n * sizeof(float)), *l2 = malloc(n * sizeof(float));
+    an_batch b = {ids, NULL, NULL, NULL, 2, 6};
+    CHECK(an_model_plan(m, 2, 6, &e) == 0 && an_model_forward(m, &b, 0, 1.0f, NULL, l1, &e) == 0);
+    if (m2) CHECK(an_model_plan(m2, 2, 6, &e) == 0 && an_model_forward(m2, &b, 0, 1.0f, NULL, l2, &e) == 0);
+    CHECK_MSG(m2 && memcmp(l1, l2, n * sizeof(float)) == 0, "%s: logits differ after save -> load", name);
+    free(l1);
+    free(l2);
+    an_model_free(m2);
+    an_model_free(m);
+}
+
+static void test_roundtrip_gpt2_internlm2(void) {
+    roundtrip("gpt2");
+    roundtrip("internlm2");
+}
+
 /* What transformers + bitsandbytes saved: loads as NF4, and with the LoRA test adapter unmerged gives
  * PEFT's logits. */
 static void test_load_bitsandbytes_folder(void) {
@@ -233,6 +263,7 @@ static void test_bad_files(void) {
 int main(void) {
     RUN(test_save_is_bitsandbytes);
     RUN(test_load_bitsandbytes_folder);
+    RUN(test_roundtrip_gpt2_internlm2);
     RUN(test_bad_files);
     return test_finish();
 }
