@@ -127,7 +127,8 @@ typedef struct an_batch {
 /* A model with all parameters allocated (zeroed) and no gradients; cfg must pass an_config_validate. */
 an_model *an_model_create(const an_model_config *cfg, const an_ops *ops, an_error *err);
 /* Loads a Hugging Face folder (config.json + model.safetensors or a sharded index) or a llama2.c .bin.
- * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor. */
+ * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor.
+ * Linear weights saved in bitsandbytes' NF4 serialization load as NF4 (model/nf4_weights.h). */
 an_model *an_model_load(const char *path, const an_ops *ops, an_error *err);
 /* GPT-2 style init: N(0, 0.02) for embeddings and linear weights (the output projections of each block
  * scaled by 1/sqrt(2 * n_layers)), norm weights 1, biases 0. Repeatable for a seed. */
