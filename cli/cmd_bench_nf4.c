@@ -8,7 +8,7 @@
  * runs an_linear_forward (an_nf4_matvec, AVX2 when built for it); float32 runs cblas_sgemv on the
  * same weights before quantization (the fastest float32 single-row product here), and
  * an_linear_forward's own float32 path (sgemm with one row) for reference. The head stays float32
- * in both models, as QLoRA keeps it. Runs alternate between the models so that load from other jobs
+ * in both models, as QLoRA keeps it, and runs cblas_sgemv in both. Runs alternate between the models so that load from other jobs
  * falls on both alike; best and median times per token are reported. */
 #include <omp.h>
 #include <stdio.h>
@@ -47,7 +47,7 @@ static double token(an_model *m, const an_linear_ref *refs, int n, int with_head
         const an_param *w = refs[i].w;
         int in = (int)w->shape[1], out = (int)w->shape[0];
 #ifdef AN_BLAS
-        if (kind == F32_GEMV && !w->nf4) {
+        if (kind != F32_LINEAR && !w->nf4) { /* the float32 head of the NF4 model too */
             cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w->data, in, x, 1, 0.0f, y, 1);
             continue;
         }
