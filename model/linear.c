@@ -6,17 +6,51 @@
  * [N, out] scratch exists; u is kept from forward in the plan ([N, r] per adapted layer). */
 #include "model/linear.h"
 
+#include <math.h>
+
+#include "kernels/nf4.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
-
-/* out = inp W^T + b, W float32 or NF4 (model/nf4_weights.h) */
-static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
-    if (w->nf4) an_nf4_linear_forward(m, w, b, out, inp, N);
-    else m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
-}
 static float *grad(const an_param *p) { return p ? p->grad : NULL; }
+
+/* The NF4 kernels' scratch: the plan's, or without a plan (inference) the one sized with the weights. */
+static void *nf4_work(const an_model *m, size_t *bytes) {
+    if (m->plan.nf4_work || !m->nf4) {
+        *bytes = m->plan.nf4_work_bytes;
+        return m->plan.nf4_work;
+    }
+    *bytes = m->nf4->work_bytes;
+    return m->nf4->work;
+}
+
+/* out = inp W^T + b for a float32 or NF4 weight. The NF4 kernels fail only when they cannot get
+ * scratch memory (never with the plan's workspace); then out is NaN rather than silently wrong. */
+static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
+    if (!w->nf4) {
+        m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
+    size_t wb;
+    void *work = nf4_work(m, &wb);
+    if (an_nf4_matmul_forward(out, inp, w->nf4, opt(b), N, work, wb, NULL))
+        for (size_t i = 0; i < (size_t)N * w->shape[0]; i++) out[i] = NAN;
+}
+
+static void base_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
+                          const float *inp, int N) {
+    if (!w->nf4) {
+        m->ops->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
+    size_t wb;
+    void *work = nf4_work(m, &wb);
+    /* frozen: the input gradient only (a bias of an NF4 layer is frozen with it) */
+    if (an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, work, wb, NULL))
+        for (size_t i = 0; i < (size_t)N * w->shape[1]; i++) dinp[i] = NAN;
+    if (b && b->grad) m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+}
 
 /* The per-module dropout seed: the forward's seed mixed with the module's index (splitmix64 finaliser). */
 static uint64_t module_seed(const an_lora *l, const an_lora_module *mod) {
@@ -64,8 +98,7 @@ void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *din
     int in = (int)w->shape[1], outd = (int)w->shape[0];
     const an_ops *o = m->ops;
     an_plan *p = &m->plan;
-    if (w->nf4) an_nf4_linear_backward(m, w, b, dinp, dout, N); /* frozen: the input gradient only */
-    else o->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, in, outd);
+    base_backward(m, w, b, dinp, dout, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;

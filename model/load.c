@@ -183,7 +183,7 @@ int an_model_save(const an_model *m, const char *dir, an_error *err) {
     if (an_config_save(&cfg, path, err)) return -1;
     if (m->nf4 && an_nf4_config_patch(m, path, err)) return -1;
 
-    size_t maxn = 0;
+    size_t maxn = 0; /* NF4 weights are written as bitsandbytes' arrays, not from host */
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].numel > maxn) maxn = m->params[i].numel;
     float *host = malloc((m->n_param_floats + 1) * sizeof(float)), *tmp = malloc(maxn * sizeof(float));

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/nf4.h"
 #include "model/llama2c.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
@@ -228,7 +229,12 @@ size_t an_model_param_count(const an_model *m, int trainable_only) {
     return n;
 }
 
-size_t an_model_bytes_params(const an_model *m) { return m->n_param_floats * sizeof(float) + an_model_nf4_bytes(m); }
+size_t an_model_bytes_params(const an_model *m) {
+    size_t n = m->n_param_floats * sizeof(float);
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].nf4) n += an_nf4_tensor_bytes(m->params[i].nf4);
+    return n;
+}
 size_t an_model_bytes_grads(const an_model *m) { return m->grad_mem ? m->n_grad_floats * sizeof(float) : 0; }
 size_t an_model_bytes_activations(const an_model *m) { return m->plan.bytes; }
 

@@ -105,6 +105,7 @@ static int check_args(int blocksize, const char *what, an_error *err) {
 
 int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error *err) {
     if (check_args(blocksize, "quantize", err) || cpu_only(m, "quantize", err)) return -1;
+    if (an_model_is_quantized(m)) return an_fail(err, "quantize: the model is already quantized");
     int cap = m->cfg.n_layers * 8 + 1;
     an_linear_ref *refs = calloc((size_t)cap, sizeof *refs);
     if (!refs) return an_fail(err, "quantize: out of memory");
@@ -136,6 +137,7 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
         m->nf4->double_quant = double_quant;
     }
     rc = an_nf4_weights_finish(m, err);
+    m->plan.lora_planned = 0; /* a plan must be made again, with the NF4 workspace */
     /* gradients laid out for the old trainable set are stale: the NF4 weights are frozen now */
     if (!rc && m->grad_mem) rc = an_model_alloc_grads(m, err);
 done:
@@ -394,21 +396,6 @@ int an_nf4_config_patch(const an_model *m, const char *path, an_error *err) {
 }
 
 /* ---- compute ---- */
-
-void an_nf4_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
-                           int N) {
-    an_error e;
-    /* with the workspace sized at load, this cannot fail; without it, the kernel allocates */
-    (void)an_nf4_matmul_forward(out, inp, w->nf4, b ? b->data : NULL, N, m->nf4->work, m->nf4->work_bytes, &e);
-}
-
-void an_nf4_linear_backward(const an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
-                            int N) {
-    an_error e;
-    if (dinp) (void)an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, m->nf4->work, m->nf4->work_bytes, &e);
-    if (b && b->grad)
-        m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
-}
 
 int an_nf4_merge_delta(an_model *m, an_param *w, const float *a, const float *bt, int r, float scaling,
                        an_error *err) {

@@ -32,13 +32,14 @@ typedef struct an_nf4_weights {
     an_nf4_tensor *tensors; /* n, in the order of m->params; an_param.nf4 points in here */
     int n, cap;
     int blocksize, double_quant; /* how this model was quantized (or what the file said) */
-    void *work;             /* scratch for the NF4 kernels, sized once (an_nf4_matmul_work_bytes) */
+    void *work;             /* scratch for the NF4 kernels without a plan (inference); a plan has its own */
     size_t work_bytes;
 } an_nf4_weights;
 
 /* Quantizes every linear weight of m but the head to NF4 (blocksize 64 and double_quant 1 are
  * QLoRA's), frees their float32 copies and freezes them. Bit-exact with bitsandbytes' quantize_4bit
- * (torch's mean computed as by one torch thread; see docs/nf4.md). Weights already NF4 are kept.
+ * (torch's mean computed as by one torch thread; see docs/nf4.md). A model already quantized is
+ * refused. Plan (again) afterwards: the plan holds the NF4 kernels' workspace.
  * A weight that cannot be quantized (NaN or infinite values) is an error naming it; the weights
  * before it are NF4 then, the rest still float32, and the model stays usable. */
 int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error *err);
@@ -67,11 +68,6 @@ int an_nf4_weights_read(an_model *m, const an_safetensors *st, const char *file,
 int an_nf4_weights_add(an_st_writer *w, const an_param *p, char *json, size_t json_cap, an_error *err);
 /* Adds bitsandbytes' quantization_config to the config.json at path (transformers' keys). */
 int an_nf4_config_patch(const an_model *m, const char *path, an_error *err);
-/* Linear layers on NF4 weights (model/linear.c). */
-void an_nf4_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
-                           int N);
-void an_nf4_linear_backward(const an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
-                            int N);
 /* W += scaling * Bt^T A (host-side dequantize, add, quantize again). a [r, in], bt [r, out]. */
 int an_nf4_merge_delta(an_model *m, an_param *w, const float *a, const float *bt, int r, float scaling,
                        an_error *err);
