@@ -45,12 +45,14 @@ static double token(an_model *m, const an_linear_ref *refs, int n, int with_head
     for (int i = 0; i < n; i++) {
         if (refs[i].is_head && !with_head) continue;
         const an_param *w = refs[i].w;
-        int in = (int)w->shape[1], out = (int)w->shape[0];
 #ifdef AN_BLAS
         if (kind != F32_LINEAR && !w->nf4) { /* the float32 head of the NF4 model too */
+            int in = (int)w->shape[1], out = (int)w->shape[0];
             cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w->data, in, x, 1, 0.0f, y, 1);
             continue;
         }
+#else
+        (void)kind; /* without BLAS every float32 row goes through an_linear_forward */
 #endif
         an_linear_forward(m, w, refs[i].b, y, x, 1, NULL);
     }
