@@ -123,8 +123,9 @@ int an_model_is_quantized(const an_model *m);
  * out[N, out] = inp[N, in] @ W^T + b + scaling * (inp @ A^T) @ B^T, without dropout: the inference
  * path (KV-cache decode), for any linear of m whether adapted or not, with a float32 or NF4 base
  * weight. u: scratch of N * r floats (backend memory) when w carries an adapter, else may be NULL.
- * An NF4 weight's scratch comes from the plan when there is one, else it is allocated per call; if
- * that allocation fails, out is filled with NaN (never silently wrong). */
+ * An NF4 weight's scratch comes from the plan when there is one, else from the workspace sized with
+ * the NF4 weights (model/nf4_weights.h); if the kernel still cannot get scratch, out is filled with
+ * NaN (never silently wrong). */
 void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
                        int N, float *u);
 /* LoRA rank of m's adapter (0 without one): the u scratch an_linear_forward needs is N * rank floats. */
