@@ -95,7 +95,7 @@ static int bench_train(const bench_train_args *a) {
         lc.alpha = 16;
         lc.dropout = 0.1f;
         lc.seed = a->seed;
-        init_rc = (qlora && an_model_quantize_nf4(m, 1, &err)) ||
+        init_rc = (qlora && an_model_quantize_nf4(m, 64, 1, &err)) ||
                   an_lora_config_add_target(&lc, "all-linear", &err) || an_lora_attach(m, &lc, &err) ||
                   an_model_plan(m, a->batch, a->seq, &err) || an_lora_trainer_init(&ltr, m, &err);
     } else {
@@ -188,6 +188,8 @@ static int bench_train(const bench_train_args *a) {
 }
 
 int an_cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "memory") == 0) return an_bench_memory(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
     if (argc < 2 || strcmp(argv[1], "train") != 0)
         return cli_fail("usage: autoneg bench train --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--threads K] [--json]");
     bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16};

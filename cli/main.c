@@ -21,6 +21,7 @@ static const command commands[] = {
     {"data", an_cmd_data, "data stats|clean|split ..."},
     {"merge", an_cmd_merge, "merge --model M --adapter A --out DIR"},
     {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
+    {"quantize", an_cmd_quantize, "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]"},
 };
 
 int cli_fail(const char *fmt, ...) {

@@ -10,9 +10,20 @@
 
 #include "kernels/nf4.h"
 #include "model/lora.h"
+#include "model/nf4_weights.h"
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 static float *grad(const an_param *p) { return p ? p->grad : NULL; }
+
+/* The NF4 kernels' scratch: the plan's, or without a plan (inference) the one sized with the weights. */
+static void *nf4_work(const an_model *m, size_t *bytes) {
+    if (m->plan.nf4_work || !m->nf4) {
+        *bytes = m->plan.nf4_work_bytes;
+        return m->plan.nf4_work;
+    }
+    *bytes = m->nf4->work_bytes;
+    return m->nf4->work;
+}
 
 /* out = inp W^T + b for a float32 or NF4 weight. The NF4 kernels fail only when they cannot get
  * scratch memory (never with the plan's workspace); then out is NaN rather than silently wrong. */
@@ -21,8 +32,9 @@ static void base_forward(const an_model *m, const an_param *w, const an_param *b
         m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }
-    const an_plan *p = &m->plan;
-    if (an_nf4_matmul_forward(out, inp, w->nf4, opt(b), N, p->nf4_work, p->nf4_work_bytes, NULL))
+    size_t wb;
+    void *work = nf4_work(m, &wb);
+    if (an_nf4_matmul_forward(out, inp, w->nf4, opt(b), N, work, wb, NULL))
         for (size_t i = 0; i < (size_t)N * w->shape[0]; i++) out[i] = NAN;
 }
 
@@ -32,9 +44,10 @@ static void base_backward(an_model *m, const an_param *w, const an_param *b, flo
         m->ops->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }
-    const an_plan *p = &m->plan;
+    size_t wb;
+    void *work = nf4_work(m, &wb);
     /* frozen: the input gradient only (a bias of an NF4 layer is frozen with it) */
-    if (an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, p->nf4_work, p->nf4_work_bytes, NULL))
+    if (an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, work, wb, NULL))
         for (size_t i = 0; i < (size_t)N * w->shape[1]; i++) dinp[i] = NAN;
     if (b && b->grad) m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
 }

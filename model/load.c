@@ -12,6 +12,7 @@
 
 #include "model/llama2c.h"
 #include "model/model.h"
+#include "model/nf4_weights.h"
 #include "model/safetensors.h"
 
 static int ends_with(const char *s, const char *suffix) {
@@ -41,19 +42,20 @@ static void shape_str(char *out, size_t n, int ndim, const int64_t *shape) {
     if (k < n) snprintf(out + k, n - k, "]");
 }
 
-static int load_tensors(an_model *m, const an_safetensors *st, const char *file, an_error *err) {
-    size_t maxn = 0;
+/* used[]: the tensors of st already taken (by the NF4 reader) */
+static int load_tensors(an_model *m, const an_safetensors *st, const char *file, char *used, an_error *err) {
+    size_t maxn = 1;
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].numel > maxn) maxn = m->params[i].numel;
+        if (!m->params[i].nf4 && m->params[i].numel > maxn) maxn = m->params[i].numel;
     float *buf = malloc(maxn * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
-    char *used = calloc((size_t)st->n_tensors + 1, 1);
     int rc = -1;
-    if (!buf || !tmp || !used) {
+    if (!buf || !tmp) {
         an_fail(err, "%s: out of memory while loading", file);
         goto done;
     }
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
+        if (p->nf4) continue; /* read by an_nf4_weights_read */
         const an_st_tensor *t = find_tensor(m, st, p);
         if (!t) {
             an_fail(err, "%s: tensor %s is missing", file, p->name);
@@ -91,11 +93,12 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
 done:
     free(buf);
     free(tmp);
-    free(used);
     return rc;
 }
 
-an_model *an_model_load(const char *path, const an_ops *ops, an_error *err) {
+/* quant_blocksize > 0: quantize the linear weights to NF4 while reading (an_model_load_nf4). Weights
+ * the file holds in bitsandbytes' NF4 serialization load as NF4 either way. */
+static an_model *load(const char *path, const an_ops *ops, int quant_blocksize, int double_quant, an_error *err) {
     an_model_config cfg;
     an_safetensors st;
     memset(&st, 0, sizeof st);
@@ -114,19 +117,56 @@ an_model *an_model_load(const char *path, const an_ops *ops, an_error *err) {
         if (an_llama2c_open(&cfg, &st, path, err)) return NULL;
         snprintf(file, sizeof file, "%s", path);
     }
-    an_model *m = an_model_create(&cfg, ops, err);
-    if (!m) {
-        an_fail_prefix(err, "%s", path);
-        an_st_close(&st);
-        return NULL;
+    an_model *m = NULL;
+    char *used = calloc((size_t)st.n_tensors + 1, 1);
+    int rc = -1;
+    if (!used) {
+        an_fail(err, "%s: out of memory", path);
+        goto done;
     }
-    int rc = load_tensors(m, &st, file, err);
+    if (an_config_validate(&cfg, "model config", err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    if (!(m = calloc(1, sizeof *m))) {
+        an_fail(err, "%s: out of memory", path);
+        goto done;
+    }
+    m->cfg = cfg;
+    m->ops = ops;
+    if (an_model_build_table(m, err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    if (an_nf4_weights_read(m, &st, file, quant_blocksize, double_quant, used, err)) goto done;
+    if (m->nf4 && ops != an_ops_cpu()) {
+        an_fail(err, "%s: NF4 weights run on the CPU backend only", path);
+        goto done;
+    }
+    if (an_model_alloc_params(m, err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    if (load_tensors(m, &st, file, used, err)) goto done;
+    rc = an_nf4_weights_finish(m, err);
+done:
+    free(used);
     an_st_close(&st);
     if (rc) {
         an_model_free(m);
         return NULL;
     }
     return m;
+}
+
+an_model *an_model_load(const char *path, const an_ops *ops, an_error *err) { return load(path, ops, 0, 0, err); }
+
+an_model *an_model_load_nf4(const char *path, const an_ops *ops, int blocksize, int double_quant, an_error *err) {
+    if (blocksize < 32 || blocksize > 4096 || (blocksize & (blocksize - 1))) {
+        an_fail(err, "%s: NF4 blocksize %d is not a power of two in 32..4096", path, blocksize);
+        return NULL;
+    }
+    return load(path, ops, blocksize, double_quant, err);
 }
 
 int an_model_save(const an_model *m, const char *dir, an_error *err) {
@@ -136,25 +176,33 @@ int an_model_save(const an_model *m, const char *dir, an_error *err) {
     /* an_model_export turns llama2.c's interleaved q/k rows into rotate-half order, so the saved
      * model is a plain Hugging Face one */
     an_model_config cfg = m->cfg;
+    if (m->nf4 && cfg.rope_interleaved)
+        return an_fail(err, "%s: a llama2.c model with NF4 weights cannot be saved (its q/k rows would need "
+                            "reordering inside the quantized blocks); save the float model and quantize that", dir);
     cfg.rope_interleaved = 0;
     if (an_config_save(&cfg, path, err)) return -1;
+    if (m->nf4 && an_nf4_config_patch(m, path, err)) return -1;
 
-    size_t maxn = 0, total = 0; /* every tensor, NF4 ones (not in param_mem) included */
-    for (int i = 0; i < m->n_params; i++) {
+    size_t maxn = 0; /* NF4 weights are written as bitsandbytes' arrays, not from host */
+    for (int i = 0; i < m->n_params; i++)
         if (m->params[i].numel > maxn) maxn = m->params[i].numel;
-        total += m->params[i].numel;
-    }
-    float *host = malloc(total * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
+    float *host = malloc((m->n_param_floats + 1) * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
+    enum { JSON_CAP = 512 };
+    char *json = m->nf4 ? malloc((size_t)m->n_params * JSON_CAP) : NULL; /* quant_state of each NF4 weight */
     an_st_writer w;
     an_st_writer_init(&w);
     int rc = -1;
-    if (!host || !tmp) {
+    if (!host || !tmp || (m->nf4 && !json)) {
         an_fail(err, "%s: out of memory while saving", dir);
         goto done;
     }
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         const an_param *p = &m->params[i];
+        if (p->nf4) { /* bitsandbytes' serialization, as transformers saves a 4-bit model */
+            if (an_nf4_weights_add(&w, p, json + (size_t)i * JSON_CAP, JSON_CAP, err)) goto done;
+            continue;
+        }
         float *dst = host + off;
         off += p->numel;
         an_model_export(m, p, p->data, dst, tmp);
@@ -171,5 +219,6 @@ done:
     an_st_writer_free(&w);
     free(host);
     free(tmp);
+    free(json);
     return rc;
 }

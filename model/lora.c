@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "model/nf4_weights.h"
 
 #define AN_LORA_ALIGN 16 /* floats: 64-byte aligned tensors, as the model's own */
 
@@ -250,8 +251,6 @@ uint64_t an_lora_next_mask_seed(an_lora *l) {
 int an_lora_merge(an_model *m, an_error *err) {
     an_lora *l = m->lora;
     if (!l) return an_fail(err, "lora merge: the model has no adapter");
-    if (an_model_is_quantized(m))
-        return an_fail(err, "lora merge: the base is quantized to NF4; merge into the float base model instead");
     /* Merging into a head tied to the token embedding would change the embedding too (PEFT warns and
      * does it anyway); the merged model would not give the adapter's outputs. */
     if (!m->lm_head && an_lora_find(l, m->tok_emb))
@@ -265,6 +264,13 @@ int an_lora_merge(an_model *m, an_error *err) {
     if (!as) return an_fail(err, "lora merge: out of memory");
     for (int i = 0; i < l->n_mods; i++) {
         an_lora_module *mod = &l->mods[i];
+        if (mod->base->nf4) { /* as PEFT merges into a 4-bit base: dequantize, add, quantize again */
+            if (an_nf4_merge_delta(m, mod->base, mod->a.data, mod->bt.data, l->cfg.r, l->scaling, err)) {
+                m->ops->free(as);
+                return -1;
+            }
+            continue;
+        }
         /* W[out, in] += Bt^T (scaling A): the weight-gradient half of matmul_backward, with Bt as "dout" */
         m->ops->copy(as, mod->a.data, mod->a.numel * sizeof(float));
         m->ops->scale(as, l->scaling, mod->a.numel);

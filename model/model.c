@@ -10,6 +10,7 @@
 #include "kernels/nf4.h"
 #include "model/llama2c.h"
 #include "model/lora.h"
+#include "model/nf4_weights.h"
 
 /* Tensors start on 64-byte boundaries so vector loads never straddle two tensors. */
 #define AN_PARAM_ALIGN 16
@@ -119,6 +120,11 @@ static void build_internlm2(builder *b) {
 }
 
 int an_model_build_params(an_model *m, an_error *err) {
+    if (an_model_build_table(m, err)) return -1;
+    return an_model_alloc_params(m, err);
+}
+
+int an_model_build_table(an_model *m, an_error *err) {
     builder b = {m, m->cfg.n_layers * 20 + 8};
     m->params = calloc((size_t)b.cap, sizeof *m->params);
     m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
@@ -129,14 +135,20 @@ int an_model_build_params(an_model *m, an_error *err) {
     case AN_ARCH_INTERNLM2: build_internlm2(&b); break;
     default: return an_fail(err, "model: unknown architecture %d", (int)m->cfg.arch);
     }
+    return 0;
+}
+
+int an_model_alloc_params(an_model *m, an_error *err) {
     size_t total = 0;
-    for (int i = 0; i < m->n_params; i++) total += align_floats(m->params[i].numel);
+    for (int i = 0; i < m->n_params; i++)
+        if (!m->params[i].nf4) total += align_floats(m->params[i].numel);
     m->n_param_floats = total;
     m->param_mem = m->ops->alloc(total * sizeof(float));
     if (!m->param_mem)
         return an_fail(err, "model: cannot allocate %.1f MiB for the parameters", (double)total * 4 / 1048576);
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
+        if (m->params[i].nf4) continue;
         m->params[i].data = m->param_mem + off;
         off += align_floats(m->params[i].numel);
     }
@@ -163,13 +175,9 @@ void an_model_free(an_model *m) {
     if (!m) return;
     an_model_plan_free(m);
     an_lora_free(m->lora);
+    an_nf4_weights_free(m->nf4);
     if (m->param_mem) m->ops->free(m->param_mem);
     if (m->grad_mem) m->ops->free(m->grad_mem);
-    for (int i = 0; m->params && i < m->n_params; i++)
-        if (m->params[i].nf4) {
-            an_nf4_tensor_free(m->params[i].nf4);
-            free(m->params[i].nf4);
-        }
     free(m->params);
     free(m->layers);
     free(m);
@@ -182,15 +190,19 @@ an_param *an_model_find(an_model *m, const char *name) {
 }
 
 void an_model_set_all_trainable(an_model *m, int trainable) {
-    for (int i = 0; i < m->n_params; i++) m->params[i].trainable = trainable;
+    for (int i = 0; i < m->n_params; i++) m->params[i].trainable = trainable && !m->params[i].nf4;
 }
 
 int an_model_alloc_grads(an_model *m, an_error *err) {
     if (m->grad_mem) m->ops->free(m->grad_mem);
     m->grad_mem = NULL;
     size_t total = 0;
-    for (int i = 0; i < m->n_params; i++)
+    for (int i = 0; i < m->n_params; i++) {
+        if (m->params[i].trainable && m->params[i].nf4)
+            return an_fail(err, "model: tensor %s is NF4-quantized and cannot be trained (train an adapter on it: "
+                                "--method qlora)", m->params[i].name);
         if (m->params[i].trainable) total += align_floats(m->params[i].numel);
+    }
     m->n_grad_floats = total;
     if (total) {
         m->grad_mem = m->ops->alloc(total * sizeof(float));
@@ -239,13 +251,15 @@ static int is_rope_projection(const an_model *m, const an_param *p) {
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp) {
     int rows = (int)p->shape[0], cols = p->ndim == 2 ? (int)p->shape[1] : 1;
     int permute = m->cfg.rope_interleaved && is_rope_projection(m, p);
-    if (!p->transposed && !permute) {
-        if (p->nf4 && !src) an_nf4_tensor_dequantize(p->nf4, host_out); /* QLoRA base: its dequantized values */
-        else m->ops->download(host_out, src, p->numel * sizeof(float));
+    if (p->nf4 && !src) { /* the values an NF4 weight stands for */
+        an_nf4_tensor_dequantize(p->nf4, p->transposed || permute ? tmp : host_out);
+        if (!p->transposed && !permute) return;
+        src = tmp;
+    } else if (!p->transposed && !permute) {
+        m->ops->download(host_out, src, p->numel * sizeof(float));
         return;
     }
-    if (p->nf4 && !src) an_nf4_tensor_dequantize(p->nf4, tmp);
-    else m->ops->download(tmp, src, p->numel * sizeof(float));
+    if (src != tmp) m->ops->download(tmp, src, p->numel * sizeof(float));
     if (permute) {
         an_llama2c_permute_qk(host_out, tmp, rows / m->cfg.head_dim, m->cfg.head_dim, cols);
         return;

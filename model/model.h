@@ -32,8 +32,8 @@ typedef struct an_param {
     float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
     int trainable;
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
-    struct an_nf4_tensor *nf4; /* QLoRA: the frozen weight quantized to NF4 (then data is NULL); see
-                                * an_model_quantize_nf4 in model/lora.h */
+    struct an_nf4_tensor *nf4; /* QLoRA: the frozen weight quantized to NF4, then data is NULL
+                                * (model/nf4_weights.h; owned by an_model.nf4) */
 } an_param;
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
@@ -115,6 +115,7 @@ typedef struct an_model {
     an_plan plan;                   /* zeroed until an_model_plan */
     int head_rows;                  /* LM-head chunk rows to plan for; 0 = automatic */
     struct an_lora *lora;           /* LoRA adapters (model/lora.h); NULL without */
+    struct an_nf4_weights *nf4;     /* NF4 linear weights (model/nf4_weights.h); NULL without */
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -129,7 +130,8 @@ typedef struct an_batch {
 /* A model with all parameters allocated (zeroed) and no gradients; cfg must pass an_config_validate. */
 an_model *an_model_create(const an_model_config *cfg, const an_ops *ops, an_error *err);
 /* Loads a Hugging Face folder (config.json + model.safetensors or a sharded index) or a llama2.c .bin.
- * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor. */
+ * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor.
+ * Linear weights saved in bitsandbytes' NF4 serialization load as NF4 (model/nf4_weights.h). */
 an_model *an_model_load(const char *path, const an_ops *ops, an_error *err);
 /* GPT-2 style init: N(0, 0.02) for embeddings and linear weights (the output projections of each block
  * scaled by 1/sqrt(2 * n_layers)), norm weights 1, biases 0. Repeatable for a seed. */
@@ -149,7 +151,7 @@ size_t an_model_param_count(const an_model *m, int trainable_only);
 /* Copies a tensor of p's shape (p->data, p->grad, or optimizer state) to host memory in the
  * Hugging Face layout (transposing GPT-2 Conv1D weights back to [in, out]). tmp: p->numel floats of
  * host scratch, only used when transposing. An NF4 weight (src == p->data == NULL) gives its
- * dequantized values, so a QLoRA model saves as the float32 model it computes with. */
+ * dequantized values. */
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
 
 /* ---- running ---- */
@@ -177,6 +179,10 @@ size_t an_model_bytes_activations(const an_model *m);
 
 /* Internal to model/: the family-specific pieces, shared by the files that implement the above. */
 int an_model_build_params(an_model *m, an_error *err);
+/* The two halves of an_model_build_params: the tensor table, then one allocation for every
+ * parameter that is not NF4 (an_model_load_nf4 quantizes in between). */
+int an_model_build_table(an_model *m, an_error *err);
+int an_model_alloc_params(an_model *m, an_error *err);
 void an_model_plan_free(an_model *m);
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N);
 void an_model_split_qkv_backward(const an_model *m, float *dqkv, const float *dq, const float *dk,

@@ -95,7 +95,7 @@ static void test_qlora_model_saves_dequantized(void) {
     if (!m) return;
     an_error e;
     size_t before = an_model_bytes_params(m);
-    CHECK(an_model_quantize_nf4(m, 1, &e) == 0);
+    CHECK(an_model_quantize_nf4(m, 64, 1, &e) == 0);
     /* the linears hold ~0.52 bytes per weight; the embedding and head stay float32 */
     CHECK(an_model_bytes_params(m) < before);
     int V = m->cfg.vocab_size;
@@ -112,10 +112,10 @@ static void test_qlora_model_saves_dequantized(void) {
         CHECK_MSG(err < 1e-5, "saved NF4 model: logits rel err %.3g", err);
     }
     /* quantizing twice, or after planning without planning again, is refused */
-    CHECK(an_model_quantize_nf4(m, 1, &e) == -1);
+    CHECK(an_model_quantize_nf4(m, 64, 1, &e) == -1);
     CHECK_CONTAINS(e.msg, "already quantized");
     an_model *p = load_fixture_model("llama");
-    CHECK(p && an_model_plan(p, 1, T, &e) == 0 && an_model_quantize_nf4(p, 1, &e) == 0);
+    CHECK(p && an_model_plan(p, 1, T, &e) == 0 && an_model_quantize_nf4(p, 64, 1, &e) == 0);
     int32_t small[T] = {1, 2, 3};
     an_batch b = {small, NULL, NULL, NULL, 1, T};
     CHECK(p && an_model_forward(p, &b, 0, 1.0f, NULL, l2, &e) == -1);
@@ -134,7 +134,7 @@ static void check_linear_forward(int qlora) {
     an_model *m = load_fixture_model("qwen2"); /* q/k/v biases: the bias path too */
     if (!m) return;
     an_error e;
-    if (qlora) CHECK(an_model_quantize_nf4(m, 1, &e) == 0);
+    if (qlora) CHECK(an_model_quantize_nf4(m, 64, 1, &e) == 0);
     CHECK(an_lora_load(m, "tests/ref/lora/qwen2", &e) == 0);
     an_safetensors st;
     CHECK(an_st_open(&st, "tests/ref/lora/qwen2/adapter_model.safetensors", &e) == 0);

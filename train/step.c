@@ -13,6 +13,9 @@ static double now(void) {
 int an_full_trainer_init(an_full_trainer *t, an_model *model, an_error *err) {
     memset(t, 0, sizeof *t);
     t->model = model;
+    if (model->nf4) /* its NF4 linear weights are frozen: "full" would train only the rest */
+        return an_fail(err, "trainer: full fine-tuning needs float weights, but this model's linear layers are NF4 "
+                            "(train an adapter: --method qlora; or load the model without quantizing)");
     if (an_model_alloc_grads(model, err)) return -1;
     t->n = model->n_grad_floats;
     if (t->n) {

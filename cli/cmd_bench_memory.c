@@ -1,0 +1,194 @@
+/* autoneg bench memory: the memory plan of a training step, computed from a config without
+ * allocating the model (model/qlora_plan.h), and optionally the measured peak of a real step.
+ *
+ *   autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T]
+ *                        [--r R] [--recompute] [--dtype f32|bf16] [--lora-head] [--dropout]
+ *                        [--threads K] [--measure [--layers L]]
+ *
+ * --measure builds the preset (with only L layers when given) from random weights, quantizes it,
+ * attaches the adapter, plans and runs one training step, and prints the step's peak resident set
+ * (VmHWM, reset just before the step) next to the plan of the same configuration. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/file.h"
+#include "model/lora.h"
+#include "model/nf4_weights.h"
+#include "model/qlora_plan.h"
+#include "train/lora_step.h"
+#include "train/step.h"
+
+#define USAGE                                                                                                          \
+    "usage: autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n" \
+    "       [--recompute] [--dtype f32|bf16] [--lora-head] [--dropout] [--threads K] [--measure [--layers L]]"
+
+static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
+
+/* a field of /proc/self/status in bytes (kB there), or 0 */
+static size_t proc_status(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0, n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':') kb = strtoull(line + n + 1, NULL, 10);
+    fclose(f);
+    return kb * 1024;
+}
+
+static void reset_peak(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w"); /* "5" resets VmHWM to the current RSS (Linux 4.0+) */
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+}
+
+static void print_plan(const an_model_config *cfg, const an_memory_opts *o, const an_memory_plan *p, int recompute) {
+    const char *method = o->method == AN_METHOD_QLORA ? "qlora" : o->method == AN_METHOD_LORA ? "lora" : "full";
+    const char *other = o->other_bytes == 4 ? "float32" : "bf16";
+    printf("%s, %d layers, hidden %d, ffn %d, vocab %d: %s, batch %d x %d tokens", cfg->architecture, cfg->n_layers,
+           cfg->dim, cfg->ffn_dim, cfg->vocab_size, method, o->B, o->T);
+    if (o->method != AN_METHOD_FULL) printf(", LoRA r %d on every linear%s", o->r, o->lora_head ? " and the head" : " but the head");
+    printf("\n");
+    if (o->method == AN_METHOD_QLORA)
+        printf("  base linear weights  %14zu params  NF4 (blocks of %d%s) %.4f bytes/param  %8.3f GiB\n", p->n_linear,
+               o->blocksize, o->double_quant ? ", double quant" : "", p->linear_bytes_per_param, gib(p->base_linear));
+    else
+        printf("  base linear weights  %14zu params  %s                                %8.3f GiB\n", p->n_linear, other,
+               gib(p->base_linear));
+    printf("  embeddings/head/norms %13zu params  %-7s                               %8.3f GiB\n", p->n_other, other,
+           gib(p->base_other));
+    if (o->method != AN_METHOD_FULL)
+        printf("  adapters             %14zu params  float32                               %8.3f GiB\n", p->n_adapter,
+               gib(p->adapters));
+    printf("  gradients            %52s %8.3f GiB\n", o->method == AN_METHOD_FULL ? "(every parameter, float32)" : "(adapters only)", gib(p->grads));
+    printf("  AdamW moments        %52s %8.3f GiB\n", "(two per trained parameter)", gib(p->optimizer));
+    if (o->method == AN_METHOD_QLORA) printf("  NF4 kernel workspace %52s %8.3f GiB\n", "", gib(p->nf4_workspace));
+    printf("  activations          %52s %8.3f GiB\n", "(as allocated today, no recomputation)", gib(p->activations));
+    printf("  activations          %52s %8.3f GiB\n", "(with per-layer recomputation: planned only)", gib(p->activations_recompute));
+    printf("  total                %52s %8.3f GiB\n", "(no recomputation)", gib(p->total));
+    printf("  total                %52s %8.3f GiB%s\n", "(with per-layer recomputation)", gib(p->total_recompute),
+           recompute ? "   <- --recompute" : "");
+}
+
+static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long long seed) {
+    an_error err;
+    size_t rss0 = proc_status("VmRSS");
+    an_model *m = an_model_init_random(&cfg, an_ops_cpu(), seed, &err);
+    if (!m) return cli_error(&err);
+    int rc = 1;
+    an_lora_trainer tr;
+    memset(&tr, 0, sizeof tr);
+    an_full_trainer ft;
+    memset(&ft, 0, sizeof ft);
+    int32_t *ids = malloc((size_t)o->B * o->T * sizeof(int32_t)), *tg = malloc((size_t)o->B * o->T * sizeof(int32_t));
+    if (!ids || !tg) {
+        cli_fail("bench memory: out of memory");
+        goto done;
+    }
+    if (o->method == AN_METHOD_QLORA && an_model_quantize_nf4(m, o->blocksize, o->double_quant, &err)) goto fail;
+    if (o->method != AN_METHOD_FULL) {
+        an_lora_config c = an_lora_config_default();
+        c.r = o->r;
+        c.alpha = 16;
+        c.dropout = o->dropout ? 0.1f : 0.0f;
+        if (an_lora_config_add_target(&c, "all-linear", &err)) goto fail;
+        if (o->lora_head && an_lora_config_add_target(&c, cfg.arch == AN_ARCH_INTERNLM2 ? "output" : "lm_head", &err))
+            goto fail;
+        if (an_lora_attach(m, &c, &err)) goto fail;
+    }
+    if (an_model_plan(m, o->B, o->T, &err)) goto fail;
+    if (o->method != AN_METHOD_FULL ? an_lora_trainer_init(&tr, m, &err) : an_full_trainer_init(&ft, m, &err)) goto fail;
+    for (int i = 0; i < o->B * o->T; i++) {
+        ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)cfg.vocab_size);
+        tg[i] = (int32_t)(((i + 1) * 7919u + 13u) % (unsigned)cfg.vocab_size);
+    }
+    an_batch b = {ids, NULL, NULL, tg, o->B, o->T};
+    an_adamw_config opt = {2e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    an_step_stats st;
+    size_t before = proc_status("VmRSS");
+    reset_peak();
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (o->method != AN_METHOD_FULL ? an_lora_train_step(&tr, &b, &opt, &st, &err) : an_train_step(&ft, &b, &opt, &st, &err))
+        goto fail;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    size_t peak = proc_status("VmHWM");
+    an_memory_plan p;
+    if (an_memory_plan_compute(&cfg, o, &p, &err)) goto fail;
+    printf("measured (%d layers, random weights, one step %.1f s, loss %.3f, %d threads):\n", cfg.n_layers,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec), st.loss, omp_get_max_threads());
+    printf("  resident before the model %8.3f GiB (program, libraries)\n", gib(rss0));
+    printf("  resident before the step  %8.3f GiB\n", gib(before));
+    printf("  peak during the step      %8.3f GiB  -> %.3f GiB above the program's own\n", gib(peak), gib(peak - rss0));
+    printf("  plan of this configuration %7.3f GiB (no recomputation, which is what runs)\n", gib(p.total));
+    rc = 0;
+    goto done;
+fail:
+    cli_error(&err);
+done:
+    free(ids);
+    free(tg);
+    an_lora_trainer_free(&tr);
+    an_full_trainer_free(&ft);
+    an_model_free(m);
+    return rc;
+}
+
+int an_bench_memory(int argc, char **argv) {
+    const char *preset = NULL;
+    an_memory_opts o = an_memory_opts_default();
+    int recompute = 0, do_measure = 0, layers = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(f, "--recompute")) recompute = 1;
+        else if (!strcmp(f, "--lora-head")) o.lora_head = 1;
+        else if (!strcmp(f, "--dropout")) o.dropout = 1;
+        else if (!strcmp(f, "--measure")) do_measure = 1;
+        else if (!v) return cli_fail("bench memory: %s needs a value\n" USAGE, f);
+        else if (!strcmp(f, "--preset")) preset = argv[++i];
+        else if (!strcmp(f, "--batch")) o.B = atoi(argv[++i]);
+        else if (!strcmp(f, "--seq")) o.T = atoi(argv[++i]);
+        else if (!strcmp(f, "--r")) o.r = atoi(argv[++i]);
+        else if (!strcmp(f, "--threads")) o.threads = atoi(argv[++i]);
+        else if (!strcmp(f, "--layers")) layers = atoi(argv[++i]);
+        else if (!strcmp(f, "--dtype")) {
+            v = argv[++i];
+            if (!strcmp(v, "f32")) o.other_bytes = 4;
+            else if (!strcmp(v, "bf16")) o.other_bytes = 2;
+            else return cli_fail("bench memory: --dtype must be f32 or bf16, not '%s'", v);
+        } else if (!strcmp(f, "--method")) {
+            v = argv[++i];
+            if (!strcmp(v, "qlora")) o.method = AN_METHOD_QLORA;
+            else if (!strcmp(v, "lora")) o.method = AN_METHOD_LORA;
+            else if (!strcmp(v, "full")) o.method = AN_METHOD_FULL;
+            else return cli_fail("bench memory: --method must be qlora, lora or full, not '%s'", v);
+        } else return cli_fail("bench memory: unknown argument '%s'\n" USAGE, f);
+    }
+    if (!preset) return cli_fail(USAGE);
+    char path[4096];
+    if (an_file_exists(preset)) snprintf(path, sizeof path, "%s", preset);
+    else snprintf(path, sizeof path, "configs/models/%s.json", preset);
+    an_model_config cfg;
+    an_error err;
+    if (an_config_load(&cfg, path, &err)) return cli_error(&err);
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    an_memory_plan p;
+    if (an_memory_plan_compute(&cfg, &o, &p, &err)) return cli_error(&err);
+    print_plan(&cfg, &o, &p, recompute);
+    if (o.method != AN_METHOD_FULL || o.other_bytes == 4)
+        printf("  (autoneg holds non-quantized parameters, adapters and activations in float32%s)\n",
+               o.other_bytes == 2 ? "; --dtype bf16 shows what bf16 embeddings/head/norms would take" : "");
+    if (!do_measure) return 0;
+    if (o.other_bytes != 4) return cli_fail("bench memory: --measure runs what autoneg holds (float32): drop --dtype bf16");
+    if (layers > 0) {
+        if (layers > cfg.n_layers) return cli_fail("bench memory: --layers %d exceeds the preset's %d", layers, cfg.n_layers);
+        cfg.n_layers = layers;
+    }
+    return measure(cfg, &o, 1);
+}

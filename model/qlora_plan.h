@@ -1,0 +1,45 @@
+#ifndef AN_MODEL_QLORA_PLAN_H
+#define AN_MODEL_QLORA_PLAN_H
+/* The memory a training step needs, computed from a model config alone (nothing of the model's
+ * size is allocated): base weights, adapters, their gradients, AdamW state, activations with and
+ * without per-layer recomputation, and the NF4 kernel workspace (docs/qlora.md, `autoneg bench
+ * memory`).
+ *
+ * The activation figure without recomputation is exactly what an_model_plan allocates (the same
+ * buffers in the same 64-byte rounding; tests/test_qlora_plan.c checks it against the real plan).
+ * With recomputation -- gradient checkpointing per layer, which the model does NOT implement yet --
+ * it is what such a plan would hold: every layer's input (the checkpoint), one layer's activations
+ * recomputed during backward, and the shared scratch. */
+#include <stddef.h>
+
+#include "core/error.h"
+#include "model/config.h"
+
+typedef enum an_train_method { AN_METHOD_FULL = 0, AN_METHOD_LORA, AN_METHOD_QLORA } an_train_method;
+
+typedef struct an_memory_opts {
+    int B, T;
+    an_train_method method;
+    int r;                /* LoRA rank (lora, qlora) */
+    int lora_head;        /* the adapter also on the output head (PEFT "all-linear" leaves it out) */
+    int dropout;          /* LoRA dropout > 0 (two [N, largest in] buffers) */
+    int other_bytes;      /* bytes per non-quantized parameter: 4 (float32, what autoneg holds) or 2 (bf16) */
+    int blocksize, double_quant; /* NF4 (qlora) */
+    int threads;          /* for the NF4 workspace; <= 0: omp_get_max_threads() */
+} an_memory_opts;
+
+typedef struct an_memory_plan {
+    size_t n_linear, n_other;       /* parameters: linear weights (quantized under qlora) and the rest */
+    size_t n_adapter;               /* LoRA parameters */
+    size_t base_linear, base_other; /* bytes */
+    double linear_bytes_per_param;
+    size_t adapters, grads, optimizer;
+    size_t activations, activations_recompute;
+    size_t nf4_workspace;
+    size_t total, total_recompute;  /* everything above, without / with recomputation */
+} an_memory_plan;
+
+an_memory_opts an_memory_opts_default(void); /* qlora, B 1, T 2048, r 64, f32, NF4 64 + double quant */
+int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, an_memory_plan *out, an_error *err);
+
+#endif

@@ -1,0 +1,72 @@
+/* The memory plan of model/qlora_plan.h against what the model really allocates: for the tiny
+ * Llama, InternLM2 and GPT-2 fixtures with an adapter (with and without dropout, on and off the
+ * head) and NF4 weights, the planned activations must equal an_model_plan's allocation byte for
+ * byte, the adapters an_lora_bytes_params, the NF4 bytes an_model_nf4_bytes and the parameter
+ * counts the model's own. And the InternLM2-7B preset must count 7,737,708,544 parameters, the
+ * published total (../shared/reference/anchor-xtuner-qlora.md, section 2), with its NF4 linear
+ * weights at no more than 0.52 bytes each (docs/nf4.md: 0.5159 for blocks of 64 with double
+ * quantization). */
+#include <string.h>
+
+#include "model/lora.h"
+#include "model/nf4_weights.h"
+#include "model/qlora_plan.h"
+#include "tests/test_model_util.h"
+
+static void check(const char *name, int dropout, int head, int B, int T) {
+    an_model *m = load_fixture_model(name);
+    if (!m) return;
+    an_error e;
+    CHECK(an_model_quantize_nf4(m, 64, 1, &e) == 0);
+    an_lora_config c = an_lora_config_default();
+    c.r = 4;
+    c.dropout = dropout ? 0.1f : 0.0f;
+    CHECK(an_lora_config_add_target(&c, "all-linear", &e) == 0);
+    if (head) CHECK(an_lora_config_add_target(&c, m->cfg.arch == AN_ARCH_INTERNLM2 ? "output" : "lm_head", &e) == 0);
+    CHECK(an_lora_attach(m, &c, &e) == 0);
+    CHECK(an_model_plan(m, B, T, &e) == 0);
+    an_memory_opts o = an_memory_opts_default();
+    o.B = B;
+    o.T = T;
+    o.r = 4;
+    o.dropout = dropout;
+    o.lora_head = head;
+    an_memory_plan p;
+    CHECK(an_memory_plan_compute(&m->cfg, &o, &p, &e) == 0);
+    /* the plan also holds the NF4 kernels' workspace, carved in 64-byte units */
+    size_t ws = (p.nf4_workspace + 63) / 64 * 64;
+    CHECK_MSG(p.activations + ws == an_model_bytes_activations(m), "%s: planned %zu + %zu, allocated %zu", name,
+              p.activations, ws, an_model_bytes_activations(m));
+    CHECK(p.activations_recompute < p.activations);
+    CHECK(p.adapters == an_lora_bytes_params(m->lora));
+    CHECK(p.n_adapter == an_lora_param_count(m->lora));
+    CHECK(p.base_linear == an_model_nf4_bytes(m));
+    CHECK(p.n_linear == an_model_nf4_param_count(m));
+    CHECK(p.n_linear + p.n_other == an_model_param_count(m, 0));
+    an_model_free(m);
+}
+
+static void test_plan_matches_allocation(void) {
+    check("llama", 0, 1, 2, 7);
+    check("llama", 1, 0, 3, 5);
+    check("internlm2", 1, 1, 1, 9);
+    check("gpt2", 0, 0, 2, 6);
+}
+
+static void test_internlm2_7b(void) {
+    an_model_config cfg;
+    an_error e;
+    CHECK_MSG(an_config_load(&cfg, "configs/models/internlm2-7b.json", &e) == 0, "%s", e.msg);
+    an_memory_opts o = an_memory_opts_default();
+    an_memory_plan p;
+    CHECK(an_memory_plan_compute(&cfg, &o, &p, &e) == 0);
+    CHECK(p.n_linear + p.n_other == 7737708544ull);
+    CHECK(p.n_other == 758120448ull + 65 * 4096); /* embedding + head, and 65 norm weights */
+    CHECK(p.linear_bytes_per_param <= 0.52 && p.linear_bytes_per_param > 0.515);
+}
+
+int main(void) {
+    RUN(test_plan_matches_allocation);
+    RUN(test_internlm2_7b);
+    return test_finish();
+}
