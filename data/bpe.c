@@ -42,6 +42,18 @@ int an_vocab_add(an_vocab *v, const char *s, size_t len, float score, int type) 
     v->score[id] = score;
     v->type[id] = (uint8_t)type;
     v->arena_len += len + 1;
+    if (v->slots) { /* keep an existing index current */
+        if ((size_t)v->n * 2 > v->mask + 1) {
+            if (an_vocab_index(v)) return -1;
+        } else {
+            size_t i = hash_bytes(s, len) & v->mask;
+            for (; v->slots[i] >= 0; i = (i + 1) & v->mask) {
+                int32_t o = v->slots[i];
+                if (v->len[o] == len && memcmp(v->arena + v->off[o], v->arena + v->off[id], len) == 0) return id;
+            }
+            v->slots[i] = id;
+        }
+    }
     return id;
 }
 
@@ -55,7 +67,7 @@ int an_vocab_set_text(an_vocab *v, int32_t id, const char *s, size_t len) {
     v->off[id] = v->off[tmp];
     v->len[id] = v->len[tmp];
     v->n = n;
-    return 0;
+    return v->slots ? an_vocab_index(v) : 0;
 }
 
 int an_vocab_index(an_vocab *v) {

@@ -49,25 +49,34 @@ static size_t squeeze_spaces(const char *s, size_t n, char *o) {
     return k;
 }
 
-static int push_symbol(const an_tokenizer *t, const char *p, size_t len, int32_t *ids, size_t *k) {
+static int push_symbol(const an_tokenizer *t, const char *p, size_t len, int32_t *ids, uint8_t *ws, int is_ws, size_t *k) {
     int32_t id = an_vocab_find(&t->vocab, p, len);
     int ty = id >= 0 ? t->vocab.type[id] : 0;
+    size_t k0 = *k;
+    int rc = 0;
     if (id >= 0 && ty != AN_PIECE_CONTROL && ty != AN_PIECE_UNKNOWN && ty != AN_PIECE_UNUSED) {
         ids[(*k)++] = id;
-        return 0;
-    }
-    if (!t->byte_fallback) {
+    } else if (!t->byte_fallback) {
         if (!(t->fuse_unk && *k > 0 && ids[*k - 1] == t->unk)) ids[(*k)++] = t->unk;
-        return t->unk < 0 ? -2 : 0;
+        rc = t->unk < 0 ? -2 : 0;
+    } else {
+        /* byte fallback only when every byte has its piece, else one unk for the character (HF) */
+        size_t i = 0;
+        while (i < len && t->byte_id[(unsigned char)p[i]] >= 0) i++;
+        if (i < len) {
+            if (!(t->fuse_unk && *k > 0 && ids[*k - 1] == t->unk)) ids[(*k)++] = t->unk;
+            rc = t->unk < 0 ? -2 : 0;
+        } else {
+            for (i = 0; i < len; i++) ids[(*k)++] = t->byte_id[(unsigned char)p[i]];
+        }
     }
-    /* byte fallback only when every byte has its piece, else one unk for the character (HF) */
-    size_t i = 0;
-    while (i < len && t->byte_id[(unsigned char)p[i]] >= 0) i++;
-    if (i < len) {
-        if (!(t->fuse_unk && *k > 0 && ids[*k - 1] == t->unk)) ids[(*k)++] = t->unk;
-        return t->unk < 0 ? -2 : 0;
-    }
-    for (i = 0; i < len; i++) ids[(*k)++] = t->byte_id[(unsigned char)p[i]];
+    for (size_t i = k0; i < *k; i++) ws[i] = (uint8_t)is_ws;
+    return rc;
+}
+
+static int is_glue(const an_tokenizer *t, const char *c, size_t len) {
+    for (int g = 0; g < t->n_glue; g++)
+        if (t->glue_len[g] == len && memcmp(t->glue[g], c, len) == 0) return 1;
     return 0;
 }
 
@@ -81,31 +90,44 @@ int an_encode_spm(const an_tokenizer *t, const char *s, size_t n, int prefix, an
     }
     size_t sp_len = strlen(t->space_text);
     /* each input byte gives at most one symbol; the prefix at most sp_len */
-    int32_t *ids = malloc((n + sp_len + 1) * sizeof *ids);
+    int32_t *ids = malloc((n + sp_len + 1) * (sizeof *ids + 1));
     if (!ids || n + sp_len > INT32_MAX) {
         free(clean);
         free(ids);
         return -1;
     }
+    /* per symbol: 1 the space symbol, 2 a glue character, 0 anything else */
+    uint8_t *ws = (uint8_t *)(ids + n + sp_len + 1);
     size_t k = 0;
     int missing = 0, rc = 0;
-    if (prefix) missing |= push_symbol(t, t->space_text, sp_len, ids, &k);
+    if (prefix) missing |= push_symbol(t, t->space_text, sp_len, ids, ws, 1, &k);
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         int l = an_utf8_decode((const unsigned char *)s + i, n - i, &cp);
-        if (s[i] == ' ') missing |= push_symbol(t, t->space_text, sp_len, ids, &k);
-        else missing |= push_symbol(t, s + i, (size_t)l, ids, &k);
+        if (s[i] == ' ') missing |= push_symbol(t, t->space_text, sp_len, ids, ws, 1, &k);
+        else missing |= push_symbol(t, s + i, (size_t)l, ids, ws, is_glue(t, s + i, (size_t)l) ? 2 : 0, &k);
         i += (size_t)l;
     }
-    /* a symbol without a token (no byte fallback, no unk) is dropped rather than invented */
+/* a symbol without a token (no byte fallback, no unk) is dropped rather than invented */
     if (missing) {
         size_t j = 0;
         for (size_t i = 0; i < k; i++)
-            if (ids[i] >= 0) ids[j++] = ids[i];
+            if (ids[i] >= 0) ws[j] = ws[i], ids[j++] = ids[i];
         k = j;
     }
-    int m = an_bpe_merge(&t->merges, ids, (int)k, sc);
-    if (m < 0 || an_ids_append(out, ids, (size_t)m)) rc = -1;
+    if (t->split_at_space) {
+        /* words start where the space symbol follows a character that no piece joins to it */
+        size_t start = 0;
+        for (size_t i = 1; i <= k && rc == 0; i++) {
+            if (i < k && !(ws[i] == 1 && ws[i - 1] == 0)) continue;
+            int m = an_bpe_merge(&t->merges, ids + start, (int)(i - start), sc);
+            if (m < 0 || an_ids_append(out, ids + start, (size_t)m)) rc = -1;
+            start = i;
+        }
+    } else {
+        int m = an_bpe_merge(&t->merges, ids, (int)k, sc);
+        if (m < 0 || an_ids_append(out, ids, (size_t)m)) rc = -1;
+    }
     free(ids);
     free(clean);
     return rc;

@@ -237,7 +237,8 @@ done:
     return rc;
 }
 
-static int llama2c_mergeable(int type) { return type == AN_PIECE_NORMAL || type == AN_PIECE_BYTE; }
+/* llama2.c merges any two pieces whose concatenation is a piece, whatever its kind */
+static int llama2c_mergeable(int type) { return type > 0; }
 
 int an_load_llama2c(an_tokenizer *t, const char *path, an_error *err) {
     an_mapped_file m;

@@ -26,7 +26,7 @@ int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int3
     if (!copy) return -1;
     memcpy(copy, text, len);
     copy[len] = 0;
-    s[t->n_special++] = (an_special){copy, len, id, normalized};
+    s[t->n_special++] = (an_special){copy, len, id, normalized, 0};
     return 0;
 }
 
@@ -106,6 +106,40 @@ static int build_decode_table(an_tokenizer *t) {
     return 0;
 }
 
+/* Collects the characters that some mergeable piece has right before a "▁" (InternLM2: "\t▁▁▁");
+ * a word boundary after any other character can never be merged across. Returns 0 when there are
+ * too many to keep, which turns word splitting off. */
+static int find_glue_chars(an_tokenizer *t) {
+    const an_vocab *v = &t->vocab;
+    size_t sp = strlen(t->space_text);
+    t->n_glue = 0;
+    for (int id = 0; id < v->n; id++) {
+        if (v->type[id] != AN_PIECE_NORMAL) continue;
+        const char *s = an_vocab_text(v, id);
+        size_t len = v->len[id];
+        for (size_t i = 0, prev = 0, prev_len = 0; i < len;) {
+            if (i + sp <= len && memcmp(s + i, t->space_text, sp) == 0) {
+                if (prev_len && !(prev_len == sp && memcmp(s + prev, t->space_text, sp) == 0)) {
+                    int known = 0;
+                    for (int g = 0; g < t->n_glue && !known; g++)
+                        known = t->glue_len[g] == prev_len && memcmp(t->glue[g], s + prev, prev_len) == 0;
+                    if (!known) {
+                        if (t->n_glue == AN_MAX_GLUE || prev_len > 4) return 0;
+                        memcpy(t->glue[t->n_glue], s + prev, prev_len);
+                        t->glue_len[t->n_glue++] = (uint8_t)prev_len;
+                    }
+                }
+                prev = i, prev_len = sp, i += sp;
+            } else {
+                uint32_t cp;
+                int l = an_utf8_decode((const unsigned char *)s + i, len - i, &cp);
+                prev = i, prev_len = (size_t)l, i += (size_t)l;
+            }
+        }
+    }
+    return 1;
+}
+
 int an_tokenizer_finish(an_tokenizer *t, an_error *err) {
     if (t->n_special > 1) qsort(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special_len);
     memset(t->special_first, 0, sizeof t->special_first);
@@ -113,9 +147,12 @@ int an_tokenizer_finish(an_tokenizer *t, an_error *err) {
         if (t->special[i].id < 0 || t->special[i].id >= t->vocab.n)
             return an_fail(err, "%s: special token \"%s\" has id %d outside the vocabulary (%d)", t->path,
                            t->special[i].text, t->special[i].id, t->vocab.n);
+        t->special[i].lead_space = t->special[i].normalized && t->prefix_mode == AN_PREFIX_PER_UNIT;
         t->special_first[(unsigned char)t->special[i].text[0]] = 1;
+        if (t->special[i].lead_space) t->special_first[' '] = 1;
     }
     if (an_vocab_index(&t->vocab) || build_decode_table(t)) return an_fail(err, "%s: out of memory", t->path);
+    if (t->kind == AN_TOK_SPM) t->split_at_space = find_glue_chars(t);
     return 0;
 }
 
@@ -208,14 +245,29 @@ int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece) {
     return an_vocab_find(&t->vocab, piece, len);
 }
 
-/* The longest special token at s[0..n), or NULL. */
-static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n) {
+const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->vocab.n ? an_vocab_text(&t->vocab, id) : NULL;
+}
+
+/* The longest special token at s[0..n), or NULL; *mlen is the length it takes (with the space
+ * before it for lead_space tokens away from a unit start). */
+static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, size_t *mlen,
+                                       int *took_space) {
     if (!t->special_first[(unsigned char)s[0]]) return NULL;
+    const an_special *best = NULL;
+    size_t best_len = 0;
     for (int i = 0; i < t->n_special; i++) {
         const an_special *sp = &t->special[i];
-        if (sp->len <= n && memcmp(sp->text, s, sp->len) == 0) return sp;
+        size_t len = 0;
+        if (sp->lead_space && s[0] == ' ' && sp->len + 1 <= n && memcmp(sp->text, s + 1, sp->len) == 0)
+            len = sp->len + 1;
+        else if ((!sp->lead_space || unit_start) && sp->len <= n && memcmp(sp->text, s, sp->len) == 0)
+            len = sp->len;
+        if (len > best_len) best = sp, best_len = len;
     }
-    return NULL;
+    *mlen = best_len;
+    *took_space = best && best->lead_space && best_len == best->len + 1;
+    return best;
 }
 
 static int encode_segment(const an_tokenizer *t, const char *s, size_t n, int prefix, an_ids *out, an_bpe_scratch *sc) {
@@ -223,31 +275,31 @@ static int encode_segment(const an_tokenizer *t, const char *s, size_t n, int pr
     return an_encode_spm(t, s, n, prefix, out, sc);
 }
 
+/* Text is cut at special tokens; the pieces between are encoded separately. With HF's Prepend
+ * normalizer a "unit" (the text between non-normalized special tokens) gets the "▁" prefix once. */
 int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
     an_bpe_scratch sc = {0};
-    size_t seg = 0, i = 0;
-    int unit_start = 1, rc = 0;
+    size_t seg = 0, i = 0, unit = 0;
+    int rc = 0;
     while (i < len) {
-        const an_special *sp = match_special(t, text + i, len - i);
+        size_t mlen;
+        int took_space;
+        const an_special *sp = match_special(t, text + i, len - i, i == unit, &mlen, &took_space);
         if (!sp) {
             i++;
             continue;
         }
-        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && unit_start;
-        if (i > seg) {
-            rc = encode_segment(t, text + seg, i - seg, prefix, out, &sc);
-            unit_start = 0;
-        } else if (t->prefix_mode == AN_PREFIX_PER_UNIT && unit_start && sp->normalized) {
-            /* HF normalizes the unit before splitting off normalized tokens: "▁" stands alone */
+        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && seg == unit;
+        if (i > seg) rc = encode_segment(t, text + seg, i - seg, prefix, out, &sc);
+        else if (prefix && took_space && t->prefix_mode == AN_PREFIX_PER_UNIT) /* the unit's "▁" stands alone */
             rc = encode_segment(t, "", 0, 1, out, &sc);
-        }
         if (rc || an_ids_push(out, sp->id)) goto oom;
-        unit_start = !sp->normalized;
-        i += sp->len;
+        i += mlen;
         seg = i;
+        if (!sp->normalized) unit = i;
     }
     if (len > seg) {
-        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && unit_start;
+        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && seg == unit;
         if (encode_segment(t, text + seg, len - seg, prefix, out, &sc)) goto oom;
     }
     an_bpe_scratch_free(&sc);
@@ -352,6 +404,11 @@ int an_detok_flush(an_detok *d, char *out, size_t outsz) {
 }
 
 char *an_tokenizer_decode(const an_tokenizer *t, const int32_t *ids, size_t n, an_error *err) {
+    size_t len;
+    return an_tokenizer_decode_len(t, ids, n, &len, err);
+}
+
+char *an_tokenizer_decode_len(const an_tokenizer *t, const int32_t *ids, size_t n, size_t *len, an_error *err) {
     an_detok d;
     an_detok_init(&d, t);
     size_t cap = 64;
@@ -366,5 +423,6 @@ char *an_tokenizer_decode(const an_tokenizer *t, const int32_t *ids, size_t n, a
     for (size_t i = 0; i < n; i++) feed(&d, ids[i], &k);
     if (d.n_pending) put(&k, REPLACEMENT, 3);
     out[k.n] = 0;
+    *len = k.n;
     return out;
 }

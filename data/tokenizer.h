@@ -25,6 +25,9 @@ int32_t an_tokenizer_eos(const an_tokenizer *t);
 int an_tokenizer_adds_bos(const an_tokenizer *t);
 /* Id of a token by its exact text (special tokens included), -1 when absent. */
 int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece);
+/* The text of token id as the tokenizer file spells it ("Ġthe", "▁the", "<0x0A>"), NULL when out of
+ * range. For decoded text use an_tokenizer_decode. */
+const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id);
 
 /* Streaming decoder: feed ids one at a time, get back only complete UTF-8, with byte fallback and
  * the leading-space rules undone. */
@@ -44,5 +47,14 @@ int an_detok_feed(an_detok *d, int32_t id, char *out, size_t outsz);
 int an_detok_flush(an_detok *d, char *out, size_t outsz);
 /* Whole-sequence decode into a malloc'd string. */
 char *an_tokenizer_decode(const an_tokenizer *t, const int32_t *ids, size_t n, an_error *err);
+/* The same, with the length in *len (the text may contain NUL bytes). */
+char *an_tokenizer_decode_len(const an_tokenizer *t, const int32_t *ids, size_t n, size_t *len, an_error *err);
+
+/* Trains a byte-level BPE (GPT-2 pre-tokenization, 256 byte tokens, then merges, then an
+ * <|endoftext|> special used as BOS and EOS) on texts until the vocabulary has vocab_size tokens or
+ * no pair is left, and writes out_dir/tokenizer.json (loadable by Hugging Face tokenizers) and
+ * out_dir/tokenizer_config.json. out_dir must exist. Deterministic: ties go to the smaller pair of ids. */
+int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
+                                 const char *out_dir, an_error *err);
 
 #endif

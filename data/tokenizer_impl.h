@@ -73,11 +73,16 @@ enum { AN_TOK_BYTELEVEL = 1, AN_TOK_SPM = 2 };
 /* How the "▁" dummy prefix is added to text segments between special tokens. */
 enum { AN_PREFIX_NONE = 0, AN_PREFIX_TEXT_START = 1, AN_PREFIX_PER_UNIT = 2 };
 
+enum { AN_MAX_GLUE = 32 };
+
 typedef struct an_special {
     char *text;
     size_t len;
     int32_t id;
     int normalized; /* HF "normalized": matched after normalization, no unit boundary */
+    /* HF normalizes the content of normalized tokens too: with the Prepend("▁") normalizer the token
+     * only matches after a space (which it takes) or at the start of a unit */
+    int lead_space;
 } an_special;
 
 struct an_tokenizer {
@@ -94,6 +99,13 @@ struct an_tokenizer {
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;
     int byte_fallback;
+    /* A merge can cross the start of a "▁word" only if some piece holds the character before it
+     * followed by "▁": those "glue" characters are listed, and BPE runs word by word between the
+     * other boundaries (the same result as one run over the text, and much faster). */
+    int split_at_space;
+    int n_glue;
+    char glue[AN_MAX_GLUE][4];
+    uint8_t glue_len[AN_MAX_GLUE];
     int fuse_unk; /* consecutive unknown characters give one unk (HF BPE fuse_unk) */
     int remove_extra_ws;
     int strip_leading_space; /* decoding drops the dummy-prefix space of the first text */

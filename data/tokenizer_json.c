@@ -311,6 +311,14 @@ int an_load_tokenizer_json(an_tokenizer *t, const char *path, an_error *err) {
         an_fail(err, "%s: model type \"%s\" is not supported (BPE only)", path, type);
         goto done;
     }
+    if (json_bool(model, "ignore_merges", 0)) {
+        an_fail(err, "%s: model.ignore_merges true is not supported", path);
+        goto done;
+    }
+    if (json_str(model, "continuing_subword_prefix") || json_str(model, "end_of_word_suffix")) {
+        an_fail(err, "%s: model.continuing_subword_prefix / end_of_word_suffix are not supported", path);
+        goto done;
+    }
     t->kind = AN_TOK_SPM;
     t->space_text = " ";
     if (load_vocab_object(t, cJSON_GetObjectItemCaseSensitive(model, "vocab"), path, "model.vocab", err)) goto done;
