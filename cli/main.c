@@ -18,6 +18,7 @@ static const command commands[] = {
     {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
     {"data", an_cmd_data, "data stats|clean|split ..."},
     {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
+    {"train", an_cmd_train, "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]..."},
 };
 
 int cli_fail(const char *fmt, ...) {

@@ -1,0 +1,34 @@
+#ifndef AN_TRAINER_IMPL_H
+#define AN_TRAINER_IMPL_H
+/* Internal to train/trainer*.c: the pieces of a run shared by setup, loop and output. */
+#include "model/model.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+/* Makes a folder and its parents (mkdir -p). */
+int an_trainer_mkdirs(const char *path, an_error *err);
+
+/* The model to train and the tokenizer to train it with:
+ *  - model.base set: the base model loaded; tokenizer tokenizer.path or the base folder;
+ *  - from scratch: the config (model_config inline, written to DIR/config.json, or a preset) with
+ *    random weights from train.seed; tokenizer tokenizer.path, or a byte-level BPE of
+ *    tokenizer.train_vocab tokens trained on the training pairs into DIR (kept when resuming).
+ * tok_path receives the tokenizer folder or file. */
+an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
+                                 const an_trainer_opts *o, an_error *err);
+
+/* Writes the trainable tensors (weights, AdamW m and v) and the state to a checkpoint. moments: 2 *
+ * model->n_grad_floats floats laid out like the gradients (m then v). */
+int an_trainer_save_ckpt(const an_model *m, const float *moments, const an_ckpt_state *st, const char *path,
+                         long long byte_limit, an_error *err);
+/* Restores them; every trainable tensor must be in the checkpoint with its size. */
+int an_trainer_load_ckpt(an_model *m, float *moments, const char *path, an_ckpt_state *st, an_error *err);
+
+/* The final full model: DIR/final with config.json, model.safetensors and the tokenizer files found
+ * at tok_path (a folder, or the folder of a tokenizer file). */
+int an_trainer_save_final(const an_model *m, const char *tok_path, const char *out_dir, an_error *err);
+
+/* Formats a note and hands it to o->note. */
+void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
