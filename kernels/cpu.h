@@ -58,8 +58,12 @@ double an_cpu_sum_squares(const float *x, size_t n);
  * 2e-7 (about 2 ulp) for x in [-87.3, 88.3]; inputs below clamp to ~1e-38 (callers that need exact zeros,
  * such as masked attention scores, set them explicitly), above to 2.2e38; NaN stays NaN. */
 static inline float an_expf(float x) {
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.3f ? 88.3f : x;
+    /* the clamp as bit selects: GCC (with its default -ftrapping-math) will not if-convert a float
+     * ternary here and leaves the whole loop scalar */
+    union { float f; uint32_t u; } xv = {x}, lo = {-87.3f}, hi = {88.3f};
+    uint32_t below = 0u - (uint32_t)(x < -87.3f), above = 0u - (uint32_t)(x > 88.3f);
+    xv.u = (xv.u & ~(below | above)) | (lo.u & below) | (hi.u & above);
+    x = xv.f;
     /* round(x / ln2) with the 1.5 * 2^23 trick: the integer lands in the low mantissa bits */
     const float shifter = 12582912.0f;
     float t = x * 1.44269504088896341f + shifter;
@@ -76,6 +80,15 @@ static inline float an_expf(float x) {
     p = p * r + 1.0f;
     union { uint32_t u; float f; } scale = {(tb.u - sb.u + 127u) << 23};
     return p * scale.f;
+}
+
+/* max(a, b) as a bit select, for the same reason as the clamp in an_expf: loops over it vectorise.
+ * Returns a when b is NaN and b when a is NaN (callers only take maxima of finite scores). */
+static inline float an_maxf(float a, float b) {
+    union { float f; uint32_t u; } av = {a}, bv = {b};
+    uint32_t take_b = 0u - (uint32_t)(!(b <= a));
+    av.u = (av.u & ~take_b) | (bv.u & take_b);
+    return av.f;
 }
 
 /* Sums with 8 independent lanes (vectorised; fixed order, so deterministic). */
@@ -98,5 +111,10 @@ static inline float an_sum(const float *a, int n) {
     for (; i < n; i++) s += a[i];
     return s;
 }
+
+/* kernels/cpu_layout.c */
+struct an_col_map;
+void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const struct an_col_map *map);
+void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 
 #endif

@@ -112,12 +112,14 @@ void an_cpu_attention_forward(float *out, float *lse, const float *q, const floa
                     if (jlo >= jhi) continue;
                     float *s = S + i * BK;
                     float mx = m[i];
-                    for (int j = jlo; j < jhi; j++) mx = s[j] > mx ? s[j] : mx;
+                    for (int j = jlo; j < jhi; j++) mx = an_maxf(mx, s[j]);
                     float corr = an_expf(m[i] - mx); /* m = -inf on the first visible tile: corr = ~0 */
                     if (m[i] == -INFINITY) corr = 0.0f;
                     float psum = 0.0f;
                     for (int j = 0; j < BK; j++) {
-                        float p = (j >= jlo && j < jhi) ? an_expf(s[j] - mx) : 0.0f;
+                        /* exp everywhere, then a 0/1 mask: no branch, so the loop vectorises (the masked
+                         * scores are finite, and an_expf saturates, so e * 0 is an exact 0) */
+                        float p = an_expf(s[j] - mx) * (float)(j >= jlo && j < jhi);
                         s[j] = p;
                         psum += p;
                     }
@@ -198,7 +200,7 @@ void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
                             float *p = P + i * BK, *ds = dS + i * BK;
                             float li = lse_bh[t];
                             for (int j = 0; j < BK; j++) {
-                                float pj = (j >= jlo && j < jhi) ? an_expf(p[j] - li) : 0.0f;
+                                float pj = an_expf(p[j] - li) * (float)(j >= jlo && j < jhi);
                                 p[j] = pj;
                                 /* the softmax scale of S = scale * q k^T, folded into dS */
                                 ds[j] = pj * (ds[j] - Di[i]) * scale;

@@ -19,10 +19,10 @@ static float row_lse(const float *x, int V) {
         for (int l = 0; l < 8; l++) mx[l] = -INFINITY;
         int i = 0;
         for (; i + 8 <= len; i += 8)
-            for (int l = 0; l < 8; l++) mx[l] = xc[i + l] > mx[l] ? xc[i + l] : mx[l];
+            for (int l = 0; l < 8; l++) mx[l] = an_maxf(mx[l], xc[i + l]);
         float m = mx[0];
-        for (int l = 1; l < 8; l++) m = mx[l] > m ? mx[l] : m;
-        for (; i < len; i++) m = xc[i] > m ? xc[i] : m;
+        for (int l = 1; l < 8; l++) m = an_maxf(m, mx[l]);
+        for (; i < len; i++) m = an_maxf(m, xc[i]);
         float acc[8] = {0};
         i = 0;
         for (; i + 8 <= len; i += 8)

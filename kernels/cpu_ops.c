@@ -42,6 +42,8 @@ static const an_ops cpu_ops = {
     .cross_entropy_backward = an_cpu_cross_entropy_backward,
     .adamw_update = an_cpu_adamw_update,
     .sum_squares = an_cpu_sum_squares,
+    .gather_cols_forward = an_cpu_gather_cols_forward,
+    .gather_cols_backward = an_cpu_gather_cols_backward,
 };
 
 const an_ops *an_ops_cpu(void) { return &cpu_ops; }

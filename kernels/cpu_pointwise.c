@@ -33,24 +33,35 @@ void an_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size
     }
 }
 
+/* d silu / dg = sig * (1 + g * (1 - sig)) */
+static inline float silu_grad(float g) {
+    float sig = 1.0f / (1.0f + an_expf(-g));
+    return sig * (1.0f + g * (1.0f - sig));
+}
+
+static inline float silu(float g) { return g / (1.0f + an_expf(-g)); }
+
 void an_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
 #pragma omp parallel for schedule(static) PARALLEL_IF(n)
     for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        float sig = 1.0f / (1.0f + an_expf(-g));
-        out[i] = g * sig * up[i];
+        out[i] = silu(gate[i]) * up[i];
     }
 }
 
 void an_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
+    /* one loop per case, so no branch sits inside a loop that should vectorise */
+    if (dgate && dup) {
 #pragma omp parallel for schedule(static) PARALLEL_IF(n)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        float sig = 1.0f / (1.0f + an_expf(-g));
-        float silu = g * sig;
-        /* d silu / dg = sig * (1 + g * (1 - sig)) */
-        if (dgate) dgate[i] += dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
-        if (dup) dup[i] += dout[i] * silu;
+        for (size_t i = 0; i < n; i++) {
+            dgate[i] += dout[i] * up[i] * silu_grad(gate[i]);
+            dup[i] += dout[i] * silu(gate[i]);
+        }
+    } else if (dgate) {
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
+        for (size_t i = 0; i < n; i++) dgate[i] += dout[i] * up[i] * silu_grad(gate[i]);
+    } else if (dup) {
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
+        for (size_t i = 0; i < n; i++) dup[i] += dout[i] * silu(gate[i]);
     }
 }
 

@@ -23,6 +23,13 @@
 
 #define AN_IGNORE_INDEX (-100)
 
+/* A block-column map for gather_cols (see there). */
+typedef struct an_col_map {
+    int nblk, len;
+    int dst_ld, dst_off, dst_step;
+    int src_ld, src_off, src_step;
+} an_col_map;
+
 typedef struct an_ops {
     const char *name;
 
@@ -101,6 +108,14 @@ typedef struct an_ops {
                          float beta2, float eps, float weight_decay, int step);
     /* sum of squares, accumulated in double, returned to the host (for the global gradient norm) */
     double (*sum_squares)(const float *x, size_t n);
+
+    /* ---- layout: copy blocks of columns between row-major matrices, to split the output of a fused
+     * projection (GPT-2 c_attn, InternLM2 wqkv) into q, k, v. For row n < N, block j < map->nblk and
+     * i < map->len:
+     *   dst[n*dst_ld + dst_off + j*dst_step + i] = src[n*src_ld + src_off + j*src_step + i]  (overwrites)
+     * Backward runs the same map the other way and accumulates: dsrc[...] += ddst[...]. ---- */
+    void (*gather_cols_forward)(float *dst, const float *src, int N, const struct an_col_map *map);
+    void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

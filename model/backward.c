@@ -1,0 +1,84 @@
+/* The backward pass, mirroring model/forward.c block by block.
+ *
+ * p->dres carries d(residual stream) from the top down. Inside a block, d(res_mid) is dres itself (the
+ * residual passes it through) plus what the MLP's norm sends back, which the norm's backward adds into
+ * dres; likewise for the attention half. Gradient outputs of the ops accumulate, so each scratch buffer
+ * is zeroed right before the op that fills it, and frozen tensors pass dw = NULL. */
+#include "model/model.h"
+
+static float *grad(const an_param *p) { return p ? p->grad : NULL; }
+
+static void norm_backward(const an_model *m, float *dinp, const float *dout, const float *inp, const an_param *w,
+                          const an_param *b, const float *mean, const float *rstd, int N) {
+    if (m->cfg.arch == AN_ARCH_GPT2)
+        m->ops->layernorm_backward(dinp, w->grad, b->grad, dout, inp, w->data, mean, rstd, N, m->cfg.dim);
+    else
+        m->ops->rmsnorm_backward(dinp, w->grad, dout, inp, w->data, rstd, N, m->cfg.dim);
+}
+
+static void block_backward(an_model *m, int l, int B, int T) {
+    const an_ops *o = m->ops;
+    const an_model_config *c = &m->cfg;
+    const an_layer *L = &m->layers[l];
+    an_plan *p = &m->plan;
+    const an_layer_acts *a = &p->layers[l];
+    int N = B * T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd, qkvd = qd + 2 * kvd;
+    const size_t f = sizeof(float);
+
+    /* MLP: out = res_mid + down(h) */
+    o->zero(p->dffn_h, (size_t)N * F * f);
+    o->matmul_backward(p->dffn_h, grad(L->w_down), grad(L->b_down), p->dres, a->ffn_h, L->w_down->data, N, F, C);
+    o->zero(p->dffn_a, (size_t)N * F * f);
+    o->zero(p->dln, (size_t)N * C * f);
+    if (L->w_gate) {
+        o->zero(p->dffn_b, (size_t)N * F * f);
+        o->swiglu_backward(p->dffn_a, p->dffn_b, p->dffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
+        o->matmul_backward(p->dln, grad(L->w_gate), grad(L->b_gate), p->dffn_a, a->ln2, L->w_gate->data, N, C, F);
+        o->matmul_backward(p->dln, grad(L->w_up), grad(L->b_up), p->dffn_b, a->ln2, L->w_up->data, N, C, F);
+    } else {
+        o->gelu_backward(p->dffn_a, a->ffn_a, p->dffn_h, (size_t)N * F);
+        o->matmul_backward(p->dln, grad(L->w_up), grad(L->b_up), p->dffn_a, a->ln2, L->w_up->data, N, C, F);
+    }
+    norm_backward(m, p->dres, p->dln, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, a->ln2_mean, a->ln2_rstd, N);
+
+    /* attention: res_mid = res_in + wo(att) */
+    o->zero(p->datt, (size_t)N * qd * f);
+    o->matmul_backward(p->datt, grad(L->wo), grad(L->bo), p->dres, a->att, L->wo->data, N, qd, C);
+    o->zero(p->dq, (size_t)N * qd * f);
+    o->zero(p->dk, (size_t)N * kvd * f);
+    o->zero(p->dv, (size_t)N * kvd * f);
+    o->attention_backward(p->dq, p->dk, p->dv, p->datt, a->q, a->k, a->v, a->att, a->att_lse, p->seg, B, T, nh,
+                          nkv, hd);
+    if (c->arch != AN_ARCH_GPT2) {
+        o->rope_backward(p->dq, p->pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
+        o->rope_backward(p->dk, p->pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
+    }
+    o->zero(p->dln, (size_t)N * C * f);
+    if (L->wqkv) {
+        o->zero(p->dqkv, (size_t)N * qkvd * f);
+        an_model_split_qkv_backward(m, p->dqkv, p->dq, p->dk, p->dv, N);
+        o->matmul_backward(p->dln, grad(L->wqkv), grad(L->bqkv), p->dqkv, a->ln1, L->wqkv->data, N, C, qkvd);
+    } else {
+        o->matmul_backward(p->dln, grad(L->wq), grad(L->bq), p->dq, a->ln1, L->wq->data, N, C, qd);
+        o->matmul_backward(p->dln, grad(L->wk), grad(L->bk), p->dk, a->ln1, L->wk->data, N, C, kvd);
+        o->matmul_backward(p->dln, grad(L->wv), grad(L->bv), p->dv, a->ln1, L->wv->data, N, C, kvd);
+    }
+    norm_backward(m, p->dres, p->dln, a->res_in, L->attn_norm_w, L->attn_norm_b, a->ln1_mean, a->ln1_rstd, N);
+}
+
+int an_model_backward(an_model *m, an_error *err) {
+    an_plan *p = &m->plan;
+    const an_ops *o = m->ops;
+    if (!p->block || !p->last_with_grad)
+        return an_fail(err, "model backward: no forward with gradients to go back through");
+    int B = p->last_B, T = p->last_T, N = B * T, C = m->cfg.dim;
+    /* p->dln holds d(final norm output), filled by the LM head during forward */
+    o->zero(p->dres, (size_t)N * C * sizeof(float));
+    norm_backward(m, p->dres, p->dln, p->res_out, m->final_norm_w, m->final_norm_b, p->lnf_mean, p->lnf_rstd, N);
+    for (int l = m->cfg.n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
+    if (m->tok_emb->grad) o->embedding_backward(m->tok_emb->grad, p->dres, p->ids, N, C);
+    if (m->pos_emb && m->pos_emb->grad) o->embedding_backward(m->pos_emb->grad, p->dres, p->pos, N, C);
+    p->last_with_grad = 0;
+    return 0;
+}

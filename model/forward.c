@@ -1,0 +1,150 @@
+/* The forward pass of all three families, and the LM head with its cross-entropy done in row chunks.
+ * Everything numerical is an op from m->ops; this file only decides what runs on which buffer. */
+#include <string.h>
+
+#include "model/model.h"
+
+static const float *opt(const an_param *p) { return p ? p->data : NULL; }
+
+/* Pre-norm: LayerNorm (GPT-2) or RMSNorm (the others). */
+static void norm_forward(const an_model *m, float *out, float *mean, float *rstd, const float *inp,
+                         const an_param *w, const an_param *b, int N) {
+    if (m->cfg.arch == AN_ARCH_GPT2)
+        m->ops->layernorm_forward(out, mean, rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
+    else
+        m->ops->rmsnorm_forward(out, rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
+}
+
+/* One block: a->res_in -> out (the next block's res_in, or res_out after the last). */
+static void block_forward(an_model *m, int l, float *out, int B, int T) {
+    const an_ops *o = m->ops;
+    const an_model_config *c = &m->cfg;
+    const an_layer *L = &m->layers[l];
+    an_plan *p = &m->plan;
+    an_layer_acts *a = &p->layers[l];
+    int N = B * T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd;
+
+    norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res_in, L->attn_norm_w, L->attn_norm_b, N);
+    if (L->wqkv) {
+        o->matmul_forward(p->qkv, a->ln1, L->wqkv->data, opt(L->bqkv), N, C, qd + 2 * kvd);
+        an_model_split_qkv(m, a->q, a->k, a->v, p->qkv, N);
+    } else {
+        o->matmul_forward(a->q, a->ln1, L->wq->data, opt(L->bq), N, C, qd);
+        o->matmul_forward(a->k, a->ln1, L->wk->data, opt(L->bk), N, C, kvd);
+        o->matmul_forward(a->v, a->ln1, L->wv->data, opt(L->bv), N, C, kvd);
+    }
+    if (c->arch != AN_ARCH_GPT2) {
+        o->rope_forward(a->q, p->pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
+        o->rope_forward(a->k, p->pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
+    }
+    o->attention_forward(a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
+    o->matmul_forward(p->tmp, a->att, L->wo->data, opt(L->bo), N, qd, C);
+    o->add(a->res_mid, a->res_in, p->tmp, (size_t)N * C);
+
+    norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, N);
+    if (L->w_gate) {
+        o->matmul_forward(a->ffn_a, a->ln2, L->w_gate->data, opt(L->b_gate), N, C, F);
+        o->matmul_forward(a->ffn_b, a->ln2, L->w_up->data, opt(L->b_up), N, C, F);
+        o->swiglu_forward(a->ffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
+    } else {
+        o->matmul_forward(a->ffn_a, a->ln2, L->w_up->data, opt(L->b_up), N, C, F);
+        o->gelu_forward(a->ffn_h, a->ffn_a, (size_t)N * F);
+    }
+    o->matmul_forward(p->tmp, a->ffn_h, L->w_down->data, opt(L->b_down), N, F, C);
+    o->add(out, a->res_mid, p->tmp, (size_t)N * C);
+}
+
+/* Uploads the batch through the host staging buffers, filling in default positions and segments. */
+static int stage_batch(an_model *m, const an_batch *b, an_error *err) {
+    an_plan *p = &m->plan;
+    int N = b->B * b->T, V = m->cfg.vocab_size;
+    for (int n = 0; n < N; n++) {
+        int32_t id = b->ids[n];
+        if (id < 0 || id >= V) return an_fail(err, "model forward: token %d at %d is outside the vocabulary of %d", id, n, V);
+        int32_t t = n % b->T;
+        int32_t pos = b->pos ? b->pos[n] : t;
+        int32_t seg = b->seg_start ? b->seg_start[n] : 0;
+        if (pos < 0 || (m->cfg.arch == AN_ARCH_GPT2 && pos >= m->cfg.max_seq))
+            return an_fail(err, "model forward: position %d at %d is out of range", pos, n);
+        if (seg < 0 || seg > t) return an_fail(err, "model forward: segment start %d at token %d of its row", seg, t);
+        p->h_ids[n] = id;
+        p->h_pos[n] = pos;
+        p->h_seg[n] = seg;
+        int32_t tg = b->targets ? b->targets[n] : AN_IGNORE_INDEX;
+        if (tg != AN_IGNORE_INDEX && (tg < 0 || tg >= V))
+            return an_fail(err, "model forward: target %d at %d is outside the vocabulary of %d", tg, n, V);
+        p->h_targets[n] = tg;
+    }
+    size_t bytes = (size_t)N * sizeof(int32_t);
+    m->ops->upload(p->ids, p->h_ids, bytes);
+    m->ops->upload(p->pos, p->h_pos, bytes);
+    m->ops->upload(p->seg, p->h_seg, bytes);
+    m->ops->upload(p->targets, p->h_targets, bytes);
+    return 0;
+}
+
+/* The LM head and the loss, head_rows rows at a time: logits of a chunk, their cross-entropy, and with
+ * grad the gradient of the logits in place and the head's matmul backward into p->dln (d of the final
+ * norm output) and the head weight's gradient. Only [head_rows, V] logits ever exist. */
+static void head_forward(an_model *m, int N, int with_loss, int with_grad, float dloss, float *logits_out) {
+    const an_ops *o = m->ops;
+    an_plan *p = &m->plan;
+    int C = m->cfg.dim, V = m->cfg.vocab_size;
+    const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
+    for (int r0 = 0; r0 < N; r0 += p->head_rows) {
+        int n = N - r0 < p->head_rows ? N - r0 : p->head_rows;
+        const float *x = p->lnf + (size_t)r0 * C;
+        o->matmul_forward(p->logits, x, head->data, NULL, n, C, V);
+        if (logits_out) o->download(logits_out + (size_t)r0 * V, p->logits, (size_t)n * V * sizeof(float));
+        if (!with_loss) continue;
+        o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->targets + r0, n, V);
+        if (!with_grad) continue;
+        o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->targets + r0, n, V, dloss);
+        o->matmul_backward(p->dln + (size_t)r0 * C, head->grad, NULL, p->logits, x, head->data, n, C, V);
+    }
+}
+
+int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_scale, float *loss_out,
+                     float *logits_out, an_error *err) {
+    an_plan *p = &m->plan;
+    const an_ops *o = m->ops;
+    if (!p->block) return an_fail(err, "model forward: no plan (call an_model_plan first)");
+    if (b->B <= 0 || b->T <= 0 || b->B > p->B || b->T > p->T)
+        return an_fail(err, "model forward: batch %d x %d does not fit the plan %d x %d", b->B, b->T, p->B, p->T);
+    if (with_grad && !b->targets) return an_fail(err, "model forward: gradients need targets");
+    if (with_grad && !m->grad_mem && an_model_param_count(m, 1) > 0)
+        return an_fail(err, "model forward: gradients requested but not allocated (an_model_alloc_grads)");
+    if (stage_batch(m, b, err)) return -1;
+    int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
+
+    float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
+    o->embedding_forward(x0, p->ids, m->tok_emb->data, N, C);
+    if (m->pos_emb) {
+        o->embedding_forward(p->tmp, p->pos, m->pos_emb->data, N, C);
+        o->add(x0, x0, p->tmp, (size_t)N * C);
+    }
+    for (int l = 0; l < L; l++)
+        block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T);
+    norm_forward(m, p->lnf, p->lnf_mean, p->lnf_rstd, p->res_out, m->final_norm_w, m->final_norm_b, N);
+
+    int count = 0;
+    for (int n = 0; n < N; n++) count += p->h_targets[n] != AN_IGNORE_INDEX;
+    float dloss = count ? grad_scale / (float)count : 0.0f;
+    if (with_grad) o->zero(p->dln, (size_t)N * C * sizeof(float));
+    head_forward(m, N, b->targets != NULL, with_grad, dloss, logits_out);
+
+    double sum = 0;
+    if (b->targets) {
+        o->download(p->h_losses, p->losses, (size_t)N * sizeof(float));
+        for (int n = 0; n < N; n++) sum += p->h_losses[n];
+    }
+    if (loss_out) *loss_out = count ? (float)(sum / count) : 0.0f;
+    p->last_B = B;
+    p->last_T = T;
+    p->last_with_grad = with_grad;
+    p->last_count = count;
+    return 0;
+}
+
+const float *an_model_token_losses(const an_model *m) { return m->plan.h_losses; }

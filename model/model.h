@@ -1,0 +1,171 @@
+#ifndef AN_MODEL_H
+#define AN_MODEL_H
+/* A transformer as data: a config, its parameter tensors, and a memory plan.
+ *
+ * Three families share one code path (model/forward.c, model/backward.c):
+ *   GPT-2      learned positions, LayerNorm, fused c_attn (q|k|v), GELU MLP, tied head
+ *   Llama      RMSNorm, RoPE, separate q/k/v (optional bias: Qwen2), grouped-query heads, SwiGLU
+ *   InternLM2  Llama-like with one fused wqkv whose rows are grouped per kv head
+ *
+ * Memory is planned, not scattered:
+ *  - every parameter lives in one allocation (float32, whatever the dtype on disk);
+ *  - gradients exist only for trainable tensors, in one allocation (an_model_alloc_grads); a frozen
+ *    tensor has grad == NULL and its matmul backward is given dw = NULL;
+ *  - activations for one batch shape are allocated once (an_model_plan); forward and backward
+ *    allocate nothing.
+ * All numerical work goes through the an_ops table, so a CUDA backend runs the same code.
+ * Linear weights are held as nn.Linear holds them, w[out, in]; GPT-2's Conv1D weights, stored [in, out]
+ * on disk, are transposed at load and back at save. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+
+typedef struct an_param {
+    char name[96];    /* the Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight" */
+    int ndim;         /* 1 or 2 */
+    int64_t shape[2]; /* as held in memory: linear weights [out, in] */
+    size_t numel;
+    float *data;      /* backend memory, inside an_model.param_mem */
+    float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
+    int trainable;
+    int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
+} an_param;
+
+/* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
+typedef enum an_qkv_layout {
+    AN_QKV_SEPARATE = 0, /* three projections (Llama, Qwen2, Mistral) */
+    AN_QKV_CONCAT,       /* [q (nh*hd) | k (nkv*hd) | v (nkv*hd)] per row (GPT-2 c_attn) */
+    AN_QKV_GROUPED,      /* per kv group g: [G q heads, k head g, v head g] (InternLM2 wqkv) */
+} an_qkv_layout;
+
+/* Per-layer weights; a slot a family does not use is NULL. */
+typedef struct an_layer {
+    an_param *attn_norm_w, *attn_norm_b;
+    an_param *wqkv, *bqkv;         /* fused projection (GPT-2, InternLM2) */
+    an_param *wq, *wk, *wv;        /* separate projections (Llama) */
+    an_param *bq, *bk, *bv;        /* Qwen2 */
+    an_param *wo, *bo;
+    an_param *ffn_norm_w, *ffn_norm_b;
+    an_param *w_gate, *b_gate;     /* SwiGLU gate (gate_proj, w1) */
+    an_param *w_up, *b_up;         /* up_proj, w3; GPT-2 c_fc */
+    an_param *w_down, *b_down;     /* down_proj, w2; GPT-2 mlp.c_proj */
+} an_layer;
+
+/* Activations for one batch shape (see model/plan.c for what each buffer holds). */
+typedef struct an_layer_acts {
+    float *res_in;                  /* [N, C] layer input (the residual stream) */
+    float *ln1, *ln1_mean, *ln1_rstd;
+    float *q, *k, *v;               /* after RoPE */
+    float *att, *att_lse;
+    float *res_mid;                 /* [N, C] after the attention residual */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *ffn_a;                   /* SwiGLU gate, or GPT-2 pre-GELU c_fc output [N, F] */
+    float *ffn_b;                   /* SwiGLU up [N, F] (NULL for GPT-2) */
+    float *ffn_h;                   /* silu(gate) * up, or gelu(fc) [N, F] */
+} an_layer_acts;
+
+typedef struct an_plan {
+    int B, T, N;                    /* N = B * T rows */
+    int head_rows;                  /* rows of logits computed at a time in the LM head */
+    void *block;                    /* the one backend allocation */
+    size_t bytes;
+    int32_t *ids, *pos, *seg, *targets; /* backend copies of the batch */
+    an_layer_acts *layers;          /* host array, n_layers */
+    float *res_out;                 /* [N, C] output of the last layer */
+    float *lnf, *lnf_mean, *lnf_rstd;
+    float *logits;                  /* [head_rows, V] */
+    float *losses, *ce_lse;         /* [N] */
+    /* scratch shared by all layers */
+    float *qkv, *tmp, *dres, *dln, *dq, *dk, *dv, *datt, *dqkv, *dffn_a, *dffn_b, *dffn_h;
+    /* host staging (plain malloc; the batch is uploaded from here) */
+    int32_t *h_ids, *h_pos, *h_seg, *h_targets;
+    float *h_losses;
+    int last_B, last_T, last_with_grad; /* the shape of the last forward */
+    int last_count;                 /* trained tokens (targets != -100) in the last forward */
+} an_plan;
+
+typedef struct an_model {
+    an_model_config cfg;
+    const an_ops *ops;
+    an_qkv_layout qkv_layout;
+    an_param *params;
+    int n_params;
+    float *param_mem;               /* one backend allocation */
+    size_t n_param_floats;
+    float *grad_mem;                /* one backend allocation for trainable tensors; NULL before alloc_grads */
+    size_t n_grad_floats;
+    an_param *tok_emb, *pos_emb;    /* pos_emb: GPT-2 only */
+    an_param *final_norm_w, *final_norm_b;
+    an_param *lm_head;              /* NULL when tied to tok_emb */
+    an_layer *layers;
+    an_plan plan;                   /* zeroed until an_model_plan */
+    int head_rows;                  /* LM-head chunk rows to plan for; 0 = automatic */
+} an_model;
+
+/* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
+ * AN_IGNORE_INDEX where no loss is wanted; NULL for no loss. pos NULL means 0..T-1 in every row;
+ * seg_start NULL means plain causal attention (see kernels/ops.h for packed rows). */
+typedef struct an_batch {
+    const int32_t *ids, *pos, *seg_start, *targets;
+    int B, T;
+} an_batch;
+
+/* ---- building ---- */
+/* A model with all parameters allocated (zeroed) and no gradients; cfg must pass an_config_validate. */
+an_model *an_model_create(const an_model_config *cfg, const an_ops *ops, an_error *err);
+/* Loads a Hugging Face folder (config.json + model.safetensors or a sharded index) or a llama2.c .bin.
+ * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor. */
+an_model *an_model_load(const char *path, const an_ops *ops, an_error *err);
+/* GPT-2 style init: N(0, 0.02) for embeddings and linear weights (the output projections of each block
+ * scaled by 1/sqrt(2 * n_layers)), norm weights 1, biases 0. Repeatable for a seed. */
+an_model *an_model_init_random(const an_model_config *cfg, const an_ops *ops, uint64_t seed, an_error *err);
+void an_model_free(an_model *m);
+/* Writes config.json + model.safetensors (float32, Hugging Face names and layouts) into dir. */
+int an_model_save(const an_model *m, const char *dir, an_error *err);
+
+/* ---- parameters ---- */
+an_param *an_model_find(an_model *m, const char *name);
+/* Marks every tensor trainable or frozen (before an_model_alloc_grads). */
+void an_model_set_all_trainable(an_model *m, int trainable);
+/* One allocation holding the gradients of the trainable tensors; call again after changing flags. */
+int an_model_alloc_grads(an_model *m, an_error *err);
+void an_model_zero_grad(an_model *m);
+size_t an_model_param_count(const an_model *m, int trainable_only);
+/* Copies a tensor of p's shape (p->data, p->grad, or optimizer state) to host memory in the
+ * Hugging Face layout (transposing GPT-2 Conv1D weights back to [in, out]). tmp: p->numel floats of
+ * host scratch, only used when transposing. */
+void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
+
+/* ---- running ---- */
+/* Allocates the activations for batches up to B rows of T tokens (and frees an earlier plan).
+ * T must not exceed max_seq for GPT-2 (learned positions). */
+int an_model_plan(an_model *m, int B, int T, an_error *err);
+/* Forward pass. With targets, *loss_out gets the mean loss over non-ignored tokens (0 when none).
+ * with_grad: also runs the LM head's backward, chunk by chunk, while the logits of a chunk are live
+ * (so no N x V logits buffer exists); the gradient of the mean loss is multiplied by grad_scale
+ * (1 for a plain mean; 1/k to average k accumulation steps). Then call an_model_backward.
+ * logits_out: NULL, or host memory for B*T*V floats that receives the full logits. */
+int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_scale, float *loss_out,
+                     float *logits_out, an_error *err);
+/* Backward through the blocks and embeddings after a forward with with_grad; gradients accumulate
+ * into the trainable tensors' grad buffers. */
+int an_model_backward(an_model *m, an_error *err);
+/* Per-token losses of the last forward with targets, B*T floats in host memory (0 where ignored). */
+const float *an_model_token_losses(const an_model *m);
+
+/* ---- memory accounting (for peak-memory reports) ---- */
+size_t an_model_bytes_params(const an_model *m);
+size_t an_model_bytes_grads(const an_model *m);
+size_t an_model_bytes_activations(const an_model *m);
+
+/* Internal to model/: the family-specific pieces, shared by the files that implement the above. */
+int an_model_build_params(an_model *m, an_error *err);
+void an_model_plan_free(an_model *m);
+void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N);
+void an_model_split_qkv_backward(const an_model *m, float *dqkv, const float *dq, const float *dk,
+                                 const float *dv, int N);
+
+#endif

@@ -1,0 +1,129 @@
+/* The activation plan: every buffer forward and backward need for one batch shape, carved out of one
+ * backend allocation. Per layer it keeps what backward reads (the layer input, norm outputs and
+ * statistics, q/k/v after RoPE, the attention output and its log-sum-exp, the MLP intermediates);
+ * the gradients flowing backward use scratch buffers shared by all layers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+
+/* Rows of logits per LM-head chunk when not set: about 32 MiB of logits, which keeps the GEMMs large
+ * enough to be efficient while a 92,544-token vocabulary never needs a full N x V buffer. */
+#define AN_HEAD_CHUNK_BYTES (32u << 20)
+
+typedef struct carver {
+    char *base; /* NULL while measuring */
+    size_t off;
+} carver;
+
+static void *carve(carver *c, size_t n, size_t elem) {
+    size_t bytes = (n * elem + 63) / 64 * 64;
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += bytes;
+    return p;
+}
+
+static void layout(an_model *m, carver *c) {
+    an_plan *p = &m->plan;
+    const an_model_config *cf = &m->cfg;
+    size_t N = (size_t)p->N, C = (size_t)cf->dim, F = (size_t)cf->ffn_dim;
+    size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
+    size_t qkvd = qd + 2 * kvd;
+    int gpt2 = cf->arch == AN_ARCH_GPT2, fused = m->qkv_layout != AN_QKV_SEPARATE;
+    const size_t f = sizeof(float);
+
+    p->ids = carve(c, N, sizeof(int32_t));
+    p->pos = carve(c, N, sizeof(int32_t));
+    p->seg = carve(c, N, sizeof(int32_t));
+    p->targets = carve(c, N, sizeof(int32_t));
+    for (int l = 0; l < cf->n_layers; l++) {
+        an_layer_acts *a = &p->layers[l];
+        a->res_in = carve(c, N * C, f);
+        a->ln1 = carve(c, N * C, f);
+        a->ln1_mean = gpt2 ? carve(c, N, f) : NULL;
+        a->ln1_rstd = carve(c, N, f);
+        a->q = carve(c, N * qd, f);
+        a->k = carve(c, N * kvd, f);
+        a->v = carve(c, N * kvd, f);
+        a->att = carve(c, N * qd, f);
+        a->att_lse = carve(c, N * (size_t)cf->n_heads, f);
+        a->res_mid = carve(c, N * C, f);
+        a->ln2 = carve(c, N * C, f);
+        a->ln2_mean = gpt2 ? carve(c, N, f) : NULL;
+        a->ln2_rstd = carve(c, N, f);
+        a->ffn_a = carve(c, N * F, f);
+        a->ffn_b = gpt2 ? NULL : carve(c, N * F, f);
+        a->ffn_h = carve(c, N * F, f);
+    }
+    p->res_out = carve(c, N * C, f);
+    p->lnf = carve(c, N * C, f);
+    p->lnf_mean = gpt2 ? carve(c, N, f) : NULL;
+    p->lnf_rstd = carve(c, N, f);
+    p->logits = carve(c, (size_t)p->head_rows * cf->vocab_size, f);
+    p->losses = carve(c, N, f);
+    p->ce_lse = carve(c, N, f);
+    p->qkv = fused ? carve(c, N * qkvd, f) : NULL;
+    p->tmp = carve(c, N * C, f);
+    p->dres = carve(c, N * C, f);
+    p->dln = carve(c, N * C, f);
+    p->dq = carve(c, N * qd, f);
+    p->dk = carve(c, N * kvd, f);
+    p->dv = carve(c, N * kvd, f);
+    p->datt = carve(c, N * qd, f);
+    p->dqkv = fused ? carve(c, N * qkvd, f) : NULL;
+    p->dffn_a = carve(c, N * F, f);
+    p->dffn_b = gpt2 ? NULL : carve(c, N * F, f);
+    p->dffn_h = carve(c, N * F, f);
+}
+
+void an_model_plan_free(an_model *m) {
+    an_plan *p = &m->plan;
+    if (p->block) m->ops->free(p->block);
+    free(p->layers);
+    free(p->h_ids);
+    free(p->h_pos);
+    free(p->h_seg);
+    free(p->h_targets);
+    free(p->h_losses);
+    memset(p, 0, sizeof *p);
+}
+
+int an_model_plan(an_model *m, int B, int T, an_error *err) {
+    an_plan *p = &m->plan;
+    an_model_plan_free(m);
+    if (B <= 0 || T <= 0 || (long long)B * T > (1 << 30))
+        return an_fail(err, "model plan: batch shape %d x %d is out of range", B, T);
+    if (m->cfg.arch == AN_ARCH_GPT2 && T > m->cfg.max_seq)
+        return an_fail(err, "model plan: %d tokens per row exceed the %d learned positions", T, m->cfg.max_seq);
+    if (m->cfg.sliding_window > 0 && T > m->cfg.sliding_window)
+        return an_fail(err, "model plan: %d tokens per row exceed the sliding window of %d, which is not supported",
+                       T, m->cfg.sliding_window);
+    p->B = B;
+    p->T = T;
+    p->N = B * T;
+    int rows = m->head_rows;
+    if (rows <= 0) {
+        size_t r = AN_HEAD_CHUNK_BYTES / ((size_t)m->cfg.vocab_size * sizeof(float));
+        rows = r < 1 ? 1 : (int)(r > (size_t)p->N ? (size_t)p->N : r);
+    }
+    p->head_rows = rows > p->N ? p->N : rows;
+    p->layers = calloc((size_t)m->cfg.n_layers, sizeof *p->layers);
+    size_t N = (size_t)p->N;
+    p->h_ids = malloc(N * sizeof(int32_t));
+    p->h_pos = malloc(N * sizeof(int32_t));
+    p->h_seg = malloc(N * sizeof(int32_t));
+    p->h_targets = malloc(N * sizeof(int32_t));
+    p->h_losses = calloc(N, sizeof(float));
+    if (!p->layers || !p->h_ids || !p->h_pos || !p->h_seg || !p->h_targets || !p->h_losses)
+        return an_fail(err, "model plan: out of host memory");
+    carver c = {NULL, 0};
+    layout(m, &c);
+    p->bytes = c.off;
+    p->block = m->ops->alloc(c.off);
+    if (!p->block)
+        return an_fail(err, "model plan: cannot allocate %.1f MiB of activations for %d x %d tokens",
+                       (double)c.off / 1048576, B, T);
+    c = (carver){p->block, 0};
+    layout(m, &c);
+    return 0;
+}
