@@ -17,6 +17,7 @@ static const command commands[] = {
     {"tokenize", an_cmd_tokenize, "tokenize --tokenizer T (--text S | --file F) [--bos]"},
     {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
     {"data", an_cmd_data, "data stats|clean|split ..."},
+    {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
 };
 
 int cli_fail(const char *fmt, ...) {

@@ -1,0 +1,170 @@
+/* autoneg bench train: the speed of a training step on a randomly initialised preset, with the
+ * fraction of this machine's measured sgemm rate it reaches and the memory it needs.
+ *
+ *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full]
+ *                       [--threads K] [--seed S] [--json]
+ *
+ * Presets are Hugging Face config.json files in configs/models/. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli/cli.h"
+#include "core/file.h"
+#include "core/rng.h"
+#include "kernels/machine.h"
+#include "model/model.h"
+#include "train/step.h"
+
+typedef struct bench_train_args {
+    const char *preset;
+    int batch, seq, steps, threads, json;
+    const char *method;
+    unsigned long long seed;
+} bench_train_args;
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == 0 || *end || v < lo || v > hi) return cli_fail("%s: expected an integer in [%d, %d], got '%s'", flag, lo, hi, s);
+    *out = (int)v;
+    return 0;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* Forward FLOPs of one token at context position t (0-based) of a causal sequence, counting each
+ * multiply-add as 2: the linear layers, the LM head, and attention over t + 1 keys. */
+static double forward_flops_per_token(const an_model_config *c, double ctx) {
+    double C = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab_size;
+    double attn_proj = C * nh * hd + 2 * C * nkv * hd + nh * hd * C;
+    double mlp = (c->arch == AN_ARCH_GPT2 ? 2 : 3) * C * F;
+    double attn_scores = 2 * nh * hd * ctx; /* q.k and p.v */
+    return 2 * (c->n_layers * (attn_proj + mlp + attn_scores) + C * V);
+}
+
+static int bench_train(const bench_train_args *a) {
+    if (strcmp(a->method, "full") != 0)
+        return cli_fail("bench train: --method %s is not available yet (full)", a->method);
+    char path[4096];
+    if (an_file_exists(a->preset))
+        snprintf(path, sizeof path, "%s", a->preset);
+    else
+        snprintf(path, sizeof path, "configs/models/%s.json", a->preset);
+    an_error err;
+    an_model_config cfg;
+    if (an_config_load(&cfg, path, &err)) return cli_error(&err);
+    if (a->seq > cfg.max_seq) return cli_fail("bench train: --seq %d exceeds the preset's %d positions", a->seq, cfg.max_seq);
+
+    const an_ops *ops = an_ops_cpu();
+    an_model *m = an_model_init_random(&cfg, ops, a->seed, &err);
+    if (!m) return cli_error(&err);
+    an_model_set_all_trainable(m, 1);
+    an_full_trainer tr;
+    if (an_full_trainer_init(&tr, m, &err) || an_model_plan(m, a->batch, a->seq, &err)) {
+        an_model_free(m);
+        return cli_error(&err);
+    }
+
+    /* Random tokens; each predicts the next, the last of a row predicts nothing. */
+    int n = a->batch * a->seq;
+    int32_t *ids = malloc(sizeof *ids * n), *targets = malloc(sizeof *targets * n);
+    an_rng rng;
+    an_rng_seed(&rng, a->seed + 1);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)an_rng_below(&rng, (uint64_t)cfg.vocab_size);
+    for (int i = 0; i < n; i++) targets[i] = (i % a->seq == a->seq - 1) ? AN_IGNORE_INDEX : ids[i + 1];
+    an_batch b = {.ids = ids, .targets = targets, .B = a->batch, .T = a->seq};
+    an_adamw_config opt = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f, .max_grad_norm = 1.0f};
+
+    double *step_s = calloc((size_t)a->steps, sizeof *step_s);
+    double fwd = 0, bwd = 0, optim = 0;
+    int rc = 0;
+    for (int s = 0; s <= a->steps && rc == 0; s++) { /* step 0 warms caches and page tables */
+        an_step_stats st;
+        if (an_train_step(&tr, &b, &opt, &st, &err)) {
+            rc = cli_error(&err);
+            break;
+        }
+        if (!a->json) fprintf(stderr, "step %d: loss %.4f, %.0f ms\n", s, st.loss, 1e3 * (st.t_forward + st.t_backward + st.t_optimizer));
+        if (s == 0) continue;
+        step_s[s - 1] = st.t_forward + st.t_backward + st.t_optimizer;
+        fwd += st.t_forward;
+        bwd += st.t_backward;
+        optim += st.t_optimizer;
+    }
+    if (rc == 0) {
+        /* median and spread of the step times */
+        qsort(step_s, (size_t)a->steps, sizeof *step_s, cmp_double);
+        double *sorted = step_s;
+        double med = sorted[a->steps / 2], lo = sorted[0], hi = sorted[a->steps - 1];
+        double flops = 0;
+        for (int t = 0; t < a->seq; t++) flops += forward_flops_per_token(&cfg, t + 1);
+        flops *= 3.0 * a->batch; /* backward of a fully trained network costs twice its forward */
+        double gflops = flops / med / 1e9;
+        double peak = an_measure_sgemm_gflops(1024, 5);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double peak_mib = ru.ru_maxrss / 1024.0;
+        double planned_mib = (an_model_bytes_params(m) + an_model_bytes_grads(m) + an_full_trainer_bytes(&tr) +
+                              an_model_bytes_activations(m)) / 1048576.0;
+        double tps = n / med;
+        if (a->json) {
+            printf("{\"peer\": \"autoneg\", \"preset\": \"%s\", \"method\": \"%s\", \"batch\": %d, \"seq\": %d, "
+                   "\"threads\": %d, \"params\": %zu, \"tokens_per_s\": %.2f, \"step_ms_median\": %.1f, "
+                   "\"step_ms_min\": %.1f, \"step_ms_max\": %.1f, \"forward_ms\": %.1f, \"backward_ms\": %.1f, "
+                   "\"optimizer_ms\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
+                   "\"fraction_of_sgemm_peak\": %.4f, \"peak_mib\": %.1f, \"planned_mib\": %.1f}\n",
+                   a->preset, a->method, a->batch, a->seq, omp_get_max_threads(), an_model_param_count(m, 0), tps,
+                   med * 1e3, lo * 1e3, hi * 1e3, fwd / a->steps * 1e3, bwd / a->steps * 1e3, optim / a->steps * 1e3,
+                   gflops, peak, gflops / peak, peak_mib, planned_mib);
+        } else {
+            printf("preset %s (%zu parameters), %s fine-tuning, batch %d x %d tokens, %d threads\n", a->preset,
+                   an_model_param_count(m, 0), a->method, a->batch, a->seq, omp_get_max_threads());
+            printf("  %.1f tokens/s; step %.1f ms median (min %.1f, max %.1f, %d steps)\n", tps, med * 1e3, lo * 1e3,
+                   hi * 1e3, a->steps);
+            printf("  forward %.1f ms, backward %.1f ms, optimizer %.1f ms (means)\n", fwd / a->steps * 1e3,
+                   bwd / a->steps * 1e3, optim / a->steps * 1e3);
+            printf("  %.1f GFLOP/s = %.0f%% of this machine's sgemm peak (%.1f GFLOP/s)\n", gflops, 100 * gflops / peak, peak);
+            printf("  peak memory %.0f MiB (planned: params %.0f, grads %.0f, optimizer %.0f, activations %.0f MiB)\n",
+                   peak_mib, an_model_bytes_params(m) / 1048576.0, an_model_bytes_grads(m) / 1048576.0,
+                   an_full_trainer_bytes(&tr) / 1048576.0, an_model_bytes_activations(m) / 1048576.0);
+        }
+    }
+    free(step_s);
+    free(ids);
+    free(targets);
+    an_full_trainer_free(&tr);
+    an_model_free(m);
+    return rc;
+}
+
+int an_cmd_bench(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "train") != 0)
+        return cli_fail("usage: autoneg bench train --preset NAME [--batch B] [--seq T] [--steps N] [--method full] [--threads K] [--json]");
+    bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234};
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--json")) {
+            a.json = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return cli_fail("bench train: %s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--preset")) a.preset = v;
+        else if (!strcmp(f, "--method")) a.method = v;
+        else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a.batch)) return 1; }
+        else if (!strcmp(f, "--seq")) { if (parse_int(f, v, 2, 1 << 20, &a.seq)) return 1; }
+        else if (!strcmp(f, "--steps")) { if (parse_int(f, v, 1, 100000, &a.steps)) return 1; }
+        else if (!strcmp(f, "--threads")) { if (parse_int(f, v, 1, 1024, &a.threads)) return 1; }
+        else if (!strcmp(f, "--seed")) a.seed = strtoull(v, NULL, 10);
+        else return cli_fail("bench train: unknown option %s", f);
+    }
+    if (!a.preset) return cli_fail("bench train: --preset is required (e.g. gpt2-124m, llama-60m)");
+    if (a.threads) omp_set_num_threads(a.threads);
+    return bench_train(&a);
+}
