@@ -52,6 +52,57 @@ static void test_save_matches_transformers_files(void) {
     }
 }
 
+/* A sharded folder (model.safetensors.index.json + two shards, as save_pretrained writes big models)
+ * loads to the same parameters as the single file. */
+static void test_sharded_folder_loads(void) {
+    char src[512], dir[512], path[700];
+    snprintf(src, sizeof src, "%s/qwen2/model.safetensors", MODEL_FIXTURES);
+    snprintf(dir, sizeof dir, "%s/sharded-qwen2", test_tmpdir());
+    mkdir(dir, 0777);
+    an_error e;
+    an_safetensors st;
+    if (an_st_open(&st, src, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    static const char *shard[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+    size_t cap = 64 + (size_t)st.n_tensors * 160, len = 0;
+    char *index = malloc(cap);
+    len += (size_t)snprintf(index + len, cap - len, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");
+    for (int k = 0; k < 2; k++) {
+        an_st_writer w;
+        an_st_writer_init(&w);
+        for (int i = k; i < st.n_tensors; i += 2) {
+            const an_st_tensor *t = &st.tensors[i];
+            CHECK(an_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &e) == 0);
+            len += (size_t)snprintf(index + len, cap - len, "%s\"%s\": \"%s\"", len > 48 ? ", " : "", t->name, shard[k]);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, shard[k]);
+        CHECK_MSG(an_st_write(&w, path, &e) == 0, "%s", e.msg);
+        an_st_writer_free(&w);
+    }
+    len += (size_t)snprintf(index + len, cap - len, "}}");
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    CHECK(an_write_file_atomic(path, index, len, &e) == 0);
+    free(index);
+    an_st_close(&st);
+    char cfg_src[512], cfg_dst[700];
+    snprintf(cfg_src, sizeof cfg_src, "%s/qwen2/config.json", MODEL_FIXTURES);
+    snprintf(cfg_dst, sizeof cfg_dst, "%s/config.json", dir);
+    size_t n = 0;
+    char *cfg = an_read_file(cfg_src, &n, &e);
+    CHECK(cfg && an_write_file_atomic(cfg_dst, cfg, n, &e) == 0);
+    free(cfg);
+    an_model *a = an_model_load(dir, an_ops_cpu(), &e);
+    CHECK_MSG(a != NULL, "%s", e.msg);
+    an_model *b = load_fixture_model("qwen2");
+    if (a && b)
+        CHECK(a->n_param_floats == b->n_param_floats &&
+              memcmp(a->param_mem, b->param_mem, a->n_param_floats * sizeof(float)) == 0);
+    an_model_free(a);
+    an_model_free(b);
+}
+
 /* Writes a copy of the llama fixture into dir with tensor `victim` changed: mode 0 drops it, mode 1
  * gives it a wrong shape, mode 2 adds a tensor nobody expects. */
 static int write_broken_copy(const char *dir, const char *victim, int mode) {
@@ -309,6 +360,7 @@ static void test_training_steps_allocate_nothing(void) {
 
 int main(void) {
     RUN(test_save_matches_transformers_files);
+    RUN(test_sharded_folder_loads);
     RUN(test_bad_model_files_name_file_and_tensor);
     RUN(test_packed_rows_match_separate_samples);
     RUN(test_init_random);
