@@ -7,6 +7,7 @@
  * the KV path runs the same ops on the same numbers, only the attention of a decode step and the
  * matrix-vector products sum in another order (float32 rounding ~1e-6 relative). A wrong position,
  * mask, cache slot or RoPE angle gives errors of order 1. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,6 +231,9 @@ static void test_generate_bad_input(void) {
 }
 
 int main(void) {
+    /* tiny models: every op takes microseconds, less than waking a thread team on a shared 2-core
+     * machine, so these run on one thread (the threaded kernels are tested in test_ops and test_infer_ops) */
+    omp_set_num_threads(1);
     RUN(test_gpt2);
     RUN(test_llama);
     RUN(test_qwen2);
