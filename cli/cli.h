@@ -12,6 +12,9 @@ int an_cmd_tokenizer(int argc, char **argv);
 int an_cmd_data(int argc, char **argv);
 int an_cmd_bench(int argc, char **argv);
 int an_cmd_train(int argc, char **argv);
+int an_cmd_generate(int argc, char **argv);
+int an_cmd_perplexity(int argc, char **argv);
+int an_cmd_eval(int argc, char **argv);
 
 /* Prints "autoneg: message" to stderr and returns 1, for `return cli_fail(...)`. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

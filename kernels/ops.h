@@ -116,6 +116,18 @@ typedef struct an_ops {
      * Backward runs the same map the other way and accumulates: dsrc[...] += ddst[...]. ---- */
     void (*gather_cols_forward)(float *dst, const float *src, int N, const struct an_col_map *map);
     void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
+
+    /* ---- inference (forward only; infer/ uses these for decoding with a KV cache) ---- */
+    /* The same product as matmul_forward, for the few rows of a decode step (N small, e.g. 1..4):
+     * one pass over w, each weight row used for all N inputs while it is in cache, so decoding runs
+     * at memory bandwidth instead of paying a GEMM's packing per token. */
+    void (*matvec_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+    /* One query per row against a KV cache: q[B, nh, hd], caches [rows, max_T, nkv, hd]; query row b
+     * reads cache row slot[b] (slot NULL: row b) and attends to its keys 0 .. len[b]-1.
+     * out[B, nh, hd] (overwrites). Scale 1/sqrt(hd), grouped-query heads as attention_forward. */
+    void (*attention_decode_forward)(float *out, const float *q, const float *k_cache, const float *v_cache,
+                                     const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
+                                     int hd);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */
