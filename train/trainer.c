@@ -1,4 +1,6 @@
 /* The training loop (see train/trainer.h). */
+#include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include "core/file.h"
 #include "core/rng.h"
 #include "train/data_pipeline.h"
+#include "train/eval_samples.h"
 #include "train/loss_svg.h"
 #include "train/metrics.h"
 #include "train/progress.h"
@@ -144,19 +147,50 @@ typedef struct run {
     char metrics_path[1100];
 } run;
 
+/* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
+static int log_samples(run *u, an_error *err) {
+    const an_recipe *r = u->r;
+    int n = r->eval.prompts.n;
+    if (n == 0) return 0;
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!texts) return an_fail(err, "eval: out of memory");
+    int rc = an_eval_samples(u->m, an_train_data_tokenizer(u->data), an_train_data_template(u->data), r->data.system,
+                             (const char *const *)r->eval.prompts.v, n, r->eval.max_new_tokens, texts, err);
+    char path[1100];
+    FILE *f = NULL;
+    if (!rc && (an_path_join(path, sizeof path, r->output.dir, "samples.jsonl") || !(f = fopen(path, "ab"))))
+        rc = an_fail(err, "%s: cannot append: %s", path, strerror(errno));
+    for (int i = 0; i < n && !rc; i++) {
+        an_trainer_note(u->o, "step %ld: %s -> %s", u->step, r->eval.prompts.v[i], texts[i]);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "step", (double)u->step);
+        cJSON_AddStringToObject(o, "prompt", r->eval.prompts.v[i]);
+        cJSON_AddStringToObject(o, "negative", texts[i]);
+        char *line = cJSON_PrintUnformatted(o);
+        if (!line || fprintf(f, "%s\n", line) < 0) rc = an_fail(err, "%s: cannot write", path);
+        free(line);
+        cJSON_Delete(o);
+    }
+    if (f && fclose(f) && !rc) rc = an_fail(err, "%s: cannot write: %s", path, strerror(errno));
+    for (int i = 0; i < n; i++) free(texts[i]);
+    free(texts);
+    return rc;
+}
+
 static int log_eval(run *u, an_error *err) {
-    if (an_train_data_val_samples(u->data) == 0) return 0;
-    double loss;
-    long long n;
-    if (evaluate(u->m, u->data, u->r, &loss, &n, err)) return -1;
-    an_metrics_eval e = {u->step, loss, n, mono_now() - u->t_start};
-    if (an_metrics_log_eval(&u->metrics, &e, err)) return -1;
-    if (an_tb_scalar(&u->tb, AN_TB_EVAL_LOSS, u->step, (float)loss, wall_now(), err)) return -1;
-    if (isnan(u->res->first_eval_loss)) u->res->first_eval_loss = loss;
-    u->res->eval_loss = loss;
-    if (u->o->progress && u->o->progress_tty != 1) an_progress_finish(&u->prog);
-    an_trainer_note(u->o, "step %ld: eval loss %.4f over %lld tokens", u->step, loss, n);
-    return 0;
+    if (u->o->progress) an_progress_finish(&u->prog);
+    if (an_train_data_val_samples(u->data) > 0) {
+        double loss;
+        long long n;
+        if (evaluate(u->m, u->data, u->r, &loss, &n, err)) return -1;
+        an_metrics_eval e = {u->step, loss, n, mono_now() - u->t_start};
+        if (an_metrics_log_eval(&u->metrics, &e, err)) return -1;
+        if (an_tb_scalar(&u->tb, AN_TB_EVAL_LOSS, u->step, (float)loss, wall_now(), err)) return -1;
+        if (isnan(u->res->first_eval_loss)) u->res->first_eval_loss = loss;
+        u->res->eval_loss = loss;
+        an_trainer_note(u->o, "step %ld: eval loss %.4f over %lld tokens", u->step, loss, n);
+    }
+    return log_samples(u, err);
 }
 
 static int checkpoint(run *u, an_error *err) {
@@ -385,7 +419,7 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
     if (!res->interrupted) {
         an_path_join(res->final_dir, sizeof res->final_dir, r->output.dir, "final");
-        if (an_trainer_save_final(u.m, u.tok_path, res->final_dir, err)) goto done;
+        if (an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, err)) goto done;
     }
     rc = finish_outputs(&u, err);
 done:

@@ -24,9 +24,11 @@ int an_trainer_save_ckpt(const an_model *m, const float *moments, const an_ckpt_
 /* Restores them; every trainable tensor must be in the checkpoint with its size. */
 int an_trainer_load_ckpt(an_model *m, float *moments, const char *path, an_ckpt_state *st, an_error *err);
 
-/* The final full model: DIR/final with config.json, model.safetensors and the tokenizer files found
- * at tok_path (a folder, or the folder of a tokenizer file). */
-int an_trainer_save_final(const an_model *m, const char *tok_path, const char *out_dir, an_error *err);
+/* The final full model: out_dir with config.json, model.safetensors, the tokenizer files found at
+ * tok_path (a folder's tokenizer files, or the one tokenizer file) and autoneg.json naming the
+ * template (built-in names hold no quotes or backslashes, so no escaping is needed). */
+int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
+                          an_error *err);
 
 /* Formats a note and hands it to o->note. */
 void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -194,8 +194,14 @@ static int copy_file(const char *src, const char *dst, an_error *err) {
     return rc;
 }
 
-int an_trainer_save_final(const an_model *m, const char *tok_path, const char *out_dir, an_error *err) {
+int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
+                          an_error *err) {
     if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err)) return -1;
+    /* the template the model was trained with, which autoneg generate reads from autoneg.json */
+    char meta[1400], mpath[1200];
+    int len = snprintf(meta, sizeof meta, "{\"template\": \"%s\"}\n", template_name);
+    if (an_path_join(mpath, sizeof mpath, out_dir, "autoneg.json") || an_write_file_atomic(mpath, meta, (size_t)len, err))
+        return -1;
     /* the tokenizer files transformers and autoneg look for */
     static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                         "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
