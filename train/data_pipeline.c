@@ -61,6 +61,26 @@ static int read_files(const an_recipe *r, const char *const *files, int n, an_pa
     return 0;
 }
 
+/* Drops pairs whose negative is empty or blank: they would teach the model to write nothing (style
+ * collections hold many: AI-Horde styles without a fixed negative part). */
+static size_t drop_empty_negatives(an_pairs *p) {
+    size_t k = 0, dropped = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const char *s = p->v[i].negative;
+        while (s && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == ',')) s++;
+        if (s && *s) {
+            p->v[k++] = p->v[i];
+            continue;
+        }
+        free(p->v[i].prompt);
+        free(p->v[i].negative);
+        free(p->v[i].source);
+        dropped++;
+    }
+    p->n = k;
+    return dropped;
+}
+
 /* Training and validation pairs: data.val when given, else the split of data.train by group. */
 static int read_pairs(const an_recipe *r, an_pairs *train, an_pairs *val, an_data_report *rep, an_error *err) {
     an_pairs all = {0};
@@ -68,11 +88,19 @@ static int read_pairs(const an_recipe *r, an_pairs *train, an_pairs *val, an_dat
     memset(val, 0, sizeof *val);
     if (r->data.train.n == 0) return an_fail(err, "recipe: data.train names no file");
     if (read_files(r, (const char *const *)r->data.train.v, r->data.train.n, &all, rep, err)) goto fail;
+    size_t empty = drop_empty_negatives(&all);
+    if (rep) rep->empty_negatives = empty;
+    if (all.n == 0) {
+        an_fail(err, "%s: no usable pair: every negative prompt is empty", r->data.train.v[0]);
+        goto fail;
+    }
     if (r->data.val[0]) {
         const char *v = r->data.val;
         *train = all;
         memset(&all, 0, sizeof all);
         if (read_files(r, &v, 1, val, rep, err)) goto fail;
+        empty = drop_empty_negatives(val);
+        if (rep) rep->empty_negatives += empty;
     } else if (r->data.val_fraction > 0) {
         if (an_pairs_split(&all, r->data.val_fraction, split_by(r->data.group_by), (uint64_t)r->data.shuffle_seed, train,
                            val, err))

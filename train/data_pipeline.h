@@ -37,6 +37,7 @@ typedef struct an_data_report {
     size_t train_samples, val_samples; /* after the template (samples with no trained token dropped) */
     size_t dropped;                    /* samples dropped for having no trained token */
     size_t skipped;                    /* records the readers skipped (bad rows) */
+    size_t empty_negatives;            /* pairs left out for an empty negative prompt */
     long long train_tokens;            /* tokens in the training samples */
     long rows_per_epoch;               /* training batch rows of one epoch (packed rows or samples) */
     int cache_hit;                     /* the training samples came from the token cache */

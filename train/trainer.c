@@ -311,6 +311,8 @@ static int setup(run *u, an_error *err) {
                     rep.train_pairs, rep.train_samples, rep.train_tokens, rep.cache_hit ? ", from the token cache" : "",
                     rep.val_pairs, rep.val_samples, rep.val_pairs ? "" : " (no evaluation)");
     if (rep.skipped) an_trainer_note(o, "data: %zu records skipped, first: %s", rep.skipped, rep.first_skip);
+    if (rep.empty_negatives)
+        an_trainer_note(o, "data: %zu pairs with an empty negative prompt left out", rep.empty_negatives);
     if (rep.dropped) an_trainer_note(o, "data: %zu samples dropped (no trained token left)", rep.dropped);
 
     u->total = an_recipe_total_steps(r, rep.rows_per_epoch);
