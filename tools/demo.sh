@@ -25,8 +25,8 @@ $AN data clean "$OUT/split/train.jsonl" --out "$OUT/split/train.clean.jsonl" 2>/
 $AN eval --model "$OUT/final" --data "$OUT/split/val.clean.jsonl" --train "$OUT/split/train.clean.jsonl" --max-tokens 40
 
 echo
-echo "== 3/3 negatives for new prompts: $AN generate --model $OUT/final --temperature 0"
-$AN generate --model "$OUT/final" --temperature 0 --max-tokens 40 \
+echo "== 3/3 negatives for new prompts: $AN generate --model $OUT/final --temperature 0 --repeat-penalty 1.4"
+$AN generate --model "$OUT/final" --temperature 0 --repeat-penalty 1.4 --max-tokens 40 \
     --prompt "husky with heterochromia" --prompt "apocalypse" --prompt "Mercedes-Benz, AMG" \
     --prompt "a watercolor of a lighthouse at dawn"
 
