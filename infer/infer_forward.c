@@ -9,7 +9,7 @@
 
 /* Up to this many rows a linear layer is a matrix-vector product over the weights (one pass, bound
  * by memory bandwidth); above it the GEMM, whose packing pays off once each weight is reused enough. */
-#define AN_MATVEC_MAX_ROWS 4
+#define AN_MATVEC_MAX_ROWS 16
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 
