@@ -102,6 +102,19 @@ static inline float an_dot(const float *a, const float *b, int n) {
     return s;
 }
 
+/* max of a[0..n), n >= 1: 8 independent chains (GCC keeps them scalar, but 8 wide in flight) */
+static inline float an_max(const float *a, int n) {
+    float mx[8];
+    for (int l = 0; l < 8; l++) mx[l] = a[0];
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) mx[l] = a[i + l] > mx[l] ? a[i + l] : mx[l];
+    float m = mx[0];
+    for (int l = 1; l < 8; l++) m = mx[l] > m ? mx[l] : m;
+    for (; i < n; i++) m = a[i] > m ? a[i] : m;
+    return m;
+}
+
 static inline float an_sum(const float *a, int n) {
     float acc[8] = {0};
     int i = 0;

@@ -3,18 +3,36 @@
  *   m  = lerp(m, g, 1 - beta1)            (m + (1 - beta1) * (g - m))
  *   v  = v * beta2 + (1 - beta2) * g * g
  *   p -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
- * Scalars are formed in double, as Python does, and rounded to float once. */
+ * Scalars are formed in double from the hyperparameters as typed, as Python does, and rounded to float
+ * once; the elementwise part is float32 in PyTorch's order. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "kernels/cpu.h"
 
+/* The shortest decimal that rounds to x, as a double: 0.999f -> 0.999. PyTorch forms 1 - beta2 from
+ * the Python double 0.999 (giving 0.001f); from the float it would be 1 - 0.999f = 0.00099998713, a
+ * 1.3e-5 relative difference in v. Hyperparameters are typed as short decimals, so recovering the
+ * decimal reproduces PyTorch's scalars bit for bit. */
+static double typed_decimal(float x) {
+    char buf[32];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)x);
+        double d = strtod(buf, NULL);
+        if ((float)d == x) return d;
+    }
+    return (double)x;
+}
+
 void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
                          float beta2, float eps, float weight_decay, int step) {
-    float decay = (float)(1.0 - (double)lr * (double)weight_decay);
-    float w1 = (float)(1.0 - (double)beta1);
-    float w2 = (float)(1.0 - (double)beta2);
-    float step_size = (float)((double)lr / (1.0 - pow((double)beta1, step)));
-    float bc2_sqrt = (float)sqrt(1.0 - pow((double)beta2, step));
+    double lr_d = typed_decimal(lr), b1 = typed_decimal(beta1), b2 = typed_decimal(beta2);
+    float decay = (float)(1.0 - lr_d * typed_decimal(weight_decay));
+    float w1 = (float)(1.0 - b1);
+    float w2 = (float)(1.0 - b2);
+    float step_size = (float)(lr_d / (1.0 - pow(b1, step)));
+    float bc2_sqrt = (float)sqrt(1.0 - pow(b2, step));
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];

@@ -9,6 +9,11 @@
  *
  * Inner loops are written as broadcast-times-row updates (S[i, :] += q[i, d] * kT[d, :]) over packed
  * tiles so they vectorise. A token t of row b attends to keys seg_start[b, t] .. t. */
+/* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -23,35 +28,99 @@ typedef struct dims {
 static inline size_t q_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nh + h) * d.hd; }
 static inline size_t kv_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nkv + h) * d.hd; }
 
-/* kT[dd][j] = k[b, k0 + j, kh, dd] for j < nk; zero past nk so full-width loops stay finite */
-static void pack_transposed(float *kT, const float *k, dims d, int b, int kh, int k0, int nk) {
-    for (int j = 0; j < BK; j++) {
-        if (j < nk) {
-            const float *src = k + kv_index(d, b, k0 + j, kh);
-            for (int dd = 0; dd < d.hd; dd++) kT[(size_t)dd * BK + j] = src[dd];
-        } else {
-            for (int dd = 0; dd < d.hd; dd++) kT[(size_t)dd * BK + j] = 0.0f;
-        }
+/* kT[dd][t] = k[b, t, kh, dd] for the whole row (t < T), zero up to ld (a multiple of BK), so every
+ * key tile is a column slice kT + k0 with row stride ld. Packed once per (batch, head) task and
+ * reused by all its query blocks. */
+static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b, int kh) {
+    /* 8 rows at a time: 8 contiguous stores per dd instead of one store per cache line */
+    int t = 0;
+    for (; t + 8 <= d.T; t += 8) {
+        const float *src[8];
+        for (int r = 0; r < 8; r++) src[r] = k + kv_index(d, b, t + r, kh);
+        for (int dd = 0; dd < d.hd; dd++)
+            for (int r = 0; r < 8; r++) kT[(size_t)dd * ld + t + r] = src[r][dd];
     }
+    for (; t < d.T; t++) {
+        const float *src = k + kv_index(d, b, t, kh);
+        for (int dd = 0; dd < d.hd; dd++) kT[(size_t)dd * ld + t] = src[dd];
+    }
+    for (int dd = 0; dd < d.hd; dd++)
+        for (size_t u = (size_t)d.T; u < ld; u++) kT[(size_t)dd * ld + u] = 0.0f;
 }
 
-/* S[i][j] = alpha * sum_dd a[i][dd] * bT[dd][j], for i < nq (a rows of stride lda) */
-static void tile_scores(float *S, const float *const *a_rows, const float *bT, int nq, int hd, float alpha) {
-    for (int i = 0; i < nq; i++) {
-        float row[BK];
-        for (int j = 0; j < BK; j++) row[j] = 0.0f;
-        const float *a = a_rows[i];
-        for (int dd = 0; dd < hd; dd++) {
-            float x = a[dd];
-            const float *bt = bT + (size_t)dd * BK;
-            for (int j = 0; j < BK; j++) row[j] += x * bt[j];
-        }
-        for (int j = 0; j < BK; j++) S[i * BK + j] = alpha * row[j];
-    }
-}
+typedef float v8f __attribute__((vector_size(32))); /* GCC/clang generic vector: one AVX register */
 
-static inline void axpy_row(float *restrict y, float a, const float *restrict x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+/* macros, not functions: a 32-byte vector passed by value changes the ABI on builds without AVX */
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define ADD_STORE8(p, v)                                                                                     \
+    do {                                                                                                       \
+        v8f c_;                                                                                                \
+        memcpy(&c_, (p), sizeof c_);                                                                           \
+        c_ += (v);                                                                                             \
+        memcpy((p), &c_, sizeof c_);                                                                           \
+    } while (0)
+
+/* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
+ * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
+ * attention tiles is one of these. A register-blocked 4 x 16 kernel (8 vector accumulators) covers
+ * whole blocks; leftover rows take a 1 x 16 kernel and leftover columns a scalar loop. */
+static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, const float *B, size_t ldb, float *C,
+                       size_t ldc) {
+    int n16 = N / 16 * 16;
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        const float *a0 = A + (size_t)m * a_rs, *a1 = a0 + a_rs, *a2 = a1 + a_rs, *a3 = a2 + a_rs;
+        for (int n = 0; n < n16; n += 16) {
+            v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + n;
+                v8f b0, b1;
+                LOAD8(b0, b);
+                LOAD8(b1, b + 8);
+                size_t ka = (size_t)k * a_cs;
+                float x0 = a0[ka], x1 = a1[ka], x2 = a2[ka], x3 = a3[ka];
+                v8f v0 = {x0, x0, x0, x0, x0, x0, x0, x0}, v1 = {x1, x1, x1, x1, x1, x1, x1, x1};
+                v8f v2 = {x2, x2, x2, x2, x2, x2, x2, x2}, v3 = {x3, x3, x3, x3, x3, x3, x3, x3};
+                c00 += v0 * b0, c01 += v0 * b1, c10 += v1 * b0, c11 += v1 * b1;
+                c20 += v2 * b0, c21 += v2 * b1, c30 += v3 * b0, c31 += v3 * b1;
+            }
+            float *c = C + (size_t)m * ldc + n;
+            ADD_STORE8(c, c00);
+            ADD_STORE8(c + 8, c01);
+            ADD_STORE8(c + ldc, c10);
+            ADD_STORE8(c + ldc + 8, c11);
+            ADD_STORE8(c + 2 * ldc, c20);
+            ADD_STORE8(c + 2 * ldc + 8, c21);
+            ADD_STORE8(c + 3 * ldc, c30);
+            ADD_STORE8(c + 3 * ldc + 8, c31);
+        }
+    }
+    for (; m < M; m++) {
+        const float *a0 = A + (size_t)m * a_rs;
+        for (int n = 0; n < n16; n += 16) {
+            v8f c00 = {0}, c01 = {0};
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + n;
+                float x0 = a0[(size_t)k * a_cs];
+                v8f v0 = {x0, x0, x0, x0, x0, x0, x0, x0};
+                v8f b0, b1;
+                LOAD8(b0, b);
+                LOAD8(b1, b + 8);
+                c00 += v0 * b0, c01 += v0 * b1;
+            }
+            float *c = C + (size_t)m * ldc + n;
+            ADD_STORE8(c, c00);
+            ADD_STORE8(c + 8, c01);
+        }
+    }
+    if (n16 < N)
+        for (int mm = 0; mm < M; mm++)
+            for (int k = 0; k < K; k++) {
+                float x = A[(size_t)mm * a_rs + (size_t)k * a_cs];
+                const float *b = B + (size_t)k * ldb;
+                float *c = C + (size_t)mm * ldc;
+                for (int n = n16; n < N; n++) c[n] += x * b[n];
+            }
 }
 
 /* the span of keys [lo, hi] any query of the block [t0, t0 + nq) may see */
@@ -68,74 +137,83 @@ void an_cpu_attention_forward(float *out, float *lse, const float *q, const floa
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;
     float scale = 1.0f / sqrtf((float)hd);
-    int ntasks = B * nh * nqb;
+    int ntasks = B * nh;
+    size_t ld = (size_t)nqb * BK + BK; /* a tile may start anywhere below T (at a sample start) */
 #pragma omp parallel
     {
-        float *kT = malloc(sizeof(float) * (size_t)hd * BK);
+        float *kT = malloc(sizeof(float) * (size_t)hd * ld);
         float *S = malloc(sizeof(float) * BQ * BK);
         float *acc = malloc(sizeof(float) * (size_t)BQ * hd);
         int ok = kT && S && acc;
 #pragma omp for schedule(dynamic, 1)
-        for (int task = ntasks - 1; task >= 0; task--) { /* longest blocks (the last ones) first */
-            int qb = task % nqb, h = (task / nqb) % nh, b = task / (nqb * nh), kh = h / group;
-            int t0 = qb * BQ, nq = T - t0 < BQ ? T - t0 : BQ;
+        for (int task = 0; task < ntasks; task++) {
+            int h = task % nh, b = task / nh, kh = h / group;
             const int32_t *seg = seg_start + (size_t)b * T;
             float *lse_bh = lse + ((size_t)b * nh + h) * T;
             if (!ok) { /* out of memory: no way to report from a void op, so make it visible */
-                for (int i = 0; i < nq; i++) {
-                    float *o = out + q_index(d, b, t0 + i, h);
+                for (int t = 0; t < T; t++) {
+                    float *o = out + q_index(d, b, t, h);
                     for (int dd = 0; dd < hd; dd++) o[dd] = NAN;
-                    lse_bh[t0 + i] = NAN;
+                    lse_bh[t] = NAN;
                 }
                 continue;
             }
-            const float *qrows[BQ];
-            float m[BQ], l[BQ];
-            for (int i = 0; i < nq; i++) {
-                qrows[i] = q + q_index(d, b, t0 + i, h);
-                m[i] = -INFINITY;
-                l[i] = 0.0f;
-                for (int dd = 0; dd < hd; dd++) acc[(size_t)i * hd + dd] = 0.0f;
-            }
-            int lo, hi;
-            key_span(seg, t0, nq, &lo, &hi);
-            for (int k0 = lo; k0 <= hi; k0 += BK) {
-                int nk = hi + 1 - k0 < BK ? hi + 1 - k0 : BK;
-                pack_transposed(kT, k, d, b, kh, k0, nk);
-                tile_scores(S, qrows, kT, nq, hd, scale);
+            pack_transposed(kT, ld, k, d, b, kh);
+            for (int qb = 0; qb < nqb; qb++) {
+                int t0 = qb * BQ, nq = T - t0 < BQ ? T - t0 : BQ;
+                const float *q0 = q + q_index(d, b, t0, h);
+                size_t q_stride = (size_t)nh * hd, kv_stride = (size_t)nkv * hd;
+                float m[BQ], l[BQ];
                 for (int i = 0; i < nq; i++) {
-                    int t = t0 + i;
-                    /* visible keys of this query inside the tile: [jlo, jhi) */
-                    int jlo = seg[t] - k0, jhi = t + 1 - k0;
-                    jlo = jlo < 0 ? 0 : jlo;
-                    jhi = jhi > nk ? nk : jhi;
-                    if (jlo >= jhi) continue;
-                    float *s = S + i * BK;
-                    float mx = m[i];
-                    for (int j = jlo; j < jhi; j++) mx = an_maxf(mx, s[j]);
-                    float corr = an_expf(m[i] - mx); /* m = -inf on the first visible tile: corr = ~0 */
-                    if (m[i] == -INFINITY) corr = 0.0f;
-                    float psum = 0.0f;
-                    for (int j = 0; j < BK; j++) {
-                        /* exp everywhere, then a 0/1 mask: no branch, so the loop vectorises (the masked
-                         * scores are finite, and an_expf saturates, so e * 0 is an exact 0) */
-                        float p = an_expf(s[j] - mx) * (float)(j >= jlo && j < jhi);
-                        s[j] = p;
-                        psum += p;
-                    }
-                    m[i] = mx;
-                    l[i] = l[i] * corr + psum;
-                    float *a = acc + (size_t)i * hd;
-                    if (corr != 1.0f)
-                        for (int dd = 0; dd < hd; dd++) a[dd] *= corr;
-                    for (int j = jlo; j < jhi; j++) axpy_row(a, s[j], v + kv_index(d, b, k0 + j, kh), hd);
+                    m[i] = -INFINITY;
+                    l[i] = 0.0f;
+                    for (int dd = 0; dd < hd; dd++) acc[(size_t)i * hd + dd] = 0.0f;
                 }
-            }
-            for (int i = 0; i < nq; i++) {
-                float *o = out + q_index(d, b, t0 + i, h);
-                float inv = 1.0f / l[i];
-                for (int dd = 0; dd < hd; dd++) o[dd] = acc[(size_t)i * hd + dd] * inv;
-                lse_bh[t0 + i] = m[i] + logf(l[i]);
+                int lo, hi;
+                key_span(seg, t0, nq, &lo, &hi);
+                for (int k0 = lo; k0 <= hi; k0 += BK) {
+                    int nk = hi + 1 - k0 < BK ? hi + 1 - k0 : BK;
+                    memset(S, 0, sizeof(float) * BQ * BK);
+                    small_gemm(nq, BK, hd, q0, (int)q_stride, 1, kT + k0, ld, S, BK); /* S = Q K^T */
+                    for (int i = 0; i < nq; i++) {
+                        int t = t0 + i;
+                        /* visible keys of this query inside the tile: [jlo, jhi) */
+                        int jlo = seg[t] - k0, jhi = t + 1 - k0;
+                        jlo = jlo < 0 ? 0 : jlo;
+                        jhi = jhi > nk ? nk : jhi;
+                        float *s = S + i * BK;
+                        if (jlo >= jhi) { /* sees nothing here: a zero row of P, state unchanged */
+                            memset(s, 0, sizeof(float) * BK);
+                            continue;
+                        }
+                        /* scaled scores, the hidden ones pushed to -1e30 (finite, so no inf - inf below) */
+                        for (int j = 0; j < BK; j++) {
+                            float vis = (float)(j >= jlo && j < jhi);
+                            s[j] = s[j] * scale * vis + (vis - 1.0f) * 1e30f;
+                        }
+                        float mx = an_maxf(m[i], an_max(s, BK));
+                        float corr = an_expf(m[i] - mx); /* m = -inf on the first visible tile: corr = ~0 */
+                        if (m[i] == -INFINITY) corr = 0.0f;
+                        for (int j = 0; j < BK; j++) {
+                            /* exp everywhere, then a 0/1 mask for exact zeros (an_expf(-1e30) is ~1e-38) */
+                            s[j] = an_expf(s[j] - mx) * (float)(j >= jlo && j < jhi);
+                        }
+                        float psum = an_sum(s, BK);
+                        m[i] = mx;
+                        l[i] = l[i] * corr + psum;
+                        float *a = acc + (size_t)i * hd;
+                        if (corr != 1.0f)
+                            for (int dd = 0; dd < hd; dd++) a[dd] *= corr;
+                    }
+                    /* acc += P V (rows that saw nothing in this tile have P = 0) */
+                    small_gemm(nq, hd, nk, S, BK, 1, v + kv_index(d, b, k0, kh), kv_stride, acc, hd);
+                }
+                for (int i = 0; i < nq; i++) {
+                    float *o = out + q_index(d, b, t0 + i, h);
+                    float inv = 1.0f / l[i];
+                    for (int dd = 0; dd < hd; dd++) o[dd] = acc[(size_t)i * hd + dd] * inv;
+                    lse_bh[t0 + i] = m[i] + logf(l[i]);
+                }
             }
         }
         free(kT);
@@ -152,10 +230,11 @@ void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
     int nqb = (T + BQ - 1) / BQ;
     float scale = 1.0f / sqrtf((float)hd);
     int ntasks = B * nkv;
+    size_t ld = (size_t)nqb * BK + BK; /* a tile may start anywhere below T (at a sample start) */
 #pragma omp parallel
     {
-        float *kT = malloc(sizeof(float) * (size_t)hd * BK);
-        float *vT = malloc(sizeof(float) * (size_t)hd * BK);
+        float *kT = malloc(sizeof(float) * (size_t)hd * ld);
+        float *vT = malloc(sizeof(float) * (size_t)hd * ld);
         float *P = malloc(sizeof(float) * BQ * BK);
         float *dS = malloc(sizeof(float) * BQ * BK);
         float *dqacc = malloc(sizeof(float) * (size_t)BQ * hd);
@@ -172,52 +251,45 @@ void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
                     }
                 continue;
             }
+            pack_transposed(kT, ld, k, d, b, kh);
+            pack_transposed(vT, ld, v, d, b, kh);
             for (int h = kh * group; h < (kh + 1) * group; h++) {
                 const float *lse_bh = lse + ((size_t)b * nh + h) * T;
                 for (int qb = 0; qb < nqb; qb++) {
                     int t0 = qb * BQ, nq = T - t0 < BQ ? T - t0 : BQ;
-                    const float *qrows[BQ], *dorows[BQ];
+                    const float *q0 = q + q_index(d, b, t0, h), *do0 = dout + q_index(d, b, t0, h);
+                    size_t q_stride = (size_t)nh * hd, kv_stride = (size_t)nkv * hd;
                     float Di[BQ];
-                    for (int i = 0; i < nq; i++) {
-                        qrows[i] = q + q_index(d, b, t0 + i, h);
-                        dorows[i] = dout + q_index(d, b, t0 + i, h);
-                        Di[i] = an_dot(dorows[i], out + q_index(d, b, t0 + i, h), hd);
-                        for (int dd = 0; dd < hd; dd++) dqacc[(size_t)i * hd + dd] = 0.0f;
-                    }
+                    for (int i = 0; i < nq; i++)
+                        Di[i] = an_dot(do0 + i * q_stride, out + q_index(d, b, t0 + i, h), hd);
+                    memset(dqacc, 0, sizeof(float) * (size_t)nq * hd);
                     int lo, hi;
                     key_span(seg, t0, nq, &lo, &hi);
                     for (int k0 = lo; k0 <= hi; k0 += BK) {
                         int nk = hi + 1 - k0 < BK ? hi + 1 - k0 : BK;
-                        pack_transposed(kT, k, d, b, kh, k0, nk);
-                        pack_transposed(vT, v, d, b, kh, k0, nk);
-                        tile_scores(P, qrows, kT, nq, hd, scale);
-                        tile_scores(dS, dorows, vT, nq, hd, 1.0f); /* dP = dout V^T */
+                        const float *k_tile = k + kv_index(d, b, k0, kh);
+                        memset(P, 0, sizeof(float) * BQ * BK);
+                        memset(dS, 0, sizeof(float) * BQ * BK);
+                        small_gemm(nq, BK, hd, q0, (int)q_stride, 1, kT + k0, ld, P, BK);   /* S = Q K^T */
+                        small_gemm(nq, BK, hd, do0, (int)q_stride, 1, vT + k0, ld, dS, BK); /* dP = dO V^T */
                         for (int i = 0; i < nq; i++) {
                             int t = t0 + i;
                             int jlo = seg[t] - k0, jhi = t + 1 - k0;
-                            jlo = jlo < 0 ? 0 : jlo;
-                            jhi = jhi > nk ? nk : jhi;
+                            jhi = jhi > nk ? nk : jhi; /* keys past nk are zero padding, never visible */
                             float *p = P + i * BK, *ds = dS + i * BK;
-                            float li = lse_bh[t];
+                            float li = lse_bh[t], di = Di[i];
                             for (int j = 0; j < BK; j++) {
-                                float pj = an_expf(p[j] - li) * (float)(j >= jlo && j < jhi);
+                                float pj = an_expf(p[j] * scale - li) * (float)(j >= jlo && j < jhi);
                                 p[j] = pj;
                                 /* the softmax scale of S = scale * q k^T, folded into dS */
-                                ds[j] = pj * (ds[j] - Di[i]) * scale;
-                            }
-                            float *dqa = dqacc + (size_t)i * hd;
-                            for (int j = jlo; j < jhi; j++) axpy_row(dqa, ds[j], k + kv_index(d, b, k0 + j, kh), hd);
-                        }
-                        for (int j = 0; j < nk; j++) {
-                            float *dkj = dk ? dk + kv_index(d, b, k0 + j, kh) : NULL;
-                            float *dvj = dv ? dv + kv_index(d, b, k0 + j, kh) : NULL;
-                            for (int i = 0; i < nq; i++) {
-                                float pij = P[i * BK + j];
-                                if (pij == 0.0f) continue; /* masked (or underflowed: contributes 0 anyway) */
-                                if (dvj) axpy_row(dvj, pij, dorows[i], hd);
-                                if (dkj) axpy_row(dkj, dS[i * BK + j], qrows[i], hd);
+                                ds[j] = pj * (ds[j] - di) * scale;
                             }
                         }
+                        small_gemm(nq, hd, nk, dS, BK, 1, k_tile, kv_stride, dqacc, hd); /* dQ += dS K */
+                        if (dv) /* dV += P^T dO */
+                            small_gemm(nk, hd, nq, P, 1, BK, do0, q_stride, dv + kv_index(d, b, k0, kh), kv_stride);
+                        if (dk) /* dK += dS^T Q */
+                            small_gemm(nk, hd, nq, dS, 1, BK, q0, q_stride, dk + kv_index(d, b, k0, kh), kv_stride);
                     }
                     if (dq)
                         for (int i = 0; i < nq; i++) {

@@ -15,16 +15,9 @@ static float row_lse(const float *x, int V) {
     for (int c0 = 0; c0 < V; c0 += CHUNK) {
         int len = V - c0 < CHUNK ? V - c0 : CHUNK;
         const float *xc = x + c0;
-        float mx[8];
-        for (int l = 0; l < 8; l++) mx[l] = -INFINITY;
-        int i = 0;
-        for (; i + 8 <= len; i += 8)
-            for (int l = 0; l < 8; l++) mx[l] = an_maxf(mx[l], xc[i + l]);
-        float m = mx[0];
-        for (int l = 1; l < 8; l++) m = an_maxf(m, mx[l]);
-        for (; i < len; i++) m = an_maxf(m, xc[i]);
+        float m = an_max(xc, len);
         float acc[8] = {0};
-        i = 0;
+        int i = 0;
         for (; i + 8 <= len; i += 8)
             for (int l = 0; l < 8; l++) acc[l] += an_expf(xc[i + l] - m);
         float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));

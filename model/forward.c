@@ -55,10 +55,11 @@ static void block_forward(an_model *m, int l, float *out, int B, int T) {
     o->add(out, a->res_mid, p->tmp, (size_t)N * C);
 }
 
-/* Uploads the batch through the host staging buffers, filling in default positions and segments. */
+/* Uploads the batch through the host staging buffers, filling in default positions and segments,
+ * and lists the trained rows (targets != -100) with their targets. */
 static int stage_batch(an_model *m, const an_batch *b, an_error *err) {
     an_plan *p = &m->plan;
-    int N = b->B * b->T, V = m->cfg.vocab_size;
+    int N = b->B * b->T, V = m->cfg.vocab_size, count = 0;
     for (int n = 0; n < N; n++) {
         int32_t id = b->ids[n];
         if (id < 0 || id >= V) return an_fail(err, "model forward: token %d at %d is outside the vocabulary of %d", id, n, V);
@@ -75,19 +76,28 @@ static int stage_batch(an_model *m, const an_batch *b, an_error *err) {
         if (tg != AN_IGNORE_INDEX && (tg < 0 || tg >= V))
             return an_fail(err, "model forward: target %d at %d is outside the vocabulary of %d", tg, n, V);
         p->h_targets[n] = tg;
+        if (tg != AN_IGNORE_INDEX) {
+            p->h_rows[count] = n;
+            p->h_row_targets[count++] = tg;
+        }
     }
     size_t bytes = (size_t)N * sizeof(int32_t);
     m->ops->upload(p->ids, p->h_ids, bytes);
     m->ops->upload(p->pos, p->h_pos, bytes);
     m->ops->upload(p->seg, p->h_seg, bytes);
     m->ops->upload(p->targets, p->h_targets, bytes);
+    if (count) {
+        m->ops->upload(p->rows, p->h_rows, (size_t)count * sizeof(int32_t));
+        m->ops->upload(p->row_targets, p->h_row_targets, (size_t)count * sizeof(int32_t));
+    }
+    p->last_count = count;
     return 0;
 }
 
-/* The LM head and the loss, head_rows rows at a time: logits of a chunk, their cross-entropy, and with
- * grad the gradient of the logits in place and the head's matmul backward into p->dln (d of the final
- * norm output) and the head weight's gradient. Only [head_rows, V] logits ever exist. */
-static void head_forward(an_model *m, int N, int with_loss, int with_grad, float dloss, float *logits_out) {
+/* The LM head over every row (when the caller wants the logits): head_rows rows at a time, each
+ * chunk's logits copied out, with targets their losses, and with grad the logits' gradient in place
+ * and the head's matmul backward into p->dln. */
+static void head_all_rows(an_model *m, int N, int with_loss, int with_grad, float dloss, float *logits_out) {
     const an_ops *o = m->ops;
     an_plan *p = &m->plan;
     int C = m->cfg.dim, V = m->cfg.vocab_size;
@@ -102,6 +112,29 @@ static void head_forward(an_model *m, int N, int with_loss, int with_grad, float
         if (!with_grad) continue;
         o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->targets + r0, n, V, dloss);
         o->matmul_backward(p->dln + (size_t)r0 * C, head->grad, NULL, p->logits, x, head->data, n, C, V);
+    }
+}
+
+/* The LM head and the loss in training: only the M rows with a target count, so their final-norm
+ * outputs are gathered (embedding_forward with lnf as the table) head_rows at a time; a chunk's
+ * logits, its cross-entropy, and with grad the logits' gradient in place and the head's matmul
+ * backward, scattered back into p->dln (embedding_backward). Only [head_rows, V] logits ever exist,
+ * and masked prompt tokens cost no head work. Losses come out compacted, losses[k] for row rows[k]. */
+static void head_trained_rows(an_model *m, int M, int with_grad, float dloss) {
+    const an_ops *o = m->ops;
+    an_plan *p = &m->plan;
+    int C = m->cfg.dim, V = m->cfg.vocab_size;
+    const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
+    for (int r0 = 0; r0 < M; r0 += p->head_rows) {
+        int n = M - r0 < p->head_rows ? M - r0 : p->head_rows;
+        o->embedding_forward(p->head_x, p->rows + r0, p->lnf, n, C);
+        o->matmul_forward(p->logits, p->head_x, head->data, NULL, n, C, V);
+        o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->row_targets + r0, n, V);
+        if (!with_grad) continue;
+        o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->row_targets + r0, n, V, dloss);
+        o->zero(p->head_dx, (size_t)n * C * sizeof(float));
+        o->matmul_backward(p->head_dx, head->grad, NULL, p->logits, p->head_x, head->data, n, C, V);
+        o->embedding_backward(p->dln, p->head_dx, p->rows + r0, n, C);
     }
 }
 
@@ -128,22 +161,29 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
         block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T);
     norm_forward(m, p->lnf, p->lnf_mean, p->lnf_rstd, p->res_out, m->final_norm_w, m->final_norm_b, N);
 
-    int count = 0;
-    for (int n = 0; n < N; n++) count += p->h_targets[n] != AN_IGNORE_INDEX;
+    int count = p->last_count;
     float dloss = count ? grad_scale / (float)count : 0.0f;
     if (with_grad) o->zero(p->dln, (size_t)N * C * sizeof(float));
-    head_forward(m, N, b->targets != NULL, with_grad, dloss, logits_out);
-
     double sum = 0;
-    if (b->targets) {
-        o->download(p->h_losses, p->losses, (size_t)N * sizeof(float));
-        for (int n = 0; n < N; n++) sum += p->h_losses[n];
+    if (logits_out || !b->targets) {
+        head_all_rows(m, N, b->targets != NULL, with_grad, dloss, logits_out);
+        if (b->targets) {
+            o->download(p->h_losses, p->losses, (size_t)N * sizeof(float));
+            for (int n = 0; n < N; n++) sum += p->h_losses[n];
+        }
+    } else {
+        head_trained_rows(m, count, with_grad, dloss);
+        memset(p->h_losses, 0, (size_t)N * sizeof(float));
+        if (count) o->download(p->h_row_losses, p->losses, (size_t)count * sizeof(float));
+        for (int k = 0; k < count; k++) {
+            p->h_losses[p->h_rows[k]] = p->h_row_losses[k];
+            sum += p->h_row_losses[k];
+        }
     }
     if (loss_out) *loss_out = count ? (float)(sum / count) : 0.0f;
     p->last_B = B;
     p->last_T = T;
     p->last_with_grad = with_grad;
-    p->last_count = count;
     return 0;
 }
 

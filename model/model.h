@@ -77,12 +77,14 @@ typedef struct an_plan {
     float *res_out;                 /* [N, C] output of the last layer */
     float *lnf, *lnf_mean, *lnf_rstd;
     float *logits;                  /* [head_rows, V] */
-    float *losses, *ce_lse;         /* [N] */
+    float *losses, *ce_lse;         /* [N] (compacted to the trained rows in training) */
+    int32_t *rows, *row_targets;    /* [N] trained rows (targets != -100) and their targets */
+    float *head_x, *head_dx;        /* [head_rows, C] gathered final-norm rows and their gradient */
     /* scratch shared by all layers */
     float *qkv, *tmp, *dres, *dln, *dq, *dk, *dv, *datt, *dqkv, *dffn_a, *dffn_b, *dffn_h;
     /* host staging (plain malloc; the batch is uploaded from here) */
-    int32_t *h_ids, *h_pos, *h_seg, *h_targets;
-    float *h_losses;
+    int32_t *h_ids, *h_pos, *h_seg, *h_targets, *h_rows, *h_row_targets;
+    float *h_losses, *h_row_losses;
     int last_B, last_T, last_with_grad; /* the shape of the last forward */
     int last_count;                 /* trained tokens (targets != -100) in the last forward */
 } an_plan;
@@ -147,7 +149,8 @@ int an_model_plan(an_model *m, int B, int T, an_error *err);
  * with_grad: also runs the LM head's backward, chunk by chunk, while the logits of a chunk are live
  * (so no N x V logits buffer exists); the gradient of the mean loss is multiplied by grad_scale
  * (1 for a plain mean; 1/k to average k accumulation steps). Then call an_model_backward.
- * logits_out: NULL, or host memory for B*T*V floats that receives the full logits. */
+ * logits_out: NULL, or host memory for B*T*V floats that receives the full logits; when NULL, the
+ * head runs only on the rows that have a target. */
 int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_scale, float *loss_out,
                      float *logits_out, an_error *err);
 /* Backward through the blocks and embeddings after a forward with with_grad; gradients accumulate

@@ -36,6 +36,8 @@ static void layout(an_model *m, carver *c) {
     p->pos = carve(c, N, sizeof(int32_t));
     p->seg = carve(c, N, sizeof(int32_t));
     p->targets = carve(c, N, sizeof(int32_t));
+    p->rows = carve(c, N, sizeof(int32_t));
+    p->row_targets = carve(c, N, sizeof(int32_t));
     for (int l = 0; l < cf->n_layers; l++) {
         an_layer_acts *a = &p->layers[l];
         a->res_in = carve(c, N * C, f);
@@ -60,6 +62,8 @@ static void layout(an_model *m, carver *c) {
     p->lnf_mean = gpt2 ? carve(c, N, f) : NULL;
     p->lnf_rstd = carve(c, N, f);
     p->logits = carve(c, (size_t)p->head_rows * cf->vocab_size, f);
+    p->head_x = carve(c, (size_t)p->head_rows * C, f);
+    p->head_dx = carve(c, (size_t)p->head_rows * C, f);
     p->losses = carve(c, N, f);
     p->ce_lse = carve(c, N, f);
     p->qkv = fused ? carve(c, N * qkvd, f) : NULL;
@@ -84,7 +88,10 @@ void an_model_plan_free(an_model *m) {
     free(p->h_pos);
     free(p->h_seg);
     free(p->h_targets);
+    free(p->h_rows);
+    free(p->h_row_targets);
     free(p->h_losses);
+    free(p->h_row_losses);
     memset(p, 0, sizeof *p);
 }
 
@@ -113,8 +120,12 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     p->h_pos = malloc(N * sizeof(int32_t));
     p->h_seg = malloc(N * sizeof(int32_t));
     p->h_targets = malloc(N * sizeof(int32_t));
+    p->h_rows = malloc(N * sizeof(int32_t));
+    p->h_row_targets = malloc(N * sizeof(int32_t));
     p->h_losses = calloc(N, sizeof(float));
-    if (!p->layers || !p->h_ids || !p->h_pos || !p->h_seg || !p->h_targets || !p->h_losses)
+    p->h_row_losses = calloc(N, sizeof(float));
+    if (!p->layers || !p->h_ids || !p->h_pos || !p->h_seg || !p->h_targets || !p->h_rows || !p->h_row_targets ||
+        !p->h_losses || !p->h_row_losses)
         return an_fail(err, "model plan: out of host memory");
     carver c = {NULL, 0};
     layout(m, &c);

@@ -154,6 +154,19 @@ def llama():
     record("llama", model, hf_forward(model), cfg.vocab_size, 102)
 
 
+# ---------------------------------------------------------------- Llama with every bias, one kv head, tied
+def llama_bias():
+    torch.manual_seed(5)
+    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=16, intermediate_size=40, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                                   rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=True,
+                                   attention_bias=True, mlp_bias=True, bos_token_id=1, eos_token_id=2)
+    model = transformers.LlamaForCausalLM(cfg).float().eval()
+    perturb(model, 15)
+    model.save_pretrained(os.path.join(OUT, "llama-bias"), safe_serialization=True)
+    record("llama-bias", model, hf_forward(model), cfg.vocab_size, 105)
+
+
 # ---------------------------------------------------------------- Qwen2 (q/k/v bias, tied head), saved as BF16
 def qwen2():
     torch.manual_seed(3)
@@ -384,6 +397,7 @@ def real_models():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["gpt2", "llama", "qwen2", "internlm2", "real"]
-    for w in which:
-        {"gpt2": gpt2, "llama": llama, "qwen2": qwen2, "internlm2": internlm2, "real": real_models}[w]()
+    makers = {"gpt2": gpt2, "llama": llama, "llama-bias": llama_bias, "qwen2": qwen2, "internlm2": internlm2,
+              "real": real_models}
+    for w in sys.argv[1:] or list(makers):
+        makers[w]()
