@@ -11,25 +11,20 @@
 
 #include "kernels/cpu.h"
 
-/* Eight floats as one vector (GCC/Clang vector extension: AVX with -march=native, plain code
- * elsewhere). Written out because the compilers turn the 4-row x 8-lane array form into shuffles. */
+/* Eight floats as one vector (GCC/Clang vector extension: AVX with -march=native, two SSE halves
+ * elsewhere). Written out because the compilers turn the 4-row x 8-lane array form into shuffles.
+ * Helpers are macros: passing a 32-byte vector to a function changes the ABI without AVX. */
 typedef float v8f __attribute__((vector_size(32)));
 
-static inline v8f load8(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
+#define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
 /* a * b + c, fused where the CPU has FMA (-std=c11 turns off gcc's automatic contraction) */
 #if defined(__FMA__)
 #include <immintrin.h>
-static inline v8f fma8(v8f a, v8f b, v8f c) { return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c); }
+#define FMA8(a, b, c) ((v8f)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
 #else
-static inline v8f fma8(v8f a, v8f b, v8f c) { return a * b + c; }
+#define FMA8(a, b, c) ((a) * (b) + (c))
 #endif
-
-static inline float hsum8(v8f a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
+#define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
 /* out[0..3] = rows w0..w3 dotted with x */
 static void dot4(const float *restrict w0, const float *restrict w1, const float *restrict w2,
@@ -37,13 +32,11 @@ static void dot4(const float *restrict w0, const float *restrict w1, const float
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int i = 0;
     for (; i + 8 <= C; i += 8) {
-        v8f xv = load8(x + i);
-        a0 = fma8(load8(w0 + i), xv, a0);
-        a1 = fma8(load8(w1 + i), xv, a1);
-        a2 = fma8(load8(w2 + i), xv, a2);
-        a3 = fma8(load8(w3 + i), xv, a3);
+        v8f xv, u0, u1, u2, u3;
+        LOAD8(xv, x + i), LOAD8(u0, w0 + i), LOAD8(u1, w1 + i), LOAD8(u2, w2 + i), LOAD8(u3, w3 + i);
+        a0 = FMA8(u0, xv, a0), a1 = FMA8(u1, xv, a1), a2 = FMA8(u2, xv, a2), a3 = FMA8(u3, xv, a3);
     }
-    float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
+    float s[4] = {HSUM8(a0), HSUM8(a1), HSUM8(a2), HSUM8(a3)};
     const float *w[4] = {w0, w1, w2, w3};
     for (int r = 0; r < 4; r++) {
         for (int k = i; k < C; k++) s[r] += w[r][k] * x[k];
@@ -57,12 +50,13 @@ static void dot4x2(const float *restrict w0, const float *restrict w1, const flo
     v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
     int i = 0;
     for (; i + 8 <= C; i += 8) {
-        v8f xv = load8(x + i), yv = load8(y + i);
-        v8f u0 = load8(w0 + i), u1 = load8(w1 + i), u2 = load8(w2 + i), u3 = load8(w3 + i);
-        a0 = fma8(u0, xv, a0), a1 = fma8(u1, xv, a1), a2 = fma8(u2, xv, a2), a3 = fma8(u3, xv, a3);
-        b0 = fma8(u0, yv, b0), b1 = fma8(u1, yv, b1), b2 = fma8(u2, yv, b2), b3 = fma8(u3, yv, b3);
+        v8f xv, yv, u0, u1, u2, u3;
+        LOAD8(xv, x + i), LOAD8(yv, y + i);
+        LOAD8(u0, w0 + i), LOAD8(u1, w1 + i), LOAD8(u2, w2 + i), LOAD8(u3, w3 + i);
+        a0 = FMA8(u0, xv, a0), a1 = FMA8(u1, xv, a1), a2 = FMA8(u2, xv, a2), a3 = FMA8(u3, xv, a3);
+        b0 = FMA8(u0, yv, b0), b1 = FMA8(u1, yv, b1), b2 = FMA8(u2, yv, b2), b3 = FMA8(u3, yv, b3);
     }
-    float s[8] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3), hsum8(b0), hsum8(b1), hsum8(b2), hsum8(b3)};
+    float s[8] = {HSUM8(a0), HSUM8(a1), HSUM8(a2), HSUM8(a3), HSUM8(b0), HSUM8(b1), HSUM8(b2), HSUM8(b3)};
     const float *w[4] = {w0, w1, w2, w3};
     for (int r = 0; r < 4; r++)
         for (int k = i; k < C; k++) {
