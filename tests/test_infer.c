@@ -97,6 +97,7 @@ static void test_gpt2(void) { check_family("gpt2", load_fixture_model("gpt2")); 
 static void test_llama(void) { check_family("llama", load_fixture_model("llama")); }
 static void test_qwen2(void) { check_family("qwen2", load_fixture_model("qwen2")); }
 static void test_internlm2(void) { check_family("internlm2", load_fixture_model("internlm2")); }
+static void test_llama_bias(void) { check_family("llama-bias", load_fixture_model("llama-bias")); }
 
 static an_model *load_shared(const char *rel) {
     an_error e;
@@ -238,6 +239,7 @@ int main(void) {
     RUN(test_llama);
     RUN(test_qwen2);
     RUN(test_internlm2);
+    RUN(test_llama_bias);
     RUN(test_stories260K);
     RUN(test_tinystories656K);
     RUN(test_stories260K_greedy_matches_pytorch);
