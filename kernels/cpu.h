@@ -135,5 +135,6 @@ void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_
 struct an_col_map;
 void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const struct an_col_map *map);
 void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
+void an_cpu_dropout(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
 
 #endif

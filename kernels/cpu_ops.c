@@ -46,6 +46,7 @@ static const an_ops cpu_ops = {
     .gather_cols_backward = an_cpu_gather_cols_backward,
     .matvec_forward = an_cpu_matvec_forward,
     .attention_decode_forward = an_cpu_attention_decode_forward,
+    .dropout = an_cpu_dropout,
 };
 
 const an_ops *an_ops_cpu(void) { return &cpu_ops; }

@@ -128,6 +128,12 @@ typedef struct an_ops {
     void (*attention_decode_forward)(float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
                                      int hd);
+
+    /* ---- inverted dropout with a counter-based mask (added for LoRA): out[i] = inp[i] / (1 - p) when
+     * an_hash_uniform(seed, counter + i) >= p, else 0 (core/rng.h). Overwrites; out may alias inp.
+     * The backward is the same call on dout with the same seed and counter: the mask is regenerated,
+     * never stored. ---- */
+    void (*dropout)(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

@@ -4,9 +4,9 @@
  * residual passes it through) plus what the MLP's norm sends back, which the norm's backward adds into
  * dres; likewise for the attention half. Gradient outputs of the ops accumulate, so each scratch buffer
  * is zeroed right before the op that fills it, and frozen tensors pass dw = NULL. */
+#include "model/linear.h"
 #include "model/model.h"
 
-static float *grad(const an_param *p) { return p ? p->grad : NULL; }
 
 static void norm_backward(const an_model *m, float *dinp, const float *dout, const float *inp, const an_param *w,
                           const an_param *b, const float *mean, const float *rstd, int N) {
@@ -28,23 +28,23 @@ static void block_backward(an_model *m, int l, int B, int T) {
 
     /* MLP: out = res_mid + down(h) */
     o->zero(p->dffn_h, (size_t)N * F * f);
-    o->matmul_backward(p->dffn_h, grad(L->w_down), grad(L->b_down), p->dres, a->ffn_h, L->w_down->data, N, F, C);
+    an_linear_bwd(m, L->w_down, L->b_down, p->dffn_h, p->dres, a->ffn_h, N, 0);
     o->zero(p->dffn_a, (size_t)N * F * f);
     o->zero(p->dln, (size_t)N * C * f);
     if (L->w_gate) {
         o->zero(p->dffn_b, (size_t)N * F * f);
         o->swiglu_backward(p->dffn_a, p->dffn_b, p->dffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
-        o->matmul_backward(p->dln, grad(L->w_gate), grad(L->b_gate), p->dffn_a, a->ln2, L->w_gate->data, N, C, F);
-        o->matmul_backward(p->dln, grad(L->w_up), grad(L->b_up), p->dffn_b, a->ln2, L->w_up->data, N, C, F);
+        an_linear_bwd(m, L->w_gate, L->b_gate, p->dln, p->dffn_a, a->ln2, N, 0);
+        an_linear_bwd(m, L->w_up, L->b_up, p->dln, p->dffn_b, a->ln2, N, 0);
     } else {
         o->gelu_backward(p->dffn_a, a->ffn_a, p->dffn_h, (size_t)N * F);
-        o->matmul_backward(p->dln, grad(L->w_up), grad(L->b_up), p->dffn_a, a->ln2, L->w_up->data, N, C, F);
+        an_linear_bwd(m, L->w_up, L->b_up, p->dln, p->dffn_a, a->ln2, N, 0);
     }
     norm_backward(m, p->dres, p->dln, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, a->ln2_mean, a->ln2_rstd, N);
 
     /* attention: res_mid = res_in + wo(att) */
     o->zero(p->datt, (size_t)N * qd * f);
-    o->matmul_backward(p->datt, grad(L->wo), grad(L->bo), p->dres, a->att, L->wo->data, N, qd, C);
+    an_linear_bwd(m, L->wo, L->bo, p->datt, p->dres, a->att, N, 0);
     o->zero(p->dq, (size_t)N * qd * f);
     o->zero(p->dk, (size_t)N * kvd * f);
     o->zero(p->dv, (size_t)N * kvd * f);
@@ -58,11 +58,11 @@ static void block_backward(an_model *m, int l, int B, int T) {
     if (L->wqkv) {
         o->zero(p->dqkv, (size_t)N * qkvd * f);
         an_model_split_qkv_backward(m, p->dqkv, p->dq, p->dk, p->dv, N);
-        o->matmul_backward(p->dln, grad(L->wqkv), grad(L->bqkv), p->dqkv, a->ln1, L->wqkv->data, N, C, qkvd);
+        an_linear_bwd(m, L->wqkv, L->bqkv, p->dln, p->dqkv, a->ln1, N, 0);
     } else {
-        o->matmul_backward(p->dln, grad(L->wq), grad(L->bq), p->dq, a->ln1, L->wq->data, N, C, qd);
-        o->matmul_backward(p->dln, grad(L->wk), grad(L->bk), p->dk, a->ln1, L->wk->data, N, C, kvd);
-        o->matmul_backward(p->dln, grad(L->wv), grad(L->bv), p->dv, a->ln1, L->wv->data, N, C, kvd);
+        an_linear_bwd(m, L->wq, L->bq, p->dln, p->dq, a->ln1, N, 0);
+        an_linear_bwd(m, L->wk, L->bk, p->dln, p->dk, a->ln1, N, 0);
+        an_linear_bwd(m, L->wv, L->bv, p->dln, p->dv, a->ln1, N, 0);
     }
     norm_backward(m, p->dres, p->dln, a->res_in, L->attn_norm_w, L->attn_norm_b, a->ln1_mean, a->ln1_rstd, N);
 }

@@ -2,9 +2,10 @@
  * Everything numerical is an op from m->ops; this file only decides what runs on which buffer. */
 #include <string.h>
 
+#include "model/linear.h"
+#include "model/lora.h"
 #include "model/model.h"
 
-static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 
 /* Pre-norm: LayerNorm (GPT-2) or RMSNorm (the others). */
 static void norm_forward(const an_model *m, float *out, float *mean, float *rstd, const float *inp,
@@ -16,42 +17,41 @@ static void norm_forward(const an_model *m, float *out, float *mean, float *rstd
 }
 
 /* One block: a->res_in -> out (the next block's res_in, or res_out after the last). */
-static void block_forward(an_model *m, int l, float *out, int B, int T) {
+static void block_forward(an_model *m, int l, float *out, int B, int T, int train) {
     const an_ops *o = m->ops;
     const an_model_config *c = &m->cfg;
     const an_layer *L = &m->layers[l];
     an_plan *p = &m->plan;
     an_layer_acts *a = &p->layers[l];
     int N = B * T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
-    int qd = nh * hd, kvd = nkv * hd;
 
     norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res_in, L->attn_norm_w, L->attn_norm_b, N);
     if (L->wqkv) {
-        o->matmul_forward(p->qkv, a->ln1, L->wqkv->data, opt(L->bqkv), N, C, qd + 2 * kvd);
+        an_linear_fwd(m, L->wqkv, L->bqkv, p->qkv, a->ln1, N, train, 0);
         an_model_split_qkv(m, a->q, a->k, a->v, p->qkv, N);
     } else {
-        o->matmul_forward(a->q, a->ln1, L->wq->data, opt(L->bq), N, C, qd);
-        o->matmul_forward(a->k, a->ln1, L->wk->data, opt(L->bk), N, C, kvd);
-        o->matmul_forward(a->v, a->ln1, L->wv->data, opt(L->bv), N, C, kvd);
+        an_linear_fwd(m, L->wq, L->bq, a->q, a->ln1, N, train, 0);
+        an_linear_fwd(m, L->wk, L->bk, a->k, a->ln1, N, train, 0);
+        an_linear_fwd(m, L->wv, L->bv, a->v, a->ln1, N, train, 0);
     }
     if (c->arch != AN_ARCH_GPT2) {
         o->rope_forward(a->q, p->pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
         o->rope_forward(a->k, p->pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
     }
     o->attention_forward(a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
-    o->matmul_forward(p->tmp, a->att, L->wo->data, opt(L->bo), N, qd, C);
+    an_linear_fwd(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
     o->add(a->res_mid, a->res_in, p->tmp, (size_t)N * C);
 
     norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
-        o->matmul_forward(a->ffn_a, a->ln2, L->w_gate->data, opt(L->b_gate), N, C, F);
-        o->matmul_forward(a->ffn_b, a->ln2, L->w_up->data, opt(L->b_up), N, C, F);
+        an_linear_fwd(m, L->w_gate, L->b_gate, a->ffn_a, a->ln2, N, train, 0);
+        an_linear_fwd(m, L->w_up, L->b_up, a->ffn_b, a->ln2, N, train, 0);
         o->swiglu_forward(a->ffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
     } else {
-        o->matmul_forward(a->ffn_a, a->ln2, L->w_up->data, opt(L->b_up), N, C, F);
+        an_linear_fwd(m, L->w_up, L->b_up, a->ffn_a, a->ln2, N, train, 0);
         o->gelu_forward(a->ffn_h, a->ffn_a, (size_t)N * F);
     }
-    o->matmul_forward(p->tmp, a->ffn_h, L->w_down->data, opt(L->b_down), N, F, C);
+    an_linear_fwd(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0);
     o->add(out, a->res_mid, p->tmp, (size_t)N * C);
 }
 
@@ -105,13 +105,13 @@ static void head_all_rows(an_model *m, int N, int with_loss, int with_grad, floa
     for (int r0 = 0; r0 < N; r0 += p->head_rows) {
         int n = N - r0 < p->head_rows ? N - r0 : p->head_rows;
         const float *x = p->lnf + (size_t)r0 * C;
-        o->matmul_forward(p->logits, x, head->data, NULL, n, C, V);
+        an_linear_fwd(m, head, NULL, p->logits, x, n, with_grad, (uint64_t)r0 * C);
         if (logits_out) o->download(logits_out + (size_t)r0 * V, p->logits, (size_t)n * V * sizeof(float));
         if (!with_loss) continue;
         o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->targets + r0, n, V);
         if (!with_grad) continue;
         o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->targets + r0, n, V, dloss);
-        o->matmul_backward(p->dln + (size_t)r0 * C, head->grad, NULL, p->logits, x, head->data, n, C, V);
+        an_linear_bwd(m, head, NULL, p->dln + (size_t)r0 * C, p->logits, x, n, (uint64_t)r0 * C);
     }
 }
 
@@ -128,12 +128,12 @@ static void head_trained_rows(an_model *m, int M, int with_grad, float dloss) {
     for (int r0 = 0; r0 < M; r0 += p->head_rows) {
         int n = M - r0 < p->head_rows ? M - r0 : p->head_rows;
         o->embedding_forward(p->head_x, p->rows + r0, p->lnf, n, C);
-        o->matmul_forward(p->logits, p->head_x, head->data, NULL, n, C, V);
+        an_linear_fwd(m, head, NULL, p->logits, p->head_x, n, with_grad, (uint64_t)r0 * C);
         o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->row_targets + r0, n, V);
         if (!with_grad) continue;
         o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->row_targets + r0, n, V, dloss);
         o->zero(p->head_dx, (size_t)n * C * sizeof(float));
-        o->matmul_backward(p->head_dx, head->grad, NULL, p->logits, p->head_x, head->data, n, C, V);
+        an_linear_bwd(m, head, NULL, p->head_dx, p->logits, p->head_x, n, (uint64_t)r0 * C);
         o->embedding_backward(p->dln, p->head_dx, p->rows + r0, n, C);
     }
 }
@@ -148,7 +148,10 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     if (with_grad && !b->targets) return an_fail(err, "model forward: gradients need targets");
     if (with_grad && !m->grad_mem && an_model_param_count(m, 1) > 0)
         return an_fail(err, "model forward: gradients requested but not allocated (an_model_alloc_grads)");
+    if (m->lora && !p->lora_planned)
+        return an_fail(err, "model forward: the plan was made before the LoRA adapter was attached (plan again)");
     if (stage_batch(m, b, err)) return -1;
+    if (with_grad && m->lora) m->lora->mask_seed = an_lora_next_mask_seed(m->lora);
     int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
     float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
@@ -158,7 +161,7 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
         o->add(x0, x0, p->tmp, (size_t)N * C);
     }
     for (int l = 0; l < L; l++)
-        block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T);
+        block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T, with_grad);
     norm_forward(m, p->lnf, p->lnf_mean, p->lnf_rstd, p->res_out, m->final_norm_w, m->final_norm_b, N);
 
     int count = p->last_count;

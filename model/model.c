@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model/llama2c.h"
+#include "model/lora.h"
 
 /* Tensors start on 64-byte boundaries so vector loads never straddle two tensors. */
 #define AN_PARAM_ALIGN 16
@@ -160,6 +161,7 @@ an_model *an_model_create(const an_model_config *cfg, const an_ops *ops, an_erro
 void an_model_free(an_model *m) {
     if (!m) return;
     an_model_plan_free(m);
+    an_lora_free(m->lora);
     if (m->param_mem) m->ops->free(m->param_mem);
     if (m->grad_mem) m->ops->free(m->grad_mem);
     free(m->params);

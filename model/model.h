@@ -87,6 +87,11 @@ typedef struct an_plan {
     float *h_losses, *h_row_losses;
     int last_B, last_T, last_with_grad; /* the shape of the last forward */
     int last_count;                 /* trained tokens (targets != -100) in the last forward */
+    /* LoRA (model/lora.h): scratch shared by all adapted layers; each module's [N, r] lives in the
+     * block too (an_lora_module.u). lora_planned: the plan was made with the current adapter. */
+    float *lora_xd, *lora_dxd;      /* [N, largest adapted input] dropout(x) and its gradient */
+    float *lora_du;                 /* [N, r] */
+    int lora_planned;
 } an_plan;
 
 typedef struct an_model {
@@ -105,6 +110,7 @@ typedef struct an_model {
     an_layer *layers;
     an_plan plan;                   /* zeroed until an_model_plan */
     int head_rows;                  /* LM-head chunk rows to plan for; 0 = automatic */
+    struct an_lora *lora;           /* LoRA adapters (model/lora.h); NULL without */
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/lora.h"
 #include "model/model.h"
 
 /* Rows of logits per LM-head chunk when not set: about 32 MiB of logits, which keeps the GEMMs large
@@ -78,6 +79,21 @@ static void layout(an_model *m, carver *c) {
     p->dffn_a = carve(c, N * F, f);
     p->dffn_b = gpt2 ? NULL : carve(c, N * F, f);
     p->dffn_h = carve(c, N * F, f);
+    if (m->lora) { /* each adapter's u, rows as its layer runs them (the head in chunks) */
+        an_lora *l = m->lora;
+        const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
+        size_t r = (size_t)l->cfg.r, max_in = 0;
+        for (int i = 0; i < l->n_mods; i++) {
+            an_lora_module *mod = &l->mods[i];
+            mod->u = carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
+            if ((size_t)mod->in > max_in) max_in = (size_t)mod->in;
+        }
+        int drop = l->cfg.dropout > 0;
+        p->lora_xd = drop ? carve(c, N * max_in, f) : NULL;
+        p->lora_dxd = drop ? carve(c, N * max_in, f) : NULL;
+        p->lora_du = carve(c, N * r, f);
+        p->lora_planned = 1;
+    }
 }
 
 void an_model_plan_free(an_model *m) {

@@ -1,0 +1,22 @@
+#ifndef AN_LINEAR_H
+#define AN_LINEAR_H
+/* Internal to model/: a linear layer with its LoRA adapter (if any) in the training forward and
+ * backward (model/forward.c, model/backward.c). The public inference form is an_linear_forward in
+ * model/lora.h.
+ *
+ * train: a training forward (dropout on the LoRA input when the adapter has any).
+ * counter: where this call's rows start in the dropout counter space (0 for whole-batch layers;
+ * the LM head, which runs in row chunks, passes the first row times its input width), so forward
+ * and backward of a chunk draw the same mask. */
+#include <stdint.h>
+
+#include "model/model.h"
+
+void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
+                   int train, uint64_t counter);
+/* dinp += dout @ W (+ the adapter's path); the base weight and bias get gradients only when they have
+ * grad buffers; the adapter's A and B always do. Must follow the an_linear_fwd of the same rows. */
+void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
+                   const float *inp, int N, uint64_t counter);
+
+#endif
