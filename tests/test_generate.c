@@ -289,6 +289,13 @@ static void test_cli(void) {
     CHECK_CONTAINS(s, "stories260K.bin: a llama2.c model needs --tokenizer");
     free(s);
 
+    /* an adapter made for another base model */
+    CHECK(run("generate --model tests/ref/models/llama-bias --adapter tests/ref/lora/qwen2 --prompt x", out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "tests/ref/lora/qwen2/adapter_model.safetensors");
+    CHECK_CONTAINS(s, "shape");
+    free(s);
+
     /* a prompt longer than the context: a warning and a cut, or an error with --strict */
     snprintf(args, sizeof args,
              "generate --model %s --raw --ctx 16 --max-tokens 4 --temperature 0 --prompt \"Tom and Lily went to the park "
