@@ -12,6 +12,7 @@ int an_cmd_tokenizer(int argc, char **argv);
 int an_cmd_data(int argc, char **argv);
 int an_cmd_bench(int argc, char **argv);
 int an_cmd_train(int argc, char **argv);
+int an_bench_generate(int argc, char **argv); /* cli/cmd_bench_generate.c */
 int an_cmd_generate(int argc, char **argv);
 int an_cmd_perplexity(int argc, char **argv);
 int an_cmd_eval(int argc, char **argv);

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"generate", an_cmd_generate, "generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]"},
     {"perplexity", an_cmd_perplexity, "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]"},
     {"eval", an_cmd_eval, "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]"},
+    {"bench", an_cmd_bench, "bench train|generate --preset NAME [--batch B] [--seq T] [--steps N] [--tokens N] [--json]"},
     {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
 };
 

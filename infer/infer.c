@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "infer/infer.h"
+#include "model/lora.h"
 
 typedef struct carver {
     char *base; /* NULL while measuring */
@@ -40,6 +41,8 @@ static void layout(an_infer *s, carver *c) {
     s->ffn_b = carve(c, R * F, f);
     s->ffn_h = carve(c, R * F, f);
     s->last = carve(c, (size_t)s->slots * C, f);
+    int r = an_lora_rank(s->m);
+    s->lora_u = r > 0 ? carve(c, R * (size_t)r, f) : NULL;
     s->logits = carve(c, (size_t)s->slots * cf->vocab_size, f);
     s->d_ids = carve(c, R, i32);
     s->d_pos = carve(c, R, i32);

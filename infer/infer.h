@@ -29,12 +29,14 @@ typedef struct an_infer {
     /* scratch for max_rows rows */
     float *x, *ln, *mean, *rstd, *qkv, *q, *kx, *vx, *att, *lse, *tmp, *ffn_a, *ffn_b, *ffn_h;
     float *last;            /* [slots, C] the final-norm rows whose logits are wanted */
+    float *lora_u;          /* [max_rows, r] the adapter's low-rank activations; NULL without an adapter */
     float *logits;          /* [slots, V] */
     int32_t *d_ids, *d_pos, *d_seg, *d_slot, *d_len; /* backend int arrays [max_rows] */
     int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
 } an_infer;
 
-/* slots: sequences held at once; max_T: positions per sequence (at most the model's max_seq for
+/* Load or attach a LoRA adapter before this (its scratch is planned here).
+ * slots: sequences held at once; max_T: positions per sequence (at most the model's max_seq for
  * GPT-2); prefill_tokens: rows one prefill may process (at least max_T; 0 picks max(max_T, 1024)). */
 an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err);
 void an_infer_free(an_infer *s);

@@ -6,20 +6,32 @@
 #include <string.h>
 
 #include "infer/infer.h"
+#include "model/lora.h"
 
 /* Up to this many rows a linear layer is a matrix-vector product over the weights (one pass, bound
  * by memory bandwidth); above it the GEMM, whose packing pays off once each weight is reused enough. */
-#define AN_MATVEC_MAX_ROWS 4
+#define AN_MATVEC_MAX_ROWS 16
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 
 void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                      int C, int OC) {
-    const an_ops *o = s->m->ops;
+    const an_model *m = s->m;
+    const an_ops *o = m->ops;
     if (N <= AN_MATVEC_MAX_ROWS)
         o->matvec_forward(out, inp, w->data, opt(b), N, C, OC);
     else
         o->matmul_forward(out, inp, w->data, opt(b), N, C, OC);
+    /* a LoRA adapter, unmerged: out += scaling * (inp A^T) B^T, with B held transposed (model/lora.h) */
+    const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
+    if (!mod) return;
+    int r = m->lora->cfg.r;
+    if (N <= AN_MATVEC_MAX_ROWS)
+        o->matvec_forward(s->lora_u, inp, mod->a.data, NULL, N, C, r);
+    else
+        o->matmul_forward(s->lora_u, inp, mod->a.data, NULL, N, C, r);
+    o->scale(s->lora_u, m->lora->scaling, (size_t)N * r);
+    o->matmul_backward(out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, OC, r);
 }
 
 static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "model/lora.h"
 
 /* autoneg.json beside the weights: {"template": "name"} or {"template": {...}}. 1 found, 0 none. */
 static int template_from_folder(an_session *s, const char *model, an_error *err) {
@@ -41,10 +42,9 @@ int an_session_open(an_session *s, const char *model, const char *tokenizer, con
     if (!is_dir && !an_file_exists(model)) return an_fail(err, "%s: no such model folder or file", model);
     if (!is_dir && !tokenizer)
         return an_fail(err, "%s: a llama2.c model needs --tokenizer (its tokenizer.bin, e.g. tok512.bin)", model);
-    if (adapter)
-        return an_fail(err, "%s: adapters are not supported by this build yet (LoRA loading is not merged)", adapter);
     s->model = an_model_load(model, an_ops_cpu(), err);
     if (!s->model) goto fail;
+    if (adapter && an_lora_load(s->model, adapter, err)) goto fail;
     s->tok = an_tokenizer_load(tokenizer ? tokenizer : model, err);
     if (!s->tok) goto fail;
     int tv = an_tokenizer_vocab_size(s->tok), mv = s->model->cfg.vocab_size;

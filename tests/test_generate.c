@@ -129,6 +129,69 @@ static void test_perplexity_matches_transformers(void) {
     cJSON_Delete(fx);
 }
 
+static void copy_into(const char *dir, const char *name) {
+    char src[1024], dst[1024];
+    snprintf(src, sizeof src, "%s/%s", test_shared("models/TinyStories-656K"), name);
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    an_error e;
+    size_t n;
+    char *data = an_read_file(src, &n, &e);
+    CHECK_MSG(data && an_write_file_atomic(dst, data, n, &e) == 0, "%s", e.msg);
+    free(data);
+}
+
+/* The template comes from --template, else the folder's autoneg.json (as autoneg train writes it),
+ * else infotext; a broken autoneg.json is an error naming it. */
+static void test_template_from_model_folder(void) {
+    char dir[512], meta[600];
+    snprintf(dir, sizeof dir, "%s/model-with-meta", test_tmpdir());
+    CHECK(system((snprintf(meta, sizeof meta, "mkdir -p %s", dir), meta)) == 0);
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) copy_into(dir, files[i]);
+    an_session s;
+    an_error e;
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_STR(s.tpl.name, "infotext");
+    an_session_close(&s);
+    snprintf(meta, sizeof meta, "%s/autoneg.json", dir);
+    const char *j = "{\"template\": \"default\"}\n";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_STR(s.tpl.name, "default");
+    an_session_close(&s);
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, "internlm2_chat", &e) == 0, "%s", e.msg);
+    CHECK_STR(s.tpl.name, "internlm2_chat");
+    an_session_close(&s);
+    j = "{\"template\": 3}";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK(an_session_open(&s, dir, NULL, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, meta);
+    CHECK_CONTAINS(e.msg, "template must be a built-in name or an object");
+    j = "{\"template\": \"no-such\"}";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK(an_session_open(&s, dir, NULL, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, meta);
+    /* a template object with a multi-token stop word: greedy from "Once upon a time" gives
+     * ", a little girl named Lily lived ..." (the fixture), so generation ends at "Lily", which is cut */
+    j = "{\"template\": {\"INSTRUCTION\": \"{input}\", \"STOP_WORDS\": [\" Lily\"]}}";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    an_gen_opts o = an_gen_defaults();
+    o.sampling.temperature = 0;
+    o.max_tokens = 30;
+    an_text_result r = {0};
+    const char *texts[1] = {"Once upon a time"};
+    CHECK_MSG(an_session_generate(&s, texts, 1, 0, &o, &r, &e) == 0, "%s", e.msg);
+    CHECK_STR(r.text, ", a little girl named");
+    CHECK(r.stop == AN_STOP_CALLER);
+    an_text_results_free(&r, 1);
+    an_session_close(&s);
+    /* a tokenizer that does not belong to the model: TinyStories' 2048 tokens for a 256-token model */
+    CHECK(an_session_open(&s, "tests/ref/models/llama", test_shared("models/TinyStories-656K"), NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "TinyStories-656K: the tokenizer has 2048 tokens but the model only 256");
+}
+
 /* ---- the CLI end to end ---- */
 
 static char cmd[8192];
@@ -226,6 +289,13 @@ static void test_cli(void) {
     CHECK_CONTAINS(s, "stories260K.bin: a llama2.c model needs --tokenizer");
     free(s);
 
+    /* an adapter made for another base model */
+    CHECK(run("generate --model tests/ref/models/llama-bias --adapter tests/ref/lora/qwen2 --prompt x", out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "tests/ref/lora/qwen2/adapter_model.safetensors");
+    CHECK_CONTAINS(s, "shape");
+    free(s);
+
     /* a prompt longer than the context: a warning and a cut, or an error with --strict */
     snprintf(args, sizeof args,
              "generate --model %s --raw --ctx 16 --max-tokens 4 --temperature 0 --prompt \"Tom and Lily went to the park "
@@ -266,6 +336,7 @@ int main(void) {
     omp_set_num_threads(1);
     RUN(test_greedy_matches_transformers);
     RUN(test_perplexity_matches_transformers);
+    RUN(test_template_from_model_folder);
     RUN(test_cli);
     return test_finish();
 }

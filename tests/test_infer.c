@@ -13,6 +13,7 @@
 
 #include "infer/generate.h"
 #include "infer/infer.h"
+#include "model/lora.h"
 #include "tests/test_model_util.h"
 
 /* Full-forward logits of one sequence [T, V] (malloc'd). */
@@ -97,6 +98,68 @@ static void test_gpt2(void) { check_family("gpt2", load_fixture_model("gpt2")); 
 static void test_llama(void) { check_family("llama", load_fixture_model("llama")); }
 static void test_qwen2(void) { check_family("qwen2", load_fixture_model("qwen2")); }
 static void test_internlm2(void) { check_family("internlm2", load_fixture_model("internlm2")); }
+static void test_llama_bias(void) { check_family("llama-bias", load_fixture_model("llama-bias")); }
+
+/* A model with the PEFT adapter the LoRA tests made for it (tests/ref/lora/NAME, applied unmerged). */
+static an_model *with_adapter(const char *name) {
+    an_model *m = load_fixture_model(name);
+    char dir[256];
+    snprintf(dir, sizeof dir, "tests/ref/lora/%s", name);
+    an_error e;
+    if (m && an_lora_load(m, dir, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        an_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* The adapter really changes the model (so the checks below are not those of the base again), and the
+ * KV-cache path applies it as the full forward does (the full forward with adapters matches PEFT in
+ * test_lora). */
+static void check_adapter(const char *name) {
+    an_model *base = load_fixture_model(name), *m = with_adapter(name);
+    if (!base || !m) {
+        an_model_free(base);
+        an_model_free(m);
+        return;
+    }
+    int32_t ids[6] = {1, 5, 9, 2, 7, 3};
+    float *a = full_logits(base, ids, 6), *b = full_logits(m, ids, 6);
+    double diff = test_max_rel_err(a, b, (size_t)6 * m->cfg.vocab_size, 1e-12);
+    CHECK_MSG(diff > 1e-3, "%s: the adapter changes the logits by only %.3g", name, diff);
+    free(a);
+    free(b);
+    an_model_free(base);
+    char label[64];
+    snprintf(label, sizeof label, "%s + LoRA", name);
+    check_family(label, m);
+}
+
+static void test_lora_gpt2(void) { check_adapter("gpt2"); }
+static void test_lora_llama(void) { check_adapter("llama"); }
+static void test_lora_llama_bias(void) { check_adapter("llama-bias"); }
+static void test_lora_qwen2(void) { check_adapter("qwen2"); }
+static void test_lora_internlm2(void) { check_adapter("internlm2"); }
+
+/* An adapter made for another base: the error names the adapter file and what disagrees. */
+static void test_lora_wrong_base(void) {
+    an_model *m = load_fixture_model("qwen2");
+    if (!m) return;
+    an_error e;
+    CHECK(an_lora_load(m, "tests/ref/lora/internlm2", &e) == -1);
+    CHECK_CONTAINS(e.msg, "tests/ref/lora/internlm2");
+    printf("wrong base: %s\n", e.msg);
+    an_model_free(m);
+    /* same module names, other shapes: Qwen2's adapter (hidden 32) on the Llama with hidden 16 */
+    m = load_fixture_model("llama-bias");
+    if (!m) return;
+    CHECK(an_lora_load(m, "tests/ref/lora/qwen2", &e) == -1);
+    CHECK_CONTAINS(e.msg, "tests/ref/lora/qwen2/adapter_model.safetensors");
+    CHECK_CONTAINS(e.msg, "shape");
+    printf("wrong shapes: %s\n", e.msg);
+    an_model_free(m);
+}
 
 static an_model *load_shared(const char *rel) {
     an_error e;
@@ -238,6 +301,13 @@ int main(void) {
     RUN(test_llama);
     RUN(test_qwen2);
     RUN(test_internlm2);
+    RUN(test_llama_bias);
+    RUN(test_lora_gpt2);
+    RUN(test_lora_llama);
+    RUN(test_lora_llama_bias);
+    RUN(test_lora_qwen2);
+    RUN(test_lora_internlm2);
+    RUN(test_lora_wrong_base);
     RUN(test_stories260K);
     RUN(test_tinystories656K);
     RUN(test_stories260K_greedy_matches_pytorch);
