@@ -49,7 +49,7 @@ int an_ckpt_write_begin(an_ckpt_writer *w, const char *path, const an_ckpt_state
     if (!w->f) return an_fail(err, "%s: cannot create the checkpoint: %s", w->tmp, strerror(errno));
     errno = 0;
     const uint64_t fields[CKPT_STATE_FIELDS] = {st->step, st->tokens, st->rng, st->cursor_epoch, st->cursor_next,
-                                                st->cursor_offset, st->best_bits};
+                                                st->cursor_offset, st->rng_aux};
     int rc = wr(w, ckpt_magic, sizeof ckpt_magic, err) || wr_u32(w, AN_CKPT_VERSION, err) ||
              wr_u32(w, 0x01020304u, err) || wr(w, fields, sizeof fields, err) || wr_u64(w, (uint64_t)n_tensors, err);
     for (int i = 0; i < n_tensors && !rc; i++) {

@@ -6,7 +6,7 @@
  *
  * Layout (little-endian):
  *   "ANCKPT\0\1"  u32 version (1)  u32 0x01020304
- *   an_ckpt_state as u64 fields (step, tokens, rng, cursor epoch/next/offset, sched ticks), then
+ *   an_ckpt_state as 7 u64 fields (step, tokens, rng, cursor epoch/next/offset, rng_aux), then
  *   u64 n_tensors, and per tensor: u32 name length, name bytes, u64 numel, u32 parts
  *   then the data of each tensor: parts x numel float32 (the weights, then AdamW's m and v)
  *   u64 checksum of everything before it (an_hasher)
@@ -26,7 +26,7 @@ typedef struct an_ckpt_state {
     uint64_t tokens;        /* trained tokens so far */
     uint64_t rng;           /* the run's random generator state (an_rng) */
     uint64_t cursor_epoch, cursor_next, cursor_offset; /* the training batcher's position */
-    uint64_t best_bits;     /* reserved: the bits of a double (last eval loss), 0 when none */
+    uint64_t rng_aux;       /* LoRA: training forwards so far, which seed the dropout masks; else 0 */
 } an_ckpt_state;
 
 typedef struct an_ckpt_tensor_info {

@@ -15,7 +15,7 @@
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/schedule.h"
-#include "train/step.h"
+#include "train/lora_step.h"
 #include "train/tensorboard.h"
 #include "train/trainer_impl.h"
 
@@ -128,8 +128,8 @@ typedef struct run {
     const an_trainer_opts *o;
     an_trainer_result *res;
     an_model *m;
-    an_full_trainer tr;
-    int have_tr;
+    an_trainable ts; /* what is trained: every weight, or the LoRA adapters */
+    float *moments;  /* AdamW m then v, laid out like the gradients */
     an_train_data *data;
     an_schedule sched;
     an_metrics metrics;
@@ -198,8 +198,9 @@ static int checkpoint(run *u, an_error *err) {
     if (an_ckpt_path(path, sizeof path, u->r->output.dir, u->step))
         return an_fail(err, "%s: path too long", u->r->output.dir);
     an_data_cursor c = an_train_data_cursor(u->data);
-    an_ckpt_state st = {(uint64_t)u->step, (uint64_t)u->tokens, u->rng.state, c.epoch, c.next, c.offset, 0};
-    if (an_trainer_save_ckpt(u->m, u->tr.moments, &st, path, u->o->ckpt_byte_limit, err)) {
+    an_ckpt_state st = {(uint64_t)u->step, (uint64_t)u->tokens, u->rng.state, c.epoch, c.next, c.offset,
+                        u->m->lora ? u->m->lora->forwards : 0};
+    if (an_trainer_save_ckpt(u->m, &u->ts, &st, path, u->o->ckpt_byte_limit, err)) {
         if (u->res->last_ckpt[0])
             an_fail_prefix(err, "step %ld: checkpoint not written; the previous checkpoint %s is kept", u->step,
                            u->res->last_ckpt);
@@ -216,7 +217,10 @@ static int train_step(run *u, double *loss_out, double *norm_out, an_error *err)
     an_model *m = u->m;
     const an_recipe *r = u->r;
     if (window_fill(&u->win, u->data, err)) return -1;
-    an_model_zero_grad(m);
+    if (m->lora)
+        an_lora_zero_grad(m);
+    else
+        an_model_zero_grad(m);
     int used = 0;
     for (int i = 0; i < u->win.k; i++) used += u->win.count[i] > 0;
     double loss = 0;
@@ -231,8 +235,9 @@ static int train_step(run *u, double *loss_out, double *norm_out, an_error *err)
         loss += (double)scale * (double)l;
     }
     *loss_out = used ? loss : NAN;
-    float *grads[1] = {m->grad_mem};
-    size_t sizes[1] = {m->n_grad_floats};
+    /* one buffer whose alignment padding stays zero, so one call covers every tensor */
+    float *grads[1] = {u->ts.grad_base};
+    size_t sizes[1] = {u->ts.n_floats};
     *norm_out = an_clip_grad_norm(m->ops, grads, sizes, 1, r->optim.clip);
     return 0;
 }
@@ -240,16 +245,17 @@ static int train_step(run *u, double *loss_out, double *norm_out, an_error *err)
 static void apply_adamw(run *u, double lr) {
     an_model *m = u->m;
     const an_recipe *r = u->r;
-    u->tr.step = (int)(u->step + 1);
-    float *m1 = u->tr.moments, *v1 = u->tr.moments + u->tr.n;
-    for (int i = 0; i < m->n_params; i++) {
-        an_param *p = &m->params[i];
-        if (!p->grad) continue;
-        size_t off = (size_t)(p->grad - m->grad_mem);
-        /* decoupled decay on matrices only (embeddings and linear weights), not on norms and biases */
+    const an_trainable *t = &u->ts;
+    int step = (int)(u->step + 1); /* AdamW's bias correction counts from 1 */
+    float *m1 = u->moments, *v1 = u->moments + t->n_floats;
+    for (int i = 0; i < t->n; i++) {
+        an_param *p = t->p[i];
+        size_t off = (size_t)(p->grad - t->grad_base);
+        /* decoupled decay on matrices only (embeddings, linear weights, LoRA A and B), not on norms
+         * and biases */
         float wd = p->ndim == 2 ? (float)r->optim.weight_decay : 0.0f;
         m->ops->adamw_update(p->data, p->grad, m1 + off, v1 + off, p->numel, (float)lr, (float)r->optim.betas[0],
-                             (float)r->optim.betas[1], (float)r->optim.eps, wd, u->tr.step);
+                             (float)r->optim.betas[1], (float)r->optim.eps, wd, step);
     }
 }
 
@@ -282,7 +288,8 @@ static void run_free(run *u) {
     if (u->have_tb) an_tb_close(&u->tb, NULL);
     window_free(&u->win);
     an_train_data_free(u->data);
-    if (u->have_tr) an_full_trainer_free(&u->tr);
+    an_trainable_free(&u->ts);
+    if (u->moments) u->m->ops->free(u->moments);
     if (u->m) an_model_free(u->m);
 }
 
@@ -297,9 +304,19 @@ static int setup(run *u, an_error *err) {
     if (!u->m) return -1;
     if (r->train.recompute)
         an_trainer_note(o, "train.recompute: the model keeps every activation (recomputation is not implemented yet)");
-    an_model_set_all_trainable(u->m, 1);
-    if (an_full_trainer_init(&u->tr, u->m, err)) return -1;
-    u->have_tr = 1;
+    if (r->model.method == AN_METHOD_LORA) {
+        if (an_trainer_attach_lora(u->m, r, err)) return -1;
+        an_trainer_note(o, "LoRA: %d modules, %zu trainable parameters (r %d, scaling %g)", u->m->lora->n_mods,
+                        an_lora_param_count(u->m->lora), r->lora.r, (double)u->m->lora->scaling);
+    } else {
+        an_model_set_all_trainable(u->m, 1);
+        if (an_model_alloc_grads(u->m, err)) return -1;
+    }
+    if (an_trainable_init(&u->ts, u->m, NULL, err)) return -1;
+    u->moments = u->m->ops->alloc(2 * u->ts.n_floats * sizeof(float) + 64);
+    if (!u->moments)
+        return an_fail(err, "trainer: cannot allocate %.1f MiB of optimizer state", (double)u->ts.n_floats * 8 / 1048576);
+    u->ts.moments = u->moments;
 
     char cache[1100];
     an_data_report rep;
@@ -325,10 +342,11 @@ static int setup(run *u, an_error *err) {
         return an_fail(err, "%s: path too long", r->output.dir);
     if (resuming) {
         an_ckpt_state st;
-        if (an_trainer_load_ckpt(u->m, u->tr.moments, o->resume_ckpt, &st, err)) return -1;
+        if (an_trainer_load_ckpt(u->m, &u->ts, o->resume_ckpt, &st, err)) return -1;
         u->step = (long)st.step;
         u->tokens = (long long)st.tokens;
         u->rng.state = st.rng;
+        if (u->m->lora) u->m->lora->forwards = st.rng_aux;
         if (an_train_data_seek(u->data, (an_data_cursor){st.cursor_epoch, st.cursor_next, st.cursor_offset}, err))
             return an_fail_prefix(err, "%s", o->resume_ckpt);
         snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", o->resume_ckpt);
@@ -372,9 +390,8 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     memset(res, 0, sizeof *res);
     res->eval_loss = res->first_eval_loss = NAN;
     if (an_recipe_validate(r, "recipe", err)) return -1;
-    if (r->model.method != AN_METHOD_FULL)
-        return an_fail(err, "recipe: model.method %s is not available in this build yet (full)",
-                       an_train_method_name(r->model.method));
+    if (r->model.method == AN_METHOD_QLORA)
+        return an_fail(err, "recipe: model.method qlora is not available in the trainer yet (full, lora)");
     run u;
     memset(&u, 0, sizeof u);
     u.r = r;
@@ -421,7 +438,9 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
     if (!res->interrupted) {
         an_path_join(res->final_dir, sizeof res->final_dir, r->output.dir, "final");
-        if (an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, err)) goto done;
+        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, res->final_dir, err)
+                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, err))
+            goto done;
     }
     rc = finish_outputs(&u, err);
 done:

@@ -10,7 +10,9 @@
  *   checkpoints/step-NNNNNNNN.ckpt          the last checkpoint.keep checkpoints
  *   cache/tokens-{train,val}.bin            the token caches
  *   final/                      full fine-tuning: a Hugging Face model folder (config.json,
- *                               model.safetensors, tokenizer files)
+ *                               model.safetensors, tokenizer files, autoneg.json);
+ *                               LoRA: a PEFT adapter folder (adapter_config.json,
+ *                               adapter_model.safetensors)
  * docs/training.md describes it for users.
  *
  * The loop: AdamW over float32 weights (the op table's adamw_update), the recipe's schedule,

@@ -114,23 +114,64 @@ an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_pat
     return m;
 }
 
+/* ---------- trainable tensors, LoRA ---------- */
+
+int an_trainable_init(an_trainable *t, an_model *m, float *moments, an_error *err) {
+    memset(t, 0, sizeof *t);
+    t->moments = moments;
+    int cap = m->lora ? 2 * m->lora->n_mods : m->n_params;
+    t->p = calloc((size_t)cap + 1, sizeof *t->p);
+    if (!t->p) return an_fail(err, "trainer: out of memory");
+    if (m->lora) {
+        for (int i = 0; i < m->lora->n_mods; i++) {
+            t->p[t->n++] = &m->lora->mods[i].a;
+            t->p[t->n++] = &m->lora->mods[i].bt;
+        }
+        t->grad_base = m->lora->grad_mem;
+        t->n_floats = m->lora->n_floats;
+    } else {
+        for (int i = 0; i < m->n_params; i++)
+            if (m->params[i].grad) t->p[t->n++] = &m->params[i];
+        t->grad_base = m->grad_mem;
+        t->n_floats = m->n_grad_floats;
+    }
+    return 0;
+}
+
+void an_trainable_free(an_trainable *t) {
+    free(t->p);
+    memset(t, 0, sizeof *t);
+}
+
+int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err) {
+    an_lora_config c = an_lora_config_default();
+    c.r = r->lora.r;
+    c.alpha = (float)r->lora.alpha;
+    c.dropout = (float)r->lora.dropout;
+    c.use_rslora = r->lora.use_rslora;
+    c.seed = (uint64_t)r->train.seed;
+    for (int i = 0; i < r->lora.target_modules.n; i++)
+        if (an_lora_config_add_target(&c, r->lora.target_modules.v[i], err))
+            return an_fail_prefix(err, "recipe: lora.target_modules");
+    if (an_lora_attach(m, &c, err)) return an_fail_prefix(err, "recipe: lora.target_modules");
+    snprintf(m->lora->base_model, sizeof m->lora->base_model, "%s", r->model.base);
+    return 0;
+}
+
 /* ---------- checkpoints of the model state ---------- */
 
-int an_trainer_save_ckpt(const an_model *m, const float *moments, const an_ckpt_state *st, const char *path,
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt_state *st, const char *path,
                          long long byte_limit, an_error *err) {
-    int n = 0;
-    for (int i = 0; i < m->n_params; i++) n += m->params[i].grad != NULL;
+    int n = t->n;
     const char **names = calloc((size_t)n + 1, sizeof *names);
     uint64_t *numels = calloc((size_t)n + 1, sizeof *numels);
     uint32_t *parts = calloc((size_t)n + 1, sizeof *parts);
     size_t maxel = 1;
-    for (int i = 0, k = 0; i < m->n_params; i++) {
-        const an_param *p = &m->params[i];
-        if (!p->grad) continue;
-        names[k] = p->name;
-        numels[k] = p->numel;
-        parts[k++] = 3;
-        if (p->numel > maxel) maxel = p->numel;
+    for (int k = 0; k < n; k++) {
+        names[k] = t->p[k]->name;
+        numels[k] = t->p[k]->numel;
+        parts[k] = 3;
+        if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
     }
     float *host = malloc(maxel * sizeof *host);
     int rc = -1;
@@ -140,13 +181,12 @@ int an_trainer_save_ckpt(const an_model *m, const float *moments, const an_ckpt_
         goto done;
     }
     if (an_ckpt_write_begin(&w, path, st, n, names, numels, parts, byte_limit, err)) goto done;
-    for (int i = 0; i < m->n_params; i++) {
-        const an_param *p = &m->params[i];
-        if (!p->grad) continue;
-        size_t off = (size_t)(p->grad - m->grad_mem);
-        const float *src[3] = {p->data, moments + off, moments + m->n_grad_floats + off};
-        for (int k = 0; k < 3; k++) {
-            m->ops->download(host, src[k], p->numel * sizeof(float));
+    for (int k = 0; k < n; k++) {
+        const an_param *p = t->p[k];
+        size_t off = (size_t)(p->grad - t->grad_base);
+        const float *src[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
+        for (int j = 0; j < 3; j++) {
+            m->ops->download(host, src[j], p->numel * sizeof(float));
             if (an_ckpt_write_floats(&w, host, p->numel, err)) goto done;
         }
     }
@@ -159,24 +199,25 @@ done:
     return rc;
 }
 
-int an_trainer_load_ckpt(an_model *m, float *moments, const char *path, an_ckpt_state *st, an_error *err) {
+int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, an_ckpt_state *st, an_error *err) {
     an_ckpt c;
     if (an_ckpt_read(&c, path, err)) return -1;
     size_t maxel = 1;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].numel > maxel) maxel = m->params[i].numel;
+    for (int k = 0; k < t->n; k++)
+        if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
     float *host = malloc(maxel * sizeof *host);
     int rc = host ? 0 : an_fail(err, "%s: out of memory", path);
-    for (int i = 0; i < m->n_params && !rc; i++) {
-        an_param *p = &m->params[i];
-        if (!p->grad) continue;
-        size_t off = (size_t)(p->grad - m->grad_mem);
-        float *dst[3] = {p->data, moments + off, moments + m->n_grad_floats + off};
-        for (uint32_t k = 0; k < 3 && !rc; k++) {
-            rc = an_ckpt_get(&c, p->name, k, host, p->numel, err);
-            if (!rc) m->ops->upload(dst[k], host, p->numel * sizeof(float));
+    for (int k = 0; k < t->n && !rc; k++) {
+        an_param *p = t->p[k];
+        size_t off = (size_t)(p->grad - t->grad_base);
+        float *dst[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
+        for (uint32_t j = 0; j < 3 && !rc; j++) {
+            rc = an_ckpt_get(&c, p->name, j, host, p->numel, err);
+            if (!rc) m->ops->upload(dst[j], host, p->numel * sizeof(float));
         }
     }
+    if (!rc && c.n_tensors != t->n)
+        rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c.n_tensors, t->n);
     if (!rc) *st = c.state;
     free(host);
     an_ckpt_free(&c);
@@ -194,13 +235,22 @@ static int copy_file(const char *src, const char *dst, an_error *err) {
     return rc;
 }
 
-int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
-                          an_error *err) {
-    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err)) return -1;
-    /* the template the model was trained with, which autoneg generate reads from autoneg.json */
+/* The template the model was trained with, which autoneg generate reads from autoneg.json. */
+static int write_meta(const char *template_name, const char *out_dir, an_error *err) {
     char meta[1400], mpath[1200];
     int len = snprintf(meta, sizeof meta, "{\"template\": \"%s\"}\n", template_name);
-    if (an_path_join(mpath, sizeof mpath, out_dir, "autoneg.json") || an_write_file_atomic(mpath, meta, (size_t)len, err))
+    if (an_path_join(mpath, sizeof mpath, out_dir, "autoneg.json")) return an_fail(err, "%s: path too long", out_dir);
+    return an_write_file_atomic(mpath, meta, (size_t)len, err);
+}
+
+int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, an_error *err) {
+    if (an_trainer_mkdirs(out_dir, err) || an_lora_save(m, out_dir, err)) return -1;
+    return write_meta(template_name, out_dir, err);
+}
+
+int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
+                          an_error *err) {
+    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err) || write_meta(template_name, out_dir, err))
         return -1;
     /* the tokenizer files transformers and autoneg look for */
     static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

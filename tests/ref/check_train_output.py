@@ -1,14 +1,18 @@
 """Checks that the model folder `autoneg train` writes (RUN/final) loads in Hugging Face transformers and
 gives autoneg's numbers (for `make check-compat`; needs the reference venv, never part of `make test`).
 
-    python tests/ref/check_train_output.py BUILD_DIR FINAL_DIR...
+    python tests/ref/check_train_output.py BUILD_DIR FINAL_DIR... [BASE_DIR+ADAPTER_DIR]...
 
-For each folder:
+For each model folder:
   - AutoTokenizer loads its tokenizer files and gives the ids `autoneg tokenize` gives for a sample
     text (the trained byte-level BPE of a run from scratch, or the base model's copied tokenizer);
   - AutoModelForCausalLM loads config.json + model.safetensors, and the mean next-token NLL of that
     text in float64 equals `autoneg perplexity` (float32 logits) to 1e-4 relative: one window, so the
     NLL is the mean of -log softmax(logits) over the same tokens, a check of every logit's row.
+For each BASE+ADAPTER (the PEFT folder a LoRA run writes): PEFT's PeftModel.from_pretrained loads the
+adapter onto the base model, and the NLL equals `autoneg perplexity --model BASE --adapter ADAPTER`
+to 1e-4 relative; with the adapter the NLL must also differ from the base model's (the adapter
+is not a no-op).
 Exits non-zero on any failure.
 """
 import os
@@ -54,14 +58,37 @@ def check(build, folder, text_path):
     return ok and rel < 1e-4
 
 
+def check_adapter(build, base, adapter, text_path):
+    from peft import PeftModel
+
+    tok = AutoTokenizer.from_pretrained(base)
+    ids = tok(TEXT)["input_ids"]
+    fields = dict(kv.split("=") for kv in run(build, "perplexity", "--model", base, "--adapter", adapter,
+                                                "--file", text_path).split())
+    if int(fields["tokens"]) != len(ids):
+        print(f"{adapter}: autoneg scored {fields['tokens']} tokens, transformers has {len(ids)}")
+        return False
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float64).eval()
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        base_nll = torch.nn.functional.cross_entropy(model(input_ids=x).logits[0][:-1], x[0, 1:]).item()
+        peft = PeftModel.from_pretrained(model, adapter).eval()
+        nll = torch.nn.functional.cross_entropy(peft(input_ids=x).logits[0][:-1], x[0, 1:]).item()
+    an_nll = float(fields["nll"])
+    rel = abs(nll - an_nll) / abs(nll)
+    print(f"{adapter}: PEFT nll {nll:.6f}, autoneg {an_nll:.6f} (rel {rel:.2e}); base alone {base_nll:.6f}")
+    return rel < 1e-4 and abs(nll - base_nll) > 1e-3
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     build = sys.argv[1]
-    text_path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[2])), "check_text.txt")
+    text_path = os.path.join(os.path.dirname(os.path.abspath(sys.argv[2].split("+")[-1])), "check_text.txt")
     with open(text_path, "w") as f:
         f.write(TEXT)
-    ok = all([check(build, d, text_path) for d in sys.argv[2:]])
+    ok = all([check_adapter(build, *d.split("+"), text_path) if "+" in d else check(build, d, text_path)
+              for d in sys.argv[2:]])
     print("check_train_output: " + ("ok" if ok else "FAILED"))
     sys.exit(0 if ok else 1)
 
