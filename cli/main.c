@@ -17,6 +17,7 @@ static const command commands[] = {
     {"tokenize", an_cmd_tokenize, "tokenize --tokenizer T (--text S | --file F) [--bos]"},
     {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
     {"data", an_cmd_data, "data stats|clean|split ..."},
+    {"merge", an_cmd_merge, "merge --model M --adapter A --out DIR"},
     {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
     {"train", an_cmd_train, "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]..."},
     {"generate", an_cmd_generate, "generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]"},
