@@ -53,7 +53,6 @@ int an_cmd_eval(int argc, char **argv) {
     an_pairs rows = {0}, tr = {0};
     an_tfidf *ix = NULL;
     an_text_result *res = NULL;
-    char **preds = NULL;
     an_session s;
     int opened = 0, rc = 0;
     if (an_pairs_read(&rows, data, NULL, NULL, &err)) { rc = cli_error(&err); goto done; }
@@ -142,7 +141,6 @@ int an_cmd_eval(int argc, char **argv) {
 done:
     if (res) an_text_results_free(res, (int)rows.n);
     free(res);
-    free(preds);
     if (opened) an_session_close(&s);
     an_tfidf_free(ix);
     an_pairs_free(&rows);

@@ -44,14 +44,9 @@ void cli_gen_defaults(cli_gen_args *a) {
 
 int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     const char *f = argv[*i];
-    static const char *const no_value[] = {"--raw", "--strict", "--jsonl"};
-    for (size_t k = 0; k < sizeof no_value / sizeof *no_value; k++)
-        if (!strcmp(f, no_value[k])) {
-            if (k == 0) a->raw = 1;
-            if (k == 1) a->opts.strict = 1;
-            if (k == 2) a->jsonl = 1;
-            return 1;
-        }
+    if (!strcmp(f, "--raw")) return a->raw = 1;
+    if (!strcmp(f, "--strict")) return a->opts.strict = 1;
+    if (!strcmp(f, "--jsonl")) return a->jsonl = 1;
     static const char *const with_value[] = {"--model", "--adapter", "--tokenizer", "--template", "--temperature",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
                                              "--max-tokens", "--n", "--batch", "--ctx"};
