@@ -144,8 +144,7 @@ static void test_resume_is_exact(void) {
         path2(p, sizeof p, a, files[i]);
         CHECK_MSG(an_file_exists(p), "%s missing", p);
     }
-    /* the resolved recipe reads back equal to the one run (checkpoint.keep 2 pruned step 4's file? no:
-     * only the end checkpoint is written in run a) */
+    /* the resolved recipe in the run folder reads back equal to the recipe that ran */
     an_recipe back;
     path2(p, sizeof p, a, "recipe.json");
     CHECK_MSG(an_recipe_load(&back, p, &err) == 0, "%s", err.msg);
@@ -356,8 +355,8 @@ static void test_tinystories_full_finetune(void) {
     set(&r, "schedule.warmup_steps=1");
     set(&r, "eval.samples=24");
     CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
-    /* the base model writes stories, not negative prompts: 8 steps take ~1 nat off its val loss
-     * (6.9 -> 5.9 measured); half a nat is a margin no noise reaches */
+    /* the base model writes stories, not negative prompts: 8 steps take its val loss from 7.65 to 4.90
+     * (measured); requiring half a nat leaves a wide margin */
     CHECK_MSG(res.eval_loss < res.first_eval_loss - 0.5, "eval loss %.4f -> %.4f", res.first_eval_loss, res.eval_loss);
     char p[700];
     path2(p, sizeof p, dir, "final/model.safetensors");
@@ -398,8 +397,8 @@ static void test_tinystories_lora(void) {
     set(&r, "eval.prompts=apocalypse");
     set(&r, "eval.max_new_tokens=4");
     CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
-    /* adapters on a frozen base move less than full fine-tuning: 8 steps at lr 1e-2 take
-     * 7.65 -> 5.3 measured; 0.5 nat is far outside noise */
+    /* adapters on a frozen base move less than full fine-tuning: 8 steps at lr 1e-2 take the val
+     * loss from 7.65 to 5.26 (measured); requiring half a nat leaves a wide margin */
     CHECK_MSG(res.eval_loss < res.first_eval_loss - 0.5, "eval loss %.4f -> %.4f", res.first_eval_loss, res.eval_loss);
     char p[700];
     path2(p, sizeof p, dir, "final/adapter_config.json");

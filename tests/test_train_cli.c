@@ -151,6 +151,25 @@ static void test_sigint_then_resume(void) {
     free(b);
 }
 
+/* --resume auto: a fresh folder starts a new run; a folder with a checkpoint continues from it. */
+static void test_resume_auto(void) {
+    char run[600], args[4000];
+    char *e = NULL;
+    snprintf(run, sizeof run, "%s/auto", test_tmpdir());
+    const char *tok = test_shared("models/TinyStories-656K");
+    snprintf(args, sizeof args, "--data %s --out %s --steps 4 %s --set tokenizer.path=%s --resume auto --stop-after 2",
+             data_path, run, common, tok);
+    CHECK(train(args, &e) == 0);
+    CHECK_CONTAINS(e, "no checkpoint in");
+    CHECK_CONTAINS(e, "stopped at step 2 of 4");
+    free(e);
+    CHECK(train(args, &e) == 0); /* the same command again picks up where it stopped */
+    CHECK_CONTAINS(e, "resuming from");
+    CHECK_CONTAINS(e, "step-00000002.ckpt at step 2 of 4");
+    CHECK_CONTAINS(e, "done: 4 steps");
+    free(e);
+}
+
 int main(void) {
     snprintf(data_path, sizeof data_path, "%s/pairs.jsonl", test_tmpdir());
     FILE *f = fopen(data_path, "w");
@@ -159,5 +178,6 @@ int main(void) {
     fclose(f);
     RUN(test_recipe_errors);
     RUN(test_sigint_then_resume);
+    RUN(test_resume_auto);
     return test_finish();
 }
