@@ -302,6 +302,8 @@ static int setup(run *u, an_error *err) {
     int resuming = o->resume_ckpt != NULL;
     u->m = an_trainer_build_model(r, resuming, u->tok_path, sizeof u->tok_path, o, err);
     if (!u->m) return -1;
+    if (r->model.dtype != AN_RDTYPE_F32)
+        an_trainer_note(o, "model.dtype: frozen weights are held in float32 (other storage is not implemented yet)");
     if (r->train.recompute)
         an_trainer_note(o, "train.recompute: the model keeps every activation (recomputation is not implemented yet)");
     if (r->model.method == AN_METHOD_LORA) {
