@@ -327,6 +327,15 @@ static void test_unusable_data(void) {
         CHECK_CONTAINS(err.msg, want[k]);
         an_recipe_free(&r);
     }
+    /* a validation split that takes every pair (17 styles, each its own group, all hashed below 0.99
+     * for seed 0) */
+    tiny_recipe(&r, dir);
+    an_recipe_list_clear(&r, "data.train", &err);
+    an_recipe_list_append(&r, "data.train", test_shared("data/sdxl-prompt-styler/sdxl_styles_sai.json"), &err);
+    set(&r, "data.val_fraction=0.99");
+    CHECK(an_train_run(&r, NULL, &res, &err) == -1);
+    CHECK_CONTAINS(err.msg, "sdxl_styles_sai.json: the validation split (data.val_fraction 0.99) took every pair");
+    an_recipe_free(&r);
 }
 
 /* A short full fine-tune of TinyStories-656K (a real pretrained model) on a few hundred style pairs

@@ -106,9 +106,11 @@ static int read_pairs(const an_recipe *r, an_pairs *train, an_pairs *val, an_dat
                            val, err))
             goto fail;
         an_pairs_free(&all);
-        if (train->n == 0)
-            return an_fail(err, "%s: the validation split (data.val_fraction %g) took every pair; no training data is left",
-                           r->data.train.v[0], r->data.val_fraction);
+        if (train->n == 0) {
+            an_fail(err, "%s: the validation split (data.val_fraction %g) took every pair; no training data is left",
+                    r->data.train.v[0], r->data.val_fraction);
+            goto fail;
+        }
     } else {
         *train = all;
     }
