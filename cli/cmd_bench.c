@@ -1,11 +1,12 @@
 /* autoneg bench train: the speed of a training step on a randomly initialised preset, with the
  * fraction of this machine's measured sgemm rate it reaches and the memory it needs.
  *
- *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora]
+ *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora|qlora]
  *                       [--rank R] [--threads K] [--seed S] [--json]
  *
  * --method lora: a LoRA adapter on every linear layer but the head (PEFT's "all-linear"), rank R
  * (default 16), alpha 16, dropout 0.1 (XTuner's QLoRA recipe values but its r 64); the base is frozen.
+ * --method qlora: the same on a base whose linear weights are NF4 with double quantization.
  *
  * Presets are Hugging Face config.json files in configs/models/. */
 #include <omp.h>
@@ -67,9 +68,9 @@ static double lora_flops_per_token(const an_model *m, double ctx) {
 }
 
 static int bench_train(const bench_train_args *a) {
-    int lora = strcmp(a->method, "lora") == 0;
+    int qlora = strcmp(a->method, "qlora") == 0, lora = qlora || strcmp(a->method, "lora") == 0;
     if (strcmp(a->method, "full") != 0 && !lora)
-        return cli_fail("bench train: --method %s is not available (full, lora)", a->method);
+        return cli_fail("bench train: --method %s is not available (full, lora, qlora)", a->method);
     char path[4096];
     if (an_file_exists(a->preset))
         snprintf(path, sizeof path, "%s", a->preset);
@@ -94,7 +95,8 @@ static int bench_train(const bench_train_args *a) {
         lc.alpha = 16;
         lc.dropout = 0.1f;
         lc.seed = a->seed;
-        init_rc = an_lora_config_add_target(&lc, "all-linear", &err) || an_lora_attach(m, &lc, &err) ||
+        init_rc = (qlora && an_model_quantize_nf4(m, 1, &err)) ||
+                  an_lora_config_add_target(&lc, "all-linear", &err) || an_lora_attach(m, &lc, &err) ||
                   an_model_plan(m, a->batch, a->seq, &err) || an_lora_trainer_init(&ltr, m, &err);
     } else {
         an_model_set_all_trainable(m, 1);
@@ -188,7 +190,7 @@ static int bench_train(const bench_train_args *a) {
 int an_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
     if (argc < 2 || strcmp(argv[1], "train") != 0)
-        return cli_fail("usage: autoneg bench train|generate --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora] [--rank R] [--threads K] [--json]");
+        return cli_fail("usage: autoneg bench train|generate --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--threads K] [--json]");
     bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
