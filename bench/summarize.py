@@ -29,3 +29,17 @@ for preset, sides in groups.items():
         print(f"  {side:8s} {med[side]:8.1f} tokens/s  (min {min(tps):.1f}, max {max(tps):.1f}, n={len(tps)}){extra}")
     if "autoneg" in med and "pytorch" in med:
         print(f"  ratio autoneg / pytorch: {med['autoneg'] / med['pytorch']:.2f}x")
+
+# LoRA beside full fine-tuning (autoneg only): same preset, batch and sequence
+by_shape = collections.defaultdict(dict)
+for r in rows:
+    if r.get("peer", "autoneg") == "autoneg":
+        by_shape[(r["preset"], r["batch"], r["seq"])].setdefault(r.get("method", "full"), []).append(r)
+for (p, b, t), methods in by_shape.items():
+    if "full" in methods and "lora" in methods:
+        tf = statistics.median(r["tokens_per_s"] for r in methods["full"])
+        tl = statistics.median(r["tokens_per_s"] for r in methods["lora"])
+        mf = statistics.median(r["peak_mib"] for r in methods["full"])
+        ml = statistics.median(r["peak_mib"] for r in methods["lora"])
+        print(f"== {p} B={b} T={t}: LoRA / full tokens/s {tl:.1f} / {tf:.1f} = {tl / tf:.2f}x; "
+              f"peak memory full {mf:.0f} MiB, LoRA {ml:.0f} MiB")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Full fine-tuning speed, autoneg against PyTorch (PyPI build, fp32, CPU), same presets, batch,
-# sequence and threads, measured in one run. Usage:
+# sequence and threads, measured in one run; then autoneg's LoRA (rank 16 on every linear but the head)
+# on the same presets and batches, with its speed and peak memory beside full fine-tuning's. Usage:
 #   bench/train.sh [PYTHON] [REPEATS]     PYTHON: a python with torch + transformers (default: python3)
 # Prints each measurement and the ratio of medians; the fraction of this machine's sgemm peak comes
 # from autoneg's own measurement in the same command.
@@ -23,5 +24,7 @@ run() { # preset batch seq method
 {
     run gpt2-124m 4 64
     run llama-60m 4 256
+    run gpt2-124m 4 64 lora
+    run llama-60m 4 256 lora
 } | tee /tmp/autoneg-bench-train.jsonl
 "$PY" bench/summarize.py /tmp/autoneg-bench-train.jsonl

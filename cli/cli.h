@@ -15,6 +15,7 @@ int an_bench_generate(int argc, char **argv); /* cli/cmd_bench_generate.c */
 int an_cmd_generate(int argc, char **argv);
 int an_cmd_perplexity(int argc, char **argv);
 int an_cmd_eval(int argc, char **argv);
+int an_cmd_merge(int argc, char **argv);
 
 /* Prints "autoneg: message" to stderr and returns 1, for `return cli_fail(...)`. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

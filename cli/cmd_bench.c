@@ -1,8 +1,12 @@
 /* autoneg bench train: the speed of a training step on a randomly initialised preset, with the
  * fraction of this machine's measured sgemm rate it reaches and the memory it needs.
  *
- *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full]
- *                       [--threads K] [--seed S] [--json]
+ *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora|qlora]
+ *                       [--rank R] [--threads K] [--seed S] [--json]
+ *
+ * --method lora: a LoRA adapter on every linear layer but the head (PEFT's "all-linear"), rank R
+ * (default 16), alpha 16, dropout 0.1 (XTuner's QLoRA recipe values but its r 64); the base is frozen.
+ * --method qlora: the same on a base whose linear weights are NF4 with double quantization.
  *
  * Presets are Hugging Face config.json files in configs/models/. */
 #include <omp.h>
@@ -15,12 +19,14 @@
 #include "core/file.h"
 #include "core/rng.h"
 #include "kernels/machine.h"
+#include "model/lora.h"
 #include "model/model.h"
+#include "train/lora_step.h"
 #include "train/step.h"
 
 typedef struct bench_train_args {
     const char *preset;
-    int batch, seq, steps, threads, json;
+    int batch, seq, steps, threads, json, rank;
     const char *method;
     unsigned long long seed;
 } bench_train_args;
@@ -48,9 +54,23 @@ static double forward_flops_per_token(const an_model_config *c, double ctx) {
     return 2 * (c->n_layers * (attn_proj + mlp + attn_scores) + C * V);
 }
 
+/* FLOPs of one LoRA training token at context position ctx: the frozen linears and head run forward
+ * and give input gradients only (1x forward each, never weight gradients); attention's backward is 2x
+ * its forward; each adapter costs 2 (in + out) r forward and twice that backward (dB, du, dA, dx). */
+static double lora_flops_per_token(const an_model *m, double ctx) {
+    const an_model_config *c = &m->cfg;
+    double attn_scores = 2 * 2 * c->n_heads * c->head_dim * ctx * c->n_layers;
+    double all = forward_flops_per_token(c, ctx), linears = all - attn_scores;
+    double adapters = 0;
+    for (int i = 0; i < m->lora->n_mods; i++)
+        adapters += 2.0 * (m->lora->mods[i].in + m->lora->mods[i].out) * m->lora->cfg.r;
+    return 2 * linears + 3 * attn_scores + 3 * adapters;
+}
+
 static int bench_train(const bench_train_args *a) {
-    if (strcmp(a->method, "full") != 0)
-        return cli_fail("bench train: --method %s is not available yet (full)", a->method);
+    int qlora = strcmp(a->method, "qlora") == 0, lora = qlora || strcmp(a->method, "lora") == 0;
+    if (strcmp(a->method, "full") != 0 && !lora)
+        return cli_fail("bench train: --method %s is not available (full, lora, qlora)", a->method);
     char path[4096];
     if (an_file_exists(a->preset))
         snprintf(path, sizeof path, "%s", a->preset);
@@ -64,9 +84,27 @@ static int bench_train(const bench_train_args *a) {
     const an_ops *ops = an_ops_cpu();
     an_model *m = an_model_init_random(&cfg, ops, a->seed, &err);
     if (!m) return cli_error(&err);
-    an_model_set_all_trainable(m, 1);
     an_full_trainer tr;
-    if (an_full_trainer_init(&tr, m, &err) || an_model_plan(m, a->batch, a->seq, &err)) {
+    an_lora_trainer ltr;
+    memset(&tr, 0, sizeof tr);
+    memset(&ltr, 0, sizeof ltr);
+    int init_rc;
+    if (lora) {
+        an_lora_config lc = an_lora_config_default();
+        lc.r = a->rank;
+        lc.alpha = 16;
+        lc.dropout = 0.1f;
+        lc.seed = a->seed;
+        init_rc = (qlora && an_model_quantize_nf4(m, 1, &err)) ||
+                  an_lora_config_add_target(&lc, "all-linear", &err) || an_lora_attach(m, &lc, &err) ||
+                  an_model_plan(m, a->batch, a->seq, &err) || an_lora_trainer_init(&ltr, m, &err);
+    } else {
+        an_model_set_all_trainable(m, 1);
+        init_rc = an_full_trainer_init(&tr, m, &err) || an_model_plan(m, a->batch, a->seq, &err);
+    }
+    if (init_rc) {
+        an_lora_trainer_free(&ltr);
+        an_full_trainer_free(&tr);
         an_model_free(m);
         return cli_error(&err);
     }
@@ -86,7 +124,7 @@ static int bench_train(const bench_train_args *a) {
     int rc = 0;
     for (int s = 0; s <= a->steps && rc == 0; s++) { /* step 0 warms caches and page tables */
         an_step_stats st;
-        if (an_train_step(&tr, &b, &opt, &st, &err)) {
+        if (lora ? an_lora_train_step(&ltr, &b, &opt, &st, &err) : an_train_step(&tr, &b, &opt, &st, &err)) {
             rc = cli_error(&err);
             break;
         }
@@ -103,42 +141,48 @@ static int bench_train(const bench_train_args *a) {
         double *sorted = step_s;
         double med = sorted[a->steps / 2], lo = sorted[0], hi = sorted[a->steps - 1];
         double flops = 0;
-        for (int t = 0; t < a->seq; t++) flops += forward_flops_per_token(&cfg, t + 1);
-        flops *= 3.0 * a->batch; /* backward of a fully trained network costs twice its forward */
+        for (int t = 0; t < a->seq; t++) flops += lora ? lora_flops_per_token(m, t + 1) : 3.0 * forward_flops_per_token(&cfg, t + 1);
+        flops *= a->batch; /* full: backward of a fully trained network costs twice its forward */
         double gflops = flops / med / 1e9;
         double peak = an_measure_sgemm_gflops(1024, 5);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         double peak_mib = ru.ru_maxrss / 1024.0;
-        double planned_mib = (an_model_bytes_params(m) + an_model_bytes_grads(m) + an_full_trainer_bytes(&tr) +
-                              an_model_bytes_activations(m)) / 1048576.0;
+        double adapter_mib = lora ? 2.0 * an_lora_bytes_params(m->lora) / 1048576.0 : 0; /* adapters + grads */
+        double optim_mib = (lora ? an_lora_trainer_bytes(&ltr) : an_full_trainer_bytes(&tr)) / 1048576.0;
+        double planned_mib = (an_model_bytes_params(m) + an_model_bytes_grads(m) + an_model_bytes_activations(m)) /
+                                 1048576.0 + adapter_mib + optim_mib;
+        size_t trained = lora ? an_lora_param_count(m->lora) : an_model_param_count(m, 1);
         double tps = n / med;
         if (a->json) {
             printf("{\"peer\": \"autoneg\", \"preset\": \"%s\", \"method\": \"%s\", \"batch\": %d, \"seq\": %d, "
                    "\"threads\": %d, \"params\": %zu, \"tokens_per_s\": %.2f, \"step_ms_median\": %.1f, "
                    "\"step_ms_min\": %.1f, \"step_ms_max\": %.1f, \"forward_ms\": %.1f, \"backward_ms\": %.1f, "
                    "\"optimizer_ms\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
-                   "\"fraction_of_sgemm_peak\": %.4f, \"peak_mib\": %.1f, \"planned_mib\": %.1f}\n",
+                   "\"fraction_of_sgemm_peak\": %.4f, \"peak_mib\": %.1f, \"planned_mib\": %.1f, "
+                   "\"trained_params\": %zu, \"lora_rank\": %d}\n",
                    a->preset, a->method, a->batch, a->seq, omp_get_max_threads(), an_model_param_count(m, 0), tps,
                    med * 1e3, lo * 1e3, hi * 1e3, fwd / a->steps * 1e3, bwd / a->steps * 1e3, optim / a->steps * 1e3,
-                   gflops, peak, gflops / peak, peak_mib, planned_mib);
+                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0);
         } else {
-            printf("preset %s (%zu parameters), %s fine-tuning, batch %d x %d tokens, %d threads\n", a->preset,
-                   an_model_param_count(m, 0), a->method, a->batch, a->seq, omp_get_max_threads());
+            printf("preset %s (%zu parameters, %zu trained), %s fine-tuning, batch %d x %d tokens, %d threads\n",
+                   a->preset, an_model_param_count(m, 0), trained, a->method, a->batch, a->seq, omp_get_max_threads());
             printf("  %.1f tokens/s; step %.1f ms median (min %.1f, max %.1f, %d steps)\n", tps, med * 1e3, lo * 1e3,
                    hi * 1e3, a->steps);
             printf("  forward %.1f ms, backward %.1f ms, optimizer %.1f ms (means)\n", fwd / a->steps * 1e3,
                    bwd / a->steps * 1e3, optim / a->steps * 1e3);
             printf("  %.1f GFLOP/s = %.0f%% of this machine's sgemm peak (%.1f GFLOP/s)\n", gflops, 100 * gflops / peak, peak);
-            printf("  peak memory %.0f MiB (planned: params %.0f, grads %.0f, optimizer %.0f, activations %.0f MiB)\n",
-                   peak_mib, an_model_bytes_params(m) / 1048576.0, an_model_bytes_grads(m) / 1048576.0,
-                   an_full_trainer_bytes(&tr) / 1048576.0, an_model_bytes_activations(m) / 1048576.0);
+            printf("  peak memory %.0f MiB (planned: params %.0f, grads %.0f, adapters+grads %.1f, optimizer %.1f, "
+                   "activations %.0f MiB)\n",
+                   peak_mib, an_model_bytes_params(m) / 1048576.0, an_model_bytes_grads(m) / 1048576.0, adapter_mib,
+                   optim_mib, an_model_bytes_activations(m) / 1048576.0);
         }
     }
     free(step_s);
     free(ids);
     free(targets);
     an_full_trainer_free(&tr);
+    an_lora_trainer_free(&ltr);
     an_model_free(m);
     return rc;
 }
@@ -146,8 +190,8 @@ static int bench_train(const bench_train_args *a) {
 int an_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
     if (argc < 2 || strcmp(argv[1], "train") != 0)
-        return cli_fail("usage: autoneg bench train|generate --preset NAME [--batch B] [--seq T] [--steps N] [--method full] [--threads K] [--json]");
-    bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234};
+        return cli_fail("usage: autoneg bench train|generate --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--threads K] [--json]");
+    bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) {
@@ -161,6 +205,7 @@ int an_cmd_bench(int argc, char **argv) {
         else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a.batch)) return 1; }
         else if (!strcmp(f, "--seq")) { if (parse_int(f, v, 2, 1 << 20, &a.seq)) return 1; }
         else if (!strcmp(f, "--steps")) { if (parse_int(f, v, 1, 100000, &a.steps)) return 1; }
+        else if (!strcmp(f, "--rank")) { if (parse_int(f, v, 1, 65536, &a.rank)) return 1; }
         else if (!strcmp(f, "--threads")) { if (parse_int(f, v, 1, 1024, &a.threads)) return 1; }
         else if (!strcmp(f, "--seed")) a.seed = strtoull(v, NULL, 10);
         else return cli_fail("bench train: unknown option %s", f);

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"perplexity", an_cmd_perplexity, "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]"},
     {"eval", an_cmd_eval, "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]"},
     {"bench", an_cmd_bench, "bench train|generate --preset NAME [--batch B] [--seq T] [--steps N] [--tokens N] [--json]"},
+    {"merge", an_cmd_merge, "merge --model M --adapter A --out DIR"},
     {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
 };
 

@@ -148,6 +148,8 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     if (with_grad && !b->targets) return an_fail(err, "model forward: gradients need targets");
     if (with_grad && !m->grad_mem && an_model_param_count(m, 1) > 0)
         return an_fail(err, "model forward: gradients requested but not allocated (an_model_alloc_grads)");
+    if (!p->nf4_work_bytes && an_model_is_quantized(m))
+        return an_fail(err, "model forward: the plan was made before the model was quantized (plan again)");
     if (m->lora && !p->lora_planned)
         return an_fail(err, "model forward: the plan was made before the LoRA adapter was attached (plan again)");
     if (stage_batch(m, b, err)) return -1;

@@ -6,10 +6,38 @@
  * [N, out] scratch exists; u is kept from forward in the plan ([N, r] per adapted layer). */
 #include "model/linear.h"
 
+#include <math.h>
+
+#include "kernels/nf4.h"
 #include "model/lora.h"
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 static float *grad(const an_param *p) { return p ? p->grad : NULL; }
+
+/* out = inp W^T + b for a float32 or NF4 weight. The NF4 kernels fail only when they cannot get
+ * scratch memory (never with the plan's workspace); then out is NaN rather than silently wrong. */
+static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
+    if (!w->nf4) {
+        m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
+    const an_plan *p = &m->plan;
+    if (an_nf4_matmul_forward(out, inp, w->nf4, opt(b), N, p->nf4_work, p->nf4_work_bytes, NULL))
+        for (size_t i = 0; i < (size_t)N * w->shape[0]; i++) out[i] = NAN;
+}
+
+static void base_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
+                          const float *inp, int N) {
+    if (!w->nf4) {
+        m->ops->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
+    const an_plan *p = &m->plan;
+    /* frozen: the input gradient only (a bias of an NF4 layer is frozen with it) */
+    if (an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, p->nf4_work, p->nf4_work_bytes, NULL))
+        for (size_t i = 0; i < (size_t)N * w->shape[1]; i++) dinp[i] = NAN;
+    if (b && b->grad) m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+}
 
 /* The per-module dropout seed: the forward's seed mixed with the module's index (splitmix64 finaliser). */
 static uint64_t module_seed(const an_lora *l, const an_lora_module *mod) {
@@ -29,8 +57,7 @@ static void lora_forward(const an_model *m, const an_lora_module *mod, float *ou
 
 void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
                        int N, float *u) {
-    int in = (int)w->shape[1], outd = (int)w->shape[0];
-    m->ops->matmul_forward(out, inp, w->data, opt(b), N, in, outd);
+    base_forward(m, w, b, out, inp, N);
     const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
     if (mod) lora_forward(m, mod, out, inp, N, u);
 }
@@ -39,9 +66,9 @@ int an_lora_rank(const an_model *m) { return m->lora ? m->lora->cfg.r : 0; }
 
 void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                    int train, uint64_t counter) {
-    int in = (int)w->shape[1], outd = (int)w->shape[0];
+    int in = (int)w->shape[1];
     const an_ops *o = m->ops;
-    o->matmul_forward(out, inp, w->data, opt(b), N, in, outd);
+    base_forward(m, w, b, out, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
@@ -58,7 +85,7 @@ void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *din
     int in = (int)w->shape[1], outd = (int)w->shape[0];
     const an_ops *o = m->ops;
     an_plan *p = &m->plan;
-    o->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, in, outd);
+    base_backward(m, w, b, dinp, dout, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;

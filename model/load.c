@@ -139,10 +139,12 @@ int an_model_save(const an_model *m, const char *dir, an_error *err) {
     cfg.rope_interleaved = 0;
     if (an_config_save(&cfg, path, err)) return -1;
 
-    size_t maxn = 0;
-    for (int i = 0; i < m->n_params; i++)
+    size_t maxn = 0, total = 0; /* every tensor, NF4 ones (not in param_mem) included */
+    for (int i = 0; i < m->n_params; i++) {
         if (m->params[i].numel > maxn) maxn = m->params[i].numel;
-    float *host = malloc(m->n_param_floats * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
+        total += m->params[i].numel;
+    }
+    float *host = malloc(total * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
     an_st_writer w;
     an_st_writer_init(&w);
     int rc = -1;

@@ -250,6 +250,8 @@ uint64_t an_lora_next_mask_seed(an_lora *l) {
 int an_lora_merge(an_model *m, an_error *err) {
     an_lora *l = m->lora;
     if (!l) return an_fail(err, "lora merge: the model has no adapter");
+    if (an_model_is_quantized(m))
+        return an_fail(err, "lora merge: the base is quantized to NF4; merge into the float base model instead");
     /* Merging into a head tied to the token embedding would change the embedding too (PEFT warns and
      * does it anyway); the merged model would not give the adapter's outputs. */
     if (!m->lm_head && an_lora_find(l, m->tok_emb))

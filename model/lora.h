@@ -109,10 +109,23 @@ typedef struct an_linear_ref {
 } an_linear_ref;
 int an_model_linears(an_model *m, an_linear_ref *out, int cap);
 
+/* ---- QLoRA: NF4 base weights ----
+ * Quantizes every linear layer's weight but the head's (embeddings, norms, biases and the head stay
+ * float32) to NF4 as bitsandbytes does (blocks of 64, double quantization when double_quant), freezes
+ * the whole model and gives the float32 copies' memory back. The layers then run on the NF4 weights
+ * (kernels/nf4.h): forward dequantizes a tile at a time, backward computes input gradients only.
+ * Quantize before an_model_plan. A quantized model saves (an_model_save) as its dequantized float32
+ * weights; merging into it is refused (merge into the float base with `autoneg merge`). */
+int an_model_quantize_nf4(an_model *m, int double_quant, an_error *err);
+/* 1 when any weight of m is NF4 */
+int an_model_is_quantized(const an_model *m);
+
 /* ---- running a linear layer with its adapter ----
  * out[N, out] = inp[N, in] @ W^T + b + scaling * (inp @ A^T) @ B^T, without dropout: the inference
- * path (KV-cache decode), for any linear of m whether adapted or not. u: scratch of N * r floats
- * (backend memory) when w carries an adapter, else may be NULL. */
+ * path (KV-cache decode), for any linear of m whether adapted or not, with a float32 or NF4 base
+ * weight. u: scratch of N * r floats (backend memory) when w carries an adapter, else may be NULL.
+ * An NF4 weight's scratch comes from the plan when there is one, else it is allocated per call; if
+ * that allocation fails, out is filled with NaN (never silently wrong). */
 void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
                        int N, float *u);
 /* LoRA rank of m's adapter (0 without one): the u scratch an_linear_forward needs is N * rank floats. */

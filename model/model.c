@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/nf4.h"
 #include "model/llama2c.h"
 #include "model/lora.h"
 
@@ -164,6 +165,11 @@ void an_model_free(an_model *m) {
     an_lora_free(m->lora);
     if (m->param_mem) m->ops->free(m->param_mem);
     if (m->grad_mem) m->ops->free(m->grad_mem);
+    for (int i = 0; m->params && i < m->n_params; i++)
+        if (m->params[i].nf4) {
+            an_nf4_tensor_free(m->params[i].nf4);
+            free(m->params[i].nf4);
+        }
     free(m->params);
     free(m->layers);
     free(m);
@@ -211,7 +217,12 @@ size_t an_model_param_count(const an_model *m, int trainable_only) {
     return n;
 }
 
-size_t an_model_bytes_params(const an_model *m) { return m->n_param_floats * sizeof(float); }
+size_t an_model_bytes_params(const an_model *m) {
+    size_t n = m->n_param_floats * sizeof(float);
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].nf4) n += an_nf4_tensor_bytes(m->params[i].nf4);
+    return n;
+}
 size_t an_model_bytes_grads(const an_model *m) { return m->grad_mem ? m->n_grad_floats * sizeof(float) : 0; }
 size_t an_model_bytes_activations(const an_model *m) { return m->plan.bytes; }
 
@@ -229,10 +240,12 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
     int rows = (int)p->shape[0], cols = p->ndim == 2 ? (int)p->shape[1] : 1;
     int permute = m->cfg.rope_interleaved && is_rope_projection(m, p);
     if (!p->transposed && !permute) {
-        m->ops->download(host_out, src, p->numel * sizeof(float));
+        if (p->nf4 && !src) an_nf4_tensor_dequantize(p->nf4, host_out); /* QLoRA base: its dequantized values */
+        else m->ops->download(host_out, src, p->numel * sizeof(float));
         return;
     }
-    m->ops->download(tmp, src, p->numel * sizeof(float));
+    if (p->nf4 && !src) an_nf4_tensor_dequantize(p->nf4, tmp);
+    else m->ops->download(tmp, src, p->numel * sizeof(float));
     if (permute) {
         an_llama2c_permute_qk(host_out, tmp, rows / m->cfg.head_dim, m->cfg.head_dim, cols);
         return;

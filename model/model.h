@@ -32,6 +32,8 @@ typedef struct an_param {
     float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
     int trainable;
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
+    struct an_nf4_tensor *nf4; /* QLoRA: the frozen weight quantized to NF4 (then data is NULL); see
+                                * an_model_quantize_nf4 in model/lora.h */
 } an_param;
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
@@ -92,6 +94,8 @@ typedef struct an_plan {
     float *lora_xd, *lora_dxd;      /* [N, largest adapted input] dropout(x) and its gradient */
     float *lora_du;                 /* [N, r] */
     int lora_planned;
+    void *nf4_work;                 /* scratch of the NF4 matmuls (QLoRA), nf4_work_bytes */
+    size_t nf4_work_bytes;
 } an_plan;
 
 typedef struct an_model {
@@ -144,7 +148,8 @@ void an_model_zero_grad(an_model *m);
 size_t an_model_param_count(const an_model *m, int trainable_only);
 /* Copies a tensor of p's shape (p->data, p->grad, or optimizer state) to host memory in the
  * Hugging Face layout (transposing GPT-2 Conv1D weights back to [in, out]). tmp: p->numel floats of
- * host scratch, only used when transposing. */
+ * host scratch, only used when transposing. An NF4 weight (src == p->data == NULL) gives its
+ * dequantized values, so a QLoRA model saves as the float32 model it computes with. */
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
 
 /* ---- running ---- */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/nf4.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -94,6 +95,12 @@ static void layout(an_model *m, carver *c) {
         p->lora_du = carve(c, N * r, f);
         p->lora_planned = 1;
     }
+    size_t nf4 = 0; /* one workspace for every NF4 matmul (QLoRA), sized for the threads of now */
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].nf4 && an_nf4_matmul_work_bytes(m->params[i].nf4) > nf4)
+            nf4 = an_nf4_matmul_work_bytes(m->params[i].nf4);
+    p->nf4_work = nf4 ? carve(c, nf4, 1) : NULL;
+    p->nf4_work_bytes = nf4;
 }
 
 void an_model_plan_free(an_model *m) {

@@ -21,11 +21,23 @@
 
 #define LORA_FIXTURES "tests/ref/lora"
 
-static an_model *load_with_adapter(const char *name) {
+/* The tiny model `name`, NF4-quantized when qlora, with the adapter of fixture `fixture`. */
+static an_model *load_model(const char *name, int qlora) {
     an_model *m = load_fixture_model(name);
+    an_error e;
+    if (m && qlora && an_model_quantize_nf4(m, 1, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        an_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static an_model *load_with_adapter_ex(const char *name, const char *fixture, int qlora) {
+    an_model *m = load_model(name, qlora);
     if (!m) return NULL;
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/%s", LORA_FIXTURES, name);
+    snprintf(dir, sizeof dir, "%s/%s", LORA_FIXTURES, fixture);
     an_error e;
     if (an_lora_load(m, dir, &e)) {
         test_fail_at(__FILE__, __LINE__, "%s", e.msg);
@@ -34,6 +46,8 @@ static an_model *load_with_adapter(const char *name) {
     }
     return m;
 }
+
+static an_model *load_with_adapter(const char *name) { return load_with_adapter_ex(name, name, 0); }
 
 /* logits of ids/targets (B x T) into out */
 static int run_logits(an_model *m, const int32_t *ids, int B, int T, float *out) {
@@ -46,16 +60,16 @@ static int run_logits(an_model *m, const int32_t *ids, int B, int T, float *out)
     return 0;
 }
 
-static void check_family(const char *name) {
+static void check_family_ex(const char *name, const char *fixture, int qlora) {
     char path[256];
-    snprintf(path, sizeof path, "%s/%s/fixture.safetensors", LORA_FIXTURES, name);
+    snprintf(path, sizeof path, "%s/%s/fixture.safetensors", LORA_FIXTURES, fixture);
     an_safetensors fx;
     an_error e;
     if (an_st_open(&fx, path, &e)) {
         test_fail_at(__FILE__, __LINE__, "%s", e.msg);
         return;
     }
-    an_model *m = load_with_adapter(name);
+    an_model *m = load_with_adapter_ex(name, fixture, qlora);
     if (!m) {
         an_st_close(&fx);
         return;
@@ -70,6 +84,9 @@ static void check_family(const char *name) {
     int B = (int)tid->shape[0], T = (int)tid->shape[1], C = m->cfg.dim;
     CHECK(n_demb == (size_t)B * T * C);
     CHECK(m->lora && an_model_param_count(m, 1) == 0); /* the base is frozen */
+    if (qlora) /* the linears hold NF4 codes only; the head stays float32 */
+        CHECK(m->layers[0].w_down->nf4 && !m->layers[0].w_down->data && m->lm_head && !m->lm_head->nf4 &&
+              m->lm_head->data);
     CHECK(m->grad_mem == NULL);
 
     m->head_rows = 5; /* the head in 7 chunks, the last partial: the head's adapter runs chunked */
@@ -117,7 +134,7 @@ static void check_family(const char *name) {
         for (int i = 0; i < fx.n_tensors; i++) expected += strncmp(fx.tensors[i].name, "grad.", 5) == 0;
         CHECK_MSG(checked == expected && checked > 0, "%s: %d adapter gradients checked, fixture has %d", name, checked,
                   expected);
-        if (want_logits) printf("  %s: %d adapted modules, worst gradient rel err %.2g\n", name, l->n_mods, worst);
+        if (want_logits) printf("  %s: %d adapted modules, worst gradient rel err %.2g\n", fixture, l->n_mods, worst);
     }
 
     /* save -> load: identical logits */
@@ -125,7 +142,7 @@ static void check_family(const char *name) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s-saved", test_tmpdir(), name);
     CHECK(an_lora_save(m, dir, &e) == 0);
-    an_model *m2 = load_fixture_model(name);
+    an_model *m2 = load_model(name, qlora);
     CHECK(m2 && an_lora_load(m2, dir, &e) == 0);
     if (m2 && m2->lora) {
         m2->head_rows = m->head_rows; /* the same GEMM shapes, so the same bits */
@@ -137,6 +154,12 @@ static void check_family(const char *name) {
 
         /* merged: W += s B A, then no adapter; the same logits to 1e-5. An adapter on a head tied to the
          * embedding cannot be merged (it would change the embedding too): GPT-2's is refused. */
+        if (qlora) { /* merging needs the float base */
+            CHECK(an_lora_merge(m2, &e) == -1);
+            CHECK_CONTAINS(e.msg, "quantized to NF4");
+            free(logits2);
+            goto merged_done;
+        }
         if (!m2->lm_head && an_lora_find(m2->lora, m2->tok_emb)) {
             CHECK(an_lora_merge(m2, &e) == -1);
             CHECK_CONTAINS(e.msg, "shares its weight with the token embedding");
@@ -179,11 +202,16 @@ merged_done:
     an_st_close(&fx);
 }
 
+static void check_family(const char *name) { check_family_ex(name, name, 0); }
+
 static void test_gpt2(void) { check_family("gpt2"); }
 static void test_llama(void) { check_family("llama"); }
 static void test_qwen2(void) { check_family("qwen2"); }
 static void test_internlm2(void) { check_family("internlm2"); }
 static void test_llama_tied_head(void) { check_family("llama-bias"); }
+/* QLoRA: PEFT on bitsandbytes' dequantized NF4 base against autoneg's NF4 layers */
+static void test_qlora_llama(void) { check_family_ex("llama", "qlora-llama", 1); }
+static void test_qlora_internlm2(void) { check_family_ex("internlm2", "qlora-internlm2", 1); }
 
 /* The adapter file PEFT wrote, read back after our save: same names, shapes and values, and the config
  * keys PEFT needs. */
@@ -374,6 +402,8 @@ int main(void) {
     RUN(test_qwen2);
     RUN(test_internlm2);
     RUN(test_llama_tied_head);
+    RUN(test_qlora_llama);
+    RUN(test_qlora_internlm2);
     RUN(test_saved_files_match_peft);
     RUN(test_attach_init);
     RUN(test_bad_adapters);

@@ -15,6 +15,9 @@ float32) and writes tests/ref/lora/<name>/fixture.safetensors holding
   grad.<PEFT key>                  the gradient of every lora_A / lora_B weight (PEFT's file layout)
   dembeds [B,T,C]                  the gradient with respect to the input embeddings (the output of the
                                    token embedding), which flows back through every frozen weight
+QLoRA (qlora-llama, qlora-internlm2): the same with every linear weight but the head replaced by
+bitsandbytes' dequantize_4bit(quantize_4bit(W, blocksize=64, nf4, compress_statistics=True)), i.e. PEFT
+on the dequantized base, which is what autoneg's NF4 layers compute with.
 The reference runs in float64 on the float32 values that are saved, so the fixture carries no float32
 rounding of its own. InternLM2 is the plain-torch definition of make_model_fixtures.py.
 """
@@ -67,7 +70,20 @@ def internlm2_forward_embeds(model, x):
     return model.output(model.model.norm(x))
 
 
-def make(name, seed):
+def quantize_base(model, head):
+    """Every nn.Linear weight but the head's through bitsandbytes NF4 and back (CPU path)."""
+    import bitsandbytes.functional as bf
+    with torch.no_grad():
+        for n, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and n != head:
+                q, st = bf.quantize_4bit(mod.weight.data.contiguous(), blocksize=64, quant_type="nf4",
+                                         compress_statistics=True)
+                mod.weight.copy_(bf.dequantize_4bit(q, st))
+
+
+def make(fixture, seed):
+    qlora = fixture.startswith("qlora-")
+    name = fixture[len("qlora-"):] if qlora else fixture
     path = os.path.join(MODELS, name)
     torch.manual_seed(seed)
     if name == "internlm2":
@@ -80,6 +96,8 @@ def make(name, seed):
         embed = base.get_input_embeddings()
         vocab = base.config.vocab_size
         task = "CAUSAL_LM"
+    if qlora:
+        quantize_base(base, "output" if name == "internlm2" else "lm_head")
     cfg = peft.LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS[name], task_type=task,
                           fan_in_fan_out=(name == "gpt2"))
     model = peft.get_peft_model(base, cfg)
@@ -88,7 +106,7 @@ def make(name, seed):
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    d = os.path.join(OUT, name)
+    d = os.path.join(OUT, fixture)
     os.makedirs(d, exist_ok=True)
     # float32 values, the ones the reference uses; a tied head (GPT-2) must not drag the embedding in
     model.save_pretrained(d, save_embedding_layers=False)
@@ -128,10 +146,11 @@ def make(name, seed):
         n_lora += 1
     assert n_lora == len(saved)
     save_file(fx, os.path.join(d, "fixture.safetensors"))
-    print(f"{name}: {n_lora} lora tensors, loss {float(loss):.6f}")
+    print(f"{fixture}: {n_lora} lora tensors, loss {float(loss):.6f}")
 
 
 if __name__ == "__main__":
-    seeds = {"gpt2": 201, "llama": 202, "qwen2": 203, "internlm2": 204, "llama-bias": 205}
+    seeds = {"gpt2": 201, "llama": 202, "qwen2": 203, "internlm2": 204, "llama-bias": 205,
+             "qlora-llama": 206, "qlora-internlm2": 207}
     for w in sys.argv[1:] or list(seeds):
         make(w, seeds[w])
