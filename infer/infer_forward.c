@@ -18,6 +18,10 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
                      int C, int OC) {
     const an_model *m = s->m;
     const an_ops *o = m->ops;
+    if (w->nf4) { /* a QLoRA base quantized to NF4: the model's own linear (NF4 kernels + adapter) */
+        an_linear_forward(m, w, b, out, inp, N, s->lora_u);
+        return;
+    }
     if (N <= AN_MATVEC_MAX_ROWS)
         o->matvec_forward(out, inp, w->data, opt(b), N, C, OC);
     else

@@ -142,6 +142,18 @@ static void test_lora_llama_bias(void) { check_adapter("llama-bias"); }
 static void test_lora_qwen2(void) { check_adapter("qwen2"); }
 static void test_lora_internlm2(void) { check_adapter("internlm2"); }
 
+/* QLoRA: the base quantized to NF4 with the adapter on top; the decode path hands NF4 layers to the
+ * model's own linear, so the KV-cache logits still match the full forward of the same quantized model. */
+static void test_qlora_nf4_base(void) {
+    an_model *m = load_fixture_model("llama");
+    if (!m) return;
+    an_error e;
+    CHECK_MSG(an_model_quantize_nf4(m, 1, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_lora_load(m, "tests/ref/lora/llama", &e) == 0, "%s", e.msg);
+    CHECK(an_model_is_quantized(m));
+    check_family("llama NF4 + LoRA", m);
+}
+
 /* An adapter made for another base: the error names the adapter file and what disagrees. */
 static void test_lora_wrong_base(void) {
     an_model *m = load_fixture_model("qwen2");
@@ -308,6 +320,7 @@ int main(void) {
     RUN(test_lora_qwen2);
     RUN(test_lora_internlm2);
     RUN(test_lora_wrong_base);
+    RUN(test_qlora_nf4_base);
     RUN(test_stories260K);
     RUN(test_tinystories656K);
     RUN(test_stories260K_greedy_matches_pytorch);
