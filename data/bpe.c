@@ -327,3 +327,15 @@ void an_bytelevel_table(uint32_t byte_to_cp[256]) {
         byte_to_cp[b] = printable ? (uint32_t)b : (uint32_t)(256 + extra++);
     }
 }
+
+int an_parse_byte_piece(const char *s, size_t len) {
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}

@@ -8,8 +8,9 @@
 
 static int encode_word(const an_tokenizer *t, const unsigned char *w, size_t n, an_ids *out, an_bpe_scratch *sc) {
     int32_t stack[128];
+    if (n > INT32_MAX) return -1;
     int32_t *ids = n <= 128 ? stack : malloc(n * sizeof *ids);
-    if (!ids || n > INT32_MAX) return -1;
+    if (!ids) return -1;
     for (size_t k = 0; k < n; k++) ids[k] = t->byte_id[w[k]];
     int m = an_bpe_merge(&t->merges, ids, (int)n, sc);
     int rc = m < 0 || an_ids_append(out, ids, (size_t)m) ? -1 : 0;
@@ -100,11 +101,16 @@ int an_encode_spm(const an_tokenizer *t, const char *s, size_t n, int prefix, an
     uint8_t *ws = (uint8_t *)(ids + n + sp_len + 1);
     size_t k = 0;
     int missing = 0, rc = 0;
+    /* Metaspace looks at the text after spaces became "▁": a typed "▁" counts as a space too */
+    if (t->prefix_unless_space && n > 0 && (s[0] == ' ' || (n >= sp_len && memcmp(s, t->space_text, sp_len) == 0)))
+        prefix = 0;
     if (prefix) missing |= push_symbol(t, t->space_text, sp_len, ids, ws, 1, &k);
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         int l = an_utf8_decode((const unsigned char *)s + i, n - i, &cp);
         if (s[i] == ' ') missing |= push_symbol(t, t->space_text, sp_len, ids, ws, 1, &k);
+        else if ((size_t)l == sp_len && memcmp(s + i, t->space_text, sp_len) == 0)
+            missing |= push_symbol(t, s + i, (size_t)l, ids, ws, 1, &k);
         else missing |= push_symbol(t, s + i, (size_t)l, ids, ws, is_glue(t, s + i, (size_t)l) ? 2 : 0, &k);
         i += (size_t)l;
     }
@@ -115,11 +121,11 @@ int an_encode_spm(const an_tokenizer *t, const char *s, size_t n, int prefix, an
             if (ids[i] >= 0) ws[j] = ws[i], ids[j++] = ids[i];
         k = j;
     }
-    if (t->split_at_space) {
+    if (t->split_at_space || t->split_every_space) {
         /* words start where the space symbol follows a character that no piece joins to it */
         size_t start = 0;
         for (size_t i = 1; i <= k && rc == 0; i++) {
-            if (i < k && !(ws[i] == 1 && ws[i - 1] == 0)) continue;
+            if (i < k && !(ws[i] == 1 && (ws[i - 1] == 0 || t->split_every_space))) continue;
             int m = an_bpe_merge(&t->merges, ids + start, (int)(i - start), sc);
             if (m < 0 || an_ids_append(out, ids + start, (size_t)m)) rc = -1;
             start = i;

@@ -445,6 +445,7 @@ int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, s
     }
     an_vocab_free(&index);
     rc = write_outputs(&tok, ma, mb, n_merges, out_dir, err);
+    if (rc == 0) rc = tok.n + 1;
     goto done;
 oom_index:
     an_vocab_free(&index);

@@ -130,13 +130,6 @@ static int parse_spec(const unsigned char *d, size_t n, int which, spm_spec *s) 
     return rc < 0 ? -1 : 0;
 }
 
-static int parse_byte_piece(const char *s, size_t len) {
-    unsigned v;
-    char end;
-    if (len != 6 || sscanf(s, "<0x%2X%c", &v, &end) != 2 || end != '>') return -1;
-    return (int)v;
-}
-
 /* Score-merge table: every split of a mergeable piece into two mergeable pieces. */
 static int build_score_merges(an_tokenizer *t, int (*mergeable)(int type), const char *path, an_error *err) {
     const an_vocab *v = &t->vocab;
@@ -216,7 +209,7 @@ int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
     for (int id = 0; id < n; id++) {
         int ty = t->vocab.type[id];
         if (ty == AN_PIECE_BYTE) {
-            int b = parse_byte_piece(an_vocab_text(&t->vocab, id), t->vocab.len[id]);
+            int b = an_parse_byte_piece(an_vocab_text(&t->vocab, id), t->vocab.len[id]);
             if (b < 0) {
                 an_fail(err, "%s: byte piece %d is \"%s\", not <0xXX>", path, id, an_vocab_text(&t->vocab, id));
                 goto done;
@@ -224,7 +217,7 @@ int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
             t->byte_id[b] = id;
         } else if (ty == AN_PIECE_USER_DEFINED) {
             /* user-defined pieces are never split or merged: match them like special tokens */
-            if (an_tokenizer_add_special(t, an_vocab_text(&t->vocab, id), t->vocab.len[id], id, 1)) {
+            if (an_tokenizer_add_special(t, an_vocab_text(&t->vocab, id), t->vocab.len[id], id, 1, 1)) {
                 an_fail(err, "%s: out of memory", path);
                 goto done;
             }
@@ -276,7 +269,7 @@ int an_load_llama2c(an_tokenizer *t, const char *path, an_error *err) {
                     (long)(p - m.data), m.size);
             goto done;
         }
-        int b = parse_byte_piece((const char *)p, (size_t)len);
+        int b = an_parse_byte_piece((const char *)p, (size_t)len);
         int type = b >= 0 ? AN_PIECE_BYTE : t->vocab.n == 0 ? AN_PIECE_UNKNOWN : t->vocab.n <= 2 ? AN_PIECE_CONTROL : AN_PIECE_NORMAL;
         int id = an_vocab_add(&t->vocab, (const char *)p, (size_t)len, score, type);
         if (id < 0) {

@@ -10,12 +10,13 @@
 #include "data/tokenizer_impl.h"
 #include "data/unicode.h"
 
-int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized) {
+int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized, int always) {
     if (len == 0) return 0;
     for (int i = 0; i < t->n_special; i++) {
         if (t->special[i].len == len && memcmp(t->special[i].text, text, len) == 0) {
             t->special[i].id = id; /* a later file names the same text: its id wins */
             t->special[i].normalized = normalized;
+            t->special[i].always |= always;
             return 0;
         }
     }
@@ -26,7 +27,7 @@ int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int3
     if (!copy) return -1;
     memcpy(copy, text, len);
     copy[len] = 0;
-    s[t->n_special++] = (an_special){copy, len, id, normalized, 0};
+    s[t->n_special++] = (an_special){copy, len, id, normalized, 0, always};
     return 0;
 }
 
@@ -36,26 +37,19 @@ static int cmp_special_len(const void *a, const void *b) {
     return memcmp(x->text, y->text, x->len);
 }
 
-static int parse_byte_piece(const char *s, size_t len) {
-    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
-    int v = 0;
-    for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
 /* Decoded bytes of each id: byte-level pieces map code points back to bytes, SentencePiece pieces
  * turn "▁" into a space and <0xXX> into its byte, control tokens decode to nothing. */
 static int build_decode_table(an_tokenizer *t) {
     const an_vocab *v = &t->vocab;
     t->dec_off = malloc((size_t)v->n * sizeof *t->dec_off);
     t->dec_len = malloc((size_t)v->n * sizeof *t->dec_len);
-    t->dec_arena = malloc(v->arena_len + 1);
-    if (!t->dec_off || !t->dec_len || !t->dec_arena) return -1;
+    t->dec_arena = malloc(v->arena_len + 1); /* a decoded piece is never longer than its text */
+    uint8_t *special = calloc((size_t)v->n + 1, 1);
+    if (!t->dec_off || !t->dec_len || !t->dec_arena || !special) {
+        free(special);
+        return -1;
+    }
+    for (int i = 0; i < t->n_special; i++) special[t->special[i].id] = 1;
     uint32_t cp_to_byte[512];
     memset(cp_to_byte, 0xff, sizeof cp_to_byte);
     uint32_t b2c[256];
@@ -69,10 +63,7 @@ static int build_decode_table(an_tokenizer *t) {
         char *o = t->dec_arena + pos;
         size_t k = 0;
         int type = v->type[id];
-        int is_special = 0;
-        for (int i = 0; i < t->n_special; i++)
-            if (t->special[i].id == id) is_special = 1;
-        if (is_special || type == AN_PIECE_ADDED) {
+        if (special[id] || type == AN_PIECE_ADDED) {
             memcpy(o, s, len);
             k = len;
         } else if (type == AN_PIECE_CONTROL) {
@@ -87,8 +78,8 @@ static int build_decode_table(an_tokenizer *t) {
                     memcpy(o + k, s + i, (size_t)l), k += (size_t)l;
                 i += (size_t)l;
             }
-        } else if (type == AN_PIECE_BYTE && parse_byte_piece(s, len) >= 0) {
-            o[k++] = (char)parse_byte_piece(s, len);
+        } else if (type == AN_PIECE_BYTE && an_parse_byte_piece(s, len) >= 0) {
+            o[k++] = (char)an_parse_byte_piece(s, len);
         } else {
             for (size_t i = 0; i < len;) {
                 if (sp_len && i + sp_len <= len && memcmp(s + i, t->space_text, sp_len) == 0) {
@@ -103,6 +94,7 @@ static int build_decode_table(an_tokenizer *t) {
         t->dec_len[id] = (uint32_t)k;
         pos += k;
     }
+    free(special);
     return 0;
 }
 
@@ -249,16 +241,23 @@ const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->vocab.n ? an_vocab_text(&t->vocab, id) : NULL;
 }
 
+int an_tokenizer_is_special(const an_tokenizer *t, int32_t id) {
+    if (id < 0 || id >= t->vocab.n) return 0;
+    int ty = t->vocab.type[id];
+    return ty == AN_PIECE_CONTROL || ty == AN_PIECE_ADDED || ty == AN_PIECE_UNKNOWN;
+}
+
 /* The longest special token at s[0..n), or NULL; *mlen is the length it takes (with the space
  * before it for lead_space tokens away from a unit start). */
-static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, size_t *mlen,
-                                       int *took_space) {
+static const an_special *match_special(const an_tokenizer *t, const char *s, size_t n, int unit_start, int all,
+                                       size_t *mlen, int *took_space) {
     if (!t->special_first[(unsigned char)s[0]]) return NULL;
     const an_special *best = NULL;
     size_t best_len = 0;
     for (int i = 0; i < t->n_special; i++) {
         const an_special *sp = &t->special[i];
         size_t len = 0;
+        if (!all && !sp->always) continue;
         if (sp->lead_space && s[0] == ' ' && sp->len + 1 <= n && memcmp(sp->text, s + 1, sp->len) == 0)
             len = sp->len + 1;
         else if ((!sp->lead_space || unit_start) && sp->len <= n && memcmp(sp->text, s, sp->len) == 0)
@@ -277,19 +276,28 @@ static int encode_segment(const an_tokenizer *t, const char *s, size_t n, int pr
 
 /* Text is cut at special tokens; the pieces between are encoded separately. With HF's Prepend
  * normalizer a "unit" (the text between non-normalized special tokens) gets the "▁" prefix once. */
-int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
+static int segment_prefix(const an_tokenizer *t, size_t seg, size_t unit) {
+    switch (t->prefix_mode) {
+    case AN_PREFIX_TEXT_START: return seg == 0;
+    case AN_PREFIX_PER_UNIT: return seg == unit;
+    case AN_PREFIX_PER_SEGMENT: return 1;
+    default: return 0;
+    }
+}
+
+static int encode(const an_tokenizer *t, const char *text, size_t len, int specials, an_ids *out, an_error *err) {
     an_bpe_scratch sc = {0};
     size_t seg = 0, i = 0, unit = 0;
     int rc = 0;
     while (i < len) {
         size_t mlen;
         int took_space;
-        const an_special *sp = match_special(t, text + i, len - i, i == unit, &mlen, &took_space);
+        const an_special *sp = match_special(t, text + i, len - i, i == unit, specials, &mlen, &took_space);
         if (!sp) {
             i++;
             continue;
         }
-        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && seg == unit;
+        int prefix = segment_prefix(t, seg, unit);
         if (i > seg) rc = encode_segment(t, text + seg, i - seg, prefix, out, &sc);
         else if (prefix && took_space && t->prefix_mode == AN_PREFIX_PER_UNIT) /* the unit's "▁" stands alone */
             rc = encode_segment(t, "", 0, 1, out, &sc);
@@ -299,7 +307,7 @@ int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_
         if (!sp->normalized) unit = i;
     }
     if (len > seg) {
-        int prefix = t->prefix_mode == AN_PREFIX_TEXT_START ? seg == 0 : t->prefix_mode == AN_PREFIX_PER_UNIT && seg == unit;
+        int prefix = segment_prefix(t, seg, unit);
         if (encode_segment(t, text + seg, len - seg, prefix, out, &sc)) goto oom;
     }
     an_bpe_scratch_free(&sc);
@@ -307,6 +315,14 @@ int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_
 oom:
     an_bpe_scratch_free(&sc);
     return an_fail(err, "%s: out of memory while encoding %zu bytes", t->path, len);
+}
+
+int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
+    return encode(t, text, len, 1, out, err);
+}
+
+int an_tokenizer_encode_plain(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err) {
+    return encode(t, text, len, 0, out, err);
 }
 
 /* ---- decoding ---- */

@@ -17,6 +17,11 @@ void an_tokenizer_free(an_tokenizer *t);
 
 /* Appends the ids of text[0..len) to out. Special and added tokens are matched before BPE. */
 int an_tokenizer_encode(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err);
+/* The same with special and added token texts treated as plain text (HF split_special_tokens), for
+ * user text placed inside a template: a prompt that contains "<|im_end|>" cannot end the turn.
+ * SentencePiece user-defined pieces are still matched, as sentencepiece always does. Encoding is
+ * thread-safe: the tokenizer is only read. */
+int an_tokenizer_encode_plain(const an_tokenizer *t, const char *text, size_t len, an_ids *out, an_error *err);
 
 int an_tokenizer_vocab_size(const an_tokenizer *t);
 int32_t an_tokenizer_bos(const an_tokenizer *t); /* -1 when the tokenizer has none */
@@ -28,6 +33,10 @@ int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece);
 /* The text of token id as the tokenizer file spells it ("Ġthe", "▁the", "<0x0A>"), NULL when out of
  * range. For decoded text use an_tokenizer_decode. */
 const char *an_tokenizer_piece(const an_tokenizer *t, int32_t id);
+/* Whether id is a control or special/added token (<s>, </s>, <|endoftext|>, <|im_end|>, ...): what
+ * HF's skip_special_tokens leaves out. Decoding writes added tokens as their text and SentencePiece
+ * control pieces as nothing; callers that want neither skip these ids. */
+int an_tokenizer_is_special(const an_tokenizer *t, int32_t id);
 
 /* Streaming decoder: feed ids one at a time, get back only complete UTF-8, with byte fallback and
  * the leading-space rules undone. */
@@ -53,7 +62,8 @@ char *an_tokenizer_decode_len(const an_tokenizer *t, const int32_t *ids, size_t 
 /* Trains a byte-level BPE (GPT-2 pre-tokenization, 256 byte tokens, then merges, then an
  * <|endoftext|> special used as BOS and EOS) on texts until the vocabulary has vocab_size tokens or
  * no pair is left, and writes out_dir/tokenizer.json (loadable by Hugging Face tokenizers) and
- * out_dir/tokenizer_config.json. out_dir must exist. Deterministic: ties go to the smaller pair of ids. */
+ * out_dir/tokenizer_config.json. out_dir must exist. Deterministic: ties go to the smaller pair of ids.
+ * Returns the vocabulary size written (smaller than asked when the corpus runs out of pairs), or -1. */
 int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
                                  const char *out_dir, an_error *err);
 

@@ -66,12 +66,17 @@ void an_bpe_scratch_free(an_bpe_scratch *s);
  * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ splits. */
 size_t an_gpt2_piece_end(const unsigned char *s, size_t n, size_t i);
 
+/* The byte of a "<0xXX>" piece, or -1. */
+int an_parse_byte_piece(const char *s, size_t len);
+
 /* GPT-2's reversible byte <-> printable code point mapping. */
 void an_bytelevel_table(uint32_t byte_to_cp[256]);
 
 enum { AN_TOK_BYTELEVEL = 1, AN_TOK_SPM = 2 };
-/* How the "▁" dummy prefix is added to text segments between special tokens. */
-enum { AN_PREFIX_NONE = 0, AN_PREFIX_TEXT_START = 1, AN_PREFIX_PER_UNIT = 2 };
+/* How the "▁" dummy prefix is added to text segments between special tokens: never, to the segment
+ * at the start of the text, to the first segment of each unit (HF Prepend normalizer: units end at
+ * non-normalized tokens), to every segment (HF Metaspace prepend_scheme "always"). */
+enum { AN_PREFIX_NONE = 0, AN_PREFIX_TEXT_START = 1, AN_PREFIX_PER_UNIT = 2, AN_PREFIX_PER_SEGMENT = 3 };
 
 enum { AN_MAX_GLUE = 32 };
 
@@ -83,6 +88,7 @@ typedef struct an_special {
     /* HF normalizes the content of normalized tokens too: with the Prepend("▁") normalizer the token
      * only matches after a space (which it takes) or at the start of a unit */
     int lead_space;
+    int always;
 } an_special;
 
 struct an_tokenizer {
@@ -98,6 +104,9 @@ struct an_tokenizer {
     /* SPM family */
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;
+    int prefix_unless_space; /* HF Metaspace: no "▁" in front of a segment that starts with a space */
+    int split_every_space;   /* HF Metaspace split: every "▁" starts a new word */
+    int metaspace;
     int byte_fallback;
     /* A merge can cross the start of a "▁word" only if some piece holds the character before it
      * followed by "▁": those "glue" characters are listed, and BPE runs word by word between the
@@ -118,7 +127,8 @@ struct an_tokenizer {
     uint32_t *dec_off, *dec_len;
 };
 
-int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized);
+/* always: a SentencePiece user-defined piece, matched even when special tokens are off */
+int an_tokenizer_add_special(an_tokenizer *t, const char *text, size_t len, int32_t id, int normalized, int always);
 /* Sorts specials longest first and fills special_first; computes decoded bytes; call once at end. */
 int an_tokenizer_finish(an_tokenizer *t, an_error *err);
 

@@ -106,7 +106,10 @@ static const char *token_text(const cJSON *v) {
 
 static void default_specials(an_tokenizer *t) {
     int32_t id;
-    if ((id = an_vocab_find(&t->vocab, "<|endoftext|>", 13)) >= 0) t->bos = t->eos = id;
+    if ((id = an_vocab_find(&t->vocab, "<|endoftext|>", 13)) >= 0) {
+        t->bos = t->eos = id;
+        t->vocab.type[id] = AN_PIECE_ADDED; /* special for an_tokenizer_is_special; decodes as its text */
+    }
     if ((id = an_vocab_find(&t->vocab, "<s>", 3)) >= 0) t->bos = id;
     if ((id = an_vocab_find(&t->vocab, "</s>", 4)) >= 0) t->eos = id;
     if ((id = an_vocab_find(&t->vocab, "<unk>", 5)) >= 0 && t->unk < 0) t->unk = id;
@@ -177,7 +180,7 @@ static int add_tokens(an_tokenizer *t, added *a, int n, const char *file, const 
                 if (an_vocab_set_text(&t->vocab, a[i].id, a[i].content, len)) return an_fail(err, "%s: out of memory", file);
             t->vocab.type[a[i].id] = AN_PIECE_ADDED;
         }
-        if (an_tokenizer_add_special(t, a[i].content, len, a[i].id, a[i].normalized))
+        if (an_tokenizer_add_special(t, a[i].content, len, a[i].id, a[i].normalized, 0))
             return an_fail(err, "%s: out of memory", file);
     }
     return 0;
@@ -198,8 +201,8 @@ static int load_added_tokens(an_tokenizer *t, const cJSON *arr, const char *file
             free(a);
             return an_fail(err, "%s: added_tokens[%d] needs an integer \"id\" and a string \"content\"", file, i);
         }
-        /* HF matches normalized tokens after normalization; false is its default for special tokens */
-        a[i++] = (added){(int)idv->valuedouble, content, json_bool(e, "normalized", 0)};
+        /* HF matches normalized tokens after normalization; its default is !special */
+        a[i++] = (added){(int)idv->valuedouble, content, json_bool(e, "normalized", !json_bool(e, "special", 0))};
     }
     rc = add_tokens(t, a, n, file, "added_tokens", err);
     free(a);
@@ -277,7 +280,25 @@ static int load_pre_tokenizer(an_tokenizer *t, const cJSON *pt, const char *file
         t->add_prefix_space = json_bool(pt, "add_prefix_space", 0);
         return 0;
     }
-    return an_fail(err, "%s: pre_tokenizer type \"%s\" is not supported (ByteLevel or none)", file, type ? type : "(none)");
+    if (type && !strcmp(type, "Metaspace")) {
+        const char *rep = json_str(pt, "replacement"), *scheme = json_str(pt, "prepend_scheme");
+        if (rep && strcmp(rep, "\xe2\x96\x81"))
+            return an_fail(err, "%s: pre_tokenizer Metaspace with replacement \"%s\" is not supported", file, rep);
+        /* older files say add_prefix_space instead of prepend_scheme */
+        if (!scheme) scheme = json_bool(pt, "add_prefix_space", 1) ? "always" : "never";
+        if (!strcmp(scheme, "always")) t->prefix_mode = AN_PREFIX_PER_SEGMENT;
+        else if (!strcmp(scheme, "first")) t->prefix_mode = AN_PREFIX_TEXT_START;
+        else if (!strcmp(scheme, "never")) t->prefix_mode = AN_PREFIX_NONE;
+        else return an_fail(err, "%s: pre_tokenizer Metaspace prepend_scheme \"%s\" is not known", file, scheme);
+        t->space_text = "\xe2\x96\x81";
+        t->metaspace = 1;
+        t->prefix_unless_space = 1;
+        t->split_every_space = json_bool(pt, "split", 1);
+        t->strip_leading_space = t->prefix_mode != AN_PREFIX_NONE;
+        return 0;
+    }
+    return an_fail(err, "%s: pre_tokenizer type \"%s\" is not supported (ByteLevel, Metaspace or none)", file,
+                   type ? type : "(none)");
 }
 
 /* TemplateProcessing whose single-sequence template starts with a special token adds BOS. */
@@ -330,8 +351,13 @@ int an_load_tokenizer_json(an_tokenizer *t, const char *path, an_error *err) {
     } else {
         t->byte_fallback = json_bool(model, "byte_fallback", 0);
         t->fuse_unk = json_bool(model, "fuse_unk", 0);
-        t->prefix_mode = prepend ? AN_PREFIX_PER_UNIT : AN_PREFIX_NONE;
-        t->strip_leading_space = prepend;
+        if (!t->metaspace) {
+            t->prefix_mode = prepend ? AN_PREFIX_PER_UNIT : AN_PREFIX_NONE;
+            t->strip_leading_space = prepend;
+        } else if (prepend) {
+            an_fail(err, "%s: a Prepend normalizer together with the Metaspace pre-tokenizer is not supported", path);
+            goto done;
+        }
         for (int b = 0; b < 256; b++) {
             char name[8];
             snprintf(name, sizeof name, "<0x%02X>", b);

@@ -2,6 +2,7 @@
  * special ids from the published files, BOS rules, and the streaming decoder's UTF-8 handling. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "data/tokenizer.h"
 #include "data/tokenizer_impl.h"
@@ -79,6 +80,9 @@ static void test_special_ids_and_bos_rules(void) {
     CHECK_STR(an_tokenizer_piece(g, 50256), "<|endoftext|>");
     CHECK_STR(an_tokenizer_piece(g, 262), "\xc4\xa0the"); /* "Ġthe", id 262 in encoder.json */
     CHECK(an_tokenizer_piece(g, 50257) == NULL && an_tokenizer_piece(g, -1) == NULL);
+    CHECK(an_tokenizer_is_special(l, 1) && an_tokenizer_is_special(l, 2) && !an_tokenizer_is_special(l, 13));
+    CHECK(an_tokenizer_is_special(ts, 2) && !an_tokenizer_is_special(ts, 80));
+    CHECK(an_tokenizer_is_special(g, 50256) && !an_tokenizer_is_special(g, 262));
     /* Llama 2: 32,000 pieces, <s> = 1, </s> = 2, BOS added (LlamaTokenizer default) */
     CHECK(an_tokenizer_vocab_size(l) == 32000 && an_tokenizer_bos(l) == 1 && an_tokenizer_eos(l) == 2);
     CHECK(an_tokenizer_adds_bos(l) && an_tokenizer_token_id(l, "<0x0A>") == 13);
@@ -198,11 +202,38 @@ static void test_random_inputs(void) {
     }
 }
 
+/* A corpus with few pairs stops early and says how many tokens it made: "abab abab" has the byte
+ * pairs (a,b), (b,a), (space,a): merges ab, then abab... counted by hand below. */
+static void test_training_runs_out_of_pairs(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tiny-train", test_tmpdir());
+    mkdir(dir, 0755);
+    const char *texts[] = {"abab abab"};
+    size_t lens[] = {9};
+    an_error err;
+    /* words "abab" and " abab": merges (a,b) -> ab [count 4], then (ab,ab) -> abab [2], then
+     * (" ", abab) -> " abab" [1]; then no pair is left: 256 + 3 + <|endoftext|> = 260 */
+    int n = an_tokenizer_train_bytelevel(texts, lens, 1, 1000, dir, &err);
+    CHECK_MSG(n == 260, "got %d (%s)", n, n < 0 ? err.msg : "");
+    an_tokenizer *t = an_tokenizer_load(dir, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (!t) return;
+    an_ids ids = {0};
+    CHECK(an_tokenizer_encode(t, "abab abab<|endoftext|>", 22, &ids, &err) == 0);
+    CHECK(ids.n == 3 && ids.v[0] == 257 && ids.v[1] == 258 && ids.v[2] == 259);
+    CHECK(an_tokenizer_vocab_size(t) == 260);
+    an_ids_free(&ids);
+    an_tokenizer_free(t);
+    CHECK(an_tokenizer_train_bytelevel(texts, lens, 1, 100, dir, &err) == -1);
+    CHECK_CONTAINS(err.msg, "vocabulary size 100");
+}
+
 int main(void) {
     RUN(test_gpt2_pretokenizer_by_hand);
     RUN(test_unicode_classes);
     RUN(test_special_ids_and_bos_rules);
     RUN(test_streaming_never_splits_a_character);
     RUN(test_random_inputs);
+    RUN(test_training_runs_out_of_pairs);
     return test_finish();
 }

@@ -20,6 +20,18 @@ space separated, encoded without BOS/EOS. References:
   stories260k  the same on stories260K/tok512.bin
   trained      HF tokenizers on the tokenizer.json that `autoneg tokenizer train` writes from
                tests/ref/tokenizers/train_corpus.txt (vocab 512); needs build/autoneg
+  tsmetafirst, tsmetaalways  TinyStories' tokenizer.json with the normalizer removed and a Metaspace
+               pre-tokenizer instead (prepend_scheme "first", split false: what transformers writes for
+               non-legacy Llama tokenizers; prepend_scheme "always", split true: the older default);
+               the C test makes the same edit with metaspace_variant()
+  trainedprefix  that tokenizer with ByteLevel(add_prefix_space=True), saved by HF itself to
+               tests/ref/tokenizers/trained-prefix/tokenizer.json
+--only a,b regenerates only those id files (the texts are sampled the same way every time).
+
+transformers 5.23's LlamaTokenizer built from the bare llama2/tokenizer.model is not used as a
+reference: it is not legacy-compatible (" a" -> [263] where sentencepiece gives [29871, 263]) and
+matches "<s>" in text; real Llama 2 tokenizer.json files use the legacy Prepend/Replace normalizer,
+which TinyStories' tokenizer.json checks.
 """
 import argparse
 import gzip
@@ -171,6 +183,7 @@ def main():
     ap.add_argument("--shared", default=os.path.join(REPO, "..", "shared"))
     ap.add_argument("--templates", type=int, default=1500)
     ap.add_argument("--civitai", type=int, default=300)
+    ap.add_argument("--only", default="")
     args = ap.parse_args()
     S = os.path.abspath(args.shared)
     rng = random.Random(1234)
@@ -200,6 +213,9 @@ def main():
         for src, s in styles[:800]:
             f.write(s.replace("\r", " ").replace("\n", " ") + "\n")
 
+    only = set(filter(None, args.only.split(",")))
+    want = lambda name: not only or name in only
+
     def write_ids(name, rows):
         with gzip.GzipFile(os.path.join(OUT, f"ids_{name}.txt.gz"), "wb", mtime=0) as f:
             for ids in rows:
@@ -207,40 +223,48 @@ def main():
         print(f"{name}: {sum(map(len, rows))} ids", file=sys.stderr)
 
     T = os.path.join(S, "data", "tokenizers")
-    g = Tokenizer(models.BPE.from_file(os.path.join(T, "gpt2", "encoder.json"), os.path.join(T, "gpt2", "vocab.bpe")))
-    g.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    g.decoder = decoders.ByteLevel()
-    gpt2 = [g.encode(t).ids for t in texts]
-    assert all(g.decode(ids) == t for ids, t in zip(gpt2, texts))
-    write_ids("gpt2", gpt2)
-
-    llama = spm.SentencePieceProcessor(model_file=os.path.join(T, "llama2", "tokenizer.model"))
-    write_ids("llama2", [llama.encode(t) for t in texts])
-    intern = spm.SentencePieceProcessor(model_file=os.path.join(T, "internlm2", "tokenizer_internlm2.model"))
-    write_ids("internlm2", [intern.encode(t) for t in texts])
-    cfg = json.load(open(os.path.join(OUT, "internlm2-chat", "tokenizer_config.json")))
-    chat = {v["content"]: int(k) for k, v in cfg["added_tokens_decoder"].items()}
-    rows = []
-    for t in texts:
-        ids = []
-        for is_sp, part in split_specials(t, chat):
-            ids.extend([chat[part]] if is_sp else intern.encode(part))
-        rows.append(ids)
-    write_ids("internlm2chat", rows)
-
-    ts = Tokenizer.from_file(os.path.join(S, "models", "TinyStories-656K", "tokenizer.json"))
-    write_ids("tinystories", [ts.encode(t, add_special_tokens=False).ids for t in texts])
-
-    l32 = llama2c_load(os.path.join(S, "models", "llama2c-tokenizer-32k", "tokenizer.bin"))
-    rows = [llama2c_encode(l32, t) for t in texts]
-    diff = sum(r != llama.encode(t) for r, t in zip(rows, texts))
-    print(f"llama2.c encode differs from sentencepiece on {diff} of {len(texts)} texts", file=sys.stderr)
-    write_ids("llama2c32k", rows)
-    l260 = llama2c_load(os.path.join(S, "models", "stories260K", "tok512.bin"))
-    write_ids("stories260k", [llama2c_encode(l260, t) for t in texts])
-
+    if want("gpt2"):
+        gpt2_ids(T, texts, write_ids)
+    if want("llama2") or want("llama2c32k"):
+        llama = spm.SentencePieceProcessor(model_file=os.path.join(T, "llama2", "tokenizer.model"))
+    if want("llama2"):
+        write_ids("llama2", [llama.encode(t) for t in texts])
+    if want("internlm2") or want("internlm2chat"):
+        intern = spm.SentencePieceProcessor(model_file=os.path.join(T, "internlm2", "tokenizer_internlm2.model"))
+    if want("internlm2"):
+        write_ids("internlm2", [intern.encode(t) for t in texts])
+    if want("internlm2chat"):
+        cfg = json.load(open(os.path.join(OUT, "internlm2-chat", "tokenizer_config.json")))
+        chat = {v["content"]: int(k) for k, v in cfg["added_tokens_decoder"].items()}
+        rows = []
+        for t in texts:
+            ids = []
+            for is_sp, part in split_specials(t, chat):
+                ids.extend([chat[part]] if is_sp else intern.encode(part))
+            rows.append(ids)
+        write_ids("internlm2chat", rows)
+    if want("tinystories"):
+        ts = Tokenizer.from_file(os.path.join(S, "models", "TinyStories-656K", "tokenizer.json"))
+        write_ids("tinystories", [ts.encode(t, add_special_tokens=False).ids for t in texts])
+    for name, scheme, split in [("tsmetafirst", "first", False), ("tsmetaalways", "always", True)]:
+        if want(name):
+            j = json.load(open(os.path.join(S, "models", "TinyStories-656K", "tokenizer.json"), encoding="utf-8"))
+            j["normalizer"] = None
+            j["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split}
+            j["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": split}
+            tm = Tokenizer.from_str(json.dumps(j))
+            write_ids(name, [tm.encode(t, add_special_tokens=False).ids for t in texts])
+    if want("llama2c32k"):
+        l32 = llama2c_load(os.path.join(S, "models", "llama2c-tokenizer-32k", "tokenizer.bin"))
+        rows = [llama2c_encode(l32, t) for t in texts]
+        diff = sum(r != llama.encode(t) for r, t in zip(rows, texts))
+        print(f"llama2.c encode differs from sentencepiece on {diff} of {len(texts)} texts", file=sys.stderr)
+        write_ids("llama2c32k", rows)
+    if want("stories260k"):
+        l260 = llama2c_load(os.path.join(S, "models", "stories260K", "tok512.bin"))
+        write_ids("stories260k", [llama2c_encode(l260, t) for t in texts])
     exe = os.path.join(REPO, "build", "autoneg")
-    if os.path.exists(exe):
+    if (want("trained") or want("trainedprefix")) and os.path.exists(exe):
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([exe, "tokenizer", "train", "--data", os.path.join(OUT, "train_corpus.txt"), "--vocab", "512",
                             "--out", tmp], check=True)
@@ -248,8 +272,23 @@ def main():
             rows = [tr.encode(t, add_special_tokens=False).ids for t in texts]
             assert all(tr.decode(ids, skip_special_tokens=False) == t for ids, t in zip(rows, texts))
             write_ids("trained", rows)
-    else:
+            tr.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+            os.makedirs(os.path.join(OUT, "trained-prefix"), exist_ok=True)
+            tr.save(os.path.join(OUT, "trained-prefix", "tokenizer.json"))
+            write_ids("trainedprefix", [tr.encode(t, add_special_tokens=False).ids for t in texts])
+    elif want("trained"):
         print("build/autoneg missing: ids_trained not written", file=sys.stderr)
+
+
+def gpt2_ids(T, texts, write_ids):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    g = Tokenizer(models.BPE.from_file(os.path.join(T, "gpt2", "encoder.json"), os.path.join(T, "gpt2", "vocab.bpe")))
+    g.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    g.decoder = decoders.ByteLevel()
+    gpt2 = [g.encode(t).ids for t in texts]
+    assert all(g.decode(ids) == t for ids, t in zip(gpt2, texts))
+    write_ids("gpt2", gpt2)
+
 
 
 main()
