@@ -433,6 +433,44 @@ static void test_tinystories_lora(void) {
     an_recipe_free(&r);
 }
 
+/* QLoRA: the same run on an NF4-quantized base also learns and writes a PEFT adapter; a block size
+ * other than bitsandbytes' 64 is refused. */
+static void test_tinystories_qlora(void) {
+    char dir[512];
+    path2(dir, sizeof dir, test_tmpdir(), "tinystories-qlora");
+    an_recipe r;
+    an_error err;
+    an_trainer_result res;
+    an_recipe_defaults(&r);
+    char kv[1200];
+    snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
+    set(&r, kv);
+    set(&r, "model.method=qlora");
+    set(&r, "lora.target_modules=all-linear");
+    an_recipe_list_append(&r, "data.train", test_shared("data/comfyui-promptstylers/sdxl_styles_horror.json"), &err);
+    snprintf(kv, sizeof kv, "output.dir=%s", dir);
+    set(&r, kv);
+    set(&r, "data.template=default");
+    set(&r, "data.max_length=64");
+    set(&r, "train.seq_len=64");
+    set(&r, "train.batch_size=4");
+    set(&r, "data.val_fraction=0.1");
+    set(&r, "train.steps=8");
+    set(&r, "optim.lr=0.01");
+    set(&r, "schedule.warmup_steps=1");
+    set(&r, "eval.samples=24");
+    CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
+    /* measured 7.51 -> 5.15 (the NF4 base starts a little off the float one's 7.65) */
+    CHECK_MSG(res.eval_loss < res.first_eval_loss - 0.5, "eval loss %.4f -> %.4f", res.first_eval_loss, res.eval_loss);
+    char p[700];
+    path2(p, sizeof p, dir, "final/adapter_model.safetensors");
+    CHECK(an_file_exists(p));
+    set(&r, "quant.block_size=128");
+    CHECK(an_train_run(&r, NULL, &res, &err) == -1);
+    CHECK_CONTAINS(err.msg, "quant.block_size 128");
+    an_recipe_free(&r);
+}
+
 /* LoRA with dropout resumes exactly too: the dropout masks depend on the forward count, which the
  * checkpoint carries. */
 static void test_lora_resume_is_exact(void) {
@@ -498,6 +536,7 @@ int main(void) {
     RUN(test_unusable_data);
     RUN(test_tinystories_full_finetune);
     RUN(test_tinystories_lora);
+    RUN(test_tinystories_qlora);
     RUN(test_lora_resume_is_exact);
     return test_finish();
 }

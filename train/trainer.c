@@ -306,7 +306,14 @@ static int setup(run *u, an_error *err) {
         an_trainer_note(o, "model.dtype: frozen weights are held in float32 (other storage is not implemented yet)");
     if (r->train.recompute)
         an_trainer_note(o, "train.recompute: the model keeps every activation (recomputation is not implemented yet)");
-    if (r->model.method == AN_METHOD_LORA) {
+    if (r->model.method == AN_METHOD_QLORA) {
+        if (r->quant.block_size != 64)
+            return an_fail(err, "recipe: quant.block_size %d: only bitsandbytes' 64 is implemented", r->quant.block_size);
+        if (an_model_quantize_nf4(u->m, r->quant.double_quant, err)) return -1;
+        an_trainer_note(o, "QLoRA: base linear weights quantized to NF4 (blocks of 64%s)",
+                        r->quant.double_quant ? ", double quantization" : "");
+    }
+    if (r->model.method != AN_METHOD_FULL) {
         if (an_trainer_attach_lora(u->m, r, err)) return -1;
         an_trainer_note(o, "LoRA: %d modules, %zu trainable parameters (r %d, scaling %g)", u->m->lora->n_mods,
                         an_lora_param_count(u->m->lora), r->lora.r, (double)u->m->lora->scaling);
@@ -392,8 +399,6 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     memset(res, 0, sizeof *res);
     res->eval_loss = res->first_eval_loss = NAN;
     if (an_recipe_validate(r, "recipe", err)) return -1;
-    if (r->model.method == AN_METHOD_QLORA)
-        return an_fail(err, "recipe: model.method qlora is not available in the trainer yet (full, lora)");
     run u;
     memset(&u, 0, sizeof u);
     u.r = r;

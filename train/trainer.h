@@ -11,7 +11,7 @@
  *   cache/tokens-{train,val}.bin            the token caches
  *   final/                      full fine-tuning: a Hugging Face model folder (config.json,
  *                               model.safetensors, tokenizer files, autoneg.json);
- *                               LoRA: a PEFT adapter folder (adapter_config.json,
+ *                               LoRA, QLoRA: a PEFT adapter folder (adapter_config.json,
  *                               adapter_model.safetensors)
  * docs/training.md describes it for users.
  *
