@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/file.h"
+#include "data/tokenizer.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "test.h"
@@ -217,6 +218,39 @@ static void test_accumulation_normalisation(void) {
     for (int i = 0; i < 3; i++) CHECK_NEAR(step_loss[2][i], step_loss[0][i], 1e-4 * step_loss[0][i]);
     an_model_free(m);
     an_train_data_free(d);
+    an_recipe_free(&r);
+}
+
+/* From scratch with tokenizer.train_vocab: the run trains a byte-level BPE into its folder, trains the
+ * model with it, and ships it in final/; the tokenizer there loads, has at most the asked size, and
+ * round-trips a training negative. */
+static void test_from_scratch_trains_tokenizer(void) {
+    char dir[512], p[700];
+    path2(dir, sizeof dir, test_tmpdir(), "scratch-tok");
+    an_recipe r;
+    an_error err;
+    an_trainer_result res;
+    tiny_recipe(&r, dir);
+    set(&r, "tokenizer.path=");
+    set(&r, "tokenizer.train_vocab=300");
+    set(&r, "train.steps=2");
+    CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
+    path2(p, sizeof p, dir, "tokenizer.json");
+    CHECK(an_file_exists(p));
+    an_tokenizer *t = an_tokenizer_load(res.final_dir, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (t) {
+        CHECK(an_tokenizer_vocab_size(t) > 256 && an_tokenizer_vocab_size(t) <= 300);
+        const char *text = "deformed hands, extra fingers, jpeg artifacts";
+        an_ids ids = {0};
+        CHECK(an_tokenizer_encode(t, text, strlen(text), &ids, &err) == 0);
+        CHECK(ids.n < strlen(text)); /* merges were learnt */
+        char *back = an_tokenizer_decode(t, ids.v, ids.n, &err);
+        CHECK_STR(back, text);
+        free(back);
+        an_ids_free(&ids);
+        an_tokenizer_free(t);
+    }
     an_recipe_free(&r);
 }
 
@@ -531,6 +565,7 @@ int main(void) {
     write_pairs(data_path, 40);
     RUN(test_resume_is_exact);
     RUN(test_accumulation_normalisation);
+    RUN(test_from_scratch_trains_tokenizer);
     RUN(test_nan_loss_stops);
     RUN(test_full_disk_keeps_previous_checkpoint);
     RUN(test_unusable_data);

@@ -59,10 +59,14 @@ static int train_tokenizer(const an_recipe *r, const an_trainer_opts *o, an_erro
     an_train_texts t;
     if (an_train_texts_load(r, &t, err)) return -1;
     an_trainer_note(o, "training a %d-token byte-level BPE on %zu texts", r->tokenizer.train_vocab, t.n);
-    int rc = an_tokenizer_train_bytelevel((const char *const *)t.text, t.len, t.n, r->tokenizer.train_vocab,
-                                          r->output.dir, err);
+    /* returns the vocabulary size it reached (fewer tokens when the texts run out of pairs), -1 on error */
+    int got = an_tokenizer_train_bytelevel((const char *const *)t.text, t.len, t.n, r->tokenizer.train_vocab,
+                                           r->output.dir, err);
     an_train_texts_free(&t);
-    return rc;
+    if (got < 0) return -1;
+    if (got < r->tokenizer.train_vocab)
+        an_trainer_note(o, "the tokenizer stopped at %d tokens: the training texts hold no more pairs to merge", got);
+    return 0;
 }
 
 an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
