@@ -57,6 +57,16 @@ asan:
 deps:
 	@sh tools/deps.sh
 
+# The demo (tools/demo.sh): train a small model and its tokenizer from scratch on datasets/, ~5 min.
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tools/demo.sh
+
+# Python reference checks of what autoneg writes (needs a venv: AN_VENV, see tests/ref/check_compat.sh).
+check-compat: all
+	@BUILD=$(BUILD) sh tests/ref/check_compat.sh
+
 clean:
 	rm -rf build build-asan build-*
 

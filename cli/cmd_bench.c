@@ -190,8 +190,9 @@ static int bench_train(const bench_train_args *a) {
 int an_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "memory") == 0) return an_bench_memory(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
     if (argc < 2 || strcmp(argv[1], "train") != 0)
-        return cli_fail("usage: autoneg bench train --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--threads K] [--json]");
+        return cli_fail("usage: autoneg bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--threads K] [--json]");
     bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];

@@ -20,8 +20,12 @@ static const command commands[] = {
     {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
     {"data", an_cmd_data, "data stats|clean|split ..."},
     {"merge", an_cmd_merge, "merge --model M --adapter A --out DIR"},
-    {"bench", an_cmd_bench, "bench train --preset NAME [--batch B] [--seq T] [--steps N] [--json]"},
+    {"bench", an_cmd_bench, "bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--json]"},
     {"quantize", an_cmd_quantize, "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]"},
+    {"train", an_cmd_train, "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]..."},
+    {"generate", an_cmd_generate, "generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]"},
+    {"perplexity", an_cmd_perplexity, "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]"},
+    {"eval", an_cmd_eval, "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]"},
 };
 
 int cli_fail(const char *fmt, ...) {

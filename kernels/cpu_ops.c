@@ -44,6 +44,8 @@ static const an_ops cpu_ops = {
     .sum_squares = an_cpu_sum_squares,
     .gather_cols_forward = an_cpu_gather_cols_forward,
     .gather_cols_backward = an_cpu_gather_cols_backward,
+    .matvec_forward = an_cpu_matvec_forward,
+    .attention_decode_forward = an_cpu_attention_decode_forward,
     .dropout = an_cpu_dropout,
 };
 

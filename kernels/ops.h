@@ -117,6 +117,18 @@ typedef struct an_ops {
     void (*gather_cols_forward)(float *dst, const float *src, int N, const struct an_col_map *map);
     void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 
+    /* ---- inference (forward only; infer/ uses these for decoding with a KV cache) ---- */
+    /* The same product as matmul_forward, for the few rows of a decode step (N small, e.g. 1..4):
+     * one pass over w, each weight row used for all N inputs while it is in cache, so decoding runs
+     * at memory bandwidth instead of paying a GEMM's packing per token. */
+    void (*matvec_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+    /* One query per row against a KV cache: q[B, nh, hd], caches [rows, max_T, nkv, hd]; query row b
+     * reads cache row slot[b] (slot NULL: row b) and attends to its keys 0 .. len[b]-1.
+     * out[B, nh, hd] (overwrites). Scale 1/sqrt(hd), grouped-query heads as attention_forward. */
+    void (*attention_decode_forward)(float *out, const float *q, const float *k_cache, const float *v_cache,
+                                     const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
+                                     int hd);
+
     /* ---- inverted dropout with a counter-based mask (added for LoRA): out[i] = inp[i] / (1 - p) when
      * an_hash_uniform(seed, counter + i) >= p, else 0 (core/rng.h). Overwrites; out may alias inp.
      * The backward is the same call on dout with the same seed and counter: the mask is regenerated,

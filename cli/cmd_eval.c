@@ -1,0 +1,149 @@
+/* autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [generate options]
+ *
+ * Writes a negative prompt for every row of F and scores it against the row's negative_prompt by
+ * normalised tags (precision, recall, F1 per row, averaged), beside two baselines on the same rows:
+ * the general negative prompt, and (with --train) the negative of the most similar training prompt by
+ * tf-idf over prompt tags. Decoding is greedy unless sampling options are given. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmd_generate.h"
+#include "core/file.h"
+#include "data/pairs.h"
+#include "infer/eval.h"
+
+typedef struct mean3 {
+    double p, r, f;
+    size_t n;
+} mean3;
+
+static void add(mean3 *m, const an_tag_score *s) {
+    m->p += s->precision;
+    m->r += s->recall;
+    m->f += s->f1;
+    m->n++;
+}
+
+static void row(const char *name, const mean3 *m) {
+    double n = m->n ? (double)m->n : 1.0;
+    printf("%-22s %9.4f %9.4f %9.4f %6zu\n", name, m->p / n, m->r / n, m->f / n, m->n);
+}
+
+static void put_str(cJSON *o, const char *k, const char *v) { cJSON_AddStringToObject(o, k, v ? v : ""); }
+
+int an_cmd_eval(int argc, char **argv) {
+    cli_gen_args a;
+    cli_gen_defaults(&a);
+    a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
+    const char *data = NULL, *train = NULL, *outp = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--data") && i + 1 < argc) { data = argv[++i]; continue; }
+        if (!strcmp(argv[i], "--train") && i + 1 < argc) { train = argv[++i]; continue; }
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) { outp = argv[++i]; continue; }
+        int r = cli_gen_flag(&a, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r == 0 || a.raw || a.jsonl || a.opts.n_samples != 1)
+            return cli_fail("eval: unknown or unsupported option '%s'\nusage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]", argv[i]);
+    }
+    if (!a.model || !data) return cli_fail("usage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]");
+    an_error err;
+    an_pairs rows = {0}, tr = {0};
+    an_tfidf *ix = NULL;
+    an_text_result *res = NULL;
+    an_session s;
+    int opened = 0, rc = 0;
+    if (an_pairs_read(&rows, data, NULL, NULL, &err)) { rc = cli_error(&err); goto done; }
+    if (train) {
+        if (an_pairs_read(&tr, train, NULL, NULL, &err)) { rc = cli_error(&err); goto done; }
+        const char **tp = malloc(tr.n * sizeof *tp);
+        if (!tp) { rc = cli_fail("eval: out of memory"); goto done; }
+        for (size_t i = 0; i < tr.n; i++) tp[i] = tr.v[i].prompt;
+        ix = an_tfidf_build(tp, tr.n, &err);
+        free(tp);
+        if (!ix) { rc = cli_error(&err); goto done; }
+    }
+    if ((rc = cli_gen_open(&a, &s)) != 0) goto done;
+    opened = 1;
+    int n = (int)rows.n;
+    const char **texts = malloc((size_t)n * sizeof *texts);
+    res = calloc((size_t)n, sizeof *res);
+    if (!texts || !res) { free(texts); rc = cli_fail("eval: out of memory"); goto done; }
+    for (int i = 0; i < n; i++) texts[i] = rows.v[i].prompt;
+    fprintf(stderr, "eval: generating %d negative prompts ...\n", n);
+    if (an_session_generate(&s, texts, n, 0, &a.opts, res, &err)) rc = cli_error(&err);
+    free(texts);
+    if (rc) goto done;
+
+    mean3 model = {0}, general = {0}, nearest = {0};
+    cJSON *lines = cJSON_CreateArray();
+    for (int i = 0; i < n && rc == 0; i++) {
+        const an_pair *pr = &rows.v[i];
+        an_tag_score sm, sg, sn;
+        if (an_eval_score(res[i].text, pr->negative, &sm, &err) ||
+            an_eval_score(an_eval_general_negative, pr->negative, &sg, &err)) { rc = cli_error(&err); break; }
+        add(&model, &sm);
+        add(&general, &sg);
+        const char *near_neg = NULL;
+        if (ix) {
+            double sim;
+            long k = an_tfidf_nearest(ix, pr->prompt, &sim, &err);
+            if (k < -1) { rc = cli_error(&err); break; }
+            /* no shared tag with any training prompt: fall back to the general negative */
+            near_neg = k >= 0 ? tr.v[k].negative : an_eval_general_negative;
+            if (an_eval_score(near_neg, pr->negative, &sn, &err)) { rc = cli_error(&err); break; }
+            add(&nearest, &sn);
+        }
+        if (outp && lines) {
+            cJSON *o = cJSON_CreateObject();
+            put_str(o, "prompt", pr->prompt);
+            put_str(o, "negative_prompt", pr->negative);
+            put_str(o, "prediction", res[i].text);
+            cJSON_AddNumberToObject(o, "precision", sm.precision);
+            cJSON_AddNumberToObject(o, "recall", sm.recall);
+            cJSON_AddNumberToObject(o, "f1", sm.f1);
+            if (near_neg) put_str(o, "nearest_train_negative", near_neg);
+            cJSON_AddItemToArray(lines, o);
+        }
+    }
+    if (rc == 0 && outp) {
+        /* one JSON object per line, written atomically */
+        size_t cap = 1 << 16, len = 0;
+        char *buf = malloc(cap);
+        for (cJSON *o = lines ? lines->child : NULL; o && buf; o = o->next) {
+            char *t = cJSON_PrintUnformatted(o);
+            size_t tl = t ? strlen(t) : 0;
+            while (buf && len + tl + 2 > cap) {
+                char *nb = realloc(buf, cap *= 2);
+                if (!nb) free(buf);
+                buf = nb;
+            }
+            if (buf && t) {
+                memcpy(buf + len, t, tl);
+                len += tl;
+                buf[len++] = '\n';
+            }
+            free(t);
+        }
+        if (!buf) rc = cli_fail("eval: out of memory");
+        else if (an_write_file_atomic(outp, buf, len, &err)) rc = cli_error(&err);
+        free(buf);
+    }
+    cJSON_Delete(lines);
+    if (rc == 0) {
+        printf("%-22s %9s %9s %9s %6s\n", "negatives from", "precision", "recall", "f1", "rows");
+        row("model", &model);
+        row("general negative", &general);
+        if (ix) row("nearest train prompt", &nearest);
+    }
+done:
+    if (res) an_text_results_free(res, (int)rows.n);
+    free(res);
+    if (opened) an_session_close(&s);
+    an_tfidf_free(ix);
+    an_pairs_free(&rows);
+    an_pairs_free(&tr);
+    return rc;
+}

@@ -1,0 +1,236 @@
+/* autoneg generate: negative prompts for positive ones (or raw continuations), with a KV cache.
+ *
+ *   autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T]
+ *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
+ *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--batch B] [--ctx N]
+ *                    [--strict] [--jsonl]
+ *
+ * --file: one positive prompt per line, or JSONL objects with a "prompt" field. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cmd_generate.h"
+#include "core/file.h"
+#include "infer/session.h"
+
+static int parse_num(const char *flag, const char *s, double lo, double hi, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == 0 || *end || !(v >= lo && v <= hi)) return cli_fail("%s: expected a number in [%g, %g], got '%s'", flag, lo, hi, s);
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == 0 || *end || v < lo || v > hi) return cli_fail("%s: expected an integer in [%ld, %ld], got '%s'", flag, lo, hi, s);
+    *out = (int)v;
+    return 0;
+}
+
+void cli_gen_defaults(cli_gen_args *a) {
+    memset(a, 0, sizeof *a);
+    a->opts = an_gen_defaults();
+    /* llama.cpp's defaults; a fixed seed, so the same command prints the same text */
+    a->opts.sampling = (an_sampler_params){0.8f, 40, 0.95f, 0.05f, 1.0f};
+    a->opts.seed = 1234;
+    a->opts.max_tokens = 128;
+}
+
+int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
+    const char *f = argv[*i];
+    if (!strcmp(f, "--raw")) return a->raw = 1;
+    if (!strcmp(f, "--strict")) return a->opts.strict = 1;
+    if (!strcmp(f, "--jsonl")) return a->jsonl = 1;
+    static const char *const with_value[] = {"--model", "--adapter", "--tokenizer", "--template", "--temperature",
+                                             "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
+                                             "--max-tokens", "--n", "--batch", "--ctx"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
+    if (!known) return 0;
+    if (*i + 1 >= argc) return cli_fail("%s needs a value", f), -1;
+    const char *v = argv[++*i];
+    double d = 0;
+    an_sampler_params *sp = &a->opts.sampling;
+    if (!strcmp(f, "--model")) a->model = v;
+    else if (!strcmp(f, "--adapter")) a->adapter = v;
+    else if (!strcmp(f, "--tokenizer")) a->tokenizer = v;
+    else if (!strcmp(f, "--template")) a->template_name = v;
+    /* ranges of the sampling values are checked by an_sampler_check, with the reason */
+    else if (!strcmp(f, "--temperature")) { if (parse_num(f, v, -INFINITY, INFINITY, &d)) return -1; sp->temperature = (float)d; }
+    else if (!strcmp(f, "--top-p")) { if (parse_num(f, v, -INFINITY, INFINITY, &d)) return -1; sp->top_p = (float)d; }
+    else if (!strcmp(f, "--min-p")) { if (parse_num(f, v, -INFINITY, INFINITY, &d)) return -1; sp->min_p = (float)d; }
+    else if (!strcmp(f, "--repeat-penalty")) { if (parse_num(f, v, -INFINITY, INFINITY, &d)) return -1; sp->repeat_penalty = (float)d; }
+    else if (!strcmp(f, "--top-k")) { if (parse_int(f, v, -1000000000L, 1000000000L, &sp->top_k)) return -1; }
+    else if (!strcmp(f, "--seed")) {
+        char *end;
+        a->opts.seed = strtoull(v, &end, 10);
+        if (!*v || *end) return cli_fail("--seed: expected an unsigned integer, got '%s'", v), -1;
+    }
+    else if (!strcmp(f, "--max-tokens")) { if (parse_int(f, v, 0, 1 << 24, &a->opts.max_tokens)) return -1; }
+    else if (!strcmp(f, "--n")) { if (parse_int(f, v, 1, 1000000, &a->opts.n_samples)) return -1; }
+    else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a->opts.batch)) return -1; }
+    else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1 << 24, &a->opts.context)) return -1; }
+    return 1;
+}
+
+int cli_gen_open(const cli_gen_args *a, an_session *s) {
+    an_error err;
+    if (!a->model) return cli_fail("--model is required");
+    if (an_sampler_check(&a->opts.sampling, &err)) return cli_error(&err);
+    if (an_session_open(s, a->model, a->tokenizer, a->adapter, a->template_name, &err)) return cli_error(&err);
+    return 0;
+}
+
+/* The prompts of --file: one per line, or JSONL with a "prompt" field. Blank lines are skipped. */
+static int read_prompts(const char *path, char ***out, int *n_out) {
+    an_error err;
+    size_t n = 0;
+    char *s = an_read_file(path, &n, &err);
+    if (!s) return cli_error(&err);
+    char **v = NULL;
+    int count = 0, cap = 0, rc = 0, line = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t e = i;
+        while (e < n && s[e] != '\n') e++;
+        line++;
+        size_t le = e > i && s[e - 1] == '\r' ? e - 1 : e;
+        s[le] = 0;
+        const char *text = s + i;
+        while (*text == ' ' || *text == '\t') text++;
+        char *item = NULL;
+        if (*text == '{') {
+            cJSON *o = cJSON_Parse(text);
+            const cJSON *p = o ? cJSON_GetObjectItemCaseSensitive(o, "prompt") : NULL;
+            if (!o) rc = cli_fail("%s: line %d: not valid JSON", path, line);
+            else if (!cJSON_IsString(p)) rc = cli_fail("%s: line %d: no \"prompt\" string field", path, line);
+            else item = strdup(p->valuestring);
+            cJSON_Delete(o);
+        } else if (*text) {
+            item = strdup(s + i);
+        }
+        if (item) {
+            if (count == cap) {
+                cap = cap ? cap * 2 : 64;
+                char **nv = realloc(v, (size_t)cap * sizeof *v);
+                if (!nv) rc = cli_fail("%s: out of memory", path);
+                else v = nv;
+            }
+            if (rc == 0) v[count++] = item;
+            else free(item);
+        }
+        i = e + 1;
+    }
+    free(s);
+    if (rc == 0 && count == 0) rc = cli_fail("%s: no prompts in the file (it is empty or has only blank lines)", path);
+    if (rc) {
+        for (int k = 0; k < count; k++) free(v[k]);
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n_out = count;
+    return 0;
+}
+
+static void json_str(FILE *f, const char *s) {
+    cJSON *j = cJSON_CreateString(s ? s : "");
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    fputs(t ? t : "\"\"", f);
+    free(t);
+    cJSON_Delete(j);
+}
+
+static const char *stop_name(an_stop_reason r) {
+    switch (r) {
+    case AN_STOP_EOS: return "eos";
+    case AN_STOP_MAX_TOKENS: return "max_tokens";
+    case AN_STOP_CONTEXT: return "context";
+    case AN_STOP_CALLER: return "stop_word";
+    default: return "none";
+    }
+}
+
+int an_cmd_generate(int argc, char **argv) {
+    cli_gen_args a;
+    cli_gen_defaults(&a);
+    const char **prompts = calloc((size_t)argc + 1, sizeof *prompts);
+    int n_prompts = 0;
+    const char *file = NULL;
+    if (!prompts) return cli_fail("generate: out of memory");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--prompt")) {
+            if (i + 1 >= argc) {
+                free(prompts);
+                return cli_fail("--prompt needs a value");
+            }
+            /* --prompt A B C: every argument up to the next option */
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) prompts[n_prompts++] = argv[++i];
+            continue;
+        }
+        if (!strcmp(argv[i], "--file") && i + 1 < argc) {
+            file = argv[++i];
+            continue;
+        }
+        int r = cli_gen_flag(&a, argc, argv, &i);
+        if (r < 0) {
+            free(prompts);
+            return 1;
+        }
+        if (r == 0) {
+            free(prompts);
+            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]", argv[i]);
+        }
+    }
+    char **from_file = NULL;
+    int n_file = 0;
+    if (!n_prompts && !file) {
+        free(prompts);
+        return cli_fail("generate: give --prompt TEXT... or --file F");
+    }
+    if (n_prompts && file) {
+        free(prompts);
+        return cli_fail("generate: give either --prompt or --file, not both");
+    }
+    if (file && read_prompts(file, &from_file, &n_file)) {
+        free(prompts);
+        return 1;
+    }
+    const char *const *texts = file ? (const char *const *)from_file : prompts;
+    int n = file ? n_file : n_prompts;
+    an_session s;
+    int rc = cli_gen_open(&a, &s), opened = rc == 0;
+    an_text_result *res = rc ? NULL : calloc((size_t)n * a.opts.n_samples, sizeof *res);
+    if (rc == 0 && !res) rc = cli_fail("generate: out of memory");
+    an_error err;
+    if (rc == 0 && an_session_generate(&s, texts, n, a.raw, &a.opts, res, &err)) rc = cli_error(&err);
+    for (int i = 0; rc == 0 && i < n; i++)
+        for (int k = 0; k < a.opts.n_samples; k++) {
+            const an_text_result *r = &res[(size_t)i * a.opts.n_samples + k];
+            if (r->truncated && k == 0)
+                fprintf(stderr, "autoneg: warning: prompt %d: %d tokens cut from the left to fit the context (--strict refuses)\n",
+                        i + 1, r->truncated);
+            if (a.jsonl) {
+                fputs("{\"prompt\": ", stdout);
+                json_str(stdout, texts[i]);
+                fputs(a.raw ? ", \"text\": " : ", \"negative_prompt\": ", stdout);
+                json_str(stdout, r->text);
+                printf(", \"sample\": %d, \"tokens\": %d, \"stop\": \"%s\"}\n", k, r->n_tokens, stop_name(r->stop));
+            } else {
+                printf("%s\n", r->text);
+            }
+        }
+    if (res) an_text_results_free(res, n * a.opts.n_samples);
+    free(res);
+    if (opened) an_session_close(&s);
+    for (int k = 0; k < n_file; k++) free(from_file[k]);
+    free(from_file);
+    free(prompts);
+    if (fflush(stdout) && rc == 0) rc = cli_fail("generate: cannot write output");
+    return rc;
+}

@@ -1,0 +1,176 @@
+/* autoneg train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]
+ *               [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]
+ *
+ * Resolves the recipe (file, then flags, then --set, as docs/recipes.md says), installs the SIGINT /
+ * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h. */
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/file.h"
+#include "train/recipe.h"
+#include "train/trainer.h"
+
+/* The only state a signal handler may touch; the loop reads it through an_trainer_opts.stop. */
+static volatile sig_atomic_t train_stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    train_stop_requested = 1;
+}
+
+static void print_note(void *ctx, const char *line) {
+    (void)ctx;
+    fprintf(stderr, "autoneg: %s\n", line);
+}
+
+static const char usage[] =
+    "usage: autoneg train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]\n"
+    "                     [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]";
+
+typedef struct train_args {
+    const char *recipe, *base, *method, *out, *steps, *epochs, *resume, *stop_after;
+    const char **data, **sets;
+    int n_data, n_sets;
+} train_args;
+
+static int parse_args(int argc, char **argv, train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->data = calloc((size_t)argc, sizeof *a->data);
+    a->sets = calloc((size_t)argc, sizeof *a->sets);
+    if (!a->data || !a->sets) return cli_fail("out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        const char **slot = NULL;
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
+            printf("%s\n", usage);
+            return -1;
+        }
+        if (f[0] != '-') {
+            if (a->recipe) return cli_fail("train: a second recipe '%s' (the first was '%s')\n%s", f, a->recipe, usage);
+            a->recipe = f;
+            continue;
+        }
+        if (i + 1 >= argc) return cli_fail("train: %s needs a value\n%s", f, usage);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--base")) slot = &a->base;
+        else if (!strcmp(f, "--method")) slot = &a->method;
+        else if (!strcmp(f, "--out")) slot = &a->out;
+        else if (!strcmp(f, "--steps")) slot = &a->steps;
+        else if (!strcmp(f, "--epochs")) slot = &a->epochs;
+        else if (!strcmp(f, "--resume")) slot = &a->resume;
+        else if (!strcmp(f, "--stop-after")) slot = &a->stop_after;
+        else if (!strcmp(f, "--data")) a->data[a->n_data++] = v;
+        else if (!strcmp(f, "--set")) a->sets[a->n_sets++] = v;
+        else return cli_fail("train: unknown option '%s'\n%s", f, usage);
+        if (slot) *slot = v;
+    }
+    if (a->steps && a->epochs) return cli_fail("train: give --steps or --epochs, not both");
+    return 0;
+}
+
+/* The recipe: the file (or the run folder's recipe.json for --resume DIR), flags, then --set. */
+static int resolve(const train_args *a, an_recipe *r, an_error *err) {
+    char from_run[1100];
+    const char *file = a->recipe;
+    if (!file && a->resume && strcmp(a->resume, "auto")) {
+        if (an_path_join(from_run, sizeof from_run, a->resume, "recipe.json"))
+            return an_fail(err, "%s: path too long", a->resume);
+        file = from_run;
+    }
+    if (file) {
+        if (an_recipe_load(r, file, err)) return -1;
+    } else {
+        an_recipe_defaults(r);
+    }
+    if (a->base && an_recipe_set_key(r, "model.base", a->base, "--base", err)) return -1;
+    if (a->n_data) {
+        if (an_recipe_list_clear(r, "data.train", err)) return -1;
+        for (int i = 0; i < a->n_data; i++)
+            if (an_recipe_list_append(r, "data.train", a->data[i], err)) return -1;
+    }
+    if (a->method && an_recipe_set_key(r, "model.method", a->method, "--method", err)) return -1;
+    const char *out = a->out ? a->out : (a->resume && strcmp(a->resume, "auto") ? a->resume : NULL);
+    if (out && an_recipe_set_key(r, "output.dir", out, a->out ? "--out" : "--resume", err)) return -1;
+    if (a->steps && an_recipe_set_key(r, "train.steps", a->steps, "--steps", err)) return -1;
+    if (a->epochs &&
+        (an_recipe_set_key(r, "train.epochs", a->epochs, "--epochs", err) || an_recipe_set_key(r, "train.steps", "0", "--epochs", err)))
+        return -1;
+    for (int i = 0; i < a->n_sets; i++)
+        if (an_recipe_set(r, a->sets[i], err)) return -1;
+    return an_recipe_validate(r, file ? file : "recipe", err);
+}
+
+int an_cmd_train(int argc, char **argv) {
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    an_recipe r;
+    an_error err;
+    memset(&r, 0, sizeof r);
+    if (rc) goto out_args;
+    if (resolve(&a, &r, &err)) {
+        rc = cli_error(&err);
+        goto out;
+    }
+    an_trainer_opts o;
+    an_trainer_opts_default(&o);
+    char ckpt[1100];
+    if (a.resume) {
+        const char *dir = strcmp(a.resume, "auto") ? a.resume : r.output.dir;
+        int found = an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err);
+        if (found < 0) {
+            rc = cli_error(&err);
+            goto out;
+        }
+        if (found)
+            o.resume_ckpt = ckpt;
+        else if (strcmp(a.resume, "auto")) {
+            rc = cli_fail("%s: no checkpoint to resume from (looked in %s/checkpoints)", dir, dir);
+            goto out;
+        } else
+            fprintf(stderr, "autoneg: --resume auto: no checkpoint in %s, starting a new run\n", dir);
+    }
+    if (a.stop_after) {
+        char *end;
+        o.stop_after = strtol(a.stop_after, &end, 10);
+        if (*end || o.stop_after < 1) {
+            rc = cli_fail("train: --stop-after '%s' is not a positive integer", a.stop_after);
+            goto out;
+        }
+    }
+    if (r.train.threads > 0) omp_set_num_threads(r.train.threads);
+    o.stop = &train_stop_requested;
+    o.progress = stderr;
+    o.note = print_note;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* a second Ctrl-C ends the process at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    an_trainer_result res;
+    if (an_train_run(&r, &o, &res, &err)) {
+        rc = cli_error(&err);
+        goto out;
+    }
+    if (res.interrupted) {
+        fprintf(stderr, "autoneg: stopped at step %ld of %ld; checkpoint %s\nautoneg: continue with: autoneg train --resume %s\n",
+                res.steps_done, res.total_steps, res.last_ckpt, r.output.dir);
+        rc = train_stop_requested ? 130 : 0;
+    } else {
+        fprintf(stderr, "autoneg: done: %ld steps, last loss %.4f", res.steps_done, res.last_loss);
+        if (res.eval_loss == res.eval_loss) fprintf(stderr, ", eval loss %.4f", res.eval_loss);
+        fprintf(stderr, "\nautoneg: model in %s\n", res.final_dir);
+    }
+out:
+    an_recipe_free(&r);
+out_args:
+    free(a.data);
+    free(a.sets);
+    return rc < 0 ? 0 : rc;
+}

@@ -1,0 +1,64 @@
+#ifndef AN_GENERATE_H
+#define AN_GENERATE_H
+/* Batched generation: many prompts of different lengths, n samples each, decoded together with one KV
+ * cache. Up to `batch` sequences run at once; a finished one frees its slot for the next prompt
+ * (continuous batching), and new prompts are prefilled together.
+ *
+ * Each (prompt, sample) draws from its own random stream, seeded from (seed, prompt index, sample
+ * index), so the text of a sequence depends on the seed alone: not on the batch size, the order in
+ * which sequences finish, or the thread count (up to float rounding of the logits). */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "infer/sampler.h"
+#include "model/model.h"
+
+typedef enum an_stop_reason {
+    AN_STOP_NONE = 0,
+    AN_STOP_EOS,        /* a stop id (EOS or a template's stop token); not included in the output */
+    AN_STOP_MAX_TOKENS, /* --max-tokens reached */
+    AN_STOP_CONTEXT,    /* the context is full */
+    AN_STOP_CALLER,     /* the token callback asked to stop (a multi-token stop word) */
+} an_stop_reason;
+
+typedef struct an_gen_opts {
+    an_sampler_params sampling;
+    uint64_t seed;
+    int max_tokens;        /* new tokens per sequence (>= 0) */
+    int n_samples;         /* sequences per prompt (>= 1) */
+    int batch;             /* sequences decoded at once (>= 1) */
+    int context;           /* positions per sequence: 0 = the model's max_seq */
+    int strict;            /* a prompt that leaves no room in the context is an error, not truncated */
+    const int32_t *stop_ids; /* ids that end a sequence */
+    int n_stop_ids;
+    /* Called for every generated token of sequence `seq` (= prompt * n_samples + sample), in order;
+     * returning non-zero ends that sequence (the token stays in the output). May be NULL. */
+    int (*on_token)(void *ctx, int seq, int32_t id);
+    void *ctx;
+} an_gen_opts;
+
+typedef struct an_gen_output {
+    int32_t *ids; /* generated ids (malloc'd), without the prompt and without the stop id */
+    int n;
+    int prompt_tokens;   /* tokens of the prompt actually used */
+    int truncated;       /* tokens dropped from the left of the prompt to fit the context */
+    an_stop_reason stop;
+} an_gen_output;
+
+typedef struct an_gen_prompt {
+    const int32_t *ids;
+    int n;
+} an_gen_prompt;
+
+an_gen_opts an_gen_defaults(void);
+
+/* Generates for every prompt; out: n_prompts * n_samples outputs (zeroed by the caller), sequence
+ * p * n_samples + s. A prompt longer than the context less max_tokens (at least half the context is
+ * kept for it) is cut from the left, keeping a leading BOS (bos_id, -1 for none), and reported in
+ * `truncated`; with strict it is an error naming the prompt. An empty prompt is an error. */
+int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_t bos_id, const an_gen_opts *o,
+                an_gen_output *out, an_error *err);
+void an_gen_outputs_free(an_gen_output *out, int n);
+
+#endif

@@ -1,0 +1,125 @@
+/* The inference state: the KV cache and the scratch of one forward, carved from one allocation. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "model/lora.h"
+
+typedef struct carver {
+    char *base; /* NULL while measuring */
+    size_t off;
+} carver;
+
+static void *carve(carver *c, size_t n, size_t elem) {
+    size_t bytes = (n * elem + 63) / 64 * 64;
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += bytes;
+    return p;
+}
+
+static void layout(an_infer *s, carver *c) {
+    const an_model_config *cf = &s->m->cfg;
+    size_t R = (size_t)s->max_rows, C = (size_t)cf->dim, F = (size_t)cf->ffn_dim;
+    size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
+    const size_t f = sizeof(float), i32 = sizeof(int32_t);
+    for (int l = 0; l < cf->n_layers; l++) {
+        s->k[l] = carve(c, (size_t)s->slots * s->max_T * kvd, f);
+        s->v[l] = carve(c, (size_t)s->slots * s->max_T * kvd, f);
+    }
+    s->x = carve(c, R * C, f);
+    s->ln = carve(c, R * C, f);
+    s->mean = carve(c, R, f);
+    s->rstd = carve(c, R, f);
+    s->qkv = s->m->qkv_layout != AN_QKV_SEPARATE ? carve(c, R * (qd + 2 * kvd), f) : NULL;
+    s->q = carve(c, R * qd, f);
+    s->kx = carve(c, R * kvd, f);
+    s->vx = carve(c, R * kvd, f);
+    s->att = carve(c, R * qd, f);
+    s->lse = carve(c, R * (size_t)cf->n_heads, f);
+    s->tmp = carve(c, R * C, f);
+    s->ffn_a = carve(c, R * F, f);
+    s->ffn_b = carve(c, R * F, f);
+    s->ffn_h = carve(c, R * F, f);
+    s->last = carve(c, (size_t)s->slots * C, f);
+    int r = an_lora_rank(s->m);
+    s->lora_u = r > 0 ? carve(c, R * (size_t)r, f) : NULL;
+    s->logits = carve(c, (size_t)s->slots * cf->vocab_size, f);
+    s->d_ids = carve(c, R, i32);
+    s->d_pos = carve(c, R, i32);
+    s->d_seg = carve(c, R, i32); /* stays zero: plain causal attention in prefill */
+    s->d_slot = carve(c, R, i32);
+    s->d_len = carve(c, R, i32);
+}
+
+an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err) {
+    const an_model_config *cf = &m->cfg;
+    if (slots <= 0 || slots > 65536 || max_T <= 0 || max_T > (1 << 24)) {
+        an_fail(err, "inference: %d sequences of %d positions is out of range", slots, max_T);
+        return NULL;
+    }
+    if (max_T > cf->max_seq) {
+        an_fail(err, "inference: a context of %d positions exceeds the model's %d", max_T, cf->max_seq);
+        return NULL;
+    }
+    if (cf->sliding_window > 0 && max_T > cf->sliding_window) {
+        an_fail(err, "inference: a context of %d positions exceeds the sliding window of %d, which is not supported",
+                max_T, cf->sliding_window);
+        return NULL;
+    }
+    if (prefill_tokens <= 0) prefill_tokens = max_T > 1024 ? max_T : 1024;
+    if (prefill_tokens < max_T) prefill_tokens = max_T;
+    an_infer *s = calloc(1, sizeof *s);
+    if (!s) {
+        an_fail(err, "inference: out of memory");
+        return NULL;
+    }
+    s->m = m;
+    s->slots = slots;
+    s->max_T = max_T;
+    s->max_rows = prefill_tokens > slots ? prefill_tokens : slots;
+    s->len = calloc((size_t)slots, sizeof *s->len);
+    s->k = calloc((size_t)cf->n_layers + 1, sizeof *s->k);
+    s->v = calloc((size_t)cf->n_layers + 1, sizeof *s->v);
+    size_t R = (size_t)s->max_rows;
+    s->h_ids = malloc(R * sizeof(int32_t));
+    s->h_pos = malloc(R * sizeof(int32_t));
+    s->h_slot = malloc(R * sizeof(int32_t));
+    s->h_len = malloc(R * sizeof(int32_t));
+    if (!s->len || !s->k || !s->v || !s->h_ids || !s->h_pos || !s->h_slot || !s->h_len) {
+        an_infer_free(s);
+        an_fail(err, "inference: out of memory");
+        return NULL;
+    }
+    carver c = {NULL, 0};
+    layout(s, &c);
+    s->bytes = c.off;
+    s->block = m->ops->alloc(c.off);
+    if (!s->block) {
+        an_fail(err, "inference: cannot allocate %.1f MiB for a KV cache of %d x %d positions", (double)c.off / 1048576,
+                slots, max_T);
+        an_infer_free(s);
+        return NULL;
+    }
+    c = (carver){s->block, 0};
+    layout(s, &c);
+    return s;
+}
+
+void an_infer_free(an_infer *s) {
+    if (!s) return;
+    if (s->block) s->m->ops->free(s->block);
+    free(s->len);
+    free(s->k);
+    free(s->v);
+    free(s->h_ids);
+    free(s->h_pos);
+    free(s->h_slot);
+    free(s->h_len);
+    free(s);
+}
+
+size_t an_infer_bytes(const an_infer *s) { return s->bytes; }
+
+void an_infer_reset_slot(an_infer *s, int slot) {
+    if (slot >= 0 && slot < s->slots) s->len[slot] = 0;
+}

@@ -1,0 +1,60 @@
+#ifndef AN_INFER_H
+#define AN_INFER_H
+/* Inference with a KV cache: a prompt is processed in one batched pass (prefill), then each new token
+ * costs one decode step that reads every weight once.
+ *
+ * The cache has `slots` rows; each holds one sequence, left-aligned: its tokens sit at positions
+ * 0 .. len-1 of the row (so positions, RoPE angles and GPT-2's learned positions are those of the
+ * sequence alone), and a decode step appends at position len. Rows are independent, so prompts of
+ * different lengths decode together, and a finished row can take a new prompt while the others go on
+ * (continuous batching).
+ *
+ * Layers are those of model/forward.c, op for op; every linear layer goes through one function
+ * (an_infer_linear), the place where an adapter is applied unmerged. Memory (cache and scratch) is
+ * allocated once in an_infer_create; prefill and decode allocate nothing. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "model/model.h"
+
+typedef struct an_infer {
+    an_model *m;
+    int slots, max_T;       /* cache rows and positions per row */
+    int max_rows;           /* rows (tokens) one forward can hold: max(prefill tokens, slots) */
+    int32_t *len;           /* host: tokens held by each slot */
+    void *block;            /* the one backend allocation (cache + scratch) */
+    size_t bytes;
+    float **k, **v;         /* host arrays of n_layers backend pointers: [slots, max_T, nkv, hd] */
+    /* scratch for max_rows rows */
+    float *x, *ln, *mean, *rstd, *qkv, *q, *kx, *vx, *att, *lse, *tmp, *ffn_a, *ffn_b, *ffn_h;
+    float *last;            /* [slots, C] the final-norm rows whose logits are wanted */
+    float *lora_u;          /* [max_rows, r] the adapter's low-rank activations; NULL without an adapter */
+    float *logits;          /* [slots, V] */
+    int32_t *d_ids, *d_pos, *d_seg, *d_slot, *d_len; /* backend int arrays [max_rows] */
+    int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
+} an_infer;
+
+/* Load or attach a LoRA adapter before this (its scratch is planned here).
+ * slots: sequences held at once; max_T: positions per sequence (at most the model's max_seq for
+ * GPT-2); prefill_tokens: rows one prefill may process (at least max_T; 0 picks max(max_T, 1024)). */
+an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err);
+void an_infer_free(an_infer *s);
+size_t an_infer_bytes(const an_infer *s);
+
+/* Processes n prompts into the given slots (each starts empty: positions 0 .. lens[i]-1), padded to
+ * the longest on the right and run as one [n, T] batch. logits_out: n * V floats (host), the logits
+ * after each prompt's last token. */
+int an_infer_prefill(an_infer *s, const int32_t *slots, const int32_t *const *ids, const int *lens, int n,
+                     float *logits_out, an_error *err);
+/* One token for each of n slots, at position len[slot]; logits_out: n * V floats (host). */
+int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n, float *logits_out, an_error *err);
+/* Forgets what a slot holds. */
+void an_infer_reset_slot(an_infer *s, int slot);
+
+/* The one function every linear layer of the inference path goes through: out[N, OC] = inp @ w^T + b.
+ * A decode step (few rows) uses the matrix-vector op, prefill the GEMM. */
+void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N,
+                     int C, int OC);
+
+#endif

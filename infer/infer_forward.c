@@ -1,0 +1,198 @@
+/* Prefill and decode: the blocks of model/forward.c, op for op, with the keys and values of every
+ * position kept in the cache. Prefill runs the prompts as one right-padded [n, T] batch through the
+ * tiled attention op (pads come after the real tokens, so causal attention never lets a real token
+ * see one) and copies each prompt's keys and values into its slot; decode appends one position per
+ * slot and attends over the cache with per-slot lengths. */
+#include <string.h>
+
+#include "infer/infer.h"
+#include "model/lora.h"
+
+/* Up to this many rows a linear layer is a matrix-vector product over the weights (one pass, bound
+ * by memory bandwidth); above it the GEMM, whose packing pays off once each weight is reused enough. */
+#define AN_MATVEC_MAX_ROWS 16
+
+static const float *opt(const an_param *p) { return p ? p->data : NULL; }
+
+void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N,
+                     int C, int OC) {
+    const an_model *m = s->m;
+    const an_ops *o = m->ops;
+    if (w->nf4) { /* a QLoRA base quantized to NF4: the model's own linear (NF4 kernels + adapter) */
+        an_linear_forward(m, w, b, out, inp, N, s->lora_u);
+        return;
+    }
+    if (N <= AN_MATVEC_MAX_ROWS)
+        o->matvec_forward(out, inp, w->data, opt(b), N, C, OC);
+    else
+        o->matmul_forward(out, inp, w->data, opt(b), N, C, OC);
+    /* a LoRA adapter, unmerged: out += scaling * (inp A^T) B^T, with B held transposed (model/lora.h) */
+    const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
+    if (!mod) return;
+    int r = m->lora->cfg.r;
+    if (N <= AN_MATVEC_MAX_ROWS)
+        o->matvec_forward(s->lora_u, inp, mod->a.data, NULL, N, C, r);
+    else
+        o->matmul_forward(s->lora_u, inp, mod->a.data, NULL, N, C, r);
+    o->scale(s->lora_u, m->lora->scaling, (size_t)N * r);
+    o->matmul_backward(out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, OC, r);
+}
+
+static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {
+    const an_model *m = s->m;
+    if (m->cfg.arch == AN_ARCH_GPT2)
+        m->ops->layernorm_forward(out, s->mean, s->rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
+    else
+        m->ops->rmsnorm_forward(out, s->rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
+}
+
+/* What a forward needs besides the rows: prefill (n prompts of T rows each, lens) or decode. */
+typedef struct pass {
+    int decode;
+    int n, T;                 /* rows = n * T (T = 1 in decode) */
+    const int32_t *slots;     /* host, n */
+    const int *lens;          /* prefill: each prompt's length */
+} pass;
+
+/* Keys and values of this pass into the cache. */
+static void store_kv(an_infer *s, int l, const pass *p) {
+    const an_ops *o = s->m->ops;
+    size_t kvd = (size_t)s->m->cfg.n_kv_heads * s->m->cfg.head_dim, row = (size_t)s->max_T * kvd;
+    for (int i = 0; i < p->n; i++) {
+        size_t dst = (size_t)p->slots[i] * row + (p->decode ? (size_t)s->h_pos[i] * kvd : 0);
+        size_t src = (size_t)i * p->T * kvd, count = (p->decode ? 1 : (size_t)p->lens[i]) * kvd;
+        o->copy(s->k[l] + dst, s->kx + src, count * sizeof(float));
+        o->copy(s->v[l] + dst, s->vx + src, count * sizeof(float));
+    }
+}
+
+static void block(an_infer *s, int l, const pass *p) {
+    const an_model *m = s->m;
+    const an_ops *o = m->ops;
+    const an_model_config *c = &m->cfg;
+    const an_layer *L = &m->layers[l];
+    int N = p->n * p->T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd;
+
+    norm(s, s->ln, s->x, L->attn_norm_w, L->attn_norm_b, N);
+    if (L->wqkv) {
+        an_infer_linear(s, L->wqkv, L->bqkv, s->qkv, s->ln, N, C, qd + 2 * kvd);
+        an_model_split_qkv(m, s->q, s->kx, s->vx, s->qkv, N);
+    } else {
+        an_infer_linear(s, L->wq, L->bq, s->q, s->ln, N, C, qd);
+        an_infer_linear(s, L->wk, L->bk, s->kx, s->ln, N, C, kvd);
+        an_infer_linear(s, L->wv, L->bv, s->vx, s->ln, N, C, kvd);
+    }
+    if (c->arch != AN_ARCH_GPT2) {
+        o->rope_forward(s->q, s->d_pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
+        o->rope_forward(s->kx, s->d_pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
+    }
+    store_kv(s, l, p);
+    if (p->decode)
+        o->attention_decode_forward(s->att, s->q, s->k[l], s->v[l], s->d_slot, s->d_len, p->n, s->max_T, nh, nkv, hd);
+    else
+        o->attention_forward(s->att, s->lse, s->q, s->kx, s->vx, s->d_seg, p->n, p->T, nh, nkv, hd);
+    an_infer_linear(s, L->wo, L->bo, s->tmp, s->att, N, qd, C);
+    o->add(s->x, s->x, s->tmp, (size_t)N * C);
+
+    norm(s, s->ln, s->x, L->ffn_norm_w, L->ffn_norm_b, N);
+    if (L->w_gate) {
+        an_infer_linear(s, L->w_gate, L->b_gate, s->ffn_a, s->ln, N, C, F);
+        an_infer_linear(s, L->w_up, L->b_up, s->ffn_b, s->ln, N, C, F);
+        o->swiglu_forward(s->ffn_h, s->ffn_a, s->ffn_b, (size_t)N * F);
+    } else {
+        an_infer_linear(s, L->w_up, L->b_up, s->ffn_a, s->ln, N, C, F);
+        o->gelu_forward(s->ffn_h, s->ffn_a, (size_t)N * F);
+    }
+    an_infer_linear(s, L->w_down, L->b_down, s->tmp, s->ffn_h, N, F, C);
+    o->add(s->x, s->x, s->tmp, (size_t)N * C);
+}
+
+/* Embeddings, blocks, final norm (into s->ln), and the logits of n rows of `rows` into logits_out. */
+static void run(an_infer *s, const pass *p, const float *rows_for_head, float *logits_out) {
+    const an_model *m = s->m;
+    const an_ops *o = m->ops;
+    int N = p->n * p->T, C = m->cfg.dim, V = m->cfg.vocab_size;
+    size_t bytes = (size_t)N * sizeof(int32_t);
+    o->upload(s->d_ids, s->h_ids, bytes);
+    o->upload(s->d_pos, s->h_pos, bytes);
+    if (p->decode) {
+        o->upload(s->d_slot, s->h_slot, (size_t)p->n * sizeof(int32_t));
+        o->upload(s->d_len, s->h_len, (size_t)p->n * sizeof(int32_t));
+    }
+    o->embedding_forward(s->x, s->d_ids, m->tok_emb->data, N, C);
+    if (m->pos_emb) {
+        o->embedding_forward(s->tmp, s->d_pos, m->pos_emb->data, N, C);
+        o->add(s->x, s->x, s->tmp, (size_t)N * C);
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++) block(s, l, p);
+    norm(s, s->ln, s->x, m->final_norm_w, m->final_norm_b, N);
+    if (!p->decode) {
+        for (int i = 0; i < p->n; i++)
+            o->copy(s->last + (size_t)i * C, s->ln + ((size_t)i * p->T + p->lens[i] - 1) * C, (size_t)C * sizeof(float));
+        rows_for_head = s->last;
+    }
+    const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
+    an_infer_linear(s, head, NULL, s->logits, rows_for_head, p->n, C, V);
+    o->download(logits_out, s->logits, (size_t)p->n * V * sizeof(float));
+}
+
+static int check_slots(const an_infer *s, const int32_t *slots, int n, const char *what, an_error *err) {
+    if (n <= 0 || n > s->slots) return an_fail(err, "inference %s: %d sequences for %d slots", what, n, s->slots);
+    for (int i = 0; i < n; i++) {
+        if (slots[i] < 0 || slots[i] >= s->slots)
+            return an_fail(err, "inference %s: slot %d is out of range (%d slots)", what, slots[i], s->slots);
+        for (int j = 0; j < i; j++)
+            if (slots[j] == slots[i]) return an_fail(err, "inference %s: slot %d given twice", what, slots[i]);
+    }
+    return 0;
+}
+
+static int check_id(const an_infer *s, int32_t id, const char *what, an_error *err) {
+    if (id < 0 || id >= s->m->cfg.vocab_size)
+        return an_fail(err, "inference %s: token %d is outside the vocabulary of %d", what, id, s->m->cfg.vocab_size);
+    return 0;
+}
+
+int an_infer_prefill(an_infer *s, const int32_t *slots, const int32_t *const *ids, const int *lens, int n,
+                     float *logits_out, an_error *err) {
+    if (check_slots(s, slots, n, "prefill", err)) return -1;
+    int T = 0;
+    for (int i = 0; i < n; i++) {
+        if (lens[i] <= 0 || lens[i] > s->max_T)
+            return an_fail(err, "inference prefill: a prompt of %d tokens does not fit the context of %d", lens[i],
+                           s->max_T);
+        if (lens[i] > T) T = lens[i];
+    }
+    if ((long long)n * T > s->max_rows)
+        return an_fail(err, "inference prefill: %d prompts of up to %d tokens exceed the %d rows planned", n, T,
+                       s->max_rows);
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) {
+            int32_t id = t < lens[i] ? ids[i][t] : ids[i][0]; /* padding: any valid id, never attended to */
+            if (check_id(s, id, "prefill", err)) return -1;
+            s->h_ids[(size_t)i * T + t] = id;
+            s->h_pos[(size_t)i * T + t] = t;
+        }
+    pass p = {0, n, T, slots, lens};
+    run(s, &p, NULL, logits_out);
+    for (int i = 0; i < n; i++) s->len[slots[i]] = lens[i];
+    return 0;
+}
+
+int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n, float *logits_out, an_error *err) {
+    if (check_slots(s, slots, n, "decode", err)) return -1;
+    for (int i = 0; i < n; i++) {
+        if (check_id(s, ids[i], "decode", err)) return -1;
+        int at = s->len[slots[i]];
+        if (at >= s->max_T) return an_fail(err, "inference decode: slot %d is full (%d positions)", slots[i], s->max_T);
+        s->h_ids[i] = ids[i];
+        s->h_pos[i] = at;
+        s->h_slot[i] = slots[i];
+        s->h_len[i] = at + 1;
+    }
+    pass p = {1, n, 1, slots, NULL};
+    run(s, &p, s->ln, logits_out);
+    for (int i = 0; i < n; i++) s->len[slots[i]]++;
+    return 0;
+}

@@ -1,0 +1,53 @@
+#ifndef AN_SESSION_H
+#define AN_SESSION_H
+/* What generate, eval and perplexity load: the model, its tokenizer, and the prompt template.
+ *
+ *   model     a Hugging Face style folder (config.json + safetensors), an autoneg output folder, or a
+ *             llama2.c .bin (which needs a tokenizer path)
+ *   tokenizer the model folder's tokenizer files unless a path is given
+ *   template  the name given; else the model folder's autoneg.json "template" (a built-in name or a
+ *             template object, as in a recipe); else "infotext" */
+#include <stdint.h>
+
+#include "core/error.h"
+#include "data/ids.h"
+#include "data/template.h"
+#include "data/tokenizer.h"
+#include "infer/generate.h"
+#include "model/model.h"
+
+typedef struct an_session {
+    an_model *model;
+    an_tokenizer *tok;
+    an_template tpl;
+    int has_tpl;
+    an_encoder enc;
+    an_ids stop_ids;     /* EOS and the template's single-token stop words */
+} an_session;
+
+/* template_name NULL: see above. adapter: a PEFT adapter folder, or NULL. */
+int an_session_open(an_session *s, const char *model, const char *tokenizer, const char *adapter,
+                    const char *template_name, an_error *err);
+void an_session_close(an_session *s);
+
+/* The ids to feed for one input: with the template (BOS + rendered instruction, as in training), or
+ * raw (the text as given, after BOS when the tokenizer adds one; an empty text is BOS alone). */
+int an_session_encode(const an_session *s, const char *text, int raw, an_ids *out, an_error *err);
+
+/* One generated text. */
+typedef struct an_text_result {
+    char *text;          /* malloc'd UTF-8; without the template, trimmed of surrounding whitespace */
+    int n_tokens;        /* generated tokens */
+    int prompt_tokens;   /* tokens of the prompt used */
+    int truncated;       /* prompt tokens dropped from the left to fit the context */
+    an_stop_reason stop;
+} an_text_result;
+
+/* Generates o->n_samples texts for each of n inputs (out: n * n_samples, input-major). Tokens are
+ * detokenised as they come (an_detok); a multi-token stop word of the template ends a sequence when it
+ * appears in the text and is cut from it. o->stop_ids/on_token are set here (the session's stop ids). */
+int an_session_generate(an_session *s, const char *const *texts, int n, int raw, const an_gen_opts *o,
+                        an_text_result *out, an_error *err);
+void an_text_results_free(an_text_result *r, int n);
+
+#endif

@@ -1,0 +1,49 @@
+#!/bin/sh
+# make check-compat: what autoneg writes, checked by the Python reference stack (not part of make test).
+#   - a virtual environment outside the repository: $AN_VENV, else ~/.cache/autoneg-venv, created on
+#     first use with torch, transformers, peft, safetensors, tokenizers and tensorboard from PyPI
+#     (AN_VENV=/work/venv uses an existing one and installs nothing);
+#   - tests/ref/check_formats_compat.py: safetensors and config.json writers against transformers;
+#   - three short training runs (a full fine-tune and a LoRA of ../shared/models/TinyStories-656K, and
+#     the demo recipe from scratch with its trained tokenizer), then tests/ref/check_tensorboard.py on a
+#     run folder and tests/ref/check_train_output.py on the final folders (transformers loads the
+#     models, PEFT the adapter, and both give autoneg's token ids and NLL).
+set -e
+BUILD=${BUILD:-build}
+SHARED=${AN_SHARED:-../shared}
+VENV=${AN_VENV:-$HOME/.cache/autoneg-venv}
+PY="$VENV/bin/python"
+if ! "$PY" -c "import torch, transformers, peft, safetensors, tokenizers, tensorboard" 2>/dev/null; then
+    echo "check-compat: creating $VENV (torch, transformers, peft, safetensors, tokenizers, tensorboard from PyPI)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    "$VENV/bin/pip" install --quiet torch transformers peft safetensors tokenizers tensorboard
+fi
+export HF_HUB_OFFLINE=1
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+TMP=$(mktemp -d /tmp/autoneg-compat-XXXXXX)
+fail=0
+
+echo "== formats"
+"$PY" tests/ref/check_formats_compat.py "$BUILD" || fail=1
+
+echo "== training runs (in $TMP)"
+"$BUILD/autoneg" train --base "$SHARED/models/TinyStories-656K" --method full --data datasets/sdxl_styles_twri.json \
+    --out "$TMP/finetune" --steps 6 --set train.seq_len=96 --set data.max_length=96 --set train.batch_size=4 \
+    --set data.val_fraction=0.2 --set eval.every=3 --set optim.lr=0.003 --set train.threads=1 2>"$TMP/finetune.log" ||
+    { cat "$TMP/finetune.log"; fail=1; }
+"$BUILD/autoneg" train --base "$SHARED/models/TinyStories-656K" --method lora --data datasets/sdxl_styles_twri.json \
+    --out "$TMP/lora" --steps 6 --set lora.target_modules=all-linear --set train.seq_len=96 --set data.max_length=96 \
+    --set train.batch_size=4 --set optim.lr=0.01 --set train.threads=1 2>"$TMP/lora.log" || { cat "$TMP/lora.log"; fail=1; }
+"$BUILD/autoneg" train configs/recipes/tiny-from-scratch.json --out "$TMP/scratch" --steps 4 \
+    --set train.batch_size=2 --set eval.prompts=apocalypse --set eval.max_new_tokens=8 2>"$TMP/scratch.log" ||
+    { cat "$TMP/scratch.log"; fail=1; }
+
+echo "== TensorBoard and loss.svg"
+"$PY" tests/ref/check_tensorboard.py "$TMP/finetune" || fail=1
+echo "== transformers loads the trained folders"
+"$PY" tests/ref/check_train_output.py "$BUILD" "$TMP/finetune/final" "$TMP/scratch/final" \
+    "$SHARED/models/TinyStories-656K+$TMP/lora/final" || fail=1
+
+if [ $fail = 0 ]; then echo "check-compat: all passed"; else echo "check-compat: FAILED"; fi
+exit $fail

@@ -1,0 +1,125 @@
+/* Tag metrics and the tf-idf retrieval baseline on cases worked out by hand, and autoneg eval end to
+ * end on a tiny data set. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "infer/eval.h"
+#include "tests/test.h"
+
+/* pred tags {lowres, bad hands, blurry, text}, ref {blurry, bad hands, watermark}: 2 in common, so
+ * P = 2/4, R = 2/3, F1 = 2 * 0.5 * 0.666667 / 1.166667 = 0.571429 (weights, brackets, case dropped). */
+static void test_tag_scores(void) {
+    an_tag_score s;
+    an_error e;
+    CHECK(an_eval_score("lowres, (bad hands:1.2), Blurry, [text]", "blurry, bad hands, ((watermark))", &s, &e) == 0);
+    CHECK(s.n_pred == 4 && s.n_ref == 3 && s.n_common == 2);
+    CHECK_NEAR(s.precision, 0.5, 1e-12);
+    CHECK_NEAR(s.recall, 2.0 / 3.0, 1e-12);
+    CHECK_NEAR(s.f1, 0.571429, 1e-6);
+    /* duplicates count once: "blurry, BLURRY" is one tag */
+    CHECK(an_eval_score("blurry, BLURRY", "blurry", &s, &e) == 0);
+    CHECK_NEAR(s.precision, 1, 1e-12);
+    CHECK_NEAR(s.f1, 1, 1e-12);
+    CHECK(an_eval_score("", "blurry", &s, &e) == 0);
+    CHECK(s.precision == 0 && s.recall == 0 && s.f1 == 0);
+    CHECK(an_eval_score("", "", &s, &e) == 0);
+    CHECK(s.f1 == 1);
+    CHECK(an_eval_score("a, b", "c", &s, &e) == 0);
+    CHECK(s.f1 == 0);
+}
+
+/* Three training prompts: d0 {a cat, garden, sunny}, d1 {a dog, garden}, d2 {a cat, night}.
+ * idf = ln(4 / (1 + df)) + 1: df 2 -> 1.287682, df 1 -> 1.693147. Query {a cat, garden}:
+ *   d0: 2 * 1.287682^2 / (1.287682 sqrt2 * sqrt(2 * 1.287682^2 + 1.693147^2)) = 0.732359
+ *   d1, d2: 1.287682^2 / (1.287682 sqrt2 * sqrt(1.287682^2 + 1.693147^2)) = 0.428046
+ * Query {garden}: d0 1.287682 / 2.486563 = 0.517856, d1 1.287682 / 2.127174 = 0.605349: the shorter d1. */
+static void test_tfidf_nearest(void) {
+    const char *train[3] = {"a cat, garden, sunny", "A dog, (garden:1.2)", "a cat, night"};
+    an_error e;
+    an_tfidf *ix = an_tfidf_build(train, 3, &e);
+    CHECK(ix != NULL);
+    if (!ix) return;
+    double sc;
+    CHECK(an_tfidf_nearest(ix, "A cat, ((garden))", &sc, &e) == 0);
+    CHECK_NEAR(sc, 0.732359, 1e-6);
+    CHECK(an_tfidf_nearest(ix, "garden", &sc, &e) == 1);
+    CHECK_NEAR(sc, 0.605349, 1e-6);
+    CHECK(an_tfidf_nearest(ix, "night, unknown tag", &sc, &e) == 2);
+    /* a tag no training prompt has is left out of the query vector (as scikit-learn's transform does):
+     * cos = 1.693147^2 / (1.693147 * 2.127174) = 0.795961 */
+    CHECK_NEAR(sc, 0.795961, 1e-6);
+    CHECK(an_tfidf_nearest(ix, "nothing shared", &sc, &e) == -1);
+    CHECK(sc == 0);
+    an_tfidf_free(ix);
+}
+
+static char cmd[8192];
+
+static int run(const char *args, const char *out, const char *err) {
+    const char *build = getenv("BUILD");
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s/autoneg %s > %s 2> %s", build && *build ? build : "build", args, out,
+             err);
+    int st = system(cmd);
+    return st == -1 ? -1 : (st >> 8) & 0xff;
+}
+
+static char *slurp(const char *path) {
+    an_error e;
+    char *s = an_read_file(path, NULL, &e);
+    return s ? s : strdup("");
+}
+
+/* autoneg eval on two rows: the baselines' scores are known by hand. Row 1's reference is exactly the
+ * general negative (F1 1); row 2's reference {blurry, watermark} shares 2 of the general negative's
+ * 18 tags: P = 2/18, R = 1, F1 = 0.2. Mean F1 of the general negative: 0.6. With --train the nearest
+ * training prompt of row 2 ("a dog, park" -> "blurry, watermark") scores F1 1. */
+static void test_eval_cli(void) {
+    const char *d = test_tmpdir();
+    char data[512], train[512], out[512], err[512], pred[512], args[4096];
+    snprintf(data, sizeof data, "%s/val.jsonl", d);
+    snprintf(train, sizeof train, "%s/train.jsonl", d);
+    snprintf(out, sizeof out, "%s/out", d);
+    snprintf(err, sizeof err, "%s/err", d);
+    snprintf(pred, sizeof pred, "%s/pred.jsonl", d);
+    char rows[2048];
+    snprintf(rows, sizeof rows, "{\"prompt\": \"a cat\", \"negative_prompt\": \"%s\"}\n"
+                                "{\"prompt\": \"a dog in the park, park\", \"negative_prompt\": \"blurry, watermark\"}\n",
+             an_eval_general_negative);
+    an_error e;
+    CHECK(an_write_file_atomic(data, rows, strlen(rows), &e) == 0);
+    const char *tr = "{\"prompt\": \"a dog, park\", \"negative_prompt\": \"Blurry, (watermark:1.3)\"}\n"
+                     "{\"prompt\": \"a cat\", \"negative_prompt\": \"lowres\"}\n";
+    CHECK(an_write_file_atomic(train, tr, strlen(tr), &e) == 0);
+    snprintf(args, sizeof args, "eval --model %s --data %s --train %s --out %s --max-tokens 8",
+             test_shared("models/TinyStories-656K"), data, train, pred);
+    CHECK(run(args, out, err) == 0);
+    char *s = slurp(out);
+    CHECK_CONTAINS(s, "negatives from");
+    CHECK_CONTAINS(s, "general negative          0.5556    1.0000    0.6000      2");
+    /* nearest: row 1 "a cat" -> "lowres" (P 1, R 1/18, F1 2/19 = 0.105263), row 2 -> F1 1 */
+    CHECK_CONTAINS(s, "nearest train prompt      1.0000    0.5278    0.5526      2");
+    CHECK_CONTAINS(s, "model ");
+    free(s);
+    s = slurp(pred);
+    size_t lines = 0;
+    for (char *c = s; *c; c++) lines += *c == '\n';
+    CHECK(lines == 2);
+    CHECK_CONTAINS(s, "\"prediction\":");
+    CHECK_CONTAINS(s, "\"nearest_train_negative\":\"Blurry, (watermark:1.3)\"");
+    free(s);
+    /* a data file without the reference negatives */
+    const char *bad = "{\"text\": \"a cat\"}\n";
+    CHECK(an_write_file_atomic(data, bad, strlen(bad), &e) == 0);
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, data);
+    free(s);
+}
+
+int main(void) {
+    RUN(test_tag_scores);
+    RUN(test_tfidf_nearest);
+    RUN(test_eval_cli);
+    return test_finish();
+}

@@ -1,0 +1,342 @@
+/* Generation and perplexity on TinyStories-656K against transformers (tests/ref/make_generate_fixtures.py):
+ * greedy `generate` with its KV cache gives the recorded ids token for token, and perplexity over
+ * windows matches the recorded mean NLL. Then the CLI end to end: generate, perplexity and their
+ * bad inputs (empty prompt file, sampling values out of range, a prompt longer than the context). */
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "infer/generate.h"
+#include "infer/perplexity.h"
+#include "infer/session.h"
+#include "tests/test.h"
+
+static cJSON *fixture(void) {
+    an_error e;
+    char *s = an_read_file("tests/ref/generate/tinystories656k.json", NULL, &e);
+    if (!s) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(s);
+    free(s);
+    return j;
+}
+
+static int32_t *int_array(const cJSON *a, int *n) {
+    *n = cJSON_GetArraySize(a);
+    int32_t *v = malloc(((size_t)*n + 1) * sizeof(int32_t));
+    int i = 0;
+    for (const cJSON *x = a ? a->child : NULL; x; x = x->next) v[i++] = (int32_t)x->valueint;
+    return v;
+}
+
+/* Our tokenizer gives transformers' prompt ids (BOS from tokenizer.json's post-processor), and greedy
+ * generation from them the ids transformers' generate recorded (exact: a different token anywhere is
+ * a bug, float rounding of ~1e-6 cannot flip these argmaxes unless two logits tie that closely). */
+static void test_greedy_matches_transformers(void) {
+    cJSON *fx = fixture();
+    if (!fx) return;
+    an_session s;
+    an_error e;
+    if (an_session_open(&s, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        cJSON_Delete(fx);
+        return;
+    }
+    int max_new = cJSON_GetObjectItem(fx, "max_new_tokens")->valueint;
+    const cJSON *gens = cJSON_GetObjectItem(fx, "generate");
+    int k = 0;
+    for (const cJSON *g = gens->child; g; g = g->next, k++) {
+        const char *prompt = cJSON_GetObjectItem(g, "prompt")->valuestring;
+        int np, nr;
+        int32_t *pids = int_array(cJSON_GetObjectItem(g, "prompt_ids"), &np);
+        int32_t *ref = int_array(cJSON_GetObjectItem(g, "ids"), &nr);
+        an_ids enc = {0};
+        CHECK_MSG(an_session_encode(&s, prompt, 1, &enc, &e) == 0, "%s", e.msg);
+        CHECK_MSG(enc.n == (size_t)np && memcmp(enc.v, pids, (size_t)np * 4) == 0, "prompt %d: tokenised differently", k);
+        an_gen_opts o = an_gen_defaults();
+        o.sampling.temperature = 0;
+        o.max_tokens = max_new;
+        o.stop_ids = s.stop_ids.v;
+        o.n_stop_ids = (int)s.stop_ids.n;
+        an_gen_prompt p = {pids, np};
+        an_gen_output out = {0};
+        CHECK_MSG(an_generate(s.model, &p, 1, an_tokenizer_bos(s.tok), &o, &out, &e) == 0, "%s", e.msg);
+        CHECK_MSG(out.n == nr && memcmp(out.ids, ref, (size_t)nr * 4) == 0, "prompt %d (\"%s\"): %d ids vs %d from transformers",
+                  k, prompt, out.n, nr);
+        /* and as text through the session (raw continuation), as the CLI prints it */
+        an_text_result tr = {0};
+        const char *texts[1] = {prompt};
+        CHECK_MSG(an_session_generate(&s, texts, 1, 1, &o, &tr, &e) == 0, "%s", e.msg);
+        CHECK(tr.n_tokens == nr);
+        if (k == 0) {
+            CHECK_STR(tr.text, cJSON_GetObjectItem(g, "text")->valuestring);
+            printf("greedy: \"%s\" ->%s\n", prompt, tr.text);
+        }
+        an_text_results_free(&tr, 1);
+        an_gen_outputs_free(&out, 1);
+        an_ids_free(&enc);
+        free(pids);
+        free(ref);
+    }
+    CHECK(k == 4);
+    an_session_close(&s);
+    cJSON_Delete(fx);
+}
+
+/* Perplexity over the whole text in one window and in windows of 16 tokens, against transformers'
+ * log-softmax in double of its float32 logits. Tolerance 1e-4 nats: float32 logits differ by ~1e-6
+ * relative (test_model_real), which moves a mean NLL of ~2 nats by ~1e-5 at most. */
+static void test_perplexity_matches_transformers(void) {
+    cJSON *fx = fixture();
+    if (!fx) return;
+    an_session s;
+    an_error e;
+    if (an_session_open(&s, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        cJSON_Delete(fx);
+        return;
+    }
+    int n;
+    int32_t *ids = int_array(cJSON_GetObjectItem(fx, "text_ids"), &n);
+    /* our tokenizer with BOS as the tokenizer asks (add_bos_token / post-processor) gives the same ids */
+    const char *text = cJSON_GetObjectItem(fx, "text")->valuestring;
+    an_ids mine = {0};
+    CHECK(an_tokenizer_adds_bos(s.tok));
+    an_ids_push(&mine, an_tokenizer_bos(s.tok));
+    CHECK(an_tokenizer_encode(s.tok, text, strlen(text), &mine, &e) == 0);
+    CHECK(mine.n == (size_t)n && memcmp(mine.v, ids, (size_t)n * 4) == 0);
+    an_ids_free(&mine);
+    for (const cJSON *p = cJSON_GetObjectItem(fx, "perplexity")->child; p; p = p->next) {
+        int ctx = cJSON_GetObjectItem(p, "ctx")->valueint;
+        double nll = cJSON_GetObjectItem(p, "nll")->valuedouble;
+        an_ppl r;
+        CHECK_MSG(an_perplexity(s.model, ids, (size_t)n, ctx, &r, &e) == 0, "%s", e.msg);
+        CHECK(r.tokens == (size_t)n && r.scored == (size_t)n - 1);
+        CHECK_NEAR(r.nll, nll, 1e-4);
+        printf("perplexity ctx %d: nll %.6f (transformers %.6f), ppl %.4f\n", ctx, r.nll, nll, r.ppl);
+    }
+    an_ppl r;
+    CHECK(an_perplexity(s.model, ids, 1, 0, &r, &e) == -1);
+    CHECK_CONTAINS(e.msg, "at least 2");
+    CHECK(an_perplexity(s.model, ids, (size_t)n, 100000, &r, &e) == -1);
+    CHECK_CONTAINS(e.msg, "--ctx 100000");
+    free(ids);
+    an_session_close(&s);
+    cJSON_Delete(fx);
+}
+
+static void copy_into(const char *dir, const char *name) {
+    char src[1024], dst[1024];
+    snprintf(src, sizeof src, "%s/%s", test_shared("models/TinyStories-656K"), name);
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    an_error e;
+    size_t n;
+    char *data = an_read_file(src, &n, &e);
+    CHECK_MSG(data && an_write_file_atomic(dst, data, n, &e) == 0, "%s", e.msg);
+    free(data);
+}
+
+/* The template comes from --template, else the folder's autoneg.json (as autoneg train writes it),
+ * else infotext; a broken autoneg.json is an error naming it. */
+static void test_template_from_model_folder(void) {
+    char dir[512], meta[600];
+    snprintf(dir, sizeof dir, "%s/model-with-meta", test_tmpdir());
+    CHECK(system((snprintf(meta, sizeof meta, "mkdir -p %s", dir), meta)) == 0);
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) copy_into(dir, files[i]);
+    an_session s;
+    an_error e;
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_STR(s.tpl.name, "infotext");
+    an_session_close(&s);
+    snprintf(meta, sizeof meta, "%s/autoneg.json", dir);
+    const char *j = "{\"template\": \"default\"}\n";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_STR(s.tpl.name, "default");
+    an_session_close(&s);
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, "internlm2_chat", &e) == 0, "%s", e.msg);
+    CHECK_STR(s.tpl.name, "internlm2_chat");
+    an_session_close(&s);
+    j = "{\"template\": 3}";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK(an_session_open(&s, dir, NULL, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, meta);
+    CHECK_CONTAINS(e.msg, "template must be a built-in name or an object");
+    j = "{\"template\": \"no-such\"}";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK(an_session_open(&s, dir, NULL, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, meta);
+    /* a template object with a multi-token stop word: greedy from "Once upon a time" gives
+     * ", a little girl named Lily lived ..." (the fixture), so generation ends at "Lily", which is cut */
+    j = "{\"template\": {\"INSTRUCTION\": \"{input}\", \"STOP_WORDS\": [\" Lily\"]}}";
+    CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
+    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    an_gen_opts o = an_gen_defaults();
+    o.sampling.temperature = 0;
+    o.max_tokens = 30;
+    an_text_result r = {0};
+    const char *texts[1] = {"Once upon a time"};
+    CHECK_MSG(an_session_generate(&s, texts, 1, 0, &o, &r, &e) == 0, "%s", e.msg);
+    CHECK_STR(r.text, ", a little girl named");
+    CHECK(r.stop == AN_STOP_CALLER);
+    an_text_results_free(&r, 1);
+    an_session_close(&s);
+    /* a tokenizer that does not belong to the model: TinyStories' 2048 tokens for a 256-token model */
+    CHECK(an_session_open(&s, "tests/ref/models/llama", test_shared("models/TinyStories-656K"), NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "TinyStories-656K: the tokenizer has 2048 tokens but the model only 256");
+}
+
+/* ---- the CLI end to end ---- */
+
+static char cmd[8192];
+
+static int run(const char *args, const char *out, const char *err) {
+    const char *build = getenv("BUILD");
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s/autoneg %s > %s 2> %s", build && *build ? build : "build", args, out,
+             err);
+    int st = system(cmd);
+    return st == -1 ? -1 : (st >> 8) & 0xff;
+}
+
+static char *slurp(const char *path) {
+    an_error e;
+    char *s = an_read_file(path, NULL, &e);
+    return s ? s : strdup("");
+}
+
+static void write_text(const char *path, const char *s) {
+    an_error e;
+    CHECK(an_write_file_atomic(path, s, strlen(s), &e) == 0);
+}
+
+static void test_cli(void) {
+    const char *d = test_tmpdir();
+    char out[512], err[512], f[512], args[4096];
+    snprintf(out, sizeof out, "%s/out", d);
+    snprintf(err, sizeof err, "%s/err", d);
+    snprintf(f, sizeof f, "%s/prompts.txt", d);
+    const char *model = test_shared("models/TinyStories-656K");
+
+    /* the first fixture prompt, greedy, raw: the recorded text */
+    cJSON *fx = fixture();
+    if (!fx) return;
+    const cJSON *g0 = cJSON_GetObjectItem(fx, "generate")->child;
+    snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 30",
+             model);
+    CHECK(run(args, out, err) == 0);
+    char *s = slurp(out);
+    char want[1024];
+    snprintf(want, sizeof want, "%s\n", cJSON_GetObjectItem(g0, "text")->valuestring);
+    CHECK_STR(s, want);
+    free(s);
+    cJSON_Delete(fx);
+
+    /* two prompts from a file (one plain line, one JSONL line), 2 samples each, JSONL out; the same
+     * seed prints the same text twice, another seed something else */
+    write_text(f, "a cat on a hill\n\n{\"prompt\": \"a dog\"}\n");
+    snprintf(args, sizeof args, "generate --model %s --file %s --n 2 --seed 7 --max-tokens 12 --jsonl", model, f);
+    CHECK(run(args, out, err) == 0);
+    char *a = slurp(out);
+    size_t lines = 0;
+    for (char *c = a; *c; c++) lines += *c == '\n';
+    CHECK(lines == 4);
+    CHECK_CONTAINS(a, "{\"prompt\": \"a cat on a hill\", \"negative_prompt\": ");
+    CHECK_CONTAINS(a, "{\"prompt\": \"a dog\", \"negative_prompt\": ");
+    CHECK(run(args, out, err) == 0);
+    char *b = slurp(out);
+    CHECK_STR(a, b);
+    free(b);
+    snprintf(args, sizeof args, "generate --model %s --file %s --n 2 --seed 8 --max-tokens 12 --jsonl", model, f);
+    CHECK(run(args, out, err) == 0);
+    b = slurp(out);
+    CHECK(strcmp(a, b) != 0);
+    free(a);
+    free(b);
+
+    /* bad input */
+    write_text(f, "");
+    snprintf(args, sizeof args, "generate --model %s --file %s", model, f);
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, f);
+    CHECK_CONTAINS(s, "no prompts");
+    free(s);
+    write_text(f, "{\"negative\": \"x\"}\n");
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "line 1: no \"prompt\" string field");
+    free(s);
+    snprintf(args, sizeof args, "generate --model %s --prompt x --top-p 1.5", model);
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "--top-p 1.5: must be in (0, 1]");
+    free(s);
+    snprintf(args, sizeof args, "generate --model %s --prompt x --temperature -1", model);
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "--temperature -1: must be a finite number >= 0");
+    free(s);
+    snprintf(args, sizeof args, "generate --model %s/stories260K.bin --prompt x",
+             test_shared("models/stories260K"));
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "stories260K.bin: a llama2.c model needs --tokenizer");
+    free(s);
+
+    /* an adapter made for another base model */
+    CHECK(run("generate --model tests/ref/models/llama-bias --adapter tests/ref/lora/qwen2 --prompt x", out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "tests/ref/lora/qwen2/adapter_model.safetensors");
+    CHECK_CONTAINS(s, "shape");
+    free(s);
+
+    /* a prompt longer than the context: a warning and a cut, or an error with --strict */
+    snprintf(args, sizeof args,
+             "generate --model %s --raw --ctx 16 --max-tokens 4 --temperature 0 --prompt \"Tom and Lily went to the park "
+             "with their mom and dad and they played on the swings all day long\"",
+             model);
+    CHECK(run(args, out, err) == 0);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "warning: prompt 1:");
+    CHECK_CONTAINS(s, "cut from the left");
+    free(s);
+    strcat(args, " --strict");
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "prompt 1 has");
+    CHECK_CONTAINS(s, "--strict refuses to truncate");
+    free(s);
+
+    /* perplexity prints tokens=N nll=X ppl=Y */
+    write_text(f, "Once upon a time, there was a little girl.");
+    snprintf(args, sizeof args, "perplexity --model %s --file %s", model, f);
+    CHECK(run(args, out, err) == 0);
+    s = slurp(out);
+    CHECK_CONTAINS(s, "tokens=");
+    CHECK_CONTAINS(s, " nll=");
+    CHECK_CONTAINS(s, " ppl=");
+    free(s);
+    write_text(f, "");
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, f);
+    CHECK_CONTAINS(s, "perplexity needs at least 2");
+    free(s);
+}
+
+int main(void) {
+    /* TinyStories-656K's ops take microseconds; on a shared 2-core machine a thread team costs more than
+     * that, so these model-level tests run on one thread (the threaded kernels are tested in test_ops) */
+    omp_set_num_threads(1);
+    RUN(test_greedy_matches_transformers);
+    RUN(test_perplexity_matches_transformers);
+    RUN(test_template_from_model_folder);
+    RUN(test_cli);
+    return test_finish();
+}

@@ -1,0 +1,457 @@
+/* The training loop (see train/trainer.h). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/file.h"
+#include "core/rng.h"
+#include "train/data_pipeline.h"
+#include "train/eval_samples.h"
+#include "train/loss_svg.h"
+#include "train/metrics.h"
+#include "train/progress.h"
+#include "train/schedule.h"
+#include "train/lora_step.h"
+#include "train/tensorboard.h"
+#include "train/trainer_impl.h"
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void an_trainer_opts_default(an_trainer_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->progress_tty = -1;
+    o->ckpt_byte_limit = -1;
+}
+
+int an_trainer_find_resume(const char *dir, char *ckpt, size_t size, an_error *err) {
+    return an_ckpt_latest(dir, ckpt, size, err);
+}
+
+/* One optimizer step's micro-batches, copied out of the pipeline so the token count of the whole
+ * window is known before the first forward (token normalisation needs it as the gradient scale). */
+typedef struct window {
+    int32_t *ids, *targets, *pos, *seg;
+    int *B, *T;
+    long *count;
+    int k, cap_rows;
+    long total;
+} window;
+
+static int window_alloc(window *w, int k, int rows, int seq, an_error *err) {
+    memset(w, 0, sizeof *w);
+    size_t n = (size_t)k * (size_t)rows * (size_t)seq;
+    w->ids = malloc(n * sizeof(int32_t));
+    w->targets = malloc(n * sizeof(int32_t));
+    w->pos = malloc(n * sizeof(int32_t));
+    w->seg = malloc(n * sizeof(int32_t));
+    w->B = malloc((size_t)k * sizeof(int));
+    w->T = malloc((size_t)k * sizeof(int));
+    w->count = malloc((size_t)k * sizeof(long));
+    w->k = k;
+    w->cap_rows = rows * seq;
+    if (!w->ids || !w->targets || !w->pos || !w->seg || !w->B || !w->T || !w->count)
+        return an_fail(err, "trainer: out of memory for %d micro-batches", k);
+    return 0;
+}
+
+static void window_free(window *w) {
+    free(w->ids);
+    free(w->targets);
+    free(w->pos);
+    free(w->seg);
+    free(w->B);
+    free(w->T);
+    free(w->count);
+}
+
+static int window_fill(window *w, an_train_data *d, an_error *err) {
+    w->total = 0;
+    for (int i = 0; i < w->k; i++) {
+        an_token_rows r;
+        if (an_train_data_next(d, &r, err)) return -1;
+        size_t n = (size_t)r.B * (size_t)r.T, off = (size_t)i * (size_t)w->cap_rows;
+        memcpy(w->ids + off, r.ids, n * sizeof(int32_t));
+        memcpy(w->targets + off, r.targets, n * sizeof(int32_t));
+        memcpy(w->pos + off, r.pos, n * sizeof(int32_t));
+        memcpy(w->seg + off, r.seg_start, n * sizeof(int32_t));
+        w->B[i] = r.B;
+        w->T[i] = r.T;
+        w->count[i] = r.n_targets;
+        w->total += r.n_targets;
+    }
+    return 0;
+}
+
+static an_batch window_batch(const window *w, int i) {
+    size_t off = (size_t)i * (size_t)w->cap_rows;
+    an_batch b = {w->ids + off, w->pos + off, w->seg + off, w->targets + off, w->B[i], w->T[i]};
+    return b;
+}
+
+/* Mean loss over the validation tokens (NaN when there are none). */
+static int evaluate(an_model *m, an_train_data *d, const an_recipe *r, double *loss, long long *tokens, an_error *err) {
+    double sum = 0;
+    long long n = 0;
+    an_train_data_val_begin(d, (size_t)r->eval.samples);
+    an_token_rows rows;
+    int rc;
+    while ((rc = an_train_data_val_next(d, &rows, err)) == 1) {
+        if (rows.n_targets == 0) continue;
+        an_batch b = {rows.ids, rows.pos, rows.seg_start, rows.targets, rows.B, rows.T};
+        float l;
+        if (an_model_forward(m, &b, 0, 1.0f, &l, NULL, err)) return -1;
+        sum += (double)l * (double)rows.n_targets;
+        n += rows.n_targets;
+    }
+    if (rc < 0) return -1;
+    *loss = n ? sum / (double)n : NAN;
+    *tokens = n;
+    return 0;
+}
+
+typedef struct run {
+    const an_recipe *r;
+    const an_trainer_opts *o;
+    an_trainer_result *res;
+    an_model *m;
+    an_trainable ts; /* what is trained: every weight, or the LoRA adapters */
+    float *moments;  /* AdamW m then v, laid out like the gradients */
+    an_train_data *data;
+    an_schedule sched;
+    an_metrics metrics;
+    int have_metrics;
+    an_tb_writer tb;
+    int have_tb;
+    an_progress prog;
+    window win;
+    an_rng rng;
+    long step, total, first_step;
+    long long tokens, tokens_at_start;
+    double t_start, t_log;
+    long long tokens_at_log;
+    char tok_path[1100];
+    char metrics_path[1100];
+} run;
+
+/* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
+static int log_samples(run *u, an_error *err) {
+    const an_recipe *r = u->r;
+    int n = r->eval.prompts.n;
+    if (n == 0) return 0;
+    char **texts = calloc((size_t)n, sizeof *texts);
+    if (!texts) return an_fail(err, "eval: out of memory");
+    int rc = an_eval_samples(u->m, an_train_data_tokenizer(u->data), an_train_data_template(u->data), r->data.system,
+                             (const char *const *)r->eval.prompts.v, n, r->eval.max_new_tokens, texts, err);
+    char path[1100];
+    FILE *f = NULL;
+    if (!rc && (an_path_join(path, sizeof path, r->output.dir, "samples.jsonl") || !(f = fopen(path, "ab"))))
+        rc = an_fail(err, "%s: cannot append: %s", path, strerror(errno));
+    for (int i = 0; i < n && !rc; i++) {
+        an_trainer_note(u->o, "step %ld: %s -> %s", u->step, r->eval.prompts.v[i], texts[i]);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "step", (double)u->step);
+        cJSON_AddStringToObject(o, "prompt", r->eval.prompts.v[i]);
+        cJSON_AddStringToObject(o, "negative", texts[i]);
+        char *line = cJSON_PrintUnformatted(o);
+        if (!line || fprintf(f, "%s\n", line) < 0) rc = an_fail(err, "%s: cannot write", path);
+        free(line);
+        cJSON_Delete(o);
+    }
+    if (f && fclose(f) && !rc) rc = an_fail(err, "%s: cannot write: %s", path, strerror(errno));
+    for (int i = 0; i < n; i++) free(texts[i]);
+    free(texts);
+    return rc;
+}
+
+static int log_eval(run *u, an_error *err) {
+    if (u->o->progress) an_progress_finish(&u->prog);
+    if (an_train_data_val_samples(u->data) > 0) {
+        double loss;
+        long long n;
+        if (evaluate(u->m, u->data, u->r, &loss, &n, err)) return -1;
+        an_metrics_eval e = {u->step, loss, n, mono_now() - u->t_start};
+        if (an_metrics_log_eval(&u->metrics, &e, err)) return -1;
+        if (an_tb_scalar(&u->tb, AN_TB_EVAL_LOSS, u->step, (float)loss, wall_now(), err)) return -1;
+        if (isnan(u->res->first_eval_loss)) u->res->first_eval_loss = loss;
+        u->res->eval_loss = loss;
+        an_trainer_note(u->o, "step %ld: eval loss %.4f over %lld tokens", u->step, loss, n);
+    }
+    return log_samples(u, err);
+}
+
+static int checkpoint(run *u, an_error *err) {
+    char path[1100];
+    if (an_ckpt_path(path, sizeof path, u->r->output.dir, u->step))
+        return an_fail(err, "%s: path too long", u->r->output.dir);
+    an_data_cursor c = an_train_data_cursor(u->data);
+    an_ckpt_state st = {(uint64_t)u->step, (uint64_t)u->tokens, u->rng.state, c.epoch, c.next, c.offset,
+                        u->m->lora ? u->m->lora->forwards : 0};
+    if (an_trainer_save_ckpt(u->m, &u->ts, &st, path, u->o->ckpt_byte_limit, err)) {
+        if (u->res->last_ckpt[0])
+            an_fail_prefix(err, "step %ld: checkpoint not written; the previous checkpoint %s is kept", u->step,
+                           u->res->last_ckpt);
+        else
+            an_fail_prefix(err, "step %ld: checkpoint not written", u->step);
+        return -1;
+    }
+    snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", path);
+    return an_ckpt_prune(u->r->output.dir, u->r->checkpoint.keep, err);
+}
+
+/* One optimizer step: the window's micro-batches forward and backward, clipping, AdamW. */
+static int train_step(run *u, double *loss_out, double *norm_out, an_error *err) {
+    an_model *m = u->m;
+    const an_recipe *r = u->r;
+    if (window_fill(&u->win, u->data, err)) return -1;
+    if (m->lora)
+        an_lora_zero_grad(m);
+    else
+        an_model_zero_grad(m);
+    int used = 0;
+    for (int i = 0; i < u->win.k; i++) used += u->win.count[i] > 0;
+    double loss = 0;
+    for (int i = 0; i < u->win.k; i++) {
+        if (u->win.count[i] == 0) continue; /* nothing to learn from: no gradient, no share of the mean */
+        /* tokens: each token weighs 1 / (tokens of the window); mean_of_means: each micro-batch 1 / k */
+        float scale = r->train.loss_norm == AN_LOSS_NORM_TOKENS ? (float)((double)u->win.count[i] / (double)u->win.total)
+                                                                 : 1.0f / (float)used;
+        an_batch b = window_batch(&u->win, i);
+        float l;
+        if (an_model_forward(m, &b, 1, scale, &l, NULL, err) || an_model_backward(m, err)) return -1;
+        loss += (double)scale * (double)l;
+    }
+    *loss_out = used ? loss : NAN;
+    /* one buffer whose alignment padding stays zero, so one call covers every tensor */
+    float *grads[1] = {u->ts.grad_base};
+    size_t sizes[1] = {u->ts.n_floats};
+    *norm_out = an_clip_grad_norm(m->ops, grads, sizes, 1, r->optim.clip);
+    return 0;
+}
+
+static void apply_adamw(run *u, double lr) {
+    an_model *m = u->m;
+    const an_recipe *r = u->r;
+    const an_trainable *t = &u->ts;
+    int step = (int)(u->step + 1); /* AdamW's bias correction counts from 1 */
+    float *m1 = u->moments, *v1 = u->moments + t->n_floats;
+    for (int i = 0; i < t->n; i++) {
+        an_param *p = t->p[i];
+        size_t off = (size_t)(p->grad - t->grad_base);
+        /* decoupled decay on matrices only (embeddings, linear weights, LoRA A and B), not on norms
+         * and biases */
+        float wd = p->ndim == 2 ? (float)r->optim.weight_decay : 0.0f;
+        m->ops->adamw_update(p->data, p->grad, m1 + off, v1 + off, p->numel, (float)lr, (float)r->optim.betas[0],
+                             (float)r->optim.betas[1], (float)r->optim.eps, wd, step);
+    }
+}
+
+static int log_train(run *u, double loss, double lr, double norm, an_error *err) {
+    double now = mono_now();
+    double dt = now - u->t_log;
+    an_metrics_train t = {u->step, loss, lr, norm, u->tokens,
+                          dt > 0 ? (double)(u->tokens - u->tokens_at_log) / dt : 0, now - u->t_start};
+    u->t_log = now;
+    u->tokens_at_log = u->tokens;
+    if (an_metrics_log_train(&u->metrics, &t, err)) return -1;
+    double wt = wall_now();
+    if (an_tb_scalar(&u->tb, AN_TB_TRAIN_LOSS, u->step, (float)loss, wt, err) ||
+        an_tb_scalar(&u->tb, AN_TB_TRAIN_LR, u->step, (float)lr, wt, err) ||
+        an_tb_scalar(&u->tb, AN_TB_TRAIN_GRAD_NORM, u->step, (float)norm, wt, err))
+        return -1;
+    return 0;
+}
+
+static void show_progress(run *u, double loss, double lr) {
+    if (!u->o->progress) return;
+    double el = mono_now() - u->t_start;
+    double tps = el > 0 ? (double)(u->tokens - u->tokens_at_start) / el : 0;
+    an_progress_info pi = {u->step, u->total, loss, lr, tps, an_progress_eta(el, u->step, u->total, u->first_step)};
+    an_progress_update(&u->prog, &pi, el);
+}
+
+static void run_free(run *u) {
+    if (u->have_metrics) an_metrics_close(&u->metrics, NULL);
+    if (u->have_tb) an_tb_close(&u->tb, NULL);
+    window_free(&u->win);
+    an_train_data_free(u->data);
+    an_trainable_free(&u->ts);
+    if (u->moments) u->m->ops->free(u->moments);
+    if (u->m) an_model_free(u->m);
+}
+
+static int setup(run *u, an_error *err) {
+    const an_recipe *r = u->r;
+    const an_trainer_opts *o = u->o;
+    char path[1100];
+    if (an_trainer_mkdirs(r->output.dir, err)) return -1;
+    if (an_path_join(path, sizeof path, r->output.dir, "recipe.json") || an_recipe_save(r, path, err)) return -1;
+    int resuming = o->resume_ckpt != NULL;
+    u->m = an_trainer_build_model(r, resuming, u->tok_path, sizeof u->tok_path, o, err);
+    if (!u->m) return -1;
+    if (r->model.dtype != AN_RDTYPE_F32)
+        an_trainer_note(o, "model.dtype: frozen weights are held in float32 (other storage is not implemented yet)");
+    if (r->train.recompute)
+        an_trainer_note(o, "train.recompute: the model keeps every activation (recomputation is not implemented yet)");
+    if (r->model.method == AN_METHOD_QLORA) {
+        if (r->quant.block_size != 64)
+            return an_fail(err, "recipe: quant.block_size %d: only bitsandbytes' 64 is implemented", r->quant.block_size);
+        if (an_model_quantize_nf4(u->m, r->quant.block_size, r->quant.double_quant, err)) return -1;
+        an_trainer_note(o, "QLoRA: base linear weights quantized to NF4 (blocks of 64%s)",
+                        r->quant.double_quant ? ", double quantization" : "");
+    }
+    if (r->model.method != AN_METHOD_FULL) {
+        if (an_trainer_attach_lora(u->m, r, err)) return -1;
+        an_trainer_note(o, "LoRA: %d modules, %zu trainable parameters (r %d, scaling %g)", u->m->lora->n_mods,
+                        an_lora_param_count(u->m->lora), r->lora.r, (double)u->m->lora->scaling);
+    } else {
+        an_model_set_all_trainable(u->m, 1);
+        if (an_model_alloc_grads(u->m, err)) return -1;
+    }
+    if (an_trainable_init(&u->ts, u->m, NULL, err)) return -1;
+    u->moments = u->m->ops->alloc(2 * u->ts.n_floats * sizeof(float) + 64);
+    if (!u->moments)
+        return an_fail(err, "trainer: cannot allocate %.1f MiB of optimizer state", (double)u->ts.n_floats * 8 / 1048576);
+    u->ts.moments = u->moments;
+
+    char cache[1100];
+    an_data_report rep;
+    if (an_path_join(cache, sizeof cache, r->output.dir, "cache") || an_trainer_mkdirs(cache, err)) return -1;
+    if (an_path_join(path, sizeof path, r->output.dir, "checkpoints") || an_trainer_mkdirs(path, err)) return -1;
+    u->data = an_train_data_load(r, u->tok_path, cache, &rep, err);
+    if (!u->data) return -1;
+    an_trainer_note(o, "data: %zu training pairs -> %zu samples (%lld tokens%s), %zu validation pairs -> %zu samples%s",
+                    rep.train_pairs, rep.train_samples, rep.train_tokens, rep.cache_hit ? ", from the token cache" : "",
+                    rep.val_pairs, rep.val_samples, rep.val_pairs ? "" : " (no evaluation)");
+    if (rep.skipped) an_trainer_note(o, "data: %zu records skipped, first: %s", rep.skipped, rep.first_skip);
+    if (rep.empty_negatives)
+        an_trainer_note(o, "data: %zu pairs with an empty negative prompt left out", rep.empty_negatives);
+    if (rep.dropped) an_trainer_note(o, "data: %zu samples dropped (no trained token left)", rep.dropped);
+
+    u->total = an_recipe_total_steps(r, rep.rows_per_epoch);
+    if (an_schedule_from_recipe(&u->sched, r, u->total, err)) return -1;
+    if (an_model_plan(u->m, r->train.batch_size, r->train.seq_len, err)) return -1;
+    if (window_alloc(&u->win, r->optim.accumulation, r->train.batch_size, r->train.seq_len, err)) return -1;
+    an_rng_seed(&u->rng, (uint64_t)r->train.seed);
+
+    if (an_path_join(u->metrics_path, sizeof u->metrics_path, r->output.dir, "metrics.jsonl"))
+        return an_fail(err, "%s: path too long", r->output.dir);
+    if (resuming) {
+        an_ckpt_state st;
+        if (an_trainer_load_ckpt(u->m, &u->ts, o->resume_ckpt, &st, err)) return -1;
+        u->step = (long)st.step;
+        u->tokens = (long long)st.tokens;
+        u->rng.state = st.rng;
+        if (u->m->lora) u->m->lora->forwards = st.rng_aux;
+        if (an_train_data_seek(u->data, (an_data_cursor){st.cursor_epoch, st.cursor_next, st.cursor_offset}, err))
+            return an_fail_prefix(err, "%s", o->resume_ckpt);
+        snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", o->resume_ckpt);
+        if (an_metrics_truncate_after(u->metrics_path, u->step, err)) return -1;
+        an_trainer_note(o, "resuming from %s at step %ld of %ld", o->resume_ckpt, u->step, u->total);
+    }
+    u->first_step = u->step;
+    u->tokens_at_start = u->tokens_at_log = u->tokens;
+    if (an_metrics_open(&u->metrics, u->metrics_path, resuming, err)) return -1;
+    u->have_metrics = 1;
+    if (an_tb_open(&u->tb, r->output.dir, wall_now(), err)) return -1;
+    u->have_tb = 1;
+    if (o->progress)
+        an_progress_init(&u->prog, o->progress,
+                         o->progress_tty < 0 ? AN_PROGRESS_AUTO : o->progress_tty ? AN_PROGRESS_TTY : AN_PROGRESS_PLAIN,
+                         5.0, 50);
+    return 0;
+}
+
+static int finish_outputs(run *u, an_error *err) {
+    char svg[1100];
+    an_metrics_series s;
+    if (an_metrics_close(&u->metrics, err)) return -1;
+    u->have_metrics = 0;
+    if (an_metrics_read(u->metrics_path, &s, err)) return -1;
+    int have_point = 0;
+    for (size_t i = 0; i < s.n_train; i++) have_point |= isfinite(s.train_loss[i]) != 0;
+    int rc = 0;
+    if (have_point) {
+        an_path_join(svg, sizeof svg, u->r->output.dir, "loss.svg");
+        rc = an_loss_svg_write(svg, &s, u->r->description[0] ? u->r->description : NULL, err);
+    }
+    an_metrics_series_free(&s);
+    return rc;
+}
+
+int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_result *res, an_error *err) {
+    an_trainer_opts od;
+    an_trainer_opts_default(&od);
+    const an_trainer_opts *o = o_in ? o_in : &od;
+    memset(res, 0, sizeof *res);
+    res->eval_loss = res->first_eval_loss = NAN;
+    if (an_recipe_validate(r, "recipe", err)) return -1;
+    run u;
+    memset(&u, 0, sizeof u);
+    u.r = r;
+    u.o = o;
+    u.res = res;
+    int rc = -1;
+    if (setup(&u, err)) goto done;
+    res->total_steps = u.total;
+    u.t_start = u.t_log = mono_now();
+    if (u.step == 0 && log_eval(&u, err)) goto done;
+    long saved_at = o->resume_ckpt ? u.step : -1;
+    while (u.step < u.total) {
+        if ((o->stop && *o->stop) || (o->stop_after > 0 && u.step - u.first_step >= o->stop_after)) {
+            res->interrupted = 1;
+            break;
+        }
+        double lr = an_schedule_lr(&u.sched, u.step), loss, norm;
+        if (train_step(&u, &loss, &norm, err)) goto done;
+        if (!isfinite(loss) || !isfinite(norm)) {
+            u.step++;
+            log_train(&u, loss, lr, norm, NULL);
+            if (o->progress) an_progress_finish(&u.prog);
+            an_fail(err, "step %ld: the training loss is %g and the gradient norm %g; stopped before applying the update. "
+                         "%s%s",
+                    u.step, loss, norm, res->last_ckpt[0] ? "The last good checkpoint is " : "No checkpoint was written yet",
+                    res->last_ckpt);
+            goto done;
+        }
+        apply_adamw(&u, lr);
+        u.step++;
+        u.tokens += u.win.total;
+        res->last_loss = loss;
+        if ((u.step % r->train.log_every == 0 || u.step == u.total) && log_train(&u, loss, lr, norm, err)) goto done;
+        show_progress(&u, loss, lr);
+        if (r->eval.every > 0 && u.step % r->eval.every == 0 && u.step != u.total && log_eval(&u, err)) goto done;
+        if (r->checkpoint.every > 0 && u.step % r->checkpoint.every == 0) {
+            if (checkpoint(&u, err)) goto done;
+            saved_at = u.step;
+        }
+    }
+    if (o->progress) an_progress_finish(&u.prog);
+    res->steps_done = u.step;
+    if (!res->interrupted && log_eval(&u, err)) goto done;
+    if (saved_at != u.step && checkpoint(&u, err)) goto done;
+    if (!res->interrupted) {
+        an_path_join(res->final_dir, sizeof res->final_dir, r->output.dir, "final");
+        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, res->final_dir, err)
+                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, err))
+            goto done;
+    }
+    rc = finish_outputs(&u, err);
+done:
+    res->steps_done = u.step;
+    run_free(&u);
+    return rc;
+}

@@ -1,0 +1,59 @@
+#ifndef AN_TRAINER_IMPL_H
+#define AN_TRAINER_IMPL_H
+/* Internal to train/trainer*.c: the pieces of a run shared by setup, loop and output. */
+#include "model/lora.h"
+#include "model/model.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+/* Makes a folder and its parents (mkdir -p). */
+int an_trainer_mkdirs(const char *path, an_error *err);
+
+/* The model to train and the tokenizer to train it with:
+ *  - model.base set: the base model loaded; tokenizer tokenizer.path or the base folder;
+ *  - from scratch: the config (model_config inline, written to DIR/config.json, or a preset) with
+ *    random weights from train.seed; tokenizer tokenizer.path, or a byte-level BPE of
+ *    tokenizer.train_vocab tokens trained on the training pairs into DIR (kept when resuming).
+ * tok_path receives the tokenizer folder or file. */
+an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
+                                 const an_trainer_opts *o, an_error *err);
+
+/* The tensors a run trains and their optimizer state: every model tensor (full fine-tuning) or the
+ * adapters' A and B (LoRA). moments holds 2 * n_floats floats (AdamW's m then v) laid out like the
+ * gradients, so a tensor's moments sit at p->grad - grad_base. */
+typedef struct an_trainable {
+    an_param **p;
+    int n;
+    float *grad_base;
+    size_t n_floats;
+    float *moments;
+} an_trainable;
+
+/* Lists the trainable tensors: m's own (full) or its adapter's (m->lora set). */
+int an_trainable_init(an_trainable *t, an_model *m, float *moments, an_error *err);
+void an_trainable_free(an_trainable *t);
+
+/* Attaches a new LoRA adapter as the recipe's lora section says (seed train.seed). A target that
+ * matches no module is an error naming it. */
+int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err);
+
+/* Writes the trainable tensors (weights, AdamW m and v) and the state to a checkpoint. */
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt_state *st, const char *path,
+                         long long byte_limit, an_error *err);
+/* Restores them; every trainable tensor must be in the checkpoint with its size. */
+int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, an_ckpt_state *st, an_error *err);
+
+/* The final full model: out_dir with config.json, model.safetensors, the tokenizer files found at
+ * tok_path (a folder's tokenizer files, or the one tokenizer file) and autoneg.json naming the
+ * template (built-in names hold no quotes or backslashes, so no escaping is needed). */
+int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
+                          an_error *err);
+
+/* The final LoRA adapter: out_dir with PEFT's adapter_config.json and adapter_model.safetensors, and
+ * autoneg.json naming the template (PEFT ignores files it does not know). */
+int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, an_error *err);
+
+/* Formats a note and hands it to o->note. */
+void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

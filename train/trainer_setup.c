@@ -1,0 +1,279 @@
+/* Run setup and output: the model and tokenizer, checkpoints of model state, the final folder. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/file.h"
+#include "data/tokenizer.h"
+#include "train/data_pipeline.h"
+#include "train/trainer_impl.h"
+
+void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) {
+    if (!o || !o->note) return;
+    char line[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    o->note(o->note_ctx, line);
+}
+
+int an_trainer_mkdirs(const char *path, an_error *err) {
+    char p[1100];
+    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) return an_fail(err, "%s: path too long", path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) return an_fail(err, "%s: cannot create folder: %s", p, strerror(errno));
+        *s = '/';
+    }
+    if (mkdir(p, 0755) && errno != EEXIST) return an_fail(err, "%s: cannot create folder: %s", p, strerror(errno));
+    if (!an_is_dir(p)) return an_fail(err, "%s: exists and is not a folder", p);
+    return 0;
+}
+
+/* The config of a run from scratch, written to DIR/config.json and read back through the config
+ * loader, so an inline object gets the same checks as a file. */
+static int scratch_config(const an_recipe *r, an_model_config *cfg, an_error *err) {
+    char out[1100], preset[1100];
+    if (an_path_join(out, sizeof out, r->output.dir, "config.json")) return an_fail(err, "%s: path too long", r->output.dir);
+    if (r->model_config_json) {
+        if (an_write_file_atomic(out, r->model_config_json, strlen(r->model_config_json), err)) return -1;
+        if (an_config_load(cfg, out, err)) return an_fail_prefix(err, "recipe: model_config");
+        return 0;
+    }
+    const char *p = r->model_config_preset;
+    if (an_file_exists(p))
+        snprintf(preset, sizeof preset, "%s", p);
+    else
+        snprintf(preset, sizeof preset, "configs/models/%s.json", p);
+    if (!an_file_exists(preset))
+        return an_fail(err, "recipe: model_config: %s is neither a file nor a preset in configs/models/", p);
+    if (an_config_load(cfg, preset, err)) return -1;
+    return an_config_save(cfg, out, err);
+}
+
+static int train_tokenizer(const an_recipe *r, const an_trainer_opts *o, an_error *err) {
+    an_train_texts t;
+    if (an_train_texts_load(r, &t, err)) return -1;
+    an_trainer_note(o, "training a %d-token byte-level BPE on %zu texts", r->tokenizer.train_vocab, t.n);
+    /* returns the vocabulary size it reached (fewer tokens when the texts run out of pairs), -1 on error */
+    int got = an_tokenizer_train_bytelevel((const char *const *)t.text, t.len, t.n, r->tokenizer.train_vocab,
+                                           r->output.dir, err);
+    an_train_texts_free(&t);
+    if (got < 0) return -1;
+    if (got < r->tokenizer.train_vocab)
+        an_trainer_note(o, "the tokenizer stopped at %d tokens: the training texts hold no more pairs to merge", got);
+    return 0;
+}
+
+an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
+                                 const an_trainer_opts *o, an_error *err) {
+    const an_ops *ops = an_ops_cpu();
+    an_model *m = NULL;
+    if (r->model.base[0]) {
+        if (r->tokenizer.path[0])
+            snprintf(tok_path, tok_size, "%s", r->tokenizer.path);
+        else if (an_is_dir(r->model.base))
+            snprintf(tok_path, tok_size, "%s", r->model.base);
+        else {
+            an_fail(err, "%s: a model file carries no tokenizer; set tokenizer.path", r->model.base);
+            return NULL;
+        }
+        m = an_model_load(r->model.base, ops, err);
+        if (!m) return NULL;
+    } else {
+        an_model_config cfg;
+        if (scratch_config(r, &cfg, err)) return NULL;
+        if (r->tokenizer.path[0]) {
+            snprintf(tok_path, tok_size, "%s", r->tokenizer.path);
+        } else {
+            char tj[1100];
+            an_path_join(tj, sizeof tj, r->output.dir, "tokenizer.json");
+            if (!(resuming && an_file_exists(tj)) && train_tokenizer(r, o, err)) return NULL;
+            snprintf(tok_path, tok_size, "%s", r->output.dir);
+        }
+        m = an_model_init_random(&cfg, ops, (uint64_t)r->train.seed, err);
+        if (!m) return NULL;
+    }
+    an_tokenizer *tok = an_tokenizer_load(tok_path, err);
+    if (!tok) {
+        an_model_free(m);
+        return NULL;
+    }
+    int v = an_tokenizer_vocab_size(tok);
+    an_tokenizer_free(tok);
+    if (v > m->cfg.vocab_size) {
+        an_fail(err, "%s: the tokenizer has %d tokens, more than the model's vocab_size %d", tok_path, v, m->cfg.vocab_size);
+        an_model_free(m);
+        return NULL;
+    }
+    if (r->train.seq_len > m->cfg.max_seq && m->cfg.arch == AN_ARCH_GPT2) {
+        an_fail(err, "recipe: train.seq_len %d exceeds the model's %d learned positions", r->train.seq_len, m->cfg.max_seq);
+        an_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---------- trainable tensors, LoRA ---------- */
+
+int an_trainable_init(an_trainable *t, an_model *m, float *moments, an_error *err) {
+    memset(t, 0, sizeof *t);
+    t->moments = moments;
+    int cap = m->lora ? 2 * m->lora->n_mods : m->n_params;
+    t->p = calloc((size_t)cap + 1, sizeof *t->p);
+    if (!t->p) return an_fail(err, "trainer: out of memory");
+    if (m->lora) {
+        for (int i = 0; i < m->lora->n_mods; i++) {
+            t->p[t->n++] = &m->lora->mods[i].a;
+            t->p[t->n++] = &m->lora->mods[i].bt;
+        }
+        t->grad_base = m->lora->grad_mem;
+        t->n_floats = m->lora->n_floats;
+    } else {
+        for (int i = 0; i < m->n_params; i++)
+            if (m->params[i].grad) t->p[t->n++] = &m->params[i];
+        t->grad_base = m->grad_mem;
+        t->n_floats = m->n_grad_floats;
+    }
+    return 0;
+}
+
+void an_trainable_free(an_trainable *t) {
+    free(t->p);
+    memset(t, 0, sizeof *t);
+}
+
+int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err) {
+    an_lora_config c = an_lora_config_default();
+    c.r = r->lora.r;
+    c.alpha = (float)r->lora.alpha;
+    c.dropout = (float)r->lora.dropout;
+    c.use_rslora = r->lora.use_rslora;
+    c.seed = (uint64_t)r->train.seed;
+    for (int i = 0; i < r->lora.target_modules.n; i++)
+        if (an_lora_config_add_target(&c, r->lora.target_modules.v[i], err))
+            return an_fail_prefix(err, "recipe: lora.target_modules");
+    if (an_lora_attach(m, &c, err)) return an_fail_prefix(err, "recipe: lora.target_modules");
+    snprintf(m->lora->base_model, sizeof m->lora->base_model, "%s", r->model.base);
+    return 0;
+}
+
+/* ---------- checkpoints of the model state ---------- */
+
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt_state *st, const char *path,
+                         long long byte_limit, an_error *err) {
+    int n = t->n;
+    const char **names = calloc((size_t)n + 1, sizeof *names);
+    uint64_t *numels = calloc((size_t)n + 1, sizeof *numels);
+    uint32_t *parts = calloc((size_t)n + 1, sizeof *parts);
+    size_t maxel = 1;
+    for (int k = 0; k < n; k++) {
+        names[k] = t->p[k]->name;
+        numels[k] = t->p[k]->numel;
+        parts[k] = 3;
+        if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
+    }
+    float *host = malloc(maxel * sizeof *host);
+    int rc = -1;
+    an_ckpt_writer w;
+    if (!names || !numels || !parts || !host) {
+        an_fail(err, "%s: out of memory", path);
+        goto done;
+    }
+    if (an_ckpt_write_begin(&w, path, st, n, names, numels, parts, byte_limit, err)) goto done;
+    for (int k = 0; k < n; k++) {
+        const an_param *p = t->p[k];
+        size_t off = (size_t)(p->grad - t->grad_base);
+        const float *src[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
+        for (int j = 0; j < 3; j++) {
+            m->ops->download(host, src[j], p->numel * sizeof(float));
+            if (an_ckpt_write_floats(&w, host, p->numel, err)) goto done;
+        }
+    }
+    rc = an_ckpt_write_commit(&w, err);
+done:
+    free(names);
+    free(numels);
+    free(parts);
+    free(host);
+    return rc;
+}
+
+int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, an_ckpt_state *st, an_error *err) {
+    an_ckpt c;
+    if (an_ckpt_read(&c, path, err)) return -1;
+    size_t maxel = 1;
+    for (int k = 0; k < t->n; k++)
+        if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
+    float *host = malloc(maxel * sizeof *host);
+    int rc = host ? 0 : an_fail(err, "%s: out of memory", path);
+    for (int k = 0; k < t->n && !rc; k++) {
+        an_param *p = t->p[k];
+        size_t off = (size_t)(p->grad - t->grad_base);
+        float *dst[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
+        for (uint32_t j = 0; j < 3 && !rc; j++) {
+            rc = an_ckpt_get(&c, p->name, j, host, p->numel, err);
+            if (!rc) m->ops->upload(dst[j], host, p->numel * sizeof(float));
+        }
+    }
+    if (!rc && c.n_tensors != t->n)
+        rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c.n_tensors, t->n);
+    if (!rc) *st = c.state;
+    free(host);
+    an_ckpt_free(&c);
+    return rc;
+}
+
+/* ---------- the final folder ---------- */
+
+static int copy_file(const char *src, const char *dst, an_error *err) {
+    size_t n;
+    char *data = an_read_file(src, &n, err);
+    if (!data) return -1;
+    int rc = an_write_file_atomic(dst, data, n, err);
+    free(data);
+    return rc;
+}
+
+/* The template the model was trained with, which autoneg generate reads from autoneg.json. */
+static int write_meta(const char *template_name, const char *out_dir, an_error *err) {
+    char meta[1400], mpath[1200];
+    int len = snprintf(meta, sizeof meta, "{\"template\": \"%s\"}\n", template_name);
+    if (an_path_join(mpath, sizeof mpath, out_dir, "autoneg.json")) return an_fail(err, "%s: path too long", out_dir);
+    return an_write_file_atomic(mpath, meta, (size_t)len, err);
+}
+
+int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, an_error *err) {
+    if (an_trainer_mkdirs(out_dir, err) || an_lora_save(m, out_dir, err)) return -1;
+    return write_meta(template_name, out_dir, err);
+}
+
+int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
+                          an_error *err) {
+    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err) || write_meta(template_name, out_dir, err))
+        return -1;
+    /* the tokenizer files transformers and autoneg look for */
+    static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+                                        "generation_config.json"};
+    char dir[1100], src[1200], dst[1200];
+    if (an_is_dir(tok_path)) {
+        snprintf(dir, sizeof dir, "%s", tok_path);
+    } else {
+        /* a tokenizer file: copy it under its own name */
+        const char *base = strrchr(tok_path, '/');
+        base = base ? base + 1 : tok_path;
+        if (an_path_join(dst, sizeof dst, out_dir, base)) return an_fail(err, "%s: path too long", out_dir);
+        return copy_file(tok_path, dst, err);
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (an_path_join(src, sizeof src, dir, names[i]) || an_path_join(dst, sizeof dst, out_dir, names[i]))
+            return an_fail(err, "%s: path too long", out_dir);
+        if (an_file_exists(src) && copy_file(src, dst, err)) return -1;
+    }
+    return 0;
+}
