@@ -6,7 +6,7 @@
 #include "core/rng.h"
 #include "data/template.h"
 
-int an_batch_alloc(an_batch *b, const an_batch_opts *o, an_error *err) {
+int an_batch_alloc(an_token_batch *b, const an_batch_opts *o, an_error *err) {
     memset(b, 0, sizeof *b);
     if (o->rows <= 0 || o->seq_len <= 0) return an_fail(err, "batch: rows %d and seq_len %d must be positive", o->rows, o->seq_len);
     size_t n = (size_t)o->rows * (size_t)o->seq_len;
@@ -21,7 +21,7 @@ int an_batch_alloc(an_batch *b, const an_batch_opts *o, an_error *err) {
     return 0;
 }
 
-void an_batch_free(an_batch *b) {
+void an_batch_free(an_token_batch *b) {
     free(b->ids);
     free(b->targets);
     free(b->positions);
@@ -119,7 +119,7 @@ int an_batcher_seek(an_batcher *bt, an_batch_cursor c, an_error *err) {
 }
 
 /* Padding from t0 to the end of the row: its own segment, no targets. */
-static void pad_row(an_batch *b, int row, int t0, int32_t pad, int positions_continue) {
+static void pad_row(an_token_batch *b, int row, int t0, int32_t pad, int positions_continue) {
     for (int t = t0; t < b->T; t++) {
         size_t k = (size_t)row * b->T + t;
         b->ids[k] = pad;
@@ -130,7 +130,7 @@ static void pad_row(an_batch *b, int row, int t0, int32_t pad, int positions_con
 }
 
 /* Places len tokens of sample idx (from token `from`) at row/t0 as one segment. */
-static void place(an_batch *b, const an_samples *s, size_t idx, size_t from, int row, int t0, int len, int seg0,
+static void place(an_token_batch *b, const an_samples *s, size_t idx, size_t from, int row, int t0, int len, int seg0,
                   int pos_from_row) {
     const int32_t *ids = s->ids + s->off[idx] + from, *labels = s->labels + s->off[idx] + from;
     b->n_tokens += (size_t)len;
@@ -143,13 +143,13 @@ static void place(an_batch *b, const an_samples *s, size_t idx, size_t from, int
     }
 }
 
-static void count_targets(an_batch *b) {
+static void count_targets(an_token_batch *b) {
     size_t n = 0, total = (size_t)b->B * b->T;
     for (size_t i = 0; i < total; i++) n += b->targets[i] != AN_IGNORE_INDEX;
     b->n_targets = n;
 }
 
-static void next_pack(an_batcher *bt, an_batch *b) {
+static void next_pack(an_batcher *bt, an_token_batch *b) {
     const an_samples *s = bt->s;
     int T = bt->o.seq_len;
     b->T = T;
@@ -169,7 +169,7 @@ static void next_pack(an_batcher *bt, an_batch *b) {
     }
 }
 
-static void next_pad(an_batcher *bt, an_batch *b) {
+static void next_pad(an_batcher *bt, an_token_batch *b) {
     const an_samples *s = bt->s;
     size_t longest = 1;
     for (int row = 0; row < b->B && bt->cur.next + row < s->n; row++) {
@@ -193,7 +193,7 @@ static void next_pad(an_batcher *bt, an_batch *b) {
 
 /* XTuner: the row is a window on the stream of all samples; the shift to targets happens within the
  * row, as HF does for each packed chunk, so a row's last token has no target. */
-static void next_xtuner(an_batcher *bt, an_batch *b) {
+static void next_xtuner(an_batcher *bt, an_token_batch *b) {
     const an_samples *s = bt->s;
     int T = bt->o.seq_len;
     b->T = T;
@@ -228,7 +228,7 @@ static void next_xtuner(an_batcher *bt, an_batch *b) {
     }
 }
 
-int an_batcher_next(an_batcher *bt, an_batch *b, an_error *err) {
+int an_batcher_next(an_batcher *bt, an_token_batch *b, an_error *err) {
     if (ensure_order(bt, err)) return -1;
     b->B = bt->o.rows;
     b->n_samples = 0;

@@ -39,7 +39,7 @@ typedef struct an_batch_opts {
     int mega_batch;      /* samples per mega-batch (0: 64) */
 } an_batch_opts;
 
-typedef struct an_batch {
+typedef struct an_token_batch {
     int B, T; /* T of this batch (AN_BATCH_PAD: the longest sample) */
     int32_t *ids, *targets, *positions, *seg_start; /* room for rows * seq_len each */
     size_t n_samples;   /* samples (or pieces of samples, for XTuner packing) that start in this batch */
@@ -47,7 +47,7 @@ typedef struct an_batch {
     size_t n_tokens;    /* tokens that are not padding */
     uint64_t epoch;
     int epoch_end;      /* this was the last batch of its epoch */
-} an_batch;
+} an_token_batch;
 
 /* Where the batcher stands: plain numbers, so a checkpoint can store them and a resumed run goes on
  * with exactly the batches the first run would have produced. */
@@ -66,12 +66,12 @@ typedef struct an_batcher {
     an_batch_cursor cur;
 } an_batcher;
 
-int an_batch_alloc(an_batch *b, const an_batch_opts *o, an_error *err);
-void an_batch_free(an_batch *b);
+int an_batch_alloc(an_token_batch *b, const an_batch_opts *o, an_error *err);
+void an_batch_free(an_token_batch *b);
 
 int an_batcher_init(an_batcher *bt, const an_samples *s, const an_batch_opts *o, an_error *err);
 void an_batcher_free(an_batcher *bt);
-int an_batcher_next(an_batcher *bt, an_batch *b, an_error *err);
+int an_batcher_next(an_batcher *bt, an_token_batch *b, an_error *err);
 an_batch_cursor an_batcher_cursor(const an_batcher *bt);
 int an_batcher_seek(an_batcher *bt, an_batch_cursor c, an_error *err);
 

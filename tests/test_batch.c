@@ -29,7 +29,7 @@ static void five_samples(an_samples *s) {
     an_samples_add(s, i4, l4, 5, &err);
 }
 
-static void check_row(const an_batch *b, int row, const int32_t *ids, const int32_t *tg, const int32_t *pos,
+static void check_row(const an_token_batch *b, int row, const int32_t *ids, const int32_t *tg, const int32_t *pos,
                       const int32_t *seg, const char *what) {
     for (int t = 0; t < b->T; t++) {
         size_t k = (size_t)row * b->T + t;
@@ -47,7 +47,7 @@ static void test_pack(void) {
     five_samples(&s);
     an_batch_opts o = {.mode = AN_BATCH_PACK, .rows = 2, .seq_len = 8, .pad_id = P};
     an_batcher bt;
-    an_batch b;
+    an_token_batch b;
     an_error err;
     CHECK(an_batcher_init(&bt, &s, &o, &err) == 0 && an_batch_alloc(&b, &o, &err) == 0);
     CHECK(an_batcher_next(&bt, &b, &err) == 0);
@@ -78,7 +78,7 @@ static void test_pad(void) {
     five_samples(&s);
     an_batch_opts o = {.mode = AN_BATCH_PAD, .rows = 2, .seq_len = 5, .pad_id = P};
     an_batcher bt;
-    an_batch b;
+    an_token_batch b;
     an_error err;
     CHECK(an_batcher_init(&bt, &s, &o, &err) == 0 && an_batch_alloc(&b, &o, &err) == 0);
     CHECK(an_batcher_next(&bt, &b, &err) == 0);
@@ -107,7 +107,7 @@ static void test_xtuner_pack(void) {
     five_samples(&s);
     an_batch_opts o = {.mode = AN_BATCH_PACK_XTUNER, .rows = 1, .seq_len = 8, .pad_id = P};
     an_batcher bt;
-    an_batch b;
+    an_token_batch b;
     an_error err;
     const int32_t pos[] = {0, 1, 2, 3, 4, 5, 6, 7}, zero[8] = {0};
     CHECK(an_batcher_init(&bt, &s, &o, &err) == 0 && an_batch_alloc(&b, &o, &err) == 0);
@@ -192,7 +192,7 @@ static void test_shuffle(void) {
     an_samples_free(&s);
 }
 
-static void copy_batch(const an_batch *b, int32_t *dst) {
+static void copy_batch(const an_token_batch *b, int32_t *dst) {
     size_t n = (size_t)b->B * b->T;
     memcpy(dst, b->ids, n * 4);
     memcpy(dst + n, b->targets, n * 4);
@@ -212,7 +212,7 @@ static void test_cursor_resume(void) {
         size_t words = (size_t)4 * 3 * 48;
         int32_t *ref = calloc(N * words, 4), *got = calloc(words, 4);
         an_batcher bt;
-        an_batch b;
+        an_token_batch b;
         an_error err;
         CHECK(an_batcher_init(&bt, &s, &o, &err) == 0 && an_batch_alloc(&b, &o, &err) == 0);
         an_batch_cursor saved = {0, 0, 0};

@@ -21,8 +21,8 @@ struct an_train_data {
     an_samples train, val;
     an_batcher bt, val_bt;
     int have_bt, have_val_bt;
-    an_batch batch;      /* training batch buffers */
-    an_batch val_batch;  /* validation batch buffers */
+    an_token_batch batch;      /* training batch buffers */
+    an_token_batch val_batch;  /* validation batch buffers */
     size_t val_max, val_done;
     int val_finished;
 };
@@ -230,7 +230,7 @@ static an_batch_opts batch_opts(const an_recipe *r, int32_t pad_id, int shuffle)
 /* Rows of one epoch: the batches the batcher makes of epoch 0, times the batch size. */
 static long count_rows(const an_samples *s, const an_batch_opts *o, an_error *err) {
     an_batcher bt;
-    an_batch b;
+    an_token_batch b;
     if (an_batch_alloc(&b, o, err)) return -1;
     if (an_batcher_init(&bt, s, o, err)) {
         an_batch_free(&b);
@@ -329,7 +329,7 @@ const an_tokenizer *an_train_data_tokenizer(const an_train_data *d) { return d->
 const an_template *an_train_data_template(const an_train_data *d) { return &d->tmpl; }
 size_t an_train_data_val_samples(const an_train_data *d) { return d->val.n; }
 
-static void rows_of(const an_batch *b, an_token_rows *out) {
+static void rows_of(const an_token_batch *b, an_token_rows *out) {
     out->ids = b->ids;
     out->targets = b->targets;
     out->pos = b->positions;

@@ -2,10 +2,8 @@
 #define AN_DATA_PIPELINE_H
 /* The trainer's data: prompt pairs read from the recipe's files, the validation split, the tokenizer,
  * the template, tokenised samples (through the token cache) and batchers for training and evaluation.
- *
- * This header deliberately includes neither data/batch.h nor model/model.h: both define a type named
- * an_batch, so the trainer sees batches through an_token_rows (plain arrays) and never both headers
- * in one file. */
+ * The trainer sees batches through an_token_rows (plain arrays), so its loop depends on the model's
+ * an_batch view and not on the batcher's buffers (data/batch.h an_token_batch). */
 #include <stddef.h>
 #include <stdint.h>
 
