@@ -8,6 +8,8 @@
  * largest logit: the two models differ only in RoPE's pairing of dimensions, computed with the same
  * float32 angles, so they agree to ~1e-6 (the same bound as test_model_io's llama2.c export check).
  *
+ * an_linear_forward, the inference path, against a double-precision reference (see there).
+ *
  * QLoRA: a quantized model saves as the float32 model it computes with (an_nf4_tensor_dequantize,
  * bit-exact against bitsandbytes in test_nf4), so the saved folder reloads to its logits within
  * 1e-5 -- sgemm on a dequantized tile against sgemm on the whole dequantized matrix sums in another
@@ -125,7 +127,73 @@ static void test_qlora_model_saves_dequantized(void) {
     free(l2);
 }
 
+/* an_linear_forward (the unmerged inference path) against W x + b + (alpha / r) B A x in double, with
+ * A and B read straight from PEFT's adapter file: float32 and NF4 bases, adapted and plain layers.
+ * Tolerance 1e-5 of the largest |output|: float32 sums of 32..64 terms. */
+static void check_linear_forward(int qlora) {
+    an_model *m = load_fixture_model("qwen2"); /* q/k/v biases: the bias path too */
+    if (!m) return;
+    an_error e;
+    if (qlora) CHECK(an_model_quantize_nf4(m, 1, &e) == 0);
+    CHECK(an_lora_load(m, "tests/ref/lora/qwen2", &e) == 0);
+    an_safetensors st;
+    CHECK(an_st_open(&st, "tests/ref/lora/qwen2/adapter_model.safetensors", &e) == 0);
+    const int N = 3;
+    an_param *ws[2] = {m->layers[1].wq, m->tok_emb}, *bs[2] = {m->layers[1].bq, NULL}; /* head: not adapted */
+    const char *mods[2] = {"model.layers.1.self_attn.q_proj", NULL};
+    for (int k = 0; k < 2; k++) {
+        an_param *w = ws[k];
+        int in = (int)w->shape[1], out = (int)w->shape[0], r = 4;
+        float *x = malloc(sizeof(float) * N * in), *y = malloc(sizeof(float) * N * out), *u = malloc(sizeof(float) * N * r);
+        float *wf = malloc(sizeof(float) * in * out), *tmp = malloc(sizeof(float) * in * out);
+        double *ref = calloc((size_t)N * out, sizeof(double));
+        an_rng rng;
+        an_rng_seed(&rng, 11 + k);
+        for (int i = 0; i < N * in; i++) x[i] = an_rng_normal(&rng);
+        an_linear_forward(m, w, bs[k], y, x, N, u);
+        an_model_export(m, w, w->data, wf, tmp); /* float32 or dequantized NF4, [out, in] */
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < out; o++) {
+                double acc = bs[k] ? bs[k]->data[o] : 0;
+                for (int i = 0; i < in; i++) acc += (double)wf[(size_t)o * in + i] * x[n * in + i];
+                ref[(size_t)n * out + o] = acc;
+            }
+        if (mods[k]) {
+            char ka[200], kb[200];
+            snprintf(ka, sizeof ka, "base_model.model.%s.lora_A.weight", mods[k]);
+            snprintf(kb, sizeof kb, "base_model.model.%s.lora_B.weight", mods[k]);
+            float *A = fx_floats(&st, ka, NULL), *B = fx_floats(&st, kb, NULL);
+            for (int n = 0; A && B && n < N; n++)
+                for (int o = 0; o < out; o++)
+                    for (int j = 0; j < r; j++) {
+                        double ax = 0;
+                        for (int i = 0; i < in; i++) ax += (double)A[j * in + i] * x[n * in + i];
+                        ref[(size_t)n * out + o] += 2.0 * B[o * r + j] * ax; /* alpha 8 / r 4 */
+                    }
+            free(A);
+            free(B);
+        }
+        double worst = 0, scale = 0;
+        for (int i = 0; i < N * out; i++) scale = fmax(scale, fabs(ref[i]));
+        for (int i = 0; i < N * out; i++) worst = fmax(worst, fabs(y[i] - ref[i]) / scale);
+        CHECK_MSG(worst < 1e-5, "%s linear %d: rel err %.3g", qlora ? "nf4" : "f32", k, worst);
+        free(x);
+        free(y);
+        free(u);
+        free(wf);
+        free(tmp);
+        free(ref);
+    }
+    an_st_close(&st);
+    an_model_free(m);
+}
+
+static void test_linear_forward(void) { check_linear_forward(0); }
+static void test_linear_forward_nf4(void) { check_linear_forward(1); }
+
 int main(void) {
+    RUN(test_linear_forward);
+    RUN(test_linear_forward_nf4);
     RUN(test_llama2c_adapter);
     RUN(test_qlora_model_saves_dequantized);
     return test_finish();
