@@ -9,7 +9,7 @@ BUILD   ?= build
 BLAS    ?= 1
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -I. -MMD -MP
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -fno-math-errno -I. -MMD -MP
 LDLIBS  += -lcjson -lz -lm -fopenmp
 
 OPENBLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${1:-python3}
 REPEATS=${2:-3}
 THREADS=${OMP_NUM_THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS=$THREADS
 make -s build/autoneg
 run() { # preset batch seq method
     local preset=$1 B=$2 T=$3 method=${4:-full}
