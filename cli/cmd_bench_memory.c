@@ -6,8 +6,9 @@
  *                        [--threads K] [--measure [--layers L]]
  *
  * --measure builds the preset (with only L layers when given) from random weights, quantizes it,
- * attaches the adapter, plans and runs one training step, and prints the step's peak resident set
- * (VmHWM, reset just before the step) next to the plan of the same configuration. */
+ * attaches the adapter, plans (with per-layer recomputation under --recompute) and runs one
+ * training step, and prints the step's peak resident set (VmHWM, reset just before the step) next
+ * to the plan of the same configuration. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,14 +70,14 @@ static void print_plan(const an_model_config *cfg, const an_memory_opts *o, cons
     printf("  gradients            %52s %8.3f GiB\n", o->method == AN_METHOD_FULL ? "(every parameter, float32)" : "(adapters only)", gib(p->grads));
     printf("  AdamW moments        %52s %8.3f GiB\n", "(two per trained parameter)", gib(p->optimizer));
     if (o->method == AN_METHOD_QLORA) printf("  NF4 kernel workspace %52s %8.3f GiB\n", "", gib(p->nf4_workspace));
-    printf("  activations          %52s %8.3f GiB\n", "(as allocated today, no recomputation)", gib(p->activations));
-    printf("  activations          %52s %8.3f GiB\n", "(with per-layer recomputation: planned only)", gib(p->activations_recompute));
+    printf("  activations          %52s %8.3f GiB\n", "(no recomputation)", gib(p->activations));
+    printf("  activations          %52s %8.3f GiB\n", "(per-layer recomputation)", gib(p->activations_recompute));
     printf("  total                %52s %8.3f GiB\n", "(no recomputation)", gib(p->total));
     printf("  total                %52s %8.3f GiB%s\n", "(with per-layer recomputation)", gib(p->total_recompute),
            recompute ? "   <- --recompute" : "");
 }
 
-static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long long seed) {
+static int measure(an_model_config cfg, const an_memory_opts *o, int recompute, unsigned long long seed) {
     an_error err;
     size_t rss0 = proc_status("VmRSS");
     an_model *m = an_model_init_random(&cfg, an_ops_cpu(), seed, &err);
@@ -102,6 +103,7 @@ static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long l
             goto fail;
         if (an_lora_attach(m, &c, &err)) goto fail;
     }
+    an_model_set_recompute(m, recompute);
     if (an_model_plan(m, o->B, o->T, &err)) goto fail;
     if (o->method != AN_METHOD_FULL ? an_lora_trainer_init(&tr, m, &err) : an_full_trainer_init(&ft, m, &err)) goto fail;
     for (int i = 0; i < o->B * o->T; i++) {
@@ -126,7 +128,9 @@ static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long l
     printf("  resident before the model %8.3f GiB (program, libraries)\n", gib(rss0));
     printf("  resident before the step  %8.3f GiB\n", gib(before));
     printf("  peak during the step      %8.3f GiB  -> %.3f GiB above the program's own\n", gib(peak), gib(peak - rss0));
-    printf("  plan of this configuration %7.3f GiB (no recomputation, which is what runs)\n", gib(p.total));
+    size_t planned = recompute ? p.total_recompute : p.total;
+    printf("  plan of this configuration %7.3f GiB (%s, what ran); measured - plan %+.3f GiB\n", gib(planned),
+           recompute ? "with recomputation" : "no recomputation", (double)(peak - rss0) / 1073741824.0 - gib(planned));
     rc = 0;
     goto done;
 fail:
@@ -190,5 +194,5 @@ int an_bench_memory(int argc, char **argv) {
         if (layers > cfg.n_layers) return cli_fail("bench memory: --layers %d exceeds the preset's %d", layers, cfg.n_layers);
         cfg.n_layers = layers;
     }
-    return measure(cfg, &o, 1);
+    return measure(cfg, &o, recompute, 1);
 }

@@ -89,6 +89,7 @@ typedef struct an_plan {
     float *h_losses, *h_row_losses;
     int last_B, last_T, last_with_grad; /* the shape of the last forward */
     int last_count;                 /* trained tokens (targets != -100) in the last forward */
+    int recompute;                  /* planned for per-layer recomputation (an_model_set_recompute) */
     /* LoRA (model/lora.h): scratch shared by all adapted layers; each module's [N, r] lives in the
      * block too (an_lora_module.u). lora_planned: the plan was made with the current adapter. */
     float *lora_xd, *lora_dxd;      /* [N, largest adapted input] dropout(x) and its gradient */
@@ -116,6 +117,7 @@ typedef struct an_model {
     int head_rows;                  /* LM-head chunk rows to plan for; 0 = automatic */
     struct an_lora *lora;           /* LoRA adapters (model/lora.h); NULL without */
     struct an_nf4_weights *nf4;     /* NF4 linear weights (model/nf4_weights.h); NULL without */
+    int recompute;                  /* gradient checkpointing per layer for the next an_model_plan */
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -155,6 +157,12 @@ size_t an_model_param_count(const an_model *m, int trainable_only);
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
 
 /* ---- running ---- */
+/* Gradient checkpointing per layer (docs/models.md): with on != 0 the next an_model_plan keeps only
+ * every layer's input (the residual stream) and one layer's activations; forward stores the layer
+ * inputs, backward recomputes each layer's forward from its input just before that layer's backward.
+ * Losses and gradients are bit-identical to the plain path; a step costs one more forward of the
+ * blocks. Takes effect at the next an_model_plan (same as setting m->recompute). */
+void an_model_set_recompute(an_model *m, int on);
 /* Allocates the activations for batches up to B rows of T tokens (and frees an earlier plan).
  * T must not exceed max_seq for GPT-2 (learned positions). */
 int an_model_plan(an_model *m, int B, int T, an_error *err);

@@ -5,11 +5,11 @@
  * without per-layer recomputation, and the NF4 kernel workspace (docs/qlora.md, `autoneg bench
  * memory`).
  *
- * The activation figure without recomputation is exactly what an_model_plan allocates (the same
- * buffers in the same 64-byte rounding; tests/test_qlora_plan.c checks it against the real plan).
- * With recomputation -- gradient checkpointing per layer, which the model does NOT implement yet --
- * it is what such a plan would hold: every layer's input (the checkpoint), one layer's activations
- * recomputed during backward, and the shared scratch. */
+ * Both activation figures are exactly what an_model_plan allocates (the same buffers in the same
+ * 64-byte rounding; tests/test_qlora_plan.c and tests/test_recompute.c check them against real
+ * plans): without recomputation, and with it (an_model_set_recompute: every layer's input, one
+ * layer's activations and adapter u's refilled during backward, and the shared scratch). The NF4
+ * workspace, which the plan also carves, is reported separately. */
 #include <stddef.h>
 
 #include "core/error.h"

@@ -38,6 +38,10 @@ static void check(const char *name, int dropout, int head, int B, int T) {
     CHECK_MSG(p.activations + ws == an_model_bytes_activations(m), "%s: planned %zu + %zu, allocated %zu", name,
               p.activations, ws, an_model_bytes_activations(m));
     CHECK(p.activations_recompute < p.activations);
+    an_model_set_recompute(m, 1); /* the recomputed plan, byte for byte too */
+    CHECK(an_model_plan(m, B, T, &e) == 0);
+    CHECK_MSG(p.activations_recompute + ws == an_model_bytes_activations(m), "%s recomputed: planned %zu + %zu, allocated %zu",
+              name, p.activations_recompute, ws, an_model_bytes_activations(m));
     CHECK(p.adapters == an_lora_bytes_params(m->lora));
     CHECK(p.n_adapter == an_lora_param_count(m->lora));
     CHECK(p.base_linear == an_model_nf4_bytes(m));
