@@ -45,6 +45,9 @@ static const an_ops cpu_ops = {
     .gather_cols_forward = an_cpu_gather_cols_forward,
     .gather_cols_backward = an_cpu_gather_cols_backward,
     .dropout = an_cpu_dropout,
+    .embedding_forward_bf16 = an_cpu_embedding_forward_bf16,
+    .matmul_forward_bf16w = an_cpu_matmul_forward_bf16w,
+    .matmul_backward_input_bf16w = an_cpu_matmul_backward_input_bf16w,
 };
 
 const an_ops *an_ops_cpu(void) { return &cpu_ops; }

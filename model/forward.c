@@ -158,7 +158,8 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
     float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
-    o->embedding_forward(x0, p->ids, m->tok_emb->data, N, C);
+    if (m->tok_emb->bf16) o->embedding_forward_bf16(x0, p->ids, m->tok_emb->bf16, N, C);
+    else o->embedding_forward(x0, p->ids, m->tok_emb->data, N, C);
     if (m->pos_emb) {
         o->embedding_forward(p->tmp, p->pos, m->pos_emb->data, N, C);
         o->add(x0, x0, p->tmp, (size_t)N * C);

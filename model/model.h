@@ -34,6 +34,8 @@ typedef struct an_param {
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
     struct an_nf4_tensor *nf4; /* QLoRA: the frozen weight quantized to NF4, then data is NULL
                                 * (model/nf4_weights.h; owned by an_model.nf4) */
+    uint16_t *bf16;   /* frozen and stored as bf16 (an_model_store_frozen_bf16), then data is NULL;
+                       * backend memory inside an_model.bf16_mem */
 } an_param;
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
@@ -118,6 +120,10 @@ typedef struct an_model {
     struct an_lora *lora;           /* LoRA adapters (model/lora.h); NULL without */
     struct an_nf4_weights *nf4;     /* NF4 linear weights (model/nf4_weights.h); NULL without */
     int recompute;                  /* gradient checkpointing per layer for the next an_model_plan */
+    uint16_t *bf16_mem;             /* bf16 storage of frozen tensors (an_model_store_frozen_bf16); NULL without */
+    size_t n_bf16;                  /* uint16 values in bf16_mem */
+    float *bf16_work;               /* [bf16_work_floats] the bf16 matmuls' tile of widened weight rows */
+    size_t bf16_work_floats;
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -155,6 +161,15 @@ size_t an_model_param_count(const an_model *m, int trainable_only);
  * host scratch, only used when transposing. An NF4 weight (src == p->data == NULL) gives its
  * dequantized values. */
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
+
+/* Stores the frozen embedding table and LM head (one tensor when tied) as bf16, rounded to nearest
+ * even, and frees their float32 copies (docs/models.md): 2 bytes a parameter instead of 4. The
+ * embedding forward widens the gathered rows; the head's matmul (forward and input gradient) widens
+ * the weight a tile of rows at a time into a small workspace held by the model. A trainable tensor is
+ * refused (naming it): attach the adapter (which freezes the base) or freeze the model first. After
+ * this the model cannot be quantized to NF4 (quantize first) and an adapter on the head cannot be
+ * merged into it; saving writes the bf16 values widened to float32. Calling it again does nothing. */
+int an_model_store_frozen_bf16(an_model *m, an_error *err);
 
 /* ---- running ---- */
 /* Gradient checkpointing per layer (docs/models.md): with on != 0 the next an_model_plan keeps only

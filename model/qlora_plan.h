@@ -24,6 +24,7 @@ typedef struct an_memory_opts {
     int lora_head;        /* the adapter also on the output head (PEFT "all-linear" leaves it out) */
     int dropout;          /* LoRA dropout > 0 (two [N, largest in] buffers) */
     int other_bytes;      /* bytes per non-quantized parameter: 4 (float32, what autoneg holds) or 2 (bf16) */
+    int frozen_bf16;      /* embedding and head stored in bf16 (an_model_store_frozen_bf16; lora/qlora only) */
     int blocksize, double_quant; /* NF4 (qlora) */
     int threads;          /* for the NF4 workspace; <= 0: omp_get_max_threads() */
 } an_memory_opts;
@@ -36,7 +37,10 @@ typedef struct an_memory_plan {
     size_t adapters, grads, optimizer;
     size_t activations, activations_recompute;
     size_t nf4_workspace;
+    size_t n_frozen_bf16;           /* embedding + head parameters held in bf16 (frozen_bf16) */
+    size_t bf16_workspace;          /* the bf16 head matmul's tile (frozen_bf16) */
     size_t total, total_recompute;  /* everything above, without / with recomputation */
+    /* base_other counts the embedding/head at 2 bytes under frozen_bf16, the rest at other_bytes */
 } an_memory_plan;
 
 an_memory_opts an_memory_opts_default(void); /* qlora, B 1, T 2048, r 64, f32, NF4 64 + double quant */
