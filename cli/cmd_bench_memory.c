@@ -2,12 +2,17 @@
  * allocating the model (model/qlora_plan.h), and optionally the measured peak of a real step.
  *
  *   autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T]
- *                        [--r R] [--recompute] [--dtype f32|bf16] [--lora-head] [--dropout]
- *                        [--threads K] [--measure [--layers L]]
+ *                        [--r R] [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]
+ *                        [--dropout] [--threads K] [--measure [--layers L]]
+ *
+ * --frozen-dtype bf16 stores the frozen embedding and head in bf16 (an_model_store_frozen_bf16), as
+ * autoneg does when asked; --dtype bf16 is a what-if for every non-quantized parameter (norms too),
+ * which autoneg does not implement.
  *
  * --measure builds the preset (with only L layers when given) from random weights, quantizes it,
- * attaches the adapter, plans and runs one training step, and prints the step's peak resident set
- * (VmHWM, reset just before the step) next to the plan of the same configuration. */
+ * attaches the adapter, plans (with per-layer recomputation under --recompute) and runs one
+ * training step, and prints the step's peak resident set (VmHWM, reset just before the step) next
+ * to the plan of the same configuration. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +29,8 @@
 
 #define USAGE                                                                                                          \
     "usage: autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n" \
-    "       [--recompute] [--dtype f32|bf16] [--lora-head] [--dropout] [--threads K] [--measure [--layers L]]"
+    "       [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head] [--dropout] [--threads K]\n"        \
+    "       [--measure [--layers L]]"
 
 static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
@@ -61,22 +67,27 @@ static void print_plan(const an_model_config *cfg, const an_memory_opts *o, cons
     else
         printf("  base linear weights  %14zu params  %s                                %8.3f GiB\n", p->n_linear, other,
                gib(p->base_linear));
-    printf("  embeddings/head/norms %13zu params  %-7s                               %8.3f GiB\n", p->n_other, other,
-           gib(p->base_other));
+    if (o->frozen_bf16)
+        printf("  embeddings/head/norms %13zu params  embedding/head bf16 (%zu), rest %-7s  %8.3f GiB\n", p->n_other,
+               p->n_frozen_bf16, other, gib(p->base_other));
+    else
+        printf("  embeddings/head/norms %13zu params  %-7s                               %8.3f GiB\n", p->n_other, other,
+               gib(p->base_other));
     if (o->method != AN_METHOD_FULL)
         printf("  adapters             %14zu params  float32                               %8.3f GiB\n", p->n_adapter,
                gib(p->adapters));
     printf("  gradients            %52s %8.3f GiB\n", o->method == AN_METHOD_FULL ? "(every parameter, float32)" : "(adapters only)", gib(p->grads));
     printf("  AdamW moments        %52s %8.3f GiB\n", "(two per trained parameter)", gib(p->optimizer));
     if (o->method == AN_METHOD_QLORA) printf("  NF4 kernel workspace %52s %8.3f GiB\n", "", gib(p->nf4_workspace));
-    printf("  activations          %52s %8.3f GiB\n", "(as allocated today, no recomputation)", gib(p->activations));
-    printf("  activations          %52s %8.3f GiB\n", "(with per-layer recomputation: planned only)", gib(p->activations_recompute));
-    printf("  total                %52s %8.3f GiB\n", "(no recomputation)", gib(p->total));
-    printf("  total                %52s %8.3f GiB%s\n", "(with per-layer recomputation)", gib(p->total_recompute),
-           recompute ? "   <- --recompute" : "");
+    if (o->frozen_bf16) printf("  bf16 head tile       %52s %8.3f GiB\n", "", gib(p->bf16_workspace));
+    printf("  activations          %52s %8.3f GiB\n", "(no recomputation)", gib(p->activations));
+    printf("  activations          %52s %8.3f GiB\n", "(per-layer recomputation)", gib(p->activations_recompute));
+    printf("  total                %52s %8.3f GiB (%.2f GB)\n", "(no recomputation)", gib(p->total), p->total / 1e9);
+    printf("  total                %52s %8.3f GiB (%.2f GB)%s\n", "(with per-layer recomputation)", gib(p->total_recompute),
+           p->total_recompute / 1e9, recompute ? "   <- --recompute" : "");
 }
 
-static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long long seed) {
+static int measure(an_model_config cfg, const an_memory_opts *o, int recompute, unsigned long long seed) {
     an_error err;
     size_t rss0 = proc_status("VmRSS");
     an_model *m = an_model_init_random(&cfg, an_ops_cpu(), seed, &err);
@@ -102,6 +113,8 @@ static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long l
             goto fail;
         if (an_lora_attach(m, &c, &err)) goto fail;
     }
+    if (o->frozen_bf16 && an_model_store_frozen_bf16(m, &err)) goto fail;
+    an_model_set_recompute(m, recompute);
     if (an_model_plan(m, o->B, o->T, &err)) goto fail;
     if (o->method != AN_METHOD_FULL ? an_lora_trainer_init(&tr, m, &err) : an_full_trainer_init(&ft, m, &err)) goto fail;
     for (int i = 0; i < o->B * o->T; i++) {
@@ -126,7 +139,9 @@ static int measure(an_model_config cfg, const an_memory_opts *o, unsigned long l
     printf("  resident before the model %8.3f GiB (program, libraries)\n", gib(rss0));
     printf("  resident before the step  %8.3f GiB\n", gib(before));
     printf("  peak during the step      %8.3f GiB  -> %.3f GiB above the program's own\n", gib(peak), gib(peak - rss0));
-    printf("  plan of this configuration %7.3f GiB (no recomputation, which is what runs)\n", gib(p.total));
+    size_t planned = recompute ? p.total_recompute : p.total;
+    printf("  plan of this configuration %7.3f GiB (%s, what ran); measured - plan %+.3f GiB\n", gib(planned),
+           recompute ? "with recomputation" : "no recomputation", (double)(peak - rss0) / 1073741824.0 - gib(planned));
     rc = 0;
     goto done;
 fail:
@@ -157,7 +172,12 @@ int an_bench_memory(int argc, char **argv) {
         else if (!strcmp(f, "--r")) o.r = atoi(argv[++i]);
         else if (!strcmp(f, "--threads")) o.threads = atoi(argv[++i]);
         else if (!strcmp(f, "--layers")) layers = atoi(argv[++i]);
-        else if (!strcmp(f, "--dtype")) {
+        else if (!strcmp(f, "--frozen-dtype")) {
+            v = argv[++i];
+            if (!strcmp(v, "f32")) o.frozen_bf16 = 0;
+            else if (!strcmp(v, "bf16")) o.frozen_bf16 = 1;
+            else return cli_fail("bench memory: --frozen-dtype must be bf16 or f32, not '%s'", v);
+        } else if (!strcmp(f, "--dtype")) {
             v = argv[++i];
             if (!strcmp(v, "f32")) o.other_bytes = 4;
             else if (!strcmp(v, "bf16")) o.other_bytes = 2;
@@ -181,14 +201,17 @@ int an_bench_memory(int argc, char **argv) {
     an_memory_plan p;
     if (an_memory_plan_compute(&cfg, &o, &p, &err)) return cli_error(&err);
     print_plan(&cfg, &o, &p, recompute);
-    if (o.method != AN_METHOD_FULL || o.other_bytes == 4)
-        printf("  (autoneg holds non-quantized parameters, adapters and activations in float32%s)\n",
-               o.other_bytes == 2 ? "; --dtype bf16 shows what bf16 embeddings/head/norms would take" : "");
+    if (o.other_bytes == 2)
+        printf("  (--dtype bf16 is a what-if: autoneg holds norms, adapters and activations in float32, and the\n"
+               "   embedding/head in bf16 only with --frozen-dtype bf16)\n");
+    else
+        printf("  (adapters, norms and activations in float32; embedding/head in %s)\n", o.frozen_bf16 ? "bf16" : "float32");
     if (!do_measure) return 0;
-    if (o.other_bytes != 4) return cli_fail("bench memory: --measure runs what autoneg holds (float32): drop --dtype bf16");
+    if (o.other_bytes != 4)
+        return cli_fail("bench memory: --measure runs what autoneg holds: drop --dtype bf16 (--frozen-dtype bf16 is real)");
     if (layers > 0) {
         if (layers > cfg.n_layers) return cli_fail("bench memory: --layers %d exceeds the preset's %d", layers, cfg.n_layers);
         cfg.n_layers = layers;
     }
-    return measure(cfg, &o, 1);
+    return measure(cfg, &o, recompute, 1);
 }

@@ -137,5 +137,11 @@ struct an_col_map;
 void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const struct an_col_map *map);
 void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 void an_cpu_dropout(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
+/* bf16-stored frozen weights (kernels/cpu_bf16.c) */
+void an_cpu_embedding_forward_bf16(float *out, const int32_t *ids, const uint16_t *table, int N, int C);
+void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+                                 int OC, float *work, size_t work_floats);
+void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+                                        float *work, size_t work_floats);
 
 #endif

@@ -47,6 +47,9 @@ static const an_ops cpu_ops = {
     .matvec_forward = an_cpu_matvec_forward,
     .attention_decode_forward = an_cpu_attention_decode_forward,
     .dropout = an_cpu_dropout,
+    .embedding_forward_bf16 = an_cpu_embedding_forward_bf16,
+    .matmul_forward_bf16w = an_cpu_matmul_forward_bf16w,
+    .matmul_backward_input_bf16w = an_cpu_matmul_backward_input_bf16w,
 };
 
 const an_ops *an_ops_cpu(void) { return &cpu_ops; }

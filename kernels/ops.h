@@ -134,6 +134,18 @@ typedef struct an_ops {
      * The backward is the same call on dout with the same seed and counter: the mask is regenerated,
      * never stored. ---- */
     void (*dropout)(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
+
+    /* ---- frozen weights stored as bf16 (added for an_model_store_frozen_bf16): w and table hold
+     * bfloat16 bit patterns (the top 16 bits of a float32). Results are those of the float32 op on
+     * the widened weight up to the order of the sums: the matmuls widen a tile of rows of w at a
+     * time into work (work_floats floats of backend scratch, at least C), never the whole weight.
+     * A backend without them leaves them NULL (the model then refuses bf16 storage). ---- */
+    void (*embedding_forward_bf16)(float *out, const int32_t *ids, const uint16_t *table, int N, int C);
+    void (*matmul_forward_bf16w)(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+                                 int OC, float *work, size_t work_floats);
+    /* dinp[N, C] += dout[N, OC] @ w (the input gradient only: a frozen weight has no dw) */
+    void (*matmul_backward_input_bf16w)(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+                                        float *work, size_t work_floats);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

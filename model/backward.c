@@ -6,6 +6,7 @@
  * is zeroed right before the op that fills it, and frozen tensors pass dw = NULL. */
 #include "model/linear.h"
 #include "model/model.h"
+#include "model/recompute.h"
 
 
 static void norm_backward(const an_model *m, float *dinp, const float *dout, const float *inp, const an_param *w,
@@ -76,7 +77,10 @@ int an_model_backward(an_model *m, an_error *err) {
     /* p->dln holds d(final norm output), filled by the LM head during forward */
     o->zero(p->dres, (size_t)N * C * sizeof(float));
     norm_backward(m, p->dres, p->dln, p->res_out, m->final_norm_w, m->final_norm_b, p->lnf_mean, p->lnf_rstd, N);
-    for (int l = m->cfg.n_layers - 1; l >= 0; l--) block_backward(m, l, B, T);
+    for (int l = m->cfg.n_layers - 1; l >= 0; l--) {
+        if (p->recompute) an_block_forward(m, l, NULL, B, T, 1); /* refill layer l's activations */
+        block_backward(m, l, B, T);
+    }
     if (m->tok_emb->grad) o->embedding_backward(m->tok_emb->grad, p->dres, p->ids, N, C);
     if (m->pos_emb && m->pos_emb->grad) o->embedding_backward(m->pos_emb->grad, p->dres, p->pos, N, C);
     p->last_with_grad = 0;

@@ -5,6 +5,7 @@
 #include "model/linear.h"
 #include "model/lora.h"
 #include "model/model.h"
+#include "model/recompute.h"
 
 
 /* Pre-norm: LayerNorm (GPT-2) or RMSNorm (the others). */
@@ -16,8 +17,8 @@ static void norm_forward(const an_model *m, float *out, float *mean, float *rstd
         m->ops->rmsnorm_forward(out, rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
 }
 
-/* One block: a->res_in -> out (the next block's res_in, or res_out after the last). */
-static void block_forward(an_model *m, int l, float *out, int B, int T, int train) {
+/* One block (model/recompute.h). */
+void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
     const an_ops *o = m->ops;
     const an_model_config *c = &m->cfg;
     const an_layer *L = &m->layers[l];
@@ -51,8 +52,8 @@ static void block_forward(an_model *m, int l, float *out, int B, int T, int trai
         an_linear_fwd(m, L->w_up, L->b_up, a->ffn_a, a->ln2, N, train, 0);
         o->gelu_forward(a->ffn_h, a->ffn_a, (size_t)N * F);
     }
-    an_linear_fwd(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0);
-    o->add(out, a->res_mid, p->tmp, (size_t)N * C);
+    an_linear_fwd(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
+    if (out) o->add(out, a->res_mid, p->tmp, (size_t)N * C); /* NULL: recomputing, the output is not needed */
 }
 
 /* Uploads the batch through the host staging buffers, filling in default positions and segments,
@@ -157,13 +158,14 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
     float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
-    o->embedding_forward(x0, p->ids, m->tok_emb->data, N, C);
+    if (m->tok_emb->bf16) o->embedding_forward_bf16(x0, p->ids, m->tok_emb->bf16, N, C);
+    else o->embedding_forward(x0, p->ids, m->tok_emb->data, N, C);
     if (m->pos_emb) {
         o->embedding_forward(p->tmp, p->pos, m->pos_emb->data, N, C);
         o->add(x0, x0, p->tmp, (size_t)N * C);
     }
     for (int l = 0; l < L; l++)
-        block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T, with_grad);
+        an_block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T, with_grad);
     norm_forward(m, p->lnf, p->lnf_mean, p->lnf_rstd, p->res_out, m->final_norm_w, m->final_norm_b, N);
 
     int count = p->last_count;

@@ -28,6 +28,11 @@ static void *nf4_work(const an_model *m, size_t *bytes) {
 /* out = inp W^T + b for a float32 or NF4 weight. The NF4 kernels fail only when they cannot get
  * scratch memory (never with the plan's workspace); then out is NaN rather than silently wrong. */
 static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
+    if (w->bf16) { /* frozen bf16 head (an_model_store_frozen_bf16): widened a tile at a time */
+        m->ops->matmul_forward_bf16w(out, inp, w->bf16, opt(b), N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
+                                     m->bf16_work_floats);
+        return;
+    }
     if (!w->nf4) {
         m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
         return;
@@ -40,6 +45,13 @@ static void base_forward(const an_model *m, const an_param *w, const an_param *b
 
 static void base_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                           const float *inp, int N) {
+    if (w->bf16) { /* frozen: the input gradient only */
+        if (dinp)
+            m->ops->matmul_backward_input_bf16w(dinp, dout, w->bf16, N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
+                                                m->bf16_work_floats);
+        if (b && b->grad) m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
     if (!w->nf4) {
         m->ops->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
         return;

@@ -257,6 +257,10 @@ int an_lora_merge(an_model *m, an_error *err) {
         return an_fail(err, "lora merge: the adapter targets the output head, which shares its weight with the token "
                             "embedding (tie_word_embeddings); merging would change the embedding as well. Use the "
                             "adapter unmerged, or train it without the head");
+    for (int i = 0; i < l->n_mods; i++)
+        if (l->mods[i].base->bf16)
+            return an_fail(err, "lora merge: %s is stored in bf16 (an_model_store_frozen_bf16); merge into a model "
+                                "loaded in float32", l->mods[i].base->name);
     size_t max_a = 0;
     for (int i = 0; i < l->n_mods; i++)
         if (l->mods[i].a.numel > max_a) max_a = l->mods[i].a.numel;

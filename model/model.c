@@ -11,6 +11,7 @@
 #include "model/llama2c.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
+#include "model/safetensors.h"
 
 /* Tensors start on 64-byte boundaries so vector loads never straddle two tensors. */
 #define AN_PARAM_ALIGN 16
@@ -176,6 +177,8 @@ void an_model_free(an_model *m) {
     an_model_plan_free(m);
     an_lora_free(m->lora);
     an_nf4_weights_free(m->nf4);
+    if (m->bf16_mem) m->ops->free(m->bf16_mem);
+    if (m->bf16_work) m->ops->free(m->bf16_work);
     if (m->param_mem) m->ops->free(m->param_mem);
     if (m->grad_mem) m->ops->free(m->grad_mem);
     free(m->params);
@@ -190,7 +193,8 @@ an_param *an_model_find(an_model *m, const char *name) {
 }
 
 void an_model_set_all_trainable(an_model *m, int trainable) {
-    for (int i = 0; i < m->n_params; i++) m->params[i].trainable = trainable && !m->params[i].nf4;
+    for (int i = 0; i < m->n_params; i++)
+        m->params[i].trainable = trainable && !m->params[i].nf4 && !m->params[i].bf16;
 }
 
 int an_model_alloc_grads(an_model *m, an_error *err) {
@@ -201,6 +205,9 @@ int an_model_alloc_grads(an_model *m, an_error *err) {
         if (m->params[i].trainable && m->params[i].nf4)
             return an_fail(err, "model: tensor %s is NF4-quantized and cannot be trained (train an adapter on it: "
                                 "--method qlora)", m->params[i].name);
+        if (m->params[i].trainable && m->params[i].bf16)
+            return an_fail(err, "model: tensor %s is stored in bf16 for a frozen model and cannot be trained",
+                           m->params[i].name);
         if (m->params[i].trainable) total += align_floats(m->params[i].numel);
     }
     m->n_grad_floats = total;
@@ -230,7 +237,7 @@ size_t an_model_param_count(const an_model *m, int trainable_only) {
 }
 
 size_t an_model_bytes_params(const an_model *m) {
-    size_t n = m->n_param_floats * sizeof(float);
+    size_t n = m->n_param_floats * sizeof(float) + m->n_bf16 * sizeof(uint16_t) + m->bf16_work_floats * sizeof(float);
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].nf4) n += an_nf4_tensor_bytes(m->params[i].nf4);
     return n;
@@ -251,6 +258,15 @@ static int is_rope_projection(const an_model *m, const an_param *p) {
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp) {
     int rows = (int)p->shape[0], cols = p->ndim == 2 ? (int)p->shape[1] : 1;
     int permute = m->cfg.rope_interleaved && is_rope_projection(m, p);
+    if (p->bf16 && !src) { /* bf16 widened (the embedding and the head are never transposed nor permuted) */
+        uint16_t h[1024];
+        for (size_t i0 = 0; i0 < p->numel; i0 += 1024) {
+            size_t n = p->numel - i0 < 1024 ? p->numel - i0 : 1024;
+            m->ops->download(h, p->bf16 + i0, n * sizeof(uint16_t));
+            an_bf16_to_f32_n(host_out + i0, h, n);
+        }
+        return;
+    }
     if (p->nf4 && !src) { /* the values an NF4 weight stands for */
         an_nf4_tensor_dequantize(p->nf4, p->transposed || permute ? tmp : host_out);
         if (!p->transposed && !permute) return;

@@ -34,6 +34,8 @@ typedef struct an_param {
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
     struct an_nf4_tensor *nf4; /* QLoRA: the frozen weight quantized to NF4, then data is NULL
                                 * (model/nf4_weights.h; owned by an_model.nf4) */
+    uint16_t *bf16;   /* frozen and stored as bf16 (an_model_store_frozen_bf16), then data is NULL;
+                       * backend memory inside an_model.bf16_mem */
 } an_param;
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
@@ -89,6 +91,7 @@ typedef struct an_plan {
     float *h_losses, *h_row_losses;
     int last_B, last_T, last_with_grad; /* the shape of the last forward */
     int last_count;                 /* trained tokens (targets != -100) in the last forward */
+    int recompute;                  /* planned for per-layer recomputation (an_model_set_recompute) */
     /* LoRA (model/lora.h): scratch shared by all adapted layers; each module's [N, r] lives in the
      * block too (an_lora_module.u). lora_planned: the plan was made with the current adapter. */
     float *lora_xd, *lora_dxd;      /* [N, largest adapted input] dropout(x) and its gradient */
@@ -116,6 +119,11 @@ typedef struct an_model {
     int head_rows;                  /* LM-head chunk rows to plan for; 0 = automatic */
     struct an_lora *lora;           /* LoRA adapters (model/lora.h); NULL without */
     struct an_nf4_weights *nf4;     /* NF4 linear weights (model/nf4_weights.h); NULL without */
+    int recompute;                  /* gradient checkpointing per layer for the next an_model_plan */
+    uint16_t *bf16_mem;             /* bf16 storage of frozen tensors (an_model_store_frozen_bf16); NULL without */
+    size_t n_bf16;                  /* uint16 values in bf16_mem */
+    float *bf16_work;               /* [bf16_work_floats] the bf16 matmuls' tile of widened weight rows */
+    size_t bf16_work_floats;
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -154,7 +162,22 @@ size_t an_model_param_count(const an_model *m, int trainable_only);
  * dequantized values. */
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp);
 
+/* Stores the frozen embedding table and LM head (one tensor when tied) as bf16, rounded to nearest
+ * even, and frees their float32 copies (docs/models.md): 2 bytes a parameter instead of 4. The
+ * embedding forward widens the gathered rows; the head's matmul (forward and input gradient) widens
+ * the weight a tile of rows at a time into a small workspace held by the model. A trainable tensor is
+ * refused (naming it): attach the adapter (which freezes the base) or freeze the model first. After
+ * this the model cannot be quantized to NF4 (quantize first) and an adapter on the head cannot be
+ * merged into it; saving writes the bf16 values widened to float32. Calling it again does nothing. */
+int an_model_store_frozen_bf16(an_model *m, an_error *err);
+
 /* ---- running ---- */
+/* Gradient checkpointing per layer (docs/models.md): with on != 0 the next an_model_plan keeps only
+ * every layer's input (the residual stream) and one layer's activations; forward stores the layer
+ * inputs, backward recomputes each layer's forward from its input just before that layer's backward.
+ * Losses and gradients are bit-identical to the plain path; a step costs one more forward of the
+ * blocks. Takes effect at the next an_model_plan (same as setting m->recompute). */
+void an_model_set_recompute(an_model *m, int on);
 /* Allocates the activations for batches up to B rows of T tokens (and frees an earlier plan).
  * T must not exceed max_seq for GPT-2 (learned positions). */
 int an_model_plan(an_model *m, int B, int T, an_error *err);

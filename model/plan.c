@@ -1,7 +1,9 @@
 /* The activation plan: every buffer forward and backward need for one batch shape, carved out of one
  * backend allocation. Per layer it keeps what backward reads (the layer input, norm outputs and
  * statistics, q/k/v after RoPE, the attention output and its log-sum-exp, the MLP intermediates);
- * the gradients flowing backward use scratch buffers shared by all layers. */
+ * the gradients flowing backward use scratch buffers shared by all layers. With recomputation
+ * (an_model_set_recompute) only the layer inputs are per layer: the other activations, and the LoRA
+ * u of each kind of adapted linear, are one set that backward refills layer by layer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +27,18 @@ static void *carve(carver *c, size_t n, size_t elem) {
     return p;
 }
 
+/* Which linear of its layer w is (0 .. AN_LAYER_SLOTS-1), or -1 when it is in no layer (the head). */
+#define AN_LAYER_SLOTS 8
+static int layer_slot(const an_model *m, const an_param *w) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const an_layer *L = &m->layers[l];
+        const an_param *slots[AN_LAYER_SLOTS] = {L->wqkv, L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+        for (int s = 0; s < AN_LAYER_SLOTS; s++)
+            if (slots[s] == w) return s;
+    }
+    return -1;
+}
+
 static void layout(an_model *m, carver *c) {
     an_plan *p = &m->plan;
     const an_model_config *cf = &m->cfg;
@@ -40,9 +54,12 @@ static void layout(an_model *m, carver *c) {
     p->targets = carve(c, N, sizeof(int32_t));
     p->rows = carve(c, N, sizeof(int32_t));
     p->row_targets = carve(c, N, sizeof(int32_t));
-    for (int l = 0; l < cf->n_layers; l++) {
+    /* Without recomputation every layer keeps its own activations; with it only the layer inputs are
+     * per layer and one set of activations serves whichever layer is being run (recomputed). */
+    int per_layer = !p->recompute;
+    for (int l = 0; l < cf->n_layers; l++) p->layers[l].res_in = carve(c, N * C, f);
+    for (int l = 0; l < (per_layer ? cf->n_layers : (cf->n_layers > 0)); l++) {
         an_layer_acts *a = &p->layers[l];
-        a->res_in = carve(c, N * C, f);
         a->ln1 = carve(c, N * C, f);
         a->ln1_mean = gpt2 ? carve(c, N, f) : NULL;
         a->ln1_rstd = carve(c, N, f);
@@ -58,6 +75,11 @@ static void layout(an_model *m, carver *c) {
         a->ffn_a = carve(c, N * F, f);
         a->ffn_b = gpt2 ? NULL : carve(c, N * F, f);
         a->ffn_h = carve(c, N * F, f);
+    }
+    for (int l = 1; !per_layer && l < cf->n_layers; l++) { /* the shared set */
+        float *res_in = p->layers[l].res_in;
+        p->layers[l] = p->layers[0];
+        p->layers[l].res_in = res_in;
     }
     p->res_out = carve(c, N * C, f);
     p->lnf = carve(c, N * C, f);
@@ -80,13 +102,23 @@ static void layout(an_model *m, carver *c) {
     p->dffn_a = carve(c, N * F, f);
     p->dffn_b = gpt2 ? NULL : carve(c, N * F, f);
     p->dffn_h = carve(c, N * F, f);
-    if (m->lora) { /* each adapter's u, rows as its layer runs them (the head in chunks) */
+    if (m->lora) { /* each adapter's u, rows as its layer runs them (the head in chunks); with
+                    * recomputation the adapters of one slot (q_proj, ...) share one u across layers */
         an_lora *l = m->lora;
         const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
         size_t r = (size_t)l->cfg.r, max_in = 0;
+        float *slot_u[AN_LAYER_SLOTS] = {0};
+        int slot_used[AN_LAYER_SLOTS] = {0};
         for (int i = 0; i < l->n_mods; i++) {
             an_lora_module *mod = &l->mods[i];
-            mod->u = carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
+            int s = mod->base == head ? -1 : layer_slot(m, mod->base);
+            if (s < 0 || per_layer) {
+                mod->u = carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
+            } else {
+                if (!slot_used[s]) slot_u[s] = carve(c, N * r, f);
+                slot_used[s] = 1;
+                mod->u = slot_u[s];
+            }
             if ((size_t)mod->in > max_in) max_in = (size_t)mod->in;
         }
         int drop = l->cfg.dropout > 0;
@@ -131,6 +163,7 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     p->B = B;
     p->T = T;
     p->N = B * T;
+    p->recompute = m->recompute != 0;
     int rows = m->head_rows;
     if (rows <= 0) {
         size_t r = AN_HEAD_CHUNK_BYTES / ((size_t)m->cfg.vocab_size * sizeof(float));
@@ -161,3 +194,5 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     layout(m, &c);
     return 0;
 }
+
+void an_model_set_recompute(an_model *m, int on) { m->recompute = on != 0; }

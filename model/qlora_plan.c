@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/nf4.h"
+#include "model/bf16_weights.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -51,6 +52,9 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     if (o->other_bytes != 4 && o->other_bytes != 2)
         return an_fail(err, "memory plan: non-quantized parameters take 4 (float32) or 2 (bf16) bytes, not %d", o->other_bytes);
 
+    if (o->frozen_bf16 && o->method == AN_METHOD_FULL)
+        return an_fail(err, "memory plan: bf16 storage is for a frozen embedding/head; full fine-tuning trains them");
+
     /* the tensor table of the real model (no parameter memory) */
     an_model m;
     memset(&m, 0, sizeof m);
@@ -92,6 +96,11 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     out->n_other = total_params - out->n_linear;
     if (o->method != AN_METHOD_QLORA) out->base_linear = out->n_linear * (size_t)o->other_bytes;
     out->base_other = out->n_other * (size_t)o->other_bytes;
+    if (o->frozen_bf16) { /* the embedding, and the head unless tied, at 2 bytes */
+        out->n_frozen_bf16 = m.tok_emb->numel + (m.lm_head ? m.lm_head->numel : 0);
+        out->base_other -= out->n_frozen_bf16 * (size_t)(o->other_bytes - 2);
+        out->bf16_workspace = an_bf16_work_floats((size_t)cfg->dim) * sizeof(float);
+    }
     out->linear_bytes_per_param = out->n_linear ? (double)out->base_linear / (double)out->n_linear : 0;
     if (lora) {
         out->grads = out->adapters;
@@ -127,7 +136,8 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     out->activations = fixed + L * (res_in + layer) + u_layers;
     /* recomputation: every layer's input kept, one layer's activations (and adapter u) live */
     out->activations_recompute = fixed + L * res_in + (L ? layer + u_layers / L : 0);
-    size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer + out->nf4_workspace;
+    size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer + out->nf4_workspace +
+                    out->bf16_workspace;
     out->total = common + out->activations;
     out->total_recompute = common + out->activations_recompute;
     rc = 0;

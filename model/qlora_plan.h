@@ -5,11 +5,11 @@
  * without per-layer recomputation, and the NF4 kernel workspace (docs/qlora.md, `autoneg bench
  * memory`).
  *
- * The activation figure without recomputation is exactly what an_model_plan allocates (the same
- * buffers in the same 64-byte rounding; tests/test_qlora_plan.c checks it against the real plan).
- * With recomputation -- gradient checkpointing per layer, which the model does NOT implement yet --
- * it is what such a plan would hold: every layer's input (the checkpoint), one layer's activations
- * recomputed during backward, and the shared scratch. */
+ * Both activation figures are exactly what an_model_plan allocates (the same buffers in the same
+ * 64-byte rounding; tests/test_qlora_plan.c and tests/test_recompute.c check them against real
+ * plans): without recomputation, and with it (an_model_set_recompute: every layer's input, one
+ * layer's activations and adapter u's refilled during backward, and the shared scratch). The NF4
+ * workspace, which the plan also carves, is reported separately. */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -24,6 +24,7 @@ typedef struct an_memory_opts {
     int lora_head;        /* the adapter also on the output head (PEFT "all-linear" leaves it out) */
     int dropout;          /* LoRA dropout > 0 (two [N, largest in] buffers) */
     int other_bytes;      /* bytes per non-quantized parameter: 4 (float32, what autoneg holds) or 2 (bf16) */
+    int frozen_bf16;      /* embedding and head stored in bf16 (an_model_store_frozen_bf16; lora/qlora only) */
     int blocksize, double_quant; /* NF4 (qlora) */
     int threads;          /* for the NF4 workspace; <= 0: omp_get_max_threads() */
 } an_memory_opts;
@@ -36,7 +37,10 @@ typedef struct an_memory_plan {
     size_t adapters, grads, optimizer;
     size_t activations, activations_recompute;
     size_t nf4_workspace;
+    size_t n_frozen_bf16;           /* embedding + head parameters held in bf16 (frozen_bf16) */
+    size_t bf16_workspace;          /* the bf16 head matmul's tile (frozen_bf16) */
     size_t total, total_recompute;  /* everything above, without / with recomputation */
+    /* base_other counts the embedding/head at 2 bytes under frozen_bf16, the rest at other_bytes */
 } an_memory_plan;
 
 an_memory_opts an_memory_opts_default(void); /* qlora, B 1, T 2048, r 64, f32, NF4 64 + double quant */

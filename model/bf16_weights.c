@@ -1,0 +1,85 @@
+/* Frozen embedding table and LM head stored as bf16 (an_model_store_frozen_bf16, model/model.h).
+ *
+ * The float32 parameters that remain move into a new, smaller allocation (as NF4 quantization does),
+ * so the float32 copies are really gone; the bf16 tensors share one allocation, and the matmuls on
+ * them share one workspace of AN_BF16_TILE_BYTES (a tile of widened weight rows). */
+#include <string.h>
+
+#include "model/bf16_weights.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+
+#define AN_BF16_ALIGN 32              /* uint16 values: 64 bytes */
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+/* p's float32 values rounded to bf16 into dst (backend memory), through a small host buffer. */
+static void convert(const an_model *m, const an_param *p, uint16_t *dst) {
+    float f[1024];
+    uint16_t h[1024];
+    for (size_t i0 = 0; i0 < p->numel; i0 += 1024) {
+        size_t n = p->numel - i0 < 1024 ? p->numel - i0 : 1024;
+        m->ops->download(f, p->data + i0, n * sizeof(float));
+        an_f32_to_bf16_n(h, f, n);
+        m->ops->upload(dst + i0, h, n * sizeof(uint16_t));
+    }
+}
+
+int an_model_store_frozen_bf16(an_model *m, an_error *err) {
+    if (m->bf16_mem) return 0;
+    const an_ops *o = m->ops;
+    if (!o->embedding_forward_bf16 || !o->matmul_forward_bf16w || !o->matmul_backward_input_bf16w)
+        return an_fail(err, "model: the %s backend has no bf16 weight ops", o->name);
+    an_param *t[2] = {m->tok_emb, m->lm_head}; /* lm_head NULL when tied to the embedding */
+    int n = m->lm_head ? 2 : 1;
+    size_t total = 0, widest = 0;
+    for (int i = 0; i < n; i++) {
+        if (t[i]->trainable)
+            return an_fail(err, "model: tensor %s is trainable; only frozen tensors can be stored in bf16 (attach an "
+                                "adapter or freeze the model first)", t[i]->name);
+        if (!t[i]->data) return an_fail(err, "model: tensor %s has no float32 values to store in bf16", t[i]->name);
+        total += round_up(t[i]->numel, AN_BF16_ALIGN);
+        if ((size_t)t[i]->shape[1] > widest) widest = (size_t)t[i]->shape[1];
+    }
+    size_t work = an_bf16_work_floats(widest);
+    uint16_t *mem = o->alloc(total * sizeof(uint16_t));
+    float *w = o->alloc(work * sizeof(float));
+    size_t keep = 0; /* float32 parameters that stay */
+    for (int i = 0; i < m->n_params; i++) {
+        const an_param *p = &m->params[i];
+        if (!p->nf4 && p != t[0] && p != t[n - 1]) keep += round_up(p->numel, 16);
+    }
+    float *fmem = o->alloc((keep ? keep : 1) * sizeof(float));
+    if (!mem || !w || !fmem) {
+        if (mem) o->free(mem);
+        if (w) o->free(w);
+        if (fmem) o->free(fmem);
+        return an_fail(err, "model: cannot allocate %.1f MiB for the bf16 embedding/head", (double)total * 2 / 1048576);
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        t[i]->bf16 = mem + off;
+        convert(m, t[i], t[i]->bf16);
+        off += round_up(t[i]->numel, AN_BF16_ALIGN);
+    }
+    off = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        an_param *p = &m->params[i];
+        if (p->nf4) continue;
+        if (p->bf16) {
+            p->data = NULL;
+            continue;
+        }
+        o->copy(fmem + off, p->data, p->numel * sizeof(float));
+        p->data = fmem + off;
+        off += round_up(p->numel, 16); /* model.c's 64-byte alignment */
+    }
+    if (m->param_mem) o->free(m->param_mem);
+    m->param_mem = fmem;
+    m->n_param_floats = keep;
+    m->bf16_mem = mem;
+    m->n_bf16 = total;
+    m->bf16_work = w;
+    m->bf16_work_floats = work;
+    return 0;
+}
