@@ -18,7 +18,7 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
                      int C, int OC) {
     const an_model *m = s->m;
     const an_ops *o = m->ops;
-    if (w->nf4) { /* a QLoRA base quantized to NF4: the model's own linear (NF4 kernels + adapter) */
+    if (w->nf4 || w->bf16) { /* NF4 (QLoRA) or bf16-stored frozen weights: the model's own linear */
         an_linear_forward(m, w, b, out, inp, N, s->lora_u);
         return;
     }
@@ -120,7 +120,10 @@ static void run(an_infer *s, const pass *p, const float *rows_for_head, float *l
         o->upload(s->d_slot, s->h_slot, (size_t)p->n * sizeof(int32_t));
         o->upload(s->d_len, s->h_len, (size_t)p->n * sizeof(int32_t));
     }
-    o->embedding_forward(s->x, s->d_ids, m->tok_emb->data, N, C);
+    if (m->tok_emb->bf16)
+        o->embedding_forward_bf16(s->x, s->d_ids, m->tok_emb->bf16, N, C);
+    else
+        o->embedding_forward(s->x, s->d_ids, m->tok_emb->data, N, C);
     if (m->pos_emb) {
         o->embedding_forward(s->tmp, s->d_pos, m->pos_emb->data, N, C);
         o->add(s->x, s->x, s->tmp, (size_t)N * C);

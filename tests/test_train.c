@@ -557,6 +557,52 @@ static void test_lora_resume_is_exact(void) {
     free(fb);
 }
 
+/* train.recompute reruns each layer's forward in backward: the same op calls on the same inputs, so
+ * the losses of a LoRA run with dropout are bit-identical with and without it. model.dtype bf16 keeps
+ * the frozen embedding and head as bf16: the run must still train (its eval loss falls) and write
+ * an adapter. */
+static void test_recompute_and_bf16_frozen_weights(void) {
+    char dir[3][512], p[2048];
+    an_recipe r;
+    an_trainer_opts o;
+    an_trainer_result res;
+    an_error err;
+    an_trainer_opts_default(&o);
+    const char *variant[3][2] = {{"train.recompute=false", "model.dtype=f32"},
+                                 {"train.recompute=true", "model.dtype=f32"},
+                                 {"train.recompute=true", "model.dtype=bf16"}};
+    an_metrics_series m[3];
+    for (int k = 0; k < 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "recompute-%d", k);
+        path2(dir[k], sizeof dir[k], test_tmpdir(), name);
+        tiny_recipe(&r, dir[k]);
+        char kv[1200];
+        snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
+        set(&r, kv);
+        set(&r, "model_config=null");
+        set(&r, "tokenizer.path=");
+        set(&r, "model.method=lora");
+        set(&r, "lora.dropout=0.2");
+        set(&r, "lora.target_modules=all-linear");
+        set(&r, "train.steps=5");
+        set(&r, variant[k][0]);
+        set(&r, variant[k][1]);
+        CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s: %s", variant[k][1], err.msg);
+        an_recipe_free(&r);
+        path2(p, sizeof p, dir[k], "metrics.jsonl");
+        CHECK_MSG(an_metrics_read(p, &m[k], &err) == 0, "%s", err.msg);
+    }
+    CHECK(m[0].n_train == 5 && m[1].n_train == 5 && m[2].n_train == 5);
+    for (size_t i = 0; i < m[0].n_train && i < m[1].n_train; i++)
+        CHECK_MSG(memcmp(&m[0].train_loss[i], &m[1].train_loss[i], sizeof(double)) == 0, "step %ld: %.17g vs %.17g",
+                  m[0].train_step[i], m[0].train_loss[i], m[1].train_loss[i]);
+    CHECK(m[2].n_eval >= 2 && m[2].eval_loss[m[2].n_eval - 1] < m[2].eval_loss[0]);
+    path2(p, sizeof p, dir[2], "final/adapter_model.safetensors");
+    CHECK(an_file_exists(p));
+    for (int k = 0; k < 3; k++) an_metrics_series_free(&m[k]);
+}
+
 int main(void) {
     /* a fixed thread count (same seed, same bits); one thread, because these models are so small that
      * OpenMP barriers cost more than they save on a busy machine */
@@ -573,5 +619,6 @@ int main(void) {
     RUN(test_tinystories_lora);
     RUN(test_tinystories_qlora);
     RUN(test_lora_resume_is_exact);
+    RUN(test_recompute_and_bf16_frozen_weights);
     return test_finish();
 }

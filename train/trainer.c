@@ -302,10 +302,13 @@ static int setup(run *u, an_error *err) {
     int resuming = o->resume_ckpt != NULL;
     u->m = an_trainer_build_model(r, resuming, u->tok_path, sizeof u->tok_path, o, err);
     if (!u->m) return -1;
-    if (r->model.dtype != AN_RDTYPE_F32)
-        an_trainer_note(o, "model.dtype: frozen weights are held in float32 (other storage is not implemented yet)");
-    if (r->train.recompute)
-        an_trainer_note(o, "train.recompute: the model keeps every activation (recomputation is not implemented yet)");
+    if (r->model.dtype != AN_RDTYPE_F32 && r->model.method == AN_METHOD_FULL)
+        return an_fail(err, "recipe: model.dtype: full fine-tuning trains every weight in float32; "
+                            "bf16 storage is for the frozen weights of lora and qlora");
+    if (r->model.dtype == AN_RDTYPE_F16)
+        return an_fail(err, "recipe: model.dtype f16: frozen weights can be stored as bf16 or f32, not f16 yet");
+    an_model_set_recompute(u->m, r->train.recompute);
+    if (r->train.recompute) an_trainer_note(o, "train.recompute: each layer's activations are recomputed in backward");
     if (r->model.method == AN_METHOD_QLORA) {
         if (r->quant.block_size != 64)
             return an_fail(err, "recipe: quant.block_size %d: only bitsandbytes' 64 is implemented", r->quant.block_size);
@@ -317,6 +320,10 @@ static int setup(run *u, an_error *err) {
         if (an_trainer_attach_lora(u->m, r, err)) return -1;
         an_trainer_note(o, "LoRA: %d modules, %zu trainable parameters (r %d, scaling %g)", u->m->lora->n_mods,
                         an_lora_param_count(u->m->lora), r->lora.r, (double)u->m->lora->scaling);
+        if (r->model.dtype == AN_RDTYPE_BF16) {
+            if (an_model_store_frozen_bf16(u->m, err)) return -1;
+            an_trainer_note(o, "model.dtype bf16: the frozen embedding and head are stored as bf16");
+        }
     } else {
         an_model_set_all_trainable(u->m, 1);
         if (an_model_alloc_grads(u->m, err)) return -1;
