@@ -64,6 +64,13 @@ demo:
 	@BUILD=$(BUILD) sh tools/demo.sh
 
 # Python reference checks of what autoneg writes (needs a venv: AN_VENV, see tests/ref/check_compat.sh).
+# Benchmarks against the Python peers, each measured in the same run as autoneg (bench/*.sh).
+# PYTHON: a python with torch, transformers, tokenizers and sentencepiece; by default the virtual
+# environment `make check-compat` makes ($AN_VENV or ~/.cache/autoneg-venv).
+bench: all
+	@PY=$${PYTHON:-$${AN_VENV:-$$HOME/.cache/autoneg-venv}/bin/python}; \
+	 bash bench/train.sh $$PY 3 && bash bench/generate.sh $$PY 3 && PYTHON=$$PY sh bench/bench_tokenizer.sh
+
 check-compat: all
 	@BUILD=$(BUILD) sh tests/ref/check_compat.sh
 

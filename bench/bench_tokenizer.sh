@@ -8,7 +8,7 @@ set -e
 MB=${1:-4}
 REPS=${2:-5}
 SHARED=${AN_SHARED:-../shared}
-PY=${PYTHON:-/work/venv/bin/python}
+PY=${PYTHON:-python3}
 BUILD=${BUILD:-build}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

@@ -12,7 +12,7 @@ REPEATS=${2:-3}
 TOKENS=${3:-128}
 PRESET=${PRESET:-llama-60m}
 THREADS=${OMP_NUM_THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive HF_HUB_OFFLINE=1
+export OMP_NUM_THREADS=$THREADS HF_HUB_OFFLINE=1
 make -s build/autoneg
 OUT=/tmp/autoneg-bench-generate.jsonl
 {

@@ -27,8 +27,3 @@ uint64_t an_rng_below(an_rng *r, uint64_t n) {
     while (x >= limit);
     return x % n;
 }
-
-float an_hash_uniform(uint64_t seed, uint64_t counter) {
-    uint64_t s = seed ^ (counter * 0xD1B54A32D192ED03ull);
-    return (float)(splitmix64(&s) >> 40) * (1.0f / 16777216.0f);
-}
