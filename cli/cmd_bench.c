@@ -2,7 +2,7 @@
  * fraction of this machine's measured sgemm rate it reaches and the memory it needs.
  *
  *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora|qlora]
- *                       [--rank R] [--threads K] [--seed S] [--json]
+ *                       [--rank R] [--dropout P] [--threads K] [--seed S] [--json]
  *
  * --method lora: a LoRA adapter on every linear layer but the head (PEFT's "all-linear"), rank R
  * (default 16), alpha 16, dropout 0.1 (XTuner's QLoRA recipe values but its r 64); the base is frozen.
@@ -27,6 +27,7 @@
 typedef struct bench_train_args {
     const char *preset;
     int batch, seq, steps, threads, json, rank;
+    float dropout; /* LoRA dropout (XTuner: 0.1) */
     const char *method;
     unsigned long long seed;
 } bench_train_args;
@@ -93,7 +94,7 @@ static int bench_train(const bench_train_args *a) {
         an_lora_config lc = an_lora_config_default();
         lc.r = a->rank;
         lc.alpha = 16;
-        lc.dropout = 0.1f;
+        lc.dropout = a->dropout;
         lc.seed = a->seed;
         init_rc = (qlora && an_model_quantize_nf4(m, 64, 1, &err)) ||
                   an_lora_config_add_target(&lc, "all-linear", &err) || an_lora_attach(m, &lc, &err) ||
@@ -192,8 +193,8 @@ int an_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
     if (argc < 2 || strcmp(argv[1], "train") != 0)
-        return cli_fail("usage: autoneg bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--threads K] [--json]");
-    bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16};
+        return cli_fail("usage: autoneg bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--dropout P] [--threads K] [--json]");
+    bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16, .dropout = 0.1f};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--json")) {
@@ -208,6 +209,11 @@ int an_cmd_bench(int argc, char **argv) {
         else if (!strcmp(f, "--seq")) { if (parse_int(f, v, 2, 1 << 20, &a.seq)) return 1; }
         else if (!strcmp(f, "--steps")) { if (parse_int(f, v, 1, 100000, &a.steps)) return 1; }
         else if (!strcmp(f, "--rank")) { if (parse_int(f, v, 1, 65536, &a.rank)) return 1; }
+        else if (!strcmp(f, "--dropout")) {
+            char *end;
+            a.dropout = strtof(v, &end);
+            if (*v == 0 || *end || !(a.dropout >= 0 && a.dropout < 1)) return cli_fail("bench train: --dropout %s: must be in [0, 1)", v);
+        }
         else if (!strcmp(f, "--threads")) { if (parse_int(f, v, 1, 1024, &a.threads)) return 1; }
         else if (!strcmp(f, "--seed")) a.seed = strtoull(v, NULL, 10);
         else return cli_fail("bench train: unknown option %s", f);
