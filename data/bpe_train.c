@@ -30,21 +30,23 @@ typedef struct heap_item {
     int32_t a, b, pair;
 } heap_item;
 
+/* An open-addressing index from hashed 64-bit keys to entry numbers (linear probing, a power-of-two
+ * size kept at most half full). */
+typedef struct id_table {
+    uint64_t *keys;
+    int32_t *slot; /* -1: empty */
+    size_t mask;
+} id_table;
+
 typedef struct trainer {
     word *words;
     int n_words, cap_words;
-    /* word text -> index while counting */
-    uint64_t *wkeys;
-    int32_t *wslot;
-    size_t wmask;
+    id_table wtab; /* word text -> index while counting */
     char **wtext;
     size_t *wlen;
-    /* pair (a, b) -> index into pairs */
     pairinfo *pairs;
     int n_pairs, cap_pairs;
-    uint64_t *pkeys;
-    int32_t *pslot;
-    size_t pmask;
+    id_table ptab; /* pair (a, b) -> index into pairs */
     heap_item *heap;
     int n_heap, cap_heap;
 } trainer;
@@ -73,8 +75,11 @@ static int grow(void **p, int *cap, int need, size_t elem) {
     return 0;
 }
 
-static int rehash_words(trainer *tr) {
-    size_t cap = tr->wkeys ? (tr->wmask + 1) * 2 : 1 << 16;
+/* Makes room for one more entry than the n there are, rebuilding at twice the size (entries
+ * re-inserted under key_of) when the table would pass half full. */
+static int id_table_reserve(id_table *t, int n, uint64_t (*key_of)(const trainer *, int), const trainer *tr) {
+    if (t->keys && (size_t)(n + 1) * 2 <= t->mask + 1) return 0;
+    size_t cap = t->keys ? (t->mask + 1) * 2 : 1 << 16;
     uint64_t *keys = malloc(cap * sizeof *keys);
     int32_t *slot = malloc(cap * sizeof *slot);
     if (!keys || !slot) {
@@ -83,29 +88,39 @@ static int rehash_words(trainer *tr) {
         return -1;
     }
     memset(slot, 0xff, cap * sizeof *slot);
-    for (int w = 0; w < tr->n_words; w++) {
-        uint64_t h = hash_str(tr->wtext[w], tr->wlen[w]);
-        size_t i = h & (cap - 1);
+    for (int e = 0; e < n; e++) {
+        uint64_t k = key_of(tr, e);
+        size_t i = k & (cap - 1);
         while (slot[i] >= 0) i = (i + 1) & (cap - 1);
-        keys[i] = h;
-        slot[i] = w;
+        keys[i] = k;
+        slot[i] = e;
     }
-    free(tr->wkeys);
-    free(tr->wslot);
-    tr->wkeys = keys;
-    tr->wslot = slot;
-    tr->wmask = cap - 1;
+    free(t->keys);
+    free(t->slot);
+    t->keys = keys;
+    t->slot = slot;
+    t->mask = cap - 1;
     return 0;
 }
 
+static void id_table_free(id_table *t) {
+    free(t->keys);
+    free(t->slot);
+}
+
+static uint64_t word_key(const trainer *tr, int w) { return hash_str(tr->wtext[w], tr->wlen[w]); }
+
+/* mix is a bijection, so equal keys mean an equal pair */
+static uint64_t pair_key_of(int32_t a, int32_t b) { return mix(((uint64_t)(uint32_t)a << 32) | (uint32_t)b); }
+static uint64_t pair_key(const trainer *tr, int p) { return pair_key_of(tr->pairs[p].a, tr->pairs[p].b); }
+
 static int count_word(trainer *tr, const char *s, size_t n) {
-    if (!tr->wkeys || (size_t)(tr->n_words + 1) * 2 > tr->wmask + 1)
-        if (rehash_words(tr)) return -1;
+    if (id_table_reserve(&tr->wtab, tr->n_words, word_key, tr)) return -1;
     uint64_t h = hash_str(s, n);
-    size_t i = h & tr->wmask;
-    for (; tr->wslot[i] >= 0; i = (i + 1) & tr->wmask) {
-        int w = tr->wslot[i];
-        if (tr->wkeys[i] == h && tr->wlen[w] == n && memcmp(tr->wtext[w], s, n) == 0) {
+    size_t i = h & tr->wtab.mask;
+    for (; tr->wtab.slot[i] >= 0; i = (i + 1) & tr->wtab.mask) {
+        int w = tr->wtab.slot[i];
+        if (tr->wtab.keys[i] == h && tr->wlen[w] == n && memcmp(tr->wtext[w], s, n) == 0) {
             tr->words[w].count++;
             return 0;
         }
@@ -130,49 +145,23 @@ static int count_word(trainer *tr, const char *s, size_t n) {
     tr->words[w] = (word){sym, (int)n, 1, -1};
     tr->wtext[w] = copy;
     tr->wlen[w] = n;
-    tr->wkeys[i] = h;
-    tr->wslot[i] = w;
-    return 0;
-}
-
-static int rehash_pairs(trainer *tr) {
-    size_t cap = tr->pkeys ? (tr->pmask + 1) * 2 : 1 << 16;
-    uint64_t *keys = malloc(cap * sizeof *keys);
-    int32_t *slot = malloc(cap * sizeof *slot);
-    if (!keys || !slot) {
-        free(keys);
-        free(slot);
-        return -1;
-    }
-    memset(slot, 0xff, cap * sizeof *slot);
-    for (int p = 0; p < tr->n_pairs; p++) {
-        uint64_t k = ((uint64_t)(uint32_t)tr->pairs[p].a << 32) | (uint32_t)tr->pairs[p].b;
-        size_t i = mix(k) & (cap - 1);
-        while (slot[i] >= 0) i = (i + 1) & (cap - 1);
-        keys[i] = k;
-        slot[i] = p;
-    }
-    free(tr->pkeys);
-    free(tr->pslot);
-    tr->pkeys = keys;
-    tr->pslot = slot;
-    tr->pmask = cap - 1;
+    tr->wtab.keys[i] = h;
+    tr->wtab.slot[i] = w;
     return 0;
 }
 
 /* The index of pair (a, b), created with count 0 when new; -1 on OOM. */
 static int pair_index(trainer *tr, int32_t a, int32_t b) {
-    if (!tr->pkeys || (size_t)(tr->n_pairs + 1) * 2 > tr->pmask + 1)
-        if (rehash_pairs(tr)) return -1;
-    uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    size_t i = mix(k) & tr->pmask;
-    for (; tr->pslot[i] >= 0; i = (i + 1) & tr->pmask)
-        if (tr->pkeys[i] == k) return tr->pslot[i];
+    if (id_table_reserve(&tr->ptab, tr->n_pairs, pair_key, tr)) return -1;
+    uint64_t k = pair_key_of(a, b);
+    size_t i = k & tr->ptab.mask;
+    for (; tr->ptab.slot[i] >= 0; i = (i + 1) & tr->ptab.mask)
+        if (tr->ptab.keys[i] == k) return tr->ptab.slot[i];
     if (grow((void **)&tr->pairs, &tr->cap_pairs, tr->n_pairs + 1, sizeof *tr->pairs)) return -1;
     int p = tr->n_pairs++;
     tr->pairs[p] = (pairinfo){a, b, 0, NULL, 0, 0};
-    tr->pkeys[i] = k;
-    tr->pslot[i] = p;
+    tr->ptab.keys[i] = k;
+    tr->ptab.slot[i] = p;
     return p;
 }
 
@@ -238,11 +227,9 @@ static void trainer_free(trainer *tr) {
     free(tr->words);
     free(tr->wtext);
     free(tr->wlen);
-    free(tr->wkeys);
-    free(tr->wslot);
+    id_table_free(&tr->wtab);
     free(tr->pairs);
-    free(tr->pkeys);
-    free(tr->pslot);
+    id_table_free(&tr->ptab);
     free(tr->heap);
 }
 
