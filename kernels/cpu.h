@@ -126,6 +126,57 @@ static inline float an_sum(const float *a, int n) {
     return s;
 }
 
+/* The dropout mask (kernels/ops.h, "dropout"): element c (a 64-bit counter) is kept when
+ * an_cpu_mask_hash(c) >= an_cpu_mask_threshold(p). The 32-bit hash vectorises (8 lanes of AVX2 32-bit
+ * multiplies), so a mask costs a fraction of a nanosecond per element; the seed and the counter's top
+ * 32 bits pick an odd multiplier and an offset (splitmix64 of both), the low 32 bits run through
+ * Wellons' lowbias32 integer hash. Backends must implement exactly this function: backward
+ * regenerates the mask instead of storing it. */
+static inline uint64_t an_cpu_mask_key(uint64_t seed, uint32_t hi) {
+    uint64_t z = (seed ^ ((uint64_t)hi * 0xD1B54A32D192ED03ull)) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static inline uint32_t an_cpu_mask_hash32(uint32_t lo, uint64_t key) {
+    uint32_t x = lo * ((uint32_t)key | 1u) + (uint32_t)(key >> 32);
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+/* p * 2^32 rounded up, so "hash >= threshold" keeps with probability 1 - p (to 2^-32) */
+static inline uint32_t an_cpu_mask_threshold(float p) {
+    double t = (double)p * 4294967296.0;
+    uint64_t k = (uint64_t)t;
+    if ((double)k < t) k++;
+    return k > 0xFFFFFFFFull ? 0xFFFFFFFFu : (uint32_t)k;
+}
+/* scale[i] = keep where element counter + i is kept, else 0, for i < len */
+static inline void an_cpu_mask_row(float *scale, int len, uint64_t seed, uint64_t counter, uint32_t thr, float keep) {
+    int i = 0;
+    while (i < len) {
+        uint64_t c = counter + (uint64_t)i;
+        uint32_t lo = (uint32_t)c;
+        uint64_t key = an_cpu_mask_key(seed, (uint32_t)(c >> 32));
+        /* a run that stays below the next multiple of 2^32 shares the key */
+        uint64_t room = 0x100000000ull - lo;
+        int end = (uint64_t)(len - i) < room ? len : i + (int)room;
+        for (int k = i; k < end; k++)
+            scale[k] = an_cpu_mask_hash32(lo + (uint32_t)(k - i), key) >= thr ? keep : 0.0f;
+        i = end;
+    }
+}
+
+/* kernels/cpu_lora.c: a linear layer's LoRA adapter, fused (kernels/ops.h) */
+void an_cpu_lora_forward(float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
+                         int r, float scaling, float p, uint64_t seed, uint64_t counter);
+void an_cpu_lora_backward(float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
+                          const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
+                          float p, uint64_t seed, uint64_t counter);
+
 /* kernels/cpu_decode.c (forward only) */
 void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
 void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_cache, const float *v_cache,

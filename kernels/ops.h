@@ -130,10 +130,24 @@ typedef struct an_ops {
                                      int hd);
 
     /* ---- inverted dropout with a counter-based mask (added for LoRA): out[i] = inp[i] / (1 - p) when
-     * an_hash_uniform(seed, counter + i) >= p, else 0 (core/rng.h). Overwrites; out may alias inp.
-     * The backward is the same call on dout with the same seed and counter: the mask is regenerated,
-     * never stored. ---- */
+     * element counter + i is kept, else 0. Element c is kept when a 32-bit hash of (seed, c) is at
+     * least p * 2^32 rounded up (the function is an_cpu_mask_hash32 in kernels/cpu.h; every backend
+     * computes the same bits). Overwrites; out may alias inp. The backward is the same call on dout
+     * with the same seed and counter: the mask is regenerated, never stored. ---- */
     void (*dropout)(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
+
+    /* ---- a linear layer's LoRA adapter, fused (added for LoRA speed). x[N, C] is the layer's input,
+     * a[r, C] is lora_A, bt[r, OC] is lora_B transposed, xd = dropout(x) with the mask of the dropout
+     * op above, element (n, k) numbered counter + n * C + k (p = 0: xd = x, no mask).
+     *   forward:  u[N, r] = scaling * xd a^T (overwrites; kept for backward);  out[N, OC] += u bt
+     *   backward: dbt += u^T dout;  du[N, r] = scaling * dout bt^T (overwrites: scratch);
+     *             da += du^T xd;  dinp += dropout(du a) (the same mask)
+     * No [N, C] or [N, OC] temporary; dinp, da, dbt may be NULL. ---- */
+    void (*lora_forward)(float *out, float *u, const float *x, const float *a, const float *bt, int N, int C, int OC,
+                         int r, float scaling, float p, uint64_t seed, uint64_t counter);
+    void (*lora_backward)(float *dinp, float *da, float *dbt, float *du, const float *dout, const float *x,
+                          const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
+                          float p, uint64_t seed, uint64_t counter);
 
     /* ---- frozen weights stored as bf16 (added for an_model_store_frozen_bf16): w and table hold
      * bfloat16 bit patterns (the top 16 bits of a float32). Results are those of the float32 op on

@@ -2,8 +2,9 @@
  *
  * Forward:  out  = x W^T + b;  u = scaling * A xd  (xd = dropout(x) in training, else x);  out += u Bt
  * Backward: dBt += u^T dout;   du = scaling * dout Bt^T;   dA += du^T xd;   dx += dropout(du A) (+ dout W)
- * Bt is B transposed ([r, out]), so "out += u Bt" is the accumulating half of matmul_backward and no
- * [N, out] scratch exists; u is kept from forward in the plan ([N, r] per adapted layer). */
+ * The adapter's part is one fused op each way (lora_forward / lora_backward in kernels/ops.h), which
+ * regenerates the dropout mask as it goes; u is kept from forward in the plan ([N, r] per adapted
+ * layer), du is the plan's [N, r] scratch. */
 #include "model/linear.h"
 
 #include <math.h>
@@ -72,65 +73,36 @@ static uint64_t module_seed(const an_lora *l, const an_lora_module *mod) {
     return z ^ (z >> 31);
 }
 
-static void lora_forward(const an_model *m, const an_lora_module *mod, float *out, const float *xd, int N, float *u) {
-    const an_ops *o = m->ops;
-    int r = m->lora->cfg.r;
-    o->matmul_forward(u, xd, mod->a.data, NULL, N, mod->in, r);
-    o->scale(u, m->lora->scaling, (size_t)N * r);
-    o->matmul_backward(out, NULL, NULL, u, NULL, mod->bt.data, N, mod->out, r);
-}
-
 void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
                        int N, float *u) {
     base_forward(m, w, b, out, inp, N);
     const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
-    if (mod) lora_forward(m, mod, out, inp, N, u);
+    if (mod)
+        m->ops->lora_forward(out, u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, m->lora->cfg.r,
+                             m->lora->scaling, 0.0f, 0, 0);
 }
 
 int an_lora_rank(const an_model *m) { return m->lora ? m->lora->cfg.r : 0; }
 
 void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                    int train, uint64_t counter) {
-    int in = (int)w->shape[1];
-    const an_ops *o = m->ops;
     base_forward(m, w, b, out, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
-    const float *xd = inp;
-    if (train && l->cfg.dropout > 0) {
-        o->dropout(m->plan.lora_xd, inp, (size_t)N * in, l->cfg.dropout, module_seed(l, mod), counter);
-        xd = m->plan.lora_xd;
-    }
-    lora_forward(m, mod, out, xd, N, mod->u);
+    float p = train ? l->cfg.dropout : 0.0f;
+    m->ops->lora_forward(out, mod->u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p,
+                         p > 0 ? module_seed(l, mod) : 0, counter);
 }
 
 void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                    const float *inp, int N, uint64_t counter) {
-    int in = (int)w->shape[1], outd = (int)w->shape[0];
-    const an_ops *o = m->ops;
-    an_plan *p = &m->plan;
     base_backward(m, w, b, dinp, dout, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
-    int r = l->cfg.r, drop = l->cfg.dropout > 0;
-    uint64_t seed = drop ? module_seed(l, mod) : 0;
-    const float *xd = inp;
-    if (drop) {
-        o->dropout(p->lora_xd, inp, (size_t)N * in, l->cfg.dropout, seed, counter);
-        xd = p->lora_xd;
-    }
-    o->matmul_backward(NULL, mod->bt.grad, NULL, mod->u, dout, mod->bt.data, N, outd, r);
-    o->matmul_forward(p->lora_du, dout, mod->bt.data, NULL, N, outd, r);
-    o->scale(p->lora_du, l->scaling, (size_t)N * r);
-    if (!drop) {
-        o->matmul_backward(dinp, mod->a.grad, NULL, p->lora_du, xd, mod->a.data, N, in, r);
-        return;
-    }
-    /* d(xd) is masked by the same dropout before it joins dinp */
-    o->zero(p->lora_dxd, (size_t)N * in * sizeof(float));
-    o->matmul_backward(p->lora_dxd, mod->a.grad, NULL, p->lora_du, xd, mod->a.data, N, in, r);
-    o->dropout(p->lora_dxd, p->lora_dxd, (size_t)N * in, l->cfg.dropout, seed, counter);
-    o->add(dinp, dinp, p->lora_dxd, (size_t)N * in);
+    float p = l->cfg.dropout;
+    m->ops->lora_backward(dinp, mod->a.grad, mod->bt.grad, m->plan.lora_du, dout, inp, mod->u, mod->a.data,
+                          mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p, p > 0 ? module_seed(l, mod) : 0,
+                          counter);
 }

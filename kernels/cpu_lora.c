@@ -1,0 +1,205 @@
+/* A linear layer's LoRA adapter in two fused passes (kernels/ops.h, lora_forward / lora_backward).
+ *
+ * The adapter's products are skinny (rank r of 8..64 against widths of hundreds to thousands), where a
+ * BLAS call per product spends more on packing, thread start-up and synchronisation than on the
+ * arithmetic, and the unfused version also wrote dropout(x) and its gradient as full [N, C] buffers.
+ * Here the dropout mask is regenerated a block of columns at a time into a small stack buffer, each
+ * pass is one parallel region, and the loops run along contiguous rows so they vectorise.
+ *
+ * Every output element is summed in a fixed order that does not depend on the thread count: rows are
+ * independent in forward and in du, and the weight gradients are split by columns, each thread walking
+ * all rows in order. So results are bit-identical run to run and for any number of threads. */
+#include "kernels/cpu.h"
+
+enum {
+    KC = 256, /* forward: input columns per chunk of the masked rows */
+    CB = 64,  /* backward: columns per block of dA / dBt (a block of r rows stays in L1) */
+    RB = 4    /* rows at a time: four independent sums share each load of A or Bt */
+};
+
+/* worth a parallel region: enough multiply-adds to pay for waking the threads */
+static int big(int N, int C, int OC, int r) { return (double)N * (C + OC) * r > 65536.0; }
+
+/* 8 floats, as GCC and clang vector extensions (lowered to AVX2 here, to whatever the target has
+ * elsewhere); unaligned loads and stores through memcpy */
+typedef float v8 __attribute__((vector_size(32)));
+static inline v8 ld8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline float hsum8(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
+
+/* s[q] = x[q] . w over n for the RB rows x[q]: 8 lanes each, then the tail; the loads of w are shared
+ * and RB independent accumulators are in flight */
+static inline void dot_rows(float s[RB], const float *const x[RB], const float *w, int n) {
+    v8 acc[RB];
+    for (int q = 0; q < RB; q++) acc[q] = (v8){0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8 wv = ld8(w + i);
+        for (int q = 0; q < RB; q++) acc[q] += ld8(x[q] + i) * wv;
+    }
+    for (int q = 0; q < RB; q++) {
+        float t = hsum8(acc[q]);
+        for (int k = i; k < n; k++) t += x[q][k] * w[k];
+        s[q] = t;
+    }
+}
+
+/* y[o] += sum_j u[j] bt[j * ld + o] for o < len, summed over j in order, a register tile of y at a time */
+static inline void add_rank_r(float *y, const float *u, const float *bt, int ld, int r, int len) {
+    int o0 = 0;
+    for (; o0 + 32 <= len; o0 += 32) {
+        v8 a0 = ld8(y + o0), a1 = ld8(y + o0 + 8), a2 = ld8(y + o0 + 16), a3 = ld8(y + o0 + 24);
+        for (int j = 0; j < r; j++) {
+            float uj = u[j];
+            const float *b = bt + (size_t)j * ld + o0;
+            a0 += uj * ld8(b);
+            a1 += uj * ld8(b + 8);
+            a2 += uj * ld8(b + 16);
+            a3 += uj * ld8(b + 24);
+        }
+        st8(y + o0, a0), st8(y + o0 + 8, a1), st8(y + o0 + 16, a2), st8(y + o0 + 24, a3);
+    }
+    for (int o = o0; o < len; o++) {
+        float acc = y[o];
+        for (int j = 0; j < r; j++) acc += u[j] * bt[(size_t)j * ld + o];
+        y[o] = acc;
+    }
+}
+
+/* acc[j * ld + c] += s[q * r + j] * v[q][c] for the rows q < rows (<= RB) in order, c < len */
+static inline void outer_rows(float *acc, int ld, const float *s, int r, const float *const v[RB], int rows, int len) {
+    for (int j = 0; j < r; j++) {
+        float *aj = acc + (size_t)j * ld;
+        if (rows == RB) {
+            float s0 = s[j], s1 = s[r + j], s2 = s[2 * r + j], s3 = s[3 * r + j];
+            int c = 0;
+            for (; c + 8 <= len; c += 8)
+                st8(aj + c, (((ld8(aj + c) + s0 * ld8(v[0] + c)) + s1 * ld8(v[1] + c)) + s2 * ld8(v[2] + c)) +
+                                s3 * ld8(v[3] + c));
+            for (; c < len; c++) aj[c] = (((aj[c] + s0 * v[0][c]) + s1 * v[1][c]) + s2 * v[2][c]) + s3 * v[3][c];
+        } else {
+            for (int q = 0; q < rows; q++) {
+                float sq = s[q * r + j];
+                for (int c = 0; c < len; c++) aj[c] += sq * v[q][c];
+            }
+        }
+    }
+}
+
+void an_cpu_lora_forward(float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
+                         int r, float scaling, float p, uint64_t seed, uint64_t counter) {
+    int drop = p > 0.0f;
+    float keep = drop ? 1.0f / (1.0f - p) : 1.0f;
+    uint32_t thr = an_cpu_mask_threshold(p);
+    int nblk = (N + RB - 1) / RB;
+#pragma omp parallel for schedule(static) if (big(N, C, OC, r))
+    for (int blk = 0; blk < nblk; blk++) {
+        int n0 = blk * RB, rows = N - n0 < RB ? N - n0 : RB;
+        float xd[RB][KC];
+        const float *xs[RB];
+        for (int q = 0; q < rows; q++)
+            for (int j = 0; j < r; j++) u[(size_t)(n0 + q) * r + j] = 0.0f;
+        /* u = scaling * dropout(x) A^T, the inputs masked a chunk at a time */
+        for (int k0 = 0; k0 < C; k0 += KC) {
+            int len = C - k0 < KC ? C - k0 : KC;
+            for (int q = 0; q < RB; q++) {
+                int n = n0 + (q < rows ? q : 0); /* a short block repeats its first row */
+                const float *x = inp + (size_t)n * C + k0;
+                xs[q] = x;
+                if (drop) {
+                    an_cpu_mask_row(xd[q], len, seed, counter + (uint64_t)n * (uint64_t)C + (uint64_t)k0, thr, keep);
+                    for (int k = 0; k < len; k++) xd[q][k] *= x[k];
+                    xs[q] = xd[q];
+                }
+            }
+            for (int j = 0; j < r; j++) {
+                float s[RB];
+                dot_rows(s, xs, a + (size_t)j * C + k0, len);
+                for (int q = 0; q < rows; q++) u[(size_t)(n0 + q) * r + j] += s[q];
+            }
+        }
+        for (int q = 0; q < rows; q++) {
+            float *un = u + (size_t)(n0 + q) * r;
+            for (int j = 0; j < r; j++) un[j] *= scaling;
+            add_rank_r(out + (size_t)(n0 + q) * OC, un, bt, OC, r, OC); /* out += u Bt */
+        }
+    }
+}
+
+void an_cpu_lora_backward(float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
+                          const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
+                          float p, uint64_t seed, uint64_t counter) {
+    int drop = p > 0.0f;
+    float keep = drop ? 1.0f / (1.0f - p) : 1.0f;
+    uint32_t thr = an_cpu_mask_threshold(p);
+    int need_du = da || dinp;
+    int nrb = (N + RB - 1) / RB, nb_out = (OC + CB - 1) / CB, nb_in = (C + CB - 1) / CB;
+#pragma omp parallel if (big(N, C, OC, r))
+    {
+        /* du = scaling * dout Bt^T, RB rows at a time */
+        if (need_du) {
+#pragma omp for schedule(static)
+            for (int blk = 0; blk < nrb; blk++) {
+                int n0 = blk * RB, rows = N - n0 < RB ? N - n0 : RB;
+                const float *d[RB];
+                for (int q = 0; q < RB; q++) d[q] = dout + (size_t)(n0 + (q < rows ? q : 0)) * OC;
+                for (int j = 0; j < r; j++) {
+                    float s[RB];
+                    dot_rows(s, d, bt + (size_t)j * OC, OC);
+                    for (int q = 0; q < rows; q++) du[(size_t)(n0 + q) * r + j] = scaling * s[q];
+                }
+            }
+        }
+        /* dBt += u^T dout, a block of output columns per task, all rows in order */
+        if (dbt) {
+#pragma omp for schedule(static) nowait
+            for (int blk = 0; blk < nb_out; blk++) {
+                int o0 = blk * CB, len = OC - o0 < CB ? OC - o0 : CB;
+                for (int n0 = 0; n0 < N; n0 += RB) {
+                    int rows = N - n0 < RB ? N - n0 : RB;
+                    const float *v[RB];
+                    for (int q = 0; q < RB; q++) v[q] = dout + (size_t)(n0 + (q < rows ? q : 0)) * OC + o0;
+                    outer_rows(dbt + o0, OC, u + (size_t)n0 * r, r, v, rows, len);
+                }
+            }
+        }
+        /* dA += du^T dropout(x) and dinp += dropout(du A), a block of input columns per task, the
+         * block's mask regenerated once per row for both */
+        if (need_du) {
+#pragma omp for schedule(static)
+            for (int blk = 0; blk < nb_in; blk++) {
+                int k0 = blk * CB, len = C - k0 < CB ? C - k0 : CB;
+                float scale[RB][CB], xd[RB][CB];
+                for (int n0 = 0; n0 < N; n0 += RB) {
+                    int rows = N - n0 < RB ? N - n0 : RB;
+                    const float *v[RB];
+                    for (int q = 0; q < rows; q++) {
+                        int n = n0 + q;
+                        const float *x = inp + (size_t)n * C + k0;
+                        if (drop)
+                            an_cpu_mask_row(scale[q], len, seed, counter + (uint64_t)n * (uint64_t)C + (uint64_t)k0, thr,
+                                            keep);
+                        else
+                            for (int k = 0; k < len; k++) scale[q][k] = 1.0f;
+                        for (int k = 0; k < len; k++) xd[q][k] = x[k] * scale[q][k];
+                        v[q] = xd[q];
+                    }
+                    for (int q = rows; q < RB; q++) v[q] = xd[0];
+                    if (da) outer_rows(da + k0, C, du + (size_t)n0 * r, r, v, rows, len);
+                    if (!dinp) continue;
+                    for (int q = 0; q < rows; q++) {
+                        float dx[CB];
+                        for (int k = 0; k < len; k++) dx[k] = 0.0f;
+                        add_rank_r(dx, du + (size_t)(n0 + q) * r, a + k0, C, r, len);
+                        float *di = dinp + (size_t)(n0 + q) * C + k0;
+                        for (int k = 0; k < len; k++) di[k] += dx[k] * scale[q][k];
+                    }
+                }
+            }
+        }
+    }
+}
