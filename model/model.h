@@ -94,7 +94,6 @@ typedef struct an_plan {
     int recompute;                  /* planned for per-layer recomputation (an_model_set_recompute) */
     /* LoRA (model/lora.h): scratch shared by all adapted layers; each module's [N, r] lives in the
      * block too (an_lora_module.u). lora_planned: the plan was made with the current adapter. */
-    float *lora_xd, *lora_dxd;      /* [N, largest adapted input] dropout(x) and its gradient */
     float *lora_du;                 /* [N, r] */
     int lora_planned;
     void *nf4_work;                 /* scratch of the NF4 matmuls (QLoRA), nf4_work_bytes */

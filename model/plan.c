@@ -106,7 +106,7 @@ static void layout(an_model *m, carver *c) {
                     * recomputation the adapters of one slot (q_proj, ...) share one u across layers */
         an_lora *l = m->lora;
         const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
-        size_t r = (size_t)l->cfg.r, max_in = 0;
+        size_t r = (size_t)l->cfg.r;
         float *slot_u[AN_LAYER_SLOTS] = {0};
         int slot_used[AN_LAYER_SLOTS] = {0};
         for (int i = 0; i < l->n_mods; i++) {
@@ -119,11 +119,7 @@ static void layout(an_model *m, carver *c) {
                 slot_used[s] = 1;
                 mod->u = slot_u[s];
             }
-            if ((size_t)mod->in > max_in) max_in = (size_t)mod->in;
         }
-        int drop = l->cfg.dropout > 0;
-        p->lora_xd = drop ? carve(c, N * max_in, f) : NULL;
-        p->lora_dxd = drop ? carve(c, N * max_in, f) : NULL;
         p->lora_du = carve(c, N * r, f);
         p->lora_planned = 1;
     }

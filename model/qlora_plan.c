@@ -69,7 +69,7 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     int old_threads = omp_get_max_threads();
     omp_set_num_threads(threads);
-    size_t max_in = 0, n_mods = 0, head_u = 0;
+    size_t n_mods = 0, head_u = 0;
     for (int i = 0; i < n_refs; i++) {
         const an_param *w = refs[i].w;
         int quantizable = !refs[i].is_head && w != m.tok_emb;
@@ -85,7 +85,6 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
         if (lora && (quantizable || (refs[i].is_head && o->lora_head))) {
             out->n_adapter += (size_t)o->r * (size_t)(w->shape[0] + w->shape[1]);
             out->adapters += (buf((size_t)o->r * w->shape[1], 4) + buf((size_t)o->r * w->shape[0], 4));
-            if ((size_t)w->shape[1] > max_in) max_in = (size_t)w->shape[1];
             n_mods++;
             if (refs[i].is_head) head_u = 1;
         }
@@ -130,7 +129,7 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     if (lora) {
         u_head = head_u ? buf(hr * (size_t)o->r, 4) : 0;
         u_layers = (n_mods - head_u) * buf(N * (size_t)o->r, 4);
-        fixed += (o->dropout ? 2 * buf(N * max_in, 4) : 0) + buf(N * (size_t)o->r, 4) + u_head;
+        fixed += buf(N * (size_t)o->r, 4) + u_head; /* du scratch; dropout needs no buffer (kernels/ops.h lora_*) */
     }
     size_t L = (size_t)cfg->n_layers;
     out->activations = fixed + L * (res_in + layer) + u_layers;
