@@ -23,6 +23,11 @@ static int big(int N, int C, int OC, int r) { return (double)N * (C + OC) * r > 
 /* 8 floats, as GCC and clang vector extensions (lowered to AVX2 here, to whatever the target has
  * elsewhere); unaligned loads and stores through memcpy */
 typedef float v8 __attribute__((vector_size(32)));
+#if defined(__GNUC__) && !defined(__clang__)
+/* the helpers below are static, so GCC's note that a 32-byte vector argument changes the ABI when
+ * AVX is off (a build without -march=native) does not apply */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 static inline v8 ld8(const float *p) {
     v8 v;
     memcpy(&v, p, sizeof v);
