@@ -21,20 +21,14 @@ enum {
 static int big(int N, int C, int OC, int r) { return (double)N * (C + OC) * r > 65536.0; }
 
 /* 8 floats, as GCC and clang vector extensions (lowered to AVX2 here, to whatever the target has
- * elsewhere); unaligned loads and stores through memcpy */
+ * elsewhere). v8u is the same with the alignment of a float and may alias floats, for unaligned
+ * loads and stores straight from the tensors. Macros, not functions: a vector passed by value
+ * would make GCC and clang warn about the ABI in builds without AVX. */
 typedef float v8 __attribute__((vector_size(32)));
-#if defined(__GNUC__) && !defined(__clang__)
-/* the helpers below are static, so GCC's note that a 32-byte vector argument changes the ABI when
- * AVX is off (a build without -march=native) does not apply */
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-static inline v8 ld8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
-static inline float hsum8(v8 a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+#define LD8(p) (*(const v8u *)(const void *)(p))
+#define ST8(p, v) (*(v8u *)(void *)(p) = (v))
+#define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
 /* s[q] = x[q] . w over n for the RB rows x[q]: 8 lanes each, then the tail; the loads of w are shared
  * and RB independent accumulators are in flight */
@@ -43,11 +37,11 @@ static inline void dot_rows(float s[RB], const float *const x[RB], const float *
     for (int q = 0; q < RB; q++) acc[q] = (v8){0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v8 wv = ld8(w + i);
-        for (int q = 0; q < RB; q++) acc[q] += ld8(x[q] + i) * wv;
+        v8 wv = LD8(w + i);
+        for (int q = 0; q < RB; q++) acc[q] += LD8(x[q] + i) * wv;
     }
     for (int q = 0; q < RB; q++) {
-        float t = hsum8(acc[q]);
+        float t = HSUM8(acc[q]);
         for (int k = i; k < n; k++) t += x[q][k] * w[k];
         s[q] = t;
     }
@@ -57,16 +51,16 @@ static inline void dot_rows(float s[RB], const float *const x[RB], const float *
 static inline void add_rank_r(float *y, const float *u, const float *bt, int ld, int r, int len) {
     int o0 = 0;
     for (; o0 + 32 <= len; o0 += 32) {
-        v8 a0 = ld8(y + o0), a1 = ld8(y + o0 + 8), a2 = ld8(y + o0 + 16), a3 = ld8(y + o0 + 24);
+        v8 a0 = LD8(y + o0), a1 = LD8(y + o0 + 8), a2 = LD8(y + o0 + 16), a3 = LD8(y + o0 + 24);
         for (int j = 0; j < r; j++) {
             float uj = u[j];
             const float *b = bt + (size_t)j * ld + o0;
-            a0 += uj * ld8(b);
-            a1 += uj * ld8(b + 8);
-            a2 += uj * ld8(b + 16);
-            a3 += uj * ld8(b + 24);
+            a0 += uj * LD8(b);
+            a1 += uj * LD8(b + 8);
+            a2 += uj * LD8(b + 16);
+            a3 += uj * LD8(b + 24);
         }
-        st8(y + o0, a0), st8(y + o0 + 8, a1), st8(y + o0 + 16, a2), st8(y + o0 + 24, a3);
+        ST8(y + o0, a0), ST8(y + o0 + 8, a1), ST8(y + o0 + 16, a2), ST8(y + o0 + 24, a3);
     }
     for (int o = o0; o < len; o++) {
         float acc = y[o];
@@ -83,8 +77,8 @@ static inline void outer_rows(float *acc, int ld, const float *s, int r, const f
             float s0 = s[j], s1 = s[r + j], s2 = s[2 * r + j], s3 = s[3 * r + j];
             int c = 0;
             for (; c + 8 <= len; c += 8)
-                st8(aj + c, (((ld8(aj + c) + s0 * ld8(v[0] + c)) + s1 * ld8(v[1] + c)) + s2 * ld8(v[2] + c)) +
-                                s3 * ld8(v[3] + c));
+                ST8(aj + c, (((LD8(aj + c) + s0 * LD8(v[0] + c)) + s1 * LD8(v[1] + c)) + s2 * LD8(v[2] + c)) +
+                                s3 * LD8(v[3] + c));
             for (; c < len; c++) aj[c] = (((aj[c] + s0 * v[0][c]) + s1 * v[1][c]) + s2 * v[2][c]) + s3 * v[3][c];
         } else {
             for (int q = 0; q < rows; q++) {
@@ -93,6 +87,29 @@ static inline void outer_rows(float *acc, int ld, const float *s, int r, const f
             }
         }
     }
+}
+
+/* di[q][k] += scale[q][k] * sum_j du[q * r + j] a[j * lda + k] for rows q < rows, k < len: the rows
+ * share each load of A; every sum runs over j in order, so a row's result is the same in any block */
+static inline void input_grad_rows(float *const di[RB], float scale[RB][CB], const float *du, const float *a, int lda,
+                                   int r, int rows, int len) {
+    int k = 0;
+    if (rows == RB)
+        for (; k + 8 <= len; k += 8) {
+            v8 acc[RB];
+            for (int q = 0; q < RB; q++) acc[q] = (v8){0};
+            for (int j = 0; j < r; j++) {
+                v8 av = LD8(a + (size_t)j * lda + k);
+                for (int q = 0; q < RB; q++) acc[q] += du[q * r + j] * av;
+            }
+            for (int q = 0; q < RB; q++) ST8(di[q] + k, LD8(di[q] + k) + acc[q] * LD8(scale[q] + k));
+        }
+    for (int q = 0; q < rows; q++)
+        for (int kk = k; kk < len; kk++) {
+            float acc = 0.0f;
+            for (int j = 0; j < r; j++) acc += du[q * r + j] * a[(size_t)j * lda + kk];
+            di[q][kk] += acc * scale[q][kk];
+        }
 }
 
 void an_cpu_lora_forward(float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
@@ -196,13 +213,9 @@ void an_cpu_lora_backward(float *dinp, float *da, float *dbt, float *du, const f
                     for (int q = rows; q < RB; q++) v[q] = xd[0];
                     if (da) outer_rows(da + k0, C, du + (size_t)n0 * r, r, v, rows, len);
                     if (!dinp) continue;
-                    for (int q = 0; q < rows; q++) {
-                        float dx[CB];
-                        for (int k = 0; k < len; k++) dx[k] = 0.0f;
-                        add_rank_r(dx, du + (size_t)(n0 + q) * r, a + k0, C, r, len);
-                        float *di = dinp + (size_t)(n0 + q) * C + k0;
-                        for (int k = 0; k < len; k++) di[k] += dx[k] * scale[q][k];
-                    }
+                    float *di[RB];
+                    for (int q = 0; q < rows; q++) di[q] = dinp + (size_t)(n0 + q) * C + k0;
+                    input_grad_rows(di, scale, du + (size_t)n0 * r, a + k0, C, r, rows, len);
                 }
             }
         }
