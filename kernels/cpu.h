@@ -49,8 +49,8 @@ void an_cpu_scale(float *x, float s, size_t n);
 void an_cpu_cross_entropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
 void an_cpu_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                    int N, int V, float dloss);
-void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
-                         float beta2, float eps, float weight_decay, int step);
+void an_cpu_adamw_update(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay, int step);
 double an_cpu_sum_squares(const float *x, size_t n);
 
 /* exp(x) for float, branch-free so loops over it vectorise: range reduction x = n ln2 + r, a degree-7
