@@ -283,8 +283,9 @@ static inline void nf4_decode32(const uint8_t *p16, const nf4_planes *pl, __m256
  * latency off the critical path; the block's scale is applied once per block. */
 static inline __attribute__((always_inline)) void row_dot_avx2_n(const an_nf4_tensor *w, const nf4_planes *pl,
                                                                   int64_t o, const float *xp, float *sums,
-                                                                  const int NR) {
-    const int64_t C = w->cols, bs = w->blocksize;
+                                                                  const int NR, const int BS) {
+    /* BS: the blocksize as a constant (64, QLoRA's) so the block loop unrolls, or 0 for any other */
+    const int64_t C = w->cols, bs = BS ? BS : w->blocksize;
     const uint8_t *p = w->packed + (o * C) / 2;
     scale_iter it = scale_iter_at(w, o * C / bs);
     __m256 tot[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -316,11 +317,20 @@ static inline __attribute__((always_inline)) void row_dot_avx2_n(const an_nf4_te
 
 static void row_dot_avx2(const an_nf4_tensor *w, const nf4_planes *pl, int64_t o, const float *xp, int N,
                          float *sums) {
+    if (w->blocksize == 64) {
+        switch (N) {
+        case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1, 64); break;
+        case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2, 64); break;
+        case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3, 64); break;
+        default: row_dot_avx2_n(w, pl, o, xp, sums, 4, 64); break;
+        }
+        return;
+    }
     switch (N) {
-    case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1); break;
-    case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2); break;
-    case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3); break;
-    default: row_dot_avx2_n(w, pl, o, xp, sums, 4); break;
+    case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1, 0); break;
+    case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2, 0); break;
+    case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3, 0); break;
+    default: row_dot_avx2_n(w, pl, o, xp, sums, 4, 0); break;
     }
 }
 #endif
