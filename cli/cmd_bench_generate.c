@@ -136,13 +136,13 @@ static int compare_nf4(const char *preset, const an_model_config *cfg, int head_
     double bw = an_measure_bandwidth_gbs((size_t)256 << 20, 3);
     rc = 0;
     for (int k = 0; k < 2 && rc == 0; k++) { /* warm-up: page in the weights, wake the threads */
-        result r;
+        result r = {0};
         rc = run_batch(ms[k], 1, P, 4, seed + 1, &r);
     }
     for (int i = 0; i < repeat && rc == 0; i++)
         for (int k = 0; k < 2 && rc == 0; k++) {
             int kk = i % 2 ? 1 - k : k; /* alternate which model goes first */
-            result r;
+            result r = {0};
             rc = run_batch(ms[kk], 1, P, tokens, seed + 1, &r);
             tps[kk][i] = r.tps;
             ctps[kk][i] = r.cpu_tps;
@@ -239,7 +239,7 @@ int an_bench_generate(int argc, char **argv) {
     int rc = 0;
     for (int k = 0; k < nb && rc == 0; k++) {
         int B = batches[k];
-        result r;
+        result r = {0};
         rc = run_batch(m, B, P, 4, seed + 1, &r); /* warm-up: page in the weights, wake the threads */
         if (rc == 0) rc = run_batch(m, B, P, tokens, seed + 1, &r);
         if (rc) break;
