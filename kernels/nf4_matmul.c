@@ -289,16 +289,18 @@ static inline __attribute__((always_inline)) void row_dot_avx2_n(const an_nf4_te
     const uint8_t *p = w->packed + (o * C) / 2;
     scale_iter it = scale_iter_at(w, o * C / bs);
     __m256 tot[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t k0 = 0; k0 < C; k0 += bs) {
+    const float *xk = xp;
+    for (const uint8_t *pk = p, *pend = p + C / 2; pk < pend; pk += bs / 2, xk += bs) {
         __m256 a[4][4];
         for (int n = 0; n < NR; n++) a[n][0] = a[n][1] = a[n][2] = a[n][3] = _mm256_setzero_ps();
-        for (int64_t i = k0; i < k0 + bs; i += 32) {
+        /* the packed stream is read once, far from the cache: fetch it a few rows ahead (a block
+         * of 64 is half a cache line, so once per block is enough) */
+        _mm_prefetch((const char *)pk + NF4_PREFETCH, _MM_HINT_T0);
+        for (int64_t i = 0; i < bs; i += 32) {
             __m256 f[4];
-            /* the packed stream is read once, far from the cache: fetch it a few rows ahead */
-            _mm_prefetch((const char *)(p + i / 2) + NF4_PREFETCH, _MM_HINT_T0);
-            nf4_decode32(p + i / 2, pl, f);
+            nf4_decode32(pk + i / 2, pl, f);
             for (int n = 0; n < NR; n++) {
-                const float *xn = xp + (size_t)n * C + i;
+                const float *xn = xk + (size_t)n * C + i;
                 for (int g = 0; g < 4; g++) a[n][g] = _mm256_fmadd_ps(f[g], _mm256_loadu_ps(xn + 8 * g), a[n][g]);
             }
         }
