@@ -73,6 +73,8 @@ typedef struct an_recipe {
         double val_fraction;
         an_recipe_group_by group_by;
         int shuffle_seed;
+        char subjects[AN_RECIPE_STR]; /* "" or a subject list filling style-template placeholders */
+        int subjects_per_pair;
     } data;
     struct {
         double lr;
