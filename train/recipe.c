@@ -107,6 +107,7 @@ static const field fields[] = {
     F_STR("output.dir", output.dir, "\"runs/out\""),
     F_STR("tokenizer.path", tokenizer.path, "\"\""),
     F_INT("tokenizer.train_vocab", tokenizer.train_vocab, R_LO | R_ZERO_OK, 260, 1 << 20, "0"),
+    F_BOOL("tokenizer.add_prefix_space", tokenizer.add_prefix_space, "false"),
     {"model_config", K_MODEL_CONFIG, 0, 0, NOR, NULL, "string (preset) | object (config.json) | null", "null"},
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
