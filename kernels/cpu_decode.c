@@ -1,6 +1,7 @@
 /* Attention of one new query per row over a KV cache (forward only), for decoding. The matrix-vector
  * product of a decode step is in cpu_matvec.c. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "kernels/cpu.h"
@@ -10,43 +11,61 @@ void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_
                                      int hd) {
     int group = nh / nkv;
     float scale = 1.0f / sqrtf((float)hd);
-    int ntasks = B * nh;
+    /* A task is a run of heads of one sequence, walked position by position: the keys and values of a
+     * position are nkv * hd contiguous floats, so the cache streams through in order (one head at a
+     * time would read 256 bytes and jump a whole position ahead, 8 times over). Split the heads only
+     * as far as it takes to give every thread two tasks; each head's sums run in the same order
+     * however the heads are split. */
+    int threads = omp_get_max_threads();
+    int split = (2 * threads + B - 1) / B;
+    split = split < 1 ? 1 : split > nh ? nh : split;
+    int hpt = (nh + split - 1) / split, ntasks = B * split;
     long long work = 0;
     for (int b = 0; b < B; b++) work += (long long)len[b] * nh * hd;
+    size_t stride = (size_t)nkv * hd;
 #pragma omp parallel if (work >= 32768)
     {
-        float *s = malloc(sizeof(float) * (size_t)(max_T > 0 ? max_T : 1));
+        /* scores of hpt heads over max_T positions, then each head's max and sum */
+        float *s = malloc(sizeof(float) * ((size_t)hpt * (max_T > 0 ? max_T : 1) + 2 * (size_t)hpt));
 #pragma omp for schedule(static)
         for (int task = 0; task < ntasks; task++) {
-            int b = task / nh, h = task % nh, kh = h / group;
+            int b = task / split, h0 = (task % split) * hpt, h1 = h0 + hpt < nh ? h0 + hpt : nh;
             int row = slot ? slot[b] : b, L = len[b];
-            float *o = out + ((size_t)b * nh + h) * hd;
+            if (h0 >= h1) continue;
             if (!s || L <= 0 || L > max_T) { /* out of memory or a bad length: make it visible */
-                for (int d = 0; d < hd; d++) o[d] = NAN;
+                for (int h = h0; h < h1; h++)
+                    for (int d = 0; d < hd; d++) out[((size_t)b * nh + h) * hd + d] = NAN;
                 continue;
             }
-            const float *qh = q + ((size_t)b * nh + h) * hd;
-            const float *kr = k_cache + (size_t)row * max_T * nkv * hd + (size_t)kh * hd;
-            const float *vr = v_cache + (size_t)row * max_T * nkv * hd + (size_t)kh * hd;
-            size_t stride = (size_t)nkv * hd;
-            float mx = -INFINITY;
-            for (int t = 0; t < L; t++) {
-                s[t] = an_dot(qh, kr + t * stride, hd) * scale;
-                mx = an_maxf(mx, s[t]);
+            float *mx = s + (size_t)hpt * max_T, *sum = mx + hpt;
+            const float *kr = k_cache + (size_t)row * max_T * stride, *vr = v_cache + (size_t)row * max_T * stride;
+            for (int h = h0; h < h1; h++) mx[h - h0] = -INFINITY, sum[h - h0] = 0.0f;
+            for (int t = 0; t < L; t++)
+                for (int h = h0; h < h1; h++) {
+                    float *sh = s + (size_t)(h - h0) * max_T;
+                    sh[t] = an_dot(q + ((size_t)b * nh + h) * hd, kr + t * stride + (size_t)(h / group) * hd, hd) * scale;
+                    mx[h - h0] = an_maxf(mx[h - h0], sh[t]);
+                }
+            for (int h = h0; h < h1; h++) {
+                float *sh = s + (size_t)(h - h0) * max_T, m = mx[h - h0], z = 0.0f;
+                for (int t = 0; t < L; t++) {
+                    sh[t] = an_expf(sh[t] - m);
+                    z += sh[t];
+                }
+                sum[h - h0] = z;
+                float *o = out + ((size_t)b * nh + h) * hd;
+                for (int d = 0; d < hd; d++) o[d] = 0.0f;
             }
-            float sum = 0.0f;
-            for (int t = 0; t < L; t++) {
-                s[t] = an_expf(s[t] - mx);
-                sum += s[t];
+            for (int t = 0; t < L; t++)
+                for (int h = h0; h < h1; h++) {
+                    const float *vt = vr + t * stride + (size_t)(h / group) * hd;
+                    float p = s[(size_t)(h - h0) * max_T + t], *o = out + ((size_t)b * nh + h) * hd;
+                    for (int d = 0; d < hd; d++) o[d] += p * vt[d];
+                }
+            for (int h = h0; h < h1; h++) {
+                float inv = 1.0f / sum[h - h0], *o = out + ((size_t)b * nh + h) * hd;
+                for (int d = 0; d < hd; d++) o[d] *= inv;
             }
-            for (int d = 0; d < hd; d++) o[d] = 0.0f;
-            for (int t = 0; t < L; t++) {
-                const float *vt = vr + t * stride;
-                float p = s[t];
-                for (int d = 0; d < hd; d++) o[d] += p * vt[d];
-            }
-            float inv = 1.0f / sum;
-            for (int d = 0; d < hd; d++) o[d] *= inv;
         }
         free(s);
     }

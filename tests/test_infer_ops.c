@@ -134,6 +134,8 @@ static void test_attention_decode_matches_causal_attention(void) {
     check_decode(3, 17, 4, 2, 8);   /* grouped-query */
     check_decode(2, 70, 8, 1, 16);  /* multi-query, past one 64-key tile of the reference */
     check_decode(4, 40, 6, 3, 12);
+    check_decode(1, 33, 6, 2, 8);   /* one sequence: heads split into runs, the last one empty with 2+ threads */
+    check_decode(2, 150, 8, 2, 32); /* enough work to run threaded */
 }
 
 int main(void) {
