@@ -12,6 +12,8 @@
  *    16 inputs (16 KiB) and four weight-row slices (4 KiB) stay in L1 together.
  *  - A tile of 4 weight rows x 3 inputs keeps 12 accumulators of 8 lanes in registers (7 loads per
  *    12 FMAs, 16 vector registers); the lane sums carry over from one k-block to the next.
+ *  - While a block of 4 rows computes, the next block's weights are prefetched a slice at a time,
+ *    so memory and arithmetic overlap instead of taking turns.
  * Each output is the sum of its products in 8 lanes (column k goes to lane k mod 8), the lanes
  * reduced in a fixed tree, then the columns past the last multiple of 8 added in order: the same
  * operations whatever N, the thread count, or where a row sits in the batch, so a sequence decodes to
@@ -38,9 +40,7 @@ typedef float v8f __attribute__((vector_size(32)));
 #endif
 #define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
-#ifndef AN_MV_KB
-#define AN_MV_KB 256 /* columns per k-block (a multiple of 8) */
-#endif
+#define AN_MV_KB 256   /* columns per k-block (a multiple of 8) */
 #define AN_MV_CHUNK 16 /* inputs whose accumulators one weight block holds at a time */
 
 /* One k-block of kl columns (a multiple of 8) of 4 weight rows (w, row stride C) against M = 1, 2 or
@@ -52,7 +52,7 @@ typedef float v8f __attribute__((vector_size(32)));
 /* Pins a value to a register at this point. Without it gcc folds the loads of the inputs into the
  * FMAs as memory operands, one load per FMA instead of one per vector: 16 loads per 12 FMAs, and
  * loads, not FMAs, bound the loop. */
-#if defined(__AVX__) && !defined(AN_NO_PIN)
+#if defined(__AVX__)
 #define IN_REG(v) __asm__("" : "+x"(v))
 #else
 #define IN_REG(v) ((void)0)
