@@ -44,9 +44,12 @@ typedef float v8f __attribute__((vector_size(32)));
 #define AN_MV_CHUNK 16 /* inputs whose accumulators one weight block holds at a time */
 
 /* One k-block of kl columns (a multiple of 8) of 4 weight rows (w, row stride C) against M = 1, 2 or
- * 3 inputs (x, row stride ldx): acc[m * 4 + r] += lanes of w[r] * x[m]. Written out per M with named
+ * 3 inputs (x, row stride ldx): acc[m * 4 + r] += lanes of w[r] * x[m] (= when first, saving the
+ * zeroing of the accumulators). Written out per M with named
  * accumulators: in array form gcc keeps the inputs on the stack and reloads them for every row. */
-#define ACC_IN(m) v8f a##m##0 = acc[4 * m], a##m##1 = acc[4 * m + 1], a##m##2 = acc[4 * m + 2], a##m##3 = acc[4 * m + 3]
+#define ACC_IN(m)                                                                                    \
+    v8f a##m##0 = first ? zero : acc[4 * m], a##m##1 = first ? zero : acc[4 * m + 1],                \
+        a##m##2 = first ? zero : acc[4 * m + 2], a##m##3 = first ? zero : acc[4 * m + 3]
 #define ACC_OUT(m) acc[4 * m] = a##m##0, acc[4 * m + 1] = a##m##1, acc[4 * m + 2] = a##m##2, acc[4 * m + 3] = a##m##3
 #define WROW(r) v8f u##r; LOAD8(u##r, w + (size_t)(r) * C + i); IN_REG(u##r)
 /* Pins a value to a register at this point. Without it gcc folds the loads of the inputs into the
@@ -58,7 +61,9 @@ typedef float v8f __attribute__((vector_size(32)));
 #define IN_REG(v) ((void)0)
 #endif
 
-static void tile3(const float *restrict w, size_t C, const float *restrict x, size_t ldx, int kl, v8f *restrict acc) {
+static void tile3(const float *restrict w, size_t C, const float *restrict x, size_t ldx, int kl, v8f *restrict acc,
+                  int first) {
+    const v8f zero = {0};
     ACC_IN(0); ACC_IN(1); ACC_IN(2);
     for (int i = 0; i < kl; i += 8) {
         v8f x0, x1, x2;
@@ -72,7 +77,9 @@ static void tile3(const float *restrict w, size_t C, const float *restrict x, si
     ACC_OUT(0); ACC_OUT(1); ACC_OUT(2);
 }
 
-static void tile2(const float *restrict w, size_t C, const float *restrict x, size_t ldx, int kl, v8f *restrict acc) {
+static void tile2(const float *restrict w, size_t C, const float *restrict x, size_t ldx, int kl, v8f *restrict acc,
+                  int first) {
+    const v8f zero = {0};
     ACC_IN(0); ACC_IN(1);
     for (int i = 0; i < kl; i += 8) {
         v8f x0, x1;
@@ -86,7 +93,9 @@ static void tile2(const float *restrict w, size_t C, const float *restrict x, si
     ACC_OUT(0); ACC_OUT(1);
 }
 
-static void tile1(const float *restrict w, size_t C, const float *restrict x, int kl, v8f *restrict acc) {
+static void tile1(const float *restrict w, size_t C, const float *restrict x, int kl, v8f *restrict acc,
+                  int first) {
+    const v8f zero = {0};
     ACC_IN(0);
     for (int i = 0; i < kl; i += 8) {
         v8f x0;
@@ -139,7 +148,7 @@ static void block4(float *out, const float *inp, const float *xp, const float *w
     int C8 = C & ~7;
     const float *wr = w + (size_t)j0 * C;
     v8f acc[AN_MV_CHUNK * 4];
-    memset(acc, 0, sizeof acc);
+    if (C8 == 0) memset(acc, 0, sizeof acc); /* no k-block to start the sums */
     /* the next 4 rows' weights, requested a slice before each tile so that they stream in while this
      * block computes: the hardware prefetchers stop at the end of each row's 1 KiB slice and every
      * block would start with a wait on memory */
@@ -154,9 +163,9 @@ static void block4(float *out, const float *inp, const float *xp, const float *w
         const float *wk = wr + k0;
         for (int m = 0; m < nc; m += 3) {
             if (pf) prefetch_lines(pf, &cursor, per_call);
-            if (nc - m >= 3) tile3(wk, (size_t)C, x + m * ldx, ldx, kl, acc + m * 4);
-            else if (nc - m == 2) tile2(wk, (size_t)C, x + m * ldx, ldx, kl, acc + m * 4);
-            else tile1(wk, (size_t)C, x + m * ldx, kl, acc + m * 4);
+            if (nc - m >= 3) tile3(wk, (size_t)C, x + m * ldx, ldx, kl, acc + m * 4, k0 == 0);
+            else if (nc - m == 2) tile2(wk, (size_t)C, x + m * ldx, ldx, kl, acc + m * 4, k0 == 0);
+            else tile1(wk, (size_t)C, x + m * ldx, kl, acc + m * 4, k0 == 0);
         }
     }
     for (int m = 0; m < nc; m++) {
