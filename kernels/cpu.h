@@ -126,7 +126,7 @@ static inline float an_sum(const float *a, int n) {
     return s;
 }
 
-/* kernels/cpu_decode.c (forward only) */
+/* kernels/cpu_matvec.c and cpu_decode.c (forward only) */
 void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
 void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,

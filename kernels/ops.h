@@ -119,9 +119,10 @@ typedef struct an_ops {
     void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 
     /* ---- inference (forward only; infer/ uses these for decoding with a KV cache) ---- */
-    /* The same product as matmul_forward, for the few rows of a decode step (N small, e.g. 1..4):
-     * one pass over w, each weight row used for all N inputs while it is in cache, so decoding runs
-     * at memory bandwidth instead of paying a GEMM's packing per token. */
+    /* The same product as matmul_forward, for the few rows of a decode step (N small: one row per
+     * sequence, up to 16 or so): one pass over w, each weight row used for all N inputs while it is
+     * in cache, so decoding runs at memory bandwidth instead of paying a GEMM's packing per token.
+     * Row n of the result does not depend on the other rows or on N (bit for bit). */
     void (*matvec_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
     /* One query per row against a KV cache: q[B, nh, hd], caches [rows, max_T, nkv, hd]; query row b
      * reads cache row slot[b] (slot NULL: row b) and attends to its keys 0 .. len[b]-1.
