@@ -49,6 +49,9 @@ def main():
         t0 = time.perf_counter()
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
+        # autoneg's step clips the global gradient norm at 1.0, as fine-tuning recipes do (XTuner's
+        # max_norm 1): the peer does the same work.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0

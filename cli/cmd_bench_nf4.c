@@ -8,8 +8,10 @@
  * runs an_linear_forward (an_nf4_matvec, AVX2 when built for it); float32 runs cblas_sgemv on the
  * same weights before quantization (the fastest float32 single-row product here), and
  * an_linear_forward's own float32 path (sgemm with one row) for reference. The head stays float32
- * in both models, as QLoRA keeps it, and runs cblas_sgemv in both. Runs alternate between the models so that load from other jobs
- * falls on both alike; best and median times per token are reported. */
+ * in both models here and runs cblas_sgemv in both (QLoRA as users run it holds the head in 16 bits:
+ * `bench generate --dtype nf4` measures whole decode steps with a bf16 head). Runs alternate between
+ * the models so that load from other jobs falls on both alike; best and median times per token are
+ * reported. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,6 +12,7 @@
 #include "data/pairs.h"
 #include "data/split.h"
 #include "data/stats.h"
+#include "data/subjects.h"
 #include "data/tokenizer.h"
 
 static const char usage_text[] =
@@ -21,16 +22,17 @@ static const char usage_text[] =
     "       autoneg data split IN... --out-dir DIR [--val 0.1] [--by source|negative|prompt|pair] [--seed S]\n"
     "reading (all three): [--format jsonl|json|csv] [--prompt-field F] [--negative-field F]\n"
     "       [--source-field F] [--strict] [--utf8 reject|replace] [--subject TEXT]\n"
+    "       [--subjects FILE [--subjects-per-pair N] [--subject-seed S]]\n"
     "IN is .jsonl/.ndjson/.json/.csv, optionally .gz, or a .zip of such files (docs/data.md).\n";
 
 typedef struct data_args {
     const char **inputs;
     int n_inputs;
     an_read_opts read;
-    const char *out, *out_dir, *tokenizer, *drop_words, *by;
-    size_t min_words, max_words, max_chars, top;
+    const char *out, *out_dir, *tokenizer, *drop_words, *by, *subjects;
+    size_t min_words, max_words, max_chars, top, subjects_per_pair;
     double val;
-    uint64_t seed;
+    uint64_t seed, subject_seed;
 } data_args;
 
 static int parse_size(const char *flag, const char *s, size_t *out) {
@@ -46,6 +48,7 @@ static int parse_args(int argc, char **argv, data_args *a) {
     memset(a, 0, sizeof *a);
     a->val = 0.1;
     a->by = "source";
+    a->subjects_per_pair = 1;
     a->inputs = calloc((size_t)argc, sizeof *a->inputs);
     if (!a->inputs) return cli_fail("data: out of memory");
     for (int i = 2; i < argc; i++) {
@@ -69,6 +72,16 @@ static int parse_args(int argc, char **argv, data_args *a) {
         else if (!strcmp(f, "--negative-field")) a->read.negative_field = v;
         else if (!strcmp(f, "--source-field")) a->read.source_field = v;
         else if (!strcmp(f, "--subject")) a->read.subject = v;
+        else if (!strcmp(f, "--subjects")) a->subjects = v;
+        else if (!strcmp(f, "--subjects-per-pair")) {
+            if (parse_size(f, v, &a->subjects_per_pair)) return 1;
+            if (a->subjects_per_pair < 1 || a->subjects_per_pair > 1000)
+                return cli_fail("data: --subjects-per-pair must be in [1, 1000], got %s", v);
+        } else if (!strcmp(f, "--subject-seed")) {
+            size_t s = 0;
+            if (parse_size(f, v, &s)) return 1;
+            a->subject_seed = s;
+        }
         else if (!strcmp(f, "--utf8")) {
             if (strcmp(v, "reject") && strcmp(v, "replace")) return cli_fail("data: --utf8 is reject or replace");
             a->read.utf8_replace = !strcmp(v, "replace");
@@ -94,6 +107,7 @@ static int parse_args(int argc, char **argv, data_args *a) {
         }
     }
     if (!a->n_inputs) return cli_fail("data: no input files\n%s", usage_text);
+    if (a->subjects && a->read.subject) return cli_fail("data: --subject and --subjects both fill the placeholder; give one");
     return 0;
 }
 
@@ -110,6 +124,15 @@ static int read_all(const data_args *a, an_pairs *p) {
         for (int k = 0; k < rep.n_reasons; k++) fprintf(stderr, "  skipped: %s\n", rep.reasons[k]);
         if (rep.skipped > (size_t)rep.n_reasons) fprintf(stderr, "  ... and %zu more\n", rep.skipped - (size_t)rep.n_reasons);
     }
+    if (!a->subjects) return 0;
+    an_subjects subjects;
+    an_error err;
+    if (an_subjects_read(&subjects, a->subjects, &err)) return cli_error(&err);
+    size_t before = p->n;
+    int rc = an_pairs_fill_subjects(p, &subjects, (int)a->subjects_per_pair, a->subject_seed, &err);
+    an_subjects_free(&subjects);
+    if (rc) return cli_error(&err);
+    fprintf(stderr, "subjects from %s: %zu pairs -> %zu\n", a->subjects, before, p->n);
     return 0;
 }
 

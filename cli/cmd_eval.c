@@ -39,7 +39,15 @@ int an_cmd_eval(int argc, char **argv) {
     cli_gen_defaults(&a);
     a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
     const char *data = NULL, *train = NULL, *outp = NULL;
+    long mbr = 0;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mbr") && i + 1 < argc) {
+            char *end;
+            mbr = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || mbr < 2 || mbr > 256)
+                return cli_fail("eval: --mbr %s: the number of samples must be in [2, 256]", argv[i]);
+            continue;
+        }
         if (!strcmp(argv[i], "--data") && i + 1 < argc) { data = argv[++i]; continue; }
         if (!strcmp(argv[i], "--train") && i + 1 < argc) { train = argv[++i]; continue; }
         if (!strcmp(argv[i], "--out") && i + 1 < argc) { outp = argv[++i]; continue; }
@@ -48,7 +56,12 @@ int an_cmd_eval(int argc, char **argv) {
         if (r == 0 || a.raw || a.jsonl || a.opts.n_samples != 1)
             return cli_fail("eval: unknown or unsupported option '%s'\nusage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]", argv[i]);
     }
-    if (!a.model || !data) return cli_fail("usage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]");
+    if (!a.model || !data) return cli_fail("usage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [--mbr N]");
+    if (mbr) {
+        if (a.opts.sampling.temperature == 0)
+            return cli_fail("eval: --mbr draws samples: give --temperature > 0 (and the other sampling flags as wanted)");
+        a.opts.n_samples = (int)mbr;
+    }
     an_error err;
     an_pairs rows = {0}, tr = {0};
     an_tfidf *ix = NULL;
@@ -72,9 +85,25 @@ int an_cmd_eval(int argc, char **argv) {
     res = calloc((size_t)n, sizeof *res);
     if (!texts || !res) { free(texts); rc = cli_fail("eval: out of memory"); goto done; }
     for (int i = 0; i < n; i++) texts[i] = rows.v[i].prompt;
-    fprintf(stderr, "eval: generating %d negative prompts ...\n", n);
-    if (an_session_generate(&s, texts, n, 0, &a.opts, res, &err)) rc = cli_error(&err);
+    int per = mbr ? (int)mbr : 1;
+    an_text_result *all = per > 1 ? calloc((size_t)n * (size_t)per, sizeof *all) : res;
+    if (!all) { free(texts); rc = cli_fail("eval: out of memory"); goto done; }
+    fprintf(stderr, "eval: generating %d negative prompts%s ...\n", n * per, per > 1 ? " (minimum Bayes risk over the samples of each row)" : "");
+    if (an_session_generate(&s, texts, n, 0, &a.opts, all, &err)) rc = cli_error(&err);
     free(texts);
+    /* --mbr: each row keeps the sample with the highest summed tag F1 against its other samples */
+    for (int i = 0; per > 1 && rc == 0 && i < n; i++) {
+        const char *c[256];
+        int best = 0;
+        for (int j = 0; j < per; j++) c[j] = all[(size_t)i * per + j].text ? all[(size_t)i * per + j].text : "";
+        if (an_eval_mbr_pick(c, per, &best, &err)) { rc = cli_error(&err); break; }
+        res[i] = all[(size_t)i * per + best];
+        memset(&all[(size_t)i * per + best], 0, sizeof *all);
+    }
+    if (per > 1) {
+        an_text_results_free(all, n * per);
+        free(all);
+    }
     if (rc) goto done;
 
     mean3 model = {0}, general = {0}, nearest = {0};

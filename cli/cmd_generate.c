@@ -3,8 +3,11 @@
  *   autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T]
  *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
  *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--batch B] [--ctx N]
- *                    [--strict] [--jsonl]
+ *                    [--strict] [--jsonl] [--head-dtype f32|bf16]
  *
+ * --head-dtype bf16 stores the embedding table and the LM head in bf16 once loaded, as QLoRA runs a
+ * model (its base is loaded in a 16-bit dtype): half the bytes per decode step for the head
+ * (docs/qlora.md).
  * --file: one positive prompt per line, or JSONL objects with a "prompt" field. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -16,6 +19,7 @@
 #include "cli/cmd_generate.h"
 #include "core/file.h"
 #include "infer/session.h"
+#include "model/model.h"
 
 static int parse_num(const char *flag, const char *s, double lo, double hi, double *out) {
     char *end;
@@ -49,7 +53,7 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     if (!strcmp(f, "--jsonl")) return a->jsonl = 1;
     static const char *const with_value[] = {"--model", "--adapter", "--tokenizer", "--template", "--temperature",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
-                                             "--max-tokens", "--n", "--batch", "--ctx"};
+                                             "--max-tokens", "--n", "--batch", "--ctx", "--head-dtype"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -76,6 +80,10 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     else if (!strcmp(f, "--n")) { if (parse_int(f, v, 1, 1000000, &a->opts.n_samples)) return -1; }
     else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a->opts.batch)) return -1; }
     else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1 << 24, &a->opts.context)) return -1; }
+    else if (!strcmp(f, "--head-dtype")) {
+        if (strcmp(v, "f32") && strcmp(v, "bf16")) return cli_fail("--head-dtype: expected f32 or bf16, got '%s'", v), -1;
+        a->head_bf16 = !strcmp(v, "bf16");
+    }
     return 1;
 }
 
@@ -84,6 +92,13 @@ int cli_gen_open(const cli_gen_args *a, an_session *s) {
     if (!a->model) return cli_fail("--model is required");
     if (an_sampler_check(&a->opts.sampling, &err)) return cli_error(&err);
     if (an_session_open(s, a->model, a->tokenizer, a->adapter, a->template_name, &err)) return cli_error(&err);
+    if (a->head_bf16) { /* inference only: nothing is trained, so everything can be frozen */
+        an_model_set_all_trainable(s->model, 0);
+        if (an_model_store_frozen_bf16(s->model, &err)) {
+            an_session_close(s);
+            return cli_error(&err);
+        }
+    }
     return 0;
 }
 
@@ -184,7 +199,7 @@ int an_cmd_generate(int argc, char **argv) {
         }
         if (r == 0) {
             free(prompts);
-            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]", argv[i]);
+            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl] [--head-dtype f32|bf16]", argv[i]);
         }
     }
     char **from_file = NULL;

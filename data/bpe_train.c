@@ -251,7 +251,8 @@ static int strtab_add(strtab *t, const char *a, const char *b) {
     return 0;
 }
 
-static int write_outputs(const strtab *tok, const int32_t *ma, const int32_t *mb, int n_merges, const char *out_dir,
+static int write_outputs(const strtab *tok, const int32_t *ma, const int32_t *mb, int n_merges, int prefix_space,
+                         const char *out_dir,
                          an_error *err) {
     int eot = tok->n;
     cJSON *root = cJSON_CreateObject(), *model, *vocab, *merges, *added, *tokobj;
@@ -273,7 +274,7 @@ static int write_outputs(const strtab *tok, const int32_t *ma, const int32_t *mb
     for (int k = 0; k < 3; k++) {
         cJSON *bl = cJSON_AddObjectToObject(root, parts[k]);
         cJSON_AddStringToObject(bl, "type", "ByteLevel");
-        cJSON_AddBoolToObject(bl, "add_prefix_space", k == 2);
+        cJSON_AddBoolToObject(bl, "add_prefix_space", k == 2 || (k == 0 && prefix_space));
         cJSON_AddBoolToObject(bl, "trim_offsets", k != 1);
         cJSON_AddTrueToObject(bl, "use_regex");
     }
@@ -320,6 +321,11 @@ static int write_outputs(const strtab *tok, const int32_t *ma, const int32_t *mb
 
 int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
                                  const char *out_dir, an_error *err) {
+    return an_tokenizer_train_bytelevel_ex(texts, lens, n, vocab_size, 0, out_dir, err);
+}
+
+int an_tokenizer_train_bytelevel_ex(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
+                                    int add_prefix_space, const char *out_dir, an_error *err) {
     if (vocab_size < 257 || vocab_size > (1 << 24))
         return an_fail(err, "%s: vocabulary size %d must be in 257..%d (256 bytes and <|endoftext|> at least)",
                        out_dir, vocab_size, 1 << 24);
@@ -327,14 +333,32 @@ int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, s
     strtab tok = {0};
     int32_t *ma = NULL, *mb = NULL;
     int n_merges = 0, rc = -1;
+    char *spaced = NULL; /* the text with the space the encoder will put before it */
+    size_t spaced_cap = 0;
     for (size_t t = 0; t < n; t++) {
-        const unsigned char *s = (const unsigned char *)texts[t];
-        for (size_t i = 0; i < lens[t];) {
-            size_t j = an_gpt2_piece_end(s, lens[t], i);
-            if (count_word(&tr, texts[t] + i, j - i)) goto oom;
+        const char *text = texts[t];
+        size_t len = lens[t];
+        if (add_prefix_space && len > 0 && text[0] != ' ') {
+            if (len + 1 > spaced_cap) {
+                char *b = realloc(spaced, len + 1);
+                if (!b) goto oom;
+                spaced = b;
+                spaced_cap = len + 1;
+            }
+            spaced[0] = ' ';
+            memcpy(spaced + 1, text, len);
+            text = spaced;
+            len++;
+        }
+        const unsigned char *s = (const unsigned char *)text;
+        for (size_t i = 0; i < len;) {
+            size_t j = an_gpt2_piece_end(s, len, i);
+            if (count_word(&tr, text + i, j - i)) goto oom;
             i = j;
         }
     }
+    free(spaced);
+    spaced = NULL;
     for (int w = 0; w < tr.n_words; w++)
         if (add_pairs(&tr, w, tr.words[w].count, -1)) goto oom;
     for (int p = 0; p < tr.n_pairs; p++)
@@ -431,12 +455,13 @@ int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, s
         goto oom_index;
     }
     an_vocab_free(&index);
-    rc = write_outputs(&tok, ma, mb, n_merges, out_dir, err);
+    rc = write_outputs(&tok, ma, mb, n_merges, add_prefix_space, out_dir, err);
     if (rc == 0) rc = tok.n + 1;
     goto done;
 oom_index:
     an_vocab_free(&index);
 oom:
+    free(spaced);
     rc = an_fail(err, "%s: out of memory while training the tokenizer", out_dir);
 done:
     for (int i = 0; i < tok.n; i++) free(tok.s[i]);

@@ -66,5 +66,12 @@ char *an_tokenizer_decode_len(const an_tokenizer *t, const int32_t *ids, size_t 
  * Returns the vocabulary size written (smaller than asked when the corpus runs out of pairs), or -1. */
 int an_tokenizer_train_bytelevel(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
                                  const char *out_dir, an_error *err);
+/* The same, and with add_prefix_space the tokenizer puts a space before every text it encodes that
+ * does not start with one (Hugging Face ByteLevel add_prefix_space, as GPT-2's RoBERTa variants do),
+ * and the merges are learnt on texts spaced that way. Then the first word of a text is the same token
+ * as that word anywhere else: a negative prompt encoded on its own starts with "Ġworst", not with
+ * the rare pieces "wor" "st". */
+int an_tokenizer_train_bytelevel_ex(const char *const *texts, const size_t *lens, size_t n, int vocab_size,
+                                    int add_prefix_space, const char *out_dir, an_error *err);
 
 #endif

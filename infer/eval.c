@@ -176,3 +176,23 @@ long an_tfidf_nearest(const an_tfidf *ix, const char *query, double *score, an_e
     *score = bs;
     return best;
 }
+
+int an_eval_mbr_pick(const char *const *cands, int n, int *best, an_error *err) {
+    if (n < 1) return an_fail(err, "eval: no candidate to choose from");
+    double top = -1;
+    *best = 0;
+    for (int j = 0; j < n; j++) {
+        double sum = 0;
+        for (int k = 0; k < n; k++) {
+            if (k == j) continue;
+            an_tag_score sc;
+            if (an_eval_score(cands[j], cands[k], &sc, err)) return -1;
+            sum += sc.f1;
+        }
+        if (sum > top) {
+            top = sum;
+            *best = j;
+        }
+    }
+    return 0;
+}

@@ -20,6 +20,12 @@ typedef struct an_tag_score {
 
 int an_eval_score(const char *pred, const char *ref, an_tag_score *out, an_error *err);
 
+/* Minimum Bayes risk choice among n candidate negatives (samples from the model for one prompt):
+ * the candidate whose summed tag F1 against the other candidates is highest (lowest index on a tie),
+ * i.e. the one expected to score best when the candidates stand for the model's distribution.
+ * n >= 1; *best gets its index. */
+int an_eval_mbr_pick(const char *const *cands, int n, int *best, an_error *err);
+
 /* tf-idf over tag sets, as scikit-learn's TfidfVectorizer with its defaults on binary tag counts:
  * idf(t) = ln((1 + N) / (1 + df(t))) + 1, vectors L2-normalised, cosine similarity. */
 typedef struct an_tfidf an_tfidf;

@@ -49,8 +49,8 @@ void an_cpu_scale(float *x, float s, size_t n);
 void an_cpu_cross_entropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
 void an_cpu_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                    int N, int V, float dloss);
-void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
-                         float beta2, float eps, float weight_decay, int step);
+void an_cpu_adamw_update(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay, int step);
 double an_cpu_sum_squares(const float *x, size_t n);
 
 /* exp(x) for float, branch-free so loops over it vectorise: range reduction x = n ln2 + r, a degree-7
@@ -127,7 +127,7 @@ static inline float an_sum(const float *a, int n) {
 }
 
 /* The dropout mask (kernels/ops.h, "dropout"): element c (a 64-bit counter) is kept when
- * an_cpu_mask_hash(c) >= an_cpu_mask_threshold(p). The 32-bit hash vectorises (8 lanes of AVX2 32-bit
+ * an_cpu_mask_hash32 of it is >= an_cpu_mask_threshold(p). The 32-bit hash vectorises (8 lanes of AVX2 32-bit
  * multiplies), so a mask costs a fraction of a nanosecond per element; the seed and the counter's top
  * 32 bits pick an odd multiplier and an offset (splitmix64 of both), the low 32 bits run through
  * Wellons' lowbias32 integer hash. Backends must implement exactly this function: backward
@@ -177,7 +177,7 @@ void an_cpu_lora_backward(float *dinp, float *da, float *dbt, float *du, const f
                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
                           float p, uint64_t seed, uint64_t counter);
 
-/* kernels/cpu_decode.c (forward only) */
+/* kernels/cpu_matvec.c and cpu_decode.c (forward only) */
 void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
 void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,

@@ -25,8 +25,8 @@ static double typed_decimal(float x) {
     return (double)x;
 }
 
-void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
-                         float beta2, float eps, float weight_decay, int step) {
+void an_cpu_adamw_update(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float weight_decay, int step) {
     double lr_d = typed_decimal(lr), b1 = typed_decimal(beta1), b2 = typed_decimal(beta2);
     float decay = (float)(1.0 - lr_d * typed_decimal(weight_decay));
     float w1 = (float)(1.0 - b1);
@@ -35,7 +35,7 @@ void an_cpu_adamw_update(float *param, const float *grad, float *m, float *v, si
     float bc2_sqrt = (float)sqrt(1.0 - pow(b2, step));
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
-        float g = grad[i];
+        float g = grad[i] * grad_scale; /* what torch's clip_grad_norm_ leaves in the gradient */
         float p = param[i] * decay;
         float mi = m[i] + w1 * (g - m[i]);
         float vi = v[i] * beta2 + w2 * (g * g);

@@ -6,6 +6,17 @@
 
 #include "kernels/cpu.h"
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define BF16_SIMD 1
+#else
+#define BF16_SIMD 0
+#endif
+
+/* Up to this many input rows the forward reads each bf16 weight once, widening it in registers
+ * (the single-token path of decoding); above it, tiles of widened rows and the float32 GEMM. */
+#define BF16_MATVEC_MAX_N 4
+
 static inline float widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
@@ -35,8 +46,72 @@ static void widen_rows(float *work, const uint16_t *w, int rows, int C) {
         for (int c = 0; c < C; c++) work[(size_t)r * C + c] = widen(w[(size_t)r * C + c]);
 }
 
+/* ---- matrix-vector: rows of w dotted with NR (1 or 2) input rows, RB (1 or 4) weight rows at a
+ * time, so every widened weight vector feeds NR products and every x vector RB of them. Sums are
+ * float32, 8 lanes per (weight row, input row), reduced at the end. */
+static inline __attribute__((always_inline)) void dot_bf16(const uint16_t *w, const float *x, int C, int RB, int NR,
+                                                           float *s /* [NR][RB] */) {
+    int c = 0;
+#if BF16_SIMD
+    __m256 acc[2][4];
+    for (int n = 0; n < NR; n++)
+        for (int r = 0; r < RB; r++) acc[n][r] = _mm256_setzero_ps();
+    for (; c + 8 <= C; c += 8) {
+        __m256 xv[2];
+        for (int n = 0; n < NR; n++) xv[n] = _mm256_loadu_ps(x + (size_t)n * C + c);
+        for (int r = 0; r < RB; r++) {
+            /* bf16 -> float32: zero-extend to 32 bits and shift into the top half */
+            __m128i h = _mm_loadu_si128((const __m128i *)(w + (size_t)r * C + c));
+            __m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+            for (int n = 0; n < NR; n++) acc[n][r] = _mm256_fmadd_ps(wv, xv[n], acc[n][r]);
+        }
+    }
+    for (int n = 0; n < NR; n++)
+        for (int r = 0; r < RB; r++) {
+            __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc[n][r]), _mm256_extractf128_ps(acc[n][r], 1));
+            q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+            s[n * RB + r] = _mm_cvtss_f32(q);
+        }
+#else
+    for (int i = 0; i < NR * RB; i++) s[i] = 0.0f;
+#endif
+    for (; c < C; c++)
+        for (int r = 0; r < RB; r++) {
+            float wv = widen(w[(size_t)r * C + c]);
+            for (int n = 0; n < NR; n++) s[n * RB + r] += wv * x[(size_t)n * C + c];
+        }
+}
+
+static void matvec_rows(float *out, const float *x, const uint16_t *w, const float *bias, int NR, int C, int OC) {
+    int nblk = (OC + 3) / 4;
+    /* small products (tiny models) are not worth waking the thread team */
+#pragma omp parallel for schedule(static) if ((size_t)OC * C >= 65536)
+    for (int blk = 0; blk < nblk; blk++) {
+        int o0 = blk * 4, rb = OC - o0 < 4 ? OC - o0 : 4;
+        const uint16_t *wr = w + (size_t)o0 * C;
+        float s[8];
+        if (rb == 4 && NR == 1) dot_bf16(wr, x, C, 4, 1, s);
+        else if (rb == 4) dot_bf16(wr, x, C, 4, 2, s);
+        else
+            for (int r = 0; r < rb; r++) {
+                float t[2];
+                if (NR == 1) dot_bf16(wr + (size_t)r * C, x, C, 1, 1, t);
+                else dot_bf16(wr + (size_t)r * C, x, C, 1, 2, t);
+                for (int n = 0; n < NR; n++) s[n * 4 + r] = t[n];
+            }
+        for (int n = 0; n < NR; n++)
+            for (int r = 0; r < rb; r++) out[(size_t)n * OC + o0 + r] = s[n * 4 + r] + (bias ? bias[o0 + r] : 0.0f);
+    }
+}
+
 void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
                                  int OC, float *work, size_t work_floats) {
+    if (N <= BF16_MATVEC_MAX_N) { /* input rows in pairs: each pass reads the weights once */
+        for (int n = 0; n < N; n += 2)
+            matvec_rows(out + (size_t)n * OC, inp + (size_t)n * C, w, bias, N - n < 2 ? 1 : 2, C, OC);
+        return;
+    }
     float beta = 0.0f;
     if (bias) {
 #pragma omp parallel for schedule(static)

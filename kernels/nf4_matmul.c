@@ -279,35 +279,47 @@ static inline void nf4_decode32(const uint8_t *p16, const nf4_planes *pl, __m256
 }
 
 /* One output row for a fixed number of input rows NR (1..4), so the accumulators stay in
- * registers; xp is x[NR, C] in the decode order. Four accumulators per input row keep the FMA
- * latency off the critical path; the block's scale is applied once per block. */
+ * registers; xp is x[NR, C] in the decode order. Each block's products go into two accumulators
+ * per input row (blocks are independent, so the out-of-order core overlaps their FMA chains), and
+ * the block's scale is applied once, onto two running totals. Two rather than four accumulators:
+ * with the 4 code planes, the nibble mask and a decoded group they fit the 16 vector registers
+ * without spills (6% fewer instructions). */
 static inline __attribute__((always_inline)) void row_dot_avx2_n(const an_nf4_tensor *w, const nf4_planes *pl,
                                                                   int64_t o, const float *xp, float *sums,
-                                                                  const int NR) {
-    const int64_t C = w->cols, bs = w->blocksize;
+                                                                  const int NR, const int BS) {
+    /* BS: the blocksize as a constant (64, QLoRA's) so the block loop unrolls, or 0 for any other */
+    const int64_t C = w->cols, bs = BS ? BS : w->blocksize;
     const uint8_t *p = w->packed + (o * C) / 2;
     scale_iter it = scale_iter_at(w, o * C / bs);
-    __m256 tot[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t k0 = 0; k0 < C; k0 += bs) {
-        __m256 a[4][4];
-        for (int n = 0; n < NR; n++) a[n][0] = a[n][1] = a[n][2] = a[n][3] = _mm256_setzero_ps();
-        for (int64_t i = k0; i < k0 + bs; i += 32) {
+    __m256 tot[4][2];
+    for (int n = 0; n < NR; n++) tot[n][0] = tot[n][1] = _mm256_setzero_ps();
+    const float *xk = xp;
+    for (const uint8_t *pk = p, *pend = p + C / 2; pk < pend; pk += bs / 2, xk += bs) {
+        __m256 a[4][2];
+        for (int n = 0; n < NR; n++) a[n][0] = a[n][1] = _mm256_setzero_ps();
+        /* the packed stream is read once, far from the cache: fetch it a few rows ahead (a block
+         * of 64 is half a cache line, so once per block is enough) */
+        _mm_prefetch((const char *)pk + NF4_PREFETCH, _MM_HINT_T0);
+        for (int64_t i = 0; i < bs; i += 32) {
             __m256 f[4];
-            /* the packed stream is read once, far from the cache: fetch it a few rows ahead */
-            _mm_prefetch((const char *)(p + i / 2) + NF4_PREFETCH, _MM_HINT_T0);
-            nf4_decode32(p + i / 2, pl, f);
+            nf4_decode32(pk + i / 2, pl, f);
             for (int n = 0; n < NR; n++) {
-                const float *xn = xp + (size_t)n * C + i;
-                for (int g = 0; g < 4; g++) a[n][g] = _mm256_fmadd_ps(f[g], _mm256_loadu_ps(xn + 8 * g), a[n][g]);
+                const float *xn = xk + (size_t)n * C + i;
+                a[n][0] = _mm256_fmadd_ps(f[0], _mm256_loadu_ps(xn), a[n][0]);
+                a[n][1] = _mm256_fmadd_ps(f[1], _mm256_loadu_ps(xn + 8), a[n][1]);
+                a[n][0] = _mm256_fmadd_ps(f[2], _mm256_loadu_ps(xn + 16), a[n][0]);
+                a[n][1] = _mm256_fmadd_ps(f[3], _mm256_loadu_ps(xn + 24), a[n][1]);
             }
         }
         __m256 scale = _mm256_set1_ps(scale_iter_next(&it));
-        for (int n = 0; n < NR; n++)
-            tot[n] = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(a[n][0], a[n][1]), _mm256_add_ps(a[n][2], a[n][3])),
-                                     scale, tot[n]);
+        for (int n = 0; n < NR; n++) {
+            tot[n][0] = _mm256_fmadd_ps(a[n][0], scale, tot[n][0]);
+            tot[n][1] = _mm256_fmadd_ps(a[n][1], scale, tot[n][1]);
+        }
     }
+    for (int n = 0; n < NR; n++) tot[n][0] = _mm256_add_ps(tot[n][0], tot[n][1]);
     for (int n = 0; n < NR; n++) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(tot[n]), _mm256_extractf128_ps(tot[n], 1));
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(tot[n][0]), _mm256_extractf128_ps(tot[n][0], 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         sums[n] = _mm_cvtss_f32(s);
@@ -316,11 +328,20 @@ static inline __attribute__((always_inline)) void row_dot_avx2_n(const an_nf4_te
 
 static void row_dot_avx2(const an_nf4_tensor *w, const nf4_planes *pl, int64_t o, const float *xp, int N,
                          float *sums) {
+    if (w->blocksize == 64) {
+        switch (N) {
+        case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1, 64); break;
+        case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2, 64); break;
+        case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3, 64); break;
+        default: row_dot_avx2_n(w, pl, o, xp, sums, 4, 64); break;
+        }
+        return;
+    }
     switch (N) {
-    case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1); break;
-    case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2); break;
-    case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3); break;
-    default: row_dot_avx2_n(w, pl, o, xp, sums, 4); break;
+    case 1: row_dot_avx2_n(w, pl, o, xp, sums, 1, 0); break;
+    case 2: row_dot_avx2_n(w, pl, o, xp, sums, 2, 0); break;
+    case 3: row_dot_avx2_n(w, pl, o, xp, sums, 3, 0); break;
+    default: row_dot_avx2_n(w, pl, o, xp, sums, 4, 0); break;
     }
 }
 #endif

@@ -103,9 +103,10 @@ typedef struct an_ops {
                                    int N, int V, float dloss);
 
     /* ---- optimizer ---- */
-    /* AdamW, decoupled weight decay and bias correction; step counts from 1. */
-    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
-                         float beta2, float eps, float weight_decay, int step);
+    /* AdamW, decoupled weight decay and bias correction; step counts from 1. Each gradient is read as
+     * grad[i] * grad_scale (the clipping factor, 1 for none), so clipping costs no pass of its own. */
+    void (*adamw_update)(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n, float lr,
+                         float beta1, float beta2, float eps, float weight_decay, int step);
     /* sum of squares, accumulated in double, returned to the host (for the global gradient norm) */
     double (*sum_squares)(const float *x, size_t n);
 
@@ -118,9 +119,10 @@ typedef struct an_ops {
     void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 
     /* ---- inference (forward only; infer/ uses these for decoding with a KV cache) ---- */
-    /* The same product as matmul_forward, for the few rows of a decode step (N small, e.g. 1..4):
-     * one pass over w, each weight row used for all N inputs while it is in cache, so decoding runs
-     * at memory bandwidth instead of paying a GEMM's packing per token. */
+    /* The same product as matmul_forward, for the few rows of a decode step (N small: one row per
+     * sequence, up to 16 or so): one pass over w, each weight row used for all N inputs while it is
+     * in cache, so decoding runs at memory bandwidth instead of paying a GEMM's packing per token.
+     * Row n of the result does not depend on the other rows or on N (bit for bit). */
     void (*matvec_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
     /* One query per row against a KV cache: q[B, nh, hd], caches [rows, max_T, nkv, hd]; query row b
      * reads cache row slot[b] (slot NULL: row b) and attends to its keys 0 .. len[b]-1.
@@ -165,8 +167,10 @@ typedef struct an_ops {
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */
 const an_ops *an_ops_cpu(void);
 
-/* Global gradient norm over a list of buffers, and clipping to max_norm (no-op when max_norm <= 0).
- * Returns the norm before clipping. */
-double an_clip_grad_norm(const an_ops *ops, float **grads, const size_t *sizes, int count, double max_norm);
+/* Global gradient 2-norm over a list of buffers (all of them together, as torch's clip_grad_norm_). */
+double an_grad_norm(const an_ops *ops, float **grads, const size_t *sizes, int count);
+/* torch's clipping factor for that norm: max_norm / (norm + 1e-6) capped at 1; 1 when max_norm <= 0.
+ * It is handed to adamw_update as grad_scale rather than applied to the gradients. */
+float an_clip_coef(double norm, double max_norm);
 
 #endif

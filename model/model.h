@@ -58,6 +58,11 @@ typedef struct an_layer {
     an_param *w_down, *b_down;     /* down_proj, w2; GPT-2 mlp.c_proj */
 } an_layer;
 
+/* Rows of logits per LM-head chunk when not set: about 32 MiB of logits, which keeps the GEMMs large
+ * enough to be efficient while a 92,544-token vocabulary never needs a full N x V buffer. model/plan.c
+ * and the memory plan (model/qlora_plan.c) both use it. */
+#define AN_HEAD_CHUNK_BYTES (32u << 20)
+
 /* Activations for one batch shape (see model/plan.c for what each buffer holds). */
 typedef struct an_layer_acts {
     float *res_in;                  /* [N, C] layer input (the residual stream) */

@@ -11,10 +11,6 @@
 #include "model/lora.h"
 #include "model/model.h"
 
-/* Rows of logits per LM-head chunk when not set: about 32 MiB of logits, which keeps the GEMMs large
- * enough to be efficient while a 92,544-token vocabulary never needs a full N x V buffer. */
-#define AN_HEAD_CHUNK_BYTES (32u << 20)
-
 typedef struct carver {
     char *base; /* NULL while measuring */
     size_t off;

@@ -11,8 +11,6 @@
 #include "model/lora.h"
 #include "model/model.h"
 
-#define AN_HEAD_CHUNK_BYTES (32u << 20) /* as model/plan.c */
-
 an_memory_opts an_memory_opts_default(void) {
     an_memory_opts o;
     memset(&o, 0, sizeof o);

@@ -117,9 +117,27 @@ static void test_eval_cli(void) {
     free(s);
 }
 
+/* Minimum Bayes risk by tag F1, worked out by hand. Candidates (tags): A = {a, b}, B = {a, b, c},
+ * C = {x}. F1(A,B) = 2*1*(2/3)/(1+2/3) = 0.8, F1(A,C) = F1(B,C) = 0. Sums: A 0.8, B 0.8, C 0: A and B
+ * tie, the lower index wins. With D = {a, b, c, d} added: F1(B,D) = 2*1*(3/4)/(1+3/4) = 6/7,
+ * F1(A,D) = 2*1*(2/4)/(1+2/4) = 2/3; sums A 0.8+2/3 = 1.467, B 0.8+6/7 = 1.657, D 2/3+6/7 = 1.524:
+ * B. */
+static void test_mbr_pick(void) {
+    an_error err;
+    int best = -1;
+    const char *three[] = {"a, b", "(b:1.2), a, c", "x"};
+    CHECK(an_eval_mbr_pick(three, 3, &best, &err) == 0 && best == 0);
+    const char *four[] = {"a, b", "(b:1.2), a, c", "x", "A, b, c, d"};
+    CHECK(an_eval_mbr_pick(four, 4, &best, &err) == 0 && best == 1);
+    const char *one[] = {"only"};
+    CHECK(an_eval_mbr_pick(one, 1, &best, &err) == 0 && best == 0);
+    CHECK(an_eval_mbr_pick(one, 0, &best, &err) != 0);
+}
+
 int main(void) {
     RUN(test_tag_scores);
     RUN(test_tfidf_nearest);
     RUN(test_eval_cli);
+    RUN(test_mbr_pick);
     return test_finish();
 }

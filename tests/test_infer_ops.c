@@ -2,8 +2,13 @@
  * attention_decode_forward against the tiled causal attention op (attention_forward, itself checked
  * against a double reference in test_ops): a query at position t over a cache holding keys 0..t must
  * give the causal attention output at t.
- * Tolerances: 2e-6 of the largest |reference| for matvec (float32 sums of <= 300 terms); 1e-5 for
- * attention (two float32 softmax evaluations in different orders, an_expf 2e-7). */
+ * Tolerances: 2e-6 of the largest |reference| for matvec: float32 sums of up to 600 products of
+ * uniform(-1, 1) values in 8 lanes of at most 75 terms each, then 3 additions; rounding errors of
+ * 2^-24 relative add up like a random walk to ~1e-7 of the largest |reference| (measured: at most
+ * 2.1e-7 over these shapes), so 2e-6 leaves 10x room and still catches a lost or doubled term. 1e-5 for
+ * attention (two float32 softmax evaluations in different orders, an_expf 2e-7).
+ * The batched matvec must also give each row exactly the bits it gives that row alone: generation
+ * relies on a sequence decoding to the same tokens whatever else shares its batch. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +44,40 @@ static void check_matvec(const an_ops *ops, int N, int C, int OC, int with_bias)
 
 static void test_matvec(void) {
     const an_ops *ops = an_ops_cpu();
-    /* odd sizes (tails of the 8-lane sums and of the 4-row blocks), and one large enough to thread */
-    int shapes[][3] = {{1, 37, 11}, {3, 8, 4}, {4, 64, 13}, {5, 19, 7}, {1, 256, 300}, {2, 300, 257}};
+    /* odd sizes: tails of the 8-lane sums (C % 8), weight rows past the 4-row blocks (OC % 4), inputs
+     * past the 3-input tiles and the 16-input chunks (N = 14, 17, 32), several 256-column k-blocks with
+     * a short last one (C = 600), no full 8 columns at all (C = 7); and some large enough to thread */
+    int shapes[][3] = {{1, 37, 11}, {3, 8, 4},     {4, 64, 13},  {5, 19, 7},   {1, 256, 300}, {2, 300, 257},
+                       {16, 512, 36}, {16, 600, 131}, {17, 77, 9}, {14, 264, 12}, {15, 7, 8},   {32, 40, 6}};
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         for (int bias = 0; bias < 2; bias++) check_matvec(ops, shapes[i][0], shapes[i][1], shapes[i][2], bias);
+}
+
+/* Row n of a batched product equals, bit for bit, the product of row n alone. */
+static void check_matvec_rows_alone(int N, int C, int OC) {
+    const an_ops *ops = an_ops_cpu();
+    an_rng r;
+    an_rng_seed(&r, (uint64_t)(N * 7 + C * 3 + OC));
+    float *x = malloc(sizeof(float) * N * C), *w = malloc(sizeof(float) * OC * C), *b = malloc(sizeof(float) * OC);
+    oh_fill(&r, x, (size_t)N * C, -1, 1);
+    oh_fill(&r, w, (size_t)OC * C, -1, 1);
+    oh_fill(&r, b, (size_t)OC, -1, 1);
+    float *all = malloc(sizeof(float) * N * OC), *one = malloc(sizeof(float) * OC);
+    ops->matvec_forward(all, x, w, b, N, C, OC);
+    int differ = 0;
+    for (int n = 0; n < N; n++) {
+        ops->matvec_forward(one, x + (size_t)n * C, w, b, 1, C, OC);
+        differ += memcmp(one, all + (size_t)n * OC, sizeof(float) * OC) != 0;
+    }
+    CHECK_MSG(differ == 0, "matvec N=%d C=%d OC=%d: %d rows differ from the same row alone", N, C, OC, differ);
+    free(x), free(w), free(b), free(all), free(one);
+}
+
+static void test_matvec_batch_rows_match_single(void) {
+    check_matvec_rows_alone(16, 512, 132);
+    check_matvec_rows_alone(16, 600, 131);
+    check_matvec_rows_alone(17, 77, 9);
+    check_matvec_rows_alone(5, 1536, 64);
 }
 
 static void check_decode(int B, int T, int nh, int nkv, int hd) {
@@ -99,10 +134,13 @@ static void test_attention_decode_matches_causal_attention(void) {
     check_decode(3, 17, 4, 2, 8);   /* grouped-query */
     check_decode(2, 70, 8, 1, 16);  /* multi-query, past one 64-key tile of the reference */
     check_decode(4, 40, 6, 3, 12);
+    check_decode(1, 33, 6, 2, 8);   /* one sequence: heads split into runs, the last one empty with 2+ threads */
+    check_decode(2, 150, 8, 2, 32); /* enough work to run threaded */
 }
 
 int main(void) {
     RUN(test_matvec);
+    RUN(test_matvec_batch_rows_match_single);
     RUN(test_attention_decode_matches_causal_attention);
     return test_finish();
 }

@@ -200,10 +200,52 @@ static void test_matvec_paths_agree_with_gemm(void) {
 #endif
 }
 
+/* The matrix-vector kernel on its own against dequantize-then-multiply in double precision, for
+ * every code path of the AVX2 kernel: blocksize 64 (QLoRA's, the block loop written out) and 32 and
+ * 128 (the general loop), with and without double quantization, odd row counts, and 1..4 input rows
+ * (each count is its own unrolled variant). Reference: the weight dequantized to float32
+ * (an_nf4_tensor_dequantize) and multiplied in double. The kernel sums code * x in float32 per
+ * block, scales the block sum once and adds the blocks: every term passes through at most C + 2
+ * float32 roundings (plus one in the reference's float32 weight), so by Higham's bound the error is
+ * within (C + 4) * 2^-24 * sum |w x| plus a rounding of the bias. */
+static void test_matvec_equals_dequantize_then_multiply(void) {
+    const int cfg[][4] = {/* OC, C, blocksize, double quant */
+                          {37, 512, 64, 1}, {5, 192, 64, 0}, {9, 256, 32, 1}, {13, 384, 128, 0}, {3, 128, 128, 1}};
+    for (int s = 0; s < 5; s++) {
+        int OC = cfg[s][0], C = cfg[s][1];
+        float *w = randn((int64_t)OC * C, 0.05f, 51 + s), *x = randn((int64_t)4 * C, 1.0f, 61 + s);
+        float *bias = randn(OC, 1.0f, 71 + s), *wd = malloc(sizeof(float) * (size_t)OC * C), y[4 * 64];
+        an_nf4_tensor t;
+        an_error e;
+        CHECK(an_nf4_tensor_quantize(&t, w, OC, C, cfg[s][2], cfg[s][3], &e) == 0);
+        an_nf4_tensor_dequantize(&t, wd);
+        for (int path = 0; path < 2; path++)
+            for (int N = 1; N <= 4; N++) {
+                an_nf4_matvec(y, x, &t, path ? NULL : bias, N, path ? AN_NF4_PATH_PLAIN : AN_NF4_PATH_AUTO, NULL, 0);
+                for (int n = 0; n < N; n++)
+                    for (int o = 0; o < OC; o++) {
+                        double exact = path ? 0.0 : bias[o], mag = 0.0;
+                        for (int c = 0; c < C; c++) {
+                            double p = (double)wd[(size_t)o * C + c] * x[(size_t)n * C + c];
+                            exact += p;
+                            mag += fabs(p);
+                        }
+                        double bound = (C + 4) * ldexp(1.0, -24) * mag + ldexp(1.0, -24) * fabs(exact);
+                        CHECK_MSG(fabs(y[n * OC + o] - exact) <= bound,
+                                  "[%d x %d] bs %d dq %d %s N=%d row %d out %d: %.9g vs %.9g (bound %.3g)", OC, C,
+                                  cfg[s][2], cfg[s][3], path ? "plain" : "auto", N, n, o, y[n * OC + o], exact, bound);
+                    }
+            }
+        free(w), free(x), free(bias), free(wd);
+        an_nf4_tensor_free(&t);
+    }
+}
+
 int main(void) {
     RUN(test_forward_equals_dequantize_then_multiply);
     RUN(test_backward_input_equals_reference_and_accumulates);
     RUN(test_forward_and_input_gradient_match_pytorch);
     RUN(test_matvec_paths_agree_with_gemm);
+    RUN(test_matvec_equals_dequantize_then_multiply);
     return test_finish();
 }

@@ -77,7 +77,7 @@ static void test_adamw_matches_torch(void) {
         if (!g) return;
         float *gf = to_float(g, n);
         g_ops->upload(d_g, gf, n * sizeof(float));
-        g_ops->adamw_update(d_p, d_g, d_m, d_v, n, (float)hp[0], (float)hp[1], (float)hp[2], (float)hp[3],
+        g_ops->adamw_update(d_p, d_g, 1.0f, d_m, d_v, n, (float)hp[0], (float)hp[1], (float)hp[2], (float)hp[3],
                             (float)hp[4], step);
         free(g), free(gf);
     }

@@ -393,6 +393,59 @@ static void test_trained_tokenizer_matches_hf(void) {
     check_against("tests/ref/tokenizers/trained-prefix/tokenizer.json", "trainedprefix", 0);
 }
 
+/* Training with add_prefix_space learns on " " + text (for each text not starting with a space), so it
+ * must give exactly the merges and vocabulary that plain training gives on those spaced texts, and a
+ * tokenizer.json that says ByteLevel add_prefix_space true, so that (as in HF tokenizers) the first
+ * word of a text is encoded as it is after a space. */
+static void test_trained_prefix_space_tokenizer(void) {
+    static const char *const raw[] = {"worst quality, low quality", "blurry, worst quality", " lowres, blurry",
+                                      "worst hands", "quality of the worst kind"};
+    enum { N = 5 };
+    const char *spaced[N];
+    size_t lens[N], slens[N];
+    char buf[N][64];
+    for (int i = 0; i < N; i++) {
+        lens[i] = strlen(raw[i]);
+        snprintf(buf[i], sizeof buf[i], "%s%s", raw[i][0] == ' ' ? "" : " ", raw[i]);
+        spaced[i] = buf[i];
+        slens[i] = strlen(buf[i]);
+    }
+    char a[512], b[512], fa[600], fb[600];
+    snprintf(a, sizeof a, "%s/prefix-a", test_tmpdir());
+    snprintf(b, sizeof b, "%s/prefix-b", test_tmpdir());
+    mkdir(a, 0755);
+    mkdir(b, 0755);
+    an_error err;
+    CHECK(an_tokenizer_train_bytelevel_ex(raw, lens, N, 300, 1, a, &err) > 257);
+    CHECK(an_tokenizer_train_bytelevel_ex(spaced, slens, N, 300, 0, b, &err) > 257);
+    snprintf(fa, sizeof fa, "%s/tokenizer.json", a);
+    snprintf(fb, sizeof fb, "%s/tokenizer.json", b);
+    size_t na = 0, nb = 0;
+    char *ja = an_read_file(fa, &na, &err), *jb = an_read_file(fb, &nb, &err);
+    CHECK(ja && jb);
+    if (ja && jb) {
+        /* the same file but for the pre_tokenizer's flag, which comes first */
+        char *pa = strstr(ja, "\"add_prefix_space\":\ttrue"), *pb = strstr(jb, "\"add_prefix_space\":\tfalse");
+        CHECK(pa && pb && pa - ja == pb - jb);
+        CHECK(pa && pb && strcmp(pa + strlen("\"add_prefix_space\":\ttrue"), pb + strlen("\"add_prefix_space\":\tfalse")) == 0);
+    }
+    free(ja);
+    free(jb);
+    an_tokenizer *t = an_tokenizer_load(a, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (t) {
+        an_ids x = {0}, y = {0};
+        CHECK(an_tokenizer_encode(t, "worst quality", 13, &x, &err) == 0);
+        CHECK(an_tokenizer_encode(t, " worst quality", 14, &y, &err) == 0);
+        CHECK(x.n == y.n && x.n > 0 && memcmp(x.v, y.v, x.n * sizeof *x.v) == 0);
+        /* " worst" is a frequent word in the corpus: one token, the one that follows ", " mid-text */
+        CHECK(x.n == 2 && x.v[0] == an_tokenizer_token_id(t, "\xc4\xa0worst"));
+        an_ids_free(&x);
+        an_ids_free(&y);
+    }
+    an_tokenizer_free(t);
+}
+
 int main(void) {
     if (fixture_texts_load(&texts)) {
         fprintf(stderr, "cannot load the fixture texts\n");
@@ -405,6 +458,7 @@ int main(void) {
     RUN(test_llama2c_bin_matches_llama2c_encode);
     RUN(test_internlm2_chat_tokens_from_config);
     RUN(test_trained_tokenizer_matches_hf);
+    RUN(test_trained_prefix_space_tokenizer);
     RUN(test_metaspace_tokenizer_json_matches_hf);
     fixture_texts_free(&texts);
     return test_finish();

@@ -16,9 +16,11 @@ rm -rf "$OUT"
 $AN train configs/recipes/tiny-from-scratch.json --out "$OUT"
 
 echo
-echo "== 2/3 evaluate on the held-out split (the groups the trainer held out: data.val_fraction 0.05, by source, seed 1)"
+echo "== 2/3 evaluate on the held-out split (the groups the trainer held out: data.val_fraction 0.05, by source, seed 1,"
+echo "        each template's {prompt} filled with 4 subjects from datasets/subjects.txt as in training)"
 $AN data split datasets/sdxl_styles_mh.json datasets/sdxl_styles_horror.json datasets/sdxl_styles_twri.json \
-    datasets/sdxl_styles_sai.json datasets/ai_horde_styles.json --out-dir "$OUT/split" --val 0.05 --by source --seed 1 2>/dev/null
+    datasets/sdxl_styles_sai.json datasets/ai_horde_styles.json --subjects datasets/subjects.txt --subjects-per-pair 4 \
+    --subject-seed 1 --out-dir "$OUT/split" --val 0.05 --by source --seed 1 2>/dev/null
 # data clean drops the pairs with an empty negative, which the trainer leaves out too
 $AN data clean "$OUT/split/val.jsonl" --out "$OUT/split/val.clean.jsonl" 2>/dev/null
 $AN data clean "$OUT/split/train.jsonl" --out "$OUT/split/train.clean.jsonl" 2>/dev/null

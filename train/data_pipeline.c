@@ -10,6 +10,7 @@
 #include "data/pairs.h"
 #include "data/sample.h"
 #include "data/split.h"
+#include "data/subjects.h"
 #include "data/template.h"
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
@@ -58,7 +59,13 @@ static int read_files(const an_recipe *r, const char *const *files, int n, an_pa
             if (!rep->first_skip[0] && rr.n_reasons > 0) snprintf(rep->first_skip, sizeof rep->first_skip, "%s", rr.reasons[0]);
         }
     }
-    return 0;
+    if (!r->data.subjects[0]) return 0;
+    /* Style templates: fill the placeholder with subjects before the split (copies share the source). */
+    an_subjects subjects;
+    if (an_subjects_read(&subjects, r->data.subjects, err)) return -1;
+    int rc = an_pairs_fill_subjects(out, &subjects, r->data.subjects_per_pair, (uint64_t)r->data.shuffle_seed, err);
+    an_subjects_free(&subjects);
+    return rc;
 }
 
 /* Drops pairs whose negative is empty or blank: they would teach the model to write nothing (style
@@ -188,6 +195,8 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
         an_hasher_u64(&h, bits);
         an_hasher_u64(&h, (uint64_t)r->data.group_by);
         an_hasher_u64(&h, (uint64_t)r->data.shuffle_seed);
+        an_hasher_u64(&h, (uint64_t)r->data.subjects_per_pair);
+        if (r->data.subjects[0] && an_hasher_file(&h, r->data.subjects, err)) return -1;
         key = an_hasher_final(&h);
         int rc = an_token_cache_load(path, key, out, err);
         if (rc < 0) return -1;

@@ -39,7 +39,8 @@ double an_lora_trainer_update(an_lora_trainer *t, const an_adamw_config *c) {
     /* one buffer whose alignment padding stays zero, so one call covers every adapter */
     float *grads[1] = {l->grad_mem};
     size_t sizes[1] = {l->n_floats};
-    double norm = an_clip_grad_norm(o, grads, sizes, 1, c->max_grad_norm);
+    double norm = an_grad_norm(o, grads, sizes, 1);
+    float clip = an_clip_coef(norm, c->max_grad_norm);
     t->step++;
     float *m1 = t->moments, *v1 = t->moments + t->n;
     for (int i = 0; i < l->n_mods; i++) {
@@ -47,7 +48,7 @@ double an_lora_trainer_update(an_lora_trainer *t, const an_adamw_config *c) {
         for (int k = 0; k < 2; k++) {
             an_param *p = ps[k];
             size_t off = (size_t)(p->grad - l->grad_mem);
-            o->adamw_update(p->data, p->grad, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
+            o->adamw_update(p->data, p->grad, clip, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
                             c->weight_decay, t->step);
         }
     }

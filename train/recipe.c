@@ -75,6 +75,8 @@ static const field fields[] = {
     F_DBL("data.val_fraction", data.val_fraction, R_LO | R_HI_EXCL, 0, 1, "0"),
     F_ENUM("data.group_by", data.group_by, group_names, "\"source\" | \"negative\" | \"prompt\" | \"pair\"", "\"source\""),
     F_INT("data.shuffle_seed", data.shuffle_seed, R_LO, 0, 0, "0"),
+    F_STR("data.subjects", data.subjects, "\"\""),
+    F_INT("data.subjects_per_pair", data.subjects_per_pair, R_LO, 1, 0, "1"),
     F_DBL("optim.lr", optim.lr, R_LO_EXCL, 0, 0, "0.0002"),
     {"optim.betas", K_DOUBLE2, OFF(optim.betas), R_LO | R_HI_EXCL, 0, 1, NULL, "[number, number]", "[0.9, 0.999]"},
     F_DBL("optim.eps", optim.eps, R_LO_EXCL, 0, 0, "1e-08"),
@@ -105,6 +107,7 @@ static const field fields[] = {
     F_STR("output.dir", output.dir, "\"runs/out\""),
     F_STR("tokenizer.path", tokenizer.path, "\"\""),
     F_INT("tokenizer.train_vocab", tokenizer.train_vocab, R_LO | R_ZERO_OK, 260, 1 << 20, "0"),
+    F_BOOL("tokenizer.add_prefix_space", tokenizer.add_prefix_space, "false"),
     {"model_config", K_MODEL_CONFIG, 0, 0, NOR, NULL, "string (preset) | object (config.json) | null", "null"},
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
@@ -583,6 +586,9 @@ int an_recipe_validate(const an_recipe *r, const char *src, an_error *err) {
         return an_fail(err, "%s: lora.target_modules is empty", src);
     if (r->data.val[0] && r->data.val_fraction > 0)
         return an_fail(err, "%s: data.val and data.val_fraction are both set; give one", src);
+    if (r->data.subjects_per_pair > 1 && !r->data.subjects[0])
+        return an_fail(err, "%s: data.subjects_per_pair is %d but data.subjects names no subject list", src,
+                       r->data.subjects_per_pair);
     return 0;
 }
 

@@ -73,6 +73,8 @@ typedef struct an_recipe {
         double val_fraction;
         an_recipe_group_by group_by;
         int shuffle_seed;
+        char subjects[AN_RECIPE_STR]; /* "" or a subject list filling style-template placeholders */
+        int subjects_per_pair;
     } data;
     struct {
         double lr;
@@ -117,6 +119,7 @@ typedef struct an_recipe {
     struct {
         char path[AN_RECIPE_STR];
         int train_vocab; /* > 0: train a byte-level BPE of this size on data.train */
+        int add_prefix_space; /* the trained BPE puts a space before each text (HF ByteLevel) */
     } tokenizer;
     /* For training from scratch: a preset name/path (model_config_preset) or an inline Hugging Face
      * config.json object (model_config_json, compact JSON text, malloc'd); both empty when unset. */

@@ -46,14 +46,15 @@ int an_train_step(an_full_trainer *t, const an_batch *b, const an_adamw_config *
     /* the gradient buffer is one allocation whose alignment padding stays zero, so one call covers it */
     float *grads[1] = {m->grad_mem};
     size_t sizes[1] = {m->n_grad_floats};
-    s->grad_norm = m->grad_mem ? an_clip_grad_norm(o, grads, sizes, 1, c->max_grad_norm) : 0.0;
+    s->grad_norm = m->grad_mem ? an_grad_norm(o, grads, sizes, 1) : 0.0;
+    float clip = an_clip_coef(s->grad_norm, c->max_grad_norm);
     t->step++;
     float *m1 = t->moments, *v1 = t->moments ? t->moments + t->n : NULL;
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
         if (!p->grad) continue;
         size_t off = (size_t)(p->grad - m->grad_mem);
-        o->adamw_update(p->data, p->grad, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
+        o->adamw_update(p->data, p->grad, clip, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
                         c->weight_decay, t->step);
     }
     double t3 = now();

@@ -212,7 +212,8 @@ static int checkpoint(run *u, an_error *err) {
     return an_ckpt_prune(u->r->output.dir, u->r->checkpoint.keep, err);
 }
 
-/* One optimizer step: the window's micro-batches forward and backward, clipping, AdamW. */
+/* One optimizer step's gradients: the window's micro-batches forward and backward, and their global norm
+ * (apply_adamw clips by it as it updates). */
 static int train_step(run *u, double *loss_out, double *norm_out, an_error *err) {
     an_model *m = u->m;
     const an_recipe *r = u->r;
@@ -238,24 +239,25 @@ static int train_step(run *u, double *loss_out, double *norm_out, an_error *err)
     /* one buffer whose alignment padding stays zero, so one call covers every tensor */
     float *grads[1] = {u->ts.grad_base};
     size_t sizes[1] = {u->ts.n_floats};
-    *norm_out = an_clip_grad_norm(m->ops, grads, sizes, 1, r->optim.clip);
+    *norm_out = an_grad_norm(m->ops, grads, sizes, 1);
     return 0;
 }
 
-static void apply_adamw(run *u, double lr) {
+static void apply_adamw(run *u, double lr, double norm) {
     an_model *m = u->m;
     const an_recipe *r = u->r;
     const an_trainable *t = &u->ts;
     int step = (int)(u->step + 1); /* AdamW's bias correction counts from 1 */
     float *m1 = u->moments, *v1 = u->moments + t->n_floats;
+    float clip = an_clip_coef(norm, r->optim.clip);
     for (int i = 0; i < t->n; i++) {
         an_param *p = t->p[i];
         size_t off = (size_t)(p->grad - t->grad_base);
         /* decoupled decay on matrices only (embeddings, linear weights, LoRA A and B), not on norms
          * and biases */
         float wd = p->ndim == 2 ? (float)r->optim.weight_decay : 0.0f;
-        m->ops->adamw_update(p->data, p->grad, m1 + off, v1 + off, p->numel, (float)lr, (float)r->optim.betas[0],
-                             (float)r->optim.betas[1], (float)r->optim.eps, wd, step);
+        m->ops->adamw_update(p->data, p->grad, clip, m1 + off, v1 + off, p->numel, (float)lr,
+                             (float)r->optim.betas[0], (float)r->optim.betas[1], (float)r->optim.eps, wd, step);
     }
 }
 
@@ -434,7 +436,7 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
                     res->last_ckpt);
             goto done;
         }
-        apply_adamw(&u, lr);
+        apply_adamw(&u, lr, norm);
         u.step++;
         u.tokens += u.win.total;
         res->last_loss = loss;

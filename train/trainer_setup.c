@@ -60,8 +60,8 @@ static int train_tokenizer(const an_recipe *r, const an_trainer_opts *o, an_erro
     if (an_train_texts_load(r, &t, err)) return -1;
     an_trainer_note(o, "training a %d-token byte-level BPE on %zu texts", r->tokenizer.train_vocab, t.n);
     /* returns the vocabulary size it reached (fewer tokens when the texts run out of pairs), -1 on error */
-    int got = an_tokenizer_train_bytelevel((const char *const *)t.text, t.len, t.n, r->tokenizer.train_vocab,
-                                           r->output.dir, err);
+    int got = an_tokenizer_train_bytelevel_ex((const char *const *)t.text, t.len, t.n, r->tokenizer.train_vocab,
+                                              r->tokenizer.add_prefix_space, r->output.dir, err);
     an_train_texts_free(&t);
     if (got < 0) return -1;
     if (got < r->tokenizer.train_vocab)
