@@ -63,6 +63,8 @@ int an_cmd_eval(int argc, char **argv) {
         a.opts.n_samples = (int)mbr;
     }
     an_error err;
+    /* before the data is read: a bad length option is the first thing to hear about */
+    if (an_gen_check(&a.opts, &err)) return cli_error(&err);
     an_pairs rows = {0}, tr = {0};
     an_tfidf *ix = NULL;
     an_text_result *res = NULL;

@@ -2,8 +2,8 @@
  *
  *   autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T]
  *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
- *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--batch B] [--ctx N]
- *                    [--strict] [--jsonl] [--head-dtype f32|bf16]
+ *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N]
+ *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16]
  *
  * --head-dtype bf16 stores the embedding table and the LM head in bf16 once loaded, as QLoRA runs a
  * model (its base is loaded in a 16-bit dtype): half the bytes per decode step for the head
@@ -53,7 +53,7 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     if (!strcmp(f, "--jsonl")) return a->jsonl = 1;
     static const char *const with_value[] = {"--model", "--adapter", "--tokenizer", "--template", "--temperature",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
-                                             "--max-tokens", "--n", "--batch", "--ctx", "--head-dtype"};
+                                             "--max-tokens", "--min-tokens", "--n", "--batch", "--ctx", "--head-dtype"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -77,6 +77,8 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
         if (!*v || *end) return cli_fail("--seed: expected an unsigned integer, got '%s'", v), -1;
     }
     else if (!strcmp(f, "--max-tokens")) { if (parse_int(f, v, 0, 1 << 24, &a->opts.max_tokens)) return -1; }
+    /* any integer, so a negative one gets an_gen_check's reason rather than a bare range */
+    else if (!strcmp(f, "--min-tokens")) { if (parse_int(f, v, -1000000000L, 1 << 24, &a->opts.min_tokens)) return -1; }
     else if (!strcmp(f, "--n")) { if (parse_int(f, v, 1, 1000000, &a->opts.n_samples)) return -1; }
     else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a->opts.batch)) return -1; }
     else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1 << 24, &a->opts.context)) return -1; }
@@ -90,7 +92,7 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
 int cli_gen_open(const cli_gen_args *a, an_session *s) {
     an_error err;
     if (!a->model) return cli_fail("--model is required");
-    if (an_sampler_check(&a->opts.sampling, &err)) return cli_error(&err);
+    if (an_sampler_check(&a->opts.sampling, &err) || an_gen_check(&a->opts, &err)) return cli_error(&err);
     if (an_session_open(s, a->model, a->tokenizer, a->adapter, a->template_name, &err)) return cli_error(&err);
     if (a->head_bf16) { /* inference only: nothing is trained, so everything can be frozen */
         an_model_set_all_trainable(s->model, 0);
@@ -199,7 +201,7 @@ int an_cmd_generate(int argc, char **argv) {
         }
         if (r == 0) {
             free(prompts);
-            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl] [--head-dtype f32|bf16]", argv[i]);
+            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N] [--jsonl] [--head-dtype f32|bf16]", argv[i]);
         }
     }
     char **from_file = NULL;

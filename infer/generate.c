@@ -2,6 +2,7 @@
  * and the sampler. */
 #include "infer/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,7 @@ typedef struct gen {
     const an_gen_opts *o;
     an_infer *inf;
     an_sampler *smp;
+    float *masked; /* [V] logits with the stop ids masked, for sequences below min_tokens */
     job *jobs;
     an_gen_output *out;
     int max_T;
@@ -65,6 +67,15 @@ static void finish(gen *g, int j, an_stop_reason why) {
 static void take_token(gen *g, int j, const float *logits) {
     job *jb = &g->jobs[j];
     an_gen_output *out = &g->out[j];
+    if (out->n < g->o->min_tokens && g->o->n_stop_ids > 0) {
+        /* -inf before the penalty and the softmax: it stays -inf through both and gets probability 0 */
+        memcpy(g->masked, logits, (size_t)g->m->cfg.vocab_size * sizeof(float));
+        for (int i = 0; i < g->o->n_stop_ids; i++) {
+            int32_t s = g->o->stop_ids[i];
+            if (s >= 0 && s < g->m->cfg.vocab_size) g->masked[s] = -INFINITY;
+        }
+        logits = g->masked;
+    }
     int32_t id = an_sampler_sample(g->smp, &g->o->sampling, logits, jb->hist, (size_t)(jb->used + out->n), &jb->rng);
     if (is_stop(g->o, id)) {
         finish(g, j, AN_STOP_EOS);
@@ -158,12 +169,20 @@ done:
     return rc;
 }
 
+int an_gen_check(const an_gen_opts *o, an_error *err) {
+    if (o->max_tokens < 0) return an_fail(err, "--max-tokens %d: must be >= 0", o->max_tokens);
+    if (o->min_tokens < 0) return an_fail(err, "--min-tokens %d: must be >= 0 (0 = off)", o->min_tokens);
+    if (o->min_tokens > o->max_tokens)
+        return an_fail(err, "--min-tokens %d: must not exceed --max-tokens %d", o->min_tokens, o->max_tokens);
+    if (o->n_samples < 1 || o->n_samples > 1000000) return an_fail(err, "--n %d: must be >= 1", o->n_samples);
+    return 0;
+}
+
 int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_t bos_id, const an_gen_opts *o,
                 an_gen_output *out, an_error *err) {
     if (an_sampler_check(&o->sampling, err)) return -1;
     if (n_prompts <= 0) return an_fail(err, "generate: no prompts");
-    if (o->max_tokens < 0) return an_fail(err, "--max-tokens %d: must be >= 0", o->max_tokens);
-    if (o->n_samples < 1 || o->n_samples > 1000000) return an_fail(err, "--n %d: must be >= 1", o->n_samples);
+    if (an_gen_check(o, err)) return -1;
     if (o->batch < 1) return an_fail(err, "generate: batch %d must be >= 1", o->batch);
     int ctx = m->cfg.max_seq;
     if (o->context > 0 && o->context < ctx) ctx = o->context;
@@ -182,9 +201,10 @@ int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_
     }
     int J = n_prompts * o->n_samples;
     int max_T = longest + o->max_tokens < ctx ? longest + o->max_tokens : ctx;
-    gen g = {m, o, NULL, NULL, calloc((size_t)J, sizeof(job)), out, max_T};
+    gen g = {m, o, NULL, NULL, NULL, calloc((size_t)J, sizeof(job)), out, max_T};
     int rc = -1;
-    if (!g.jobs) {
+    g.masked = malloc((size_t)m->cfg.vocab_size * sizeof(float));
+    if (!g.jobs || !g.masked) {
         an_fail(err, "generate: out of memory");
         goto done;
     }
@@ -236,6 +256,7 @@ done:
     }
     if (rc) an_gen_outputs_free(out, g.jobs ? J : 0);
     free(g.jobs);
+    free(g.masked);
     an_sampler_free(g.smp);
     an_infer_free(g.inf);
     return rc;

@@ -26,6 +26,8 @@ typedef struct an_gen_opts {
     an_sampler_params sampling;
     uint64_t seed;
     int max_tokens;        /* new tokens per sequence (>= 0) */
+    int min_tokens;        /* stop ids are masked (logit -inf) until a sequence has this many new tokens, as
+                            * Hugging Face's min_new_tokens; 0 = off, at most max_tokens */
     int n_samples;         /* sequences per prompt (>= 1) */
     int batch;             /* sequences decoded at once (>= 1) */
     int context;           /* positions per sequence: 0 = the model's max_seq */
@@ -52,6 +54,9 @@ typedef struct an_gen_prompt {
 } an_gen_prompt;
 
 an_gen_opts an_gen_defaults(void);
+/* A clear error for each length option out of range (--max-tokens, --min-tokens, --n), named as the
+ * CLI spells it. */
+int an_gen_check(const an_gen_opts *o, an_error *err);
 
 /* Generates for every prompt; out: n_prompts * n_samples outputs (zeroed by the caller), sequence
  * p * n_samples + s. A prompt longer than the context less max_tokens (at least half the context is

@@ -192,6 +192,80 @@ static void test_template_from_model_folder(void) {
     CHECK_CONTAINS(e.msg, "TinyStories-656K: the tokenizer has 2048 tokens but the model only 256");
 }
 
+/* --min-tokens on a model whose LM head is zeroed: every logit is 0, so greedy picks the lowest id
+ * (0). With stop ids {0, 1} the sequence ends at once; masked, the argmax of the rest is id 2, so the
+ * expected output is worked out by hand: exactly N tokens of id 2, then a stop (the mask is off again
+ * at N and id 0 wins). Sampling (temperature 1, uniform over the unmasked ids) must give at least N
+ * tokens per sequence, and the same text for the same seed. */
+static void test_min_tokens(void) {
+    an_session s;
+    an_error e;
+    if (an_session_open(&s, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    an_param *head = s.model->lm_head ? s.model->lm_head : s.model->tok_emb;
+    memset(head->data, 0, head->numel * sizeof(float));
+    const int32_t stop[2] = {0, 1};
+    /* three prompts of different lengths through two slots: sequences start at different steps, so
+     * the count must be kept per sequence */
+    const int32_t p0[] = {5, 6, 7}, p1[] = {9}, p2[] = {11, 12, 13, 14, 15, 16};
+    an_gen_prompt pr[3] = {{p0, 3}, {p1, 1}, {p2, 6}};
+    an_gen_opts o = an_gen_defaults();
+    o.sampling.temperature = 0;
+    o.stop_ids = stop;
+    o.n_stop_ids = 2;
+    o.batch = 2;
+    o.max_tokens = 20;
+    an_gen_output out[3 * 4];
+    memset(out, 0, sizeof out);
+    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+    for (int j = 0; j < 3; j++) CHECK_MSG(out[j].n == 0 && out[j].stop == AN_STOP_EOS, "off: sequence %d has %d tokens", j, out[j].n);
+    an_gen_outputs_free(out, 3);
+    for (int N = 1; N <= 20; N += 7) { /* 1, 8, 15 */
+        o.min_tokens = N;
+        CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+        for (int j = 0; j < 3; j++) {
+            CHECK_MSG(out[j].n == N && out[j].stop == AN_STOP_EOS, "min %d: sequence %d has %d tokens, stop %d", N, j,
+                      out[j].n, (int)out[j].stop);
+            for (int t = 0; t < out[j].n; t++) CHECK(out[j].ids[t] == 2);
+        }
+        an_gen_outputs_free(out, 3);
+    }
+    /* min == max: the sequence runs to --max-tokens */
+    o.min_tokens = o.max_tokens;
+    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+    for (int j = 0; j < 3; j++) CHECK(out[j].n == 20 && out[j].stop == AN_STOP_MAX_TOKENS);
+    an_gen_outputs_free(out, 3);
+
+    /* sampling, 4 samples per prompt: never a stop id among the first N, same seed same ids */
+    o.sampling.temperature = 1;
+    o.n_samples = 4;
+    o.min_tokens = 12;
+    o.seed = 99;
+    an_gen_output again[3 * 4];
+    memset(again, 0, sizeof again);
+    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+    o.batch = 5; /* another schedule: the text depends on the seed alone */
+    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, again, &e) == 0, "%s", e.msg);
+    for (int j = 0; j < 12; j++) {
+        CHECK_MSG(out[j].n >= 12, "sampled sequence %d has %d tokens", j, out[j].n);
+        for (int t = 0; t < out[j].n; t++) CHECK(out[j].ids[t] != 0 && out[j].ids[t] != 1);
+        CHECK(out[j].n == again[j].n && memcmp(out[j].ids, again[j].ids, (size_t)out[j].n * sizeof(int32_t)) == 0);
+    }
+    an_gen_outputs_free(out, 12);
+    an_gen_outputs_free(again, 12);
+
+    /* bad values: the flag and the reason */
+    o.min_tokens = -1;
+    CHECK(an_generate(s.model, pr, 3, -1, &o, out, &e) != 0);
+    CHECK_CONTAINS(e.msg, "--min-tokens -1: must be >= 0");
+    o.min_tokens = 21;
+    CHECK(an_generate(s.model, pr, 3, -1, &o, out, &e) != 0);
+    CHECK_CONTAINS(e.msg, "--min-tokens 21: must not exceed --max-tokens 20");
+    an_session_close(&s);
+}
+
 /* ---- the CLI end to end ---- */
 
 static char cmd[8192];
@@ -222,6 +296,24 @@ static void test_cli(void) {
     snprintf(err, sizeof err, "%s/err", d);
     snprintf(f, sizeof f, "%s/prompts.txt", d);
     const char *model = test_shared("models/TinyStories-656K");
+
+    /* --min-tokens out of range: refused before the model is read, naming the flag and the reason */
+    snprintf(args, sizeof args, "generate --model %s --prompt cat --min-tokens 40 --max-tokens 32", model);
+    CHECK(run(args, out, err) == 1);
+    char *m = slurp(err);
+    CHECK_CONTAINS(m, "--min-tokens 40: must not exceed --max-tokens 32");
+    free(m);
+    snprintf(args, sizeof args, "eval --model %s --data nowhere.jsonl --min-tokens -3", model);
+    CHECK(run(args, out, err) == 1);
+    m = slurp(err);
+    CHECK_CONTAINS(m, "--min-tokens -3: must be >= 0");
+    free(m);
+    /* and in range it makes a greedy raw continuation at least that long */
+    snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 40 --min-tokens 40 --jsonl", model);
+    CHECK(run(args, out, err) == 0);
+    m = slurp(out);
+    CHECK_CONTAINS(m, "\"tokens\": 40, \"stop\": \"max_tokens\"");
+    free(m);
 
     /* the first fixture prompt, greedy, raw: the recorded text */
     cJSON *fx = fixture();
@@ -337,6 +429,7 @@ int main(void) {
     RUN(test_greedy_matches_transformers);
     RUN(test_perplexity_matches_transformers);
     RUN(test_template_from_model_folder);
+    RUN(test_min_tokens);
     RUN(test_cli);
     return test_finish();
 }
