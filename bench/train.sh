@@ -12,19 +12,18 @@ REPEATS=${2:-3}
 THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export OMP_NUM_THREADS=$THREADS
 make -s build/autoneg
-run() { # preset batch seq method
-    local preset=$1 B=$2 T=$3 method=${4:-full}
-    for i in $(seq "$REPEATS"); do
-        ./build/autoneg bench train --preset "$preset" --batch "$B" --seq "$T" --steps 3 --method "$method" --json
-        if [ "$method" = full ]; then
-            "$PY" bench/train_peer.py --preset "configs/models/$preset.json" --batch "$B" --seq "$T" --steps 3 --threads "$THREADS" 2>/dev/null
-        fi
-    done
+# The machine's speed drifts over minutes, so each repeat measures full, PyTorch and LoRA back to back
+# rather than all of one kind first: the ratios compare runs taken close together.
+run() { # preset batch seq
+    local preset=$1 B=$2 T=$3
+    ./build/autoneg bench train --preset "$preset" --batch "$B" --seq "$T" --steps 3 --method full --json
+    "$PY" bench/train_peer.py --preset "configs/models/$preset.json" --batch "$B" --seq "$T" --steps 3 --threads "$THREADS" 2>/dev/null
+    ./build/autoneg bench train --preset "$preset" --batch "$B" --seq "$T" --steps 3 --method lora --json
 }
 {
-    run gpt2-124m 4 64
-    run llama-60m 4 256
-    run gpt2-124m 4 64 lora
-    run llama-60m 4 256 lora
+    for i in $(seq "$REPEATS"); do
+        run gpt2-124m 4 64
+        run llama-60m 4 256
+    done
 } | tee /tmp/autoneg-bench-train.jsonl
 "$PY" bench/summarize.py /tmp/autoneg-bench-train.jsonl
