@@ -284,6 +284,14 @@ static char *slurp(const char *path) {
     return s ? s : strdup("");
 }
 
+/* The command exits with 1 and its message contains text (the file, the flag, the reason). */
+static void check_refused(const char *args, const char *out, const char *err, const char *text) {
+    CHECK(run(args, out, err) == 1);
+    char *m = slurp(err);
+    CHECK_CONTAINS(m, text);
+    free(m);
+}
+
 static void write_text(const char *path, const char *s) {
     an_error e;
     CHECK(an_write_file_atomic(path, s, strlen(s), &e) == 0);
@@ -299,19 +307,13 @@ static void test_cli(void) {
 
     /* --min-tokens out of range: refused before the model is read, naming the flag and the reason */
     snprintf(args, sizeof args, "generate --model %s --prompt cat --min-tokens 40 --max-tokens 32", model);
-    CHECK(run(args, out, err) == 1);
-    char *m = slurp(err);
-    CHECK_CONTAINS(m, "--min-tokens 40: must not exceed --max-tokens 32");
-    free(m);
+    check_refused(args, out, err, "--min-tokens 40: must not exceed --max-tokens 32");
     snprintf(args, sizeof args, "eval --model %s --data nowhere.jsonl --min-tokens -3", model);
-    CHECK(run(args, out, err) == 1);
-    m = slurp(err);
-    CHECK_CONTAINS(m, "--min-tokens -3: must be >= 0");
-    free(m);
+    check_refused(args, out, err, "--min-tokens -3: must be >= 0");
     /* and in range it makes a greedy raw continuation at least that long */
     snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 40 --min-tokens 40 --jsonl", model);
     CHECK(run(args, out, err) == 0);
-    m = slurp(out);
+    char *m = slurp(out);
     CHECK_CONTAINS(m, "\"tokens\": 40, \"stop\": \"max_tokens\"");
     free(m);
 
@@ -360,26 +362,14 @@ static void test_cli(void) {
     CHECK_CONTAINS(s, "no prompts");
     free(s);
     write_text(f, "{\"negative\": \"x\"}\n");
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
-    CHECK_CONTAINS(s, "line 1: no \"prompt\" string field");
-    free(s);
+    check_refused(args, out, err, "line 1: no \"prompt\" string field");
     snprintf(args, sizeof args, "generate --model %s --prompt x --top-p 1.5", model);
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
-    CHECK_CONTAINS(s, "--top-p 1.5: must be in (0, 1]");
-    free(s);
+    check_refused(args, out, err, "--top-p 1.5: must be in (0, 1]");
     snprintf(args, sizeof args, "generate --model %s --prompt x --temperature -1", model);
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
-    CHECK_CONTAINS(s, "--temperature -1: must be a finite number >= 0");
-    free(s);
+    check_refused(args, out, err, "--temperature -1: must be a finite number >= 0");
     snprintf(args, sizeof args, "generate --model %s/stories260K.bin --prompt x",
              test_shared("models/stories260K"));
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
-    CHECK_CONTAINS(s, "stories260K.bin: a llama2.c model needs --tokenizer");
-    free(s);
+    check_refused(args, out, err, "stories260K.bin: a llama2.c model needs --tokenizer");
 
     /* an adapter made for another base model */
     CHECK(run("generate --model tests/ref/models/llama-bias --adapter tests/ref/lora/qwen2 --prompt x", out, err) == 1);

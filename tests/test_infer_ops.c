@@ -18,13 +18,24 @@
 #include "tests/op_harness.h"
 #include "tests/test.h"
 
-static void check_matvec(const an_ops *ops, int N, int C, int OC, int with_bias) {
+/* A product of N inputs of C values with OC weight rows and a bias, all uniform in [-1, 1]. */
+typedef struct matvec_case {
+    float *x, *w, *b;
+} matvec_case;
+
+static matvec_case matvec_case_make(uint64_t seed, int N, int C, int OC) {
     an_rng r;
-    an_rng_seed(&r, (uint64_t)(N * 1000 + C * 10 + OC));
-    float *x = malloc(sizeof(float) * N * C), *w = malloc(sizeof(float) * OC * C), *b = malloc(sizeof(float) * OC);
-    oh_fill(&r, x, (size_t)N * C, -1, 1);
-    oh_fill(&r, w, (size_t)OC * C, -1, 1);
-    oh_fill(&r, b, (size_t)OC, -1, 1);
+    an_rng_seed(&r, seed);
+    matvec_case m = {malloc(sizeof(float) * N * C), malloc(sizeof(float) * OC * C), malloc(sizeof(float) * OC)};
+    oh_fill(&r, m.x, (size_t)N * C, -1, 1);
+    oh_fill(&r, m.w, (size_t)OC * C, -1, 1);
+    oh_fill(&r, m.b, (size_t)OC, -1, 1);
+    return m;
+}
+
+static void check_matvec(const an_ops *ops, int N, int C, int OC, int with_bias) {
+    matvec_case mc = matvec_case_make((uint64_t)(N * 1000 + C * 10 + OC), N, C, OC);
+    float *x = mc.x, *w = mc.w, *b = mc.b;
     double *ref = malloc(sizeof(double) * N * OC);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OC; o++) {
@@ -56,12 +67,8 @@ static void test_matvec(void) {
 /* Row n of a batched product equals, bit for bit, the product of row n alone. */
 static void check_matvec_rows_alone(int N, int C, int OC) {
     const an_ops *ops = an_ops_cpu();
-    an_rng r;
-    an_rng_seed(&r, (uint64_t)(N * 7 + C * 3 + OC));
-    float *x = malloc(sizeof(float) * N * C), *w = malloc(sizeof(float) * OC * C), *b = malloc(sizeof(float) * OC);
-    oh_fill(&r, x, (size_t)N * C, -1, 1);
-    oh_fill(&r, w, (size_t)OC * C, -1, 1);
-    oh_fill(&r, b, (size_t)OC, -1, 1);
+    matvec_case mc = matvec_case_make((uint64_t)(N * 7 + C * 3 + OC), N, C, OC);
+    float *x = mc.x, *w = mc.w, *b = mc.b;
     float *all = malloc(sizeof(float) * N * OC), *one = malloc(sizeof(float) * OC);
     ops->matvec_forward(all, x, w, b, N, C, OC);
     int differ = 0;
