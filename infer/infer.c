@@ -2,53 +2,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/carver.h"
 #include "infer/infer.h"
 #include "model/lora.h"
 
-typedef struct carver {
-    char *base; /* NULL while measuring */
-    size_t off;
-} carver;
-
-static void *carve(carver *c, size_t n, size_t elem) {
-    size_t bytes = (n * elem + 63) / 64 * 64;
-    void *p = c->base ? c->base + c->off : NULL;
-    c->off += bytes;
-    return p;
-}
-
-static void layout(an_infer *s, carver *c) {
+static void layout(an_infer *s, an_carver *c) {
     const an_model_config *cf = &s->m->cfg;
     size_t R = (size_t)s->max_rows, C = (size_t)cf->dim, F = (size_t)cf->ffn_dim;
     size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
     const size_t f = sizeof(float), i32 = sizeof(int32_t);
     for (int l = 0; l < cf->n_layers; l++) {
-        s->k[l] = carve(c, (size_t)s->slots * s->max_T * kvd, f);
-        s->v[l] = carve(c, (size_t)s->slots * s->max_T * kvd, f);
+        s->k[l] = an_carve(c, (size_t)s->slots * s->max_T * kvd, f);
+        s->v[l] = an_carve(c, (size_t)s->slots * s->max_T * kvd, f);
     }
-    s->x = carve(c, R * C, f);
-    s->ln = carve(c, R * C, f);
-    s->mean = carve(c, R, f);
-    s->rstd = carve(c, R, f);
-    s->qkv = s->m->qkv_layout != AN_QKV_SEPARATE ? carve(c, R * (qd + 2 * kvd), f) : NULL;
-    s->q = carve(c, R * qd, f);
-    s->kx = carve(c, R * kvd, f);
-    s->vx = carve(c, R * kvd, f);
-    s->att = carve(c, R * qd, f);
-    s->lse = carve(c, R * (size_t)cf->n_heads, f);
-    s->tmp = carve(c, R * C, f);
-    s->ffn_a = carve(c, R * F, f);
-    s->ffn_b = carve(c, R * F, f);
-    s->ffn_h = carve(c, R * F, f);
-    s->last = carve(c, (size_t)s->slots * C, f);
+    s->x = an_carve(c, R * C, f);
+    s->ln = an_carve(c, R * C, f);
+    s->mean = an_carve(c, R, f);
+    s->rstd = an_carve(c, R, f);
+    s->qkv = s->m->qkv_layout != AN_QKV_SEPARATE ? an_carve(c, R * (qd + 2 * kvd), f) : NULL;
+    s->q = an_carve(c, R * qd, f);
+    s->kx = an_carve(c, R * kvd, f);
+    s->vx = an_carve(c, R * kvd, f);
+    s->att = an_carve(c, R * qd, f);
+    s->lse = an_carve(c, R * (size_t)cf->n_heads, f);
+    s->tmp = an_carve(c, R * C, f);
+    s->ffn_a = an_carve(c, R * F, f);
+    s->ffn_b = an_carve(c, R * F, f);
+    s->ffn_h = an_carve(c, R * F, f);
+    s->last = an_carve(c, (size_t)s->slots * C, f);
     int r = an_lora_rank(s->m);
-    s->lora_u = r > 0 ? carve(c, R * (size_t)r, f) : NULL;
-    s->logits = carve(c, (size_t)s->slots * cf->vocab_size, f);
-    s->d_ids = carve(c, R, i32);
-    s->d_pos = carve(c, R, i32);
-    s->d_seg = carve(c, R, i32); /* stays zero: plain causal attention in prefill */
-    s->d_slot = carve(c, R, i32);
-    s->d_len = carve(c, R, i32);
+    s->lora_u = r > 0 ? an_carve(c, R * (size_t)r, f) : NULL;
+    s->logits = an_carve(c, (size_t)s->slots * cf->vocab_size, f);
+    s->d_ids = an_carve(c, R, i32);
+    s->d_pos = an_carve(c, R, i32);
+    s->d_seg = an_carve(c, R, i32); /* stays zero: plain causal attention in prefill */
+    s->d_slot = an_carve(c, R, i32);
+    s->d_len = an_carve(c, R, i32);
 }
 
 an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err) {
@@ -90,7 +79,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
         an_fail(err, "inference: out of memory");
         return NULL;
     }
-    carver c = {NULL, 0};
+    an_carver c = {NULL, 0};
     layout(s, &c);
     s->bytes = c.off;
     s->block = m->ops->alloc(c.off);
@@ -100,7 +89,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
         an_infer_free(s);
         return NULL;
     }
-    c = (carver){s->block, 0};
+    c = (an_carver){s->block, 0};
     layout(s, &c);
     return s;
 }

@@ -7,21 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/carver.h"
 #include "kernels/nf4.h"
 #include "model/lora.h"
 #include "model/model.h"
-
-typedef struct carver {
-    char *base; /* NULL while measuring */
-    size_t off;
-} carver;
-
-static void *carve(carver *c, size_t n, size_t elem) {
-    size_t bytes = (n * elem + 63) / 64 * 64;
-    void *p = c->base ? c->base + c->off : NULL;
-    c->off += bytes;
-    return p;
-}
 
 /* Which linear of its layer w is (0 .. AN_LAYER_SLOTS-1), or -1 when it is in no layer (the head). */
 #define AN_LAYER_SLOTS 8
@@ -35,7 +24,7 @@ static int layer_slot(const an_model *m, const an_param *w) {
     return -1;
 }
 
-static void layout(an_model *m, carver *c) {
+static void layout(an_model *m, an_carver *c) {
     an_plan *p = &m->plan;
     const an_model_config *cf = &m->cfg;
     size_t N = (size_t)p->N, C = (size_t)cf->dim, F = (size_t)cf->ffn_dim;
@@ -44,60 +33,60 @@ static void layout(an_model *m, carver *c) {
     int gpt2 = cf->arch == AN_ARCH_GPT2, fused = m->qkv_layout != AN_QKV_SEPARATE;
     const size_t f = sizeof(float);
 
-    p->ids = carve(c, N, sizeof(int32_t));
-    p->pos = carve(c, N, sizeof(int32_t));
-    p->seg = carve(c, N, sizeof(int32_t));
-    p->targets = carve(c, N, sizeof(int32_t));
-    p->rows = carve(c, N, sizeof(int32_t));
-    p->row_targets = carve(c, N, sizeof(int32_t));
+    p->ids = an_carve(c, N, sizeof(int32_t));
+    p->pos = an_carve(c, N, sizeof(int32_t));
+    p->seg = an_carve(c, N, sizeof(int32_t));
+    p->targets = an_carve(c, N, sizeof(int32_t));
+    p->rows = an_carve(c, N, sizeof(int32_t));
+    p->row_targets = an_carve(c, N, sizeof(int32_t));
     /* Without recomputation every layer keeps its own activations; with it only the layer inputs are
      * per layer and one set of activations serves whichever layer is being run (recomputed). */
     int per_layer = !p->recompute;
-    for (int l = 0; l < cf->n_layers; l++) p->layers[l].res_in = carve(c, N * C, f);
+    for (int l = 0; l < cf->n_layers; l++) p->layers[l].res_in = an_carve(c, N * C, f);
     for (int l = 0; l < (per_layer ? cf->n_layers : (cf->n_layers > 0)); l++) {
         an_layer_acts *a = &p->layers[l];
-        a->ln1 = carve(c, N * C, f);
-        a->ln1_mean = gpt2 ? carve(c, N, f) : NULL;
-        a->ln1_rstd = carve(c, N, f);
-        a->q = carve(c, N * qd, f);
-        a->k = carve(c, N * kvd, f);
-        a->v = carve(c, N * kvd, f);
-        a->att = carve(c, N * qd, f);
-        a->att_lse = carve(c, N * (size_t)cf->n_heads, f);
-        a->res_mid = carve(c, N * C, f);
-        a->ln2 = carve(c, N * C, f);
-        a->ln2_mean = gpt2 ? carve(c, N, f) : NULL;
-        a->ln2_rstd = carve(c, N, f);
-        a->ffn_a = carve(c, N * F, f);
-        a->ffn_b = gpt2 ? NULL : carve(c, N * F, f);
-        a->ffn_h = carve(c, N * F, f);
+        a->ln1 = an_carve(c, N * C, f);
+        a->ln1_mean = gpt2 ? an_carve(c, N, f) : NULL;
+        a->ln1_rstd = an_carve(c, N, f);
+        a->q = an_carve(c, N * qd, f);
+        a->k = an_carve(c, N * kvd, f);
+        a->v = an_carve(c, N * kvd, f);
+        a->att = an_carve(c, N * qd, f);
+        a->att_lse = an_carve(c, N * (size_t)cf->n_heads, f);
+        a->res_mid = an_carve(c, N * C, f);
+        a->ln2 = an_carve(c, N * C, f);
+        a->ln2_mean = gpt2 ? an_carve(c, N, f) : NULL;
+        a->ln2_rstd = an_carve(c, N, f);
+        a->ffn_a = an_carve(c, N * F, f);
+        a->ffn_b = gpt2 ? NULL : an_carve(c, N * F, f);
+        a->ffn_h = an_carve(c, N * F, f);
     }
     for (int l = 1; !per_layer && l < cf->n_layers; l++) { /* the shared set */
         float *res_in = p->layers[l].res_in;
         p->layers[l] = p->layers[0];
         p->layers[l].res_in = res_in;
     }
-    p->res_out = carve(c, N * C, f);
-    p->lnf = carve(c, N * C, f);
-    p->lnf_mean = gpt2 ? carve(c, N, f) : NULL;
-    p->lnf_rstd = carve(c, N, f);
-    p->logits = carve(c, (size_t)p->head_rows * cf->vocab_size, f);
-    p->head_x = carve(c, (size_t)p->head_rows * C, f);
-    p->head_dx = carve(c, (size_t)p->head_rows * C, f);
-    p->losses = carve(c, N, f);
-    p->ce_lse = carve(c, N, f);
-    p->qkv = fused ? carve(c, N * qkvd, f) : NULL;
-    p->tmp = carve(c, N * C, f);
-    p->dres = carve(c, N * C, f);
-    p->dln = carve(c, N * C, f);
-    p->dq = carve(c, N * qd, f);
-    p->dk = carve(c, N * kvd, f);
-    p->dv = carve(c, N * kvd, f);
-    p->datt = carve(c, N * qd, f);
-    p->dqkv = fused ? carve(c, N * qkvd, f) : NULL;
-    p->dffn_a = carve(c, N * F, f);
-    p->dffn_b = gpt2 ? NULL : carve(c, N * F, f);
-    p->dffn_h = carve(c, N * F, f);
+    p->res_out = an_carve(c, N * C, f);
+    p->lnf = an_carve(c, N * C, f);
+    p->lnf_mean = gpt2 ? an_carve(c, N, f) : NULL;
+    p->lnf_rstd = an_carve(c, N, f);
+    p->logits = an_carve(c, (size_t)p->head_rows * cf->vocab_size, f);
+    p->head_x = an_carve(c, (size_t)p->head_rows * C, f);
+    p->head_dx = an_carve(c, (size_t)p->head_rows * C, f);
+    p->losses = an_carve(c, N, f);
+    p->ce_lse = an_carve(c, N, f);
+    p->qkv = fused ? an_carve(c, N * qkvd, f) : NULL;
+    p->tmp = an_carve(c, N * C, f);
+    p->dres = an_carve(c, N * C, f);
+    p->dln = an_carve(c, N * C, f);
+    p->dq = an_carve(c, N * qd, f);
+    p->dk = an_carve(c, N * kvd, f);
+    p->dv = an_carve(c, N * kvd, f);
+    p->datt = an_carve(c, N * qd, f);
+    p->dqkv = fused ? an_carve(c, N * qkvd, f) : NULL;
+    p->dffn_a = an_carve(c, N * F, f);
+    p->dffn_b = gpt2 ? NULL : an_carve(c, N * F, f);
+    p->dffn_h = an_carve(c, N * F, f);
     if (m->lora) { /* each adapter's u, rows as its layer runs them (the head in chunks); with
                     * recomputation the adapters of one slot (q_proj, ...) share one u across layers */
         an_lora *l = m->lora;
@@ -109,21 +98,21 @@ static void layout(an_model *m, carver *c) {
             an_lora_module *mod = &l->mods[i];
             int s = mod->base == head ? -1 : layer_slot(m, mod->base);
             if (s < 0 || per_layer) {
-                mod->u = carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
+                mod->u = an_carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
             } else {
-                if (!slot_used[s]) slot_u[s] = carve(c, N * r, f);
+                if (!slot_used[s]) slot_u[s] = an_carve(c, N * r, f);
                 slot_used[s] = 1;
                 mod->u = slot_u[s];
             }
         }
-        p->lora_du = carve(c, N * r, f);
+        p->lora_du = an_carve(c, N * r, f);
         p->lora_planned = 1;
     }
     size_t nf4 = 0; /* one workspace for every NF4 matmul (QLoRA), sized for the threads of now */
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].nf4 && an_nf4_matmul_work_bytes(m->params[i].nf4) > nf4)
             nf4 = an_nf4_matmul_work_bytes(m->params[i].nf4);
-    p->nf4_work = nf4 ? carve(c, nf4, 1) : NULL;
+    p->nf4_work = nf4 ? an_carve(c, nf4, 1) : NULL;
     p->nf4_work_bytes = nf4;
 }
 
@@ -175,14 +164,14 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     if (!p->layers || !p->h_ids || !p->h_pos || !p->h_seg || !p->h_targets || !p->h_rows || !p->h_row_targets ||
         !p->h_losses || !p->h_row_losses)
         return an_fail(err, "model plan: out of host memory");
-    carver c = {NULL, 0};
+    an_carver c = {NULL, 0};
     layout(m, &c);
     p->bytes = c.off;
     p->block = m->ops->alloc(c.off);
     if (!p->block)
         return an_fail(err, "model plan: cannot allocate %.1f MiB of activations for %d x %d tokens",
                        (double)c.off / 1048576, B, T);
-    c = (carver){p->block, 0};
+    c = (an_carver){p->block, 0};
     layout(m, &c);
     return 0;
 }
