@@ -58,10 +58,12 @@ typedef struct an_layer {
     an_param *w_down, *b_down;     /* down_proj, w2; GPT-2 mlp.c_proj */
 } an_layer;
 
-/* Rows of logits per LM-head chunk when not set: about 32 MiB of logits, which keeps the GEMMs large
- * enough to be efficient while a 92,544-token vocabulary never needs a full N x V buffer. model/plan.c
- * and the memory plan (model/qlora_plan.c) both use it. */
-#define AN_HEAD_CHUNK_BYTES (32u << 20)
+/* The LM head and its cross-entropy run in row chunks so that a 92,544-token vocabulary never needs a
+ * full N x V buffer of logits. A chunk that is not set (an_model.head_rows 0) gets at least this many
+ * bytes, and more when the blocks' scratch, which it shares (model/plan.c), is larger: with a trained
+ * head, chunks of a few hundred rows cost several percent of a step (the head's weight gradient is
+ * read and written, and its weight packed, once per chunk). */
+#define AN_HEAD_CHUNK_BYTES (128u << 20)
 
 /* Activations for one batch shape (see model/plan.c for what each buffer holds). */
 typedef struct an_layer_acts {
@@ -185,6 +187,10 @@ void an_model_set_recompute(an_model *m, int on);
 /* Allocates the activations for batches up to B rows of T tokens (and frees an earlier plan).
  * T must not exceed max_seq for GPT-2 (learned positions). */
 int an_model_plan(an_model *m, int B, int T, an_error *err);
+/* Rows per LM-head chunk for N rows, a V-token vocabulary and width C, when the blocks' scratch takes
+ * scratch_bytes: as many as fit in the larger of AN_HEAD_CHUNK_BYTES and the scratch (logits and
+ * the gathered rows with their gradient), at least 1, at most N. */
+int an_head_chunk_rows(size_t N, size_t V, size_t C, size_t scratch_bytes);
 /* Forward pass. With targets, *loss_out gets the mean loss over non-ignored tokens (0 when none).
  * with_grad: also runs the LM head's backward, chunk by chunk, while the logits of a chunk are live
  * (so no N x V logits buffer exists); the gradient of the mean loss is multiplied by grad_scale

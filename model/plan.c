@@ -24,13 +24,40 @@ static int layer_slot(const an_model *m, const an_param *w) {
     return -1;
 }
 
-static void layout(an_model *m, an_carver *c) {
+/* The blocks' scratch, shared by all layers: forward's fused qkv and residual branch, and the
+ * gradients flowing backward through a block. */
+static void carve_block_scratch(an_model *m, an_carver *c) {
     an_plan *p = &m->plan;
     const an_model_config *cf = &m->cfg;
     size_t N = (size_t)p->N, C = (size_t)cf->dim, F = (size_t)cf->ffn_dim;
     size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
     size_t qkvd = qd + 2 * kvd;
     int gpt2 = cf->arch == AN_ARCH_GPT2, fused = m->qkv_layout != AN_QKV_SEPARATE;
+    const size_t f = sizeof(float);
+    p->qkv = fused ? an_carve(c, N * qkvd, f) : NULL;
+    p->tmp = an_carve(c, N * C, f);
+    p->dq = an_carve(c, N * qd, f);
+    p->dk = an_carve(c, N * kvd, f);
+    p->dv = an_carve(c, N * kvd, f);
+    p->datt = an_carve(c, N * qd, f);
+    p->dqkv = fused ? an_carve(c, N * qkvd, f) : NULL;
+    p->dffn_a = an_carve(c, N * F, f);
+    p->dffn_b = gpt2 ? NULL : an_carve(c, N * F, f);
+    p->dffn_h = an_carve(c, N * F, f);
+}
+
+int an_head_chunk_rows(size_t N, size_t V, size_t C, size_t scratch_bytes) {
+    size_t bytes = scratch_bytes > AN_HEAD_CHUNK_BYTES ? scratch_bytes : AN_HEAD_CHUNK_BYTES;
+    size_t rows = bytes / ((V + 2 * C) * sizeof(float));
+    return rows < 1 ? 1 : (int)(rows > N ? N : rows);
+}
+
+static void layout(an_model *m, an_carver *c) {
+    an_plan *p = &m->plan;
+    const an_model_config *cf = &m->cfg;
+    size_t N = (size_t)p->N, C = (size_t)cf->dim, F = (size_t)cf->ffn_dim;
+    size_t qd = (size_t)cf->n_heads * cf->head_dim, kvd = (size_t)cf->n_kv_heads * cf->head_dim;
+    int gpt2 = cf->arch == AN_ARCH_GPT2;
     const size_t f = sizeof(float);
 
     p->ids = an_carve(c, N, sizeof(int32_t));
@@ -70,23 +97,21 @@ static void layout(an_model *m, an_carver *c) {
     p->lnf = an_carve(c, N * C, f);
     p->lnf_mean = gpt2 ? an_carve(c, N, f) : NULL;
     p->lnf_rstd = an_carve(c, N, f);
+    p->losses = an_carve(c, N, f);
+    p->ce_lse = an_carve(c, N, f);
+    p->dres = an_carve(c, N * C, f);
+    p->dln = an_carve(c, N * C, f);
+    /* The LM head runs after the last block's forward and before the first block's backward, so its
+     * chunk buffers and the blocks' scratch share one region (an_head_chunk_rows sizes the chunk to
+     * use all of it). */
+    size_t region = c->off;
+    carve_block_scratch(m, c);
+    size_t scratch_end = c->off;
+    c->off = region;
     p->logits = an_carve(c, (size_t)p->head_rows * cf->vocab_size, f);
     p->head_x = an_carve(c, (size_t)p->head_rows * C, f);
     p->head_dx = an_carve(c, (size_t)p->head_rows * C, f);
-    p->losses = an_carve(c, N, f);
-    p->ce_lse = an_carve(c, N, f);
-    p->qkv = fused ? an_carve(c, N * qkvd, f) : NULL;
-    p->tmp = an_carve(c, N * C, f);
-    p->dres = an_carve(c, N * C, f);
-    p->dln = an_carve(c, N * C, f);
-    p->dq = an_carve(c, N * qd, f);
-    p->dk = an_carve(c, N * kvd, f);
-    p->dv = an_carve(c, N * kvd, f);
-    p->datt = an_carve(c, N * qd, f);
-    p->dqkv = fused ? an_carve(c, N * qkvd, f) : NULL;
-    p->dffn_a = an_carve(c, N * F, f);
-    p->dffn_b = gpt2 ? NULL : an_carve(c, N * F, f);
-    p->dffn_h = an_carve(c, N * F, f);
+    if (c->off < scratch_end) c->off = scratch_end;
     if (m->lora) { /* each adapter's u, rows as its layer runs them (the head in chunks); with
                     * recomputation the adapters of one slot (q_proj, ...) share one u across layers */
         an_lora *l = m->lora;
@@ -147,8 +172,9 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     p->recompute = m->recompute != 0;
     int rows = m->head_rows;
     if (rows <= 0) {
-        size_t r = AN_HEAD_CHUNK_BYTES / ((size_t)m->cfg.vocab_size * sizeof(float));
-        rows = r < 1 ? 1 : (int)(r > (size_t)p->N ? (size_t)p->N : r);
+        an_carver probe = {NULL, 0};
+        carve_block_scratch(m, &probe);
+        rows = an_head_chunk_rows((size_t)p->N, (size_t)m->cfg.vocab_size, (size_t)m->cfg.dim, probe.off);
     }
     p->head_rows = rows > p->N ? p->N : rows;
     p->layers = calloc((size_t)m->cfg.n_layers, sizeof *p->layers);

@@ -111,18 +111,20 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     size_t N = (size_t)o->B * o->T, C = (size_t)cfg->dim, F = (size_t)cfg->ffn_dim, V = (size_t)cfg->vocab_size;
     size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim, qkvd = qd + 2 * kvd;
     int gpt2 = cfg->arch == AN_ARCH_GPT2, fused = cfg->arch != AN_ARCH_LLAMA;
-    size_t hr = AN_HEAD_CHUNK_BYTES / (V * 4);
-    hr = hr < 1 ? 1 : hr > N ? N : hr;
+    /* the blocks' scratch, which the head's chunk shares */
+    size_t scratch = (fused ? buf(N * qkvd, 4) : 0) + buf(N * C, 4) + buf(N * qd, 4) + 2 * buf(N * kvd, 4) +
+                     buf(N * qd, 4) + (fused ? buf(N * qkvd, 4) : 0) + buf(N * F, 4) + (gpt2 ? 0 : buf(N * F, 4)) +
+                     buf(N * F, 4);
+    size_t hr = (size_t)an_head_chunk_rows(N, V, C, scratch);
+    size_t head = buf(hr * V, 4) + 2 * buf(hr * C, 4);
     size_t fixed = 6 * buf(N, 4);
     size_t res_in = buf(N * C, 4);
     size_t layer = buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) + buf(N, 4) + buf(N * qd, 4) + 2 * buf(N * kvd, 4) +
                    buf(N * qd, 4) + buf(N * (size_t)cfg->n_heads, 4) + 2 * buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) +
                    buf(N, 4) + buf(N * F, 4) + (gpt2 ? 0 : buf(N * F, 4)) + buf(N * F, 4);
     fixed += 2 * buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) + buf(N, 4); /* res_out, lnf, lnf stats */
-    fixed += buf(hr * V, 4) + 2 * buf(hr * C, 4) + 2 * buf(N, 4);    /* head chunk, losses, ce_lse */
-    fixed += (fused ? buf(N * qkvd, 4) : 0) + 3 * buf(N * C, 4) + buf(N * qd, 4) + 2 * buf(N * kvd, 4) +
-             buf(N * qd, 4) + (fused ? buf(N * qkvd, 4) : 0) + buf(N * F, 4) + (gpt2 ? 0 : buf(N * F, 4)) +
-             buf(N * F, 4); /* scratch shared by all layers */
+    fixed += 2 * buf(N, 4) + 2 * buf(N * C, 4);                      /* losses, ce_lse, dres, dln */
+    fixed += head > scratch ? head : scratch;                         /* the head's chunk or the scratch */
     size_t u_layers = 0, u_head = 0;
     if (lora) {
         u_head = head_u ? buf(hr * (size_t)o->r, 4) : 0;
