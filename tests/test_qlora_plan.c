@@ -5,7 +5,8 @@
  * counts the model's own. And the InternLM2-7B preset must count 7,737,708,544 parameters, the
  * published total (../shared/reference/anchor-xtuner-qlora.md, section 2), with its NF4 linear
  * weights at no more than 0.52 bytes each (docs/nf4.md: 0.5159 for blocks of 64 with double
- * quantization). */
+ * quantization). The LM head's chunk rows (an_head_chunk_rows) are checked against hand-computed
+ * values. */
 #include <string.h>
 
 #include "model/lora.h"
