@@ -1,5 +1,7 @@
 """Reads the JSON lines of a bench script (autoneg's and its peers', interleaved) and prints, per
-preset, the median and spread of each side and the ratio of medians. Standard library only."""
+preset, the median and spread of each side, the ratio of medians, and the ratio within each repeat
+(the scripts measure the sides of one repeat back to back, so on a VM whose speed drifts over
+minutes the median of those paired ratios is the steadier figure). Standard library only."""
 import collections
 import json
 import statistics
@@ -12,6 +14,14 @@ for r in rows:
     if r.get("peer", "autoneg") == "autoneg":
         preset = f'{r["preset"]} B={r["batch"]} T={r["seq"]} {r.get("method", "full")}'
     groups.setdefault(preset, collections.defaultdict(list))[r.get("peer", "autoneg")].append(r)
+
+
+
+def paired(num, den):
+    """The ratio within each repeat (the i-th measurement of each side) and their median."""
+    r = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(num, den)]
+    return f"per repeat {', '.join(f'{x:.2f}' for x in r)} (median {statistics.median(r):.2f}x)"
+
 
 for preset, sides in groups.items():
     print(f"== {preset}")
@@ -28,7 +38,8 @@ for preset, sides in groups.items():
             extra = f' (torch {rs[0]["torch"]}, {rs[0]["blas"]}, {rs[0]["threads"]} threads)'
         print(f"  {side:8s} {med[side]:8.1f} tokens/s  (min {min(tps):.1f}, max {max(tps):.1f}, n={len(tps)}){extra}")
     if "autoneg" in med and "pytorch" in med:
-        print(f"  ratio autoneg / pytorch: {med['autoneg'] / med['pytorch']:.2f}x")
+        print(f"  ratio autoneg / pytorch: {med['autoneg'] / med['pytorch']:.2f}x; "
+              f"{paired(sides['autoneg'], sides['pytorch'])}")
 
 # LoRA beside full fine-tuning (autoneg only): same preset, batch and sequence
 by_shape = collections.defaultdict(dict)
@@ -42,4 +53,4 @@ for (p, b, t), methods in by_shape.items():
         mf = statistics.median(r["peak_mib"] for r in methods["full"])
         ml = statistics.median(r["peak_mib"] for r in methods["lora"])
         print(f"== {p} B={b} T={t}: LoRA / full tokens/s {tl:.1f} / {tf:.1f} = {tl / tf:.2f}x; "
-              f"peak memory full {mf:.0f} MiB, LoRA {ml:.0f} MiB")
+              f"{paired(methods['lora'], methods['full'])}; peak memory full {mf:.0f} MiB, LoRA {ml:.0f} MiB")
