@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "kernels/cpu.h"
+#include "kernels/cpu_vec.h"
 
 enum { BQ = 64, BK = 64 };
 
@@ -49,10 +50,7 @@ static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b,
         for (size_t u = (size_t)d.T; u < ld; u++) kT[(size_t)dd * ld + u] = 0.0f;
 }
 
-typedef float v8f __attribute__((vector_size(32))); /* GCC/clang generic vector: one AVX register */
-
 /* macros, not functions: a 32-byte vector passed by value changes the ABI on builds without AVX */
-#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
 #define ADD_STORE8(p, v)                                                                                     \
     do {                                                                                                       \
         v8f c_;                                                                                                \

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "kernels/cpu.h"
+#include "kernels/cpu_vec.h"
 
 enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 2048 };
 
@@ -18,9 +19,6 @@ enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 2048 };
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=fast")
 #endif
-
-/* 8 floats: GCC/clang generic vectors, one AVX register (split in two on SSE-only machines) */
-typedef float v8f __attribute__((vector_size(32)));
 
 /* acc = sum_p a[p, 0..MR) (x) b[p, 0..NR); C[0..mr, 0..nr) += alpha * acc.
  * 12 accumulators + 2 B vectors + 1 broadcast A value = 15 of the 16 AVX registers. */

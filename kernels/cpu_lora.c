@@ -10,6 +10,7 @@
  * independent in forward and in du, and the weight gradients are split by columns, each thread walking
  * all rows in order. So results are bit-identical run to run and for any number of threads. */
 #include "kernels/cpu.h"
+#include "kernels/cpu_vec.h"
 
 enum {
     KC = 256, /* forward: input columns per chunk of the masked rows */
@@ -20,24 +21,14 @@ enum {
 /* worth a parallel region: enough multiply-adds to pay for waking the threads */
 static int big(int N, int C, int OC, int r) { return (double)N * (C + OC) * r > 65536.0; }
 
-/* 8 floats, as GCC and clang vector extensions (lowered to AVX2 here, to whatever the target has
- * elsewhere). v8u is the same with the alignment of a float and may alias floats, for unaligned
- * loads and stores straight from the tensors. Macros, not functions: a vector passed by value
- * would make GCC and clang warn about the ABI in builds without AVX. */
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
-#define LD8(p) (*(const v8u *)(const void *)(p))
-#define ST8(p, v) (*(v8u *)(void *)(p) = (v))
-#define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
-
 /* s[q] = x[q] . w over n for the RB rows x[q]: 8 lanes each, then the tail; the loads of w are shared
  * and RB independent accumulators are in flight */
 static inline void dot_rows(float s[RB], const float *const x[RB], const float *w, int n) {
-    v8 acc[RB];
-    for (int q = 0; q < RB; q++) acc[q] = (v8){0};
+    v8f acc[RB];
+    for (int q = 0; q < RB; q++) acc[q] = (v8f){0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v8 wv = LD8(w + i);
+        v8f wv = LD8(w + i);
         for (int q = 0; q < RB; q++) acc[q] += LD8(x[q] + i) * wv;
     }
     for (int q = 0; q < RB; q++) {
@@ -51,7 +42,7 @@ static inline void dot_rows(float s[RB], const float *const x[RB], const float *
 static inline void add_rank_r(float *y, const float *u, const float *bt, int ld, int r, int len) {
     int o0 = 0;
     for (; o0 + 32 <= len; o0 += 32) {
-        v8 a0 = LD8(y + o0), a1 = LD8(y + o0 + 8), a2 = LD8(y + o0 + 16), a3 = LD8(y + o0 + 24);
+        v8f a0 = LD8(y + o0), a1 = LD8(y + o0 + 8), a2 = LD8(y + o0 + 16), a3 = LD8(y + o0 + 24);
         for (int j = 0; j < r; j++) {
             float uj = u[j];
             const float *b = bt + (size_t)j * ld + o0;
@@ -96,10 +87,10 @@ static inline void input_grad_rows(float *const di[RB], float scale[RB][CB], con
     int k = 0;
     if (rows == RB)
         for (; k + 8 <= len; k += 8) {
-            v8 acc[RB];
-            for (int q = 0; q < RB; q++) acc[q] = (v8){0};
+            v8f acc[RB];
+            for (int q = 0; q < RB; q++) acc[q] = (v8f){0};
             for (int j = 0; j < r; j++) {
-                v8 av = LD8(a + (size_t)j * lda + k);
+                v8f av = LD8(a + (size_t)j * lda + k);
                 for (int q = 0; q < RB; q++) acc[q] += du[q * r + j] * av;
             }
             for (int q = 0; q < RB; q++) ST8(di[q] + k, LD8(di[q] + k) + acc[q] * LD8(scale[q] + k));

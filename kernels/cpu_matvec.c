@@ -22,14 +22,11 @@
 #include <string.h>
 
 #include "kernels/cpu.h"
+#include "kernels/cpu_vec.h"
 
-/* Eight floats as one vector (GCC/Clang vector extension: AVX with -march=native, two SSE halves
- * elsewhere). Written out because the compilers turn the 4-row x 8-lane array form into shuffles.
- * Helpers are macros: passing a 32-byte vector to a function changes the ABI without AVX. */
-typedef float v8f __attribute__((vector_size(32)));
-
-#define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
-/* a * b + c, fused where the CPU has FMA (-std=c11 turns off gcc's automatic contraction) */
+/* The vectors (kernels/cpu_vec.h) are written out because the compilers turn the 4-row x 8-lane
+ * array form into shuffles. FMA8: a * b + c, fused where the CPU has FMA (-std=c11 turns off gcc's
+ * automatic contraction). */
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -38,7 +35,6 @@ typedef float v8f __attribute__((vector_size(32)));
 #else
 #define FMA8(a, b, c) ((a) * (b) + (c))
 #endif
-#define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
 #define AN_MV_KB 256   /* columns per k-block (a multiple of 8) */
 #define AN_MV_CHUNK 16 /* inputs whose accumulators one weight block holds at a time */
