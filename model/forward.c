@@ -36,8 +36,9 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
         an_linear_fwd(m, L->wv, L->bv, a->v, a->ln1, N, train, 0);
     }
     if (c->arch != AN_ARCH_GPT2) {
-        o->rope_forward(a->q, p->pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
-        o->rope_forward(a->k, p->pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
+        an_rope rope = an_model_rope(m, p->rope_cos_sin, p->T);
+        o->rope_forward(a->q, p->pos, N, nh, hd, rope);
+        o->rope_forward(a->k, p->pos, N, nkv, hd, rope);
     }
     o->attention_forward(a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
     an_linear_fwd(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
@@ -95,6 +96,14 @@ static int stage_batch(an_model *m, const an_batch *b, an_error *err) {
     return 0;
 }
 
+/* Rows of the head chunk that starts at r0 of total: as few chunks as head_rows allows, all of one
+ * size, so that no chunk is a sliver that runs its GEMMs at a fraction of their rate. */
+static int head_chunk(const an_plan *p, int total, int r0) {
+    int chunks = (total + p->head_rows - 1) / p->head_rows;
+    int rows = (total + chunks - 1) / chunks;
+    return total - r0 < rows ? total - r0 : rows;
+}
+
 /* The LM head over every row (when the caller wants the logits): head_rows rows at a time, each
  * chunk's logits copied out, with targets their losses, and with grad the logits' gradient in place
  * and the head's matmul backward into p->dln. */
@@ -103,8 +112,8 @@ static void head_all_rows(an_model *m, int N, int with_loss, int with_grad, floa
     an_plan *p = &m->plan;
     int C = m->cfg.dim, V = m->cfg.vocab_size;
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
-    for (int r0 = 0; r0 < N; r0 += p->head_rows) {
-        int n = N - r0 < p->head_rows ? N - r0 : p->head_rows;
+    for (int r0 = 0, n; r0 < N; r0 += n) {
+        n = head_chunk(p, N, r0);
         const float *x = p->lnf + (size_t)r0 * C;
         an_linear_fwd(m, head, NULL, p->logits, x, n, with_grad, (uint64_t)r0 * C);
         if (logits_out) o->download(logits_out + (size_t)r0 * V, p->logits, (size_t)n * V * sizeof(float));
@@ -126,8 +135,8 @@ static void head_trained_rows(an_model *m, int M, int with_grad, float dloss) {
     an_plan *p = &m->plan;
     int C = m->cfg.dim, V = m->cfg.vocab_size;
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
-    for (int r0 = 0; r0 < M; r0 += p->head_rows) {
-        int n = M - r0 < p->head_rows ? M - r0 : p->head_rows;
+    for (int r0 = 0, n; r0 < M; r0 += n) {
+        n = head_chunk(p, M, r0);
         o->embedding_forward(p->head_x, p->rows + r0, p->lnf, n, C);
         an_linear_fwd(m, head, NULL, p->logits, p->head_x, n, with_grad, (uint64_t)r0 * C);
         o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->row_targets + r0, n, V);

@@ -49,6 +49,9 @@ static void carve_block_scratch(an_model *m, an_carver *c) {
 int an_head_chunk_rows(size_t N, size_t V, size_t C, size_t scratch_bytes) {
     size_t bytes = scratch_bytes > AN_HEAD_CHUNK_BYTES ? scratch_bytes : AN_HEAD_CHUNK_BYTES;
     size_t rows = bytes / ((V + 2 * C) * sizeof(float));
+    /* A second chunk re-reads the head's weight and re-writes its gradient, which costs more than
+     * the memory of a few more rows: a batch up to 1/8 over the chunk runs in one chunk. */
+    if (rows < N && N <= rows + rows / 8) rows = N;
     return rows < 1 ? 1 : (int)(rows > N ? N : rows);
 }
 
@@ -66,6 +69,7 @@ static void layout(an_model *m, an_carver *c) {
     p->targets = an_carve(c, N, sizeof(int32_t));
     p->rows = an_carve(c, N, sizeof(int32_t));
     p->row_targets = an_carve(c, N, sizeof(int32_t));
+    p->rope_cos_sin = gpt2 ? NULL : an_carve(c, (size_t)p->T * cf->head_dim, f);
     /* Without recomputation every layer keeps its own activations; with it only the layer inputs are
      * per layer and one set of activations serves whichever layer is being run (recomputed). */
     int per_layer = !p->recompute;
@@ -199,6 +203,7 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
                        (double)c.off / 1048576, B, T);
     c = (an_carver){p->block, 0};
     layout(m, &c);
+    if (p->rope_cos_sin) m->ops->rope_table(p->rope_cos_sin, T, m->cfg.head_dim, m->cfg.rope_theta);
     return 0;
 }
 

@@ -111,11 +111,14 @@ static void test_frozen_bf16_params(void) {
     CHECK_CONTAINS(e.msg, "frozen");
 }
 
-/* The LM head's chunk rows, by hand: (bytes) / ((V + 2C) * 4), within [1, N]. */
+/* The LM head's chunk rows, by hand: (bytes) / ((V + 2C) * 4), within [1, N], and all N rows when N
+ * is at most 1/8 over that. */
 static void test_head_chunk_rows(void) {
     /* 128 MiB = 134,217,728 bytes; llama-60m (V 32,000, C 512): 132,096 bytes a row -> 1,016.06 */
     CHECK(an_head_chunk_rows(4096, 32000, 512, 0) == 1016);
-    CHECK(an_head_chunk_rows(1024, 32000, 512, 0) == 1016);
+    CHECK(an_head_chunk_rows(1143, 32000, 512, 0) == 1143); /* 1,016 + 127: one chunk */
+    CHECK(an_head_chunk_rows(1144, 32000, 512, 0) == 1016); /* 1,016 + 128: two */
+    CHECK(an_head_chunk_rows(1024, 32000, 512, 0) == 1024);
     CHECK(an_head_chunk_rows(512, 32000, 512, 0) == 512); /* never more rows than the batch has */
     /* a scratch larger than 128 MiB is used whole: 600 MiB / (92,544 + 8,192) / 4 = 1,561.3 rows */
     CHECK(an_head_chunk_rows(4096, 92544, 4096, (size_t)600 << 20) == 1561);
