@@ -38,6 +38,7 @@ static void layout(an_infer *s, an_carver *c) {
     s->d_seg = an_carve(c, R, i32); /* stays zero: plain causal attention in prefill */
     s->d_slot = an_carve(c, R, i32);
     s->d_len = an_carve(c, R, i32);
+    s->rope_cos_sin = cf->arch != AN_ARCH_GPT2 ? an_carve(c, (size_t)s->max_T * cf->head_dim, f) : NULL;
 }
 
 an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err) {
@@ -91,6 +92,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
     }
     c = (an_carver){s->block, 0};
     layout(s, &c);
+    if (s->rope_cos_sin) m->ops->rope_table(s->rope_cos_sin, max_T, cf->head_dim, cf->rope_theta);
     return s;
 }
 

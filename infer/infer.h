@@ -32,6 +32,7 @@ typedef struct an_infer {
     float *lora_u;          /* [max_rows, r] the adapter's low-rank activations; NULL without an adapter */
     float *logits;          /* [slots, V] */
     int32_t *d_ids, *d_pos, *d_seg, *d_slot, *d_len; /* backend int arrays [max_rows] */
+    float *rope_cos_sin;                              /* [max_T, head_dim / 2, 2] (not GPT-2) */
     int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
 } an_infer;
 

@@ -84,8 +84,9 @@ static void block(an_infer *s, int l, const pass *p) {
         an_infer_linear(s, L->wv, L->bv, s->vx, s->ln, N, C, kvd);
     }
     if (c->arch != AN_ARCH_GPT2) {
-        o->rope_forward(s->q, s->d_pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
-        o->rope_forward(s->kx, s->d_pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
+        an_rope rope = an_model_rope(m, s->rope_cos_sin, s->max_T);
+        o->rope_forward(s->q, s->d_pos, N, nh, hd, rope);
+        o->rope_forward(s->kx, s->d_pos, N, nkv, hd, rope);
     }
     store_kv(s, l, p);
     if (p->decode)

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/ops.h"
+
 /* Row-major C[M, N] = alpha * op(A)[M, K] @ op(B)[K, N] + beta * C, op(X) = X or X^T.
  * OpenBLAS cblas_sgemm when built with AN_BLAS, the plain-C blocked GEMM otherwise. */
 void an_cpu_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -32,8 +34,9 @@ void an_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *d
 void an_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
 void an_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                              const float *rstd, int N, int C);
-void an_cpu_rope_forward(float *x, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
-void an_cpu_rope_backward(float *dx, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
+void an_cpu_rope_table(float *cos_sin, int n_pos, int hd, float theta);
+void an_cpu_rope_forward(float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+void an_cpu_rope_backward(float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
 void an_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
 void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,

@@ -27,6 +27,7 @@ static const an_ops cpu_ops = {
     .layernorm_backward = an_cpu_layernorm_backward,
     .rmsnorm_forward = an_cpu_rmsnorm_forward,
     .rmsnorm_backward = an_cpu_rmsnorm_backward,
+    .rope_table = an_cpu_rope_table,
     .rope_forward = an_cpu_rope_forward,
     .rope_backward = an_cpu_rope_backward,
     .attention_forward = an_cpu_attention_forward,

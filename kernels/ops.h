@@ -23,6 +23,15 @@
 
 #define AN_IGNORE_INDEX (-100)
 
+/* How rope rotates: the base theta, the pairing, and the cos/sin table of positions 0 .. n_pos - 1
+ * that rope_table made (NULL, 0 for none: every angle is computed on the spot). */
+typedef struct an_rope {
+    float theta;
+    int interleaved;
+    const float *cos_sin;
+    int n_pos;
+} an_rope;
+
 /* A block-column map for gather_cols (see there). */
 typedef struct an_col_map {
     int nblk, len;
@@ -65,9 +74,11 @@ typedef struct an_ops {
     /* ---- rope, in place on x[N, nh, hd] at positions pos[N].
      * interleaved = 0: Hugging Face rotate-half (pairs i, i + hd/2);
      * interleaved = 1: llama2.c / Meta (pairs 2i, 2i+1). Frequencies theta^(-2i/hd).
-     * Backward rotates dx by the opposite angle (in place, overwrites). ---- */
-    void (*rope_forward)(float *x, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
-    void (*rope_backward)(float *dx, const int32_t *pos, int N, int nh, int hd, float theta, int interleaved);
+     * Backward rotates dx by the opposite angle (in place, overwrites). rope_table fills
+     * cos_sin[n_pos, hd/2, 2] (overwrites) with the cos and sin of each position's angles. ---- */
+    void (*rope_table)(float *cos_sin, int n_pos, int hd, float theta);
+    void (*rope_forward)(float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+    void (*rope_backward)(float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
 
     /* ---- causal attention with grouped-query heads, tiled (never a T x T matrix per head).
      * out[B, T, nh, hd] (overwrites); lse[B, nh, T] = log-sum-exp of the scaled scores, saved for

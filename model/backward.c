@@ -52,8 +52,9 @@ static void block_backward(an_model *m, int l, int B, int T) {
     o->attention_backward(p->dq, p->dk, p->dv, p->datt, a->q, a->k, a->v, a->att, a->att_lse, p->seg, B, T, nh,
                           nkv, hd);
     if (c->arch != AN_ARCH_GPT2) {
-        o->rope_backward(p->dq, p->pos, N, nh, hd, c->rope_theta, c->rope_interleaved);
-        o->rope_backward(p->dk, p->pos, N, nkv, hd, c->rope_theta, c->rope_interleaved);
+        an_rope rope = an_model_rope(m, p->rope_cos_sin, p->T);
+        o->rope_backward(p->dq, p->pos, N, nh, hd, rope);
+        o->rope_backward(p->dk, p->pos, N, nkv, hd, rope);
     }
     o->zero(p->dln, (size_t)N * C * f);
     if (L->wqkv) {

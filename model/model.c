@@ -302,6 +302,11 @@ static void qkv_maps(const an_model *m, an_col_map maps[3]) {
     }
 }
 
+an_rope an_model_rope(const an_model *m, const float *cos_sin, int n_pos) {
+    return (an_rope){.theta = m->cfg.rope_theta, .interleaved = m->cfg.rope_interleaved, .cos_sin = cos_sin,
+                     .n_pos = cos_sin ? n_pos : 0};
+}
+
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N) {
     an_col_map maps[3];
     qkv_maps(m, maps);

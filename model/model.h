@@ -84,6 +84,7 @@ typedef struct an_plan {
     void *block;                    /* the one backend allocation */
     size_t bytes;
     int32_t *ids, *pos, *seg, *targets; /* backend copies of the batch */
+    float *rope_cos_sin;            /* [T, head_dim / 2, 2] (not GPT-2): rope's angles at 0 .. T - 1 */
     an_layer_acts *layers;          /* host array, n_layers */
     float *res_out;                 /* [N, C] output of the last layer */
     float *lnf, *lnf_mean, *lnf_rstd;
@@ -218,6 +219,8 @@ int an_model_build_table(an_model *m, an_error *err);
 int an_model_alloc_params(an_model *m, an_error *err);
 void an_model_plan_free(an_model *m);
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N);
+/* The model's rope settings with a cos/sin table of positions 0 .. n_pos - 1 (rope_table). */
+an_rope an_model_rope(const an_model *m, const float *cos_sin, int n_pos);
 void an_model_split_qkv_backward(const an_model *m, float *dqkv, const float *dq, const float *dk,
                                  const float *dv, int N);
 

@@ -117,7 +117,7 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
                      buf(N * F, 4);
     size_t hr = (size_t)an_head_chunk_rows(N, V, C, scratch);
     size_t head = buf(hr * V, 4) + 2 * buf(hr * C, 4);
-    size_t fixed = 6 * buf(N, 4);
+    size_t fixed = 6 * buf(N, 4) + (gpt2 ? 0 : buf((size_t)o->T * cfg->head_dim, 4)); /* batch, rope table */
     size_t res_in = buf(N * C, 4);
     size_t layer = buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) + buf(N, 4) + buf(N * qd, 4) + 2 * buf(N * kvd, 4) +
                    buf(N * qd, 4) + buf(N * (size_t)cfg->n_heads, 4) + 2 * buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) +

@@ -319,34 +319,46 @@ static void ref_rope(void *vc, double *out) {
         }
 }
 
+/* Each convention with and without the cos/sin table (rope_table); the table covers positions 0..40,
+ * so position 63 is computed on the spot even then. Both paths do the same float arithmetic, so their
+ * outputs must agree bit for bit, and each is checked against the exact rotation and its gradient. */
 static void check_rope(int NH, int HD) {
-    enum { N = 6 };
+    enum { N = 6, TABLE_POS = 41 };
     const int32_t pos[N] = {0, 1, 2, 17, 40, 63};
-    for (int il = 0; il < 2; il++) {
-        an_rng r;
-        an_rng_seed(&r, 21 + (uint64_t)il);
-        size_t n = (size_t)N * NH * HD;
-        float *x = rand_f(&r, n, -1, 1), *cot = rand_f(&r, n, -1, 1);
-        double *x_d = oh_to_double(x, n), *cot_d = oh_to_double(cot, n);
-        rope_ctx ctx = {x_d, pos, N, NH, HD, il, 10000.0};
-        float *d_x = dev_f(x, n);
-        int32_t *d_pos = dev_i(pos, N);
-        g_ops->rope_forward(d_x, d_pos, N, NH, HD, 10000.0f, il);
-        float *out = host_f(d_x, n);
-        double *ref = malloc(n * sizeof(double));
-        ref_rope(&ctx, ref);
-        double ef = oh_rel_err_fd(out, ref, n, 1.0);
-        CHECK_MSG(ef < 1e-5, "rope hd=%d interleaved=%d forward %.3g", HD, il, ef);
-        /* backward overwrites: dx := R^T dout, the gradient of sum(R x * cot) */
-        float *d_g = dev_f(cot, n);
-        g_ops->rope_backward(d_g, d_pos, N, NH, HD, 10000.0f, il);
-        float *gf = host_f(d_g, n);
-        double *g = oh_to_double(gf, n);
-        double eb = oh_fd_check(ref_rope, &ctx, x_d, n, g, cot_d, n, n, 1e-3);
-        CHECK_MSG(eb < 1e-5, "rope hd=%d interleaved=%d backward %.3g", HD, il, eb);
-        free(x), free(cot), free(x_d), free(cot_d), free(out), free(ref), free(gf), free(g);
-        dfree(d_x), dfree(d_pos), dfree(d_g);
-    }
+    float *first[2] = {NULL, NULL};
+    for (int il = 0; il < 2; il++)
+        for (int tabled = 0; tabled < 2; tabled++) {
+            an_rng r;
+            an_rng_seed(&r, 21 + (uint64_t)il);
+            size_t n = (size_t)N * NH * HD;
+            float *x = rand_f(&r, n, -1, 1), *cot = rand_f(&r, n, -1, 1);
+            double *x_d = oh_to_double(x, n), *cot_d = oh_to_double(cot, n);
+            rope_ctx ctx = {x_d, pos, N, NH, HD, il, 10000.0};
+            float *d_x = dev_f(x, n), *d_cs = tabled ? dev_f(NULL, (size_t)TABLE_POS * HD) : NULL;
+            int32_t *d_pos = dev_i(pos, N);
+            if (tabled) g_ops->rope_table(d_cs, TABLE_POS, HD, 10000.0f);
+            an_rope rope = {.theta = 10000.0f, .interleaved = il, .cos_sin = d_cs, .n_pos = tabled ? TABLE_POS : 0};
+            g_ops->rope_forward(d_x, d_pos, N, NH, HD, rope);
+            float *out = host_f(d_x, n);
+            double *ref = malloc(n * sizeof(double));
+            ref_rope(&ctx, ref);
+            double ef = oh_rel_err_fd(out, ref, n, 1.0);
+            CHECK_MSG(ef < 1e-5, "rope hd=%d interleaved=%d table=%d forward %.3g", HD, il, tabled, ef);
+            if (!tabled) first[il] = out;
+            else CHECK_MSG(memcmp(out, first[il], n * sizeof(float)) == 0, "rope hd=%d interleaved=%d: the table "
+                           "path differs from the computed one", HD, il);
+            /* backward overwrites: dx := R^T dout, the gradient of sum(R x * cot) */
+            float *d_g = dev_f(cot, n);
+            g_ops->rope_backward(d_g, d_pos, N, NH, HD, rope);
+            float *gf = host_f(d_g, n);
+            double *g = oh_to_double(gf, n);
+            double eb = oh_fd_check(ref_rope, &ctx, x_d, n, g, cot_d, n, n, 1e-3);
+            CHECK_MSG(eb < 1e-5, "rope hd=%d interleaved=%d table=%d backward %.3g", HD, il, tabled, eb);
+            if (tabled) free(out), free(first[il]);
+            free(x), free(cot), free(x_d), free(cot_d), free(ref), free(gf), free(g);
+            dfree(d_x), dfree(d_pos), dfree(d_g);
+            if (d_cs) dfree(d_cs);
+        }
 }
 
 static void test_rope_both_conventions(void) {

@@ -117,7 +117,12 @@ static void check_rope_vs_torch(const char *tag, float theta, int interleaved) {
     for (size_t i = 0; i < np; i++) p[i] = (int32_t)pos[i];
     float *xf = to_float(x, nx), *d_x = dev_f(xf, nx);
     int32_t *d_pos = dev_i(p, np);
-    g_ops->rope_forward(d_x, d_pos, N, nh, hd, theta, interleaved);
+    /* a table of the first 2048 positions: the rest are computed on the spot, so both paths meet torch */
+    enum { TABLE_POS = 2048 };
+    float *d_cs = dev_f(NULL, (size_t)TABLE_POS * hd);
+    g_ops->rope_table(d_cs, TABLE_POS, hd, theta);
+    an_rope rope = {.theta = theta, .interleaved = interleaved, .cos_sin = d_cs, .n_pos = TABLE_POS};
+    g_ops->rope_forward(d_x, d_pos, N, nh, hd, rope);
     float *got = host_f(d_x, nx);
     /* positions up to 4095: PyTorch rounds the angle to float32 and so do we, then cos/sin agree to
      * ~1 ulp; the products and sum add ~2 ulp of values ~3 */
@@ -125,7 +130,7 @@ static void check_rope_vs_torch(const char *tag, float theta, int interleaved) {
     for (size_t i = 0; i < nx; i++) e = fmax(e, fabs(got[i] - out[i]));
     CHECK_MSG(e < 2e-6, "%s forward vs torch: max abs err %.3g", tag, e);
     free(pos), free(x), free(out), free(p), free(xf), free(got);
-    dfree(d_x), dfree(d_pos);
+    dfree(d_x), dfree(d_pos), dfree(d_cs);
 }
 
 static void test_rope_matches_torch_at_long_positions(void) {
