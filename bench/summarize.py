@@ -40,6 +40,18 @@ for preset, sides in groups.items():
     if "autoneg" in med and "pytorch" in med:
         print(f"  ratio autoneg / pytorch: {med['autoneg'] / med['pytorch']:.2f}x; "
               f"{paired(sides['autoneg'], sides['pytorch'])}")
+    # Where the step goes (bench/matmul_share.sh): matrix products of the linear layers and the head,
+    # and the rest. PyTorch's step divided by autoneg's matmul time is what autoneg would reach with
+    # nothing at all outside its matmuls.
+    if all(side in sides and "matmul_ms" in sides[side][0] for side in ("autoneg", "pytorch")):
+        parts = {}
+        for side in ("autoneg", "pytorch"):
+            mm = statistics.median(r["matmul_ms"] for r in sides[side])
+            step = statistics.median(r["step_ms_median"] for r in sides[side])
+            parts[side] = (mm, step)
+            print(f"  {side:8s} matmuls {mm:7.0f} ms a step ({mm / step * 100:.0f}%), the rest {step - mm:6.0f} ms")
+        print(f"  matmuls pytorch / autoneg: {parts['pytorch'][0] / parts['autoneg'][0]:.2f}x; with nothing outside "
+              f"its matmuls autoneg would be {parts['pytorch'][1] / parts['autoneg'][0]:.2f}x pytorch")
 
 # LoRA beside full fine-tuning (autoneg only): same preset, batch and sequence
 by_shape = collections.defaultdict(dict)

@@ -33,6 +33,9 @@ def main():
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="time the steps under torch.profiler and report the share of its matrix products "
+                         "(aten::mm, addmm, bmm); the profiler slows the step, so never for the ratio runs")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -45,7 +48,11 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, foreach=True)
     ids = torch.randint(0, vocab, (a.batch, a.seq))
     times = []
+    prof = None
     for step in range(a.steps + 1):  # step 0 warms up allocators and caches
+        if step == 1 and a.profile:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
         t0 = time.perf_counter()
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
@@ -57,13 +64,18 @@ def main():
         dt = time.perf_counter() - t0
         if step:
             times.append(dt)
+    matmul = {}
+    if prof:
+        prof.__exit__(None, None, None)
+        us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+        matmul = {"matmul_ms": us / 1e3 / a.steps, "matmul_share": us / 1e6 / sum(times)}
     med = statistics.median(times)
     cfg = torch.__config__.show()
     blas = "mkl" if "BLAS_INFO=mkl" in cfg or "USE_MKL=ON" in cfg else ("openblas" if "openblas" in cfg.lower() else "other")
     print(json.dumps({
         "peer": "pytorch", "torch": torch.__version__, "blas": blas, "threads": a.threads,
         "step_ms_median": med * 1e3, "step_ms_min": min(times) * 1e3, "step_ms_max": max(times) * 1e3,
-        "tokens_per_s": a.batch * a.seq / med,
+        "tokens_per_s": a.batch * a.seq / med, **matmul,
     }))
 
 

@@ -21,6 +21,12 @@ int an_cmd_perplexity(int argc, char **argv);
 int an_cmd_eval(int argc, char **argv);
 int an_cmd_merge(int argc, char **argv);
 
+/* cli/bench_timed_ops.c: ops whose matmul_forward / matmul_backward add their wall time to a total
+ * (cli_matmul_seconds); everything else is ops' own. */
+struct an_ops;
+const struct an_ops *cli_timed_matmul_ops(const struct an_ops *ops);
+double cli_matmul_seconds(void);
+
 /* Prints "autoneg: message" to stderr and returns 1, for `return cli_fail(...)`. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints an an_error and returns 1. */

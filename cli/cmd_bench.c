@@ -82,7 +82,7 @@ static int bench_train(const bench_train_args *a) {
     if (an_config_load(&cfg, path, &err)) return cli_error(&err);
     if (a->seq > cfg.max_seq) return cli_fail("bench train: --seq %d exceeds the preset's %d positions", a->seq, cfg.max_seq);
 
-    const an_ops *ops = an_ops_cpu();
+    const an_ops *ops = cli_timed_matmul_ops(an_ops_cpu());
     an_model *m = an_model_init_random(&cfg, ops, a->seed, &err);
     if (!m) return cli_error(&err);
     an_full_trainer tr;
@@ -121,10 +121,11 @@ static int bench_train(const bench_train_args *a) {
     an_adamw_config opt = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f, .max_grad_norm = 1.0f};
 
     double *step_s = calloc((size_t)a->steps, sizeof *step_s);
-    double fwd = 0, bwd = 0, optim = 0, peak = 0;
+    double fwd = 0, bwd = 0, optim = 0, peak = 0, matmul = 0;
     int rc = 0;
     for (int s = 0; s <= a->steps && rc == 0; s++) { /* step 0 warms caches and page tables */
         an_step_stats st;
+        double matmul_before = cli_matmul_seconds();
         if (lora ? an_lora_train_step(&ltr, &b, &opt, &st, &err) : an_train_step(&tr, &b, &opt, &st, &err)) {
             rc = cli_error(&err);
             break;
@@ -136,6 +137,7 @@ static int bench_train(const bench_train_args *a) {
         if (!a->json) fprintf(stderr, "step %d: loss %.4f, %.0f ms\n", s, st.loss, 1e3 * (st.t_forward + st.t_backward + st.t_optimizer));
         if (s == 0) continue;
         step_s[s - 1] = st.t_forward + st.t_backward + st.t_optimizer;
+        matmul += cli_matmul_seconds() - matmul_before;
         fwd += st.t_forward;
         bwd += st.t_backward;
         optim += st.t_optimizer;
@@ -158,16 +160,18 @@ static int bench_train(const bench_train_args *a) {
                                  1048576.0 + adapter_mib + optim_mib;
         size_t trained = lora ? an_lora_param_count(m->lora) : an_model_param_count(m, 1);
         double tps = n / med;
+        double step_total = fwd + bwd + optim, matmul_share = step_total > 0 ? matmul / step_total : 0;
         if (a->json) {
             printf("{\"peer\": \"autoneg\", \"preset\": \"%s\", \"method\": \"%s\", \"batch\": %d, \"seq\": %d, "
                    "\"threads\": %d, \"params\": %zu, \"tokens_per_s\": %.2f, \"step_ms_median\": %.1f, "
                    "\"step_ms_min\": %.1f, \"step_ms_max\": %.1f, \"forward_ms\": %.1f, \"backward_ms\": %.1f, "
                    "\"optimizer_ms\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
                    "\"fraction_of_sgemm_peak\": %.4f, \"peak_mib\": %.1f, \"planned_mib\": %.1f, "
-                   "\"trained_params\": %zu, \"lora_rank\": %d}\n",
+                   "\"trained_params\": %zu, \"lora_rank\": %d, \"matmul_ms\": %.1f, \"matmul_share\": %.4f}\n",
                    a->preset, a->method, a->batch, a->seq, omp_get_max_threads(), an_model_param_count(m, 0), tps,
                    med * 1e3, lo * 1e3, hi * 1e3, fwd / a->steps * 1e3, bwd / a->steps * 1e3, optim / a->steps * 1e3,
-                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0);
+                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0,
+                   matmul / a->steps * 1e3, matmul_share);
         } else {
             printf("preset %s (%zu parameters, %zu trained), %s fine-tuning, batch %d x %d tokens, %d threads\n",
                    a->preset, an_model_param_count(m, 0), trained, a->method, a->batch, a->seq, omp_get_max_threads());
@@ -176,6 +180,8 @@ static int bench_train(const bench_train_args *a) {
             printf("  forward %.1f ms, backward %.1f ms, optimizer %.1f ms (means)\n", fwd / a->steps * 1e3,
                    bwd / a->steps * 1e3, optim / a->steps * 1e3);
             printf("  %.1f GFLOP/s = %.0f%% of this machine's sgemm peak (%.1f GFLOP/s)\n", gflops, 100 * gflops / peak, peak);
+            printf("  matmuls of the linear layers and the head %.1f ms a step (%.0f%%), the rest %.1f ms (means)\n",
+                   matmul / a->steps * 1e3, 100 * matmul_share, (step_total - matmul) / a->steps * 1e3);
             printf("  peak memory %.0f MiB (planned: params %.0f, grads %.0f, adapters+grads %.1f, optimizer %.1f, "
                    "activations %.0f MiB)\n",
                    peak_mib, an_model_bytes_params(m) / 1048576.0, an_model_bytes_grads(m) / 1048576.0, adapter_mib,
