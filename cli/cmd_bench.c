@@ -82,9 +82,15 @@ static int bench_train(const bench_train_args *a) {
     if (an_config_load(&cfg, path, &err)) return cli_error(&err);
     if (a->seq > cfg.max_seq) return cli_fail("bench train: --seq %d exceeds the preset's %d positions", a->seq, cfg.max_seq);
 
+    /* the sgemm probe's matrices exist before the model, so measuring between steps allocates nothing */
+    an_sgemm_probe probe;
+    if (an_sgemm_probe_init(&probe, 1024)) return cli_fail("bench train: out of memory for the sgemm probe");
     const an_ops *ops = cli_timed_matmul_ops(an_ops_cpu());
     an_model *m = an_model_init_random(&cfg, ops, a->seed, &err);
-    if (!m) return cli_error(&err);
+    if (!m) {
+        an_sgemm_probe_free(&probe);
+        return cli_error(&err);
+    }
     an_full_trainer tr;
     an_lora_trainer ltr;
     memset(&tr, 0, sizeof tr);
@@ -107,6 +113,7 @@ static int bench_train(const bench_train_args *a) {
         an_lora_trainer_free(&ltr);
         an_full_trainer_free(&tr);
         an_model_free(m);
+        an_sgemm_probe_free(&probe);
         return cli_error(&err);
     }
 
@@ -132,7 +139,7 @@ static int bench_train(const bench_train_args *a) {
         }
         /* The sgemm peak is the best rate seen next to every step, untimed: on a shared machine one
          * measurement at the end can fall in a slow minute and read lower than the steps ran. */
-        double g = an_measure_sgemm_gflops(1024, 3);
+        double g = an_sgemm_probe_run(&probe, 3);
         if (g > peak) peak = g;
         if (!a->json) fprintf(stderr, "step %d: loss %.4f, %.0f ms\n", s, st.loss, 1e3 * (st.t_forward + st.t_backward + st.t_optimizer));
         if (s == 0) continue;
@@ -194,6 +201,7 @@ static int bench_train(const bench_train_args *a) {
     an_full_trainer_free(&tr);
     an_lora_trainer_free(&ltr);
     an_model_free(m);
+    an_sgemm_probe_free(&probe);
     return rc;
 }
 

@@ -11,29 +11,42 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-double an_measure_sgemm_gflops(int n, int reps) {
-    if (n <= 0) return 0.0;
-    size_t nn = (size_t)n * n;
-    float *a = an_cpu_alloc(nn * sizeof(float)), *b = an_cpu_alloc(nn * sizeof(float));
-    float *c = an_cpu_alloc(nn * sizeof(float));
-    double best = 0.0;
-    if (a && b && c) {
-        for (size_t i = 0; i < nn; i++) {
-            a[i] = (float)((i * 7) % 13) * 0.01f;
-            b[i] = (float)((i * 5) % 11) * 0.01f;
-        }
-        for (int r = 0; r <= reps; r++) {
-            double t = now_seconds();
-            an_cpu_sgemm(0, 1, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-            t = now_seconds() - t;
-            double gf = 2.0 * (double)n * n * n / t * 1e-9;
-            if (r > 0 && gf > best) best = gf; /* the first run warms caches and threads */
-        }
+int an_sgemm_probe_init(an_sgemm_probe *p, int n) {
+    size_t nn = n > 0 ? (size_t)n * n : 0;
+    p->n = n;
+    p->a = nn ? an_cpu_alloc(nn * sizeof(float)) : NULL;
+    p->b = nn ? an_cpu_alloc(nn * sizeof(float)) : NULL;
+    p->c = nn ? an_cpu_alloc(nn * sizeof(float)) : NULL;
+    if (!p->a || !p->b || !p->c) {
+        an_sgemm_probe_free(p);
+        return -1;
     }
-    an_cpu_free(a);
-    an_cpu_free(b);
-    an_cpu_free(c);
+    for (size_t i = 0; i < nn; i++) {
+        p->a[i] = (float)((i * 7) % 13) * 0.01f;
+        p->b[i] = (float)((i * 5) % 11) * 0.01f;
+    }
+    return 0;
+}
+
+double an_sgemm_probe_run(const an_sgemm_probe *p, int reps) {
+    if (!p->a) return 0.0;
+    int n = p->n;
+    double best = 0.0;
+    for (int r = 0; r <= reps; r++) {
+        double t = now_seconds();
+        an_cpu_sgemm(0, 1, n, n, n, 1.0f, p->a, n, p->b, n, 0.0f, p->c, n);
+        t = now_seconds() - t;
+        double gf = 2.0 * (double)n * n * n / t * 1e-9;
+        if (r > 0 && gf > best) best = gf; /* the first run warms caches and threads */
+    }
     return best;
+}
+
+void an_sgemm_probe_free(an_sgemm_probe *p) {
+    an_cpu_free(p->a);
+    an_cpu_free(p->b);
+    an_cpu_free(p->c);
+    p->a = p->b = p->c = NULL;
 }
 
 double an_measure_bandwidth_gbs(size_t bytes, int reps) {
