@@ -6,14 +6,9 @@
 # Prints each measurement (JSON lines) and, per batch size, the medians and their ratio. autoneg's
 # line for one prompt also gives the fraction of this machine's memory bandwidth it reaches.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${1:-python3}
-REPEATS=${2:-3}
+source "$(dirname "$0")/common.sh"
 TOKENS=${3:-128}
 PRESET=${PRESET:-llama-60m}
-THREADS=${OMP_NUM_THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$THREADS HF_HUB_OFFLINE=1
-make -s build/autoneg
 OUT=/tmp/autoneg-bench-generate.jsonl
 {
     for i in $(seq "$REPEATS"); do

@@ -5,12 +5,7 @@
 # by a few percent, so these runs give the breakdown, and bench/train.sh gives the speed ratio.
 #   bench/matmul_share.sh [PYTHON] [REPEATS]     PYTHON: a python with torch + transformers
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${1:-python3}
-REPEATS=${2:-3}
-THREADS=${OMP_NUM_THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$THREADS
-make -s build/autoneg
+source "$(dirname "$0")/common.sh"
 {
     for i in $(seq "$REPEATS"); do
         for shape in "gpt2-124m 4 64" "llama-60m 4 256"; do

@@ -6,12 +6,7 @@
 # Prints each measurement and the ratio of medians; the fraction of this machine's sgemm peak comes
 # from autoneg's own measurement in the same command.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${1:-python3}
-REPEATS=${2:-3}
-THREADS=${OMP_NUM_THREADS:-$(nproc)}
-export OMP_NUM_THREADS=$THREADS
-make -s build/autoneg
+source "$(dirname "$0")/common.sh"
 # The machine's speed drifts over minutes, so each repeat measures full, PyTorch and LoRA back to back
 # rather than all of one kind first: the ratios compare runs taken close together.
 run() { # preset batch seq
