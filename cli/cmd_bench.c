@@ -85,7 +85,8 @@ static int bench_train(const bench_train_args *a) {
     /* the sgemm probe's matrices exist before the model, so measuring between steps allocates nothing */
     an_sgemm_probe probe;
     if (an_sgemm_probe_init(&probe, 1024)) return cli_fail("bench train: out of memory for the sgemm probe");
-    const an_ops *ops = cli_timed_matmul_ops(an_ops_cpu());
+    /* matmuls timed for full and LoRA; NF4 weights need the CPU table itself (model/nf4_weights.c) */
+    const an_ops *ops = qlora ? an_ops_cpu() : cli_timed_matmul_ops(an_ops_cpu());
     an_model *m = an_model_init_random(&cfg, ops, a->seed, &err);
     if (!m) {
         an_sgemm_probe_free(&probe);
@@ -174,11 +175,12 @@ static int bench_train(const bench_train_args *a) {
                    "\"step_ms_min\": %.1f, \"step_ms_max\": %.1f, \"forward_ms\": %.1f, \"backward_ms\": %.1f, "
                    "\"optimizer_ms\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
                    "\"fraction_of_sgemm_peak\": %.4f, \"peak_mib\": %.1f, \"planned_mib\": %.1f, "
-                   "\"trained_params\": %zu, \"lora_rank\": %d, \"matmul_ms\": %.1f, \"matmul_share\": %.4f}\n",
+                   "\"trained_params\": %zu, \"lora_rank\": %d",
                    a->preset, a->method, a->batch, a->seq, omp_get_max_threads(), an_model_param_count(m, 0), tps,
                    med * 1e3, lo * 1e3, hi * 1e3, fwd / a->steps * 1e3, bwd / a->steps * 1e3, optim / a->steps * 1e3,
-                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0,
-                   matmul / a->steps * 1e3, matmul_share);
+                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0);
+            if (!qlora) printf(", \"matmul_ms\": %.1f, \"matmul_share\": %.4f", matmul / a->steps * 1e3, matmul_share);
+            printf("}\n");
         } else {
             printf("preset %s (%zu parameters, %zu trained), %s fine-tuning, batch %d x %d tokens, %d threads\n",
                    a->preset, an_model_param_count(m, 0), trained, a->method, a->batch, a->seq, omp_get_max_threads());
@@ -187,8 +189,9 @@ static int bench_train(const bench_train_args *a) {
             printf("  forward %.1f ms, backward %.1f ms, optimizer %.1f ms (means)\n", fwd / a->steps * 1e3,
                    bwd / a->steps * 1e3, optim / a->steps * 1e3);
             printf("  %.1f GFLOP/s = %.0f%% of this machine's sgemm peak (%.1f GFLOP/s)\n", gflops, 100 * gflops / peak, peak);
-            printf("  matmuls of the linear layers and the head %.1f ms a step (%.0f%%), the rest %.1f ms (means)\n",
-                   matmul / a->steps * 1e3, 100 * matmul_share, (step_total - matmul) / a->steps * 1e3);
+            if (!qlora)
+                printf("  matmuls of the linear layers and the head %.1f ms a step (%.0f%%), the rest %.1f ms (means)\n",
+                       matmul / a->steps * 1e3, 100 * matmul_share, (step_total - matmul) / a->steps * 1e3);
             printf("  peak memory %.0f MiB (planned: params %.0f, grads %.0f, adapters+grads %.1f, optimizer %.1f, "
                    "activations %.0f MiB)\n",
                    peak_mib, an_model_bytes_params(m) / 1048576.0, an_model_bytes_grads(m) / 1048576.0, adapter_mib,
