@@ -1,15 +1,20 @@
 /* An op table that times the linear layers' matmuls, the GEMMs that are most of a training step, so
  * that `bench train` can say how much of the step they take and what is left for everything else.
  * The CPU backend runs each op to completion before it returns, so wall time around a call is the
- * op's time. The accumulator is global, which only cli/ may have: one benchmark runs at a time. */
+ * op's time. The wrapped table and the accumulator are the timed table's context; the table itself
+ * is global, which only cli/ may have: one benchmark runs at a time. */
 #include <time.h>
 
 #include "cli/cli.h"
 #include "kernels/ops.h"
 
-static const an_ops *inner;
+typedef struct timed_ctx {
+    const an_ops *inner;
+    double matmul_seconds;
+} timed_ctx;
+
+static timed_ctx ctx;
 static an_ops timed;
-static double matmul_seconds;
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -17,26 +22,40 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void timed_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C,
-                                 int OC) {
+static void timed_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias,
+                                 int N, int C, int OC) {
+    timed_ctx *c = o->ctx;
     double t = now_seconds();
-    inner->matmul_forward(out, inp, w, bias, N, C, OC);
-    matmul_seconds += now_seconds() - t;
+    c->inner->matmul_forward(c->inner, out, inp, w, bias, N, C, OC);
+    c->matmul_seconds += now_seconds() - t;
 }
 
-static void timed_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                                  const float *w, int N, int C, int OC) {
+static void timed_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout,
+                                  const float *inp, const float *w, int N, int C, int OC) {
+    timed_ctx *c = o->ctx;
     double t = now_seconds();
-    inner->matmul_backward(dinp, dw, dbias, dout, inp, w, N, C, OC);
-    matmul_seconds += now_seconds() - t;
+    c->inner->matmul_backward(c->inner, dinp, dw, dbias, dout, inp, w, N, C, OC);
+    c->matmul_seconds += now_seconds() - t;
+}
+
+/* The other ops are the inner backend's functions called with this table, whose ctx is ours: right
+ * for the CPU backend, whose ops never read ctx; a backend with a context would need every op
+ * forwarded (cli_timed_matmul_ops refuses one). */
+static int timed_supports(const an_ops *o, an_op_id op, an_dtype weight) {
+    const an_ops *in = ((timed_ctx *)o->ctx)->inner;
+    return in->supports(in, op, weight);
 }
 
 const an_ops *cli_timed_matmul_ops(const an_ops *ops) {
-    inner = ops;
+    if (ops->ctx) return ops; /* not timed: see timed_supports */
+    ctx.inner = ops;
+    ctx.matmul_seconds = 0;
     timed = *ops;
+    timed.ctx = &ctx;
+    timed.supports = timed_supports;
     timed.matmul_forward = timed_matmul_forward;
     timed.matmul_backward = timed_matmul_backward;
     return &timed;
 }
 
-double cli_matmul_seconds(void) { return matmul_seconds; }
+double cli_matmul_seconds(void) { return ctx.matmul_seconds; }

@@ -27,6 +27,10 @@ struct an_ops;
 const struct an_ops *cli_timed_matmul_ops(const struct an_ops *ops);
 double cli_matmul_seconds(void);
 
+/* cli/backend.c: the backend --device names ("cpu" when NULL), opened for the rest of the process;
+ * prints the error (which names the devices built in) and returns NULL when there is none. */
+const struct an_ops *cli_backend(const char *device);
+
 /* Prints "autoneg: message" to stderr and returns 1, for `return cli_fail(...)`. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints an an_error and returns 1. */

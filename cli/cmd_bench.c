@@ -2,7 +2,7 @@
  * fraction of this machine's measured sgemm rate it reaches and the memory it needs.
  *
  *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora|qlora]
- *                       [--rank R] [--dropout P] [--threads K] [--seed S] [--json]
+ *                       [--rank R] [--dropout P] [--threads K] [--seed S] [--json] [--device cpu|cuda]
  *
  * --method lora: a LoRA adapter on every linear layer but the head (PEFT's "all-linear"), rank R
  * (default 16), alpha 16, dropout 0.1 (XTuner's QLoRA recipe values but its r 64); the base is frozen.
@@ -28,7 +28,7 @@ typedef struct bench_train_args {
     const char *preset;
     int batch, seq, steps, threads, json, rank;
     float dropout; /* LoRA dropout (XTuner: 0.1) */
-    const char *method;
+    const char *method, *device;
     unsigned long long seed;
 } bench_train_args;
 
@@ -86,7 +86,12 @@ static int bench_train(const bench_train_args *a) {
     an_sgemm_probe probe;
     if (an_sgemm_probe_init(&probe, 1024)) return cli_fail("bench train: out of memory for the sgemm probe");
     /* matmuls timed for full and LoRA; NF4 weights need the CPU table itself (model/nf4_weights.c) */
-    const an_ops *ops = qlora ? an_ops_cpu() : cli_timed_matmul_ops(an_ops_cpu());
+    const an_ops *device = cli_backend(a->device);
+    if (!device) {
+        an_sgemm_probe_free(&probe);
+        return 1;
+    }
+    const an_ops *ops = qlora ? device : cli_timed_matmul_ops(device);
     an_model *m = an_model_init_random(&cfg, ops, a->seed, &err);
     if (!m) {
         an_sgemm_probe_free(&probe);
@@ -213,7 +218,7 @@ int an_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
     if (argc < 2 || strcmp(argv[1], "train") != 0)
-        return cli_fail("usage: autoneg bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--dropout P] [--threads K] [--json]");
+        return cli_fail("usage: autoneg bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--dropout P] [--threads K] [--json] [--device cpu|cuda]");
     bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16, .dropout = 0.1f};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -225,6 +230,7 @@ int an_cmd_bench(int argc, char **argv) {
         const char *v = argv[++i];
         if (!strcmp(f, "--preset")) a.preset = v;
         else if (!strcmp(f, "--method")) a.method = v;
+        else if (!strcmp(f, "--device")) a.device = v;
         else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a.batch)) return 1; }
         else if (!strcmp(f, "--seq")) { if (parse_int(f, v, 2, 1 << 20, &a.seq)) return 1; }
         else if (!strcmp(f, "--steps")) { if (parse_int(f, v, 1, 100000, &a.steps)) return 1; }

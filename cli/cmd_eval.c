@@ -54,7 +54,7 @@ int an_cmd_eval(int argc, char **argv) {
         int r = cli_gen_flag(&a, argc, argv, &i);
         if (r < 0) return 1;
         if (r == 0 || a.raw || a.jsonl || a.opts.n_samples != 1)
-            return cli_fail("eval: unknown or unsupported option '%s'\nusage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]", argv[i]);
+            return cli_fail("eval: unknown or unsupported option '%s'\nusage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [--device cpu|cuda]", argv[i]);
     }
     if (!a.model || !data) return cli_fail("usage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [--mbr N]");
     if (mbr) {

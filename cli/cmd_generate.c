@@ -3,7 +3,7 @@
  *   autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T]
  *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
  *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N]
- *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16]
+ *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda]
  *
  * --head-dtype bf16 stores the embedding table and the LM head in bf16 once loaded, as QLoRA runs a
  * model (its base is loaded in a 16-bit dtype): half the bytes per decode step for the head
@@ -53,7 +53,8 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     if (!strcmp(f, "--jsonl")) return a->jsonl = 1;
     static const char *const with_value[] = {"--model", "--adapter", "--tokenizer", "--template", "--temperature",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
-                                             "--max-tokens", "--min-tokens", "--n", "--batch", "--ctx", "--head-dtype"};
+                                             "--max-tokens", "--min-tokens", "--n", "--batch", "--ctx", "--head-dtype",
+                                             "--device"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -65,6 +66,7 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     else if (!strcmp(f, "--adapter")) a->adapter = v;
     else if (!strcmp(f, "--tokenizer")) a->tokenizer = v;
     else if (!strcmp(f, "--template")) a->template_name = v;
+    else if (!strcmp(f, "--device")) a->device = v;
     /* ranges of the sampling values are checked by an_sampler_check, with the reason */
     else if (!strcmp(f, "--temperature")) { if (parse_num(f, v, -INFINITY, INFINITY, &d)) return -1; sp->temperature = (float)d; }
     else if (!strcmp(f, "--top-p")) { if (parse_num(f, v, -INFINITY, INFINITY, &d)) return -1; sp->top_p = (float)d; }
@@ -93,7 +95,9 @@ int cli_gen_open(const cli_gen_args *a, an_session *s) {
     an_error err;
     if (!a->model) return cli_fail("--model is required");
     if (an_sampler_check(&a->opts.sampling, &err) || an_gen_check(&a->opts, &err)) return cli_error(&err);
-    if (an_session_open(s, a->model, a->tokenizer, a->adapter, a->template_name, &err)) return cli_error(&err);
+    const an_ops *ops = cli_backend(a->device);
+    if (!ops) return 1;
+    if (an_session_open(s, ops, a->model, a->tokenizer, a->adapter, a->template_name, &err)) return cli_error(&err);
     if (a->head_bf16) { /* inference only: nothing is trained, so everything can be frozen */
         an_model_set_all_trainable(s->model, 0);
         if (an_model_store_frozen_bf16(s->model, &err)) {
@@ -201,7 +205,7 @@ int an_cmd_generate(int argc, char **argv) {
         }
         if (r == 0) {
             free(prompts);
-            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N] [--jsonl] [--head-dtype f32|bf16]", argv[i]);
+            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda]", argv[i]);
         }
     }
     char **from_file = NULL;

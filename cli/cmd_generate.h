@@ -4,7 +4,7 @@
 #include "infer/session.h"
 
 typedef struct cli_gen_args {
-    const char *model, *adapter, *tokenizer, *template_name;
+    const char *model, *adapter, *tokenizer, *template_name, *device;
     int raw, jsonl;
     int head_bf16; /* --head-dtype bf16: embedding and head stored in bf16 after loading (QLoRA decoding) */
     an_gen_opts opts;

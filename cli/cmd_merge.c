@@ -1,4 +1,4 @@
-/* autoneg merge --model M --adapter A --out DIR
+/* autoneg merge --model M --adapter A --out DIR [--device cpu|cuda]
  *
  * Folds a PEFT LoRA adapter into its base (W += scaling * B A for every adapted layer) and writes a
  * Hugging Face folder: config.json + model.safetensors (float32), plus the tokenizer and generation
@@ -50,17 +50,20 @@ static int copy_side_files(const char *model_dir, const char *out) {
 }
 
 int an_cmd_merge(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *out = NULL;
+    const char *model = NULL, *adapter = NULL, *out = NULL, *device = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) return cli_fail("merge: %s needs a value", argv[i]);
         if (!strcmp(argv[i], "--model")) model = argv[++i];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
         else if (!strcmp(argv[i], "--out")) out = argv[++i];
-        else return cli_fail("merge: unknown option %s (usage: autoneg merge --model M --adapter A --out DIR)", argv[i]);
+        else if (!strcmp(argv[i], "--device")) device = argv[++i];
+        else return cli_fail("merge: unknown option %s (usage: autoneg merge --model M --adapter A --out DIR [--device cpu|cuda])", argv[i]);
     }
-    if (!model || !adapter || !out) return cli_fail("usage: autoneg merge --model M --adapter A --out DIR");
+    if (!model || !adapter || !out) return cli_fail("usage: autoneg merge --model M --adapter A --out DIR [--device cpu|cuda]");
+    const an_ops *ops = cli_backend(device);
+    if (!ops) return 1;
     an_error err;
-    an_model *m = an_model_load(model, an_ops_cpu(), &err);
+    an_model *m = an_model_load(model, ops, &err);
     if (!m) return cli_error(&err);
     int rc = 0;
     if (an_lora_load(m, adapter, &err) || an_lora_merge(m, &err) || an_model_save(m, out, &err)) rc = cli_error(&err);

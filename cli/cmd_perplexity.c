@@ -1,4 +1,4 @@
-/* autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]
+/* autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]
  * prints "tokens=N nll=X ppl=Y": the file tokenised as one text (BOS first only when the tokenizer's
  * own configuration adds it, as Hugging Face does; N counts it), and the mean negative log-likelihood
  * of every token after the first, scored in consecutive windows of N positions (infer/perplexity.h). */
@@ -12,7 +12,7 @@
 #include "infer/session.h"
 
 int an_cmd_perplexity(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *file = NULL, *tokenizer = NULL;
+    const char *model = NULL, *adapter = NULL, *file = NULL, *tokenizer = NULL, *device = NULL;
     int ctx = 0;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
@@ -22,22 +22,28 @@ int an_cmd_perplexity(int argc, char **argv) {
         else if (!strcmp(f, "--adapter")) adapter = v;
         else if (!strcmp(f, "--file")) file = v;
         else if (!strcmp(f, "--tokenizer")) tokenizer = v;
+        else if (!strcmp(f, "--device")) device = v;
         else if (!strcmp(f, "--ctx")) {
             char *end;
             long c = strtol(v, &end, 10);
             if (!*v || *end || c < 2 || c > (1 << 24)) return cli_fail("--ctx: expected an integer >= 2, got '%s'", v);
             ctx = (int)c;
         } else {
-            return cli_fail("perplexity: unknown option '%s'\nusage: autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]", f);
+            return cli_fail("perplexity: unknown option '%s'\nusage: autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]", f);
         }
     }
-    if (!model || !file) return cli_fail("usage: autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]");
+    if (!model || !file) return cli_fail("usage: autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]");
     an_error err;
     size_t len = 0;
     char *text = an_read_file(file, &len, &err);
     if (!text) return cli_error(&err);
+    const an_ops *ops = cli_backend(device);
+    if (!ops) {
+        free(text);
+        return 1;
+    }
     an_session s;
-    if (an_session_open(&s, model, tokenizer, adapter, NULL, &err)) {
+    if (an_session_open(&s, ops, model, tokenizer, adapter, NULL, &err)) {
         free(text);
         return cli_error(&err);
     }

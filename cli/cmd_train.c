@@ -1,5 +1,6 @@
 /* autoneg train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]
  *               [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]
+ *               [--device cpu|cuda]
  *
  * Resolves the recipe (file, then flags, then --set, as docs/recipes.md says), installs the SIGINT /
  * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h. */
@@ -29,10 +30,11 @@ static void print_note(void *ctx, const char *line) {
 
 static const char usage[] =
     "usage: autoneg train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]\n"
-    "                     [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]";
+    "                     [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]\n"
+    "                     [--device cpu|cuda]";
 
 typedef struct train_args {
-    const char *recipe, *base, *method, *out, *steps, *epochs, *resume, *stop_after;
+    const char *recipe, *base, *method, *device, *out, *steps, *epochs, *resume, *stop_after;
     const char **data, **sets;
     int n_data, n_sets;
 } train_args;
@@ -58,6 +60,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         const char *v = argv[++i];
         if (!strcmp(f, "--base")) slot = &a->base;
         else if (!strcmp(f, "--method")) slot = &a->method;
+        else if (!strcmp(f, "--device")) slot = &a->device;
         else if (!strcmp(f, "--out")) slot = &a->out;
         else if (!strcmp(f, "--steps")) slot = &a->steps;
         else if (!strcmp(f, "--epochs")) slot = &a->epochs;
@@ -93,6 +96,7 @@ static int resolve(const train_args *a, an_recipe *r, an_error *err) {
             if (an_recipe_list_append(r, "data.train", a->data[i], err)) return -1;
     }
     if (a->method && an_recipe_set_key(r, "model.method", a->method, "--method", err)) return -1;
+    if (a->device && an_recipe_set_key(r, "train.device", a->device, "--device", err)) return -1;
     const char *out = a->out ? a->out : (a->resume && strcmp(a->resume, "auto") ? a->resume : NULL);
     if (out && an_recipe_set_key(r, "output.dir", out, a->out ? "--out" : "--resume", err)) return -1;
     if (a->steps && an_recipe_set_key(r, "train.steps", a->steps, "--steps", err)) return -1;

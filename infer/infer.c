@@ -83,7 +83,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
     an_carver c = {NULL, 0};
     layout(s, &c);
     s->bytes = c.off;
-    s->block = m->ops->alloc(c.off);
+    s->block = m->ops->alloc(m->ops, c.off);
     if (!s->block) {
         an_fail(err, "inference: cannot allocate %.1f MiB for a KV cache of %d x %d positions", (double)c.off / 1048576,
                 slots, max_T);
@@ -92,13 +92,13 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
     }
     c = (an_carver){s->block, 0};
     layout(s, &c);
-    if (s->rope_cos_sin) m->ops->rope_table(s->rope_cos_sin, max_T, cf->head_dim, cf->rope_theta);
+    if (s->rope_cos_sin) m->ops->rope_table(m->ops, s->rope_cos_sin, max_T, cf->head_dim, cf->rope_theta);
     return s;
 }
 
 void an_infer_free(an_infer *s) {
     if (!s) return;
-    if (s->block) s->m->ops->free(s->block);
+    if (s->block) s->m->ops->free(s->m->ops, s->block);
     free(s->len);
     free(s->k);
     free(s->v);

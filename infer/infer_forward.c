@@ -23,27 +23,27 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
         return;
     }
     if (N <= AN_MATVEC_MAX_ROWS)
-        o->matvec_forward(out, inp, w->data, opt(b), N, C, OC);
+        o->matvec_forward(o, out, inp, w->data, opt(b), N, C, OC);
     else
-        o->matmul_forward(out, inp, w->data, opt(b), N, C, OC);
+        o->matmul_forward(o, out, inp, w->data, opt(b), N, C, OC);
     /* a LoRA adapter, unmerged: out += scaling * (inp A^T) B^T, with B held transposed (model/lora.h) */
     const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
     if (!mod) return;
     int r = m->lora->cfg.r;
     if (N <= AN_MATVEC_MAX_ROWS)
-        o->matvec_forward(s->lora_u, inp, mod->a.data, NULL, N, C, r);
+        o->matvec_forward(o, s->lora_u, inp, mod->a.data, NULL, N, C, r);
     else
-        o->matmul_forward(s->lora_u, inp, mod->a.data, NULL, N, C, r);
-    o->scale(s->lora_u, m->lora->scaling, (size_t)N * r);
-    o->matmul_backward(out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, OC, r);
+        o->matmul_forward(o, s->lora_u, inp, mod->a.data, NULL, N, C, r);
+    o->scale(o, s->lora_u, m->lora->scaling, (size_t)N * r);
+    o->matmul_backward(o, out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, OC, r);
 }
 
 static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {
     const an_model *m = s->m;
     if (m->cfg.arch == AN_ARCH_GPT2)
-        m->ops->layernorm_forward(out, s->mean, s->rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
+        m->ops->layernorm_forward(m->ops, out, s->mean, s->rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
     else
-        m->ops->rmsnorm_forward(out, s->rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
+        m->ops->rmsnorm_forward(m->ops, out, s->rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
 }
 
 /* What a forward needs besides the rows: prefill (n prompts of T rows each, lens) or decode. */
@@ -61,8 +61,8 @@ static void store_kv(an_infer *s, int l, const pass *p) {
     for (int i = 0; i < p->n; i++) {
         size_t dst = (size_t)p->slots[i] * row + (p->decode ? (size_t)s->h_pos[i] * kvd : 0);
         size_t src = (size_t)i * p->T * kvd, count = (p->decode ? 1 : (size_t)p->lens[i]) * kvd;
-        o->copy(s->k[l] + dst, s->kx + src, count * sizeof(float));
-        o->copy(s->v[l] + dst, s->vx + src, count * sizeof(float));
+        o->copy(o, s->k[l] + dst, s->kx + src, count * sizeof(float));
+        o->copy(o, s->v[l] + dst, s->vx + src, count * sizeof(float));
     }
 }
 
@@ -85,28 +85,28 @@ static void block(an_infer *s, int l, const pass *p) {
     }
     if (c->arch != AN_ARCH_GPT2) {
         an_rope rope = an_model_rope(m, s->rope_cos_sin, s->max_T);
-        o->rope_forward(s->q, s->d_pos, N, nh, hd, rope);
-        o->rope_forward(s->kx, s->d_pos, N, nkv, hd, rope);
+        o->rope_forward(o, s->q, s->d_pos, N, nh, hd, rope);
+        o->rope_forward(o, s->kx, s->d_pos, N, nkv, hd, rope);
     }
     store_kv(s, l, p);
     if (p->decode)
-        o->attention_decode_forward(s->att, s->q, s->k[l], s->v[l], s->d_slot, s->d_len, p->n, s->max_T, nh, nkv, hd);
+        o->attention_decode_forward(o, s->att, s->q, s->k[l], s->v[l], s->d_slot, s->d_len, p->n, s->max_T, nh, nkv, hd);
     else
-        o->attention_forward(s->att, s->lse, s->q, s->kx, s->vx, s->d_seg, p->n, p->T, nh, nkv, hd);
+        o->attention_forward(o, s->att, s->lse, s->q, s->kx, s->vx, s->d_seg, p->n, p->T, nh, nkv, hd);
     an_infer_linear(s, L->wo, L->bo, s->tmp, s->att, N, qd, C);
-    o->add(s->x, s->x, s->tmp, (size_t)N * C);
+    o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
 
     norm(s, s->ln, s->x, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
         an_infer_linear(s, L->w_gate, L->b_gate, s->ffn_a, s->ln, N, C, F);
         an_infer_linear(s, L->w_up, L->b_up, s->ffn_b, s->ln, N, C, F);
-        o->swiglu_forward(s->ffn_h, s->ffn_a, s->ffn_b, (size_t)N * F);
+        o->swiglu_forward(o, s->ffn_h, s->ffn_a, s->ffn_b, (size_t)N * F);
     } else {
         an_infer_linear(s, L->w_up, L->b_up, s->ffn_a, s->ln, N, C, F);
-        o->gelu_forward(s->ffn_h, s->ffn_a, (size_t)N * F);
+        o->gelu_forward(o, s->ffn_h, s->ffn_a, (size_t)N * F);
     }
     an_infer_linear(s, L->w_down, L->b_down, s->tmp, s->ffn_h, N, F, C);
-    o->add(s->x, s->x, s->tmp, (size_t)N * C);
+    o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
 }
 
 /* Embeddings, blocks, final norm (into s->ln), and the logits of n rows of `rows` into logits_out. */
@@ -115,30 +115,30 @@ static void run(an_infer *s, const pass *p, const float *rows_for_head, float *l
     const an_ops *o = m->ops;
     int N = p->n * p->T, C = m->cfg.dim, V = m->cfg.vocab_size;
     size_t bytes = (size_t)N * sizeof(int32_t);
-    o->upload(s->d_ids, s->h_ids, bytes);
-    o->upload(s->d_pos, s->h_pos, bytes);
+    o->upload(o, s->d_ids, s->h_ids, bytes);
+    o->upload(o, s->d_pos, s->h_pos, bytes);
     if (p->decode) {
-        o->upload(s->d_slot, s->h_slot, (size_t)p->n * sizeof(int32_t));
-        o->upload(s->d_len, s->h_len, (size_t)p->n * sizeof(int32_t));
+        o->upload(o, s->d_slot, s->h_slot, (size_t)p->n * sizeof(int32_t));
+        o->upload(o, s->d_len, s->h_len, (size_t)p->n * sizeof(int32_t));
     }
     if (m->tok_emb->bf16)
-        o->embedding_forward_bf16(s->x, s->d_ids, m->tok_emb->bf16, N, C);
+        o->embedding_forward_bf16(o, s->x, s->d_ids, m->tok_emb->bf16, N, C);
     else
-        o->embedding_forward(s->x, s->d_ids, m->tok_emb->data, N, C);
+        o->embedding_forward(o, s->x, s->d_ids, m->tok_emb->data, N, C);
     if (m->pos_emb) {
-        o->embedding_forward(s->tmp, s->d_pos, m->pos_emb->data, N, C);
-        o->add(s->x, s->x, s->tmp, (size_t)N * C);
+        o->embedding_forward(o, s->tmp, s->d_pos, m->pos_emb->data, N, C);
+        o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
     }
     for (int l = 0; l < m->cfg.n_layers; l++) block(s, l, p);
     norm(s, s->ln, s->x, m->final_norm_w, m->final_norm_b, N);
     if (!p->decode) {
         for (int i = 0; i < p->n; i++)
-            o->copy(s->last + (size_t)i * C, s->ln + ((size_t)i * p->T + p->lens[i] - 1) * C, (size_t)C * sizeof(float));
+            o->copy(o, s->last + (size_t)i * C, s->ln + ((size_t)i * p->T + p->lens[i] - 1) * C, (size_t)C * sizeof(float));
         rows_for_head = s->last;
     }
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
     an_infer_linear(s, head, NULL, s->logits, rows_for_head, p->n, C, V);
-    o->download(logits_out, s->logits, (size_t)p->n * V * sizeof(float));
+    o->download(o, logits_out, s->logits, (size_t)p->n * V * sizeof(float));
 }
 
 static int check_slots(const an_infer *s, const int32_t *slots, int n, const char *what, an_error *err) {

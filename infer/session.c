@@ -35,14 +35,14 @@ static int template_from_folder(an_session *s, const char *model, an_error *err)
     return rc;
 }
 
-int an_session_open(an_session *s, const char *model, const char *tokenizer, const char *adapter,
+int an_session_open(an_session *s, const an_ops *ops, const char *model, const char *tokenizer, const char *adapter,
                     const char *template_name, an_error *err) {
     memset(s, 0, sizeof *s);
     int is_dir = an_is_dir(model);
     if (!is_dir && !an_file_exists(model)) return an_fail(err, "%s: no such model folder or file", model);
     if (!is_dir && !tokenizer)
         return an_fail(err, "%s: a llama2.c model needs --tokenizer (its tokenizer.bin, e.g. tok512.bin)", model);
-    s->model = an_model_load(model, an_ops_cpu(), err);
+    s->model = an_model_load(model, ops, err);
     if (!s->model) goto fail;
     if (adapter && an_lora_load(s->model, adapter, err)) goto fail;
     s->tok = an_tokenizer_load(tokenizer ? tokenizer : model, err);

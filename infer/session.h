@@ -25,8 +25,9 @@ typedef struct an_session {
     an_ids stop_ids;     /* EOS and the template's single-token stop words */
 } an_session;
 
-/* template_name NULL: see above. adapter: a PEFT adapter folder, or NULL. */
-int an_session_open(an_session *s, const char *model, const char *tokenizer, const char *adapter,
+/* ops: the backend to load the model onto (kernels/backend.h); the caller keeps it open until
+ * an_session_close. template_name NULL: see above. adapter: a PEFT adapter folder, or NULL. */
+int an_session_open(an_session *s, const an_ops *ops, const char *model, const char *tokenizer, const char *adapter,
                     const char *template_name, an_error *err);
 void an_session_close(an_session *s);
 

@@ -22,39 +22,39 @@ void an_cpu_sgemm_fallback(int trans_a, int trans_b, int M, int N, int K, float 
 void *an_cpu_alloc(size_t bytes);
 void an_cpu_free(void *p);
 
-void an_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
-void an_cpu_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+void an_cpu_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cpu_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                             const float *w, int N, int C, int OC);
-void an_cpu_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C);
-void an_cpu_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C);
-void an_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+void an_cpu_embedding_forward(const an_ops *o, float *out, const int32_t *ids, const float *table, int N, int C);
+void an_cpu_embedding_backward(const an_ops *o, float *dtable, const float *dout, const int32_t *ids, int N, int C);
+void an_cpu_layernorm_forward(const an_ops *o, float *out, float *mean, float *rstd, const float *inp, const float *w,
                               const float *b, int N, int C, float eps);
-void an_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+void an_cpu_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                const float *w, const float *mean, const float *rstd, int N, int C);
-void an_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
-void an_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+void an_cpu_rmsnorm_forward(const an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
+void an_cpu_rmsnorm_backward(const an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                              const float *rstd, int N, int C);
-void an_cpu_rope_table(float *cos_sin, int n_pos, int hd, float theta);
-void an_cpu_rope_forward(float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
-void an_cpu_rope_backward(float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
-void an_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+void an_cpu_rope_table(const an_ops *o, float *cos_sin, int n_pos, int hd, float theta);
+void an_cpu_rope_forward(const an_ops *o, float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+void an_cpu_rope_backward(const an_ops *o, float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
-void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *out, const float *lse,
                                const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
-void an_cpu_gelu_forward(float *out, const float *inp, size_t n);
-void an_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
-void an_cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
-void an_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
-void an_cpu_add(float *out, const float *a, const float *b, size_t n);
-void an_cpu_axpy(float *dst, const float *src, float scale, size_t n);
-void an_cpu_scale(float *x, float s, size_t n);
-void an_cpu_cross_entropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
-void an_cpu_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+void an_cpu_gelu_forward(const an_ops *o, float *out, const float *inp, size_t n);
+void an_cpu_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n);
+void an_cpu_swiglu_forward(const an_ops *o, float *out, const float *gate, const float *up, size_t n);
+void an_cpu_swiglu_backward(const an_ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+void an_cpu_add(const an_ops *o, float *out, const float *a, const float *b, size_t n);
+void an_cpu_axpy(const an_ops *o, float *dst, const float *src, float scale, size_t n);
+void an_cpu_scale(const an_ops *o, float *x, float s, size_t n);
+void an_cpu_cross_entropy_forward(const an_ops *o, float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
+void an_cpu_cross_entropy_backward(const an_ops *o, float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                    int N, int V, float dloss);
-void an_cpu_adamw_update(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+void an_cpu_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
                          float lr, float beta1, float beta2, float eps, float weight_decay, int step);
-double an_cpu_sum_squares(const float *x, size_t n);
+double an_cpu_sum_squares(const an_ops *o, const float *x, size_t n);
 
 /* exp(x) for float, branch-free so loops over it vectorise: range reduction x = n ln2 + r, a degree-7
  * polynomial for exp(r) on |r| <= ln2/2, and 2^n built in the exponent bits. Relative error below
@@ -174,28 +174,28 @@ static inline void an_cpu_mask_row(float *scale, int len, uint64_t seed, uint64_
 }
 
 /* kernels/cpu_lora.c: a linear layer's LoRA adapter, fused (kernels/ops.h) */
-void an_cpu_lora_forward(float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
+void an_cpu_lora_forward(const an_ops *o, float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
                          int r, float scaling, float p, uint64_t seed, uint64_t counter);
-void an_cpu_lora_backward(float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
+void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
                           float p, uint64_t seed, uint64_t counter);
 
 /* kernels/cpu_matvec.c and cpu_decode.c (forward only) */
-void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
-void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_cache, const float *v_cache,
+void an_cpu_matvec_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
                                      int hd);
 
 /* kernels/cpu_layout.c */
 struct an_col_map;
-void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const struct an_col_map *map);
-void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
-void an_cpu_dropout(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
+void an_cpu_gather_cols_forward(const an_ops *o, float *dst, const float *src, int N, const struct an_col_map *map);
+void an_cpu_gather_cols_backward(const an_ops *o, float *dsrc, const float *ddst, int N, const struct an_col_map *map);
+void an_cpu_dropout(const an_ops *o, float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
 /* bf16-stored frozen weights (kernels/cpu_bf16.c) */
-void an_cpu_embedding_forward_bf16(float *out, const int32_t *ids, const uint16_t *table, int N, int C);
-void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+void an_cpu_embedding_forward_bf16(const an_ops *o, float *out, const int32_t *ids, const uint16_t *table, int N, int C);
+void an_cpu_matmul_forward_bf16w(const an_ops *o, float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
                                  int OC, float *work, size_t work_floats);
-void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+void an_cpu_matmul_backward_input_bf16w(const an_ops *o, float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
                                         float *work, size_t work_floats);
 
 #endif

@@ -25,8 +25,9 @@ static double typed_decimal(float x) {
     return (double)x;
 }
 
-void an_cpu_adamw_update(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+void an_cpu_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
                          float lr, float beta1, float beta2, float eps, float weight_decay, int step) {
+    (void)o;
     double lr_d = typed_decimal(lr), b1 = typed_decimal(beta1), b2 = typed_decimal(beta2);
     float decay = (float)(1.0 - lr_d * typed_decimal(weight_decay));
     float w1 = (float)(1.0 - b1);
@@ -47,7 +48,8 @@ void an_cpu_adamw_update(float *param, const float *grad, float grad_scale, floa
 }
 
 /* Fixed chunks, not per-thread partials: the sum is the same for any thread count. */
-double an_cpu_sum_squares(const float *x, size_t n) {
+double an_cpu_sum_squares(const an_ops *o, const float *x, size_t n) {
+    (void)o;
     enum { CHUNKS = 64 };
     double part[CHUNKS];
     size_t per = (n + CHUNKS - 1) / CHUNKS;

@@ -119,8 +119,9 @@ static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
     *hi = t0 + nq - 1;
 }
 
-void an_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd) {
+    (void)o;
     dims d = {T, nh, nkv, hd};
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;
@@ -210,9 +211,10 @@ void an_cpu_attention_forward(float *out, float *lse, const float *q, const floa
     }
 }
 
-void an_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *out, const float *lse,
                                const int32_t *seg_start, int B, int T, int nh, int nkv, int hd) {
+    (void)o;
     dims d = {T, nh, nkv, hd};
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;

@@ -24,7 +24,8 @@ static inline float widen(uint16_t h) {
     return f;
 }
 
-void an_cpu_embedding_forward_bf16(float *out, const int32_t *ids, const uint16_t *table, int N, int C) {
+void an_cpu_embedding_forward_bf16(const an_ops *o, float *out, const int32_t *ids, const uint16_t *table, int N, int C) {
+    (void)o;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const uint16_t *row = table + (size_t)ids[n] * C;
@@ -105,8 +106,9 @@ static void matvec_rows(float *out, const float *x, const uint16_t *w, const flo
     }
 }
 
-void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+void an_cpu_matmul_forward_bf16w(const an_ops *o, float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
                                  int OC, float *work, size_t work_floats) {
+    (void)o;
     if (N <= BF16_MATVEC_MAX_N) { /* input rows in pairs: each pass reads the weights once */
         for (int n = 0; n < N; n += 2)
             matvec_rows(out + (size_t)n * OC, inp + (size_t)n * C, w, bias, N - n < 2 ? 1 : 2, C, OC);
@@ -126,8 +128,9 @@ void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w
     }
 }
 
-void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+void an_cpu_matmul_backward_input_bf16w(const an_ops *o, float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
                                         float *work, size_t work_floats) {
+    (void)o;
     int tr = tile_rows(work_floats, C, OC);
     for (int o0 = 0; o0 < OC; o0 += tr) { /* dinp += dout[:, o0:o0+rows] @ w[o0:o0+rows, :] */
         int rows = OC - o0 < tr ? OC - o0 : tr;

@@ -6,9 +6,10 @@
 
 #include "kernels/cpu.h"
 
-void an_cpu_attention_decode_forward(float *out, const float *q, const float *k_cache, const float *v_cache,
+void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
                                      int hd) {
+    (void)o;
     int group = nh / nkv;
     float scale = 1.0f / sqrtf((float)hd);
     /* A task is a run of heads of one sequence, walked position by position: the keys and values of a

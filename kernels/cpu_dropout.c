@@ -2,7 +2,8 @@
  * instead of storing an N x C mask (see kernels/ops.h and an_cpu_mask_row in kernels/cpu.h). */
 #include "kernels/cpu.h"
 
-void an_cpu_dropout(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter) {
+void an_cpu_dropout(const an_ops *o, float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter) {
+    (void)o;
     enum { CHUNK = 1024 };
     float keep = 1.0f / (1.0f - p);
     uint32_t thr = an_cpu_mask_threshold(p);

@@ -4,7 +4,8 @@
 #include "kernels/cpu.h"
 #include "kernels/ops.h"
 
-void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const an_col_map *map) {
+void an_cpu_gather_cols_forward(const an_ops *o, float *dst, const float *src, int N, const an_col_map *map) {
+    (void)o;
 #pragma omp parallel for if ((long)N * map->nblk * map->len > 65536)
     for (int n = 0; n < N; n++) {
         float *d = dst + (size_t)n * map->dst_ld + map->dst_off;
@@ -14,7 +15,8 @@ void an_cpu_gather_cols_forward(float *dst, const float *src, int N, const an_co
     }
 }
 
-void an_cpu_gather_cols_backward(float *dsrc, const float *ddst, int N, const an_col_map *map) {
+void an_cpu_gather_cols_backward(const an_ops *o, float *dsrc, const float *ddst, int N, const an_col_map *map) {
+    (void)o;
 #pragma omp parallel for if ((long)N * map->nblk * map->len > 65536)
     for (int n = 0; n < N; n++) {
         const float *d = ddst + (size_t)n * map->dst_ld + map->dst_off;

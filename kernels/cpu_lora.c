@@ -103,8 +103,9 @@ static inline void input_grad_rows(float *const di[RB], float scale[RB][CB], con
         }
 }
 
-void an_cpu_lora_forward(float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
+void an_cpu_lora_forward(const an_ops *o, float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
                          int r, float scaling, float p, uint64_t seed, uint64_t counter) {
+    (void)o;
     int drop = p > 0.0f;
     float keep = drop ? 1.0f / (1.0f - p) : 1.0f;
     uint32_t thr = an_cpu_mask_threshold(p);
@@ -143,9 +144,10 @@ void an_cpu_lora_forward(float *out, float *u, const float *inp, const float *a,
     }
 }
 
-void an_cpu_lora_backward(float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
+void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
                           float p, uint64_t seed, uint64_t counter) {
+    (void)o;
     int drop = p > 0.0f;
     float keep = drop ? 1.0f / (1.0f - p) : 1.0f;
     uint32_t thr = an_cpu_mask_threshold(p);

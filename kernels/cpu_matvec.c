@@ -176,7 +176,8 @@ static void block4(float *out, const float *inp, const float *xp, const float *w
     }
 }
 
-void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+void an_cpu_matvec_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+    (void)o;
     if (N <= 0 || OC <= 0) return;
     int C8 = C & ~7, nblk = OC / 4;
     /* the packed copy: block k0 holds columns k0 .. k0+kl-1 of every input, row after row */

@@ -8,8 +8,9 @@
 
 enum { COLS = 128 };
 
-void an_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+void an_cpu_layernorm_forward(const an_ops *o, float *out, float *mean, float *rstd, const float *inp, const float *w,
                               const float *b, int N, int C, float eps) {
+    (void)o;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
@@ -33,8 +34,9 @@ void an_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float 
     }
 }
 
-void an_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+void an_cpu_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                const float *w, const float *mean, const float *rstd, int N, int C) {
+    (void)o;
     if (dinp) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
@@ -84,7 +86,8 @@ void an_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *d
     }
 }
 
-void an_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps) {
+void an_cpu_rmsnorm_forward(const an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps) {
+    (void)o;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
@@ -95,8 +98,9 @@ void an_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const flo
     }
 }
 
-void an_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+void an_cpu_rmsnorm_backward(const an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                              const float *rstd, int N, int C) {
+    (void)o;
     if (dinp) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {

@@ -2,19 +2,50 @@
 #include "kernels/cpu.h"
 #include "kernels/ops.h"
 
-static void cpu_upload(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
-static void cpu_download(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
-static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
-static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+/* Memory ops: host memory is the CPU backend's memory, so moving it is memcpy. */
+static void *cpu_alloc(const an_ops *o, size_t bytes) {
+    (void)o;
+    return an_cpu_alloc(bytes);
+}
+static void cpu_free(const an_ops *o, void *p) {
+    (void)o;
+    an_cpu_free(p);
+}
+static void cpu_upload(const an_ops *o, void *dst, const void *src, size_t bytes) {
+    (void)o;
+    memcpy(dst, src, bytes);
+}
+static void cpu_download(const an_ops *o, void *dst, const void *src, size_t bytes) {
+    (void)o;
+    memcpy(dst, src, bytes);
+}
+static void cpu_copy(const an_ops *o, void *dst, const void *src, size_t bytes) {
+    (void)o;
+    memmove(dst, src, bytes);
+}
+static void cpu_zero(const an_ops *o, void *p, size_t bytes) {
+    (void)o;
+    memset(p, 0, bytes);
+}
+
+/* Every op of the table, on float32 weights (the bf16 weight ops have their own ids for now). */
+static int cpu_supports(const an_ops *o, an_op_id op, an_dtype weight) {
+    (void)o;
+    return op >= 0 && op < AN_OP_COUNT && weight == AN_F32;
+}
 
 static const an_ops cpu_ops = {
+    .name = "cpu",
 #if AN_BLAS
-    .name = "cpu (OpenBLAS)",
+    .description = "cpu (OpenBLAS)",
 #else
-    .name = "cpu (plain-C GEMM)",
+    .description = "cpu (plain-C GEMM)",
 #endif
-    .alloc = an_cpu_alloc,
-    .free = an_cpu_free,
+    .device = AN_DEVICE_CPU,
+    .ctx = NULL,
+    .supports = cpu_supports,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
     .upload = cpu_upload,
     .download = cpu_download,
     .copy = cpu_copy,

@@ -26,7 +26,8 @@ static void rope_angles(float *cs, int32_t pos, int i0, int np, int hd, float th
     }
 }
 
-void an_cpu_rope_table(float *cos_sin, int n_pos, int hd, float theta) {
+void an_cpu_rope_table(const an_ops *o, float *cos_sin, int n_pos, int hd, float theta) {
+    (void)o;
     int half = hd / 2;
 #pragma omp parallel for schedule(static)
     for (int p = 0; p < n_pos; p++) rope_angles(cos_sin + (size_t)p * hd, p, 0, half, hd, theta);
@@ -68,11 +69,13 @@ static void rope(float *x, const int32_t *pos, int N, int nh, int hd, an_rope r,
     }
 }
 
-void an_cpu_rope_forward(float *x, const int32_t *pos, int N, int nh, int hd, an_rope r) {
+void an_cpu_rope_forward(const an_ops *o, float *x, const int32_t *pos, int N, int nh, int hd, an_rope r) {
+    (void)o;
     rope(x, pos, N, nh, hd, r, 1.0f);
 }
 
 /* The rotation is orthogonal, so its transpose (the backward) is the rotation by the opposite angle. */
-void an_cpu_rope_backward(float *dx, const int32_t *pos, int N, int nh, int hd, an_rope r) {
+void an_cpu_rope_backward(const an_ops *o, float *dx, const int32_t *pos, int N, int nh, int hd, an_rope r) {
+    (void)o;
     rope(dx, pos, N, nh, hd, r, -1.0f);
 }

@@ -9,7 +9,7 @@
 double an_grad_norm(const an_ops *ops, float **grads, const size_t *sizes, int count) {
     double sum = 0.0;
     for (int i = 0; i < count; i++)
-        if (grads[i] && sizes[i]) sum += ops->sum_squares(grads[i], sizes[i]);
+        if (grads[i] && sizes[i]) sum += ops->sum_squares(ops, grads[i], sizes[i]);
     return sqrt(sum);
 }
 

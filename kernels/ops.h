@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/dtype.h"
+
 #define AN_IGNORE_INDEX (-100)
 
 /* How rope rotates: the base theta, the pairing, and the cos/sin table of positions 0 .. n_pos - 1
@@ -39,36 +41,69 @@ typedef struct an_col_map {
     int src_ld, src_off, src_step;
 } an_col_map;
 
+/* Every op of the table by id, for supports() and for the backend-ops test harness
+ * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
+#define AN_OP_LIST(X)                                                                                                  \
+    X(matmul_forward) X(matmul_backward) X(embedding_forward) X(embedding_backward) X(layernorm_forward)              \
+    X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward) X(rope_table) X(rope_forward) X(rope_backward)       \
+    X(attention_forward) X(attention_backward) X(gelu_forward) X(gelu_backward) X(swiglu_forward) X(swiglu_backward)  \
+    X(add) X(axpy) X(scale) X(cross_entropy_forward) X(cross_entropy_backward) X(adamw_update) X(sum_squares)         \
+    X(gather_cols_forward) X(gather_cols_backward) X(matvec_forward) X(attention_decode_forward) X(dropout)           \
+    X(lora_forward) X(lora_backward) X(embedding_forward_bf16) X(matmul_forward_bf16w) X(matmul_backward_input_bf16w)
+
+typedef enum an_op_id {
+#define AN_OP_ENUM(name) AN_OP_##name,
+    AN_OP_LIST(AN_OP_ENUM)
+#undef AN_OP_ENUM
+    AN_OP_COUNT
+} an_op_id;
+
+/* "matmul_forward" for AN_OP_matmul_forward; NULL outside the range. */
+const char *an_op_name(an_op_id op);
+
+/* Where a backend's memory lives. */
+typedef enum an_device { AN_DEVICE_CPU = 0, AN_DEVICE_CUDA = 1 } an_device;
+
+/* A backend is its op table: a name, a device, its own state (ctx: streams, library handles; NULL for
+ * the CPU), the ops, and what it supports. Every op takes the table itself first, so a backend reaches
+ * its context without global state. Ask supports() before relying on an op, never compare table
+ * pointers: a wrapped table (a timing layer, a test's counting layer) supports what it wraps. */
 typedef struct an_ops {
-    const char *name;
+    const char *name;        /* the registry name: "cpu", "cuda" */
+    const char *description; /* for logs: "cpu (OpenBLAS)" */
+    an_device device;
+    void *ctx;
+    /* 1 when op runs on this backend; for the ops that take a weight, with a weight of that dtype
+     * (AN_F32 for every other op). */
+    int (*supports)(const struct an_ops *o, an_op_id op, an_dtype weight);
 
     /* ---- memory ---- */
-    void *(*alloc)(size_t bytes); /* zeroed, aligned; NULL on failure */
-    void (*free)(void *p);
-    void (*upload)(void *dst, const void *host_src, size_t bytes);
-    void (*download)(void *host_dst, const void *src, size_t bytes);
-    void (*copy)(void *dst, const void *src, size_t bytes);
-    void (*zero)(void *p, size_t bytes);
+    void *(*alloc)(const struct an_ops *o, size_t bytes); /* zeroed, aligned; NULL on failure */
+    void (*free)(const struct an_ops *o, void *p);
+    void (*upload)(const struct an_ops *o, void *dst, const void *host_src, size_t bytes);
+    void (*download)(const struct an_ops *o, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(const struct an_ops *o, void *dst, const void *src, size_t bytes);
+    void (*zero)(const struct an_ops *o, void *p, size_t bytes);
 
     /* ---- matmul: out[N, OC] = inp[N, C] @ w[OC, C]^T + bias[OC] (bias may be NULL) ---- */
-    void (*matmul_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+    void (*matmul_forward)(const struct an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
     /* dinp[N, C] += dout @ w;  dw[OC, C] += dout^T @ inp;  dbias[OC] += column sums of dout */
-    void (*matmul_backward)(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+    void (*matmul_backward)(const struct an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                             const float *w, int N, int C, int OC);
 
     /* ---- embedding: out[N, C] = table[ids[n], :] (overwrites) ---- */
-    void (*embedding_forward)(float *out, const int32_t *ids, const float *table, int N, int C);
-    void (*embedding_backward)(float *dtable, const float *dout, const int32_t *ids, int N, int C);
+    void (*embedding_forward)(const struct an_ops *o, float *out, const int32_t *ids, const float *table, int N, int C);
+    void (*embedding_backward)(const struct an_ops *o, float *dtable, const float *dout, const int32_t *ids, int N, int C);
 
     /* ---- layernorm over the last dim C; mean[N], rstd[N] saved for backward; b may be NULL (no bias) ---- */
-    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp, const float *w,
+    void (*layernorm_forward)(const struct an_ops *o, float *out, float *mean, float *rstd, const float *inp, const float *w,
                               const float *b, int N, int C, float eps);
-    void (*layernorm_backward)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+    void (*layernorm_backward)(const struct an_ops *o, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                const float *w, const float *mean, const float *rstd, int N, int C);
 
     /* ---- rmsnorm: out = inp * rstd * w, rstd = 1/sqrt(mean(inp^2) + eps) ---- */
-    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
-    void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+    void (*rmsnorm_forward)(const struct an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
+    void (*rmsnorm_backward)(const struct an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                              const float *rstd, int N, int C);
 
     /* ---- rope, in place on x[N, nh, hd] at positions pos[N].
@@ -76,69 +111,69 @@ typedef struct an_ops {
      * interleaved = 1: llama2.c / Meta (pairs 2i, 2i+1). Frequencies theta^(-2i/hd).
      * Backward rotates dx by the opposite angle (in place, overwrites). rope_table fills
      * cos_sin[n_pos, hd/2, 2] (overwrites) with the cos and sin of each position's angles. ---- */
-    void (*rope_table)(float *cos_sin, int n_pos, int hd, float theta);
-    void (*rope_forward)(float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
-    void (*rope_backward)(float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+    void (*rope_table)(const struct an_ops *o, float *cos_sin, int n_pos, int hd, float theta);
+    void (*rope_forward)(const struct an_ops *o, float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+    void (*rope_backward)(const struct an_ops *o, float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
 
     /* ---- causal attention with grouped-query heads, tiled (never a T x T matrix per head).
      * out[B, T, nh, hd] (overwrites); lse[B, nh, T] = log-sum-exp of the scaled scores, saved for
      * backward. Scale is 1/sqrt(hd). ---- */
-    void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v,
+    void (*attention_forward)(const struct an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
-    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
+    void (*attention_backward)(const struct an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *out, const float *lse,
                                const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
 
     /* ---- pointwise ---- */
     /* GELU, tanh approximation (GPT-2's gelu_new) */
-    void (*gelu_forward)(float *out, const float *inp, size_t n);
-    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
+    void (*gelu_forward)(const struct an_ops *o, float *out, const float *inp, size_t n);
+    void (*gelu_backward)(const struct an_ops *o, float *dinp, const float *inp, const float *dout, size_t n);
     /* out = silu(gate) * up */
-    void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
-    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+    void (*swiglu_forward)(const struct an_ops *o, float *out, const float *gate, const float *up, size_t n);
+    void (*swiglu_backward)(const struct an_ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
     /* out = a + b (out may alias a or b). Its backward is accumulate(da, dout), accumulate(db, dout). */
-    void (*add)(float *out, const float *a, const float *b, size_t n);
+    void (*add)(const struct an_ops *o, float *out, const float *a, const float *b, size_t n);
     /* dst += scale * src */
-    void (*axpy)(float *dst, const float *src, float scale, size_t n);
+    void (*axpy)(const struct an_ops *o, float *dst, const float *src, float scale, size_t n);
     /* x *= s */
-    void (*scale)(float *x, float s, size_t n);
+    void (*scale)(const struct an_ops *o, float *x, float s, size_t n);
 
     /* ---- softmax cross-entropy with ignore index, fused and chunked over the vocabulary.
      * losses[N] (overwrites) = logsumexp(logits[n]) - logits[n, targets[n]], 0 where targets[n] ==
      * AN_IGNORE_INDEX; lse[N] saved for backward. Never copies a row of logits. ---- */
-    void (*cross_entropy_forward)(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
+    void (*cross_entropy_forward)(const struct an_ops *o, float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
     /* dlogits = dloss * (softmax(logits) - onehot(target)), 0 for ignored rows. Overwrites; dlogits may
      * alias logits, so a vocabulary of 92,544 needs no second N x V buffer. dloss is the weight of each
      * row's loss in the total, e.g. 1 / (number of trained tokens) for a mean. */
-    void (*cross_entropy_backward)(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+    void (*cross_entropy_backward)(const struct an_ops *o, float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                    int N, int V, float dloss);
 
     /* ---- optimizer ---- */
     /* AdamW, decoupled weight decay and bias correction; step counts from 1. Each gradient is read as
      * grad[i] * grad_scale (the clipping factor, 1 for none), so clipping costs no pass of its own. */
-    void (*adamw_update)(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n, float lr,
+    void (*adamw_update)(const struct an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n, float lr,
                          float beta1, float beta2, float eps, float weight_decay, int step);
     /* sum of squares, accumulated in double, returned to the host (for the global gradient norm) */
-    double (*sum_squares)(const float *x, size_t n);
+    double (*sum_squares)(const struct an_ops *o, const float *x, size_t n);
 
     /* ---- layout: copy blocks of columns between row-major matrices, to split the output of a fused
      * projection (GPT-2 c_attn, InternLM2 wqkv) into q, k, v. For row n < N, block j < map->nblk and
      * i < map->len:
      *   dst[n*dst_ld + dst_off + j*dst_step + i] = src[n*src_ld + src_off + j*src_step + i]  (overwrites)
      * Backward runs the same map the other way and accumulates: dsrc[...] += ddst[...]. ---- */
-    void (*gather_cols_forward)(float *dst, const float *src, int N, const struct an_col_map *map);
-    void (*gather_cols_backward)(float *dsrc, const float *ddst, int N, const struct an_col_map *map);
+    void (*gather_cols_forward)(const struct an_ops *o, float *dst, const float *src, int N, const struct an_col_map *map);
+    void (*gather_cols_backward)(const struct an_ops *o, float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 
     /* ---- inference (forward only; infer/ uses these for decoding with a KV cache) ---- */
     /* The same product as matmul_forward, for the few rows of a decode step (N small: one row per
      * sequence, up to 16 or so): one pass over w, each weight row used for all N inputs while it is
      * in cache, so decoding runs at memory bandwidth instead of paying a GEMM's packing per token.
      * Row n of the result does not depend on the other rows or on N (bit for bit). */
-    void (*matvec_forward)(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+    void (*matvec_forward)(const struct an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
     /* One query per row against a KV cache: q[B, nh, hd], caches [rows, max_T, nkv, hd]; query row b
      * reads cache row slot[b] (slot NULL: row b) and attends to its keys 0 .. len[b]-1.
      * out[B, nh, hd] (overwrites). Scale 1/sqrt(hd), grouped-query heads as attention_forward. */
-    void (*attention_decode_forward)(float *out, const float *q, const float *k_cache, const float *v_cache,
+    void (*attention_decode_forward)(const struct an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
                                      int hd);
 
@@ -147,7 +182,7 @@ typedef struct an_ops {
      * least p * 2^32 rounded up (the function is an_cpu_mask_hash32 in kernels/cpu.h; every backend
      * computes the same bits). Overwrites; out may alias inp. The backward is the same call on dout
      * with the same seed and counter: the mask is regenerated, never stored. ---- */
-    void (*dropout)(float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
+    void (*dropout)(const struct an_ops *o, float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
 
     /* ---- a linear layer's LoRA adapter, fused (added for LoRA speed). x[N, C] is the layer's input,
      * a[r, C] is lora_A, bt[r, OC] is lora_B transposed, xd = dropout(x) with the mask of the dropout
@@ -156,9 +191,9 @@ typedef struct an_ops {
      *   backward: dbt += u^T dout;  du[N, r] = scaling * dout bt^T (overwrites: scratch);
      *             da += du^T xd;  dinp += dropout(du a) (the same mask)
      * No [N, C] or [N, OC] temporary; dinp, da, dbt may be NULL. ---- */
-    void (*lora_forward)(float *out, float *u, const float *x, const float *a, const float *bt, int N, int C, int OC,
+    void (*lora_forward)(const struct an_ops *o, float *out, float *u, const float *x, const float *a, const float *bt, int N, int C, int OC,
                          int r, float scaling, float p, uint64_t seed, uint64_t counter);
-    void (*lora_backward)(float *dinp, float *da, float *dbt, float *du, const float *dout, const float *x,
+    void (*lora_backward)(const struct an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *x,
                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
                           float p, uint64_t seed, uint64_t counter);
 
@@ -167,11 +202,11 @@ typedef struct an_ops {
      * the widened weight up to the order of the sums: the matmuls widen a tile of rows of w at a
      * time into work (work_floats floats of backend scratch, at least C), never the whole weight.
      * A backend without them leaves them NULL (the model then refuses bf16 storage). ---- */
-    void (*embedding_forward_bf16)(float *out, const int32_t *ids, const uint16_t *table, int N, int C);
-    void (*matmul_forward_bf16w)(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+    void (*embedding_forward_bf16)(const struct an_ops *o, float *out, const int32_t *ids, const uint16_t *table, int N, int C);
+    void (*matmul_forward_bf16w)(const struct an_ops *o, float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
                                  int OC, float *work, size_t work_floats);
     /* dinp[N, C] += dout[N, OC] @ w (the input gradient only: a frozen weight has no dw) */
-    void (*matmul_backward_input_bf16w)(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+    void (*matmul_backward_input_bf16w)(const struct an_ops *o, float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
                                         float *work, size_t work_floats);
 } an_ops;
 

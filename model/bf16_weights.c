@@ -19,9 +19,9 @@ static void convert(const an_model *m, const an_param *p, uint16_t *dst) {
     uint16_t h[1024];
     for (size_t i0 = 0; i0 < p->numel; i0 += 1024) {
         size_t n = p->numel - i0 < 1024 ? p->numel - i0 : 1024;
-        m->ops->download(f, p->data + i0, n * sizeof(float));
+        m->ops->download(m->ops, f, p->data + i0, n * sizeof(float));
         an_f32_to_bf16_n(h, f, n);
-        m->ops->upload(dst + i0, h, n * sizeof(uint16_t));
+        m->ops->upload(m->ops, dst + i0, h, n * sizeof(uint16_t));
     }
 }
 
@@ -42,18 +42,18 @@ int an_model_store_frozen_bf16(an_model *m, an_error *err) {
         if ((size_t)t[i]->shape[1] > widest) widest = (size_t)t[i]->shape[1];
     }
     size_t work = an_bf16_work_floats(widest);
-    uint16_t *mem = o->alloc(total * sizeof(uint16_t));
-    float *w = o->alloc(work * sizeof(float));
+    uint16_t *mem = o->alloc(o, total * sizeof(uint16_t));
+    float *w = o->alloc(o, work * sizeof(float));
     size_t keep = 0; /* float32 parameters that stay */
     for (int i = 0; i < m->n_params; i++) {
         const an_param *p = &m->params[i];
         if (!p->nf4 && p != t[0] && p != t[n - 1]) keep += round_up(p->numel, 16);
     }
-    float *fmem = o->alloc((keep ? keep : 1) * sizeof(float));
+    float *fmem = o->alloc(o, (keep ? keep : 1) * sizeof(float));
     if (!mem || !w || !fmem) {
-        if (mem) o->free(mem);
-        if (w) o->free(w);
-        if (fmem) o->free(fmem);
+        if (mem) o->free(o, mem);
+        if (w) o->free(o, w);
+        if (fmem) o->free(o, fmem);
         return an_fail(err, "model: cannot allocate %.1f MiB for the bf16 embedding/head", (double)total * 2 / 1048576);
     }
     size_t off = 0;
@@ -70,11 +70,11 @@ int an_model_store_frozen_bf16(an_model *m, an_error *err) {
             p->data = NULL;
             continue;
         }
-        o->copy(fmem + off, p->data, p->numel * sizeof(float));
+        o->copy(o, fmem + off, p->data, p->numel * sizeof(float));
         p->data = fmem + off;
         off += round_up(p->numel, 16); /* model.c's 64-byte alignment */
     }
-    if (m->param_mem) o->free(m->param_mem);
+    if (m->param_mem) o->free(o, m->param_mem);
     m->param_mem = fmem;
     m->n_param_floats = keep;
     m->bf16_mem = mem;

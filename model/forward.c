@@ -12,9 +12,9 @@
 static void norm_forward(const an_model *m, float *out, float *mean, float *rstd, const float *inp,
                          const an_param *w, const an_param *b, int N) {
     if (m->cfg.arch == AN_ARCH_GPT2)
-        m->ops->layernorm_forward(out, mean, rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
+        m->ops->layernorm_forward(m->ops, out, mean, rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
     else
-        m->ops->rmsnorm_forward(out, rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
+        m->ops->rmsnorm_forward(m->ops, out, rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
 }
 
 /* One block (model/recompute.h). */
@@ -37,24 +37,24 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
     }
     if (c->arch != AN_ARCH_GPT2) {
         an_rope rope = an_model_rope(m, p->rope_cos_sin, p->T);
-        o->rope_forward(a->q, p->pos, N, nh, hd, rope);
-        o->rope_forward(a->k, p->pos, N, nkv, hd, rope);
+        o->rope_forward(o, a->q, p->pos, N, nh, hd, rope);
+        o->rope_forward(o, a->k, p->pos, N, nkv, hd, rope);
     }
-    o->attention_forward(a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
+    o->attention_forward(o, a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
     an_linear_fwd(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
-    o->add(a->res_mid, a->res_in, p->tmp, (size_t)N * C);
+    o->add(o, a->res_mid, a->res_in, p->tmp, (size_t)N * C);
 
     norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
         an_linear_fwd(m, L->w_gate, L->b_gate, a->ffn_a, a->ln2, N, train, 0);
         an_linear_fwd(m, L->w_up, L->b_up, a->ffn_b, a->ln2, N, train, 0);
-        o->swiglu_forward(a->ffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
+        o->swiglu_forward(o, a->ffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
     } else {
         an_linear_fwd(m, L->w_up, L->b_up, a->ffn_a, a->ln2, N, train, 0);
-        o->gelu_forward(a->ffn_h, a->ffn_a, (size_t)N * F);
+        o->gelu_forward(o, a->ffn_h, a->ffn_a, (size_t)N * F);
     }
     an_linear_fwd(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
-    if (out) o->add(out, a->res_mid, p->tmp, (size_t)N * C); /* NULL: recomputing, the output is not needed */
+    if (out) o->add(o, out, a->res_mid, p->tmp, (size_t)N * C); /* NULL: recomputing, the output is not needed */
 }
 
 /* Uploads the batch through the host staging buffers, filling in default positions and segments,
@@ -84,13 +84,13 @@ static int stage_batch(an_model *m, const an_batch *b, an_error *err) {
         }
     }
     size_t bytes = (size_t)N * sizeof(int32_t);
-    m->ops->upload(p->ids, p->h_ids, bytes);
-    m->ops->upload(p->pos, p->h_pos, bytes);
-    m->ops->upload(p->seg, p->h_seg, bytes);
-    m->ops->upload(p->targets, p->h_targets, bytes);
+    m->ops->upload(m->ops, p->ids, p->h_ids, bytes);
+    m->ops->upload(m->ops, p->pos, p->h_pos, bytes);
+    m->ops->upload(m->ops, p->seg, p->h_seg, bytes);
+    m->ops->upload(m->ops, p->targets, p->h_targets, bytes);
     if (count) {
-        m->ops->upload(p->rows, p->h_rows, (size_t)count * sizeof(int32_t));
-        m->ops->upload(p->row_targets, p->h_row_targets, (size_t)count * sizeof(int32_t));
+        m->ops->upload(m->ops, p->rows, p->h_rows, (size_t)count * sizeof(int32_t));
+        m->ops->upload(m->ops, p->row_targets, p->h_row_targets, (size_t)count * sizeof(int32_t));
     }
     p->last_count = count;
     return 0;
@@ -116,11 +116,11 @@ static void head_all_rows(an_model *m, int N, int with_loss, int with_grad, floa
         n = head_chunk(p, N, r0);
         const float *x = p->lnf + (size_t)r0 * C;
         an_linear_fwd(m, head, NULL, p->logits, x, n, with_grad, (uint64_t)r0 * C);
-        if (logits_out) o->download(logits_out + (size_t)r0 * V, p->logits, (size_t)n * V * sizeof(float));
+        if (logits_out) o->download(o, logits_out + (size_t)r0 * V, p->logits, (size_t)n * V * sizeof(float));
         if (!with_loss) continue;
-        o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->targets + r0, n, V);
+        o->cross_entropy_forward(o, p->losses + r0, p->ce_lse + r0, p->logits, p->targets + r0, n, V);
         if (!with_grad) continue;
-        o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->targets + r0, n, V, dloss);
+        o->cross_entropy_backward(o, p->logits, p->logits, p->ce_lse + r0, p->targets + r0, n, V, dloss);
         an_linear_bwd(m, head, NULL, p->dln + (size_t)r0 * C, p->logits, x, n, (uint64_t)r0 * C);
     }
 }
@@ -137,14 +137,14 @@ static void head_trained_rows(an_model *m, int M, int with_grad, float dloss) {
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
     for (int r0 = 0, n; r0 < M; r0 += n) {
         n = head_chunk(p, M, r0);
-        o->embedding_forward(p->head_x, p->rows + r0, p->lnf, n, C);
+        o->embedding_forward(o, p->head_x, p->rows + r0, p->lnf, n, C);
         an_linear_fwd(m, head, NULL, p->logits, p->head_x, n, with_grad, (uint64_t)r0 * C);
-        o->cross_entropy_forward(p->losses + r0, p->ce_lse + r0, p->logits, p->row_targets + r0, n, V);
+        o->cross_entropy_forward(o, p->losses + r0, p->ce_lse + r0, p->logits, p->row_targets + r0, n, V);
         if (!with_grad) continue;
-        o->cross_entropy_backward(p->logits, p->logits, p->ce_lse + r0, p->row_targets + r0, n, V, dloss);
-        o->zero(p->head_dx, (size_t)n * C * sizeof(float));
+        o->cross_entropy_backward(o, p->logits, p->logits, p->ce_lse + r0, p->row_targets + r0, n, V, dloss);
+        o->zero(o, p->head_dx, (size_t)n * C * sizeof(float));
         an_linear_bwd(m, head, NULL, p->head_dx, p->logits, p->head_x, n, (uint64_t)r0 * C);
-        o->embedding_backward(p->dln, p->head_dx, p->rows + r0, n, C);
+        o->embedding_backward(o, p->dln, p->head_dx, p->rows + r0, n, C);
     }
 }
 
@@ -167,11 +167,11 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
     float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
-    if (m->tok_emb->bf16) o->embedding_forward_bf16(x0, p->ids, m->tok_emb->bf16, N, C);
-    else o->embedding_forward(x0, p->ids, m->tok_emb->data, N, C);
+    if (m->tok_emb->bf16) o->embedding_forward_bf16(o, x0, p->ids, m->tok_emb->bf16, N, C);
+    else o->embedding_forward(o, x0, p->ids, m->tok_emb->data, N, C);
     if (m->pos_emb) {
-        o->embedding_forward(p->tmp, p->pos, m->pos_emb->data, N, C);
-        o->add(x0, x0, p->tmp, (size_t)N * C);
+        o->embedding_forward(o, p->tmp, p->pos, m->pos_emb->data, N, C);
+        o->add(o, x0, x0, p->tmp, (size_t)N * C);
     }
     for (int l = 0; l < L; l++)
         an_block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T, with_grad);
@@ -179,18 +179,18 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
 
     int count = p->last_count;
     float dloss = count ? grad_scale / (float)count : 0.0f;
-    if (with_grad) o->zero(p->dln, (size_t)N * C * sizeof(float));
+    if (with_grad) o->zero(o, p->dln, (size_t)N * C * sizeof(float));
     double sum = 0;
     if (logits_out || !b->targets) {
         head_all_rows(m, N, b->targets != NULL, with_grad, dloss, logits_out);
         if (b->targets) {
-            o->download(p->h_losses, p->losses, (size_t)N * sizeof(float));
+            o->download(o, p->h_losses, p->losses, (size_t)N * sizeof(float));
             for (int n = 0; n < N; n++) sum += p->h_losses[n];
         }
     } else {
         head_trained_rows(m, count, with_grad, dloss);
         memset(p->h_losses, 0, (size_t)N * sizeof(float));
-        if (count) o->download(p->h_row_losses, p->losses, (size_t)count * sizeof(float));
+        if (count) o->download(o, p->h_row_losses, p->losses, (size_t)count * sizeof(float));
         for (int k = 0; k < count; k++) {
             p->h_losses[p->h_rows[k]] = p->h_row_losses[k];
             sum += p->h_row_losses[k];

@@ -1,35 +1,9 @@
-/* Element types of safetensors files and the 16-bit float conversions.
+/* The 16-bit float conversions.
  * f32 -> f16/bf16 rounds to nearest, ties to even (what torch's .half() / .bfloat16() do);
  * NaN stays NaN (quiet), overflow becomes infinity. */
 #include <string.h>
 
 #include "model/safetensors.h"
-
-const char *an_dtype_name(an_dtype t) {
-    switch (t) {
-    case AN_F32: return "F32";
-    case AN_F16: return "F16";
-    case AN_BF16: return "BF16";
-    case AN_F64: return "F64";
-    case AN_I8: return "I8";
-    case AN_U8: return "U8";
-    case AN_I16: return "I16";
-    case AN_I32: return "I32";
-    case AN_I64: return "I64";
-    case AN_BOOL: return "BOOL";
-    }
-    return "?";
-}
-
-size_t an_dtype_size(an_dtype t) {
-    switch (t) {
-    case AN_F64: case AN_I64: return 8;
-    case AN_F32: case AN_I32: return 4;
-    case AN_F16: case AN_BF16: case AN_I16: return 2;
-    case AN_I8: case AN_U8: case AN_BOOL: return 1;
-    }
-    return 0;
-}
 
 static uint32_t f32_bits(float f) {
     uint32_t u;

@@ -46,7 +46,7 @@ an_model *an_model_init_random(const an_model_config *cfg, const an_ops *ops, ui
             float std = is_residual_projection(m, p) ? resid_std : 0.02f;
             for (size_t j = 0; j < p->numel; j++) buf[j] = std * an_rng_normal(&rng);
         }
-        ops->upload(p->data, buf, p->numel * sizeof(float));
+        ops->upload(ops, p->data, buf, p->numel * sizeof(float));
     }
     free(buf);
     return m;

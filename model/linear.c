@@ -30,12 +30,12 @@ static void *nf4_work(const an_model *m, size_t *bytes) {
  * scratch memory (never with the plan's workspace); then out is NaN rather than silently wrong. */
 static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
     if (w->bf16) { /* frozen bf16 head (an_model_store_frozen_bf16): widened a tile at a time */
-        m->ops->matmul_forward_bf16w(out, inp, w->bf16, opt(b), N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
+        m->ops->matmul_forward_bf16w(m->ops, out, inp, w->bf16, opt(b), N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
                                      m->bf16_work_floats);
         return;
     }
     if (!w->nf4) {
-        m->ops->matmul_forward(out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
+        m->ops->matmul_forward(m->ops, out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }
     size_t wb;
@@ -48,13 +48,13 @@ static void base_backward(an_model *m, const an_param *w, const an_param *b, flo
                           const float *inp, int N) {
     if (w->bf16) { /* frozen: the input gradient only */
         if (dinp)
-            m->ops->matmul_backward_input_bf16w(dinp, dout, w->bf16, N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
+            m->ops->matmul_backward_input_bf16w(m->ops, dinp, dout, w->bf16, N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
                                                 m->bf16_work_floats);
-        if (b && b->grad) m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+        if (b && b->grad) m->ops->matmul_backward(m->ops, NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }
     if (!w->nf4) {
-        m->ops->matmul_backward(dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
+        m->ops->matmul_backward(m->ops, dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }
     size_t wb;
@@ -62,7 +62,7 @@ static void base_backward(an_model *m, const an_param *w, const an_param *b, flo
     /* frozen: the input gradient only (a bias of an NF4 layer is frozen with it) */
     if (an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, work, wb, NULL))
         for (size_t i = 0; i < (size_t)N * w->shape[1]; i++) dinp[i] = NAN;
-    if (b && b->grad) m->ops->matmul_backward(NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+    if (b && b->grad) m->ops->matmul_backward(m->ops, NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
 }
 
 /* The per-module dropout seed: the forward's seed mixed with the module's index (splitmix64 finaliser). */
@@ -78,7 +78,7 @@ void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, 
     base_forward(m, w, b, out, inp, N);
     const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
     if (mod)
-        m->ops->lora_forward(out, u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, m->lora->cfg.r,
+        m->ops->lora_forward(m->ops, out, u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, m->lora->cfg.r,
                              m->lora->scaling, 0.0f, 0, 0);
 }
 
@@ -91,7 +91,7 @@ void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
     float p = train ? l->cfg.dropout : 0.0f;
-    m->ops->lora_forward(out, mod->u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p,
+    m->ops->lora_forward(m->ops, out, mod->u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p,
                          p > 0 ? module_seed(l, mod) : 0, counter);
 }
 
@@ -102,7 +102,7 @@ void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *din
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
     float p = l->cfg.dropout;
-    m->ops->lora_backward(dinp, mod->a.grad, mod->bt.grad, m->plan.lora_du, dout, inp, mod->u, mod->a.data,
+    m->ops->lora_backward(m->ops, dinp, mod->a.grad, mod->bt.grad, m->plan.lora_du, dout, inp, mod->u, mod->a.data,
                           mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p, p > 0 ? module_seed(l, mod) : 0,
                           counter);
 }

@@ -80,7 +80,7 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
             for (int r = 0; r < rows; r++)
                 for (int c = 0; c < cols; c++) buf[(size_t)r * cols + c] = tmp[(size_t)c * rows + r];
         }
-        m->ops->upload(p->data, buf, p->numel * sizeof(float));
+        m->ops->upload(m->ops, p->data, buf, p->numel * sizeof(float));
     }
     for (int i = 0; i < st->n_tensors; i++) {
         if (!used[i] && !ignorable(m, st->tensors[i].name)) {

@@ -164,8 +164,8 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
         total += align_floats(mod->a.numel) + align_floats(mod->bt.numel);
     }
     l->n_floats = total;
-    l->mem = m->ops->alloc(total * sizeof(float));
-    l->grad_mem = m->ops->alloc(total * sizeof(float));
+    l->mem = m->ops->alloc(m->ops, total * sizeof(float));
+    l->grad_mem = m->ops->alloc(m->ops, total * sizeof(float));
     if (!l->mem || !l->grad_mem) {
         an_fail(err, "lora: cannot allocate %.1f MiB for the adapters", (double)total * 8 / 1048576);
         an_lora_free(l);
@@ -195,7 +195,7 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
         an_lora_module *mod = &l->mods[i];
         float bound = 1.0f / sqrtf((float)mod->in);
         for (size_t k = 0; k < mod->a.numel; k++) host[k] = (2.0f * an_rng_uniform(&rng) - 1.0f) * bound;
-        m->ops->upload(mod->a.data, host, mod->a.numel * sizeof(float));
+        m->ops->upload(m->ops, mod->a.data, host, mod->a.numel * sizeof(float));
     }
     free(host);
     snprintf(l->base_model, sizeof l->base_model, "%s", m->cfg.model_type);
@@ -214,8 +214,8 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
 void an_lora_free(an_lora *l) {
     if (!l) return;
     if (l->mem_owner) {
-        if (l->mem) l->mem_owner->free(l->mem);
-        if (l->grad_mem) l->mem_owner->free(l->grad_mem);
+        if (l->mem) l->mem_owner->free(l->mem_owner, l->mem);
+        if (l->grad_mem) l->mem_owner->free(l->mem_owner, l->grad_mem);
     }
     free(l->mods);
     free(l);
@@ -264,24 +264,24 @@ int an_lora_merge(an_model *m, an_error *err) {
     size_t max_a = 0;
     for (int i = 0; i < l->n_mods; i++)
         if (l->mods[i].a.numel > max_a) max_a = l->mods[i].a.numel;
-    float *as = m->ops->alloc(max_a * sizeof(float));
+    float *as = m->ops->alloc(m->ops, max_a * sizeof(float));
     if (!as) return an_fail(err, "lora merge: out of memory");
     for (int i = 0; i < l->n_mods; i++) {
         an_lora_module *mod = &l->mods[i];
         if (mod->base->nf4) { /* as PEFT merges into a 4-bit base: dequantize, add, quantize again */
             if (an_nf4_merge_delta(m, mod->base, mod->a.data, mod->bt.data, l->cfg.r, l->scaling, err)) {
-                m->ops->free(as);
+                m->ops->free(m->ops, as);
                 return -1;
             }
             continue;
         }
         /* W[out, in] += Bt^T (scaling A): the weight-gradient half of matmul_backward, with Bt as "dout" */
-        m->ops->copy(as, mod->a.data, mod->a.numel * sizeof(float));
-        m->ops->scale(as, l->scaling, mod->a.numel);
-        m->ops->matmul_backward(NULL, mod->base->data, NULL, mod->bt.data, as, mod->base->data, l->cfg.r, mod->in,
+        m->ops->copy(m->ops, as, mod->a.data, mod->a.numel * sizeof(float));
+        m->ops->scale(m->ops, as, l->scaling, mod->a.numel);
+        m->ops->matmul_backward(m->ops, NULL, mod->base->data, NULL, mod->bt.data, as, mod->base->data, l->cfg.r, mod->in,
                                 mod->out);
     }
-    m->ops->free(as);
+    m->ops->free(m->ops, as);
     an_lora_detach(m);
     return 0;
 }

@@ -295,7 +295,7 @@ int an_lora_load(an_model *m, const char *dir, an_error *err) {
                 for (int o = 0; o < mod->out; o++)
                     for (int j = 0; j < c.r; j++) host[(size_t)j * mod->out + o] = tmp[(size_t)o * c.r + j];
             }
-            m->ops->upload(p->data, host, p->numel * sizeof(float));
+            m->ops->upload(m->ops, p->data, host, p->numel * sizeof(float));
         }
     }
     if (used != st.n_tensors) {

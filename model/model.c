@@ -144,7 +144,7 @@ int an_model_alloc_params(an_model *m, an_error *err) {
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].nf4) total += align_floats(m->params[i].numel);
     m->n_param_floats = total;
-    m->param_mem = m->ops->alloc(total * sizeof(float));
+    m->param_mem = m->ops->alloc(m->ops, total * sizeof(float));
     if (!m->param_mem)
         return an_fail(err, "model: cannot allocate %.1f MiB for the parameters", (double)total * 4 / 1048576);
     size_t off = 0;
@@ -177,10 +177,10 @@ void an_model_free(an_model *m) {
     an_model_plan_free(m);
     an_lora_free(m->lora);
     an_nf4_weights_free(m->nf4);
-    if (m->bf16_mem) m->ops->free(m->bf16_mem);
-    if (m->bf16_work) m->ops->free(m->bf16_work);
-    if (m->param_mem) m->ops->free(m->param_mem);
-    if (m->grad_mem) m->ops->free(m->grad_mem);
+    if (m->bf16_mem) m->ops->free(m->ops, m->bf16_mem);
+    if (m->bf16_work) m->ops->free(m->ops, m->bf16_work);
+    if (m->param_mem) m->ops->free(m->ops, m->param_mem);
+    if (m->grad_mem) m->ops->free(m->ops, m->grad_mem);
     free(m->params);
     free(m->layers);
     free(m);
@@ -198,7 +198,7 @@ void an_model_set_all_trainable(an_model *m, int trainable) {
 }
 
 int an_model_alloc_grads(an_model *m, an_error *err) {
-    if (m->grad_mem) m->ops->free(m->grad_mem);
+    if (m->grad_mem) m->ops->free(m->ops, m->grad_mem);
     m->grad_mem = NULL;
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -212,7 +212,7 @@ int an_model_alloc_grads(an_model *m, an_error *err) {
     }
     m->n_grad_floats = total;
     if (total) {
-        m->grad_mem = m->ops->alloc(total * sizeof(float));
+        m->grad_mem = m->ops->alloc(m->ops, total * sizeof(float));
         if (!m->grad_mem)
             return an_fail(err, "model: cannot allocate %.1f MiB for the gradients", (double)total * 4 / 1048576);
     }
@@ -226,7 +226,7 @@ int an_model_alloc_grads(an_model *m, an_error *err) {
 }
 
 void an_model_zero_grad(an_model *m) {
-    if (m->grad_mem) m->ops->zero(m->grad_mem, m->n_grad_floats * sizeof(float));
+    if (m->grad_mem) m->ops->zero(m->ops, m->grad_mem, m->n_grad_floats * sizeof(float));
 }
 
 size_t an_model_param_count(const an_model *m, int trainable_only) {
@@ -262,7 +262,7 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
         uint16_t h[1024];
         for (size_t i0 = 0; i0 < p->numel; i0 += 1024) {
             size_t n = p->numel - i0 < 1024 ? p->numel - i0 : 1024;
-            m->ops->download(h, p->bf16 + i0, n * sizeof(uint16_t));
+            m->ops->download(m->ops, h, p->bf16 + i0, n * sizeof(uint16_t));
             an_bf16_to_f32_n(host_out + i0, h, n);
         }
         return;
@@ -272,10 +272,10 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
         if (!p->transposed && !permute) return;
         src = tmp;
     } else if (!p->transposed && !permute) {
-        m->ops->download(host_out, src, p->numel * sizeof(float));
+        m->ops->download(m->ops, host_out, src, p->numel * sizeof(float));
         return;
     }
-    if (src != tmp) m->ops->download(tmp, src, p->numel * sizeof(float));
+    if (src != tmp) m->ops->download(m->ops, tmp, src, p->numel * sizeof(float));
     if (permute) {
         an_llama2c_permute_qk(host_out, tmp, rows / m->cfg.head_dim, m->cfg.head_dim, cols);
         return;
@@ -310,16 +310,16 @@ an_rope an_model_rope(const an_model *m, const float *cos_sin, int n_pos) {
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N) {
     an_col_map maps[3];
     qkv_maps(m, maps);
-    m->ops->gather_cols_forward(q, qkv, N, &maps[0]);
-    m->ops->gather_cols_forward(k, qkv, N, &maps[1]);
-    m->ops->gather_cols_forward(v, qkv, N, &maps[2]);
+    m->ops->gather_cols_forward(m->ops, q, qkv, N, &maps[0]);
+    m->ops->gather_cols_forward(m->ops, k, qkv, N, &maps[1]);
+    m->ops->gather_cols_forward(m->ops, v, qkv, N, &maps[2]);
 }
 
 void an_model_split_qkv_backward(const an_model *m, float *dqkv, const float *dq, const float *dk,
                                  const float *dv, int N) {
     an_col_map maps[3];
     qkv_maps(m, maps);
-    m->ops->gather_cols_backward(dqkv, dq, N, &maps[0]);
-    m->ops->gather_cols_backward(dqkv, dk, N, &maps[1]);
-    m->ops->gather_cols_backward(dqkv, dv, N, &maps[2]);
+    m->ops->gather_cols_backward(m->ops, dqkv, dq, N, &maps[0]);
+    m->ops->gather_cols_backward(m->ops, dqkv, dk, N, &maps[1]);
+    m->ops->gather_cols_backward(m->ops, dqkv, dv, N, &maps[2]);
 }

@@ -71,7 +71,7 @@ int an_nf4_weights_finish(an_model *m, an_error *err) {
         size_t total = 0;
         for (int i = 0; i < m->n_params; i++)
             if (!m->params[i].nf4) total += (m->params[i].numel + AN_NF4_ALIGN - 1) / AN_NF4_ALIGN * AN_NF4_ALIGN;
-        float *mem = m->ops->alloc((total ? total : 1) * sizeof(float));
+        float *mem = m->ops->alloc(m->ops, (total ? total : 1) * sizeof(float));
         if (!mem) return an_fail(err, "model: cannot allocate %.1f MiB for the parameters", (double)total * 4 / 1048576);
         size_t off = 0;
         for (int i = 0; i < m->n_params; i++) {
@@ -80,11 +80,11 @@ int an_nf4_weights_finish(an_model *m, an_error *err) {
                 p->data = NULL;
                 continue;
             }
-            m->ops->copy(mem + off, p->data, p->numel * sizeof(float));
+            m->ops->copy(m->ops, mem + off, p->data, p->numel * sizeof(float));
             p->data = mem + off;
             off += (p->numel + AN_NF4_ALIGN - 1) / AN_NF4_ALIGN * AN_NF4_ALIGN;
         }
-        m->ops->free(m->param_mem);
+        m->ops->free(m->ops, m->param_mem);
         m->param_mem = mem;
         m->n_param_floats = total;
     }
@@ -122,7 +122,7 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
     for (int i = 0; i < n; i++) {
         an_param *p = refs[i].w;
         if (!quantizable(m, &refs[i]) || p->nf4) continue;
-        m->ops->download(host, p->data, p->numel * sizeof(float));
+        m->ops->download(m->ops, host, p->data, p->numel * sizeof(float));
         an_nf4_tensor *t = an_nf4_weights_slot(m, p, err);
         if (!t) goto done;
         if (an_nf4_tensor_quantize(t, host, p->shape[0], p->shape[1], blocksize, double_quant, err)) {
@@ -411,11 +411,11 @@ int an_nf4_merge_delta(an_model *m, an_param *w, const float *a, const float *bt
         return an_fail(err, "lora merge: out of memory dequantizing %s", w->name);
     }
     an_nf4_tensor_dequantize(t, dense);
-    m->ops->download(ha, a, (size_t)r * in * sizeof(float));
-    m->ops->download(hb, bt, (size_t)r * out * sizeof(float));
+    m->ops->download(m->ops, ha, a, (size_t)r * in * sizeof(float));
+    m->ops->download(m->ops, hb, bt, (size_t)r * out * sizeof(float));
     for (size_t k = 0; k < (size_t)r * in; k++) ha[k] *= scaling;
     /* W[o, i] += sum_k Bt[k, o] (s A)[k, i]: what PEFT adds to the dequantized weight */
-    m->ops->matmul_backward(NULL, dense, NULL, hb, ha, NULL, r, (int)in, (int)out);
+    m->ops->matmul_backward(m->ops, NULL, dense, NULL, hb, ha, NULL, r, (int)in, (int)out);
     an_nf4_tensor q;
     int rc = an_nf4_tensor_quantize(&q, dense, out, in, t->blocksize, t->double_quant, err);
     if (!rc) {

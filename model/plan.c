@@ -147,7 +147,7 @@ static void layout(an_model *m, an_carver *c) {
 
 void an_model_plan_free(an_model *m) {
     an_plan *p = &m->plan;
-    if (p->block) m->ops->free(p->block);
+    if (p->block) m->ops->free(m->ops, p->block);
     free(p->layers);
     free(p->h_ids);
     free(p->h_pos);
@@ -197,13 +197,13 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     an_carver c = {NULL, 0};
     layout(m, &c);
     p->bytes = c.off;
-    p->block = m->ops->alloc(c.off);
+    p->block = m->ops->alloc(m->ops, c.off);
     if (!p->block)
         return an_fail(err, "model plan: cannot allocate %.1f MiB of activations for %d x %d tokens",
                        (double)c.off / 1048576, B, T);
     c = (an_carver){p->block, 0};
     layout(m, &c);
-    if (p->rope_cos_sin) m->ops->rope_table(p->rope_cos_sin, T, m->cfg.head_dim, m->cfg.rope_theta);
+    if (p->rope_cos_sin) m->ops->rope_table(m->ops, p->rope_cos_sin, T, m->cfg.head_dim, m->cfg.rope_theta);
     return 0;
 }
 

@@ -7,13 +7,8 @@
 #include <stdint.h>
 #include "core/error.h"
 #include "core/file.h"
+#include "kernels/dtype.h"
 
-typedef enum an_dtype {
-    AN_F32 = 1, AN_F16, AN_BF16, AN_F64, AN_I8, AN_U8, AN_I16, AN_I32, AN_I64, AN_BOOL,
-} an_dtype;
-
-const char *an_dtype_name(an_dtype t); /* "F32", ... as safetensors spells them */
-size_t an_dtype_size(an_dtype t);
 
 #define AN_MAX_DIMS 8
 

@@ -19,14 +19,14 @@ double *oh_to_double(const float *x, size_t n) {
 }
 
 void *oh_upload(const an_ops *ops, const void *host, size_t bytes) {
-    void *d = ops->alloc(bytes);
-    if (d && host) ops->upload(d, host, bytes);
+    void *d = ops->alloc(ops, bytes);
+    if (d && host) ops->upload(ops, d, host, bytes);
     return d;
 }
 
 void *oh_download(const an_ops *ops, const void *dev, size_t bytes) {
     void *h = malloc(bytes ? bytes : 1);
-    ops->download(h, dev, bytes);
+    ops->download(ops, h, dev, bytes);
     return h;
 }
 

@@ -42,15 +42,15 @@ static void test_ops(void) {
 
     int32_t ids[N] = {3, 0, 8, 3, 5};
     float e1[N * C], e2[N * C];
-    o->embedding_forward_bf16(e1, ids, wh, N, C); /* the first V rows of w as a table */
-    o->embedding_forward(e2, ids, ww, N, C);
+    o->embedding_forward_bf16(o, e1, ids, wh, N, C); /* the first V rows of w as a table */
+    o->embedding_forward(o, e2, ids, ww, N, C);
     CHECK(memcmp(e1, e2, sizeof e1) == 0);
     (void)V;
 
     float y1[N * OC], y2[N * OC];
     double bound[N * OC];
-    o->matmul_forward_bf16w(y1, x, wh, bias, N, C, OC, work, 3 * C);
-    o->matmul_forward(y2, x, ww, bias, N, C, OC);
+    o->matmul_forward_bf16w(o, y1, x, wh, bias, N, C, OC, work, 3 * C);
+    o->matmul_forward(o, y2, x, ww, bias, N, C, OC);
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
             double a = fabs(bias[j]);
@@ -61,8 +61,8 @@ static void test_ops(void) {
 
     float d1[N * C], d2[N * C];
     for (int i = 0; i < N * C; i++) d1[i] = d2[i] = x[i]; /* accumulates onto what is there */
-    o->matmul_backward_input_bf16w(d1, dout, wh, N, C, OC, work, 3 * C);
-    o->matmul_backward(d2, NULL, NULL, dout, NULL, ww, N, C, OC);
+    o->matmul_backward_input_bf16w(o, d1, dout, wh, N, C, OC, work, 3 * C);
+    o->matmul_backward(o, d2, NULL, NULL, dout, NULL, ww, N, C, OC);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
             double a = fabs(x[n * C + c]);
@@ -96,7 +96,7 @@ static void test_matvec(void) {
         for (int N = 1; N <= 4; N++)
             for (int with_bias = 0; with_bias < 2; with_bias++) {
                 float y[4 * 16];
-                o->matmul_forward_bf16w(y, x, wh, with_bias ? bias : NULL, N, C, OC, NULL, 0);
+                o->matmul_forward_bf16w(o, y, x, wh, with_bias ? bias : NULL, N, C, OC, NULL, 0);
                 for (int n = 0; n < N; n++)
                     for (int j = 0; j < OC; j++) {
                         double exact = with_bias ? bias[j] : 0.0, a = fabs(exact);

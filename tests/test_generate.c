@@ -41,7 +41,7 @@ static void test_greedy_matches_transformers(void) {
     if (!fx) return;
     an_session s;
     an_error e;
-    if (an_session_open(&s, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+    if (an_session_open(&s, an_ops_cpu(), test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
         test_fail_at(__FILE__, __LINE__, "%s", e.msg);
         cJSON_Delete(fx);
         return;
@@ -95,7 +95,7 @@ static void test_perplexity_matches_transformers(void) {
     if (!fx) return;
     an_session s;
     an_error e;
-    if (an_session_open(&s, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+    if (an_session_open(&s, an_ops_cpu(), test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
         test_fail_at(__FILE__, __LINE__, "%s", e.msg);
         cJSON_Delete(fx);
         return;
@@ -151,32 +151,32 @@ static void test_template_from_model_folder(void) {
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) copy_into(dir, files[i]);
     an_session s;
     an_error e;
-    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_session_open(&s, an_ops_cpu(), dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
     CHECK_STR(s.tpl.name, "infotext");
     an_session_close(&s);
     snprintf(meta, sizeof meta, "%s/autoneg.json", dir);
     const char *j = "{\"template\": \"default\"}\n";
     CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
-    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_session_open(&s, an_ops_cpu(), dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
     CHECK_STR(s.tpl.name, "default");
     an_session_close(&s);
-    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, "internlm2_chat", &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_session_open(&s, an_ops_cpu(), dir, NULL, NULL, "internlm2_chat", &e) == 0, "%s", e.msg);
     CHECK_STR(s.tpl.name, "internlm2_chat");
     an_session_close(&s);
     j = "{\"template\": 3}";
     CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
-    CHECK(an_session_open(&s, dir, NULL, NULL, NULL, &e) == -1);
+    CHECK(an_session_open(&s, an_ops_cpu(), dir, NULL, NULL, NULL, &e) == -1);
     CHECK_CONTAINS(e.msg, meta);
     CHECK_CONTAINS(e.msg, "template must be a built-in name or an object");
     j = "{\"template\": \"no-such\"}";
     CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
-    CHECK(an_session_open(&s, dir, NULL, NULL, NULL, &e) == -1);
+    CHECK(an_session_open(&s, an_ops_cpu(), dir, NULL, NULL, NULL, &e) == -1);
     CHECK_CONTAINS(e.msg, meta);
     /* a template object with a multi-token stop word: greedy from "Once upon a time" gives
      * ", a little girl named Lily lived ..." (the fixture), so generation ends at "Lily", which is cut */
     j = "{\"template\": {\"INSTRUCTION\": \"{input}\", \"STOP_WORDS\": [\" Lily\"]}}";
     CHECK(an_write_file_atomic(meta, j, strlen(j), &e) == 0);
-    CHECK_MSG(an_session_open(&s, dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_session_open(&s, an_ops_cpu(), dir, NULL, NULL, NULL, &e) == 0, "%s", e.msg);
     an_gen_opts o = an_gen_defaults();
     o.sampling.temperature = 0;
     o.max_tokens = 30;
@@ -188,7 +188,7 @@ static void test_template_from_model_folder(void) {
     an_text_results_free(&r, 1);
     an_session_close(&s);
     /* a tokenizer that does not belong to the model: TinyStories' 2048 tokens for a 256-token model */
-    CHECK(an_session_open(&s, "tests/ref/models/llama", test_shared("models/TinyStories-656K"), NULL, NULL, &e) == -1);
+    CHECK(an_session_open(&s, an_ops_cpu(), "tests/ref/models/llama", test_shared("models/TinyStories-656K"), NULL, NULL, &e) == -1);
     CHECK_CONTAINS(e.msg, "TinyStories-656K: the tokenizer has 2048 tokens but the model only 256");
 }
 
@@ -200,7 +200,7 @@ static void test_template_from_model_folder(void) {
 static void test_min_tokens(void) {
     an_session s;
     an_error e;
-    if (an_session_open(&s, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+    if (an_session_open(&s, an_ops_cpu(), test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
         test_fail_at(__FILE__, __LINE__, "%s", e.msg);
         return;
     }

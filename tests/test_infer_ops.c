@@ -44,12 +44,12 @@ static void check_matvec(const an_ops *ops, int N, int C, int OC, int with_bias)
             ref[(size_t)n * OC + o] = s;
         }
     float *dx = oh_upload(ops, x, sizeof(float) * N * C), *dw = oh_upload(ops, w, sizeof(float) * OC * C);
-    float *db = oh_upload(ops, b, sizeof(float) * OC), *dout = ops->alloc(sizeof(float) * N * OC);
-    ops->matvec_forward(dout, dx, dw, with_bias ? db : NULL, N, C, OC);
+    float *db = oh_upload(ops, b, sizeof(float) * OC), *dout = ops->alloc(ops, sizeof(float) * N * OC);
+    ops->matvec_forward(ops, dout, dx, dw, with_bias ? db : NULL, N, C, OC);
     float *out = oh_download(ops, dout, sizeof(float) * N * OC);
     double err = oh_rel_err_fd(out, ref, (size_t)N * OC, 1e-12);
     CHECK_MSG(err < 2e-6, "matvec N=%d C=%d OC=%d bias=%d: rel err %.3g", N, C, OC, with_bias, err);
-    ops->free(dx), ops->free(dw), ops->free(db), ops->free(dout);
+    ops->free(ops, dx), ops->free(ops, dw), ops->free(ops, db), ops->free(ops, dout);
     free(x), free(w), free(b), free(ref), free(out);
 }
 
@@ -70,10 +70,10 @@ static void check_matvec_rows_alone(int N, int C, int OC) {
     matvec_case mc = matvec_case_make((uint64_t)(N * 7 + C * 3 + OC), N, C, OC);
     float *x = mc.x, *w = mc.w, *b = mc.b;
     float *all = malloc(sizeof(float) * N * OC), *one = malloc(sizeof(float) * OC);
-    ops->matvec_forward(all, x, w, b, N, C, OC);
+    ops->matvec_forward(ops, all, x, w, b, N, C, OC);
     int differ = 0;
     for (int n = 0; n < N; n++) {
-        ops->matvec_forward(one, x + (size_t)n * C, w, b, 1, C, OC);
+        ops->matvec_forward(ops, one, x + (size_t)n * C, w, b, 1, C, OC);
         differ += memcmp(one, all + (size_t)n * OC, sizeof(float) * OC) != 0;
     }
     CHECK_MSG(differ == 0, "matvec N=%d C=%d OC=%d: %d rows differ from the same row alone", N, C, OC, differ);
@@ -98,7 +98,7 @@ static void check_decode(int B, int T, int nh, int nkv, int hd) {
     oh_fill(&r, v, nk, -1, 1);
     float *out = malloc(nq * sizeof(float)), *lse = malloc((size_t)B * nh * T * sizeof(float));
     int32_t *seg = calloc((size_t)B * T, sizeof(int32_t));
-    ops->attention_forward(out, lse, q, k, v, seg, B, T, nh, nkv, hd);
+    ops->attention_forward(ops, out, lse, q, k, v, seg, B, T, nh, nkv, hd);
 
     /* cache with one spare row and spare positions; sequence b lives in row B - b (reversed) */
     int rows = B + 1, max_T = T + 3;
@@ -124,7 +124,7 @@ static void check_decode(int B, int T, int nh, int nkv, int hd) {
             memcpy(qd + (size_t)b * nh * hd, q + ((size_t)b * T + tb) * nh * hd, (size_t)nh * hd * sizeof(float));
             memcpy(want + (size_t)b * nh * hd, out + ((size_t)b * T + tb) * nh * hd, (size_t)nh * hd * sizeof(float));
         }
-        ops->attention_decode_forward(od, qd, kc, vc, slot, len, B, max_T, nh, nkv, hd);
+        ops->attention_decode_forward(ops, od, qd, kc, vc, slot, len, B, max_T, nh, nkv, hd);
         double mx = 0, e = 0;
         for (size_t i = 0; i < (size_t)B * nh * hd; i++) {
             mx = fmax(mx, fabs(want[i]));

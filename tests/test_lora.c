@@ -96,7 +96,7 @@ static void check_family_ex(const char *name, const char *fixture, int qlora) {
     an_lora *l = m->lora;
     for (int want_logits = 1; want_logits >= 0; want_logits--) {
         float loss = 0;
-        m->ops->zero(l->grad_mem, l->n_floats * sizeof(float));
+        m->ops->zero(m->ops, l->grad_mem, l->n_floats * sizeof(float));
         CHECK(an_model_forward(m, &batch, 1, 1.0f, &loss, want_logits ? logits : NULL, &e) == 0);
         CHECK(an_model_backward(m, &e) == 0);
         if (want_logits) {

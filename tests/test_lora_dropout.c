@@ -74,14 +74,14 @@ static void test_mask_regenerated(void) {
     CHECK(l1 == l1again);
 
     const uint64_t F0 = 41;
-    m->ops->zero(l->grad_mem, l->n_floats * sizeof(float));
+    m->ops->zero(m->ops, l->grad_mem, l->n_floats * sizeof(float));
     loss_at(m, &b, F0);
     CHECK(an_model_backward(m, &e) == 0);
     float *g = malloc(l->n_floats * sizeof(float));
     memcpy(g, l->grad_mem, l->n_floats * sizeof(float));
 
     /* the same, but backward regenerates the masks from another seed: must disagree */
-    m->ops->zero(l->grad_mem, l->n_floats * sizeof(float));
+    m->ops->zero(m->ops, l->grad_mem, l->n_floats * sizeof(float));
     loss_at(m, &b, F0);
     l->mask_seed ^= 0x5555;
     CHECK(an_model_backward(m, &e) == 0);
@@ -134,7 +134,7 @@ static void test_dropout_op(void) {
     const float p = 0.3f;
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *z = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = 1.0f + (float)(i % 7);
-    o->dropout(y, x, n, p, 1234, 0);
+    o->dropout(o, y, x, n, p, 1234, 0);
     size_t zeros = 0;
     int scaled = 1;
     for (size_t i = 0; i < n; i++) {
@@ -145,14 +145,14 @@ static void test_dropout_op(void) {
     /* binomial: sd sqrt(p (1 - p) / n) = 4.5e-4; 5 sd */
     CHECK_NEAR((double)zeros / n, p, 5 * sqrt(p * (1 - p) / n));
     /* the mask of element i depends on counter + i only: a shifted call reproduces the tail */
-    o->dropout(z, x + 1000, n - 1000, p, 1234, 1000);
+    o->dropout(o, z, x + 1000, n - 1000, p, 1234, 1000);
     CHECK(memcmp(z, y + 1000, (n - 1000) * sizeof(float)) == 0);
     /* in place, as backward uses it */
     memcpy(z, x, n * sizeof(float));
-    o->dropout(z, z, n, p, 1234, 0);
+    o->dropout(o, z, z, n, p, 1234, 0);
     CHECK(memcmp(z, y, n * sizeof(float)) == 0);
     /* another seed, another mask (agreeing on ~p^2 + (1-p)^2 = 58% of entries) */
-    o->dropout(z, x, n, p, 1235, 0);
+    o->dropout(o, z, x, n, p, 1235, 0);
     size_t same = 0;
     for (size_t i = 0; i < n; i++) same += (z[i] == 0) == (y[i] == 0);
     CHECK_NEAR((double)same / n, p * p + (1 - p) * (1 - p), 0.005);

@@ -302,8 +302,8 @@ static void test_gather_cols_splits_grouped_qkv(void) {
     for (int n = 0; n < 2; n++)
         for (int i = 0; i < 16; i++) src[n * 16 + i] = (float)(100 * n + i);
     an_col_map mq = {2, 4, 8, 0, 4, 16, 0, 8}, mk = {2, 2, 4, 0, 2, 16, 4, 8};
-    o->gather_cols_forward(q, src, 2, &mq);
-    o->gather_cols_forward(k, src, 2, &mk);
+    o->gather_cols_forward(o, q, src, 2, &mq);
+    o->gather_cols_forward(o, k, src, 2, &mk);
     static const float want_q[8] = {0, 1, 2, 3, 8, 9, 10, 11}, want_k[4] = {4, 5, 12, 13};
     for (int n = 0; n < 2; n++) {
         for (int i = 0; i < 8; i++) CHECK(q[n * 8 + i] == want_q[i] + 100 * n);
@@ -311,7 +311,7 @@ static void test_gather_cols_splits_grouped_qkv(void) {
     }
     float d[2 * 16];
     for (int i = 0; i < 32; i++) d[i] = 1.0f;
-    o->gather_cols_backward(d, k, 2, &mk);
+    o->gather_cols_backward(o, d, k, 2, &mk);
     CHECK(d[4] == 5.0f && d[5] == 6.0f && d[12] == 13.0f && d[13] == 14.0f && d[16 + 4] == 105.0f);
     CHECK(d[0] == 1.0f && d[6] == 1.0f && d[14] == 1.0f && d[16 + 15] == 1.0f);
 }
@@ -319,9 +319,10 @@ static void test_gather_cols_splits_grouped_qkv(void) {
 /* "Nothing is allocated inside a step": count the backend allocations through a wrapped op table. */
 static const an_ops *counted_base;
 static int counted_allocs;
-static void *counting_alloc(size_t bytes) {
+static void *counting_alloc(const an_ops *o, size_t bytes) {
+    (void)o;
     counted_allocs++;
-    return counted_base->alloc(bytes);
+    return counted_base->alloc(counted_base, bytes);
 }
 
 static void test_training_steps_allocate_nothing(void) {

@@ -29,7 +29,7 @@ static float *host_f(const float *dev, size_t n) { return oh_download(g_ops, dev
 static float *rand_f(an_rng *r, size_t n, float lo, float hi) { return oh_rand_f(r, n, lo, hi); }
 static double *grad_delta(const float *dev, const float *start, size_t n) { return oh_grad_delta(g_ops, dev, start, n); }
 
-static void dfree(void *p) { g_ops->free(p); }
+static void dfree(void *p) { g_ops->free(g_ops, p); }
 
 /* ---------- matmul ---------- */
 
@@ -61,7 +61,7 @@ static void check_matmul_shape(int N, int C, int OC, int use_bias, size_t fd_sam
 
     float *d_inp = dev_f(inp, (size_t)N * C), *d_w = dev_f(w, (size_t)OC * C), *d_b = dev_f(bias, OC);
     float *d_out = dev_f(NULL, (size_t)N * OC), *d_cot = dev_f(cot, (size_t)N * OC);
-    g_ops->matmul_forward(d_out, d_inp, d_w, use_bias ? d_b : NULL, N, C, OC);
+    g_ops->matmul_forward(g_ops, d_out, d_inp, d_w, use_bias ? d_b : NULL, N, C, OC);
     float *out = host_f(d_out, (size_t)N * OC);
     double *ref = malloc(sizeof(double) * N * OC), *absdot = malloc(sizeof(double) * N * OC);
     ref_matmul(&ctx, ref);
@@ -74,7 +74,7 @@ static void check_matmul_shape(int N, int C, int OC, int use_bias, size_t fd_sam
     CHECK_MSG(oh_within_dot_bound(out, ref, absdot, (size_t)N * OC, C + 1), "matmul forward %dx%dx%d off", N, C, OC);
 
     float *d_gi = dev_f(g_inp, (size_t)N * C), *d_gw = dev_f(g_w, (size_t)OC * C), *d_gb = dev_f(g_b, OC);
-    g_ops->matmul_backward(d_gi, d_gw, use_bias ? d_gb : NULL, d_cot, d_inp, d_w, N, C, OC);
+    g_ops->matmul_backward(g_ops, d_gi, d_gw, use_bias ? d_gb : NULL, d_cot, d_inp, d_w, N, C, OC);
     double *gi = grad_delta(d_gi, g_inp, (size_t)N * C), *gw = grad_delta(d_gw, g_w, (size_t)OC * C);
     double *gb = grad_delta(d_gb, g_b, OC);
     if (fd_samples) {
@@ -113,7 +113,7 @@ static void check_matmul_shape(int N, int C, int OC, int use_bias, size_t fd_sam
         free(rgi), free(agi), free(rgw), free(agw), free(gif), free(gwf);
     }
     /* NULL gradient outputs are skipped (and the others still right) */
-    g_ops->matmul_backward(NULL, NULL, NULL, d_cot, d_inp, d_w, N, C, OC);
+    g_ops->matmul_backward(g_ops, NULL, NULL, NULL, d_cot, d_inp, d_w, N, C, OC);
     float *gi2 = host_f(d_gi, (size_t)N * C);
     double *gi2d = grad_delta(d_gi, g_inp, (size_t)N * C);
     CHECK(oh_rel_err_d(gi2d, gi, (size_t)N * C, 1e-3) == 0.0);
@@ -136,7 +136,7 @@ static void test_matmul_large_exercises_blocking(void) { check_matmul_shape(257,
 static void test_matmul_empty_inner_dimension(void) {
     float bias[3] = {1.5f, -2.0f, 0.25f}, garbage[6] = {9, 9, 9, 9, 9, 9};
     float *d_b = dev_f(bias, 3), *d_out = dev_f(garbage, 6), *d_in = dev_f(NULL, 1), *d_w = dev_f(NULL, 1);
-    g_ops->matmul_forward(d_out, d_in, d_w, d_b, 2, 0, 3);
+    g_ops->matmul_forward(g_ops, d_out, d_in, d_w, d_b, 2, 0, 3);
     float *out = host_f(d_out, 6);
     CHECK(out[0] == 1.5f && out[1] == -2.0f && out[2] == 0.25f && out[3] == 1.5f && out[5] == 0.25f);
     free(out);
@@ -167,13 +167,13 @@ static void test_embedding(void) {
     emb_ctx ctx = {ids, table_d, N, C};
     float *d_table = dev_f(table, V * C), *d_out = dev_f(NULL, N * C), *d_cot = dev_f(cot, N * C);
     int32_t *d_ids = dev_i(ids, N);
-    g_ops->embedding_forward(d_out, d_ids, d_table, N, C);
+    g_ops->embedding_forward(g_ops, d_out, d_ids, d_table, N, C);
     float *out = host_f(d_out, N * C);
     double ref[N * C];
     ref_embedding(&ctx, ref);
     CHECK(oh_rel_err_fd(out, ref, N * C, 1.0) == 0.0); /* a copy is exact */
     float *d_g = dev_f(g0, V * C);
-    g_ops->embedding_backward(d_g, d_cot, d_ids, N, C);
+    g_ops->embedding_backward(g_ops, d_g, d_cot, d_ids, N, C);
     double *g = grad_delta(d_g, g0, V * C);
     /* sums of at most 4 terms plus a start value: a few ulp */
     double e = oh_fd_check(ref_embedding, &ctx, table_d, V * C, g, cot_d, N * C, V * C, 1.0);
@@ -230,9 +230,9 @@ static void check_norm(int rms, int N, int C) {
     float *d_inp = dev_f(inp, nc), *d_w = dev_f(w, C), *d_b = dev_f(b, C), *d_out = dev_f(NULL, nc);
     float *d_mean = dev_f(NULL, N), *d_rstd = dev_f(NULL, N), *d_cot = dev_f(cot, nc);
     if (rms)
-        g_ops->rmsnorm_forward(d_out, d_rstd, d_inp, d_w, N, C, eps);
+        g_ops->rmsnorm_forward(g_ops, d_out, d_rstd, d_inp, d_w, N, C, eps);
     else
-        g_ops->layernorm_forward(d_out, d_mean, d_rstd, d_inp, d_w, d_b, N, C, eps);
+        g_ops->layernorm_forward(g_ops, d_out, d_mean, d_rstd, d_inp, d_w, d_b, N, C, eps);
     float *out = host_f(d_out, nc);
     double *ref = malloc(nc * sizeof(double));
     f(&ctx, ref);
@@ -240,9 +240,9 @@ static void check_norm(int rms, int N, int C) {
     CHECK_MSG(ef < 2e-6, "%s forward %.3g", rms ? "rmsnorm" : "layernorm", ef);
     float *d_gi = dev_f(g0i, nc), *d_gw = dev_f(g0w, C), *d_gb = dev_f(g0b, C);
     if (rms)
-        g_ops->rmsnorm_backward(d_gi, d_gw, d_cot, d_inp, d_w, d_rstd, N, C);
+        g_ops->rmsnorm_backward(g_ops, d_gi, d_gw, d_cot, d_inp, d_w, d_rstd, N, C);
     else
-        g_ops->layernorm_backward(d_gi, d_gw, d_gb, d_cot, d_inp, d_w, d_mean, d_rstd, N, C);
+        g_ops->layernorm_backward(g_ops, d_gi, d_gw, d_gb, d_cot, d_inp, d_w, d_mean, d_rstd, N, C);
     double *gi = grad_delta(d_gi, g0i, nc), *gw = grad_delta(d_gw, g0w, C), *gb = grad_delta(d_gb, g0b, C);
     double e1 = oh_fd_check(f, &ctx, inp_d, nc, gi, cot_d, nc, 300, 1e-3);
     double e2 = oh_fd_check(f, &ctx, w_d, C, gw, cot_d, nc, 300, 1e-3);
@@ -253,14 +253,14 @@ static void check_norm(int rms, int N, int C) {
     }
     if (rms) { /* inference: no rstd wanted, same output */
         float *d_o2 = dev_f(NULL, nc);
-        g_ops->rmsnorm_forward(d_o2, NULL, d_inp, d_w, N, C, eps);
+        g_ops->rmsnorm_forward(g_ops, d_o2, NULL, d_inp, d_w, N, C, eps);
         float *o2 = host_f(d_o2, nc);
         CHECK(memcmp(o2, out, nc * sizeof(float)) == 0);
         free(o2);
         dfree(d_o2);
     } else { /* no bias (LayerNorm(bias=False)), no statistics wanted: the same output less b */
         float *d_o2 = dev_f(NULL, nc);
-        g_ops->layernorm_forward(d_o2, NULL, NULL, d_inp, d_w, NULL, N, C, eps);
+        g_ops->layernorm_forward(g_ops, d_o2, NULL, NULL, d_inp, d_w, NULL, N, C, eps);
         float *o2 = host_f(d_o2, nc);
         double e = 0;
         for (size_t i = 0; i < nc; i++) e = fmax(e, fabs((double)o2[i] + b[i % C] - out[i]));
@@ -270,9 +270,9 @@ static void check_norm(int rms, int N, int C) {
     }
     /* NULL weight gradients: dinp alone accumulates again by the same amount */
     if (rms)
-        g_ops->rmsnorm_backward(d_gi, NULL, d_cot, d_inp, d_w, d_rstd, N, C);
+        g_ops->rmsnorm_backward(g_ops, d_gi, NULL, d_cot, d_inp, d_w, d_rstd, N, C);
     else
-        g_ops->layernorm_backward(d_gi, NULL, NULL, d_cot, d_inp, d_w, d_mean, d_rstd, N, C);
+        g_ops->layernorm_backward(g_ops, d_gi, NULL, NULL, d_cot, d_inp, d_w, d_mean, d_rstd, N, C);
     double *gi2 = grad_delta(d_gi, g0i, nc);
     for (size_t i = 0; i < nc; i++) gi2[i] *= 0.5;
     CHECK(oh_rel_err_d(gi2, gi, nc, 1.0) < 1e-6);
@@ -336,9 +336,9 @@ static void check_rope(int NH, int HD) {
             rope_ctx ctx = {x_d, pos, N, NH, HD, il, 10000.0};
             float *d_x = dev_f(x, n), *d_cs = tabled ? dev_f(NULL, (size_t)TABLE_POS * HD) : NULL;
             int32_t *d_pos = dev_i(pos, N);
-            if (tabled) g_ops->rope_table(d_cs, TABLE_POS, HD, 10000.0f);
+            if (tabled) g_ops->rope_table(g_ops, d_cs, TABLE_POS, HD, 10000.0f);
             an_rope rope = {.theta = 10000.0f, .interleaved = il, .cos_sin = d_cs, .n_pos = tabled ? TABLE_POS : 0};
-            g_ops->rope_forward(d_x, d_pos, N, NH, HD, rope);
+            g_ops->rope_forward(g_ops, d_x, d_pos, N, NH, HD, rope);
             float *out = host_f(d_x, n);
             double *ref = malloc(n * sizeof(double));
             ref_rope(&ctx, ref);
@@ -349,7 +349,7 @@ static void check_rope(int NH, int HD) {
                            "path differs from the computed one", HD, il);
             /* backward overwrites: dx := R^T dout, the gradient of sum(R x * cot) */
             float *d_g = dev_f(cot, n);
-            g_ops->rope_backward(d_g, d_pos, N, NH, HD, rope);
+            g_ops->rope_backward(g_ops, d_g, d_pos, N, NH, HD, rope);
             float *gf = host_f(d_g, n);
             double *g = oh_to_double(gf, n);
             double eb = oh_fd_check(ref_rope, &ctx, x_d, n, g, cot_d, n, n, 1e-3);
@@ -416,8 +416,8 @@ static attn_run run_attention(const float *q, const float *k, const float *v, co
     float *d_out = dev_f(NULL, nq), *d_lse = dev_f(NULL, (size_t)B * nh * T);
     int32_t *d_seg = dev_i(seg, (size_t)B * T);
     float *d_dq = dev_f(g0q, nq), *d_dk = dev_f(g0kv, nk), *d_dv = dev_f(g0kv, nk);
-    g_ops->attention_forward(d_out, d_lse, d_q, d_k, d_v, d_seg, B, T, nh, nkv, hd);
-    g_ops->attention_backward(d_dq, d_dk, d_dv, d_do, d_q, d_k, d_v, d_out, d_lse, d_seg, B, T, nh, nkv, hd);
+    g_ops->attention_forward(g_ops, d_out, d_lse, d_q, d_k, d_v, d_seg, B, T, nh, nkv, hd);
+    g_ops->attention_backward(g_ops, d_dq, d_dk, d_dv, d_do, d_q, d_k, d_v, d_out, d_lse, d_seg, B, T, nh, nkv, hd);
     attn_run run = {host_f(d_out, nq), host_f(d_lse, (size_t)B * nh * T), host_f(d_dq, nq), host_f(d_dk, nk),
                     host_f(d_dv, nk)};
     dfree(d_q), dfree(d_k), dfree(d_v), dfree(d_do), dfree(d_out), dfree(d_lse), dfree(d_seg), dfree(d_dq);
@@ -583,11 +583,11 @@ static void test_gelu_and_swiglu(void) {
         float *d_a = dev_f(a, N), *d_b = dev_f(b, N), *d_out = dev_f(NULL, N), *d_cot = dev_f(cot, N);
         float *d_ga = dev_f(g0a, N), *d_gb = dev_f(g0b, N);
         if (kind == 0) {
-            g_ops->gelu_forward(d_out, d_a, N);
-            g_ops->gelu_backward(d_ga, d_a, d_cot, N);
+            g_ops->gelu_forward(g_ops, d_out, d_a, N);
+            g_ops->gelu_backward(g_ops, d_ga, d_a, d_cot, N);
         } else {
-            g_ops->swiglu_forward(d_out, d_a, d_b, N);
-            g_ops->swiglu_backward(d_ga, d_gb, d_cot, d_a, d_b, N);
+            g_ops->swiglu_forward(g_ops, d_out, d_a, d_b, N);
+            g_ops->swiglu_backward(g_ops, d_ga, d_gb, d_cot, d_a, d_b, N);
         }
         float *out = host_f(d_out, N);
         double ref[N];
@@ -618,28 +618,28 @@ static void test_add_axpy_scale(void) {
     an_rng_seed(&r, 51);
     float *a = rand_f(&r, N, -1, 1), *b = rand_f(&r, N, -1, 1);
     float *d_a = dev_f(a, N), *d_b = dev_f(b, N), *d_o = dev_f(NULL, N);
-    g_ops->add(d_o, d_a, d_b, N);
+    g_ops->add(g_ops, d_o, d_a, d_b, N);
     float *o = host_f(d_o, N);
     int ok = 1;
     /* one float operation each: the result is the double result rounded, exactly */
     for (int i = 0; i < N; i++) ok &= o[i] == (float)((double)a[i] + (double)b[i]);
     CHECK_MSG(ok, "add");
-    g_ops->add(d_a, d_a, d_b, N); /* out aliasing an input */
+    g_ops->add(g_ops, d_a, d_a, d_b, N); /* out aliasing an input */
     free(o);
     o = host_f(d_a, N);
     ok = 1;
     for (int i = 0; i < N; i++) ok &= o[i] == (float)((double)a[i] + (double)b[i]);
     CHECK_MSG(ok, "add in place");
     free(o);
-    g_ops->upload(d_a, a, N * sizeof(float));
-    g_ops->axpy(d_a, d_b, -0.25f, N);
+    g_ops->upload(g_ops, d_a, a, N * sizeof(float));
+    g_ops->axpy(g_ops, d_a, d_b, -0.25f, N);
     o = host_f(d_a, N);
     ok = 1;
     /* -0.25 * b is exact in float, so the result is one rounding of the exact value */
     for (int i = 0; i < N; i++) ok &= o[i] == (float)((double)a[i] - 0.25 * (double)b[i]);
     CHECK_MSG(ok, "axpy");
     free(o);
-    g_ops->scale(d_b, 0.1f, N);
+    g_ops->scale(g_ops, d_b, 0.1f, N);
     o = host_f(d_b, N);
     ok = 1;
     for (int i = 0; i < N; i++) ok &= o[i] == (float)((double)b[i] * (double)0.1f);
@@ -684,7 +684,7 @@ static void test_cross_entropy(void) {
     ce_ctx ctx = {lg_d, targets, N, V};
     float *d_lg = dev_f(logits, nv), *d_loss = dev_f(NULL, N), *d_lse = dev_f(NULL, N);
     int32_t *d_t = dev_i(targets, N);
-    g_ops->cross_entropy_forward(d_loss, d_lse, d_lg, d_t, N, V);
+    g_ops->cross_entropy_forward(g_ops, d_loss, d_lse, d_lg, d_t, N, V);
     float *loss = host_f(d_loss, N);
     double ref[N];
     ref_cross_entropy(&ctx, ref);
@@ -697,7 +697,7 @@ static void test_cross_entropy(void) {
     double cot_d[N];
     for (int n = 0; n < N; n++) cot_d[n] = dloss;
     float *d_g = dev_f(NULL, nv);
-    g_ops->cross_entropy_backward(d_g, d_lg, d_lse, d_t, N, V, dloss);
+    g_ops->cross_entropy_backward(g_ops, d_g, d_lg, d_lse, d_t, N, V, dloss);
     float *gf = host_f(d_g, nv);
     double *g = oh_to_double(gf, nv);
     double eb = oh_fd_check(ref_cross_entropy, &ctx, lg_d, nv, g, cot_d, N, 700, 1e-3);
@@ -710,7 +710,7 @@ static void test_cross_entropy(void) {
     for (int j = 0; j < V; j++) rs += g[j];
     CHECK_NEAR(rs, 0.0, 1e-6);
     /* in place (dlogits aliasing logits) gives the same bits */
-    g_ops->cross_entropy_backward(d_lg, d_lg, d_lse, d_t, N, V, dloss);
+    g_ops->cross_entropy_backward(g_ops, d_lg, d_lg, d_lse, d_t, N, V, dloss);
     float *g2 = host_f(d_lg, nv);
     CHECK(memcmp(g2, gf, nv * sizeof(float)) == 0);
     free(logits), free(lg_d), free(loss), free(gf), free(g), free(g2);
@@ -745,11 +745,11 @@ static void test_adamw_five_steps(void) {
         float *g = rand_f(&r, N, -1, 1);
         for (int i = 0; i < N; i += 7) g[i] *= 1e-6f;
         double *gd = oh_to_double(g, N);
-        g_ops->upload(d_g, g, N * sizeof(float));
+        g_ops->upload(g_ops, d_g, g, N * sizeof(float));
         /* steps 2 and 4 clipped: the gradient is read as g * 0.3 (one float rounding, 6e-8 relative) */
         float clip = step % 2 ? 1.0f : 0.3f;
         for (int i = 0; i < N; i++) gd[i] *= (double)clip;
-        g_ops->adamw_update(d_p, d_g, clip, d_m, d_v, N, lr, b1, b2, eps, wd, step);
+        g_ops->adamw_update(g_ops, d_p, d_g, clip, d_m, d_v, N, lr, b1, b2, eps, wd, step);
         ref_adamw(pd, gd, md, vd, N, 1e-2, 0.9, 0.999, 1e-8, 0.1, step);
         free(g), free(gd);
     }
@@ -775,7 +775,7 @@ static void test_sum_squares_and_clip(void) {
     for (int i = 0; i < C; i++) hc[i] = -1.0f;         /* 144 */
     float *d[3] = {dev_f(ha, A), dev_f(hb, Bn), dev_f(hc, C)};
     size_t sizes[3] = {A, Bn, C};
-    CHECK_NEAR(g_ops->sum_squares(d[2], C), 144.0, 0);
+    CHECK_NEAR(g_ops->sum_squares(g_ops, d[2], C), 144.0, 0);
     double norm = an_grad_norm(g_ops, d, sizes, 3);
     CHECK_NEAR(norm, 13.0, 1e-12);
     CHECK(an_clip_coef(norm, 20.0) == 1.0f); /* below max: no clipping */
@@ -793,7 +793,7 @@ static void test_sum_squares_and_clip(void) {
     double s = 0;
     for (int i = 0; i < BIG; i++) s += (double)x[i] * x[i];
     float *dx = dev_f(x, BIG);
-    CHECK_NEAR(g_ops->sum_squares(dx, BIG), s, 1e-9 * s);
+    CHECK_NEAR(g_ops->sum_squares(g_ops, dx, BIG), s, 1e-9 * s);
     free(x);
     dfree(dx), dfree(d[0]), dfree(d[1]), dfree(d[2]);
 }

@@ -17,7 +17,7 @@ static float *dev_f(const float *host, size_t n) { return oh_upload(g_ops, host,
 static int32_t *dev_i(const int32_t *host, size_t n) { return oh_upload(g_ops, host, n * sizeof(int32_t)); }
 static float *host_f(const float *dev, size_t n) { return oh_download(g_ops, dev, n * sizeof(float)); }
 static float *rand_f(an_rng *r, size_t n, float lo, float hi) { return oh_rand_f(r, n, lo, hi); }
-static void dfree(void *p) { g_ops->free(p); }
+static void dfree(void *p) { g_ops->free(g_ops, p); }
 
 /* an_expf against exp in double over its whole range: the 2e-7 relative error cpu.h states */
 static void test_expf_accuracy(void) {
@@ -101,13 +101,13 @@ static void test_other_ops_same_bits_any_thread_count(void) {
         float *o = dev_f(NULL, sizes[0]), *mean = dev_f(NULL, N), *rstd = dev_f(NULL, N), *dx = dev_f(NULL, sizes[3]);
         float *dw = dev_f(NULL, C), *db = dev_f(NULL, C), *demb = dev_f(NULL, sizes[6]), *dlg = dev_f(NULL, sizes[7]);
         float *loss = dev_f(NULL, N), *lse = dev_f(NULL, N), *dwl = dev_f(NULL, (size_t)OC * C), *dbl = dev_f(NULL, OC);
-        g_ops->layernorm_forward(o, mean, rstd, d_x, d_w, d_b, N, C, 1e-5f);
-        g_ops->layernorm_backward(dx, dw, db, d_do, d_x, d_w, mean, rstd, N, C);
-        g_ops->rmsnorm_backward(dx, dw, d_do, d_x, d_w, rstd, N, C);
-        g_ops->embedding_backward(demb, d_do, d_ids, N, C);
-        g_ops->cross_entropy_forward(loss, lse, d_lg, d_tg, N, V);
-        g_ops->cross_entropy_backward(dlg, d_lg, lse, d_tg, N, V, 0.01f);
-        g_ops->matmul_backward(NULL, NULL, dbl, d_dl, d_x, d_wl, N, C, OC);
+        g_ops->layernorm_forward(g_ops, o, mean, rstd, d_x, d_w, d_b, N, C, 1e-5f);
+        g_ops->layernorm_backward(g_ops, dx, dw, db, d_do, d_x, d_w, mean, rstd, N, C);
+        g_ops->rmsnorm_backward(g_ops, dx, dw, d_do, d_x, d_w, rstd, N, C);
+        g_ops->embedding_backward(g_ops, demb, d_do, d_ids, N, C);
+        g_ops->cross_entropy_forward(g_ops, loss, lse, d_lg, d_tg, N, V);
+        g_ops->cross_entropy_backward(g_ops, dlg, d_lg, lse, d_tg, N, V, 0.01f);
+        g_ops->matmul_backward(g_ops, NULL, NULL, dbl, d_dl, d_x, d_wl, N, C, OC);
         /* dw's sgemm: the plain-C GEMM (OpenBLAS may split its sums by thread count) */
         an_cpu_sgemm_fallback(1, 0, OC, C, N, 1.0f, d_dl, OC, d_x, C, 0.0f, dwl, C);
         float *bufs[11] = {o, mean, rstd, dx, dw, db, demb, dlg, loss, dwl, dbl};
@@ -117,7 +117,7 @@ static void test_other_ops_same_bits_any_thread_count(void) {
             dfree(bufs[i]);
         }
         dfree(lse);
-        ss[pass] = g_ops->sum_squares(d_lg, sizes[7]);
+        ss[pass] = g_ops->sum_squares(g_ops, d_lg, sizes[7]);
         if (pass == 1) {
             for (int i = 0; i < 11; i++) {
                 CHECK_MSG(memcmp(res[0][i], res[1][i], ns[i] * sizeof(float)) == 0, "output %d differs", i);

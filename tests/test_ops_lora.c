@@ -67,7 +67,7 @@ static void check_lora(int N, int C, int OC, int r, float p, uint64_t counter) {
     float *ones = malloc(nx * sizeof(float));
     for (size_t i = 0; i < nx; i++) ones[i] = 1.0f;
     float *d_ones = dev_f(ones, nx);
-    g_ops->dropout(d_ones, d_ones, nx, p, seed, counter);
+    g_ops->dropout(g_ops, d_ones, d_ones, nx, p, seed, counter);
     float *maskf = host_f(d_ones, nx);
     size_t dropped = 0;
     for (size_t i = 0; i < nx; i++) dropped += maskf[i] == 0.0f;
@@ -80,7 +80,7 @@ static void check_lora(int N, int C, int OC, int r, float p, uint64_t counter) {
 
     float *d_x = dev_f(x, nx), *d_a = dev_f(a, na), *d_bt = dev_f(bt, nb), *d_out = dev_f(out0, no);
     float *d_u = dev_f(NULL, (size_t)N * r), *d_du = dev_f(NULL, (size_t)N * r), *d_cot = dev_f(cot, no);
-    g_ops->lora_forward(d_out, d_u, d_x, d_a, d_bt, N, C, OC, r, scaling, p, seed, counter);
+    g_ops->lora_forward(g_ops, d_out, d_u, d_x, d_a, d_bt, N, C, OC, r, scaling, p, seed, counter);
 
     /* forward: out accumulates onto its start, u is scaling * xd A^T */
     double *ref = malloc(sizeof(double) * no);
@@ -101,7 +101,7 @@ static void check_lora(int N, int C, int OC, int r, float p, uint64_t counter) {
 
     /* backward: gradients accumulate onto non-zero starts; finite differences of the reference */
     float *d_gx = dev_f(gx0, nx), *d_ga = dev_f(ga0, na), *d_gb = dev_f(gb0, nb);
-    g_ops->lora_backward(d_gx, d_ga, d_gb, d_du, d_cot, d_x, d_u, d_a, d_bt, N, C, OC, r, scaling, p, seed, counter);
+    g_ops->lora_backward(g_ops, d_gx, d_ga, d_gb, d_du, d_cot, d_x, d_u, d_a, d_bt, N, C, OC, r, scaling, p, seed, counter);
     double *gx = oh_grad_delta(g_ops, d_gx, gx0, nx), *ga = oh_grad_delta(g_ops, d_ga, ga0, na);
     double *gb = oh_grad_delta(g_ops, d_gb, gb0, nb);
     double e_x = oh_fd_check(ref_lora, &ctx, x_d, nx, gx, cot_d, no, 400, 1e-3);
@@ -116,16 +116,16 @@ static void check_lora(int N, int C, int OC, int r, float p, uint64_t counter) {
 
     /* NULL outputs are skipped, the others unchanged (bit for bit: same sums in the same order) */
     float *d_ga2 = dev_f(ga0, na);
-    g_ops->lora_backward(NULL, d_ga2, NULL, d_du, d_cot, d_x, d_u, d_a, d_bt, N, C, OC, r, scaling, p, seed, counter);
+    g_ops->lora_backward(g_ops, NULL, d_ga2, NULL, d_du, d_cot, d_x, d_u, d_a, d_bt, N, C, OC, r, scaling, p, seed, counter);
     float *ga_full = host_f(d_ga, na), *ga_only = host_f(d_ga2, na);
     CHECK(memcmp(ga_full, ga_only, na * sizeof(float)) == 0);
 
     free(x), free(a), free(bt), free(out0), free(cot), free(gx0), free(ga0), free(gb0), free(ones), free(maskf);
     free(x_d), free(a_d), free(bt_d), free(mask_d), free(cot_d), free(ref), free(got), free(u), free(u_ref);
     free(gx), free(ga), free(gb), free(ga_full), free(ga_only);
-    g_ops->free(d_ones), g_ops->free(d_x), g_ops->free(d_a), g_ops->free(d_bt), g_ops->free(d_out);
-    g_ops->free(d_u), g_ops->free(d_du), g_ops->free(d_cot), g_ops->free(d_gx), g_ops->free(d_ga), g_ops->free(d_gb);
-    g_ops->free(d_ga2);
+    g_ops->free(g_ops, d_ones), g_ops->free(g_ops, d_x), g_ops->free(g_ops, d_a), g_ops->free(g_ops, d_bt), g_ops->free(g_ops, d_out);
+    g_ops->free(g_ops, d_u), g_ops->free(g_ops, d_du), g_ops->free(g_ops, d_cot), g_ops->free(g_ops, d_gx), g_ops->free(g_ops, d_ga), g_ops->free(g_ops, d_gb);
+    g_ops->free(g_ops, d_ga2);
 }
 
 static void test_lora_no_dropout(void) { check_lora(37, 70, 45, 5, 0.0f, 0); }
@@ -149,8 +149,8 @@ static void test_lora_same_bits_any_thread_count(void) {
         omp_set_num_threads(t + 1);
         float *out = calloc((size_t)N * OC, 4), *u = calloc((size_t)N * R, 4), *du = calloc((size_t)N * R, 4);
         float *dx = calloc((size_t)N * C, 4), *da = calloc((size_t)R * C, 4), *db = calloc((size_t)R * OC, 4);
-        g_ops->lora_forward(out, u, x, a, bt, N, C, OC, R, 0.5f, 0.1f, 3, 0);
-        g_ops->lora_backward(dx, da, db, du, dout, x, u, a, bt, N, C, OC, R, 0.5f, 0.1f, 3, 0);
+        g_ops->lora_forward(g_ops, out, u, x, a, bt, N, C, OC, R, 0.5f, 0.1f, 3, 0);
+        g_ops->lora_backward(g_ops, dx, da, db, du, dout, x, u, a, bt, N, C, OC, R, 0.5f, 0.1f, 3, 0);
         res[t][0] = out, res[t][1] = u, res[t][2] = dx, res[t][3] = da, res[t][4] = db;
         free(du);
     }

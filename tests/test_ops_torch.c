@@ -13,7 +13,7 @@ static const an_ops *g_ops; /* the backend under test */
 static float *dev_f(const float *host, size_t n) { return oh_upload(g_ops, host, n * sizeof(float)); }
 static int32_t *dev_i(const int32_t *host, size_t n) { return oh_upload(g_ops, host, n * sizeof(int32_t)); }
 static float *host_f(const float *dev, size_t n) { return oh_download(g_ops, dev, n * sizeof(float)); }
-static void dfree(void *p) { g_ops->free(p); }
+static void dfree(void *p) { g_ops->free(g_ops, p); }
 
 /* ---------- against PyTorch (tests/ref/ops_torch.txt, made by tests/ref/make_ops_fixtures.py) ---------- */
 
@@ -67,7 +67,7 @@ static void test_adamw_matches_torch(void) {
     if (!hp || !p0) return;
     float *d_p = dev_f(NULL, n), *d_m = dev_f(NULL, n), *d_v = dev_f(NULL, n), *d_g = dev_f(NULL, n);
     float *pf = to_float(p0, n);
-    g_ops->upload(d_p, pf, n * sizeof(float));
+    g_ops->upload(g_ops, d_p, pf, n * sizeof(float));
     for (int step = 1; step <= 5; step++) {
         char name[32];
         snprintf(name, sizeof name, "adamw_g%d", step);
@@ -76,8 +76,8 @@ static void test_adamw_matches_torch(void) {
         CHECK(g && ng == n);
         if (!g) return;
         float *gf = to_float(g, n);
-        g_ops->upload(d_g, gf, n * sizeof(float));
-        g_ops->adamw_update(d_p, d_g, 1.0f, d_m, d_v, n, (float)hp[0], (float)hp[1], (float)hp[2], (float)hp[3],
+        g_ops->upload(g_ops, d_g, gf, n * sizeof(float));
+        g_ops->adamw_update(g_ops, d_p, d_g, 1.0f, d_m, d_v, n, (float)hp[0], (float)hp[1], (float)hp[2], (float)hp[3],
                             (float)hp[4], step);
         free(g), free(gf);
     }
@@ -120,9 +120,9 @@ static void check_rope_vs_torch(const char *tag, float theta, int interleaved) {
     /* a table of the first 2048 positions: the rest are computed on the spot, so both paths meet torch */
     enum { TABLE_POS = 2048 };
     float *d_cs = dev_f(NULL, (size_t)TABLE_POS * hd);
-    g_ops->rope_table(d_cs, TABLE_POS, hd, theta);
+    g_ops->rope_table(g_ops, d_cs, TABLE_POS, hd, theta);
     an_rope rope = {.theta = theta, .interleaved = interleaved, .cos_sin = d_cs, .n_pos = TABLE_POS};
-    g_ops->rope_forward(d_x, d_pos, N, nh, hd, rope);
+    g_ops->rope_forward(g_ops, d_x, d_pos, N, nh, hd, rope);
     float *got = host_f(d_x, nx);
     /* positions up to 4095: PyTorch rounds the angle to float32 and so do we, then cos/sin agree to
      * ~1 ulp; the products and sum add ~2 ulp of values ~3 */
@@ -147,7 +147,7 @@ static void test_gelu_silu_ce_match_torch(void) {
     float *xf = to_float(x, n), *d_x = dev_f(xf, n), *d_o = dev_f(NULL, n), *ones = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) ones[i] = 1.0f;
     float *d_one = dev_f(ones, n);
-    g_ops->gelu_forward(d_o, d_x, n);
+    g_ops->gelu_forward(g_ops, d_o, d_x, n);
     float *got = host_f(d_o, n);
     /* |x| <= 10: a few ulp of the value; torch's tanh form flushes the far negative tail to -0 where
      * ours gives ~1e-37, hence the absolute part */
@@ -155,7 +155,7 @@ static void test_gelu_silu_ce_match_torch(void) {
     for (size_t i = 0; i < n; i++) e = fmax(e, fabs(got[i] - g[i]) / fmax(fabs(g[i]), 1.0));
     CHECK_MSG(e < 1e-6, "gelu vs torch %.3g", e);
     free(got);
-    g_ops->swiglu_forward(d_o, d_x, d_one, n); /* silu(x) * 1 */
+    g_ops->swiglu_forward(g_ops, d_o, d_x, d_one, n); /* silu(x) * 1 */
     got = host_f(d_o, n);
     e = 0;
     for (size_t i = 0; i < n; i++) e = fmax(e, fabs(got[i] - si[i]) / fmax(fabs(si[i]), 1e-3));
@@ -172,7 +172,7 @@ static void test_gelu_silu_ce_match_torch(void) {
     for (size_t i = 0; i < nt; i++) t[i] = (int32_t)tg[i];
     float *lf = to_float(lg, nl), *d_l = dev_f(lf, nl), *d_loss = dev_f(NULL, N), *d_lse = dev_f(NULL, N);
     int32_t *d_t = dev_i(t, nt);
-    g_ops->cross_entropy_forward(d_loss, d_lse, d_l, d_t, N, V);
+    g_ops->cross_entropy_forward(g_ops, d_loss, d_lse, d_l, d_t, N, V);
     float *loss = host_f(d_loss, N);
     e = 0;
     for (int i = 0; i < N; i++) e = fmax(e, fabs(loss[i] - ls[i]) / fmax(fabs(ls[i]), 1.0));

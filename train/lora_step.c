@@ -15,21 +15,21 @@ int an_lora_trainer_init(an_lora_trainer *t, an_model *model, an_error *err) {
     t->model = model;
     if (!model->lora) return an_fail(err, "lora trainer: the model has no adapter (an_lora_attach or an_lora_load)");
     t->n = model->lora->n_floats;
-    t->moments = model->ops->alloc(2 * t->n * sizeof(float));
+    t->moments = model->ops->alloc(model->ops, 2 * t->n * sizeof(float));
     if (!t->moments)
         return an_fail(err, "lora trainer: cannot allocate %.1f MiB of optimizer state", (double)t->n * 8 / 1048576);
     return 0;
 }
 
 void an_lora_trainer_free(an_lora_trainer *t) {
-    if (t->moments) t->model->ops->free(t->moments);
+    if (t->moments) t->model->ops->free(t->model->ops, t->moments);
     t->moments = NULL;
 }
 
 size_t an_lora_trainer_bytes(const an_lora_trainer *t) { return t->moments ? 2 * t->n * sizeof(float) : 0; }
 
 void an_lora_zero_grad(an_model *m) {
-    if (m->lora) m->ops->zero(m->lora->grad_mem, m->lora->n_floats * sizeof(float));
+    if (m->lora) m->ops->zero(m->ops, m->lora->grad_mem, m->lora->n_floats * sizeof(float));
 }
 
 double an_lora_trainer_update(an_lora_trainer *t, const an_adamw_config *c) {
@@ -48,7 +48,7 @@ double an_lora_trainer_update(an_lora_trainer *t, const an_adamw_config *c) {
         for (int k = 0; k < 2; k++) {
             an_param *p = ps[k];
             size_t off = (size_t)(p->grad - l->grad_mem);
-            o->adamw_update(p->data, p->grad, clip, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
+            o->adamw_update(o, p->data, p->grad, clip, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
                             c->weight_decay, t->step);
         }
     }

@@ -95,6 +95,7 @@ static const field fields[] = {
     F_DBL("train.epochs", train.epochs, R_LO, 0, 0, "1"),
     F_INT("train.seed", train.seed, R_LO, 0, 0, "1234"),
     F_INT("train.threads", train.threads, R_LO, 0, 0, "0"),
+    F_STR("train.device", train.device, "\"cpu\""),
     F_BOOL("train.recompute", train.recompute, "false"),
     F_ENUM("train.loss_norm", train.loss_norm, loss_norm_names, "\"tokens\" | \"mean_of_means\"", "\"tokens\""),
     F_INT("train.log_every", train.log_every, R_LO, 1, 0, "1"),

@@ -99,6 +99,7 @@ typedef struct an_recipe {
         double epochs; /* used when steps == 0 */
         int seed;
         int threads;   /* 0 = all cores */
+        char device[AN_RECIPE_NAME]; /* the backend: "cpu" or "cuda" (kernels/backend.h) */
         int recompute; /* gradient checkpointing */
         an_loss_norm loss_norm;
         int log_every;

@@ -19,7 +19,7 @@ int an_full_trainer_init(an_full_trainer *t, an_model *model, an_error *err) {
     if (an_model_alloc_grads(model, err)) return -1;
     t->n = model->n_grad_floats;
     if (t->n) {
-        t->moments = model->ops->alloc(2 * t->n * sizeof(float));
+        t->moments = model->ops->alloc(model->ops, 2 * t->n * sizeof(float));
         if (!t->moments)
             return an_fail(err, "trainer: cannot allocate %.1f MiB of optimizer state", (double)t->n * 8 / 1048576);
     }
@@ -27,7 +27,7 @@ int an_full_trainer_init(an_full_trainer *t, an_model *model, an_error *err) {
 }
 
 void an_full_trainer_free(an_full_trainer *t) {
-    if (t->moments) t->model->ops->free(t->moments);
+    if (t->moments) t->model->ops->free(t->model->ops, t->moments);
     t->moments = NULL;
 }
 
@@ -54,7 +54,7 @@ int an_train_step(an_full_trainer *t, const an_batch *b, const an_adamw_config *
         an_param *p = &m->params[i];
         if (!p->grad) continue;
         size_t off = (size_t)(p->grad - m->grad_mem);
-        o->adamw_update(p->data, p->grad, clip, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
+        o->adamw_update(o, p->data, p->grad, clip, m1 + off, v1 + off, p->numel, c->lr, c->beta1, c->beta2, c->eps,
                         c->weight_decay, t->step);
     }
     double t3 = now();

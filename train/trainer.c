@@ -9,6 +9,7 @@
 
 #include "core/file.h"
 #include "core/rng.h"
+#include "kernels/backend.h"
 #include "train/data_pipeline.h"
 #include "train/eval_samples.h"
 #include "train/loss_svg.h"
@@ -256,7 +257,7 @@ static void apply_adamw(run *u, double lr, double norm) {
         /* decoupled decay on matrices only (embeddings, linear weights, LoRA A and B), not on norms
          * and biases */
         float wd = p->ndim == 2 ? (float)r->optim.weight_decay : 0.0f;
-        m->ops->adamw_update(p->data, p->grad, clip, m1 + off, v1 + off, p->numel, (float)lr,
+        m->ops->adamw_update(m->ops, p->data, p->grad, clip, m1 + off, v1 + off, p->numel, (float)lr,
                              (float)r->optim.betas[0], (float)r->optim.betas[1], (float)r->optim.eps, wd, step);
     }
 }
@@ -291,8 +292,12 @@ static void run_free(run *u) {
     window_free(&u->win);
     an_train_data_free(u->data);
     an_trainable_free(&u->ts);
-    if (u->moments) u->m->ops->free(u->moments);
-    if (u->m) an_model_free(u->m);
+    if (u->moments) u->m->ops->free(u->m->ops, u->moments);
+    if (u->m) {
+        const an_ops *ops = u->m->ops;
+        an_model_free(u->m);
+        an_backend_close(ops);
+    }
 }
 
 static int setup(run *u, an_error *err) {
@@ -331,7 +336,7 @@ static int setup(run *u, an_error *err) {
         if (an_model_alloc_grads(u->m, err)) return -1;
     }
     if (an_trainable_init(&u->ts, u->m, NULL, err)) return -1;
-    u->moments = u->m->ops->alloc(2 * u->ts.n_floats * sizeof(float) + 64);
+    u->moments = u->m->ops->alloc(u->m->ops, 2 * u->ts.n_floats * sizeof(float) + 64);
     if (!u->moments)
         return an_fail(err, "trainer: cannot allocate %.1f MiB of optimizer state", (double)u->ts.n_floats * 8 / 1048576);
     u->ts.moments = u->moments;

@@ -7,6 +7,7 @@
 
 #include "core/file.h"
 #include "data/tokenizer.h"
+#include "kernels/backend.h"
 #include "train/data_pipeline.h"
 #include "train/trainer_impl.h"
 
@@ -69,9 +70,8 @@ static int train_tokenizer(const an_recipe *r, const an_trainer_opts *o, an_erro
     return 0;
 }
 
-an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
-                                 const an_trainer_opts *o, an_error *err) {
-    const an_ops *ops = an_ops_cpu();
+static an_model *build_model(const an_ops *ops, const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
+                             const an_trainer_opts *o, an_error *err) {
     an_model *m = NULL;
     if (r->model.base[0]) {
         if (r->tokenizer.path[0])
@@ -115,6 +115,16 @@ an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_pat
         an_model_free(m);
         return NULL;
     }
+    return m;
+}
+
+/* The backend named by train.device; the trainer closes it after freeing the model. */
+an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
+                                 const an_trainer_opts *o, an_error *err) {
+    const an_ops *ops = an_backend_open(r->train.device, err);
+    if (!ops) return NULL;
+    an_model *m = build_model(ops, r, resuming, tok_path, tok_size, o, err);
+    if (!m) an_backend_close(ops);
     return m;
 }
 
@@ -190,7 +200,7 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt
         size_t off = (size_t)(p->grad - t->grad_base);
         const float *src[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
         for (int j = 0; j < 3; j++) {
-            m->ops->download(host, src[j], p->numel * sizeof(float));
+            m->ops->download(m->ops, host, src[j], p->numel * sizeof(float));
             if (an_ckpt_write_floats(&w, host, p->numel, err)) goto done;
         }
     }
@@ -217,7 +227,7 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, a
         float *dst[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
         for (uint32_t j = 0; j < 3 && !rc; j++) {
             rc = an_ckpt_get(&c, p->name, j, host, p->numel, err);
-            if (!rc) m->ops->upload(dst[j], host, p->numel * sizeof(float));
+            if (!rc) m->ops->upload(m->ops, dst[j], host, p->numel * sizeof(float));
         }
     }
     if (!rc && c.n_tensors != t->n)
