@@ -1,4 +1,6 @@
-/* An op table that times the linear layers' matmuls, the GEMMs that are most of a training step, so
+/* An op table that times the linear layers' matmuls (matmul_forward / matmul_backward for trainable
+ * float32 weights, linear_forward / linear_backward_input for frozen weights of any dtype: float32,
+ * NF4, bf16), the products that are most of a training step, so
  * that `bench train` can say how much of the step they take and what is left for everything else.
  * The CPU backend runs each op to completion before it returns, so wall time around a call is the
  * op's time. The wrapped table and the accumulator are the timed table's context; the table itself
@@ -38,6 +40,22 @@ static void timed_matmul_backward(const an_ops *o, float *dinp, float *dw, float
     c->matmul_seconds += now_seconds() - t;
 }
 
+static void timed_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias,
+                                 int N, void *work, size_t work_bytes) {
+    timed_ctx *c = o->ctx;
+    double t = now_seconds();
+    c->inner->linear_forward(c->inner, out, inp, w, bias, N, work, work_bytes);
+    c->matmul_seconds += now_seconds() - t;
+}
+
+static void timed_linear_backward_input(const an_ops *o, float *dinp, const float *dout, const an_weight *w, int N,
+                                        void *work, size_t work_bytes) {
+    timed_ctx *c = o->ctx;
+    double t = now_seconds();
+    c->inner->linear_backward_input(c->inner, dinp, dout, w, N, work, work_bytes);
+    c->matmul_seconds += now_seconds() - t;
+}
+
 /* The other ops are the inner backend's functions called with this table, whose ctx is ours: right
  * for the CPU backend, whose ops never read ctx; a backend with a context would need every op
  * forwarded (cli_timed_matmul_ops refuses one). */
@@ -55,6 +73,8 @@ const an_ops *cli_timed_matmul_ops(const an_ops *ops) {
     timed.supports = timed_supports;
     timed.matmul_forward = timed_matmul_forward;
     timed.matmul_backward = timed_matmul_backward;
+    timed.linear_forward = timed_linear_forward;
+    timed.linear_backward_input = timed_linear_backward_input;
     return &timed;
 }
 

@@ -45,8 +45,8 @@ static int argmax(const float *x, int n) {
 
 /* Bytes a parameter takes as stored: float32, bf16, or NF4 codes and scales. */
 static double param_bytes(const an_param *p) {
-    if (p->nf4) return (double)an_nf4_tensor_bytes(p->nf4);
-    if (p->bf16) return 2.0 * (double)p->numel;
+    if (an_param_nf4(p)) return (double)an_nf4_tensor_bytes(an_param_nf4(p));
+    if (an_param_bf16(p)) return 2.0 * (double)p->numel;
     return 4.0 * (double)p->numel;
 }
 

@@ -78,8 +78,7 @@ static void print_plan(const an_model_config *cfg, const an_memory_opts *o, cons
                gib(p->adapters));
     printf("  gradients            %52s %8.3f GiB\n", o->method == AN_METHOD_FULL ? "(every parameter, float32)" : "(adapters only)", gib(p->grads));
     printf("  AdamW moments        %52s %8.3f GiB\n", "(two per trained parameter)", gib(p->optimizer));
-    if (o->method == AN_METHOD_QLORA) printf("  NF4 kernel workspace %52s %8.3f GiB\n", "", gib(p->nf4_workspace));
-    if (o->frozen_bf16) printf("  bf16 head tile       %52s %8.3f GiB\n", "", gib(p->bf16_workspace));
+    printf("  linear ops' workspace %51s %8.3f GiB\n", "", gib(p->linear_workspace));
     printf("  activations          %52s %8.3f GiB\n", "(no recomputation)", gib(p->activations));
     printf("  activations          %52s %8.3f GiB\n", "(per-layer recomputation)", gib(p->activations_recompute));
     printf("  total                %52s %8.3f GiB (%.2f GB)\n", "(no recomputation)", gib(p->total), p->total / 1e9);
@@ -158,7 +157,7 @@ done:
 int an_bench_memory(int argc, char **argv) {
     const char *preset = NULL;
     an_memory_opts o = an_memory_opts_default();
-    int recompute = 0, do_measure = 0, layers = 0;
+    int recompute = 0, do_measure = 0, layers = 0, threads = 0;
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--recompute")) recompute = 1;
@@ -170,7 +169,7 @@ int an_bench_memory(int argc, char **argv) {
         else if (!strcmp(f, "--batch")) o.B = atoi(argv[++i]);
         else if (!strcmp(f, "--seq")) o.T = atoi(argv[++i]);
         else if (!strcmp(f, "--r")) o.r = atoi(argv[++i]);
-        else if (!strcmp(f, "--threads")) o.threads = atoi(argv[++i]);
+        else if (!strcmp(f, "--threads")) threads = atoi(argv[++i]);
         else if (!strcmp(f, "--layers")) layers = atoi(argv[++i]);
         else if (!strcmp(f, "--frozen-dtype")) {
             v = argv[++i];
@@ -197,7 +196,7 @@ int an_bench_memory(int argc, char **argv) {
     an_model_config cfg;
     an_error err;
     if (an_config_load(&cfg, path, &err)) return cli_error(&err);
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (threads > 0) omp_set_num_threads(threads); /* the workspace is sized for the threads of now */
     an_memory_plan p;
     if (an_memory_plan_compute(&cfg, &o, &p, &err)) return cli_error(&err);
     print_plan(&cfg, &o, &p, recompute);

@@ -5,9 +5,9 @@
  *
  * One "token" is one row through the q, k, v, o, gate, up, down projections of every layer (the
  * matrix-vector products that dominate decoding a short context) and then the head. The NF4 model
- * runs an_linear_forward (an_nf4_matvec, AVX2 when built for it); float32 runs cblas_sgemv on the
- * same weights before quantization (the fastest float32 single-row product here), and
- * an_linear_forward's own float32 path (sgemm with one row) for reference. The head stays float32
+ * runs the typed linear op (linear_forward: an_nf4_matvec, AVX2 when built for it); float32 runs
+ * cblas_sgemv on the same weights before quantization, and the linear op's own float32 path (the
+ * CPU's matrix-vector kernel for one row) for reference. The head stays float32
  * in both models here and runs cblas_sgemv in both (QLoRA as users run it holds the head in 16 bits:
  * `bench generate --dtype nf4` measures whole decode steps with a bf16 head). Runs alternate between
  * the models so that load from other jobs falls on both alike; best and median times per token are
@@ -41,22 +41,25 @@ static int cmp_double(const void *x, const void *y) {
 
 enum { F32_GEMV, F32_LINEAR, NF4_LINEAR, N_KINDS };
 
-/* One token through every linear layer (with_head: and the head); seconds. */
-static double token(an_model *m, const an_linear_ref *refs, int n, int with_head, int kind, float *x, float *y) {
+/* One token through every linear layer (with_head: and the head); seconds. work: the linear op's
+ * workspace, work_bytes of it. */
+static double token(an_model *m, const an_linear_ref *refs, int n, int with_head, int kind, float *x, float *y,
+                    void *work, size_t work_bytes) {
     double t0 = now();
     for (int i = 0; i < n; i++) {
         if (refs[i].is_head && !with_head) continue;
         const an_param *w = refs[i].w;
 #ifdef AN_BLAS
-        if (kind != F32_LINEAR && !w->nf4) { /* the float32 head of the NF4 model too */
+        if (kind != F32_LINEAR && !an_param_nf4(w)) { /* the float32 head of the NF4 model too */
             int in = (int)w->shape[1], out = (int)w->shape[0];
             cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w->data, in, x, 1, 0.0f, y, 1);
             continue;
         }
 #else
-        (void)kind; /* without BLAS every float32 row goes through an_linear_forward */
+        (void)kind; /* without BLAS every float32 row goes through the linear op */
 #endif
-        an_linear_forward(m, w, refs[i].b, y, x, 1, NULL);
+        an_weight wt = an_param_weight(w);
+        m->ops->linear_forward(m->ops, y, x, &wt, refs[i].b ? refs[i].b->data : NULL, 1, work, work_bytes);
     }
     return now() - t0;
 }
@@ -98,15 +101,18 @@ int an_bench_nf4(int argc, char **argv) {
     for (int h = 0; h < 2; h++)
         for (int k = 0; k < N_KINDS; k++) t[h][k] = malloc((size_t)tokens * sizeof(double));
     for (size_t i = 0; i < maxd; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    size_t wf = an_model_linear_work_bytes(f, 1), wq = an_model_linear_work_bytes(q, 1);
+    size_t wb = wf > wq ? wf : wq;
+    void *work = an_ops_cpu()->alloc(an_ops_cpu(), wb ? wb : 1);
     size_t lin = 0;
     for (int i = 0; i < n; i++)
         if (!rf[i].is_head) lin += rf[i].w->numel;
-    for (int k = 0; k < N_KINDS; k++) token(k == NF4_LINEAR ? q : f, k == NF4_LINEAR ? rq : rf, n, 1, k, x, y); /* warm */
+    for (int k = 0; k < N_KINDS; k++) token(k == NF4_LINEAR ? q : f, k == NF4_LINEAR ? rq : rf, n, 1, k, x, y, work, wb); /* warm */
     for (int s = 0; s < tokens; s++)
         for (int h = 0; h < 2; h++)
             for (int k = 0; k < N_KINDS; k++)
-                t[h][k][s] = token(k == NF4_LINEAR ? q : f, k == NF4_LINEAR ? rq : rf, n, h, k, x, y);
-    const char *names[N_KINDS] = {"float32 cblas_sgemv", "float32 an_linear_forward (sgemm)", "NF4 an_linear_forward"};
+                t[h][k][s] = token(k == NF4_LINEAR ? q : f, k == NF4_LINEAR ? rq : rf, n, h, k, x, y, work, wb);
+    const char *names[N_KINDS] = {"float32 cblas_sgemv", "float32 linear_forward (matvec)", "NF4 linear_forward"};
     printf("%s: %d layers, %zu linear weights (+ %zu in the float32 head), %d tokens, %d thread%s, %s NF4 kernel\n", preset,
            cfg.n_layers, lin, (size_t)cfg.vocab_size * cfg.dim, tokens, threads, threads > 1 ? "s" : "",
            an_nf4_matvec_is_simd() ? "AVX2" : "plain-C");
@@ -124,6 +130,7 @@ int an_bench_nf4(int argc, char **argv) {
     }
     for (int h = 0; h < 2; h++)
         for (int k = 0; k < N_KINDS; k++) free(t[h][k]);
+    an_ops_cpu()->free(an_ops_cpu(), work);
     free(x);
     free(y);
     free(rf);

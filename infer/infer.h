@@ -33,6 +33,8 @@ typedef struct an_infer {
     float *logits;          /* [slots, V] */
     int32_t *d_ids, *d_pos, *d_seg, *d_slot, *d_len; /* backend int arrays [max_rows] */
     float *rope_cos_sin;                              /* [max_T, head_dim / 2, 2] (not GPT-2) */
+    void *linear_work;                                /* the linear ops' scratch (typed weights) */
+    size_t linear_work_bytes;
     int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
 } an_infer;
 
@@ -53,9 +55,9 @@ int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n
 /* Forgets what a slot holds. */
 void an_infer_reset_slot(an_infer *s, int slot);
 
-/* The one function every linear layer of the inference path goes through: out[N, OC] = inp @ w^T + b.
- * A decode step (few rows) uses the matrix-vector op, prefill the GEMM. */
-void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N,
-                     int C, int OC);
+/* The one function every linear layer of the inference path goes through: out[N, OC] = inp @ w^T + b
+ * (+ the adapter), on a weight of any dtype the backend supports (the typed linear op picks the
+ * matrix-vector kernel for the few rows of a decode step). */
+void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N);
 
 #endif

@@ -8,34 +8,21 @@
 #include "infer/infer.h"
 #include "model/lora.h"
 
-/* Up to this many rows a linear layer is a matrix-vector product over the weights (one pass, bound
- * by memory bandwidth); above it the GEMM, whose packing pays off once each weight is reused enough. */
-#define AN_MATVEC_MAX_ROWS 16
-
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 
-void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N,
-                     int C, int OC) {
+void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
     const an_model *m = s->m;
     const an_ops *o = m->ops;
-    if (w->nf4 || w->bf16) { /* NF4 (QLoRA) or bf16-stored frozen weights: the model's own linear */
-        an_linear_forward(m, w, b, out, inp, N, s->lora_u);
-        return;
-    }
-    if (N <= AN_MATVEC_MAX_ROWS)
-        o->matvec_forward(o, out, inp, w->data, opt(b), N, C, OC);
-    else
-        o->matmul_forward(o, out, inp, w->data, opt(b), N, C, OC);
+    an_weight wt = an_param_weight(w);
+    o->linear_forward(o, out, inp, &wt, opt(b), N, s->linear_work, s->linear_work_bytes);
     /* a LoRA adapter, unmerged: out += scaling * (inp A^T) B^T, with B held transposed (model/lora.h) */
     const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
     if (!mod) return;
     int r = m->lora->cfg.r;
-    if (N <= AN_MATVEC_MAX_ROWS)
-        o->matvec_forward(o, s->lora_u, inp, mod->a.data, NULL, N, C, r);
-    else
-        o->matmul_forward(o, s->lora_u, inp, mod->a.data, NULL, N, C, r);
+    an_weight a = an_param_weight(&mod->a);
+    o->linear_forward(o, s->lora_u, inp, &a, NULL, N, s->linear_work, s->linear_work_bytes);
     o->scale(o, s->lora_u, m->lora->scaling, (size_t)N * r);
-    o->matmul_backward(o, out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, OC, r);
+    o->matmul_backward(o, out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, (int)w->shape[0], r);
 }
 
 static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {
@@ -72,16 +59,15 @@ static void block(an_infer *s, int l, const pass *p) {
     const an_model_config *c = &m->cfg;
     const an_layer *L = &m->layers[l];
     int N = p->n * p->T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
-    int qd = nh * hd, kvd = nkv * hd;
 
     norm(s, s->ln, s->x, L->attn_norm_w, L->attn_norm_b, N);
     if (L->wqkv) {
-        an_infer_linear(s, L->wqkv, L->bqkv, s->qkv, s->ln, N, C, qd + 2 * kvd);
+        an_infer_linear(s, L->wqkv, L->bqkv, s->qkv, s->ln, N);
         an_model_split_qkv(m, s->q, s->kx, s->vx, s->qkv, N);
     } else {
-        an_infer_linear(s, L->wq, L->bq, s->q, s->ln, N, C, qd);
-        an_infer_linear(s, L->wk, L->bk, s->kx, s->ln, N, C, kvd);
-        an_infer_linear(s, L->wv, L->bv, s->vx, s->ln, N, C, kvd);
+        an_infer_linear(s, L->wq, L->bq, s->q, s->ln, N);
+        an_infer_linear(s, L->wk, L->bk, s->kx, s->ln, N);
+        an_infer_linear(s, L->wv, L->bv, s->vx, s->ln, N);
     }
     if (c->arch != AN_ARCH_GPT2) {
         an_rope rope = an_model_rope(m, s->rope_cos_sin, s->max_T);
@@ -93,19 +79,19 @@ static void block(an_infer *s, int l, const pass *p) {
         o->attention_decode_forward(o, s->att, s->q, s->k[l], s->v[l], s->d_slot, s->d_len, p->n, s->max_T, nh, nkv, hd);
     else
         o->attention_forward(o, s->att, s->lse, s->q, s->kx, s->vx, s->d_seg, p->n, p->T, nh, nkv, hd);
-    an_infer_linear(s, L->wo, L->bo, s->tmp, s->att, N, qd, C);
+    an_infer_linear(s, L->wo, L->bo, s->tmp, s->att, N);
     o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
 
     norm(s, s->ln, s->x, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
-        an_infer_linear(s, L->w_gate, L->b_gate, s->ffn_a, s->ln, N, C, F);
-        an_infer_linear(s, L->w_up, L->b_up, s->ffn_b, s->ln, N, C, F);
+        an_infer_linear(s, L->w_gate, L->b_gate, s->ffn_a, s->ln, N);
+        an_infer_linear(s, L->w_up, L->b_up, s->ffn_b, s->ln, N);
         o->swiglu_forward(o, s->ffn_h, s->ffn_a, s->ffn_b, (size_t)N * F);
     } else {
-        an_infer_linear(s, L->w_up, L->b_up, s->ffn_a, s->ln, N, C, F);
+        an_infer_linear(s, L->w_up, L->b_up, s->ffn_a, s->ln, N);
         o->gelu_forward(o, s->ffn_h, s->ffn_a, (size_t)N * F);
     }
-    an_infer_linear(s, L->w_down, L->b_down, s->tmp, s->ffn_h, N, F, C);
+    an_infer_linear(s, L->w_down, L->b_down, s->tmp, s->ffn_h, N);
     o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
 }
 
@@ -121,10 +107,8 @@ static void run(an_infer *s, const pass *p, const float *rows_for_head, float *l
         o->upload(o, s->d_slot, s->h_slot, (size_t)p->n * sizeof(int32_t));
         o->upload(o, s->d_len, s->h_len, (size_t)p->n * sizeof(int32_t));
     }
-    if (m->tok_emb->bf16)
-        o->embedding_forward_bf16(o, s->x, s->d_ids, m->tok_emb->bf16, N, C);
-    else
-        o->embedding_forward(o, s->x, s->d_ids, m->tok_emb->data, N, C);
+    an_weight emb = an_param_weight(m->tok_emb);
+    o->embedding_lookup(o, s->x, s->d_ids, &emb, N);
     if (m->pos_emb) {
         o->embedding_forward(o, s->tmp, s->d_pos, m->pos_emb->data, N, C);
         o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
@@ -137,7 +121,7 @@ static void run(an_infer *s, const pass *p, const float *rows_for_head, float *l
         rows_for_head = s->last;
     }
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
-    an_infer_linear(s, head, NULL, s->logits, rows_for_head, p->n, C, V);
+    an_infer_linear(s, head, NULL, s->logits, rows_for_head, p->n);
     o->download(o, logits_out, s->logits, (size_t)p->n * V * sizeof(float));
 }
 

@@ -10,6 +10,11 @@
 
 #include "kernels/ops.h"
 
+/* Up to this many rows a linear layer on float32 weights is a matrix-vector product (one pass over
+ * the weights, bound by memory bandwidth); above it the GEMM, whose packing pays off once each weight
+ * is reused enough. */
+#define AN_CPU_MATVEC_MAX_ROWS 16
+
 /* Row-major C[M, N] = alpha * op(A)[M, K] @ op(B)[K, N] + beta * C, op(X) = X or X^T.
  * OpenBLAS cblas_sgemm when built with AN_BLAS, the plain-C blocked GEMM otherwise. */
 void an_cpu_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -181,7 +186,13 @@ void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, f
                           float p, uint64_t seed, uint64_t counter);
 
 /* kernels/cpu_matvec.c and cpu_decode.c (forward only) */
-void an_cpu_matvec_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+/* The product of matmul_forward for a few rows (decoding): one pass over w, each weight row used for
+ * all N inputs while it is in cache. Row n of the result does not depend on the other rows or on N
+ * (bit for bit). work: an_cpu_matvec_work_bytes(N, C) bytes to pack the inputs in (less: unpacked,
+ * slower, the same bits). */
+size_t an_cpu_matvec_work_bytes(int N, int C);
+void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                           void *work, size_t work_bytes);
 void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
                                      int hd);
@@ -191,11 +202,27 @@ struct an_col_map;
 void an_cpu_gather_cols_forward(const an_ops *o, float *dst, const float *src, int N, const struct an_col_map *map);
 void an_cpu_gather_cols_backward(const an_ops *o, float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 void an_cpu_dropout(const an_ops *o, float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
-/* bf16-stored frozen weights (kernels/cpu_bf16.c) */
-void an_cpu_embedding_forward_bf16(const an_ops *o, float *out, const int32_t *ids, const uint16_t *table, int N, int C);
-void an_cpu_matmul_forward_bf16w(const an_ops *o, float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+/* Typed weights (kernels/cpu_linear.c): the table's linear ops and embedding lookup, and supports(). */
+size_t an_cpu_linear_work_bytes(const an_ops *o, const an_weight *w, int N);
+void an_cpu_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias,
+                           int N, void *work, size_t work_bytes);
+void an_cpu_linear_backward_input(const an_ops *o, float *dinp, const float *dout, const an_weight *w, int N,
+                                  void *work, size_t work_bytes);
+void an_cpu_embedding_lookup(const an_ops *o, float *out, const int32_t *ids, const an_weight *table, int N);
+int an_cpu_supports(const an_ops *o, an_op_id op, an_dtype weight);
+
+/* bf16-stored frozen weights (kernels/cpu_bf16.c). The matmuls widen at most AN_BF16_TILE_BYTES of
+ * weight rows at a time (256 rows of a 4096-wide head: the GEMMs stay large) into work. */
+#define AN_BF16_TILE_BYTES (4u << 20)
+/* Floats of the tile workspace for a weight whose rows have `cols` columns. */
+static inline size_t an_bf16_work_floats(size_t cols) {
+    size_t rows = AN_BF16_TILE_BYTES / sizeof(float) / (cols ? cols : 1);
+    return (rows < 1 ? 1 : rows) * cols;
+}
+void an_cpu_embedding_forward_bf16(float *out, const int32_t *ids, const uint16_t *table, int N, int C);
+void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
                                  int OC, float *work, size_t work_floats);
-void an_cpu_matmul_backward_input_bf16w(const an_ops *o, float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
                                         float *work, size_t work_floats);
 
 #endif

@@ -1,4 +1,4 @@
-/* Ops on bf16-stored frozen weights (the embedding table and the LM head, model/bf16_weights.h).
+/* Ops on bf16-stored frozen weights (the embedding table and the LM head, kernels/cpu.h: AN_BF16_TILE_BYTES).
  * A bf16 value is the top half of a float32, so widening is a shift and exact; the matmuls widen the
  * weight a tile of rows at a time into the caller's workspace and run the float32 GEMM on the tile,
  * so no float32 copy of the whole weight ever exists. */
@@ -24,8 +24,7 @@ static inline float widen(uint16_t h) {
     return f;
 }
 
-void an_cpu_embedding_forward_bf16(const an_ops *o, float *out, const int32_t *ids, const uint16_t *table, int N, int C) {
-    (void)o;
+void an_cpu_embedding_forward_bf16(float *out, const int32_t *ids, const uint16_t *table, int N, int C) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const uint16_t *row = table + (size_t)ids[n] * C;
@@ -106,10 +105,10 @@ static void matvec_rows(float *out, const float *x, const uint16_t *w, const flo
     }
 }
 
-void an_cpu_matmul_forward_bf16w(const an_ops *o, float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
+void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
                                  int OC, float *work, size_t work_floats) {
-    (void)o;
-    if (N <= BF16_MATVEC_MAX_N) { /* input rows in pairs: each pass reads the weights once */
+    /* input rows in pairs: each pass reads the weights once. Also the path without room for a tile. */
+    if (N <= BF16_MATVEC_MAX_N || !work || work_floats < (size_t)C) {
         for (int n = 0; n < N; n += 2)
             matvec_rows(out + (size_t)n * OC, inp + (size_t)n * C, w, bias, N - n < 2 ? 1 : 2, C, OC);
         return;
@@ -128,9 +127,12 @@ void an_cpu_matmul_forward_bf16w(const an_ops *o, float *out, const float *inp, 
     }
 }
 
-void an_cpu_matmul_backward_input_bf16w(const an_ops *o, float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
+void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
                                         float *work, size_t work_floats) {
-    (void)o;
+    if (!work || work_floats < (size_t)C) { /* no room for one widened row: NaN, never a wrong sum */
+        for (size_t i = 0; i < (size_t)N * C; i++) dinp[i] = __builtin_nanf("");
+        return;
+    }
     int tr = tile_rows(work_floats, C, OC);
     for (int o0 = 0; o0 < OC; o0 += tr) { /* dinp += dout[:, o0:o0+rows] @ w[o0:o0+rows, :] */
         int rows = OC - o0 < tr ? OC - o0 : tr;

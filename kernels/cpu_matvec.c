@@ -176,15 +176,20 @@ static void block4(float *out, const float *inp, const float *xp, const float *w
     }
 }
 
-void an_cpu_matvec_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
-    (void)o;
+size_t an_cpu_matvec_work_bytes(int N, int C) {
+    return N > 1 ? (size_t)N * (size_t)(C & ~7) * sizeof(float) + 64 : 0; /* + 64: room to align */
+}
+
+void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                           void *work, size_t work_bytes) {
     if (N <= 0 || OC <= 0) return;
     int C8 = C & ~7, nblk = OC / 4;
-    /* the packed copy: block k0 holds columns k0 .. k0+kl-1 of every input, row after row */
+    /* the packed copy in the caller's workspace: block k0 holds columns k0 .. k0+kl-1 of every input,
+     * row after row. Without room for it the kernel reads the rows where they are (slower for N > 1,
+     * the same bits). */
     float *xp = NULL;
-    if (nblk > 0 && C8 > 0 && N > 1) {
-        size_t bytes = ((size_t)N * C8 * sizeof(float) + 63) / 64 * 64;
-        xp = aligned_alloc(64, bytes);
+    if (nblk > 0 && C8 > 0 && N > 1 && work && work_bytes >= an_cpu_matvec_work_bytes(N, C)) {
+        xp = (float *)(((uintptr_t)work + 63) & ~(uintptr_t)63);
         for (int k0 = 0; xp && k0 < C8; k0 += AN_MV_KB) {
             int kl = C8 - k0 < AN_MV_KB ? C8 - k0 : AN_MV_KB;
             for (int n = 0; n < N; n++)
@@ -201,5 +206,4 @@ void an_cpu_matvec_forward(const an_ops *o, float *out, const float *inp, const 
     for (int j = nblk * 4; j < OC; j++)
         for (int n = 0; n < N; n++)
             out[(size_t)n * OC + j] = an_dot(w + (size_t)j * C, inp + (size_t)n * C, C) + (bias ? bias[j] : 0.0f);
-    free(xp);
 }

@@ -28,12 +28,6 @@ static void cpu_zero(const an_ops *o, void *p, size_t bytes) {
     memset(p, 0, bytes);
 }
 
-/* Every op of the table, on float32 weights (the bf16 weight ops have their own ids for now). */
-static int cpu_supports(const an_ops *o, an_op_id op, an_dtype weight) {
-    (void)o;
-    return op >= 0 && op < AN_OP_COUNT && weight == AN_F32;
-}
-
 static const an_ops cpu_ops = {
     .name = "cpu",
 #if AN_BLAS
@@ -43,7 +37,7 @@ static const an_ops cpu_ops = {
 #endif
     .device = AN_DEVICE_CPU,
     .ctx = NULL,
-    .supports = cpu_supports,
+    .supports = an_cpu_supports,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_upload,
@@ -76,14 +70,14 @@ static const an_ops cpu_ops = {
     .sum_squares = an_cpu_sum_squares,
     .gather_cols_forward = an_cpu_gather_cols_forward,
     .gather_cols_backward = an_cpu_gather_cols_backward,
-    .matvec_forward = an_cpu_matvec_forward,
     .attention_decode_forward = an_cpu_attention_decode_forward,
     .dropout = an_cpu_dropout,
     .lora_forward = an_cpu_lora_forward,
     .lora_backward = an_cpu_lora_backward,
-    .embedding_forward_bf16 = an_cpu_embedding_forward_bf16,
-    .matmul_forward_bf16w = an_cpu_matmul_forward_bf16w,
-    .matmul_backward_input_bf16w = an_cpu_matmul_backward_input_bf16w,
+    .linear_work_bytes = an_cpu_linear_work_bytes,
+    .linear_forward = an_cpu_linear_forward,
+    .linear_backward_input = an_cpu_linear_backward_input,
+    .embedding_lookup = an_cpu_embedding_lookup,
 };
 
 const an_ops *an_ops_cpu(void) { return &cpu_ops; }

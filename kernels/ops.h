@@ -41,6 +41,15 @@ typedef struct an_col_map {
     int src_ld, src_off, src_step;
 } an_col_map;
 
+/* A weight as a backend holds it: its dtype, its shape [rows, cols] (a linear layer's [out, in], an
+ * embedding's [vocab, dim]) and its data: AN_F32 float[rows * cols]; AN_BF16 the top 16 bits of each
+ * float32 (backend memory); AN_NF4 an an_nf4_tensor (kernels/nf4.h; host memory, CPU backend). */
+typedef struct an_weight {
+    an_dtype dtype;
+    int64_t rows, cols;
+    const void *data;
+} an_weight;
+
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
@@ -48,8 +57,8 @@ typedef struct an_col_map {
     X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward) X(rope_table) X(rope_forward) X(rope_backward)       \
     X(attention_forward) X(attention_backward) X(gelu_forward) X(gelu_backward) X(swiglu_forward) X(swiglu_backward)  \
     X(add) X(axpy) X(scale) X(cross_entropy_forward) X(cross_entropy_backward) X(adamw_update) X(sum_squares)         \
-    X(gather_cols_forward) X(gather_cols_backward) X(matvec_forward) X(attention_decode_forward) X(dropout)           \
-    X(lora_forward) X(lora_backward) X(embedding_forward_bf16) X(matmul_forward_bf16w) X(matmul_backward_input_bf16w)
+    X(gather_cols_forward) X(gather_cols_backward) X(attention_decode_forward) X(dropout)                             \
+    X(lora_forward) X(lora_backward) X(linear_forward) X(linear_backward_input) X(embedding_lookup)
 
 typedef enum an_op_id {
 #define AN_OP_ENUM(name) AN_OP_##name,
@@ -165,11 +174,6 @@ typedef struct an_ops {
     void (*gather_cols_backward)(const struct an_ops *o, float *dsrc, const float *ddst, int N, const struct an_col_map *map);
 
     /* ---- inference (forward only; infer/ uses these for decoding with a KV cache) ---- */
-    /* The same product as matmul_forward, for the few rows of a decode step (N small: one row per
-     * sequence, up to 16 or so): one pass over w, each weight row used for all N inputs while it is
-     * in cache, so decoding runs at memory bandwidth instead of paying a GEMM's packing per token.
-     * Row n of the result does not depend on the other rows or on N (bit for bit). */
-    void (*matvec_forward)(const struct an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
     /* One query per row against a KV cache: q[B, nh, hd], caches [rows, max_T, nkv, hd]; query row b
      * reads cache row slot[b] (slot NULL: row b) and attends to its keys 0 .. len[b]-1.
      * out[B, nh, hd] (overwrites). Scale 1/sqrt(hd), grouped-query heads as attention_forward. */
@@ -197,17 +201,27 @@ typedef struct an_ops {
                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
                           float p, uint64_t seed, uint64_t counter);
 
-    /* ---- frozen weights stored as bf16 (added for an_model_store_frozen_bf16): w and table hold
-     * bfloat16 bit patterns (the top 16 bits of a float32). Results are those of the float32 op on
-     * the widened weight up to the order of the sums: the matmuls widen a tile of rows of w at a
-     * time into work (work_floats floats of backend scratch, at least C), never the whole weight.
-     * A backend without them leaves them NULL (the model then refuses bf16 storage). ---- */
-    void (*embedding_forward_bf16)(const struct an_ops *o, float *out, const int32_t *ids, const uint16_t *table, int N, int C);
-    void (*matmul_forward_bf16w)(const struct an_ops *o, float *out, const float *inp, const uint16_t *w, const float *bias, int N, int C,
-                                 int OC, float *work, size_t work_floats);
-    /* dinp[N, C] += dout[N, OC] @ w (the input gradient only: a frozen weight has no dw) */
-    void (*matmul_backward_input_bf16w)(const struct an_ops *o, float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
-                                        float *work, size_t work_floats);
+    /* ---- typed weights: linear layers and embedding lookups on weights of any dtype the backend
+     * supports (supports(o, op, w->dtype)): AN_F32, AN_BF16 (frozen embedding / head), AN_NF4 (QLoRA's
+     * frozen base). The backend dispatches on the dtype; model code never does.
+     * Scratch: the linear ops take a workspace of at least linear_work_bytes(o, w, N) bytes of backend
+     * memory, which the caller's plan or inference state holds: the ops allocate nothing. The size
+     * never shrinks as N grows, so a caller sizes it once for the most rows it runs; it may depend
+     * on the thread count when it is asked. With less, an op takes a slower kernel or writes NaN
+     * (never a silently wrong result), and never allocates memory of its own. ---- */
+    size_t (*linear_work_bytes)(const struct an_ops *o, const an_weight *w, int N);
+    /* out[N, OC] = inp[N, C] @ W^T + bias[OC] (overwrites; bias may be NULL), W = w [OC, C]. For a few
+     * rows (decoding) a backend may take a matrix-vector kernel: row n of the result then does not
+     * depend on the other rows. */
+    void (*linear_forward)(const struct an_ops *o, float *out, const float *inp, const an_weight *w,
+                           const float *bias, int N, void *work, size_t work_bytes);
+    /* dinp[N, C] += dout[N, OC] @ W: the input gradient only (a weight of a typed op is frozen; a
+     * trainable float32 weight gets its gradient from matmul_backward). */
+    void (*linear_backward_input)(const struct an_ops *o, float *dinp, const float *dout, const an_weight *w, int N,
+                                  void *work, size_t work_bytes);
+    /* out[N, C] = table[ids[n], :] widened to float32 (overwrites), C = table->cols: bit-identical to
+     * the float32 values of the table. */
+    void (*embedding_lookup)(const struct an_ops *o, float *out, const int32_t *ids, const an_weight *table, int N);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

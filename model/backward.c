@@ -29,23 +29,23 @@ static void block_backward(an_model *m, int l, int B, int T) {
 
     /* MLP: out = res_mid + down(h) */
     o->zero(o, p->dffn_h, (size_t)N * F * f);
-    an_linear_bwd(m, L->w_down, L->b_down, p->dffn_h, p->dres, a->ffn_h, N, 0);
+    an_linear_backward(m, L->w_down, L->b_down, p->dffn_h, p->dres, a->ffn_h, N, 0);
     o->zero(o, p->dffn_a, (size_t)N * F * f);
     o->zero(o, p->dln, (size_t)N * C * f);
     if (L->w_gate) {
         o->zero(o, p->dffn_b, (size_t)N * F * f);
         o->swiglu_backward(o, p->dffn_a, p->dffn_b, p->dffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
-        an_linear_bwd(m, L->w_gate, L->b_gate, p->dln, p->dffn_a, a->ln2, N, 0);
-        an_linear_bwd(m, L->w_up, L->b_up, p->dln, p->dffn_b, a->ln2, N, 0);
+        an_linear_backward(m, L->w_gate, L->b_gate, p->dln, p->dffn_a, a->ln2, N, 0);
+        an_linear_backward(m, L->w_up, L->b_up, p->dln, p->dffn_b, a->ln2, N, 0);
     } else {
         o->gelu_backward(o, p->dffn_a, a->ffn_a, p->dffn_h, (size_t)N * F);
-        an_linear_bwd(m, L->w_up, L->b_up, p->dln, p->dffn_a, a->ln2, N, 0);
+        an_linear_backward(m, L->w_up, L->b_up, p->dln, p->dffn_a, a->ln2, N, 0);
     }
     norm_backward(m, p->dres, p->dln, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, a->ln2_mean, a->ln2_rstd, N);
 
     /* attention: res_mid = res_in + wo(att) */
     o->zero(o, p->datt, (size_t)N * qd * f);
-    an_linear_bwd(m, L->wo, L->bo, p->datt, p->dres, a->att, N, 0);
+    an_linear_backward(m, L->wo, L->bo, p->datt, p->dres, a->att, N, 0);
     o->zero(o, p->dq, (size_t)N * qd * f);
     o->zero(o, p->dk, (size_t)N * kvd * f);
     o->zero(o, p->dv, (size_t)N * kvd * f);
@@ -60,11 +60,11 @@ static void block_backward(an_model *m, int l, int B, int T) {
     if (L->wqkv) {
         o->zero(o, p->dqkv, (size_t)N * qkvd * f);
         an_model_split_qkv_backward(m, p->dqkv, p->dq, p->dk, p->dv, N);
-        an_linear_bwd(m, L->wqkv, L->bqkv, p->dln, p->dqkv, a->ln1, N, 0);
+        an_linear_backward(m, L->wqkv, L->bqkv, p->dln, p->dqkv, a->ln1, N, 0);
     } else {
-        an_linear_bwd(m, L->wq, L->bq, p->dln, p->dq, a->ln1, N, 0);
-        an_linear_bwd(m, L->wk, L->bk, p->dln, p->dk, a->ln1, N, 0);
-        an_linear_bwd(m, L->wv, L->bv, p->dln, p->dv, a->ln1, N, 0);
+        an_linear_backward(m, L->wq, L->bq, p->dln, p->dq, a->ln1, N, 0);
+        an_linear_backward(m, L->wk, L->bk, p->dln, p->dk, a->ln1, N, 0);
+        an_linear_backward(m, L->wv, L->bv, p->dln, p->dv, a->ln1, N, 0);
     }
     norm_backward(m, p->dres, p->dln, a->res_in, L->attn_norm_w, L->attn_norm_b, a->ln1_mean, a->ln1_rstd, N);
 }

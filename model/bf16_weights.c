@@ -1,11 +1,10 @@
 /* Frozen embedding table and LM head stored as bf16 (an_model_store_frozen_bf16, model/model.h).
  *
  * The float32 parameters that remain move into a new, smaller allocation (as NF4 quantization does),
- * so the float32 copies are really gone; the bf16 tensors share one allocation, and the matmuls on
- * them share one workspace of AN_BF16_TILE_BYTES (a tile of widened weight rows). */
+ * so the float32 copies are really gone; the bf16 tensors share one allocation. The typed linear ops
+ * run on them with the workspace of the plan or of the inference state. */
 #include <string.h>
 
-#include "model/bf16_weights.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 
@@ -28,45 +27,43 @@ static void convert(const an_model *m, const an_param *p, uint16_t *dst) {
 int an_model_store_frozen_bf16(an_model *m, an_error *err) {
     if (m->bf16_mem) return 0;
     const an_ops *o = m->ops;
-    if (!o->embedding_forward_bf16 || !o->matmul_forward_bf16w || !o->matmul_backward_input_bf16w)
-        return an_fail(err, "model: the %s backend has no bf16 weight ops", o->name);
+    if (!o->supports(o, AN_OP_embedding_lookup, AN_BF16) || !o->supports(o, AN_OP_linear_forward, AN_BF16) ||
+        !o->supports(o, AN_OP_linear_backward_input, AN_BF16))
+        return an_fail(err, "model: the %s backend has no ops for bf16 weights", o->name);
     an_param *t[2] = {m->tok_emb, m->lm_head}; /* lm_head NULL when tied to the embedding */
     int n = m->lm_head ? 2 : 1;
-    size_t total = 0, widest = 0;
+    size_t total = 0;
     for (int i = 0; i < n; i++) {
         if (t[i]->trainable)
             return an_fail(err, "model: tensor %s is trainable; only frozen tensors can be stored in bf16 (attach an "
                                 "adapter or freeze the model first)", t[i]->name);
         if (!t[i]->data) return an_fail(err, "model: tensor %s has no float32 values to store in bf16", t[i]->name);
         total += round_up(t[i]->numel, AN_BF16_ALIGN);
-        if ((size_t)t[i]->shape[1] > widest) widest = (size_t)t[i]->shape[1];
     }
-    size_t work = an_bf16_work_floats(widest);
     uint16_t *mem = o->alloc(o, total * sizeof(uint16_t));
-    float *w = o->alloc(o, work * sizeof(float));
     size_t keep = 0; /* float32 parameters that stay */
     for (int i = 0; i < m->n_params; i++) {
         const an_param *p = &m->params[i];
-        if (!p->nf4 && p != t[0] && p != t[n - 1]) keep += round_up(p->numel, 16);
+        if (!an_param_nf4(p) && p != t[0] && p != t[n - 1]) keep += round_up(p->numel, 16);
     }
     float *fmem = o->alloc(o, (keep ? keep : 1) * sizeof(float));
-    if (!mem || !w || !fmem) {
+    if (!mem || !fmem) {
         if (mem) o->free(o, mem);
-        if (w) o->free(o, w);
         if (fmem) o->free(o, fmem);
         return an_fail(err, "model: cannot allocate %.1f MiB for the bf16 embedding/head", (double)total * 2 / 1048576);
     }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        t[i]->bf16 = mem + off;
-        convert(m, t[i], t[i]->bf16);
+        convert(m, t[i], mem + off);
+        t[i]->dtype = AN_BF16;
+        t[i]->packed = mem + off;
         off += round_up(t[i]->numel, AN_BF16_ALIGN);
     }
     off = 0;
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
-        if (p->nf4) continue;
-        if (p->bf16) {
+        if (an_param_nf4(p)) continue;
+        if (an_param_bf16(p)) {
             p->data = NULL;
             continue;
         }
@@ -79,7 +76,6 @@ int an_model_store_frozen_bf16(an_model *m, an_error *err) {
     m->n_param_floats = keep;
     m->bf16_mem = mem;
     m->n_bf16 = total;
-    m->bf16_work = w;
-    m->bf16_work_floats = work;
-    return 0;
+    /* a plan made before holds a workspace sized for float32 weights: make it again */
+    return m->plan.block ? an_model_plan(m, m->plan.B, m->plan.T, err) : 0;
 }

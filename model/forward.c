@@ -28,12 +28,12 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
 
     norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res_in, L->attn_norm_w, L->attn_norm_b, N);
     if (L->wqkv) {
-        an_linear_fwd(m, L->wqkv, L->bqkv, p->qkv, a->ln1, N, train, 0);
+        an_linear_forward(m, L->wqkv, L->bqkv, p->qkv, a->ln1, N, train, 0);
         an_model_split_qkv(m, a->q, a->k, a->v, p->qkv, N);
     } else {
-        an_linear_fwd(m, L->wq, L->bq, a->q, a->ln1, N, train, 0);
-        an_linear_fwd(m, L->wk, L->bk, a->k, a->ln1, N, train, 0);
-        an_linear_fwd(m, L->wv, L->bv, a->v, a->ln1, N, train, 0);
+        an_linear_forward(m, L->wq, L->bq, a->q, a->ln1, N, train, 0);
+        an_linear_forward(m, L->wk, L->bk, a->k, a->ln1, N, train, 0);
+        an_linear_forward(m, L->wv, L->bv, a->v, a->ln1, N, train, 0);
     }
     if (c->arch != AN_ARCH_GPT2) {
         an_rope rope = an_model_rope(m, p->rope_cos_sin, p->T);
@@ -41,19 +41,19 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
         o->rope_forward(o, a->k, p->pos, N, nkv, hd, rope);
     }
     o->attention_forward(o, a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
-    an_linear_fwd(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
+    an_linear_forward(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
     o->add(o, a->res_mid, a->res_in, p->tmp, (size_t)N * C);
 
     norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
-        an_linear_fwd(m, L->w_gate, L->b_gate, a->ffn_a, a->ln2, N, train, 0);
-        an_linear_fwd(m, L->w_up, L->b_up, a->ffn_b, a->ln2, N, train, 0);
+        an_linear_forward(m, L->w_gate, L->b_gate, a->ffn_a, a->ln2, N, train, 0);
+        an_linear_forward(m, L->w_up, L->b_up, a->ffn_b, a->ln2, N, train, 0);
         o->swiglu_forward(o, a->ffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
     } else {
-        an_linear_fwd(m, L->w_up, L->b_up, a->ffn_a, a->ln2, N, train, 0);
+        an_linear_forward(m, L->w_up, L->b_up, a->ffn_a, a->ln2, N, train, 0);
         o->gelu_forward(o, a->ffn_h, a->ffn_a, (size_t)N * F);
     }
-    an_linear_fwd(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
+    an_linear_forward(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
     if (out) o->add(o, out, a->res_mid, p->tmp, (size_t)N * C); /* NULL: recomputing, the output is not needed */
 }
 
@@ -115,13 +115,13 @@ static void head_all_rows(an_model *m, int N, int with_loss, int with_grad, floa
     for (int r0 = 0, n; r0 < N; r0 += n) {
         n = head_chunk(p, N, r0);
         const float *x = p->lnf + (size_t)r0 * C;
-        an_linear_fwd(m, head, NULL, p->logits, x, n, with_grad, (uint64_t)r0 * C);
+        an_linear_forward(m, head, NULL, p->logits, x, n, with_grad, (uint64_t)r0 * C);
         if (logits_out) o->download(o, logits_out + (size_t)r0 * V, p->logits, (size_t)n * V * sizeof(float));
         if (!with_loss) continue;
         o->cross_entropy_forward(o, p->losses + r0, p->ce_lse + r0, p->logits, p->targets + r0, n, V);
         if (!with_grad) continue;
         o->cross_entropy_backward(o, p->logits, p->logits, p->ce_lse + r0, p->targets + r0, n, V, dloss);
-        an_linear_bwd(m, head, NULL, p->dln + (size_t)r0 * C, p->logits, x, n, (uint64_t)r0 * C);
+        an_linear_backward(m, head, NULL, p->dln + (size_t)r0 * C, p->logits, x, n, (uint64_t)r0 * C);
     }
 }
 
@@ -138,12 +138,12 @@ static void head_trained_rows(an_model *m, int M, int with_grad, float dloss) {
     for (int r0 = 0, n; r0 < M; r0 += n) {
         n = head_chunk(p, M, r0);
         o->embedding_forward(o, p->head_x, p->rows + r0, p->lnf, n, C);
-        an_linear_fwd(m, head, NULL, p->logits, p->head_x, n, with_grad, (uint64_t)r0 * C);
+        an_linear_forward(m, head, NULL, p->logits, p->head_x, n, with_grad, (uint64_t)r0 * C);
         o->cross_entropy_forward(o, p->losses + r0, p->ce_lse + r0, p->logits, p->row_targets + r0, n, V);
         if (!with_grad) continue;
         o->cross_entropy_backward(o, p->logits, p->logits, p->ce_lse + r0, p->row_targets + r0, n, V, dloss);
         o->zero(o, p->head_dx, (size_t)n * C * sizeof(float));
-        an_linear_bwd(m, head, NULL, p->head_dx, p->logits, p->head_x, n, (uint64_t)r0 * C);
+        an_linear_backward(m, head, NULL, p->head_dx, p->logits, p->head_x, n, (uint64_t)r0 * C);
         o->embedding_backward(o, p->dln, p->head_dx, p->rows + r0, n, C);
     }
 }
@@ -158,8 +158,9 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     if (with_grad && !b->targets) return an_fail(err, "model forward: gradients need targets");
     if (with_grad && !m->grad_mem && an_model_param_count(m, 1) > 0)
         return an_fail(err, "model forward: gradients requested but not allocated (an_model_alloc_grads)");
-    if (!p->nf4_work_bytes && an_model_is_quantized(m))
-        return an_fail(err, "model forward: the plan was made before the model was quantized (plan again)");
+    if (p->linear_work_bytes < an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows))
+        return an_fail(err, "model forward: the plan's workspace is too small for the weights' types or the "
+                            "thread count of now (quantized or stored in bf16 after planning: plan again)");
     if (m->lora && !p->lora_planned)
         return an_fail(err, "model forward: the plan was made before the LoRA adapter was attached (plan again)");
     if (stage_batch(m, b, err)) return -1;
@@ -167,8 +168,8 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
     float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
-    if (m->tok_emb->bf16) o->embedding_forward_bf16(o, x0, p->ids, m->tok_emb->bf16, N, C);
-    else o->embedding_forward(o, x0, p->ids, m->tok_emb->data, N, C);
+    an_weight emb = an_param_weight(m->tok_emb);
+    o->embedding_lookup(o, x0, p->ids, &emb, N);
     if (m->pos_emb) {
         o->embedding_forward(o, p->tmp, p->pos, m->pos_emb->data, N, C);
         o->add(o, x0, x0, p->tmp, (size_t)N * C);

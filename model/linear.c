@@ -2,67 +2,54 @@
  *
  * Forward:  out  = x W^T + b;  u = scaling * A xd  (xd = dropout(x) in training, else x);  out += u Bt
  * Backward: dBt += u^T dout;   du = scaling * dout Bt^T;   dA += du^T xd;   dx += dropout(du A) (+ dout W)
+ * The base weight may be of any dtype the backend supports (float32, a bf16 head, an NF4 base): the
+ * typed linear ops of kernels/ops.h dispatch on it. A trainable weight is float32 and gets its
+ * gradient from matmul_backward; a frozen one of any dtype gives the input gradient only.
  * The adapter's part is one fused op each way (lora_forward / lora_backward in kernels/ops.h), which
  * regenerates the dropout mask as it goes; u is kept from forward in the plan ([N, r] per adapted
  * layer), du is the plan's [N, r] scratch. */
 #include "model/linear.h"
 
-#include <math.h>
-
-#include "kernels/nf4.h"
 #include "model/lora.h"
-#include "model/nf4_weights.h"
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 static float *grad(const an_param *p) { return p ? p->grad : NULL; }
 
-/* The NF4 kernels' scratch: the plan's, or without a plan (inference) the one sized with the weights. */
-static void *nf4_work(const an_model *m, size_t *bytes) {
-    if (m->plan.nf4_work || !m->nf4) {
-        *bytes = m->plan.nf4_work_bytes;
-        return m->plan.nf4_work;
+size_t an_model_linear_work_bytes(const an_model *m, int rows) {
+    const an_ops *o = m->ops;
+    size_t need = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        if (m->params[i].ndim != 2) continue;
+        an_weight w = an_param_weight(&m->params[i]);
+        size_t b = o->linear_work_bytes(o, &w, rows);
+        if (b > need) need = b;
     }
-    *bytes = m->nf4->work_bytes;
-    return m->nf4->work;
+    for (int i = 0; m->lora && i < m->lora->n_mods; i++) { /* inference runs A through linear_forward */
+        an_weight a = an_param_weight(&m->lora->mods[i].a);
+        size_t b = o->linear_work_bytes(o, &a, rows);
+        if (b > need) need = b;
+    }
+    return need;
 }
 
-/* out = inp W^T + b for a float32 or NF4 weight. The NF4 kernels fail only when they cannot get
- * scratch memory (never with the plan's workspace); then out is NaN rather than silently wrong. */
 static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
-    if (w->bf16) { /* frozen bf16 head (an_model_store_frozen_bf16): widened a tile at a time */
-        m->ops->matmul_forward_bf16w(m->ops, out, inp, w->bf16, opt(b), N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
-                                     m->bf16_work_floats);
-        return;
-    }
-    if (!w->nf4) {
-        m->ops->matmul_forward(m->ops, out, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
-        return;
-    }
-    size_t wb;
-    void *work = nf4_work(m, &wb);
-    if (an_nf4_matmul_forward(out, inp, w->nf4, opt(b), N, work, wb, NULL))
-        for (size_t i = 0; i < (size_t)N * w->shape[0]; i++) out[i] = NAN;
+    const an_ops *o = m->ops;
+    an_weight wt = an_param_weight(w);
+    o->linear_forward(o, out, inp, &wt, opt(b), N, m->plan.linear_work, m->plan.linear_work_bytes);
 }
 
 static void base_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                           const float *inp, int N) {
-    if (w->bf16) { /* frozen: the input gradient only */
-        if (dinp)
-            m->ops->matmul_backward_input_bf16w(m->ops, dinp, dout, w->bf16, N, (int)w->shape[1], (int)w->shape[0], m->bf16_work,
-                                                m->bf16_work_floats);
-        if (b && b->grad) m->ops->matmul_backward(m->ops, NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+    const an_ops *o = m->ops;
+    int C = (int)w->shape[1], OC = (int)w->shape[0];
+    if (w->grad) { /* trainable, so float32: weight, bias and input gradients in one op */
+        o->matmul_backward(o, dinp, w->grad, grad(b), dout, inp, w->data, N, C, OC);
         return;
     }
-    if (!w->nf4) {
-        m->ops->matmul_backward(m->ops, dinp, grad(w), grad(b), dout, inp, w->data, N, (int)w->shape[1], (int)w->shape[0]);
-        return;
-    }
-    size_t wb;
-    void *work = nf4_work(m, &wb);
-    /* frozen: the input gradient only (a bias of an NF4 layer is frozen with it) */
-    if (an_nf4_matmul_backward_input(dinp, dout, w->nf4, N, work, wb, NULL))
-        for (size_t i = 0; i < (size_t)N * w->shape[1]; i++) dinp[i] = NAN;
-    if (b && b->grad) m->ops->matmul_backward(m->ops, NULL, NULL, b->grad, dout, NULL, NULL, N, (int)w->shape[1], (int)w->shape[0]);
+    /* frozen, of any dtype: the input gradient only (its bias may still train) */
+    an_weight wt = an_param_weight(w);
+    if (dinp) o->linear_backward_input(o, dinp, dout, &wt, N, m->plan.linear_work, m->plan.linear_work_bytes);
+    if (b && b->grad) o->matmul_backward(o, NULL, NULL, b->grad, dout, NULL, NULL, N, C, OC);
 }
 
 /* The per-module dropout seed: the forward's seed mixed with the module's index (splitmix64 finaliser). */
@@ -73,29 +60,20 @@ static uint64_t module_seed(const an_lora *l, const an_lora_module *mod) {
     return z ^ (z >> 31);
 }
 
-void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
-                       int N, float *u) {
-    base_forward(m, w, b, out, inp, N);
-    const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
-    if (mod)
-        m->ops->lora_forward(m->ops, out, u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, m->lora->cfg.r,
-                             m->lora->scaling, 0.0f, 0, 0);
-}
-
 int an_lora_rank(const an_model *m) { return m->lora ? m->lora->cfg.r : 0; }
 
-void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
+void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                    int train, uint64_t counter) {
     base_forward(m, w, b, out, inp, N);
     an_lora *l = m->lora;
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
     float p = train ? l->cfg.dropout : 0.0f;
-    m->ops->lora_forward(m->ops, out, mod->u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p,
-                         p > 0 ? module_seed(l, mod) : 0, counter);
+    m->ops->lora_forward(m->ops, out, mod->u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r,
+                         l->scaling, p, p > 0 ? module_seed(l, mod) : 0, counter);
 }
 
-void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
+void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                    const float *inp, int N, uint64_t counter) {
     base_backward(m, w, b, dinp, dout, inp, N);
     an_lora *l = m->lora;
@@ -103,6 +81,6 @@ void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *din
     if (!mod) return;
     float p = l->cfg.dropout;
     m->ops->lora_backward(m->ops, dinp, mod->a.grad, mod->bt.grad, m->plan.lora_du, dout, inp, mod->u, mod->a.data,
-                          mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p, p > 0 ? module_seed(l, mod) : 0,
-                          counter);
+                          mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p,
+                          p > 0 ? module_seed(l, mod) : 0, counter);
 }

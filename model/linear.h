@@ -12,11 +12,11 @@
 
 #include "model/model.h"
 
-void an_linear_fwd(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
+void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                    int train, uint64_t counter);
 /* dinp += dout @ W (+ the adapter's path); the base weight and bias get gradients only when they have
- * grad buffers; the adapter's A and B always do. Must follow the an_linear_fwd of the same rows. */
-void an_linear_bwd(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
+ * grad buffers; the adapter's A and B always do. Must follow the an_linear_forward of the same rows. */
+void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                    const float *inp, int N, uint64_t counter);
 
 #endif

@@ -3,6 +3,6 @@
 
 int an_model_is_quantized(const an_model *m) {
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].nf4) return 1;
+        if (an_param_nf4(&m->params[i])) return 1;
     return 0;
 }

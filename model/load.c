@@ -46,7 +46,7 @@ static void shape_str(char *out, size_t n, int ndim, const int64_t *shape) {
 static int load_tensors(an_model *m, const an_safetensors *st, const char *file, char *used, an_error *err) {
     size_t maxn = 1;
     for (int i = 0; i < m->n_params; i++)
-        if (!m->params[i].nf4 && m->params[i].numel > maxn) maxn = m->params[i].numel;
+        if (!an_param_nf4(&m->params[i]) && m->params[i].numel > maxn) maxn = m->params[i].numel;
     float *buf = malloc(maxn * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
     int rc = -1;
     if (!buf || !tmp) {
@@ -55,7 +55,7 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
     }
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
-        if (p->nf4) continue; /* read by an_nf4_weights_read */
+        if (an_param_nf4(p)) continue; /* read by an_nf4_weights_read */
         const an_st_tensor *t = find_tensor(m, st, p);
         if (!t) {
             an_fail(err, "%s: tensor %s is missing", file, p->name);
@@ -139,8 +139,8 @@ static an_model *load(const char *path, const an_ops *ops, int quant_blocksize, 
         goto done;
     }
     if (an_nf4_weights_read(m, &st, file, quant_blocksize, double_quant, used, err)) goto done;
-    if (m->nf4 && ops != an_ops_cpu()) {
-        an_fail(err, "%s: NF4 weights run on the CPU backend only", path);
+    if (m->nf4 && !ops->supports(ops, AN_OP_linear_forward, AN_NF4)) {
+        an_fail(err, "%s: the model's weights are NF4, which the %s backend does not run", path, ops->name);
         goto done;
     }
     if (an_model_alloc_params(m, err)) {
@@ -199,7 +199,7 @@ int an_model_save(const an_model *m, const char *dir, an_error *err) {
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         const an_param *p = &m->params[i];
-        if (p->nf4) { /* bitsandbytes' serialization, as transformers saves a 4-bit model */
+        if (an_param_nf4(p)) { /* bitsandbytes' serialization, as transformers saves a 4-bit model */
             if (an_nf4_weights_add(&w, p, json + (size_t)i * JSON_CAP, JSON_CAP, err)) goto done;
             continue;
         }

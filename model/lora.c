@@ -100,6 +100,7 @@ static int set_param(an_param *p, const char *module, const char *which, int64_t
     p->shape[0] = d0;
     p->shape[1] = d1;
     p->numel = (size_t)d0 * (size_t)d1;
+    p->dtype = AN_F32;
     p->trainable = 1;
     p->transposed = transposed;
     return n < (int)sizeof p->name ? 0 : -1;
@@ -258,7 +259,7 @@ int an_lora_merge(an_model *m, an_error *err) {
                             "embedding (tie_word_embeddings); merging would change the embedding as well. Use the "
                             "adapter unmerged, or train it without the head");
     for (int i = 0; i < l->n_mods; i++)
-        if (l->mods[i].base->bf16)
+        if (an_param_bf16(l->mods[i].base))
             return an_fail(err, "lora merge: %s is stored in bf16 (an_model_store_frozen_bf16); merge into a model "
                                 "loaded in float32", l->mods[i].base->name);
     size_t max_a = 0;
@@ -268,7 +269,7 @@ int an_lora_merge(an_model *m, an_error *err) {
     if (!as) return an_fail(err, "lora merge: out of memory");
     for (int i = 0; i < l->n_mods; i++) {
         an_lora_module *mod = &l->mods[i];
-        if (mod->base->nf4) { /* as PEFT merges into a 4-bit base: dequantize, add, quantize again */
+        if (an_param_nf4(mod->base)) { /* as PEFT merges into a 4-bit base: dequantize, add, quantize again */
             if (an_nf4_merge_delta(m, mod->base, mod->a.data, mod->bt.data, l->cfg.r, l->scaling, err)) {
                 m->ops->free(m->ops, as);
                 return -1;

@@ -119,16 +119,7 @@ int an_model_linears(an_model *m, an_linear_ref *out, int cap);
 /* 1 when any weight of m is NF4 */
 int an_model_is_quantized(const an_model *m);
 
-/* ---- running a linear layer with its adapter ----
- * out[N, out] = inp[N, in] @ W^T + b + scaling * (inp @ A^T) @ B^T, without dropout: the inference
- * path (KV-cache decode), for any linear of m whether adapted or not, with a float32 or NF4 base
- * weight. u: scratch of N * r floats (backend memory) when w carries an adapter, else may be NULL.
- * An NF4 weight's scratch comes from the plan when there is one, else from the workspace sized with
- * the NF4 weights (model/nf4_weights.h); if the kernel still cannot get scratch, out is filled with
- * NaN (never silently wrong). */
-void an_linear_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp,
-                       int N, float *u);
-/* LoRA rank of m's adapter (0 without one): the u scratch an_linear_forward needs is N * rank floats. */
+/* LoRA rank of m's adapter (0 without one): the inference state keeps N * rank floats of scratch for it. */
 int an_lora_rank(const an_model *m);
 /* Internal to model/: the dropout seed of the next training forward (advances l->forwards). */
 uint64_t an_lora_next_mask_seed(an_lora *l);

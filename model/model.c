@@ -36,6 +36,7 @@ static an_param *add(builder *b, int64_t d0, int64_t d1, int transposed, const c
     p->shape[0] = d0;
     p->shape[1] = d1 > 0 ? d1 : 0;
     p->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    p->dtype = AN_F32;
     p->transposed = transposed;
     p->trainable = 1;
     return p;
@@ -142,14 +143,14 @@ int an_model_build_table(an_model *m, an_error *err) {
 int an_model_alloc_params(an_model *m, an_error *err) {
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++)
-        if (!m->params[i].nf4) total += align_floats(m->params[i].numel);
+        if (!an_param_nf4(&m->params[i])) total += align_floats(m->params[i].numel);
     m->n_param_floats = total;
     m->param_mem = m->ops->alloc(m->ops, total * sizeof(float));
     if (!m->param_mem)
         return an_fail(err, "model: cannot allocate %.1f MiB for the parameters", (double)total * 4 / 1048576);
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
-        if (m->params[i].nf4) continue;
+        if (an_param_nf4(&m->params[i])) continue;
         m->params[i].data = m->param_mem + off;
         off += align_floats(m->params[i].numel);
     }
@@ -178,7 +179,6 @@ void an_model_free(an_model *m) {
     an_lora_free(m->lora);
     an_nf4_weights_free(m->nf4);
     if (m->bf16_mem) m->ops->free(m->ops, m->bf16_mem);
-    if (m->bf16_work) m->ops->free(m->ops, m->bf16_work);
     if (m->param_mem) m->ops->free(m->ops, m->param_mem);
     if (m->grad_mem) m->ops->free(m->ops, m->grad_mem);
     free(m->params);
@@ -194,7 +194,7 @@ an_param *an_model_find(an_model *m, const char *name) {
 
 void an_model_set_all_trainable(an_model *m, int trainable) {
     for (int i = 0; i < m->n_params; i++)
-        m->params[i].trainable = trainable && !m->params[i].nf4 && !m->params[i].bf16;
+        m->params[i].trainable = trainable && !an_param_nf4(&m->params[i]) && !an_param_bf16(&m->params[i]);
 }
 
 int an_model_alloc_grads(an_model *m, an_error *err) {
@@ -202,10 +202,10 @@ int an_model_alloc_grads(an_model *m, an_error *err) {
     m->grad_mem = NULL;
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++) {
-        if (m->params[i].trainable && m->params[i].nf4)
+        if (m->params[i].trainable && an_param_nf4(&m->params[i]))
             return an_fail(err, "model: tensor %s is NF4-quantized and cannot be trained (train an adapter on it: "
                                 "--method qlora)", m->params[i].name);
-        if (m->params[i].trainable && m->params[i].bf16)
+        if (m->params[i].trainable && an_param_bf16(&m->params[i]))
             return an_fail(err, "model: tensor %s is stored in bf16 for a frozen model and cannot be trained",
                            m->params[i].name);
         if (m->params[i].trainable) total += align_floats(m->params[i].numel);
@@ -237,9 +237,9 @@ size_t an_model_param_count(const an_model *m, int trainable_only) {
 }
 
 size_t an_model_bytes_params(const an_model *m) {
-    size_t n = m->n_param_floats * sizeof(float) + m->n_bf16 * sizeof(uint16_t) + m->bf16_work_floats * sizeof(float);
+    size_t n = m->n_param_floats * sizeof(float) + m->n_bf16 * sizeof(uint16_t);
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].nf4) n += an_nf4_tensor_bytes(m->params[i].nf4);
+        if (an_param_nf4(&m->params[i])) n += an_nf4_tensor_bytes(an_param_nf4(&m->params[i]));
     return n;
 }
 size_t an_model_bytes_grads(const an_model *m) { return m->grad_mem ? m->n_grad_floats * sizeof(float) : 0; }
@@ -258,17 +258,17 @@ static int is_rope_projection(const an_model *m, const an_param *p) {
 void an_model_export(const an_model *m, const an_param *p, const float *src, float *host_out, float *tmp) {
     int rows = (int)p->shape[0], cols = p->ndim == 2 ? (int)p->shape[1] : 1;
     int permute = m->cfg.rope_interleaved && is_rope_projection(m, p);
-    if (p->bf16 && !src) { /* bf16 widened (the embedding and the head are never transposed nor permuted) */
+    if (an_param_bf16(p) && !src) { /* bf16 widened (the embedding and the head are never transposed nor permuted) */
         uint16_t h[1024];
         for (size_t i0 = 0; i0 < p->numel; i0 += 1024) {
             size_t n = p->numel - i0 < 1024 ? p->numel - i0 : 1024;
-            m->ops->download(m->ops, h, p->bf16 + i0, n * sizeof(uint16_t));
+            m->ops->download(m->ops, h, an_param_bf16(p) + i0, n * sizeof(uint16_t));
             an_bf16_to_f32_n(host_out + i0, h, n);
         }
         return;
     }
-    if (p->nf4 && !src) { /* the values an NF4 weight stands for */
-        an_nf4_tensor_dequantize(p->nf4, p->transposed || permute ? tmp : host_out);
+    if (an_param_nf4(p) && !src) { /* the values an NF4 weight stands for */
+        an_nf4_tensor_dequantize(an_param_nf4(p), p->transposed || permute ? tmp : host_out);
         if (!p->transposed && !permute) return;
         src = tmp;
     } else if (!p->transposed && !permute) {

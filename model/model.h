@@ -28,15 +28,25 @@ typedef struct an_param {
     int ndim;         /* 1 or 2 */
     int64_t shape[2]; /* as held in memory: linear weights [out, in] */
     size_t numel;
-    float *data;      /* backend memory, inside an_model.param_mem */
+    an_dtype dtype;   /* how the values are held: AN_F32 in data; AN_BF16 or AN_NF4 in packed, data NULL */
+    float *data;      /* AN_F32: backend memory, inside an_model.param_mem */
     float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
     int trainable;
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
-    struct an_nf4_tensor *nf4; /* QLoRA: the frozen weight quantized to NF4, then data is NULL
-                                * (model/nf4_weights.h; owned by an_model.nf4) */
-    uint16_t *bf16;   /* frozen and stored as bf16 (an_model_store_frozen_bf16), then data is NULL;
-                       * backend memory inside an_model.bf16_mem */
+    void *packed;     /* AN_BF16: frozen and stored as bf16 (an_model_store_frozen_bf16), backend memory
+                       * inside an_model.bf16_mem; AN_NF4: QLoRA's frozen weight, an an_nf4_tensor owned
+                       * by an_model.nf4 (model/nf4_weights.h, host memory) */
 } an_param;
+
+/* The weight as the op table takes it (kernels/ops.h): dtype, [out, in], and where the values are. */
+static inline an_weight an_param_weight(const an_param *p) {
+    an_weight w = {p->dtype, p->shape[0], p->ndim == 2 ? p->shape[1] : 1,
+                   p->dtype == AN_F32 ? (const void *)p->data : (const void *)p->packed};
+    return w;
+}
+/* The packed values of a weight of that dtype, or NULL: for the code that reads and writes formats. */
+static inline struct an_nf4_tensor *an_param_nf4(const an_param *p) { return p->dtype == AN_NF4 ? p->packed : NULL; }
+static inline uint16_t *an_param_bf16(const an_param *p) { return p->dtype == AN_BF16 ? p->packed : NULL; }
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
 typedef enum an_qkv_layout {
@@ -104,8 +114,8 @@ typedef struct an_plan {
      * block too (an_lora_module.u). lora_planned: the plan was made with the current adapter. */
     float *lora_du;                 /* [N, r] */
     int lora_planned;
-    void *nf4_work;                 /* scratch of the NF4 matmuls (QLoRA), nf4_work_bytes */
-    size_t nf4_work_bytes;
+    void *linear_work;              /* scratch of the linear ops (an_model_linear_work_bytes) */
+    size_t linear_work_bytes;
 } an_plan;
 
 typedef struct an_model {
@@ -129,8 +139,6 @@ typedef struct an_model {
     int recompute;                  /* gradient checkpointing per layer for the next an_model_plan */
     uint16_t *bf16_mem;             /* bf16 storage of frozen tensors (an_model_store_frozen_bf16); NULL without */
     size_t n_bf16;                  /* uint16 values in bf16_mem */
-    float *bf16_work;               /* [bf16_work_floats] the bf16 matmuls' tile of widened weight rows */
-    size_t bf16_work_floats;
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -218,6 +226,9 @@ int an_model_build_params(an_model *m, an_error *err);
 int an_model_build_table(an_model *m, an_error *err);
 int an_model_alloc_params(an_model *m, an_error *err);
 void an_model_plan_free(an_model *m);
+/* Bytes of workspace the linear ops of m's weights (and its adapter's) need for up to `rows` rows:
+ * what a plan or an inference state holds for them (linear_work_bytes in kernels/ops.h). */
+size_t an_model_linear_work_bytes(const an_model *m, int rows);
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N);
 /* The model's rope settings with a cos/sin table of positions 0 .. n_pos - 1 (rope_table). */
 an_rope an_model_rope(const an_model *m, const float *cos_sin, int n_pos);

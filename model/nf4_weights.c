@@ -17,7 +17,6 @@ void an_nf4_weights_free(an_nf4_weights *w) {
     if (!w) return;
     for (int i = 0; i < w->n; i++) an_nf4_tensor_free(&w->tensors[i]);
     free(w->tensors);
-    free(w->work);
     free(w);
 }
 
@@ -31,14 +30,15 @@ an_nf4_tensor *an_nf4_weights_slot(an_model *m, an_param *p, an_error *err) {
             an_fail(err, "model: out of memory for the NF4 weights");
             return NULL;
         }
-        m->nf4->cap = m->n_params; /* fixed: an_param.nf4 points into the array */
+        m->nf4->cap = m->n_params; /* fixed: an_param.packed points into the array */
     }
     if (m->nf4->n >= m->nf4->cap) {
         an_fail(err, "model: more NF4 weights than parameters");
         return NULL;
     }
     an_nf4_tensor *t = &m->nf4->tensors[m->nf4->n++];
-    p->nf4 = t;
+    p->dtype = AN_NF4;
+    p->packed = t;
     p->trainable = 0;
     p->grad = NULL;
     return t;
@@ -50,33 +50,18 @@ static int quantizable(const an_model *m, const an_linear_ref *r) {
     return !r->is_head && r->w != m->tok_emb && r->w->ndim == 2;
 }
 
-static int size_work(an_model *m, an_error *err) {
-    an_nf4_weights *s = m->nf4;
-    size_t need = 0;
-    for (int i = 0; i < s->n; i++) {
-        size_t b = an_nf4_matmul_work_bytes(&s->tensors[i]);
-        if (b > need) need = b;
-    }
-    if (need <= s->work_bytes) return 0;
-    free(s->work);
-    s->work = malloc(need);
-    s->work_bytes = s->work ? need : 0;
-    if (!s->work) return an_fail(err, "model: cannot allocate %zu bytes of NF4 workspace", need);
-    return 0;
-}
-
 int an_nf4_weights_finish(an_model *m, an_error *err) {
     if (!m->nf4) return 0;
     if (m->param_mem) { /* move the float32 tensors that remain into a smaller allocation */
         size_t total = 0;
         for (int i = 0; i < m->n_params; i++)
-            if (!m->params[i].nf4) total += (m->params[i].numel + AN_NF4_ALIGN - 1) / AN_NF4_ALIGN * AN_NF4_ALIGN;
+            if (!an_param_nf4(&m->params[i])) total += (m->params[i].numel + AN_NF4_ALIGN - 1) / AN_NF4_ALIGN * AN_NF4_ALIGN;
         float *mem = m->ops->alloc(m->ops, (total ? total : 1) * sizeof(float));
         if (!mem) return an_fail(err, "model: cannot allocate %.1f MiB for the parameters", (double)total * 4 / 1048576);
         size_t off = 0;
         for (int i = 0; i < m->n_params; i++) {
             an_param *p = &m->params[i];
-            if (p->nf4) {
+            if (an_param_nf4(p)) {
                 p->data = NULL;
                 continue;
             }
@@ -88,12 +73,13 @@ int an_nf4_weights_finish(an_model *m, an_error *err) {
         m->param_mem = mem;
         m->n_param_floats = total;
     }
-    return size_work(m, err);
+    return 0;
 }
 
-static int cpu_only(const an_model *m, const char *what, an_error *err) {
-    if (m->ops != an_ops_cpu())
-        return an_fail(err, "%s: NF4 weights run on the CPU backend only (this model is on \"%s\")", what, m->ops->name);
+static int supported(const an_model *m, const char *what, an_error *err) {
+    const an_ops *o = m->ops;
+    if (!o->supports(o, AN_OP_linear_forward, AN_NF4) || !o->supports(o, AN_OP_linear_backward_input, AN_NF4))
+        return an_fail(err, "%s: the %s backend has no ops for NF4 weights", what, o->name);
     return 0;
 }
 
@@ -104,7 +90,7 @@ static int check_args(int blocksize, const char *what, an_error *err) {
 }
 
 int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error *err) {
-    if (check_args(blocksize, "quantize", err) || cpu_only(m, "quantize", err)) return -1;
+    if (check_args(blocksize, "quantize", err) || supported(m, "quantize", err)) return -1;
     if (an_model_is_quantized(m)) return an_fail(err, "quantize: the model is already quantized");
     if (m->bf16_mem) return an_fail(err, "quantize: the embedding/head are stored in bf16 already (quantize first)");
     int cap = m->cfg.n_layers * 8 + 1;
@@ -113,7 +99,7 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
     int n = an_model_linears(m, refs, cap), rc = -1;
     size_t maxn = 0;
     for (int i = 0; i < n; i++)
-        if (quantizable(m, &refs[i]) && !refs[i].w->nf4 && refs[i].w->numel > maxn) maxn = refs[i].w->numel;
+        if (quantizable(m, &refs[i]) && !an_param_nf4(refs[i].w) && refs[i].w->numel > maxn) maxn = refs[i].w->numel;
     float *host = malloc((maxn ? maxn : 1) * sizeof(float));
     if (!host) {
         an_fail(err, "quantize: out of memory");
@@ -121,13 +107,14 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
     }
     for (int i = 0; i < n; i++) {
         an_param *p = refs[i].w;
-        if (!quantizable(m, &refs[i]) || p->nf4) continue;
+        if (!quantizable(m, &refs[i]) || an_param_nf4(p)) continue;
         m->ops->download(m->ops, host, p->data, p->numel * sizeof(float));
         an_nf4_tensor *t = an_nf4_weights_slot(m, p, err);
         if (!t) goto done;
         if (an_nf4_tensor_quantize(t, host, p->shape[0], p->shape[1], blocksize, double_quant, err)) {
             /* give the slot back: p keeps its float data, the model stays usable */
-            p->nf4 = NULL;
+            p->dtype = AN_F32;
+            p->packed = NULL;
             m->nf4->n--;
             an_fail_prefix(err, "quantize: %s", p->name);
             goto done;
@@ -138,9 +125,10 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
         m->nf4->double_quant = double_quant;
     }
     rc = an_nf4_weights_finish(m, err);
-    m->plan.lora_planned = 0; /* a plan must be made again, with the NF4 workspace */
     /* gradients laid out for the old trainable set are stale: the NF4 weights are frozen now */
     if (!rc && m->grad_mem) rc = an_model_alloc_grads(m, err);
+    /* a plan made before holds a workspace sized for float32 weights: make it again */
+    if (!rc && m->plan.block) rc = an_model_plan(m, m->plan.B, m->plan.T, err);
 done:
     if (rc && m->nf4) { /* what was quantized before the failure still gets its memory back */
         an_error ignored;
@@ -277,7 +265,7 @@ int an_nf4_weights_read(an_model *m, const an_safetensors *st, const char *file,
         }
         for (int i = 0; i < n; i++) {
             an_param *p = refs[i].w;
-            if (!quantizable(m, &refs[i]) || p->nf4) continue;
+            if (!quantizable(m, &refs[i]) || an_param_nf4(p)) continue;
             const an_st_tensor *t = an_st_find(st, p->name);
             if (!t) continue; /* load_tensors reports it */
             if (p->transposed || t->ndim != 2 || t->shape[0] != p->shape[0] || t->shape[1] != p->shape[1]) {
@@ -324,7 +312,7 @@ static void py_float_repr(char *out, size_t cap, double v) {
 }
 
 int an_nf4_weights_add(an_st_writer *w, const an_param *p, char *json, size_t json_cap, an_error *err) {
-    const an_nf4_tensor *t = p->nf4;
+    const an_nf4_tensor *t = an_param_nf4(p);
     int n;
     if (t->double_quant) {
         char off[40];
@@ -400,7 +388,7 @@ int an_nf4_config_patch(const an_model *m, const char *path, an_error *err) {
 
 int an_nf4_merge_delta(an_model *m, an_param *w, const float *a, const float *bt, int r, float scaling,
                        an_error *err) {
-    an_nf4_tensor *t = w->nf4;
+    an_nf4_tensor *t = an_param_nf4(w);
     int64_t out = t->rows, in = t->cols;
     float *dense = malloc((size_t)t->n * sizeof(float));
     float *ha = malloc((size_t)r * in * sizeof(float)), *hb = malloc((size_t)r * out * sizeof(float));

@@ -9,7 +9,7 @@
  * prepare_model_for_kbit_training keeps them.
  *
  * Who handles an NF4 weight:
- *   an_linear_fwd / an_linear_bwd / an_linear_forward   fused dequantizing matmul, input gradient only,
+ *   an_linear_forward / an_linear_backward / an_linear_forward   fused dequantizing matmul, input gradient only,
  *                                                       the AVX2 matvec for up to 4 rows; LoRA on top
  *   an_model_save      writes bitsandbytes' serialization (uint8 weight + absmax + quant_map + nested
  *                      stats + packed quant_state JSON) and a quantization_config in config.json
@@ -17,9 +17,9 @@
  *   an_model_export    dequantizes (float32 values of the NF4 weight)
  *   an_lora_merge      as PEFT: dequantize, add scaling * B A, quantize again
  *   an_model_alloc_grads  refuses a trainable NF4 weight (full fine-tuning needs float weights)
- * NF4 compute is CPU code: quantizing a model on another backend is refused. The kernels share one
- * workspace per model (an_nf4_weights.work), so -- like the activation plan -- a model runs one
- * forward or backward at a time. */
+ * NF4 weights run through the typed linear ops (kernels/ops.h) of a backend that supports them (the
+ * CPU's; quantizing or loading onto another backend is refused), with the workspace of the plan or of
+ * the inference state: the model itself holds no scratch. */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -32,14 +32,12 @@ typedef struct an_nf4_weights {
     an_nf4_tensor *tensors; /* n, in the order of m->params; an_param.nf4 points in here */
     int n, cap;
     int blocksize, double_quant; /* how this model was quantized (or what the file said) */
-    void *work;             /* scratch for the NF4 kernels without a plan (inference); a plan has its own */
-    size_t work_bytes;
 } an_nf4_weights;
 
 /* Quantizes every linear weight of m but the head to NF4 (blocksize 64 and double_quant 1 are
  * QLoRA's), frees their float32 copies and freezes them. Bit-exact with bitsandbytes' quantize_4bit
  * (torch's mean computed as by one torch thread; see docs/nf4.md). A model already quantized is
- * refused. Plan (again) afterwards: the plan holds the NF4 kernels' workspace.
+ * refused. A plan made before is made again (its workspace grows for the NF4 kernels).
  * A weight that cannot be quantized (NaN or infinite values) is an error naming it; the weights
  * before it are NF4 then, the rest still float32, and the model stays usable. */
 int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error *err);
@@ -57,7 +55,7 @@ void an_nf4_weights_free(an_nf4_weights *w);
 /* A new tensor slot for p (grows the store); p->nf4 is set to it. */
 an_nf4_tensor *an_nf4_weights_slot(an_model *m, an_param *p, an_error *err);
 /* Moves the float32 parameters that are not NF4 into a new, smaller allocation (the quantized ones
- * get data NULL) and sizes the kernel workspace. */
+ * get data NULL). */
 int an_nf4_weights_finish(an_model *m, an_error *err);
 /* Reading: for every linear of m but the head, the bitsandbytes arrays in st (when present) or, with
  * quant_blocksize > 0, the float tensor quantized now. Sets p->nf4; marks used[] tensors of st. */

@@ -137,12 +137,11 @@ static void layout(an_model *m, an_carver *c) {
         p->lora_du = an_carve(c, N * r, f);
         p->lora_planned = 1;
     }
-    size_t nf4 = 0; /* one workspace for every NF4 matmul (QLoRA), sized for the threads of now */
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].nf4 && an_nf4_matmul_work_bytes(m->params[i].nf4) > nf4)
-            nf4 = an_nf4_matmul_work_bytes(m->params[i].nf4);
-    p->nf4_work = nf4 ? an_carve(c, nf4, 1) : NULL;
-    p->nf4_work_bytes = nf4;
+    /* one workspace for every linear op on a typed weight (bf16 head, NF4 base), sized for the most
+     * rows a linear runs here and the threads of now */
+    size_t work = an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows);
+    p->linear_work = work ? an_carve(c, work, 1) : NULL;
+    p->linear_work_bytes = work;
 }
 
 void an_model_plan_free(an_model *m) {

@@ -2,12 +2,10 @@
  * those of model/plan.c, listed in the same order with the same rounding. */
 #include "model/qlora_plan.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/nf4.h"
-#include "model/bf16_weights.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -64,30 +62,38 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
         goto done;
     }
     int n_refs = an_model_linears(&m, refs, cap);
-    int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
-    int old_threads = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    /* the typed linear ops' workspace, as the CPU backend sizes it for the rows a plan runs and the
+     * thread count of now (model/plan.c asks an_model_linear_work_bytes the same) */
+    const an_ops *cpu = an_ops_cpu();
+    int rows = o->B * o->T;
     size_t n_mods = 0, head_u = 0;
     for (int i = 0; i < n_refs; i++) {
         const an_param *w = refs[i].w;
         int quantizable = !refs[i].is_head && w != m.tok_emb;
+        an_nf4_tensor t = shape_only(w->shape[0], w->shape[1], o->blocksize, o->double_quant);
+        an_weight wt = {AN_F32, w->shape[0], w->shape[1], NULL};
         if (quantizable) {
             out->n_linear += w->numel;
             if (o->method == AN_METHOD_QLORA) {
-                an_nf4_tensor t = shape_only(w->shape[0], w->shape[1], o->blocksize, o->double_quant);
                 out->base_linear += an_nf4_tensor_bytes(&t);
-                size_t ws = an_nf4_matmul_work_bytes(&t);
-                if (ws > out->nf4_workspace) out->nf4_workspace = ws;
+                wt.dtype = AN_NF4;
+                wt.data = &t;
             }
+        } else if (o->frozen_bf16) {
+            wt.dtype = AN_BF16; /* the head (the embedding table when tied) */
         }
+        size_t ws = cpu->linear_work_bytes(cpu, &wt, rows);
+        if (ws > out->linear_workspace) out->linear_workspace = ws;
         if (lora && (quantizable || (refs[i].is_head && o->lora_head))) {
+            an_weight a = {AN_F32, o->r, w->shape[1], NULL};
+            ws = cpu->linear_work_bytes(cpu, &a, rows);
+            if (ws > out->linear_workspace) out->linear_workspace = ws;
             out->n_adapter += (size_t)o->r * (size_t)(w->shape[0] + w->shape[1]);
             out->adapters += (buf((size_t)o->r * w->shape[1], 4) + buf((size_t)o->r * w->shape[0], 4));
             n_mods++;
             if (refs[i].is_head) head_u = 1;
         }
     }
-    omp_set_num_threads(old_threads);
     size_t total_params = 0;
     for (int i = 0; i < m.n_params; i++) total_params += m.params[i].numel;
     out->n_other = total_params - out->n_linear;
@@ -96,7 +102,6 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     if (o->frozen_bf16) { /* the embedding, and the head unless tied, at 2 bytes */
         out->n_frozen_bf16 = m.tok_emb->numel + (m.lm_head ? m.lm_head->numel : 0);
         out->base_other -= out->n_frozen_bf16 * (size_t)(o->other_bytes - 2);
-        out->bf16_workspace = an_bf16_work_floats((size_t)cfg->dim) * sizeof(float);
     }
     out->linear_bytes_per_param = out->n_linear ? (double)out->base_linear / (double)out->n_linear : 0;
     if (lora) {
@@ -135,8 +140,8 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     out->activations = fixed + L * (res_in + layer) + u_layers;
     /* recomputation: every layer's input kept, one layer's activations (and adapter u) live */
     out->activations_recompute = fixed + L * res_in + (L ? layer + u_layers / L : 0);
-    size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer + out->nf4_workspace +
-                    out->bf16_workspace;
+    size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer +
+                    (out->linear_workspace + 63) / 64 * 64;
     out->total = common + out->activations;
     out->total_recompute = common + out->activations_recompute;
     rc = 0;

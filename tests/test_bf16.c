@@ -1,8 +1,8 @@
 /* bf16 storage of the frozen embedding table and LM head (an_model_store_frozen_bf16).
  *
  * Ops (kernels/cpu_bf16.c) against widening the weight to float32 first and running the float32 op:
- *  - embedding_forward_bf16: bit-identical (widening is exact and the gather copies);
- *  - matmul_forward_bf16w / matmul_backward_input_bf16w with a workspace of 3 rows (so several
+ *  - embedding_lookup of a bf16 table: bit-identical (widening is exact and the gather copies);
+ *  - linear_forward / linear_backward_input of a bf16 weight with a workspace of 3 rows (so several
  *    tiles and a partial last one): each output is a float32 dot product of length K (C forward,
  *    OC backward), the tiled and the plain op differing at most in summation order, so both lie
  *    within Higham's bound gamma_K * sum|a b| of the exact value and differ by at most twice it.
@@ -11,7 +11,7 @@
  * of the largest logit (only the head GEMM's summation order differs: tiles of the head rows), and
  * a LoRA (dropout 0.2) and a QLoRA forward/backward give the same loss and adapter gradients to
  * 1e-5 relative (that summation-order difference, carried through the backward). The parameter
- * bytes drop by 2 bytes per embedding/head parameter (plus the tile workspace and alignment), and a
+ * bytes drop by 2 bytes per embedding/head parameter (plus alignment), and a
  * trainable embedding is refused with a message naming it. */
 #include <math.h>
 #include <string.h>
@@ -42,14 +42,15 @@ static void test_ops(void) {
 
     int32_t ids[N] = {3, 0, 8, 3, 5};
     float e1[N * C], e2[N * C];
-    o->embedding_forward_bf16(o, e1, ids, wh, N, C); /* the first V rows of w as a table */
+    an_weight wb = {AN_BF16, OC, C, wh}; /* ids < V <= OC: rows of w as a table */
+    o->embedding_lookup(o, e1, ids, &wb, N);
     o->embedding_forward(o, e2, ids, ww, N, C);
     CHECK(memcmp(e1, e2, sizeof e1) == 0);
     (void)V;
 
     float y1[N * OC], y2[N * OC];
     double bound[N * OC];
-    o->matmul_forward_bf16w(o, y1, x, wh, bias, N, C, OC, work, 3 * C);
+    o->linear_forward(o, y1, x, &wb, bias, N, work, sizeof work);
     o->matmul_forward(o, y2, x, ww, bias, N, C, OC);
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
@@ -61,7 +62,7 @@ static void test_ops(void) {
 
     float d1[N * C], d2[N * C];
     for (int i = 0; i < N * C; i++) d1[i] = d2[i] = x[i]; /* accumulates onto what is there */
-    o->matmul_backward_input_bf16w(o, d1, dout, wh, N, C, OC, work, 3 * C);
+    o->linear_backward_input(o, d1, dout, &wb, N, work, sizeof work);
     o->matmul_backward(o, d2, NULL, NULL, dout, NULL, ww, N, C, OC);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) {
@@ -96,7 +97,8 @@ static void test_matvec(void) {
         for (int N = 1; N <= 4; N++)
             for (int with_bias = 0; with_bias < 2; with_bias++) {
                 float y[4 * 16];
-                o->matmul_forward_bf16w(o, y, x, wh, with_bias ? bias : NULL, N, C, OC, NULL, 0);
+                an_weight wb = {AN_BF16, OC, C, wh};
+                o->linear_forward(o, y, x, &wb, with_bias ? bias : NULL, N, NULL, 0); /* no workspace needed */
                 for (int n = 0; n < N; n++)
                     for (int j = 0; j < OC; j++) {
                         double exact = with_bias ? bias[j] : 0.0, a = fabs(exact);
@@ -171,9 +173,9 @@ static void check_family(const char *name) {
     CHECK(an_model_forward(ref, &b, 0, 1, NULL, lr, &e) == 0);
     double err = rel_err(la, lr, nl);
     CHECK_MSG(err <= 1e-6, "%s: logits differ by %.3g of the largest", name, err);
-    /* 2 bytes saved per embedding/head parameter, less the workspace and alignment */
+    /* 2 bytes saved per embedding/head parameter, less alignment */
     size_t vc = a->tok_emb->numel + (a->lm_head ? a->lm_head->numel : 0);
-    size_t saved = an_model_bytes_params(ref) - an_model_bytes_params(a) + a->bf16_work_floats * 4;
+    size_t saved = an_model_bytes_params(ref) - an_model_bytes_params(a);
     CHECK_MSG(saved >= 2 * vc && saved <= 2 * vc + 256, "%s: %zu bytes saved for %zu bf16 parameters", name, saved, vc);
     free(la);
     free(lr);
@@ -224,7 +226,7 @@ static void check_decode(const char *name) {
             CHECK(an_infer_decode(sa, &slot, &id, 1, la, &e) == 0);
             CHECK(an_infer_decode(sr, &slot, &id, 1, lr, &e) == 0);
         }
-        CHECK(a->lm_head ? a->lm_head->bf16 != NULL : a->tok_emb->bf16 != NULL);
+        CHECK(a->lm_head ? an_param_bf16(a->lm_head) != NULL : an_param_bf16(a->tok_emb) != NULL);
         free(la), free(lr);
     }
     an_infer_free(sa);
@@ -252,7 +254,7 @@ static void test_refusals(void) {
     CHECK_CONTAINS(e.msg, "trainable");
     an_model_set_all_trainable(m, 0);
     CHECK(an_model_store_frozen_bf16(m, &e) == 0);
-    CHECK(m->tok_emb->data == NULL && m->lm_head->data == NULL && m->tok_emb->bf16 && m->lm_head->bf16);
+    CHECK(m->tok_emb->data == NULL && m->lm_head->data == NULL && an_param_bf16(m->tok_emb) && an_param_bf16(m->lm_head));
     an_model_set_all_trainable(m, 1); /* the bf16 tensors stay frozen */
     CHECK(!m->tok_emb->trainable && !m->lm_head->trainable && m->final_norm_w->trainable);
     CHECK(an_model_quantize_nf4(m, 64, 1, &e) != 0);

@@ -1,4 +1,6 @@
-/* The decoding ops of the CPU backend: matvec_forward against a double-precision product, and
+/* The decoding ops of the CPU backend: the matrix-vector kernel (an_cpu_matvec_forward, what
+ * linear_forward runs on float32 weights for up to AN_CPU_MATVEC_MAX_ROWS rows) against a
+ * double-precision product, and
  * attention_decode_forward against the tiled causal attention op (attention_forward, itself checked
  * against a double reference in test_ops): a query at position t over a cache holding keys 0..t must
  * give the causal attention output at t.
@@ -14,7 +16,7 @@
 #include <string.h>
 
 #include "core/rng.h"
-#include "kernels/ops.h"
+#include "kernels/cpu.h"
 #include "tests/op_harness.h"
 #include "tests/test.h"
 
@@ -45,8 +47,22 @@ static void check_matvec(const an_ops *ops, int N, int C, int OC, int with_bias)
         }
     float *dx = oh_upload(ops, x, sizeof(float) * N * C), *dw = oh_upload(ops, w, sizeof(float) * OC * C);
     float *db = oh_upload(ops, b, sizeof(float) * OC), *dout = ops->alloc(ops, sizeof(float) * N * OC);
-    ops->matvec_forward(ops, dout, dx, dw, with_bias ? db : NULL, N, C, OC);
+    size_t wb = an_cpu_matvec_work_bytes(N, C);
+    void *work = malloc(wb ? wb : 1);
+    an_cpu_matvec_forward(dout, dx, dw, with_bias ? db : NULL, N, C, OC, work, wb);
     float *out = oh_download(ops, dout, sizeof(float) * N * OC);
+    /* the table's linear op on a float32 weight runs this kernel for a few rows: the same bits, and
+     * the same again without room to pack the inputs */
+    if (N <= AN_CPU_MATVEC_MAX_ROWS) {
+        an_weight wt = {AN_F32, OC, C, dw};
+        float *via = malloc(sizeof(float) * N * OC), *unpacked = malloc(sizeof(float) * N * OC);
+        ops->linear_forward(ops, via, dx, &wt, with_bias ? db : NULL, N, work, wb);
+        ops->linear_forward(ops, unpacked, dx, &wt, with_bias ? db : NULL, N, NULL, 0);
+        CHECK_MSG(memcmp(via, out, sizeof(float) * N * OC) == 0, "linear_forward N=%d differs from the kernel", N);
+        CHECK_MSG(memcmp(unpacked, out, sizeof(float) * N * OC) == 0, "matvec N=%d differs without its workspace", N);
+        free(via), free(unpacked);
+    }
+    free(work);
     double err = oh_rel_err_fd(out, ref, (size_t)N * OC, 1e-12);
     CHECK_MSG(err < 2e-6, "matvec N=%d C=%d OC=%d bias=%d: rel err %.3g", N, C, OC, with_bias, err);
     ops->free(ops, dx), ops->free(ops, dw), ops->free(ops, db), ops->free(ops, dout);
@@ -66,18 +82,19 @@ static void test_matvec(void) {
 
 /* Row n of a batched product equals, bit for bit, the product of row n alone. */
 static void check_matvec_rows_alone(int N, int C, int OC) {
-    const an_ops *ops = an_ops_cpu();
     matvec_case mc = matvec_case_make((uint64_t)(N * 7 + C * 3 + OC), N, C, OC);
     float *x = mc.x, *w = mc.w, *b = mc.b;
     float *all = malloc(sizeof(float) * N * OC), *one = malloc(sizeof(float) * OC);
-    ops->matvec_forward(ops, all, x, w, b, N, C, OC);
+    size_t wb = an_cpu_matvec_work_bytes(N, C);
+    void *work = malloc(wb);
+    an_cpu_matvec_forward(all, x, w, b, N, C, OC, work, wb);
     int differ = 0;
     for (int n = 0; n < N; n++) {
-        ops->matvec_forward(ops, one, x + (size_t)n * C, w, b, 1, C, OC);
+        an_cpu_matvec_forward(one, x + (size_t)n * C, w, b, 1, C, OC, NULL, 0);
         differ += memcmp(one, all + (size_t)n * OC, sizeof(float) * OC) != 0;
     }
     CHECK_MSG(differ == 0, "matvec N=%d C=%d OC=%d: %d rows differ from the same row alone", N, C, OC, differ);
-    free(x), free(w), free(b), free(all), free(one);
+    free(x), free(w), free(b), free(all), free(one), free(work);
 }
 
 static void test_matvec_batch_rows_match_single(void) {

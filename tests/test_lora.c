@@ -85,7 +85,7 @@ static void check_family_ex(const char *name, const char *fixture, int qlora) {
     CHECK(n_demb == (size_t)B * T * C);
     CHECK(m->lora && an_model_param_count(m, 1) == 0); /* the base is frozen */
     if (qlora) /* the linears hold NF4 codes only; the head stays float32 */
-        CHECK(m->layers[0].w_down->nf4 && !m->layers[0].w_down->data && m->lm_head && !m->lm_head->nf4 &&
+        CHECK(an_param_nf4(m->layers[0].w_down) && !m->layers[0].w_down->data && m->lm_head && !an_param_nf4(m->lm_head) &&
               m->lm_head->data);
     CHECK(m->grad_mem == NULL);
 
@@ -155,7 +155,7 @@ static void check_family_ex(const char *name, const char *fixture, int qlora) {
         /* merged: W += s B A, then no adapter; the same logits to 1e-5. An adapter on a head tied to the
          * embedding cannot be merged (it would change the embedding too): GPT-2's is refused. */
         if (qlora) { /* merging into NF4 re-quantizes as PEFT does: checked against PEFT in tests/test_qlora.c */
-            CHECK(an_lora_merge(m2, &e) == 0 && !m2->lora && m2->layers[0].w_down->nf4);
+            CHECK(an_lora_merge(m2, &e) == 0 && !m2->lora && an_param_nf4(m2->layers[0].w_down));
             free(logits2);
             goto merged_done;
         }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/infer.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
 #include "train/step.h"
@@ -31,12 +32,12 @@ static void check_bits(an_model *m, const an_safetensors *fx, const char *label)
         snprintf(key, sizeof key, "nf4.%s", p->name);
         const an_st_tensor *w = an_st_find(fx, key);
         if (!w) {
-            CHECK_MSG(!p->nf4, "%s: %s is NF4 but bitsandbytes left it in float", label, p->name);
+            CHECK_MSG(!an_param_nf4(p), "%s: %s is NF4 but bitsandbytes left it in float", label, p->name);
             continue;
         }
-        CHECK_MSG(p->nf4 && p->data == NULL, "%s: %s should be NF4 with its float copy freed", label, p->name);
-        if (!p->nf4) continue;
-        const an_nf4_tensor *t = p->nf4;
+        CHECK_MSG(an_param_nf4(p) && p->data == NULL, "%s: %s should be NF4 with its float copy freed", label, p->name);
+        if (!an_param_nf4(p)) continue;
+        const an_nf4_tensor *t = an_param_nf4(p);
         snprintf(key, sizeof key, "nf4.%s.absmax", p->name);
         const an_st_tensor *am = an_st_find(fx, key);
         snprintf(key, sizeof key, "nf4.%s.nested_absmax", p->name);
@@ -150,7 +151,7 @@ static void check_family(const char *name, int via_load) {
         /* memory: only embeddings, norms and the head remain float32 */
         size_t f32 = 0;
         for (int i = 0; i < m->n_params; i++)
-            if (!m->params[i].nf4) f32 += (m->params[i].numel + 15) / 16 * 16;
+            if (!an_param_nf4(&m->params[i])) f32 += (m->params[i].numel + 15) / 16 * 16;
         CHECK(m->n_param_floats == f32);
         check_against_peft(m, name, &fx);
         an_model_free(m);
@@ -161,7 +162,7 @@ static void check_family(const char *name, int via_load) {
 static void test_llama_load_nf4(void) { check_family("llama", 1); }
 static void test_internlm2_quantize(void) { check_family("internlm2", 0); }
 
-/* The inference path: an_linear_forward on an NF4 weight, with and without its adapter, for 1, 3
+/* The inference path: an_infer_linear (the typed linear op) on an NF4 weight, with and without its adapter, for 1, 3
  * (matvec) and 9 (tiled GEMM) rows, against double precision on the dequantized weight. */
 static void test_linear_forward(void) {
     an_model *m = quantized("llama", 1);
@@ -169,19 +170,21 @@ static void test_linear_forward(void) {
     an_error e;
     CHECK(an_lora_load(m, "tests/ref/lora/llama", &e) == 0);
     an_param *w = an_model_find(m, "model.layers.1.mlp.down_proj.weight");
-    CHECK(w && w->nf4);
-    if (!w || !w->nf4 || !m->lora) {
+    CHECK(w && an_param_nf4(w));
+    if (!w || !an_param_nf4(w) || !m->lora) {
         an_model_free(m);
         return;
     }
     int out = (int)w->shape[0], in = (int)w->shape[1], r = an_lora_rank(m);
+    an_infer *s = an_infer_create(m, 1, 9, 9, &e); /* 9 rows: the workspace and the adapter's scratch */
+    CHECK_MSG(s != NULL, "%s", e.msg);
     const an_lora_module *mod = an_lora_find(m->lora, w);
     CHECK(mod != NULL);
     float *wd = malloc((size_t)out * in * sizeof(float)), *x = malloc(9 * (size_t)in * sizeof(float));
-    float *y = malloc(9 * (size_t)out * sizeof(float)), *u = malloc(9 * (size_t)r * sizeof(float));
+    float *y = malloc(9 * (size_t)out * sizeof(float));
     double *ref = malloc(9 * (size_t)out * sizeof(double));
     float *refb = malloc(9 * (size_t)out * sizeof(float));
-    an_nf4_tensor_dequantize(w->nf4, wd);
+    an_nf4_tensor_dequantize(an_param_nf4(w), wd);
     for (int k = 0; k < 9 * in; k++) x[k] = sinf(0.37f * (float)k) - 0.2f;
     for (int with_adapter = 0; with_adapter < 2; with_adapter++) {
         for (int n = 0; n < 9; n++)
@@ -202,7 +205,7 @@ static void test_linear_forward(void) {
         if (!with_adapter) m->lora = NULL;
         int rows[3] = {1, 3, 9};
         for (int t = 0; t < 3; t++) {
-            an_linear_forward(m, w, NULL, y, x, rows[t], u);
+            if (s) an_infer_linear(s, w, NULL, y, x, rows[t]);
             double err = test_max_rel_err(y, refb, (size_t)rows[t] * out, 1e-12);
             CHECK_MSG(err < 1e-5, "%d rows, adapter %d: rel err %.3g", rows[t], with_adapter, err);
         }
@@ -211,9 +214,9 @@ static void test_linear_forward(void) {
     free(wd);
     free(x);
     free(y);
-    free(u);
     free(ref);
     free(refb);
+    an_infer_free(s);
     an_model_free(m);
 }
 
@@ -227,7 +230,7 @@ static void test_refusals(void) {
     CHECK(an_model_quantize_nf4(m, 64, 1, &e) == 0);
     an_model_set_all_trainable(m, 1); /* NF4 weights stay frozen */
     an_param *q = an_model_find(m, "model.layers.0.self_attn.q_proj.weight");
-    CHECK(q && q->nf4 && !q->trainable);
+    CHECK(q && an_param_nf4(q) && !q->trainable);
     q->trainable = 1;
     CHECK(an_model_alloc_grads(m, &e) != 0);
     CHECK_CONTAINS(e.msg, "model.layers.0.self_attn.q_proj.weight is NF4-quantized and cannot be trained");
@@ -244,7 +247,7 @@ static void test_refusals(void) {
     up->data[5] = NAN;
     CHECK(an_model_quantize_nf4(m, 64, 1, &e) != 0);
     CHECK_CONTAINS(e.msg, "model.layers.1.mlp.up_proj.weight");
-    CHECK(!up->nf4 && up->data && an_model_find(m, "model.layers.0.self_attn.q_proj.weight")->nf4);
+    CHECK(!an_param_nf4(up) && up->data && an_param_nf4(an_model_find(m, "model.layers.0.self_attn.q_proj.weight")));
     up->data[5] = 0.0f;
     int32_t ids[4] = {5, 6, 7, 8};
     float logits[4 * 256];
@@ -276,11 +279,11 @@ static void test_merge_like_peft(void) {
     size_t total = 0, same = 0, far = 0;
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
-        if (!p->nf4) continue;
+        if (!an_param_nf4(p)) continue;
         const an_st_tensor *w = an_st_find(&ref, p->name);
-        CHECK_MSG(w && w->nbytes == (size_t)(p->nf4->n + 1) / 2, "%s missing from the PEFT merge", p->name);
+        CHECK_MSG(w && w->nbytes == (size_t)(an_param_nf4(p)->n + 1) / 2, "%s missing from the PEFT merge", p->name);
         if (!w) continue;
-        const uint8_t *a = w->data, *b = p->nf4->packed;
+        const uint8_t *a = w->data, *b = an_param_nf4(p)->packed;
         for (size_t k = 0; k < w->nbytes; k++) {
             int hi = abs((a[k] >> 4) - (b[k] >> 4)), lo = abs((a[k] & 15) - (b[k] & 15));
             same += (hi == 0) + (lo == 0);

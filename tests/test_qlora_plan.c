@@ -35,7 +35,7 @@ static void check(const char *name, int dropout, int head, int B, int T) {
     an_memory_plan p;
     CHECK(an_memory_plan_compute(&m->cfg, &o, &p, &e) == 0);
     /* the plan also holds the NF4 kernels' workspace, carved in 64-byte units */
-    size_t ws = (p.nf4_workspace + 63) / 64 * 64;
+    size_t ws = (p.linear_workspace + 63) / 64 * 64;
     CHECK_MSG(p.activations + ws == an_model_bytes_activations(m), "%s: planned %zu + %zu, allocated %zu", name,
               p.activations, ws, an_model_bytes_activations(m));
     CHECK(p.activations_recompute < p.activations);
@@ -95,7 +95,7 @@ static void test_frozen_bf16_params(void) {
         o.frozen_bf16 = 1;
         an_memory_plan p;
         CHECK(an_memory_plan_compute(&m->cfg, &o, &p, &e) == 0);
-        size_t planned = p.base_linear + p.base_other + p.bf16_workspace, got = an_model_bytes_params(m);
+        size_t planned = p.base_linear + p.base_other, got = an_model_bytes_params(m);
         CHECK_MSG(planned <= got && got - planned <= 64 * (size_t)m->n_params, "%s: planned %zu, model %zu", names[k],
                   planned, got);
         an_model_free(m);

@@ -241,7 +241,7 @@ static void test_bad_files(void) {
     CHECK(an_model_save(m, plain, &e) == 0);
     an_param *q = an_model_find(m, Q);
     float absmax[16];
-    memcpy(absmax, q->nf4->absmax, sizeof absmax);
+    memcpy(absmax, an_param_nf4(q)->absmax, sizeof absmax);
     absmax[3] = NAN;
     edit e6 = {Q ".absmax", AN_F32, 1, {16}, absmax};
     expect_error(damaged(plain, "nan-absmax", &e6), "absmax[3] is nan");
@@ -250,8 +250,8 @@ static void test_bad_files(void) {
     CHECK_MSG(z, "%s", e.msg);
     if (z) {
         float wq[32 * 32], wo[32 * 32];
-        an_nf4_tensor_dequantize(an_model_find(z, Q)->nf4, wq);
-        an_nf4_tensor_dequantize(q->nf4, wo);
+        an_nf4_tensor_dequantize(an_param_nf4(an_model_find(z, Q)), wq);
+        an_nf4_tensor_dequantize(an_param_nf4(q), wo);
         int ok = 1;
         for (int i = 0; i < 32 * 32; i++) ok &= (i / 64 == 3) ? wq[i] == 0.0f : wq[i] == wo[i];
         CHECK(ok);
