@@ -74,7 +74,7 @@ static void check_family(const char *name) {
                 an_model_export(m, p, p->grad, g, tmp);
                 double err = test_max_rel_err(g, ref, n, 1e-12);
                 CHECK_MSG(err < 1e-3, "%s: gradient of %s rel err %.3g", name, p->name, err);
-                if (err > worst) worst = err, worst_name = p->name;
+                if (test_nan_worse(err, worst)) worst = err, worst_name = p->name;
             }
             free(ref);
         }
