@@ -69,9 +69,8 @@ const char *test_tmp_path(const char *name) {
 double test_max_rel_err(const float *a, const float *b, size_t n, double floor) {
     double maxb = floor, maxd = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fabs((double)b[i]) > maxb) maxb = fabs((double)b[i]);
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= maxd)) maxd = d; /* NaN propagates as a failure */
+        maxb = test_nan_max(maxb, fabs((double)b[i]));
+        maxd = test_nan_max(maxd, fabs((double)a[i] - (double)b[i])); /* a NaN anywhere, not only last */
     }
     return maxd / maxb;
 }

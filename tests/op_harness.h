@@ -37,7 +37,8 @@ typedef void (*oh_forward_fn)(void *ctx, double *out);
 double oh_fd_check(oh_forward_fn f, void *ctx, double *x, size_t n, const double *grad, const double *cot,
                    size_t out_n, size_t samples, double floor);
 
-/* max |a - b| / max(max |b|, floor) for double arrays */
+/* max |a - b| / max(max |b|, floor) for double arrays; NaN when any value is NaN (test_nan_max), as
+ * for oh_fd_check and oh_rel_err_fd */
 double oh_rel_err_d(const double *a, const double *b, size_t n, double floor);
 /* a float result against a double reference, same measure */
 double oh_rel_err_fd(const float *a, const double *b, size_t n, double floor);

@@ -27,8 +27,20 @@ const char *test_shared(const char *rel);
 const char *test_tmpdir(void);
 /* test_tmpdir()/name, in a static buffer per call slot (0..3). */
 const char *test_tmp_path(const char *name);
-/* Largest |a - b| / max(|b|_inf, floor) over n values: the relative error used by model tests. */
+/* Largest |a - b| / max(|b|_inf, floor) over n values: the relative error used by model tests.
+ * NaN when any a[i] or b[i] is NaN, NaN or infinite when one is infinite, so `err < tol` fails. */
 double test_max_rel_err(const float *a, const float *b, size_t n, double floor);
+
+/* Error loops take their maximum with these, never with fmax or `e > worst ? e : worst`: both of
+ * those drop a NaN (fmax(0, NaN) is 0, NaN > worst is false), so a test whose every output was NaN
+ * would report a worst error of 0 and pass. Here a NaN sticks: once one is seen, the maximum stays
+ * NaN, and a CHECK of the form `worst < tol` (false for NaN) fails.
+ *
+ * test_nan_worse(e, worst): whether e should replace worst as the largest error so far -- e is
+ * larger, or e is NaN and worst is not yet. For loops that also remember where the worst one was. */
+static inline int test_nan_worse(double e, double worst) { return !isnan(worst) && !(e <= worst); }
+/* max(a, b), NaN when either is NaN */
+static inline double test_nan_max(double a, double b) { return test_nan_worse(b, a) ? b : a; }
 
 #define RUN(fn) test_run(fn, #fn)
 #define CHECK(cond)                                                                                \

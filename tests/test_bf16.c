@@ -151,8 +151,8 @@ static an_model *build(const char *name, int mode, int bf16) {
 static double rel_err(const float *a, const float *b, size_t n) {
     double d = 0, s = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fabs(a[i] - b[i]) > d) d = fabs(a[i] - b[i]);
-        if (fabs(b[i]) > s) s = fabs(b[i]);
+        d = test_nan_max(d, fabs(a[i] - b[i]));
+        s = test_nan_max(s, fabs(b[i]));
     }
     return s > 0 ? d / s : d;
 }

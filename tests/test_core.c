@@ -49,13 +49,33 @@ static void test_rng_is_repeatable_and_uniform(void) {
     /* splitmix64 from state 0: first output is 0xE220A8397B1DCDAF (published test vector) */
     an_rng_seed(&a, 0);
     CHECK(an_rng_u64(&a) == 0xE220A8397B1DCDAFull);
-    CHECK(an_hash_uniform(7, 3) == an_hash_uniform(7, 3));
-    CHECK(an_hash_uniform(7, 3) != an_hash_uniform(7, 4));
+}
+
+/* an_hash_uniform against values not computed by it. (0, 0) is splitmix64 from state 0 again: the top
+ * 24 bits of 0xE220A8397B1DCDAF. The others were computed by a separate Python transcription of
+ * rng.h's definition (the splitmix64 output for state seed ^ (counter * 0xD1B54A32D192ED03), top 24
+ * bits / 2^24); each is a 24-bit integer over 2^24, exact in a float, so the comparison is exact. And
+ * the definition itself: the first an_rng_uniform after seeding with seed ^ (counter * constant). */
+static void test_hash_uniform_matches_splitmix64(void) {
+    static const struct {
+        uint64_t seed, counter;
+        uint32_t top24;
+    } cases[] = {{0, 0, 0xE220A8},        {7, 3, 0xDCFA14}, {7, 4, 0x53E35D}, {42, 1000000, 0x23D793},
+                 {UINT64_MAX, 12345, 0xDDE19F}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float got = an_hash_uniform(cases[i].seed, cases[i].counter), want = (float)cases[i].top24 / 16777216.0f;
+        CHECK_MSG(got == want, "an_hash_uniform(%llu, %llu) = %.9g, splitmix64 gives %.9g",
+                  (unsigned long long)cases[i].seed, (unsigned long long)cases[i].counter, got, want);
+        an_rng r;
+        an_rng_seed(&r, cases[i].seed ^ (cases[i].counter * 0xD1B54A32D192ED03ull));
+        CHECK(an_rng_uniform(&r) == got);
+    }
 }
 
 int main(void) {
     RUN(test_error_formats_and_prefixes);
     RUN(test_atomic_write_and_read_back);
     RUN(test_rng_is_repeatable_and_uniform);
+    RUN(test_hash_uniform_matches_splitmix64);
     return test_finish();
 }

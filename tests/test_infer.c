@@ -49,7 +49,7 @@ static void check_kv_against_full(an_model *m, const char *name, int nseq, const
     double worst = 0;
     for (int i = 0; i < nseq; i++) {
         double err = row_err(logits + (size_t)i * V, ref[i] + (size_t)(pre[i] - 1) * V, V);
-        worst = err > worst ? err : worst;
+        worst = test_nan_max(worst, err);
         CHECK_MSG(err < 1e-4, "%s: prefill of sequence %d (%d tokens): rel err %.3g", name, i, pre[i], err);
     }
     for (int t = 1; t < maxlen; t++) {
@@ -65,7 +65,7 @@ static void check_kv_against_full(an_model *m, const char *name, int nseq, const
         for (int r = 0; r < n; r++) {
             int i = which[r];
             double err = row_err(logits + (size_t)r * V, ref[i] + (size_t)t * V, V);
-            worst = err > worst ? err : worst;
+            worst = test_nan_max(worst, err);
             CHECK_MSG(err < 1e-4, "%s: decode of sequence %d at position %d: rel err %.3g", name, i, t, err);
         }
     }

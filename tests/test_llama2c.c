@@ -243,7 +243,7 @@ static void test_permute_qk(void) {
                 /* llama2.c: pairs (2i, 2i+1); HF: pairs (i, i + D/2) */
                 double a0 = a[2 * i] * cs - a[2 * i + 1] * sn, a1 = a[2 * i] * sn + a[2 * i + 1] * cs;
                 double b0 = b[i] * cs - b[i + D / 2] * sn, b1 = b[i] * sn + b[i + D / 2] * cs;
-                worst = fmax(worst, fmax(fabs(a0 - b0), fabs(a1 - b1)));
+                worst = test_nan_max(worst, test_nan_max(fabs(a0 - b0), fabs(a1 - b1)));
             }
         }
     }

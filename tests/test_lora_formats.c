@@ -182,8 +182,8 @@ static void check_linear_forward(int qlora) {
             free(B);
         }
         double worst = 0, scale = 0;
-        for (int i = 0; i < N * out; i++) scale = fmax(scale, fabs(ref[i]));
-        for (int i = 0; i < N * out; i++) worst = fmax(worst, fabs(y[i] - ref[i]) / scale);
+        for (int i = 0; i < N * out; i++) scale = test_nan_max(scale, fabs(ref[i]));
+        for (int i = 0; i < N * out; i++) worst = test_nan_max(worst, fabs(y[i] - ref[i]) / scale);
         CHECK_MSG(worst < 1e-5, "%s linear %d: rel err %.3g", qlora ? "nf4" : "f32", k, worst);
         free(x);
         free(y);

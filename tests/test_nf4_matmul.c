@@ -47,9 +47,8 @@ static void ref_forward(double *out, const float *inp, const float *w, const flo
 static double rel_err_d(const float *got, const double *want, size_t n) {
     double maxw = 1e-30, maxd = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fabs(want[i]) > maxw) maxw = fabs(want[i]);
-        double d = fabs(got[i] - want[i]);
-        if (!(d <= maxd)) maxd = d;
+        maxw = test_nan_max(maxw, fabs(want[i]));
+        maxd = test_nan_max(maxd, fabs(got[i] - want[i]));
     }
     return maxd / maxw;
 }

@@ -263,7 +263,7 @@ static void check_norm(int rms, int N, int C) {
         g_ops->layernorm_forward(g_ops, d_o2, NULL, NULL, d_inp, d_w, NULL, N, C, eps);
         float *o2 = host_f(d_o2, nc);
         double e = 0;
-        for (size_t i = 0; i < nc; i++) e = fmax(e, fabs((double)o2[i] + b[i % C] - out[i]));
+        for (size_t i = 0; i < nc; i++) e = test_nan_max(e, fabs((double)o2[i] + b[i % C] - out[i]));
         CHECK_MSG(e < 1e-6, "layernorm without bias %.3g", e); /* one float rounding of values ~3 */
         free(o2);
         dfree(d_o2);
@@ -458,7 +458,7 @@ static void check_attention(int B, int T, int nh, int nkv, int hd, const int32_t
             }
             for (int u = s0; u <= t; u++) sum += exp(sc[u] - mx);
             double e = fabs(run.lse[((size_t)b * nh + h) * T + t] - (mx + log(sum)));
-            maxe = e > maxe ? e : maxe;
+            maxe = test_nan_max(maxe, e);
         }
     CHECK_MSG(maxe < 1e-5, "attention lse %.3g", maxe); /* |lse| ~ 10: float rounding ~1e-6 */
     double *gq = malloc(nq * sizeof(double)), *gk = malloc(nk * sizeof(double)), *gv = malloc(nk * sizeof(double));
@@ -519,9 +519,9 @@ static void test_attention_packed_equals_separate(void) {
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < len; t++) {
                 double d = fabs(packed.lse[(size_t)h * T + t0 + t] - one.lse[(size_t)h * len + t]);
-                e[4] = d > e[4] ? d : e[4];
+                e[4] = test_nan_max(e[4], d);
             }
-        for (int i = 0; i < 5; i++) worst = e[i] > worst ? e[i] : worst;
+        for (int i = 0; i < 5; i++) worst = test_nan_max(worst, e[i]);
         free_run(&one);
         free(zseg);
     }
@@ -595,8 +595,8 @@ static void test_gelu_and_swiglu(void) {
         /* elementwise: compare each value to its own magnitude (floor 1e-3 for values near 0) */
         double worst = 0;
         for (int i = 0; i < N; i++) {
-            double e = fabs(out[i] - ref[i]) / fmax(fabs(ref[i]), 1e-3);
-            worst = e > worst ? e : worst;
+            double e = fabs(out[i] - ref[i]) / test_nan_max(fabs(ref[i]), 1e-3);
+            worst = test_nan_max(worst, e);
         }
         CHECK_MSG(worst < 2e-6, "%s forward %.3g", kind ? "swiglu" : "gelu", worst);
         double *ga = grad_delta(d_ga, g0a, N), *gb = grad_delta(d_gb, g0b, N);
@@ -756,8 +756,8 @@ static void test_adamw_five_steps(void) {
     float *pf = host_f(d_p, N);
     double worst = 0;
     for (int i = 0; i < N; i++) {
-        double e = fabs(pf[i] - pd[i]) / fmax(fabs(pd[i]), 1e-2);
-        worst = e > worst ? e : worst;
+        double e = fabs(pf[i] - pd[i]) / test_nan_max(fabs(pd[i]), 1e-2);
+        worst = test_nan_max(worst, e);
     }
     /* a handful of float roundings per step on values ~1: ~1e-7 each over 5 steps */
     CHECK_MSG(worst < 1e-6, "adamw vs double reference %.3g", worst);

@@ -91,8 +91,8 @@ static void test_adamw_matches_torch(void) {
          * relative per element (gradients span 1e-6..1, so m and v span many magnitudes) */
         double worst = 0;
         for (size_t i = 0; ref && i < n; i++) {
-            double e = fabs(got[i] - ref[i]) / fmax(fabs(ref[i]), 1e-30);
-            worst = e > worst ? e : worst;
+            double e = fabs(got[i] - ref[i]) / test_nan_max(fabs(ref[i]), 1e-30);
+            worst = test_nan_max(worst, e);
         }
         CHECK_MSG(ref && nr == n && worst < 1e-6, "%s vs torch: %.3g", names[r], worst);
         free(ref), free(got);
@@ -127,7 +127,7 @@ static void check_rope_vs_torch(const char *tag, float theta, int interleaved) {
     /* positions up to 4095: PyTorch rounds the angle to float32 and so do we, then cos/sin agree to
      * ~1 ulp; the products and sum add ~2 ulp of values ~3 */
     double e = 0;
-    for (size_t i = 0; i < nx; i++) e = fmax(e, fabs(got[i] - out[i]));
+    for (size_t i = 0; i < nx; i++) e = test_nan_max(e, fabs(got[i] - out[i]));
     CHECK_MSG(e < 2e-6, "%s forward vs torch: max abs err %.3g", tag, e);
     free(pos), free(x), free(out), free(p), free(xf), free(got);
     dfree(d_x), dfree(d_pos), dfree(d_cs);
@@ -152,13 +152,13 @@ static void test_gelu_silu_ce_match_torch(void) {
     /* |x| <= 10: a few ulp of the value; torch's tanh form flushes the far negative tail to -0 where
      * ours gives ~1e-37, hence the absolute part */
     double e = 0;
-    for (size_t i = 0; i < n; i++) e = fmax(e, fabs(got[i] - g[i]) / fmax(fabs(g[i]), 1.0));
+    for (size_t i = 0; i < n; i++) e = test_nan_max(e, fabs(got[i] - g[i]) / test_nan_max(fabs(g[i]), 1.0));
     CHECK_MSG(e < 1e-6, "gelu vs torch %.3g", e);
     free(got);
     g_ops->swiglu_forward(g_ops, d_o, d_x, d_one, n); /* silu(x) * 1 */
     got = host_f(d_o, n);
     e = 0;
-    for (size_t i = 0; i < n; i++) e = fmax(e, fabs(got[i] - si[i]) / fmax(fabs(si[i]), 1e-3));
+    for (size_t i = 0; i < n; i++) e = test_nan_max(e, fabs(got[i] - si[i]) / test_nan_max(fabs(si[i]), 1e-3));
     CHECK_MSG(e < 1e-6, "silu vs torch %.3g", e);
     free(got), free(x), free(g), free(si), free(xf), free(ones);
     dfree(d_x), dfree(d_o), dfree(d_one);
@@ -175,7 +175,7 @@ static void test_gelu_silu_ce_match_torch(void) {
     g_ops->cross_entropy_forward(g_ops, d_loss, d_lse, d_l, d_t, N, V);
     float *loss = host_f(d_loss, N);
     e = 0;
-    for (int i = 0; i < N; i++) e = fmax(e, fabs(loss[i] - ls[i]) / fmax(fabs(ls[i]), 1.0));
+    for (int i = 0; i < N; i++) e = test_nan_max(e, fabs(loss[i] - ls[i]) / test_nan_max(fabs(ls[i]), 1.0));
     CHECK_MSG(e < 1e-6, "cross-entropy vs torch %.3g", e); /* losses ~10: float rounding of lse */
     free(lg), free(tg), free(ls), free(t), free(lf), free(loss);
     dfree(d_l), dfree(d_loss), dfree(d_lse), dfree(d_t);

@@ -73,9 +73,11 @@ static int run_steps(an_model *m, int B, int T, float loss[2]) {
 
 static void compare_grads(const char *tag, const float *a, const float *b, size_t n) {
     CHECK_MSG(n > 0 && memcmp(a, b, n * sizeof(float)) == 0, "%s: gradients differ with recomputation", tag);
-    int nonzero = 0;
-    for (size_t i = 0; i < n && !nonzero; i++) nonzero = a[i] != 0.0f;
+    /* bit-identical NaNs would pass the memcmp, and NaN != 0 the nonzero test: require finite too */
+    int nonzero = 0, finite = 1;
+    for (size_t i = 0; i < n; i++) nonzero |= a[i] != 0.0f, finite &= isfinite(a[i]) != 0;
     CHECK_MSG(nonzero, "%s: all gradients zero (the comparison would prove nothing)", tag);
+    CHECK_MSG(finite, "%s: gradients not finite (the comparison would prove nothing)", tag);
 }
 
 /* The activations of one layer besides its input, as model/plan.c lists them. */
@@ -96,7 +98,8 @@ static void check_family(const char *name, int mode) {
     if (!plain || !rec) goto done;
     float l0[2], l1[2];
     if (run_steps(plain, B, T, l0) || run_steps(rec, B, T, l1)) goto done;
-    CHECK_MSG(memcmp(l0, l1, sizeof l0) == 0, "%s: losses %.9g %.9g vs %.9g %.9g", tag, l0[0], l0[1], l1[0], l1[1]);
+    CHECK_MSG(memcmp(l0, l1, sizeof l0) == 0 && isfinite(l0[0]) && isfinite(l0[1]), "%s: losses %.9g %.9g vs %.9g %.9g",
+              tag, l0[0], l0[1], l1[0], l1[1]);
     if (mode == MODE_FULL) compare_grads(tag, plain->grad_mem, rec->grad_mem, plain->n_grad_floats);
     else compare_grads(tag, plain->lora->grad_mem, rec->lora->grad_mem, plain->lora->n_floats);
 

@@ -42,7 +42,7 @@ static double max_rel(const an_schedule *s, const cJSON *c, int by_step, long *w
         double got = by_step ? an_schedule_lr(s, t) : an_schedule_lr_at(s, t);
         double den = fabs(ref) > 1e-9 * base ? fabs(ref) : 1e-9 * base;
         double e = fabs(got - ref) / den;
-        if (!(e <= m)) m = e, *worst = t;
+        if (test_nan_worse(e, m)) m = e, *worst = t; /* a NaN sticks, at the first step that gave one */
     }
     return m;
 }
