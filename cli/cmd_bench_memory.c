@@ -78,7 +78,7 @@ static void print_plan(const an_model_config *cfg, const an_memory_opts *o, cons
                gib(p->adapters));
     printf("  gradients            %52s %8.3f GiB\n", o->method == AN_METHOD_FULL ? "(every parameter, float32)" : "(adapters only)", gib(p->grads));
     printf("  AdamW moments        %52s %8.3f GiB\n", "(two per trained parameter)", gib(p->optimizer));
-    printf("  linear ops' workspace %51s %8.3f GiB\n", "", gib(p->linear_workspace));
+    printf("  ops' workspace       %52s %8.3f GiB\n", "", gib(p->workspace));
     printf("  activations          %52s %8.3f GiB\n", "(no recomputation)", gib(p->activations));
     printf("  activations          %52s %8.3f GiB\n", "(per-layer recomputation)", gib(p->activations_recompute));
     printf("  total                %52s %8.3f GiB (%.2f GB)\n", "(no recomputation)", gib(p->total), p->total / 1e9);

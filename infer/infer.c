@@ -40,6 +40,7 @@ static void layout(an_infer *s, an_carver *c) {
     s->d_len = an_carve(c, R, i32);
     s->rope_cos_sin = cf->arch != AN_ARCH_GPT2 ? an_carve(c, (size_t)s->max_T * cf->head_dim, f) : NULL;
     s->linear_work = s->linear_work_bytes ? an_carve(c, s->linear_work_bytes, 1) : NULL;
+    s->attn_work = an_carve(c, s->attn_work_bytes, 1);
 }
 
 an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err) {
@@ -82,6 +83,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
         return NULL;
     }
     s->linear_work_bytes = an_model_linear_work_bytes(m, s->max_rows);
+    s->attn_work_bytes = m->ops->attention_work_bytes(m->ops, max_T, cf->n_heads, cf->head_dim);
     an_carver c = {NULL, 0};
     layout(s, &c);
     s->bytes = c.off;

@@ -35,6 +35,8 @@ typedef struct an_infer {
     float *rope_cos_sin;                              /* [max_T, head_dim / 2, 2] (not GPT-2) */
     void *linear_work;                                /* the linear ops' scratch (typed weights) */
     size_t linear_work_bytes;
+    void *attn_work;                                  /* the attention ops' scratch (prefill and decode) */
+    size_t attn_work_bytes;
     int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
 } an_infer;
 

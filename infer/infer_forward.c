@@ -76,9 +76,11 @@ static void block(an_infer *s, int l, const pass *p) {
     }
     store_kv(s, l, p);
     if (p->decode)
-        o->attention_decode_forward(o, s->att, s->q, s->k[l], s->v[l], s->d_slot, s->d_len, p->n, s->max_T, nh, nkv, hd);
+        o->attention_decode_forward(o, s->att, s->q, s->k[l], s->v[l], s->d_slot, s->d_len, p->n, s->max_T, nh, nkv, hd,
+                                    s->attn_work, s->attn_work_bytes);
     else
-        o->attention_forward(o, s->att, s->lse, s->q, s->kx, s->vx, s->d_seg, p->n, p->T, nh, nkv, hd);
+        o->attention_forward(o, s->att, s->lse, s->q, s->kx, s->vx, s->d_seg, p->n, p->T, nh, nkv, hd, s->attn_work,
+                             s->attn_work_bytes);
     an_infer_linear(s, L->wo, L->bo, s->tmp, s->att, N);
     o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
 

@@ -43,10 +43,17 @@ void an_cpu_rope_table(const an_ops *o, float *cos_sin, int n_pos, int hd, float
 void an_cpu_rope_forward(const an_ops *o, float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
 void an_cpu_rope_backward(const an_ops *o, float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
 void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
-                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
+                              size_t work_bytes);
 void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *out, const float *lse,
-                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
+                               size_t work_bytes);
+/* Scratch of the attention ops (cpu_attention.c, cpu_decode.c): per thread, a slice of the caller's
+ * workspace; an op runs with as many threads as the workspace holds slices for. */
+size_t an_cpu_attention_work_bytes(const an_ops *o, int T, int nh, int hd);
+size_t an_cpu_decode_work_floats(int max_T, int nh);
+int an_cpu_scratch_threads(void *work, size_t work_bytes, size_t per_thread, float **base);
 void an_cpu_gelu_forward(const an_ops *o, float *out, const float *inp, size_t n);
 void an_cpu_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n);
 void an_cpu_swiglu_forward(const an_ops *o, float *out, const float *gate, const float *up, size_t n);
@@ -195,7 +202,7 @@ void an_cpu_matvec_forward(float *out, const float *inp, const float *w, const f
                            void *work, size_t work_bytes);
 void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
-                                     int hd);
+                                     int hd, void *work, size_t work_bytes);
 
 /* kernels/cpu_layout.c */
 struct an_col_map;

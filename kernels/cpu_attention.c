@@ -16,7 +16,9 @@
 #endif
 
 #include <math.h>
-#include <stdlib.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "kernels/cpu.h"
 #include "kernels/cpu_vec.h"
@@ -111,6 +113,33 @@ static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, 
             }
 }
 
+/* Scratch: each thread of an op gets its own slice of the caller's workspace (kernels/ops.h
+ * attention_work_bytes), pieces rounded to 16 floats so every one starts on a cache line. */
+static size_t r16(size_t n) { return (n + 15) / 16 * 16; }
+static size_t panel_ld(int T) { return (size_t)((T + BQ - 1) / BQ) * BK + BK; }
+static size_t fwd_floats(int T, int hd) { return r16((size_t)hd * panel_ld(T)) + r16(BQ * BK) + r16((size_t)BQ * hd); }
+static size_t bwd_floats(int T, int hd) { return 2 * r16((size_t)hd * panel_ld(T)) + 2 * r16(BQ * BK) + r16((size_t)BQ * hd); }
+
+size_t an_cpu_attention_work_bytes(const an_ops *o, int T, int nh, int hd) {
+    (void)o;
+    size_t per = fwd_floats(T, hd), b = bwd_floats(T, hd), dec = an_cpu_decode_work_floats(T, nh);
+    per = b > per ? b : per;
+    per = dec > per ? dec : per;
+    return per * sizeof(float) * (size_t)omp_get_max_threads() + 64; /* + 64: room to align */
+}
+
+/* The team an op can run with per_thread floats each: as many threads as the workspace holds, at
+ * most OpenMP's; *base gets the aligned start. 0 when it holds none. */
+int an_cpu_scratch_threads(void *work, size_t work_bytes, size_t per_thread, float **base) {
+    uintptr_t a = ((uintptr_t)work + 63) & ~(uintptr_t)63;
+    size_t skip = (size_t)(a - (uintptr_t)work);
+    if (!work || work_bytes < skip || per_thread == 0) return 0;
+    size_t fit = (work_bytes - skip) / (per_thread * sizeof(float));
+    int nt = omp_get_max_threads();
+    *base = (float *)a;
+    return fit < (size_t)nt ? (int)fit : nt;
+}
+
 /* the span of keys [lo, hi] any query of the block [t0, t0 + nq) may see */
 static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
     int m = seg[t0];
@@ -120,26 +149,30 @@ static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
 }
 
 void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
-                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd) {
+                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
+                              size_t work_bytes) {
     (void)o;
     dims d = {T, nh, nkv, hd};
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;
     float scale = 1.0f / sqrtf((float)hd);
     int ntasks = B * nh;
-    size_t ld = (size_t)nqb * BK + BK; /* a tile may start anywhere below T (at a sample start) */
-#pragma omp parallel
+    size_t ld = panel_ld(T); /* a tile may start anywhere below T (at a sample start) */
+    size_t per = fwd_floats(T, hd);
+    float *base = NULL;
+    int nt = an_cpu_scratch_threads(work, work_bytes, per, &base);
+#pragma omp parallel num_threads(nt > 0 ? nt : 1)
     {
-        float *kT = malloc(sizeof(float) * (size_t)hd * ld);
-        float *S = malloc(sizeof(float) * BQ * BK);
-        float *acc = malloc(sizeof(float) * (size_t)BQ * hd);
-        int ok = kT && S && acc;
+        float *kT = nt > 0 ? base + (size_t)omp_get_thread_num() * per : NULL;
+        float *S = kT ? kT + r16((size_t)hd * ld) : NULL;
+        float *acc = S ? S + r16(BQ * BK) : NULL;
+        int ok = kT != NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
             int h = task % nh, b = task / nh, kh = h / group;
             const int32_t *seg = seg_start + (size_t)b * T;
             float *lse_bh = lse + ((size_t)b * nh + h) * T;
-            if (!ok) { /* out of memory: no way to report from a void op, so make it visible */
+            if (!ok) { /* no workspace: no way to report from a void op, so make it visible */
                 for (int t = 0; t < T; t++) {
                     float *o = out + q_index(d, b, t, h);
                     for (int dd = 0; dd < hd; dd++) o[dd] = NAN;
@@ -205,35 +238,36 @@ void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const flo
                 }
             }
         }
-        free(kT);
-        free(S);
-        free(acc);
     }
 }
 
 void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *out, const float *lse,
-                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd) {
+                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
+                               size_t work_bytes) {
     (void)o;
     dims d = {T, nh, nkv, hd};
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;
     float scale = 1.0f / sqrtf((float)hd);
     int ntasks = B * nkv;
-    size_t ld = (size_t)nqb * BK + BK; /* a tile may start anywhere below T (at a sample start) */
-#pragma omp parallel
+    size_t ld = panel_ld(T); /* a tile may start anywhere below T (at a sample start) */
+    size_t per = bwd_floats(T, hd);
+    float *base = NULL;
+    int nt = an_cpu_scratch_threads(work, work_bytes, per, &base);
+#pragma omp parallel num_threads(nt > 0 ? nt : 1)
     {
-        float *kT = malloc(sizeof(float) * (size_t)hd * ld);
-        float *vT = malloc(sizeof(float) * (size_t)hd * ld);
-        float *P = malloc(sizeof(float) * BQ * BK);
-        float *dS = malloc(sizeof(float) * BQ * BK);
-        float *dqacc = malloc(sizeof(float) * (size_t)BQ * hd);
-        int ok = kT && vT && P && dS && dqacc;
+        float *kT = nt > 0 ? base + (size_t)omp_get_thread_num() * per : NULL;
+        float *vT = kT ? kT + r16((size_t)hd * ld) : NULL;
+        float *P = vT ? vT + r16((size_t)hd * ld) : NULL;
+        float *dS = P ? P + r16(BQ * BK) : NULL;
+        float *dqacc = dS ? dS + r16(BQ * BK) : NULL;
+        int ok = kT != NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
             int b = task / nkv, kh = task % nkv;
             const int32_t *seg = seg_start + (size_t)b * T;
-            if (!ok) { /* out of memory: poison this task's gradients rather than leave them silently short */
+            if (!ok) { /* no workspace: poison this task's gradients rather than leave them silently short */
                 for (int t = 0; t < T; t++)
                     for (int dd = 0; dd < hd; dd++) {
                         if (dk) dk[kv_index(d, b, t, kh) + dd] = NAN;
@@ -289,10 +323,5 @@ void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv,
                 }
             }
         }
-        free(kT);
-        free(vT);
-        free(P);
-        free(dS);
-        free(dqacc);
     }
 }

@@ -6,9 +6,14 @@
 
 #include "kernels/cpu.h"
 
+size_t an_cpu_decode_work_floats(int max_T, int nh) {
+    /* scores of up to nh heads over max_T positions, then each head's max and sum */
+    return ((size_t)nh * (size_t)(max_T > 0 ? max_T : 1) + 2 * (size_t)nh + 15) / 16 * 16;
+}
+
 void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
-                                     int hd) {
+                                     int hd, void *work, size_t work_bytes) {
     (void)o;
     int group = nh / nkv;
     float scale = 1.0f / sqrtf((float)hd);
@@ -17,23 +22,27 @@ void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q
      * time would read 256 bytes and jump a whole position ahead, 8 times over). Split the heads only
      * as far as it takes to give every thread two tasks; each head's sums run in the same order
      * however the heads are split. */
-    int threads = omp_get_max_threads();
+    size_t per = an_cpu_decode_work_floats(max_T, nh);
+    float *base = NULL;
+    int threads = an_cpu_scratch_threads(work, work_bytes, per, &base);
+    int ok = threads > 0;
+    threads = ok ? threads : 1;
     int split = (2 * threads + B - 1) / B;
     split = split < 1 ? 1 : split > nh ? nh : split;
     int hpt = (nh + split - 1) / split, ntasks = B * split;
-    long long work = 0;
-    for (int b = 0; b < B; b++) work += (long long)len[b] * nh * hd;
+    long long flops = 0;
+    for (int b = 0; b < B; b++) flops += (long long)len[b] * nh * hd;
     size_t stride = (size_t)nkv * hd;
-#pragma omp parallel if (work >= 32768)
+#pragma omp parallel num_threads(threads) if (flops >= 32768)
     {
         /* scores of hpt heads over max_T positions, then each head's max and sum */
-        float *s = malloc(sizeof(float) * ((size_t)hpt * (max_T > 0 ? max_T : 1) + 2 * (size_t)hpt));
+        float *s = ok ? base + (size_t)omp_get_thread_num() * per : NULL;
 #pragma omp for schedule(static)
         for (int task = 0; task < ntasks; task++) {
             int b = task / split, h0 = (task % split) * hpt, h1 = h0 + hpt < nh ? h0 + hpt : nh;
             int row = slot ? slot[b] : b, L = len[b];
             if (h0 >= h1) continue;
-            if (!s || L <= 0 || L > max_T) { /* out of memory or a bad length: make it visible */
+            if (!s || L <= 0 || L > max_T) { /* no workspace or a bad length: make it visible */
                 for (int h = h0; h < h1; h++)
                     for (int d = 0; d < hd; d++) out[((size_t)b * nh + h) * hd + d] = NAN;
                 continue;
@@ -68,6 +77,5 @@ void an_cpu_attention_decode_forward(const an_ops *o, float *out, const float *q
                 for (int d = 0; d < hd; d++) o[d] *= inv;
             }
         }
-        free(s);
     }
 }

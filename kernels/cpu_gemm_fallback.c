@@ -7,12 +7,16 @@
  * compile to broadcast + FMA on 12 vector accumulators (6 rows x 2 vectors of 8 with AVX2).
  * OpenMP splits the packing and the micro-tiles of each block; every C element is computed by one thread
  * in a fixed order, so results do not depend on the thread count. */
+#include <assert.h>
 #include <math.h>
 
 #include "kernels/cpu.h"
 #include "kernels/cpu_vec.h"
 
-enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 2048 };
+/* NC 512: the packed B slice (KC x NC, 512 KiB) and A block (KC x MC, 120 KiB) live on the caller's
+ * stack, so a product allocates nothing; A is packed again every 512 columns, a copy of M x K per
+ * 2 x M x K x 512 flops. */
+enum { MR = 6, NR = 16, KC = 256, MC = 120, NC = 512 };
 
 /* GCC does not fuse a * b + c under -std=c11 (fp-contract=off); the micro-kernel wants FMA. clang
  * fuses within an expression by default. */
@@ -104,19 +108,9 @@ void an_cpu_sgemm_fallback(int trans_a, int trans_b, int M, int N, int K, float 
     }
     if (K <= 0 || alpha == 0.0f) return;
 
-    int nc_max = min_int(NC, (N + NR - 1) / NR * NR);
-    int kc_max = min_int(KC, K);
-    int mc_max = min_int(MC, (M + MR - 1) / MR * MR);
-    float *bpack = an_cpu_alloc((size_t)kc_max * nc_max * sizeof(float));
-    float *apack = an_cpu_alloc((size_t)kc_max * mc_max * sizeof(float));
-    if (!bpack || !apack) {
-        /* no way to report from a void op: make the failure visible instead of silent */
-        an_cpu_free(bpack);
-        an_cpu_free(apack);
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = NAN;
-        return;
-    }
+    static_assert(NC % NR == 0 && MC % MR == 0, "packed panels fill the slices");
+    _Alignas(64) float bpack[KC * NC];
+    _Alignas(64) float apack[KC * MC];
 
 #pragma omp parallel
     for (int jc = 0; jc < N; jc += NC) {
@@ -146,6 +140,4 @@ void an_cpu_sgemm_fallback(int trans_a, int trans_b, int M, int N, int K, float 
             }
         }
     }
-    an_cpu_free(bpack);
-    an_cpu_free(apack);
 }

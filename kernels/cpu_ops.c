@@ -57,6 +57,7 @@ static const an_ops cpu_ops = {
     .rope_backward = an_cpu_rope_backward,
     .attention_forward = an_cpu_attention_forward,
     .attention_backward = an_cpu_attention_backward,
+    .attention_work_bytes = an_cpu_attention_work_bytes,
     .gelu_forward = an_cpu_gelu_forward,
     .gelu_backward = an_cpu_gelu_backward,
     .swiglu_forward = an_cpu_swiglu_forward,

@@ -128,10 +128,17 @@ typedef struct an_ops {
      * out[B, T, nh, hd] (overwrites); lse[B, nh, T] = log-sum-exp of the scaled scores, saved for
      * backward. Scale is 1/sqrt(hd). ---- */
     void (*attention_forward)(const struct an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
-                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+                              const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
+                              size_t work_bytes);
     void (*attention_backward)(const struct an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const float *out, const float *lse,
-                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
+                               size_t work_bytes);
+    /* The scratch the attention ops need (forward and backward for rows of up to T positions, decode
+     * over a cache of T positions), for the thread count of now: the ops take it as (work,
+     * work_bytes) from the plan or the inference state and allocate nothing. With less, an op runs
+     * on fewer threads; with none, its output is NaN. */
+    size_t (*attention_work_bytes)(const struct an_ops *o, int T, int nh, int hd);
 
     /* ---- pointwise ---- */
     /* GELU, tanh approximation (GPT-2's gelu_new) */
@@ -179,7 +186,8 @@ typedef struct an_ops {
      * out[B, nh, hd] (overwrites). Scale 1/sqrt(hd), grouped-query heads as attention_forward. */
     void (*attention_decode_forward)(const struct an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv,
-                                     int hd);
+                                     int hd, void *work,
+                                     size_t work_bytes);
 
     /* ---- inverted dropout with a counter-based mask (added for LoRA): out[i] = inp[i] / (1 - p) when
      * element counter + i is kept, else 0. Element c is kept when a 32-bit hash of (seed, c) is at

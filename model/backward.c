@@ -50,7 +50,8 @@ static void block_backward(an_model *m, int l, int B, int T) {
     o->zero(o, p->dk, (size_t)N * kvd * f);
     o->zero(o, p->dv, (size_t)N * kvd * f);
     o->attention_backward(o, p->dq, p->dk, p->dv, p->datt, a->q, a->k, a->v, a->att, a->att_lse, p->seg, B, T, nh,
-                          nkv, hd);
+                          nkv, hd, p->attn_work,
+                          p->attn_work_bytes);
     if (c->arch != AN_ARCH_GPT2) {
         an_rope rope = an_model_rope(m, p->rope_cos_sin, p->T);
         o->rope_backward(o, p->dq, p->pos, N, nh, hd, rope);

@@ -40,7 +40,8 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
         o->rope_forward(o, a->q, p->pos, N, nh, hd, rope);
         o->rope_forward(o, a->k, p->pos, N, nkv, hd, rope);
     }
-    o->attention_forward(o, a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd);
+    o->attention_forward(o, a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd, p->attn_work,
+                         p->attn_work_bytes);
     an_linear_forward(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
     o->add(o, a->res_mid, a->res_in, p->tmp, (size_t)N * C);
 
@@ -158,7 +159,8 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     if (with_grad && !b->targets) return an_fail(err, "model forward: gradients need targets");
     if (with_grad && !m->grad_mem && an_model_param_count(m, 1) > 0)
         return an_fail(err, "model forward: gradients requested but not allocated (an_model_alloc_grads)");
-    if (p->linear_work_bytes < an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows))
+    if (p->linear_work_bytes < an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows) ||
+        p->attn_work_bytes < o->attention_work_bytes(o, p->T, m->cfg.n_heads, m->cfg.head_dim))
         return an_fail(err, "model forward: the plan's workspace is too small for the weights' types or the "
                             "thread count of now (quantized or stored in bf16 after planning: plan again)");
     if (m->lora && !p->lora_planned)

@@ -116,6 +116,8 @@ typedef struct an_plan {
     int lora_planned;
     void *linear_work;              /* scratch of the linear ops (an_model_linear_work_bytes) */
     size_t linear_work_bytes;
+    void *attn_work;                /* scratch of the attention ops (attention_work_bytes) */
+    size_t attn_work_bytes;
 } an_plan;
 
 typedef struct an_model {

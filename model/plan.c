@@ -142,6 +142,9 @@ static void layout(an_model *m, an_carver *c) {
     size_t work = an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows);
     p->linear_work = work ? an_carve(c, work, 1) : NULL;
     p->linear_work_bytes = work;
+    work = m->ops->attention_work_bytes(m->ops, p->T, cf->n_heads, cf->head_dim);
+    p->attn_work = an_carve(c, work, 1);
+    p->attn_work_bytes = work;
 }
 
 void an_model_plan_free(an_model *m) {

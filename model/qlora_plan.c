@@ -66,7 +66,7 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
      * thread count of now (model/plan.c asks an_model_linear_work_bytes the same) */
     const an_ops *cpu = an_ops_cpu();
     int rows = o->B * o->T;
-    size_t n_mods = 0, head_u = 0;
+    size_t n_mods = 0, head_u = 0, linear_ws = 0;
     for (int i = 0; i < n_refs; i++) {
         const an_param *w = refs[i].w;
         int quantizable = !refs[i].is_head && w != m.tok_emb;
@@ -83,11 +83,11 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
             wt.dtype = AN_BF16; /* the head (the embedding table when tied) */
         }
         size_t ws = cpu->linear_work_bytes(cpu, &wt, rows);
-        if (ws > out->linear_workspace) out->linear_workspace = ws;
+        if (ws > linear_ws) linear_ws = ws;
         if (lora && (quantizable || (refs[i].is_head && o->lora_head))) {
             an_weight a = {AN_F32, o->r, w->shape[1], NULL};
             ws = cpu->linear_work_bytes(cpu, &a, rows);
-            if (ws > out->linear_workspace) out->linear_workspace = ws;
+            if (ws > linear_ws) linear_ws = ws;
             out->n_adapter += (size_t)o->r * (size_t)(w->shape[0] + w->shape[1]);
             out->adapters += (buf((size_t)o->r * w->shape[1], 4) + buf((size_t)o->r * w->shape[0], 4));
             n_mods++;
@@ -140,8 +140,9 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     out->activations = fixed + L * (res_in + layer) + u_layers;
     /* recomputation: every layer's input kept, one layer's activations (and adapter u) live */
     out->activations_recompute = fixed + L * res_in + (L ? layer + u_layers / L : 0);
-    size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer +
-                    (out->linear_workspace + 63) / 64 * 64;
+    /* the ops' scratch the plan carves: the linear ops', then the attention ops' (64-byte pieces) */
+    out->workspace = buf(linear_ws, 1) + buf(cpu->attention_work_bytes(cpu, o->T, cfg->n_heads, cfg->head_dim), 1);
+    size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer + out->workspace;
     out->total = common + out->activations;
     out->total_recompute = common + out->activations_recompute;
     rc = 0;

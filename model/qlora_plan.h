@@ -2,14 +2,15 @@
 #define AN_MODEL_QLORA_PLAN_H
 /* The memory a training step needs, computed from a model config alone (nothing of the model's
  * size is allocated): base weights, adapters, their gradients, AdamW state, activations with and
- * without per-layer recomputation, and the workspace of the typed linear ops (NF4 base, bf16 head)
- * (docs/qlora.md, `autoneg bench memory`). The workspace is sized for the thread count of the call.
+ * without per-layer recomputation, and the workspace of the ops (the typed linear ops of an NF4 base
+ * or a bf16 head, attention) (docs/qlora.md, `autoneg bench memory`). The workspace is sized for the
+ * thread count of the call.
  *
  * Both activation figures are exactly what an_model_plan allocates (the same buffers in the same
  * 64-byte rounding; tests/test_qlora_plan.c and tests/test_recompute.c check them against real
  * plans): without recomputation, and with it (an_model_set_recompute: every layer's input, one
- * layer's activations and adapter u's refilled during backward, and the shared scratch). The linear
- * ops' workspace, which the plan also carves, is reported separately. */
+ * layer's activations and adapter u's refilled during backward, and the shared scratch). The ops'
+ * workspace, which the plan also carves, is reported separately. */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -35,7 +36,8 @@ typedef struct an_memory_plan {
     double linear_bytes_per_param;
     size_t adapters, grads, optimizer;
     size_t activations, activations_recompute;
-    size_t linear_workspace;        /* the typed linear ops' scratch (kernels/ops.h linear_work_bytes) */
+    size_t workspace;               /* the ops' scratch the plan carves: linear_work_bytes (typed weights)
+                                     * and attention_work_bytes (kernels/ops.h), in 64-byte pieces */
     size_t n_frozen_bf16;           /* embedding + head parameters held in bf16 (frozen_bf16) */
     size_t total, total_recompute;  /* everything above, without / with recomputation */
     /* base_other counts the embedding/head at 2 bytes under frozen_bf16, the rest at other_bytes */

@@ -115,7 +115,9 @@ static void check_decode(int B, int T, int nh, int nkv, int hd) {
     oh_fill(&r, v, nk, -1, 1);
     float *out = malloc(nq * sizeof(float)), *lse = malloc((size_t)B * nh * T * sizeof(float));
     int32_t *seg = calloc((size_t)B * T, sizeof(int32_t));
-    ops->attention_forward(ops, out, lse, q, k, v, seg, B, T, nh, nkv, hd);
+    size_t wb = ops->attention_work_bytes(ops, T + 3, nh, hd); /* the decode cache below has T + 3 positions */
+    void *work = ops->alloc(ops, wb);
+    ops->attention_forward(ops, out, lse, q, k, v, seg, B, T, nh, nkv, hd, work, wb);
 
     /* cache with one spare row and spare positions; sequence b lives in row B - b (reversed). What a
      * step must not read is NaN: the spare row 0 throughout, and in row B - b every position from
@@ -143,7 +145,7 @@ static void check_decode(int B, int T, int nh, int nkv, int hd) {
             memcpy(qd + (size_t)b * nh * hd, q + ((size_t)b * T + tb) * nh * hd, (size_t)nh * hd * sizeof(float));
             memcpy(want + (size_t)b * nh * hd, out + ((size_t)b * T + tb) * nh * hd, (size_t)nh * hd * sizeof(float));
         }
-        ops->attention_decode_forward(ops, od, qd, kc, vc, slot, len, B, max_T, nh, nkv, hd);
+        ops->attention_decode_forward(ops, od, qd, kc, vc, slot, len, B, max_T, nh, nkv, hd, work, wb);
         double mx = 0, e = 0;
         for (size_t i = 0; i < (size_t)B * nh * hd; i++) {
             mx = test_nan_max(mx, fabs(want[i]));
@@ -153,6 +155,7 @@ static void check_decode(int B, int T, int nh, int nkv, int hd) {
     }
     CHECK_MSG(worst < 1e-5, "attention decode B=%d T=%d nh=%d nkv=%d hd=%d: rel err %.3g", B, T, nh, nkv, hd, worst);
     free(q), free(k), free(v), free(out), free(lse), free(seg), free(kc), free(vc), free(qd), free(od), free(want);
+    ops->free(ops, work);
 }
 
 static void test_attention_decode_matches_causal_attention(void) {

@@ -416,8 +416,12 @@ static attn_run run_attention(const float *q, const float *k, const float *v, co
     float *d_out = dev_f(NULL, nq), *d_lse = dev_f(NULL, (size_t)B * nh * T);
     int32_t *d_seg = dev_i(seg, (size_t)B * T);
     float *d_dq = dev_f(g0q, nq), *d_dk = dev_f(g0kv, nk), *d_dv = dev_f(g0kv, nk);
-    g_ops->attention_forward(g_ops, d_out, d_lse, d_q, d_k, d_v, d_seg, B, T, nh, nkv, hd);
-    g_ops->attention_backward(g_ops, d_dq, d_dk, d_dv, d_do, d_q, d_k, d_v, d_out, d_lse, d_seg, B, T, nh, nkv, hd);
+    size_t wb = g_ops->attention_work_bytes(g_ops, T, nh, hd);
+    void *work = g_ops->alloc(g_ops, wb);
+    g_ops->attention_forward(g_ops, d_out, d_lse, d_q, d_k, d_v, d_seg, B, T, nh, nkv, hd, work, wb);
+    g_ops->attention_backward(g_ops, d_dq, d_dk, d_dv, d_do, d_q, d_k, d_v, d_out, d_lse, d_seg, B, T, nh, nkv, hd, work,
+                              wb);
+    g_ops->free(g_ops, work);
     attn_run run = {host_f(d_out, nq), host_f(d_lse, (size_t)B * nh * T), host_f(d_dq, nq), host_f(d_dk, nk),
                     host_f(d_dv, nk)};
     dfree(d_q), dfree(d_k), dfree(d_v), dfree(d_do), dfree(d_out), dfree(d_lse), dfree(d_seg), dfree(d_dq);

@@ -118,8 +118,8 @@ static void check_family(const char *name, int mode) {
         an_memory_plan p;
         an_error e;
         CHECK(an_memory_plan_compute(&rec->cfg, &o, &p, &e) == 0);
-        CHECK_MSG(p.activations_recompute + (p.linear_workspace + 63) / 64 * 64 == an_model_bytes_activations(rec),
-                  "%s: planned %zu + %zu, allocated %zu", tag, p.activations_recompute, p.linear_workspace,
+        CHECK_MSG(p.activations_recompute + p.workspace == an_model_bytes_activations(rec),
+                  "%s: planned %zu + %zu, allocated %zu", tag, p.activations_recompute, p.workspace,
                   an_model_bytes_activations(rec));
     }
 done:
