@@ -84,10 +84,13 @@ void an_optim_zero_grad(an_optim *o) {
     if (o->grad_base) o->ops->zero(o->grad_base, o->n_floats * sizeof(float));
 }
 
-void an_optim_reduce_grads(an_optim *o) {
-    /* data parallel: all-reduce (mean over ranks) of o->grad_base[0 .. o->n_floats) goes here */
-    (void)o;
-}
+/* ---- DATA PARALLEL: the one place where ranks meet. ----
+ * The all-reduce of o->grad_base[0 .. o->n_floats), one contiguous buffer, goes here (a sum, each rank
+ * having scaled its loss by its share of the whole step's tokens, or a mean of per-rank means).
+ * Every rank then holds the step's gradients, takes the same norm in an_optim_grad_norm and applies
+ * the same update, so the norm needs no reduction of its own; only a sharded variant (reduce-scatter,
+ * each rank updating a slice) would also all-reduce the sum of squares, right after this call. */
+void an_optim_reduce_grads(an_optim *o) { (void)o; }
 
 double an_optim_grad_norm(an_optim *o) {
     an_optim_reduce_grads(o);

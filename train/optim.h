@@ -72,7 +72,7 @@ void an_optim_moments(const an_optim *o, int k, float **m, float **v);
 /* Zeroes the whole gradient buffer (before the first backward of a step). */
 void an_optim_zero_grad(an_optim *o);
 /* THE data-parallel point: where gradients that each rank computed on its own micro-batches become
- * the gradients of the whole step. A no-op today. Data parallelism puts one all-reduce (mean) of
+ * the gradients of the whole step. A no-op today. Data parallelism puts one all-reduce of
  * [grad_base, grad_base + n_floats) here, before the norm, so every rank computes the same norm and
  * applies the same update; a variant that shards the gradients (reduce-scatter) must also all-reduce
  * the sum of squares in an_optim_grad_norm, which calls this first. */
