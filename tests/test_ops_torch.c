@@ -7,6 +7,7 @@
 #include "kernels/ops.h"
 #include "tests/op_harness.h"
 #include "tests/test.h"
+#include "tests/txt_fixture.h"
 
 static const an_ops *g_ops; /* the backend under test */
 
@@ -19,40 +20,8 @@ static void dfree(void *p) { g_ops->free(g_ops, p); }
 
 #define FIXTURE "tests/ref/ops_torch.txt"
 
-/* the values of the record `name` ("name count v1 v2 ..."); malloc'd, count in *n; NULL if absent */
-static double *fixture(const char *name, size_t *n) {
-    FILE *f = fopen(FIXTURE, "r");
-    if (!f) return NULL;
-    char key[128];
-    double *vals = NULL;
-    while (fscanf(f, "%127s", key) == 1) {
-        if (key[0] == '#') { /* comment line */
-            int c;
-            while ((c = fgetc(f)) != '\n' && c != EOF) {
-            }
-            continue;
-        }
-        size_t count;
-        if (fscanf(f, "%zu", &count) != 1) break;
-        int want = strcmp(key, name) == 0;
-        if (want) vals = malloc((count ? count : 1) * sizeof(double));
-        for (size_t i = 0; i < count; i++) {
-            double x;
-            if (fscanf(f, "%lf", &x) != 1) {
-                free(vals);
-                fclose(f);
-                return NULL;
-            }
-            if (want) vals[i] = x;
-        }
-        if (want) {
-            *n = count;
-            break;
-        }
-    }
-    fclose(f);
-    return vals;
-}
+/* the values of the record `name` (malloc'd, count in *n); NULL if absent */
+static double *fixture(const char *name, size_t *n) { return txt_fixture(FIXTURE, name, n); }
 
 static float *to_float(const double *x, size_t n) {
     float *f = malloc(n * sizeof(float));

@@ -1,21 +1,18 @@
 #ifndef AN_TRAIN_STEP_H
 #define AN_TRAIN_STEP_H
-/* One full fine-tuning step: zero the gradients, forward with the loss, backward, clip the global
- * gradient norm, AdamW. Every tensor marked trainable is updated; the optimizer moments are allocated
- * once, at init, in one backend allocation laid out like the gradients. */
+/* One full fine-tuning step: zero the gradients, forward with the loss, backward, then the optimizer
+ * (train/optim.h): clip the global gradient norm and AdamW, with weight decay on the matrices and
+ * not on norm weights and biases. Every tensor marked trainable is updated; the optimizer moments are
+ * allocated once, at init, in one backend allocation laid out like the gradients. */
 #include "core/error.h"
 #include "model/model.h"
-
-typedef struct an_adamw_config {
-    float lr, beta1, beta2, eps, weight_decay; /* torch.optim.AdamW semantics (decoupled decay) */
-    float max_grad_norm;                       /* clip the global L2 norm to this; <= 0: no clipping */
-} an_adamw_config;
+#include "train/optim.h"
+#include "train/trainable.h"
 
 typedef struct an_full_trainer {
     an_model *model;
-    float *moments;   /* backend: first moments then second moments, n floats each */
-    size_t n;         /* = model->n_grad_floats */
-    int step;         /* optimizer steps taken */
+    an_trainable ts; /* the model's trainable tensors */
+    an_optim opt;    /* AdamW over them */
 } an_full_trainer;
 
 typedef struct an_step_stats {

@@ -16,7 +16,6 @@
 #include "train/metrics.h"
 #include "train/progress.h"
 #include "train/schedule.h"
-#include "train/lora_step.h"
 #include "train/tensorboard.h"
 #include "train/trainer_impl.h"
 
@@ -130,7 +129,7 @@ typedef struct run {
     an_trainer_result *res;
     an_model *m;
     an_trainable ts; /* what is trained: every weight, or the LoRA adapters */
-    float *moments;  /* AdamW m then v, laid out like the gradients */
+    an_optim opt;    /* AdamW over ts, with the clipping and the decay rule of train/optim.h */
     an_train_data *data;
     an_schedule sched;
     an_metrics metrics;
@@ -201,7 +200,7 @@ static int checkpoint(run *u, an_error *err) {
     an_data_cursor c = an_train_data_cursor(u->data);
     an_ckpt_state st = {(uint64_t)u->step, (uint64_t)u->tokens, u->rng.state, c.epoch, c.next, c.offset,
                         u->m->lora ? u->m->lora->forwards : 0};
-    if (an_trainer_save_ckpt(u->m, &u->ts, &st, path, u->o->ckpt_byte_limit, err)) {
+    if (an_trainer_save_ckpt(u->m, &u->ts, &u->opt, &st, path, u->o->ckpt_byte_limit, err)) {
         if (u->res->last_ckpt[0])
             an_fail_prefix(err, "step %ld: checkpoint not written; the previous checkpoint %s is kept", u->step,
                            u->res->last_ckpt);
@@ -214,15 +213,12 @@ static int checkpoint(run *u, an_error *err) {
 }
 
 /* One optimizer step's gradients: the window's micro-batches forward and backward, and their global norm
- * (apply_adamw clips by it as it updates). */
+ * (apply_adamw clips by it as it updates; the loop checks it is finite first). */
 static int train_step(run *u, double *loss_out, double *norm_out, an_error *err) {
     an_model *m = u->m;
     const an_recipe *r = u->r;
     if (window_fill(&u->win, u->data, err)) return -1;
-    if (m->lora)
-        an_lora_zero_grad(m);
-    else
-        an_model_zero_grad(m);
+    an_optim_zero_grad(&u->opt);
     int used = 0;
     for (int i = 0; i < u->win.k; i++) used += u->win.count[i] > 0;
     double loss = 0;
@@ -237,29 +233,16 @@ static int train_step(run *u, double *loss_out, double *norm_out, an_error *err)
         loss += (double)scale * (double)l;
     }
     *loss_out = used ? loss : NAN;
-    /* one buffer whose alignment padding stays zero, so one call covers every tensor */
-    float *grads[1] = {u->ts.grad_base};
-    size_t sizes[1] = {u->ts.n_floats};
-    *norm_out = an_grad_norm(m->ops, grads, sizes, 1);
+    *norm_out = an_optim_grad_norm(&u->opt);
     return 0;
 }
 
+/* The step's update at the schedule's rate, by the optimizer every training path shares. */
 static void apply_adamw(run *u, double lr, double norm) {
-    an_model *m = u->m;
     const an_recipe *r = u->r;
-    const an_trainable *t = &u->ts;
-    int step = (int)(u->step + 1); /* AdamW's bias correction counts from 1 */
-    float *m1 = u->moments, *v1 = u->moments + t->n_floats;
-    float clip = an_clip_coef(norm, r->optim.clip);
-    for (int i = 0; i < t->n; i++) {
-        an_param *p = t->p[i];
-        size_t off = (size_t)(p->grad - t->grad_base);
-        /* decoupled decay on matrices only (embeddings, linear weights, LoRA A and B), not on norms
-         * and biases */
-        float wd = p->ndim == 2 ? (float)r->optim.weight_decay : 0.0f;
-        m->ops->adamw_update(m->ops, p->data, p->grad, clip, m1 + off, v1 + off, p->numel, (float)lr,
-                             (float)r->optim.betas[0], (float)r->optim.betas[1], (float)r->optim.eps, wd, step);
-    }
+    an_adamw_config c = {(float)lr, (float)r->optim.betas[0], (float)r->optim.betas[1], (float)r->optim.eps,
+                         (float)r->optim.weight_decay, (float)r->optim.clip};
+    an_optim_apply(&u->opt, &c, norm);
 }
 
 static int log_train(run *u, double loss, double lr, double norm, an_error *err) {
@@ -291,13 +274,9 @@ static void run_free(run *u) {
     if (u->have_tb) an_tb_close(&u->tb, NULL);
     window_free(&u->win);
     an_train_data_free(u->data);
+    an_optim_free(&u->opt);
     an_trainable_free(&u->ts);
-    if (u->moments) u->m->ops->free(u->m->ops, u->moments);
-    if (u->m) {
-        const an_ops *ops = u->m->ops;
-        an_model_free(u->m);
-        an_backend_close(ops);
-    }
+    if (u->m) an_model_free(u->m);
 }
 
 static int setup(run *u, an_error *err) {
@@ -335,11 +314,9 @@ static int setup(run *u, an_error *err) {
         an_model_set_all_trainable(u->m, 1);
         if (an_model_alloc_grads(u->m, err)) return -1;
     }
-    if (an_trainable_init(&u->ts, u->m, NULL, err)) return -1;
-    u->moments = u->m->ops->alloc(u->m->ops, 2 * u->ts.n_floats * sizeof(float) + 64);
-    if (!u->moments)
-        return an_fail(err, "trainer: cannot allocate %.1f MiB of optimizer state", (double)u->ts.n_floats * 8 / 1048576);
-    u->ts.moments = u->moments;
+    if (an_trainable_init(&u->ts, u->m, err) ||
+        an_optim_init_params(&u->opt, u->m->ops, u->ts.p, u->ts.n, u->ts.grad_base, u->ts.n_floats, err))
+        return -1;
 
     char cache[1100];
     an_data_report rep;
@@ -365,7 +342,7 @@ static int setup(run *u, an_error *err) {
         return an_fail(err, "%s: path too long", r->output.dir);
     if (resuming) {
         an_ckpt_state st;
-        if (an_trainer_load_ckpt(u->m, &u->ts, o->resume_ckpt, &st, err)) return -1;
+        if (an_trainer_load_ckpt(u->m, &u->ts, &u->opt, o->resume_ckpt, &st, err)) return -1;
         u->step = (long)st.step;
         u->tokens = (long long)st.tokens;
         u->rng.state = st.rng;

@@ -15,10 +15,11 @@
  *                               adapter_model.safetensors)
  * docs/training.md describes it for users.
  *
- * The loop: AdamW over float32 weights (the op table's adamw_update), the recipe's schedule,
- * optim.accumulation micro-batches per step, the loss normalised over all trained tokens of the step
- * (train.loss_norm tokens) or the mean of micro-batch means (mean_of_means), clipping by global norm,
- * evaluation, checkpoints, metrics. The library never prints: lines for the user go through
+ * The loop: the recipe's schedule, optim.accumulation micro-batches per step, the loss normalised over
+ * all trained tokens of the step (train.loss_norm tokens) or the mean of micro-batch means
+ * (mean_of_means), then the optimizer of train/optim.h (clipping by global norm, AdamW over float32
+ * weights with weight decay on matrices, not on norm weights and biases), evaluation, checkpoints,
+ * metrics. The library never prints: lines for the user go through
  * opts->note, and the progress line to opts->progress. */
 #include <signal.h>
 #include <stdio.h>

@@ -4,6 +4,8 @@
 #include "model/lora.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/trainable.h"
 #include "train/trainer.h"
 
 /* Makes a folder and its parents (mkdir -p). */
@@ -18,30 +20,18 @@ int an_trainer_mkdirs(const char *path, an_error *err);
 an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
                                  const an_trainer_opts *o, an_error *err);
 
-/* The tensors a run trains and their optimizer state: every model tensor (full fine-tuning) or the
- * adapters' A and B (LoRA). moments holds 2 * n_floats floats (AdamW's m then v) laid out like the
- * gradients, so a tensor's moments sit at p->grad - grad_base. */
-typedef struct an_trainable {
-    an_param **p;
-    int n;
-    float *grad_base;
-    size_t n_floats;
-    float *moments;
-} an_trainable;
-
-/* Lists the trainable tensors: m's own (full) or its adapter's (m->lora set). */
-int an_trainable_init(an_trainable *t, an_model *m, float *moments, an_error *err);
-void an_trainable_free(an_trainable *t);
-
 /* Attaches a new LoRA adapter as the recipe's lora section says (seed train.seed). A target that
  * matches no module is an error naming it. */
 int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err);
 
-/* Writes the trainable tensors (weights, AdamW m and v) and the state to a checkpoint. */
-int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt_state *st, const char *path,
-                         long long byte_limit, an_error *err);
-/* Restores them; every trainable tensor must be in the checkpoint with its size. */
-int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, an_ckpt_state *st, an_error *err);
+/* Writes the trainable tensors (weights, AdamW m and v) and the state to a checkpoint. opt was made
+ * from t (an_optim_init_params with t's list), so opt's tensor k is t->p[k]. */
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_optim *opt, const an_ckpt_state *st,
+                         const char *path, long long byte_limit, an_error *err);
+/* Restores them, and the optimizer's step count from the state's step; every trainable tensor must be
+ * in the checkpoint with its size. */
+int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const char *path, an_ckpt_state *st,
+                         an_error *err);
 
 /* The final full model: out_dir with config.json, model.safetensors, the tokenizer files found at
  * tok_path (a folder's tokenizer files, or the one tokenizer file) and autoneg.json naming the

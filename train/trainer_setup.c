@@ -128,34 +128,7 @@ an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_pat
     return m;
 }
 
-/* ---------- trainable tensors, LoRA ---------- */
-
-int an_trainable_init(an_trainable *t, an_model *m, float *moments, an_error *err) {
-    memset(t, 0, sizeof *t);
-    t->moments = moments;
-    int cap = m->lora ? 2 * m->lora->n_mods : m->n_params;
-    t->p = calloc((size_t)cap + 1, sizeof *t->p);
-    if (!t->p) return an_fail(err, "trainer: out of memory");
-    if (m->lora) {
-        for (int i = 0; i < m->lora->n_mods; i++) {
-            t->p[t->n++] = &m->lora->mods[i].a;
-            t->p[t->n++] = &m->lora->mods[i].bt;
-        }
-        t->grad_base = m->lora->grad_mem;
-        t->n_floats = m->lora->n_floats;
-    } else {
-        for (int i = 0; i < m->n_params; i++)
-            if (m->params[i].grad) t->p[t->n++] = &m->params[i];
-        t->grad_base = m->grad_mem;
-        t->n_floats = m->n_grad_floats;
-    }
-    return 0;
-}
-
-void an_trainable_free(an_trainable *t) {
-    free(t->p);
-    memset(t, 0, sizeof *t);
-}
+/* ---------- LoRA ---------- */
 
 int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err) {
     an_lora_config c = an_lora_config_default();
@@ -174,8 +147,8 @@ int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err) {
 
 /* ---------- checkpoints of the model state ---------- */
 
-int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt_state *st, const char *path,
-                         long long byte_limit, an_error *err) {
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_optim *opt, const an_ckpt_state *st,
+                         const char *path, long long byte_limit, an_error *err) {
     int n = t->n;
     const char **names = calloc((size_t)n + 1, sizeof *names);
     uint64_t *numels = calloc((size_t)n + 1, sizeof *numels);
@@ -197,8 +170,9 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_ckpt
     if (an_ckpt_write_begin(&w, path, st, n, names, numels, parts, byte_limit, err)) goto done;
     for (int k = 0; k < n; k++) {
         const an_param *p = t->p[k];
-        size_t off = (size_t)(p->grad - t->grad_base);
-        const float *src[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
+        float *m1, *v1;
+        an_optim_moments(opt, k, &m1, &v1);
+        const float *src[3] = {p->data, m1, v1};
         for (int j = 0; j < 3; j++) {
             m->ops->download(m->ops, host, src[j], p->numel * sizeof(float));
             if (an_ckpt_write_floats(&w, host, p->numel, err)) goto done;
@@ -213,7 +187,8 @@ done:
     return rc;
 }
 
-int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, an_ckpt_state *st, an_error *err) {
+int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const char *path, an_ckpt_state *st,
+                         an_error *err) {
     an_ckpt c;
     if (an_ckpt_read(&c, path, err)) return -1;
     size_t maxel = 1;
@@ -223,8 +198,9 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, a
     int rc = host ? 0 : an_fail(err, "%s: out of memory", path);
     for (int k = 0; k < t->n && !rc; k++) {
         an_param *p = t->p[k];
-        size_t off = (size_t)(p->grad - t->grad_base);
-        float *dst[3] = {p->data, t->moments + off, t->moments + t->n_floats + off};
+        float *m1, *v1;
+        an_optim_moments(opt, k, &m1, &v1);
+        float *dst[3] = {p->data, m1, v1};
         for (uint32_t j = 0; j < 3 && !rc; j++) {
             rc = an_ckpt_get(&c, p->name, j, host, p->numel, err);
             if (!rc) m->ops->upload(m->ops, dst[j], host, p->numel * sizeof(float));
@@ -232,7 +208,10 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, const char *path, a
     }
     if (!rc && c.n_tensors != t->n)
         rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c.n_tensors, t->n);
-    if (!rc) *st = c.state;
+    if (!rc) {
+        *st = c.state;
+        opt->step = (long)c.state.step; /* every step of the run was one optimizer step */
+    }
     free(host);
     an_ckpt_free(&c);
     return rc;

@@ -11,7 +11,9 @@ For each tiny model family it writes tests/ref/models/<name>/ holding
   fixture.safetensors               ids [B,T], targets [B,T] (already shifted: the label of token t+1,
                                     -100 where ignored), logits [B,T,V], loss [1], grad.<HF name> for every
                                     parameter (in the Hugging Face layout), adam_loss [5], adam_gnorm [5]
-                                    (5 steps of torch AdamW with clip_grad_norm_(1.0) on the same batch)
+                                    (5 steps of torch AdamW with clip_grad_norm_(1.0) on the same batch;
+                                    weight decay on the tensors of 2 or more dimensions only, autoneg's
+                                    rule (train/optim.h) and Hugging Face Trainer's)
 and for the two real pretrained models (stories260K llama2.c .bin, TinyStories-656K HF folder)
 tests/ref/models/real/<name>.safetensors with ids, logits, and for stories260K the greedy ids from BOS.
 References run in float64 on the CPU (tensors stored as float32) with fixed seeds, so rerunning
@@ -70,6 +72,14 @@ def loss_of(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
 
 
+def decay_groups(model):
+    """Two parameter groups, as Hugging Face Trainer builds them (get_decay_parameter_names): matrices
+    (embeddings, linear weights) with ADAM's weight_decay, vectors (norm weights, biases) without."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.dim() >= 2]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
 def record(name, model, forward, vocab, seed):
     """forward(ids) -> logits [B,T,V]. Records logits, loss, grads, and 5 AdamW steps.
     The reference runs in float64 (stored as float32), so the fixture carries no float32 rounding
@@ -88,7 +98,7 @@ def record(name, model, forward, vocab, seed):
     }
     for n, p in model.named_parameters():
         fx["grad." + n] = p.grad.detach().float().contiguous().clone()
-    opt = torch.optim.AdamW(model.parameters(), **ADAM)
+    opt = torch.optim.AdamW(decay_groups(model), **ADAM)
     losses, norms = [], []
     for _ in range(STEPS):
         opt.zero_grad()
