@@ -1,0 +1,207 @@
+/* "Nothing is allocated inside a step or a decode": every malloc, calloc, realloc, aligned_alloc and
+ * posix_memalign that autoneg's own code makes is counted, through link-time wrapping
+ * (-Wl,--wrap=malloc,... in the Makefile for this binary: the linker sends our objects' calls to the
+ * __wrap_ functions below; OpenBLAS and libgomp keep their own pools and are not ours to count).
+ *
+ * Training steps (full fine-tuning, LoRA with dropout, QLoRA with a bf16 head, per-layer
+ * recomputation) and decode steps (float32, NF4 with an adapter) run once to warm up, then again with
+ * counting on: the count must be 0. A self-check first proves the wrapping is live (a malloc of ours
+ * is counted), so a build that silently lost the linker flags fails instead of passing. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "model/lora.h"
+#include "model/nf4_weights.h"
+#include "tests/test_model_util.h"
+#include "train/lora_step.h"
+#include "train/step.h"
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t k, size_t n);
+void *__real_realloc(void *p, size_t n);
+void *__real_aligned_alloc(size_t a, size_t n);
+int __real_posix_memalign(void **p, size_t a, size_t n);
+
+/* The counter: only this test binary has it, and it runs single-threaded outside the ops' own teams,
+ * whose allocations (if any) would be counted too. */
+static int counting;
+static long counted;
+
+static void note(void) {
+    if (counting) __atomic_add_fetch(&counted, 1, __ATOMIC_RELAXED);
+}
+void *__wrap_malloc(size_t n) {
+    note();
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t k, size_t n) {
+    note();
+    return __real_calloc(k, n);
+}
+void *__wrap_realloc(void *p, size_t n) {
+    note();
+    return __real_realloc(p, n);
+}
+void *__wrap_aligned_alloc(size_t a, size_t n) {
+    note();
+    return __real_aligned_alloc(a, n);
+}
+int __wrap_posix_memalign(void **p, size_t a, size_t n) {
+    note();
+    return __real_posix_memalign(p, a, n);
+}
+
+static void start(void) {
+    counted = 0;
+    counting = 1;
+}
+static long stop(void) {
+    counting = 0;
+    return counted;
+}
+
+/* Library code that allocates must be seen: an_model_plan allocates its block. */
+static void test_wrapping_is_live(void) {
+    an_model *m = load_fixture_model("llama");
+    if (!m) return;
+    an_error e;
+    start();
+    int rc = an_model_plan(m, 1, 8, &e);
+    long n = stop();
+    CHECK(rc == 0);
+    CHECK_MSG(n > 0, "an_model_plan made no counted allocation: the --wrap linker flags are missing");
+    an_model_free(m);
+}
+
+enum { B = 2, T = 16 };
+
+static void batch(an_model *m, int32_t *ids, int32_t *tg) {
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (3 + 7 * i) % m->cfg.vocab_size;
+        tg[i] = i % 5 ? (5 + 11 * i) % m->cfg.vocab_size : AN_IGNORE_INDEX;
+    }
+}
+
+static void check_full(const char *name, int recompute) {
+    an_model *m = load_fixture_model(name);
+    if (!m) return;
+    an_error e;
+    an_model_set_recompute(m, recompute);
+    an_full_trainer tr;
+    int ok = an_model_plan(m, B, T, &e) == 0 && an_full_trainer_init(&tr, m, &e) == 0;
+    CHECK_MSG(ok, "%s: %s", name, e.msg);
+    if (!ok) {
+        an_model_free(m);
+        return;
+    }
+    int32_t ids[B * T], tg[B * T];
+    batch(m, ids, tg);
+    an_batch b = {ids, NULL, NULL, tg, B, T};
+    an_adamw_config c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f};
+    an_step_stats s;
+    CHECK(an_train_step(&tr, &b, &c, &s, &e) == 0); /* warm-up */
+    start();
+    int rc = an_train_step(&tr, &b, &c, &s, &e) || an_train_step(&tr, &b, &c, &s, &e);
+    long n = stop();
+    CHECK_MSG(rc == 0, "%s: %s", name, e.msg);
+    CHECK_MSG(n == 0, "%s full fine-tuning (recompute %d): %ld allocations in two steps", name, recompute, n);
+    an_full_trainer_free(&tr);
+    an_model_free(m);
+}
+
+static void test_full_steps(void) {
+    check_full("llama", 0);
+    check_full("gpt2", 0);
+    check_full("internlm2", 1);
+}
+
+/* LoRA with dropout on every linear but the head; qlora: the base NF4 and the head bf16. */
+static void check_lora(const char *name, int qlora) {
+    an_model *m = load_fixture_model(name);
+    if (!m) return;
+    an_error e;
+    an_lora_config lc = an_lora_config_default();
+    lc.r = 4;
+    lc.dropout = 0.1f;
+    lc.seed = 5;
+    an_lora_config_add_target(&lc, "all-linear", &e);
+    int ok = (!qlora || an_model_quantize_nf4(m, 64, 1, &e) == 0) && an_lora_attach(m, &lc, &e) == 0 &&
+             (!qlora || an_model_store_frozen_bf16(m, &e) == 0) && an_model_plan(m, B, T, &e) == 0;
+    an_lora_trainer tr;
+    ok = ok && an_lora_trainer_init(&tr, m, &e) == 0;
+    CHECK_MSG(ok, "%s: %s", name, e.msg);
+    if (!ok) {
+        an_model_free(m);
+        return;
+    }
+    int32_t ids[B * T], tg[B * T];
+    batch(m, ids, tg);
+    an_batch b = {ids, NULL, NULL, tg, B, T};
+    an_adamw_config c = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
+    an_step_stats s;
+    CHECK(an_lora_train_step(&tr, &b, &c, &s, &e) == 0);
+    start();
+    int rc = an_lora_train_step(&tr, &b, &c, &s, &e) || an_lora_train_step(&tr, &b, &c, &s, &e);
+    long n = stop();
+    CHECK_MSG(rc == 0, "%s: %s", name, e.msg);
+    CHECK_MSG(n == 0, "%s %s: %ld allocations in two steps", name, qlora ? "QLoRA" : "LoRA", n);
+    an_lora_trainer_free(&tr);
+    an_model_free(m);
+}
+
+static void test_lora_steps(void) {
+    check_lora("llama", 0);
+    check_lora("qwen2", 1);
+    check_lora("internlm2", 1);
+}
+
+/* Prefill two prompts, then decode: the decode steps allocate nothing. */
+static void check_decode(const char *name, int nf4_with_adapter) {
+    an_model *m = load_fixture_model(name);
+    if (!m) return;
+    an_error e;
+    int ok = 1;
+    if (nf4_with_adapter) {
+        an_lora_config lc = an_lora_config_default();
+        lc.r = 4;
+        an_lora_config_add_target(&lc, "all-linear", &e);
+        ok = an_model_quantize_nf4(m, 64, 1, &e) == 0 && an_lora_attach(m, &lc, &e) == 0;
+    }
+    an_infer *s = ok ? an_infer_create(m, 2, 32, 32, &e) : NULL;
+    CHECK_MSG(s != NULL, "%s: %s", name, e.msg);
+    if (!s) {
+        an_model_free(m);
+        return;
+    }
+    int V = m->cfg.vocab_size;
+    float *logits = malloc(sizeof(float) * 2 * V);
+    int32_t p0[5] = {1, 5, 9, 13, 17}, p1[3] = {2, 4, 6}, slots[2] = {0, 1}, next[2] = {7, 8};
+    const int32_t *prompts[2] = {p0, p1};
+    int lens[2] = {5, 3};
+    CHECK(an_infer_prefill(s, slots, prompts, lens, 2, logits, &e) == 0);
+    CHECK(an_infer_decode(s, slots, next, 2, logits, &e) == 0); /* warm-up */
+    start();
+    int rc = 0;
+    for (int k = 0; k < 4 && !rc; k++) rc = an_infer_decode(s, slots, next, 2, logits, &e);
+    long n = stop();
+    CHECK_MSG(rc == 0, "%s: %s", name, e.msg);
+    CHECK_MSG(n == 0, "%s decode%s: %ld allocations in four steps", name, nf4_with_adapter ? " (NF4 + adapter)" : "", n);
+    free(logits);
+    an_infer_free(s);
+    an_model_free(m);
+}
+
+static void test_decode_steps(void) {
+    check_decode("llama", 0);
+    check_decode("gpt2", 0);
+    check_decode("qwen2", 1);
+}
+
+int main(void) {
+    RUN(test_wrapping_is_live);
+    RUN(test_full_steps);
+    RUN(test_lora_steps);
+    RUN(test_decode_steps);
+    return test_finish();
+}
