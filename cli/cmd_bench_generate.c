@@ -76,7 +76,7 @@ typedef struct result {
 static int run_batch(an_model *m, int B, int P, int N, uint64_t seed, result *r) {
     an_error err;
     int V = m->cfg.vocab_size;
-    an_infer *s = an_infer_create(m, B, P + N, 0, &err);
+    an_infer *s = an_infer_create(m, m->lora, B, P + N, 0, &err);
     if (!s) return cli_error(&err);
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)B * P), *slots = malloc(sizeof(int32_t) * B);
     int32_t *ids = malloc(sizeof(int32_t) * B);

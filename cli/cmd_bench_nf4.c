@@ -101,7 +101,7 @@ int an_bench_nf4(int argc, char **argv) {
     for (int h = 0; h < 2; h++)
         for (int k = 0; k < N_KINDS; k++) t[h][k] = malloc((size_t)tokens * sizeof(double));
     for (size_t i = 0; i < maxd; i++) x[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    size_t wf = an_model_linear_work_bytes(f, 1), wq = an_model_linear_work_bytes(q, 1);
+    size_t wf = an_model_linear_work_bytes(f, NULL, 1), wq = an_model_linear_work_bytes(q, NULL, 1);
     size_t wb = wf > wq ? wf : wq;
     void *work = an_ops_cpu()->alloc(an_ops_cpu(), wb ? wb : 1);
     size_t lin = 0;

@@ -239,7 +239,7 @@ int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_
     int slots = o->batch < J ? o->batch : J;
     long long want = (long long)slots * longest;
     int prefill = want > AN_PREFILL_ROWS ? AN_PREFILL_ROWS : (int)want;
-    g.inf = an_infer_create(m, slots, max_T, prefill, err);
+    g.inf = an_infer_create(m, m->lora, slots, max_T, prefill, err);
     g.smp = g.inf ? an_sampler_create(m->cfg.vocab_size, err) : NULL;
     if (g.smp) rc = run(&g, J, err);
 done:

@@ -30,7 +30,7 @@ static void layout(an_infer *s, an_carver *c) {
     s->ffn_b = an_carve(c, R * F, f);
     s->ffn_h = an_carve(c, R * F, f);
     s->last = an_carve(c, (size_t)s->slots * C, f);
-    int r = an_lora_rank(s->m);
+    int r = s->lora ? s->lora->cfg.r : 0;
     s->lora_u = r > 0 ? an_carve(c, R * (size_t)r, f) : NULL;
     s->logits = an_carve(c, (size_t)s->slots * cf->vocab_size, f);
     s->d_ids = an_carve(c, R, i32);
@@ -43,7 +43,8 @@ static void layout(an_infer *s, an_carver *c) {
     s->attn_work = an_carve(c, s->attn_work_bytes, 1);
 }
 
-an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err) {
+an_infer *an_infer_create(const an_model *m, const an_lora *lora, int slots, int max_T, int prefill_tokens,
+                          an_error *err) {
     const an_model_config *cf = &m->cfg;
     if (slots <= 0 || slots > 65536 || max_T <= 0 || max_T > (1 << 24)) {
         an_fail(err, "inference: %d sequences of %d positions is out of range", slots, max_T);
@@ -66,6 +67,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
         return NULL;
     }
     s->m = m;
+    s->lora = lora;
     s->slots = slots;
     s->max_T = max_T;
     s->max_rows = prefill_tokens > slots ? prefill_tokens : slots;
@@ -82,7 +84,7 @@ an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens,
         an_fail(err, "inference: out of memory");
         return NULL;
     }
-    s->linear_work_bytes = an_model_linear_work_bytes(m, s->max_rows);
+    s->linear_work_bytes = an_model_linear_work_bytes(m, lora, s->max_rows);
     s->attn_work_bytes = m->ops->attention_work_bytes(m->ops, max_T, cf->n_heads, cf->head_dim);
     an_carver c = {NULL, 0};
     layout(s, &c);

@@ -19,7 +19,8 @@
 #include "model/model.h"
 
 typedef struct an_infer {
-    an_model *m;
+    const an_model *m;      /* the base, read only: several states may share it, from several threads */
+    const struct an_lora *lora; /* the adapter this state applies (unmerged), or NULL */
     int slots, max_T;       /* cache rows and positions per row */
     int max_rows;           /* rows (tokens) one forward can hold: max(prefill tokens, slots) */
     int32_t *len;           /* host: tokens held by each slot */
@@ -40,10 +41,13 @@ typedef struct an_infer {
     int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
 } an_infer;
 
-/* Load or attach a LoRA adapter before this (its scratch is planned here).
+/* A state for decoding with m and the adapter lora (NULL for none; an_lora_open, or the adapter
+ * attached to m). Everything a forward writes (KV cache, activations, the adapter's scratch, the ops'
+ * workspace) belongs to the state, so states on one model run concurrently from different threads.
  * slots: sequences held at once; max_T: positions per sequence (at most the model's max_seq for
  * GPT-2); prefill_tokens: rows one prefill may process (at least max_T; 0 picks max(max_T, 1024)). */
-an_infer *an_infer_create(an_model *m, int slots, int max_T, int prefill_tokens, an_error *err);
+an_infer *an_infer_create(const an_model *m, const struct an_lora *lora, int slots, int max_T, int prefill_tokens,
+                          an_error *err);
 void an_infer_free(an_infer *s);
 size_t an_infer_bytes(const an_infer *s);
 

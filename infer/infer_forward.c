@@ -16,12 +16,13 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
     an_weight wt = an_param_weight(w);
     o->linear_forward(o, out, inp, &wt, opt(b), N, s->linear_work, s->linear_work_bytes);
     /* a LoRA adapter, unmerged: out += scaling * (inp A^T) B^T, with B held transposed (model/lora.h) */
-    const an_lora_module *mod = m->lora ? an_lora_find(m->lora, w) : NULL;
+    const an_lora *l = s->lora;
+    const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
-    int r = m->lora->cfg.r;
+    int r = l->cfg.r;
     an_weight a = an_param_weight(&mod->a);
     o->linear_forward(o, s->lora_u, inp, &a, NULL, N, s->linear_work, s->linear_work_bytes);
-    o->scale(o, s->lora_u, m->lora->scaling, (size_t)N * r);
+    o->scale(o, s->lora_u, l->scaling, (size_t)N * r);
     o->matmul_backward(o, out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, (int)w->shape[0], r);
 }
 

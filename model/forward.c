@@ -159,7 +159,7 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     if (with_grad && !b->targets) return an_fail(err, "model forward: gradients need targets");
     if (with_grad && !m->grad_mem && an_model_param_count(m, 1) > 0)
         return an_fail(err, "model forward: gradients requested but not allocated (an_model_alloc_grads)");
-    if (p->linear_work_bytes < an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows) ||
+    if (p->linear_work_bytes < an_model_linear_work_bytes(m, m->lora, p->N > p->head_rows ? p->N : p->head_rows) ||
         p->attn_work_bytes < o->attention_work_bytes(o, p->T, m->cfg.n_heads, m->cfg.head_dim))
         return an_fail(err, "model forward: the plan's workspace is too small for the weights' types or the "
                             "thread count of now (quantized or stored in bf16 after planning: plan again)");

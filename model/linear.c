@@ -15,7 +15,7 @@
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 static float *grad(const an_param *p) { return p ? p->grad : NULL; }
 
-size_t an_model_linear_work_bytes(const an_model *m, int rows) {
+size_t an_model_linear_work_bytes(const an_model *m, const an_lora *lora, int rows) {
     const an_ops *o = m->ops;
     size_t need = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -24,8 +24,8 @@ size_t an_model_linear_work_bytes(const an_model *m, int rows) {
         size_t b = o->linear_work_bytes(o, &w, rows);
         if (b > need) need = b;
     }
-    for (int i = 0; m->lora && i < m->lora->n_mods; i++) { /* inference runs A through linear_forward */
-        an_weight a = an_param_weight(&m->lora->mods[i].a);
+    for (int i = 0; lora && i < lora->n_mods; i++) { /* inference runs A through linear_forward */
+        an_weight a = an_param_weight(&lora->mods[i].a);
         size_t b = o->linear_work_bytes(o, &a, rows);
         if (b > need) need = b;
     }
@@ -69,7 +69,7 @@ void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float 
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
     float p = train ? l->cfg.dropout : 0.0f;
-    m->ops->lora_forward(m->ops, out, mod->u, inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r,
+    m->ops->lora_forward(m->ops, out, m->plan.lora_u[mod - l->mods], inp, mod->a.data, mod->bt.data, N, mod->in, mod->out, l->cfg.r,
                          l->scaling, p, p > 0 ? module_seed(l, mod) : 0, counter);
 }
 
@@ -80,7 +80,7 @@ void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float
     const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
     if (!mod) return;
     float p = l->cfg.dropout;
-    m->ops->lora_backward(m->ops, dinp, mod->a.grad, mod->bt.grad, m->plan.lora_du, dout, inp, mod->u, mod->a.data,
+    m->ops->lora_backward(m->ops, dinp, mod->a.grad, mod->bt.grad, m->plan.lora_du, dout, inp, m->plan.lora_u[mod - l->mods], mod->a.data,
                           mod->bt.data, N, mod->in, mod->out, l->cfg.r, l->scaling, p,
                           p > 0 ? module_seed(l, mod) : 0, counter);
 }

@@ -106,13 +106,12 @@ static int set_param(an_param *p, const char *module, const char *which, int64_t
     return n < (int)sizeof p->name ? 0 : -1;
 }
 
-int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
-    if (m->lora) return an_fail(err, "lora: the model already has an adapter");
-    if (cfg->r < 1 || cfg->r > 65536) return an_fail(err, "lora: rank r must be in [1, 65536], got %d", cfg->r);
+an_lora *an_lora_new_zeroed(an_model *m, const an_lora_config *cfg, an_error *err) {
+    if (cfg->r < 1 || cfg->r > 65536) return an_fail(err, "lora: rank r must be in [1, 65536], got %d", cfg->r), NULL;
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
-        return an_fail(err, "lora: dropout must be in [0, 1), got %g", (double)cfg->dropout);
-    if (!isfinite(cfg->alpha)) return an_fail(err, "lora: lora_alpha is not a finite number");
-    if (cfg->n_targets < 1) return an_fail(err, "lora: no target modules given");
+        return an_fail(err, "lora: dropout must be in [0, 1), got %g", (double)cfg->dropout), NULL;
+    if (!isfinite(cfg->alpha)) return an_fail(err, "lora: lora_alpha is not a finite number"), NULL;
+    if (cfg->n_targets < 1) return an_fail(err, "lora: no target modules given"), NULL;
 
     int cap = m->cfg.n_layers * 8 + 1;
     an_linear_ref *refs = calloc((size_t)cap, sizeof *refs);
@@ -121,7 +120,7 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
     if (!refs || !l) {
         free(refs);
         free(l);
-        return an_fail(err, "lora: out of memory");
+        return an_fail(err, "lora: out of memory"), NULL;
     }
     l->mem_owner = m->ops;
     int n_refs = an_model_linears(m, refs, cap);
@@ -129,7 +128,7 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
     if (!l->mods) {
         free(refs);
         an_lora_free(l);
-        return an_fail(err, "lora: out of memory");
+        return an_fail(err, "lora: out of memory"), NULL;
     }
     for (int i = 0; i < n_refs; i++) {
         if (!selected(cfg, &refs[i], hits)) continue;
@@ -148,7 +147,7 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
         an_fail(err, "lora: target module '%s' matches no linear layer of this %s model (its modules: %s)",
                 cfg->targets[t], m->cfg.architecture[0] ? m->cfg.architecture : m->cfg.model_type, example);
         an_lora_free(l);
-        return -1;
+        return NULL;
     }
     l->cfg = *cfg;
     l->scaling = cfg->use_rslora ? cfg->alpha / sqrtf((float)cfg->r) : cfg->alpha / (float)cfg->r;
@@ -160,35 +159,41 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
             set_param(&mod->bt, mod->name, "lora_B", cfg->r, mod->out, 1)) {
             an_fail(err, "lora: module name %s is too long", mod->name);
             an_lora_free(l);
-            return -1;
+            return NULL;
         }
         total += align_floats(mod->a.numel) + align_floats(mod->bt.numel);
     }
     l->n_floats = total;
     l->mem = m->ops->alloc(m->ops, total * sizeof(float));
-    l->grad_mem = m->ops->alloc(m->ops, total * sizeof(float));
-    if (!l->mem || !l->grad_mem) {
-        an_fail(err, "lora: cannot allocate %.1f MiB for the adapters", (double)total * 8 / 1048576);
+    if (!l->mem) {
+        an_fail(err, "lora: cannot allocate %.1f MiB for the adapters", (double)total * 4 / 1048576);
         an_lora_free(l);
-        return -1;
+        return NULL;
     }
-    size_t off = 0, max_a = 0;
+    size_t off = 0;
     for (int i = 0; i < l->n_mods; i++) {
         an_lora_module *mod = &l->mods[i];
         mod->a.data = l->mem + off;
-        mod->a.grad = l->grad_mem + off;
         off += align_floats(mod->a.numel);
         mod->bt.data = l->mem + off;
-        mod->bt.grad = l->grad_mem + off;
         off += align_floats(mod->bt.numel);
-        if (mod->a.numel > max_a) max_a = mod->a.numel;
     }
+    snprintf(l->base_model, sizeof l->base_model, "%s", m->cfg.model_type);
+    return l;
+}
+
+an_lora *an_lora_create(an_model *m, const an_lora_config *cfg, an_error *err) {
+    an_lora *l = an_lora_new_zeroed(m, cfg, err);
+    if (!l) return NULL;
+    size_t max_a = 0;
+    for (int i = 0; i < l->n_mods; i++)
+        if (l->mods[i].a.numel > max_a) max_a = l->mods[i].a.numel;
     /* A ~ U(-1/sqrt(in), 1/sqrt(in)): kaiming_uniform_(a = sqrt(5)) gives bound
      * sqrt(6 / ((1 + 5) * fan_in)) = 1 / sqrt(fan_in). B stays zero (alloc zeroes). */
     float *host = malloc((max_a ? max_a : 1) * sizeof(float));
     if (!host) {
         an_lora_free(l);
-        return an_fail(err, "lora: out of memory");
+        return an_fail(err, "lora: out of memory"), NULL;
     }
     an_rng rng;
     an_rng_seed(&rng, cfg->seed);
@@ -199,16 +204,40 @@ int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
         m->ops->upload(m->ops, mod->a.data, host, mod->a.numel * sizeof(float));
     }
     free(host);
-    snprintf(l->base_model, sizeof l->base_model, "%s", m->cfg.model_type);
+    return l;
+}
 
+int an_lora_adopt(an_model *m, an_lora *l, an_error *err) {
+    if (m->lora) return an_fail(err, "lora: the model already has an adapter");
+    if (l->n_mods > 0 && l->mods[0].base != an_model_find(m, l->mods[0].base->name))
+        return an_fail(err, "lora: the adapter was made for another model");
+    if (!l->grad_mem) {
+        l->grad_mem = l->mem_owner->alloc(l->mem_owner, l->n_floats * sizeof(float));
+        if (!l->grad_mem)
+            return an_fail(err, "lora: cannot allocate %.1f MiB for the adapters' gradients",
+                           (double)l->n_floats * 4 / 1048576);
+        for (int i = 0; i < l->n_mods; i++) { /* laid out like mem */
+            an_lora_module *mod = &l->mods[i];
+            mod->a.grad = l->grad_mem + (mod->a.data - l->mem);
+            mod->bt.grad = l->grad_mem + (mod->bt.data - l->mem);
+        }
+    }
     /* the base is frozen: no gradients, so the backward computes input gradients only */
     an_model_set_all_trainable(m, 0);
-    if (an_model_alloc_grads(m, err)) {
+    if (an_model_alloc_grads(m, err)) return -1;
+    m->lora = l;
+    m->plan.lora_planned = 0;
+    return 0;
+}
+
+int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err) {
+    if (m->lora) return an_fail(err, "lora: the model already has an adapter");
+    an_lora *l = an_lora_create(m, cfg, err);
+    if (!l) return -1;
+    if (an_lora_adopt(m, l, err)) {
         an_lora_free(l);
         return -1;
     }
-    m->lora = l;
-    m->plan.lora_planned = 0;
     return 0;
 }
 

@@ -9,7 +9,11 @@
  * in training forwards only; its mask is a function of (seed, element index) (an_ops.dropout), so
  * backward regenerates it instead of storing it.
  *
- * Life cycle:
+ * An adapter is an object of its own that points at the base model's weights (an_lora_module.base);
+ * the base does not change when one is opened, so one base can back several adapters at once, each
+ * in its own inference state (infer/infer.h). Training attaches one to the model (an_model.lora).
+ *
+ * Life cycle for training:
  *   an_lora_attach(m, &cfg, err)      new adapter on the modules cfg names (or an_lora_load)
  *   an_model_plan(m, B, T, err)       plans the LoRA activations too (attach or load first)
  *   an_model_forward / an_model_backward   run base + adapters; gradients go to the adapters only
@@ -17,6 +21,8 @@
  *   an_lora_merge(m, err)             W += scaling * B A, then the adapter is dropped
  * Attaching freezes the whole base model (no base gradients, no base optimizer state); the adapters'
  * A and B are the only trainable tensors. train/lora_step.h trains them.
+ * For serving: an_lora_open(m, dir, err) reads an adapter without attaching it (no gradients, the
+ * base untouched); an_infer_create takes it; an_lora_free releases it.
  *
  * Targets follow PEFT's rule: a target_modules entry matches a module whose full name equals it or
  * ends with "." + entry ("q_proj" matches "model.layers.0.self_attn.q_proj"); "all-linear" means every
@@ -58,8 +64,7 @@ typedef struct an_lora_module {
      * the "base_model.model." prefix):
      * A [r, in]; B is kept transposed, bt [r, out] (transposed = 1: PEFT stores lora_B.weight
      * [out, r]), so out += u @ bt is an accumulating matmul and no [N, out] scratch is needed. */
-    an_param a, bt;
-    float *u;           /* plan: [N, r] scaling * A dropout(x) of the last forward (NULL before a plan) */
+    an_param a, bt;     /* their grad is NULL until the adapter is attached for training */
 } an_lora_module;
 
 typedef struct an_lora {
@@ -69,7 +74,7 @@ typedef struct an_lora {
     int n_mods;
     float *mem;          /* one backend allocation for every A and B */
     size_t n_floats;
-    float *grad_mem;     /* their gradients, laid out like mem */
+    float *grad_mem;     /* their gradients, laid out like mem; NULL until attached (an_lora_adopt) */
     const an_ops *mem_owner; /* the backend that allocated mem and grad_mem */
     char base_model[1024]; /* base_model_name_or_path for adapter_config.json: the model type after
                             * attach (set it to the base model's path), the file's value after load */
@@ -79,11 +84,18 @@ typedef struct an_lora {
     uint64_t mask_seed;  /* of the last training forward */
 } an_lora;
 
-/* Adds a new adapter to m (which must have none): A random, B zero. Freezes the base model and
- * allocates the adapter's parameters and gradients. A target that matches no linear layer is an error
- * naming it; so are r < 1 and dropout outside [0, 1). */
+/* A new adapter on m's modules that cfg names: A random, B zero; m does not change. A target that
+ * matches no linear layer is an error naming it; so are r < 1 and dropout outside [0, 1). */
+an_lora *an_lora_create(an_model *m, const an_lora_config *cfg, an_error *err);
+/* Makes l (created for m) m's adapter for training: allocates its gradients, freezes the base model
+ * and sets m->lora, which then owns l. */
+int an_lora_adopt(an_model *m, an_lora *l, an_error *err);
+/* an_lora_create + an_lora_adopt: adds a new adapter to m (which must have none). */
 int an_lora_attach(an_model *m, const an_lora_config *cfg, an_error *err);
-/* Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) onto m. The config must
+/* Reads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for the base m, as an
+ * object of its own: m does not change (see an_lora_load for the checks and errors). */
+an_lora *an_lora_open(an_model *m, const char *dir, an_error *err);
+/* an_lora_open + an_lora_adopt: loads a PEFT adapter folder onto m. The config must
  * be a LoRA without DoRA; its target modules must match m's modules; every lora_A/lora_B tensor must be
  * present with the shape m's module implies (errors name the file and the tensor, e.g. an adapter
  * trained for another base). The adapter's tensors are trainable, as after an_lora_attach. */
@@ -119,8 +131,10 @@ int an_model_linears(an_model *m, an_linear_ref *out, int cap);
 /* 1 when any weight of m is NF4 */
 int an_model_is_quantized(const an_model *m);
 
-/* LoRA rank of m's adapter (0 without one): the inference state keeps N * rank floats of scratch for it. */
+/* LoRA rank of m's adapter (0 without one). */
 int an_lora_rank(const an_model *m);
+/* Internal to model/: a new adapter whose A and B are zero (an_lora_create and an_lora_open fill them). */
+an_lora *an_lora_new_zeroed(an_model *m, const an_lora_config *cfg, an_error *err);
 /* Internal to model/: the dropout seed of the next training forward (advances l->forwards). */
 uint64_t an_lora_next_mask_seed(an_lora *l);
 

@@ -246,23 +246,23 @@ done:
     return rc;
 }
 
-int an_lora_load(an_model *m, const char *dir, an_error *err) {
+an_lora *an_lora_open(an_model *m, const char *dir, an_error *err) {
     char cpath[4096], wpath[4096];
     if (an_path_join(cpath, sizeof cpath, dir, "adapter_config.json") ||
         an_path_join(wpath, sizeof wpath, dir, "adapter_model.safetensors"))
-        return an_fail(err, "%s: path too long", dir);
-    if (!an_file_exists(cpath)) return an_fail(err, "%s: no adapter_config.json (not a PEFT adapter folder)", dir);
+        return an_fail(err, "%s: path too long", dir), NULL;
+    if (!an_file_exists(cpath)) return an_fail(err, "%s: no adapter_config.json (not a PEFT adapter folder)", dir), NULL;
     an_lora_config c;
     char base[1024];
-    if (read_config(&c, base, sizeof base, cpath, err)) return -1;
+    if (read_config(&c, base, sizeof base, cpath, err)) return NULL;
     an_safetensors st;
-    if (an_st_open(&st, wpath, err)) return -1;
-    if (an_lora_attach(m, &c, err)) {
+    if (an_st_open(&st, wpath, err)) return NULL;
+    an_lora *l = an_lora_new_zeroed(m, &c, err);
+    if (!l) {
         an_fail_prefix(err, "%s", cpath);
         an_st_close(&st);
-        return -1;
+        return NULL;
     }
-    an_lora *l = m->lora;
     size_t maxn = 0;
     for (int i = 0; i < l->n_mods; i++) {
         size_t n = l->mods[i].a.numel > l->mods[i].bt.numel ? l->mods[i].a.numel : l->mods[i].bt.numel;
@@ -315,11 +315,25 @@ int an_lora_load(an_model *m, const char *dir, an_error *err) {
         }
     }
     rc = 0;
+    snprintf(l->base_model, sizeof l->base_model, "%s", base);
 done:
     free(host);
     free(tmp);
     an_st_close(&st);
-    if (rc) an_lora_detach(m);
-    else snprintf(l->base_model, sizeof l->base_model, "%s", base);
-    return rc;
+    if (rc) {
+        an_lora_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+int an_lora_load(an_model *m, const char *dir, an_error *err) {
+    if (m->lora) return an_fail(err, "%s: the model already has an adapter", dir);
+    an_lora *l = an_lora_open(m, dir, err);
+    if (!l) return -1;
+    if (an_lora_adopt(m, l, err)) {
+        an_lora_free(l);
+        return an_fail_prefix(err, "%s", dir);
+    }
+    return 0;
 }

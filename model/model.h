@@ -110,9 +110,11 @@ typedef struct an_plan {
     int last_B, last_T, last_with_grad; /* the shape of the last forward */
     int last_count;                 /* trained tokens (targets != -100) in the last forward */
     int recompute;                  /* planned for per-layer recomputation (an_model_set_recompute) */
-    /* LoRA (model/lora.h): scratch shared by all adapted layers; each module's [N, r] lives in the
-     * block too (an_lora_module.u). lora_planned: the plan was made with the current adapter. */
-    float *lora_du;                 /* [N, r] */
+    /* LoRA (model/lora.h): lora_u[i] is module i's [N, r] scaling * A dropout(x) of the last forward
+     * (kept for backward); lora_du [N, r] is scratch shared by all adapted layers. lora_planned: the
+     * plan was made with the current adapter. */
+    float **lora_u;                 /* host array of n_mods pointers into the block */
+    float *lora_du;
     int lora_planned;
     void *linear_work;              /* scratch of the linear ops (an_model_linear_work_bytes) */
     size_t linear_work_bytes;
@@ -228,9 +230,10 @@ int an_model_build_params(an_model *m, an_error *err);
 int an_model_build_table(an_model *m, an_error *err);
 int an_model_alloc_params(an_model *m, an_error *err);
 void an_model_plan_free(an_model *m);
-/* Bytes of workspace the linear ops of m's weights (and its adapter's) need for up to `rows` rows:
- * what a plan or an inference state holds for them (linear_work_bytes in kernels/ops.h). */
-size_t an_model_linear_work_bytes(const an_model *m, int rows);
+/* Bytes of workspace the linear ops of m's weights (and of the adapter lora's, or NULL) need for up
+ * to `rows` rows: what a plan or an inference state holds for them (linear_work_bytes in
+ * kernels/ops.h). */
+size_t an_model_linear_work_bytes(const an_model *m, const struct an_lora *lora, int rows);
 void an_model_split_qkv(const an_model *m, float *q, float *k, float *v, const float *qkv, int N);
 /* The model's rope settings with a cos/sin table of positions 0 .. n_pos - 1 (rope_table). */
 an_rope an_model_rope(const an_model *m, const float *cos_sin, int n_pos);

@@ -126,20 +126,22 @@ static void layout(an_model *m, an_carver *c) {
         for (int i = 0; i < l->n_mods; i++) {
             an_lora_module *mod = &l->mods[i];
             int s = mod->base == head ? -1 : layer_slot(m, mod->base);
+            float *u;
             if (s < 0 || per_layer) {
-                mod->u = an_carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
+                u = an_carve(c, (mod->base == head ? (size_t)p->head_rows : N) * r, f);
             } else {
                 if (!slot_used[s]) slot_u[s] = an_carve(c, N * r, f);
                 slot_used[s] = 1;
-                mod->u = slot_u[s];
+                u = slot_u[s];
             }
+            if (p->lora_u) p->lora_u[i] = u;
         }
         p->lora_du = an_carve(c, N * r, f);
         p->lora_planned = 1;
     }
     /* one workspace for every linear op on a typed weight (bf16 head, NF4 base), sized for the most
      * rows a linear runs here and the threads of now */
-    size_t work = an_model_linear_work_bytes(m, p->N > p->head_rows ? p->N : p->head_rows);
+    size_t work = an_model_linear_work_bytes(m, m->lora, p->N > p->head_rows ? p->N : p->head_rows);
     p->linear_work = work ? an_carve(c, work, 1) : NULL;
     p->linear_work_bytes = work;
     work = m->ops->attention_work_bytes(m->ops, p->T, cf->n_heads, cf->head_dim);
@@ -151,6 +153,7 @@ void an_model_plan_free(an_model *m) {
     an_plan *p = &m->plan;
     if (p->block) m->ops->free(m->ops, p->block);
     free(p->layers);
+    free(p->lora_u);
     free(p->h_ids);
     free(p->h_pos);
     free(p->h_seg);
@@ -184,6 +187,7 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     }
     p->head_rows = rows > p->N ? p->N : rows;
     p->layers = calloc((size_t)m->cfg.n_layers, sizeof *p->layers);
+    p->lora_u = m->lora ? calloc((size_t)m->lora->n_mods + 1, sizeof *p->lora_u) : NULL;
     size_t N = (size_t)p->N;
     p->h_ids = malloc(N * sizeof(int32_t));
     p->h_pos = malloc(N * sizeof(int32_t));
@@ -193,6 +197,7 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     p->h_row_targets = malloc(N * sizeof(int32_t));
     p->h_losses = calloc(N, sizeof(float));
     p->h_row_losses = calloc(N, sizeof(float));
+    if (m->lora && !p->lora_u) return an_fail(err, "model plan: out of host memory");
     if (!p->layers || !p->h_ids || !p->h_pos || !p->h_seg || !p->h_targets || !p->h_rows || !p->h_row_targets ||
         !p->h_losses || !p->h_row_losses)
         return an_fail(err, "model plan: out of host memory");

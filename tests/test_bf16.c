@@ -209,7 +209,7 @@ next:
 static void check_decode(const char *name) {
     an_model *a = build(name, QLORA, 1), *ref = build(name, QLORA, 0);
     an_error e;
-    an_infer *sa = a ? an_infer_create(a, 1, 12, 0, &e) : NULL, *sr = ref ? an_infer_create(ref, 1, 12, 0, &e) : NULL;
+    an_infer *sa = a ? an_infer_create(a, a->lora, 1, 12, 0, &e) : NULL, *sr = ref ? an_infer_create(ref, ref->lora, 1, 12, 0, &e) : NULL;
     CHECK_MSG(sa && sr, "%s: %s", name, e.msg);
     if (sa && sr) {
         int V = a->cfg.vocab_size;

@@ -39,7 +39,7 @@ static void check_kv_against_full(an_model *m, const char *name, int nseq, const
     for (int i = 0; i < nseq; i++) ref[i] = full_logits(m, seqs[i], lens[i]);
     an_error e;
     /* slots in reverse order, so slot and sequence index differ */
-    an_infer *s = an_infer_create(m, nseq + 1, maxlen, 0, &e);
+    an_infer *s = an_infer_create(m, m->lora, nseq + 1, maxlen, 0, &e);
     CHECK_MSG(s != NULL, "%s: %s", name, s ? "" : e.msg);
     if (!s) goto done;
     int32_t slots[8], ids[8];

@@ -118,7 +118,7 @@ static void test_qlora_model_saves_dequantized(void) {
     CHECK_CONTAINS(e.msg, "already quantized");
     an_model *p = load_fixture_model("llama");
     CHECK(p && an_model_plan(p, 1, T, &e) == 0 && an_model_quantize_nf4(p, 64, 1, &e) == 0);
-    CHECK(p && p->plan.linear_work_bytes >= an_model_linear_work_bytes(p, T));
+    CHECK(p && p->plan.linear_work_bytes >= an_model_linear_work_bytes(p, NULL, T));
     if (p) { /* no an_model_plan here: the one quantizing made */
         int32_t in_vocab[T];
         for (int i = 0; i < T; i++) in_vocab[i] = ids[i] % p->cfg.vocab_size;
@@ -145,7 +145,7 @@ static void check_linear_forward(int qlora) {
     an_safetensors st;
     CHECK(an_st_open(&st, "tests/ref/lora/qwen2/adapter_model.safetensors", &e) == 0);
     const int N = 3;
-    an_infer *s = an_infer_create(m, 1, 8, 8, &e); /* its workspace and the adapter's scratch */
+    an_infer *s = an_infer_create(m, m->lora, 1, 8, 8, &e); /* its workspace and the adapter's scratch */
     CHECK_MSG(s != NULL, "%s", e.msg);
     an_param *ws[2] = {m->layers[1].wq, m->tok_emb}, *bs[2] = {m->layers[1].bq, NULL}; /* head: not adapted */
     const char *mods[2] = {"model.layers.1.self_attn.q_proj", NULL};

@@ -168,7 +168,7 @@ static void check_decode(const char *name, int nf4_with_adapter) {
         an_lora_config_add_target(&lc, "all-linear", &e);
         ok = an_model_quantize_nf4(m, 64, 1, &e) == 0 && an_lora_attach(m, &lc, &e) == 0;
     }
-    an_infer *s = ok ? an_infer_create(m, 2, 32, 32, &e) : NULL;
+    an_infer *s = ok ? an_infer_create(m, m->lora, 2, 32, 32, &e) : NULL;
     CHECK_MSG(s != NULL, "%s: %s", name, e.msg);
     if (!s) {
         an_model_free(m);

@@ -176,7 +176,7 @@ static void test_linear_forward(void) {
         return;
     }
     int out = (int)w->shape[0], in = (int)w->shape[1], r = an_lora_rank(m);
-    an_infer *s = an_infer_create(m, 1, 9, 9, &e); /* 9 rows: the workspace and the adapter's scratch */
+    an_infer *s = an_infer_create(m, m->lora, 1, 9, 9, &e); /* 9 rows: the workspace and the adapter's scratch */
     CHECK_MSG(s != NULL, "%s", e.msg);
     const an_lora_module *mod = an_lora_find(m->lora, w);
     CHECK(mod != NULL);
@@ -201,15 +201,13 @@ static void test_linear_forward(void) {
                 ref[n * out + o] = s;
             }
         for (int k = 0; k < 9 * out; k++) refb[k] = (float)ref[k];
-        an_lora *saved = m->lora;
-        if (!with_adapter) m->lora = NULL;
+        if (s) s->lora = with_adapter ? m->lora : NULL; /* the state's adapter, or none */
         int rows[3] = {1, 3, 9};
         for (int t = 0; t < 3; t++) {
             if (s) an_infer_linear(s, w, NULL, y, x, rows[t]);
             double err = test_max_rel_err(y, refb, (size_t)rows[t] * out, 1e-12);
             CHECK_MSG(err < 1e-5, "%d rows, adapter %d: rel err %.3g", rows[t], with_adapter, err);
         }
-        m->lora = saved;
     }
     free(wd);
     free(x);
