@@ -2,6 +2,7 @@
 #   make BLAS=0     plain-C GEMM fallback instead of OpenBLAS
 #   make test       build and run every test (tests/test_*.c, one binary each)
 #   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make tsan       concurrent inference states under ThreadSanitizer
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
 CC      ?= gcc
@@ -29,7 +30,7 @@ TEST_COMMON := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
 TEST_COMMON_OBJ := $(TEST_COMMON:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all test asan deps demo bench check-compat clean fixtures
+.PHONY: all test asan tsan deps demo bench check-compat clean fixtures
 all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
 
 $(BUILD)/%.o: %.c
@@ -57,6 +58,12 @@ test: all $(TEST_BIN)
 asan:
 	$(MAKE) BUILD=build-asan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        LDLIBS_EXTRA= test
+
+# Two inference states on one model from two threads (tests/test_infer_threads.c) under ThreadSanitizer,
+# with one OpenMP thread: libgomp is not instrumented, and its own threads would only add false reports.
+tsan:
+	$(MAKE) BUILD=build-tsan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" build-tsan/tests/test_infer_threads
+	OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1" build-tsan/tests/test_infer_threads
 
 deps:
 	@sh tools/deps.sh

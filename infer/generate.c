@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "infer/infer.h"
+#include "model/lora.h"
 
 /* Rows one prefill may hold beyond a single full-context prompt: enough to prefill a batch of short
  * prompts together, bounded so a large model's prefill scratch stays a few hundred MiB. */
@@ -39,7 +40,7 @@ typedef struct job {
 } job;
 
 typedef struct gen {
-    an_model *m;
+    const an_model *m;
     const an_gen_opts *o;
     an_infer *inf;
     an_sampler *smp;
@@ -178,8 +179,8 @@ int an_gen_check(const an_gen_opts *o, an_error *err) {
     return 0;
 }
 
-int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_t bos_id, const an_gen_opts *o,
-                an_gen_output *out, an_error *err) {
+int an_generate(const an_model *m, const an_lora *lora, const an_gen_prompt *prompts, int n_prompts,
+                int32_t bos_id, const an_gen_opts *o, an_gen_output *out, an_error *err) {
     if (an_sampler_check(&o->sampling, err)) return -1;
     if (n_prompts <= 0) return an_fail(err, "generate: no prompts");
     if (an_gen_check(o, err)) return -1;
@@ -239,7 +240,7 @@ int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_
     int slots = o->batch < J ? o->batch : J;
     long long want = (long long)slots * longest;
     int prefill = want > AN_PREFILL_ROWS ? AN_PREFILL_ROWS : (int)want;
-    g.inf = an_infer_create(m, m->lora, slots, max_T, prefill, err);
+    g.inf = an_infer_create(m, lora, slots, max_T, prefill, err);
     g.smp = g.inf ? an_sampler_create(m->cfg.vocab_size, err) : NULL;
     if (g.smp) rc = run(&g, J, err);
 done:

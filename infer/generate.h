@@ -58,12 +58,12 @@ an_gen_opts an_gen_defaults(void);
  * CLI spells it. */
 int an_gen_check(const an_gen_opts *o, an_error *err);
 
-/* Generates for every prompt; out: n_prompts * n_samples outputs (zeroed by the caller), sequence
+/* Generates for every prompt with m and the adapter lora (NULL for none; it may be m->lora); out: n_prompts * n_samples outputs (zeroed by the caller), sequence
  * p * n_samples + s. A prompt longer than the context less max_tokens (at least half the context is
  * kept for it) is cut from the left, keeping a leading BOS (bos_id, -1 for none), and reported in
  * `truncated`; with strict it is an error naming the prompt. An empty prompt is an error. */
-int an_generate(an_model *m, const an_gen_prompt *prompts, int n_prompts, int32_t bos_id, const an_gen_opts *o,
-                an_gen_output *out, an_error *err);
+int an_generate(const an_model *m, const struct an_lora *lora, const an_gen_prompt *prompts, int n_prompts,
+                int32_t bos_id, const an_gen_opts *o, an_gen_output *out, an_error *err);
 void an_gen_outputs_free(an_gen_output *out, int n);
 
 #endif

@@ -184,7 +184,7 @@ int an_session_generate(an_session *s, const char *const *texts, int n, int raw,
     oo.n_stop_ids = (int)s->stop_ids.n;
     oo.on_token = on_token;
     oo.ctx = &st;
-    if (an_generate(s->model, pr, n, an_tokenizer_bos(s->tok), &oo, go, err)) goto done;
+    if (an_generate(s->model, s->model->lora, pr, n, an_tokenizer_bos(s->tok), &oo, go, err)) goto done;
     for (int j = 0; j < J && !st.oom; j++) {
         char tail[64];
         int k = an_detok_flush(&st.dt[j], tail, sizeof tail);

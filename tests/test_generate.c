@@ -64,7 +64,7 @@ static void test_greedy_matches_transformers(void) {
         o.n_stop_ids = (int)s.stop_ids.n;
         an_gen_prompt p = {pids, np};
         an_gen_output out = {0};
-        CHECK_MSG(an_generate(s.model, &p, 1, an_tokenizer_bos(s.tok), &o, &out, &e) == 0, "%s", e.msg);
+        CHECK_MSG(an_generate(s.model, s.model->lora, &p, 1, an_tokenizer_bos(s.tok), &o, &out, &e) == 0, "%s", e.msg);
         CHECK_MSG(out.n == nr && memcmp(out.ids, ref, (size_t)nr * 4) == 0, "prompt %d (\"%s\"): %d ids vs %d from transformers",
                   k, prompt, out.n, nr);
         /* and as text through the session (raw continuation), as the CLI prints it */
@@ -219,12 +219,12 @@ static void test_min_tokens(void) {
     o.max_tokens = 20;
     an_gen_output out[3 * 4];
     memset(out, 0, sizeof out);
-    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(s.model, s.model->lora, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
     for (int j = 0; j < 3; j++) CHECK_MSG(out[j].n == 0 && out[j].stop == AN_STOP_EOS, "off: sequence %d has %d tokens", j, out[j].n);
     an_gen_outputs_free(out, 3);
     for (int N = 1; N <= 20; N += 7) { /* 1, 8, 15 */
         o.min_tokens = N;
-        CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+        CHECK_MSG(an_generate(s.model, s.model->lora, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
         for (int j = 0; j < 3; j++) {
             CHECK_MSG(out[j].n == N && out[j].stop == AN_STOP_EOS, "min %d: sequence %d has %d tokens, stop %d", N, j,
                       out[j].n, (int)out[j].stop);
@@ -234,7 +234,7 @@ static void test_min_tokens(void) {
     }
     /* min == max: the sequence runs to --max-tokens */
     o.min_tokens = o.max_tokens;
-    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(s.model, s.model->lora, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
     for (int j = 0; j < 3; j++) CHECK(out[j].n == 20 && out[j].stop == AN_STOP_MAX_TOKENS);
     an_gen_outputs_free(out, 3);
 
@@ -245,9 +245,9 @@ static void test_min_tokens(void) {
     o.seed = 99;
     an_gen_output again[3 * 4];
     memset(again, 0, sizeof again);
-    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(s.model, s.model->lora, pr, 3, -1, &o, out, &e) == 0, "%s", e.msg);
     o.batch = 5; /* another schedule: the text depends on the seed alone */
-    CHECK_MSG(an_generate(s.model, pr, 3, -1, &o, again, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(s.model, s.model->lora, pr, 3, -1, &o, again, &e) == 0, "%s", e.msg);
     for (int j = 0; j < 12; j++) {
         CHECK_MSG(out[j].n >= 12, "sampled sequence %d has %d tokens", j, out[j].n);
         for (int t = 0; t < out[j].n; t++) CHECK(out[j].ids[t] != 0 && out[j].ids[t] != 1);
@@ -258,10 +258,10 @@ static void test_min_tokens(void) {
 
     /* bad values: the flag and the reason */
     o.min_tokens = -1;
-    CHECK(an_generate(s.model, pr, 3, -1, &o, out, &e) != 0);
+    CHECK(an_generate(s.model, s.model->lora, pr, 3, -1, &o, out, &e) != 0);
     CHECK_CONTAINS(e.msg, "--min-tokens -1: must be >= 0");
     o.min_tokens = 21;
-    CHECK(an_generate(s.model, pr, 3, -1, &o, out, &e) != 0);
+    CHECK(an_generate(s.model, s.model->lora, pr, 3, -1, &o, out, &e) != 0);
     CHECK_CONTAINS(e.msg, "--min-tokens 21: must not exceed --max-tokens 20");
     an_session_close(&s);
 }

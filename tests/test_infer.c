@@ -203,7 +203,7 @@ static void test_stories260K_greedy_matches_pytorch(void) {
     int32_t bos = 1;
     an_gen_prompt p = {&bos, 1};
     an_gen_output out = {0};
-    CHECK_MSG(an_generate(m, &p, 1, 1, &o, &out, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(m, m->lora, &p, 1, 1, &o, &out, &e) == 0, "%s", e.msg);
     CHECK(out.n == (int)n - 1);
     CHECK(out.stop == AN_STOP_MAX_TOKENS);
     CHECK(out.n == (int)n - 1 && memcmp(out.ids, ref + 1, (n - 1) * sizeof(int32_t)) == 0);
@@ -234,9 +234,9 @@ static void test_batched_equals_one_at_a_time(void) {
         an_gen_output together[8] = {{0}}, alone[8] = {{0}};
         an_error e;
         o.batch = 3;
-        CHECK_MSG(an_generate(m, prompts, 4, 1, &o, together, &e) == 0, "%s", e.msg);
+        CHECK_MSG(an_generate(m, m->lora, prompts, 4, 1, &o, together, &e) == 0, "%s", e.msg);
         o.batch = 1; /* one sequence at a time, in order */
-        CHECK_MSG(an_generate(m, prompts, 4, 1, &o, alone, &e) == 0, "%s", e.msg);
+        CHECK_MSG(an_generate(m, m->lora, prompts, 4, 1, &o, alone, &e) == 0, "%s", e.msg);
         for (int j = 0; j < 8; j++) {
             CHECK_MSG(together[j].n == alone[j].n && together[j].n > 0 &&
                           memcmp(together[j].ids, alone[j].ids, (size_t)alone[j].n * sizeof(int32_t)) == 0,
@@ -267,7 +267,7 @@ static void test_generate_bad_input(void) {
     o.max_tokens = 4;
     an_gen_output out[2] = {{0}};
     an_gen_prompt empty = {NULL, 0};
-    CHECK(an_generate(m, &empty, 1, 1, &o, out, &e) == -1);
+    CHECK(an_generate(m, m->lora, &empty, 1, 1, &o, out, &e) == -1);
     CHECK_CONTAINS(e.msg, "prompt 1 is empty");
 
     int ctx = 16;
@@ -277,30 +277,30 @@ static void test_generate_bad_input(void) {
     an_gen_prompt lp = {longp, 40};
     o.context = ctx;
     o.strict = 1;
-    CHECK(an_generate(m, &lp, 1, 1, &o, out, &e) == -1);
+    CHECK(an_generate(m, m->lora, &lp, 1, 1, &o, out, &e) == -1);
     CHECK_CONTAINS(e.msg, "prompt 1 has 40 tokens");
     CHECK_CONTAINS(e.msg, "--strict");
     o.strict = 0;
-    CHECK_MSG(an_generate(m, &lp, 1, 1, &o, out, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(m, m->lora, &lp, 1, 1, &o, out, &e) == 0, "%s", e.msg);
     CHECK(out[0].prompt_tokens == ctx - 4 && out[0].truncated == 40 - (ctx - 4));
     /* the kept prompt is BOS + the last 11 tokens: the same as generating from that prompt directly */
     int32_t kept[12];
     kept[0] = 1;
     memcpy(kept + 1, longp + 40 - 11, 11 * sizeof(int32_t));
     an_gen_prompt kp = {kept, 12};
-    CHECK_MSG(an_generate(m, &kp, 1, 1, &o, out + 1, &e) == 0, "%s", e.msg);
+    CHECK_MSG(an_generate(m, m->lora, &kp, 1, 1, &o, out + 1, &e) == 0, "%s", e.msg);
     CHECK(out[0].n == out[1].n && memcmp(out[0].ids, out[1].ids, (size_t)out[0].n * 4) == 0);
     an_gen_outputs_free(out, 2);
 
     o.sampling.top_p = 1.5f;
-    CHECK(an_generate(m, &kp, 1, 1, &o, out, &e) == -1);
+    CHECK(an_generate(m, m->lora, &kp, 1, 1, &o, out, &e) == -1);
     CHECK_CONTAINS(e.msg, "--top-p");
     o.sampling.top_p = 0.0f;
-    CHECK(an_generate(m, &kp, 1, 1, &o, out, &e) == -1);
+    CHECK(an_generate(m, m->lora, &kp, 1, 1, &o, out, &e) == -1);
     CHECK_CONTAINS(e.msg, "(0, 1]");
     o.sampling.top_p = 1.0f;
     o.sampling.temperature = -0.5f;
-    CHECK(an_generate(m, &kp, 1, 1, &o, out, &e) == -1);
+    CHECK(an_generate(m, m->lora, &kp, 1, 1, &o, out, &e) == -1);
     CHECK_CONTAINS(e.msg, "--temperature -0.5");
     an_model_free(m);
 }

@@ -33,7 +33,7 @@ int an_eval_samples(an_model *m, const an_tokenizer *tok, const an_template *t, 
     o.batch = n;
     o.stop_ids = stop.v;
     o.n_stop_ids = (int)stop.n;
-    if (an_generate(m, pr, n, an_tokenizer_bos(tok), &o, go, err)) goto done;
+    if (an_generate(m, m->lora, pr, n, an_tokenizer_bos(tok), &o, go, err)) goto done;
     for (int i = 0; i < n; i++) {
         out[i] = an_tokenizer_decode(tok, go[i].ids, (size_t)go[i].n, err);
         if (!out[i]) {
