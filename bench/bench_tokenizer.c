@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "core/file.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 
 static double now(void) {
     struct timespec t;

@@ -8,12 +8,12 @@
 
 #include "cli/cli.h"
 #include "core/file.h"
-#include "data/clean.h"
-#include "data/pairs.h"
-#include "data/split.h"
-#include "data/stats.h"
-#include "data/subjects.h"
-#include "data/tokenizer.h"
+#include "data/pairs/clean.h"
+#include "data/pairs/pairs.h"
+#include "data/pairs/split.h"
+#include "data/pairs/stats.h"
+#include "data/prompts/subjects.h"
+#include "data/tokenizers/tokenizer.h"
 
 static const char usage_text[] =
     "usage: autoneg data stats IN... [--tokenizer T] [--top N]\n"

@@ -12,7 +12,7 @@
 #include "cli/cli.h"
 #include "cli/cmd_generate.h"
 #include "core/file.h"
-#include "data/pairs.h"
+#include "data/pairs/pairs.h"
 #include "infer/eval.h"
 
 typedef struct mean3 {

@@ -7,8 +7,8 @@
 
 #include "cli/cli.h"
 #include "core/file.h"
-#include "data/prompt_syntax.h"
-#include "data/tags.h"
+#include "data/prompts/prompt_syntax.h"
+#include "data/prompts/tags.h"
 
 /* Reads standard input into lines (without their \r\n), skipping empty ones. */
 static char **read_stdin_lines(size_t *n_out) {

@@ -5,7 +5,7 @@
 
 #include "cli/cli.h"
 #include "core/file.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 
 static int print_ids(const an_tokenizer *t, const char *s, size_t n, int bos, an_error *err) {
     an_ids ids = {0};

@@ -10,7 +10,7 @@
 
 #include "cli/cli.h"
 #include "core/file.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 
 typedef struct corpus {
     char **text;

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/prompt_syntax.h"
-#include "data/stats_strmap.h"
+#include "data/prompts/prompt_syntax.h"
+#include "data/pairs/stats_strmap.h"
 
 const char an_eval_general_negative[] =
     "lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst "

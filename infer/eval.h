@@ -1,7 +1,7 @@
 #ifndef AN_EVAL_H
 #define AN_EVAL_H
 /* Scoring generated negative prompts against reference ones, by tags: both are reduced to their
- * normalised tags (data/prompt_syntax.h an_prompt_tags, A1111 syntax: weights, brackets and case
+ * normalised tags (data/prompts/prompt_syntax.h an_prompt_tags, A1111 syntax: weights, brackets and case
  * removed, duplicates dropped), then
  *   precision = |pred ∩ ref| / |pred|,  recall = |pred ∩ ref| / |ref|,  F1 = 2PR / (P + R)
  * (0 where the denominator is 0; two empty tag sets score 1). And the retrieval baseline: the

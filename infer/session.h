@@ -10,9 +10,9 @@
 #include <stdint.h>
 
 #include "core/error.h"
-#include "data/ids.h"
-#include "data/template.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/ids.h"
+#include "data/prompts/template.h"
+#include "data/tokenizers/tokenizer.h"
 #include "infer/generate.h"
 #include "model/model.h"
 

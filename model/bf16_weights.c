@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "model/model.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 
 #define AN_BF16_ALIGN 32              /* uint16 values: 64 bytes */
 

@@ -1,5 +1,5 @@
 /* LoRA adapters: which modules they sit on, their memory, initialisation and merging (model/lora.h).
- * Reading and writing PEFT folders is model/lora_io.c; running them is model/linear.c. */
+ * Reading and writing PEFT folders is model/io/lora_io.c; running them is model/linear.c. */
 #include "model/lora.h"
 
 #include <math.h>

@@ -8,10 +8,10 @@
 #include <string.h>
 
 #include "kernels/nf4.h"
-#include "model/llama2c.h"
+#include "model/io/llama2c.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 
 /* Tensors start on 64-byte boundaries so vector loads never straddle two tensors. */
 #define AN_PARAM_ALIGN 16

@@ -21,7 +21,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
-#include "model/config.h"
+#include "model/io/config.h"
 
 typedef struct an_param {
     char name[96];    /* the Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight" */

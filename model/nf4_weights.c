@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "model/io/nf4_bnb.h"
 #include "model/lora.h"
 
 #define AN_NF4_ALIGN 16 /* floats, as model.c aligns parameters */
@@ -137,6 +138,12 @@ done:
     free(host);
     free(refs);
     return rc;
+}
+
+int an_model_is_quantized(const an_model *m) {
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].dtype == AN_NF4) return 1;
+    return 0;
 }
 
 size_t an_model_nf4_param_count(const an_model *m) {

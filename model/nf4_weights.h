@@ -25,7 +25,7 @@
 #include "core/error.h"
 #include "kernels/nf4.h"
 #include "model/model.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 
 /* The NF4 tensors of a model (an_model.nf4). */
 typedef struct an_nf4_weights {

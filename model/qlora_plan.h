@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "core/error.h"
-#include "model/config.h"
+#include "model/io/config.h"
 
 typedef enum an_train_method { AN_METHOD_FULL = 0, AN_METHOD_LORA, AN_METHOD_QLORA } an_train_method;
 

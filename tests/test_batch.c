@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 
 #include "core/file.h"
-#include "data/batch.h"
-#include "data/template.h"
-#include "data/token_cache.h"
+#include "data/batching/batch.h"
+#include "data/prompts/template.h"
+#include "data/batching/token_cache.h"
 #include "tests/test.h"
 
 #define M (-100)

@@ -20,7 +20,7 @@
 #include "model/lora.h"
 #include "model/nf4_weights.h"
 #include "infer/infer.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 #include "tests/op_harness.h"
 #include "tests/test_model_util.h"
 

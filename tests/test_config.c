@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "model/config.h"
+#include "model/io/config.h"
 #include "tests/test.h"
 
 #define REF "tests/ref/"

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/pairs.h"
+#include "data/pairs/pairs.h"
 #include "tests/test.h"
 
 static void test_gz_reads_like_the_plain_file(void) {

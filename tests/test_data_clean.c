@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/clean.h"
+#include "data/pairs/clean.h"
 #include "tests/test.h"
 
 static void check_norm(const char *in, const char *want) {

@@ -6,8 +6,8 @@
 
 #include "core/file.h"
 #include "core/rng.h"
-#include "data/clean.h"
-#include "data/pairs.h"
+#include "data/pairs/clean.h"
+#include "data/pairs/pairs.h"
 #include "tests/test.h"
 
 static const char *const inputs[] = {

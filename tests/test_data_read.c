@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/pairs.h"
+#include "data/pairs/pairs.h"
 #include "tests/test.h"
 
 static int read_ok(an_pairs *p, const char *path, const an_read_opts *o, an_read_report *rep) {

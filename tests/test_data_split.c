@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/split.h"
+#include "data/pairs/split.h"
 #include "tests/test.h"
 
 /* 100 sources x 10 rows, interleaved so that a source's rows are far apart in the input. */

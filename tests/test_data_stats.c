@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/stats.h"
+#include "data/pairs/stats.h"
 #include "tests/test.h"
 
 static void test_percentiles_by_hand(void) {

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "model/llama2c.h"
+#include "model/io/llama2c.h"
 #include "tests/test.h"
 
 static const char *stories(void) { return test_shared("models/stories260K/stories260K.bin"); }

@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/pairs.h"
-#include "data/template.h"
-#include "data/tokenizer.h"
+#include "data/pairs/pairs.h"
+#include "data/prompts/template.h"
+#include "data/tokenizers/tokenizer.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
 #include "tests/test_model_util.h"

@@ -10,7 +10,7 @@
 
 #include "kernels/ops.h"
 #include "model/model.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 #include "tests/test.h"
 
 #define MODEL_FIXTURES "tests/ref/models"

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "kernels/dynamic_map.h"
 #include "kernels/nf4.h"
+#include "model/io/nf4_bnb.h"
 #include "tests/test.h"
 
 /* Reads tests/ref/nf4/NAME (raw little-endian) and checks it holds a whole number of elem-byte

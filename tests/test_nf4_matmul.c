@@ -9,6 +9,7 @@
 #include "core/file.h"
 #include "core/rng.h"
 #include "kernels/nf4.h"
+#include "model/io/nf4_bnb.h"
 #include "tests/test.h"
 
 /* Float32 sums of up to a few thousand products in a different order than the reference: the

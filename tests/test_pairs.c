@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "data/pairs.h"
+#include "data/pairs/pairs.h"
 #include "tests/test.h"
 
 static void test_add_copies_and_free(void) {

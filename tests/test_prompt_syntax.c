@@ -8,7 +8,7 @@
 #include "core/file.h"
 #include "core/rng.h"
 
-#include "data/prompt_syntax.h"
+#include "data/prompts/prompt_syntax.h"
 #include "tests/test.h"
 
 /* Weights are products of a few doubles, multiplied in A1111's order here and in the parser, so they

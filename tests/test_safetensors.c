@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "model/safetensors.h"
+#include "model/io/safetensors.h"
 #include "tests/test.h"
 
 #define REF "tests/ref/"

@@ -1,10 +1,10 @@
-/* Subjects for style templates (data/subjects.h): the list file, the placeholder filling, and the
+/* Subjects for style templates (data/prompts/subjects.h): the list file, the placeholder filling, and the
  * trainer and `data` paths that apply it. Expected texts are written out by hand. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/file.h"
-#include "data/subjects.h"
+#include "data/prompts/subjects.h"
 #include "tests/test.h"
 #include "train/data_pipeline.h"
 #include "train/recipe.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "data/tags.h"
+#include "data/prompts/tags.h"
 #include "tests/test.h"
 
 static const char *const script_list[] = {"bad, comic, cropped, error, extra, worst, lowres, speech, low"};

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/sample.h"
-#include "data/template.h"
+#include "data/batching/sample.h"
+#include "data/prompts/template.h"
 #include "tests/test.h"
 
 static int toy_encode(const void *ctx, const char *text, size_t len, an_ids *out, an_error *err) {

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "core/file.h"
-#include "data/template.h"
-#include "data/tokenizer.h"
+#include "data/prompts/template.h"
+#include "data/tokenizers/tokenizer.h"
 #include "tests/test.h"
 
 /* InternLM2 ships tokenizer_config.json beside the model, naming ids 92538..92543; ../shared has

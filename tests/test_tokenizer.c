@@ -8,7 +8,7 @@
 
 #include "core/file.h"
 
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 #include "tests/test.h"
 
 typedef struct fixture_texts {

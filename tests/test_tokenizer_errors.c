@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include "core/file.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 #include "tests/test.h"
 
 static const char *tmp_file(const char *name, const void *data, size_t n) {

@@ -4,9 +4,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "data/tokenizer.h"
-#include "data/tokenizer_impl.h"
-#include "data/unicode.h"
+#include "data/tokenizers/tokenizer.h"
+#include "data/tokenizers/tokenizer_impl.h"
+#include "data/tokenizers/unicode.h"
 #include "tests/test.h"
 
 /* Joins the GPT-2 pieces of s with '|'. */

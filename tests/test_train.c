@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "core/file.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "test.h"

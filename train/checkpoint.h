@@ -17,7 +17,7 @@
 #include <stdio.h>
 
 #include "core/error.h"
-#include "data/token_cache.h" /* an_hasher */
+#include "data/batching/token_cache.h" /* an_hasher */
 
 #define AN_CKPT_VERSION 1u
 

@@ -6,14 +6,14 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "data/batch.h"
-#include "data/pairs.h"
-#include "data/sample.h"
-#include "data/split.h"
-#include "data/subjects.h"
-#include "data/template.h"
-#include "data/token_cache.h"
-#include "data/tokenizer.h"
+#include "data/batching/batch.h"
+#include "data/pairs/pairs.h"
+#include "data/batching/sample.h"
+#include "data/pairs/split.h"
+#include "data/prompts/subjects.h"
+#include "data/prompts/template.h"
+#include "data/batching/token_cache.h"
+#include "data/tokenizers/tokenizer.h"
 
 struct an_train_data {
     an_tokenizer *tok;

@@ -3,7 +3,7 @@
 /* The trainer's data: prompt pairs read from the recipe's files, the validation split, the tokenizer,
  * the template, tokenised samples (through the token cache) and batchers for training and evaluation.
  * The trainer sees batches through an_token_rows (plain arrays), so its loop depends on the model's
- * an_batch view and not on the batcher's buffers (data/batch.h an_token_batch). */
+ * an_batch view and not on the batcher's buffers (data/batching/batch.h an_token_batch). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,7 +24,7 @@ typedef struct an_token_rows {
     int epoch_end;
 } an_token_rows;
 
-/* Where the training batcher stands (data/batch.h's an_batch_cursor, as plain numbers). */
+/* Where the training batcher stands (data/batching/batch.h's an_batch_cursor, as plain numbers). */
 typedef struct an_data_cursor {
     uint64_t epoch, next, offset;
 } an_data_cursor;

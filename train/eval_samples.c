@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/template.h"
-#include "data/tokenizer.h"
+#include "data/prompts/template.h"
+#include "data/tokenizers/tokenizer.h"
 #include "infer/generate.h"
 
 int an_eval_samples(an_model *m, const an_tokenizer *tok, const an_template *t, const char *system,

@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 
 #include "core/file.h"
-#include "data/tokenizer.h"
+#include "data/tokenizers/tokenizer.h"
 #include "kernels/backend.h"
 #include "train/data_pipeline.h"
 #include "train/trainer_impl.h"

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model/config.h"
-#include "model/safetensors.h"
+#include "model/io/config.h"
+#include "model/io/safetensors.h"
 int main(int argc, char **argv) {
     an_model_config c; an_safetensors st; an_error e; char p[1024];
     int bf16 = argc > 3;
