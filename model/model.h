@@ -200,6 +200,10 @@ void an_model_set_recompute(an_model *m, int on);
 /* Allocates the activations for batches up to B rows of T tokens (and frees an earlier plan).
  * T must not exceed max_seq for GPT-2 (learned positions). */
 int an_model_plan(an_model *m, int B, int T, an_error *err);
+/* The bytes an_model_plan(m, B, T) would allocate, measured by the plan's own layout without
+ * allocating it (the memory plan of model/qlora_plan.h runs it on a model that has only its tensor
+ * table); 0 with err set on a bad shape. m's current plan is freed. */
+size_t an_model_plan_bytes(an_model *m, int B, int T, an_error *err);
 /* Rows per LM-head chunk for N rows, a V-token vocabulary and width C, when the blocks' scratch takes
  * scratch_bytes: as many as fit in the larger of AN_HEAD_CHUNK_BYTES and the scratch (logits and
  * the gathered rows with their gradient), at least 1, at most N. */

@@ -165,7 +165,8 @@ void an_model_plan_free(an_model *m) {
     memset(p, 0, sizeof *p);
 }
 
-int an_model_plan(an_model *m, int B, int T, an_error *err) {
+/* The plan's shape: batch, head chunk, and the host arrays (layers, LoRA u pointers, batch staging). */
+static int plan_shape(an_model *m, int B, int T, an_error *err) {
     an_plan *p = &m->plan;
     an_model_plan_free(m);
     if (B <= 0 || T <= 0 || (long long)B * T > (1 << 30))
@@ -201,6 +202,23 @@ int an_model_plan(an_model *m, int B, int T, an_error *err) {
     if (!p->layers || !p->h_ids || !p->h_pos || !p->h_seg || !p->h_targets || !p->h_rows || !p->h_row_targets ||
         !p->h_losses || !p->h_row_losses)
         return an_fail(err, "model plan: out of host memory");
+    return 0;
+}
+
+size_t an_model_plan_bytes(an_model *m, int B, int T, an_error *err) {
+    if (plan_shape(m, B, T, err)) {
+        an_model_plan_free(m);
+        return 0;
+    }
+    an_carver c = {NULL, 0};
+    layout(m, &c); /* the measuring pass: no memory behind it */
+    an_model_plan_free(m);
+    return c.off;
+}
+
+int an_model_plan(an_model *m, int B, int T, an_error *err) {
+    an_plan *p = &m->plan;
+    if (plan_shape(m, B, T, err)) return -1;
     an_carver c = {NULL, 0};
     layout(m, &c);
     p->bytes = c.off;

@@ -1,5 +1,6 @@
-/* Memory of a training step from the config alone (model/qlora_plan.h). The activation buffers are
- * those of model/plan.c, listed in the same order with the same rounding. */
+/* Memory of a training step from the config alone (model/qlora_plan.h). The activations are measured
+ * by model/plan.c's own layout (an_model_plan_bytes) on the model's tensor table, so the two cannot
+ * drift apart. */
 #include "model/qlora_plan.h"
 
 #include <stdlib.h>
@@ -51,47 +52,49 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     if (o->frozen_bf16 && o->method == AN_METHOD_FULL)
         return an_fail(err, "memory plan: bf16 storage is for a frozen embedding/head; full fine-tuning trains them");
 
-    /* the tensor table of the real model (no parameter memory) */
+    /* The tensor table of the real model, without parameter memory, its weights typed as the method
+     * holds them (NF4 tensors with their sizes only; a bf16 head), and an adapter with its modules but
+     * no memory: enough for the plan's own layout to measure the activations (an_model_plan_bytes). */
     an_model m;
+    an_lora fake;
     memset(&m, 0, sizeof m);
+    memset(&fake, 0, sizeof fake);
     m.cfg = *cfg;
+    m.ops = an_ops_cpu(); /* the workspace as the CPU backend sizes it, for the thread count of now */
     int rc = -1, cap = cfg->n_layers * 8 + 1;
     an_linear_ref *refs = calloc((size_t)cap, sizeof *refs);
-    if (!refs || an_model_build_table(&m, err)) {
-        if (!refs) an_fail(err, "memory plan: out of memory");
+    an_nf4_tensor *shapes = calloc((size_t)cap, sizeof *shapes);
+    if (!refs || !shapes || an_model_build_table(&m, err)) {
+        if (!refs || !shapes) an_fail(err, "memory plan: out of memory");
         goto done;
     }
     int n_refs = an_model_linears(&m, refs, cap);
-    /* the typed linear ops' workspace, as the CPU backend sizes it for the rows a plan runs and the
-     * thread count of now (model/plan.c asks an_model_linear_work_bytes the same) */
-    const an_ops *cpu = an_ops_cpu();
-    int rows = o->B * o->T;
-    size_t n_mods = 0, head_u = 0, linear_ws = 0;
+    fake.mods = calloc((size_t)n_refs, sizeof *fake.mods);
+    if (!fake.mods) {
+        an_fail(err, "memory plan: out of memory");
+        goto done;
+    }
+    fake.cfg.r = o->r;
     for (int i = 0; i < n_refs; i++) {
-        const an_param *w = refs[i].w;
+        an_param *w = refs[i].w;
         int quantizable = !refs[i].is_head && w != m.tok_emb;
-        an_nf4_tensor t = shape_only(w->shape[0], w->shape[1], o->blocksize, o->double_quant);
-        an_weight wt = {AN_F32, w->shape[0], w->shape[1], NULL};
         if (quantizable) {
             out->n_linear += w->numel;
             if (o->method == AN_METHOD_QLORA) {
-                out->base_linear += an_nf4_tensor_bytes(&t);
-                wt.dtype = AN_NF4;
-                wt.data = &t;
+                shapes[i] = shape_only(w->shape[0], w->shape[1], o->blocksize, o->double_quant);
+                out->base_linear += an_nf4_tensor_bytes(&shapes[i]);
+                w->dtype = AN_NF4;
+                w->packed = &shapes[i];
             }
-        } else if (o->frozen_bf16) {
-            wt.dtype = AN_BF16; /* the head (the embedding table when tied) */
         }
-        size_t ws = cpu->linear_work_bytes(cpu, &wt, rows);
-        if (ws > linear_ws) linear_ws = ws;
         if (lora && (quantizable || (refs[i].is_head && o->lora_head))) {
-            an_weight a = {AN_F32, o->r, w->shape[1], NULL};
-            ws = cpu->linear_work_bytes(cpu, &a, rows);
-            if (ws > linear_ws) linear_ws = ws;
+            an_lora_module *mod = &fake.mods[fake.n_mods++];
+            mod->base = w;
+            mod->in = (int)w->shape[1];
+            mod->out = (int)w->shape[0];
+            mod->a = (an_param){.ndim = 2, .shape = {o->r, w->shape[1]}, .numel = (size_t)o->r * w->shape[1], .dtype = AN_F32};
             out->n_adapter += (size_t)o->r * (size_t)(w->shape[0] + w->shape[1]);
             out->adapters += (buf((size_t)o->r * w->shape[1], 4) + buf((size_t)o->r * w->shape[0], 4));
-            n_mods++;
-            if (refs[i].is_head) head_u = 1;
         }
     }
     size_t total_params = 0;
@@ -102,51 +105,38 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     if (o->frozen_bf16) { /* the embedding, and the head unless tied, at 2 bytes */
         out->n_frozen_bf16 = m.tok_emb->numel + (m.lm_head ? m.lm_head->numel : 0);
         out->base_other -= out->n_frozen_bf16 * (size_t)(o->other_bytes - 2);
+        m.tok_emb->dtype = AN_BF16;
+        if (m.lm_head) m.lm_head->dtype = AN_BF16;
     }
     out->linear_bytes_per_param = out->n_linear ? (double)out->base_linear / (double)out->n_linear : 0;
     if (lora) {
         out->grads = out->adapters;
         out->optimizer = 2 * out->adapters;
+        m.lora = &fake;
     } else {
         out->grads = total_params * 4;
         out->optimizer = total_params * 8;
     }
 
-    /* activations: model/plan.c's layout */
-    size_t N = (size_t)o->B * o->T, C = (size_t)cfg->dim, F = (size_t)cfg->ffn_dim, V = (size_t)cfg->vocab_size;
-    size_t qd = (size_t)cfg->n_heads * cfg->head_dim, kvd = (size_t)cfg->n_kv_heads * cfg->head_dim, qkvd = qd + 2 * kvd;
-    int gpt2 = cfg->arch == AN_ARCH_GPT2, fused = cfg->arch != AN_ARCH_LLAMA;
-    /* the blocks' scratch, which the head's chunk shares */
-    size_t scratch = (fused ? buf(N * qkvd, 4) : 0) + buf(N * C, 4) + buf(N * qd, 4) + 2 * buf(N * kvd, 4) +
-                     buf(N * qd, 4) + (fused ? buf(N * qkvd, 4) : 0) + buf(N * F, 4) + (gpt2 ? 0 : buf(N * F, 4)) +
-                     buf(N * F, 4);
-    size_t hr = (size_t)an_head_chunk_rows(N, V, C, scratch);
-    size_t head = buf(hr * V, 4) + 2 * buf(hr * C, 4);
-    size_t fixed = 6 * buf(N, 4) + (gpt2 ? 0 : buf((size_t)o->T * cfg->head_dim, 4)); /* batch, rope table */
-    size_t res_in = buf(N * C, 4);
-    size_t layer = buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) + buf(N, 4) + buf(N * qd, 4) + 2 * buf(N * kvd, 4) +
-                   buf(N * qd, 4) + buf(N * (size_t)cfg->n_heads, 4) + 2 * buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) +
-                   buf(N, 4) + buf(N * F, 4) + (gpt2 ? 0 : buf(N * F, 4)) + buf(N * F, 4);
-    fixed += 2 * buf(N * C, 4) + (gpt2 ? buf(N, 4) : 0) + buf(N, 4); /* res_out, lnf, lnf stats */
-    fixed += 2 * buf(N, 4) + 2 * buf(N * C, 4);                      /* losses, ce_lse, dres, dln */
-    fixed += head > scratch ? head : scratch;                         /* the head's chunk or the scratch */
-    size_t u_layers = 0, u_head = 0;
-    if (lora) {
-        u_head = head_u ? buf(hr * (size_t)o->r, 4) : 0;
-        u_layers = (n_mods - head_u) * buf(N * (size_t)o->r, 4);
-        fixed += buf(N * (size_t)o->r, 4) + u_head; /* du scratch; dropout needs no buffer (kernels/ops.h lora_*) */
-    }
-    size_t L = (size_t)cfg->n_layers;
-    out->activations = fixed + L * (res_in + layer) + u_layers;
-    /* recomputation: every layer's input kept, one layer's activations (and adapter u) live */
-    out->activations_recompute = fixed + L * res_in + (L ? layer + u_layers / L : 0);
-    /* the ops' scratch the plan carves: the linear ops', then the attention ops' (64-byte pieces) */
-    out->workspace = buf(linear_ws, 1) + buf(cpu->attention_work_bytes(cpu, o->T, cfg->n_heads, cfg->head_dim), 1);
+    /* activations: the plan's own layout, measured, without and with recomputation; the ops'
+     * workspace it carves is reported apart (the linear ops' and the attention ops', 64-byte pieces) */
+    int N = o->B * o->T;
+    size_t plain = an_model_plan_bytes(&m, o->B, o->T, err);
+    m.recompute = 1;
+    size_t recomputed = plain ? an_model_plan_bytes(&m, o->B, o->T, err) : 0;
+    if (!plain || !recomputed) goto done;
+    out->workspace = buf(an_model_linear_work_bytes(&m, m.lora, N), 1) +
+                     buf(m.ops->attention_work_bytes(m.ops, o->T, cfg->n_heads, cfg->head_dim), 1);
+    out->activations = plain - out->workspace;
+    out->activations_recompute = recomputed - out->workspace;
     size_t common = out->base_linear + out->base_other + out->adapters + out->grads + out->optimizer + out->workspace;
     out->total = common + out->activations;
     out->total_recompute = common + out->activations_recompute;
     rc = 0;
 done:
+    m.lora = NULL;
+    free(fake.mods);
+    free(shapes);
     free(refs);
     free(m.params);
     free(m.layers);
