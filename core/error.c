@@ -13,6 +13,15 @@ int an_fail(an_error *err, const char *fmt, ...) {
     return -1;
 }
 
+void *an_fail_null(an_error *err, const char *fmt, ...) {
+    if (!err) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
 int an_fail_prefix(an_error *err, const char *fmt, ...) {
     if (!err) return -1;
     char prefix[512], old[sizeof err->msg];

@@ -11,6 +11,9 @@ typedef struct an_error {
 /* Formats into err (which may be NULL) and returns -1, so callers can `return an_fail(...)`. */
 int an_fail(an_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The same, returning NULL: `return an_fail_null(...)` in functions that return a pointer. */
+void *an_fail_null(an_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Prefixes an existing message: "prefix: old message". Returns -1. */
 int an_fail_prefix(an_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

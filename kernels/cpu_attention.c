@@ -128,18 +128,6 @@ size_t an_cpu_attention_work_bytes(const an_ops *o, int T, int nh, int hd) {
     return per * sizeof(float) * (size_t)omp_get_max_threads() + 64; /* + 64: room to align */
 }
 
-/* The team an op can run with per_thread floats each: as many threads as the workspace holds, at
- * most OpenMP's; *base gets the aligned start. 0 when it holds none. */
-int an_cpu_scratch_threads(void *work, size_t work_bytes, size_t per_thread, float **base) {
-    uintptr_t a = ((uintptr_t)work + 63) & ~(uintptr_t)63;
-    size_t skip = (size_t)(a - (uintptr_t)work);
-    if (!work || work_bytes < skip || per_thread == 0) return 0;
-    size_t fit = (work_bytes - skip) / (per_thread * sizeof(float));
-    int nt = omp_get_max_threads();
-    *base = (float *)a;
-    return fit < (size_t)nt ? (int)fit : nt;
-}
-
 /* the span of keys [lo, hi] any query of the block [t0, t0 + nq) may see */
 static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
     int m = seg[t0];

@@ -107,11 +107,11 @@ static int set_param(an_param *p, const char *module, const char *which, int64_t
 }
 
 an_lora *an_lora_new_zeroed(an_model *m, const an_lora_config *cfg, an_error *err) {
-    if (cfg->r < 1 || cfg->r > 65536) return an_fail(err, "lora: rank r must be in [1, 65536], got %d", cfg->r), NULL;
+    if (cfg->r < 1 || cfg->r > 65536) return an_fail_null(err, "lora: rank r must be in [1, 65536], got %d", cfg->r);
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
-        return an_fail(err, "lora: dropout must be in [0, 1), got %g", (double)cfg->dropout), NULL;
-    if (!isfinite(cfg->alpha)) return an_fail(err, "lora: lora_alpha is not a finite number"), NULL;
-    if (cfg->n_targets < 1) return an_fail(err, "lora: no target modules given"), NULL;
+        return an_fail_null(err, "lora: dropout must be in [0, 1), got %g", (double)cfg->dropout);
+    if (!isfinite(cfg->alpha)) return an_fail_null(err, "lora: lora_alpha is not a finite number");
+    if (cfg->n_targets < 1) return an_fail_null(err, "lora: no target modules given");
 
     int cap = m->cfg.n_layers * 8 + 1;
     an_linear_ref *refs = calloc((size_t)cap, sizeof *refs);
@@ -120,7 +120,7 @@ an_lora *an_lora_new_zeroed(an_model *m, const an_lora_config *cfg, an_error *er
     if (!refs || !l) {
         free(refs);
         free(l);
-        return an_fail(err, "lora: out of memory"), NULL;
+        return an_fail_null(err, "lora: out of memory");
     }
     l->mem_owner = m->ops;
     int n_refs = an_model_linears(m, refs, cap);
@@ -128,7 +128,7 @@ an_lora *an_lora_new_zeroed(an_model *m, const an_lora_config *cfg, an_error *er
     if (!l->mods) {
         free(refs);
         an_lora_free(l);
-        return an_fail(err, "lora: out of memory"), NULL;
+        return an_fail_null(err, "lora: out of memory");
     }
     for (int i = 0; i < n_refs; i++) {
         if (!selected(cfg, &refs[i], hits)) continue;
@@ -193,7 +193,7 @@ an_lora *an_lora_create(an_model *m, const an_lora_config *cfg, an_error *err) {
     float *host = malloc((max_a ? max_a : 1) * sizeof(float));
     if (!host) {
         an_lora_free(l);
-        return an_fail(err, "lora: out of memory"), NULL;
+        return an_fail_null(err, "lora: out of memory");
     }
     an_rng rng;
     an_rng_seed(&rng, cfg->seed);

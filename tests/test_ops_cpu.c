@@ -131,8 +131,63 @@ static void test_other_ops_same_bits_any_thread_count(void) {
     dfree(d_x), dfree(d_w), dfree(d_b), dfree(d_do), dfree(d_lg), dfree(d_wl), dfree(d_dl), dfree(d_ids), dfree(d_tg);
 }
 
+/* The attention ops take their scratch from the caller (kernels/ops.h attention_work_bytes): with
+ * room for only one thread's slice they run on one thread and give the same bits (their sums run in
+ * a fixed order whatever the team); with no workspace their outputs are NaN, never silently short. */
+static int all_nan(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(x[i])) return 0;
+    return 1;
+}
+
+static void test_attention_workspace(void) {
+    enum { B = 2, T = 70, NH = 4, NKV = 2, HD = 8 };
+    size_t nq = (size_t)B * T * NH * HD, nk = (size_t)B * T * NKV * HD, nl = (size_t)B * NH * T;
+    an_rng r;
+    an_rng_seed(&r, 91);
+    float *q = rand_f(&r, nq, -1, 1), *k = rand_f(&r, nk, -1, 1), *v = rand_f(&r, nk, -1, 1);
+    float *dout = rand_f(&r, nq, -1, 1);
+    int32_t *seg = calloc((size_t)B * T, sizeof(int32_t));
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(2);
+    size_t full = g_ops->attention_work_bytes(g_ops, T, NH, HD);
+    omp_set_num_threads(1);
+    size_t one = g_ops->attention_work_bytes(g_ops, T, NH, HD);
+    omp_set_num_threads(2);
+    CHECK(one < full);
+    void *work = malloc(full);
+    float *out[3], *lse[3], *dq[3], *dk[3], *dv[3];
+    size_t sizes[3] = {full, one, 0};
+    for (int c = 0; c < 3; c++) {
+        out[c] = malloc(nq * 4), lse[c] = malloc(nl * 4);
+        dq[c] = calloc(nq, 4), dk[c] = calloc(nk, 4), dv[c] = calloc(nk, 4);
+        void *w = sizes[c] ? work : NULL;
+        g_ops->attention_forward(g_ops, out[c], lse[c], q, k, v, seg, B, T, NH, NKV, HD, w, sizes[c]);
+        g_ops->attention_backward(g_ops, dq[c], dk[c], dv[c], dout, q, k, v, out[0], lse[0], seg, B, T, NH, NKV, HD, w,
+                                  sizes[c]);
+    }
+    CHECK(!all_nan(out[0], nq) && isfinite(out[0][0]) && isfinite(dk[0][nk - 1]));
+    CHECK(memcmp(out[0], out[1], nq * 4) == 0 && memcmp(lse[0], lse[1], nl * 4) == 0);
+    CHECK(memcmp(dq[0], dq[1], nq * 4) == 0 && memcmp(dk[0], dk[1], nk * 4) == 0 && memcmp(dv[0], dv[1], nk * 4) == 0);
+    CHECK(all_nan(out[2], nq) && all_nan(lse[2], nl) && all_nan(dk[2], nk) && all_nan(dv[2], nk));
+    /* decode over a cache of T positions: the same rule */
+    int32_t len[B] = {T, 33};
+    float *od[3];
+    for (int c = 0; c < 3; c++) {
+        od[c] = malloc((size_t)B * NH * HD * 4);
+        g_ops->attention_decode_forward(g_ops, od[c], q, k, v, NULL, len, B, T, NH, NKV, HD, sizes[c] ? work : NULL,
+                                        sizes[c]);
+    }
+    CHECK(isfinite(od[0][0]) && memcmp(od[0], od[1], (size_t)B * NH * HD * 4) == 0);
+    CHECK(all_nan(od[2], (size_t)B * NH * HD));
+    omp_set_num_threads(saved);
+    for (int c = 0; c < 3; c++) free(out[c]), free(lse[c]), free(dq[c]), free(dk[c]), free(dv[c]), free(od[c]);
+    free(q), free(k), free(v), free(dout), free(seg), free(work);
+}
+
 int main(void) {
     g_ops = an_ops_cpu();
+    RUN(test_attention_workspace);
     RUN(test_gemm_fallback_all_transposes);
     RUN(test_expf_accuracy);
     RUN(test_other_ops_same_bits_any_thread_count);

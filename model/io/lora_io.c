@@ -250,8 +250,8 @@ an_lora *an_lora_open(an_model *m, const char *dir, an_error *err) {
     char cpath[4096], wpath[4096];
     if (an_path_join(cpath, sizeof cpath, dir, "adapter_config.json") ||
         an_path_join(wpath, sizeof wpath, dir, "adapter_model.safetensors"))
-        return an_fail(err, "%s: path too long", dir), NULL;
-    if (!an_file_exists(cpath)) return an_fail(err, "%s: no adapter_config.json (not a PEFT adapter folder)", dir), NULL;
+        return an_fail_null(err, "%s: path too long", dir);
+    if (!an_file_exists(cpath)) return an_fail_null(err, "%s: no adapter_config.json (not a PEFT adapter folder)", dir);
     an_lora_config c;
     char base[1024];
     if (read_config(&c, base, sizeof base, cpath, err)) return NULL;
