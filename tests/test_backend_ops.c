@@ -1453,18 +1453,23 @@ static weight make_weight(const an_ops *o, an_dtype dt, const float *w, int64_t 
  * rounded products (one more); bf16 widening is exact. */
 static int dtype_terms(an_dtype dt) { return dt == AN_NF4 ? 2 : 0; }
 
-/* C = 67 (odd: NF4 blocks of 64 run across row ends), OC = 23. N = 3 takes the NF4 matrix-vector
- * kernel (N <= 4), 13 the float32 one (N <= 16) and NF4's tiled GEMM, 37 every GEMM; with and without
- * bias. The workspace is sized once for the most rows, as a plan does. */
-enum { LIN_C = 67, LIN_OC = 23, LIN_NMAX = 37 };
-static const int lin_fwd_shapes[][2] = {{3, 1}, {13, 1}, {37, 1}, {13, 0}, {1, 0}};
+/* N, C, bias; OC = 23. C = 67 is odd (NF4 blocks of 64 run across row ends, and the NF4
+ * matrix-vector kernel dequantizes each row first); C = 128 is a multiple of the blocksize, as in
+ * every real model, where the NF4 kernels decode blocks in place (AVX2 or plain). N = 1 and 3 take
+ * the NF4 matrix-vector kernel (N <= 4), 13 the float32 one (N <= 16) and NF4's tiled GEMM, 37
+ * every GEMM; with and without bias. The workspace is sized once for the most rows, as a plan does. */
+enum { LIN_OC = 23, LIN_NMAX = 37 };
+static const int lin_fwd_shapes[][3] = {{3, 67, 1}, {13, 67, 1}, {37, 67, 1}, {13, 67, 0},
+                                        {1, 67, 0}, {3, 128, 1}, {13, 128, 0}, {37, 128, 1}};
+static const int lin_bwd_shapes[][2] = {{3, 67}, {13, 67}, {37, 67}, {3, 128}, {37, 128}};
 
-static float *run_linear_forward(const an_ops *o, const float *w32, const float *inp, const float *bias, int N) {
-    weight w = make_weight(o, g_dt, w32, LIN_OC, LIN_C);
+static float *run_linear_forward(const an_ops *o, const float *w32, const float *inp, const float *bias, int N,
+                                 int C) {
+    weight w = make_weight(o, g_dt, w32, LIN_OC, C);
     if (!w.w.data) return NULL;
     size_t wb = o->linear_work_bytes(o, &w.w, LIN_NMAX);
     float *out = devf(o, NULL, (size_t)N * LIN_OC);
-    o->linear_forward(o, out, devf(o, inp, (size_t)N * LIN_C), &w.w, bias ? devf(o, bias, LIN_OC) : NULL, N,
+    o->linear_forward(o, out, devf(o, inp, (size_t)N * C), &w.w, bias ? devf(o, bias, LIN_OC) : NULL, N,
                       dev(o, NULL, wb), wb);
     return down(o, out, (size_t)N * LIN_OC);
 }
@@ -1472,57 +1477,55 @@ static float *run_linear_forward(const an_ops *o, const float *w32, const float 
 /* out = inp W^T + bias against the double product with the weight's float32 values: Higham's bound
  * with C + 1 terms (+ the dtype's), element by element. */
 static void case_linear_forward(void) {
-    for (int s = 0; s < 5; s++) {
-        int N = lin_fwd_shapes[s][0], hb = lin_fwd_shapes[s][1];
-        where("N=%d C=%d OC=%d%s", N, LIN_C, LIN_OC, hb ? " bias" : "");
+    for (size_t s = 0; s < sizeof lin_fwd_shapes / sizeof lin_fwd_shapes[0]; s++) {
+        int N = lin_fwd_shapes[s][0], C = lin_fwd_shapes[s][1], hb = lin_fwd_shapes[s][2];
+        where("N=%d C=%d OC=%d%s", N, C, LIN_OC, hb ? " bias" : "");
         an_rng r;
         an_rng_seed(&r, 1500 + (uint64_t)s);
-        float *w = rnd(&r, (size_t)LIN_OC * LIN_C, -1, 1), *inp = rnd(&r, (size_t)N * LIN_C, -1, 1);
+        float *w = rnd(&r, (size_t)LIN_OC * C, -1, 1), *inp = rnd(&r, (size_t)N * C, -1, 1);
         float *bias = rnd(&r, LIN_OC, -1, 1);
-        weight wide = make_weight(g_cpu, g_dt, w, LIN_OC, LIN_C); /* the values the weight stands for */
-        float *got = run_linear_forward(g_o, w, inp, hb ? bias : NULL, N);
-        float *cpu = run_linear_forward(g_cpu, w, inp, hb ? bias : NULL, N);
+        weight wide = make_weight(g_cpu, g_dt, w, LIN_OC, C); /* the values the weight stands for */
+        float *got = run_linear_forward(g_o, w, inp, hb ? bias : NULL, N, C);
+        float *cpu = run_linear_forward(g_cpu, w, inp, hb ? bias : NULL, N, C);
         if (!wide.w.data || !got || !cpu) return;
-        gemm_ref ref = ref_gemm(dbl(inp, (size_t)N * LIN_C), LIN_C, 1, dbl(wide.wide, (size_t)LIN_OC * LIN_C), LIN_C, 1,
-                                N, LIN_OC, LIN_C, 1.0, NULL, hb ? dbl(bias, LIN_OC) : NULL,
-                                LIN_C + 1 + dtype_terms(g_dt));
+        gemm_ref ref = ref_gemm(dbl(inp, (size_t)N * C), C, 1, dbl(wide.wide, (size_t)LIN_OC * C), C, 1, N, LIN_OC, C,
+                                1.0, NULL, hb ? dbl(bias, LIN_OC) : NULL, C + 1 + dtype_terms(g_dt));
         expect_within("out", got, ref.val, ref.bound, (size_t)N * LIN_OC);
         vs_cpu_within("out", got, cpu, ref.bound, (size_t)N * LIN_OC);
     }
 }
 
 static float *run_linear_backward_input(const an_ops *o, const float *w32, const float *dout, const float *g0,
-                                        int N) {
-    weight w = make_weight(o, g_dt, w32, LIN_OC, LIN_C);
+                                        int N, int C) {
+    weight w = make_weight(o, g_dt, w32, LIN_OC, C);
     if (!w.w.data) return NULL;
     size_t wb = o->linear_work_bytes(o, &w.w, LIN_NMAX);
-    float *dinp = devf(o, g0, (size_t)N * LIN_C);
+    float *dinp = devf(o, g0, (size_t)N * C);
     o->linear_backward_input(o, dinp, devf(o, dout, (size_t)N * LIN_OC), &w.w, N, dev(o, NULL, wb), wb);
-    return down(o, dinp, (size_t)N * LIN_C);
+    return down(o, dinp, (size_t)N * C);
 }
 
 /* dinp += dout W: Higham's bound with OC products plus the start value (+ the dtype's), element by
  * element, and finite differences of the forward with the weight's float32 values: TOL_FD. */
 static void case_linear_backward_input(void) {
-    const int Ns[3] = {3, 13, 37};
-    for (int s = 0; s < 3; s++) {
-        int N = Ns[s];
-        where("N=%d C=%d OC=%d", N, LIN_C, LIN_OC);
-        size_t nc = (size_t)N * LIN_C, no = (size_t)N * LIN_OC, wc = (size_t)LIN_OC * LIN_C;
+    for (size_t s = 0; s < sizeof lin_bwd_shapes / sizeof lin_bwd_shapes[0]; s++) {
+        int N = lin_bwd_shapes[s][0], C = lin_bwd_shapes[s][1];
+        where("N=%d C=%d OC=%d", N, C, LIN_OC);
+        size_t nc = (size_t)N * C, no = (size_t)N * LIN_OC, wc = (size_t)LIN_OC * C;
         an_rng r;
         an_rng_seed(&r, 1600 + (uint64_t)s);
         float *w = rnd(&r, wc, -1, 1), *dout = rnd(&r, no, -1, 1), *g0 = rnd(&r, nc, -1, 1);
-        weight wide = make_weight(g_cpu, g_dt, w, LIN_OC, LIN_C);
-        float *got = run_linear_backward_input(g_o, w, dout, g0, N);
-        float *cpu = run_linear_backward_input(g_cpu, w, dout, g0, N);
+        weight wide = make_weight(g_cpu, g_dt, w, LIN_OC, C);
+        float *got = run_linear_backward_input(g_o, w, dout, g0, N, C);
+        float *cpu = run_linear_backward_input(g_cpu, w, dout, g0, N, C);
         if (!wide.w.data || !got || !cpu) return;
         double *w_d = dbl(wide.wide, wc), *dout_d = dbl(dout, no);
-        gemm_ref ref = ref_gemm(dout_d, LIN_OC, 1, w_d, 1, LIN_C, N, LIN_C, LIN_OC, 1.0, dbl(g0, nc), NULL,
+        gemm_ref ref = ref_gemm(dout_d, LIN_OC, 1, w_d, 1, C, N, C, LIN_OC, 1.0, dbl(g0, nc), NULL,
                                 LIN_OC + 1 + dtype_terms(g_dt));
         expect_within("dinp", got, ref.val, ref.bound, nc);
         vs_cpu_within("dinp", got, cpu, ref.bound, nc);
         double *inp_d = hd(nc); /* the forward is linear: any point will do */
-        mm_ctx c = {inp_d, w_d, NULL, N, LIN_C, LIN_OC};
+        mm_ctx c = {inp_d, w_d, NULL, N, C, LIN_OC};
         expect_fd("dinp", ref_matmul, &c, inp_d, nc, delta(got, g0, nc), dout_d, no, 200, TOL_FD);
     }
 }
