@@ -47,8 +47,7 @@ const an_ops *an_backend_open(const char *name, an_error *err) {
     for (size_t i = 0; i < N_BACKENDS; i++)
         if (strcmp(name, backends[i].name) == 0) return backends[i].open(err);
     if (strcmp(name, "cuda") == 0)
-        an_fail(err, "device \"cuda\": this autoneg was built without CUDA (build it with `make CUDA=1`; devices "
-                     "built in: %s)", an_backend_names());
+        an_fail(err, "device \"cuda\": this autoneg has no CUDA backend (devices built in: %s)", an_backend_names());
     else
         an_fail(err, "device \"%s\": no such backend (devices built in: %s)", name, an_backend_names());
     return NULL;

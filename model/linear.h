@@ -1,8 +1,8 @@
 #ifndef AN_LINEAR_H
 #define AN_LINEAR_H
 /* Internal to model/: a linear layer with its LoRA adapter (if any) in the training forward and
- * backward (model/forward.c, model/backward.c). The public inference form is an_linear_forward in
- * model/lora.h.
+ * backward (model/forward.c, model/backward.c), with the plan's scratch. Decoding has its own form,
+ * an_infer_linear (infer/infer.h), with the inference state's.
  *
  * train: a training forward (dropout on the LoRA input when the adapter has any).
  * counter: where this call's rows start in the dropout counter space (0 for whole-batch layers;

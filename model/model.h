@@ -8,12 +8,14 @@
  *   InternLM2  Llama-like with one fused wqkv whose rows are grouped per kv head
  *
  * Memory is planned, not scattered:
- *  - every parameter lives in one allocation (float32, whatever the dtype on disk);
+ *  - every float32 parameter lives in one allocation (whatever the dtype on disk); the frozen ones
+ *    held in another type (an_param.dtype: a bf16 embedding/head, an NF4 base) in their own;
  *  - gradients exist only for trainable tensors, in one allocation (an_model_alloc_grads); a frozen
  *    tensor has grad == NULL and its matmul backward is given dw = NULL;
  *  - activations for one batch shape are allocated once (an_model_plan); forward and backward
  *    allocate nothing.
- * All numerical work goes through the an_ops table, so a CUDA backend runs the same code.
+ * All numerical work goes through the an_ops table, so a CUDA backend runs the same code; the model
+ * holds no scratch of its own (the plan and each inference state do), so inference states share it.
  * Linear weights are held as nn.Linear holds them, w[out, in]; GPT-2's Conv1D weights, stored [in, out]
  * on disk, are transposed at load and back at save. */
 #include <stddef.h>
@@ -183,8 +185,9 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
 
 /* Stores the frozen embedding table and LM head (one tensor when tied) as bf16, rounded to nearest
  * even, and frees their float32 copies (docs/models.md): 2 bytes a parameter instead of 4. The
- * embedding forward widens the gathered rows; the head's matmul (forward and input gradient) widens
- * the weight a tile of rows at a time into a small workspace held by the model. A trainable tensor is
+ * embedding lookup widens the gathered rows; the head's linear ops (forward and input gradient) widen
+ * the weight a tile of rows at a time into the workspace of the plan or of the inference state (a
+ * plan made before is made again). A trainable tensor is
  * refused (naming it): attach the adapter (which freezes the base) or freeze the model first. After
  * this the model cannot be quantized to NF4 (quantize first) and an adapter on the head cannot be
  * merged into it; saving writes the bf16 values widened to float32. Calling it again does nothing. */

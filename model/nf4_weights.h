@@ -4,13 +4,14 @@
  *
  * Every linear weight but the output head is held as an an_nf4_tensor (kernels/nf4.h, bit-exact with
  * bitsandbytes); the float32 copy is gone: the an_param keeps its name and [out, in] shape, has
- * data == NULL and nf4 pointing at the quantized tensor, and is frozen (never trainable, no
- * gradient). Embeddings, norms, biases and the head stay float32, as PEFT's
+ * dtype AN_NF4, data == NULL and packed pointing at the quantized tensor (an_param_nf4), and is frozen
+ * (never trainable, no gradient). Embeddings, norms, biases and the head stay float32, as PEFT's
  * prepare_model_for_kbit_training keeps them.
  *
  * Who handles an NF4 weight:
- *   an_linear_forward / an_linear_backward / an_linear_forward   fused dequantizing matmul, input gradient only,
- *                                                       the AVX2 matvec for up to 4 rows; LoRA on top
+ *   linear_forward / linear_backward_input (kernels/ops.h; model/linear.c in training,
+ *                      an_infer_linear in decoding)  fused dequantizing matmul, input gradient only,
+ *                      the AVX2 matvec for up to 4 rows; LoRA on top
  *   an_model_save      writes bitsandbytes' serialization (uint8 weight + absmax + quant_map + nested
  *                      stats + packed quant_state JSON) and a quantization_config in config.json
  *   an_model_load      reads it back (an_nf4_from_bnb) without re-quantizing
@@ -29,7 +30,7 @@
 
 /* The NF4 tensors of a model (an_model.nf4). */
 typedef struct an_nf4_weights {
-    an_nf4_tensor *tensors; /* n, in the order of m->params; an_param.nf4 points in here */
+    an_nf4_tensor *tensors; /* n, in the order of m->params; an_param.packed points in here */
     int n, cap;
     int blocksize, double_quant; /* how this model was quantized (or what the file said) */
 } an_nf4_weights;
@@ -52,13 +53,13 @@ size_t an_model_nf4_bytes(const an_model *m);
 
 /* ---- internal to model/ ---- */
 void an_nf4_weights_free(an_nf4_weights *w);
-/* A new tensor slot for p (grows the store); p->nf4 is set to it. */
+/* A new tensor slot for p (grows the store); p becomes AN_NF4 with packed pointing at it. */
 an_nf4_tensor *an_nf4_weights_slot(an_model *m, an_param *p, an_error *err);
 /* Moves the float32 parameters that are not NF4 into a new, smaller allocation (the quantized ones
  * get data NULL). */
 int an_nf4_weights_finish(an_model *m, an_error *err);
 /* Reading: for every linear of m but the head, the bitsandbytes arrays in st (when present) or, with
- * quant_blocksize > 0, the float tensor quantized now. Sets p->nf4; marks used[] tensors of st. */
+ * quant_blocksize > 0, the float tensor quantized now. Makes p NF4; marks used[] tensors of st. */
 int an_nf4_weights_read(an_model *m, const an_safetensors *st, const char *file, int quant_blocksize,
                         int double_quant, char *used, an_error *err);
 /* Writing: adds p's bitsandbytes arrays to w; json (kept until an_st_write) receives the packed
