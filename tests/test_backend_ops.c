@@ -39,6 +39,7 @@
 #include "kernels/nf4.h"
 #include "kernels/ops.h"
 #include "tests/op_harness.h"
+#include "tests/op_refs.h"
 #include "tests/test.h"
 
 #define U32 0x1p-24 /* float32 unit roundoff */
@@ -231,22 +232,8 @@ static gemm_ref ref_gemm(const double *A, int am, int ak, const double *B, int b
     return g;
 }
 
+
 /* ====================================== matmul ====================================== */
-
-typedef struct mm_ctx {
-    const double *inp, *w, *bias;
-    int N, C, OC;
-} mm_ctx;
-
-static void ref_matmul(void *vc, double *out) {
-    mm_ctx *c = vc;
-    for (int n = 0; n < c->N; n++)
-        for (int o = 0; o < c->OC; o++) {
-            double s = c->bias ? c->bias[o] : 0.0;
-            for (int k = 0; k < c->C; k++) s += c->inp[(size_t)n * c->C + k] * c->w[(size_t)o * c->C + k];
-            out[(size_t)n * c->OC + o] = s;
-        }
-}
 
 /* N, C, OC, with bias: odd sizes; the third is several rows and columns of the GEMM's micro-tiles */
 static const int mm_shapes[][4] = {{7, 13, 19, 1}, {1, 37, 5, 0}, {21, 67, 33, 1}};
@@ -319,10 +306,10 @@ static void case_matmul_backward(void) {
         } else {
             expect_exact("dbias (NULL: untouched)", got.dbias, g0b, OC);
         }
-        mm_ctx c = {inp_d, w_d, hb ? b_d : NULL, N, C, OC};
-        expect_fd("dinp", ref_matmul, &c, inp_d, nc, delta(got.dinp, g0i, nc), dout_d, no, 200, TOL_FD);
-        expect_fd("dw", ref_matmul, &c, w_d, wc, delta(got.dw, g0w, wc), dout_d, no, 200, TOL_FD);
-        if (hb) expect_fd("dbias", ref_matmul, &c, b_d, OC, delta(got.dbias, g0b, OC), dout_d, no, 200, TOL_FD);
+        oh_mm_ctx c = {inp_d, w_d, hb ? b_d : NULL, N, C, OC};
+        expect_fd("dinp", oh_ref_matmul, &c, inp_d, nc, delta(got.dinp, g0i, nc), dout_d, no, 200, TOL_FD);
+        expect_fd("dw", oh_ref_matmul, &c, w_d, wc, delta(got.dw, g0w, wc), dout_d, no, 200, TOL_FD);
+        if (hb) expect_fd("dbias", oh_ref_matmul, &c, b_d, OC, delta(got.dbias, g0b, OC), dout_d, no, 200, TOL_FD);
     }
 }
 
@@ -332,17 +319,6 @@ enum { EMB_N = 11, EMB_V = 9, EMB_C = 37 };
 /* repeats: the backward must add, not store */
 static const int32_t emb_ids[EMB_N] = {3, 0, 8, 3, 3, 5, 8, 1, 0, 7, 3};
 
-typedef struct emb_ctx {
-    const int32_t *ids;
-    const double *table;
-    int N, C;
-} emb_ctx;
-
-static void ref_embedding(void *vc, double *out) {
-    emb_ctx *c = vc;
-    for (int n = 0; n < c->N; n++)
-        for (int j = 0; j < c->C; j++) out[(size_t)n * c->C + j] = c->table[(size_t)c->ids[n] * c->C + j];
-}
 
 static float *run_embedding_forward(const an_ops *o, const float *table) {
     float *out = devf(o, NULL, EMB_N * EMB_C);
@@ -390,8 +366,8 @@ static void case_embedding_backward(void) {
     expect_within("dtable", got, ref, bound, EMB_V * EMB_C);
     vs_cpu_within("dtable", got, cpu, bound, EMB_V * EMB_C);
     double *table_d = dbl(table, EMB_V * EMB_C);
-    emb_ctx c = {emb_ids, table_d, EMB_N, EMB_C};
-    expect_fd("dtable", ref_embedding, &c, table_d, EMB_V * EMB_C, delta(got, g0, EMB_V * EMB_C),
+    oh_emb_ctx c = {emb_ids, table_d, EMB_N, EMB_C};
+    expect_fd("dtable", oh_ref_embedding, &c, table_d, EMB_V * EMB_C, delta(got, g0, EMB_V * EMB_C),
               dbl(dout, EMB_N * EMB_C), EMB_N * EMB_C, EMB_V * EMB_C, TOL_FD);
 }
 
@@ -402,27 +378,6 @@ static void case_embedding_backward(void) {
  * handful of roundings per output of magnitude ~3; statistics likewise. */
 #define TOL_NORM 1e-5
 
-typedef struct norm_ctx {
-    const double *inp, *w, *b; /* b NULL for rmsnorm */
-    int N, C, rms;
-    double eps;
-} norm_ctx;
-
-static void ref_norm(void *vc, double *out) {
-    norm_ctx *c = vc;
-    for (int n = 0; n < c->N; n++) {
-        const double *x = c->inp + (size_t)n * c->C;
-        double m = 0.0, v = 0.0;
-        if (!c->rms) {
-            for (int j = 0; j < c->C; j++) m += x[j];
-            m /= c->C;
-        }
-        for (int j = 0; j < c->C; j++) v += (x[j] - m) * (x[j] - m);
-        v /= c->C;
-        for (int j = 0; j < c->C; j++)
-            out[(size_t)n * c->C + j] = (x[j] - m) / sqrt(v + c->eps) * c->w[j] + (c->b ? c->b[j] : 0.0);
-    }
-}
 
 /* N, C: odd; C = 300 spans more than one column block of the weight-gradient pass */
 static const int norm_shapes[][2] = {{5, 37}, {3, 300}};
@@ -476,9 +431,9 @@ static void check_norm_forward(int rms) {
         norm_in in = make_norm_in(&r, rms, N, C);
         norm_out got = run_norm(g_o, &in, 0), cpu = run_norm(g_cpu, &in, 0);
         size_t nc = (size_t)N * C;
-        norm_ctx c = {dbl(in.inp, nc), dbl(in.w, C), rms ? NULL : dbl(in.b, C), N, C, rms, in.eps};
+        oh_norm_ctx c = {dbl(in.inp, nc), dbl(in.w, C), rms ? NULL : dbl(in.b, C), N, C, rms, in.eps};
         double *ref = hd(nc), *mean = hd(N), *rstd = hd(N);
-        ref_norm(&c, ref);
+        oh_ref_norm(&c, ref);
         for (int n = 0; n < N; n++) {
             double m = 0.0, v = 0.0;
             for (int j = 0; j < C; j++) m += rms ? 0.0 : c.inp[(size_t)n * C + j] / C;
@@ -507,15 +462,15 @@ static void check_norm_backward(int rms) {
         norm_in in = make_norm_in(&r, rms, N, C);
         norm_out got = run_norm(g_o, &in, 1), cpu = run_norm(g_cpu, &in, 1);
         size_t nc = (size_t)N * C;
-        norm_ctx c = {dbl(in.inp, nc), dbl(in.w, C), rms ? NULL : dbl(in.b, C), N, C, rms, in.eps};
+        oh_norm_ctx c = {dbl(in.inp, nc), dbl(in.w, C), rms ? NULL : dbl(in.b, C), N, C, rms, in.eps};
         double *dout = dbl(in.dout, nc);
         double *gi = delta(got.dinp, in.g0i, nc), *gw = delta(got.dw, in.g0w, C), *gb = delta(got.db, in.g0b, C);
-        expect_fd("dinp", ref_norm, &c, (double *)c.inp, nc, gi, dout, nc, 300, TOL_FD);
-        expect_fd("dw", ref_norm, &c, (double *)c.w, C, gw, dout, nc, 300, TOL_FD);
+        expect_fd("dinp", oh_ref_norm, &c, (double *)c.inp, nc, gi, dout, nc, 300, TOL_FD);
+        expect_fd("dw", oh_ref_norm, &c, (double *)c.w, C, gw, dout, nc, 300, TOL_FD);
         vs_cpu_rel("dinp", got.dinp, cpu.dinp, nc, 1.0, 2 * TOL_FD);
         vs_cpu_rel("dw", got.dw, cpu.dw, C, 1.0, 2 * TOL_FD);
         if (!rms) {
-            expect_fd("db", ref_norm, &c, (double *)c.b, C, gb, dout, nc, 300, TOL_FD);
+            expect_fd("db", oh_ref_norm, &c, (double *)c.b, C, gb, dout, nc, 300, TOL_FD);
             vs_cpu_rel("db", got.db, cpu.db, C, 1.0, 2 * TOL_FD);
         }
     }
@@ -563,29 +518,6 @@ static void case_rope_table(void) {
     }
 }
 
-typedef struct rope_ctx {
-    const double *x;
-    const int32_t *pos;
-    int N, nh, hd, interleaved;
-    double theta;
-} rope_ctx;
-
-/* the rotation in exact arithmetic */
-static void ref_rope(void *vc, double *out) {
-    rope_ctx *c = vc;
-    int half = c->hd / 2;
-    for (int n = 0; n < c->N; n++)
-        for (int h = 0; h < c->nh; h++) {
-            const double *x = c->x + ((size_t)n * c->nh + h) * c->hd;
-            double *o = out + ((size_t)n * c->nh + h) * c->hd;
-            for (int i = 0; i < half; i++) {
-                double ang = c->pos[n] * pow(c->theta, -2.0 * i / c->hd);
-                int a = c->interleaved ? 2 * i : i, b = c->interleaved ? 2 * i + 1 : i + half;
-                o[a] = x[a] * cos(ang) - x[b] * sin(ang);
-                o[b] = x[a] * sin(ang) + x[b] * cos(ang);
-            }
-        }
-}
 
 enum { ROPE_N = 6, ROPE_NH = 3, ROPE_HD = 18, ROPE_TABLE = 13 };
 /* the table covers positions 0..12, so 20 is computed on the spot even with it */
@@ -619,9 +551,9 @@ static void case_rope_forward(void) {
             an_rng_seed(&r, 400 + (uint64_t)il);
             float *x = rnd(&r, n, -1, 1);
             float *got = run_rope(g_o, x, 1, il, tabled), *cpu = run_rope(g_cpu, x, 1, il, tabled);
-            rope_ctx c = {dbl(x, n), rope_pos, ROPE_N, ROPE_NH, ROPE_HD, il, 10000.0};
+            oh_rope_ctx c = {dbl(x, n), rope_pos, ROPE_N, ROPE_NH, ROPE_HD, il, 10000.0};
             double *ref = hd(n), *bound = hd(n);
-            ref_rope(&c, ref);
+            oh_ref_rope(&c, ref);
             int half = ROPE_HD / 2;
             for (int t = 0; t < ROPE_N; t++)
                 for (int h = 0; h < ROPE_NH; h++)
@@ -647,8 +579,8 @@ static void case_rope_backward(void) {
             an_rng_seed(&r, 410 + (uint64_t)il);
             float *x = rnd(&r, n, -1, 1), *dout = rnd(&r, n, -1, 1);
             float *got = run_rope(g_o, dout, -1, il, tabled), *cpu = run_rope(g_cpu, dout, -1, il, tabled);
-            rope_ctx c = {dbl(x, n), rope_pos, ROPE_N, ROPE_NH, ROPE_HD, il, 10000.0};
-            expect_fd("dx", ref_rope, &c, (double *)c.x, n, dbl(got, n), dbl(dout, n), n, n, TOL_FD);
+            oh_rope_ctx c = {dbl(x, n), rope_pos, ROPE_N, ROPE_NH, ROPE_HD, il, 10000.0};
+            expect_fd("dx", oh_ref_rope, &c, (double *)c.x, n, dbl(got, n), dbl(dout, n), n, n, TOL_FD);
             vs_cpu_rel("dx", got, cpu, n, 1.0, 2 * TOL_FD);
         }
 }
@@ -660,43 +592,6 @@ static void case_rope_backward(void) {
  * log-sum-exp (|lse| up to ~10) likewise. */
 #define TOL_ATTN 1e-5
 
-typedef struct attn_ctx {
-    const double *q, *k, *v;
-    const int32_t *seg;
-    int B, T, nh, nkv, hd;
-} attn_ctx;
-
-/* softmax over keys seg[t]..t of q.k / sqrt(hd), the whole row at once; lse (optional) [B, nh, T] */
-static void ref_attention_lse(attn_ctx *c, double *out, double *lse) {
-    int group = c->nh / c->nkv;
-    double scale = 1.0 / sqrt((double)c->hd);
-    double *p = malloc(sizeof(double) * (size_t)c->T);
-    for (int b = 0; b < c->B; b++)
-        for (int h = 0; h < c->nh; h++)
-            for (int t = 0; t < c->T; t++) {
-                const double *qr = c->q + (((size_t)b * c->T + t) * c->nh + h) * c->hd;
-                int s0 = c->seg[b * c->T + t];
-                double mx = -INFINITY, sum = 0.0;
-                for (int u = s0; u <= t; u++) {
-                    const double *kr = c->k + (((size_t)b * c->T + u) * c->nkv + h / group) * c->hd;
-                    double s = 0.0;
-                    for (int d = 0; d < c->hd; d++) s += qr[d] * kr[d];
-                    p[u] = s * scale;
-                    mx = p[u] > mx ? p[u] : mx;
-                }
-                for (int u = s0; u <= t; u++) sum += (p[u] = exp(p[u] - mx));
-                if (lse) lse[((size_t)b * c->nh + h) * c->T + t] = mx + log(sum);
-                double *o = out + (((size_t)b * c->T + t) * c->nh + h) * c->hd;
-                for (int d = 0; d < c->hd; d++) o[d] = 0.0;
-                for (int u = s0; u <= t; u++) {
-                    const double *vr = c->v + (((size_t)b * c->T + u) * c->nkv + h / group) * c->hd;
-                    for (int d = 0; d < c->hd; d++) o[d] += p[u] / sum * vr[d];
-                }
-            }
-    free(p);
-}
-
-static void ref_attention(void *vc, double *out) { ref_attention_lse(vc, out, NULL); }
 
 /* B, T, nh, nkv, hd, packed: T = 67 spans two of the CPU's 64-query tiles, the last partial; 6 heads on
  * 2 kv heads (grouped-query); row 1 of the first holds three packed samples [0,20) [20,45) [45,67) */
@@ -753,9 +648,9 @@ static void case_attention_forward(void) {
         size_t nq = (size_t)in.B * in.T * in.nh * in.hd, nk = (size_t)in.B * in.T * in.nkv * in.hd;
         size_t nl = (size_t)in.B * in.nh * in.T;
         attn_out got = run_attention(g_o, &in, 0), cpu = run_attention(g_cpu, &in, 0);
-        attn_ctx c = {dbl(in.q, nq), dbl(in.k, nk), dbl(in.v, nk), in.seg, in.B, in.T, in.nh, in.nkv, in.hd};
+        oh_attn_ctx c = {dbl(in.q, nq), dbl(in.k, nk), dbl(in.v, nk), in.seg, in.B, in.T, in.nh, in.nkv, in.hd};
         double *ref = hd(nq), *lse = hd(nl);
-        ref_attention_lse(&c, ref, lse);
+        oh_ref_attention_lse(&c, ref, lse);
         expect_rel("out", got.out, ref, nq, 1e-3, TOL_ATTN);
         expect_rel("lse", got.lse, lse, nl, 1.0, TOL_ATTN);
         vs_cpu_rel("out", got.out, cpu.out, nq, 1e-3, 2 * TOL_ATTN);
@@ -769,11 +664,11 @@ static void case_attention_backward(void) {
         attn_in in = make_attn_in(s);
         size_t nq = (size_t)in.B * in.T * in.nh * in.hd, nk = (size_t)in.B * in.T * in.nkv * in.hd;
         attn_out got = run_attention(g_o, &in, 1), cpu = run_attention(g_cpu, &in, 1);
-        attn_ctx c = {dbl(in.q, nq), dbl(in.k, nk), dbl(in.v, nk), in.seg, in.B, in.T, in.nh, in.nkv, in.hd};
+        oh_attn_ctx c = {dbl(in.q, nq), dbl(in.k, nk), dbl(in.v, nk), in.seg, in.B, in.T, in.nh, in.nkv, in.hd};
         double *cot = dbl(in.dout, nq);
-        expect_fd("dq", ref_attention, &c, (double *)c.q, nq, delta(got.dq, in.g0q, nq), cot, nq, 24, TOL_FD);
-        expect_fd("dk", ref_attention, &c, (double *)c.k, nk, delta(got.dk, in.g0kv, nk), cot, nq, 24, TOL_FD);
-        expect_fd("dv", ref_attention, &c, (double *)c.v, nk, delta(got.dv, in.g0kv, nk), cot, nq, 24, TOL_FD);
+        expect_fd("dq", oh_ref_attention, &c, (double *)c.q, nq, delta(got.dq, in.g0q, nq), cot, nq, 24, TOL_FD);
+        expect_fd("dk", oh_ref_attention, &c, (double *)c.k, nk, delta(got.dk, in.g0kv, nk), cot, nq, 24, TOL_FD);
+        expect_fd("dv", oh_ref_attention, &c, (double *)c.v, nk, delta(got.dv, in.g0kv, nk), cot, nq, 24, TOL_FD);
         vs_cpu_rel("dq", got.dq, cpu.dq, nq, 1.0, 2 * TOL_FD);
         vs_cpu_rel("dk", got.dk, cpu.dk, nk, 1.0, 2 * TOL_FD);
         vs_cpu_rel("dv", got.dv, cpu.dv, nk, 1.0, 2 * TOL_FD);
@@ -837,22 +732,6 @@ static void case_attention_decode_forward(void) {
 
 enum { PW_N = 1001 };
 
-typedef struct pw_ctx {
-    const double *a, *b;
-    size_t n;
-    int kind; /* 0 gelu(a), 1 silu(a) * b */
-} pw_ctx;
-
-static void ref_pointwise(void *vc, double *out) {
-    pw_ctx *c = vc;
-    for (size_t i = 0; i < c->n; i++) {
-        double x = c->a[i];
-        if (c->kind == 0)
-            out[i] = 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-        else
-            out[i] = x / (1.0 + exp(-x)) * c->b[i];
-    }
-}
 
 typedef struct pw_out {
     float *out, *da, *db;
@@ -887,21 +766,21 @@ static void check_pointwise(int kind, int backward) {
     float *g0a = rnd(&r, PW_N, -1, 1), *g0b = rnd(&r, PW_N, -1, 1);
     pw_out got = run_pointwise(g_o, kind, backward, a, b, dout, g0a, g0b);
     pw_out cpu = run_pointwise(g_cpu, kind, backward, a, b, dout, g0a, g0b);
-    pw_ctx c = {dbl(a, PW_N), dbl(b, PW_N), PW_N, kind};
+    oh_pw_ctx c = {dbl(a, PW_N), dbl(b, PW_N), PW_N, kind};
     if (!backward) {
         double *ref = hd(PW_N), *bound = hd(PW_N);
-        ref_pointwise(&c, ref);
+        oh_ref_pointwise(&c, ref);
         for (int i = 0; i < PW_N; i++) bound[i] = 2e-6 * test_nan_max(fabs(ref[i]), 1e-3);
         expect_within("out", got.out, ref, bound, PW_N);
         vs_cpu_within("out", got.out, cpu.out, bound, PW_N);
         return;
     }
     double *cot = dbl(dout, PW_N);
-    expect_fd(kind ? "dgate" : "dinp", ref_pointwise, &c, (double *)c.a, PW_N, delta(got.da, g0a, PW_N), cot, PW_N,
+    expect_fd(kind ? "dgate" : "dinp", oh_ref_pointwise, &c, (double *)c.a, PW_N, delta(got.da, g0a, PW_N), cot, PW_N,
               PW_N, 1e-5);
     vs_cpu_rel(kind ? "dgate" : "dinp", got.da, cpu.da, PW_N, 1.0, 2e-5);
     if (kind) {
-        expect_fd("dup", ref_pointwise, &c, (double *)c.b, PW_N, delta(got.db, g0b, PW_N), cot, PW_N, PW_N, 1e-5);
+        expect_fd("dup", oh_ref_pointwise, &c, (double *)c.b, PW_N, delta(got.db, g0b, PW_N), cot, PW_N, PW_N, 1e-5);
         vs_cpu_rel("dup", got.db, cpu.db, PW_N, 1.0, 2e-5);
     }
 }
@@ -1060,18 +939,6 @@ static void case_cross_entropy_backward(void) {
 
 /* ====================================== optimizer ====================================== */
 
-/* torch.optim.AdamW in double with the hyperparameters as typed decimals (as Python passes them):
- * weight decay, lerp, addcmul, addcdiv. */
-static void ref_adamw(double *p, const double *g, double *m, double *v, size_t n, double lr, double b1, double b2,
-                      double eps, double wd, int step) {
-    double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
-    for (size_t i = 0; i < n; i++) {
-        p[i] *= 1 - lr * wd;
-        m[i] += (1 - b1) * (g[i] - m[i]);
-        v[i] = v[i] * b2 + (1 - b2) * g[i] * g[i];
-        p[i] -= lr / bc1 * m[i] / (sqrt(v[i]) / sqrt(bc2) + eps);
-    }
-}
 
 enum { ADAM_N = 1001, ADAM_STEPS = 3 };
 
@@ -1104,7 +971,7 @@ static void case_adamw_update(void) {
     for (int s = 0; s < ADAM_STEPS; s++) {
         double *gd = dbl(g[s], ADAM_N);
         for (int i = 0; i < ADAM_N; i++) gd[i] *= (double)clip[s];
-        ref_adamw(p, gd, m, v, ADAM_N, 1e-2, 0.9, 0.999, 1e-8, 0.1, s + 1);
+        oh_ref_adamw(p, gd, m, v, ADAM_N, 1e-2, 0.9, 0.999, 1e-8, 0.1, s + 1);
     }
     for (int i = 0; i < ADAM_N; i++) bound[i] = 1e-6 * test_nan_max(fabs(p[i]), 1e-2);
     expect_within("param", got.p, p, bound, ADAM_N);
@@ -1525,8 +1392,8 @@ static void case_linear_backward_input(void) {
         expect_within("dinp", got, ref.val, ref.bound, nc);
         vs_cpu_within("dinp", got, cpu, ref.bound, nc);
         double *inp_d = hd(nc); /* the forward is linear: any point will do */
-        mm_ctx c = {inp_d, w_d, NULL, N, C, LIN_OC};
-        expect_fd("dinp", ref_matmul, &c, inp_d, nc, delta(got, g0, nc), dout_d, no, 200, TOL_FD);
+        oh_mm_ctx c = {inp_d, w_d, NULL, N, C, LIN_OC};
+        expect_fd("dinp", oh_ref_matmul, &c, inp_d, nc, delta(got, g0, nc), dout_d, no, 200, TOL_FD);
     }
 }
 

@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "kernels/ops.h"
 #include "tests/op_harness.h"
+#include "tests/op_refs.h"
 #include "tests/test.h"
 
 static const an_ops *g_ops; /* the backend under test */
@@ -31,22 +32,8 @@ static double *grad_delta(const float *dev, const float *start, size_t n) { retu
 
 static void dfree(void *p) { g_ops->free(g_ops, p); }
 
+
 /* ---------- matmul ---------- */
-
-typedef struct mm_ctx {
-    const double *inp, *w, *bias;
-    int N, C, OC;
-} mm_ctx;
-
-static void ref_matmul(void *vc, double *out) {
-    mm_ctx *c = vc;
-    for (int n = 0; n < c->N; n++)
-        for (int o = 0; o < c->OC; o++) {
-            double s = c->bias ? c->bias[o] : 0.0;
-            for (int k = 0; k < c->C; k++) s += c->inp[(size_t)n * c->C + k] * c->w[(size_t)o * c->C + k];
-            out[(size_t)n * c->OC + o] = s;
-        }
-}
 
 static void check_matmul_shape(int N, int C, int OC, int use_bias, size_t fd_samples) {
     an_rng r;
@@ -57,14 +44,14 @@ static void check_matmul_shape(int N, int C, int OC, int use_bias, size_t fd_sam
     float *g_b = rand_f(&r, OC, -1, 1);
     double *inp_d = oh_to_double(inp, (size_t)N * C), *w_d = oh_to_double(w, (size_t)OC * C);
     double *bias_d = oh_to_double(bias, OC), *cot_d = oh_to_double(cot, (size_t)N * OC);
-    mm_ctx ctx = {inp_d, w_d, use_bias ? bias_d : NULL, N, C, OC};
+    oh_mm_ctx ctx = {inp_d, w_d, use_bias ? bias_d : NULL, N, C, OC};
 
     float *d_inp = dev_f(inp, (size_t)N * C), *d_w = dev_f(w, (size_t)OC * C), *d_b = dev_f(bias, OC);
     float *d_out = dev_f(NULL, (size_t)N * OC), *d_cot = dev_f(cot, (size_t)N * OC);
     g_ops->matmul_forward(g_ops, d_out, d_inp, d_w, use_bias ? d_b : NULL, N, C, OC);
     float *out = host_f(d_out, (size_t)N * OC);
     double *ref = malloc(sizeof(double) * N * OC), *absdot = malloc(sizeof(double) * N * OC);
-    ref_matmul(&ctx, ref);
+    oh_ref_matmul(&ctx, ref);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OC; o++) {
             double s = use_bias ? fabs(bias_d[o]) : 0.0;
@@ -79,11 +66,11 @@ static void check_matmul_shape(int N, int C, int OC, int use_bias, size_t fd_sam
     double *gb = grad_delta(d_gb, g_b, OC);
     if (fd_samples) {
         /* matmul is linear, so the finite differences are exact up to double rounding */
-        double e1 = oh_fd_check(ref_matmul, &ctx, inp_d, (size_t)N * C, gi, cot_d, (size_t)N * OC, fd_samples, 1e-3);
-        double e2 = oh_fd_check(ref_matmul, &ctx, w_d, (size_t)OC * C, gw, cot_d, (size_t)N * OC, fd_samples, 1e-3);
+        double e1 = oh_fd_check(oh_ref_matmul, &ctx, inp_d, (size_t)N * C, gi, cot_d, (size_t)N * OC, fd_samples, 1e-3);
+        double e2 = oh_fd_check(oh_ref_matmul, &ctx, w_d, (size_t)OC * C, gw, cot_d, (size_t)N * OC, fd_samples, 1e-3);
         CHECK_MSG(e1 < 1e-5 && e2 < 1e-5, "matmul backward dinp %.3g dw %.3g", e1, e2);
         if (use_bias) {
-            double e3 = oh_fd_check(ref_matmul, &ctx, bias_d, OC, gb, cot_d, (size_t)N * OC, fd_samples, 1e-3);
+            double e3 = oh_fd_check(oh_ref_matmul, &ctx, bias_d, OC, gb, cot_d, (size_t)N * OC, fd_samples, 1e-3);
             CHECK_MSG(e3 < 1e-5, "matmul backward dbias %.3g", e3);
         }
     } else {
@@ -143,19 +130,8 @@ static void test_matmul_empty_inner_dimension(void) {
     dfree(d_b), dfree(d_out), dfree(d_in), dfree(d_w);
 }
 
+
 /* ---------- embedding ---------- */
-
-typedef struct emb_ctx {
-    const int32_t *ids;
-    const double *table;
-    int N, C;
-} emb_ctx;
-
-static void ref_embedding(void *vc, double *out) {
-    emb_ctx *c = vc;
-    for (int n = 0; n < c->N; n++)
-        for (int j = 0; j < c->C; j++) out[(size_t)n * c->C + j] = c->table[(size_t)c->ids[n] * c->C + j];
-}
 
 static void test_embedding(void) {
     enum { N = 11, V = 9, C = 70 };
@@ -164,55 +140,25 @@ static void test_embedding(void) {
     an_rng_seed(&r, 5);
     float *table = rand_f(&r, V * C, -1, 1), *cot = rand_f(&r, N * C, -1, 1), *g0 = rand_f(&r, V * C, -1, 1);
     double *table_d = oh_to_double(table, V * C), *cot_d = oh_to_double(cot, N * C);
-    emb_ctx ctx = {ids, table_d, N, C};
+    oh_emb_ctx ctx = {ids, table_d, N, C};
     float *d_table = dev_f(table, V * C), *d_out = dev_f(NULL, N * C), *d_cot = dev_f(cot, N * C);
     int32_t *d_ids = dev_i(ids, N);
     g_ops->embedding_forward(g_ops, d_out, d_ids, d_table, N, C);
     float *out = host_f(d_out, N * C);
     double ref[N * C];
-    ref_embedding(&ctx, ref);
+    oh_ref_embedding(&ctx, ref);
     CHECK(oh_rel_err_fd(out, ref, N * C, 1.0) == 0.0); /* a copy is exact */
     float *d_g = dev_f(g0, V * C);
     g_ops->embedding_backward(g_ops, d_g, d_cot, d_ids, N, C);
     double *g = grad_delta(d_g, g0, V * C);
     /* sums of at most 4 terms plus a start value: a few ulp */
-    double e = oh_fd_check(ref_embedding, &ctx, table_d, V * C, g, cot_d, N * C, V * C, 1.0);
+    double e = oh_fd_check(oh_ref_embedding, &ctx, table_d, V * C, g, cot_d, N * C, V * C, 1.0);
     CHECK_MSG(e < 1e-6, "embedding backward %.3g", e);
     free(table), free(cot), free(g0), free(table_d), free(cot_d), free(out), free(g);
     dfree(d_table), dfree(d_out), dfree(d_cot), dfree(d_ids), dfree(d_g);
 }
 
 /* ---------- layernorm / rmsnorm ---------- */
-
-typedef struct norm_ctx {
-    const double *inp, *w, *b; /* b NULL for rmsnorm */
-    int N, C;
-    double eps;
-} norm_ctx;
-
-static void ref_layernorm(void *vc, double *out) {
-    norm_ctx *c = vc;
-    for (int n = 0; n < c->N; n++) {
-        const double *x = c->inp + (size_t)n * c->C;
-        double m = 0, v = 0;
-        for (int j = 0; j < c->C; j++) m += x[j];
-        m /= c->C;
-        for (int j = 0; j < c->C; j++) v += (x[j] - m) * (x[j] - m);
-        v /= c->C;
-        for (int j = 0; j < c->C; j++) out[(size_t)n * c->C + j] = (x[j] - m) / sqrt(v + c->eps) * c->w[j] + c->b[j];
-    }
-}
-
-static void ref_rmsnorm(void *vc, double *out) {
-    norm_ctx *c = vc;
-    for (int n = 0; n < c->N; n++) {
-        const double *x = c->inp + (size_t)n * c->C;
-        double ms = 0;
-        for (int j = 0; j < c->C; j++) ms += x[j] * x[j];
-        ms /= c->C;
-        for (int j = 0; j < c->C; j++) out[(size_t)n * c->C + j] = x[j] / sqrt(ms + c->eps) * c->w[j];
-    }
-}
 
 static void check_norm(int rms, int N, int C) {
     an_rng r;
@@ -225,8 +171,8 @@ static void check_norm(int rms, int N, int C) {
     float *g0b = rand_f(&r, C, -1, 1);
     double *inp_d = oh_to_double(inp, nc), *w_d = oh_to_double(w, C), *b_d = oh_to_double(b, C);
     double *cot_d = oh_to_double(cot, nc);
-    norm_ctx ctx = {inp_d, w_d, rms ? NULL : b_d, N, C, eps};
-    oh_forward_fn f = rms ? ref_rmsnorm : ref_layernorm;
+    oh_norm_ctx ctx = {inp_d, w_d, rms ? NULL : b_d, N, C, rms, eps};
+    oh_forward_fn f = oh_ref_norm;
     float *d_inp = dev_f(inp, nc), *d_w = dev_f(w, C), *d_b = dev_f(b, C), *d_out = dev_f(NULL, nc);
     float *d_mean = dev_f(NULL, N), *d_rstd = dev_f(NULL, N), *d_cot = dev_f(cot, nc);
     if (rms)
@@ -292,36 +238,14 @@ static void test_rmsnorm(void) {
     check_norm(1, 4, 300);
 }
 
-/* ---------- rope ---------- */
-
-typedef struct rope_ctx {
-    const double *x;
-    const int32_t *pos;
-    int N, nh, hd, interleaved;
-    double theta;
-} rope_ctx;
-
-/* The rotation in exact arithmetic: angle = pos * theta^(-2i/hd). The op rounds the angle to float32
- * as PyTorch does, which moves it by at most pos * 2^-23 relative: below 1e-5 for positions < 80. */
-static void ref_rope(void *vc, double *out) {
-    rope_ctx *c = vc;
-    int half = c->hd / 2;
-    for (int n = 0; n < c->N; n++)
-        for (int h = 0; h < c->nh; h++) {
-            const double *x = c->x + ((size_t)n * c->nh + h) * c->hd;
-            double *o = out + ((size_t)n * c->nh + h) * c->hd;
-            for (int i = 0; i < half; i++) {
-                double ang = c->pos[n] * pow(c->theta, -2.0 * i / c->hd);
-                int a = c->interleaved ? 2 * i : i, b = c->interleaved ? 2 * i + 1 : i + half;
-                o[a] = x[a] * cos(ang) - x[b] * sin(ang);
-                o[b] = x[a] * sin(ang) + x[b] * cos(ang);
-            }
-        }
-}
 
 /* Each convention with and without the cos/sin table (rope_table); the table covers positions 0..40,
  * so position 63 is computed on the spot even then. Both paths do the same float arithmetic, so their
  * outputs must agree bit for bit, and each is checked against the exact rotation and its gradient. */
+/* ---------- rope ---------- */
+
+/* Against the rotation in exact arithmetic (oh_ref_rope): the op rounds the angle to float32 as
+ * PyTorch does, which moves it by at most pos * 2^-23 relative: below 1e-5 for positions < 80. */
 static void check_rope(int NH, int HD) {
     enum { N = 6, TABLE_POS = 41 };
     const int32_t pos[N] = {0, 1, 2, 17, 40, 63};
@@ -333,7 +257,7 @@ static void check_rope(int NH, int HD) {
             size_t n = (size_t)N * NH * HD;
             float *x = rand_f(&r, n, -1, 1), *cot = rand_f(&r, n, -1, 1);
             double *x_d = oh_to_double(x, n), *cot_d = oh_to_double(cot, n);
-            rope_ctx ctx = {x_d, pos, N, NH, HD, il, 10000.0};
+            oh_rope_ctx ctx = {x_d, pos, N, NH, HD, il, 10000.0};
             float *d_x = dev_f(x, n), *d_cs = tabled ? dev_f(NULL, (size_t)TABLE_POS * HD) : NULL;
             int32_t *d_pos = dev_i(pos, N);
             if (tabled) g_ops->rope_table(g_ops, d_cs, TABLE_POS, HD, 10000.0f);
@@ -341,7 +265,7 @@ static void check_rope(int NH, int HD) {
             g_ops->rope_forward(g_ops, d_x, d_pos, N, NH, HD, rope);
             float *out = host_f(d_x, n);
             double *ref = malloc(n * sizeof(double));
-            ref_rope(&ctx, ref);
+            oh_ref_rope(&ctx, ref);
             double ef = oh_rel_err_fd(out, ref, n, 1.0);
             CHECK_MSG(ef < 1e-5, "rope hd=%d interleaved=%d table=%d forward %.3g", HD, il, tabled, ef);
             if (!tabled) first[il] = out;
@@ -352,7 +276,7 @@ static void check_rope(int NH, int HD) {
             g_ops->rope_backward(g_ops, d_g, d_pos, N, NH, HD, rope);
             float *gf = host_f(d_g, n);
             double *g = oh_to_double(gf, n);
-            double eb = oh_fd_check(ref_rope, &ctx, x_d, n, g, cot_d, n, n, 1e-3);
+            double eb = oh_fd_check(oh_ref_rope, &ctx, x_d, n, g, cot_d, n, n, 1e-3);
             CHECK_MSG(eb < 1e-5, "rope hd=%d interleaved=%d table=%d backward %.3g", HD, il, tabled, eb);
             if (tabled) free(out), free(first[il]);
             free(x), free(cot), free(x_d), free(cot_d), free(ref), free(gf), free(g);
@@ -367,42 +291,6 @@ static void test_rope_both_conventions(void) {
 }
 
 /* ---------- attention ---------- */
-
-typedef struct attn_ctx {
-    const double *q, *k, *v;
-    const int32_t *seg;
-    int B, T, nh, nkv, hd;
-} attn_ctx;
-
-/* softmax over keys seg[t]..t of scale * q.k, the whole row at once */
-static void ref_attention(void *vc, double *out) {
-    attn_ctx *c = vc;
-    int group = c->nh / c->nkv;
-    double scale = 1.0 / sqrt((double)c->hd);
-    double *p = malloc(sizeof(double) * c->T);
-    for (int b = 0; b < c->B; b++)
-        for (int h = 0; h < c->nh; h++)
-            for (int t = 0; t < c->T; t++) {
-                const double *qr = c->q + (((size_t)b * c->T + t) * c->nh + h) * c->hd;
-                int s0 = c->seg[b * c->T + t];
-                double mx = -INFINITY, sum = 0;
-                for (int u = s0; u <= t; u++) {
-                    const double *kr = c->k + (((size_t)b * c->T + u) * c->nkv + h / group) * c->hd;
-                    double s = 0;
-                    for (int d = 0; d < c->hd; d++) s += qr[d] * kr[d];
-                    p[u] = s * scale;
-                    if (p[u] > mx) mx = p[u];
-                }
-                for (int u = s0; u <= t; u++) sum += (p[u] = exp(p[u] - mx));
-                double *o = out + (((size_t)b * c->T + t) * c->nh + h) * c->hd;
-                for (int d = 0; d < c->hd; d++) o[d] = 0;
-                for (int u = s0; u <= t; u++) {
-                    const double *vr = c->v + (((size_t)b * c->T + u) * c->nkv + h / group) * c->hd;
-                    for (int d = 0; d < c->hd; d++) o[d] += p[u] / sum * vr[d];
-                }
-            }
-    free(p);
-}
 
 typedef struct attn_run {
     float *out, *lse, *dq, *dk, *dv; /* host copies of the results */
@@ -441,9 +329,9 @@ static void check_attention(int B, int T, int nh, int nkv, int hd, const int32_t
     attn_run run = run_attention(q, k, v, dout, seg, B, T, nh, nkv, hd, g0q, g0kv);
     double *q_d = oh_to_double(q, nq), *k_d = oh_to_double(k, nk), *v_d = oh_to_double(v, nk);
     double *cot_d = oh_to_double(dout, nq);
-    attn_ctx ctx = {q_d, k_d, v_d, seg, B, T, nh, nkv, hd};
+    oh_attn_ctx ctx = {q_d, k_d, v_d, seg, B, T, nh, nkv, hd};
     double *ref = malloc(nq * sizeof(double));
-    ref_attention(&ctx, ref);
+    oh_ref_attention(&ctx, ref);
     double ef = oh_rel_err_fd(run.out, ref, nq, 1e-3);
     CHECK_MSG(ef < 1e-5, "attention forward B=%d T=%d nh=%d nkv=%d: %.3g", B, T, nh, nkv, ef);
     /* lse against the double log-sum-exp of one query per (b, h) */
@@ -468,9 +356,9 @@ static void check_attention(int B, int T, int nh, int nkv, int hd, const int32_t
     double *gq = malloc(nq * sizeof(double)), *gk = malloc(nk * sizeof(double)), *gv = malloc(nk * sizeof(double));
     for (size_t i = 0; i < nq; i++) gq[i] = (double)run.dq[i] - g0q[i];
     for (size_t i = 0; i < nk; i++) gk[i] = (double)run.dk[i] - g0kv[i], gv[i] = (double)run.dv[i] - g0kv[i];
-    double e1 = oh_fd_check(ref_attention, &ctx, q_d, nq, gq, cot_d, nq, fd_samples, 1e-3);
-    double e2 = oh_fd_check(ref_attention, &ctx, k_d, nk, gk, cot_d, nq, fd_samples, 1e-3);
-    double e3 = oh_fd_check(ref_attention, &ctx, v_d, nk, gv, cot_d, nq, fd_samples, 1e-3);
+    double e1 = oh_fd_check(oh_ref_attention, &ctx, q_d, nq, gq, cot_d, nq, fd_samples, 1e-3);
+    double e2 = oh_fd_check(oh_ref_attention, &ctx, k_d, nk, gk, cot_d, nq, fd_samples, 1e-3);
+    double e3 = oh_fd_check(oh_ref_attention, &ctx, v_d, nk, gv, cot_d, nq, fd_samples, 1e-3);
     CHECK_MSG(e1 < 1e-4 && e2 < 1e-4 && e3 < 1e-4, "attention backward nh=%d nkv=%d dq %.3g dk %.3g dv %.3g", nh, nkv,
               e1, e2, e3);
     free_run(&run);
@@ -557,23 +445,6 @@ static void test_attention_same_bits_any_thread_count(void) {
 
 /* ---------- pointwise ---------- */
 
-typedef struct pw_ctx {
-    const double *a, *b;
-    size_t n;
-    int kind; /* 0 gelu(a), 1 silu(a) * b */
-} pw_ctx;
-
-static void ref_pointwise(void *vc, double *out) {
-    pw_ctx *c = vc;
-    for (size_t i = 0; i < c->n; i++) {
-        double x = c->a[i];
-        if (c->kind == 0)
-            out[i] = 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-        else
-            out[i] = x / (1.0 + exp(-x)) * c->b[i];
-    }
-}
-
 static void test_gelu_and_swiglu(void) {
     enum { N = 1001 };
     an_rng r;
@@ -583,7 +454,7 @@ static void test_gelu_and_swiglu(void) {
         float *a = rand_f(&r, N, -9, 9), *b = rand_f(&r, N, -2, 2), *cot = rand_f(&r, N, -1, 1);
         float *g0a = rand_f(&r, N, -1, 1), *g0b = rand_f(&r, N, -1, 1);
         double *a_d = oh_to_double(a, N), *b_d = oh_to_double(b, N), *cot_d = oh_to_double(cot, N);
-        pw_ctx ctx = {a_d, b_d, N, kind};
+        oh_pw_ctx ctx = {a_d, b_d, N, kind};
         float *d_a = dev_f(a, N), *d_b = dev_f(b, N), *d_out = dev_f(NULL, N), *d_cot = dev_f(cot, N);
         float *d_ga = dev_f(g0a, N), *d_gb = dev_f(g0b, N);
         if (kind == 0) {
@@ -595,7 +466,7 @@ static void test_gelu_and_swiglu(void) {
         }
         float *out = host_f(d_out, N);
         double ref[N];
-        ref_pointwise(&ctx, ref);
+        oh_ref_pointwise(&ctx, ref);
         /* elementwise: compare each value to its own magnitude (floor 1e-3 for values near 0) */
         double worst = 0;
         for (int i = 0; i < N; i++) {
@@ -604,10 +475,10 @@ static void test_gelu_and_swiglu(void) {
         }
         CHECK_MSG(worst < 2e-6, "%s forward %.3g", kind ? "swiglu" : "gelu", worst);
         double *ga = grad_delta(d_ga, g0a, N), *gb = grad_delta(d_gb, g0b, N);
-        double e1 = oh_fd_check(ref_pointwise, &ctx, a_d, N, ga, cot_d, N, N, 1e-3);
+        double e1 = oh_fd_check(oh_ref_pointwise, &ctx, a_d, N, ga, cot_d, N, N, 1e-3);
         CHECK_MSG(e1 < 1e-5, "%s backward %.3g", kind ? "swiglu" : "gelu", e1);
         if (kind == 1) {
-            double e2 = oh_fd_check(ref_pointwise, &ctx, b_d, N, gb, cot_d, N, N, 1e-3);
+            double e2 = oh_fd_check(oh_ref_pointwise, &ctx, b_d, N, gb, cot_d, N, N, 1e-3);
             CHECK_MSG(e2 < 1e-5, "swiglu backward dup %.3g", e2);
         }
         free(a), free(b), free(cot), free(g0a), free(g0b), free(a_d), free(b_d), free(cot_d), free(out), free(ga),
@@ -723,19 +594,6 @@ static void test_cross_entropy(void) {
 
 /* ---------- optimizer ---------- */
 
-/* torch.optim.AdamW (single-tensor path) in double: weight decay, lerp, addcmul, addcdiv.
- * The hyperparameters are the decimals as typed (0.999, not 0.999f), as Python passes them. */
-static void ref_adamw(double *p, const double *g, double *m, double *v, size_t n, double lr, double b1, double b2,
-                      double eps, double wd, int step) {
-    double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
-    for (size_t i = 0; i < n; i++) {
-        p[i] *= 1 - lr * wd;
-        m[i] += (1 - b1) * (g[i] - m[i]);
-        v[i] = v[i] * b2 + (1 - b2) * g[i] * g[i];
-        p[i] -= lr / bc1 * m[i] / (sqrt(v[i]) / sqrt(bc2) + eps);
-    }
-}
-
 static void test_adamw_five_steps(void) {
     enum { N = 1000 };
     an_rng r;
@@ -754,7 +612,7 @@ static void test_adamw_five_steps(void) {
         float clip = step % 2 ? 1.0f : 0.3f;
         for (int i = 0; i < N; i++) gd[i] *= (double)clip;
         g_ops->adamw_update(g_ops, d_p, d_g, clip, d_m, d_v, N, lr, b1, b2, eps, wd, step);
-        ref_adamw(pd, gd, md, vd, N, 1e-2, 0.9, 0.999, 1e-8, 0.1, step);
+        oh_ref_adamw(pd, gd, md, vd, N, 1e-2, 0.9, 0.999, 1e-8, 0.1, step);
         free(g), free(gd);
     }
     float *pf = host_f(d_p, N);
