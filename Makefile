@@ -3,6 +3,7 @@
 #   make test       build and run every test (tests/test_*.c, one binary each)
 #   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       concurrent inference states under ThreadSanitizer
+#   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each)
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
 CC      ?= gcc
@@ -28,9 +29,13 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_COMMON := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
 TEST_COMMON_OBJ := $(TEST_COMMON:%.c=$(BUILD)/%.o)
+# fuzz/: the parsers' fuzz targets (fuzz/fuzz.h), linked into the replay test and, by fuzz/run.sh, into
+# one libFuzzer binary per target
+FUZZ_SRC := $(filter-out fuzz/libfuzzer_main.c,$(wildcard fuzz/*.c))
+FUZZ_OBJ := $(FUZZ_SRC:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all test asan tsan deps demo bench check-compat clean fixtures
+.PHONY: all test asan tsan fuzz deps demo bench check-compat clean fixtures
 all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
 
 $(BUILD)/%.o: %.c
@@ -51,6 +56,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON_OBJ) $(BUILD)/libautoneg.a
 # calls to its __wrap_ functions.
 $(BUILD)/tests/test_no_alloc: LDLIBS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 
+$(BUILD)/tests/test_fuzz_replay: $(BUILD)/tests/test_fuzz_replay.o $(FUZZ_OBJ) $(TEST_COMMON_OBJ) $(BUILD)/libautoneg.a
+	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/libautoneg.a $(LDLIBS)
+
 # Every test binary runs from the repository root; tests/run.sh sums their results.
 test: all $(TEST_BIN)
 	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
@@ -64,6 +72,12 @@ asan:
 tsan:
 	$(MAKE) BUILD=build-tsan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" build-tsan/tests/test_infer_threads
 	OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1" build-tsan/tests/test_infer_threads
+
+# Every parser under libFuzzer + ASan + UBSan for FUZZ_SECONDS each (fuzz/run.sh; clang's fuzzer
+# runtime). Findings land in build-fuzz/findings/NAME/; fixed ones go to fuzz/regressions/NAME/.
+FUZZ_SECONDS ?= 30
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh fuzz/run.sh
 
 deps:
 	@sh tools/deps.sh
@@ -88,4 +102,4 @@ check-compat: all
 clean:
 	rm -rf build build-asan build-*
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TEST_COMMON_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(TEST_COMMON_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
