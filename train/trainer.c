@@ -145,6 +145,7 @@ typedef struct run {
     long long tokens_at_log;
     char tok_path[1100];
     char metrics_path[1100];
+    int lock_fd; /* DIR/run.lock, held for the run's life (-1: not taken) */
 } run;
 
 /* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
@@ -277,6 +278,7 @@ static void run_free(run *u) {
     an_optim_free(&u->opt);
     an_trainable_free(&u->ts);
     if (u->m) an_model_free(u->m);
+    if (u->lock_fd >= 0) close(u->lock_fd); /* last: the folder is ours until everything is written */
 }
 
 static int setup(run *u, an_error *err) {
@@ -284,6 +286,9 @@ static int setup(run *u, an_error *err) {
     const an_trainer_opts *o = u->o;
     char path[1100];
     if (an_trainer_mkdirs(r->output.dir, err)) return -1;
+    /* before anything in the folder is written: a second run into it would interleave metrics.jsonl
+     * and replace recipe.json, the caches and the checkpoints under the first */
+    if ((u->lock_fd = an_trainer_lock(r->output.dir, err)) < 0) return -1;
     if (an_path_join(path, sizeof path, r->output.dir, "recipe.json") || an_recipe_save(r, path, err)) return -1;
     int resuming = o->resume_ckpt != NULL;
     u->m = an_trainer_build_model(r, resuming, u->tok_path, sizeof u->tok_path, o, err);
@@ -395,6 +400,7 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     u.r = r;
     u.o = o;
     u.res = res;
+    u.lock_fd = -1;
     int rc = -1;
     if (setup(&u, err)) goto done;
     res->total_steps = u.total;
@@ -436,8 +442,9 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
     if (!res->interrupted) {
         an_path_join(res->final_dir, sizeof res->final_dir, r->output.dir, "final");
-        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, res->final_dir, err)
-                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, err))
+        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, res->final_dir, o->final_write_fail, err)
+                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, o->final_write_fail,
+                                              err))
             goto done;
     }
     rc = finish_outputs(&u, err);

@@ -41,6 +41,8 @@ typedef struct an_trainer_opts {
     void *note_ctx;
     /* Test hook: checkpoint writes fail with ENOSPC past this many bytes (< 0: none). */
     long long ckpt_byte_limit;
+    /* Test hook: writing final/ fails with ENOSPC after its weights file (0: never). */
+    int final_write_fail;
 } an_trainer_opts;
 
 void an_trainer_opts_default(an_trainer_opts *o);

@@ -1,9 +1,12 @@
 /* Run setup and output: the model and tokenizer, checkpoints of model state, the final folder. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/file.h"
 #include "data/tokenizers/tokenizer.h"
@@ -33,6 +36,37 @@ int an_trainer_mkdirs(const char *path, an_error *err) {
     if (mkdir(p, 0755) && errno != EEXIST) return an_fail(err, "%s: cannot create folder: %s", p, strerror(errno));
     if (!an_is_dir(p)) return an_fail(err, "%s: exists and is not a folder", p);
     return 0;
+}
+
+int an_trainer_lock(const char *dir, an_error *err) {
+    char path[1100];
+    if (an_path_join(path, sizeof path, dir, "run.lock")) return an_fail(err, "%s: path too long", dir);
+    /* O_CLOEXEC: a child process (none today) must not hold the run's lock after the run ends */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return an_fail(err, "%s: cannot open the run's lock file: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        if (e != EWOULDBLOCK) return an_fail(err, "%s: cannot lock: %s", path, strerror(e));
+        return an_fail(err, "%s: another autoneg train (pid %s) is using this run folder; two runs in one folder would "
+                            "overwrite each other's checkpoints and metrics. Wait for it to end, or train into another "
+                            "--out",
+                       dir, pid[0] ? pid : "unknown");
+    }
+    /* the pid is for the message above only; the lock itself is the flock, which the kernel drops when
+     * this process ends however it ends, so a stale pid in the file never blocks a run */
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)len, 0) != len) {
+        an_fail(err, "%s: cannot write: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* The config of a run from scratch, written to DIR/config.json and read back through the config
@@ -236,15 +270,23 @@ static int write_meta(const char *template_name, const char *out_dir, an_error *
     return an_write_file_atomic(mpath, meta, (size_t)len, err);
 }
 
-int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, an_error *err) {
+/* The test hook's failure, worded as a real full disk's. */
+static int hook_fail(const char *out_dir, an_error *err) {
+    return an_fail(err, "%s/autoneg.json: cannot write: %s (simulated by the test hook)", out_dir, strerror(ENOSPC));
+}
+
+int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, int fail_hook,
+                            an_error *err) {
     if (an_trainer_mkdirs(out_dir, err) || an_lora_save(m, out_dir, err)) return -1;
+    if (fail_hook) return hook_fail(out_dir, err);
     return write_meta(template_name, out_dir, err);
 }
 
 int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
-                          an_error *err) {
-    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err) || write_meta(template_name, out_dir, err))
-        return -1;
+                          int fail_hook, an_error *err) {
+    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err)) return -1;
+    if (fail_hook) return hook_fail(out_dir, err);
+    if (write_meta(template_name, out_dir, err)) return -1;
     /* the tokenizer files transformers and autoneg look for */
     static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                         "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
