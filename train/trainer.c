@@ -355,7 +355,12 @@ static int setup(run *u, an_error *err) {
         if (an_train_data_seek(u->data, (an_data_cursor){st.cursor_epoch, st.cursor_next, st.cursor_offset}, err))
             return an_fail_prefix(err, "%s", o->resume_ckpt);
         snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", o->resume_ckpt);
-        if (an_metrics_truncate_after(u->metrics_path, u->step, err)) return -1;
+        long torn;
+        if (an_metrics_truncate_after(u->metrics_path, u->step, &torn, err)) return -1;
+        if (torn)
+            an_trainer_note(o, "%s: the last line was cut off (line %ld: a crash or a full disk while writing it); "
+                               "dropped it",
+                            u->metrics_path, torn);
         an_trainer_note(o, "resuming from %s at step %ld of %ld", o->resume_ckpt, u->step, u->total);
     }
     u->first_step = u->step;
