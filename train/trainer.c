@@ -446,11 +446,22 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     if (!res->interrupted && log_eval(&u, err)) goto done;
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
     if (!res->interrupted) {
+        /* written whole into final.tmp, then put in place: a full disk or a kill mid-write leaves the
+         * previous final/ (or none), never a folder missing its tokenizer or weights */
+        char tmp[1100];
         an_path_join(res->final_dir, sizeof res->final_dir, r->output.dir, "final");
-        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, res->final_dir, o->final_write_fail, err)
-                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, o->final_write_fail,
-                                              err))
+        if (an_path_join(tmp, sizeof tmp, r->output.dir, "final.tmp")) {
+            an_fail(err, "%s: path too long", r->output.dir);
             goto done;
+        }
+        if (an_trainer_remove_tree(tmp, err)) goto done; /* left by a run killed while writing it */
+        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, tmp, o->final_write_fail, err)
+                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, tmp, o->final_write_fail, err)) {
+            an_trainer_remove_tree(tmp, NULL);
+            res->final_dir[0] = 0;
+            goto done;
+        }
+        if (an_trainer_publish_dir(tmp, res->final_dir, err)) goto done;
     }
     rc = finish_outputs(&u, err);
 done:

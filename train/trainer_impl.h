@@ -51,6 +51,12 @@ int an_trainer_save_adapter(const an_model *m, const char *template_name, const 
 
 /* fail_hook (an_trainer_opts.final_write_fail): after the weights file, fail as a full disk would. */
 
+/* Deletes a folder and everything in it (rm -rf); a missing path is not an error. */
+int an_trainer_remove_tree(const char *path, an_error *err);
+/* Puts the complete folder tmp in place as dst: a rename, or for an existing dst an atomic swap
+ * followed by deleting the old folder, so dst is never a half-written folder. */
+int an_trainer_publish_dir(const char *tmp, const char *dst, an_error *err);
+
 /* Formats a note and hands it to o->note. */
 void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1,7 +1,9 @@
 /* Run setup and output: the model and tokenizer, checkpoints of model state, the final folder. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -307,4 +309,50 @@ int an_trainer_save_final(const an_model *m, const char *tok_path, const char *t
         if (an_file_exists(src) && copy_file(src, dst, err)) return -1;
     }
     return 0;
+}
+
+/* ---------- putting a finished folder in place ---------- */
+
+int an_trainer_remove_tree(const char *path, an_error *err) {
+    DIR *d = opendir(path);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        if (errno == ENOTDIR) return remove(path) ? an_fail(err, "%s: cannot delete: %s", path, strerror(errno)) : 0;
+        return an_fail(err, "%s: cannot list: %s", path, strerror(errno));
+    }
+    int rc = 0;
+    struct dirent *e;
+    char p[1300];
+    while (!rc && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (an_path_join(p, sizeof p, path, e->d_name)) rc = an_fail(err, "%s: path too long", path);
+        else if (an_is_dir(p)) rc = an_trainer_remove_tree(p, err);
+        else if (remove(p) && errno != ENOENT) rc = an_fail(err, "%s: cannot delete: %s", p, strerror(errno));
+    }
+    closedir(d);
+    if (!rc && rmdir(path) && errno != ENOENT) rc = an_fail(err, "%s: cannot delete: %s", path, strerror(errno));
+    return rc;
+}
+
+int an_trainer_publish_dir(const char *tmp, const char *dst, an_error *err) {
+    if (!an_is_dir(dst)) {
+        if (rename(tmp, dst)) return an_fail(err, "%s: cannot rename into place: %s", dst, strerror(errno));
+        return 0;
+    }
+    /* an existing folder: swap the two in one step (Linux renameat2), so dst is always either the whole
+     * old folder or the whole new one; then the old one, now at tmp, is deleted */
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_EXCHANGE) == 0) return an_trainer_remove_tree(tmp, err);
+    if (errno != EINVAL && errno != ENOSYS)
+        return an_fail(err, "%s: cannot swap in %s: %s", dst, tmp, strerror(errno));
+    /* a filesystem without the swap: move the old folder aside first (dst is missing for an instant) */
+    char old[1200];
+    if (snprintf(old, sizeof old, "%s.old", dst) >= (int)sizeof old) return an_fail(err, "%s: path too long", dst);
+    if (an_trainer_remove_tree(old, err)) return -1;
+    if (rename(dst, old)) return an_fail(err, "%s: cannot move aside: %s", dst, strerror(errno));
+    if (rename(tmp, dst)) {
+        int e = errno;
+        rename(old, dst);
+        return an_fail(err, "%s: cannot rename into place: %s", dst, strerror(e));
+    }
+    return an_trainer_remove_tree(old, err);
 }
