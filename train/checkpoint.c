@@ -298,3 +298,29 @@ int an_ckpt_prune(const char *run_dir, int keep, an_error *err) {
     free(steps);
     return rc;
 }
+
+int an_ckpt_older(const char *ckpt, char *out, size_t size, an_error *err) {
+    const char *base = strrchr(ckpt, '/');
+    long step = step_of(base ? base + 1 : ckpt);
+    static const char sub[] = "/checkpoints/";
+    size_t len = strlen(ckpt), blen = base ? strlen(base + 1) : len;
+    /* only a checkpoint in its run folder's checkpoints/ has siblings to fall back to */
+    if (step < 0 || !base || len < blen + sizeof sub - 1 || strncmp(base + 1 - (sizeof sub - 1), sub, sizeof sub - 1))
+        return 0;
+    char run_dir[1100];
+    size_t dlen = len - blen - (sizeof sub - 1);
+    if (dlen >= sizeof run_dir) return an_fail(err, "%s: path too long", ckpt);
+    memcpy(run_dir, ckpt, dlen);
+    run_dir[dlen] = 0;
+    long *steps;
+    size_t n;
+    if (list_steps(run_dir, &steps, &n, err)) return -1;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) /* newest first */
+        if (steps[i] < step) {
+            found = 1;
+            if (an_ckpt_path(out, size, run_dir, steps[i])) found = an_fail(err, "%s: path too long", run_dir);
+        }
+    free(steps);
+    return found;
+}

@@ -81,6 +81,9 @@ int an_ckpt_get(const an_ckpt *c, const char *name, uint32_t part, float *out, u
 int an_ckpt_path(char *out, size_t size, const char *run_dir, long step);
 /* The newest checkpoint in run_dir/checkpoints (highest step): 1 found (path in out), 0 none, -1 error. */
 int an_ckpt_latest(const char *run_dir, char *out, size_t size, an_error *err);
+/* The newest checkpoint older than ckpt (a DIR/checkpoints/step-N.ckpt path) in the same folder: for a
+ * resume whose newest checkpoint is damaged. 1 found, 0 none, -1 error. */
+int an_ckpt_older(const char *ckpt, char *out, size_t size, an_error *err);
 /* Deletes all but the `keep` newest checkpoints (keep <= 0: deletes none). */
 int an_ckpt_prune(const char *run_dir, int keep, an_error *err);
 

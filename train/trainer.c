@@ -145,6 +145,7 @@ typedef struct run {
     long long tokens_at_log;
     char tok_path[1100];
     char metrics_path[1100];
+    char resume_path[1100]; /* the older checkpoint resumed from when the newest is damaged */
     int lock_fd; /* DIR/run.lock, held for the run's life (-1: not taken) */
 } run;
 
@@ -347,21 +348,36 @@ static int setup(run *u, an_error *err) {
         return an_fail(err, "%s: path too long", r->output.dir);
     if (resuming) {
         an_ckpt_state st;
-        if (an_trainer_load_ckpt(u->m, &u->ts, &u->opt, o->resume_ckpt, &st, err)) return -1;
+        an_ckpt c;
+        const char *from = o->resume_ckpt;
+        char older[1100];
+        /* a damaged newest checkpoint (a crash of the disk, not of the run: the rename makes a
+         * half-written one impossible) need not end the run while checkpoint.keep kept an older one */
+        while (an_ckpt_read(&c, from, err)) {
+            an_error e2;
+            int found = an_ckpt_older(from, older, sizeof older, &e2);
+            if (found != 1) return -1; /* the error of the newest tried */
+            an_trainer_note(o, "%s; falling back to the older checkpoint %s", err->msg, older);
+            snprintf(u->resume_path, sizeof u->resume_path, "%s", older);
+            from = u->resume_path;
+        }
+        int bad = an_trainer_apply_ckpt(u->m, &u->ts, &u->opt, &c, &st, err);
+        an_ckpt_free(&c);
+        if (bad) return -1;
         u->step = (long)st.step;
         u->tokens = (long long)st.tokens;
         u->rng.state = st.rng;
         if (u->m->lora) u->m->lora->forwards = st.rng_aux;
         if (an_train_data_seek(u->data, (an_data_cursor){st.cursor_epoch, st.cursor_next, st.cursor_offset}, err))
-            return an_fail_prefix(err, "%s", o->resume_ckpt);
-        snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", o->resume_ckpt);
+            return an_fail_prefix(err, "%s", from);
+        snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", from);
         long torn;
         if (an_metrics_truncate_after(u->metrics_path, u->step, &torn, err)) return -1;
         if (torn)
             an_trainer_note(o, "%s: the last line was cut off (line %ld: a crash or a full disk while writing it); "
                                "dropped it",
                             u->metrics_path, torn);
-        an_trainer_note(o, "resuming from %s at step %ld of %ld", o->resume_ckpt, u->step, u->total);
+        an_trainer_note(o, "resuming from %s at step %ld of %ld", from, u->step, u->total);
     }
     u->first_step = u->step;
     u->tokens_at_start = u->tokens_at_log = u->tokens;

@@ -38,6 +38,10 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_opti
 int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const char *path, an_ckpt_state *st,
                          an_error *err);
 
+/* The same from a checkpoint already read and checked (an_ckpt_read); c stays the caller's. */
+int an_trainer_apply_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const an_ckpt *c, an_ckpt_state *st,
+                          an_error *err);
+
 /* The final full model: out_dir with config.json, model.safetensors, the tokenizer files found at
  * tok_path (a folder's tokenizer files, or the one tokenizer file) and autoneg.json naming the
  * template (built-in names hold no quotes or backslashes, so no escaping is needed). */

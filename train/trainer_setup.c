@@ -227,6 +227,15 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, cons
                          an_error *err) {
     an_ckpt c;
     if (an_ckpt_read(&c, path, err)) return -1;
+    int rc = an_trainer_apply_ckpt(m, t, opt, &c, st, err);
+    an_ckpt_free(&c);
+    return rc;
+}
+
+int an_trainer_apply_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const an_ckpt *c_in, an_ckpt_state *st,
+                          an_error *err) {
+    const an_ckpt *c = c_in;
+    const char *path = c->path;
     size_t maxel = 1;
     for (int k = 0; k < t->n; k++)
         if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
@@ -238,18 +247,17 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, cons
         an_optim_moments(opt, k, &m1, &v1);
         float *dst[3] = {p->data, m1, v1};
         for (uint32_t j = 0; j < 3 && !rc; j++) {
-            rc = an_ckpt_get(&c, p->name, j, host, p->numel, err);
+            rc = an_ckpt_get(c, p->name, j, host, p->numel, err);
             if (!rc) m->ops->upload(m->ops, dst[j], host, p->numel * sizeof(float));
         }
     }
-    if (!rc && c.n_tensors != t->n)
-        rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c.n_tensors, t->n);
+    if (!rc && c->n_tensors != t->n)
+        rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c->n_tensors, t->n);
     if (!rc) {
-        *st = c.state;
-        opt->step = (long)c.state.step; /* every step of the run was one optimizer step */
+        *st = c->state;
+        opt->step = (long)c->state.step; /* every step of the run was one optimizer step */
     }
     free(host);
-    an_ckpt_free(&c);
     return rc;
 }
 
