@@ -131,14 +131,45 @@ static void test_folder_latest_and_prune(void) {
     an_write_file_atomic(p, "x", 1, &err);
     CHECK(an_ckpt_latest(run, p, sizeof p, &err) == 1);
     CHECK_CONTAINS(p, "checkpoints/step-00001000.ckpt");
-    CHECK(an_ckpt_prune(run, 2, &err) == 0);
+    CHECK(an_ckpt_prune(run, 2, -1, &err) == 0);
     for (int i = 0; i < 4; i++) {
         an_ckpt_path(p, sizeof p, run, steps[i]);
         CHECK_MSG(an_file_exists(p) == (steps[i] >= 100), "step %ld", steps[i]);
     }
-    CHECK(an_ckpt_prune(run, 0, &err) == 0); /* keep 0: keep all */
+    CHECK(an_ckpt_prune(run, 0, -1, &err) == 0); /* keep 0: keep all */
     an_ckpt_path(p, sizeof p, run, 100);
     CHECK(an_file_exists(p));
+    /* protect: keep 1 and the newest at or before step 150 (100), not 1000's predecessors beyond it */
+    long more[] = {5, 20, 200};
+    for (int i = 0; i < 3; i++) {
+        an_ckpt_path(p, sizeof p, run, more[i]);
+        CHECK(write_sample(p, -1, &err) == 0);
+    }
+    CHECK(an_ckpt_prune(run, 1, 150, &err) == 0);
+    long all[] = {5, 20, 100, 200, 1000};
+    for (int i = 0; i < 5; i++) {
+        an_ckpt_path(p, sizeof p, run, all[i]);
+        CHECK_MSG(an_file_exists(p) == (all[i] == 100 || all[i] == 1000), "step %ld", all[i]);
+    }
+    CHECK(an_ckpt_at_or_before(run, 999, p, sizeof p, &err) == 1);
+    CHECK_CONTAINS(p, "step-00000100.ckpt");
+    CHECK(an_ckpt_at_or_before(run, 99, p, sizeof p, &err) == 0);
+    /* setting aside the checkpoints after 100: 1000 is renamed, so the newest is 100 */
+    int moved = 0;
+    CHECK(an_ckpt_set_aside_after(run, 100, &moved, &err) == 0 && moved == 1);
+    CHECK(an_ckpt_latest(run, p, sizeof p, &err) == 1);
+    CHECK_CONTAINS(p, "step-00000100.ckpt");
+    snprintf(p, sizeof p, "%s/step-00001000.ckpt.diverged", dir);
+    CHECK(an_file_exists(p));
+    /* the older-than lookup behind the damaged-checkpoint fallback */
+    char newest[1200];
+    an_ckpt_path(newest, sizeof newest, run, 100);
+    CHECK(an_ckpt_older(newest, p, sizeof p, &err) == 0); /* nothing older is left */
+    an_ckpt_path(p, sizeof p, run, 7);
+    CHECK(write_sample(p, -1, &err) == 0);
+    CHECK(an_ckpt_older(newest, p, sizeof p, &err) == 1);
+    CHECK_CONTAINS(p, "step-00000007.ckpt");
+    CHECK(an_ckpt_older("elsewhere.ckpt", p, sizeof p, &err) == 0);
 }
 
 int main(void) {

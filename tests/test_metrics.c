@@ -97,7 +97,9 @@ static void test_metrics_resume(void) {
     }
     CHECK(an_metrics_close(&m, &err) == 0);
     /* resume from the checkpoint of step 3: steps 4 and 5 will be logged again */
-    CHECK_MSG(an_metrics_truncate_after(path, 3, &err) == 0, "%s", err.msg);
+    long torn = -1;
+    CHECK_MSG(an_metrics_truncate_after(path, 3, &torn, &err) == 0, "%s", err.msg);
+    CHECK(torn == 0);
     CHECK(an_metrics_open(&m, path, 1, &err) == 0);
     an_metrics_train t = {4, 9.0, 1e-3, 1, 400, 100, 4};
     CHECK(an_metrics_log_train(&m, &t, &err) == 0);
@@ -107,7 +109,16 @@ static void test_metrics_resume(void) {
     CHECK(s.n_train == 4 && s.n_eval == 1); /* steps 1, 2, 3, new 4; eval at 2 */
     if (s.n_train == 4) CHECK(s.train_step[3] == 4 && s.train_loss[3] == 9.0 && s.train_step[2] == 3);
     an_metrics_series_free(&s);
-    CHECK(an_metrics_truncate_after(test_tmp_path("absent.jsonl"), 3, &err) == 0);
+    CHECK(an_metrics_truncate_after(test_tmp_path("absent.jsonl"), 3, &torn, &err) == 0 && torn == 0);
+    /* a torn last line (a full disk mid-write) is dropped and its number reported; the rest is kept */
+    const char *cut = "{\"step\":1,\"loss\":2}\n{\"step\":2,\"loss\":1}\n{\"step\":3,\"los";
+    CHECK(an_write_file_atomic(path, cut, strlen(cut), &err) == 0);
+    CHECK_MSG(an_metrics_truncate_after(path, 5, &torn, &err) == 0, "%s", err.msg);
+    CHECK(torn == 3);
+    size_t n;
+    char *back = an_read_file(path, &n, &err);
+    CHECK_STR(back, "{\"step\":1,\"loss\":2}\n{\"step\":2,\"loss\":1}\n");
+    free(back);
 }
 
 /* ---- SVG ---- */

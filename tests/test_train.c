@@ -254,8 +254,10 @@ static void test_from_scratch_trains_tokenizer(void) {
     an_recipe_free(&r);
 }
 
-/* An absurd learning rate makes the loss overflow on step 2: the run stops before that update, names
- * the step and the last good checkpoint, and that checkpoint is kept and reads back. */
+/* An absurd learning rate blows the weights up on step 1's update (finite, but 1e30 times too big; the
+ * loss would only overflow on step 2): the guard of train/guard.h stops the run there, names the
+ * step-0 checkpoint from before that update, and that checkpoint is kept and reads back.
+ * tests/test_train_safety.c resumes from it. */
 static void test_nan_loss_stops(void) {
     char dir[512], final_dir[600];
     path2(dir, sizeof dir, test_tmpdir(), "nan");
@@ -272,15 +274,15 @@ static void test_nan_loss_stops(void) {
     set(&r, "schedule.warmup_steps=0");
     set(&r, "schedule.warmup_ratio=0");
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
-    CHECK_CONTAINS(err.msg, "step 2: the training loss is");
-    CHECK_CONTAINS(err.msg, "stopped before applying the update");
-    CHECK_CONTAINS(err.msg, "step-00000001.ckpt");
+    CHECK_CONTAINS(err.msg, "step 1: the update grew the norm of the trained weights");
+    CHECK_CONTAINS(err.msg, "the last checkpoint from before it is");
+    CHECK_CONTAINS(err.msg, "step-00000000.ckpt, kept");
     char ckpt[1100];
     CHECK(an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err) == 1);
-    CHECK_CONTAINS(ckpt, "step-00000001.ckpt");
+    CHECK_CONTAINS(ckpt, "step-00000000.ckpt");
     an_ckpt c;
     CHECK_MSG(an_ckpt_read(&c, ckpt, &err) == 0, "%s", err.msg);
-    CHECK(c.state.step == 1);
+    CHECK(c.state.step == 0);
     an_ckpt_free(&c);
     path2(final_dir, sizeof final_dir, dir, "final");
     CHECK(!an_file_exists(final_dir));

@@ -1,5 +1,5 @@
 /* autoneg train end to end through $BUILD/autoneg: recipe errors, SIGINT with a checkpoint and
- * --resume to the end, --resume of a folder with no checkpoint. */
+ * --resume to the end, --resume of a folder with no checkpoint, two runs into one folder. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
+#include "train/metrics.h"
 #include "test.h"
 
 static const char *bin(void) {
@@ -170,6 +171,66 @@ static void test_resume_auto(void) {
     free(e);
 }
 
+/* Counts the complete lines of a file (0 when it is absent). */
+static int count_lines(const char *path) {
+    an_error e;
+    size_t n = 0;
+    char *m = an_file_exists(path) ? an_read_file(path, &n, &e) : NULL;
+    int lines = 0;
+    for (size_t k = 0; m && k < n; k++) lines += m[k] == '\n';
+    free(m);
+    return lines;
+}
+
+/* A second run into the folder of a run still going is refused, naming the folder and the first
+ * run's pid; the first is untouched: interrupted, it resumes and its metrics read back whole. */
+static void test_two_runs_one_folder(void) {
+    char run[600], args[4000], metrics[700], pidtext[32];
+    snprintf(run, sizeof run, "%s/locked", test_tmpdir());
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", run);
+    const char *tok = test_shared("models/TinyStories-656K");
+    pid_t pid = fork();
+    if (pid == 0) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd,
+                 "exec %s train --data %s --out %s --steps 400 %s --set tokenizer.path=%s --set checkpoint.every=2 "
+                 "> /dev/null 2> %s/locked.err",
+                 bin(), data_path, run, common, tok, test_tmpdir());
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 600 && count_lines(metrics) < 3; i++) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    char *e = NULL;
+    snprintf(args, sizeof args, "--data %s --out %s --steps 400 %s --set tokenizer.path=%s --stop-after 2", data_path,
+             run, common, tok);
+    int second = train(args, &e);
+    CHECK_MSG(second == 1, "the second run exited with %d", second);
+    CHECK_CONTAINS(e, run);
+    snprintf(pidtext, sizeof pidtext, "pid %ld", (long)pid);
+    CHECK_CONTAINS(e, pidtext);
+    free(e);
+    kill(pid, SIGINT);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 130, "status %d", st);
+    /* the folder is the first run's alone: its metrics read back and it resumes */
+    an_metrics_series s;
+    an_error err;
+    CHECK_MSG(an_metrics_read(metrics, &s, &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < s.n_train; i++) CHECK(s.train_step[i] == (long)i + 1);
+    an_metrics_series_free(&s);
+    snprintf(args, sizeof args, "--resume %s --stop-after 2", run);
+    CHECK(train(args, &e) == 0);
+    CHECK_CONTAINS(e, "resuming from");
+    free(e);
+    CHECK_MSG(an_metrics_read(metrics, &s, &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < s.n_train; i++) CHECK(s.train_step[i] == (long)i + 1);
+    an_metrics_series_free(&s);
+}
+
 int main(void) {
     snprintf(data_path, sizeof data_path, "%s/pairs.jsonl", test_tmpdir());
     FILE *f = fopen(data_path, "w");
@@ -179,5 +240,6 @@ int main(void) {
     RUN(test_recipe_errors);
     RUN(test_sigint_then_resume);
     RUN(test_resume_auto);
+    RUN(test_two_runs_one_folder);
     return test_finish();
 }

@@ -285,15 +285,79 @@ int an_ckpt_latest(const char *run_dir, char *out, size_t size, an_error *err) {
     return found;
 }
 
-int an_ckpt_prune(const char *run_dir, int keep, an_error *err) {
+int an_ckpt_prune(const char *run_dir, int keep, long protect, an_error *err) {
     long *steps;
     size_t n;
     if (list_steps(run_dir, &steps, &n, err)) return -1;
-    int rc = 0;
-    for (size_t i = keep > 0 ? (size_t)keep : n; i < n; i++) {
+    int rc = 0, seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* newest first, so the first at or before `protect` is the newest such */
+        int guarded = protect >= 0 && !seen && steps[i] <= protect;
+        seen |= guarded;
+        if (keep <= 0 || i < (size_t)keep || guarded) continue;
         char p[1200];
         if (an_ckpt_path(p, sizeof p, run_dir, steps[i]) == 0 && remove(p) && errno != ENOENT)
             rc = an_fail(err, "%s: cannot delete an old checkpoint: %s", p, strerror(errno));
+    }
+    free(steps);
+    return rc;
+}
+
+int an_ckpt_older(const char *ckpt, char *out, size_t size, an_error *err) {
+    const char *base = strrchr(ckpt, '/');
+    long step = step_of(base ? base + 1 : ckpt);
+    static const char sub[] = "/checkpoints/";
+    size_t len = strlen(ckpt), blen = base ? strlen(base + 1) : len;
+    /* only a checkpoint in its run folder's checkpoints/ has siblings to fall back to */
+    if (step < 0 || !base || len < blen + sizeof sub - 1 || strncmp(base + 1 - (sizeof sub - 1), sub, sizeof sub - 1))
+        return 0;
+    char run_dir[1100];
+    size_t dlen = len - blen - (sizeof sub - 1);
+    if (dlen >= sizeof run_dir) return an_fail(err, "%s: path too long", ckpt);
+    memcpy(run_dir, ckpt, dlen);
+    run_dir[dlen] = 0;
+    long *steps;
+    size_t n;
+    if (list_steps(run_dir, &steps, &n, err)) return -1;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) /* newest first */
+        if (steps[i] < step) {
+            found = 1;
+            if (an_ckpt_path(out, size, run_dir, steps[i])) found = an_fail(err, "%s: path too long", run_dir);
+        }
+    free(steps);
+    return found;
+}
+
+int an_ckpt_at_or_before(const char *run_dir, long step, char *out, size_t size, an_error *err) {
+    long *steps;
+    size_t n;
+    if (list_steps(run_dir, &steps, &n, err)) return -1;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++)
+        if (steps[i] <= step) {
+            found = 1;
+            if (an_ckpt_path(out, size, run_dir, steps[i])) found = an_fail(err, "%s: path too long", run_dir);
+        }
+    free(steps);
+    return found;
+}
+
+int an_ckpt_set_aside_after(const char *run_dir, long step, int *count, an_error *err) {
+    long *steps;
+    size_t n;
+    *count = 0;
+    if (list_steps(run_dir, &steps, &n, err)) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc && steps[i] > step; i++) {
+        char p[1200], q[1300];
+        if (an_ckpt_path(p, sizeof p, run_dir, steps[i])) {
+            rc = an_fail(err, "%s: path too long", run_dir);
+            break;
+        }
+        snprintf(q, sizeof q, "%s.diverged", p);
+        if (rename(p, q)) rc = an_fail(err, "%s: cannot rename to %s: %s", p, q, strerror(errno));
+        else (*count)++;
     }
     free(steps);
     return rc;

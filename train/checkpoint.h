@@ -81,7 +81,16 @@ int an_ckpt_get(const an_ckpt *c, const char *name, uint32_t part, float *out, u
 int an_ckpt_path(char *out, size_t size, const char *run_dir, long step);
 /* The newest checkpoint in run_dir/checkpoints (highest step): 1 found (path in out), 0 none, -1 error. */
 int an_ckpt_latest(const char *run_dir, char *out, size_t size, an_error *err);
-/* Deletes all but the `keep` newest checkpoints (keep <= 0: deletes none). */
-int an_ckpt_prune(const char *run_dir, int keep, an_error *err);
+/* The newest checkpoint older than ckpt (a DIR/checkpoints/step-N.ckpt path) in the same folder: for a
+ * resume whose newest checkpoint is damaged. 1 found, 0 none, -1 error. */
+int an_ckpt_older(const char *ckpt, char *out, size_t size, an_error *err);
+/* Deletes all but the `keep` newest checkpoints (keep <= 0: deletes none), and never the newest one
+ * at or before step `protect` (< 0: none), the one a diverging run falls back to. */
+int an_ckpt_prune(const char *run_dir, int keep, long protect, an_error *err);
+/* The newest checkpoint at or before `step`. 1 found, 0 none, -1 error. */
+int an_ckpt_at_or_before(const char *run_dir, long step, char *out, size_t size, an_error *err);
+/* Renames the checkpoints after `step` to NAME.diverged (which no resume or prune looks at): they hold
+ * weights from after a run went bad, and `--resume DIR` must not pick them. *n gets their count. */
+int an_ckpt_set_aside_after(const char *run_dir, long step, int *n, an_error *err);
 
 #endif

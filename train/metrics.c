@@ -91,19 +91,25 @@ static int push(long **steps, double **vals, size_t *n, long step, double v) {
     return 0;
 }
 
-/* Calls fn for each complete, parsed line; an unterminated last line is skipped. */
+/* Calls fn for each complete, parsed line. A last line without its newline was cut by a crash or a
+ * full disk mid-write (each line is written whole, newline included): it is skipped and its number put
+ * in *torn (0: none). Any other line that does not parse is an error. */
 typedef int (*line_fn)(void *ctx, const cJSON *obj, const char *line, size_t len, long lineno, an_error *err);
 
-static int each_line(const char *path, line_fn fn, void *ctx, an_error *err) {
+static int each_line(const char *path, line_fn fn, void *ctx, long *torn, an_error *err) {
     size_t size;
     char *text = an_read_file(path, &size, err);
     if (!text) return -1;
     int rc = 0;
     long lineno = 0;
+    *torn = 0;
     for (size_t off = 0; off < size && rc == 0;) {
         lineno++;
         char *nl = memchr(text + off, '\n', size - off);
-        if (!nl) break; /* a line cut by a crash */
+        if (!nl) {
+            if (strspn(text + off, " \t\r") != size - off) *torn = lineno;
+            break;
+        }
         size_t len = (size_t)(nl - (text + off));
         *nl = 0;
         const char *line = text + off;
@@ -151,7 +157,8 @@ static int read_one(void *vctx, const cJSON *obj, const char *line, size_t len, 
 int an_metrics_read(const char *path, an_metrics_series *s, an_error *err) {
     memset(s, 0, sizeof *s);
     read_ctx c = {path, s};
-    if (each_line(path, read_one, &c, err)) {
+    long torn;
+    if (each_line(path, read_one, &c, &torn, err)) {
         an_metrics_series_free(s);
         return -1;
     }
@@ -191,10 +198,11 @@ static int keep_line(void *vctx, const cJSON *obj, const char *line, size_t len,
     return 0;
 }
 
-int an_metrics_truncate_after(const char *path, long step, an_error *err) {
+int an_metrics_truncate_after(const char *path, long step, long *torn, an_error *err) {
+    *torn = 0;
     if (!an_file_exists(path)) return 0;
     trunc_ctx c = {path, step, NULL, 0, 0};
-    int rc = each_line(path, keep_line, &c, err);
+    int rc = each_line(path, keep_line, &c, torn, err);
     if (rc == 0) rc = an_write_file_atomic(path, c.out ? c.out : "", c.n, err);
     free(c.out);
     return rc;

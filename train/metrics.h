@@ -56,12 +56,13 @@ typedef struct an_metrics_series {
 
 /* Reads metrics.jsonl. Lines with "eval_loss" are evaluation points, lines with "loss" training
  * points; other fields are ignored. A malformed line is an error naming the file and line, except a
- * last line without its newline (a crash mid-write), which is skipped. */
+ * torn last line (no newline: a crash or a full disk mid-write), which is skipped. */
 int an_metrics_read(const char *path, an_metrics_series *s, an_error *err);
 void an_metrics_series_free(an_metrics_series *s);
 
 /* For a resume from a checkpoint at `step`: rewrites the file (atomically) without the lines of
- * later steps, which the resumed run will log again. A missing file is not an error. */
-int an_metrics_truncate_after(const char *path, long step, an_error *err);
+ * later steps, which the resumed run will log again, and without a torn last line, whose number goes
+ * to *torn (0: none) so the caller can say so. A missing file is not an error. */
+int an_metrics_truncate_after(const char *path, long step, long *torn, an_error *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include "kernels/backend.h"
 #include "train/data_pipeline.h"
 #include "train/eval_samples.h"
+#include "train/guard.h"
 #include "train/loss_svg.h"
 #include "train/metrics.h"
 #include "train/progress.h"
@@ -145,6 +146,9 @@ typedef struct run {
     long long tokens_at_log;
     char tok_path[1100];
     char metrics_path[1100];
+    an_guard guard; /* the divergence rules of train/guard.h */
+    char resume_path[1100]; /* the older checkpoint resumed from when the newest is damaged */
+    int lock_fd; /* DIR/run.lock, held for the run's life (-1: not taken) */
 } run;
 
 /* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
@@ -209,7 +213,61 @@ static int checkpoint(run *u, an_error *err) {
         return -1;
     }
     snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", path);
-    return an_ckpt_prune(u->r->output.dir, u->r->checkpoint.keep, err);
+    /* keep the checkpoint a stop for divergence would fall back to, whatever checkpoint.keep says */
+    return an_ckpt_prune(u->r->output.dir, u->r->checkpoint.keep, an_guard_safe_step(&u->guard, u->step), err);
+}
+
+/* The global L2 norm of the trained weights (the explosion rule of train/guard.h). */
+static double weight_norm(const run *u) {
+    double sum = 0;
+    for (int k = 0; k < u->ts.n; k++) sum += u->m->ops->sum_squares(u->m->ops, u->ts.p[k]->data, u->ts.p[k]->numel);
+    return sqrt(sum);
+}
+
+/* The error of a run stopped by the guard: what went wrong, the newest checkpoint from before the
+ * update the trouble began with (the newer ones, which hold bad weights, are renamed *.diverged so
+ * `--resume DIR` picks the good one), and the rate to try. */
+static void stop_diverged(run *u, an_guard_verdict v, double loss, double norm, double wnorm_before, an_error *err) {
+    const an_recipe *r = u->r;
+    char why[600], ckpt[1100], tail[1600];
+    if (v == AN_GUARD_NONFINITE)
+        snprintf(why, sizeof why,
+                 "step %ld: the training loss is %g and the gradient norm %g; stopped before applying the update", u->step,
+                 loss, norm);
+    else if (v == AN_GUARD_EXPLODED)
+        snprintf(why, sizeof why,
+                 "step %ld: the update grew the norm of the trained weights from %g to %g (more than %gx in one step): "
+                 "the run is diverging",
+                 u->step, wnorm_before, u->guard.wnorm, AN_GUARD_JUMP);
+    else
+        snprintf(why, sizeof why,
+                 "step %ld: the gradient norm has been exactly 0 for %d steps in a row (since step %ld), the loss stuck "
+                 "at %g: the run is dead",
+                 u->step, AN_GUARD_ZERO_STEPS, u->guard.zero_from, loss);
+    long bad = u->guard.bad_update;
+    double try_lr = r->optim.lr / 10;
+    an_error e2;
+    int found = bad >= 1 ? an_ckpt_at_or_before(r->output.dir, bad - 1, ckpt, sizeof ckpt, &e2) : 0;
+    if (found == 1) {
+        const char *b = strrchr(ckpt, '/');
+        long at = strtol(b ? b + 6 : ckpt, NULL, 10); /* ".../step-NNNNNNNN.ckpt" */
+        int moved = 0;
+        if (an_ckpt_set_aside_after(r->output.dir, at, &moved, &e2))
+            snprintf(tail, sizeof tail, " (the newer checkpoints could not be set aside: %s)", e2.msg);
+        else
+            snprintf(tail, sizeof tail, "%s", moved ? " (the newer ones hold bad weights and were renamed *.diverged)" : "");
+        snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", ckpt);
+        an_fail(err,
+                "%s. The trouble began with the update of step %ld; the last checkpoint from before it is %s, kept%s. "
+                "Lower optim.lr (now %g; try %g) and resume from it: autoneg train --resume %s --set optim.lr=%g",
+                why, bad, ckpt, tail, r->optim.lr, try_lr, r->output.dir, try_lr);
+    } else {
+        u->res->last_ckpt[0] = 0;
+        an_fail(err,
+                "%s. The trouble began with the update of step %ld and no checkpoint predates it. Lower optim.lr (now "
+                "%g; try %g) and start again",
+                why, bad, r->optim.lr, try_lr);
+    }
 }
 
 /* One optimizer step's gradients: the window's micro-batches forward and backward, and their global norm
@@ -277,6 +335,7 @@ static void run_free(run *u) {
     an_optim_free(&u->opt);
     an_trainable_free(&u->ts);
     if (u->m) an_model_free(u->m);
+    if (u->lock_fd >= 0) close(u->lock_fd); /* last: the folder is ours until everything is written */
 }
 
 static int setup(run *u, an_error *err) {
@@ -284,6 +343,9 @@ static int setup(run *u, an_error *err) {
     const an_trainer_opts *o = u->o;
     char path[1100];
     if (an_trainer_mkdirs(r->output.dir, err)) return -1;
+    /* before anything in the folder is written: a second run into it would interleave metrics.jsonl
+     * and replace recipe.json, the caches and the checkpoints under the first */
+    if ((u->lock_fd = an_trainer_lock(r->output.dir, err)) < 0) return -1;
     if (an_path_join(path, sizeof path, r->output.dir, "recipe.json") || an_recipe_save(r, path, err)) return -1;
     int resuming = o->resume_ckpt != NULL;
     u->m = an_trainer_build_model(r, resuming, u->tok_path, sizeof u->tok_path, o, err);
@@ -342,16 +404,36 @@ static int setup(run *u, an_error *err) {
         return an_fail(err, "%s: path too long", r->output.dir);
     if (resuming) {
         an_ckpt_state st;
-        if (an_trainer_load_ckpt(u->m, &u->ts, &u->opt, o->resume_ckpt, &st, err)) return -1;
+        an_ckpt c;
+        const char *from = o->resume_ckpt;
+        char older[1100];
+        /* a damaged newest checkpoint (a crash of the disk, not of the run: the rename makes a
+         * half-written one impossible) need not end the run while checkpoint.keep kept an older one */
+        while (an_ckpt_read(&c, from, err)) {
+            an_error e2;
+            int found = an_ckpt_older(from, older, sizeof older, &e2);
+            if (found != 1) return -1; /* the error of the newest tried */
+            an_trainer_note(o, "%s; falling back to the older checkpoint %s", err->msg, older);
+            snprintf(u->resume_path, sizeof u->resume_path, "%s", older);
+            from = u->resume_path;
+        }
+        int bad = an_trainer_apply_ckpt(u->m, &u->ts, &u->opt, &c, &st, err);
+        an_ckpt_free(&c);
+        if (bad) return -1;
         u->step = (long)st.step;
         u->tokens = (long long)st.tokens;
         u->rng.state = st.rng;
         if (u->m->lora) u->m->lora->forwards = st.rng_aux;
         if (an_train_data_seek(u->data, (an_data_cursor){st.cursor_epoch, st.cursor_next, st.cursor_offset}, err))
-            return an_fail_prefix(err, "%s", o->resume_ckpt);
-        snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", o->resume_ckpt);
-        if (an_metrics_truncate_after(u->metrics_path, u->step, err)) return -1;
-        an_trainer_note(o, "resuming from %s at step %ld of %ld", o->resume_ckpt, u->step, u->total);
+            return an_fail_prefix(err, "%s", from);
+        snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", from);
+        long torn;
+        if (an_metrics_truncate_after(u->metrics_path, u->step, &torn, err)) return -1;
+        if (torn)
+            an_trainer_note(o, "%s: the last line was cut off (line %ld: a crash or a full disk while writing it); "
+                               "dropped it",
+                            u->metrics_path, torn);
+        an_trainer_note(o, "resuming from %s at step %ld of %ld", from, u->step, u->total);
     }
     u->first_step = u->step;
     u->tokens_at_start = u->tokens_at_log = u->tokens;
@@ -395,12 +477,21 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     u.r = r;
     u.o = o;
     u.res = res;
+    u.lock_fd = -1;
     int rc = -1;
     if (setup(&u, err)) goto done;
     res->total_steps = u.total;
     u.t_start = u.t_log = mono_now();
-    if (u.step == 0 && log_eval(&u, err)) goto done;
+    /* a resume at step 0 kept the first run's evaluation of these weights in metrics.jsonl */
+    if (u.step == 0 && !o->resume_ckpt && log_eval(&u, err)) goto done;
     long saved_at = o->resume_ckpt ? u.step : -1;
+    an_guard_init(&u.guard, weight_norm(&u));
+    /* the starting point as a checkpoint: a run that diverges on its first updates (an absurd rate)
+     * then has one from before the trouble to resume from with a lower rate */
+    if (!o->resume_ckpt && r->checkpoint.every > 0 && u.step < u.total) {
+        if (checkpoint(&u, err)) goto done;
+        saved_at = u.step;
+    }
     while (u.step < u.total) {
         if ((o->stop && *o->stop) || (o->stop_after > 0 && u.step - u.first_step >= o->stop_after)) {
             res->interrupted = 1;
@@ -408,18 +499,17 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
         }
         double lr = an_schedule_lr(&u.sched, u.step), loss, norm;
         if (train_step(&u, &loss, &norm, err)) goto done;
-        if (!isfinite(loss) || !isfinite(norm)) {
-            u.step++;
+        double wnorm_before = u.guard.wnorm;
+        an_guard_verdict v = an_guard_before_update(&u.guard, u.step + 1, loss, norm);
+        if (v == AN_GUARD_OK) apply_adamw(&u, lr, norm);
+        u.step++;
+        if (v == AN_GUARD_OK) v = an_guard_after_update(&u.guard, u.step, weight_norm(&u));
+        if (v != AN_GUARD_OK) {
             log_train(&u, loss, lr, norm, NULL);
             if (o->progress) an_progress_finish(&u.prog);
-            an_fail(err, "step %ld: the training loss is %g and the gradient norm %g; stopped before applying the update. "
-                         "%s%s",
-                    u.step, loss, norm, res->last_ckpt[0] ? "The last good checkpoint is " : "No checkpoint was written yet",
-                    res->last_ckpt);
+            stop_diverged(&u, v, loss, norm, wnorm_before, err);
             goto done;
         }
-        apply_adamw(&u, lr, norm);
-        u.step++;
         u.tokens += u.win.total;
         res->last_loss = loss;
         if ((u.step % r->train.log_every == 0 || u.step == u.total) && log_train(&u, loss, lr, norm, err)) goto done;
@@ -435,10 +525,22 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     if (!res->interrupted && log_eval(&u, err)) goto done;
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
     if (!res->interrupted) {
+        /* written whole into final.tmp, then put in place: a full disk or a kill mid-write leaves the
+         * previous final/ (or none), never a folder missing its tokenizer or weights */
+        char tmp[1100];
         an_path_join(res->final_dir, sizeof res->final_dir, r->output.dir, "final");
-        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, res->final_dir, err)
-                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, res->final_dir, err))
+        if (an_path_join(tmp, sizeof tmp, r->output.dir, "final.tmp")) {
+            an_fail(err, "%s: path too long", r->output.dir);
             goto done;
+        }
+        if (an_trainer_remove_tree(tmp, err)) goto done; /* left by a run killed while writing it */
+        if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, tmp, o->final_write_fail, err)
+                      : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, tmp, o->final_write_fail, err)) {
+            an_trainer_remove_tree(tmp, NULL);
+            res->final_dir[0] = 0;
+            goto done;
+        }
+        if (an_trainer_publish_dir(tmp, res->final_dir, err)) goto done;
     }
     rc = finish_outputs(&u, err);
 done:

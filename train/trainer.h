@@ -7,7 +7,9 @@
  *   config.json                 training from scratch: the model config
  *   tokenizer.json, tokenizer_config.json   training from scratch with tokenizer.train_vocab
  *   metrics.jsonl, events.out.tfevents.*, loss.svg
- *   checkpoints/step-NNNNNNNN.ckpt          the last checkpoint.keep checkpoints
+ *   run.lock                    flock'd by the run writing the folder (holds its pid)
+ *   checkpoints/step-NNNNNNNN.ckpt          the last checkpoint.keep checkpoints (and the one a
+ *                               diverging run falls back to; step 0 when checkpoint.every is set)
  *   cache/tokens-{train,val}.bin            the token caches
  *   final/                      full fine-tuning: a Hugging Face model folder (config.json,
  *                               model.safetensors, tokenizer files, autoneg.json);
@@ -41,6 +43,8 @@ typedef struct an_trainer_opts {
     void *note_ctx;
     /* Test hook: checkpoint writes fail with ENOSPC past this many bytes (< 0: none). */
     long long ckpt_byte_limit;
+    /* Test hook: writing final/ fails with ENOSPC after its weights file (0: never). */
+    int final_write_fail;
 } an_trainer_opts;
 
 void an_trainer_opts_default(an_trainer_opts *o);
@@ -56,9 +60,11 @@ typedef struct an_trainer_result {
     char final_dir[1100];   /* the final model folder, "" when interrupted */
 } an_trainer_result;
 
-/* Runs the recipe. Errors name the file or step and the problem; a loss or gradient norm that is not
- * finite stops the run before the bad update, with the message naming the step and the last good
- * checkpoint (which is kept). */
+/* Runs the recipe. Errors name the file or step and the problem. A run that diverges or dies (the
+ * rules of train/guard.h) stops with a message naming the checkpoint from before the trouble (which
+ * is kept; newer ones are renamed *.diverged) and the rate to try. Another run holding the folder's
+ * lock (DIR/run.lock) is an error naming its pid. A damaged resume checkpoint falls back to the
+ * newest older one in its folder, with a note naming both. */
 int an_train_run(const an_recipe *r, const an_trainer_opts *opts, an_trainer_result *res, an_error *err);
 
 /* `--resume DIR|auto`: the newest checkpoint of run folder dir. 1 found, 0 none, -1 error. */

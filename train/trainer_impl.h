@@ -11,6 +11,11 @@
 /* Makes a folder and its parents (mkdir -p). */
 int an_trainer_mkdirs(const char *path, an_error *err);
 
+/* Locks run folder dir for this process (flock on DIR/run.lock, which holds the pid) and returns the
+ * descriptor that holds the lock until it is closed or the process ends; another run holding it is an
+ * error naming the folder and that run's pid. */
+int an_trainer_lock(const char *dir, an_error *err);
+
 /* The model to train and the tokenizer to train it with:
  *  - model.base set: the base model loaded; tokenizer tokenizer.path or the base folder;
  *  - from scratch: the config (model_config inline, written to DIR/config.json, or a preset) with
@@ -33,15 +38,28 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_opti
 int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const char *path, an_ckpt_state *st,
                          an_error *err);
 
+/* The same from a checkpoint already read and checked (an_ckpt_read); c stays the caller's. */
+int an_trainer_apply_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const an_ckpt *c, an_ckpt_state *st,
+                          an_error *err);
+
 /* The final full model: out_dir with config.json, model.safetensors, the tokenizer files found at
  * tok_path (a folder's tokenizer files, or the one tokenizer file) and autoneg.json naming the
  * template (built-in names hold no quotes or backslashes, so no escaping is needed). */
 int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
-                          an_error *err);
+                          int fail_hook, an_error *err);
 
 /* The final LoRA adapter: out_dir with PEFT's adapter_config.json and adapter_model.safetensors, and
  * autoneg.json naming the template (PEFT ignores files it does not know). */
-int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, an_error *err);
+int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, int fail_hook,
+                            an_error *err);
+
+/* fail_hook (an_trainer_opts.final_write_fail): after the weights file, fail as a full disk would. */
+
+/* Deletes a folder and everything in it (rm -rf); a missing path is not an error. */
+int an_trainer_remove_tree(const char *path, an_error *err);
+/* Puts the complete folder tmp in place as dst: a rename, or for an existing dst an atomic swap
+ * followed by deleting the old folder, so dst is never a half-written folder. */
+int an_trainer_publish_dir(const char *tmp, const char *dst, an_error *err);
 
 /* Formats a note and hands it to o->note. */
 void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

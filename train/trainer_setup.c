@@ -1,9 +1,14 @@
 /* Run setup and output: the model and tokenizer, checkpoints of model state, the final folder. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/file.h"
 #include "data/tokenizers/tokenizer.h"
@@ -33,6 +38,37 @@ int an_trainer_mkdirs(const char *path, an_error *err) {
     if (mkdir(p, 0755) && errno != EEXIST) return an_fail(err, "%s: cannot create folder: %s", p, strerror(errno));
     if (!an_is_dir(p)) return an_fail(err, "%s: exists and is not a folder", p);
     return 0;
+}
+
+int an_trainer_lock(const char *dir, an_error *err) {
+    char path[1100];
+    if (an_path_join(path, sizeof path, dir, "run.lock")) return an_fail(err, "%s: path too long", dir);
+    /* O_CLOEXEC: a child process (none today) must not hold the run's lock after the run ends */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return an_fail(err, "%s: cannot open the run's lock file: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        if (e != EWOULDBLOCK) return an_fail(err, "%s: cannot lock: %s", path, strerror(e));
+        return an_fail(err, "%s: another autoneg train (pid %s) is using this run folder; two runs in one folder would "
+                            "overwrite each other's checkpoints and metrics. Wait for it to end, or train into another "
+                            "--out",
+                       dir, pid[0] ? pid : "unknown");
+    }
+    /* the pid is for the message above only; the lock itself is the flock, which the kernel drops when
+     * this process ends however it ends, so a stale pid in the file never blocks a run */
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)len, 0) != len) {
+        an_fail(err, "%s: cannot write: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* The config of a run from scratch, written to DIR/config.json and read back through the config
@@ -191,6 +227,15 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, cons
                          an_error *err) {
     an_ckpt c;
     if (an_ckpt_read(&c, path, err)) return -1;
+    int rc = an_trainer_apply_ckpt(m, t, opt, &c, st, err);
+    an_ckpt_free(&c);
+    return rc;
+}
+
+int an_trainer_apply_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const an_ckpt *c_in, an_ckpt_state *st,
+                          an_error *err) {
+    const an_ckpt *c = c_in;
+    const char *path = c->path;
     size_t maxel = 1;
     for (int k = 0; k < t->n; k++)
         if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
@@ -202,18 +247,17 @@ int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, cons
         an_optim_moments(opt, k, &m1, &v1);
         float *dst[3] = {p->data, m1, v1};
         for (uint32_t j = 0; j < 3 && !rc; j++) {
-            rc = an_ckpt_get(&c, p->name, j, host, p->numel, err);
+            rc = an_ckpt_get(c, p->name, j, host, p->numel, err);
             if (!rc) m->ops->upload(m->ops, dst[j], host, p->numel * sizeof(float));
         }
     }
-    if (!rc && c.n_tensors != t->n)
-        rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c.n_tensors, t->n);
+    if (!rc && c->n_tensors != t->n)
+        rc = an_fail(err, "%s: holds %d tensors, this run trains %d (another method or model?)", path, c->n_tensors, t->n);
     if (!rc) {
-        *st = c.state;
-        opt->step = (long)c.state.step; /* every step of the run was one optimizer step */
+        *st = c->state;
+        opt->step = (long)c->state.step; /* every step of the run was one optimizer step */
     }
     free(host);
-    an_ckpt_free(&c);
     return rc;
 }
 
@@ -236,15 +280,23 @@ static int write_meta(const char *template_name, const char *out_dir, an_error *
     return an_write_file_atomic(mpath, meta, (size_t)len, err);
 }
 
-int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, an_error *err) {
+/* The test hook's failure, worded as a real full disk's. */
+static int hook_fail(const char *out_dir, an_error *err) {
+    return an_fail(err, "%s/autoneg.json: cannot write: %s (simulated by the test hook)", out_dir, strerror(ENOSPC));
+}
+
+int an_trainer_save_adapter(const an_model *m, const char *template_name, const char *out_dir, int fail_hook,
+                            an_error *err) {
     if (an_trainer_mkdirs(out_dir, err) || an_lora_save(m, out_dir, err)) return -1;
+    if (fail_hook) return hook_fail(out_dir, err);
     return write_meta(template_name, out_dir, err);
 }
 
 int an_trainer_save_final(const an_model *m, const char *tok_path, const char *template_name, const char *out_dir,
-                          an_error *err) {
-    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err) || write_meta(template_name, out_dir, err))
-        return -1;
+                          int fail_hook, an_error *err) {
+    if (an_trainer_mkdirs(out_dir, err) || an_model_save(m, out_dir, err)) return -1;
+    if (fail_hook) return hook_fail(out_dir, err);
+    if (write_meta(template_name, out_dir, err)) return -1;
     /* the tokenizer files transformers and autoneg look for */
     static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                         "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
@@ -265,4 +317,50 @@ int an_trainer_save_final(const an_model *m, const char *tok_path, const char *t
         if (an_file_exists(src) && copy_file(src, dst, err)) return -1;
     }
     return 0;
+}
+
+/* ---------- putting a finished folder in place ---------- */
+
+int an_trainer_remove_tree(const char *path, an_error *err) {
+    DIR *d = opendir(path);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        if (errno == ENOTDIR) return remove(path) ? an_fail(err, "%s: cannot delete: %s", path, strerror(errno)) : 0;
+        return an_fail(err, "%s: cannot list: %s", path, strerror(errno));
+    }
+    int rc = 0;
+    struct dirent *e;
+    char p[1300];
+    while (!rc && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (an_path_join(p, sizeof p, path, e->d_name)) rc = an_fail(err, "%s: path too long", path);
+        else if (an_is_dir(p)) rc = an_trainer_remove_tree(p, err);
+        else if (remove(p) && errno != ENOENT) rc = an_fail(err, "%s: cannot delete: %s", p, strerror(errno));
+    }
+    closedir(d);
+    if (!rc && rmdir(path) && errno != ENOENT) rc = an_fail(err, "%s: cannot delete: %s", path, strerror(errno));
+    return rc;
+}
+
+int an_trainer_publish_dir(const char *tmp, const char *dst, an_error *err) {
+    if (!an_is_dir(dst)) {
+        if (rename(tmp, dst)) return an_fail(err, "%s: cannot rename into place: %s", dst, strerror(errno));
+        return 0;
+    }
+    /* an existing folder: swap the two in one step (Linux renameat2), so dst is always either the whole
+     * old folder or the whole new one; then the old one, now at tmp, is deleted */
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_EXCHANGE) == 0) return an_trainer_remove_tree(tmp, err);
+    if (errno != EINVAL && errno != ENOSYS)
+        return an_fail(err, "%s: cannot swap in %s: %s", dst, tmp, strerror(errno));
+    /* a filesystem without the swap: move the old folder aside first (dst is missing for an instant) */
+    char old[1200];
+    if (snprintf(old, sizeof old, "%s.old", dst) >= (int)sizeof old) return an_fail(err, "%s: path too long", dst);
+    if (an_trainer_remove_tree(old, err)) return -1;
+    if (rename(dst, old)) return an_fail(err, "%s: cannot move aside: %s", dst, strerror(errno));
+    if (rename(tmp, dst)) {
+        int e = errno;
+        rename(old, dst);
+        return an_fail(err, "%s: cannot rename into place: %s", dst, strerror(e));
+    }
+    return an_trainer_remove_tree(old, err);
 }

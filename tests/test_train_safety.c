@@ -1,0 +1,416 @@
+/* Training that fails safe (issue 18): a torn last line of metrics.jsonl, a final/ folder whose write
+ * fails, a damaged newest checkpoint, and runs that diverge or die. The references are runs done here:
+ * an uninterrupted run's final weights byte for byte, and the checkpoint files on disk. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/file.h"
+#include "test.h"
+#include "train/checkpoint.h"
+#include "train/guard.h"
+#include "train/metrics.h"
+#include "train/recipe.h"
+#include "train/trainer.h"
+
+/* A random 2-layer Llama of width 32 over the TinyStories-656K tokenizer (as tests/test_train.c). */
+static const char tiny_config[] =
+    "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"vocab_size\":2048,\"hidden_size\":32,"
+    "\"intermediate_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
+    "\"max_position_embeddings\":64,\"rms_norm_eps\":1e-5,\"rope_theta\":10000.0,\"tie_word_embeddings\":true,"
+    "\"bos_token_id\":1,\"eos_token_id\":2}";
+
+static char data_path[512];
+
+static void write_pairs(const char *path, int n) {
+    static const char *tags[] = {"blurry", "text", "watermark", "signature", "deformed hands", "extra fingers"};
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "{\"prompt\":\"a photo of thing %d, detailed\",\"negative_prompt\":\"", i);
+        for (int t = 0; t < 1 + i % 5; t++) fprintf(f, "%s%s", t ? ", " : "", tags[(i + t) % 6]);
+        fprintf(f, "\"}\n");
+    }
+    fclose(f);
+}
+
+static void set(an_recipe *r, const char *kv) {
+    an_error err;
+    if (an_recipe_set(r, kv, &err)) test_fail_at(__FILE__, __LINE__, "%s: %s", kv, err.msg);
+}
+
+static void tiny_recipe(an_recipe *r, const char *out) {
+    an_error err;
+    an_recipe_defaults(r);
+    if (an_recipe_apply_json(r, "{\"model\":{\"method\":\"full\"}}", "test", &err)) CHECK_MSG(0, "%s", err.msg);
+    char kv[1200];
+    snprintf(kv, sizeof kv, "model_config=%s", tiny_config);
+    set(r, kv);
+    snprintf(kv, sizeof kv, "tokenizer.path=%s", test_shared("models/TinyStories-656K"));
+    set(r, kv);
+    an_recipe_list_append(r, "data.train", data_path, &err);
+    snprintf(kv, sizeof kv, "output.dir=%s", out);
+    set(r, kv);
+    set(r, "data.template=default");
+    set(r, "data.max_length=48");
+    set(r, "data.val_fraction=0.2");
+    set(r, "train.seq_len=48");
+    set(r, "train.batch_size=2");
+    set(r, "train.steps=8");
+    set(r, "optim.lr=0.003");
+    set(r, "schedule.warmup_steps=2");
+    set(r, "eval.every=3");
+}
+
+/* The notes of a run, one per line. */
+static char notes[16384];
+static void take_note(void *ctx, const char *line) {
+    (void)ctx;
+    size_t n = strlen(notes);
+    snprintf(notes + n, sizeof notes - n, "%s\n", line);
+}
+
+static void opts_with_notes(an_trainer_opts *o) {
+    an_trainer_opts_default(o);
+    notes[0] = 0;
+    o->note = take_note;
+}
+
+static void path2(char *out, size_t n, const char *a, const char *b) { snprintf(out, n, "%s/%s", a, b); }
+
+static int same_file(const char *a, const char *b) {
+    an_error err;
+    size_t na = 0, nb = 0;
+    char *x = an_read_file(a, &na, &err), *y = an_read_file(b, &nb, &err);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A file or a folder. */
+static int exists(const char *p) { return an_file_exists(p) || an_is_dir(p); }
+
+static void append_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "ab");
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A full disk while appending to metrics.jsonl leaves its last line cut ({"step":5,"los). --resume
+ * drops that line with a note and finishes the run; a damaged line in the middle stays an error. */
+static void test_torn_metrics_line(void) {
+    char dir[512], metrics[600];
+    path2(dir, sizeof dir, test_tmpdir(), "torn");
+    path2(metrics, sizeof metrics, dir, "metrics.jsonl");
+    an_recipe r;
+    an_error err;
+    an_trainer_opts o;
+    an_trainer_result res;
+    opts_with_notes(&o);
+    tiny_recipe(&r, dir);
+    set(&r, "eval.every=0");
+    o.stop_after = 4;
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    append_text(metrics, "{\"step\":5,\"los");
+    char ckpt[1100];
+    CHECK(an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err) == 1);
+    opts_with_notes(&o);
+    o.resume_ckpt = ckpt;
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    CHECK_CONTAINS(notes, "metrics.jsonl: the last line was cut off");
+    an_metrics_series s;
+    CHECK_MSG(an_metrics_read(metrics, &s, &err) == 0, "%s", err.msg);
+    CHECK(s.n_train == 8);
+    for (size_t i = 0; i < s.n_train; i++) CHECK(s.train_step[i] == (long)i + 1 && isfinite(s.train_loss[i]));
+    CHECK(strstr(notes, "the last line was cut off (line 6") != NULL); /* eval at 0, steps 1-4, the cut line */
+    an_metrics_series_free(&s);
+
+    o.stop_after = 0;
+    /* a damaged line with complete lines after it is not a torn end: an error naming the line */
+    size_t n;
+    char *text = an_read_file(metrics, &n, &err);
+    FILE *f = fopen(metrics, "wb");
+    fputs("{\"step\":1,\"lo\n", f);
+    fwrite(text, 1, n, f);
+    fclose(f);
+    free(text);
+    CHECK(an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err) == 1);
+    o.resume_ckpt = ckpt;
+    CHECK(an_train_run(&r, &o, &res, &err) == -1);
+    CHECK_CONTAINS(err.msg, "metrics.jsonl: line 1: not a JSON object");
+    an_recipe_free(&r);
+}
+
+/* A full disk while writing final/ (the test hook fails the write after the weights file): no partial
+ * final/ is left, an existing final/ stays as it was until a new one is complete, and no temporary
+ * folder remains. */
+static void test_final_write_failure(void) {
+    char dir[512], fin[600], tmp[600], p[700], ckpt[1100];
+    path2(dir, sizeof dir, test_tmpdir(), "final-fail");
+    path2(fin, sizeof fin, dir, "final");
+    path2(tmp, sizeof tmp, dir, "final.tmp");
+    an_recipe r;
+    an_error err;
+    an_trainer_opts o;
+    an_trainer_result res;
+    an_trainer_opts_default(&o);
+    tiny_recipe(&r, dir);
+    set(&r, "train.steps=2");
+    set(&r, "eval.every=0");
+    o.final_write_fail = 1;
+    CHECK(an_train_run(&r, &o, &res, &err) == -1);
+    CHECK_CONTAINS(err.msg, "No space left on device");
+    CHECK_MSG(!exists(fin), "%s exists after a failed write", fin);
+    CHECK(!exists(tmp));
+
+    /* the run resumes from its last checkpoint and writes final/ whole */
+    o.final_write_fail = 0;
+    CHECK(an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err) == 1);
+    o.resume_ckpt = ckpt;
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    const char *files[] = {"config.json", "model.safetensors", "tokenizer.json", "autoneg.json"};
+    for (int i = 0; i < 4; i++) {
+        path2(p, sizeof p, fin, files[i]);
+        CHECK_MSG(an_file_exists(p), "%s missing", p);
+    }
+    char keep[700], marker[700];
+    path2(keep, sizeof keep, dir, "model-before.safetensors");
+    path2(p, sizeof p, fin, "model.safetensors");
+    size_t n;
+    char *w = an_read_file(p, &n, &err);
+    CHECK(w && an_write_file_atomic(keep, w, n, &err) == 0);
+    free(w);
+    path2(marker, sizeof marker, fin, "marker");
+    append_text(marker, "old final\n");
+
+    /* a failed rewrite leaves the old final/ as it was */
+    o.final_write_fail = 1;
+    CHECK(an_train_run(&r, &o, &res, &err) == -1);
+    CHECK(an_file_exists(marker));
+    CHECK(same_file(p, keep));
+    CHECK(!exists(tmp));
+    /* a rewrite that succeeds replaces it whole */
+    o.final_write_fail = 0;
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    CHECK(!an_file_exists(marker));
+    for (int i = 0; i < 4; i++) {
+        path2(p, sizeof p, fin, files[i]);
+        CHECK_MSG(an_file_exists(p), "%s missing", p);
+    }
+    CHECK(!exists(tmp));
+    an_recipe_free(&r);
+}
+
+/* Two checkpoints kept, the newest damaged (one byte flipped, which the checksum catches): the resume
+ * says so, names both, continues from the older one, and ends with the weights of an uninterrupted
+ * run byte for byte. */
+static void test_damaged_newest_checkpoint_falls_back(void) {
+    char ref[512], dir[512], p[700], q[700], ckpt[1100];
+    path2(ref, sizeof ref, test_tmpdir(), "fallback-ref");
+    path2(dir, sizeof dir, test_tmpdir(), "fallback");
+    an_recipe r;
+    an_error err;
+    an_trainer_opts o;
+    an_trainer_result res;
+    an_trainer_opts_default(&o);
+    tiny_recipe(&r, ref);
+    set(&r, "optim.accumulation=2");
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    an_recipe_free(&r);
+
+    tiny_recipe(&r, dir);
+    set(&r, "optim.accumulation=2");
+    set(&r, "checkpoint.every=2");
+    set(&r, "checkpoint.keep=2");
+    o.stop_after = 6;
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    CHECK(an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err) == 1);
+    CHECK_CONTAINS(ckpt, "step-00000006.ckpt");
+    snprintf(p, sizeof p, "%s/checkpoints/step-00000004.ckpt", dir);
+    CHECK(an_file_exists(p));
+    /* flip one byte in the middle of the tensor data */
+    size_t n;
+    unsigned char *b = (unsigned char *)an_read_file(ckpt, &n, &err);
+    CHECK(b && n > 1000);
+    b[n / 2] ^= 0x10;
+    CHECK(an_write_file_atomic(ckpt, b, n, &err) == 0);
+    free(b);
+
+    opts_with_notes(&o);
+    o.resume_ckpt = ckpt;
+    CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
+    CHECK(res.steps_done == 8);
+    CHECK_CONTAINS(notes, "step-00000006.ckpt: checkpoint checksum mismatch (the file is damaged)");
+    CHECK_CONTAINS(notes, "falling back to the older checkpoint");
+    CHECK_CONTAINS(notes, "resuming from ");
+    CHECK_CONTAINS(notes, "step-00000004.ckpt at step 4 of 8");
+    path2(p, sizeof p, ref, "final/model.safetensors");
+    path2(q, sizeof q, dir, "final/model.safetensors");
+    CHECK_MSG(same_file(p, q), "%s differs from the uninterrupted run's", q);
+    an_metrics_series s;
+    path2(p, sizeof p, dir, "metrics.jsonl");
+    CHECK(an_metrics_read(p, &s, &err) == 0 && s.n_train == 8);
+    an_metrics_series_free(&s);
+    an_recipe_free(&r);
+}
+
+/* The step N of "DIR/checkpoints/step-N.ckpt" named in a message, or -1. */
+static long named_step(const char *msg, char *path, size_t size) {
+    const char *s = strstr(msg, "step-");
+    if (!s) return -1;
+    const char *start = s;
+    while (start > msg && start[-1] != ' ') start--;
+    const char *end = strstr(s, ".ckpt");
+    if (!end) return -1;
+    end += 5;
+    snprintf(path, size, "%.*s", (int)(end - start), start);
+    return strtol(s + 5, NULL, 10);
+}
+
+/* After a stop for divergence: the named checkpoint exists and predates the first bad update, and a
+ * resume from it at a sane rate trains (finite losses; the final evaluation below the first). */
+static void resume_sanely(an_recipe *r, const char *dir, const char *msg, const char *lr) {
+    char ckpt[1100], kv[64];
+    long step = named_step(msg, ckpt, sizeof ckpt);
+    CHECK_MSG(step == 0, "the named checkpoint is at step %ld; the first update (step 1) was the bad one", step);
+    if (step < 0) return;
+    CHECK_MSG(an_file_exists(ckpt), "%s was deleted", ckpt);
+    /* the newer checkpoints hold bad weights: --resume DIR must pick the named one */
+    char latest[1100];
+    an_error e0;
+    CHECK(an_trainer_find_resume(dir, latest, sizeof latest, &e0) == 1);
+    CHECK_STR(latest, ckpt);
+    an_trainer_opts o;
+    an_trainer_result res;
+    an_error err;
+    an_trainer_opts_default(&o);
+    o.resume_ckpt = ckpt;
+    snprintf(kv, sizeof kv, "optim.lr=%s", lr);
+    set(r, kv);
+    CHECK_MSG(an_train_run(r, &o, &res, &err) == 0, "%s", err.msg);
+    an_metrics_series s;
+    char p[700];
+    path2(p, sizeof p, dir, "metrics.jsonl");
+    CHECK_MSG(an_metrics_read(p, &s, &err) == 0, "%s", err.msg);
+    CHECK(s.n_train == (size_t)r->train.steps);
+    for (size_t i = 0; i < s.n_train; i++) CHECK_MSG(isfinite(s.train_loss[i]), "step %ld: loss %g", s.train_step[i], s.train_loss[i]);
+    CHECK(s.n_eval >= 2);
+    if (s.n_eval >= 2)
+        CHECK_MSG(s.eval_loss[s.n_eval - 1] < s.eval_loss[0] - 0.3, "eval loss %g -> %g", s.eval_loss[0],
+                  s.eval_loss[s.n_eval - 1]);
+    an_metrics_series_free(&s);
+}
+
+/* optim.lr=1e30 with a checkpoint every step and checkpoint.keep=1: step 1's update makes the weights
+ * huge but finite, so the loss only overflows at step 2. The run must stop naming a checkpoint from
+ * before step 1's update (step 0), keep it, and say what rate to try. */
+static void test_exploding_full_run(void) {
+    char dir[512];
+    path2(dir, sizeof dir, test_tmpdir(), "explode");
+    an_recipe r;
+    an_error err;
+    an_trainer_opts o;
+    an_trainer_result res;
+    an_trainer_opts_default(&o);
+    tiny_recipe(&r, dir);
+    set(&r, "optim.lr=1e30");
+    set(&r, "optim.clip=0");
+    set(&r, "checkpoint.every=1");
+    set(&r, "checkpoint.keep=1");
+    set(&r, "schedule.type=constant");
+    set(&r, "schedule.warmup_steps=0");
+    set(&r, "schedule.warmup_ratio=0");
+    CHECK(an_train_run(&r, &o, &res, &err) == -1);
+    CHECK_CONTAINS(err.msg, "optim.lr");
+    CHECK_CONTAINS(err.msg, "1e+29"); /* the advice: a tenth of the rate */
+    char fin[600];
+    path2(fin, sizeof fin, dir, "final");
+    CHECK(!exists(fin));
+    resume_sanely(&r, dir, err.msg, "0.003");
+    an_recipe_free(&r);
+}
+
+/* LoRA at optim.lr=1e6 on the real TinyStories-656K: the first update wrecks the adapters and the
+ * loss freezes with a gradient norm of 0. The run must stop (not exit 0 as if it had trained), name
+ * a checkpoint from before the trouble, and a resume from it at a sane rate trains. */
+static void test_dead_lora_run(void) {
+    char dir[512], kv[1200];
+    path2(dir, sizeof dir, test_tmpdir(), "dead-lora");
+    an_recipe r;
+    an_error err;
+    an_trainer_opts o;
+    an_trainer_result res;
+    an_trainer_opts_default(&o);
+    an_recipe_defaults(&r);
+    snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
+    set(&r, kv);
+    set(&r, "model.method=lora");
+    an_recipe_list_append(&r, "data.train", test_shared("data/comfyui-promptstylers/sdxl_styles_horror.json"), &err);
+    snprintf(kv, sizeof kv, "output.dir=%s", dir);
+    set(&r, kv);
+    set(&r, "data.template=default");
+    set(&r, "data.max_length=64");
+    set(&r, "train.seq_len=64");
+    set(&r, "train.batch_size=4");
+    set(&r, "data.val_fraction=0.1");
+    set(&r, "eval.samples=24");
+    set(&r, "train.steps=30");
+    set(&r, "optim.lr=1e6");
+    set(&r, "schedule.type=constant");
+    set(&r, "schedule.warmup_steps=0");
+    set(&r, "schedule.warmup_ratio=0");
+    set(&r, "checkpoint.every=1");
+    set(&r, "checkpoint.keep=1");
+    set(&r, "eval.every=0");
+    CHECK(an_train_run(&r, &o, &res, &err) == -1);
+    CHECK_CONTAINS(err.msg, "optim.lr");
+    char fin[600];
+    path2(fin, sizeof fin, dir, "final");
+    CHECK(!exists(fin));
+    set(&r, "train.steps=8");
+    resume_sanely(&r, dir, err.msg, "0.01");
+    an_recipe_free(&r);
+}
+
+/* The rules of train/guard.h on made-up sequences: a run of exactly-zero gradient norms trips after
+ * AN_GUARD_ZERO_STEPS steps and blames the update before its first step; a shorter run does not; a
+ * tenfold weight-norm growth trips, a ninefold one does not; non-finite values blame the update before. */
+static void test_guard_rules(void) {
+    an_guard g;
+    an_guard_init(&g, 5.0);
+    for (long k = 1; k <= 3; k++) CHECK(an_guard_before_update(&g, k, 2.0, 0.5) == AN_GUARD_OK);
+    for (long k = 4; k < 4 + AN_GUARD_ZERO_STEPS - 1; k++) CHECK(an_guard_before_update(&g, k, 2.0, 0.0) == AN_GUARD_OK);
+    CHECK(an_guard_safe_step(&g, 12) == 2); /* the zero run began at step 4: update 3 is suspect */
+    CHECK(an_guard_before_update(&g, 13, 2.0, 0.1) == AN_GUARD_OK); /* one nonzero step ends the run */
+    CHECK(an_guard_safe_step(&g, 13) == 12);
+    for (long k = 14; k < 14 + AN_GUARD_ZERO_STEPS - 1; k++) CHECK(an_guard_before_update(&g, k, 2.0, 0.0) == AN_GUARD_OK);
+    CHECK(an_guard_before_update(&g, 14 + AN_GUARD_ZERO_STEPS - 1, 2.0, 0.0) == AN_GUARD_DEAD);
+    CHECK(g.bad_update == 13);
+    an_guard_init(&g, 5.0);
+    CHECK(an_guard_after_update(&g, 1, 5.0 * 9.9) == AN_GUARD_OK);
+    CHECK(an_guard_after_update(&g, 2, 5.0 * 9.9 * 10.01) == AN_GUARD_EXPLODED && g.bad_update == 2);
+    an_guard_init(&g, 5.0);
+    CHECK(an_guard_after_update(&g, 1, NAN) == AN_GUARD_EXPLODED && g.bad_update == 1);
+    an_guard_init(&g, 5.0);
+    CHECK(an_guard_before_update(&g, 7, INFINITY, 1.0) == AN_GUARD_NONFINITE && g.bad_update == 6);
+    an_guard_init(&g, 5.0);
+    CHECK(an_guard_before_update(&g, 7, 1.0, NAN) == AN_GUARD_NONFINITE && g.bad_update == 6);
+    an_guard_init(&g, 0.0); /* no starting norm (all zero): the growth rule cannot judge */
+    CHECK(an_guard_after_update(&g, 1, 1.0) == AN_GUARD_OK);
+}
+
+int main(void) {
+    omp_set_num_threads(1); /* same seed, same bits needs a fixed thread count */
+    path2(data_path, sizeof data_path, test_tmpdir(), "pairs.jsonl");
+    write_pairs(data_path, 40);
+    RUN(test_guard_rules);
+    RUN(test_torn_metrics_line);
+    RUN(test_final_write_failure);
+    RUN(test_damaged_newest_checkpoint_falls_back);
+    RUN(test_exploding_full_run);
+    RUN(test_dead_lora_run);
+    return test_finish();
+}
