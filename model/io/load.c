@@ -75,6 +75,7 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
             an_fail_prefix(err, "%s: tensor %s", file, t->name);
             goto done;
         }
+        if (an_st_check_finite(t, p->transposed ? tmp : buf, file, err)) goto done;
         if (p->transposed) { /* Conv1D [in, out] -> [out, in] */
             int rows = (int)p->shape[0], cols = (int)p->shape[1];
             for (int r = 0; r < rows; r++)

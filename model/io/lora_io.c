@@ -285,11 +285,7 @@ an_lora *an_lora_open(an_model *m, const char *dir, an_error *err) {
             const an_st_tensor *t = an_st_expect(&st, key, 2, shape, err);
             if (!t || an_st_to_f32(t, k ? tmp : host, err)) goto done;
             used++;
-            for (size_t j = 0; j < p->numel; j++)
-                if (!isfinite((k ? tmp : host)[j])) {
-                    an_fail(err, "%s: tensor %s holds a NaN or infinite value", wpath, key);
-                    goto done;
-                }
+            if (an_st_check_finite(t, k ? tmp : host, wpath, err)) goto done;
             if (k == 1) { /* lora_B [out, r] -> bt [r, out] */
                 if (permuted_rows(m, mod)) permute_b(m, mod, tmp, host, -1);
                 for (int o = 0; o < mod->out; o++)

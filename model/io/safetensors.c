@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,4 +419,12 @@ int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err) {
     default:
         return an_fail(err, "tensor \"%s\": dtype %s is not a floating-point type", t->name, an_dtype_name(t->dtype));
     }
+}
+
+int an_st_check_finite(const an_st_tensor *t, const float *v, const char *file, an_error *err) {
+    size_t n = (size_t)an_st_numel(t);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return an_fail(err, "%s: tensor %s holds a NaN or infinite value (first at element %zu)", file, t->name, i);
+    return 0;
 }
