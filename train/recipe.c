@@ -268,7 +268,7 @@ static int apply_enum(an_recipe *r, const field *f, const cJSON *v, const char *
         size_t used = strlen(allowed);
         snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "", f->names[i]);
     }
-    return an_fail(err, "%s: %s: must be one of %s, found \"%.100s\"", src, f->path, allowed, v->valuestring);
+    return an_fail(err, "%s: %s: must be one of %s, found %s", src, f->path, allowed, AN_QUOTE(v->valuestring));
 }
 
 static int apply_strlist(an_recipe *r, const field *f, const cJSON *v, const char *src, an_error *err) {

@@ -86,7 +86,7 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
     for (int i = 0; i < st->n_tensors; i++) {
         if (!used[i] && !ignorable(m, st->tensors[i].name)) {
             an_fail(err, "%s: unexpected tensor %s (not part of a %s model with this config)", file,
-                    st->tensors[i].name, m->cfg.architecture);
+                    AN_QUOTE(st->tensors[i].name), m->cfg.architecture);
             goto done;
         }
     }

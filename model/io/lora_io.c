@@ -193,7 +193,7 @@ static int read_config(an_lora_config *c, char *base, size_t base_cap, const cha
     }
     v = cJSON_GetObjectItemCaseSensitive(o, "bias");
     if (cJSON_IsString(v) && strcmp(v->valuestring, "none") != 0) {
-        an_fail(err, "%s: bias \"%s\" is not supported (only \"none\")", path, v->valuestring);
+        an_fail(err, "%s: bias %s is not supported (only \"none\")", path, AN_QUOTE(v->valuestring));
         goto done;
     }
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "lora_bias"))) {
@@ -219,8 +219,8 @@ static int read_config(an_lora_config *c, char *base, size_t base_cap, const cha
     v = cJSON_GetObjectItemCaseSensitive(o, "target_modules");
     if (cJSON_IsString(v)) {
         if (strcmp(v->valuestring, "all-linear") != 0) {
-            an_fail(err, "%s: target_modules is the regular expression \"%s\"; only a list of names (or \"all-linear\") "
-                    "is supported", path, v->valuestring);
+            an_fail(err, "%s: target_modules is the regular expression %s; only a list of names (or \"all-linear\") "
+                    "is supported", path, AN_QUOTE(v->valuestring));
             goto done;
         }
         if (an_lora_config_add_target(c, "all-linear", err)) goto done;
