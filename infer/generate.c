@@ -64,8 +64,9 @@ static void finish(gen *g, int j, an_stop_reason why) {
     jb->slot = -1;
 }
 
-/* The next token of sequence j from its logits. */
-static void take_token(gen *g, int j, const float *logits) {
+/* The next token of sequence j from its logits; -1 when the sampler finds none to draw (logits that
+ * are not numbers), which ends the whole run with that error rather than emit a garbage id. */
+static int take_token(gen *g, int j, const float *logits, an_error *err) {
     job *jb = &g->jobs[j];
     an_gen_output *out = &g->out[j];
     if (out->n < g->o->min_tokens && g->o->n_stop_ids > 0) {
@@ -78,9 +79,10 @@ static void take_token(gen *g, int j, const float *logits) {
         logits = g->masked;
     }
     int32_t id = an_sampler_sample(g->smp, &g->o->sampling, logits, jb->hist, (size_t)(jb->used + out->n), &jb->rng);
+    if (id < 0) return an_sampler_no_token(&g->o->sampling, err);
     if (is_stop(g->o, id)) {
         finish(g, j, AN_STOP_EOS);
-        return;
+        return 0;
     }
     jb->hist[jb->used + out->n++] = id;
     if (g->o->on_token && g->o->on_token(g->o->ctx, j, id))
@@ -89,6 +91,7 @@ static void take_token(gen *g, int j, const float *logits) {
         finish(g, j, AN_STOP_MAX_TOKENS);
     else if (jb->used + out->n - 1 >= g->max_T) /* no position left to feed it at */
         finish(g, j, AN_STOP_CONTEXT);
+    return 0;
 }
 
 static uint64_t stream_seed(uint64_t seed, int j) {
@@ -134,7 +137,11 @@ static int run(gen *g, int J, an_error *err) {
                 rc = -1;
                 goto done;
             }
-            for (int i = 0; i < n; i++) take_token(g, which[i], logits + (size_t)i * V);
+            for (int i = 0; i < n; i++)
+                if (take_token(g, which[i], logits + (size_t)i * V, err)) {
+                    rc = -1;
+                    goto done;
+                }
         }
         /* one decode step for every running sequence */
         n = 0;
@@ -157,7 +164,11 @@ static int run(gen *g, int J, an_error *err) {
             rc = -1;
             goto done;
         }
-        for (int i = 0; i < n; i++) take_token(g, which[i], logits + (size_t)i * V);
+        for (int i = 0; i < n; i++)
+            if (take_token(g, which[i], logits + (size_t)i * V, err)) {
+                rc = -1;
+                goto done;
+            }
     }
 done:
     free(logits);

@@ -70,7 +70,8 @@ static void select_top(an_candidate *c, int n, int k) {
     }
 }
 
-/* Fills s->cand[0..n) and s->prob[0..n) (normalised); returns n. */
+/* Fills s->cand[0..n) and s->prob[0..n) (normalised); returns n, 0 when no token can be drawn (see
+ * sampler.h: no logit is a number, or the temperature scaled one past the float range). */
 static int candidates(an_sampler *s, const an_sampler_params *p, const float *logits, const int32_t *history,
                       size_t n_history) {
     int V = s->V;
@@ -86,10 +87,15 @@ static int candidates(an_sampler *s, const an_sampler_params *p, const float *lo
         for (size_t h = 0; h < n_history; h++)
             if (history[h] >= 0 && history[h] < V) s->seen[history[h]] = 0;
     }
+    /* a NaN logit is a token that is never drawn: as -inf it sorts last, gets probability 0, and keeps
+     * better() a consistent order for qsort */
+    for (int i = 0; i < V; i++)
+        if (isnan(s->cand[i].logit)) s->cand[i].logit = -INFINITY;
     if (p->temperature == 0.0f) {
         int best = 0;
         for (int i = 1; i < V; i++)
             if (better(&s->cand[i], &s->cand[best])) best = i;
+        if (s->cand[best].logit == -INFINITY) return 0; /* every token impossible */
         s->cand[0] = s->cand[best];
         s->prob[0] = 1.0;
         return 1;
@@ -105,6 +111,8 @@ static int candidates(an_sampler *s, const an_sampler_params *p, const float *lo
     }
     float mx = s->cand[0].logit;
     for (int i = 1; i < n; i++) mx = s->cand[i].logit > mx ? s->cand[i].logit : mx;
+    /* -inf: every token impossible; +inf: the temperature overflowed a logit, and inf - inf is NaN */
+    if (!isfinite(mx)) return 0;
     double sum = 0;
     for (int i = 0; i < n; i++) sum += s->prob[i] = exp((double)s->cand[i].logit - mx);
     for (int i = 0; i < n; i++) s->prob[i] /= sum;
@@ -142,6 +150,7 @@ int an_sampler_distribution(an_sampler *s, const an_sampler_params *p, const flo
 int32_t an_sampler_sample(an_sampler *s, const an_sampler_params *p, const float *logits, const int32_t *history,
                           size_t n_history, an_rng *rng) {
     int n = candidates(s, p, logits, history, n_history);
+    if (n <= 0) return -1;
     if (n == 1) return s->cand[0].id;
     double u = (double)an_rng_uniform(rng), cum = 0;
     for (int i = 0; i < n; i++) {
@@ -149,4 +158,12 @@ int32_t an_sampler_sample(an_sampler *s, const an_sampler_params *p, const float
         if (u < cum) return s->cand[i].id;
     }
     return s->cand[n - 1].id; /* u within rounding of 1 */
+}
+
+int an_sampler_no_token(const an_sampler_params *p, an_error *err) {
+    if (p->temperature > 0.0f && p->temperature < 1e-3f)
+        return an_fail(err, "sampler: no token can be drawn: --temperature %g scales the logits past the float range "
+                            "or they are not numbers (use 0 for greedy decoding)", (double)p->temperature);
+    return an_fail(err, "sampler: no token can be drawn: every logit is NaN or -inf (the model's weights or "
+                        "activations are not finite numbers)");
 }

@@ -8,7 +8,13 @@
  * - top-k (0 = off): the k most likely tokens;
  * - top-p (1 = off): the smallest set of most likely tokens whose probability reaches p;
  * - min-p (0 = off): tokens at least min_p times as likely as the most likely one;
- * then the kept probabilities are renormalised and one token is drawn with the caller's an_rng. */
+ * then the kept probabilities are renormalised and one token is drawn with the caller's an_rng.
+ *
+ * Logits that are not numbers: a NaN logit is a token that is never drawn (as if it were -inf). When
+ * no token can be drawn -- every logit NaN or -inf, or the temperature so small that a logit divided
+ * by it overflows to +inf (--temperature 1e-45), leaving the softmax undefined -- the distribution
+ * is empty (0 tokens kept, all probabilities 0) and an_sampler_sample returns -1; the caller reports
+ * it (an_sampler_no_token_message). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,8 +54,11 @@ void an_sampler_free(an_sampler *s);
  * tokens kept. */
 int an_sampler_distribution(an_sampler *s, const an_sampler_params *p, const float *logits, const int32_t *history,
                             size_t n_history, double *probs_out);
-/* Draws the next token. */
+/* Draws the next token; -1 when no token can be drawn (see the top of this file). */
 int32_t an_sampler_sample(an_sampler *s, const an_sampler_params *p, const float *logits, const int32_t *history,
                           size_t n_history, an_rng *rng);
+
+/* The message for a -1 from an_sampler_sample, naming the likely cause for these params. */
+int an_sampler_no_token(const an_sampler_params *p, an_error *err);
 
 #endif

@@ -286,6 +286,7 @@ int an_nf4_weights_read(an_model *m, const an_safetensors *st, const char *file,
                 an_fail_prefix(err, "%s: tensor %s", file, p->name);
                 goto done;
             }
+            if (an_st_check_finite(t, host, file, err)) goto done;
             an_nf4_tensor *q = an_nf4_weights_slot(m, p, err);
             if (!q) goto done;
             if (an_nf4_tensor_quantize(q, host, p->shape[0], p->shape[1], quant_blocksize, double_quant, err)) {

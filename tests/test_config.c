@@ -213,6 +213,24 @@ static void test_bad_configs(void) {
     expect_error(test_tmp_path("nonexistent.json"), NULL, "cannot open");
 }
 
+/* A 100 KB hidden_act: the error quotes 80 bytes of it and its length (an_quote), not 1 KB of it. */
+static void test_long_value_is_cut(void) {
+    enum { N = 100000 };
+    char *v = malloc(N + 3);
+    v[0] = '"';
+    memset(v + 1, 'g', N);
+    v[N + 1] = '"';
+    v[N + 2] = 0;
+    const char *path = variant("longact.json", "hidden_act", v);
+    char want[200];
+    snprintf(want, sizeof want, "\"%.80s...\" (100000 bytes) is not supported", v + 1);
+    expect_error(path, "\"hidden_act\"", want);
+    an_model_config c;
+    an_error e;
+    if (an_config_load(&c, path, &e) != 0) CHECK_MSG(strlen(e.msg) < 400, "%zu-byte message", strlen(e.msg));
+    free(v);
+}
+
 static void test_validate_and_save_refusals(void) {
     an_model_config c;
     an_error e;
@@ -238,6 +256,7 @@ int main(void) {
     RUN(test_internlm2_and_legacy_rope);
     RUN(test_dtype_spellings);
     RUN(test_bad_configs);
+    RUN(test_long_value_is_cut);
     RUN(test_validate_and_save_refusals);
     return test_finish();
 }

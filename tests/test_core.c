@@ -1,5 +1,6 @@
 /* core/: errors, files, random numbers. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,34 @@ static void test_error_formats_and_prefixes(void) {
     an_fail_prefix(&e, "loading %s", "m");
     CHECK_STR(e.msg, "loading m: x.json: bad 3");
     CHECK(an_fail(NULL, "ignored") == -1);
+}
+
+/* an_quote: short text whole in quotes; long text cut at 80 bytes (never inside a UTF-8 sequence)
+ * with "..." and the total length; control bytes escaped so a message stays one line. */
+static void test_quote(void) {
+    char q[AN_QUOTE_CAP];
+    CHECK_STR(an_quote(q, sizeof q, "abc", 3), "\"abc\"");
+    CHECK_STR(an_quote(q, sizeof q, "a\nb\tc\x01", 6), "\"a\\nb\\tc\\x01\"");
+    CHECK_STR(an_quote(q, sizeof q, NULL, 0), "\"\"");
+    enum { N = 100000 };
+    char *big = malloc(N);
+    memset(big, 'z', N);
+    char want[200];
+    snprintf(want, sizeof want, "\"%.80s...\" (100000 bytes)", big);
+    CHECK_STR(an_quote(q, sizeof q, big, N), want);
+    /* exactly 80 bytes: whole */
+    snprintf(want, sizeof want, "\"%.80s\"", big);
+    CHECK_STR(an_quote(q, sizeof q, big, 80), want);
+    /* a 2-byte character straddling byte 80 is left out whole: 79 z then "\xc3\xa9" */
+    big[79] = (char)0xc3;
+    big[80] = (char)0xa9;
+    snprintf(want, sizeof want, "\"%.79s...\" (100000 bytes)", big);
+    CHECK_STR(an_quote(q, sizeof q, big, N), want);
+    /* a small buffer still gets a terminated, shortened result */
+    char small[16];
+    an_quote(small, sizeof small, big, N);
+    CHECK(strlen(small) < sizeof small);
+    free(big);
 }
 
 static void test_atomic_write_and_read_back(void) {
@@ -74,6 +103,7 @@ static void test_hash_uniform_matches_splitmix64(void) {
 
 int main(void) {
     RUN(test_error_formats_and_prefixes);
+    RUN(test_quote);
     RUN(test_atomic_write_and_read_back);
     RUN(test_rng_is_repeatable_and_uniform);
     RUN(test_hash_uniform_matches_splitmix64);

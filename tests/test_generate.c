@@ -266,6 +266,36 @@ static void test_min_tokens(void) {
     an_session_close(&s);
 }
 
+/* Logits that are not numbers end generate with the sampler's error, not a garbage id: an LM head
+ * of NaN (every logit NaN), and --temperature 1e-45 on the real weights (logits / 1e-45 overflow). */
+static void test_nan_logits_fail(void) {
+    an_session s;
+    an_error e;
+    if (an_session_open(&s, an_ops_cpu(), test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    const int32_t p0[] = {5, 6, 7};
+    an_gen_prompt pr[1] = {{p0, 3}};
+    an_gen_opts o = an_gen_defaults();
+    o.max_tokens = 4;
+    an_gen_output out[1];
+    memset(out, 0, sizeof out);
+    o.sampling.temperature = 1e-45f;
+    e.msg[0] = 0;
+    CHECK(an_generate(s.model, s.model->lora, pr, 1, -1, &o, out, &e) != 0);
+    CHECK_CONTAINS(e.msg, "no token can be drawn: --temperature 1.4013e-45");
+    an_param *head = s.model->lm_head ? s.model->lm_head : s.model->tok_emb;
+    for (size_t i = 0; i < head->numel; i++) ((float *)head->data)[i] = NAN;
+    for (int greedy = 0; greedy < 2; greedy++) {
+        o.sampling.temperature = greedy ? 0.0f : 1.0f;
+        e.msg[0] = 0;
+        CHECK(an_generate(s.model, s.model->lora, pr, 1, -1, &o, out, &e) != 0);
+        CHECK_CONTAINS(e.msg, "no token can be drawn: every logit is NaN");
+    }
+    an_session_close(&s);
+}
+
 /* ---- the CLI end to end ---- */
 
 static char cmd[8192];
@@ -420,6 +450,7 @@ int main(void) {
     RUN(test_perplexity_matches_transformers);
     RUN(test_template_from_model_folder);
     RUN(test_min_tokens);
+    RUN(test_nan_logits_fail);
     RUN(test_cli);
     return test_finish();
 }

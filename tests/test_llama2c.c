@@ -1,11 +1,14 @@
 /* model/llama2c: the real stories260K checkpoint as a Hugging Face-named view, an untied variant,
  * the version-1 layout, and truncated / corrupt headers. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/file.h"
+#include "kernels/ops.h"
 #include "model/io/llama2c.h"
+#include "model/model.h"
 #include "tests/test.h"
 
 static const char *stories(void) { return test_shared("models/stories260K/stories260K.bin"); }
@@ -251,11 +254,36 @@ static void test_permute_qk(void) {
     CHECK_NEAR(worst, 0, 1e-12);
 }
 
+/* A llama2.c .bin with an infinity planted in the token embedding (the first tensor, right after the
+ * 28-byte header): the load names the file, the tensor and the element. */
+static void test_nonfinite_bin_rejected(void) {
+    size_t n;
+    an_error e;
+    char *b = an_read_file(stories(), &n, &e);
+    if (!b) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    const float inf = INFINITY;
+    memcpy(b + 28 + 4 * 11, &inf, 4);
+    const char *p = test_tmp_path("inf.bin");
+    CHECK(an_write_file_atomic(p, b, n, &e) == 0);
+    free(b);
+    e.msg[0] = 0;
+    an_model *m = an_model_load(p, an_ops_cpu(), &e);
+    CHECK(m == NULL);
+    an_model_free(m);
+    char want[600];
+    snprintf(want, sizeof want, "%s: tensor model.embed_tokens.weight holds a NaN or infinite value (first at element 11)", p);
+    CHECK_STR(e.msg, want);
+}
+
 int main(void) {
     RUN(test_stories260k);
     RUN(test_untied_classifier);
     RUN(test_version1_layout);
     RUN(test_bad_files);
     RUN(test_permute_qk);
+    RUN(test_nonfinite_bin_rejected);
     return test_finish();
 }

@@ -1,9 +1,11 @@
 /* metrics.jsonl, the loss-curve SVG, the progress line, and a run folder holding all three outputs
  * (metrics.jsonl, a TensorBoard event file, loss.svg) as the trainer will write them. */
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/file.h"
 #include "tests/test.h"
@@ -193,6 +195,75 @@ static void test_nice_axis(void) {
     CHECK_NEAR(t, 0.01, 1e-12);
     CHECK_NEAR(a, 2.31, 1e-9);
     CHECK_NEAR(b, 2.37, 1e-9);
+}
+
+/* Degenerate ranges once looped forever (a zero tick never grew), and the hang sat at the end of
+ * training where SIGTERM could not reach it. The alarm turns a hang into a failed run instead of a
+ * stuck test binary. */
+static int axis_sane(double lo, double hi, int max_ticks, double a, double b, double t) {
+    return isfinite(a) && isfinite(b) && isfinite(t) && t > 0 && a <= b && (b - a) / t <= max_ticks + 1e-9 &&
+           (!isfinite(lo) || a <= fmax(lo, -1e300)) && (!isfinite(hi) || b >= fmin(hi, 1e300)); /* clamped there */
+}
+
+static void test_nice_axis_degenerate(void) {
+    alarm(20);
+    double a, b, t;
+    /* constant 2.5: widened to [2, 3], range 1 / 6 ticks = 0.167 -> 0.2; 2 / 0.2 = 10 and 3 / 0.2 = 15
+     * are whole, so the ends stay at 2 and 3 */
+    an_svg_nice_axis(2.5, 2.5, 6, &a, &b, &t);
+    CHECK_NEAR(a, 2, 1e-12);
+    CHECK_NEAR(b, 3, 1e-12);
+    CHECK_NEAR(t, 0.2, 1e-12);
+    /* constant 1e17: +-0.5 is below its float spacing (16), so widening by a unit gives range 0; the
+     * widening must scale with the value: 1e17 * (1 +- 1e-6) ... any sane axis around it */
+    const double vals[] = {1e17, -3e20, 1e38, -1e38, 1e300, DBL_MAX, 1e-300, 0};
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        an_svg_nice_axis(vals[i], vals[i], 6, &a, &b, &t);
+        CHECK_MSG(axis_sane(vals[i], vals[i], 6, a, b, t), "constant %g: axis [%g, %g] tick %g", vals[i], a, b, t);
+    }
+    /* a range wider than DBL_MAX (hi - lo overflows) */
+    an_svg_nice_axis(-DBL_MAX, DBL_MAX, 6, &a, &b, &t);
+    CHECK_MSG(isfinite(a) && isfinite(b) && isfinite(t) && t > 0 && a < b, "[-max, max]: [%g, %g] tick %g", a, b, t);
+    an_svg_nice_axis(-1e38, 1e38, 6, &a, &b, &t);
+    CHECK_MSG(axis_sane(-1e38, 1e38, 6, a, b, t), "[-1e38, 1e38]: [%g, %g] tick %g", a, b, t);
+    /* not numbers: the unit axis [0, 1] with 0.2 ticks (nothing to cover) */
+    const double bad[][2] = {{NAN, NAN}, {NAN, 1}, {0, NAN}, {INFINITY, INFINITY}, {-INFINITY, INFINITY}, {1, INFINITY}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        an_svg_nice_axis(bad[i][0], bad[i][1], 6, &a, &b, &t);
+        CHECK_MSG(isfinite(a) && isfinite(b) && t > 0 && (b - a) / t <= 6 + 1e-9, "[%g, %g]: [%g, %g] tick %g",
+                  bad[i][0], bad[i][1], a, b, t);
+    }
+    an_svg_nice_axis(NAN, NAN, 6, &a, &b, &t);
+    CHECK(a == 0 && b == 1 && fabs(t - 0.2) <= 1e-12);
+    alarm(0);
+}
+
+/* The whole writer on constant, huge and non-finite series: it ends, and writes well-formed XML. */
+static void test_svg_degenerate_series(void) {
+    alarm(30);
+    long st[4] = {5, 6, 7, 8}, one[4] = {3, 3, 3, 3};
+    const double cases[][4] = {{2, 2, 2, 2}, {1e38, 1e38, 1e38, 1e38}, {1e17, 1e17, 1e17, 1e17},
+                               {NAN, 2, INFINITY, 2}, {-1e38, 1e38, NAN, -INFINITY}, {DBL_MAX, -DBL_MAX, 0, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        for (int same = 0; same < 2; same++) {
+            an_metrics_series s = {same ? one : st, (double *)cases[c], 4, same ? one : st, (double *)cases[c], 4};
+            an_error err;
+            char *svg = an_loss_svg_render(&s, NULL, &err);
+            CHECK_MSG(svg != NULL, "case %zu: %s", c, err.msg);
+            const char *why = svg ? xml_problem(svg) : NULL;
+            CHECK_MSG(why == NULL, "case %zu: %s", c, why);
+            CHECK_MSG(!svg || (!strstr(svg, "nan") && !strstr(svg, "inf")), "case %zu: a non-number in the SVG", c);
+            CHECK_MSG(!svg || strlen(svg) < 100000, "case %zu: %zu bytes", c, svg ? strlen(svg) : 0);
+            free(svg);
+        }
+    }
+    /* all NaN / Inf: nothing to plot, an error */
+    double allbad[4] = {NAN, INFINITY, -INFINITY, NAN};
+    an_metrics_series s = {st, allbad, 4, NULL, NULL, 0};
+    an_error err;
+    CHECK(an_loss_svg_render(&s, NULL, &err) == NULL);
+    CHECK_CONTAINS(err.msg, "no finite loss");
+    alarm(0);
 }
 
 static void test_svg_points_and_form(void) {
@@ -410,6 +481,8 @@ int main(void) {
     RUN(test_metrics_read_errors_and_crash_tail);
     RUN(test_metrics_resume);
     RUN(test_nice_axis);
+    RUN(test_nice_axis_degenerate);
+    RUN(test_svg_degenerate_series);
     RUN(test_svg_points_and_form);
     RUN(test_svg_gaps_caps_and_errors);
     RUN(test_progress_format);

@@ -173,6 +173,36 @@ static void test_bad_model_files_name_file_and_tensor(void) {
     CHECK_CONTAINS(e.msg, "/nonexistent/model-folder");
 }
 
+/* A weight that is NaN or infinite fails the load, naming the file, the tensor and the first bad
+ * element (before, perplexity printed nll=nan and exited 0, and training blamed itself). The folder
+ * is the llama fixture saved again with one value planted: a NaN at element 5 of one tensor in one
+ * folder, an infinity at element 7 of another in a second. */
+static void expect_nonfinite_rejected(int param, size_t elem, float value, const char *tag) {
+    an_model *m = load_fixture_model("llama");
+    if (!m) return;
+    an_param *p = &m->params[param];
+    char name[128], dir[512], want[1024];
+    snprintf(name, sizeof name, "%s", p->name);
+    ((float *)p->data)[elem] = value;
+    snprintf(dir, sizeof dir, "%s/nonfinite-%s", test_tmpdir(), tag);
+    an_error e;
+    CHECK_MSG(an_model_save(m, dir, &e) == 0, "%s", e.msg);
+    an_model_free(m);
+    e.msg[0] = 0;
+    an_model *r = an_model_load(dir, an_ops_cpu(), &e);
+    CHECK_MSG(r == NULL, "%s: a model with a planted %s loaded", tag, tag);
+    an_model_free(r);
+    snprintf(want, sizeof want, "%s/model.safetensors: tensor %s holds a NaN or infinite value (first at element %zu)",
+             dir, name, elem);
+    CHECK_STR(e.msg, want);
+}
+
+static void test_nonfinite_weights_rejected(void) {
+    expect_nonfinite_rejected(2, 5, NAN, "nan");
+    expect_nonfinite_rejected(4, 7, INFINITY, "inf");
+    expect_nonfinite_rejected(0, 0, -INFINITY, "-inf");
+}
+
 /* Two samples packed in one row (positions restart, seg_start marks the boundary) give the same
  * per-token losses as each sample alone. Both run the same float32 ops on the same values, except
  * that attention tiles see different row lengths, so they agree to rounding: 1e-5 absolute on
@@ -363,6 +393,7 @@ int main(void) {
     RUN(test_save_matches_transformers_files);
     RUN(test_sharded_folder_loads);
     RUN(test_bad_model_files_name_file_and_tensor);
+    RUN(test_nonfinite_weights_rejected);
     RUN(test_packed_rows_match_separate_samples);
     RUN(test_init_random);
     RUN(test_frozen_tensors_get_no_gradient);

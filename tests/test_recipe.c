@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/file.h"
 #include "tests/test.h"
@@ -204,6 +205,62 @@ static void test_out_of_range(void) {
     CHECK_CONTAINS(msg, "schedule.warmup_start_factor: must be > 0, found 0");
 }
 
+/* Every numeric key has an upper bound, checked with the key and the file in the message: before,
+ * train.threads 65536 crashed inside libgomp and 512..32768 ended in "libgomp: Thread creation
+ * failed", naming neither. One value just past each bound (the bounds as docs/recipes.md states them). */
+static void test_upper_bounds(void) {
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"{\"train\": {\"threads\": 65536}}", "hi.json: train.threads: must be <= 1024, found 65536"},
+        {"{\"train\": {\"threads\": 1025}}", "hi.json: train.threads: must be <= 1024, found 1025"},
+        {"{\"train\": {\"batch_size\": 65537}}", "hi.json: train.batch_size: must be <= 65536, found 65537"},
+        {"{\"train\": {\"seq_len\": 1048577}}", "hi.json: train.seq_len: must be <= 1048576, found 1048577"},
+        {"{\"train\": {\"steps\": 1000000001}}", "hi.json: train.steps: must be <= 1000000000, found 1000000001"},
+        {"{\"train\": {\"epochs\": 1000001}}", "hi.json: train.epochs: must be <= 1000000, found 1000001"},
+        {"{\"train\": {\"log_every\": 1000000001}}", "hi.json: train.log_every: must be <= 1000000000"},
+        {"{\"lora\": {\"r\": 4097}}", "hi.json: lora.r: must be <= 4096, found 4097"},
+        {"{\"lora\": {\"alpha\": 65537}}", "hi.json: lora.alpha: must be <= 65536, found 65537"},
+        {"{\"data\": {\"max_length\": 1048577}}", "hi.json: data.max_length: must be <= 1048576, found 1048577"},
+        {"{\"data\": {\"subjects_per_pair\": 65}}", "hi.json: data.subjects_per_pair: must be <= 64, found 65"},
+        {"{\"optim\": {\"lr\": 1.5}}", "hi.json: optim.lr: must be <= 1, found 1.5"},
+        {"{\"optim\": {\"eps\": 2}}", "hi.json: optim.eps: must be <= 1, found 2"},
+        {"{\"optim\": {\"weight_decay\": 11}}", "hi.json: optim.weight_decay: must be <= 10, found 11"},
+        {"{\"optim\": {\"clip\": 1e7}}", "hi.json: optim.clip: must be <= 1000000, found 10000000"},
+        {"{\"optim\": {\"accumulation\": 65537}}", "hi.json: optim.accumulation: must be <= 65536, found 65537"},
+        {"{\"schedule\": {\"warmup_steps\": 1000000001}}", "hi.json: schedule.warmup_steps: must be <= 1000000000"},
+        {"{\"eval\": {\"every\": 1000000001}}", "hi.json: eval.every: must be <= 1000000000"},
+        {"{\"eval\": {\"samples\": 100001}}", "hi.json: eval.samples: must be <= 100000, found 100001"},
+        {"{\"eval\": {\"max_new_tokens\": 65537}}", "hi.json: eval.max_new_tokens: must be <= 65536, found 65537"},
+        {"{\"checkpoint\": {\"every\": 1000000001}}", "hi.json: checkpoint.every: must be <= 1000000000"},
+        {"{\"checkpoint\": {\"keep\": 1001}}", "hi.json: checkpoint.keep: must be <= 1000, found 1001"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) CHECK_CONTAINS(load_error("hi.json", cases[i].json), cases[i].want);
+    /* --set goes through the same table */
+    CHECK_CONTAINS(set_error("train.threads=65536"), "train.threads: must be <= 1024, found 65536");
+    /* within the table's bound but more threads than this machine can usefully run: 4 x its cores */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    an_recipe r;
+    an_error err;
+    char text[256], want[160];
+    snprintf(text, sizeof text, "{\"model\": {\"base\": \"m\"}, \"data\": {\"train\": [\"x.jsonl\"]}, \"train\": {\"threads\": %ld}}",
+             4 * cores + 1);
+    const char *path = write_tmp("cores.json", text);
+    CHECK_MSG(an_recipe_load(&r, path, &err) == 0, "%s", err.msg);
+    CHECK(an_recipe_validate(&r, "cores.json", &err) != 0);
+    snprintf(want, sizeof want, "cores.json: train.threads: %ld is more than 4 x the %ld cores of this machine", 4 * cores + 1,
+             cores);
+    CHECK_CONTAINS(err.msg, want);
+    an_recipe_free(&r);
+    /* the bounds themselves are accepted */
+    snprintf(text, sizeof text, "{\"model\": {\"base\": \"m\"}, \"data\": {\"train\": [\"x.jsonl\"]}, \"train\": {\"threads\": %ld}}",
+             4 * cores > 1024 ? 1024 : 4 * cores);
+    path = write_tmp("cores2.json", text);
+    CHECK_MSG(an_recipe_load(&r, path, &err) == 0, "%s", err.msg);
+    CHECK_MSG(an_recipe_validate(&r, "cores2.json", &err) == 0, "%s", err.msg);
+    an_recipe_free(&r);
+}
+
 static void test_bad_json_and_duplicates(void) {
     const char *msg = load_error("broken.json", "{\n  \"optim\": {\n    \"lr\": 0.001,\n  }\n}");
     CHECK_CONTAINS(msg, "broken.json: line 4");
@@ -282,14 +339,15 @@ static void test_set_overrides(void) {
     CHECK_CONTAINS(msg, "lora: is a section, expected a JSON object");
 }
 
-/* Values whose decimal form is not short (1/3, 0.1, tiny, huge) must come back bit for bit. */
+/* Values whose decimal form is not short (1/3, 0.1, tiny, near a bound) must come back bit for bit. */
 static void test_round_trip(void) {
     an_recipe a, b;
     an_error err;
     CHECK_MSG(an_recipe_load(&a, "configs/recipes/tiny-from-scratch.json", &err) == 0, "%s", err.msg);
     CHECK(an_recipe_set(&a, "optim.lr=0.00033333333333333332", &err) == 0);
     CHECK(an_recipe_set(&a, "optim.eps=1e-300", &err) == 0);
-    CHECK(an_recipe_set(&a, "optim.weight_decay=1.7976931348623157e308", &err) == 0);
+    /* the largest a key accepts now that every number is bounded (clip <= 1e6), one ulp-ish below */
+    CHECK(an_recipe_set(&a, "optim.clip=999999.99999999988", &err) == 0);
     CHECK(an_recipe_set(&a, "data.system=quote \" backslash \\\\ tab \t unicode \xc3\xa9", &err) == 0);
     CHECK(an_recipe_set(&a, "eval.prompts=[\"one, two\", \"\"]", &err) == 0);
     char *json = an_recipe_to_json(&a, &err);
@@ -373,7 +431,7 @@ static void test_validate(void) {
 }
 
 /* docs/recipes.md documents every key with its default: each key path appears in a table row that
- * also holds the default. */
+ * also holds the default and, for a number, its upper bound. */
 static void test_docs_list_every_key(void) {
     an_error err;
     char *doc = an_read_file("docs/recipes.md", NULL, &err);
@@ -392,6 +450,14 @@ static void test_docs_list_every_key(void) {
         snprintf(line, sizeof line, "%.*s", eol ? (int)(eol - row) : (int)strlen(row), row);
         snprintf(needle, sizeof needle, "`%s`", def);
         CHECK_MSG(strstr(line, needle) != NULL, "docs/recipes.md row for %s lacks its default %s", path, def);
+        /* and every numeric key's upper bound, as "in [lo, HI]" or "in (lo, HI)" */
+        double hi;
+        if (an_recipe_key_upper_bound(i, &hi)) {
+            char b1[64], b2[64];
+            snprintf(b1, sizeof b1, ", %.15g]", hi);
+            snprintf(b2, sizeof b2, ", %.15g)", hi);
+            CHECK_MSG(strstr(line, b1) || strstr(line, b2), "docs/recipes.md row for %s lacks its upper bound %.15g", path, hi);
+        }
     }
     free(doc);
 }
@@ -428,6 +494,7 @@ int main(void) {
     RUN(test_unknown_key_names_file_and_suggests);
     RUN(test_wrong_types);
     RUN(test_out_of_range);
+    RUN(test_upper_bounds);
     RUN(test_bad_json_and_duplicates);
     RUN(test_comments_are_ignored);
     RUN(test_set_overrides);

@@ -361,13 +361,31 @@ static void test_bad_files_cut_from_a_good_one(void) {
     free(good);
 }
 
+/* A 100 KB tensor name in a header: messages quote 80 bytes of it and its length. */
+static void test_long_name_is_cut(void) {
+    enum { N = 100000 };
+    char *h = malloc(N + 128);
+    h[0] = '{', h[1] = '"';
+    memset(h + 2, 'w', N);
+    strcpy(h + 2 + N, "\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}");
+    char want[200];
+    snprintf(want, sizeof want, "tensor \"%.80s...\" (100000 bytes): unknown dtype", h + 2);
+    const char *p = write_raw("longname.st", h, 2, 0);
+    expect_open_error(p, want, NULL);
+    an_safetensors st;
+    an_error e;
+    if (an_st_open(&st, p, &e) == 0) an_st_close(&st);
+    else CHECK_MSG(strlen(e.msg) < 400, "%zu-byte message", strlen(e.msg));
+    free(h);
+}
+
 static void test_bad_headers(void) {
     expect_open_error(write_raw("past.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, 0),
                       "run past the end of the data", "\"a\"");
     expect_open_error(write_raw("shape.st", "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, 0),
                       "need 12 bytes but data_offsets hold 8", "\"w\"");
     expect_open_error(write_raw("dtype.st", "{\"q\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0),
-                      "unknown dtype F8_E4M3", "\"q\"");
+                      "unknown dtype \"F8_E4M3\"", "\"q\"");
     expect_open_error(write_raw("neg.st", "{\"n\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}}", 0, 0),
                       "shape[0] is not a non-negative integer", "\"n\"");
     expect_open_error(write_raw("frac.st", "{\"n\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, 0),
@@ -427,7 +445,7 @@ static void test_bad_index(void) {
     const char *wrong = "{\"weight_map\":{\"model.embed_tokens.weight\":\"a.safetensors\",\"lm_head.weight\":\"a.safetensors\"}}";
     snprintf(p, sizeof p, "%s/wrong.index.json", dir);
     CHECK(an_write_file_atomic(p, wrong, strlen(wrong), &e) == 0);
-    expect_open_error(p, "\"lm_head.weight\" is listed in shard a.safetensors but that shard does not hold it", NULL);
+    expect_open_error(p, "\"lm_head.weight\" is listed in shard \"a.safetensors\" but that shard does not hold it", NULL);
     const char *missing = "{\"weight_map\":{\"x\":\"b.safetensors\"}}";
     snprintf(p, sizeof p, "%s/missing.index.json", dir);
     CHECK(an_write_file_atomic(p, missing, strlen(missing), &e) == 0);
@@ -498,6 +516,7 @@ int main(void) {
     RUN(test_tinystories_checkpoint);
     RUN(test_bad_files_cut_from_a_good_one);
     RUN(test_bad_headers);
+    RUN(test_long_name_is_cut);
     RUN(test_bad_index);
     RUN(test_mutated_headers);
     return test_finish();

@@ -60,6 +60,46 @@ static void test_filters_on_hand_computed_distributions(void) {
     an_sampler_free(s);
 }
 
+/* Logits that are not numbers. All NaN (a broken model) or scaled past the float range (--temperature
+ * 1e-45 makes 3 / 1e-45 = inf, and inf - inf = NaN in the softmax) leave no token to draw: the sampler
+ * says so with -1 and an empty distribution, under every filter. Before, min-p kept 0 candidates and
+ * the draw read cand[-1] (a heap overflow under make asan); without filters it returned a garbage id.
+ * A NaN among numbers is a token that is never drawn: the rest is the softmax of the numbers. */
+static void test_no_finite_logit(void) {
+    an_error e;
+    an_sampler *s = an_sampler_create(4, &e);
+    const float nan4[4] = {NAN, NAN, NAN, NAN};
+    const an_sampler_params ps[] = {params(1, 0, 1, 0.1f, 1), params(1, 0, 1, 0, 1), params(1, 2, 0.9f, 0, 1),
+                                    params(0, 0, 1, 0, 1), params(0.7f, 0, 1, 0, 1.3f)};
+    for (size_t k = 0; k < sizeof ps / sizeof *ps; k++) {
+        an_rng r;
+        an_rng_seed(&r, 3);
+        int32_t id = an_sampler_sample(s, &ps[k], nan4, NULL, 0, &r);
+        CHECK_MSG(id == -1, "params %zu: all-NaN logits drew id %d", k, id);
+        double got[4] = {9, 9, 9, 9};
+        int n = an_sampler_distribution(s, &ps[k], nan4, NULL, 0, got);
+        CHECK_MSG(n == 0, "params %zu: %d tokens kept", k, n);
+        double worst = 0;
+        for (int i = 0; i < 4; i++) worst = test_nan_max(worst, fabs(got[i]));
+        CHECK_MSG(worst <= 0, "params %zu: probability %g left", k, worst);
+    }
+    /* temperature 1e-45 (a subnormal float > 0, so --temperature accepts it) on ordinary logits */
+    an_sampler_params tiny = params(1e-45f, 0, 1, 0, 1);
+    CHECK(an_sampler_check(&tiny, &e) == 0);
+    an_rng r;
+    an_rng_seed(&r, 4);
+    CHECK(an_sampler_sample(s, &tiny, L4, NULL, 0, &r) == -1);
+    tiny.min_p = 0.05f;
+    CHECK(an_sampler_sample(s, &tiny, L4, NULL, 0, &r) == -1);
+    /* one NaN among numbers: softmax of [1, 2] on ids 1 and 2; greedy takes id 2. Without filters all
+     * 4 count as kept, the NaN ones with probability 0 (as a -inf logit always was) */
+    const float part[4] = {NAN, 1, 2, NAN};
+    check_dist(s, params(1, 0, 1, 0, 1), part, NULL, 0, (double[]){0, 0.268941, 0.731059, 0}, 4);
+    check_dist(s, params(1, 0, 1, 0.1f, 1), part, NULL, 0, (double[]){0, 0.268941, 0.731059, 0}, 2);
+    check_dist(s, params(0, 0, 1, 0, 1), part, NULL, 0, (double[]){0, 0, 1, 0}, 1);
+    an_sampler_free(s);
+}
+
 /* Draws follow the distribution: 20000 draws with top-k 2 give id 2 with frequency 0.731059 within
  * 5 standard deviations (sqrt(p(1-p)/n) = 0.0031), and never a filtered id. */
 static void test_draw_frequencies(void) {
@@ -122,6 +162,7 @@ static void test_bad_values(void) {
 
 int main(void) {
     RUN(test_filters_on_hand_computed_distributions);
+    RUN(test_no_finite_logit);
     RUN(test_draw_frequencies);
     RUN(test_seed_determinism);
     RUN(test_bad_values);

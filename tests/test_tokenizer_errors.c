@@ -110,6 +110,71 @@ static void test_merge_names_unknown_token(void) {
     }
 }
 
+/* A 100 KB bad line in a tokenizer file: the error quotes its first 80 bytes and gives the length,
+ * instead of echoing the line (up to the 1 KB message limit, which still buried the reason). */
+static void test_long_bad_line_is_cut(void) {
+    enum { N = 100000 };
+    char *big = malloc(N + 64);
+    memset(big, 'z', N);
+    char want[200];
+    snprintf(want, sizeof want, "\"%.80s...\" (100000 bytes)", big);
+    /* merges.txt: the second merge names a 100 KB token */
+    char dir[512], vp[600], mp[600];
+    snprintf(dir, sizeof dir, "%s/longmerge", test_tmpdir());
+    mkdir(dir, 0755);
+    snprintf(vp, sizeof vp, "%s/vocab.json", dir);
+    snprintf(mp, sizeof mp, "%s/merges.txt", dir);
+    char *json = malloc(65536);
+    size_t n = (size_t)sprintf(json, "{\"a\\u0062\": 256");
+    for (int b = 0, extra = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+        n += (size_t)sprintf(json + n, ", \"\\u%04x\": %d", printable ? b : 256 + extra++, b);
+    }
+    n += (size_t)sprintf(json + n, "}");
+    an_error err;
+    CHECK(an_write_file_atomic(vp, json, n, &err) == 0);
+    free(json);
+    char *merges = malloc(N + 64);
+    n = (size_t)sprintf(merges, "#version: 0.2\na b\nq ");
+    memcpy(merges + n, big, N);
+    n += N;
+    merges[n++] = '\n';
+    CHECK(an_write_file_atomic(mp, merges, n, &err) == 0);
+    an_tokenizer *t = an_tokenizer_load(dir, &err);
+    CHECK(t == NULL);
+    an_tokenizer_free(t);
+    CHECK_CONTAINS(err.msg, "merge 2");
+    CHECK_CONTAINS(err.msg, want);
+    CHECK_MSG(strlen(err.msg) < 400, "%zu-byte message", strlen(err.msg));
+    /* a line without a space: no token to quote, but still a short message */
+    n = (size_t)sprintf(merges, "#version: 0.2\n");
+    memcpy(merges + n, big, N);
+    n += N;
+    CHECK(an_write_file_atomic(mp, merges, n, &err) == 0);
+    t = an_tokenizer_load(dir, &err);
+    CHECK(t == NULL);
+    an_tokenizer_free(t);
+    CHECK_CONTAINS(err.msg, "line 2: expected two tokens separated by a space");
+    CHECK_MSG(strlen(err.msg) < 400, "%zu-byte message", strlen(err.msg));
+    free(merges);
+    /* tokenizer.json: a 100 KB merge string without a space */
+    char *tj = malloc(N + 256);
+    n = (size_t)sprintf(tj, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"");
+    memcpy(tj + n, big, N);
+    n += N;
+    n += (size_t)sprintf(tj + n, "\"]}}");
+    expect_error(tmp_file("longmerge.json", tj, n), want);
+    CHECK_MSG(strlen(err.msg) < 400, "%zu-byte message", strlen(err.msg));
+    /* tokenizer.json: a 100 KB token with an id past the vocabulary */
+    n = (size_t)sprintf(tj, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"");
+    memcpy(tj + n, big, N);
+    n += N;
+    n += (size_t)sprintf(tj + n, "\": 7}, \"merges\": []}}");
+    expect_error(tmp_file("longtoken.json", tj, n), want);
+    free(tj);
+    free(big);
+}
+
 static void test_truncated_sentencepiece_model(void) {
     an_error err;
     size_t n;
@@ -172,6 +237,7 @@ int main(void) {
     RUN(test_tokenizer_json_vocab_gap);
     RUN(test_tokenizer_json_unsupported_options);
     RUN(test_merge_names_unknown_token);
+    RUN(test_long_bad_line_is_cut);
     RUN(test_truncated_sentencepiece_model);
     RUN(test_sentencepiece_model_that_is_not_one);
     RUN(test_truncated_llama2c_tokenizer);

@@ -69,15 +69,37 @@ static double nice_number(double x, int round_up) {
     return nf * pow(10, e);
 }
 
+/* Beyond this a loss is drawn at the edge of the axis: it keeps every end, tick and pixel finite
+ * (hi - lo and hi + a tick would overflow near DBL_MAX). */
+#define AXIS_LIMIT 1e300
+
+static double clamp_axis(double v) { return v > AXIS_LIMIT ? AXIS_LIMIT : v < -AXIS_LIMIT ? -AXIS_LIMIT : v; }
+
 void an_svg_nice_axis(double lo, double hi, int max_ticks, double *axis_lo, double *axis_hi, double *tick) {
     if (max_ticks < 1) max_ticks = 1;
+    /* a NaN end takes the other end; with no number at all, the unit axis */
+    if (isnan(lo)) lo = hi;
+    if (isnan(hi)) hi = lo;
+    if (isnan(lo)) lo = hi = 0.5;
+    lo = clamp_axis(lo);
+    hi = clamp_axis(hi);
+    if (lo > hi) {
+        double x = lo;
+        lo = hi;
+        hi = x;
+    }
     if (!(hi > lo)) {
-        lo -= 0.5;
-        hi += 0.5;
+        /* half a unit each way, or a millionth of the value where half a unit is lost in its rounding
+         * (a constant 1e17 +- 0.5 is still 1e17: a zero range, whose tick would be 0 forever) */
+        double w = fabs(lo) * 1e-6 > 0.5 ? fabs(lo) * 1e-6 : 0.5;
+        lo -= w;
+        hi += w;
     }
     /* the smallest 1-2-5 spacing that covers the range in at most max_ticks intervals */
     double t = nice_number((hi - lo) / max_ticks, 1);
-    for (;;) {
+    /* t at least doubles every two rounds and the range is finite, so this ends within a few dozen
+     * rounds; the bound and the fallback keep that true even if rounding says otherwise */
+    for (int round = 0; round < 200 && t > 0 && isfinite(t); round++) {
         /* the 1e-9 keeps 2.31 / 0.01 = 230.99999... from adding a tick */
         double a = floor(lo / t + 1e-9) * t, b = ceil(hi / t - 1e-9) * t;
         if ((b - a) / t <= max_ticks + 1e-9) {
@@ -88,17 +110,30 @@ void an_svg_nice_axis(double lo, double hi, int max_ticks, double *axis_lo, doub
         }
         t = nice_number(t * 1.01, 1);
     }
+    *axis_lo = lo;
+    *axis_hi = hi;
+    *tick = (hi - lo) / max_ticks;
 }
 
 typedef struct frame {
     double x0, x1, y0, y1;
 } frame;
 
+/* A point far off the axis (a loss beyond AXIS_LIMIT) stays a short number a little outside the
+ * picture, not a 300-digit coordinate. */
+static double clamp_px(double v) { return v > 1e5 ? 1e5 : v < -1e5 ? -1e5 : v; }
 static double px(const frame *f, double x) {
-    return AN_SVG_LEFT + (x - f->x0) / (f->x1 - f->x0) * (AN_SVG_WIDTH - AN_SVG_LEFT - AN_SVG_RIGHT);
+    return clamp_px(AN_SVG_LEFT + (x - f->x0) / (f->x1 - f->x0) * (AN_SVG_WIDTH - AN_SVG_LEFT - AN_SVG_RIGHT));
 }
 static double py(const frame *f, double y) {
-    return AN_SVG_TOP + (f->y1 - y) / (f->y1 - f->y0) * (AN_SVG_HEIGHT - AN_SVG_TOP - AN_SVG_BOTTOM);
+    return clamp_px(AN_SVG_TOP + (f->y1 - y) / (f->y1 - f->y0) * (AN_SVG_HEIGHT - AN_SVG_TOP - AN_SVG_BOTTOM));
+}
+
+/* Intervals between ticks; an_svg_nice_axis allows at most 8, so more (or a NaN) means a broken axis
+ * and draws no ticks rather than loop for long. */
+static long tick_count(double a, double b, double t) {
+    double n = (b - a) / t;
+    return n >= 0 && n <= 64 ? lround(n) : -1;
 }
 
 /* Tick labels without float noise: as many decimals as the tick spacing needs. */
@@ -117,11 +152,11 @@ static void polylines(sbuf *b, const frame *f, const long *steps, const double *
     int open = 0;
     for (size_t i = 0; i < n; i += stride) {
         size_t end = i + stride < n ? i + stride : n;
-        double sx = 0, sy = 0;
+        double sx = 0, sy = 0, cnt = (double)(end - i);
         int finite = 1;
-        for (size_t j = i; j < end; j++) {
-            sx += (double)steps[j];
-            sy += vals[j];
+        for (size_t j = i; j < end; j++) { /* the mean as a sum of v / cnt: two 1e308 do not overflow */
+            sx += (double)steps[j] / cnt;
+            sy += vals[j] / cnt;
             if (!isfinite(vals[j])) finite = 0;
         }
         if (!finite) {
@@ -129,7 +164,7 @@ static void polylines(sbuf *b, const frame *f, const long *steps, const double *
             open = 0;
             continue;
         }
-        double x = sx / (double)(end - i), y = sy / (double)(end - i);
+        double x = sx, y = sy;
         if (!open) sb_printf(b, "<polyline class=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", cls, color);
         else sb_printf(b, " ");
         sb_printf(b, "%.2f,%.2f", px(f, x), py(f, y));
@@ -178,7 +213,7 @@ char *an_loss_svg_render(const an_metrics_series *s, const char *title, an_error
     sb_printf(&b, "</text>\n");
     /* grid, ticks and labels */
     sb_printf(&b, "<g class=\"x-ticks\" stroke=\"#ddd\">\n");
-    for (long k = 0, nk = lround((f.x1 - f.x0) / xt); k <= nk; k++) {
+    for (long k = 0, nk = tick_count(f.x0, f.x1, xt); k <= nk; k++) {
         double v = f.x0 + (double)k * xt; /* not v += xt: that drifts */
         char lab[32];
         tick_label(lab, sizeof lab, v, xt);
@@ -187,7 +222,7 @@ char *an_loss_svg_render(const an_metrics_series *s, const char *title, an_error
         sb_printf(&b, "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\" stroke=\"none\" fill=\"black\">%s</text>\n", x, B + 18, lab);
     }
     sb_printf(&b, "</g>\n<g class=\"y-ticks\" stroke=\"#ddd\">\n");
-    for (long k = 0, nk = lround((f.y1 - f.y0) / yt); k <= nk; k++) {
+    for (long k = 0, nk = tick_count(f.y0, f.y1, yt); k <= nk; k++) {
         double v = f.y0 + (double)k * yt;
         char lab[32];
         tick_label(lab, sizeof lab, v, yt);

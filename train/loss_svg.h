@@ -18,7 +18,10 @@
 #define AN_SVG_MAX_POINTS 2000
 
 /* A "nice" axis covering [lo, hi]: ends and tick spacing on 1, 2 or 5 times a power of ten, with at
- * most max_ticks intervals. lo == hi gets a unit-wide range around the value. */
+ * most max_ticks intervals. lo == hi gets a unit-wide range around the value
+ * (a millionth of it each way when that is wider); a NaN end takes the other end, and no number
+ * at all the axis [0, 1]; ends beyond +-1e300 are clamped there. It always returns, with finite ends
+ * and a positive tick. */
 void an_svg_nice_axis(double lo, double hi, int max_ticks, double *axis_lo, double *axis_hi, double *tick);
 
 /* The SVG text (malloc'd). Needs at least one finite loss; title may be NULL. */

@@ -7,8 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/file.h"
+
+/* Every number has an upper bound too: past it a value is a typo or a unit mix-up, and unbounded ones
+ * failed far from the recipe (train.threads 65536 crashed inside libgomp; sizes overflowed). The
+ * bounds are generous -- several times what any run here needs -- and docs/recipes.md states them. */
+#define AN_RECIPE_MAX_THREADS 1024
 
 /* One table describes every key: where it lives in the struct, its type, its range and its default.
  * Loading, --set, writing back, comparing and the docs test all walk this table, so a key cannot be
@@ -57,8 +63,8 @@ static const field fields[] = {
     F_STR("model.base", model.base, "\"\""),
     F_ENUM("model.method", model.method, method_names, "\"full\" | \"lora\" | \"qlora\"", "\"lora\""),
     F_ENUM("model.dtype", model.dtype, dtype_names, "\"f32\" | \"bf16\" | \"f16\"", "\"f32\""),
-    F_INT("lora.r", lora.r, R_LO, 1, 0, "8"),
-    F_DBL("lora.alpha", lora.alpha, R_LO_EXCL, 0, 0, "16"),
+    F_INT("lora.r", lora.r, R_LO | R_HI, 1, 4096, "8"),
+    F_DBL("lora.alpha", lora.alpha, R_LO_EXCL | R_HI, 0, 65536, "16"),
     F_DBL("lora.dropout", lora.dropout, R_LO | R_HI_EXCL, 0, 1, "0.05"),
     F_LIST("lora.target_modules", lora.target_modules, "[\"all-linear\"]"),
     F_BOOL("lora.use_rslora", lora.use_rslora, "false"),
@@ -70,41 +76,41 @@ static const field fields[] = {
     F_ENUM("data.format", data.format, format_names, "\"auto\" | \"jsonl\" | \"json\" | \"csv\"", "\"auto\""),
     F_STR("data.template", data.template_name, "\"default\""),
     F_STR("data.system", data.system, "\"\""),
-    F_INT("data.max_length", data.max_length, R_LO, 2, 0, "512"),
+    F_INT("data.max_length", data.max_length, R_LO | R_HI, 2, 1 << 20, "512"),
     F_ENUM("data.pack", data.pack, pack_names, "\"segments\" | \"xtuner\" | \"pad\"", "\"segments\""),
     F_DBL("data.val_fraction", data.val_fraction, R_LO | R_HI_EXCL, 0, 1, "0"),
     F_ENUM("data.group_by", data.group_by, group_names, "\"source\" | \"negative\" | \"prompt\" | \"pair\"", "\"source\""),
     F_INT("data.shuffle_seed", data.shuffle_seed, R_LO, 0, 0, "0"),
     F_STR("data.subjects", data.subjects, "\"\""),
-    F_INT("data.subjects_per_pair", data.subjects_per_pair, R_LO, 1, 0, "1"),
-    F_DBL("optim.lr", optim.lr, R_LO_EXCL, 0, 0, "0.0002"),
+    F_INT("data.subjects_per_pair", data.subjects_per_pair, R_LO | R_HI, 1, 64, "1"),
+    F_DBL("optim.lr", optim.lr, R_LO_EXCL | R_HI, 0, 1, "0.0002"),
     {"optim.betas", K_DOUBLE2, OFF(optim.betas), R_LO | R_HI_EXCL, 0, 1, NULL, "[number, number]", "[0.9, 0.999]"},
-    F_DBL("optim.eps", optim.eps, R_LO_EXCL, 0, 0, "1e-08"),
-    F_DBL("optim.weight_decay", optim.weight_decay, R_LO, 0, 0, "0"),
-    F_DBL("optim.clip", optim.clip, R_LO, 0, 0, "1"),
-    F_INT("optim.accumulation", optim.accumulation, R_LO, 1, 0, "1"),
+    F_DBL("optim.eps", optim.eps, R_LO_EXCL | R_HI, 0, 1, "1e-08"),
+    F_DBL("optim.weight_decay", optim.weight_decay, R_LO | R_HI, 0, 10, "0"),
+    F_DBL("optim.clip", optim.clip, R_LO | R_HI, 0, 1e6, "1"),
+    F_INT("optim.accumulation", optim.accumulation, R_LO | R_HI, 1, 65536, "1"),
     F_ENUM("schedule.type", schedule.type, sched_names, "\"constant\" | \"linear\" | \"cosine\"", "\"cosine\""),
     F_DBL("schedule.warmup_ratio", schedule.warmup_ratio, R_LO | R_HI_EXCL, 0, 1, "0.03"),
-    F_INT("schedule.warmup_steps", schedule.warmup_steps, R_LO, 0, 0, "0"),
+    F_INT("schedule.warmup_steps", schedule.warmup_steps, R_LO | R_HI, 0, 1e9, "0"),
     F_DBL("schedule.warmup_start_factor", schedule.warmup_start_factor, R_LO_EXCL | R_HI, 0, 1, "1e-05"),
     F_DBL("schedule.min_lr_ratio", schedule.min_lr_ratio, R_LO | R_HI, 0, 1, "0"),
     F_BOOL("schedule.per_micro_batch", schedule.per_micro_batch, "false"),
-    F_INT("train.batch_size", train.batch_size, R_LO, 1, 0, "1"),
-    F_INT("train.seq_len", train.seq_len, R_LO, 2, 0, "512"),
-    F_INT("train.steps", train.steps, R_LO, 0, 0, "0"),
-    F_DBL("train.epochs", train.epochs, R_LO, 0, 0, "1"),
+    F_INT("train.batch_size", train.batch_size, R_LO | R_HI, 1, 65536, "1"),
+    F_INT("train.seq_len", train.seq_len, R_LO | R_HI, 2, 1 << 20, "512"),
+    F_INT("train.steps", train.steps, R_LO | R_HI, 0, 1e9, "0"),
+    F_DBL("train.epochs", train.epochs, R_LO | R_HI, 0, 1e6, "1"),
     F_INT("train.seed", train.seed, R_LO, 0, 0, "1234"),
-    F_INT("train.threads", train.threads, R_LO, 0, 0, "0"),
+    F_INT("train.threads", train.threads, R_LO | R_HI, 0, AN_RECIPE_MAX_THREADS, "0"),
     F_STR("train.device", train.device, "\"cpu\""),
     F_BOOL("train.recompute", train.recompute, "false"),
     F_ENUM("train.loss_norm", train.loss_norm, loss_norm_names, "\"tokens\" | \"mean_of_means\"", "\"tokens\""),
-    F_INT("train.log_every", train.log_every, R_LO, 1, 0, "1"),
-    F_INT("eval.every", eval.every, R_LO, 0, 0, "0"),
-    F_INT("eval.samples", eval.samples, R_LO, 0, 0, "0"),
+    F_INT("train.log_every", train.log_every, R_LO | R_HI, 1, 1e9, "1"),
+    F_INT("eval.every", eval.every, R_LO | R_HI, 0, 1e9, "0"),
+    F_INT("eval.samples", eval.samples, R_LO | R_HI, 0, 100000, "0"),
     F_LIST("eval.prompts", eval.prompts, "[]"),
-    F_INT("eval.max_new_tokens", eval.max_new_tokens, R_LO, 1, 0, "64"),
-    F_INT("checkpoint.every", checkpoint.every, R_LO, 0, 0, "0"),
-    F_INT("checkpoint.keep", checkpoint.keep, R_LO, 0, 0, "2"),
+    F_INT("eval.max_new_tokens", eval.max_new_tokens, R_LO | R_HI, 1, 65536, "64"),
+    F_INT("checkpoint.every", checkpoint.every, R_LO | R_HI, 0, 1e9, "0"),
+    F_INT("checkpoint.keep", checkpoint.keep, R_LO | R_HI, 0, 1000, "2"),
     F_STR("output.dir", output.dir, "\"runs/out\""),
     F_STR("tokenizer.path", tokenizer.path, "\"\""),
     F_INT("tokenizer.train_vocab", tokenizer.train_vocab, R_LO | R_ZERO_OK, 260, 1 << 20, "0"),
@@ -213,10 +219,10 @@ static const char *json_type_name(const cJSON *v) {
 static int check_range(const field *f, double x, const char *src, an_error *err) {
     if ((f->range & R_ZERO_OK) && x == 0) return 0;
     const char *zero = (f->range & R_ZERO_OK) ? "0 or " : "";
-    if ((f->range & R_LO) && !(x >= f->lo)) return an_fail(err, "%s: %s: must be %s>= %g, found %g", src, f->path, zero, f->lo, x);
-    if ((f->range & R_LO_EXCL) && !(x > f->lo)) return an_fail(err, "%s: %s: must be %s> %g, found %g", src, f->path, zero, f->lo, x);
-    if ((f->range & R_HI) && !(x <= f->hi)) return an_fail(err, "%s: %s: must be %s<= %g, found %g", src, f->path, zero, f->hi, x);
-    if ((f->range & R_HI_EXCL) && !(x < f->hi)) return an_fail(err, "%s: %s: must be %s< %g, found %g", src, f->path, zero, f->hi, x);
+    if ((f->range & R_LO) && !(x >= f->lo)) return an_fail(err, "%s: %s: must be %s>= %.15g, found %.15g", src, f->path, zero, f->lo, x);
+    if ((f->range & R_LO_EXCL) && !(x > f->lo)) return an_fail(err, "%s: %s: must be %s> %.15g, found %.15g", src, f->path, zero, f->lo, x);
+    if ((f->range & R_HI) && !(x <= f->hi)) return an_fail(err, "%s: %s: must be %s<= %.15g, found %.15g", src, f->path, zero, f->hi, x);
+    if ((f->range & R_HI_EXCL) && !(x < f->hi)) return an_fail(err, "%s: %s: must be %s< %.15g, found %.15g", src, f->path, zero, f->hi, x);
     return 0;
 }
 
@@ -262,7 +268,7 @@ static int apply_enum(an_recipe *r, const field *f, const cJSON *v, const char *
         size_t used = strlen(allowed);
         snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "", f->names[i]);
     }
-    return an_fail(err, "%s: %s: must be one of %s, found \"%.100s\"", src, f->path, allowed, v->valuestring);
+    return an_fail(err, "%s: %s: must be one of %s, found %s", src, f->path, allowed, AN_QUOTE(v->valuestring));
 }
 
 static int apply_strlist(an_recipe *r, const field *f, const cJSON *v, const char *src, an_error *err) {
@@ -580,6 +586,13 @@ int an_recipe_validate(const an_recipe *r, const char *src, an_error *err) {
     if (r->tokenizer.path[0] && r->tokenizer.train_vocab > 0)
         return an_fail(err, "%s: tokenizer.path and tokenizer.train_vocab are both set; give one", src);
     if (r->data.train.n == 0) return an_fail(err, "%s: data.train is empty: no training data", src);
+    /* the table allows up to 1024 (any machine); this machine's limit is known only here. Far more
+     * threads than cores only slows OpenMP down, and a few hundred fail in libgomp with no word of
+     * the recipe */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > 0 && r->train.threads > 4 * cores)
+        return an_fail(err, "%s: train.threads: %d is more than 4 x the %ld cores of this machine (at most %ld)", src,
+                       r->train.threads, cores, 4 * cores);
     if (r->train.steps == 0 && r->train.epochs <= 0) return an_fail(err, "%s: train.steps and train.epochs are both 0", src);
     if (r->data.max_length > r->train.seq_len)
         return an_fail(err, "%s: data.max_length %d is longer than train.seq_len %d", src, r->data.max_length, r->train.seq_len);
@@ -722,6 +735,12 @@ int an_recipe_key_info(int i, const char **path, const char **type, const char *
     if (type) *type = fields[i].type;
     if (default_json) *default_json = fields[i].def;
     return 0;
+}
+
+int an_recipe_key_upper_bound(int i, double *hi) {
+    if (i < 0 || i >= N_FIELDS || !(fields[i].range & (R_HI | R_HI_EXCL))) return 0;
+    *hi = fields[i].hi;
+    return 1;
 }
 
 long an_recipe_total_steps(const an_recipe *r, long rows_per_epoch) {

@@ -167,6 +167,9 @@ int an_recipe_equal(const an_recipe *a, const an_recipe *b, char *diff_key, size
  * "string", "one of ...", "list of strings", ...) and the default as JSON text. */
 int an_recipe_key_count(void);
 int an_recipe_key_info(int i, const char **path, const char **type, const char **default_json);
+/* The upper bound of numeric key i in *hi (1 when it has one, 0 for keys that are not numbers), so a
+ * test can check that docs/recipes.md states every bound. */
+int an_recipe_key_upper_bound(int i, double *hi);
 
 /* Optimizer steps of the run: train.steps when > 0, else ceil(epochs * rows / (batch_size *
  * accumulation)) for an epoch of rows_per_epoch rows (packed rows or samples), at least 1. */

@@ -38,9 +38,9 @@ int an_read_csv_stream(an_reader *r, an_stream *s, an_error *err) {
     const char *snames[] = {op->source_field, op->source_field ? NULL : "source", op->source_field ? NULL : "name"};
     long pc = find_column(&c, pnames, 1), nc = find_column(&c, nnames, 4), sc = find_column(&c, snames, 3);
     if (pc < 0 || nc < 0) {
-        rc = an_fail(err, "%s: line 1: the header has no \"%s\" column (it has %zu columns, the first \"%.60s\")",
+        rc = an_fail(err, "%s: line 1: the header has no \"%s\" column (it has %zu columns, the first %s)",
                      s->name, pc < 0 ? pnames[0] : (op->negative_field ? op->negative_field : "negative_prompt"), c.n,
-                     an_csv_field(&c, 0));
+                     AN_QUOTE(an_csv_field(&c, 0)));
         an_csv_free(&c);
         return rc;
     }

@@ -100,7 +100,7 @@ static int parse_piece(an_tokenizer *t, const unsigned char *d, size_t n, const 
     if (rc < 0) return an_fail(err, "%s: piece %d is malformed (truncated protobuf)", path, t->vocab.n);
     if (!piece) return an_fail(err, "%s: piece %d has no text", path, t->vocab.n);
     if (type < AN_PIECE_NORMAL || type > AN_PIECE_BYTE)
-        return an_fail(err, "%s: piece %d (\"%.*s\") has unknown type %d", path, t->vocab.n, (int)plen, piece, type);
+        return an_fail(err, "%s: piece %d (%s) has unknown type %d", path, t->vocab.n, AN_QUOTE_N((const char *)piece, plen), type);
     /* SentencePiece itself treats a "\0" piece as unused when byte fallback is on (InternLM2 has one) */
     if (plen == 1 && piece[0] == 0 && type == AN_PIECE_NORMAL) type = AN_PIECE_UNUSED;
     if (an_vocab_add(&t->vocab, (const char *)piece, plen, score, type) < 0) return an_fail(err, "%s: out of memory", path);
@@ -188,7 +188,7 @@ int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
         goto done;
     }
     if (s.charsmap_len && strcmp(s.name, "identity")) {
-        an_fail(err, "%s: normalizer \"%s\" (precompiled charsmap) is not supported (identity only)", path, s.name);
+        an_fail(err, "%s: normalizer %s (precompiled charsmap) is not supported (identity only)", path, AN_QUOTE(s.name));
         goto done;
     }
     if (an_vocab_index(&t->vocab)) {
@@ -211,7 +211,8 @@ int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
         if (ty == AN_PIECE_BYTE) {
             int b = an_parse_byte_piece(an_vocab_text(&t->vocab, id), t->vocab.len[id]);
             if (b < 0) {
-                an_fail(err, "%s: byte piece %d is \"%s\", not <0xXX>", path, id, an_vocab_text(&t->vocab, id));
+                an_fail(err, "%s: byte piece %d is %s, not <0xXX>", path, id,
+                        AN_QUOTE_N(an_vocab_text(&t->vocab, id), t->vocab.len[id]));
                 goto done;
             }
             t->byte_id[b] = id;

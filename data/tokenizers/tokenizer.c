@@ -137,8 +137,8 @@ int an_tokenizer_finish(an_tokenizer *t, an_error *err) {
     memset(t->special_first, 0, sizeof t->special_first);
     for (int i = 0; i < t->n_special; i++) {
         if (t->special[i].id < 0 || t->special[i].id >= t->vocab.n)
-            return an_fail(err, "%s: special token \"%s\" has id %d outside the vocabulary (%d)", t->path,
-                           t->special[i].text, t->special[i].id, t->vocab.n);
+            return an_fail(err, "%s: special token %s has id %d outside the vocabulary (%d)", t->path,
+                           AN_QUOTE(t->special[i].text), t->special[i].id, t->vocab.n);
         t->special[i].lead_space = t->special[i].normalized && t->prefix_mode == AN_PREFIX_PER_UNIT;
         t->special_first[(unsigned char)t->special[i].text[0]] = 1;
         if (t->special[i].lead_space) t->special_first[' '] = 1;

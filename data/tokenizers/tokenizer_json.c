@@ -28,8 +28,8 @@ int an_add_ranked_merge(an_tokenizer *t, const char *a, size_t alen, const char 
                         const char *file, an_error *err) {
     int32_t ia = an_vocab_find(&t->vocab, a, alen), ib = an_vocab_find(&t->vocab, b, blen);
     if (ia < 0 || ib < 0)
-        return an_fail(err, "%s: merge %d (\"%.*s\" \"%.*s\") names unknown token \"%.*s\"", file, rank + 1, (int)alen,
-                       a, (int)blen, b, ia < 0 ? (int)alen : (int)blen, ia < 0 ? a : b);
+        return an_fail(err, "%s: merge %d (%s %s) names unknown token %s", file, rank + 1, AN_QUOTE_N(a, alen),
+                       AN_QUOTE_N(b, blen), ia < 0 ? AN_QUOTE_N(a, alen) : AN_QUOTE_N(b, blen));
     char stack[256], *ab = alen + blen <= sizeof stack ? stack : malloc(alen + blen);
     if (!ab) return an_fail(err, "%s: out of memory", file);
     memcpy(ab, a, alen);
@@ -37,8 +37,8 @@ int an_add_ranked_merge(an_tokenizer *t, const char *a, size_t alen, const char 
     int32_t im = an_vocab_find(&t->vocab, ab, alen + blen);
     if (ab != stack) free(ab);
     if (im < 0)
-        return an_fail(err, "%s: merge %d (\"%.*s\" \"%.*s\") makes a token that is not in the vocabulary", file,
-                       rank + 1, (int)alen, a, (int)blen, b);
+        return an_fail(err, "%s: merge %d (%s %s) makes a token that is not in the vocabulary", file,
+                       rank + 1, AN_QUOTE_N(a, alen), AN_QUOTE_N(b, blen));
     /* ranks are below 2^24 in any real file, so the float priority is exact */
     if (an_pairmap_put(&t->merges, ia, ib, im, -(float)rank)) return an_fail(err, "%s: out of memory", file);
     return 0;
@@ -68,13 +68,13 @@ static int load_vocab_object(an_tokenizer *t, const cJSON *obj, const char *file
     for (const cJSON *e = obj->child; e; e = e->next) {
         double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
         if (v < 0 || v >= n || v != floor(v)) {
-            rc = an_fail(err, "%s: %s: token \"%s\" has id %g, not an integer in 0..%d", file, field, e->string,
+            rc = an_fail(err, "%s: %s: token %s has id %g, not an integer in 0..%d", file, field, AN_QUOTE(e->string),
                          cJSON_IsNumber(e) ? v : -1.0, n - 1);
             break;
         }
         if (by_id[(int)v]) {
-            rc = an_fail(err, "%s: %s: id %d is given to both \"%s\" and \"%s\"", file, field, (int)v,
-                         by_id[(int)v]->string, e->string);
+            rc = an_fail(err, "%s: %s: id %d is given to both %s and %s", file, field, (int)v,
+                         AN_QUOTE(by_id[(int)v]->string), AN_QUOTE(e->string));
             break;
         }
         by_id[(int)v] = e;
@@ -170,7 +170,7 @@ static int add_tokens(an_tokenizer *t, added *a, int n, const char *file, const 
         size_t len = strlen(a[i].content);
         if (len == 0) return an_fail(err, "%s: %s: token %d has empty content", file, field, a[i].id);
         if (a[i].id > t->vocab.n)
-            return an_fail(err, "%s: %s: token \"%s\" has id %d, past the vocabulary end %d", file, field, a[i].content,
+            return an_fail(err, "%s: %s: token %s has id %d, past the vocabulary end %d", file, field, AN_QUOTE(a[i].content),
                            a[i].id, t->vocab.n);
         if (a[i].id == t->vocab.n) {
             if (an_vocab_add(&t->vocab, a[i].content, len, 0, AN_PIECE_ADDED) < 0) return an_fail(err, "%s: out of memory", file);
@@ -219,8 +219,8 @@ static int load_merges(an_tokenizer *t, const cJSON *merges, const char *file, a
         if (cJSON_IsString(m)) {
             const char *sp = strchr(m->valuestring, ' ');
             if (!sp || sp == m->valuestring || !sp[1])
-                return an_fail(err, "%s: model.merges[%d] \"%s\" is not two tokens separated by a space", file, rank,
-                               m->valuestring);
+                return an_fail(err, "%s: model.merges[%d] %s is not two tokens separated by a space", file, rank,
+                               AN_QUOTE(m->valuestring));
             a = m->valuestring, alen = (size_t)(sp - a), b = sp + 1, blen = strlen(b);
         } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
                    cJSON_IsString(m->child->next)) {
@@ -250,7 +250,7 @@ static int load_normalizer(an_tokenizer *t, const cJSON *nz, const char *file, i
     }
     if (type && !strcmp(type, "Prepend")) {
         const char *s = json_str(nz, "prepend");
-        if (!s || strcmp(s, "\xe2\x96\x81")) return an_fail(err, "%s: normalizer Prepend of \"%s\" is not supported (only \"\xe2\x96\x81\")", file, s ? s : "");
+        if (!s || strcmp(s, "\xe2\x96\x81")) return an_fail(err, "%s: normalizer Prepend of %s is not supported (only \"\xe2\x96\x81\")", file, AN_QUOTE(s));
         *prepend = 1;
         return 0;
     }
@@ -262,7 +262,7 @@ static int load_normalizer(an_tokenizer *t, const cJSON *nz, const char *file, i
         t->space_text = "\xe2\x96\x81";
         return 0;
     }
-    return an_fail(err, "%s: normalizer type \"%s\" is not supported", file, type ? type : "(none)");
+    return an_fail(err, "%s: normalizer type %s is not supported", file, type ? AN_QUOTE(type) : "(none)");
 }
 
 /* The pre-tokenizers we implement: none, or ByteLevel (alone or as the only step of a Sequence). */
@@ -283,13 +283,13 @@ static int load_pre_tokenizer(an_tokenizer *t, const cJSON *pt, const char *file
     if (type && !strcmp(type, "Metaspace")) {
         const char *rep = json_str(pt, "replacement"), *scheme = json_str(pt, "prepend_scheme");
         if (rep && strcmp(rep, "\xe2\x96\x81"))
-            return an_fail(err, "%s: pre_tokenizer Metaspace with replacement \"%s\" is not supported", file, rep);
+            return an_fail(err, "%s: pre_tokenizer Metaspace with replacement %s is not supported", file, AN_QUOTE(rep));
         /* older files say add_prefix_space instead of prepend_scheme */
         if (!scheme) scheme = json_bool(pt, "add_prefix_space", 1) ? "always" : "never";
         if (!strcmp(scheme, "always")) t->prefix_mode = AN_PREFIX_PER_SEGMENT;
         else if (!strcmp(scheme, "first")) t->prefix_mode = AN_PREFIX_TEXT_START;
         else if (!strcmp(scheme, "never")) t->prefix_mode = AN_PREFIX_NONE;
-        else return an_fail(err, "%s: pre_tokenizer Metaspace prepend_scheme \"%s\" is not known", file, scheme);
+        else return an_fail(err, "%s: pre_tokenizer Metaspace prepend_scheme %s is not known", file, AN_QUOTE(scheme));
         t->space_text = "\xe2\x96\x81";
         t->metaspace = 1;
         t->prefix_unless_space = 1;
@@ -297,8 +297,8 @@ static int load_pre_tokenizer(an_tokenizer *t, const cJSON *pt, const char *file
         t->strip_leading_space = t->prefix_mode != AN_PREFIX_NONE;
         return 0;
     }
-    return an_fail(err, "%s: pre_tokenizer type \"%s\" is not supported (ByteLevel, Metaspace or none)", file,
-                   type ? type : "(none)");
+    return an_fail(err, "%s: pre_tokenizer type %s is not supported (ByteLevel, Metaspace or none)", file,
+                   type ? AN_QUOTE(type) : "(none)");
 }
 
 /* TemplateProcessing whose single-sequence template starts with a special token adds BOS. */
@@ -329,7 +329,7 @@ int an_load_tokenizer_json(an_tokenizer *t, const char *path, an_error *err) {
         goto done;
     }
     if (type && strcmp(type, "BPE")) {
-        an_fail(err, "%s: model type \"%s\" is not supported (BPE only)", path, type);
+        an_fail(err, "%s: model type %s is not supported (BPE only)", path, AN_QUOTE(type));
         goto done;
     }
     if (json_bool(model, "ignore_merges", 0)) {
@@ -407,8 +407,8 @@ int an_load_tokenizer_config(an_tokenizer *t, const char *path, an_error *err) {
             long id = strtol(e->string, &end, 10);
             const char *content = json_str(e, "content");
             if (*end || end == e->string || id < 0 || id > 100000000 || !content)
-                rc = an_fail(err, "%s: added_tokens_decoder entry \"%s\" needs an integer key and a \"content\"", path,
-                             e->string);
+                rc = an_fail(err, "%s: added_tokens_decoder entry %s needs an integer key and a \"content\"", path,
+                             AN_QUOTE(e->string));
             else
                 a[i++] = (added){(int)id, content, json_bool(e, "normalized", 0)};
         }

@@ -116,8 +116,8 @@ static int check_rope_type(const reader *r, const char *key, const cJSON *j) {
     if (!cJSON_IsString(t)) t = cJSON_GetObjectItemCaseSensitive(j, "type");
     const char *type = cJSON_IsString(t) ? t->valuestring : "default";
     if (strcmp(type, "default") == 0 || strcmp(type, "dynamic") == 0) return 0;
-    return an_fail(r->err, "%s: field \"%s\": rope type \"%s\" is not supported yet (only default and dynamic)",
-                   r->path, key, type);
+    return an_fail(r->err, "%s: field \"%s\": rope type %s is not supported yet (only default and dynamic)",
+                   r->path, key, AN_QUOTE(type));
 }
 
 static int read_rope(an_model_config *c, const reader *r) {
@@ -162,7 +162,7 @@ static int load_gpt2(an_model_config *c, const reader *r) {
     if (!field(r, "n_inner")) c->ffn_dim = 4 * c->dim; /* n_inner null means 4 * n_embd */
     const char *act = get_string(r, "activation_function");
     if (act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
-        return an_fail(r->err, "%s: field \"activation_function\": \"%s\" is not supported (gelu_new only)", r->path, act);
+        return an_fail(r->err, "%s: field \"activation_function\": %s is not supported (gelu_new only)", r->path, AN_QUOTE(act));
     int scale = 1, by_layer = 0;
     if (get_bool(r, "scale_attn_weights", 1, &scale) || get_bool(r, "scale_attn_by_inverse_layer_idx", 0, &by_layer))
         return -1;
@@ -198,7 +198,7 @@ static int load_llama_like(an_model_config *c, const reader *r, const char *arch
                        c->head_dim, architecture);
     const char *act = get_string(r, "hidden_act");
     if (act && strcmp(act, "silu") != 0)
-        return an_fail(r->err, "%s: field \"hidden_act\": \"%s\" is not supported (silu only)", r->path, act);
+        return an_fail(r->err, "%s: field \"hidden_act\": %s is not supported (silu only)", r->path, AN_QUOTE(act));
     if (is_qwen2) {
         c->qkv_bias = 1; /* Qwen2 always has q, k, v biases and none elsewhere */
         /* Qwen2's window applies only to layers >= max_window_layers; no released model turns it on */
@@ -249,12 +249,12 @@ int an_config_load(an_model_config *c, const char *path, an_error *err) {
     }
     if (!f) {
         if (architecture)
-            an_fail(err, "%s: field \"architectures\": \"%s\" is not supported (GPT2LMHeadModel, LlamaForCausalLM, "
+            an_fail(err, "%s: field \"architectures\": %s is not supported (GPT2LMHeadModel, LlamaForCausalLM, "
                          "MistralForCausalLM, Qwen2ForCausalLM, InternLM2ForCausalLM)",
-                    path, architecture);
+                    path, AN_QUOTE(architecture));
         else
-            an_fail(err, "%s: missing field \"architectures\" (and model_type \"%s\" is not one we know)", path,
-                    model_type ? model_type : "(none)");
+            an_fail(err, "%s: missing field \"architectures\" (and model_type %s is not one we know)", path,
+                    model_type ? AN_QUOTE(model_type) : "(none)");
         goto done;
     }
     c->arch = f->arch;

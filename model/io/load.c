@@ -75,6 +75,7 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
             an_fail_prefix(err, "%s: tensor %s", file, t->name);
             goto done;
         }
+        if (an_st_check_finite(t, p->transposed ? tmp : buf, file, err)) goto done;
         if (p->transposed) { /* Conv1D [in, out] -> [out, in] */
             int rows = (int)p->shape[0], cols = (int)p->shape[1];
             for (int r = 0; r < rows; r++)
@@ -85,7 +86,7 @@ static int load_tensors(an_model *m, const an_safetensors *st, const char *file,
     for (int i = 0; i < st->n_tensors; i++) {
         if (!used[i] && !ignorable(m, st->tensors[i].name)) {
             an_fail(err, "%s: unexpected tensor %s (not part of a %s model with this config)", file,
-                    st->tensors[i].name, m->cfg.architecture);
+                    AN_QUOTE(st->tensors[i].name), m->cfg.architecture);
             goto done;
         }
     }

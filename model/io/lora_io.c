@@ -193,7 +193,7 @@ static int read_config(an_lora_config *c, char *base, size_t base_cap, const cha
     }
     v = cJSON_GetObjectItemCaseSensitive(o, "bias");
     if (cJSON_IsString(v) && strcmp(v->valuestring, "none") != 0) {
-        an_fail(err, "%s: bias \"%s\" is not supported (only \"none\")", path, v->valuestring);
+        an_fail(err, "%s: bias %s is not supported (only \"none\")", path, AN_QUOTE(v->valuestring));
         goto done;
     }
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "lora_bias"))) {
@@ -219,8 +219,8 @@ static int read_config(an_lora_config *c, char *base, size_t base_cap, const cha
     v = cJSON_GetObjectItemCaseSensitive(o, "target_modules");
     if (cJSON_IsString(v)) {
         if (strcmp(v->valuestring, "all-linear") != 0) {
-            an_fail(err, "%s: target_modules is the regular expression \"%s\"; only a list of names (or \"all-linear\") "
-                    "is supported", path, v->valuestring);
+            an_fail(err, "%s: target_modules is the regular expression %s; only a list of names (or \"all-linear\") "
+                    "is supported", path, AN_QUOTE(v->valuestring));
             goto done;
         }
         if (an_lora_config_add_target(c, "all-linear", err)) goto done;
@@ -285,11 +285,7 @@ an_lora *an_lora_open(an_model *m, const char *dir, an_error *err) {
             const an_st_tensor *t = an_st_expect(&st, key, 2, shape, err);
             if (!t || an_st_to_f32(t, k ? tmp : host, err)) goto done;
             used++;
-            for (size_t j = 0; j < p->numel; j++)
-                if (!isfinite((k ? tmp : host)[j])) {
-                    an_fail(err, "%s: tensor %s holds a NaN or infinite value", wpath, key);
-                    goto done;
-                }
+            if (an_st_check_finite(t, k ? tmp : host, wpath, err)) goto done;
             if (k == 1) { /* lora_B [out, r] -> bt [r, out] */
                 if (permuted_rows(m, mod)) permute_b(m, mod, tmp, host, -1);
                 for (int o = 0; o < mod->out; o++)

@@ -44,7 +44,7 @@ static int parse_state(bnb_state *s, const char *name, const char *json, size_t 
     if (!qt) {
         an_fail(err, "%s: quant_state has no quant_type", name);
     } else if (strcmp(qt, "nf4") != 0) {
-        an_fail(err, "%s: quant_state quant_type is \"%s\", only \"nf4\" is supported", name, qt);
+        an_fail(err, "%s: quant_state quant_type is %s, only \"nf4\" is supported", name, AN_QUOTE(qt));
     } else if (!cJSON_IsNumber(bs) || !valid_blocksize(bs->valuedouble)) {
         an_fail(err, "%s: quant_state blocksize is missing or not a power of two in 32..4096", name);
     } else if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) < 1 || cJSON_GetArraySize(shape) > 8) {

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +72,7 @@ static int read_metadata(an_safetensors *st, const cJSON *meta, const char *path
     if (!st->meta_keys || !st->meta_values) return an_fail(err, "%s: out of memory", path);
     for (const cJSON *m = meta->child; m; m = m->next) {
         if (!cJSON_IsString(m))
-            return an_fail(err, "%s: \"__metadata__\" value of \"%s\" is not a string", path, m->string);
+            return an_fail(err, "%s: \"__metadata__\" value of %s is not a string", path, AN_QUOTE(m->string));
         st->meta_keys[st->n_meta] = dup_str(m->string);
         st->meta_values[st->n_meta] = dup_str(m->valuestring);
         if (!st->meta_keys[st->n_meta] || !st->meta_values[st->n_meta]) return an_fail(err, "%s: out of memory", path);
@@ -84,21 +85,24 @@ static int read_metadata(an_safetensors *st, const cJSON *meta, const char *path
 static int read_entry(an_safetensors *st, const cJSON *e, const char *path, int shard, const unsigned char *data,
                       uint64_t data_size, span *sp, an_error *err) {
     const char *name = e->string;
-    if (!cJSON_IsObject(e)) return an_fail(err, "%s: tensor \"%s\": entry is not an object", path, name);
+    /* the name comes from the file: quoted short, a 100 KB one cut (an_quote) */
+    char qbuf[AN_QUOTE_CAP];
+    const char *qname = an_quote_str(qbuf, sizeof qbuf, name);
+    if (!cJSON_IsObject(e)) return an_fail(err, "%s: tensor %s: entry is not an object", path, qname);
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!jd) return an_fail(err, "%s: tensor \"%s\": missing \"dtype\"", path, name);
-    if (!js) return an_fail(err, "%s: tensor \"%s\": missing \"shape\"", path, name);
-    if (!jo) return an_fail(err, "%s: tensor \"%s\": missing \"data_offsets\"", path, name);
+    if (!jd) return an_fail(err, "%s: tensor %s: missing \"dtype\"", path, qname);
+    if (!js) return an_fail(err, "%s: tensor %s: missing \"shape\"", path, qname);
+    if (!jo) return an_fail(err, "%s: tensor %s: missing \"data_offsets\"", path, qname);
     an_st_tensor t;
     memset(&t, 0, sizeof t);
     if (!cJSON_IsString(jd) || dtype_parse(jd->valuestring, &t.dtype) != 0)
-        return an_fail(err, "%s: tensor \"%s\": unknown dtype %s", path, name,
-                       cJSON_IsString(jd) ? jd->valuestring : "(not a string)");
-    if (!cJSON_IsArray(js)) return an_fail(err, "%s: tensor \"%s\": \"shape\" is not an array", path, name);
+        return an_fail(err, "%s: tensor %s: unknown dtype %s", path, qname,
+                       cJSON_IsString(jd) ? AN_QUOTE(jd->valuestring) : "(not a string)");
+    if (!cJSON_IsArray(js)) return an_fail(err, "%s: tensor %s: \"shape\" is not an array", path, qname);
     int nd = cJSON_GetArraySize(js);
-    if (nd > AN_MAX_DIMS) return an_fail(err, "%s: tensor \"%s\": %d dimensions, at most %d supported", path, name, nd, AN_MAX_DIMS);
+    if (nd > AN_MAX_DIMS) return an_fail(err, "%s: tensor %s: %d dimensions, at most %d supported", path, qname, nd, AN_MAX_DIMS);
     t.ndim = nd;
     /* numel * element size is computed with an overflow check against the data section size */
     uint64_t esz = an_dtype_size(t.dtype), nbytes = esz;
@@ -106,25 +110,25 @@ static int read_entry(an_safetensors *st, const cJSON *e, const char *path, int 
     for (const cJSON *d = js->child; d; d = d->next, i++) {
         uint64_t v;
         if (json_uint(d, &v) != 0)
-            return an_fail(err, "%s: tensor \"%s\": shape[%d] is not a non-negative integer", path, name, i);
+            return an_fail(err, "%s: tensor %s: shape[%d] is not a non-negative integer", path, qname, i);
         t.shape[i] = (int64_t)v;
         if (v && nbytes > UINT64_MAX / v)
-            return an_fail(err, "%s: tensor \"%s\": shape is too large", path, name);
+            return an_fail(err, "%s: tensor %s: shape is too large", path, qname);
         nbytes *= v;
     }
     uint64_t b, en;
     if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2 || json_uint(jo->child, &b) != 0 ||
         json_uint(jo->child->next, &en) != 0)
-        return an_fail(err, "%s: tensor \"%s\": \"data_offsets\" is not two non-negative integers", path, name);
-    if (en < b) return an_fail(err, "%s: tensor \"%s\": data_offsets [%llu, %llu] end before they begin", path, name,
+        return an_fail(err, "%s: tensor %s: \"data_offsets\" is not two non-negative integers", path, qname);
+    if (en < b) return an_fail(err, "%s: tensor %s: data_offsets [%llu, %llu] end before they begin", path, qname,
                                (unsigned long long)b, (unsigned long long)en);
     if (en > data_size)
-        return an_fail(err, "%s: tensor \"%s\": data_offsets [%llu, %llu] run past the end of the data (%llu bytes; "
+        return an_fail(err, "%s: tensor %s: data_offsets [%llu, %llu] run past the end of the data (%llu bytes; "
                             "truncated file?)",
-                       path, name, (unsigned long long)b, (unsigned long long)en, (unsigned long long)data_size);
+                       path, qname, (unsigned long long)b, (unsigned long long)en, (unsigned long long)data_size);
     if (en - b != nbytes)
-        return an_fail(err, "%s: tensor \"%s\": shape and dtype %s need %llu bytes but data_offsets hold %llu", path,
-                       name, an_dtype_name(t.dtype), (unsigned long long)nbytes, (unsigned long long)(en - b));
+        return an_fail(err, "%s: tensor %s: shape and dtype %s need %llu bytes but data_offsets hold %llu", path,
+                       qname, an_dtype_name(t.dtype), (unsigned long long)nbytes, (unsigned long long)(en - b));
     t.name = dup_str(name);
     if (!t.name) return an_fail(err, "%s: out of memory", path);
     t.data = data + b;
@@ -190,9 +194,9 @@ static int read_shard(an_safetensors *st, const char *path, int *cap, an_error *
     uint64_t at = 0;
     for (int i = 0; i < n_entries; i++) {
         if (spans[i].begin != at) {
-            rc = an_fail(err, "%s: tensor \"%s\": data_offsets begin at %llu but the previous tensor ends at %llu "
+            rc = an_fail(err, "%s: tensor %s: data_offsets begin at %llu but the previous tensor ends at %llu "
                               "(overlapping or out-of-order offsets)",
-                         path, spans[i].name, (unsigned long long)spans[i].begin, (unsigned long long)at);
+                         path, AN_QUOTE(spans[i].name), (unsigned long long)spans[i].begin, (unsigned long long)at);
             goto done;
         }
         at = spans[i].end;
@@ -225,7 +229,7 @@ int an_st_add_file(an_safetensors *st, const char *path, an_error *err) {
 static int check_duplicates(const an_safetensors *st, const char *path, an_error *err) {
     for (int i = 1; i < st->n_tensors; i++)
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0)
-            return an_fail(err, "%s: tensor \"%s\" appears twice", path, st->tensors[i].name);
+            return an_fail(err, "%s: tensor %s appears twice", path, AN_QUOTE(st->tensors[i].name));
     return 0;
 }
 
@@ -265,7 +269,7 @@ static int read_index(an_safetensors *st, const char *index_path, int *cap, an_e
     }
     for (const cJSON *e = wm->child; e; e = e->next) {
         if (!cJSON_IsString(e) || !e->valuestring[0] || strstr(e->valuestring, "/")) {
-            rc = an_fail(err, "%s: weight_map entry \"%s\" is not a shard file name", index_path, e->string);
+            rc = an_fail(err, "%s: weight_map entry %s is not a shard file name", index_path, AN_QUOTE(e->string));
             goto done;
         }
         int s = 0;
@@ -284,8 +288,8 @@ static int read_index(an_safetensors *st, const char *index_path, int *cap, an_e
     for (const cJSON *e = wm->child; e; e = e->next) {
         const an_st_tensor *t = an_st_find(st, e->string);
         if (!t || strcmp(shard_names[t->shard], e->valuestring) != 0) {
-            rc = an_fail(err, "%s: tensor \"%s\" is listed in shard %s but that shard does not hold it", index_path,
-                         e->string, e->valuestring);
+            rc = an_fail(err, "%s: tensor %s is listed in shard %s but that shard does not hold it", index_path,
+                         AN_QUOTE(e->string), AN_QUOTE(e->valuestring));
             goto done;
         }
     }
@@ -360,7 +364,7 @@ const an_st_tensor *an_st_expect(const an_safetensors *st, const char *name, int
                                  an_error *err) {
     const an_st_tensor *t = an_st_find(st, name);
     if (!t) {
-        an_fail(err, "%s: tensor \"%s\" is missing", st->n_files ? st->paths[0] : "(no file)", name);
+        an_fail(err, "%s: tensor %s is missing", st->n_files ? st->paths[0] : "(no file)", AN_QUOTE(name));
         return NULL;
     }
     int same = t->ndim == ndim;
@@ -369,7 +373,7 @@ const an_st_tensor *an_st_expect(const an_safetensors *st, const char *name, int
         char have[160], want[160];
         format_shape(have, sizeof have, t->ndim, t->shape);
         format_shape(want, sizeof want, ndim, shape);
-        an_fail(err, "%s: tensor \"%s\" has shape %s but %s was expected", st->paths[t->shard], name, have, want);
+        an_fail(err, "%s: tensor %s has shape %s but %s was expected", st->paths[t->shard], AN_QUOTE(name), have, want);
         return NULL;
     }
     return t;
@@ -416,6 +420,14 @@ int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err) {
         }
         return 0;
     default:
-        return an_fail(err, "tensor \"%s\": dtype %s is not a floating-point type", t->name, an_dtype_name(t->dtype));
+        return an_fail(err, "tensor %s: dtype %s is not a floating-point type", AN_QUOTE(t->name), an_dtype_name(t->dtype));
     }
+}
+
+int an_st_check_finite(const an_st_tensor *t, const float *v, const char *file, an_error *err) {
+    size_t n = (size_t)an_st_numel(t);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return an_fail(err, "%s: tensor %s holds a NaN or infinite value (first at element %zu)", file, t->name, i);
+    return 0;
 }

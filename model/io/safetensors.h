@@ -46,6 +46,10 @@ const char *an_st_meta(const an_safetensors *st, const char *key);
 int64_t an_st_numel(const an_st_tensor *t);
 /* Converts any float dtype (F32, F16, BF16, F64) to float32 into dst (numel floats). */
 int an_st_to_f32(const an_st_tensor *t, float *dst, an_error *err);
+/* After an_st_to_f32: -1 with "file: tensor NAME holds a NaN or infinite value (first at element K)"
+ * (K in the file's order) when one of its values is not a finite number. Every loader runs it on
+ * every float tensor, so bad weights fail at load rather than as nll=nan or a diverged run later. */
+int an_st_check_finite(const an_st_tensor *t, const float *v, const char *file, an_error *err);
 /* Finds name and checks its shape (ndim entries): "path: tensor \"name\" is missing" or
  * "path: tensor \"name\" has shape [a, b] but [c, d] was expected", path being the file that holds it
  * (or the first file when it is missing). For model loaders. */
