@@ -5,6 +5,8 @@
 #   make tsan       concurrent inference states under ThreadSanitizer
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
+#   make model      fetch a real small pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) into
+#                   ${AN_CACHE:-~/.cache/autoneg} and print its path (tools/fetch_model.sh)
 CC      ?= gcc
 BUILD   ?= build
 BLAS    ?= 1
@@ -30,7 +32,7 @@ TEST_COMMON := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
 TEST_COMMON_OBJ := $(TEST_COMMON:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all test asan tsan deps demo bench check-compat clean fixtures
+.PHONY: all test asan tsan deps demo bench check-compat clean fixtures model
 all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
 
 $(BUILD)/%.o: %.c
@@ -67,6 +69,10 @@ tsan:
 
 deps:
 	@sh tools/deps.sh
+
+# The file is checked against pinned sha256s and never enters the tree; a second call only re-checks it.
+model:
+	@sh tools/fetch_model.sh
 
 # The demo (tools/demo.sh): train a small model and its tokenizer from scratch on datasets/, ~5 min.
 demo:
