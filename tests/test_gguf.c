@@ -424,6 +424,117 @@ static void test_duplicates(void) {
     free(d);
 }
 
+/* ---- the real model, when `make model` has fetched it ---- */
+
+static int str_eq(const char *p, uint64_t len, const char *s) { return len == strlen(s) && memcmp(p, s, len) == 0; }
+
+static void check_smollm2_metadata(const an_gguf *g) {
+    CHECK(g->version == 3 && g->alignment == 32 && g->n_kv == 33);
+    const char *s;
+    uint64_t len;
+    an_error e;
+    CHECK(an_gguf_get_str(g, "general.architecture", &s, &len, &e) == 0 && str_eq(s, len, "llama"));
+    CHECK(an_gguf_get_str(g, "tokenizer.ggml.model", &s, &len, &e) == 0 && str_eq(s, len, "gpt2"));
+    CHECK(geti(g, "llama.block_count") == 30);
+    CHECK(geti(g, "llama.embedding_length") == 576);
+    CHECK(geti(g, "llama.feed_forward_length") == 1536);
+    CHECK(geti(g, "llama.attention.head_count") == 9);
+    CHECK(geti(g, "llama.attention.head_count_kv") == 3);
+    CHECK(geti(g, "llama.context_length") == 8192);
+    CHECK(geti(g, "llama.vocab_size") == 49152);
+    CHECK(geti(g, "llama.rope.dimension_count") == 64);
+    CHECK(geti(g, "tokenizer.ggml.bos_token_id") == 1);
+    CHECK(geti(g, "tokenizer.ggml.eos_token_id") == 2);
+    CHECK(geti(g, "general.file_type") == 3); /* LLAMA_FTYPE_MOSTLY_Q4_1 */
+    CHECK(getf(g, "llama.rope.freq_base") == 100000.0);
+    CHECK(getf(g, "llama.attention.layer_norm_rms_epsilon") == (double)1e-5f); /* stored as f32 */
+    int add_bos = -1;
+    CHECK(an_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, &e) == 0 && add_bos == 0);
+    an_gguf_value v;
+    const an_gguf_value *tok = geta(g, "tokenizer.ggml.tokens", AN_GGUF_STRING, 49152);
+    CHECK(tok && an_gguf_array_get(tok, 0, &v) == 0 && str_is(&v, "<|endoftext|>"));
+    CHECK(tok && an_gguf_array_get(tok, 1, &v) == 0 && str_is(&v, "<|im_start|>"));
+    CHECK(tok && an_gguf_array_get(tok, 2, &v) == 0 && str_is(&v, "<|im_end|>"));
+    CHECK(tok && an_gguf_array_get(tok, 49151, &v) == 0 && str_is(&v, "ectable"));
+    const an_gguf_value *mer = geta(g, "tokenizer.ggml.merges", AN_GGUF_STRING, 48900);
+    CHECK(mer && an_gguf_array_get(mer, 0, &v) == 0 && str_is(&v, "\xc4\xa0 t")); /* "Ġ t" */
+    CHECK(mer && an_gguf_array_get(mer, 48899, &v) == 0 && str_is(&v, "ect able"));
+    const an_gguf_value *tt = geta(g, "tokenizer.ggml.token_type", AN_GGUF_I32, 49152);
+    CHECK(tt && an_gguf_array_get(tt, 1, &v) == 0 && v.v.i == 3 && an_gguf_array_get(tt, 100, &v) == 0 && v.v.i == 1);
+}
+
+static void test_smollm2_real_file(void) {
+    char path[4096];
+    const char *cache = getenv("AN_CACHE"), *home = getenv("HOME");
+    snprintf(path, sizeof path, "%s%s/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+             cache && *cache ? cache : home ? home : "", cache && *cache ? "" : "/.cache/autoneg");
+    if (!an_file_exists(path)) {
+        printf("  note: %s is absent (run `make model` to fetch it); the real-file checks are skipped\n", path);
+        return;
+    }
+    an_gguf g;
+    an_error e;
+    CHECK_MSG(an_gguf_open(&g, path, &e) == 0, "%s", e.msg);
+    if (!g.path) return;
+    check_smollm2_metadata(&g);
+    CHECK(g.n_tensors == 272);
+    int n_q41 = 0, n_f32 = 0, n_q80 = 0;
+    int64_t params = 0, most = 0;
+    for (int64_t i = 0; i < g.n_tensors; i++) {
+        const an_gguf_tensor *t = &g.tensors[i];
+        n_q41 += t->type == AN_GGML_Q4_1;
+        n_f32 += t->type == AN_GGML_F32;
+        n_q80 += t->type == AN_GGML_Q8_0;
+        params += t->numel;
+        if (t->numel > most) most = t->numel;
+    }
+    CHECK(n_q41 == 210 && n_f32 == 61 && n_q80 == 1);
+    CHECK(params == 134515008); /* 30 x 3,540,096 + 576 x 49,152 + 576: the output head is tied */
+    const an_gguf_tensor *emb = an_gguf_find_tensor(&g, "token_embd.weight");
+    CHECK(emb && emb->type == AN_GGML_Q8_0 && emb->n_dims == 2 && emb->ne[0] == 576 && emb->ne[1] == 49152);
+    const an_gguf_tensor *k = an_gguf_find_tensor(&g, "blk.29.attn_k.weight");
+    CHECK(k && k->type == AN_GGML_Q4_1 && k->ne[0] == 576 && k->ne[1] == 192);
+    CHECK(an_gguf_find_tensor(&g, "output.weight") == NULL);
+
+    /* every tensor dequantizes to finite values; the fixture's samples match gguf's bit for bit */
+    an_safetensors ref;
+    CHECK_MSG(an_st_open(&ref, REF "smollm2_expected.safetensors", &e) == 0, "%s", e.msg);
+    float *buf = malloc((size_t)most * sizeof *buf);
+    CHECK(buf != NULL);
+    int compared = 0;
+    for (int64_t i = 0; buf && i < g.n_tensors; i++) {
+        const an_gguf_tensor *t = &g.tensors[i];
+        CHECK_MSG(an_gguf_tensor_to_f32(&g, t, buf, &e) == 0, "%s", e.msg);
+        int64_t bad = 0;
+        for (int64_t j = 0; j < t->numel; j++) bad += !isfinite(buf[j]);
+        CHECK_MSG(bad == 0, "%s: %lld values are not finite", t->name, (long long)bad);
+        char name[300];
+        snprintf(name, sizeof name, "%s.idx", t->name);
+        const an_st_tensor *idx = an_st_find(&ref, name);
+        snprintf(name, sizeof name, "%s.val", t->name);
+        const an_st_tensor *val = an_st_find(&ref, name);
+        if (!idx || !val) continue;
+        compared++;
+        int64_t n = an_st_numel(idx), mismatches = 0;
+        CHECK(n == an_st_numel(val) && n > 100);
+        for (int64_t j = 0; j < n; j++) {
+            int64_t at;
+            float want;
+            memcpy(&at, (const char *)idx->data + 8 * j, 8);
+            memcpy(&want, (const char *)val->data + 4 * j, 4);
+            CHECK(at >= 0 && at < t->numel);
+            if (at >= 0 && at < t->numel && !same_bits(buf[at], want)) mismatches++;
+        }
+        CHECK_MSG(mismatches == 0, "%s: %lld of %lld sampled values differ from gguf's", t->name, (long long)mismatches,
+                  (long long)n);
+    }
+    CHECK(compared == 6);
+    printf("  SmolLM2-135M-Instruct: 272 tensors dequantized, %d compared with gguf's values\n", compared);
+    free(buf);
+    an_st_close(&ref);
+    an_gguf_close(&g);
+}
+
 int main(void) {
     RUN(test_type_table);
     RUN(test_dequantize_matches_gguf_bit_for_bit);
@@ -434,5 +545,6 @@ int main(void) {
     RUN(test_bad_metadata);
     RUN(test_bad_tensor_info);
     RUN(test_duplicates);
+    RUN(test_smollm2_real_file);
     return test_finish();
 }
