@@ -297,7 +297,20 @@ static void test_bad_header(void) {
     memcpy(d, good, n);
     put_le(d + 16, UINT64_MAX, 8);
     expect_error(d, n, "metadata count -1 is negative");
-    expect_error(d, 0, "not a GGUF file");
+    expect_error(d, 0, "0 bytes, too short for a GGUF file");
+    /* one key whose value nests arrays 10 deep: refused at the 9th level, before any recursion runs away */
+    unsigned char deep[256] = "GGUF\3\0\0\0";
+    size_t at = 8;
+    put_le(deep + at, 0, 8), at += 8;
+    put_le(deep + at, 1, 8), at += 8;
+    put_le(deep + at, 1, 8), at += 8;
+    deep[at++] = 'k';
+    put_le(deep + at, AN_GGUF_ARRAY, 4), at += 4;
+    for (int level = 0; level < 10; level++) {
+        put_le(deep + at, AN_GGUF_ARRAY, 4), at += 4;
+        put_le(deep + at, 1, 8), at += 8;
+    }
+    expect_error(deep, sizeof deep, "key \"k\"[0][0][0][0][0][0][0][0]: arrays nested more than 8 deep");
     free(d);
     free(good);
 }
@@ -405,7 +418,7 @@ out:
 }
 
 /* meta.gguf has keys "t.u8" and "t.i8" and tensors "vec" and "mat": renaming one of each pair makes
- * a duplicate of the same length. */
+ * a duplicate of the same length. Its general.alignment (64) is made 48, then an i32. */
 static void test_duplicates(void) {
     an_error e;
     size_t n;
@@ -420,6 +433,16 @@ static void test_duplicates(void) {
         memcpy(d + k + 8, "t.i8", 4);
         memcpy(d + t + 8, "vec", 3);
         expect_error(d, n, "tensor \"vec\" appears twice");
+        memcpy(d + t + 8, "mat", 3);
+    }
+    size_t al = find_string(d, n, "general.alignment");
+    CHECK(al != (size_t)-1 && d[al + 8 + 17] == AN_GGUF_U32 && d[al + 8 + 17 + 4] == 64);
+    if (al != (size_t)-1) {
+        d[al + 8 + 17 + 4] = 48;
+        expect_error(d, n, "general.alignment 48 is not a power of two");
+        d[al + 8 + 17 + 4] = 64;
+        d[al + 8 + 17] = AN_GGUF_I32;
+        expect_error(d, n, "key \"general.alignment\" has type i32, not u32");
     }
     free(d);
 }

@@ -168,9 +168,12 @@ static int read_value(cursor *c, uint64_t t, an_gguf_value *out, int depth, int 
 
 static int check_magic_version(cursor *c, an_gguf *g) {
     uint64_t size = (uint64_t)(c->end - c->begin);
-    if (size < 4 || memcmp(c->p, "GGUF", 4) != 0) {
+    if (size < 4)
+        return an_fail(c->err, "%s: %llu bytes, too short for a GGUF file (not a GGUF file, or truncated)", c->path,
+                       (unsigned long long)size);
+    if (memcmp(c->p, "GGUF", 4) != 0) {
         char m[5] = {0};
-        for (int i = 0; i < 4 && (uint64_t)i < size; i++) m[i] = (c->p[i] >= 32 && c->p[i] < 127) ? (char)c->p[i] : '?';
+        for (int i = 0; i < 4; i++) m[i] = (c->p[i] >= 32 && c->p[i] < 127) ? (char)c->p[i] : '?';
         return an_fail(c->err, "%s: not a GGUF file (it starts with \"%s\", not \"GGUF\")", c->path, m);
     }
     c->p += 4;
@@ -312,7 +315,7 @@ static int read_alignment(an_gguf *g, an_error *err) {
     const an_gguf_kv *kv = an_gguf_find_key(g, "general.alignment");
     if (!kv) return 0;
     if (kv->value.type != AN_GGUF_U32)
-        return an_fail(err, "%s: key \"general.alignment\" is a %s, not a u32", g->path, an_gguf_type_name(kv->value.type));
+        return an_fail(err, "%s: key \"general.alignment\" has type %s, not u32", g->path, an_gguf_type_name(kv->value.type));
     uint64_t a = kv->value.v.u;
     if (a == 0 || (a & (a - 1)))
         return an_fail(err, "%s: general.alignment %llu is not a power of two", g->path, (unsigned long long)a);
