@@ -269,9 +269,30 @@ static int read_tensor_info(cursor *c, an_gguf_tensor *t, uint64_t i) {
     return read_u(c, 8, &t->offset, ctx, "offset");
 }
 
-static int cmp_tensor_idx(const void *a, const void *b, void *ctx) {
-    const an_gguf_tensor *t = ctx;
-    return strcmp(t[*(const int64_t *)a].name, t[*(const int64_t *)b].name);
+typedef struct name_idx {
+    const char *name;
+    int64_t i;
+} name_idx;
+
+static int cmp_name_idx(const void *a, const void *b) {
+    return strcmp(((const name_idx *)a)->name, ((const name_idx *)b)->name);
+}
+
+/* g->by_name: tensor indices in name order (plain qsort on (name, index) pairs: qsort_r differs
+ * between C libraries). */
+static int sort_names(cursor *c, an_gguf *g, uint64_t n) {
+    name_idx *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v) return an_fail(c->err, "%s: out of memory", c->path);
+    for (uint64_t i = 0; i < n; i++) v[i] = (name_idx){g->tensors[i].name, (int64_t)i};
+    qsort(v, (size_t)n, sizeof *v, cmp_name_idx);
+    int rc = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        g->by_name[i] = v[i].i;
+        if (i && rc == 0 && strcmp(v[i - 1].name, v[i].name) == 0)
+            rc = an_fail(c->err, "%s: tensor \"%s\" appears twice", c->path, v[i].name);
+    }
+    free(v);
+    return rc;
 }
 
 static int read_tensors(cursor *c, an_gguf *g, uint64_t n) {
@@ -301,13 +322,8 @@ static int read_tensors(cursor *c, an_gguf *g, uint64_t n) {
                            c->path, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
                            (unsigned long long)data, (unsigned long long)size);
         t->data = c->begin + data + t->offset;
-        g->by_name[i] = (int64_t)i;
     }
-    qsort_r(g->by_name, (size_t)n, sizeof *g->by_name, cmp_tensor_idx, g->tensors);
-    for (uint64_t i = 1; i < n; i++)
-        if (strcmp(g->tensors[g->by_name[i - 1]].name, g->tensors[g->by_name[i]].name) == 0)
-            return an_fail(c->err, "%s: tensor \"%s\" appears twice", c->path, g->tensors[g->by_name[i]].name);
-    return 0;
+    return sort_names(c, g, n);
 }
 
 static int read_alignment(an_gguf *g, an_error *err) {
