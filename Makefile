@@ -6,6 +6,8 @@
 #   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each)
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
+#   make model      fetch a real small pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) into
+#                   ${AN_CACHE:-~/.cache/autoneg} and print its path (tools/fetch_model.sh)
 CC      ?= gcc
 BUILD   ?= build
 BLAS    ?= 1
@@ -35,7 +37,7 @@ FUZZ_SRC := $(filter-out fuzz/libfuzzer_main.c,$(wildcard fuzz/*.c))
 FUZZ_OBJ := $(FUZZ_SRC:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all test asan tsan fuzz deps demo bench check-compat clean fixtures
+.PHONY: all test asan tsan fuzz deps demo bench check-compat clean fixtures model
 all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
 
 $(BUILD)/%.o: %.c
@@ -81,6 +83,10 @@ fuzz:
 
 deps:
 	@sh tools/deps.sh
+
+# The file is checked against pinned sha256s and never enters the tree; a second call only re-checks it.
+model:
+	@sh tools/fetch_model.sh
 
 # The demo (tools/demo.sh): train a small model and its tokenizer from scratch on datasets/, ~5 min.
 demo:

@@ -21,6 +21,7 @@ static const command commands[] = {
     {"data", an_cmd_data, "data stats|clean|split ..."},
     {"merge", an_cmd_merge, "merge --model M --adapter A --out DIR"},
     {"bench", an_cmd_bench, "bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--json]"},
+    {"gguf", an_cmd_gguf, "gguf info F.gguf [--full]"},
     {"quantize", an_cmd_quantize, "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]"},
     {"train", an_cmd_train, "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]..."},
     {"generate", an_cmd_generate, "generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]"},
