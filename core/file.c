@@ -9,6 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* What an empty file maps to: a real address, so a reader's data + size stays defined C (pointer
+ * arithmetic on NULL is undefined even with 0; the fuzzer found one such reader). */
+static const unsigned char empty_file[1];
+
 int an_map_file(an_mapped_file *m, const char *path, an_error *err) {
     m->data = NULL;
     m->size = 0;
@@ -25,6 +29,7 @@ int an_map_file(an_mapped_file *m, const char *path, an_error *err) {
     }
     if (st.st_size == 0) {
         close(fd);
+        m->data = empty_file;
         return 0;
     }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -36,7 +41,7 @@ int an_map_file(an_mapped_file *m, const char *path, an_error *err) {
 }
 
 void an_unmap_file(an_mapped_file *m) {
-    if (m->data) munmap((void *)m->data, m->size);
+    if (m->data && m->data != empty_file) munmap((void *)m->data, m->size);
     m->data = NULL;
     m->size = 0;
 }

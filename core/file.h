@@ -9,7 +9,8 @@ typedef struct an_mapped_file {
     size_t size;
 } an_mapped_file;
 
-/* Maps path read-only. An empty file maps to data == NULL, size == 0. */
+/* Maps path read-only. An empty file maps to size 0 and a data pointer that must not be read (but
+ * may be offset by 0, so data + size is defined). */
 int an_map_file(an_mapped_file *m, const char *path, an_error *err);
 void an_unmap_file(an_mapped_file *m);
 

@@ -316,7 +316,7 @@ static void test_exploding_full_run(void) {
     an_trainer_result res;
     an_trainer_opts_default(&o);
     tiny_recipe(&r, dir);
-    set(&r, "optim.lr=1e30");
+    r.optim.lr = 1e30; /* past the recipe's bound (optim.lr <= 1): the trainer's guard is what is tested */
     set(&r, "optim.clip=0");
     set(&r, "checkpoint.every=1");
     set(&r, "checkpoint.keep=1");
@@ -358,7 +358,7 @@ static void test_dead_lora_run(void) {
     set(&r, "data.val_fraction=0.1");
     set(&r, "eval.samples=24");
     set(&r, "train.steps=30");
-    set(&r, "optim.lr=1e6");
+    r.optim.lr = 1e6; /* past the recipe's bound (optim.lr <= 1): the trainer's guard is what is tested */
     set(&r, "schedule.type=constant");
     set(&r, "schedule.warmup_steps=0");
     set(&r, "schedule.warmup_ratio=0");
