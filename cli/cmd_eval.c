@@ -37,7 +37,7 @@ static void put_str(cJSON *o, const char *k, const char *v) { cJSON_AddStringToO
 static const cli_opt eval_opts[] = {
     {"--data", "F.jsonl", "rows to score: prompt and reference negative_prompt (required)"},
     {"--train", "T.jsonl", "training pairs: adds the nearest-training-prompt baseline (default: none)"},
-    {"--out", "PRED.jsonl", "one row per line: prompt, negative_prompt (reference), prediction, precision, recall, f1"},
+    {"--out", "PRED.jsonl", "one row per line: prompt, reference_negative, predicted_negative, precision, recall, f1"},
     {"--mbr", "N", "draw N samples per row (2..256, needs --temperature > 0) and keep the one that agrees most"},
     {NULL, NULL, NULL},
 };
@@ -150,8 +150,9 @@ int an_cmd_eval(int argc, char **argv) {
         if (outp && lines) {
             cJSON *o = cJSON_CreateObject();
             put_str(o, "prompt", pr->prompt);
-            put_str(o, "negative_prompt", pr->negative);
-            put_str(o, "prediction", res[i].text);
+            /* names that cannot be mistaken: a reader once took negative_prompt, the reference, for the output */
+            put_str(o, "reference_negative", pr->negative);
+            put_str(o, "predicted_negative", res[i].text);
             cJSON_AddNumberToObject(o, "precision", sm.precision);
             cJSON_AddNumberToObject(o, "recall", sm.recall);
             cJSON_AddNumberToObject(o, "f1", sm.f1);
