@@ -58,6 +58,7 @@ int cli_help_print(const cli_help *h) {
         printf("\n%s:\n", h->more_title ? h->more_title : "more options");
         print_opts(stdout, h->more);
     }
+    if (!(h->opts && h->opts->name) && !(h->more && h->more->name)) printf("\noptions:\n");
     printf("  %-24s  %s\n", "-h, --help", "this help");
     if (h->example) printf("\nexample:\n  autoneg %s\n", h->example);
     fflush(stdout);
