@@ -87,7 +87,7 @@ int an_cmd_merge(int argc, char **argv) {
     int rc = 0;
     if (an_lora_load(m, adapter, &err) || an_lora_merge(m, &err) || an_model_save(m, out, &err)) rc = cli_error(&err);
     if (!rc && an_is_dir(model)) rc = copy_side_files(model, out);
-    if (!rc) fprintf(stderr, "merged %s into %s: %s\n", adapter, model, out);
+    if (!rc) printf("merged %s into %s: %s\n", adapter, model, out); /* the result: what was written */
     an_model_free(m);
     return rc;
 }

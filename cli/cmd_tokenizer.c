@@ -130,8 +130,9 @@ int an_cmd_tokenizer(int argc, char **argv) {
         } else {
             if (got < vocab) fprintf(stderr, "autoneg: the corpus ran out of pairs at %d tokens\n", got);
             clock_gettime(CLOCK_MONOTONIC, &t1);
-            fprintf(stderr, "autoneg: trained a %d-token byte-level BPE on %zu texts (%.1f MB) in %.2f s: %s/tokenizer.json\n",
-                    got, c.n, c.bytes / 1e6, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9, out);
+            /* the result, on stdout with the other commands' results */
+            printf("trained a %d-token byte-level BPE on %zu texts (%.1f MB) in %.2f s: %s/tokenizer.json\n",
+                   got, c.n, c.bytes / 1e6, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9, out);
         }
     }
     for (size_t i = 0; i < c.n; i++) free(c.text[i]);

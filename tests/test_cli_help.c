@@ -141,10 +141,40 @@ static void test_unknown_option(void) {
     free(err);
 }
 
+/* Results on stdout, progress and logs on stderr: a command that writes files says what it wrote on
+ * stdout, so `autoneg ... > log` keeps it and scripts can read it. */
+static void test_results_on_stdout(void) {
+    char args[2048], *out, *err;
+    const char *corpus = test_tmp_path("corpus.txt");
+    FILE *f = fopen(corpus, "w");
+    for (int i = 0; i < 200; i++) fprintf(f, "lowres, bad anatomy, blurry, watermark, text, jpeg artifacts %d\n", i);
+    fclose(f);
+    snprintf(args, sizeof args, "tokenizer train --data %s --vocab 280 --out %s", corpus, test_tmp_path("tok"));
+    CHECK(run(args, &out, &err) == 0);
+    CHECK_CONTAINS(out, "tokenizer.json");
+    CHECK_MSG(strstr(err, "tokenizer.json") == NULL, "tokenizer train: the result went to stderr: %s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "merge --model tests/ref/models/llama --adapter tests/ref/lora/llama --out %s",
+             test_tmp_path("merged"));
+    CHECK(run(args, &out, &err) == 0);
+    CHECK_CONTAINS(out, test_tmp_path("merged"));
+    CHECK_MSG(*err == 0, "merge: stderr not empty: %s", err);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "tokenize --tokenizer %s/tokenizer.json --text 'lowres, blurry'", test_tmp_path("tok"));
+    CHECK(run(args, &out, &err) == 0);
+    CHECK(out[0] >= '0' && out[0] <= '9');
+    CHECK(*err == 0);
+    free(out);
+    free(err);
+}
+
 int main(void) {
     RUN(test_every_help);
     RUN(test_help_among_options);
     RUN(test_version);
     RUN(test_unknown_option);
+    RUN(test_results_on_stdout);
     return test_finish();
 }
