@@ -207,7 +207,7 @@ static const cli_opt gen_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help gen_help = {
+const cli_help cli_help_bench_generate = {
     "bench generate --preset NAME|config.json [--batch B] [--tokens N] [--prompt P] [--threads K] [--seed S] [--json]\n"
     "bench generate --preset NAME --dtype nf4 [--head bf16|f32] [--repeat R] [--tokens N]",
     "Times greedy decoding with the KV cache on a randomly initialised preset: tokens/s, and for one\n"
@@ -218,7 +218,7 @@ static const cli_help gen_help = {
 
 int an_bench_generate(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&gen_help, argc, argv, 2, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_bench_generate, argc, argv, 2, &hrc)) return hrc;
     const char *preset = NULL, *dtype = "f32", *head = "bf16";
     int batch = 0, tokens = 128, P = 16, threads = 0, json = 0, repeat = 5;
     unsigned long long seed = 1234;
@@ -228,7 +228,7 @@ int an_bench_generate(int argc, char **argv) {
             json = 1;
             continue;
         }
-        if (i + 1 >= argc) return cli_help_fail(&gen_help, "bench generate: %s needs a value", f);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_bench_generate, "bench generate: %s needs a value", f);
         const char *v = argv[++i];
         char *end;
         long x = strtol(v, &end, 10);
@@ -242,7 +242,7 @@ int an_bench_generate(int argc, char **argv) {
         else if (!strcmp(f, "--dtype")) { if (strcmp(v, "f32") && strcmp(v, "nf4")) return cli_fail("--dtype: expected f32 or nf4, got '%s'", v); dtype = v; }
         else if (!strcmp(f, "--head")) { if (strcmp(v, "f32") && strcmp(v, "bf16")) return cli_fail("--head: expected bf16 or f32, got '%s'", v); head = v; }
         else if (!strcmp(f, "--seed")) seed = strtoull(v, NULL, 10);
-        else return cli_help_fail(&gen_help, "bench generate: unknown option %s", f);
+        else return cli_help_fail(&cli_help_bench_generate, "bench generate: unknown option %s", f);
     }
     if (!preset) return cli_fail("bench generate: --preset is required (e.g. llama-60m)");
     if (threads) omp_set_num_threads(threads);

@@ -45,7 +45,7 @@ static const cli_opt memory_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help memory_help = {
+const cli_help cli_help_bench_memory = {
     "bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n"
     "bench memory --preset NAME [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]\n"
     "bench memory --preset NAME [--dropout] [--threads K] [--measure [--layers L]]",
@@ -179,7 +179,7 @@ done:
 
 int an_bench_memory(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&memory_help, argc, argv, 2, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_bench_memory, argc, argv, 2, &hrc)) return hrc;
     const char *preset = NULL;
     an_memory_opts o = an_memory_opts_default();
     int recompute = 0, do_measure = 0, layers = 0, threads = 0;
@@ -189,7 +189,7 @@ int an_bench_memory(int argc, char **argv) {
         else if (!strcmp(f, "--lora-head")) o.lora_head = 1;
         else if (!strcmp(f, "--dropout")) o.dropout = 1;
         else if (!strcmp(f, "--measure")) do_measure = 1;
-        else if (!v) return cli_help_fail(&memory_help, "bench memory: %s needs a value", f);
+        else if (!v) return cli_help_fail(&cli_help_bench_memory, "bench memory: %s needs a value", f);
         else if (!strcmp(f, "--preset")) preset = argv[++i];
         else if (!strcmp(f, "--batch")) o.B = atoi(argv[++i]);
         else if (!strcmp(f, "--seq")) o.T = atoi(argv[++i]);
@@ -212,9 +212,9 @@ int an_bench_memory(int argc, char **argv) {
             else if (!strcmp(v, "lora")) o.method = AN_METHOD_LORA;
             else if (!strcmp(v, "full")) o.method = AN_METHOD_FULL;
             else return cli_fail("bench memory: --method must be qlora, lora or full, not '%s'", v);
-        } else return cli_help_fail(&memory_help, "bench memory: unknown argument '%s'", f);
+        } else return cli_help_fail(&cli_help_bench_memory, "bench memory: unknown argument '%s'", f);
     }
-    if (!preset) return cli_help_fail(&memory_help, "bench memory: --preset is required");
+    if (!preset) return cli_help_fail(&cli_help_bench_memory, "bench memory: --preset is required");
     char path[4096];
     if (an_file_exists(preset)) snprintf(path, sizeof path, "%s", preset);
     else snprintf(path, sizeof path, "configs/models/%s.json", preset);

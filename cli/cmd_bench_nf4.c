@@ -35,7 +35,7 @@ static const cli_opt nf4_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help nf4_help = {
+const cli_help cli_help_bench_nf4 = {
     "bench nf4 --preset NAME|config.json [--tokens N] [--threads K] [--seed S]",
     "Times one row through every linear layer of a preset, float32 against NF4, in alternating runs;\n"
     "best and median times per token go to stdout.",
@@ -81,19 +81,19 @@ static double token(an_model *m, const an_linear_ref *refs, int n, int with_head
 
 int an_bench_nf4(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&nf4_help, argc, argv, 2, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_bench_nf4, argc, argv, 2, &hrc)) return hrc;
     const char *preset = NULL;
     int tokens = 50, threads = 1;
     unsigned long long seed = 1;
     for (int i = 2; i < argc; i++) {
-        if (i + 1 >= argc) return cli_help_fail(&nf4_help, "bench nf4: %s needs a value", argv[i]);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_bench_nf4, "bench nf4: %s needs a value", argv[i]);
         if (!strcmp(argv[i], "--preset")) preset = argv[++i];
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[++i], NULL, 10);
-        else return cli_help_fail(&nf4_help, "bench nf4: unknown argument '%s'", argv[i]);
+        else return cli_help_fail(&cli_help_bench_nf4, "bench nf4: unknown argument '%s'", argv[i]);
     }
-    if (!preset || tokens < 1 || threads < 1) return cli_help_fail(&nf4_help, "bench nf4: --preset is required; --tokens and --threads are >= 1");
+    if (!preset || tokens < 1 || threads < 1) return cli_help_fail(&cli_help_bench_nf4, "bench nf4: --preset is required; --tokens and --threads are >= 1");
     omp_set_num_threads(threads);
     char path[4096];
     if (an_file_exists(preset)) snprintf(path, sizeof path, "%s", preset);

@@ -56,7 +56,7 @@ static const cli_opt split_opts[] = {
 
 static const char read_title[] = "reading options (stats, clean and split)";
 
-static const cli_help stats_help = {
+const cli_help cli_help_data_stats = {
     "data stats IN... [--tokenizer T] [--top N] [reading options]",
     "Prints counts, length percentiles and the most frequent negative tags of prompt-pair files on\n"
     "stdout; what was read and skipped goes to stderr. IN is .jsonl/.ndjson/.json/.csv, optionally .gz,\n"
@@ -65,7 +65,7 @@ static const cli_help stats_help = {
     "data stats datasets/pairs.jsonl --top 10",
 };
 
-static const cli_help clean_help = {
+const cli_help cli_help_data_clean = {
     "data clean IN... --out OUT.jsonl [--min-words N] [--max-words N] [--max-chars N] [--drop-words FILE] [reading options]",
     "Cuts infotext tails, normalises commas and spaces, drops empty, out-of-range and duplicate pairs, and\n"
     "writes the rest as JSONL; the report goes to stdout.",
@@ -73,14 +73,14 @@ static const cli_help clean_help = {
     "data clean raw.csv --out clean.jsonl --min-words 3 --max-chars 2000",
 };
 
-static const cli_help split_help = {
+const cli_help cli_help_data_split = {
     "data split IN... --out-dir DIR [--val 0.1] [--by source|negative|prompt|pair] [--seed S] [reading options]",
     "Splits pairs into train and validation by group, so that no group is in both; the counts go to stdout.",
     split_opts, read_title, read_opts,
     "data split clean.jsonl --out-dir splits --val 0.1 --by negative",
 };
 
-static const cli_help data_help = {
+const cli_help cli_help_data = {
     "data stats IN... [options]\ndata clean IN... --out OUT.jsonl [options]\ndata split IN... --out-dir DIR [options]",
     "Look at, clean and split prompt-pair datasets. 'autoneg data COMMAND --help' gives each command's\n"
     "options.\n\ncommands:\n"
@@ -92,7 +92,7 @@ static const cli_help data_help = {
 };
 
 static const cli_help *sub_help(const char *sub) {
-    return !strcmp(sub, "stats") ? &stats_help : !strcmp(sub, "clean") ? &clean_help : &split_help;
+    return !strcmp(sub, "stats") ? &cli_help_data_stats : !strcmp(sub, "clean") ? &cli_help_data_clean : &cli_help_data_split;
 }
 
 typedef struct data_args {
@@ -321,13 +321,13 @@ static int cmd_split(const data_args *a, an_pairs *p) {
 
 int an_cmd_data(int argc, char **argv) {
     if (argc < 2) {
-        cli_help_usage(&data_help, stderr);
+        cli_help_usage(&cli_help_data, stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&data_help);
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&cli_help_data);
     const char *sub = argv[1];
     if (strcmp(sub, "stats") && strcmp(sub, "clean") && strcmp(sub, "split"))
-        return cli_help_fail(&data_help, "data: unknown subcommand '%s'", sub);
+        return cli_help_fail(&cli_help_data, "data: unknown subcommand '%s'", sub);
     int hrc;
     if (cli_help_check(sub_help(sub), argc, argv, 2, &hrc)) return hrc;
     data_args a;

@@ -42,7 +42,7 @@ static const cli_opt eval_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help eval_help = {
+const cli_help cli_help_eval = {
     "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [options]",
     "Writes a negative prompt for every row of F and scores it against the row's reference by normalised\n"
     "tags (precision, recall, F1), beside the general negative prompt and, with --train, the nearest\n"
@@ -54,7 +54,7 @@ static const cli_help eval_help = {
 
 int an_cmd_eval(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&eval_help, argc, argv, 1, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_eval, argc, argv, 1, &hrc)) return hrc;
     cli_gen_args a;
     cli_gen_defaults(&a);
     a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
@@ -74,9 +74,9 @@ int an_cmd_eval(int argc, char **argv) {
         int r = cli_gen_flag(&a, argc, argv, &i);
         if (r < 0) return 1;
         if (r == 0 || a.raw || a.jsonl || a.opts.n_samples != 1)
-            return cli_help_fail(&eval_help, "eval: unknown or unsupported option '%s'", argv[i]);
+            return cli_help_fail(&cli_help_eval, "eval: unknown or unsupported option '%s'", argv[i]);
     }
-    if (!a.model || !data) return cli_help_fail(&eval_help, "eval: --model and --data are required");
+    if (!a.model || !data) return cli_help_fail(&cli_help_eval, "eval: --model and --data are required");
     if (mbr) {
         if (a.opts.sampling.temperature == 0)
             return cli_fail("eval: --mbr draws samples: give --temperature > 0 (and the other sampling flags as wanted)");

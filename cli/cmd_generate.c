@@ -68,7 +68,7 @@ static const cli_opt gen_own_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help gen_help = {
+const cli_help cli_help_generate = {
     "generate --model M [--adapter A] (--prompt TEXT... | --file F) [options]",
     "Writes a negative prompt for each positive prompt (with --raw: continues the text), one per line on\n"
     "stdout; warnings go to stderr.",
@@ -224,7 +224,7 @@ int an_cmd_generate(int argc, char **argv) {
     const char *file = NULL;
     if (!prompts) return cli_fail("generate: out of memory");
     int hrc;
-    if (cli_help_check(&gen_help, argc, argv, 1, &hrc)) {
+    if (cli_help_check(&cli_help_generate, argc, argv, 1, &hrc)) {
         free(prompts);
         return hrc;
     }
@@ -249,7 +249,7 @@ int an_cmd_generate(int argc, char **argv) {
         }
         if (r == 0) {
             free(prompts);
-            return cli_help_fail(&gen_help, "generate: unknown option '%s'", argv[i]);
+            return cli_help_fail(&cli_help_generate, "generate: unknown option '%s'", argv[i]);
         }
     }
     char **from_file = NULL;

@@ -58,7 +58,7 @@ static const cli_opt merge_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help merge_help = {
+const cli_help cli_help_merge = {
     "merge --model M --adapter A --out DIR [--device cpu|cuda]",
     "Folds a LoRA adapter into its base (W += scaling * B A) and writes config.json, model.safetensors\n"
     "(float32) and the base's tokenizer files; prints what it wrote on stdout.",
@@ -68,17 +68,17 @@ static const cli_help merge_help = {
 
 int an_cmd_merge(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&merge_help, argc, argv, 1, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_merge, argc, argv, 1, &hrc)) return hrc;
     const char *model = NULL, *adapter = NULL, *out = NULL, *device = NULL;
     for (int i = 1; i < argc; i++) {
-        if (i + 1 >= argc) return cli_help_fail(&merge_help, "merge: unexpected argument '%s'", argv[i]);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_merge, "merge: unexpected argument '%s'", argv[i]);
         if (!strcmp(argv[i], "--model")) model = argv[++i];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
         else if (!strcmp(argv[i], "--out")) out = argv[++i];
         else if (!strcmp(argv[i], "--device")) device = argv[++i];
-        else return cli_help_fail(&merge_help, "merge: unknown option %s", argv[i]);
+        else return cli_help_fail(&cli_help_merge, "merge: unknown option %s", argv[i]);
     }
-    if (!model || !adapter || !out) return cli_help_fail(&merge_help, "merge: --model, --adapter and --out are required");
+    if (!model || !adapter || !out) return cli_help_fail(&cli_help_merge, "merge: --model, --adapter and --out are required");
     const an_ops *ops = cli_backend(device);
     if (!ops) return 1;
     an_error err;

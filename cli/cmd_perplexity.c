@@ -22,7 +22,7 @@ static const cli_opt ppl_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help ppl_help = {
+const cli_help cli_help_perplexity = {
     "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]",
     "Prints 'tokens=N nll=X ppl=Y' on stdout: the mean negative log-likelihood of every token after\n"
     "the first, scored in consecutive windows of N positions, and its exponential.",
@@ -32,12 +32,12 @@ static const cli_help ppl_help = {
 
 int an_cmd_perplexity(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&ppl_help, argc, argv, 1, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_perplexity, argc, argv, 1, &hrc)) return hrc;
     const char *model = NULL, *adapter = NULL, *file = NULL, *tokenizer = NULL, *device = NULL;
     int ctx = 0;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
-        if (i + 1 >= argc) return cli_help_fail(&ppl_help, "perplexity: unexpected argument '%s'", f);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_perplexity, "perplexity: unexpected argument '%s'", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) model = v;
         else if (!strcmp(f, "--adapter")) adapter = v;
@@ -50,10 +50,10 @@ int an_cmd_perplexity(int argc, char **argv) {
             if (!*v || *end || c < 2 || c > (1 << 24)) return cli_fail("--ctx: expected an integer >= 2, got '%s'", v);
             ctx = (int)c;
         } else {
-            return cli_help_fail(&ppl_help, "perplexity: unknown option '%s'", f);
+            return cli_help_fail(&cli_help_perplexity, "perplexity: unknown option '%s'", f);
         }
     }
-    if (!model || !file) return cli_help_fail(&ppl_help, "perplexity: --model and --file are required");
+    if (!model || !file) return cli_help_fail(&cli_help_perplexity, "perplexity: --model and --file are required");
     an_error err;
     size_t len = 0;
     char *text = an_read_file(file, &len, &err);

@@ -21,7 +21,7 @@ static const cli_opt quantize_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help quantize_help = {
+const cli_help cli_help_quantize = {
     "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]",
     "Writes the model with its linear weights (all but the head) in NF4, bitsandbytes' serialization,\n"
     "which autoneg and transformers load again; the summary goes to stdout.",
@@ -53,7 +53,7 @@ static int copy_side_files(const char *src_dir, const char *dst_dir, an_error *e
 
 int an_cmd_quantize(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&quantize_help, argc, argv, 1, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_quantize, argc, argv, 1, &hrc)) return hrc;
     const char *model = NULL, *type = NULL, *out = NULL;
     int blocksize = 64, dq = 1;
     for (int i = 1; i < argc; i++) {
@@ -62,9 +62,9 @@ int an_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--blocksize") && i + 1 < argc) blocksize = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-double-quant")) dq = 0;
-        else return cli_help_fail(&quantize_help, "quantize: unknown or incomplete argument '%s'", argv[i]);
+        else return cli_help_fail(&cli_help_quantize, "quantize: unknown or incomplete argument '%s'", argv[i]);
     }
-    if (!model || !type || !out) return cli_help_fail(&quantize_help, "quantize: --model, --type and --out are required");
+    if (!model || !type || !out) return cli_help_fail(&cli_help_quantize, "quantize: --model, --type and --out are required");
     if (strcmp(type, "nf4") != 0) return cli_fail("quantize: --type %s is not supported (only nf4)", type);
     an_error err;
     an_model *m = an_model_load_nf4(model, an_ops_cpu(), blocksize, dq, &err);

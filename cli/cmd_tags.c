@@ -17,7 +17,7 @@ static const cli_opt step_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help step_help = {
+const cli_help cli_help_tags_step = {
     "tags step RATIO [--each] [--out FILE] [TAGS...]",
     "Weights a tag list as step.js does: the tags (arguments, else stdin lines, split on commas) are\n"
     "deduplicated and sorted, then written as (T:RATIO), as {T} RATIO times for an integer RATIO > 1, or\n"
@@ -32,7 +32,7 @@ static const cli_opt aspect_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help aspect_help = {
+const cli_help cli_help_tags_aspect = {
     "tags aspect W H [--snap 64]",
     "Prints the width and height with the aspect ratio W:H and an area of 512 x 512 (aspect512.js).",
     aspect_opts, NULL, NULL,
@@ -46,7 +46,7 @@ static const cli_opt norm_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help norm_help = {
+const cli_help cli_help_tags_norm = {
     "tags norm [--novelai] [--underscores] [--networks] [TEXT...]",
     "Prints the normalised tags of each prompt (arguments, else stdin lines) on one line each: weights\n"
     "and brackets removed, lower case, duplicates dropped.",
@@ -54,7 +54,7 @@ static const cli_help norm_help = {
     "tags norm \"((masterpiece)), best_quality, (blurry:1.3)\" --underscores",
 };
 
-static const cli_help tags_help = {
+const cli_help cli_help_tags = {
     "tags step RATIO [--each] [--out FILE] [TAGS...]\ntags aspect W H [--snap 64]\ntags norm [--novelai] [--underscores] [TEXT...]",
     "Prompt-tag tools. 'autoneg tags COMMAND --help' gives each command's options.\n\ncommands:\n"
     "  step     weight a tag list (step.js of nai-anime-pure-negative-prompt)\n"
@@ -190,11 +190,11 @@ static int cmd_norm(int argc, char **argv) {
 }
 
 int an_cmd_tags(int argc, char **argv) {
-    if (argc < 2) return cli_help_fail(&tags_help, "tags: which command?");
-    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&tags_help);
+    if (argc < 2) return cli_help_fail(&cli_help_tags, "tags: which command?");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&cli_help_tags);
     int hrc;
-    if (!strcmp(argv[1], "step")) return cli_help_check(&step_help, argc, argv, 2, &hrc) ? hrc : cmd_step(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "aspect")) return cli_help_check(&aspect_help, argc, argv, 2, &hrc) ? hrc : cmd_aspect(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "norm")) return cli_help_check(&norm_help, argc, argv, 2, &hrc) ? hrc : cmd_norm(argc - 1, argv + 1);
-    return cli_help_fail(&tags_help, "tags: unknown subcommand '%s' (step, aspect, norm)", argv[1]);
+    if (!strcmp(argv[1], "step")) return cli_help_check(&cli_help_tags_step, argc, argv, 2, &hrc) ? hrc : cmd_step(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "aspect")) return cli_help_check(&cli_help_tags_aspect, argc, argv, 2, &hrc) ? hrc : cmd_aspect(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "norm")) return cli_help_check(&cli_help_tags_norm, argc, argv, 2, &hrc) ? hrc : cmd_norm(argc - 1, argv + 1);
+    return cli_help_fail(&cli_help_tags, "tags: unknown subcommand '%s' (step, aspect, norm)", argv[1]);
 }

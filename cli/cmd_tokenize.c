@@ -29,7 +29,7 @@ static const cli_opt tokenize_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help tokenize_help = {
+const cli_help cli_help_tokenize = {
     "tokenize --tokenizer T (--text S | --file F) [--bos]",
     "Prints the token ids of each input line on one line of stdout, space separated.",
     tokenize_opts, NULL, NULL,
@@ -38,7 +38,7 @@ static const cli_help tokenize_help = {
 
 int an_cmd_tokenize(int argc, char **argv) {
     int hrc;
-    if (cli_help_check(&tokenize_help, argc, argv, 1, &hrc)) return hrc;
+    if (cli_help_check(&cli_help_tokenize, argc, argv, 1, &hrc)) return hrc;
     const char *tok = NULL, *text = NULL, *file = NULL;
     int bos = 0;
     for (int i = 1; i < argc; i++) {
@@ -46,10 +46,10 @@ int an_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
         else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
         else if (!strcmp(argv[i], "--bos")) bos = 1;
-        else return cli_help_fail(&tokenize_help, "tokenize: unknown or incomplete argument '%s'", argv[i]);
+        else return cli_help_fail(&cli_help_tokenize, "tokenize: unknown or incomplete argument '%s'", argv[i]);
     }
     if (!tok || (!text == !file))
-        return cli_help_fail(&tokenize_help, "tokenize: give --tokenizer and one of --text and --file");
+        return cli_help_fail(&cli_help_tokenize, "tokenize: give --tokenizer and one of --text and --file");
     an_error err;
     an_tokenizer *t = an_tokenizer_load(tok, &err);
     if (!t) return cli_error(&err);

@@ -79,7 +79,7 @@ static const cli_opt tok_train_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help tok_train_help = {
+const cli_help cli_help_tokenizer_train = {
     "tokenizer train --data F... --vocab N --out DIR",
     "Trains a byte-level BPE tokenizer on the texts and writes it as tokenizer.json; prints what it\n"
     "wrote on stdout.",
@@ -87,7 +87,7 @@ static const cli_help tok_train_help = {
     "tokenizer train --data datasets/pairs.jsonl --vocab 4096 --out tok/",
 };
 
-static const cli_help tokenizer_help = {
+const cli_help cli_help_tokenizer = {
     "tokenizer train --data F... --vocab N --out DIR",
     "Tokenizer tools. 'autoneg tokenizer train --help' gives the options.\n\ncommands:\n"
     "  train   a byte-level BPE from text lines or JSONL prompt pairs",
@@ -97,10 +97,10 @@ static const cli_help tokenizer_help = {
 
 int an_cmd_tokenizer(int argc, char **argv) {
     int hrc;
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return cli_help_print(&tokenizer_help);
-    if (argc < 2) return cli_help_fail(&tokenizer_help, "tokenizer: which command?");
-    if (strcmp(argv[1], "train")) return cli_help_fail(&tokenizer_help, "tokenizer: unknown command '%s'", argv[1]);
-    if (cli_help_check(&tok_train_help, argc, argv, 2, &hrc)) return hrc;
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return cli_help_print(&cli_help_tokenizer);
+    if (argc < 2) return cli_help_fail(&cli_help_tokenizer, "tokenizer: which command?");
+    if (strcmp(argv[1], "train")) return cli_help_fail(&cli_help_tokenizer, "tokenizer: unknown command '%s'", argv[1]);
+    if (cli_help_check(&cli_help_tokenizer_train, argc, argv, 2, &hrc)) return hrc;
     corpus c = {0};
     const char *out = NULL;
     long vocab = 0;
@@ -115,10 +115,10 @@ int an_cmd_tokenizer(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             out = argv[++i];
         } else {
-            rc = cli_help_fail(&tok_train_help, "tokenizer train: unknown or incomplete argument '%s'", argv[i]);
+            rc = cli_help_fail(&cli_help_tokenizer_train, "tokenizer train: unknown or incomplete argument '%s'", argv[i]);
         }
     }
-    if (rc == 0 && (!n_data || !vocab || !out)) rc = cli_help_fail(&tok_train_help, "tokenizer train: --data, --vocab and --out are required");
+    if (rc == 0 && (!n_data || !vocab || !out)) rc = cli_help_fail(&cli_help_tokenizer_train, "tokenizer train: --data, --vocab and --out are required");
     if (rc == 0 && mkdir(out, 0755) && errno != EEXIST) rc = cli_fail("%s: cannot create folder: %s", out, strerror(errno));
     if (rc == 0) {
         an_error err;

@@ -43,7 +43,7 @@ static const cli_opt train_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static const cli_help train_help = {
+const cli_help cli_help_train = {
     "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]\n"
     "train [RECIPE.json] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--device cpu|cuda]",
     "Fine-tunes a model on prompt pairs. The recipe file comes first, then the flags, then --set\n"
@@ -68,11 +68,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
         const char *f = argv[i];
         const char **slot = NULL;
         if (f[0] != '-') {
-            if (a->recipe) return cli_help_fail(&train_help, "train: a second recipe '%s' (the first was '%s')", f, a->recipe);
+            if (a->recipe) return cli_help_fail(&cli_help_train, "train: a second recipe '%s' (the first was '%s')", f, a->recipe);
             a->recipe = f;
             continue;
         }
-        if (i + 1 >= argc) return cli_help_fail(&train_help, "train: %s needs a value", f);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_train, "train: %s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--base")) slot = &a->base;
         else if (!strcmp(f, "--method")) slot = &a->method;
@@ -84,7 +84,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         else if (!strcmp(f, "--stop-after")) slot = &a->stop_after;
         else if (!strcmp(f, "--data")) a->data[a->n_data++] = v;
         else if (!strcmp(f, "--set")) a->sets[a->n_sets++] = v;
-        else return cli_help_fail(&train_help, "train: unknown option '%s'", f);
+        else return cli_help_fail(&cli_help_train, "train: unknown option '%s'", f);
         if (slot) *slot = v;
     }
     if (a->steps && a->epochs) return cli_fail("train: give --steps or --epochs, not both");
@@ -126,7 +126,7 @@ static int resolve(const train_args *a, an_recipe *r, an_error *err) {
 
 int an_cmd_train(int argc, char **argv) {
     int rc;
-    if (cli_help_check(&train_help, argc, argv, 1, &rc)) return rc;
+    if (cli_help_check(&cli_help_train, argc, argv, 1, &rc)) return rc;
     train_args a;
     rc = parse_args(argc, argv, &a);
     an_recipe r;

@@ -35,4 +35,10 @@ int cli_help_fail(const cli_help *h, const char *fmt, ...) __attribute__((format
  * positional arguments pass, and so does everything after "--". */
 int cli_help_check(const cli_help *h, int argc, char **argv, int from, int *rc);
 
+/* Every command's table, for `autoneg completion` (each defined beside its parser). */
+extern const cli_help cli_help_data_stats, cli_help_data_clean, cli_help_data_split, cli_help_data;
+extern const cli_help cli_help_tags_step, cli_help_tags_aspect, cli_help_tags_norm, cli_help_tags;
+extern const cli_help cli_help_bench_train, cli_help_bench, cli_help_bench_generate, cli_help_bench_memory, cli_help_bench_nf4;
+extern const cli_help cli_help_tokenizer_train, cli_help_tokenizer, cli_help_generate, cli_help_eval, cli_help_perplexity, cli_help_merge, cli_help_quantize, cli_help_tokenize, cli_help_train, cli_help_version;
+
 #endif

@@ -27,6 +27,7 @@ static const command commands[] = {
     {"data", an_cmd_data, "data stats|clean|split: look at, clean and split prompt-pair files"},
     {"tags", an_cmd_tags, "tags step|aspect|norm: prompt-tag tools"},
     {"bench", an_cmd_bench, "bench train|generate|memory|nf4: speed and memory on random presets"},
+    {"completion", an_cmd_completion, "completion bash: a bash completion script from the option tables"},
     {"version", an_cmd_version, "the version and the build options (also --version)"},
 };
 
@@ -42,7 +43,7 @@ int cli_fail(const char *fmt, ...) {
 
 int cli_error(const an_error *err) { return cli_fail("%s", err->msg); }
 
-static const cli_help version_help = {
+const cli_help cli_help_version = {
     "version | autoneg --version",
     "Prints the version and how this binary was built: its GEMM, the devices --device can name, and\n"
     "whether CUDA and MPI are in it.",
@@ -52,8 +53,8 @@ static const cli_help version_help = {
 
 int an_cmd_version(int argc, char **argv) {
     int rc;
-    if (cli_help_check(&version_help, argc, argv, 1, &rc)) return rc;
-    if (argc > 1) return cli_help_fail(&version_help, "version: unexpected argument '%s'", argv[1]);
+    if (cli_help_check(&cli_help_version, argc, argv, 1, &rc)) return rc;
+    if (argc > 1) return cli_help_fail(&cli_help_version, "version: unexpected argument '%s'", argv[1]);
     printf("autoneg 0.1.0\n");
     /* the build options a bug report needs, from what this binary was compiled with */
 #ifdef AN_BLAS

@@ -61,6 +61,7 @@ static const help_case cases[] = {
     {"bench memory", {"--preset", "--method", "--recompute", "--measure", "--frozen-dtype"}},
     {"bench nf4", {"--preset", "--tokens", "--threads", "--seed"}},
     {"version", {"usage:"}},
+    {"completion", {"bash"}},
 };
 
 static void test_every_help(void) {
@@ -170,11 +171,43 @@ static void test_results_on_stdout(void) {
     free(err);
 }
 
+/* The completion script, run by bash as bash would on a Tab: options come from the same tables. */
+static void test_bash_completion(void) {
+    if (system("command -v bash > /dev/null 2>&1") != 0) return; /* nothing to run it with */
+    char script[600], cmd[2048];
+    snprintf(script, sizeof script, "%s/complete.sh", test_tmpdir());
+    FILE *f = fopen(script, "w");
+    fprintf(f, "source <(\"$1\" completion bash) || exit 3\n"
+               "t() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); COMPREPLY=(); _autoneg; echo \"$*: ${COMPREPLY[*]}\"; }\n"
+               "t autoneg ev\n"
+               "t autoneg data cl\n"
+               "t autoneg data clean --mi\n"
+               "t autoneg train --method ''\n"
+               "t autoneg generate --repeat\n"
+               "complete -p autoneg\n");
+    fclose(f);
+    const char *out = test_tmp_path("complete.txt");
+    snprintf(cmd, sizeof cmd, "bash %s %s > %s 2>&1", script, bin(), out);
+    CHECK(system(cmd) == 0);
+    an_error e;
+    char *s = an_read_file(out, NULL, &e);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_CONTAINS(s, "autoneg ev: eval\n");
+    CHECK_CONTAINS(s, "autoneg data cl: clean\n");
+    CHECK_CONTAINS(s, "autoneg data clean --mi: --min-words\n");
+    CHECK_CONTAINS(s, "autoneg train --method : full lora qlora\n");
+    CHECK_CONTAINS(s, "autoneg generate --repeat: --repeat-penalty\n");
+    CHECK_CONTAINS(s, "complete -o default -F _autoneg autoneg");
+    free(s);
+}
+
 int main(void) {
     RUN(test_every_help);
     RUN(test_help_among_options);
     RUN(test_version);
     RUN(test_unknown_option);
     RUN(test_results_on_stdout);
+    RUN(test_bash_completion);
     return test_finish();
 }
