@@ -62,7 +62,7 @@ const cli_help cli_help_data_stats = {
     "stdout; what was read and skipped goes to stderr. IN is .jsonl/.ndjson/.json/.csv, optionally .gz,\n"
     "or a .zip of such files (docs/data.md).",
     stats_opts, read_title, read_opts,
-    "data stats datasets/pairs.jsonl --top 10",
+    "data stats pairs.jsonl --top 10",
 };
 
 const cli_help cli_help_data_clean = {
@@ -88,7 +88,7 @@ const cli_help cli_help_data = {
     "  clean   normalise and filter pairs into one JSONL file\n"
     "  split   train / validation files with no group in both",
     NULL, NULL, NULL,
-    "data stats datasets/pairs.jsonl",
+    "data stats pairs.jsonl",
 };
 
 static const cli_help *sub_help(const char *sub) {

@@ -42,7 +42,7 @@ const cli_opt cli_gen_opts[] = {
     {"--model", "M", "model: a Hugging Face style folder, a GGUF file or a llama2.c .bin (required)"},
     {"--adapter", "A", "PEFT LoRA adapter folder to apply (default: none)"},
     {"--tokenizer", "T", "tokenizer file or folder (default: the model's own; needed for a llama2.c .bin)"},
-    {"--template", "NAME", "prompt template (default: the model's own, else autoneg's)"},
+    {"--template", "NAME", "prompt template (default: the model folder's autoneg.json template, else infotext)"},
     {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
     {"--temperature", "X", "sampling temperature, 0 = greedy (default: 0.8)"},
     {"--top-k", "K", "keep the K likeliest tokens, 0 = off (default: 40)"},

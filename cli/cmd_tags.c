@@ -12,7 +12,7 @@
 #include "data/prompts/tags.h"
 
 static const cli_opt step_opts[] = {
-    {"--each", NULL, "with a negative RATIO: bracket each tag on its own (default: the whole list)"},
+    {"--each", NULL, "weight each tag on its own (default: the whole list as one unit)"},
     {"--out", "FILE", "also write the text to FILE (step.js's step.txt)"},
     {NULL, NULL, NULL},
 };
@@ -20,9 +20,9 @@ static const cli_opt step_opts[] = {
 const cli_help cli_help_tags_step = {
     "tags step RATIO [--each] [--out FILE] [TAGS...]",
     "Weights a tag list as step.js does: the tags (arguments, else stdin lines, split on commas) are\n"
-    "deduplicated and sorted, then written as (T:RATIO), as {T} RATIO times for an integer RATIO > 1, or\n"
-    "inside |RATIO| square brackets for a negative RATIO. The text goes to stdout. After \"--\" every\n"
-    "argument is a tag.",
+    "deduplicated, sorted and joined, then written as (T:RATIO), inside RATIO braces for an integer\n"
+    "RATIO > 1, or inside |RATIO| square brackets for a negative RATIO. The text goes to stdout. After\n"
+    "\"--\" every argument is a tag.",
     step_opts, NULL, NULL,
     "tags step 1.2 \"lowres, bad anatomy\" \"blurry\"",
 };

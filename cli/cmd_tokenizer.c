@@ -84,7 +84,7 @@ const cli_help cli_help_tokenizer_train = {
     "Trains a byte-level BPE tokenizer on the texts and writes it as tokenizer.json; prints what it\n"
     "wrote on stdout.",
     tok_train_opts, NULL, NULL,
-    "tokenizer train --data datasets/pairs.jsonl --vocab 4096 --out tok/",
+    "tokenizer train --data pairs.jsonl --vocab 4096 --out tok/",
 };
 
 const cli_help cli_help_tokenizer = {
@@ -92,7 +92,7 @@ const cli_help cli_help_tokenizer = {
     "Tokenizer tools. 'autoneg tokenizer train --help' gives the options.\n\ncommands:\n"
     "  train   a byte-level BPE from text lines or JSONL prompt pairs",
     NULL, NULL, NULL,
-    "tokenizer train --data datasets/pairs.jsonl --vocab 4096 --out tok/",
+    "tokenizer train --data pairs.jsonl --vocab 4096 --out tok/",
 };
 
 int an_cmd_tokenizer(int argc, char **argv) {
