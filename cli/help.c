@@ -73,10 +73,17 @@ int cli_help_fail(const cli_help *h, const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     cli_help_usage(h, stderr);
-    /* the first word or two of the usage name the command, for the pointer to its help */
+    /* The usage's first word names the command; a lower-case second word is its subcommand when every
+     * usage line has it (a group's lines name different subcommands: the pointer goes to the group). */
     const char *u = h->usage;
     size_t n = strcspn(u, " \n[");
-    if (u[n] == ' ' && u[n + 1] >= 'a' && u[n + 1] <= 'z') n += 1 + strcspn(u + n + 1, " \n[");
+    if (u[n] == ' ' && u[n + 1] >= 'a' && u[n + 1] <= 'z') {
+        size_t n2 = n + 1 + strcspn(u + n + 1, " \n[");
+        int same = 1;
+        for (const char *l = strchr(u, '\n'); l && same; l = strchr(l + 1, '\n'))
+            same = !strncmp(l + 1, u, n2) && (l[1 + n2] == ' ' || l[1 + n2] == '\n' || !l[1 + n2]);
+        if (same) n = n2;
+    }
     fprintf(stderr, "try 'autoneg %.*s --help'\n", (int)n, u);
     return 1;
 }

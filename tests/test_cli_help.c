@@ -134,6 +134,18 @@ static void test_unknown_option(void) {
         free(out);
         free(err);
     }
+    /* the pointer to --help names the level that has the options */
+    const char *where[][2] = {{"data clean --bogus", "try 'autoneg data clean --help'"},
+                              {"data bogus", "try 'autoneg data --help'"},
+                              {"bench memory --bogus", "try 'autoneg bench memory --help'"},
+                              {"tags", "try 'autoneg tags --help'"}};
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
+        char *out, *err;
+        CHECK(run(where[i][0], &out, &err) == 1);
+        CHECK_MSG(strstr(err, where[i][1]) != NULL, "autoneg %s: %s", where[i][0], err);
+        free(out);
+        free(err);
+    }
     char *out, *err;
     CHECK(run("no-such-command", &out, &err) == 2);
     CHECK_CONTAINS(err, "unknown command 'no-such-command'");
