@@ -21,6 +21,7 @@ int an_cmd_perplexity(int argc, char **argv);
 int an_cmd_eval(int argc, char **argv);
 int an_cmd_merge(int argc, char **argv);
 int an_cmd_gguf(int argc, char **argv);
+int an_cmd_completion(int argc, char **argv); /* cli/cmd_completion.c */
 
 /* cli/bench_timed_ops.c: ops whose matmul_forward / matmul_backward add their wall time to a total
  * (cli_matmul_seconds); everything else is ops' own. */

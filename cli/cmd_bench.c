@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "core/rng.h"
 #include "kernels/machine.h"
@@ -213,12 +214,51 @@ static int bench_train(const bench_train_args *a) {
     return rc;
 }
 
+static const cli_opt train_opts[] = {
+    {"--preset", "NAME|config.json", "model shape: configs/models/NAME.json or a config.json (required)"},
+    {"--batch", "B", "sequences per step (default: 4)"},
+    {"--seq", "T", "tokens per sequence (default: 64)"},
+    {"--steps", "N", "timed steps after one warm-up step (default: 5)"},
+    {"--method", "full|lora|qlora", "what is trained (default: full)"},
+    {"--rank", "R", "LoRA rank (default: 16)"},
+    {"--dropout", "P", "LoRA dropout in [0, 1) (default: 0.1)"},
+    {"--threads", "K", "OpenMP threads (default: OpenMP's)"},
+    {"--seed", "S", "seed of the random weights and tokens (default: 1234)"},
+    {"--json", NULL, "one JSON line instead of the text report"},
+    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_bench_train = {
+    "bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [options]",
+    "Times training steps on a randomly initialised preset: tokens/s, the share of this machine's sgemm\n"
+    "rate, and peak against planned memory. The report goes to stdout, each step's loss to stderr.",
+    train_opts, NULL, NULL,
+    "bench train --preset llama-60m --batch 4 --seq 256 --method lora",
+};
+
+const cli_help cli_help_bench = {
+    "bench train --preset NAME [options]\nbench generate --preset NAME [options]\n"
+    "bench memory --preset NAME [options]\nbench nf4 --preset NAME [options]",
+    "Benchmarks on randomly initialised presets (configs/models/). 'autoneg bench COMMAND --help' gives\n"
+    "each command's options. Results go to stdout, progress to stderr.\n\ncommands:\n"
+    "  train      speed and memory of a training step\n"
+    "  generate   decoding speed with the KV cache\n"
+    "  memory     the memory plan of a training step, optionally measured\n"
+    "  nf4        NF4 against float32 matrix-vector products of every linear layer",
+    NULL, NULL, NULL,
+    "bench train --preset llama-60m",
+};
+
 int an_cmd_bench(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "memory") == 0) return an_bench_memory(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
-    if (argc < 2 || strcmp(argv[1], "train") != 0)
-        return cli_fail("usage: autoneg bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--rank R] [--dropout P] [--threads K] [--json] [--device cpu|cuda]");
+    if (argc < 2) return cli_help_fail(&cli_help_bench, "bench: which benchmark?");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&cli_help_bench);
+    if (strcmp(argv[1], "memory") == 0) return an_bench_memory(argc, argv);
+    if (strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
+    if (strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
+    if (strcmp(argv[1], "train") != 0) return cli_help_fail(&cli_help_bench, "bench: unknown benchmark '%s'", argv[1]);
+    int hrc;
+    if (cli_help_check(&cli_help_bench_train, argc, argv, 2, &hrc)) return hrc;
     bench_train_args a = {.batch = 4, .seq = 64, .steps = 5, .method = "full", .seed = 1234, .rank = 16, .dropout = 0.1f};
     for (int i = 2; i < argc; i++) {
         const char *f = argv[i];
@@ -226,7 +266,7 @@ int an_cmd_bench(int argc, char **argv) {
             a.json = 1;
             continue;
         }
-        if (i + 1 >= argc) return cli_fail("bench train: %s needs a value", f);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_bench_train, "bench train: %s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--preset")) a.preset = v;
         else if (!strcmp(f, "--method")) a.method = v;
@@ -242,7 +282,7 @@ int an_cmd_bench(int argc, char **argv) {
         }
         else if (!strcmp(f, "--threads")) { if (parse_int(f, v, 1, 1024, &a.threads)) return 1; }
         else if (!strcmp(f, "--seed")) a.seed = strtoull(v, NULL, 10);
-        else return cli_fail("bench train: unknown option %s", f);
+        else return cli_help_fail(&cli_help_bench_train, "bench train: unknown option %s", f);
     }
     if (!a.preset) return cli_fail("bench train: --preset is required (e.g. gpt2-124m, llama-60m)");
     if (a.threads) omp_set_num_threads(a.threads);

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "core/rng.h"
 #include "infer/infer.h"
@@ -192,7 +193,32 @@ static int compare_nf4(const char *preset, const an_model_config *cfg, int head_
     return rc;
 }
 
+static const cli_opt gen_opts[] = {
+    {"--preset", "NAME|config.json", "model shape: configs/models/NAME.json or a config.json (required)"},
+    {"--batch", "B", "sequences decoded at once (default: 1 and 16, both reported)"},
+    {"--tokens", "N", "timed decode steps (default: 128)"},
+    {"--prompt", "P", "random prompt tokens prefilled per sequence (default: 16)"},
+    {"--threads", "K", "OpenMP threads (default: OpenMP's)"},
+    {"--seed", "S", "seed of the random weights and prompts (default: 1234)"},
+    {"--dtype", "f32|nf4", "nf4: float32 against NF4 linear layers, alternating runs (default: f32)"},
+    {"--head", "bf16|f32", "with --dtype nf4: the embedding and head dtype of the NF4 model (default: bf16)"},
+    {"--repeat", "R", "with --dtype nf4: runs of each model (default: 5)"},
+    {"--json", NULL, "one JSON line per measurement instead of the text report"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_bench_generate = {
+    "bench generate --preset NAME|config.json [--batch B] [--tokens N] [--prompt P] [--threads K] [--seed S] [--json]\n"
+    "bench generate --preset NAME --dtype nf4 [--head bf16|f32] [--repeat R] [--tokens N]",
+    "Times greedy decoding with the KV cache on a randomly initialised preset: tokens/s, and for one\n"
+    "sequence the share of this machine's memory bandwidth. Results go to stdout.",
+    gen_opts, NULL, NULL,
+    "bench generate --preset llama-60m --batch 1 --tokens 64",
+};
+
 int an_bench_generate(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_bench_generate, argc, argv, 2, &hrc)) return hrc;
     const char *preset = NULL, *dtype = "f32", *head = "bf16";
     int batch = 0, tokens = 128, P = 16, threads = 0, json = 0, repeat = 5;
     unsigned long long seed = 1234;
@@ -202,7 +228,7 @@ int an_bench_generate(int argc, char **argv) {
             json = 1;
             continue;
         }
-        if (i + 1 >= argc) return cli_fail("bench generate: %s needs a value", f);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_bench_generate, "bench generate: %s needs a value", f);
         const char *v = argv[++i];
         char *end;
         long x = strtol(v, &end, 10);
@@ -216,7 +242,7 @@ int an_bench_generate(int argc, char **argv) {
         else if (!strcmp(f, "--dtype")) { if (strcmp(v, "f32") && strcmp(v, "nf4")) return cli_fail("--dtype: expected f32 or nf4, got '%s'", v); dtype = v; }
         else if (!strcmp(f, "--head")) { if (strcmp(v, "f32") && strcmp(v, "bf16")) return cli_fail("--head: expected bf16 or f32, got '%s'", v); head = v; }
         else if (!strcmp(f, "--seed")) seed = strtoull(v, NULL, 10);
-        else return cli_fail("bench generate: unknown option %s", f);
+        else return cli_help_fail(&cli_help_bench_generate, "bench generate: unknown option %s", f);
     }
     if (!preset) return cli_fail("bench generate: --preset is required (e.g. llama-60m)");
     if (threads) omp_set_num_threads(threads);

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
@@ -27,10 +28,32 @@
 #include "train/lora_step.h"
 #include "train/step.h"
 
-#define USAGE                                                                                                          \
-    "usage: autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n" \
-    "       [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head] [--dropout] [--threads K]\n"        \
-    "       [--measure [--layers L]]"
+static const cli_opt memory_opts[] = {
+    {"--preset", "NAME|config.json", "model shape: configs/models/NAME.json or a config.json (required)"},
+    {"--method", "qlora|lora|full", "what is trained (default: qlora)"},
+    {"--batch", "B", "sequences per step (default: 1)"},
+    {"--seq", "T", "tokens per sequence (default: 2048)"},
+    {"--r", "R", "LoRA rank (default: 64)"},
+    {"--recompute", NULL, "recompute each layer's activations in the backward pass"},
+    {"--frozen-dtype", "bf16|f32", "dtype of the frozen embedding and head (default: f32)"},
+    {"--dtype", "f32|bf16", "what-if: every non-quantized parameter in this dtype (default: f32)"},
+    {"--lora-head", NULL, "an adapter on the LM head too"},
+    {"--dropout", NULL, "count LoRA dropout's masks"},
+    {"--threads", "K", "OpenMP threads the workspace is sized for (default: OpenMP's)"},
+    {"--measure", NULL, "also run one real step and print its peak resident set beside the plan"},
+    {"--layers", "L", "with --measure: build only L layers (default: all)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_bench_memory = {
+    "bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n"
+    "bench memory --preset NAME [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]\n"
+    "bench memory --preset NAME [--dropout] [--threads K] [--measure [--layers L]]",
+    "Prints the memory plan of one training step, computed from the config without building the model,\n"
+    "on stdout; with --measure, also the measured peak of a real step.",
+    memory_opts, NULL, NULL,
+    "bench memory --preset internlm2-7b --method qlora --seq 2048",
+};
 
 static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
@@ -155,6 +178,8 @@ done:
 }
 
 int an_bench_memory(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_bench_memory, argc, argv, 2, &hrc)) return hrc;
     const char *preset = NULL;
     an_memory_opts o = an_memory_opts_default();
     int recompute = 0, do_measure = 0, layers = 0, threads = 0;
@@ -164,7 +189,7 @@ int an_bench_memory(int argc, char **argv) {
         else if (!strcmp(f, "--lora-head")) o.lora_head = 1;
         else if (!strcmp(f, "--dropout")) o.dropout = 1;
         else if (!strcmp(f, "--measure")) do_measure = 1;
-        else if (!v) return cli_fail("bench memory: %s needs a value\n" USAGE, f);
+        else if (!v) return cli_help_fail(&cli_help_bench_memory, "bench memory: %s needs a value", f);
         else if (!strcmp(f, "--preset")) preset = argv[++i];
         else if (!strcmp(f, "--batch")) o.B = atoi(argv[++i]);
         else if (!strcmp(f, "--seq")) o.T = atoi(argv[++i]);
@@ -187,9 +212,9 @@ int an_bench_memory(int argc, char **argv) {
             else if (!strcmp(v, "lora")) o.method = AN_METHOD_LORA;
             else if (!strcmp(v, "full")) o.method = AN_METHOD_FULL;
             else return cli_fail("bench memory: --method must be qlora, lora or full, not '%s'", v);
-        } else return cli_fail("bench memory: unknown argument '%s'\n" USAGE, f);
+        } else return cli_help_fail(&cli_help_bench_memory, "bench memory: unknown argument '%s'", f);
     }
-    if (!preset) return cli_fail(USAGE);
+    if (!preset) return cli_help_fail(&cli_help_bench_memory, "bench memory: --preset is required");
     char path[4096];
     if (an_file_exists(preset)) snprintf(path, sizeof path, "%s", preset);
     else snprintf(path, sizeof path, "configs/models/%s.json", preset);

@@ -22,11 +22,26 @@
 #endif
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
 
-#define USAGE "usage: autoneg bench nf4 --preset NAME|config.json [--tokens N] [--threads K] [--seed S]"
+static const cli_opt nf4_opts[] = {
+    {"--preset", "NAME|config.json", "model shape: configs/models/NAME.json or a config.json (required)"},
+    {"--tokens", "N", "rows timed per run (default: 50)"},
+    {"--threads", "K", "OpenMP threads (default: 1)"},
+    {"--seed", "S", "seed of the random weights (default: 1)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_bench_nf4 = {
+    "bench nf4 --preset NAME|config.json [--tokens N] [--threads K] [--seed S]",
+    "Times one row through every linear layer of a preset, float32 against NF4, in alternating runs;\n"
+    "best and median times per token go to stdout.",
+    nf4_opts, NULL, NULL,
+    "bench nf4 --preset llama-60m --tokens 50",
+};
 
 static double now(void) {
     struct timespec t;
@@ -65,18 +80,20 @@ static double token(an_model *m, const an_linear_ref *refs, int n, int with_head
 }
 
 int an_bench_nf4(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_bench_nf4, argc, argv, 2, &hrc)) return hrc;
     const char *preset = NULL;
     int tokens = 50, threads = 1;
     unsigned long long seed = 1;
     for (int i = 2; i < argc; i++) {
-        if (i + 1 >= argc) return cli_fail("bench nf4: %s needs a value\n" USAGE, argv[i]);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_bench_nf4, "bench nf4: %s needs a value", argv[i]);
         if (!strcmp(argv[i], "--preset")) preset = argv[++i];
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[++i], NULL, 10);
-        else return cli_fail("bench nf4: unknown argument '%s'\n" USAGE, argv[i]);
+        else return cli_help_fail(&cli_help_bench_nf4, "bench nf4: unknown argument '%s'", argv[i]);
     }
-    if (!preset || tokens < 1 || threads < 1) return cli_fail(USAGE);
+    if (!preset || tokens < 1 || threads < 1) return cli_help_fail(&cli_help_bench_nf4, "bench nf4: --preset is required; --tokens and --threads are >= 1");
     omp_set_num_threads(threads);
     char path[4096];
     if (an_file_exists(preset)) snprintf(path, sizeof path, "%s", preset);

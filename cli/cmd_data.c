@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "data/pairs/clean.h"
 #include "data/pairs/pairs.h"
@@ -15,15 +16,84 @@
 #include "data/prompts/subjects.h"
 #include "data/tokenizers/tokenizer.h"
 
-static const char usage_text[] =
-    "usage: autoneg data stats IN... [--tokenizer T] [--top N]\n"
-    "       autoneg data clean IN... --out OUT.jsonl [--min-words N] [--max-words N] [--max-chars N]\n"
-    "                               [--drop-words FILE]\n"
-    "       autoneg data split IN... --out-dir DIR [--val 0.1] [--by source|negative|prompt|pair] [--seed S]\n"
-    "reading (all three): [--format jsonl|json|csv] [--prompt-field F] [--negative-field F]\n"
-    "       [--source-field F] [--strict] [--utf8 reject|replace] [--subject TEXT]\n"
-    "       [--subjects FILE [--subjects-per-pair N] [--subject-seed S]]\n"
-    "IN is .jsonl/.ndjson/.json/.csv, optionally .gz, or a .zip of such files (docs/data.md).\n";
+/* The reading options all three subcommands take (parse_args reads them). */
+static const cli_opt read_opts[] = {
+    {"--format", "jsonl|json|csv", "input format (default: from the file name)"},
+    {"--prompt-field", "F", "field of the positive prompt (default: found among the usual names)"},
+    {"--negative-field", "F", "field of the negative prompt (default: found among the usual names)"},
+    {"--source-field", "F", "field that names a row's source (default: none)"},
+    {"--strict", NULL, "a malformed record is an error (default: skipped and counted)"},
+    {"--utf8", "reject|replace", "invalid UTF-8: skip the record, or replace the bytes with U+FFFD (default: reject)"},
+    {"--subject", "TEXT", "fill the {prompt} placeholder of style templates with TEXT (docs/data.md)"},
+    {"--subjects", "FILE", "fill the placeholder from a list of subjects, one per line"},
+    {"--subjects-per-pair", "N", "with --subjects: pairs written per template pair (default: 1)"},
+    {"--subject-seed", "S", "with --subjects: seed of the choice (default: 0)"},
+    {NULL, NULL, NULL},
+};
+
+static const cli_opt stats_opts[] = {
+    {"--tokenizer", "T", "also count tokens with this tokenizer (default: words and characters only)"},
+    {"--top", "N", "list the N most frequent negative tags (default: 20)"},
+    {NULL, NULL, NULL},
+};
+
+static const cli_opt clean_opts[] = {
+    {"--out", "OUT.jsonl", "where the cleaned pairs go (required)"},
+    {"--min-words", "N", "drop pairs with a prompt or negative of fewer words (default: 0 = no limit)"},
+    {"--max-words", "N", "drop pairs with a prompt or negative of more words (default: 0 = no limit)"},
+    {"--max-chars", "N", "drop pairs with a prompt or negative longer than N characters (default: 0 = no limit)"},
+    {"--drop-words", "FILE", "drop pairs that contain a word of FILE, one per line (default: none)"},
+    {NULL, NULL, NULL},
+};
+
+static const cli_opt split_opts[] = {
+    {"--out-dir", "DIR", "writes DIR/train.jsonl and DIR/val.jsonl (required)"},
+    {"--val", "FRACTION", "share of the groups that go to validation, in [0, 1] (default: 0.1)"},
+    {"--by", "source|negative|prompt|pair", "what a group is: pairs of a group never straddle the split (default: source)"},
+    {"--seed", "S", "seed of the split (default: 0)"},
+    {NULL, NULL, NULL},
+};
+
+static const char read_title[] = "reading options (stats, clean and split)";
+
+const cli_help cli_help_data_stats = {
+    "data stats IN... [--tokenizer T] [--top N] [reading options]",
+    "Prints counts, length percentiles and the most frequent negative tags of prompt-pair files on\n"
+    "stdout; what was read and skipped goes to stderr. IN is .jsonl/.ndjson/.json/.csv, optionally .gz,\n"
+    "or a .zip of such files (docs/data.md).",
+    stats_opts, read_title, read_opts,
+    "data stats pairs.jsonl --top 10",
+};
+
+const cli_help cli_help_data_clean = {
+    "data clean IN... --out OUT.jsonl [--min-words N] [--max-words N] [--max-chars N] [--drop-words FILE] [reading options]",
+    "Cuts infotext tails, normalises commas and spaces, drops empty, out-of-range and duplicate pairs, and\n"
+    "writes the rest as JSONL; the report goes to stdout.",
+    clean_opts, read_title, read_opts,
+    "data clean raw.csv --out clean.jsonl --min-words 3 --max-chars 2000",
+};
+
+const cli_help cli_help_data_split = {
+    "data split IN... --out-dir DIR [--val 0.1] [--by source|negative|prompt|pair] [--seed S] [reading options]",
+    "Splits pairs into train and validation by group, so that no group is in both; the counts go to stdout.",
+    split_opts, read_title, read_opts,
+    "data split clean.jsonl --out-dir splits --val 0.1 --by negative",
+};
+
+const cli_help cli_help_data = {
+    "data stats IN... [options]\ndata clean IN... --out OUT.jsonl [options]\ndata split IN... --out-dir DIR [options]",
+    "Look at, clean and split prompt-pair datasets. 'autoneg data COMMAND --help' gives each command's\n"
+    "options.\n\ncommands:\n"
+    "  stats   counts, lengths and frequent negative tags\n"
+    "  clean   normalise and filter pairs into one JSONL file\n"
+    "  split   train / validation files with no group in both",
+    NULL, NULL, NULL,
+    "data stats pairs.jsonl",
+};
+
+static const cli_help *sub_help(const char *sub) {
+    return !strcmp(sub, "stats") ? &cli_help_data_stats : !strcmp(sub, "clean") ? &cli_help_data_clean : &cli_help_data_split;
+}
 
 typedef struct data_args {
     const char **inputs;
@@ -45,6 +115,7 @@ static int parse_size(const char *flag, const char *s, size_t *out) {
 }
 
 static int parse_args(int argc, char **argv, data_args *a) {
+    const cli_help *h = sub_help(argv[1]);
     memset(a, 0, sizeof *a);
     a->val = 0.1;
     a->by = "source";
@@ -61,7 +132,7 @@ static int parse_args(int argc, char **argv, data_args *a) {
             a->read.strict = 1;
             continue;
         }
-        if (i + 1 >= argc) return cli_fail("data: %s needs a value\n%s", f, usage_text);
+        if (i + 1 >= argc) return cli_help_fail(h, "data %s: %s needs a value", argv[1], f);
         const char *v = argv[++i];
         if (!strcmp(f, "--format")) {
             if (!strcmp(v, "jsonl")) a->read.format = AN_FORMAT_JSONL;
@@ -103,10 +174,10 @@ static int parse_args(int argc, char **argv, data_args *a) {
             a->val = strtod(v, &end);
             if (end == v || *end || !(a->val >= 0 && a->val <= 1)) return cli_fail("data: --val is a fraction in [0, 1]");
         } else {
-            return cli_fail("data: unknown option %s\n%s", f, usage_text);
+            return cli_help_fail(h, "data %s: unknown option %s", argv[1], f);
         }
     }
-    if (!a->n_inputs) return cli_fail("data: no input files\n%s", usage_text);
+    if (!a->n_inputs) return cli_help_fail(h, "data %s: no input files", argv[1]);
     if (a->subjects && a->read.subject) return cli_fail("data: --subject and --subjects both fill the placeholder; give one");
     return 0;
 }
@@ -249,13 +320,16 @@ static int cmd_split(const data_args *a, an_pairs *p) {
 }
 
 int an_cmd_data(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        fputs(usage_text, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        cli_help_usage(&cli_help_data, stderr);
+        return 2;
     }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&cli_help_data);
     const char *sub = argv[1];
     if (strcmp(sub, "stats") && strcmp(sub, "clean") && strcmp(sub, "split"))
-        return cli_fail("data: unknown subcommand '%s'\n%s", sub, usage_text);
+        return cli_help_fail(&cli_help_data, "data: unknown subcommand '%s'", sub);
+    int hrc;
+    if (cli_help_check(sub_help(sub), argc, argv, 2, &hrc)) return hrc;
     data_args a;
     an_pairs p = {0};
     int rc = parse_args(argc, argv, &a);

@@ -34,7 +34,27 @@ static void row(const char *name, const mean3 *m) {
 
 static void put_str(cJSON *o, const char *k, const char *v) { cJSON_AddStringToObject(o, k, v ? v : ""); }
 
+static const cli_opt eval_opts[] = {
+    {"--data", "F.jsonl", "rows to score: prompt and reference negative_prompt (required)"},
+    {"--train", "T.jsonl", "training pairs: adds the nearest-training-prompt baseline (default: none)"},
+    {"--out", "PRED.jsonl", "one row per line: prompt, reference_negative, predicted_negative, precision, recall, f1"},
+    {"--mbr", "N", "draw N samples per row (2..256, needs --temperature > 0) and keep the one that agrees most"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_eval = {
+    "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [options]",
+    "Writes a negative prompt for every row of F and scores it against the row's reference by normalised\n"
+    "tags (precision, recall, F1), beside the general negative prompt and, with --train, the nearest\n"
+    "training prompt's negative. The table goes to stdout, progress to stderr. Decoding is greedy\n"
+    "(--temperature 0) unless --temperature is given; --raw, --jsonl and --n do not apply.",
+    eval_opts, "model and sampling options (shared with generate)", cli_gen_opts,
+    "eval --model out/run1/final --data val.jsonl --train train.jsonl --out pred.jsonl",
+};
+
 int an_cmd_eval(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_eval, argc, argv, 1, &hrc)) return hrc;
     cli_gen_args a;
     cli_gen_defaults(&a);
     a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
@@ -54,9 +74,9 @@ int an_cmd_eval(int argc, char **argv) {
         int r = cli_gen_flag(&a, argc, argv, &i);
         if (r < 0) return 1;
         if (r == 0 || a.raw || a.jsonl || a.opts.n_samples != 1)
-            return cli_fail("eval: unknown or unsupported option '%s'\nusage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [--device cpu|cuda]", argv[i]);
+            return cli_help_fail(&cli_help_eval, "eval: unknown or unsupported option '%s'", argv[i]);
     }
-    if (!a.model || !data) return cli_fail("usage: autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [--mbr N]");
+    if (!a.model || !data) return cli_help_fail(&cli_help_eval, "eval: --model and --data are required");
     if (mbr) {
         if (a.opts.sampling.temperature == 0)
             return cli_fail("eval: --mbr draws samples: give --temperature > 0 (and the other sampling flags as wanted)");
@@ -130,8 +150,9 @@ int an_cmd_eval(int argc, char **argv) {
         if (outp && lines) {
             cJSON *o = cJSON_CreateObject();
             put_str(o, "prompt", pr->prompt);
-            put_str(o, "negative_prompt", pr->negative);
-            put_str(o, "prediction", res[i].text);
+            /* names that cannot be mistaken: a reader once took negative_prompt, the reference, for the output */
+            put_str(o, "reference_negative", pr->negative);
+            put_str(o, "predicted_negative", res[i].text);
             cJSON_AddNumberToObject(o, "precision", sm.precision);
             cJSON_AddNumberToObject(o, "recall", sm.recall);
             cJSON_AddNumberToObject(o, "f1", sm.f1);

@@ -37,6 +37,45 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
     return 0;
 }
 
+/* cli_gen_flag reads these; the defaults are cli_gen_defaults'. */
+const cli_opt cli_gen_opts[] = {
+    {"--model", "M", "model: a Hugging Face style folder, a GGUF file or a llama2.c .bin (required)"},
+    {"--adapter", "A", "PEFT LoRA adapter folder to apply (default: none)"},
+    {"--tokenizer", "T", "tokenizer file or folder (default: the model's own; needed for a llama2.c .bin)"},
+    {"--template", "NAME", "prompt template (default: the model folder's autoneg.json template, else infotext)"},
+    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {"--temperature", "X", "sampling temperature, 0 = greedy (default: 0.8)"},
+    {"--top-k", "K", "keep the K likeliest tokens, 0 = off (default: 40)"},
+    {"--top-p", "P", "keep the smallest set with probability >= P, 1 = off (default: 0.95)"},
+    {"--min-p", "P", "drop tokens below P times the likeliest, 0 = off (default: 0.05)"},
+    {"--repeat-penalty", "R", "divide the logits of tokens already written by R (default: 1.0 = off)"},
+    {"--seed", "S", "random seed: the same seed gives the same text (default: 1234)"},
+    {"--max-tokens", "N", "most tokens written per output (default: 128)"},
+    {"--min-tokens", "N", "no end of text before N tokens (default: 0)"},
+    {"--batch", "B", "sequences decoded at once (default: 16)"},
+    {"--ctx", "N", "positions per sequence (default: the model's maximum)"},
+    {"--strict", NULL, "refuse a prompt that does not fit the context instead of cutting it from the left"},
+    {"--head-dtype", "f32|bf16", "store the embedding and LM head in bf16, as QLoRA runs a model (default: f32)"},
+    {NULL, NULL, NULL},
+};
+
+static const cli_opt gen_own_opts[] = {
+    {"--prompt", "TEXT...", "positive prompts, one argument each, up to the next option"},
+    {"--file", "F", "positive prompts, one per line, or JSONL objects with a \"prompt\" field"},
+    {"--raw", NULL, "continue the text as given, without the prompt template"},
+    {"--n", "N", "outputs per prompt (default: 1)"},
+    {"--jsonl", NULL, "one JSON object per output: prompt, negative_prompt (text with --raw), sample, tokens, stop"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_generate = {
+    "generate --model M [--adapter A] (--prompt TEXT... | --file F) [options]",
+    "Writes a negative prompt for each positive prompt (with --raw: continues the text), one per line on\n"
+    "stdout; warnings go to stderr.",
+    gen_own_opts, "model and sampling options (shared with eval)", cli_gen_opts,
+    "generate --model ../shared/models/TinyStories-656K --prompt \"a cat, sunlight\" --max-tokens 32",
+};
+
 void cli_gen_defaults(cli_gen_args *a) {
     memset(a, 0, sizeof *a);
     a->opts = an_gen_defaults();
@@ -184,6 +223,11 @@ int an_cmd_generate(int argc, char **argv) {
     int n_prompts = 0;
     const char *file = NULL;
     if (!prompts) return cli_fail("generate: out of memory");
+    int hrc;
+    if (cli_help_check(&cli_help_generate, argc, argv, 1, &hrc)) {
+        free(prompts);
+        return hrc;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--prompt")) {
             if (i + 1 >= argc) {
@@ -205,7 +249,7 @@ int an_cmd_generate(int argc, char **argv) {
         }
         if (r == 0) {
             free(prompts);
-            return cli_fail("generate: unknown option '%s'\nusage: autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda]", argv[i]);
+            return cli_help_fail(&cli_help_generate, "generate: unknown option '%s'", argv[i]);
         }
     }
     char **from_file = NULL;

@@ -1,6 +1,7 @@
 #ifndef AN_CLI_CMD_GENERATE_H
 #define AN_CLI_CMD_GENERATE_H
 /* The options generate and eval share: model, tokenizer, template, sampling, limits. */
+#include "cli/help.h"
 #include "infer/session.h"
 
 typedef struct cli_gen_args {
@@ -9,6 +10,9 @@ typedef struct cli_gen_args {
     int head_bf16; /* --head-dtype bf16: embedding and head stored in bf16 after loading (QLoRA decoding) */
     an_gen_opts opts;
 } cli_gen_args;
+
+/* The shared options, for the help of generate and eval (cli/help.h). */
+extern const cli_opt cli_gen_opts[];
 
 void cli_gen_defaults(cli_gen_args *a);
 /* Consumes argv[*i] (and its value) when it is one of the shared options: 1 consumed, 0 not one of

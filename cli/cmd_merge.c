@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "model/lora.h"
 #include "model/model.h"
@@ -49,17 +50,35 @@ static int copy_side_files(const char *model_dir, const char *out) {
     return rc;
 }
 
+static const cli_opt merge_opts[] = {
+    {"--model", "M", "the base model the adapter was trained on (required)"},
+    {"--adapter", "A", "PEFT LoRA adapter folder (required)"},
+    {"--out", "DIR", "the merged Hugging Face folder to write (required)"},
+    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_merge = {
+    "merge --model M --adapter A --out DIR [--device cpu|cuda]",
+    "Folds a LoRA adapter into its base (W += scaling * B A) and writes config.json, model.safetensors\n"
+    "(float32) and the base's tokenizer files; prints what it wrote on stdout.",
+    merge_opts, NULL, NULL,
+    "merge --model base/ --adapter runs/lora/final --out merged/",
+};
+
 int an_cmd_merge(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_merge, argc, argv, 1, &hrc)) return hrc;
     const char *model = NULL, *adapter = NULL, *out = NULL, *device = NULL;
     for (int i = 1; i < argc; i++) {
-        if (i + 1 >= argc) return cli_fail("merge: %s needs a value", argv[i]);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_merge, "merge: unexpected argument '%s'", argv[i]);
         if (!strcmp(argv[i], "--model")) model = argv[++i];
         else if (!strcmp(argv[i], "--adapter")) adapter = argv[++i];
         else if (!strcmp(argv[i], "--out")) out = argv[++i];
         else if (!strcmp(argv[i], "--device")) device = argv[++i];
-        else return cli_fail("merge: unknown option %s (usage: autoneg merge --model M --adapter A --out DIR [--device cpu|cuda])", argv[i]);
+        else return cli_help_fail(&cli_help_merge, "merge: unknown option %s", argv[i]);
     }
-    if (!model || !adapter || !out) return cli_fail("usage: autoneg merge --model M --adapter A --out DIR [--device cpu|cuda]");
+    if (!model || !adapter || !out) return cli_help_fail(&cli_help_merge, "merge: --model, --adapter and --out are required");
     const an_ops *ops = cli_backend(device);
     if (!ops) return 1;
     an_error err;
@@ -68,7 +87,7 @@ int an_cmd_merge(int argc, char **argv) {
     int rc = 0;
     if (an_lora_load(m, adapter, &err) || an_lora_merge(m, &err) || an_model_save(m, out, &err)) rc = cli_error(&err);
     if (!rc && an_is_dir(model)) rc = copy_side_files(model, out);
-    if (!rc) fprintf(stderr, "merged %s into %s: %s\n", adapter, model, out);
+    if (!rc) printf("merged %s into %s: %s\n", adapter, model, out); /* the result: what was written */
     an_model_free(m);
     return rc;
 }

@@ -7,16 +7,37 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "infer/perplexity.h"
 #include "infer/session.h"
 
+static const cli_opt ppl_opts[] = {
+    {"--model", "M", "model: Hugging Face folder, GGUF or llama2.c .bin (required)"},
+    {"--file", "F", "the text to score, tokenised as one text (required)"},
+    {"--adapter", "A", "PEFT LoRA adapter folder to apply (default: none)"},
+    {"--ctx", "N", "positions per scoring window, >= 2 (default: the model's maximum)"},
+    {"--tokenizer", "T", "tokenizer file or folder (default: the model's own)"},
+    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_perplexity = {
+    "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]",
+    "Prints 'tokens=N nll=X ppl=Y' on stdout: the mean negative log-likelihood of every token after\n"
+    "the first, scored in consecutive windows of N positions, and its exponential.",
+    ppl_opts, NULL, NULL,
+    "perplexity --model ../shared/models/TinyStories-656K --file story.txt --ctx 256",
+};
+
 int an_cmd_perplexity(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_perplexity, argc, argv, 1, &hrc)) return hrc;
     const char *model = NULL, *adapter = NULL, *file = NULL, *tokenizer = NULL, *device = NULL;
     int ctx = 0;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
-        if (i + 1 >= argc) return cli_fail("perplexity: %s: unknown option or missing value", f);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_perplexity, "perplexity: unexpected argument '%s'", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) model = v;
         else if (!strcmp(f, "--adapter")) adapter = v;
@@ -29,10 +50,10 @@ int an_cmd_perplexity(int argc, char **argv) {
             if (!*v || *end || c < 2 || c > (1 << 24)) return cli_fail("--ctx: expected an integer >= 2, got '%s'", v);
             ctx = (int)c;
         } else {
-            return cli_fail("perplexity: unknown option '%s'\nusage: autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]", f);
+            return cli_help_fail(&cli_help_perplexity, "perplexity: unknown option '%s'", f);
         }
     }
-    if (!model || !file) return cli_fail("usage: autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--device cpu|cuda]");
+    if (!model || !file) return cli_help_fail(&cli_help_perplexity, "perplexity: --model and --file are required");
     an_error err;
     size_t len = 0;
     char *text = an_read_file(file, &len, &err);

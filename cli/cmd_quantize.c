@@ -8,10 +8,26 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "model/nf4_weights.h"
 
-#define USAGE "usage: autoneg quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]"
+static const cli_opt quantize_opts[] = {
+    {"--model", "M", "the model to quantize (required)"},
+    {"--type", "nf4", "the quantization; only nf4 (required)"},
+    {"--out", "DIR", "the Hugging Face folder to write (required)"},
+    {"--blocksize", "N", "weights per absmax scale (default: 64)"},
+    {"--no-double-quant", NULL, "keep the scales in float32 (default: quantize them too, as QLoRA)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_quantize = {
+    "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]",
+    "Writes the model with its linear weights (all but the head) in NF4, bitsandbytes' serialization,\n"
+    "which autoneg and transformers load again; the summary goes to stdout.",
+    quantize_opts, NULL, NULL,
+    "quantize --model ../shared/models/TinyStories-656K --type nf4 --out tiny-nf4",
+};
 
 static const char *const side_files[] = {
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -36,6 +52,8 @@ static int copy_side_files(const char *src_dir, const char *dst_dir, an_error *e
 }
 
 int an_cmd_quantize(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_quantize, argc, argv, 1, &hrc)) return hrc;
     const char *model = NULL, *type = NULL, *out = NULL;
     int blocksize = 64, dq = 1;
     for (int i = 1; i < argc; i++) {
@@ -44,9 +62,9 @@ int an_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--blocksize") && i + 1 < argc) blocksize = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-double-quant")) dq = 0;
-        else return cli_fail("quantize: unknown or incomplete argument '%s'\n" USAGE, argv[i]);
+        else return cli_help_fail(&cli_help_quantize, "quantize: unknown or incomplete argument '%s'", argv[i]);
     }
-    if (!model || !type || !out) return cli_fail(USAGE);
+    if (!model || !type || !out) return cli_help_fail(&cli_help_quantize, "quantize: --model, --type and --out are required");
     if (strcmp(type, "nf4") != 0) return cli_fail("quantize: --type %s is not supported (only nf4)", type);
     an_error err;
     an_model *m = an_model_load_nf4(model, an_ops_cpu(), blocksize, dq, &err);

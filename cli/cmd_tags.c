@@ -6,9 +6,63 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "data/prompts/prompt_syntax.h"
 #include "data/prompts/tags.h"
+
+static const cli_opt step_opts[] = {
+    {"--each", NULL, "weight each tag on its own (default: the whole list as one unit)"},
+    {"--out", "FILE", "also write the text to FILE (step.js's step.txt)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_tags_step = {
+    "tags step RATIO [--each] [--out FILE] [TAGS...]",
+    "Weights a tag list as step.js does: the tags (arguments, else stdin lines, split on commas) are\n"
+    "deduplicated, sorted and joined, then written as (T:RATIO), inside RATIO braces for an integer\n"
+    "RATIO > 1, or inside |RATIO| square brackets for a negative RATIO. The text goes to stdout. After\n"
+    "\"--\" every argument is a tag.",
+    step_opts, NULL, NULL,
+    "tags step 1.2 \"lowres, bad anatomy\" \"blurry\"",
+};
+
+static const cli_opt aspect_opts[] = {
+    {"--snap", "N", "floor both sides to multiples of N, e.g. 64 (default: no snapping)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_tags_aspect = {
+    "tags aspect W H [--snap 64]",
+    "Prints the width and height with the aspect ratio W:H and an area of 512 x 512 (aspect512.js).",
+    aspect_opts, NULL, NULL,
+    "tags aspect 16 9 --snap 64",
+};
+
+static const cli_opt norm_opts[] = {
+    {"--novelai", NULL, "read NovelAI syntax ({} and [] weights) instead of A1111's ((), [] and (T:w))"},
+    {"--underscores", NULL, "write underscores in tags as spaces"},
+    {"--networks", NULL, "keep <lora:...> and other network tags (default: dropped)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_tags_norm = {
+    "tags norm [--novelai] [--underscores] [--networks] [TEXT...]",
+    "Prints the normalised tags of each prompt (arguments, else stdin lines) on one line each: weights\n"
+    "and brackets removed, lower case, duplicates dropped.",
+    norm_opts, NULL, NULL,
+    "tags norm \"((masterpiece)), best_quality, (blurry:1.3)\" --underscores",
+};
+
+const cli_help cli_help_tags = {
+    "tags step RATIO [--each] [--out FILE] [TAGS...]\ntags aspect W H [--snap 64]\ntags norm [--novelai] [--underscores] [TEXT...]",
+    "Prompt-tag tools. 'autoneg tags COMMAND --help' gives each command's options.\n\ncommands:\n"
+    "  step     weight a tag list (step.js of nai-anime-pure-negative-prompt)\n"
+    "  aspect   width and height of 512 x 512 pixels at an aspect ratio (aspect512.js)\n"
+    "  norm     normalised tags of prompts, one line each",
+    NULL, NULL, NULL,
+    "tags norm \"((masterpiece)), best_quality\"",
+};
 
 /* Reads standard input into lines (without their \r\n), skipping empty ones. */
 static char **read_stdin_lines(size_t *n_out) {
@@ -136,10 +190,11 @@ static int cmd_norm(int argc, char **argv) {
 }
 
 int an_cmd_tags(int argc, char **argv) {
-    if (argc < 2) return cli_fail("usage: autoneg tags step RATIO [--each] [--out FILE] [TAGS...] | "
-                                  "tags aspect W H [--snap 64] | tags norm [--novelai] [--underscores] [TEXT...]");
-    if (!strcmp(argv[1], "step")) return cmd_step(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "aspect")) return cmd_aspect(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "norm")) return cmd_norm(argc - 1, argv + 1);
-    return cli_fail("tags: unknown subcommand '%s' (step, aspect, norm)", argv[1]);
+    if (argc < 2) return cli_help_fail(&cli_help_tags, "tags: which command?");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return cli_help_print(&cli_help_tags);
+    int hrc;
+    if (!strcmp(argv[1], "step")) return cli_help_check(&cli_help_tags_step, argc, argv, 2, &hrc) ? hrc : cmd_step(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "aspect")) return cli_help_check(&cli_help_tags_aspect, argc, argv, 2, &hrc) ? hrc : cmd_aspect(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "norm")) return cli_help_check(&cli_help_tags_norm, argc, argv, 2, &hrc) ? hrc : cmd_norm(argc - 1, argv + 1);
+    return cli_help_fail(&cli_help_tags, "tags: unknown subcommand '%s' (step, aspect, norm)", argv[1]);
 }

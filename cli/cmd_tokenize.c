@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "data/tokenizers/tokenizer.h"
 
@@ -20,7 +21,24 @@ static int print_ids(const an_tokenizer *t, const char *s, size_t n, int bos, an
     return 0;
 }
 
+static const cli_opt tokenize_opts[] = {
+    {"--tokenizer", "T", "tokenizer file (tokenizer.json, tokenizer.model, llama2.c .bin) or a folder with one (required)"},
+    {"--text", "S", "the text to encode (one of --text and --file)"},
+    {"--file", "F", "encode every line of F, one output line each"},
+    {"--bos", NULL, "put the BOS id first (default: neither BOS nor EOS)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_tokenize = {
+    "tokenize --tokenizer T (--text S | --file F) [--bos]",
+    "Prints the token ids of each input line on one line of stdout, space separated.",
+    tokenize_opts, NULL, NULL,
+    "tokenize --tokenizer ../shared/models/TinyStories-656K --text \"a cat, sunlight\"",
+};
+
 int an_cmd_tokenize(int argc, char **argv) {
+    int hrc;
+    if (cli_help_check(&cli_help_tokenize, argc, argv, 1, &hrc)) return hrc;
     const char *tok = NULL, *text = NULL, *file = NULL;
     int bos = 0;
     for (int i = 1; i < argc; i++) {
@@ -28,10 +46,10 @@ int an_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
         else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
         else if (!strcmp(argv[i], "--bos")) bos = 1;
-        else return cli_fail("tokenize: unknown or incomplete argument '%s'\nusage: autoneg tokenize --tokenizer T (--text S | --file F) [--bos]", argv[i]);
+        else return cli_help_fail(&cli_help_tokenize, "tokenize: unknown or incomplete argument '%s'", argv[i]);
     }
     if (!tok || (!text == !file))
-        return cli_fail("usage: autoneg tokenize --tokenizer T (--text S | --file F) [--bos]");
+        return cli_help_fail(&cli_help_tokenize, "tokenize: give --tokenizer and one of --text and --file");
     an_error err;
     an_tokenizer *t = an_tokenizer_load(tok, &err);
     if (!t) return cli_error(&err);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "data/tokenizers/tokenizer.h"
 
@@ -71,9 +72,35 @@ static int read_corpus(corpus *c, const char *path) {
     return rc;
 }
 
+static const cli_opt tok_train_opts[] = {
+    {"--data", "F...", "text files (one text a line) or .jsonl (prompt and negative_prompt fields) (required)"},
+    {"--vocab", "N", "vocabulary size, the 256 bytes included (required)"},
+    {"--out", "DIR", "writes DIR/tokenizer.json (required)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_tokenizer_train = {
+    "tokenizer train --data F... --vocab N --out DIR",
+    "Trains a byte-level BPE tokenizer on the texts and writes it as tokenizer.json; prints what it\n"
+    "wrote on stdout.",
+    tok_train_opts, NULL, NULL,
+    "tokenizer train --data pairs.jsonl --vocab 4096 --out tok/",
+};
+
+const cli_help cli_help_tokenizer = {
+    "tokenizer train --data F... --vocab N --out DIR",
+    "Tokenizer tools. 'autoneg tokenizer train --help' gives the options.\n\ncommands:\n"
+    "  train   a byte-level BPE from text lines or JSONL prompt pairs",
+    NULL, NULL, NULL,
+    "tokenizer train --data pairs.jsonl --vocab 4096 --out tok/",
+};
+
 int an_cmd_tokenizer(int argc, char **argv) {
-    const char *usage = "usage: autoneg tokenizer train --data F... --vocab N --out DIR";
-    if (argc < 2 || strcmp(argv[1], "train")) return cli_fail("%s", usage);
+    int hrc;
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) return cli_help_print(&cli_help_tokenizer);
+    if (argc < 2) return cli_help_fail(&cli_help_tokenizer, "tokenizer: which command?");
+    if (strcmp(argv[1], "train")) return cli_help_fail(&cli_help_tokenizer, "tokenizer: unknown command '%s'", argv[1]);
+    if (cli_help_check(&cli_help_tokenizer_train, argc, argv, 2, &hrc)) return hrc;
     corpus c = {0};
     const char *out = NULL;
     long vocab = 0;
@@ -88,10 +115,10 @@ int an_cmd_tokenizer(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
             out = argv[++i];
         } else {
-            rc = cli_fail("tokenizer train: unknown or incomplete argument '%s'\n%s", argv[i], usage);
+            rc = cli_help_fail(&cli_help_tokenizer_train, "tokenizer train: unknown or incomplete argument '%s'", argv[i]);
         }
     }
-    if (rc == 0 && (!n_data || !vocab || !out)) rc = cli_fail("%s", usage);
+    if (rc == 0 && (!n_data || !vocab || !out)) rc = cli_help_fail(&cli_help_tokenizer_train, "tokenizer train: --data, --vocab and --out are required");
     if (rc == 0 && mkdir(out, 0755) && errno != EEXIST) rc = cli_fail("%s: cannot create folder: %s", out, strerror(errno));
     if (rc == 0) {
         an_error err;
@@ -103,8 +130,9 @@ int an_cmd_tokenizer(int argc, char **argv) {
         } else {
             if (got < vocab) fprintf(stderr, "autoneg: the corpus ran out of pairs at %d tokens\n", got);
             clock_gettime(CLOCK_MONOTONIC, &t1);
-            fprintf(stderr, "autoneg: trained a %d-token byte-level BPE on %zu texts (%.1f MB) in %.2f s: %s/tokenizer.json\n",
-                    got, c.n, c.bytes / 1e6, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9, out);
+            /* the result, on stdout with the other commands' results */
+            printf("trained a %d-token byte-level BPE on %zu texts (%.1f MB) in %.2f s: %s/tokenizer.json\n",
+                   got, c.n, c.bytes / 1e6, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9, out);
         }
     }
     for (size_t i = 0; i < c.n; i++) free(c.text[i]);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "core/file.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
@@ -28,10 +29,29 @@ static void print_note(void *ctx, const char *line) {
     fprintf(stderr, "autoneg: %s\n", line);
 }
 
-static const char usage[] =
-    "usage: autoneg train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]\n"
-    "                     [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]\n"
-    "                     [--device cpu|cuda]";
+static const cli_opt train_opts[] = {
+    {"--base", "M", "base model: Hugging Face folder, GGUF or llama2.c .bin (recipe key model.base)"},
+    {"--data", "F", "training pairs; repeat for several files, replacing the recipe's data.train"},
+    {"--method", "full|lora|qlora", "what is trained (model.method; default: the recipe's, else lora)"},
+    {"--out", "DIR", "run folder: checkpoints, metrics, final model (output.dir)"},
+    {"--steps", "N", "optimizer steps (train.steps)"},
+    {"--epochs", "E", "passes over the data instead of --steps (train.epochs)"},
+    {"--resume", "DIR|auto", "continue a run from its last checkpoint; auto: if the run folder has one"},
+    {"--set", "key=value", "any recipe key, e.g. --set optim.lr=2e-4 (docs/recipes.md); repeatable"},
+    {"--stop-after", "N", "checkpoint and stop after N steps of this invocation, as Ctrl-C does"},
+    {"--device", "cpu|cuda", "backend to train on (train.device; default: cpu)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_train = {
+    "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]\n"
+    "train [RECIPE.json] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--device cpu|cuda]",
+    "Fine-tunes a model on prompt pairs. The recipe file comes first, then the flags, then --set\n"
+    "(docs/recipes.md); without a recipe the defaults apply. Progress and the final summary go to\n"
+    "stderr; Ctrl-C writes a checkpoint and stops, and --resume continues the exact same run.",
+    train_opts, NULL, NULL,
+    "train configs/recipes/tiny-from-scratch.json --out runs/tiny --steps 200",
+};
 
 typedef struct train_args {
     const char *recipe, *base, *method, *device, *out, *steps, *epochs, *resume, *stop_after;
@@ -47,16 +67,12 @@ static int parse_args(int argc, char **argv, train_args *a) {
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         const char **slot = NULL;
-        if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
-            printf("%s\n", usage);
-            return -1;
-        }
         if (f[0] != '-') {
-            if (a->recipe) return cli_fail("train: a second recipe '%s' (the first was '%s')\n%s", f, a->recipe, usage);
+            if (a->recipe) return cli_help_fail(&cli_help_train, "train: a second recipe '%s' (the first was '%s')", f, a->recipe);
             a->recipe = f;
             continue;
         }
-        if (i + 1 >= argc) return cli_fail("train: %s needs a value\n%s", f, usage);
+        if (i + 1 >= argc) return cli_help_fail(&cli_help_train, "train: %s needs a value", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--base")) slot = &a->base;
         else if (!strcmp(f, "--method")) slot = &a->method;
@@ -68,7 +84,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         else if (!strcmp(f, "--stop-after")) slot = &a->stop_after;
         else if (!strcmp(f, "--data")) a->data[a->n_data++] = v;
         else if (!strcmp(f, "--set")) a->sets[a->n_sets++] = v;
-        else return cli_fail("train: unknown option '%s'\n%s", f, usage);
+        else return cli_help_fail(&cli_help_train, "train: unknown option '%s'", f);
         if (slot) *slot = v;
     }
     if (a->steps && a->epochs) return cli_fail("train: give --steps or --epochs, not both");
@@ -109,8 +125,10 @@ static int resolve(const train_args *a, an_recipe *r, an_error *err) {
 }
 
 int an_cmd_train(int argc, char **argv) {
+    int rc;
+    if (cli_help_check(&cli_help_train, argc, argv, 1, &rc)) return rc;
     train_args a;
-    int rc = parse_args(argc, argv, &a);
+    rc = parse_args(argc, argv, &a);
     an_recipe r;
     an_error err;
     memset(&r, 0, sizeof r);

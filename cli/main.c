@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
+#include "kernels/backend.h"
 
 typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv);
-    const char *usage;
+    const char *summary; /* one line for `autoneg --help`; each command's own --help has the rest */
 } command;
 
 static const command commands[] = {
@@ -27,6 +29,19 @@ static const command commands[] = {
     {"generate", an_cmd_generate, "generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]"},
     {"perplexity", an_cmd_perplexity, "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]"},
     {"eval", an_cmd_eval, "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]"},
+    {"train", an_cmd_train, "fine-tune a model on prompt pairs (full, LoRA, QLoRA) from a recipe"},
+    {"generate", an_cmd_generate, "write negative prompts for positive prompts (or continue text with --raw)"},
+    {"eval", an_cmd_eval, "score generated negatives against reference ones by tag precision, recall, F1"},
+    {"perplexity", an_cmd_perplexity, "perplexity of a model on a text file"},
+    {"merge", an_cmd_merge, "fold a LoRA adapter into its base model"},
+    {"quantize", an_cmd_quantize, "write a model with NF4 linear weights (bitsandbytes format)"},
+    {"tokenize", an_cmd_tokenize, "print the token ids of text"},
+    {"tokenizer", an_cmd_tokenizer, "tokenizer train: a byte-level BPE from prompt pairs or text"},
+    {"data", an_cmd_data, "data stats|clean|split: look at, clean and split prompt-pair files"},
+    {"tags", an_cmd_tags, "tags step|aspect|norm: prompt-tag tools"},
+    {"bench", an_cmd_bench, "bench train|generate|memory|nf4: speed and memory on random presets"},
+    {"completion", an_cmd_completion, "completion bash: a bash completion script from the option tables"},
+    {"version", an_cmd_version, "the version and the build options (also --version)"},
 };
 
 int cli_fail(const char *fmt, ...) {
@@ -41,16 +56,42 @@ int cli_fail(const char *fmt, ...) {
 
 int cli_error(const an_error *err) { return cli_fail("%s", err->msg); }
 
+const cli_help cli_help_version = {
+    "version | autoneg --version",
+    "Prints the version and how this binary was built: its GEMM, the devices --device can name, and\n"
+    "whether CUDA and MPI are in it.",
+    NULL, NULL, NULL,
+    "--version",
+};
+
 int an_cmd_version(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    int rc;
+    if (cli_help_check(&cli_help_version, argc, argv, 1, &rc)) return rc;
+    if (argc > 1) return cli_help_fail(&cli_help_version, "version: unexpected argument '%s'", argv[1]);
     printf("autoneg 0.1.0\n");
+    /* the build options a bug report needs, from what this binary was compiled with */
+#ifdef AN_BLAS
+    printf("BLAS: OpenBLAS\n");
+#else
+    printf("BLAS: none (plain-C GEMM, make BLAS=0)\n");
+#endif
+    const char *devices = an_backend_names();
+    printf("devices: %s\n", devices);
+    printf("CUDA: %s\n", strstr(devices, "cuda") ? "built" : "not built");
+    printf("MPI: not built\n"); /* no data-parallel code exists yet (DESIGN.md's make MPI=1) */
     return 0;
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: autoneg COMMAND [ARGS]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  autoneg %s\n", commands[i].usage);
+    fprintf(f, "usage: autoneg COMMAND [OPTIONS]\n"
+               "       autoneg COMMAND --help\n"
+               "       autoneg --version\n\n"
+               "Fine-tunes language models on Stable Diffusion prompt pairs and writes negative prompts.\n"
+               "Results go to stdout; progress, warnings and errors to stderr.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\noptions:\n  -h, --help  this help\n  --version   the version and build options\n"
+               "\nexample:\n  autoneg generate --model ../shared/models/TinyStories-656K --prompt \"a cat, sunlight\"\n");
 }
 
 /* OpenMP threads that spin while they wait take the cores from everything else on a shared or
@@ -70,6 +111,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "--version")) return an_cmd_version(1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "autoneg: unknown command '%s'\n", argv[1]);

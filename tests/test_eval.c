@@ -105,7 +105,10 @@ static void test_eval_cli(void) {
     size_t lines = 0;
     for (char *c = s; *c; c++) lines += *c == '\n';
     CHECK(lines == 2);
-    CHECK_CONTAINS(s, "\"prediction\":");
+    /* the reference and the model's text under names that cannot be confused */
+    CHECK_CONTAINS(s, "\"predicted_negative\":");
+    CHECK_CONTAINS(s, "\"reference_negative\":\"blurry, watermark\"");
+    CHECK(strstr(s, "\"negative_prompt\"") == NULL && strstr(s, "\"prediction\"") == NULL);
     CHECK_CONTAINS(s, "\"nearest_train_negative\":\"Blurry, (watermark:1.3)\"");
     free(s);
     /* a data file without the reference negatives */
