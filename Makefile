@@ -3,7 +3,7 @@
 #   make test       build and run every test (tests/test_*.c, one binary each)
 #   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       concurrent inference states under ThreadSanitizer
-#   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each)
+#   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each; FUZZ_TARGETS="gguf ..." for some)
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
 #   make model      fetch a real small pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) into

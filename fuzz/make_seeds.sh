@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 C=fuzz/corpus
 rm -rf "$C"
 mkdir -p "$C"/safetensors "$C"/config "$C"/tokenizer "$C"/bpe_files "$C"/llama2c "$C"/pairs "$C"/recipe \
-         "$C"/prompt "$C"/template "$C"/checkpoint "$C"/peft
+         "$C"/prompt "$C"/template "$C"/checkpoint "$C"/peft "$C"/gguf
 cp tests/ref/st_python.safetensors "$C"/safetensors/
+cp tests/ref/gguf/meta.gguf tests/ref/gguf/q4_0.gguf "$C"/gguf/
 cp tests/ref/config_llama.json tests/ref/config_gpt2.json tests/ref/config_qwen2.json "$C"/config/
 cp configs/recipes/tiny-from-scratch.json "$C"/recipe/
 python3 - "$C" <<'PY'

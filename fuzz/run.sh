@@ -2,7 +2,8 @@
 # make fuzz: builds every fuzz target (fuzz/fuzz.h) with clang's libFuzzer, AddressSanitizer and
 # UndefinedBehaviorSanitizer in build-fuzz/, and runs each on its seed corpus (fuzz/corpus/NAME/) and
 # its regression inputs. FUZZ_SECONDS (default 30) per target; or FUZZ_RUNS inputs per target with a
-# fixed seed (CI: the same inputs on every run, so a red CI is a real, reproducible finding). New
+# fixed seed (CI: the same inputs on every run, so a red CI is a real, reproducible finding);
+# FUZZ_TARGETS="NAME ..." runs only those. New
 # interesting inputs go to build-fuzz/corpus/NAME/, findings to build-fuzz/findings/NAME/ with the
 # command that reproduces them; a fixed finding is committed to fuzz/regressions/NAME/.
 set -e
@@ -16,6 +17,7 @@ if ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { (void)d; (void)n;
 fi
 # the target names, from the X-macro list in fuzz/fuzz.h (up to the blank line after it)
 targets=$(sed -n '/define AN_FUZZ_TARGETS(X)/,/^$/p' fuzz/fuzz.h | grep -o 'X([a-z0-9_]*)' | sed 's/X(\(.*\))/\1/')
+targets=${FUZZ_TARGETS:-$targets} # FUZZ_TARGETS="gguf pairs": only those
 make -s BUILD=$B CC=clang OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $SAN" $B/libautoneg.a \
     $(for f in fuzz/*.c; do [ "$f" = fuzz/libfuzzer_main.c ] || echo "$B/${f%.c}.o"; done)
 objs=$(for f in fuzz/*.c; do [ "$f" = fuzz/libfuzzer_main.c ] || echo "$B/${f%.c}.o"; done)

@@ -1,5 +1,5 @@
-/* Fuzz targets for the model file formats (model/io/): safetensors, config.json, llama2.c .bin and
- * PEFT adapter folders. */
+/* Fuzz targets for the model file formats (model/io/): safetensors, config.json, llama2.c .bin, PEFT
+ * adapter folders and GGUF. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include "fuzz/fuzz.h"
 #include "kernels/ops.h"
 #include "model/io/config.h"
+#include "model/io/gguf.h"
 #include "model/io/safetensors.h"
 #include "model/lora.h"
 #include "model/model.h"
@@ -77,4 +78,29 @@ int an_fuzz_peft(const uint8_t *data, size_t size) {
     int bad = l && base->lora != NULL; /* opening must leave the base as it was */
     an_lora_free(l);
     return bad ? AN_FUZZ_BROKEN : l ? AN_FUZZ_ACCEPTED : AN_FUZZ_REFUSED;
+}
+
+/* A GGUF file that opens lists tensors inside its mapping; each (up to a size) converts to float32 or
+ * is refused by type, and every metadata key is found by its name. */
+int an_fuzz_gguf(const uint8_t *data, size_t size) {
+    const char *path = an_fuzz_write("model.gguf", data, size);
+    if (!path) return AN_FUZZ_REFUSED;
+    an_gguf g;
+    an_error err;
+    if (an_gguf_open(&g, path, &err)) return AN_FUZZ_REFUSED;
+    int bad = 0;
+    const unsigned char *lo = g.file.data, *hi = g.file.data + g.file.size;
+    for (int64_t i = 0; i < g.n_tensors && !bad; i++) {
+        const an_gguf_tensor *t = &g.tensors[i];
+        const unsigned char *d = t->data;
+        if (d < lo || d > hi || t->nbytes > (size_t)(hi - d)) bad = 1;
+        else if (t->numel > 0 && t->numel <= (1 << 20)) {
+            float *f = malloc((size_t)t->numel * sizeof(float));
+            if (f) (void)an_gguf_tensor_to_f32(&g, t, f, &err);
+            free(f);
+        }
+    }
+    for (int64_t i = 0; i < g.n_kv && !bad; i++) bad = an_gguf_find_key(&g, g.kvs[i].key) == NULL;
+    an_gguf_close(&g);
+    return bad ? AN_FUZZ_BROKEN : AN_FUZZ_ACCEPTED;
 }
