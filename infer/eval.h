@@ -4,8 +4,8 @@
  * normalised tags (data/prompts/prompt_syntax.h an_prompt_tags, A1111 syntax: weights, brackets and case
  * removed, duplicates dropped), then
  *   precision = |pred ∩ ref| / |pred|,  recall = |pred ∩ ref| / |ref|,  F1 = 2PR / (P + R)
- * (0 where the denominator is 0; two empty tag sets score 1). And the retrieval baseline: the
- * negative of the training prompt most similar by tf-idf over prompt tags (cosine similarity). */
+ * (0 where the denominator is 0; two empty tag sets score 1). The retrieval baselines' index is in
+ * infer/retrieval.h. */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -26,15 +26,13 @@ int an_eval_score(const char *pred, const char *ref, an_tag_score *out, an_error
  * n >= 1; *best gets its index. */
 int an_eval_mbr_pick(const char *const *cands, int n, int *best, an_error *err);
 
-/* tf-idf over tag sets, as scikit-learn's TfidfVectorizer with its defaults on binary tag counts:
- * idf(t) = ln((1 + N) / (1 + df(t))) + 1, vectors L2-normalised, cosine similarity. */
-typedef struct an_tfidf an_tfidf;
-
-/* Indexes the tags of n texts (the training prompts). */
-an_tfidf *an_tfidf_build(const char *const *texts, size_t n, an_error *err);
-void an_tfidf_free(an_tfidf *ix);
-/* The most similar indexed text (lowest index on a tie) and its cosine in *score; -1 when the query
- * shares no tag with any of them. */
-long an_tfidf_nearest(const an_tfidf *ix, const char *query, double *score, an_error *err);
+/* The consensus of retrieved neighbours: given the negatives of the n nearest training prompts and
+ * their similarities to the query, the neighbour j whose negative agrees most with the others',
+ *   agreement(j) = sum over i != j of sim[i] * F1(neg[j], neg[i])   (tag F1, an_eval_score),
+ * so a neighbour close to the query counts more as a witness. Lowest index on a tie (neighbours come
+ * best first, so a tie, and n == 1, keeps the nearest). A similarity that is not a finite number
+ * >= 0 counts as 0. n >= 1; *best gets the index, agree (may be NULL) its agreement. */
+int an_eval_consensus_pick(const char *const *negs, const double *sims, int n, int *best, double *agree,
+                           an_error *err);
 
 #endif

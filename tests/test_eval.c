@@ -5,6 +5,7 @@
 
 #include "core/file.h"
 #include "infer/eval.h"
+#include "infer/retrieval.h"
 #include "tests/test.h"
 
 /* pred tags {lowres, bad hands, blurry, text}, ref {blurry, bad hands, watermark}: 2 in common, so
