@@ -1,9 +1,12 @@
 /* autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [generate options]
+ * autoneg eval --baselines-only --data F.jsonl [--train T.jsonl] [--consensus-k K] [--out PRED.jsonl]
  *
  * Writes a negative prompt for every row of F and scores it against the row's negative_prompt by
- * normalised tags (precision, recall, F1 per row, averaged), beside two baselines on the same rows:
+ * normalised tags (precision, recall, F1 per row, averaged), beside the baselines on the same rows:
  * the general negative prompt, and (with --train) the negative of the most similar training prompt by
- * tf-idf over prompt tags. Decoding is greedy unless sampling options are given. */
+ * tf-idf over prompt tags (infer/retrieval.h) and the consensus of the K most similar ones
+ * (an_eval_consensus_pick). Neighbours from the row's own source are left out. Decoding is greedy
+ * unless sampling options are given; --baselines-only skips the model. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include "core/file.h"
 #include "data/pairs/pairs.h"
 #include "infer/eval.h"
+#include "infer/retrieval.h"
 
 typedef struct mean3 {
     double p, r, f;
@@ -38,6 +42,8 @@ static const cli_opt eval_opts[] = {
     {"--data", "F.jsonl", "rows to score: prompt and reference negative_prompt (required)"},
     {"--train", "T.jsonl", "training pairs: adds the nearest-training-prompt baseline (default: none)"},
     {"--out", "PRED.jsonl", "one row per line: prompt, reference_negative, predicted_negative, precision, recall, f1"},
+    {"--consensus-k", "K", "neighbours the consensus baseline chooses among (1..64, default 5; needs --train)"},
+    {"--baselines-only", NULL, "score only the baselines: no model is loaded, --model is not needed"},
     {"--mbr", "N", "draw N samples per row (2..256, needs --temperature > 0) and keep the one that agrees most"},
     {NULL, NULL, NULL},
 };
@@ -47,10 +53,43 @@ const cli_help cli_help_eval = {
     "Writes a negative prompt for every row of F and scores it against the row's reference by normalised\n"
     "tags (precision, recall, F1), beside the general negative prompt and, with --train, the nearest\n"
     "training prompt's negative. The table goes to stdout, progress to stderr. Decoding is greedy\n"
-    "(--temperature 0) unless --temperature is given; --raw, --jsonl and --n do not apply.",
+    "(--temperature 0) unless --temperature is given; --raw, --jsonl and --n do not apply. With\n"
+    "--train, the consensus baseline is the negative, among the K nearest training prompts', that agrees\n"
+    "most (tag F1 weighted by similarity) with the others. Neighbours from a row's own source are left\n"
+    "out. --baselines-only scores the baselines alone, without a model.",
     eval_opts, "model and sampling options (shared with generate)", cli_gen_opts,
     "eval --model out/run1/final --data val.jsonl --train train.jsonl --out pred.jsonl",
 };
+
+/* The model's negative for every row into res (with --mbr, the sample of each row that agrees most
+ * with its other samples); 0, or the command's exit status. */
+static int generate_all(cli_gen_args *a, an_session *s, const an_pairs *rows, int mbr, an_text_result *res) {
+    an_error err;
+    int n = (int)rows->n, rc = 0;
+    const char **texts = malloc((size_t)n * sizeof *texts);
+    if (!texts) return cli_fail("eval: out of memory");
+    for (int i = 0; i < n; i++) texts[i] = rows->v[i].prompt;
+    int per = mbr ? mbr : 1;
+    an_text_result *all = per > 1 ? calloc((size_t)n * (size_t)per, sizeof *all) : res;
+    if (!all) { free(texts); return cli_fail("eval: out of memory"); }
+    fprintf(stderr, "eval: generating %d negative prompts%s ...\n", n * per, per > 1 ? " (minimum Bayes risk over the samples of each row)" : "");
+    if (an_session_generate(s, texts, n, 0, &a->opts, all, &err)) rc = cli_error(&err);
+    free(texts);
+    /* --mbr: each row keeps the sample with the highest summed tag F1 against its other samples */
+    for (int i = 0; per > 1 && rc == 0 && i < n; i++) {
+        const char *c[256];
+        int best = 0;
+        for (int j = 0; j < per; j++) c[j] = all[(size_t)i * per + j].text ? all[(size_t)i * per + j].text : "";
+        if (an_eval_mbr_pick(c, per, &best, &err)) { rc = cli_error(&err); break; }
+        res[i] = all[(size_t)i * per + best];
+        memset(&all[(size_t)i * per + best], 0, sizeof *all);
+    }
+    if (per > 1) {
+        an_text_results_free(all, n * per);
+        free(all);
+    }
+    return rc;
+}
 
 int an_cmd_eval(int argc, char **argv) {
     int hrc;
@@ -59,7 +98,8 @@ int an_cmd_eval(int argc, char **argv) {
     cli_gen_defaults(&a);
     a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
     const char *data = NULL, *train = NULL, *outp = NULL;
-    long mbr = 0;
+    long mbr = 0, ck = 5;
+    int base_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mbr") && i + 1 < argc) {
             char *end;
@@ -68,6 +108,14 @@ int an_cmd_eval(int argc, char **argv) {
                 return cli_fail("eval: --mbr %s: the number of samples must be in [2, 256]", argv[i]);
             continue;
         }
+        if (!strcmp(argv[i], "--consensus-k") && i + 1 < argc) {
+            char *end;
+            ck = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || ck < 1 || ck > 64)
+                return cli_fail("eval: --consensus-k %s: the number of neighbours must be in [1, 64]", argv[i]);
+            continue;
+        }
+        if (!strcmp(argv[i], "--baselines-only")) { base_only = 1; continue; }
         if (!strcmp(argv[i], "--data") && i + 1 < argc) { data = argv[++i]; continue; }
         if (!strcmp(argv[i], "--train") && i + 1 < argc) { train = argv[++i]; continue; }
         if (!strcmp(argv[i], "--out") && i + 1 < argc) { outp = argv[++i]; continue; }
@@ -76,7 +124,9 @@ int an_cmd_eval(int argc, char **argv) {
         if (r == 0 || a.raw || a.jsonl || a.opts.n_samples != 1)
             return cli_help_fail(&cli_help_eval, "eval: unknown or unsupported option '%s'", argv[i]);
     }
-    if (!a.model || !data) return cli_help_fail(&cli_help_eval, "eval: --model and --data are required");
+    if (!data || (!a.model && !base_only))
+        return cli_help_fail(&cli_help_eval, "eval: --data and --model (or --baselines-only) are required");
+    if (base_only && mbr) return cli_fail("eval: --mbr draws samples from a model: it does not go with --baselines-only");
     if (mbr) {
         if (a.opts.sampling.temperature == 0)
             return cli_fail("eval: --mbr draws samples: give --temperature > 0 (and the other sampling flags as wanted)");
@@ -93,70 +143,71 @@ int an_cmd_eval(int argc, char **argv) {
     if (an_pairs_read(&rows, data, NULL, NULL, &err)) { rc = cli_error(&err); goto done; }
     if (train) {
         if (an_pairs_read(&tr, train, NULL, NULL, &err)) { rc = cli_error(&err); goto done; }
-        const char **tp = malloc(tr.n * sizeof *tp);
+        const char **tp = malloc(2 * tr.n * sizeof *tp);
         if (!tp) { rc = cli_fail("eval: out of memory"); goto done; }
-        for (size_t i = 0; i < tr.n; i++) tp[i] = tr.v[i].prompt;
-        ix = an_tfidf_build(tp, tr.n, &err);
+        for (size_t i = 0; i < tr.n; i++) tp[i] = tr.v[i].prompt, tp[tr.n + i] = tr.v[i].source;
+        ix = an_tfidf_build_src(tp, tp + tr.n, tr.n, &err);
         free(tp);
         if (!ix) { rc = cli_error(&err); goto done; }
     }
-    if ((rc = cli_gen_open(&a, &s)) != 0) goto done;
-    opened = 1;
     int n = (int)rows.n;
-    const char **texts = malloc((size_t)n * sizeof *texts);
     res = calloc((size_t)n, sizeof *res);
-    if (!texts || !res) { free(texts); rc = cli_fail("eval: out of memory"); goto done; }
-    for (int i = 0; i < n; i++) texts[i] = rows.v[i].prompt;
-    int per = mbr ? (int)mbr : 1;
-    an_text_result *all = per > 1 ? calloc((size_t)n * (size_t)per, sizeof *all) : res;
-    if (!all) { free(texts); rc = cli_fail("eval: out of memory"); goto done; }
-    fprintf(stderr, "eval: generating %d negative prompts%s ...\n", n * per, per > 1 ? " (minimum Bayes risk over the samples of each row)" : "");
-    if (an_session_generate(&s, texts, n, 0, &a.opts, all, &err)) rc = cli_error(&err);
-    free(texts);
-    /* --mbr: each row keeps the sample with the highest summed tag F1 against its other samples */
-    for (int i = 0; per > 1 && rc == 0 && i < n; i++) {
-        const char *c[256];
-        int best = 0;
-        for (int j = 0; j < per; j++) c[j] = all[(size_t)i * per + j].text ? all[(size_t)i * per + j].text : "";
-        if (an_eval_mbr_pick(c, per, &best, &err)) { rc = cli_error(&err); break; }
-        res[i] = all[(size_t)i * per + best];
-        memset(&all[(size_t)i * per + best], 0, sizeof *all);
+    if (!res) { rc = cli_fail("eval: out of memory"); goto done; }
+    if (!base_only) {
+        if ((rc = cli_gen_open(&a, &s)) != 0) goto done;
+        opened = 1;
+        if ((rc = generate_all(&a, &s, &rows, (int)mbr, res)) != 0) goto done;
     }
-    if (per > 1) {
-        an_text_results_free(all, n * per);
-        free(all);
-    }
-    if (rc) goto done;
 
-    mean3 model = {0}, general = {0}, nearest = {0};
+    mean3 model = {0}, general = {0}, nearest = {0}, consensus = {0};
+    long nb_idx[64];
+    double nb_sim[64];
+    const char *nb_neg[64];
     cJSON *lines = cJSON_CreateArray();
     for (int i = 0; i < n && rc == 0; i++) {
         const an_pair *pr = &rows.v[i];
-        an_tag_score sm, sg, sn;
-        if (an_eval_score(res[i].text, pr->negative, &sm, &err) ||
+        an_tag_score sm = {0}, sg, sn, sc;
+        if ((!base_only && an_eval_score(res[i].text, pr->negative, &sm, &err)) ||
             an_eval_score(an_eval_general_negative, pr->negative, &sg, &err)) { rc = cli_error(&err); break; }
-        add(&model, &sm);
+        if (!base_only) add(&model, &sm);
         add(&general, &sg);
-        const char *near_neg = NULL;
+        const char *near_neg = NULL, *cons_neg = NULL;
         if (ix) {
-            double sim;
-            long k = an_tfidf_nearest(ix, pr->prompt, &sim, &err);
-            if (k < -1) { rc = cli_error(&err); break; }
+            /* one query serves both: the nearest is the first of the K (ties by index either way) */
+            long m = an_tfidf_topk(ix, pr->prompt, pr->source, (size_t)ck, nb_idx, nb_sim, &err);
+            if (m < 0) { rc = cli_error(&err); break; }
             /* no shared tag with any training prompt: fall back to the general negative */
-            near_neg = k >= 0 ? tr.v[k].negative : an_eval_general_negative;
-            if (an_eval_score(near_neg, pr->negative, &sn, &err)) { rc = cli_error(&err); break; }
+            near_neg = cons_neg = m > 0 ? tr.v[nb_idx[0]].negative : an_eval_general_negative;
+            if (m > 1) {
+                int best;
+                for (long j = 0; j < m; j++) nb_neg[j] = tr.v[nb_idx[j]].negative;
+                if (an_eval_consensus_pick(nb_neg, nb_sim, (int)m, &best, NULL, &err)) { rc = cli_error(&err); break; }
+                cons_neg = nb_neg[best];
+            }
+            if (an_eval_score(near_neg, pr->negative, &sn, &err) || an_eval_score(cons_neg, pr->negative, &sc, &err)) {
+                rc = cli_error(&err);
+                break;
+            }
             add(&nearest, &sn);
+            add(&consensus, &sc);
         }
         if (outp && lines) {
             cJSON *o = cJSON_CreateObject();
             put_str(o, "prompt", pr->prompt);
             /* names that cannot be mistaken: a reader once took negative_prompt, the reference, for the output */
             put_str(o, "reference_negative", pr->negative);
-            put_str(o, "predicted_negative", res[i].text);
-            cJSON_AddNumberToObject(o, "precision", sm.precision);
-            cJSON_AddNumberToObject(o, "recall", sm.recall);
-            cJSON_AddNumberToObject(o, "f1", sm.f1);
-            if (near_neg) put_str(o, "nearest_train_negative", near_neg);
+            if (!base_only) {
+                put_str(o, "predicted_negative", res[i].text);
+                cJSON_AddNumberToObject(o, "precision", sm.precision);
+                cJSON_AddNumberToObject(o, "recall", sm.recall);
+                cJSON_AddNumberToObject(o, "f1", sm.f1);
+            }
+            if (near_neg) {
+                put_str(o, "nearest_train_negative", near_neg);
+                cJSON_AddNumberToObject(o, "nearest_f1", sn.f1);
+                put_str(o, "consensus_train_negative", cons_neg);
+                cJSON_AddNumberToObject(o, "consensus_f1", sc.f1);
+            }
             cJSON_AddItemToArray(lines, o);
         }
     }
@@ -186,9 +237,14 @@ int an_cmd_eval(int argc, char **argv) {
     cJSON_Delete(lines);
     if (rc == 0) {
         printf("%-22s %9s %9s %9s %6s\n", "negatives from", "precision", "recall", "f1", "rows");
-        row("model", &model);
+        if (!base_only) row("model", &model);
         row("general negative", &general);
-        if (ix) row("nearest train prompt", &nearest);
+        if (ix) {
+            char name[32];
+            row("nearest train prompt", &nearest);
+            snprintf(name, sizeof name, "consensus of K=%ld", ck);
+            row(name, &consensus);
+        }
     }
 done:
     if (res) an_text_results_free(res, (int)rows.n);
