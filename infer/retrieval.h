@@ -14,13 +14,14 @@
  *
  * File format (an_tfidf_save / an_tfidf_load), little-endian:
  *   "ANTFIDF\0" u32 version u32 0 u64 n_docs u64 n_terms u64 n_sources u64 payload_bytes
- *   u64 checksum (FNV-1a 64 of the payload) | payload
+ *   u64 packed_bytes u64 checksum (FNV-1a 64 of the packed bytes) | the payload, zlib-deflated
  * payload, every integer an unsigned LEB128 varint:
  *   n_terms x (len, bytes): the tags in id order; n_sources x (len, bytes): the sources;
  *   n_docs x source (0: none, else 1 + source id);
  *   n_terms x (df, df doc ids as gaps: the first id, then the differences, ascending).
  * idf and norms are recomputed on load by the same code as at build time, so a loaded index answers
- * bit for bit as the built one. */
+ * bit for bit as the built one. The civitai training split (50,159 prompts, 89,842 tags, 9,966
+ * sources) makes a file of about 1.9 MB. */
 #include <stddef.h>
 
 #include "core/error.h"

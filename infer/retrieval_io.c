@@ -4,11 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "core/file.h"
 #include "core/strbuf.h"
 #include "infer/retrieval_impl.h"
 
-#define HEADER 56
+#define HEADER 64
 static const char magic[8] = {'A', 'N', 'T', 'F', 'I', 'D', 'F', 0};
 
 static int put_varint(an_strbuf *b, uint64_t v) {
@@ -61,17 +63,27 @@ int an_tfidf_save(const an_tfidf *ix, const char *path, an_error *err) {
         an_strbuf_free(&b);
         return an_fail(err, "%s: out of memory writing the tf-idf index", path);
     }
-    unsigned char *h = (unsigned char *)b.v;
+    /* the payload deflated (zlib): the tag and source strings are most of it and compress well */
+    size_t raw = b.n - HEADER;
+    uLongf packed = compressBound((uLong)raw);
+    unsigned char *h = malloc(HEADER + packed);
+    if (!h || compress2(h + HEADER, &packed, (const Bytef *)b.v + HEADER, (uLong)raw, 6) != Z_OK) {
+        free(h);
+        an_strbuf_free(&b);
+        return an_fail(err, "%s: out of memory compressing the tf-idf index", path);
+    }
+    an_strbuf_free(&b);
     memcpy(h, magic, 8);
     put_u32(h + 8, AN_TFIDF_VERSION);
     put_u32(h + 12, 0);
     put_u64(h + 16, ix->n_docs);
     put_u64(h + 24, ix->n_terms);
     put_u64(h + 32, ix->n_sources);
-    put_u64(h + 40, b.n - HEADER);
-    put_u64(h + 48, an_hash_bytes(b.v + HEADER, b.n - HEADER));
-    int rc = an_write_file_atomic(path, b.v, b.n, err);
-    an_strbuf_free(&b);
+    put_u64(h + 40, raw);
+    put_u64(h + 48, packed);
+    put_u64(h + 56, an_hash_bytes(h + HEADER, packed));
+    int rc = an_write_file_atomic(path, h, HEADER + packed, err);
+    free(h);
     return rc;
 }
 
@@ -109,32 +121,52 @@ static int get_strings(reader *r, an_strmap *m, size_t n, const char *path, cons
 
 an_tfidf *an_tfidf_load(const char *path, an_error *err) {
     size_t size;
-    unsigned char *buf = (unsigned char *)an_read_file(path, &size, err);
-    if (!buf) return NULL;
+    unsigned char *file = (unsigned char *)an_read_file(path, &size, err), *buf = NULL;
+    if (!file) return NULL;
     an_tfidf *ix = calloc(1, sizeof *ix);
     if (!ix) {
-        free(buf);
+        free(file);
         return an_fail_null(err, "%s: out of memory", path);
     }
-    if (size < HEADER || memcmp(buf, magic, 8)) {
+    if (size < HEADER || memcmp(file, magic, 8)) {
         an_fail(err, "%s: not an autoneg tf-idf index (no ANTFIDF header)", path);
         goto fail;
     }
-    uint32_t version = get_u32(buf + 8);
-    if (version != AN_TFIDF_VERSION || get_u32(buf + 12) != 0) {
+    uint32_t version = get_u32(file + 8);
+    if (version != AN_TFIDF_VERSION || get_u32(file + 12) != 0) {
         an_fail(err, "%s: tf-idf index version %u, this build reads version %u", path, version, AN_TFIDF_VERSION);
         goto fail;
     }
-    uint64_t nd = get_u64(buf + 16), nt = get_u64(buf + 24), ns = get_u64(buf + 32), pb = get_u64(buf + 40);
-    if (pb != size - HEADER) {
+    uint64_t nd = get_u64(file + 16), nt = get_u64(file + 24), ns = get_u64(file + 32), pb = get_u64(file + 40);
+    uint64_t packed = get_u64(file + 48);
+    if (packed != size - HEADER) {
         an_fail(err, "%s: the header says %llu payload bytes, the file has %zu (cut short or damaged)", path,
-                (unsigned long long)pb, size - HEADER);
+                (unsigned long long)packed, size - HEADER);
         goto fail;
     }
-    if (get_u64(buf + 48) != an_hash_bytes(buf + HEADER, size - HEADER)) {
+    if (get_u64(file + 56) != an_hash_bytes(file + HEADER, size - HEADER)) {
         an_fail(err, "%s: checksum mismatch: the tf-idf index is damaged (rebuild it)", path);
         goto fail;
     }
+    /* deflate expands at most about 1032:1; a larger claim is damage, not a reason to allocate */
+    if (pb > 1032 * packed + 64 || pb > ((uint64_t)1 << 32)) {
+        an_fail(err, "%s: the header claims %llu bytes unpacked from %llu", path, (unsigned long long)pb,
+                (unsigned long long)packed);
+        goto fail;
+    }
+    buf = malloc(pb + 1);
+    uLongf got = (uLongf)pb;
+    if (!buf) {
+        an_fail(err, "%s: out of memory", path);
+        goto fail;
+    }
+    if (uncompress(buf, &got, file + HEADER, (uLong)packed) != Z_OK || got != pb) {
+        an_fail(err, "%s: the payload does not inflate to the %llu bytes the header gives (damaged)", path,
+                (unsigned long long)pb);
+        goto fail;
+    }
+    free(file);
+    file = NULL;
     /* every document, term and source takes at least one byte of the payload */
     if (nd > pb || nt > pb || ns > pb) {
         an_fail(err, "%s: counts (%llu documents, %llu terms, %llu sources) larger than the file", path,
@@ -142,7 +174,7 @@ an_tfidf *an_tfidf_load(const char *path, an_error *err) {
         goto fail;
     }
     ix->n_docs = nd, ix->n_terms = nt, ix->n_sources = ns;
-    reader r = {buf + HEADER, buf + size};
+    reader r = {buf, buf + pb};
     if (get_strings(&r, &ix->vocab, nt, path, "term", err) || get_strings(&r, &ix->srcmap, ns, path, "source", err))
         goto fail;
     ix->doc_src = calloc(nd + 1, sizeof *ix->doc_src);
@@ -191,6 +223,7 @@ an_tfidf *an_tfidf_load(const char *path, an_error *err) {
     free(buf);
     return ix;
 fail:
+    free(file);
     free(buf);
     an_tfidf_free(ix);
     return NULL;

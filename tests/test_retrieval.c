@@ -6,7 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdint.h>
+#include <zlib.h>
+
 #include "core/file.h"
+#include "data/pairs/stats_strmap.h"
 #include "infer/eval.h"
 #include "infer/retrieval.h"
 #include "tests/test.h"
@@ -165,6 +169,64 @@ static void test_save_load(void) {
     an_tfidf_free(ix);
 }
 
+/* A file with a correct header, checksum and deflate stream around a payload that is wrong inside:
+ * the decoder's own bounds checks must refuse it, naming the file. */
+static void write_crafted(const char *path, uint64_t nd, uint64_t nt, uint64_t ns, const unsigned char *raw,
+                          size_t n) {
+    unsigned char f[512] = {'A', 'N', 'T', 'F', 'I', 'D', 'F', 0, 1};
+    uLongf packed = sizeof f - 64;
+    CHECK(compress2(f + 64, &packed, raw, (uLong)n, 6) == Z_OK);
+    uint64_t v[6] = {nd, nt, ns, n, packed, an_hash_bytes(f + 64, packed)};
+    for (int i = 0; i < 6; i++)
+        for (int b = 0; b < 8; b++) f[16 + 8 * i + b] = (unsigned char)(v[i] >> (8 * b));
+    an_error e;
+    CHECK(an_write_file_atomic(path, f, 64 + packed, &e) == 0);
+}
+
+static void test_load_bounds(void) {
+    const char *path = test_tmp_path("crafted.antfidf");
+    struct {
+        uint64_t nd, nt, ns;
+        unsigned char raw[16];
+        size_t n;
+        const char *want;
+    } cases[] = {
+        /* one document, one term "a" in it: valid */
+        {1, 1, 0, {1, 'a', 0, 1, 0}, 5, NULL},
+        /* the posting names document 5 of 1 */
+        {1, 1, 0, {1, 'a', 0, 1, 5}, 5, "document ids out of range"},
+        /* the term "a" twice */
+        {1, 2, 0, {1, 'a', 1, 'a', 0, 1, 0, 1, 0}, 9, "term 1 appears twice"},
+        /* a term length past the end */
+        {1, 1, 0, {9, 'a'}, 2, "term 0: length runs past the end"},
+        /* source id 2 of 1 */
+        {1, 1, 1, {1, 'a', 1, 's', 2, 1, 0}, 7, "document 0: bad source id"},
+        /* df 2 of 1 document */
+        {1, 1, 0, {1, 'a', 0, 2, 0, 0}, 6, "term 0: bad document count"},
+        /* bytes left over */
+        {1, 1, 0, {1, 'a', 0, 1, 0, 7}, 6, "left over"},
+        /* a count larger than the payload */
+        {1000, 1, 0, {1, 'a', 0, 1, 0}, 5, "larger than the file"},
+        /* a varint that never ends */
+        {1, 1, 0, {1, 'a', 0x80, 0x80}, 4, "bad source id"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        write_crafted(path, cases[c].nd, cases[c].nt, cases[c].ns, cases[c].raw, cases[c].n);
+        an_error e;
+        e.msg[0] = 0;
+        an_tfidf *ix = an_tfidf_load(path, &e);
+        if (!cases[c].want) {
+            CHECK_MSG(ix != NULL, "case %zu: %s", c, e.msg);
+            long idx[2];
+            CHECK(ix && an_tfidf_topk(ix, "a", NULL, 2, idx, NULL, &e) == 1 && idx[0] == 0);
+        } else {
+            CHECK_MSG(ix == NULL, "case %zu accepted", c);
+            CHECK_MSG(strstr(e.msg, path) && strstr(e.msg, cases[c].want), "case %zu: %s", c, e.msg);
+        }
+        an_tfidf_free(ix);
+    }
+}
+
 /* Neighbours' negatives (tags) and similarities: N0 {a, b} 0.2, N1 {a, b, c} 0.3, N2 {x} 1.0,
  * N3 {c, x} 0.9. Tag F1s: (N0,N1) 2*1*(2/3)/(5/3) = 0.8, (N1,N3) 2*(1/3)(1/2)/(5/6) = 0.4,
  * (N2,N3) 2*1*(1/2)/(3/2) = 2/3, the others 0. Agreement, sum over the others of sim * F1:
@@ -206,6 +268,7 @@ int main(void) {
     RUN(test_topk_exact);
     RUN(test_topk_exclude_source);
     RUN(test_save_load);
+    RUN(test_load_bounds);
     RUN(test_consensus_pick);
     return test_finish();
 }
