@@ -121,6 +121,57 @@ static void test_eval_cli(void) {
     free(s);
 }
 
+/* autoneg eval --baselines-only with the consensus row, no model. The row {cat, garden} -> {blurry,
+ * lowres} (source q); training rows t0 {cat, garden} (source q: the row's own, left out), t1 {cat,
+ * garden} -> watermark, t2 {cat} -> {blurry, lowres}, t3 {garden} -> {blurry, lowres, text}. Both
+ * tags have df 3 of 4, so one weight w: cosines t0 = t1 = 1, t2 = t3 = w^2 / (w sqrt2 w) = 0.707107.
+ * Nearest (t0 left out): t1, F1 0. Consensus of t1, t2, t3: F1(t2, t3) = 0.8, t1 agrees with none:
+ * t1 0, t2 = t3 = 0.707107 * 0.8: a tie, t2 comes first: "blurry, lowres", F1 1. General: 2 of 18
+ * tags, P 0.1111, R 1, F1 0.2. With --consensus-k 1 the consensus is the nearest. */
+static void test_eval_baselines_only(void) {
+    char data[512], train[512], out[512], err[512], pred[512], args[4096];
+    snprintf(data, sizeof data, "%s", test_tmp_path("b_val.jsonl"));
+    snprintf(train, sizeof train, "%s", test_tmp_path("b_train.jsonl"));
+    snprintf(out, sizeof out, "%s", test_tmp_path("b_out"));
+    snprintf(err, sizeof err, "%s", test_tmp_path("b_err"));
+    snprintf(pred, sizeof pred, "%s", test_tmp_path("b_pred.jsonl"));
+    an_error e;
+    const char *rows = "{\"prompt\": \"cat, garden\", \"negative_prompt\": \"blurry, lowres\", \"source\": \"q\"}\n";
+    const char *tr = "{\"prompt\": \"cat, garden\", \"negative_prompt\": \"jpeg artifacts\", \"source\": \"q\"}\n"
+                     "{\"prompt\": \"cat, garden\", \"negative_prompt\": \"watermark\", \"source\": \"s1\"}\n"
+                     "{\"prompt\": \"cat\", \"negative_prompt\": \"blurry, lowres\", \"source\": \"s2\"}\n"
+                     "{\"prompt\": \"garden\", \"negative_prompt\": \"blurry, lowres, text\", \"source\": \"s3\"}\n";
+    CHECK(an_write_file_atomic(data, rows, strlen(rows), &e) == 0);
+    CHECK(an_write_file_atomic(train, tr, strlen(tr), &e) == 0);
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --out %s", data, train, pred);
+    CHECK(run(args, out, err) == 0);
+    char *s = slurp(out);
+    CHECK(strstr(s, "model ") == NULL);
+    CHECK_CONTAINS(s, "general negative          0.1111    1.0000    0.2000      1");
+    CHECK_CONTAINS(s, "nearest train prompt      0.0000    0.0000    0.0000      1");
+    CHECK_CONTAINS(s, "consensus of K=5          1.0000    1.0000    1.0000      1");
+    free(s);
+    s = slurp(pred);
+    CHECK_CONTAINS(s, "\"nearest_train_negative\":\"watermark\"");
+    CHECK_CONTAINS(s, "\"consensus_train_negative\":\"blurry, lowres\"");
+    CHECK_CONTAINS(s, "\"consensus_f1\":1");
+    CHECK(strstr(s, "predicted_negative") == NULL);
+    free(s);
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 1", data, train);
+    CHECK(run(args, out, err) == 0);
+    s = slurp(out);
+    CHECK_CONTAINS(s, "consensus of K=1          0.0000    0.0000    0.0000      1");
+    free(s);
+    /* a bad K, and no model without --baselines-only */
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 0", data, train);
+    CHECK(run(args, out, err) == 1);
+    s = slurp(err);
+    CHECK_CONTAINS(s, "--consensus-k 0");
+    free(s);
+    snprintf(args, sizeof args, "eval --data %s --train %s", data, train);
+    CHECK(run(args, out, err) != 0);
+}
+
 /* Minimum Bayes risk by tag F1, worked out by hand. Candidates (tags): A = {a, b}, B = {a, b, c},
  * C = {x}. F1(A,B) = 2*1*(2/3)/(1+2/3) = 0.8, F1(A,C) = F1(B,C) = 0. Sums: A 0.8, B 0.8, C 0: A and B
  * tie, the lower index wins. With D = {a, b, c, d} added: F1(B,D) = 2*1*(3/4)/(1+3/4) = 6/7,
@@ -143,5 +194,6 @@ int main(void) {
     RUN(test_tfidf_nearest);
     RUN(test_eval_cli);
     RUN(test_mbr_pick);
+    RUN(test_eval_baselines_only);
     return test_finish();
 }
