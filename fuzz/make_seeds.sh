@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 C=fuzz/corpus
 rm -rf "$C"
 mkdir -p "$C"/safetensors "$C"/config "$C"/tokenizer "$C"/bpe_files "$C"/llama2c "$C"/pairs "$C"/recipe \
-         "$C"/prompt "$C"/template "$C"/checkpoint "$C"/peft "$C"/gguf
+         "$C"/prompt "$C"/template "$C"/checkpoint "$C"/peft "$C"/gguf "$C"/retrieval
 cp tests/ref/st_python.safetensors "$C"/safetensors/
 cp tests/ref/gguf/meta.gguf tests/ref/gguf/q4_0.gguf "$C"/gguf/
 cp tests/ref/config_llama.json tests/ref/config_gpt2.json tests/ref/config_qwen2.json "$C"/config/
@@ -54,7 +54,7 @@ put("pairs/c.csv", b"\x02" + b"name,prompt,negative_prompt\nx,\"a, b\",\"c \"\"d
 put("pairs/d.gz", b"\x03" + gzip.compress(jsonl, mtime=0))
 z = io.BytesIO()
 with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
-    zf.writestr("pairs.jsonl", jsonl)
+    zf.writestr(zipfile.ZipInfo("pairs.jsonl", date_time=(1980, 1, 1, 0, 0, 0)), jsonl)
 put("pairs/e.zip", b"\x04" + z.getvalue())
 # prompt syntax, both modes
 put("prompt/a1111", b"\x00(masterpiece:1.2), [blurry], ((worst quality)), \\(x\\), (a:b:0.5), embedding:neg")
@@ -67,6 +67,21 @@ PY
 # a PEFT adapter for the llama fixture: adapter_config.json, byte 0, adapter_model.safetensors
 { cat tests/ref/lora/llama/adapter_config.json; printf '\000'; cat tests/ref/lora/llama/adapter_model.safetensors; } \
     > "$C"/peft/llama
+# a retrieval index of four prompts (infer/retrieval.h), written by the library itself
+cat > "$C"/retrieval/make.c <<'CEOF'
+#include "infer/retrieval.h"
+int main(int argc, char **argv) {
+    const char *texts[] = {"a cat, masterpiece", "castle at dusk, film grain", "a dog, blurry", "cat, dog, portrait"};
+    const char *src[] = {"s1", "s2", "s1", "s3"};
+    an_error err;
+    an_tfidf *ix = an_tfidf_build_src(texts, src, 4, &err);
+    return argc < 2 || !ix || an_tfidf_save(ix, argv[1], &err);
+}
+CEOF
+cc -std=c11 -D_GNU_SOURCE -I. "$C"/retrieval/make.c build/libautoneg.a -lcjson -lz -lm -fopenmp \
+    -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -o "$C"/retrieval/make
+"$C"/retrieval/make "$C"/retrieval/four-prompts.idx
+rm "$C"/retrieval/make "$C"/retrieval/make.c
 # a checkpoint: two LoRA steps of rank 1 on q_proj of the tiny TinyStories model (a few KB)
 T=$(mktemp -d)
 build/autoneg train --base "${AN_SHARED:-../shared}/models/TinyStories-656K" --method lora \

@@ -1,8 +1,10 @@
-/* Fuzz targets for what the trainer reads back (train/): recipes and checkpoints. */
+/* Fuzz targets for what a run reads back: recipes, checkpoints (train/) and the retrieval index a run
+ * folder carries (infer/retrieval.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz/fuzz.h"
+#include "infer/retrieval.h"
 #include "train/checkpoint.h"
 #include "train/recipe.h"
 
@@ -41,5 +43,21 @@ int an_fuzz_checkpoint(const uint8_t *data, size_t size) {
     for (int i = 0; i < c.n_tensors && !bad; i++) /* every tensor's data inside the file */
         bad = c.tensors[i].offset > size || c.tensors[i].numel * c.tensors[i].parts * 4 > size - c.tensors[i].offset;
     an_ckpt_free(&c);
+    return bad ? AN_FUZZ_BROKEN : AN_FUZZ_ACCEPTED;
+}
+
+/* A retrieval index that loads answers a query with neighbours inside the index, best first. */
+int an_fuzz_retrieval(const uint8_t *data, size_t size) {
+    const char *path = an_fuzz_write("index.bin", data, size);
+    if (!path) return AN_FUZZ_REFUSED;
+    an_error err;
+    an_tfidf *ix = an_tfidf_load(path, &err);
+    if (!ix) return AN_FUZZ_REFUSED;
+    long idx[8];
+    double score[8];
+    long n = an_tfidf_topk(ix, "a cat, masterpiece, blurry", NULL, 8, idx, score, &err);
+    int bad = 0;
+    for (long i = 0; i < n && !bad; i++) bad = idx[i] < 0 || (i > 0 && !(score[i] <= score[i - 1]));
+    an_tfidf_free(ix);
     return bad ? AN_FUZZ_BROKEN : AN_FUZZ_ACCEPTED;
 }
