@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
+#include "infer/session.h"
 #include "tests/test_model_util.h"
 
 #define FX "tests/ref/gguf_model/"
@@ -125,6 +126,20 @@ static void test_errors(void) {
     rmdir(dir);
 }
 
+/* A .gguf model is its own default tokenizer (a llama2.c .bin needs --tokenizer). Whether the GGUF
+ * tokenizer reads tiny.gguf's made-up vocabulary is data/tokenizers' business: this checks only that the
+ * session got past the model path logic (loaded the model, asked the GGUF file for the tokenizer). */
+static void test_session_default_tokenizer(void) {
+    an_session s;
+    an_error e;
+    if (an_session_open(&s, an_ops_cpu(), FX "tiny.gguf", NULL, NULL, NULL, &e) == 0) {
+        CHECK(s.model && s.model->cfg.vocab_size == 64);
+        an_session_close(&s);
+        return;
+    }
+    CHECK_MSG(!strstr(e.msg, "--tokenizer") && strstr(e.msg, FX "tiny.gguf"), "%s", e.msg);
+}
+
 static void test_smollm2(void) {
     char path[4096];
     const char *cache = getenv("AN_CACHE"), *home = getenv("HOME");
@@ -149,6 +164,7 @@ static void test_smollm2(void) {
 int main(void) {
     RUN(test_tiny);
     RUN(test_errors);
+    RUN(test_session_default_tokenizer);
     RUN(test_smollm2);
     return test_finish();
 }
