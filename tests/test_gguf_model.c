@@ -12,6 +12,7 @@
 
 #include "core/file.h"
 #include "infer/session.h"
+#include "model/nf4_weights.h"
 #include "tests/test_model_util.h"
 
 #define FX "tests/ref/gguf_model/"
@@ -70,6 +71,10 @@ static void test_tiny(void) {
     CHECK(c->tie_embeddings == 0 && m->lm_head != NULL);
     CHECK(c->bos_id == 1 && c->eos_id == 2 && c->pad_id == -1);
     check_logits(m, FX "tiny_expected.safetensors", "tiny.gguf");
+    an_model_free(m);
+    /* QLoRA's base: the float32 weights quantized after loading */
+    m = an_model_load_nf4(FX "tiny.gguf", an_ops_cpu(), 64, 0, &e);
+    CHECK_MSG(m && an_model_nf4_param_count(m) > 0, "%s", m ? "not quantized" : e.msg);
     an_model_free(m);
 }
 
