@@ -40,7 +40,11 @@ int an_session_open(an_session *s, const an_ops *ops, const char *model, const c
     memset(s, 0, sizeof *s);
     int is_dir = an_is_dir(model);
     if (!is_dir && !an_file_exists(model)) return an_fail(err, "%s: no such model folder or file", model);
-    if (!is_dir && !tokenizer)
+    /* A GGUF file carries its tokenizer (tokenizer.ggml.*), so like a folder it is its own default
+     * tokenizer path; only a llama2.c .bin has none. */
+    size_t len = strlen(model);
+    int is_gguf = !is_dir && len >= 5 && strcmp(model + len - 5, ".gguf") == 0;
+    if (!is_dir && !is_gguf && !tokenizer)
         return an_fail(err, "%s: a llama2.c model needs --tokenizer (its tokenizer.bin, e.g. tok512.bin)", model);
     s->model = an_model_load(model, ops, err);
     if (!s->model) goto fail;

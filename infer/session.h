@@ -3,8 +3,8 @@
 /* What generate, eval and perplexity load: the model, its tokenizer, and the prompt template.
  *
  *   model     a Hugging Face style folder (config.json + safetensors), an autoneg output folder, or a
- *             llama2.c .bin (which needs a tokenizer path)
- *   tokenizer the model folder's tokenizer files unless a path is given
+ *             llama2.c .bin (which needs a tokenizer path), or a .gguf file
+ *   tokenizer the model folder's tokenizer files (or the .gguf file itself) unless a path is given
  *   template  the name given; else the model folder's autoneg.json "template" (a built-in name or a
  *             template object, as in a recipe); else "infotext" */
 #include <stdint.h>

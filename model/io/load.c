@@ -1,4 +1,5 @@
-/* Loading a model from a Hugging Face folder or a llama2.c .bin, and saving one as a Hugging Face folder.
+/* Loading a model from a Hugging Face folder, a llama2.c .bin or a GGUF file, and saving one as a Hugging
+ * Face folder.
  *
  * Every tensor the family needs must be in the file with the expected shape; any other tensor is an
  * error too (a checkpoint with biases the config does not announce would otherwise load as garbage),
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/io/gguf_model.h"
 #include "model/io/llama2c.h"
 #include "model/model.h"
 #include "model/nf4_weights.h"
@@ -97,6 +99,45 @@ done:
     return rc;
 }
 
+/* A .gguf file (model/io/gguf_model.h): its weights are dequantized to float32 as they are read. With
+ * quant_blocksize > 0 the float model is then quantized to NF4, as an_model_quantize_nf4 does for any
+ * loaded model (the GGUF blocks are not converted to NF4 directly: ggml's and NF4's blocks differ). */
+static an_model *load_gguf(const char *path, const an_ops *ops, int quant_blocksize, int double_quant, an_error *err) {
+    an_gguf g;
+    if (an_gguf_open(&g, path, err)) return NULL;
+    an_model *m = NULL;
+    an_model_config cfg;
+    int rc = -1;
+    if (an_gguf_model_config(&g, &cfg, err)) goto done;
+    if (an_config_validate(&cfg, "GGUF metadata", err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    if (!(m = calloc(1, sizeof *m))) {
+        an_fail(err, "%s: out of memory", path);
+        goto done;
+    }
+    m->cfg = cfg;
+    m->ops = ops;
+    if (an_model_build_table(m, err) || an_model_alloc_params(m, err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    if (an_gguf_model_read_weights(m, &g, err)) goto done;
+    if (quant_blocksize > 0 && an_model_quantize_nf4(m, quant_blocksize, double_quant, err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    rc = 0;
+done:
+    an_gguf_close(&g);
+    if (rc) {
+        an_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 /* quant_blocksize > 0: quantize the linear weights to NF4 while reading (an_model_load_nf4). Weights
  * the file holds in bitsandbytes' NF4 serialization load as NF4 either way. */
 static an_model *load(const char *path, const an_ops *ops, int quant_blocksize, int double_quant, an_error *err) {
@@ -104,6 +145,7 @@ static an_model *load(const char *path, const an_ops *ops, int quant_blocksize, 
     an_safetensors st;
     memset(&st, 0, sizeof st);
     char file[4096];
+    if (!an_is_dir(path) && ends_with(path, ".gguf")) return load_gguf(path, ops, quant_blocksize, double_quant, err);
     if (an_is_dir(path)) {
         char cfg_path[4096];
         if (an_path_join(cfg_path, sizeof cfg_path, path, "config.json")) {

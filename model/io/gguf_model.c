@@ -1,0 +1,205 @@
+/* GGUF files as models (see gguf_model.h). */
+#include "model/io/gguf_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/io/llama2c.h"
+
+/* "<arch>.<name>" as an integer in lo..hi; def when absent and def >= 0 (else the key is required). */
+static int get_int(const an_gguf *g, const char *arch, const char *name, int64_t def, int64_t lo, int64_t hi, int *out,
+                   an_error *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    int64_t v = def;
+    if ((def < 0 || an_gguf_find_key(g, key)) && an_gguf_get_int(g, key, &v, err)) return -1;
+    if (v < lo || v > hi)
+        return an_fail(err, "%s: key \"%s\" = %lld is out of range (expected %lld..%lld)", g->path, key, (long long)v,
+                       (long long)lo, (long long)hi);
+    *out = (int)v;
+    return 0;
+}
+
+static int get_float(const an_gguf *g, const char *arch, const char *name, double def, double *out, an_error *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    *out = def;
+    if (an_gguf_find_key(g, key) && an_gguf_get_float(g, key, out, err)) return -1;
+    if (!(*out > 0) || !isfinite(*out)) return an_fail(err, "%s: key \"%s\" = %g must be a positive number", g->path, key, *out);
+    return 0;
+}
+
+/* A token id key (tokenizer.ggml.*_token_id), -1 when absent or not an id of the vocabulary. */
+static int token_id(const an_gguf *g, const char *key, int vocab) {
+    int64_t v;
+    an_error ignored;
+    if (!an_gguf_find_key(g, key) || an_gguf_get_int(g, key, &v, &ignored)) return -1;
+    return v >= 0 && v < vocab ? (int)v : -1;
+}
+
+int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err) {
+    memset(c, 0, sizeof *c);
+    const char *s;
+    uint64_t len;
+    if (an_gguf_get_str(g, "general.architecture", &s, &len, err)) return -1;
+    char arch[64];
+    snprintf(arch, sizeof arch, "%.*s", (int)(len < 63 ? len : 63), s);
+    if (len != 5 || memcmp(s, "llama", 5) != 0)
+        return an_fail(err, "%s: GGUF architecture \"%s\" is not supported yet (only \"llama\" models load for now)",
+                       g->path, arch);
+    c->arch = AN_ARCH_LLAMA;
+    snprintf(c->architecture, sizeof c->architecture, "LlamaForCausalLM");
+    snprintf(c->model_type, sizeof c->model_type, "llama");
+    /* the same bounds as an_config_validate's, which runs after this; these only keep the ints exact */
+    if (get_int(g, arch, "block_count", -1, 1, 4096, &c->n_layers, err) ||
+        get_int(g, arch, "embedding_length", -1, 1, 1 << 20, &c->dim, err) ||
+        get_int(g, arch, "feed_forward_length", -1, 1, 1 << 22, &c->ffn_dim, err) ||
+        get_int(g, arch, "attention.head_count", -1, 1, 65536, &c->n_heads, err) ||
+        get_int(g, arch, "attention.head_count_kv", c->n_heads, 1, c->n_heads, &c->n_kv_heads, err) ||
+        get_int(g, arch, "context_length", 2048, 1, 1 << 24, &c->max_seq, err))
+        return -1;
+    if (c->n_heads % c->n_kv_heads != 0)
+        return an_fail(err, "%s: %s.attention.head_count_kv (%d) does not divide head_count (%d)", g->path, arch,
+                       c->n_kv_heads, c->n_heads);
+    /* key_length is Hugging Face's head_dim where it differs from dim / heads */
+    if (get_int(g, arch, "attention.key_length", c->dim / c->n_heads, 1, 65536, &c->head_dim, err)) return -1;
+    int vlen = 0, rope_dims = 0, experts = 0;
+    if (get_int(g, arch, "attention.value_length", c->head_dim, 1, 65536, &vlen, err) ||
+        get_int(g, arch, "rope.dimension_count", c->head_dim, 1, 65536, &rope_dims, err) ||
+        get_int(g, arch, "expert_count", 0, 0, 1 << 16, &experts, err))
+        return -1;
+    if (vlen != c->head_dim)
+        return an_fail(err, "%s: %s.attention.value_length %d differs from key_length %d (not supported)", g->path, arch,
+                       vlen, c->head_dim);
+    if (rope_dims != c->head_dim)
+        return an_fail(err, "%s: %s.rope.dimension_count %d is not the head size %d (partial RoPE is not supported)",
+                       g->path, arch, rope_dims, c->head_dim);
+    if (experts > 0)
+        return an_fail(err, "%s: %s.expert_count is %d: mixture-of-experts models are not supported", g->path, arch,
+                       experts);
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (an_gguf_find_key(g, key)) { /* linear / yarn scaling would silently change every position */
+        if (an_gguf_get_str(g, key, &s, &len, err)) return -1;
+        if (!(len == 4 && memcmp(s, "none", 4) == 0))
+            return an_fail(err, "%s: RoPE scaling \"%.*s\" is not supported", g->path, (int)(len < 32 ? len : 32), s);
+    }
+    double theta, eps;
+    if (get_float(g, arch, "rope.freq_base", 10000.0, &theta, err) ||
+        get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &eps, err))
+        return -1;
+    c->rope_theta = (float)theta;
+    c->norm_eps = (float)eps;
+    c->rope_interleaved = 0; /* the q/k rows are un-permuted while loading (gguf_model.h) */
+
+    /* The vocabulary is token_embd's row count: the token list may be shorter (padded embeddings), never
+     * longer, since a token without a row could not be run. */
+    const an_gguf_tensor *emb = an_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb) return an_fail(err, "%s: tensor \"token_embd.weight\" is missing", g->path);
+    if (emb->n_dims != 2 || emb->ne[0] != c->dim || emb->ne[1] < 1 || emb->ne[1] > 10000000)
+        return an_fail(err, "%s: tensor \"token_embd.weight\" has ne [%lld, %lld], expected [%d, vocab]", g->path,
+                       (long long)emb->ne[0], (long long)emb->ne[1], c->dim);
+    c->vocab_size = (int)emb->ne[1];
+    const an_gguf_kv *toks = an_gguf_find_key(g, "tokenizer.ggml.tokens");
+    if (toks && toks->value.type == AN_GGUF_ARRAY && toks->value.v.arr.n > (uint64_t)c->vocab_size)
+        return an_fail(err, "%s: the token list has %llu tokens but token_embd.weight only %d rows", g->path,
+                       (unsigned long long)toks->value.v.arr.n, c->vocab_size);
+    c->tie_embeddings = an_gguf_find_tensor(g, "output.weight") == NULL;
+    c->bos_id = token_id(g, "tokenizer.ggml.bos_token_id", c->vocab_size);
+    c->eos_id = token_id(g, "tokenizer.ggml.eos_token_id", c->vocab_size);
+    c->pad_id = token_id(g, "tokenizer.ggml.padding_token_id", c->vocab_size);
+    return 0;
+}
+
+/* llama.cpp's name for parameter p of m; rope: 1 for attn_q / attn_k (rows to un-permute). */
+static int gguf_name(const an_model *m, const an_param *p, char *out, size_t n, int *rope) {
+    *rope = 0;
+    const char *global = p == m->tok_emb ? "token_embd.weight"
+                         : p == m->final_norm_w ? "output_norm.weight"
+                         : p == m->lm_head ? "output.weight"
+                         : NULL;
+    if (global) {
+        snprintf(out, n, "%s", global);
+        return 0;
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const an_layer *L = &m->layers[l];
+        const struct { const an_param *p; const char *name; } map[] = {
+            {L->attn_norm_w, "attn_norm"}, {L->wq, "attn_q"},       {L->wk, "attn_k"},     {L->wv, "attn_v"},
+            {L->wo, "attn_output"},       {L->ffn_norm_w, "ffn_norm"}, {L->w_gate, "ffn_gate"}, {L->w_up, "ffn_up"},
+            {L->w_down, "ffn_down"},
+        };
+        for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+            if (map[k].p == p) {
+                *rope = p == L->wq || p == L->wk;
+                snprintf(out, n, "blk.%d.%s.weight", l, map[k].name);
+                return 0;
+            }
+    }
+    return -1; /* a parameter llama GGUF files do not have (a bias) */
+}
+
+int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err) {
+    size_t maxn = 1;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].numel > maxn) maxn = m->params[i].numel;
+    float *buf = malloc(maxn * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
+    char *used = calloc((size_t)g->n_tensors + 1, 1);
+    int rc = -1;
+    if (!buf || !tmp || !used) {
+        an_fail(err, "%s: out of memory while loading", g->path);
+        goto done;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        an_param *p = &m->params[i];
+        char name[96];
+        int rope;
+        if (gguf_name(m, p, name, sizeof name, &rope)) {
+            an_fail(err, "%s: the model needs %s, which has no GGUF name in a llama file", g->path, p->name);
+            goto done;
+        }
+        const an_gguf_tensor *t = an_gguf_find_tensor(g, name);
+        if (!t) {
+            an_fail(err, "%s: tensor \"%s\" is missing", g->path, name);
+            goto done;
+        }
+        used[t - g->tensors] = 1;
+        /* ggml order: ne[0] is the row length */
+        int64_t rows = p->shape[0], cols = p->ndim == 2 ? p->shape[1] : 1;
+        int ok = p->ndim == 2 ? t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows : t->n_dims == 1 && t->ne[0] == rows;
+        if (!ok) {
+            if (p->ndim == 2)
+                an_fail(err, "%s: tensor \"%s\" has %d dims, ne [%lld, %lld], expected ne [%lld, %lld]", g->path, name,
+                        t->n_dims, (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+            else
+                an_fail(err, "%s: tensor \"%s\" has %d dims, ne[0] %lld, expected a vector of %lld", g->path, name,
+                        t->n_dims, (long long)t->ne[0], (long long)rows);
+            goto done;
+        }
+        float *dst = rope ? tmp : buf;
+        if (an_gguf_tensor_to_f32(g, t, dst, err)) goto done;
+        for (size_t k = 0; k < p->numel; k++)
+            if (!isfinite(dst[k])) {
+                an_fail(err, "%s: tensor \"%s\" holds a NaN or infinite value (first at element %zu)", g->path, name, k);
+                goto done;
+            }
+        /* llama.cpp's permute took Hugging Face's rotate-half rows (i, i + d/2) of each head to adjacent
+         * pairs (2i, 2i+1), the layout llama2.c uses too: the same inverse brings them back */
+        if (rope) an_llama2c_permute_qk(buf, tmp, (int)(rows / m->cfg.head_dim), m->cfg.head_dim, (int)cols);
+        m->ops->upload(m->ops, p->data, buf, p->numel * sizeof(float));
+    }
+    for (int64_t i = 0; i < g->n_tensors; i++)
+        if (!used[i]) {
+            an_fail(err, "%s: unexpected tensor \"%s\" (not part of a llama model with this config)", g->path,
+                    g->tensors[i].name);
+            goto done;
+        }
+    rc = 0;
+done:
+    free(buf);
+    free(tmp);
+    free(used);
+    return rc;
+}

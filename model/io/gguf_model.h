@@ -1,0 +1,27 @@
+#ifndef AN_GGUF_MODEL_H
+#define AN_GGUF_MODEL_H
+/* A GGUF file (model/io/gguf.h) as an an_model: the config from the "<arch>.*" keys and the weights
+ * from llama.cpp's tensor names. Only general.architecture "llama" (Llama, SmolLM2, TinyLlama,
+ * Mistral-style files) for now; qwen2 and gpt2 are later work.
+ *
+ * Weights are dequantized to float32 when they are read: autoneg has no kernels for ggml's quantized
+ * types yet, so a Q4_1 file takes as much memory as its float32 model (keeping the blocks quantized in
+ * memory is later work). llama.cpp's converter permutes the rows of attn_q / attn_k so that ggml's rope
+ * pairs dimensions (2i, 2i+1); the loader undoes it, so the model is an ordinary Hugging Face-layout
+ * Llama with rotate-half RoPE (rope_interleaved 0): it saves, takes LoRA adapters and quantizes to NF4
+ * exactly like one loaded from safetensors, and its logits match transformers' GGUF loader, which
+ * undoes the same permutation. */
+#include "model/io/config.h"
+#include "model/io/gguf.h"
+#include "model/model.h"
+
+/* Fills c from g's metadata (and token_embd's shape for the vocabulary). Errors name the file: an
+ * architecture other than llama, a missing or absurd key, partial RoPE, RoPE scaling, experts. */
+int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err);
+
+/* Reads every parameter of m (built from an_gguf_model_config's config, parameters allocated) from g.
+ * A missing tensor, a wrong shape, a type that cannot be dequantized, a NaN or infinity, or a tensor
+ * that is not part of the model is an error naming the file and tensor. */
+int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err);
+
+#endif
