@@ -10,7 +10,9 @@
 #include <zlib.h>
 
 #include "core/file.h"
+#include "data/prompts/template.h"
 #include "data/tokenizers/tokenizer.h"
+#include "model/io/gguf.h"
 #include "tests/test.h"
 
 #define DIR "tests/ref/gguf_tok/"
@@ -201,7 +203,7 @@ static void test_smollm2_vs_hf(void) {
     int n = 0, same = 0, civitai = 0;
     while (gz_line(f, &line, &cap) >= 0) {
         char what[96];
-        if (line[0] == 'c') {
+        if (!strncmp(line, "c\t", 2)) {
             long ln = 0;
             char field = 0;
             unsigned long long hash = 0;
@@ -221,6 +223,30 @@ static void test_smollm2_vs_hf(void) {
                 civitai++;
             }
             cJSON_Delete(j);
+        } else if (!strncmp(line, "chat\t", 5)) {
+            /* the GGUF's chat template recognised as ChatML, rendered as transformers renders it */
+            char *f1 = line + 5, *f2 = strchr(f1, '\t'), *f3 = f2 ? strchr(f2 + 1, '\t') : NULL;
+            if (!f3) continue;
+            *f2 = *f3 = 0;
+            size_t l1, l2, l3;
+            char *system = unhex(f1, &l1), *prompt = unhex(f2 + 1, &l2), *want = unhex(f3 + 1, &l3);
+            an_gguf g;
+            const char *jinja;
+            uint64_t jlen;
+            an_template tpl;
+            CHECK(an_gguf_open(&g, model, &err) == 0);
+            CHECK(an_gguf_get_str(&g, "tokenizer.chat_template", &jinja, &jlen, &err) == 0);
+            char *j = strndup(jinja, (size_t)jlen);
+            an_gguf_close(&g);
+            CHECK(an_template_from_chat_template(j, &tpl, &err) == 0);
+            CHECK_STR(tpl.name, "chatml");
+            char *got = an_template_render_input(&tpl, prompt, system, &err);
+            CHECK_STR(got, want);
+            same += got && !strcmp(got, want);
+            free(got);
+            free(j);
+            an_template_free(&tpl);
+            free(system), free(prompt), free(want);
         } else {
             char *hex = line + 2, *tab = strchr(hex, '\t');
             if (!tab) continue;
@@ -237,8 +263,9 @@ static void test_smollm2_vs_hf(void) {
     free(line);
     for (size_t i = 0; i < nrows; i++) free(rows[i]);
     free(rows);
-    CHECK(n >= 500 && civitai >= 480);
-    printf("  SmolLM2 GGUF: %d of %d texts (%d civitai) give HF's ids\n", same, n, civitai);
+    CHECK(n >= 502 && civitai >= 480);
+    printf("  SmolLM2 GGUF: %d of %d checks give HF's result (%d civitai texts' ids, 2 chat template renderings)\n",
+           same, n, civitai);
     an_tokenizer_free(t);
 }
 

@@ -18,6 +18,8 @@ Files in tests/ref/gguf_tok/:
                         line in the pairs file, p (prompt) or n (negative_prompt), the FNV-1a 64-bit
                         hash (hex) of its UTF-8 -- the text itself is never stored (no licence to copy it)
                     "t<TAB>hex(text)<TAB>id id ..." for the hand-written tricky texts
+                    "chat<TAB>hex(system)<TAB>hex(prompt)<TAB>hex(text)": the text transformers'
+                        apply_chat_template(add_generation_prompt=True) writes with the GGUF's template
 """
 import gzip
 import json
@@ -196,6 +198,12 @@ def main():
             out.append(f"c\t{ln}\t{field}\t{h:016x}\t{' '.join(map(str, ids(tok, text)))}")
     for text in TRICKY:
         out.append(f"t\t{text.encode().hex()}\t{' '.join(map(str, ids(tok, text)))}")
+    # the GGUF's chat template run by transformers (a system text given: SmolLM2's template puts in
+    # its own default system turn otherwise, which autoneg's templates leave to the caller)
+    for system, prompt in (("S", "a cat, (masterpiece:1.2)"), ("You write negative prompts.", "portrait\nphoto")):
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        out.append(f"chat\t{system.encode().hex()}\t{prompt.encode().hex()}\t{text.encode().hex()}")
     with gzip.open(os.path.join(OUT, "smollm2.ids.gz"), "wt", compresslevel=9) as f:
         f.write("\n".join(out) + "\n")
     print("smollm2:", len(out), "texts;", len(DIFFER), "where transformers' plain GGUF tokenizer differs:")
