@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "model/io/gguf.h"
 #include "model/lora.h"
 
 /* autoneg.json beside the weights: {"template": "name"} or {"template": {...}}. 1 found, 0 none. */
@@ -32,6 +33,28 @@ static int template_from_folder(an_session *s, const char *model, an_error *err)
         rc = an_fail(err, "%s: template must be a built-in name or an object", path);
     }
     cJSON_Delete(root);
+    return rc;
+}
+
+/* A .gguf model's own chat template (tokenizer.chat_template) as the default template. 1 found, 0 the
+ * file has none (or is not a GGUF), -1 one that is not recognised. */
+static int template_from_gguf(an_session *s, const char *model, an_error *err) {
+    size_t n = strlen(model);
+    if (n < 5 || strcmp(model + n - 5, ".gguf")) return 0;
+    an_gguf g;
+    if (an_gguf_open(&g, model, err)) return -1;
+    const char *jinja;
+    uint64_t len;
+    int rc = 0;
+    if (an_gguf_find_key(&g, "tokenizer.chat_template") &&
+        an_gguf_get_str(&g, "tokenizer.chat_template", &jinja, &len, err) == 0) {
+        char *j = strndup(jinja, (size_t)len);
+        rc = !j ? an_fail(err, "%s: out of memory", model)
+             : an_template_from_chat_template(j, &s->tpl, err) ? an_fail_prefix(err, "%s: tokenizer.chat_template (--template NAME overrides it)", model)
+                                                                : 1;
+        free(j);
+    }
+    an_gguf_close(&g);
     return rc;
 }
 
@@ -64,6 +87,7 @@ int an_session_open(an_session *s, const an_ops *ops, const char *model, const c
     } else {
         found = template_from_folder(s, model, err);
         if (found < 0) goto fail;
+        if (!found && (found = template_from_gguf(s, model, err)) < 0) goto fail;
         if (!found && an_template_builtin("infotext", &s->tpl, err)) goto fail;
     }
     s->has_tpl = 1;

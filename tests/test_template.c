@@ -225,8 +225,52 @@ static void test_samples_from_pairs(void) {
     an_template_free(&t);
 }
 
+/* Chat templates as Hugging Face configs and GGUF files carry them (abridged to their markers, which
+ * are all the recognition looks at). */
+static void test_from_chat_template(void) {
+    static const struct {
+        const char *jinja, *name;
+    } cases[] = {
+        {"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+         "'<|im_end|>' + '\\n'}}{% endfor %}",
+         "chatml"},
+        {"{{ bos_token }}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+         "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}",
+         "internlm2_chat"},
+        {"{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + "
+         "message['content'] | trim + '<|eot_id|>' %}",
+         "llama3_chat"},
+        {"{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% if system %}<<SYS>>{% endif %}", "llama2_chat"},
+        {"<|User|>:{{ message }}<eoh>\\n<|Bot|>:{{ reply }}<eoa>", "internlm_chat"},
+    };
+    an_template t;
+    an_error err = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        CHECK_MSG(an_template_from_chat_template(cases[i].jinja, &t, &err) == 0, "%s", err.msg);
+        CHECK_STR(t.name, cases[i].name);
+        an_template_free(&t);
+    }
+    /* the chatml built-in: ChatML's turn layout, a system turn only when a system text is given */
+    CHECK(an_template_builtin("chatml", &t, &err) == 0);
+    char *in = an_template_render_input(&t, "a cat", NULL, &err);
+    CHECK_STR(in, "<|im_start|>user\na cat<|im_end|>\n<|im_start|>assistant\n");
+    free(in);
+    in = an_template_render_input(&t, "a cat", "Be brief.", &err);
+    CHECK_STR(in, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\na cat<|im_end|>\n<|im_start|>assistant\n");
+    free(in);
+    CHECK(t.n_stop_words == 1 && !strcmp(t.stop_words[0], "<|im_end|>") && t.suffix_as_eos);
+    an_template_free(&t);
+
+    CHECK(an_template_from_chat_template("{{ messages[0]['content'] }}<|assistant|>", &t, &err) == -1);
+    CHECK_CONTAINS(err.msg, "not a kind autoneg recognises");
+    CHECK_CONTAINS(err.msg, "data.template");
+    CHECK(an_template_from_chat_template("", &t, &err) == -1);
+    CHECK_CONTAINS(err.msg, "data.template");
+}
+
 int main(void) {
     RUN(test_internlm2_chat);
+    RUN(test_from_chat_template);
     RUN(test_default_and_infotext);
     RUN(test_no_bos_tokenizer);
     RUN(test_json);

@@ -26,7 +26,23 @@ static const builtin builtins[] = {
     {"internlm2_chat", "<|im_start|>system\n{system}<|im_end|>\n",
      "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>", "\n", 1, {"<|im_end|>", NULL}},
     {"internlm_chat", "<|System|>:{system}\n", "<|User|>:{input}<eoh>\n<|Bot|>:", "<eoa>", "\n", 1, {"<eoa>", NULL}},
+    /* ChatML (SmolLM2, Qwen2): the same strings as internlm2_chat, named for what GGUF files carry */
+    {"chatml", "<|im_start|>system\n{system}<|im_end|>\n",
+     "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>", "\n", 1, {"<|im_end|>", NULL}},
+    /* XTuner's llama2_chat, its fixed system preamble included */
+    {"llama2_chat",
+     "[INST] <<SYS>>\n You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, "
+     "while being safe. Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or "
+     "illegal content. Please ensure that your responses are socially unbiased and positive in nature.\n{system}\n"
+     "<</SYS>>\n [/INST] ",
+     "[INST] {input} [/INST]", "", "\n", 0, {NULL}},
+    /* Meta's Llama 3 Instruct format (the <|begin_of_text|> BOS is the tokenizer's) */
+    {"llama3_chat", "<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>",
+     "<|start_header_id|>user<|end_header_id|>\n\n{input}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+     "<|eot_id|>", "", 1, {"<|eot_id|>", NULL}},
 };
+
+#define BUILTIN_NAMES "infotext, default, internlm2_chat, internlm_chat, chatml, llama2_chat, llama3_chat"
 
 void an_template_free(an_template *t) {
     free(t->name);
@@ -77,8 +93,28 @@ int an_template_builtin(const char *name, an_template *out, an_error *err) {
         }
         return 0;
     }
-    return an_fail(err, "template %s: no such built-in template (infotext, default, internlm2_chat, internlm_chat)",
-                   name);
+    return an_fail(err, "template %s: no such built-in template (" BUILTIN_NAMES ")", name);
+}
+
+/* A Jinja chat template is not run: its kind is recognised by the markers only that kind writes,
+ * most specific first (InternLM2 and Qwen2 both write ChatML's <|im_start|>; InternLM2's starts with
+ * the BOS token). */
+int an_template_from_chat_template(const char *jinja, an_template *out, an_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!jinja || !*jinja) return an_fail(err, "chat template: empty; set data.template in the recipe (" BUILTIN_NAMES ")");
+    const char *name = NULL;
+    if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|eot_id|>")) name = "llama3_chat";
+    else if (strstr(jinja, "<|im_start|>") && strstr(jinja, "<|im_end|>")) name = strstr(jinja, "bos_token") ? "internlm2_chat" : "chatml";
+    else if (strstr(jinja, "[INST]") && strstr(jinja, "[/INST]")) name = "llama2_chat";
+    else if (strstr(jinja, "<eoh>") && strstr(jinja, "<eoa>")) name = "internlm_chat";
+    if (!name) {
+        char head[64];
+        size_t n = strcspn(jinja, "\n");
+        snprintf(head, sizeof head, "%.*s", (int)(n < 48 ? n : 48), jinja);
+        return an_fail(err, "chat template %s...: not a kind autoneg recognises (ChatML, Llama 2, Llama 3, InternLM2); "
+                            "set data.template in the recipe (" BUILTIN_NAMES ", or an object)", AN_QUOTE(head));
+    }
+    return an_template_builtin(name, out, err);
 }
 
 int an_template_copy(const an_template *src, an_template *dst, an_error *err) {

@@ -41,8 +41,14 @@ typedef struct an_encoder {
 an_encoder an_encoder_of(const struct an_tokenizer *t);
 
 /* Built-ins: "infotext" (autoneg's default for base models: "{prompt}\nNegative prompt: " then the
- * negative and EOS), and XTuner's "default", "internlm2_chat", "internlm_chat". */
+ * negative and EOS), XTuner's "default", "internlm2_chat", "internlm_chat", "llama2_chat",
+ * "llama3_chat", and "chatml" (SmolLM2, Qwen2: the strings of internlm2_chat). */
 int an_template_builtin(const char *name, an_template *out, an_error *err);
+/* The built-in for a Hugging Face / GGUF chat template (Jinja source, tokenizer.chat_template),
+ * recognised by its markers: ChatML, Llama 2 ([INST]), Llama 3 (<|start_header_id|>), InternLM2
+ * (ChatML after bos_token), InternLM v1 (<eoh>). Anything else is an error that names the recipe key
+ * overriding it (data.template). */
+int an_template_from_chat_template(const char *jinja, an_template *out, an_error *err);
 /* A JSON object with XTuner's field names (upper or lower case) and optionally "name" and "base" (a
  * built-in to start from). where names the object in errors ("recipe.json: template"). */
 int an_template_from_json(const struct cJSON *obj, const char *where, an_template *out, an_error *err);

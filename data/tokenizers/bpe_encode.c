@@ -11,8 +11,12 @@ static int encode_word(const an_tokenizer *t, const unsigned char *w, size_t n, 
     if (n > INT32_MAX) return -1;
     int32_t *ids = n <= 128 ? stack : malloc(n * sizeof *ids);
     if (!ids) return -1;
-    for (size_t k = 0; k < n; k++) ids[k] = t->byte_id[w[k]];
-    int m = an_bpe_merge(&t->merges, ids, (int)n, sc);
+    size_t k = 0;
+    /* a byte without a token (SmolLM2's GGUF lacks some control bytes) is dropped before merging,
+     * as HF's BPE without an unk token drops it */
+    for (size_t i = 0; i < n; i++)
+        if (t->byte_id[w[i]] >= 0) ids[k++] = t->byte_id[w[i]];
+    int m = an_bpe_merge(&t->merges, ids, (int)k, sc);
     int rc = m < 0 || an_ids_append(out, ids, (size_t)m) ? -1 : 0;
     if (ids != stack) free(ids);
     return rc;
@@ -30,10 +34,36 @@ int an_encode_bytelevel(const an_tokenizer *t, const char *s, size_t n, an_ids *
         n++;
     }
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0;) {
-        size_t j = an_gpt2_piece_end(u, n, i);
-        rc = encode_word(t, u + i, j - i, out, sc);
-        i = j;
+    if (!t->split_digits) {
+        for (size_t i = 0; i < n && rc == 0;) {
+            size_t j = an_gpt2_piece_end(u, n, i);
+            rc = encode_word(t, u + i, j - i, out, sc);
+            i = j;
+        }
+    } else {
+        /* HF Digits(individual_digits) then ByteLevel: each number character alone, the GPT-2 regex
+         * on the runs between them (so " 12" is " ", "1", "2", as llama.cpp's smollm does) */
+        for (size_t i = 0; i < n && rc == 0;) {
+            uint32_t cp;
+            int l = an_utf8_decode(u + i, n - i, &cp);
+            if (an_unicode_is_number(cp)) {
+                rc = encode_word(t, u + i, (size_t)l, out, sc);
+                i += (size_t)l;
+                continue;
+            }
+            size_t e = i + (size_t)l;
+            while (e < n) {
+                l = an_utf8_decode(u + e, n - e, &cp);
+                if (an_unicode_is_number(cp)) break;
+                e += (size_t)l;
+            }
+            for (size_t k = 0; k < e - i && rc == 0;) {
+                size_t j = an_gpt2_piece_end(u + i, e - i, k);
+                rc = encode_word(t, u + i + k, j - k, out, sc);
+                k = j;
+            }
+            i = e;
+        }
     }
     free(copy);
     return rc;

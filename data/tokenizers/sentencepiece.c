@@ -131,7 +131,7 @@ static int parse_spec(const unsigned char *d, size_t n, int which, spm_spec *s) 
 }
 
 /* Score-merge table: every split of a mergeable piece into two mergeable pieces. */
-static int build_score_merges(an_tokenizer *t, int (*mergeable)(int type), const char *path, an_error *err) {
+int an_build_score_merges(an_tokenizer *t, int (*mergeable)(int type), const char *path, an_error *err) {
     const an_vocab *v = &t->vocab;
     for (int id = 0; id < v->n; id++) {
         if (!mergeable(v->type[id])) continue;
@@ -153,7 +153,7 @@ static int build_score_merges(an_tokenizer *t, int (*mergeable)(int type), const
     return 0;
 }
 
-static int spm_mergeable(int type) { return type == AN_PIECE_NORMAL; }
+int an_spm_mergeable(int type) { return type == AN_PIECE_NORMAL; }
 
 int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
     an_mapped_file m;
@@ -224,7 +224,7 @@ int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err) {
             }
         }
     }
-    if (build_score_merges(t, spm_mergeable, path, err)) goto done;
+    if (an_build_score_merges(t, an_spm_mergeable, path, err)) goto done;
     rc = 0;
 done:
     an_unmap_file(&m);
@@ -294,7 +294,7 @@ int an_load_llama2c(an_tokenizer *t, const char *path, an_error *err) {
     t->strip_leading_space = 1;
     t->byte_fallback = 1;
     t->unk = 0, t->bos = 1, t->eos = 2, t->add_bos = 1;
-    if (build_score_merges(t, llama2c_mergeable, path, err)) goto done;
+    if (an_build_score_merges(t, llama2c_mergeable, path, err)) goto done;
     rc = 0;
 done:
     an_unmap_file(&m);

@@ -204,6 +204,7 @@ an_tokenizer *an_tokenizer_load(const char *path, an_error *err) {
     else if (!an_file_exists(path)) rc = an_fail(err, "%s: no such file or folder", path);
     else if (has_suffix(path, ".json")) rc = an_load_tokenizer_json(t, path, err);
     else if (has_suffix(path, ".model")) rc = an_load_sentencepiece(t, path, err);
+    else if (has_suffix(path, ".gguf")) rc = an_load_gguf(t, path, err);
     else rc = an_load_llama2c(t, path, err);
     if (rc == 0) rc = an_tokenizer_finish(t, err);
     if (rc) {

@@ -101,6 +101,7 @@ struct an_tokenizer {
     int add_bos;
     /* byte-level */
     int add_prefix_space;
+    int split_digits; /* every \p{N} character is a piece of its own before GPT-2 splitting (SmolLM) */
     /* SPM family */
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;
@@ -136,6 +137,8 @@ int an_tokenizer_finish(an_tokenizer *t, an_error *err);
 int an_load_sentencepiece(an_tokenizer *t, const char *path, an_error *err);
 int an_load_llama2c(an_tokenizer *t, const char *path, an_error *err);
 int an_load_tokenizer_json(an_tokenizer *t, const char *path, an_error *err);
+/* A GGUF file's tokenizer.ggml.* vocabulary (model gpt2 or llama). */
+int an_load_gguf(an_tokenizer *t, const char *path, an_error *err);
 int an_load_vocab_merges(an_tokenizer *t, const char *vocab_path, const char *merges_path, an_error *err);
 /* tokenizer_config.json / special_tokens_map.json beside the model files (optional). */
 int an_load_tokenizer_config(an_tokenizer *t, const char *path, an_error *err);
@@ -144,6 +147,10 @@ int an_load_special_tokens_map(an_tokenizer *t, const char *path, an_error *err)
 /* Adds merge number rank (a, b) -> a+b to the merge table; fails naming a token not in the vocabulary. */
 int an_add_ranked_merge(an_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen, int rank,
                            const char *file, an_error *err);
+/* Score-merge table (SentencePiece without a merges list): every split of a mergeable piece into two
+ * mergeable pieces, the piece's score as priority. an_spm_mergeable: normal pieces only. */
+int an_build_score_merges(an_tokenizer *t, int (*mergeable)(int type), const char *path, an_error *err);
+int an_spm_mergeable(int type);
 /* Fills byte_id for a byte-level vocabulary; fails naming the first byte without a token. */
 int an_bytelevel_bytes(an_tokenizer *t, const char *file, an_error *err);
 
