@@ -6,6 +6,9 @@
 #   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each; FUZZ_TARGETS="gguf ..." for some)
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
+#   make install    PREFIX/bin/autoneg, the man page PREFIX/share/man/man1/autoneg.1 and the bash
+#                   completion PREFIX/share/bash-completion/completions/autoneg (PREFIX=/usr/local,
+#                   DESTDIR for packaging); the last two are made by the binary from its option tables
 #   make model      fetch a real small pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) into
 #                   ${AN_CACHE:-~/.cache/autoneg} and print its path (tools/fetch_model.sh)
 CC      ?= gcc
@@ -37,7 +40,7 @@ FUZZ_SRC := $(filter-out fuzz/libfuzzer_main.c,$(wildcard fuzz/*.c))
 FUZZ_OBJ := $(FUZZ_SRC:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all test asan tsan fuzz deps demo bench check-compat clean fixtures model
+.PHONY: all install test asan tsan fuzz deps demo bench check-compat clean fixtures model
 all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
 
 $(BUILD)/%.o: %.c
@@ -53,6 +56,19 @@ $(BUILD)/autoneg: $(CLI_OBJ) $(BUILD)/libautoneg.a
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON_OBJ) $(BUILD)/libautoneg.a
 	$(CC) $(CFLAGS) -o $@ $< $(TEST_COMMON_OBJ) $(BUILD)/libautoneg.a $(LDLIBS)
+
+# The man page and the bash completion, from the option tables of cli/ (autoneg help man / completion bash).
+$(BUILD)/autoneg.1: $(BUILD)/autoneg
+	$< help man > $@.tmp && mv $@.tmp $@
+$(BUILD)/autoneg.bash-completion: $(BUILD)/autoneg
+	$< completion bash > $@.tmp && mv $@.tmp $@
+
+PREFIX  ?= /usr/local
+install: all $(BUILD)/autoneg.1 $(BUILD)/autoneg.bash-completion
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 755 $(BUILD)/autoneg $(DESTDIR)$(PREFIX)/bin/autoneg
+	install -m 644 $(BUILD)/autoneg.1 $(DESTDIR)$(PREFIX)/share/man/man1/autoneg.1
+	install -m 644 $(BUILD)/autoneg.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/autoneg
 
 # tests/test_no_alloc.c counts every allocation autoneg's own code makes: the linker sends our objects'
 # calls to its __wrap_ functions.

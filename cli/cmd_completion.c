@@ -8,12 +8,7 @@
 #include "cli/cli.h"
 #include "cli/help.h"
 
-typedef struct entry {
-    const char *cmd, *sub; /* sub: the subcommand of a group (data clean), or NULL */
-    const cli_help *h;
-} entry;
-
-static const entry entries[] = {
+const cli_entry cli_entries[] = {
     {"train", NULL, &cli_help_train},
     {"generate", NULL, &cli_help_generate},
     {"eval", NULL, &cli_help_eval},
@@ -34,8 +29,9 @@ static const entry entries[] = {
     {"bench", "nf4", &cli_help_bench_nf4},
     {"version", NULL, &cli_help_version},
     {"completion", "bash", NULL},
+    {"help", "man", NULL},
 };
-#define N_ENTRIES (sizeof entries / sizeof entries[0])
+const size_t cli_n_entries = sizeof cli_entries / sizeof cli_entries[0];
 
 static void put_names(const cli_opt *o) {
     for (; o && o->name; o++) printf(" %s", o->name);
@@ -78,23 +74,23 @@ int an_cmd_completion(int argc, char **argv) {
            "    COMPREPLY=()\n"
            "    if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
            "        COMPREPLY=($(compgen -W \"--help --version");
-    for (size_t i = 0; i < N_ENTRIES; i++)
-        if (i == 0 || strcmp(entries[i].cmd, entries[i - 1].cmd)) printf(" %s", entries[i].cmd);
+    for (size_t i = 0; i < cli_n_entries; i++)
+        if (i == 0 || strcmp(cli_entries[i].cmd, cli_entries[i - 1].cmd)) printf(" %s", cli_entries[i].cmd);
     printf("\" -- \"$cur\"))\n        return\n    fi\n"
            "    local key=${COMP_WORDS[1]}\n"
            "    case \"$key\" in\n");
     /* groups: the second word is the subcommand */
-    for (size_t i = 0; i < N_ENTRIES; i++) {
-        if (!entries[i].sub || (i > 0 && !strcmp(entries[i].cmd, entries[i - 1].cmd))) continue;
-        printf("        %s)\n            if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"--help", entries[i].cmd);
-        for (size_t j = i; j < N_ENTRIES && !strcmp(entries[j].cmd, entries[i].cmd); j++) printf(" %s", entries[j].sub);
+    for (size_t i = 0; i < cli_n_entries; i++) {
+        if (!cli_entries[i].sub || (i > 0 && !strcmp(cli_entries[i].cmd, cli_entries[i - 1].cmd))) continue;
+        printf("        %s)\n            if [ \"$COMP_CWORD\" -eq 2 ]; then COMPREPLY=($(compgen -W \"--help", cli_entries[i].cmd);
+        for (size_t j = i; j < cli_n_entries && !strcmp(cli_entries[j].cmd, cli_entries[i].cmd); j++) printf(" %s", cli_entries[j].sub);
         printf("\" -- \"$cur\")); return; fi\n            key=\"$key ${COMP_WORDS[2]}\" ;;\n");
     }
     printf("    esac\n    case \"$key\" in\n");
-    for (size_t i = 0; i < N_ENTRIES; i++) {
-        const cli_help *h = entries[i].h;
+    for (size_t i = 0; i < cli_n_entries; i++) {
+        const cli_help *h = cli_entries[i].h;
         if (!h) continue;
-        printf("        \"%s%s%s\")\n", entries[i].cmd, entries[i].sub ? " " : "", entries[i].sub ? entries[i].sub : "");
+        printf("        \"%s%s%s\")\n", cli_entries[i].cmd, cli_entries[i].sub ? " " : "", cli_entries[i].sub ? cli_entries[i].sub : "");
         printf("            case \"$prev\" in\n");
         put_choices(h->opts);
         put_choices(h->more);

@@ -35,6 +35,18 @@ int cli_help_fail(const cli_help *h, const char *fmt, ...) __attribute__((format
  * positional arguments pass, and so does everything after "--". */
 int cli_help_check(const cli_help *h, int argc, char **argv, int from, int *rc);
 
+/* Every command and subcommand with its table (NULL: none), in the order `autoneg completion bash` and
+ * `autoneg help man` list them (cli/cmd_completion.c). */
+typedef struct cli_entry {
+    const char *cmd, *sub; /* sub: the subcommand of a group (data clean), or NULL */
+    const cli_help *h;
+} cli_entry;
+extern const cli_entry cli_entries[];
+extern const size_t cli_n_entries;
+/* The manual page autoneg(1) in roff, made from the tables (cli/man.c); summaries[i] is the one-line
+ * summary of command names[i]. */
+void cli_man_print(FILE *f, const char *version, const char *const *names, const char *const *summaries, size_t n);
+
 /* Every command's table, for `autoneg completion` (each defined beside its parser). */
 extern const cli_help cli_help_data_stats, cli_help_data_clean, cli_help_data_split, cli_help_data;
 extern const cli_help cli_help_tags_step, cli_help_tags_aspect, cli_help_tags_norm, cli_help_tags;

@@ -9,6 +9,10 @@
 #include "cli/help.h"
 #include "kernels/backend.h"
 
+#define AN_VERSION "0.1.0"
+
+static int an_cmd_help(int argc, char **argv);
+
 typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -16,19 +20,6 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"version", an_cmd_version, "version"},
-    {"tags", an_cmd_tags, "tags step RATIO [--each] [TAGS] | tags aspect W H [--snap 64] | tags norm [TEXT]"},
-    {"tokenize", an_cmd_tokenize, "tokenize --tokenizer T (--text S | --file F) [--bos]"},
-    {"tokenizer", an_cmd_tokenizer, "tokenizer train --data F... --vocab N --out DIR"},
-    {"data", an_cmd_data, "data stats|clean|split ..."},
-    {"merge", an_cmd_merge, "merge --model M --adapter A --out DIR"},
-    {"bench", an_cmd_bench, "bench train|generate|memory|nf4 --preset NAME [--batch B] [--seq T] [--steps N] [--method full|lora|qlora] [--json]"},
-    {"gguf", an_cmd_gguf, "gguf info F.gguf [--full]"},
-    {"quantize", an_cmd_quantize, "quantize --model M --type nf4 --out DIR [--blocksize 64] [--no-double-quant]"},
-    {"train", an_cmd_train, "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]..."},
-    {"generate", an_cmd_generate, "generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T] [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--max-tokens N] [--n N] [--jsonl]"},
-    {"perplexity", an_cmd_perplexity, "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T]"},
-    {"eval", an_cmd_eval, "eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl]"},
     {"train", an_cmd_train, "fine-tune a model on prompt pairs (full, LoRA, QLoRA) from a recipe"},
     {"generate", an_cmd_generate, "write negative prompts for positive prompts (or continue text with --raw)"},
     {"eval", an_cmd_eval, "score generated negatives against reference ones by tag precision, recall, F1"},
@@ -40,9 +31,12 @@ static const command commands[] = {
     {"data", an_cmd_data, "data stats|clean|split: look at, clean and split prompt-pair files"},
     {"tags", an_cmd_tags, "tags step|aspect|norm: prompt-tag tools"},
     {"bench", an_cmd_bench, "bench train|generate|memory|nf4: speed and memory on random presets"},
+    {"gguf", an_cmd_gguf, "gguf info F.gguf [--full]: a GGUF file's metadata and tensor table"},
     {"completion", an_cmd_completion, "completion bash: a bash completion script from the option tables"},
     {"version", an_cmd_version, "the version and the build options (also --version)"},
+    {"help", an_cmd_help, "help [COMMAND [SUBCOMMAND]]: a command's help; help man: this manual page in roff"},
 };
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 int cli_fail(const char *fmt, ...) {
     va_list ap;
@@ -68,7 +62,7 @@ int an_cmd_version(int argc, char **argv) {
     int rc;
     if (cli_help_check(&cli_help_version, argc, argv, 1, &rc)) return rc;
     if (argc > 1) return cli_help_fail(&cli_help_version, "version: unexpected argument '%s'", argv[1]);
-    printf("autoneg 0.1.0\n");
+    printf("autoneg %s\n", AN_VERSION);
     /* the build options a bug report needs, from what this binary was compiled with */
 #ifdef AN_BLAS
     printf("BLAS: OpenBLAS\n");
@@ -88,7 +82,7 @@ static void usage(FILE *f) {
                "       autoneg --version\n\n"
                "Fine-tunes language models on Stable Diffusion prompt pairs and writes negative prompts.\n"
                "Results go to stdout; progress, warnings and errors to stderr.\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\noptions:\n  -h, --help  this help\n  --version   the version and build options\n"
                "\nexample:\n  autoneg generate --model ../shared/models/TinyStories-656K --prompt \"a cat, sunlight\"\n");
@@ -105,6 +99,42 @@ static void wait_politely(char **argv) {
     execv("/proc/self/exe", argv); /* if that fails, carry on with the default policy */
 }
 
+static const cli_help help_help = {
+    "help [COMMAND [SUBCOMMAND]]\nhelp man",
+    "help COMMAND is COMMAND --help; help alone, autoneg --help. help man prints the manual page autoneg(1) in\n"
+    "roff, made from the same option tables as --help (make install puts it in PREFIX/share/man/man1).",
+    NULL, NULL, NULL,
+    "help man > autoneg.1 && man -l autoneg.1",
+};
+
+/* autoneg help [COMMAND [SUB]] | autoneg help man */
+static int an_cmd_help(int argc, char **argv) {
+    int rc;
+    if (cli_help_check(&help_help, argc, argv, 1, &rc)) return rc;
+    if (argc == 1) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "man")) {
+        if (argc > 2) return cli_help_fail(&help_help, "help man: unexpected argument '%s'", argv[2]);
+        const char *names[N_COMMANDS], *summaries[N_COMMANDS];
+        for (size_t i = 0; i < N_COMMANDS; i++) {
+            names[i] = commands[i].name;
+            summaries[i] = commands[i].summary;
+        }
+        cli_man_print(stdout, AN_VERSION, names, summaries, N_COMMANDS);
+        return fflush(stdout) ? cli_fail("help man: cannot write output") : 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name) || commands[i].run == an_cmd_help) continue;
+        /* COMMAND [SUB] --help */
+        char *args[4] = {argv[1], argc > 2 ? argv[2] : "--help", argc > 2 ? "--help" : NULL, NULL};
+        if (argc > 3) return cli_help_fail(&help_help, "help: unexpected argument '%s'", argv[3]);
+        return commands[i].run(argc > 2 ? 3 : 2, args);
+    }
+    return cli_help_fail(&help_help, "help: unknown command '%s'", argv[1]);
+}
+
 int main(int argc, char **argv) {
     wait_politely(argv);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -112,7 +142,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) return an_cmd_version(1, argv + 1);
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    for (size_t i = 0; i < N_COMMANDS; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "autoneg: unknown command '%s'\n", argv[1]);
     usage(stderr);

@@ -149,6 +149,8 @@ typedef struct run {
     an_guard guard; /* the divergence rules of train/guard.h */
     char resume_path[1100]; /* the older checkpoint resumed from when the newest is damaged */
     int lock_fd; /* DIR/run.lock, held for the run's life (-1: not taken) */
+    char created[1100]; /* the outermost folder of output.dir that this run created ("": it existed) */
+    int wrote_ckpt;     /* a checkpoint of this run is on disk: the folder is worth keeping */
 } run;
 
 /* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
@@ -213,6 +215,7 @@ static int checkpoint(run *u, an_error *err) {
         return -1;
     }
     snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", path);
+    u->wrote_ckpt = 1;
     /* keep the checkpoint a stop for divergence would fall back to, whatever checkpoint.keep says */
     return an_ckpt_prune(u->r->output.dir, u->r->checkpoint.keep, an_guard_safe_step(&u->guard, u->step), err);
 }
@@ -342,6 +345,8 @@ static int setup(run *u, an_error *err) {
     const an_recipe *r = u->r;
     const an_trainer_opts *o = u->o;
     char path[1100];
+    /* the folder this run creates, if any: a run that fails before its first step removes it again */
+    if (an_trainer_first_missing(r->output.dir, u->created, sizeof u->created, err)) return -1;
     if (an_trainer_mkdirs(r->output.dir, err)) return -1;
     /* before anything in the folder is written: a second run into it would interleave metrics.jsonl
      * and replace recipe.json, the caches and the checkpoints under the first */
@@ -545,6 +550,21 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     rc = finish_outputs(&u, err);
 done:
     res->steps_done = u.step;
+    /* A run that failed before its first step and wrote no checkpoint leaves nothing worth keeping: a
+     * folder it created itself goes again (never one that was there before). The lock is still held. */
+    int remove_created = rc != 0 && u.created[0] && u.step == 0 && !u.wrote_ckpt;
+    if (u.have_metrics) an_metrics_close(&u.metrics, NULL);
+    u.have_metrics = 0;
+    if (u.have_tb) an_tb_close(&u.tb, NULL);
+    u.have_tb = 0;
+    if (remove_created) {
+        an_error rm_err;
+        if (an_trainer_remove_tree(u.created, &rm_err) == 0)
+            an_trainer_note(o, "removed the run folder %s, which this run had created (it failed before its first step)",
+                            u.created);
+        else
+            an_trainer_note(o, "left the run folder %s: %s", u.created, rm_err.msg);
+    }
     run_free(&u);
     return rc;
 }

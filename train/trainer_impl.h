@@ -8,6 +8,9 @@
 #include "train/trainable.h"
 #include "train/trainer.h"
 
+/* The outermost folder of path (path itself or a parent) that does not exist yet, into out; "" when
+ * path exists. A run creates it and removes it again if it fails before its first step. */
+int an_trainer_first_missing(const char *path, char *out, size_t size, an_error *err);
 /* Makes a folder and its parents (mkdir -p). */
 int an_trainer_mkdirs(const char *path, an_error *err);
 

@@ -26,6 +26,24 @@ void an_trainer_note(const an_trainer_opts *o, const char *fmt, ...) {
     o->note(o->note_ctx, line);
 }
 
+int an_trainer_first_missing(const char *path, char *out, size_t size, an_error *err) {
+    char p[1100];
+    out[0] = 0;
+    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) return an_fail(err, "%s: path too long", path);
+    for (char *s = p + 1;; s++) {
+        if (*s && *s != '/') continue;
+        char c = *s;
+        *s = 0;
+        struct stat st;
+        if (lstat(p, &st) != 0 && errno == ENOENT) {
+            if (snprintf(out, size, "%s", p) >= (int)size) return an_fail(err, "%s: path too long", path);
+            return 0;
+        }
+        *s = c;
+        if (!c) return 0;
+    }
+}
+
 int an_trainer_mkdirs(const char *path, an_error *err) {
     char p[1100];
     if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) return an_fail(err, "%s: path too long", path);
