@@ -6,6 +6,7 @@
 #include "core/file.h"
 #include "infer/eval.h"
 #include "infer/retrieval.h"
+#include "tests/cli_run.h"
 #include "tests/test.h"
 
 /* pred tags {lowres, bad hands, blurry, text}, ref {blurry, bad hands, watermark}: 2 in common, so
@@ -55,22 +56,6 @@ static void test_tfidf_nearest(void) {
     an_tfidf_free(ix);
 }
 
-static char cmd[8192];
-
-static int run(const char *args, const char *out, const char *err) {
-    const char *build = getenv("BUILD");
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s/autoneg %s > %s 2> %s", build && *build ? build : "build", args, out,
-             err);
-    int st = system(cmd);
-    return st == -1 ? -1 : (st >> 8) & 0xff;
-}
-
-static char *slurp(const char *path) {
-    an_error e;
-    char *s = an_read_file(path, NULL, &e);
-    return s ? s : strdup("");
-}
-
 /* autoneg eval on two rows: the baselines' scores are known by hand. Row 1's reference is exactly the
  * general negative (F1 1); row 2's reference {blurry, watermark} shares 2 of the general negative's
  * 18 tags: P = 2/18, R = 1, F1 = 0.2. Mean F1 of the general negative: 0.6. With --train the nearest
@@ -94,15 +79,15 @@ static void test_eval_cli(void) {
     CHECK(an_write_file_atomic(train, tr, strlen(tr), &e) == 0);
     snprintf(args, sizeof args, "eval --model %s --data %s --train %s --out %s --max-tokens 8",
              test_shared("models/TinyStories-656K"), data, train, pred);
-    CHECK(run(args, out, err) == 0);
-    char *s = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *s = test_slurp(out);
     CHECK_CONTAINS(s, "negatives from");
     CHECK_CONTAINS(s, "general negative          0.5556    1.0000    0.6000      2");
     /* nearest: row 1 "a cat" -> "lowres" (P 1, R 1/18, F1 2/19 = 0.105263), row 2 -> F1 1 */
     CHECK_CONTAINS(s, "nearest train prompt      1.0000    0.5278    0.5526      2");
     CHECK_CONTAINS(s, "model ");
     free(s);
-    s = slurp(pred);
+    s = test_slurp(pred);
     size_t lines = 0;
     for (char *c = s; *c; c++) lines += *c == '\n';
     CHECK(lines == 2);
@@ -115,8 +100,8 @@ static void test_eval_cli(void) {
     /* a data file without the reference negatives */
     const char *bad = "{\"text\": \"a cat\"}\n";
     CHECK(an_write_file_atomic(data, bad, strlen(bad), &e) == 0);
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, data);
     free(s);
 }
@@ -144,32 +129,32 @@ static void test_eval_baselines_only(void) {
     CHECK(an_write_file_atomic(data, rows, strlen(rows), &e) == 0);
     CHECK(an_write_file_atomic(train, tr, strlen(tr), &e) == 0);
     snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --out %s", data, train, pred);
-    CHECK(run(args, out, err) == 0);
-    char *s = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *s = test_slurp(out);
     CHECK(strstr(s, "model ") == NULL);
     CHECK_CONTAINS(s, "general negative          0.1111    1.0000    0.2000      1");
     CHECK_CONTAINS(s, "nearest train prompt      0.0000    0.0000    0.0000      1");
     CHECK_CONTAINS(s, "consensus of K=5          1.0000    1.0000    1.0000      1");
     free(s);
-    s = slurp(pred);
+    s = test_slurp(pred);
     CHECK_CONTAINS(s, "\"nearest_train_negative\":\"watermark\"");
     CHECK_CONTAINS(s, "\"consensus_train_negative\":\"blurry, lowres\"");
     CHECK_CONTAINS(s, "\"consensus_f1\":1");
     CHECK(strstr(s, "predicted_negative") == NULL);
     free(s);
     snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 1", data, train);
-    CHECK(run(args, out, err) == 0);
-    s = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    s = test_slurp(out);
     CHECK_CONTAINS(s, "consensus of K=1          0.0000    0.0000    0.0000      1");
     free(s);
     /* a bad K, and no model without --baselines-only */
     snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 0", data, train);
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, "--consensus-k 0");
     free(s);
     snprintf(args, sizeof args, "eval --data %s --train %s", data, train);
-    CHECK(run(args, out, err) != 0);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) != 0);
 }
 
 /* Minimum Bayes risk by tag F1, worked out by hand. Candidates (tags): A = {a, b}, B = {a, b, c},

@@ -11,6 +11,7 @@
 #include "infer/generate.h"
 #include "infer/perplexity.h"
 #include "infer/session.h"
+#include "tests/cli_run.h"
 #include "tests/test.h"
 
 static cJSON *fixture(void) {
@@ -298,26 +299,10 @@ static void test_nan_logits_fail(void) {
 
 /* ---- the CLI end to end ---- */
 
-static char cmd[8192];
-
-static int run(const char *args, const char *out, const char *err) {
-    const char *build = getenv("BUILD");
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s/autoneg %s > %s 2> %s", build && *build ? build : "build", args, out,
-             err);
-    int st = system(cmd);
-    return st == -1 ? -1 : (st >> 8) & 0xff;
-}
-
-static char *slurp(const char *path) {
-    an_error e;
-    char *s = an_read_file(path, NULL, &e);
-    return s ? s : strdup("");
-}
-
 /* The command exits with 1 and its message contains text (the file, the flag, the reason). */
 static void check_refused(const char *args, const char *out, const char *err, const char *text) {
-    CHECK(run(args, out, err) == 1);
-    char *m = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    char *m = test_slurp(err);
     CHECK_CONTAINS(m, text);
     free(m);
 }
@@ -342,8 +327,8 @@ static void test_cli(void) {
     check_refused(args, out, err, "--min-tokens -3: must be >= 0");
     /* and in range it makes a greedy raw continuation at least that long */
     snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 40 --min-tokens 40 --jsonl", model);
-    CHECK(run(args, out, err) == 0);
-    char *m = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *m = test_slurp(out);
     CHECK_CONTAINS(m, "\"tokens\": 40, \"stop\": \"max_tokens\"");
     free(m);
 
@@ -353,8 +338,8 @@ static void test_cli(void) {
     const cJSON *g0 = cJSON_GetObjectItem(fx, "generate")->child;
     snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 30",
              model);
-    CHECK(run(args, out, err) == 0);
-    char *s = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *s = test_slurp(out);
     char want[1024];
     snprintf(want, sizeof want, "%s\n", cJSON_GetObjectItem(g0, "text")->valuestring);
     CHECK_STR(s, want);
@@ -365,20 +350,20 @@ static void test_cli(void) {
      * seed prints the same text twice, another seed something else */
     write_text(f, "a cat on a hill\n\n{\"prompt\": \"a dog\"}\n");
     snprintf(args, sizeof args, "generate --model %s --file %s --n 2 --seed 7 --max-tokens 12 --jsonl", model, f);
-    CHECK(run(args, out, err) == 0);
-    char *a = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *a = test_slurp(out);
     size_t lines = 0;
     for (char *c = a; *c; c++) lines += *c == '\n';
     CHECK(lines == 4);
     CHECK_CONTAINS(a, "{\"prompt\": \"a cat on a hill\", \"negative_prompt\": ");
     CHECK_CONTAINS(a, "{\"prompt\": \"a dog\", \"negative_prompt\": ");
-    CHECK(run(args, out, err) == 0);
-    char *b = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *b = test_slurp(out);
     CHECK_STR(a, b);
     free(b);
     snprintf(args, sizeof args, "generate --model %s --file %s --n 2 --seed 8 --max-tokens 12 --jsonl", model, f);
-    CHECK(run(args, out, err) == 0);
-    b = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    b = test_slurp(out);
     CHECK(strcmp(a, b) != 0);
     free(a);
     free(b);
@@ -386,8 +371,8 @@ static void test_cli(void) {
     /* bad input */
     write_text(f, "");
     snprintf(args, sizeof args, "generate --model %s --file %s", model, f);
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, f);
     CHECK_CONTAINS(s, "no prompts");
     free(s);
@@ -402,8 +387,8 @@ static void test_cli(void) {
     check_refused(args, out, err, "stories260K.bin: a llama2.c model needs --tokenizer");
 
     /* an adapter made for another base model */
-    CHECK(run("generate --model tests/ref/models/llama-bias --adapter tests/ref/lora/qwen2 --prompt x", out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", "generate --model tests/ref/models/llama-bias --adapter tests/ref/lora/qwen2 --prompt x", out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, "tests/ref/lora/qwen2/adapter_model.safetensors");
     CHECK_CONTAINS(s, "shape");
     free(s);
@@ -413,14 +398,14 @@ static void test_cli(void) {
              "generate --model %s --raw --ctx 16 --max-tokens 4 --temperature 0 --prompt \"Tom and Lily went to the park "
              "with their mom and dad and they played on the swings all day long\"",
              model);
-    CHECK(run(args, out, err) == 0);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, "warning: prompt 1:");
     CHECK_CONTAINS(s, "cut from the left");
     free(s);
     strcat(args, " --strict");
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, "prompt 1 has");
     CHECK_CONTAINS(s, "--strict refuses to truncate");
     free(s);
@@ -428,15 +413,15 @@ static void test_cli(void) {
     /* perplexity prints tokens=N nll=X ppl=Y */
     write_text(f, "Once upon a time, there was a little girl.");
     snprintf(args, sizeof args, "perplexity --model %s --file %s", model, f);
-    CHECK(run(args, out, err) == 0);
-    s = slurp(out);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    s = test_slurp(out);
     CHECK_CONTAINS(s, "tokens=");
     CHECK_CONTAINS(s, " nll=");
     CHECK_CONTAINS(s, " ppl=");
     free(s);
     write_text(f, "");
-    CHECK(run(args, out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, f);
     CHECK_CONTAINS(s, "perplexity needs at least 2");
     free(s);

@@ -5,29 +5,15 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "tests/cli_run.h"
 #include "tests/test.h"
-
-static char cmd[4096];
-
-static int run(const char *args, const char *out, const char *err) {
-    const char *build = getenv("BUILD");
-    snprintf(cmd, sizeof cmd, "%s/autoneg %s > %s 2> %s", build && *build ? build : "build", args, out, err);
-    int st = system(cmd);
-    return st == -1 ? -1 : (st >> 8) & 0xff;
-}
-
-static char *slurp(const char *path) {
-    an_error e;
-    char *s = an_read_file(path, NULL, &e);
-    return s ? s : strdup("");
-}
 
 static void test_info_prints_metadata_and_tensors(void) {
     char out[512], err[512];
     snprintf(out, sizeof out, "%s", test_tmp_path("info.out"));
     snprintf(err, sizeof err, "%s", test_tmp_path("info.err"));
-    CHECK(run("gguf info tests/ref/gguf/meta.gguf", out, err) == 0);
-    char *s = slurp(out);
+    CHECK(test_autoneg(NULL, "gguf info tests/ref/gguf/meta.gguf", out, err) == 0);
+    char *s = test_slurp(out);
     CHECK_CONTAINS(s, "tests/ref/gguf/meta.gguf: GGUF version 3, 30 metadata keys, 3 tensors, alignment 64");
     CHECK_CONTAINS(s, "  t.str                                    string         \"naïve ✓\"\n");
     CHECK_CONTAINS(s, "  t.f32                                    f32            0.1\n");
@@ -38,7 +24,7 @@ static void test_info_prints_metadata_and_tensors(void) {
     CHECK_CONTAINS(s, "  four_d                           F32     [2, 2, 3, 2]                      128           96\n");
     CHECK_CONTAINS(s, "3 tensors, 35 elements, 140 bytes of data: 3 F32\n");
     free(s);
-    s = slurp(err);
+    s = test_slurp(err);
     CHECK_STR(s, "");
     free(s);
 }
@@ -47,16 +33,16 @@ static void test_info_errors(void) {
     char out[512], err[512];
     snprintf(out, sizeof out, "%s", test_tmp_path("bad.out"));
     snprintf(err, sizeof err, "%s", test_tmp_path("bad.err"));
-    CHECK(run("gguf info tests/ref/st_python.safetensors", out, err) == 1);
-    char *s = slurp(err);
+    CHECK(test_autoneg(NULL, "gguf info tests/ref/st_python.safetensors", out, err) == 1);
+    char *s = test_slurp(err);
     CHECK_CONTAINS(s, "autoneg: tests/ref/st_python.safetensors: not a GGUF file");
     free(s);
-    CHECK(run("gguf info", out, err) == 1);
-    s = slurp(err);
+    CHECK(test_autoneg(NULL, "gguf info", out, err) == 1);
+    s = test_slurp(err);
     CHECK_CONTAINS(s, "usage: autoneg gguf info F.gguf");
     free(s);
-    CHECK(run("gguf --help", out, err) == 0);
-    s = slurp(out);
+    CHECK(test_autoneg(NULL, "gguf --help", out, err) == 0);
+    s = test_slurp(out);
     CHECK_CONTAINS(s, "usage: autoneg gguf info F.gguf [--full]");
     free(s);
 }

@@ -12,18 +12,12 @@
 #include "model/lora.h"
 #include "model/model.h"
 #include "test.h"
+#include "tests/train_fixture.h"
 #include "train/checkpoint.h"
 #include "train/data_pipeline.h"
 #include "train/metrics.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
-
-/* A random 2-layer Llama of width 32 over the TinyStories-656K tokenizer (2048 tokens). */
-static const char tiny_config[] =
-    "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"vocab_size\":2048,\"hidden_size\":32,"
-    "\"intermediate_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
-    "\"max_position_embeddings\":64,\"rms_norm_eps\":1e-5,\"rope_theta\":10000.0,\"tie_word_embeddings\":true,"
-    "\"bos_token_id\":1,\"eos_token_id\":2}";
 
 static const char *subjects[] = {"a red fox", "an old lighthouse", "a city street", "a mountain lake", "a wizard",
                                  "a bowl of fruit", "a vintage car", "a snowy forest"};
@@ -46,34 +40,6 @@ static void write_pairs(const char *path, int n) {
 
 static char data_path[512];
 
-static void set(an_recipe *r, const char *kv) {
-    an_error err;
-    if (an_recipe_set(r, kv, &err)) test_fail_at(__FILE__, __LINE__, "%s: %s", kv, err.msg);
-}
-
-static void tiny_recipe(an_recipe *r, const char *out) {
-    an_error err;
-    an_recipe_defaults(r);
-    if (an_recipe_apply_json(r, "{\"model\":{\"method\":\"full\"}}", "test", &err)) CHECK_MSG(0, "%s", err.msg);
-    char kv[1200];
-    snprintf(kv, sizeof kv, "model_config=%s", tiny_config);
-    set(r, kv);
-    snprintf(kv, sizeof kv, "tokenizer.path=%s", test_shared("models/TinyStories-656K"));
-    set(r, kv);
-    an_recipe_list_append(r, "data.train", data_path, &err);
-    snprintf(kv, sizeof kv, "output.dir=%s", out);
-    set(r, kv);
-    set(r, "data.template=default");
-    set(r, "data.max_length=48");
-    set(r, "data.val_fraction=0.2");
-    set(r, "train.seq_len=48");
-    set(r, "train.batch_size=2");
-    set(r, "train.steps=8");
-    set(r, "optim.lr=0.003");
-    set(r, "schedule.warmup_steps=2");
-    set(r, "eval.every=3");
-}
-
 static char *read_all(const char *path, size_t *n) {
     an_error err;
     char *s = an_read_file(path, n, &err);
@@ -93,15 +59,15 @@ static void test_resume_is_exact(void) {
     an_trainer_opts o;
     an_trainer_result res;
     an_error err;
-    tiny_recipe(&r, a);
-    set(&r, "optim.accumulation=2");
+    test_tiny_recipe(&r, a, data_path);
+    test_recipe_set(&r, "optim.accumulation=2");
     an_trainer_opts_default(&o);
     CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
     CHECK(res.steps_done == 8 && !res.interrupted);
     an_recipe_free(&r);
 
-    tiny_recipe(&r, b);
-    set(&r, "optim.accumulation=2");
+    test_tiny_recipe(&r, b, data_path);
+    test_recipe_set(&r, "optim.accumulation=2");
     o.stop_after = 4;
     CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
     CHECK(res.interrupted && res.steps_done == 4);
@@ -149,8 +115,8 @@ static void test_resume_is_exact(void) {
     an_recipe back;
     path2(p, sizeof p, a, "recipe.json");
     CHECK_MSG(an_recipe_load(&back, p, &err) == 0, "%s", err.msg);
-    tiny_recipe(&r, a);
-    set(&r, "optim.accumulation=2");
+    test_tiny_recipe(&r, a, data_path);
+    test_recipe_set(&r, "optim.accumulation=2");
     char diff[128] = "";
     CHECK_MSG(an_recipe_equal(&r, &back, diff, sizeof diff), "differs at %s", diff);
     an_recipe_free(&r);
@@ -173,13 +139,13 @@ static void test_accumulation_normalisation(void) {
                                {"train.batch_size=2", "train.loss_norm=tokens"}};
     for (int k = 0; k < 3; k++) {
         snprintf(dir, sizeof dir, "%s/acc-%d", test_tmpdir(), k);
-        tiny_recipe(&r, dir);
-        set(&r, modes[k][0]);
-        set(&r, modes[k][1]);
-        set(&r, k < 2 ? "optim.accumulation=2" : "optim.accumulation=1");
-        set(&r, "train.steps=3");
-        set(&r, "eval.every=0");
-        set(&r, "data.pack=pad"); /* one sample per row: batch 2 = two batches of 1 */
+        test_tiny_recipe(&r, dir, data_path);
+        test_recipe_set(&r, modes[k][0]);
+        test_recipe_set(&r, modes[k][1]);
+        test_recipe_set(&r, k < 2 ? "optim.accumulation=2" : "optim.accumulation=1");
+        test_recipe_set(&r, "train.steps=3");
+        test_recipe_set(&r, "eval.every=0");
+        test_recipe_set(&r, "data.pack=pad"); /* one sample per row: batch 2 = two batches of 1 */
         CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
         an_recipe_free(&r);
         an_metrics_series s;
@@ -189,9 +155,9 @@ static void test_accumulation_normalisation(void) {
         an_metrics_series_free(&s);
     }
     /* the reference: the untrained model (same seed) on the first two single-sample batches */
-    tiny_recipe(&r, dir);
-    set(&r, "train.batch_size=1");
-    set(&r, "data.pack=pad");
+    test_tiny_recipe(&r, dir, data_path);
+    test_recipe_set(&r, "train.batch_size=1");
+    test_recipe_set(&r, "data.pack=pad");
     an_train_data *d = an_train_data_load(&r, test_shared("models/TinyStories-656K"), NULL, NULL, &err);
     CHECK_MSG(d != NULL, "%s", err.msg);
     an_model_config cfg;
@@ -230,10 +196,10 @@ static void test_from_scratch_trains_tokenizer(void) {
     an_recipe r;
     an_error err;
     an_trainer_result res;
-    tiny_recipe(&r, dir);
-    set(&r, "tokenizer.path=");
-    set(&r, "tokenizer.train_vocab=300");
-    set(&r, "train.steps=2");
+    test_tiny_recipe(&r, dir, data_path);
+    test_recipe_set(&r, "tokenizer.path=");
+    test_recipe_set(&r, "tokenizer.train_vocab=300");
+    test_recipe_set(&r, "train.steps=2");
     CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
     path2(p, sizeof p, dir, "tokenizer.json");
     CHECK(an_file_exists(p));
@@ -266,15 +232,15 @@ static void test_nan_loss_stops(void) {
     an_trainer_opts o;
     an_trainer_result res;
     an_trainer_opts_default(&o);
-    tiny_recipe(&r, dir);
+    test_tiny_recipe(&r, dir, data_path);
     /* past the recipe's bound (optim.lr <= 1): set in the struct, as the trainer must still catch a
      * loss that overflows however the rate got there */
     r.optim.lr = 1e30;
-    set(&r, "optim.clip=0");
-    set(&r, "checkpoint.every=1");
-    set(&r, "schedule.type=constant");
-    set(&r, "schedule.warmup_steps=0");
-    set(&r, "schedule.warmup_ratio=0");
+    test_recipe_set(&r, "optim.clip=0");
+    test_recipe_set(&r, "checkpoint.every=1");
+    test_recipe_set(&r, "schedule.type=constant");
+    test_recipe_set(&r, "schedule.warmup_steps=0");
+    test_recipe_set(&r, "schedule.warmup_ratio=0");
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "step 1: the update grew the norm of the trained weights");
     CHECK_CONTAINS(err.msg, "the last checkpoint from before it is");
@@ -302,9 +268,9 @@ static void test_full_disk_keeps_previous_checkpoint(void) {
     an_trainer_opts o;
     an_trainer_result res;
     an_trainer_opts_default(&o);
-    tiny_recipe(&r, dir);
-    set(&r, "checkpoint.every=2");
-    set(&r, "eval.every=0");
+    test_tiny_recipe(&r, dir, data_path);
+    test_recipe_set(&r, "checkpoint.every=2");
+    test_recipe_set(&r, "eval.every=0");
     o.stop_after = 2;
     CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
     char ckpt[1100], tmp[1200];
@@ -354,12 +320,12 @@ static void test_unusable_data(void) {
     const char *files[2] = {bad, longp};
     const char *want[2] = {"bad.jsonl", "no usable training sample"};
     for (int k = 0; k < 2; k++) {
-        tiny_recipe(&r, dir);
+        test_tiny_recipe(&r, dir, data_path);
         an_recipe_list_clear(&r, "data.train", &err);
         an_recipe_list_append(&r, "data.train", files[k], &err);
-        set(&r, "data.val_fraction=0");
-        set(&r, "data.max_length=16");
-        set(&r, "train.seq_len=16");
+        test_recipe_set(&r, "data.val_fraction=0");
+        test_recipe_set(&r, "data.max_length=16");
+        test_recipe_set(&r, "train.seq_len=16");
         CHECK(an_train_run(&r, NULL, &res, &err) == -1);
         CHECK_CONTAINS(err.msg, files[k]);
         CHECK_CONTAINS(err.msg, want[k]);
@@ -367,10 +333,10 @@ static void test_unusable_data(void) {
     }
     /* a validation split that takes every pair (17 styles, each its own group, all hashed below 0.99
      * for seed 0) */
-    tiny_recipe(&r, dir);
+    test_tiny_recipe(&r, dir, data_path);
     an_recipe_list_clear(&r, "data.train", &err);
     an_recipe_list_append(&r, "data.train", test_shared("data/sdxl-prompt-styler/sdxl_styles_sai.json"), &err);
-    set(&r, "data.val_fraction=0.99");
+    test_recipe_set(&r, "data.val_fraction=0.99");
     CHECK(an_train_run(&r, NULL, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "sdxl_styles_sai.json: the validation split (data.val_fraction 0.99) took every pair");
     an_recipe_free(&r);
@@ -383,22 +349,22 @@ static void tinystories_recipe(an_recipe *r, const char *dir, const char *method
     an_recipe_defaults(r);
     char kv[1200];
     snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
-    set(r, kv);
+    test_recipe_set(r, kv);
     snprintf(kv, sizeof kv, "model.method=%s", method);
-    set(r, kv);
+    test_recipe_set(r, kv);
     an_recipe_list_append(r, "data.train", test_shared("data/comfyui-promptstylers/sdxl_styles_horror.json"), &err);
     snprintf(kv, sizeof kv, "output.dir=%s", dir);
-    set(r, kv);
-    set(r, "data.template=default");
-    set(r, "data.max_length=64");
-    set(r, "train.seq_len=64");
-    set(r, "train.batch_size=4");
-    set(r, "data.val_fraction=0.1");
-    set(r, "train.steps=8");
+    test_recipe_set(r, kv);
+    test_recipe_set(r, "data.template=default");
+    test_recipe_set(r, "data.max_length=64");
+    test_recipe_set(r, "train.seq_len=64");
+    test_recipe_set(r, "train.batch_size=4");
+    test_recipe_set(r, "data.val_fraction=0.1");
+    test_recipe_set(r, "train.steps=8");
     snprintf(kv, sizeof kv, "optim.lr=%s", lr);
-    set(r, kv);
-    set(r, "schedule.warmup_steps=1");
-    set(r, "eval.samples=24");
+    test_recipe_set(r, kv);
+    test_recipe_set(r, "schedule.warmup_steps=1");
+    test_recipe_set(r, "eval.samples=24");
 }
 
 /* A short full fine-tune of TinyStories-656K (a real pretrained model) on a few hundred style pairs
@@ -461,11 +427,11 @@ static void test_tinystories_lora(void) {
     an_error err;
     an_trainer_result res;
     tinystories_recipe(&r, dir, "lora", "0.01");
-    set(&r, "lora.r=8");
-    set(&r, "lora.alpha=16");
-    set(&r, "lora.target_modules=q_proj,v_proj,gate_proj,up_proj,down_proj");
-    set(&r, "eval.prompts=apocalypse");
-    set(&r, "eval.max_new_tokens=4");
+    test_recipe_set(&r, "lora.r=8");
+    test_recipe_set(&r, "lora.alpha=16");
+    test_recipe_set(&r, "lora.target_modules=q_proj,v_proj,gate_proj,up_proj,down_proj");
+    test_recipe_set(&r, "eval.prompts=apocalypse");
+    test_recipe_set(&r, "eval.max_new_tokens=4");
     CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
     /* adapters on a frozen base move less than full fine-tuning: 8 steps at lr 1e-2 take the val
      * loss from 7.65 to 5.26 (measured); requiring half a nat leaves a wide margin */
@@ -481,14 +447,14 @@ static void test_tinystories_lora(void) {
     an_recipe_free(&r);
 
     /* a target that matches no module of the model */
-    tiny_recipe(&r, dir);
+    test_tiny_recipe(&r, dir, data_path);
     char kv[1200];
     snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
-    set(&r, kv);
-    set(&r, "model_config=null");
-    set(&r, "tokenizer.path=");
-    set(&r, "model.method=lora");
-    set(&r, "lora.target_modules=q_proj,wqkv");
+    test_recipe_set(&r, kv);
+    test_recipe_set(&r, "model_config=null");
+    test_recipe_set(&r, "tokenizer.path=");
+    test_recipe_set(&r, "model.method=lora");
+    test_recipe_set(&r, "lora.target_modules=q_proj,wqkv");
     CHECK(an_train_run(&r, NULL, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "lora.target_modules");
     CHECK_CONTAINS(err.msg, "wqkv");
@@ -504,14 +470,14 @@ static void test_tinystories_qlora(void) {
     an_error err;
     an_trainer_result res;
     tinystories_recipe(&r, dir, "qlora", "0.01");
-    set(&r, "lora.target_modules=all-linear");
+    test_recipe_set(&r, "lora.target_modules=all-linear");
     CHECK_MSG(an_train_run(&r, NULL, &res, &err) == 0, "%s", err.msg);
     /* measured 7.51 -> 5.15 (the NF4 base starts a little off the float one's 7.65) */
     CHECK_MSG(res.eval_loss < res.first_eval_loss - 0.5, "eval loss %.4f -> %.4f", res.first_eval_loss, res.eval_loss);
     char p[700];
     path2(p, sizeof p, dir, "final/adapter_model.safetensors");
     CHECK(an_file_exists(p));
-    set(&r, "quant.block_size=128");
+    test_recipe_set(&r, "quant.block_size=128");
     CHECK(an_train_run(&r, NULL, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "quant.block_size 128");
     an_recipe_free(&r);
@@ -529,16 +495,16 @@ static void test_lora_resume_is_exact(void) {
     const char *base = test_shared("models/TinyStories-656K");
     for (int k = 0; k < 2; k++) {
         path2(k ? b : a, sizeof a, test_tmpdir(), k ? "lora-b" : "lora-a");
-        tiny_recipe(&r, k ? b : a);
+        test_tiny_recipe(&r, k ? b : a, data_path);
         char kv[1200];
         snprintf(kv, sizeof kv, "model.base=%s", base);
-        set(&r, kv);
-        set(&r, "model_config=null");
-        set(&r, "tokenizer.path=");
-        set(&r, "model.method=lora");
-        set(&r, "lora.dropout=0.3");
-        set(&r, "lora.target_modules=all-linear");
-        set(&r, "train.steps=6");
+        test_recipe_set(&r, kv);
+        test_recipe_set(&r, "model_config=null");
+        test_recipe_set(&r, "tokenizer.path=");
+        test_recipe_set(&r, "model.method=lora");
+        test_recipe_set(&r, "lora.dropout=0.3");
+        test_recipe_set(&r, "lora.target_modules=all-linear");
+        test_recipe_set(&r, "train.steps=6");
         o.stop_after = k ? 3 : 0;
         o.resume_ckpt = NULL;
         CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
@@ -588,18 +554,18 @@ static void test_recompute_and_bf16_frozen_weights(void) {
         char name[32];
         snprintf(name, sizeof name, "recompute-%d", k);
         path2(dir[k], sizeof dir[k], test_tmpdir(), name);
-        tiny_recipe(&r, dir[k]);
+        test_tiny_recipe(&r, dir[k], data_path);
         char kv[1200];
         snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
-        set(&r, kv);
-        set(&r, "model_config=null");
-        set(&r, "tokenizer.path=");
-        set(&r, "model.method=lora");
-        set(&r, "lora.dropout=0.2");
-        set(&r, "lora.target_modules=all-linear");
-        set(&r, "train.steps=5");
-        set(&r, variant[k][0]);
-        set(&r, variant[k][1]);
+        test_recipe_set(&r, kv);
+        test_recipe_set(&r, "model_config=null");
+        test_recipe_set(&r, "tokenizer.path=");
+        test_recipe_set(&r, "model.method=lora");
+        test_recipe_set(&r, "lora.dropout=0.2");
+        test_recipe_set(&r, "lora.target_modules=all-linear");
+        test_recipe_set(&r, "train.steps=5");
+        test_recipe_set(&r, variant[k][0]);
+        test_recipe_set(&r, variant[k][1]);
         CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s: %s", variant[k][1], err.msg);
         an_recipe_free(&r);
         path2(p, sizeof p, dir[k], "metrics.jsonl");

@@ -12,23 +12,13 @@
 #include "core/file.h"
 #include "train/metrics.h"
 #include "test.h"
+#include "tests/train_fixture.h"
 
 static const char *bin(void) {
     static char b[512];
     const char *build = getenv("BUILD");
     snprintf(b, sizeof b, "%s/autoneg", build && *build ? build : "build");
     return b;
-}
-
-/* Runs `autoneg train ARGS 2> err`, returns the exit status and the stderr text (malloc'd). */
-static int train(const char *args, char **err_text) {
-    char cmd[4096], errp[600];
-    snprintf(errp, sizeof errp, "%s/stderr.txt", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s train %s > /dev/null 2> %s", bin(), args, errp);
-    int st = system(cmd);
-    an_error e;
-    *err_text = an_read_file(errp, NULL, &e);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void write_text(const char *path, const char *text) {
@@ -45,29 +35,29 @@ static void test_recipe_errors(void) {
     snprintf(r1, sizeof r1, "%s/unknown.json", test_tmpdir());
     write_text(r1, "{\"optim\": {\"lrr\": 0.001}}");
     snprintf(args, sizeof args, "%s", r1);
-    CHECK(train(args, &e) == 1);
+    CHECK(test_train_cli(args, &e) == 1);
     CHECK_CONTAINS(e, "unknown.json: optim.lrr: unknown key (did you mean optim.lr?)");
     free(e);
     snprintf(r2, sizeof r2, "%s/type.json", test_tmpdir());
     write_text(r2, "{\"lora\": {\"r\": \"eight\"}}");
     snprintf(args, sizeof args, "%s", r2);
-    CHECK(train(args, &e) == 1);
+    CHECK(test_train_cli(args, &e) == 1);
     CHECK_CONTAINS(e, "type.json: lora.r: expected an integer, found a string");
     free(e);
     /* a --set with a bad value names the argument */
     snprintf(args, sizeof args, "%s --set optim.lr=-1", r1);
     write_text(r1, "{}");
-    CHECK(train(args, &e) == 1);
+    CHECK(test_train_cli(args, &e) == 1);
     CHECK_CONTAINS(e, "optim.lr: must be > 0");
     free(e);
-    CHECK(train("--steps 2 --epochs 1", &e) == 1);
+    CHECK(test_train_cli("--steps 2 --epochs 1", &e) == 1);
     CHECK_CONTAINS(e, "--steps or --epochs, not both");
     free(e);
     char run[600];
     snprintf(run, sizeof run, "%s/no-ckpt", test_tmpdir());
     mkdir(run, 0755);
     snprintf(args, sizeof args, "--resume %s", run);
-    CHECK(train(args, &e) == 1);
+    CHECK(test_train_cli(args, &e) == 1);
     CHECK_CONTAINS(e, "no-ckpt/recipe.json");
     free(e);
 }
@@ -119,7 +109,7 @@ static void test_sigint_then_resume(void) {
     /* the run would take long to finish at 400 steps: resume with a shorter schedule is a different run,
      * so finish it as it is, stopping the resumed run early with --stop-after */
     snprintf(args, sizeof args, "--resume %s --stop-after 2", run);
-    CHECK(train(args, &e) == 0);
+    CHECK(test_train_cli(args, &e) == 0);
     CHECK_CONTAINS(e, "resuming from");
     CHECK_CONTAINS(e, "continue with: autoneg train --resume");
     free(e);
@@ -133,7 +123,7 @@ static void test_sigint_then_resume(void) {
     CHECK(last >= 3);
     snprintf(args, sizeof args, "--data %s --out %s --steps 400 %s --set tokenizer.path=%s --stop-after %ld", data_path,
              ref, common, tok, last);
-    CHECK(train(args, &e) == 0);
+    CHECK(test_train_cli(args, &e) == 0);
     free(e);
     char refm[700];
     snprintf(refm, sizeof refm, "%s/metrics.jsonl", ref);
@@ -160,26 +150,15 @@ static void test_resume_auto(void) {
     const char *tok = test_shared("models/TinyStories-656K");
     snprintf(args, sizeof args, "--data %s --out %s --steps 4 %s --set tokenizer.path=%s --resume auto --stop-after 2",
              data_path, run, common, tok);
-    CHECK(train(args, &e) == 0);
+    CHECK(test_train_cli(args, &e) == 0);
     CHECK_CONTAINS(e, "no checkpoint in");
     CHECK_CONTAINS(e, "stopped at step 2 of 4");
     free(e);
-    CHECK(train(args, &e) == 0); /* the same command again picks up where it stopped */
+    CHECK(test_train_cli(args, &e) == 0); /* the same command again picks up where it stopped */
     CHECK_CONTAINS(e, "resuming from");
     CHECK_CONTAINS(e, "step-00000002.ckpt at step 2 of 4");
     CHECK_CONTAINS(e, "done: 4 steps");
     free(e);
-}
-
-/* Counts the complete lines of a file (0 when it is absent). */
-static int count_lines(const char *path) {
-    an_error e;
-    size_t n = 0;
-    char *m = an_file_exists(path) ? an_read_file(path, &n, &e) : NULL;
-    int lines = 0;
-    for (size_t k = 0; m && k < n; k++) lines += m[k] == '\n';
-    free(m);
-    return lines;
 }
 
 /* A second run into the folder of a run still going is refused, naming the folder and the first
@@ -199,14 +178,14 @@ static void test_two_runs_one_folder(void) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 600 && count_lines(metrics) < 3; i++) {
+    for (int i = 0; i < 600 && test_count_lines(metrics) < 3; i++) {
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     char *e = NULL;
     snprintf(args, sizeof args, "--data %s --out %s --steps 400 %s --set tokenizer.path=%s --stop-after 2", data_path,
              run, common, tok);
-    int second = train(args, &e);
+    int second = test_train_cli(args, &e);
     CHECK_MSG(second == 1, "the second run exited with %d", second);
     CHECK_CONTAINS(e, run);
     snprintf(pidtext, sizeof pidtext, "pid %ld", (long)pid);
@@ -223,7 +202,7 @@ static void test_two_runs_one_folder(void) {
     for (size_t i = 0; i < s.n_train; i++) CHECK(s.train_step[i] == (long)i + 1);
     an_metrics_series_free(&s);
     snprintf(args, sizeof args, "--resume %s --stop-after 2", run);
-    CHECK(train(args, &e) == 0);
+    CHECK(test_train_cli(args, &e) == 0);
     CHECK_CONTAINS(e, "resuming from");
     free(e);
     CHECK_MSG(an_metrics_read(metrics, &s, &err) == 0, "%s", err.msg);

@@ -20,6 +20,7 @@
 #include "core/file.h"
 #include "train/metrics.h"
 #include "test.h"
+#include "tests/train_fixture.h"
 
 static const char *bin(void) {
     static char b[512];
@@ -39,38 +40,7 @@ static const char *common =
     "--set train.threads=1 --set data.template=default --set eval.every=50";
 #define STEPS 300
 
-/* Runs `autoneg train ARGS 2> err`; returns the exit status and the stderr text (malloc'd). */
-static int train(const char *args, char **err_text) {
-    char cmd[4096], errp[600];
-    snprintf(errp, sizeof errp, "%s/stderr.txt", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s train %s > /dev/null 2> %s", bin(), args, errp);
-    int st = system(cmd);
-    an_error e;
-    *err_text = an_read_file(errp, NULL, &e);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int exists(const char *p) { return an_file_exists(p) || an_is_dir(p); }
-
-static int same_file(const char *a, const char *b) {
-    an_error err;
-    size_t na = 0, nb = 0;
-    char *x = an_read_file(a, &na, &err), *y = an_read_file(b, &nb, &err);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
-static int count_lines(const char *path) {
-    an_error e;
-    size_t n = 0;
-    char *m = an_file_exists(path) ? an_read_file(path, &n, &e) : NULL;
-    int lines = 0;
-    for (size_t k = 0; m && k < n; k++) lines += m[k] == '\n';
-    free(m);
-    return lines;
-}
 
 static void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
@@ -98,7 +68,7 @@ static void test_reference_run(void) {
     snprintf(ref, sizeof ref, "%s/ref", test_tmpdir());
     snprintf(args, sizeof args, "--data %s --out %s --steps %d %s --set tokenizer.path=%s", data_path, ref, STEPS, common,
              tok);
-    CHECK_MSG(train(args, &e) == 0, "%s", e);
+    CHECK_MSG(test_train_cli(args, &e) == 0, "%s", e);
     free(e);
     snprintf(ref_final, sizeof ref_final, "%s/final/model.safetensors", ref);
     CHECK(an_file_exists(ref_final));
@@ -117,7 +87,7 @@ static void test_kill9_and_resume(void) {
     unsigned seed = 18;
     int kills = 0;
     for (int attempt = 0; attempt < 3; attempt++) {
-        int before = count_lines(metrics);
+        int before = test_count_lines(metrics);
         int wait_lines = before + 1 + (int)(rand_r(&seed) % 60);
         long delay_us = (long)(rand_r(&seed) % 20000);
         pid_t pid = fork();
@@ -128,7 +98,7 @@ static void test_kill9_and_resume(void) {
             _exit(127);
         }
         int st, done = 0;
-        for (int i = 0; i < 20000 && count_lines(metrics) < wait_lines; i++) {
+        for (int i = 0; i < 20000 && test_count_lines(metrics) < wait_lines; i++) {
             if (waitpid(pid, &st, WNOHANG) == pid) {
                 done = 1;
                 break;
@@ -143,17 +113,17 @@ static void test_kill9_and_resume(void) {
         if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
             kills++;
             printf("  kill %d: after %d metrics lines + %ld us (%d lines on disk)\n", kills, wait_lines, delay_us,
-                   count_lines(metrics));
+                   test_count_lines(metrics));
         } else {
             CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
         }
     }
     CHECK_MSG(kills >= 2, "only %d of 3 runs were killed before they finished", kills);
     char *e = NULL;
-    CHECK_MSG(train(args, &e) == 0, "%s", e);
+    CHECK_MSG(test_train_cli(args, &e) == 0, "%s", e);
     free(e);
     snprintf(fin, sizeof fin, "%s/final/model.safetensors", run);
-    CHECK_MSG(same_file(fin, ref_final), "%s differs from the uninterrupted run's", fin);
+    CHECK_MSG(test_same_file(fin, ref_final), "%s differs from the uninterrupted run's", fin);
     check_metrics(run);
 }
 
@@ -176,7 +146,7 @@ static void test_full_disk(void) {
              "--data %s --out %s --steps %d %s --set tokenizer.path=%s --set checkpoint.every=1 --set checkpoint.keep=1000",
              data_path, run, STEPS, common, tok);
     char *e = NULL;
-    int rc = train(args, &e);
+    int rc = test_train_cli(args, &e);
     CHECK_MSG(rc == 1, "status %d", rc);
     CHECK_CONTAINS(e, "No space left on device");
     CHECK_CONTAINS(e, run); /* the file that could not be written */
@@ -196,11 +166,11 @@ static void test_full_disk(void) {
     CHECK(system(cmd) == 0);
     CHECK(umount(disk) == 0);
     snprintf(args, sizeof args, "--resume %s", room);
-    CHECK_MSG(train(args, &e) == 0, "%s", e);
+    CHECK_MSG(test_train_cli(args, &e) == 0, "%s", e);
     CHECK_CONTAINS(e, "resuming from");
     free(e);
     snprintf(fin, sizeof fin, "%s/final/model.safetensors", room);
-    CHECK_MSG(same_file(fin, ref_final), "%s differs from the uninterrupted run's", fin);
+    CHECK_MSG(test_same_file(fin, ref_final), "%s differs from the uninterrupted run's", fin);
     check_metrics(room);
 }
 
@@ -222,7 +192,7 @@ static void test_failed_start_leaves_no_folder(void) {
         snprintf(out, sizeof out, "%s/runs/x", top);
         snprintf(args, sizeof args, cases[i], i == 0 ? bad : data_path, out, common, tok);
         char *e = NULL;
-        CHECK(train(args, &e) == 1);
+        CHECK(test_train_cli(args, &e) == 1);
         CHECK_CONTAINS(e, why[i]);
         CHECK_MSG(!exists(top), "case %d: %s was left behind", i, top);
         CHECK_CONTAINS(e, "removed the run folder");
@@ -233,7 +203,7 @@ static void test_failed_start_leaves_no_folder(void) {
     mkdir(top, 0755);
     snprintf(args, sizeof args, cases[0], bad, top, common, tok);
     char *e = NULL;
-    CHECK(train(args, &e) == 1);
+    CHECK(test_train_cli(args, &e) == 1);
     CHECK(an_is_dir(top));
     free(e);
     /* and so does a previous run: the reference's final weights are untouched */
@@ -242,8 +212,8 @@ static void test_failed_start_leaves_no_folder(void) {
     snprintf(args, sizeof args, "cp %s %s", ref_final, keep);
     CHECK(system(args) == 0);
     snprintf(args, sizeof args, cases[0], bad, ref, common, tok);
-    CHECK(train(args, &e) == 1);
-    CHECK(same_file(ref_final, keep));
+    CHECK(test_train_cli(args, &e) == 1);
+    CHECK(test_same_file(ref_final, keep));
     free(e);
 }
 

@@ -10,18 +10,12 @@
 
 #include "core/file.h"
 #include "test.h"
+#include "tests/train_fixture.h"
 #include "train/checkpoint.h"
 #include "train/guard.h"
 #include "train/metrics.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
-
-/* A random 2-layer Llama of width 32 over the TinyStories-656K tokenizer (as tests/test_train.c). */
-static const char tiny_config[] =
-    "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"vocab_size\":2048,\"hidden_size\":32,"
-    "\"intermediate_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
-    "\"max_position_embeddings\":64,\"rms_norm_eps\":1e-5,\"rope_theta\":10000.0,\"tie_word_embeddings\":true,"
-    "\"bos_token_id\":1,\"eos_token_id\":2}";
 
 static char data_path[512];
 
@@ -34,34 +28,6 @@ static void write_pairs(const char *path, int n) {
         fprintf(f, "\"}\n");
     }
     fclose(f);
-}
-
-static void set(an_recipe *r, const char *kv) {
-    an_error err;
-    if (an_recipe_set(r, kv, &err)) test_fail_at(__FILE__, __LINE__, "%s: %s", kv, err.msg);
-}
-
-static void tiny_recipe(an_recipe *r, const char *out) {
-    an_error err;
-    an_recipe_defaults(r);
-    if (an_recipe_apply_json(r, "{\"model\":{\"method\":\"full\"}}", "test", &err)) CHECK_MSG(0, "%s", err.msg);
-    char kv[1200];
-    snprintf(kv, sizeof kv, "model_config=%s", tiny_config);
-    set(r, kv);
-    snprintf(kv, sizeof kv, "tokenizer.path=%s", test_shared("models/TinyStories-656K"));
-    set(r, kv);
-    an_recipe_list_append(r, "data.train", data_path, &err);
-    snprintf(kv, sizeof kv, "output.dir=%s", out);
-    set(r, kv);
-    set(r, "data.template=default");
-    set(r, "data.max_length=48");
-    set(r, "data.val_fraction=0.2");
-    set(r, "train.seq_len=48");
-    set(r, "train.batch_size=2");
-    set(r, "train.steps=8");
-    set(r, "optim.lr=0.003");
-    set(r, "schedule.warmup_steps=2");
-    set(r, "eval.every=3");
 }
 
 /* The notes of a run, one per line. */
@@ -79,16 +45,6 @@ static void opts_with_notes(an_trainer_opts *o) {
 }
 
 static void path2(char *out, size_t n, const char *a, const char *b) { snprintf(out, n, "%s/%s", a, b); }
-
-static int same_file(const char *a, const char *b) {
-    an_error err;
-    size_t na = 0, nb = 0;
-    char *x = an_read_file(a, &na, &err), *y = an_read_file(b, &nb, &err);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
 
 /* A file or a folder. */
 static int exists(const char *p) { return an_file_exists(p) || an_is_dir(p); }
@@ -110,8 +66,8 @@ static void test_torn_metrics_line(void) {
     an_trainer_opts o;
     an_trainer_result res;
     opts_with_notes(&o);
-    tiny_recipe(&r, dir);
-    set(&r, "eval.every=0");
+    test_tiny_recipe(&r, dir, data_path);
+    test_recipe_set(&r, "eval.every=0");
     o.stop_after = 4;
     CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
     append_text(metrics, "{\"step\":5,\"los");
@@ -157,9 +113,9 @@ static void test_final_write_failure(void) {
     an_trainer_opts o;
     an_trainer_result res;
     an_trainer_opts_default(&o);
-    tiny_recipe(&r, dir);
-    set(&r, "train.steps=2");
-    set(&r, "eval.every=0");
+    test_tiny_recipe(&r, dir, data_path);
+    test_recipe_set(&r, "train.steps=2");
+    test_recipe_set(&r, "eval.every=0");
     o.final_write_fail = 1;
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "No space left on device");
@@ -190,7 +146,7 @@ static void test_final_write_failure(void) {
     o.final_write_fail = 1;
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK(an_file_exists(marker));
-    CHECK(same_file(p, keep));
+    CHECK(test_same_file(p, keep));
     CHECK(!exists(tmp));
     /* a rewrite that succeeds replaces it whole */
     o.final_write_fail = 0;
@@ -216,15 +172,15 @@ static void test_damaged_newest_checkpoint_falls_back(void) {
     an_trainer_opts o;
     an_trainer_result res;
     an_trainer_opts_default(&o);
-    tiny_recipe(&r, ref);
-    set(&r, "optim.accumulation=2");
+    test_tiny_recipe(&r, ref, data_path);
+    test_recipe_set(&r, "optim.accumulation=2");
     CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
     an_recipe_free(&r);
 
-    tiny_recipe(&r, dir);
-    set(&r, "optim.accumulation=2");
-    set(&r, "checkpoint.every=2");
-    set(&r, "checkpoint.keep=2");
+    test_tiny_recipe(&r, dir, data_path);
+    test_recipe_set(&r, "optim.accumulation=2");
+    test_recipe_set(&r, "checkpoint.every=2");
+    test_recipe_set(&r, "checkpoint.keep=2");
     o.stop_after = 6;
     CHECK_MSG(an_train_run(&r, &o, &res, &err) == 0, "%s", err.msg);
     CHECK(an_trainer_find_resume(dir, ckpt, sizeof ckpt, &err) == 1);
@@ -249,7 +205,7 @@ static void test_damaged_newest_checkpoint_falls_back(void) {
     CHECK_CONTAINS(notes, "step-00000004.ckpt at step 4 of 8");
     path2(p, sizeof p, ref, "final/model.safetensors");
     path2(q, sizeof q, dir, "final/model.safetensors");
-    CHECK_MSG(same_file(p, q), "%s differs from the uninterrupted run's", q);
+    CHECK_MSG(test_same_file(p, q), "%s differs from the uninterrupted run's", q);
     an_metrics_series s;
     path2(p, sizeof p, dir, "metrics.jsonl");
     CHECK(an_metrics_read(p, &s, &err) == 0 && s.n_train == 8);
@@ -289,7 +245,7 @@ static void resume_sanely(an_recipe *r, const char *dir, const char *msg, const 
     an_trainer_opts_default(&o);
     o.resume_ckpt = ckpt;
     snprintf(kv, sizeof kv, "optim.lr=%s", lr);
-    set(r, kv);
+    test_recipe_set(r, kv);
     CHECK_MSG(an_train_run(r, &o, &res, &err) == 0, "%s", err.msg);
     an_metrics_series s;
     char p[700];
@@ -315,14 +271,14 @@ static void test_exploding_full_run(void) {
     an_trainer_opts o;
     an_trainer_result res;
     an_trainer_opts_default(&o);
-    tiny_recipe(&r, dir);
+    test_tiny_recipe(&r, dir, data_path);
     r.optim.lr = 1e30; /* past the recipe's bound (optim.lr <= 1): the trainer's guard is what is tested */
-    set(&r, "optim.clip=0");
-    set(&r, "checkpoint.every=1");
-    set(&r, "checkpoint.keep=1");
-    set(&r, "schedule.type=constant");
-    set(&r, "schedule.warmup_steps=0");
-    set(&r, "schedule.warmup_ratio=0");
+    test_recipe_set(&r, "optim.clip=0");
+    test_recipe_set(&r, "checkpoint.every=1");
+    test_recipe_set(&r, "checkpoint.keep=1");
+    test_recipe_set(&r, "schedule.type=constant");
+    test_recipe_set(&r, "schedule.warmup_steps=0");
+    test_recipe_set(&r, "schedule.warmup_ratio=0");
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "optim.lr");
     CHECK_CONTAINS(err.msg, "1e+29"); /* the advice: a tenth of the rate */
@@ -346,31 +302,31 @@ static void test_dead_lora_run(void) {
     an_trainer_opts_default(&o);
     an_recipe_defaults(&r);
     snprintf(kv, sizeof kv, "model.base=%s", test_shared("models/TinyStories-656K"));
-    set(&r, kv);
-    set(&r, "model.method=lora");
+    test_recipe_set(&r, kv);
+    test_recipe_set(&r, "model.method=lora");
     an_recipe_list_append(&r, "data.train", test_shared("data/comfyui-promptstylers/sdxl_styles_horror.json"), &err);
     snprintf(kv, sizeof kv, "output.dir=%s", dir);
-    set(&r, kv);
-    set(&r, "data.template=default");
-    set(&r, "data.max_length=64");
-    set(&r, "train.seq_len=64");
-    set(&r, "train.batch_size=4");
-    set(&r, "data.val_fraction=0.1");
-    set(&r, "eval.samples=24");
-    set(&r, "train.steps=30");
+    test_recipe_set(&r, kv);
+    test_recipe_set(&r, "data.template=default");
+    test_recipe_set(&r, "data.max_length=64");
+    test_recipe_set(&r, "train.seq_len=64");
+    test_recipe_set(&r, "train.batch_size=4");
+    test_recipe_set(&r, "data.val_fraction=0.1");
+    test_recipe_set(&r, "eval.samples=24");
+    test_recipe_set(&r, "train.steps=30");
     r.optim.lr = 1e6; /* past the recipe's bound (optim.lr <= 1): the trainer's guard is what is tested */
-    set(&r, "schedule.type=constant");
-    set(&r, "schedule.warmup_steps=0");
-    set(&r, "schedule.warmup_ratio=0");
-    set(&r, "checkpoint.every=1");
-    set(&r, "checkpoint.keep=1");
-    set(&r, "eval.every=0");
+    test_recipe_set(&r, "schedule.type=constant");
+    test_recipe_set(&r, "schedule.warmup_steps=0");
+    test_recipe_set(&r, "schedule.warmup_ratio=0");
+    test_recipe_set(&r, "checkpoint.every=1");
+    test_recipe_set(&r, "checkpoint.keep=1");
+    test_recipe_set(&r, "eval.every=0");
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "optim.lr");
     char fin[600];
     path2(fin, sizeof fin, dir, "final");
     CHECK(!exists(fin));
-    set(&r, "train.steps=8");
+    test_recipe_set(&r, "train.steps=8");
     resume_sanely(&r, dir, err.msg, "0.01");
     an_recipe_free(&r);
 }
