@@ -124,16 +124,21 @@ static int train_tokenizer(const an_recipe *r, const an_trainer_opts *o, an_erro
     return 0;
 }
 
+static int is_gguf(const char *path) {
+    size_t n = strlen(path);
+    return n > 5 && strcmp(path + n - 5, ".gguf") == 0;
+}
+
 static an_model *build_model(const an_ops *ops, const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
                              const an_trainer_opts *o, an_error *err) {
     an_model *m = NULL;
     if (r->model.base[0]) {
         if (r->tokenizer.path[0])
             snprintf(tok_path, tok_size, "%s", r->tokenizer.path);
-        else if (an_is_dir(r->model.base))
+        else if (an_is_dir(r->model.base) || is_gguf(r->model.base)) /* a GGUF file carries its tokenizer */
             snprintf(tok_path, tok_size, "%s", r->model.base);
         else {
-            an_fail(err, "%s: a model file carries no tokenizer; set tokenizer.path", r->model.base);
+            an_fail(err, "%s: a llama2.c model file carries no tokenizer; set tokenizer.path", r->model.base);
             return NULL;
         }
         m = an_model_load(r->model.base, ops, err);
