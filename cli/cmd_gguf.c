@@ -7,9 +7,21 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/help.h"
 #include "model/io/gguf.h"
 
-#define USAGE "usage: autoneg gguf info F.gguf [--full]"
+static const cli_opt gguf_info_opts[] = {
+    {"--full", NULL, "print every array element and whole strings (default: shortened)"},
+    {NULL, NULL, NULL},
+};
+
+const cli_help cli_help_gguf_info = {
+    "gguf info F.gguf [--full]",
+    "Prints what a GGUF file holds: the header, every metadata key with its type and value, and the\n"
+    "tensor table in file order (ggml's dimension order, ne[0] first), on stdout.",
+    gguf_info_opts, NULL, NULL,
+    "gguf info ~/.cache/autoneg/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
 
 /* Control characters and quotes are escaped so that every value stays on its line; UTF-8 passes. */
 static void print_string(const char *s, uint64_t len, int full) {
@@ -114,20 +126,20 @@ static int info(const char *path, int full) {
 }
 
 int an_cmd_gguf(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf(USAGE "\n  prints a GGUF file's header, metadata (arrays and long strings shortened unless --full)\n"
-                     "  and tensor table\n");
-        return 0;
+    const cli_help *h = &cli_help_gguf_info;
+    if (argc < 2 || strcmp(argv[1], "info") != 0) {
+        if (cli_help_asked(argc, argv, 1)) return cli_help_print(h);
+        return cli_help_fail(h, "gguf: expected the subcommand info");
     }
-    if (argc < 3 || strcmp(argv[1], "info") != 0) return cli_fail(USAGE);
+    int rc;
+    if (cli_help_check(h, argc, argv, 2, &rc)) return rc;
     const char *path = NULL;
     int full = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--full")) full = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf(USAGE "\n"), 0;
-        else if (argv[i][0] == '-' || path) return cli_fail("gguf info: unexpected argument '%s'\n" USAGE, argv[i]);
+        else if (argv[i][0] == '-' || path) return cli_help_fail(h, "gguf info: unexpected argument '%s'", argv[i]);
         else path = argv[i];
     }
-    if (!path) return cli_fail(USAGE);
+    if (!path) return cli_help_fail(h, "gguf info: which file? (F.gguf)");
     return info(path, full);
 }
