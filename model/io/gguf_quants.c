@@ -7,6 +7,7 @@
  * (tests/test_gguf.c compares every type bit for bit with the gguf package). */
 #include "model/io/gguf_quants.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "model/io/safetensors.h" /* an_f16_to_f32 */
@@ -211,5 +212,86 @@ int an_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n, an
     default: return an_fail(err, "ggml type %s: dequantization is not supported yet", ti->name);
     }
     for (int64_t i = 0; i < nb; i++) fn(s + (size_t)i * (size_t)ti->block_bytes, dst + (size_t)i * (size_t)ti->block);
+    return 0;
+}
+
+/* ---- quantization (the writer's side) ----
+ * The rounding follows the gguf Python package's numpy quantizers step by step, in float32, so the
+ * bytes are the same as llama.cpp's converter writes: each step is its own statement so that no
+ * compiler fuses a multiply and an add into one FMA (that would round once instead of twice). */
+
+static void put_f16(unsigned char *p, float f) {
+    uint16_t h = an_f32_to_f16(f);
+    p[0] = (unsigned char)(h & 0xff);
+    p[1] = (unsigned char)(h >> 8);
+}
+
+/* Q8_0: d = max|x| / 127; q = x * (1/d) rounded half away from zero (ggml's roundf, written as the
+ * package's np_roundf: floor(a) + floor(2 * (a - floor(a))), then the sign); an all-zero block has d = 0
+ * and q = 0. */
+static void q_q8_0(const float *x, unsigned char *b) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) {
+        float a = fabsf(x[j]);
+        if (a > amax) amax = a;
+    }
+    float d = amax / 127.0f;
+    float id = d == 0 ? 0.0f : 1.0f / d;
+    put_f16(b, d);
+    for (int j = 0; j < 32; j++) {
+        float v = x[j] * id;
+        float a = fabsf(v);
+        float fl = floorf(a);
+        float frac2 = 2.0f * (a - fl);
+        float r = fl + floorf(frac2);
+        int q = (int)(v > 0 ? r : v < 0 ? -r : 0.0f);
+        b[2 + j] = (unsigned char)(int8_t)q;
+    }
+}
+
+/* Q4_0: the element of largest |x| (the first of equals) keeps its sign: d = max / -8, so it maps to
+ * q = 0; q = trunc(x * (1/d) + 8.5) clipped to 15. */
+static void q_q4_0(const float *x, unsigned char *b) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++) {
+        float a = fabsf(x[j]);
+        if (a > amax) {
+            amax = a;
+            max = x[j];
+        }
+    }
+    float d = max / -8.0f;
+    float id = d == 0 ? 0.0f : 1.0f / d;
+    put_f16(b, d);
+    unsigned char q[32];
+    for (int j = 0; j < 32; j++) {
+        float v = x[j] * id;
+        float s = v + 8.5f;
+        float t = truncf(s);
+        q[j] = t >= 15.0f ? 15 : t <= 0.0f ? 0 : (unsigned char)t;
+    }
+    for (int j = 0; j < 16; j++) b[2 + j] = (unsigned char)(q[j] | q[j + 16] << 4);
+}
+
+int an_ggml_quantize(uint32_t type, const float *src, void *dst, int64_t n, an_error *err) {
+    const an_ggml_type_info *ti = an_ggml_type_get(type);
+    if (!ti) return an_fail(err, "ggml type %u is unknown", (unsigned)type);
+    if (n < 0 || n % ti->block)
+        return an_fail(err, "ggml type %s: %lld elements are not a whole number of %d-element blocks", ti->name,
+                       (long long)n, ti->block);
+    unsigned char *d = dst;
+    void (*fn)(const float *, unsigned char *) = NULL;
+    switch (type) {
+    case AN_GGML_F32:
+        if (n) memcpy(d, src, (size_t)n * 4);
+        return 0;
+    case AN_GGML_F16:
+        for (int64_t i = 0; i < n; i++) put_f16(d + 2 * i, src[i]);
+        return 0;
+    case AN_GGML_Q8_0: fn = q_q8_0; break;
+    case AN_GGML_Q4_0: fn = q_q4_0; break;
+    default: return an_fail(err, "ggml type %s: quantization is not supported (f32, f16, q8_0 and q4_0 are)", ti->name);
+    }
+    for (int64_t i = 0; i < n / ti->block; i++) fn(src + (size_t)i * (size_t)ti->block, d + (size_t)i * (size_t)ti->block_bytes);
     return 0;
 }

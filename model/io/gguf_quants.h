@@ -41,4 +41,9 @@ const an_ggml_type_info *an_ggml_type_get(uint32_t type);
  * handle or an n that is not a whole number of blocks. src may be unaligned. */
 int an_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n, an_error *err);
 
+/* The writer's side: n float32 values (a whole number of blocks) as type F32, F16 (rounded to nearest
+ * even), Q8_0 or Q4_0, bit for bit as the gguf Python package's numpy quantize (and ggml's reference
+ * quantize_row_*_ref) writes them; dst holds n / block * block_bytes bytes. Other types are an error. */
+int an_ggml_quantize(uint32_t type, const float *src, void *dst, int64_t n, an_error *err);
+
 #endif
