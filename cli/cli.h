@@ -14,6 +14,7 @@ int an_cmd_bench(int argc, char **argv);
 int an_bench_memory(int argc, char **argv); /* cli/cmd_bench_memory.c */
 int an_bench_nf4(int argc, char **argv);    /* cli/cmd_bench_nf4.c */
 int an_cmd_quantize(int argc, char **argv);
+int an_cmd_export(int argc, char **argv);
 int an_cmd_train(int argc, char **argv);
 int an_bench_generate(int argc, char **argv); /* cli/cmd_bench_generate.c */
 int an_cmd_generate(int argc, char **argv);

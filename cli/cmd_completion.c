@@ -15,6 +15,7 @@ const cli_entry cli_entries[] = {
     {"perplexity", NULL, &cli_help_perplexity},
     {"merge", NULL, &cli_help_merge},
     {"quantize", NULL, &cli_help_quantize},
+    {"export", NULL, &cli_help_export},
     {"tokenize", NULL, &cli_help_tokenize},
     {"tokenizer", "train", &cli_help_tokenizer_train},
     {"data", "stats", &cli_help_data_stats},

@@ -26,6 +26,7 @@ static const command commands[] = {
     {"perplexity", an_cmd_perplexity, "perplexity of a model on a text file"},
     {"merge", an_cmd_merge, "fold a LoRA adapter into its base model"},
     {"quantize", an_cmd_quantize, "write a model with NF4 linear weights (bitsandbytes format)"},
+    {"export", an_cmd_export, "write a llama-family model (and a merged adapter) as a GGUF file for llama.cpp"},
     {"tokenize", an_cmd_tokenize, "print the token ids of text"},
     {"tokenizer", an_cmd_tokenizer, "tokenizer train: a byte-level BPE from prompt pairs or text"},
     {"data", an_cmd_data, "data stats|clean|split: look at, clean and split prompt-pair files"},

@@ -44,6 +44,7 @@ static const help_case cases[] = {
     {"perplexity", {"--model", "--file", "--ctx", "--tokenizer", "--device"}},
     {"merge", {"--model", "--adapter", "--out", "--device"}},
     {"quantize", {"--model", "--type", "--out", "--blocksize", "--no-double-quant"}},
+    {"export", {"--model", "--adapter", "--out", "--type", "--name"}},
     {"tokenize", {"--tokenizer", "--text", "--file", "--bos"}},
     {"tokenizer", {"train"}},
     {"tokenizer train", {"--data", "--vocab", "--out"}},
@@ -120,7 +121,7 @@ static void test_version(void) {
 }
 
 static void test_unknown_option(void) {
-    const char *cmds[] = {"eval", "generate", "train", "perplexity", "merge", "quantize", "tokenize",
+    const char *cmds[] = {"eval", "generate", "train", "perplexity", "merge", "quantize", "export", "tokenize",
                           "tokenizer train", "data clean", "tags aspect", "bench train", "bench nf4"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char args[256];
