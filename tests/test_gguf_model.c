@@ -82,6 +82,25 @@ static void test_tiny(void) {
     an_model_free(m);
 }
 
+/* m saved as a Hugging Face folder and loaded back gives the same logits (GPT-2's Conv1D weights are
+ * transposed on the way out and back in). */
+static void check_saved(an_model *m, const char *fixture, const char *what) {
+    char dir[] = "/tmp/an_gguf_saved_XXXXXX";
+    an_error e;
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_MSG(an_model_save(m, dir, &e) == 0, "%s", e.msg);
+    an_model *back = an_model_load(dir, an_ops_cpu(), &e);
+    CHECK_MSG(back, "%s", e.msg);
+    if (back) {
+        CHECK(strcmp(back->cfg.architecture, m->cfg.architecture) == 0);
+        check_logits(back, fixture, what);
+        an_model_free(back);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 static void test_qwen2(void) {
     an_error e;
     an_model *m = an_model_load(FX "qwen2.gguf", an_ops_cpu(), &e);
@@ -97,6 +116,7 @@ static void test_qwen2(void) {
     CHECK(c->tie_embeddings == 1 && m->lm_head == NULL && m->layers[1].bk != NULL);
     CHECK(c->bos_id == 1 && c->eos_id == 2 && c->pad_id == -1);
     check_logits(m, FX "qwen2_expected.safetensors", "qwen2.gguf");
+    check_saved(m, FX "qwen2_expected.safetensors", "qwen2.gguf saved as a folder");
     an_model_free(m);
 }
 
@@ -114,6 +134,7 @@ static void test_gpt2(void) {
     CHECK(c->tie_embeddings == 1 && m->lm_head == NULL && m->pos_emb != NULL);
     CHECK(c->bos_id == 1 && c->eos_id == 2);
     check_logits(m, FX "gpt2_expected.safetensors", "gpt2.gguf");
+    check_saved(m, FX "gpt2_expected.safetensors", "gpt2.gguf saved as a folder");
     an_model_free(m);
 }
 
