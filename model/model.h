@@ -159,7 +159,7 @@ typedef struct an_batch {
 /* A model with all parameters allocated (zeroed) and no gradients; cfg must pass an_config_validate. */
 an_model *an_model_create(const an_model_config *cfg, const an_ops *ops, an_error *err);
 /* Loads a Hugging Face folder (config.json + model.safetensors or a sharded index), a llama2.c .bin, or a
- * .gguf file of architecture llama (dequantized to float32 in memory for now; model/io/gguf_model.h).
+ * .gguf file of architecture llama, qwen2 or gpt2 (dequantized to float32 in memory for now; model/io/gguf_model.h).
  * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor.
  * Linear weights saved in bitsandbytes' NF4 serialization load as NF4 (model/nf4_weights.h). */
 an_model *an_model_load(const char *path, const an_ops *ops, an_error *err);

@@ -1,7 +1,10 @@
 /* GGUF files as models (model/io/gguf_model.h) against transformers, which loads the same files.
  *
  * tiny.gguf (tests/ref/make_gguf_model_fixture.py) is a tiny random Llama written as llama.cpp's converter
- * writes one (F32, attn_q / attn_k rows permuted); its expected logits are the original torch model's. The
+ * writes one (F32, attn_q / attn_k rows permuted); qwen2.gguf a tiny random Qwen2 (q/k/v biases, rows not
+ * permuted, tied head) and gpt2.gguf a tiny random GPT-2 (fused attn_qkv, every bias, output.weight a
+ * copy of token_embd), as the converter writes those. Their expected logits are the original torch
+ * models', for all 11 or 10 positions. The
  * real SmolLM2-135M-Instruct Q4_1 file (`make model`; skipped with a note when absent) is compared with
  * transformers' model loaded from that GGUF (it dequantizes Q4_1 to float32 too) on a ChatML prompt, last
  * 2 positions. Tolerance: 1e-4 of each row's largest |reference logit| (float32 on both sides, different
@@ -12,6 +15,7 @@
 
 #include "core/file.h"
 #include "infer/session.h"
+#include "model/io/gguf.h"
 #include "model/nf4_weights.h"
 #include "tests/test_model_util.h"
 
@@ -78,10 +82,66 @@ static void test_tiny(void) {
     an_model_free(m);
 }
 
-/* A copy of tiny.gguf with the k bytes `from` replaced by `to` at their first occurrence. */
-static int patched_copy_n(const char *out, const char *from, const char *to, size_t k) {
+/* m saved as a Hugging Face folder and loaded back gives the same logits (GPT-2's Conv1D weights are
+ * transposed on the way out and back in). */
+static void check_saved(an_model *m, const char *fixture, const char *what) {
+    char dir[] = "/tmp/an_gguf_saved_XXXXXX";
+    an_error e;
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_MSG(an_model_save(m, dir, &e) == 0, "%s", e.msg);
+    an_model *back = an_model_load(dir, an_ops_cpu(), &e);
+    CHECK_MSG(back, "%s", e.msg);
+    if (back) {
+        CHECK(strcmp(back->cfg.architecture, m->cfg.architecture) == 0);
+        check_logits(back, fixture, what);
+        an_model_free(back);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static void test_qwen2(void) {
+    an_error e;
+    an_model *m = an_model_load(FX "qwen2.gguf", an_ops_cpu(), &e);
+    CHECK_MSG(m, "%s", e.msg);
+    if (!m) return;
+    const an_model_config *c = &m->cfg;
+    CHECK(c->arch == AN_ARCH_LLAMA && strcmp(c->model_type, "qwen2") == 0 &&
+          strcmp(c->architecture, "Qwen2ForCausalLM") == 0);
+    CHECK(c->vocab_size == 64 && c->dim == 32 && c->n_layers == 2 && c->n_heads == 4 && c->n_kv_heads == 2);
+    CHECK(c->head_dim == 8 && c->ffn_dim == 48 && c->max_seq == 128);
+    CHECK(c->rope_theta == 1000000.0f && c->norm_eps == 1e-6f && c->rope_interleaved == 0);
+    CHECK(c->qkv_bias == 1 && c->o_bias == 0 && c->mlp_bias == 0 && c->proj_bias == 0);
+    CHECK(c->tie_embeddings == 1 && m->lm_head == NULL && m->layers[1].bk != NULL);
+    CHECK(c->bos_id == 1 && c->eos_id == 2 && c->pad_id == -1);
+    check_logits(m, FX "qwen2_expected.safetensors", "qwen2.gguf");
+    check_saved(m, FX "qwen2_expected.safetensors", "qwen2.gguf saved as a folder");
+    an_model_free(m);
+}
+
+static void test_gpt2(void) {
+    an_error e;
+    an_model *m = an_model_load(FX "gpt2.gguf", an_ops_cpu(), &e);
+    CHECK_MSG(m, "%s", e.msg);
+    if (!m) return;
+    const an_model_config *c = &m->cfg;
+    CHECK(c->arch == AN_ARCH_GPT2 && strcmp(c->model_type, "gpt2") == 0 &&
+          strcmp(c->architecture, "GPT2LMHeadModel") == 0);
+    CHECK(c->vocab_size == 64 && c->dim == 16 && c->n_layers == 2 && c->n_heads == 2 && c->n_kv_heads == 2);
+    CHECK(c->head_dim == 8 && c->ffn_dim == 64 && c->max_seq == 64 && c->norm_eps == 1e-5f);
+    CHECK(c->qkv_bias == 1 && c->o_bias == 1 && c->mlp_bias == 1 && c->proj_bias == 1);
+    CHECK(c->tie_embeddings == 1 && m->lm_head == NULL && m->pos_emb != NULL);
+    CHECK(c->bos_id == 1 && c->eos_id == 2);
+    check_logits(m, FX "gpt2_expected.safetensors", "gpt2.gguf");
+    check_saved(m, FX "gpt2_expected.safetensors", "gpt2.gguf saved as a folder");
+    an_model_free(m);
+}
+
+/* A copy of src with the k bytes `from` replaced by `to` at their first occurrence. */
+static int patched_copy_from(const char *src, const char *out, const char *from, const char *to, size_t k) {
     size_t n;
-    char *data = an_read_file(FX "tiny.gguf", &n, NULL);
+    char *data = an_read_file(src, &n, NULL);
     if (!data) return -1;
     char *hit = NULL;
     for (size_t i = 0; i + k <= n && !hit; i++)
@@ -98,7 +158,33 @@ static int patched_copy_n(const char *out, const char *from, const char *to, siz
 }
 
 /* literals that may hold NULs: their length from sizeof */
-#define patched_copy(out, from, to) patched_copy_n(out, from, to, sizeof(from) - 1)
+#define patched_copy(out, from, to) patched_copy_from(FX "tiny.gguf", out, from, to, sizeof(from) - 1)
+#define patched(src, out, from, to) patched_copy_from(FX src, out, from, to, sizeof(from) - 1)
+
+/* gpt2.gguf with output.weight's first value changed: an output head of its own. */
+static int untied_gpt2(const char *out) {
+    an_gguf g;
+    an_error e;
+    if (an_gguf_open(&g, FX "gpt2.gguf", &e)) return -1;
+    const an_gguf_tensor *t = an_gguf_find_tensor(&g, "output.weight");
+    size_t at = t ? (size_t)(g.data_offset + t->offset) : 0;
+    an_gguf_close(&g);
+    size_t n;
+    char *data = t ? an_read_file(FX "gpt2.gguf", &n, NULL) : NULL;
+    if (!data || at + sizeof(float) > n) {
+        free(data);
+        return -1;
+    }
+    float v;
+    memcpy(&v, data + at, sizeof v);
+    v += 0.5f;
+    memcpy(data + at, &v, sizeof v);
+    FILE *f = fopen(out, "wb");
+    int rc = f && fwrite(data, 1, n, f) == n ? 0 : -1;
+    if (f) fclose(f);
+    free(data);
+    return rc;
+}
 
 static void expect_error(const char *path, const char *want) {
     an_error e;
@@ -117,8 +203,8 @@ static void test_errors(void) {
     char path[256];
     snprintf(path, sizeof path, "%s/qwen.gguf", dir);
     /* general.architecture's value: u64 length 5, then the bytes */
-    CHECK(patched_copy(path, "\5\0\0\0\0\0\0\0llama", "\5\0\0\0\0\0\0\0qwen2") == 0);
-    expect_error(path, "GGUF architecture \"qwen2\" is not supported yet");
+    CHECK(patched_copy(path, "\5\0\0\0\0\0\0\0llama", "\5\0\0\0\0\0\0\0bloom") == 0);
+    expect_error(path, "GGUF architecture \"bloom\" is not supported");
     remove(path);
     snprintf(path, sizeof path, "%s/missing.gguf", dir);
     CHECK(patched_copy(path, "blk.1.ffn_up.weight", "blk.1.ffn_uq.weight") == 0);
@@ -127,6 +213,26 @@ static void test_errors(void) {
     snprintf(path, sizeof path, "%s/nokey.gguf", dir);
     CHECK(patched_copy(path, "llama.block_count", "llama.block_cOunt") == 0);
     expect_error(path, "key \"llama.block_count\" is missing");
+    remove(path);
+    /* a Qwen2 without one of its biases (renamed, so it is missing and the renamed one unexpected) */
+    snprintf(path, sizeof path, "%s/nobias.gguf", dir);
+    CHECK(patched("qwen2.gguf", path, "blk.1.attn_k.bias", "blk.1.attn_k.biaz") == 0);
+    expect_error(path, "tensor \"blk.1.attn_k.bias\" is missing");
+    remove(path);
+    /* gpt2's attn_qkv with ne [16, 48] read as [16, 24]: its ne[1] is a u64 after the name and n_dims */
+    snprintf(path, sizeof path, "%s/shape.gguf", dir);
+    CHECK(patched("gpt2.gguf", path, "blk.0.attn_qkv.weight\2\0\0\0\20\0\0\0\0\0\0\0\60",
+                  "blk.0.attn_qkv.weight\2\0\0\0\20\0\0\0\0\0\0\0\30") == 0);
+    expect_error(path, "tensor \"blk.0.attn_qkv.weight\" has 2 dims, ne [16, 24], expected ne [16, 48]");
+    remove(path);
+    snprintf(path, sizeof path, "%s/gpt2_nobias.gguf", dir);
+    CHECK(patched("gpt2.gguf", path, "blk.1.ffn_down.bias", "blk.1.ffn_down.biaz") == 0);
+    expect_error(path, "tensor \"blk.1.ffn_down.bias\" is missing");
+    remove(path);
+    /* an untied GPT-2 head (output.weight is not token_embd's copy) is refused, not silently tied */
+    snprintf(path, sizeof path, "%s/untied.gguf", dir);
+    CHECK(untied_gpt2(path) == 0);
+    expect_error(path, "tensor \"output.weight\" differs from token_embd.weight");
     remove(path);
     rmdir(dir);
 }
@@ -168,6 +274,8 @@ static void test_smollm2(void) {
 
 int main(void) {
     RUN(test_tiny);
+    RUN(test_qwen2);
+    RUN(test_gpt2);
     RUN(test_errors);
     RUN(test_session_default_tokenizer);
     RUN(test_smollm2);

@@ -39,27 +39,9 @@ static int token_id(const an_gguf *g, const char *key, int vocab) {
     return v >= 0 && v < vocab ? (int)v : -1;
 }
 
-int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err) {
-    memset(c, 0, sizeof *c);
-    const char *s;
-    uint64_t len;
-    if (an_gguf_get_str(g, "general.architecture", &s, &len, err)) return -1;
-    char arch[64];
-    snprintf(arch, sizeof arch, "%.*s", (int)(len < 63 ? len : 63), s);
-    if (len != 5 || memcmp(s, "llama", 5) != 0)
-        return an_fail(err, "%s: GGUF architecture \"%s\" is not supported yet (only \"llama\" models load for now)",
-                       g->path, arch);
-    c->arch = AN_ARCH_LLAMA;
-    snprintf(c->architecture, sizeof c->architecture, "LlamaForCausalLM");
-    snprintf(c->model_type, sizeof c->model_type, "llama");
-    /* the same bounds as an_config_validate's, which runs after this; these only keep the ints exact */
-    if (get_int(g, arch, "block_count", -1, 1, 4096, &c->n_layers, err) ||
-        get_int(g, arch, "embedding_length", -1, 1, 1 << 20, &c->dim, err) ||
-        get_int(g, arch, "feed_forward_length", -1, 1, 1 << 22, &c->ffn_dim, err) ||
-        get_int(g, arch, "attention.head_count", -1, 1, 65536, &c->n_heads, err) ||
-        get_int(g, arch, "attention.head_count_kv", c->n_heads, 1, c->n_heads, &c->n_kv_heads, err) ||
-        get_int(g, arch, "context_length", 2048, 1, 1 << 24, &c->max_seq, err))
-        return -1;
+/* The Llama-style keys (llama, qwen2): grouped heads, RoPE, RMSNorm. */
+static int rope_config(const an_gguf *g, const char *arch, an_model_config *c, an_error *err) {
+    if (get_int(g, arch, "attention.head_count_kv", c->n_heads, 1, c->n_heads, &c->n_kv_heads, err)) return -1;
     if (c->n_heads % c->n_kv_heads != 0)
         return an_fail(err, "%s: %s.attention.head_count_kv (%d) does not divide head_count (%d)", g->path, arch,
                        c->n_kv_heads, c->n_heads);
@@ -80,6 +62,8 @@ int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err) {
         return an_fail(err, "%s: %s.expert_count is %d: mixture-of-experts models are not supported", g->path, arch,
                        experts);
     char key[128];
+    const char *s;
+    uint64_t len;
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if (an_gguf_find_key(g, key)) { /* linear / yarn scaling would silently change every position */
         if (an_gguf_get_str(g, key, &s, &len, err)) return -1;
@@ -92,7 +76,65 @@ int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err) {
         return -1;
     c->rope_theta = (float)theta;
     c->norm_eps = (float)eps;
-    c->rope_interleaved = 0; /* the q/k rows are un-permuted while loading (gguf_model.h) */
+    /* llama's q/k rows are un-permuted while loading; qwen2's were never permuted (gguf_model.h) */
+    c->rope_interleaved = 0;
+    return 0;
+}
+
+/* The GGUF architectures that load, and what each is in Hugging Face's terms. The tensor names are
+ * llama.cpp's standard ones for all three (gguf-py's TENSOR_NAMES); which of them a file has follows
+ * from the model's parameters (a Qwen2 has q/k/v biases, a GPT-2 a fused attn_qkv and every bias). */
+static const struct gguf_arch {
+    const char *name; /* general.architecture */
+    an_arch arch;
+    const char *architecture, *model_type;
+    int qkv_bias;
+} ARCHS[] = {
+    {"llama", AN_ARCH_LLAMA, "LlamaForCausalLM", "llama", 0}, /* attention_bias Llamas are not converted to GGUF */
+    {"qwen2", AN_ARCH_LLAMA, "Qwen2ForCausalLM", "qwen2", 1}, /* q/k/v biases, none elsewhere */
+    {"gpt2", AN_ARCH_GPT2, "GPT2LMHeadModel", "gpt2", 1},     /* every linear has a bias */
+};
+
+/* GPT-2's keys: no RoPE, no grouped heads, LayerNorm's epsilon. */
+static int gpt2_config(const an_gguf *g, an_model_config *c, an_error *err) {
+    double eps;
+    if (get_float(g, "gpt2", "attention.layer_norm_epsilon", 1e-5, &eps, err)) return -1;
+    c->norm_eps = (float)eps;
+    c->n_kv_heads = c->n_heads;
+    c->head_dim = c->dim / c->n_heads; /* an_config_validate rejects heads that do not divide dim */
+    c->tie_embeddings = 1; /* output.weight, the converter's copy of token_embd, is checked while reading */
+    c->o_bias = c->mlp_bias = c->proj_bias = 1;
+    return 0;
+}
+
+int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err) {
+    memset(c, 0, sizeof *c);
+    const char *s;
+    uint64_t len;
+    if (an_gguf_get_str(g, "general.architecture", &s, &len, err)) return -1;
+    char arch[64];
+    snprintf(arch, sizeof arch, "%.*s", (int)(len < 63 ? len : 63), s);
+    const struct gguf_arch *a = NULL;
+    for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0]; i++)
+        if (strlen(ARCHS[i].name) == len && memcmp(s, ARCHS[i].name, len) == 0) a = &ARCHS[i];
+    if (!a)
+        return an_fail(err, "%s: GGUF architecture \"%s\" is not supported (\"llama\", \"qwen2\" and \"gpt2\" load)",
+                       g->path, arch);
+    c->arch = a->arch;
+    snprintf(c->architecture, sizeof c->architecture, "%s", a->architecture);
+    snprintf(c->model_type, sizeof c->model_type, "%s", a->model_type);
+    /* the same bounds as an_config_validate's, which runs after this; these only keep the ints exact */
+    if (get_int(g, arch, "block_count", -1, 1, 4096, &c->n_layers, err) ||
+        get_int(g, arch, "embedding_length", -1, 1, 1 << 20, &c->dim, err) ||
+        get_int(g, arch, "feed_forward_length", -1, 1, 1 << 22, &c->ffn_dim, err) ||
+        get_int(g, arch, "attention.head_count", -1, 1, 65536, &c->n_heads, err) ||
+        get_int(g, arch, "context_length", 2048, 1, 1 << 24, &c->max_seq, err))
+        return -1;
+    if (c->arch == AN_ARCH_GPT2) {
+        if (gpt2_config(g, c, err)) return -1;
+    } else if (rope_config(g, arch, c, err))
+        return -1;
+    c->qkv_bias = a->qkv_bias;
 
     /* The vocabulary is token_embd's row count: the token list may be shorter (padded embeddings), never
      * longer, since a token without a row could not be run. */
@@ -106,39 +148,66 @@ int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err) {
     if (toks && toks->value.type == AN_GGUF_ARRAY && toks->value.v.arr.n > (uint64_t)c->vocab_size)
         return an_fail(err, "%s: the token list has %llu tokens but token_embd.weight only %d rows", g->path,
                        (unsigned long long)toks->value.v.arr.n, c->vocab_size);
-    c->tie_embeddings = an_gguf_find_tensor(g, "output.weight") == NULL;
+    if (c->arch != AN_ARCH_GPT2) c->tie_embeddings = an_gguf_find_tensor(g, "output.weight") == NULL;
     c->bos_id = token_id(g, "tokenizer.ggml.bos_token_id", c->vocab_size);
     c->eos_id = token_id(g, "tokenizer.ggml.eos_token_id", c->vocab_size);
     c->pad_id = token_id(g, "tokenizer.ggml.padding_token_id", c->vocab_size);
     return 0;
 }
 
-/* llama.cpp's name for parameter p of m; rope: 1 for attn_q / attn_k (rows to un-permute). */
+/* llama.cpp's name for parameter p of m; rope: 1 for a llama file's attn_q / attn_k (rows to un-permute:
+ * only the converter's LlamaModel permutes them; qwen2 runs ggml's NEOX rope on Hugging Face's rows). */
 static int gguf_name(const an_model *m, const an_param *p, char *out, size_t n, int *rope) {
     *rope = 0;
-    const char *global = p == m->tok_emb ? "token_embd.weight"
-                         : p == m->final_norm_w ? "output_norm.weight"
-                         : p == m->lm_head ? "output.weight"
-                         : NULL;
-    if (global) {
-        snprintf(out, n, "%s", global);
-        return 0;
-    }
+    const struct { const an_param *p; const char *name; } global[] = {
+        {m->tok_emb, "token_embd.weight"},       {m->pos_emb, "position_embd.weight"},
+        {m->final_norm_w, "output_norm.weight"}, {m->final_norm_b, "output_norm.bias"},
+        {m->lm_head, "output.weight"},
+    };
+    for (size_t k = 0; k < sizeof global / sizeof global[0]; k++)
+        if (global[k].p == p) {
+            snprintf(out, n, "%s", global[k].name);
+            return 0;
+        }
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const an_layer *L = &m->layers[l];
         const struct { const an_param *p; const char *name; } map[] = {
-            {L->attn_norm_w, "attn_norm"}, {L->wq, "attn_q"},       {L->wk, "attn_k"},     {L->wv, "attn_v"},
-            {L->wo, "attn_output"},       {L->ffn_norm_w, "ffn_norm"}, {L->w_gate, "ffn_gate"}, {L->w_up, "ffn_up"},
-            {L->w_down, "ffn_down"},
+            {L->attn_norm_w, "attn_norm.weight"}, {L->attn_norm_b, "attn_norm.bias"},
+            {L->wqkv, "attn_qkv.weight"},         {L->bqkv, "attn_qkv.bias"},
+            {L->wq, "attn_q.weight"},             {L->bq, "attn_q.bias"},
+            {L->wk, "attn_k.weight"},             {L->bk, "attn_k.bias"},
+            {L->wv, "attn_v.weight"},             {L->bv, "attn_v.bias"},
+            {L->wo, "attn_output.weight"},        {L->bo, "attn_output.bias"},
+            {L->ffn_norm_w, "ffn_norm.weight"},   {L->ffn_norm_b, "ffn_norm.bias"},
+            {L->w_gate, "ffn_gate.weight"},       {L->b_gate, "ffn_gate.bias"},
+            {L->w_up, "ffn_up.weight"},           {L->b_up, "ffn_up.bias"},
+            {L->w_down, "ffn_down.weight"},       {L->b_down, "ffn_down.bias"},
         };
         for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
-            if (map[k].p == p) {
-                *rope = p == L->wq || p == L->wk;
-                snprintf(out, n, "blk.%d.%s.weight", l, map[k].name);
+            if (map[k].p && map[k].p == p) {
+                *rope = (p == L->wq || p == L->wk) && strcmp(m->cfg.model_type, "llama") == 0;
+                snprintf(out, n, "blk.%d.%s", l, map[k].name);
                 return 0;
             }
     }
-    return -1; /* a parameter llama GGUF files do not have (a bias) */
+    return -1; /* a parameter GGUF files do not have */
+}
+
+/* A GPT-2 file's output.weight: convert_hf_to_gguf.py writes a copy of token_embd there (ggml's gpt2
+ * graph reads output), and autoneg's GPT-2 has a tied head, so it must be that copy. buf, tmp: room for
+ * token_embd. */
+static int check_gpt2_output(const an_gguf *g, const an_gguf_tensor *out, float *buf, float *tmp, an_error *err) {
+    const an_gguf_tensor *emb = an_gguf_find_tensor(g, "token_embd.weight");
+    if (out->n_dims != 2 || out->ne[0] != emb->ne[0] || out->ne[1] != emb->ne[1])
+        return an_fail(err, "%s: tensor \"output.weight\" has %d dims, ne [%lld, %lld], expected ne [%lld, %lld] (token_embd's)",
+                       g->path, out->n_dims, (long long)out->ne[0], (long long)out->ne[1], (long long)emb->ne[0],
+                       (long long)emb->ne[1]);
+    if (an_gguf_tensor_to_f32(g, emb, buf, err) || an_gguf_tensor_to_f32(g, out, tmp, err)) return -1;
+    size_t n = (size_t)emb->ne[0] * (size_t)emb->ne[1];
+    if (memcmp(buf, tmp, n * sizeof(float)) != 0)
+        return an_fail(err, "%s: tensor \"output.weight\" differs from token_embd.weight: a GPT-2 with an untied "
+                            "output head is not supported", g->path);
+    return 0;
 }
 
 int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err) {
@@ -157,7 +226,8 @@ int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err) {
         char name[96];
         int rope;
         if (gguf_name(m, p, name, sizeof name, &rope)) {
-            an_fail(err, "%s: the model needs %s, which has no GGUF name in a llama file", g->path, p->name);
+            an_fail(err, "%s: the model needs %s, which has no GGUF name in a %s file", g->path, p->name,
+                    m->cfg.model_type);
             goto done;
         }
         const an_gguf_tensor *t = an_gguf_find_tensor(g, name);
@@ -190,10 +260,15 @@ int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err) {
         if (rope) an_llama2c_permute_qk(buf, tmp, (int)(rows / m->cfg.head_dim), m->cfg.head_dim, (int)cols);
         m->ops->upload(m->ops, p->data, buf, p->numel * sizeof(float));
     }
+    const an_gguf_tensor *out = an_gguf_find_tensor(g, "output.weight");
+    if (m->cfg.arch == AN_ARCH_GPT2 && out) {
+        if (check_gpt2_output(g, out, buf, tmp, err)) goto done;
+        used[out - g->tensors] = 1;
+    }
     for (int64_t i = 0; i < g->n_tensors; i++)
         if (!used[i]) {
-            an_fail(err, "%s: unexpected tensor \"%s\" (not part of a llama model with this config)", g->path,
-                    g->tensors[i].name);
+            an_fail(err, "%s: unexpected tensor \"%s\" (not part of a %s model with this config)", g->path,
+                    g->tensors[i].name, m->cfg.model_type);
             goto done;
         }
     rc = 0;

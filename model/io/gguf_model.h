@@ -1,8 +1,9 @@
 #ifndef AN_GGUF_MODEL_H
 #define AN_GGUF_MODEL_H
 /* A GGUF file (model/io/gguf.h) as an an_model: the config from the "<arch>.*" keys and the weights
- * from llama.cpp's tensor names. Only general.architecture "llama" (Llama, SmolLM2, TinyLlama,
- * Mistral-style files) for now; qwen2 and gpt2 are later work.
+ * from llama.cpp's tensor names. general.architecture "llama" (Llama, SmolLM2, TinyLlama, Mistral-style
+ * files), "qwen2" (q/k/v biases, rows not permuted) and "gpt2" (position_embd, fused attn_qkv, every bias,
+ * output.weight the converter's copy of token_embd); docs/formats.md has the keys and tensors.
  *
  * Weights are dequantized to float32 when they are read: autoneg has no kernels for ggml's quantized
  * types yet, so a Q4_1 file takes as much memory as its float32 model (keeping the blocks quantized in
@@ -16,7 +17,7 @@
 #include "model/model.h"
 
 /* Fills c from g's metadata (and token_embd's shape for the vocabulary). Errors name the file: an
- * architecture other than llama, a missing or absurd key, partial RoPE, RoPE scaling, experts. */
+ * architecture other than llama / qwen2 / gpt2, a missing or absurd key, partial RoPE, RoPE scaling, experts. */
 int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err);
 
 /* Reads every parameter of m (built from an_gguf_model_config's config, parameters allocated) from g.
