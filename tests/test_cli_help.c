@@ -113,6 +113,7 @@ static void test_version(void) {
     /* the version command says the same */
     char *out2;
     CHECK(run("version", &out2, &err) == 0);
+    free(err);
     CHECK(run("--version", &out, &err) == 0);
     CHECK(strcmp(out, out2) == 0);
     free(out);
