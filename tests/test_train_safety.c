@@ -260,6 +260,16 @@ static void resume_sanely(an_recipe *r, const char *dir, const char *msg, const 
     an_metrics_series_free(&s);
 }
 
+/* The learning rate from the first step on (constant, no warm-up) and a checkpoint after every step,
+ * one kept: the setting in which a blown-up update must be caught before it is checkpointed. */
+static void full_rate_every_step(an_recipe *r) {
+    test_recipe_set(r, "schedule.type=constant");
+    test_recipe_set(r, "schedule.warmup_steps=0");
+    test_recipe_set(r, "schedule.warmup_ratio=0");
+    test_recipe_set(r, "checkpoint.every=1");
+    test_recipe_set(r, "checkpoint.keep=1");
+}
+
 /* optim.lr=1e30 with a checkpoint every step and checkpoint.keep=1: step 1's update makes the weights
  * huge but finite, so the loss only overflows at step 2. The run must stop naming a checkpoint from
  * before step 1's update (step 0), keep it, and say what rate to try. */
@@ -274,11 +284,7 @@ static void test_exploding_full_run(void) {
     test_tiny_recipe(&r, dir, data_path);
     r.optim.lr = 1e30; /* past the recipe's bound (optim.lr <= 1): the trainer's guard is what is tested */
     test_recipe_set(&r, "optim.clip=0");
-    test_recipe_set(&r, "checkpoint.every=1");
-    test_recipe_set(&r, "checkpoint.keep=1");
-    test_recipe_set(&r, "schedule.type=constant");
-    test_recipe_set(&r, "schedule.warmup_steps=0");
-    test_recipe_set(&r, "schedule.warmup_ratio=0");
+    full_rate_every_step(&r);
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "optim.lr");
     CHECK_CONTAINS(err.msg, "1e+29"); /* the advice: a tenth of the rate */
@@ -315,11 +321,7 @@ static void test_dead_lora_run(void) {
     test_recipe_set(&r, "eval.samples=24");
     test_recipe_set(&r, "train.steps=30");
     r.optim.lr = 1e6; /* past the recipe's bound (optim.lr <= 1): the trainer's guard is what is tested */
-    test_recipe_set(&r, "schedule.type=constant");
-    test_recipe_set(&r, "schedule.warmup_steps=0");
-    test_recipe_set(&r, "schedule.warmup_ratio=0");
-    test_recipe_set(&r, "checkpoint.every=1");
-    test_recipe_set(&r, "checkpoint.keep=1");
+    full_rate_every_step(&r);
     test_recipe_set(&r, "eval.every=0");
     CHECK(an_train_run(&r, &o, &res, &err) == -1);
     CHECK_CONTAINS(err.msg, "optim.lr");
