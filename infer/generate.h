@@ -20,6 +20,8 @@ typedef enum an_stop_reason {
     AN_STOP_MAX_TOKENS, /* --max-tokens reached */
     AN_STOP_CONTEXT,    /* the context is full */
     AN_STOP_CALLER,     /* the token callback asked to stop (a multi-token stop word) */
+    AN_STOP_CANCELLED,  /* the engine's caller cancelled the request (infer/engine.h) */
+    AN_STOP_ERROR,      /* the model failed while the request ran (infer/engine.h) */
 } an_stop_reason;
 
 typedef struct an_gen_opts {
