@@ -242,6 +242,11 @@ static void stop_diverged(run *u, an_guard_verdict v, double loss, double norm, 
                  "step %ld: the update grew the norm of the trained weights from %g to %g (more than %gx in one step): "
                  "the run is diverging",
                  u->step, wnorm_before, u->guard.wnorm, AN_GUARD_JUMP);
+    else if (v == AN_GUARD_SPIKED)
+        snprintf(why, sizeof why,
+                 "step %ld: the loss (%g) has stayed above %gx its earlier level (%g) for %d steps in a row (since step "
+                 "%ld): the run has diverged",
+                 u->step, loss, AN_GUARD_SPIKE, u->guard.level, AN_GUARD_SPIKE_STEPS, u->guard.spike_from);
     else
         snprintf(why, sizeof why,
                  "step %ld: the gradient norm has been exactly 0 for %d steps in a row (since step %ld), the loss stuck "
