@@ -63,6 +63,12 @@ put("prompt/novelai", b"\x01{best}, [[bad]], (plain), {{{very}}}")
 put("template/custom.json", json.dumps({"base": "default", "INSTRUCTION": "Prompt: {input}\nNegative:",
                                         "SUFFIX": "\n"}).encode())
 put("template/chat.json", json.dumps({"base": "internlm2_chat", "SEP": ""}).encode())
+# chat templates (Jinja) as a GGUF carries them: byte 1, then the source
+put("template/jinja_chatml", b"\x01{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    b"message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
+put("template/jinja_llama3", b"\x01{% set content = '<|start_header_id|>' + message['role'] + "
+    b"'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}")
+put("template/jinja_llama2", b"\x01{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% if system %}<<SYS>>{% endif %}")
 PY
 # a PEFT adapter for the llama fixture: adapter_config.json, byte 0, adapter_model.safetensors
 { cat tests/ref/lora/llama/adapter_config.json; printf '\000'; cat tests/ref/lora/llama/adapter_model.safetensors; } \
