@@ -31,4 +31,10 @@ int an_gguf_write_type(const char *name);
  * that does not exist, a tokenizer file that cannot be read). */
 int an_gguf_write_model(const an_model *m, const char *path, const an_gguf_write_opts *o, an_error *err);
 
+/* Refuses, naming the family, a model this writer cannot express as a llama GGUF. */
+int an_gguf_check_llama_family(const an_model *m, const char *path, an_error *err);
+/* Hugging Face rotate-half rows -> ggml's adjacent pairs: row (h, j * half + i) goes to row (h, 2i + j)
+ * (convert_hf_to_gguf.py's LlamaModel.permute; the inverse of an_llama2c_permute_qk). */
+void an_gguf_permute_rope_rows(float *dst, const float *src, int n_heads, int head_dim, int64_t cols);
+
 #endif
