@@ -201,8 +201,11 @@ static int load(an_tokenizer *t, const an_gguf *g, const char *path, an_error *e
     opt_id(g, "tokenizer.ggml.unknown_token_id", &t->unk, nv);
     /* HF: a sentencepiece file that does not say adds BOS (as llama.cpp does); a byte-level one does not */
     t->add_bos = spm;
-    if (an_gguf_find_key(g, "tokenizer.ggml.add_bos_token") && an_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos, err))
-        return -1;
+    if (an_gguf_find_key(g, "tokenizer.ggml.add_bos_token")) {
+        if (an_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos, err)) return -1;
+        /* the file's own word on BOS, which its chat template and llama.cpp follow (SmolLM2: ChatML, no BOS) */
+        t->no_template_bos = !t->add_bos;
+    }
 
     /* CONTROL tokens split the text as special tokens (HF skips, in a byte-level vocabulary, one
      * spelled outside the byte alphabet: a llama.cpp mislabel); USER_DEFINED ones are added tokens,

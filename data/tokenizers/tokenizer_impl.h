@@ -104,6 +104,7 @@ struct an_tokenizer {
     int32_t byte_id[256]; /* byte-level: token of each byte; SPM: its <0xXX> byte-fallback piece */
     int32_t bos, eos, unk;
     int add_bos;
+    int no_template_bos; /* a GGUF that says tokenizer.ggml.add_bos_token false: templates add no BOS either */
     /* byte-level */
     int add_prefix_space;
     int split_digits; /* every \p{N} character is a piece of its own before GPT-2 splitting (SmolLM) */
