@@ -17,7 +17,7 @@ BLAS    ?= 1
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -fno-math-errno -I. -MMD -MP
-LDLIBS  += -lcjson -lz -lm -fopenmp
+LDLIBS  += -lcjson -lz -lm -fopenmp -lmicrohttpd -lpthread
 
 OPENBLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 ifeq ($(BLAS),1)
@@ -25,7 +25,7 @@ ifeq ($(BLAS),1)
   LDLIBS += -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
 endif
 
-LIB_DIRS := core kernels model data train infer
+LIB_DIRS := core kernels model data train infer serve
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c $(d)/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  := $(wildcard cli/*.c)

@@ -11,6 +11,7 @@
 const cli_entry cli_entries[] = {
     {"train", NULL, &cli_help_train},
     {"generate", NULL, &cli_help_generate},
+    {"serve", NULL, &cli_help_serve},
     {"eval", NULL, &cli_help_eval},
     {"perplexity", NULL, &cli_help_perplexity},
     {"merge", NULL, &cli_help_merge},
