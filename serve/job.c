@@ -245,20 +245,23 @@ static void final_span(const an_serve_job *j, const an_job_choice *c, size_t *st
 /* How much of the text may be sent now: not a tail that may still become a stop string, and for a
  * negative, not trailing whitespace (the final text is trimmed). */
 static size_t safe_len(const an_serve_job *j, const an_job_choice *c) {
-    if (c->cut != (size_t)-1) return c->cut;
-    size_t n = c->text.n, hold = 0;
-    const an_template *t = &j->sv->session->tpl;
-    int total = (int)t->n_stop_words + j->n_stops;
-    for (int w = 0; w < total; w++) {
-        const char *s = w < (int)t->n_stop_words ? t->stop_words[w] : j->stops[w - (int)t->n_stop_words];
-        size_t L = strlen(s);
-        for (size_t k = L > 1 ? L - 1 : 0; k > hold; k--)
-            if (k <= n && memcmp(c->text.s + n - k, s, k) == 0) {
-                hold = k;
-                break;
-            }
+    size_t n = c->cut;
+    if (n == (size_t)-1) {
+        size_t hold = 0;
+        const an_template *t = &j->sv->session->tpl;
+        int total = (int)t->n_stop_words + j->n_stops;
+        n = c->text.n;
+        for (int w = 0; w < total; w++) {
+            const char *s = w < (int)t->n_stop_words ? t->stop_words[w] : j->stops[w - (int)t->n_stop_words];
+            size_t L = strlen(s);
+            for (size_t k = L > 1 ? L - 1 : 0; k > hold; k--)
+                if (k <= n && memcmp(c->text.s + n - k, s, k) == 0) {
+                    hold = k;
+                    break;
+                }
+        }
+        n -= hold;
     }
-    n -= hold;
     if (j->kind == AN_JOB_NEGATIVES)
         while (n > 0 && is_space(c->text.s[n - 1])) n--;
     return n;

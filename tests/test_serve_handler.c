@@ -321,6 +321,54 @@ static void test_api_key(void) {
     an_server_free(sv);
 }
 
+/* The streamed text of /v1/negatives (one prompt), put together; "" when malformed. */
+static char *negative_stream_text(const char *body) {
+    char *copy = strdup(body), *out = calloc(1, strlen(body) + 1);
+    for (char *ev = copy; *ev;) {
+        char *end = strstr(ev, "\n\n");
+        if (!end || strncmp(ev, "data: ", 6)) break;
+        *end = 0;
+        cJSON *e = cJSON_Parse(ev + 6);
+        if (jstr(e, "text")) strcat(out, jstr(e, "text"));
+        cJSON_Delete(e);
+        ev = end + 2;
+    }
+    free(copy);
+    return out;
+}
+
+/* A stop string right after a space: the negative is cut before it and trimmed, streamed or not (the
+ * stream must not have sent the space). ref: the negative of the first prompt without a stop. */
+static void negatives_with_stop(an_server *sv, const char *ref) {
+    const char *sp = strchr(ref + 1, ' ');
+    while (sp && !(sp[1] > ' ' && sp[2] > ' ')) sp = strchr(sp + 1, ' ');
+    CHECK_MSG(sp != NULL, "no word after a space in \"%s\"", ref);
+    if (!sp) return;
+    char stop[3] = {sp[1], sp[2], 0};
+    size_t cut = (size_t)(strstr(ref, stop) - ref);
+    while (cut > 0 && (ref[cut - 1] == ' ' || ref[cut - 1] == '\n')) cut--;
+    char expect[1024];
+    snprintf(expect, sizeof expect, "%.*s", (int)cut, ref);
+    cJSON *js = cJSON_CreateString(stop);
+    char *stop_json = cJSON_PrintUnformatted(js);
+    char body[512];
+    for (int stream = 0; stream <= 1; stream++) {
+        snprintf(body, sizeof body, "{\"prompts\": [\"a cat in a garden\"], \"seed\": 7, \"max_tokens\": 24, \"stop\": %s, \"stream\": %s}",
+                 stop_json, stream ? "true" : "false");
+        reply r = call(sv, "POST", "/v1/negatives", body, NULL);
+        if (stream) {
+            char *got = negative_stream_text(r.body);
+            CHECK_STR(got, expect);
+            free(got);
+        } else {
+            CHECK_STR(jstr(r.json, "negatives.0"), expect);
+        }
+        reply_free(&r);
+    }
+    free(stop_json);
+    cJSON_Delete(js);
+}
+
 /* Three prompts, seed 7, generate's sampling: the negatives are an_session_generate's, in order. */
 static void test_negatives_equal_generate(void) {
     if (!loaded) return;
@@ -372,6 +420,7 @@ static void test_negatives_equal_generate(void) {
             for (int p = 0; p < 3; p++) CHECK_STR(got[p], ref[p]);
             reply_free(&r);
         }
+        if (n == 1) negatives_with_stop(sv, ref[0]);
         texts_free(ref, 3 * n);
     }
     an_server_free(sv);
