@@ -109,6 +109,9 @@ static an_mhd_result on_request(void *cls, struct MHD_Connection *c, const char 
     if (*upload_size) {
         if (cr->seen + *upload_size <= h->o.max_body) an_sbuf_add(&cr->body, upload, *upload_size);
         cr->seen += *upload_size;
+        /* a chunked body (no Content-Length) past the limit is read on, dropped, for a 413 at its end;
+         * one that goes on far past it would hold the thread for ever: the connection is closed */
+        if (cr->seen > 4 * h->o.max_body) return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }

@@ -194,6 +194,23 @@ static void test_api(void) {
     buf[k > 0 ? k : 0] = 0;
     CHECK_MSG(strstr(buf, " 413 ") && strstr(buf, "--max-body"), "%s", buf);
     close(fd);
+
+    /* a chunked body (no length announced) past the limit: read, dropped, then 413 */
+    fd = connect_server();
+    const char *chunked = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " KEY "\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n";
+    send_all(fd, chunked, strlen(chunked));
+    size_t n = 70000;
+    char *chunk = malloc(n + 64);
+    int h = snprintf(chunk, 64, "%zx\r\n", n);
+    memset(chunk + h, ' ', n);
+    memcpy(chunk + h + n, "\r\n0\r\n\r\n", 7);
+    send_all(fd, chunk, (size_t)h + n + 7);
+    free(chunk);
+    k = recv(fd, buf, sizeof buf - 1, 0);
+    buf[k > 0 ? k : 0] = 0;
+    CHECK_MSG(strstr(buf, " 413 ") != NULL, "%s", buf);
+    close(fd);
 }
 
 static void test_generation(void) {
