@@ -4,7 +4,7 @@
  * whose text is the same), models, 401 without the key, 404, 413 for a body announced too large,
  * malformed JSON, a slow client that never finishes its request (others are served meanwhile, and it
  * is closed after --timeout), a client that goes away (its generation is cancelled: /metrics counts
- * it), and SIGTERM during a generation: the server stops accepting and exits 0 in bounded time. */
+ * it), 150 clients at once (all queued, all answered), and SIGTERM during a generation: the server stops accepting and exits 0 in bounded time. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -310,6 +310,32 @@ static void test_disconnect_cancels(void) {
     free(before);
 }
 
+/* 150 clients at once, each a generation (the server decodes one at a time: --parallel 1): every one
+ * is queued and answered 200, none refused. */
+static void test_many_clients(void) {
+    enum { N = 150 };
+    int fds[N], ok = 0;
+    const char *body = "{\"prompts\": [\"a cat\"], \"max_tokens\": 4}";
+    char req[512];
+    snprintf(req, sizeof req,
+             "POST /v1/negatives HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " KEY
+             "\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_server();
+        if (fds[i] >= 0) send_all(fds[i], req, strlen(req));
+    }
+    for (int i = 0; i < N; i++) {
+        char buf[4096];
+        size_t n = 0;
+        ssize_t k;
+        while (fds[i] >= 0 && n < sizeof buf - 1 && (k = recv(fds[i], buf + n, sizeof buf - 1 - n, 0)) > 0) n += (size_t)k;
+        buf[n] = 0;
+        ok += n >= 12 && !memcmp(buf, "HTTP/1.1 200", 12) && strstr(buf, "\"negatives\"") != NULL;
+        if (fds[i] >= 0) close(fds[i]);
+    }
+    CHECK_MSG(ok == N, "%d of %d concurrent requests answered 200", ok, N);
+}
+
 /* SIGTERM during a long generation: the stream ends, the server exits 0 within --drain + a margin,
  * and nothing listens afterwards. */
 static void test_sigterm(void) {
@@ -358,6 +384,7 @@ int main(void) {
     RUN(test_generation);
     RUN(test_slow_client);
     RUN(test_disconnect_cancels);
+    RUN(test_many_clients);
     RUN(test_sigterm);
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);
