@@ -344,8 +344,8 @@ int an_cmd_serve(int argc, char **argv) {
     rc = 0;
 out:
     an_http_stop(http);
+    if (e) an_engine_free(e); /* ends any request left (their callbacks use the server): before it */
     an_server_free(sv);
-    if (e) an_engine_free(e);
     if (opened) an_session_close(&s);
     return rc;
 }

@@ -80,6 +80,11 @@ an_serve_job *an_job_new(an_server *sv, an_job_kind kind, int n_choices) {
 }
 
 static void job_destroy(an_serve_job *j) {
+    if (j->registered) {
+        pthread_mutex_lock(&j->sv->mu);
+        j->sv->jobs--;
+        pthread_mutex_unlock(&j->sv->mu);
+    }
     for (int i = 0; i < j->n_choices; i++) {
         an_sbuf_free(&j->ch[i].text);
         free(j->ch[i].ids);
@@ -109,6 +114,7 @@ void an_job_register(an_serve_job *j) {
     }
     if (sv->n_live < sv->cap_live) sv->live[sv->n_live++] = j;
     sv->jobs++;
+    j->registered = 1;
     pthread_mutex_unlock(&sv->mu);
 }
 
@@ -118,7 +124,6 @@ static void unregister(an_serve_job *j) {
     for (int i = 0; i < sv->n_live; i++)
         if (sv->live[i] == j) {
             sv->live[i] = sv->live[--sv->n_live];
-            sv->jobs--;
             break;
         }
     pthread_mutex_unlock(&sv->mu);

@@ -50,8 +50,10 @@ void an_server_attach(an_server *sv, an_session *s, an_engine *e);
 void an_server_drain(an_server *sv);
 /* Cancels every job in flight (their engine requests end at the next step). */
 void an_server_cancel_all(an_server *sv);
-/* Jobs in flight (submitted and not yet freed). */
+/* Jobs in flight: held by a caller, or freed by it while the engine has not yet ended their requests. */
 int an_server_jobs(an_server *sv);
+/* Only once an_server_jobs is 0, or after the engine was freed (which ends every request): the jobs'
+ * callbacks use the server. */
 void an_server_free(an_server *sv);
 
 /* ---- one request ---- */

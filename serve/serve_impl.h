@@ -56,8 +56,8 @@ struct an_server {
     an_engine *engine;
     pthread_mutex_t mu;    /* guards the fields below */
     int draining;
-    int jobs;              /* in flight */
-    struct an_serve_job **live; /* every job in flight, for an_server_cancel_all */
+    int jobs;              /* job objects alive: an owner holds them or an engine request still runs */
+    struct an_serve_job **live; /* the jobs their owners still hold, for an_server_cancel_all */
     int n_live, cap_live;
     uint64_t next_id, seed_state;
     an_serve_metrics metrics;
@@ -101,6 +101,7 @@ struct an_serve_job {
     an_sbuf out;        /* the body written so far */
     size_t out_read;
     int ended, status, cancelled;
+    int registered;     /* counted in the server's jobs until destroyed */
 };
 
 /* A job for n_choices engine requests (not yet submitted). */
