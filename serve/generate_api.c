@@ -161,7 +161,15 @@ static int read_gen(an_server *sv, const cJSON *o, an_job_kind kind, gen_req *g,
         }
     }
     if ((r = get_num(o, "temperature", 0, 2, 0, &v, resp)) < 0) return -1;
-    if (r) g->sp.temperature = (float)v;
+    if (r) {
+        /* below this, logits divided by it leave the float range and no token can be drawn */
+        if (v > 0 && v < 1e-3) {
+            an_serve_error(resp, 400, "invalid_request_error", "temperature", "invalid_value",
+                           "temperature %g is too small to sample with: use 0 for greedy decoding", v);
+            return -1;
+        }
+        g->sp.temperature = (float)v;
+    }
     if ((r = get_num(o, "top_p", 0, 1, 0, &v, resp)) < 0) return -1;
     if (r) {
         if (v <= 0) {

@@ -242,6 +242,7 @@ static void test_bad_requests(void) {
         {"/v1/completions", "{\"prompt\": \"a\", \"temperature\": \"hot\"}", "temperature", "number", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"temperature\": -1}", "temperature", "[0, 2]", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"top_p\": 0}", "top_p", "(0, 1]", 400},
+        {"/v1/completions", "{\"prompt\": \"a\", \"temperature\": 1e-45}", "temperature", "use 0 for greedy", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"max_tokens\": 0}", "max_tokens", "from 1 to 64", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"max_tokens\": 1e9}", "max_tokens", "--max-tokens", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"max_tokens\": 2.5}", "max_tokens", "integer", 400},
