@@ -9,7 +9,7 @@
  * the same work), either all on the first adapter or request i on adapter i mod K. The two kinds of
  * run alternate X times each (which goes first alternates too), so load from other jobs falls on both
  * alike; it prints the median, fastest and slowest generated tokens/s of each and the ratio of the
- * medians. A run is timed from the first submit until the engine is idle: prefill and decode. */
+ * medians, and the same per CPU second of the process (steadier on a shared machine, with one thread). A run is timed from the first submit until the engine is idle: prefill and decode. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +30,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double cpu_s(void) { /* CPU time of the whole process: steadier than wall time on a shared machine */
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int cmp_double(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return (a > b) - (a < b);
@@ -45,11 +51,13 @@ static int count_token(void *ctx, int32_t id, float lp) {
     return 0;
 }
 
-/* One run: R requests (spread: over K adapters, else all on a0) until idle; tokens/s, or -1. */
-static double run(an_engine *e, const int32_t *prompts, int R, int P, int N, int K, int spread, an_error *err) {
+/* One run: R requests (spread: over K adapters, else all on a0) until idle; tokens/s (and per CPU
+ * second in *cpu_tps), or -1. */
+static double run(an_engine *e, const int32_t *prompts, int R, int P, int N, int K, int spread, double *cpu_tps,
+                  an_error *err) {
     tally t = {0};
     char name[16];
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (int i = 0; i < R; i++) {
         an_request q;
         memset(&q, 0, sizeof q);
@@ -69,6 +77,7 @@ static double run(an_engine *e, const int32_t *prompts, int R, int P, int N, int
     while ((left = an_engine_step(e, err)) > 0) {}
     if (left < 0) return -1;
     double dt = now_s() - t0;
+    if (cpu_tps) *cpu_tps = (double)t.tokens / (cpu_s() - c0);
     if (t.tokens != (long)R * N) {
         an_fail(err, "bench engine: %ld tokens generated, %ld expected", t.tokens, (long)R * N);
         return -1;
@@ -181,44 +190,51 @@ int an_bench_engine(int argc, char **argv) {
     }
     int32_t *prompts = malloc(sizeof(int32_t) * (size_t)R * P);
     double *tps[2] = {malloc(sizeof(double) * (size_t)repeat), malloc(sizeof(double) * (size_t)repeat)};
-    if (!prompts || !tps[0] || !tps[1]) rc = rc ? rc : cli_fail("bench engine: out of memory");
+    double *ctps[2] = {malloc(sizeof(double) * (size_t)repeat), malloc(sizeof(double) * (size_t)repeat)};
+    if (!prompts || !tps[0] || !tps[1] || !ctps[0] || !ctps[1]) rc = rc ? rc : cli_fail("bench engine: out of memory");
     for (size_t i = 0; rc == 0 && i < (size_t)R * P; i++) prompts[i] = (int32_t)an_rng_below(&g, (uint64_t)cfg.vocab_size);
     /* warm-up: page in the weights and adapters, wake the threads */
     for (int k = 0; k < 2 && rc == 0; k++)
-        if (run(e, prompts, R < S ? R : S, P, N < 4 ? N : 4, K, k, &err) < 0) rc = cli_error(&err);
+        if (run(e, prompts, R < S ? R : S, P, N < 4 ? N : 4, K, k, NULL, &err) < 0) rc = cli_error(&err);
     for (int i = 0; i < repeat && rc == 0; i++)
         for (int k = 0; k < 2 && rc == 0; k++) {
             int spread = i % 2 ? 1 - k : k; /* alternate which kind goes first */
-            double r = run(e, prompts, R, P, N, K, spread, &err);
+            double r = run(e, prompts, R, P, N, K, spread, &ctps[spread][i], &err);
             if (r < 0) rc = cli_error(&err);
             else tps[spread][i] = r;
         }
     if (rc == 0) {
-        double med[2];
+        double med[2], cmed[2];
         for (int k = 0; k < 2; k++) {
             qsort(tps[k], (size_t)repeat, sizeof(double), cmp_double);
+            qsort(ctps[k], (size_t)repeat, sizeof(double), cmp_double);
             med[k] = repeat % 2 ? tps[k][repeat / 2] : 0.5 * (tps[k][repeat / 2 - 1] + tps[k][repeat / 2]);
+            cmed[k] = repeat % 2 ? ctps[k][repeat / 2] : 0.5 * (ctps[k][repeat / 2 - 1] + ctps[k][repeat / 2]);
         }
         if (json)
             printf("{\"peer\": \"autoneg\", \"preset\": \"%s\", \"requests\": %d, \"slots\": %d, \"prompt\": %d, "
                    "\"tokens\": %d, \"adapters\": %d, \"rank\": %d, \"threads\": %d, \"runs\": %d, "
                    "\"one_adapter_tokens_per_s_median\": %.2f, \"one_adapter_min\": %.2f, \"one_adapter_max\": %.2f, "
                    "\"spread_tokens_per_s_median\": %.2f, \"spread_min\": %.2f, \"spread_max\": %.2f, "
-                   "\"spread_over_one\": %.4f}\n",
+                   "\"spread_over_one\": %.4f, \"one_adapter_tokens_per_cpu_s_median\": %.2f, "
+                   "\"spread_tokens_per_cpu_s_median\": %.2f, \"spread_over_one_cpu_time\": %.4f}\n",
                    preset, R, S, P, N, K, rank, omp_get_max_threads(), repeat, med[0], tps[0][0], tps[0][repeat - 1],
-                   med[1], tps[1][0], tps[1][repeat - 1], med[1] / med[0]);
+                   med[1], tps[1][0], tps[1][repeat - 1], med[1] / med[0], cmed[0], cmed[1], cmed[1] / cmed[0]);
         else
             printf("preset %s, %d requests of %d prompt + %d generated tokens, %d slots, rank %d, %d threads, %d runs "
                    "each (alternating)\n"
-                   "  1 adapter:  median %8.1f tokens/s (runs %.1f .. %.1f)\n"
-                   "  %d adapters: median %8.1f tokens/s (runs %.1f .. %.1f)\n"
-                   "  %d adapters / 1 adapter: %.3f (medians; slowest spread / fastest single %.3f)\n",
-                   preset, R, P, N, S, rank, omp_get_max_threads(), repeat, med[0], tps[0][0], tps[0][repeat - 1], K,
-                   med[1], tps[1][0], tps[1][repeat - 1], K, med[1] / med[0], tps[1][0] / tps[0][repeat - 1]);
+                   "  1 adapter:  median %8.1f tokens/s (runs %.1f .. %.1f), %.1f per CPU second\n"
+                   "  %d adapters: median %8.1f tokens/s (runs %.1f .. %.1f), %.1f per CPU second\n"
+                   "  %d adapters / 1 adapter: %.3f (medians; slowest spread / fastest single %.3f; by CPU time %.3f)\n",
+                   preset, R, P, N, S, rank, omp_get_max_threads(), repeat, med[0], tps[0][0], tps[0][repeat - 1],
+                   cmed[0], K, med[1], tps[1][0], tps[1][repeat - 1], cmed[1], K, med[1] / med[0],
+                   tps[1][0] / tps[0][repeat - 1], cmed[1] / cmed[0]);
     }
     free(prompts);
     free(tps[0]);
     free(tps[1]);
+    free(ctps[0]);
+    free(ctps[1]);
     an_engine_free(e);
     an_model_free(m);
     return rc;
