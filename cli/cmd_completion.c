@@ -29,6 +29,7 @@ const cli_entry cli_entries[] = {
     {"bench", "generate", &cli_help_bench_generate},
     {"bench", "memory", &cli_help_bench_memory},
     {"bench", "nf4", &cli_help_bench_nf4},
+    {"bench", "engine", &cli_help_bench_engine},
     {"gguf", "info", &cli_help_gguf_info},
     {"version", NULL, &cli_help_version},
     {"completion", "bash", NULL},

@@ -15,7 +15,7 @@
  *
  * Prefix cache: the KV cache of a registered prompt prefix (the template's lead-in and instruction
  * every request starts with) is computed once per adapter and copied into a slot instead of being
- * prefilled again. It changes no token.
+ * prefilled again; it agrees with a whole prefill to float rounding (see an_engine_add_prefix).
  *
  * Determinism: a request's tokens are exactly those an_generate gives its prompt alone, with the same
  * model, adapter, sampling options and seed (request sample s draws from an_generate's stream for

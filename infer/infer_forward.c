@@ -34,8 +34,17 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
     o->linear_forward(o, out, inp, &wt, opt(b), N, s->linear_work, s->linear_work_bytes);
     /* the adapters, unmerged: out += scaling * (inp A^T) B^T per row's adapter, B held transposed
      * (model/lora.h); one grouped op for every adapter of the batch */
-    int ns = lora_segments(s, w, N);
-    if (ns) o->lora_grouped_forward(o, out, s->lora_u, inp, (int)w->shape[1], (int)w->shape[0], s->segs, ns);
+    int ns = lora_segments(s, w, N), C = (int)w->shape[1], OC = (int)w->shape[0];
+    if (ns && o->lora_grouped_forward) {
+        o->lora_grouped_forward(o, out, s->lora_u, inp, C, OC, s->segs, ns);
+        return;
+    }
+    /* a backend without the grouped op: one lora_forward per segment (the same per-row results) */
+    for (int i = 0; i < ns; i++) {
+        const an_lora_seg *g = &s->segs[i];
+        o->lora_forward(o, out + (size_t)g->row0 * OC, s->lora_u, inp + (size_t)g->row0 * C, g->a, g->bt, g->n, C, OC,
+                        g->r, g->scaling, 0.0f, 0, 0);
+    }
 }
 
 static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {
