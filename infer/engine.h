@@ -20,7 +20,10 @@
  * Determinism: a request's tokens are exactly those an_generate gives its prompt alone, with the same
  * model, adapter, sampling options and seed (request sample s draws from an_generate's stream for
  * sequence s), whatever else runs in the batch and whenever it arrives: bit for bit, the logits too
- * (tests/test_engine.c checks it). With the prefix cache see an_engine_add_prefix.
+ * (tests/test_engine.c checks it), given the same OpenMP thread count in the stepping thread as in the
+ * reference run (a prompt over 16 tokens is prefilled by OpenBLAS's GEMM, whose rounding changes with
+ * the thread count; a new pthread starts with OpenMP's default count, not the main thread's
+ * omp_set_num_threads). With the prefix cache see an_engine_add_prefix.
  *
  * Threads: an_engine_submit, an_engine_cancel, the adapter calls and an_engine_stats may be called
  * from any thread; an_engine_step from one thread at a time (the engine thread). The callbacks run on
