@@ -48,8 +48,11 @@ typedef struct an_engine an_engine;
 typedef struct an_engine_config {
     int slots;          /* requests decoded at once (the batch), >= 1 */
     int context;        /* positions per sequence; 0 = the model's max_seq */
-    int prefill_tokens; /* rows one prefill may hold: each admitted prompt is prefilled in a forward of its
-                         * own (as an_generate runs a prompt alone), so 0 = context, which fits any prompt */
+    int prefill_tokens; /* prompt tokens one step may prefill: a step admits queued requests (in order)
+                         * while their prompts fit (at least one), so a burst of arrivals delays the
+                         * running requests' next token by a bounded amount; 0 = slots * context (no
+                         * bound). Each prompt is prefilled in a forward of its own, as an_generate
+                         * runs a prompt alone. */
     int max_queue;      /* requests waiting for a slot before submit refuses with AN_ENGINE_BUSY */
     int max_adapters;   /* adapters registered at once */
     int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */

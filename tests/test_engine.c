@@ -504,6 +504,9 @@ static void test_busy_and_invalid(void) {
     CHECK(an_engine_submit(en, &q, &id, &e) == AN_ENGINE_BUSY && id == 0 && strstr(e.msg, "queue is full"));
     CHECK(an_engine_step(en, &e) == 2); /* one admitted: room in the queue again */
     CHECK(an_engine_submit(en, &q, &id, &e) == AN_ENGINE_OK);
+    an_engine_stats st;
+    an_engine_stats_get(en, &st);
+    CHECK(st.queued == 2 && st.running == 1);
 
     static int32_t big[40];
     for (int i = 0; i < 40; i++) big[i] = 1;
@@ -638,6 +641,42 @@ static void test_stops(void) {
     fixture_close(&f, 1);
 }
 
+/* The step's prefill budget: prompts of 8 tokens with prefill_tokens 10 are admitted one per step (the
+ * running ones decode meanwhile), a prompt over the budget still runs alone in its step, and every
+ * request's tokens stay an_generate's. */
+static void test_prefill_budget(void) {
+    fixture f;
+    if (fixture_open(&f)) return fixture_close(&f, 0);
+    an_engine_config c = an_engine_config_default();
+    c.slots = 4;
+    c.max_rank = 8;
+    c.prefill_tokens = 10;
+    an_engine *en = engine_open(&f, c);
+    if (!en) return fixture_close(&f, 0);
+    enum { N = 4 };
+    spec sp[N];
+    make_mix(sp, N, 1);
+    for (int k = 0; k < N; k++) sp[k].n = k == 3 ? 14 : 8, sp[k].max_tokens = 12, sp[k].n_stop = 0, sp[k].min_tokens = 0;
+    rec rs[N];
+    memset(rs, 0, sizeof rs);
+    an_error e;
+    for (int k = 0; k < N; k++) {
+        an_request q = make_request(&sp[k], &rs[k]);
+        CHECK(an_engine_submit(en, &q, &rs[k].id, &e) == AN_ENGINE_OK);
+    }
+    for (int step = 1; step <= N; step++) {
+        CHECK(an_engine_step(en, &e) == N);
+        an_engine_stats st;
+        an_engine_stats_get(en, &st);
+        CHECK_MSG(st.running == step && st.queued == N - step, "step %d: %d running, %d queued", step, st.running,
+                  st.queued);
+    }
+    while (an_engine_step(en, &e) > 0) {}
+    for (int k = 0; k < N; k++) same_as_reference(&f, &sp[k], &rs[k], "prefill budget", k);
+    an_engine_free(en);
+    fixture_close(&f, 1);
+}
+
 /* (f) */
 typedef struct shared {
     an_engine *en;
@@ -723,6 +762,7 @@ int main(void) {
     RUN(test_busy_and_invalid);
     RUN(test_remove_adapter_in_use);
     RUN(test_stops);
+    RUN(test_prefill_budget);
     RUN(test_threads);
     return test_finish();
 }
