@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,10 @@ an_engine *an_engine_create(const an_model *m, const an_engine_config *cfg, an_e
     if (c.prefill_tokens <= 0) {
         long long all = (long long)c.slots * c.context;
         c.prefill_tokens = all < 0x7fffffff ? (int)all : 0x7fffffff;
+    }
+    if (c.threads < 0 || c.threads > 4096) {
+        an_fail(err, "engine: threads %d must be in 0..4096 (0: leave OpenMP's count)", c.threads);
+        return NULL;
     }
     if (c.max_queue < 0) {
         an_fail(err, "engine: max_queue %d must be >= 0", c.max_queue);
@@ -547,6 +552,7 @@ static int pending(an_engine *e) {
 
 int an_engine_step(an_engine *e, an_error *err_out) {
     an_error local, *err = err_out ? err_out : &local;
+    if (e->c.threads > 0 && omp_get_max_threads() != e->c.threads) omp_set_num_threads(e->c.threads);
     req *cancelled = NULL;
     int n_admit = 0;
     double t = now_s();

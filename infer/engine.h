@@ -23,7 +23,7 @@
  * (tests/test_engine.c checks it), given the same OpenMP thread count in the stepping thread as in the
  * reference run (a prompt over 16 tokens is prefilled by OpenBLAS's GEMM, whose rounding changes with
  * the thread count; a new pthread starts with OpenMP's default count, not the main thread's
- * omp_set_num_threads). With the prefix cache see an_engine_add_prefix.
+ * omp_set_num_threads: see config.threads). With the prefix cache see an_engine_add_prefix.
  *
  * Threads: an_engine_submit, an_engine_cancel, the adapter calls and an_engine_stats may be called
  * from any thread; an_engine_step from one thread at a time (the engine thread). The callbacks run on
@@ -57,6 +57,9 @@ typedef struct an_engine_config {
     int max_adapters;   /* adapters registered at once */
     int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */
     int prefix_cache;   /* 1: reuse the KV of registered prefixes (an_engine_add_prefix) */
+    int threads;        /* > 0: an_engine_step sets the stepping thread's OpenMP thread count to this
+                         * (omp_set_num_threads is per thread: a server's engine thread does not
+                         * inherit main's); 0: leave it */
 } an_engine_config;
 
 an_engine_config an_engine_config_default(void);

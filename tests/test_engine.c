@@ -17,6 +17,7 @@
  *  the stops besides EOS and max_tokens: the caller's, the context's, and an error (NaN logits);
  *  (f) one thread submits (and cancels) while another steps: `make tsan` runs this binary too. */
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -537,6 +538,12 @@ static void test_busy_and_invalid(void) {
     an_engine_config bad = c;
     bad.slots = 0;
     CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "slots"));
+    bad = c;
+    bad.threads = -1;
+    CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "threads"));
+    bad = c;
+    bad.max_queue = -1;
+    CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "max_queue"));
     while (an_engine_step(en, &e) > 0) {}
     CHECK(r[0].done_calls == 1 && r[1].done_calls == 1 && r[2].done_calls == 1);
     an_engine_free(en);
@@ -716,6 +723,7 @@ static void test_threads(void) {
     c.slots = 5;
     c.max_queue = 4;
     c.max_rank = 8;
+    c.threads = omp_get_max_threads(); /* what the references below run with */
     an_engine *en = engine_open(&f, c);
     if (!en) return fixture_close(&f, 0);
     enum { N = 24 };
