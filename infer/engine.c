@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,7 +117,14 @@ an_engine *an_engine_create(const an_model *m, const an_engine_config *cfg, an_e
         an_fail(err, "engine: a context of %d positions leaves no room for a prompt and a token", c.context);
         return NULL;
     }
-    if (c.prefill_tokens <= 0 || c.prefill_tokens < c.context) c.prefill_tokens = c.context;
+    if (c.prefill_tokens <= 0) {
+        long long all = (long long)c.slots * c.context;
+        c.prefill_tokens = all < 0x7fffffff ? (int)all : 0x7fffffff;
+    }
+    if (c.threads < 0 || c.threads > 4096) {
+        an_fail(err, "engine: threads %d must be in 0..4096 (0: leave OpenMP's count)", c.threads);
+        return NULL;
+    }
     if (c.max_queue < 0) {
         an_fail(err, "engine: max_queue %d must be >= 0", c.max_queue);
         return NULL;
@@ -137,7 +145,8 @@ an_engine *an_engine_create(const an_model *m, const an_engine_config *cfg, an_e
     e->next_id = 1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
-    e->inf = an_infer_create_multi(m, c.max_adapters > 0 ? c.max_rank : 0, c.slots, c.context, c.prefill_tokens, err);
+    /* one prompt per prefill forward: rows for a whole context */
+    e->inf = an_infer_create_multi(m, c.max_adapters > 0 ? c.max_rank : 0, c.slots, c.context, c.context, err);
     if (!e->inf) {
         an_engine_free(e);
         return NULL;
@@ -543,6 +552,7 @@ static int pending(an_engine *e) {
 
 int an_engine_step(an_engine *e, an_error *err_out) {
     an_error local, *err = err_out ? err_out : &local;
+    if (e->c.threads > 0 && omp_get_max_threads() != e->c.threads) omp_set_num_threads(e->c.threads);
     req *cancelled = NULL;
     int n_admit = 0;
     double t = now_s();
@@ -578,9 +588,12 @@ int an_engine_step(an_engine *e, an_error *err_out) {
             if (c) finish(e, e->run[k], AN_STOP_CANCELLED, NULL);
         }
     pthread_mutex_lock(&e->mu);
+    long budget = e->c.prefill_tokens;
     for (int k = 0; k < e->c.slots && e->qhead; k++) {
         if (e->run[k]) continue;
         req *q = e->qhead;
+        if (n_admit > 0 && q->used > budget) break; /* the step's prefill budget: the rest waits */
+        budget -= q->used;
         e->qhead = q->next;
         if (!e->qhead) e->qtail = NULL;
         q->next = NULL;

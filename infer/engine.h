@@ -20,7 +20,10 @@
  * Determinism: a request's tokens are exactly those an_generate gives its prompt alone, with the same
  * model, adapter, sampling options and seed (request sample s draws from an_generate's stream for
  * sequence s), whatever else runs in the batch and whenever it arrives: bit for bit, the logits too
- * (tests/test_engine.c checks it). With the prefix cache see an_engine_add_prefix.
+ * (tests/test_engine.c checks it), given the same OpenMP thread count in the stepping thread as in the
+ * reference run (a prompt over 16 tokens is prefilled by OpenBLAS's GEMM, whose rounding changes with
+ * the thread count; a new pthread starts with OpenMP's default count, not the main thread's
+ * omp_set_num_threads: see config.threads). With the prefix cache see an_engine_add_prefix.
  *
  * Threads: an_engine_submit, an_engine_cancel, the adapter calls and an_engine_stats may be called
  * from any thread; an_engine_step from one thread at a time (the engine thread). The callbacks run on
@@ -45,12 +48,18 @@ typedef struct an_engine an_engine;
 typedef struct an_engine_config {
     int slots;          /* requests decoded at once (the batch), >= 1 */
     int context;        /* positions per sequence; 0 = the model's max_seq */
-    int prefill_tokens; /* rows one prefill may hold: each admitted prompt is prefilled in a forward of its
-                         * own (as an_generate runs a prompt alone), so 0 = context, which fits any prompt */
+    int prefill_tokens; /* prompt tokens one step may prefill: a step admits queued requests (in order)
+                         * while their prompts fit (at least one), so a burst of arrivals delays the
+                         * running requests' next token by a bounded amount; 0 = slots * context (no
+                         * bound). Each prompt is prefilled in a forward of its own, as an_generate
+                         * runs a prompt alone. */
     int max_queue;      /* requests waiting for a slot before submit refuses with AN_ENGINE_BUSY */
     int max_adapters;   /* adapters registered at once */
     int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */
     int prefix_cache;   /* 1: reuse the KV of registered prefixes (an_engine_add_prefix) */
+    int threads;        /* > 0: an_engine_step sets the stepping thread's OpenMP thread count to this
+                         * (omp_set_num_threads is per thread: a server's engine thread does not
+                         * inherit main's); 0: leave it */
 } an_engine_config;
 
 an_engine_config an_engine_config_default(void);

@@ -14,8 +14,10 @@
  *  (d) a full queue is BUSY; bad requests are INVALID with a message naming the problem;
  *  (e) an adapter removed while a request uses it: that request finishes as an_generate would, new
  *      ones naming it are refused;
+ *  the stops besides EOS and max_tokens: the caller's, the context's, and an error (NaN logits);
  *  (f) one thread submits (and cancels) while another steps: `make tsan` runs this binary too. */
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +120,7 @@ typedef struct rec {
     int64_t id;
     int cancel_after; /* > 0: cancels itself from on_token after this many tokens */
     int stop_after;   /* > 0: on_token returns 1 after this many tokens */
+    char message[256]; /* AN_STOP_ERROR's message */
     double lp_sum;
 } rec;
 
@@ -134,6 +137,7 @@ static void on_done(void *ctx, const an_request_result *res) {
     rec *r = ctx;
     r->done_calls++;
     r->res = *res;
+    if (res->message) snprintf(r->message, sizeof r->message, "%s", res->message);
     r->res.message = NULL;
 }
 
@@ -501,6 +505,9 @@ static void test_busy_and_invalid(void) {
     CHECK(an_engine_submit(en, &q, &id, &e) == AN_ENGINE_BUSY && id == 0 && strstr(e.msg, "queue is full"));
     CHECK(an_engine_step(en, &e) == 2); /* one admitted: room in the queue again */
     CHECK(an_engine_submit(en, &q, &id, &e) == AN_ENGINE_OK);
+    an_engine_stats st;
+    an_engine_stats_get(en, &st);
+    CHECK(st.queued == 2 && st.running == 1);
 
     static int32_t big[40];
     for (int i = 0; i < 40; i++) big[i] = 1;
@@ -531,6 +538,12 @@ static void test_busy_and_invalid(void) {
     an_engine_config bad = c;
     bad.slots = 0;
     CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "slots"));
+    bad = c;
+    bad.threads = -1;
+    CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "threads"));
+    bad = c;
+    bad.max_queue = -1;
+    CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "max_queue"));
     while (an_engine_step(en, &e) > 0) {}
     CHECK(r[0].done_calls == 1 && r[1].done_calls == 1 && r[2].done_calls == 1);
     an_engine_free(en);
@@ -579,6 +592,98 @@ static void test_remove_adapter_in_use(void) {
     fixture_close(&f, 1);
 }
 
+/* Every way a request ends besides EOS and max_tokens: on_token returning non-zero (CALLER, the token
+ * kept), the context (CONTEXT, as an_generate with the same context), and a model whose logits are
+ * not numbers for that request's adapter (ERROR with the sampler's message, the others unaffected). */
+static void test_stops(void) {
+    fixture f;
+    if (fixture_open(&f)) return fixture_close(&f, 0);
+    an_lora *nan_adapter = random_adapter(f.m, 2, (const char *const[]){"all-linear"}, 1, 33);
+    for (int i = 0; nan_adapter && i < nan_adapter->n_mods; i++) {
+        an_param *bt = &nan_adapter->mods[i].bt;
+        float *h = malloc(sizeof(float) * bt->numel);
+        for (size_t k = 0; k < bt->numel; k++) h[k] = NAN;
+        f.m->ops->upload(f.m->ops, bt->data, h, sizeof(float) * bt->numel);
+        free(h);
+    }
+    an_engine_config c = an_engine_config_default();
+    c.slots = 4;
+    c.max_rank = 8;
+    c.context = 20;
+    an_engine *en = engine_open(&f, c);
+    an_error e;
+    CHECK(en && nan_adapter && an_engine_add_adapter(en, "nan", nan_adapter, &e) == 0);
+    if (!en) return fixture_close(&f, 0);
+    spec s[3];
+    make_mix(s, 3, 1);
+    for (int k = 0; k < 3; k++) s[k].n = 10, s[k].max_tokens = 50, s[k].n_stop = 0, s[k].min_tokens = 0;
+    rec r[3];
+    memset(r, 0, sizeof r);
+    r[0].stop_after = 4;
+    for (int k = 0; k < 3; k++) {
+        an_request q = make_request(&s[k], &r[k]);
+        if (k == 2) q.adapter = "nan";
+        CHECK(an_engine_submit(en, &q, &r[k].id, &e) == AN_ENGINE_OK);
+    }
+    while (an_engine_step(en, &e) > 0) {}
+    CHECK(r[0].done_calls == 1 && r[0].res.stop == AN_STOP_CALLER && r[0].n == 4 && r[0].res.n_tokens == 4);
+    CHECK(r[1].done_calls == 1 && r[1].res.stop == AN_STOP_CONTEXT && r[1].n == 20 - 10 + 1);
+    CHECK(r[2].done_calls == 1 && r[2].res.stop == AN_STOP_ERROR && r[2].n == 0);
+    CHECK_MSG(r[2].message[0] && strstr(r[2].message, "NaN"), "the error message: \"%s\"", r[2].message);
+    /* the context stop is an_generate's with the same context */
+    an_gen_opts o = an_gen_defaults();
+    o.sampling = s[1].sampling;
+    o.seed = s[1].seed;
+    o.max_tokens = 50;
+    o.context = 20;
+    o.n_samples = s[1].sample + 1;
+    o.batch = 1;
+    an_gen_prompt p = {s[1].prompt, s[1].n};
+    an_gen_output out[3] = {{0}};
+    CHECK_MSG(an_generate(f.m, f.lora[s[1].adapter], &p, 1, -1, &o, out, &e) == 0, "%s", e.msg);
+    an_gen_output *ref = &out[s[1].sample];
+    CHECK(ref->stop == AN_STOP_CONTEXT && ref->n == r[1].n && memcmp(ref->ids, r[1].ids, sizeof(int32_t) * (size_t)ref->n) == 0);
+    an_gen_outputs_free(out, o.n_samples);
+    an_engine_free(en);
+    fixture_close(&f, 1);
+}
+
+/* The step's prefill budget: prompts of 8 tokens with prefill_tokens 10 are admitted one per step (the
+ * running ones decode meanwhile), a prompt over the budget still runs alone in its step, and every
+ * request's tokens stay an_generate's. */
+static void test_prefill_budget(void) {
+    fixture f;
+    if (fixture_open(&f)) return fixture_close(&f, 0);
+    an_engine_config c = an_engine_config_default();
+    c.slots = 4;
+    c.max_rank = 8;
+    c.prefill_tokens = 10;
+    an_engine *en = engine_open(&f, c);
+    if (!en) return fixture_close(&f, 0);
+    enum { N = 4 };
+    spec sp[N];
+    make_mix(sp, N, 1);
+    for (int k = 0; k < N; k++) sp[k].n = k == 3 ? 14 : 8, sp[k].max_tokens = 12, sp[k].n_stop = 0, sp[k].min_tokens = 0;
+    rec rs[N];
+    memset(rs, 0, sizeof rs);
+    an_error e;
+    for (int k = 0; k < N; k++) {
+        an_request q = make_request(&sp[k], &rs[k]);
+        CHECK(an_engine_submit(en, &q, &rs[k].id, &e) == AN_ENGINE_OK);
+    }
+    for (int step = 1; step <= N; step++) {
+        CHECK(an_engine_step(en, &e) == N);
+        an_engine_stats st;
+        an_engine_stats_get(en, &st);
+        CHECK_MSG(st.running == step && st.queued == N - step, "step %d: %d running, %d queued", step, st.running,
+                  st.queued);
+    }
+    while (an_engine_step(en, &e) > 0) {}
+    for (int k = 0; k < N; k++) same_as_reference(&f, &sp[k], &rs[k], "prefill budget", k);
+    an_engine_free(en);
+    fixture_close(&f, 1);
+}
+
 /* (f) */
 typedef struct shared {
     an_engine *en;
@@ -618,6 +723,7 @@ static void test_threads(void) {
     c.slots = 5;
     c.max_queue = 4;
     c.max_rank = 8;
+    c.threads = omp_get_max_threads(); /* what the references below run with */
     an_engine *en = engine_open(&f, c);
     if (!en) return fixture_close(&f, 0);
     enum { N = 24 };
@@ -663,6 +769,8 @@ int main(void) {
     RUN(test_prefix_cache);
     RUN(test_busy_and_invalid);
     RUN(test_remove_adapter_in_use);
+    RUN(test_stops);
+    RUN(test_prefill_budget);
     RUN(test_threads);
     return test_finish();
 }
