@@ -9,7 +9,8 @@
  * the same work), either all on the first adapter or request i on adapter i mod K. The two kinds of
  * run alternate X times each (which goes first alternates too), so load from other jobs falls on both
  * alike; it prints the median, fastest and slowest generated tokens/s of each and the ratio of the
- * medians, and the same per CPU second of the process (steadier on a shared machine, with one thread). A run is timed from the first submit until the engine is idle: prefill and decode. */
+ * medians, and the same per CPU second of the process (steadier on a shared machine, with one
+ * thread). A run is timed from the first submit until the engine is idle: prefill and decode. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>

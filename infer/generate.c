@@ -102,7 +102,7 @@ static int take_token(gen *g, int j, const float *logits, an_error *err) {
 }
 
 uint64_t an_gen_stream_seed(uint64_t seed, int j) {
-    uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(j + 1));
+    uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * ((uint64_t)j + 1)); /* j + 1 in 64 bits: no int overflow at INT_MAX */
     x ^= x >> 31;
     return x * 0xBF58476D1CE4E5B9ull;
 }

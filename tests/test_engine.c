@@ -85,7 +85,8 @@ static an_engine *engine_open(fixture *f, an_engine_config c) {
     an_error e;
     an_engine *en = an_engine_create(f->m, &c, &e);
     CHECK_MSG(en != NULL, "%s", e.msg);
-    for (int k = 1; en && k < 3; k++) CHECK_MSG(an_engine_add_adapter(en, adapter_names[k], f->lora[k], &e) == 0, "%s", e.msg);
+    for (int k = 1; en && k < 3; k++)
+        CHECK_MSG(an_engine_add_adapter(en, adapter_names[k], f->lora[k], &e) == 0, "%s", e.msg);
     return en;
 }
 
@@ -190,8 +191,11 @@ static int reference(const fixture *f, const spec *s, an_gen_output *out) {
 static int same_as_reference(const fixture *f, const spec *s, const rec *r, const char *what, int k) {
     an_gen_output ref = {0};
     if (reference(f, s, &ref)) return 0;
-    int same = r->n == ref.n && memcmp(r->ids, ref.ids, sizeof(int32_t) * (size_t)ref.n) == 0 && r->res.stop == ref.stop;
-    CHECK_MSG(same, "%s request %d (adapter %d, temperature %g, seed %llu, sample %d): %d tokens stop %d, alone %d tokens stop %d",
+    int same = r->n == ref.n && memcmp(r->ids, ref.ids, sizeof(int32_t) * (size_t)ref.n) == 0 &&
+               r->res.stop == ref.stop;
+    CHECK_MSG(same,
+              "%s request %d (adapter %d, temperature %g, seed %llu, sample %d): %d tokens stop %d, alone %d "
+              "tokens stop %d",
               what, k, s->adapter, (double)s->sampling.temperature, (unsigned long long)s->seed, s->sample, r->n,
               (int)r->res.stop, ref.n, (int)ref.stop);
     free(ref.ids);
@@ -546,6 +550,12 @@ static void test_busy_and_invalid(void) {
     CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "max_queue"));
     while (an_engine_step(en, &e) > 0) {}
     CHECK(r[0].done_calls == 1 && r[1].done_calls == 1 && r[2].done_calls == 1);
+    rec far = {0};
+    an_request fq = make_request(&s, &far);
+    fq.sample = 0x7fffffff; /* the largest sample index: its stream's seed is computed without overflow */
+    CHECK(an_engine_submit(en, &fq, &id, &e) == AN_ENGINE_OK);
+    while (an_engine_step(en, &e) > 0) {}
+    CHECK(far.done_calls == 1 && far.n > 0);
     an_engine_free(en);
     fixture_close(&f, 1);
 }
@@ -642,7 +652,8 @@ static void test_stops(void) {
     an_gen_output out[3] = {{0}};
     CHECK_MSG(an_generate(f.m, f.lora[s[1].adapter], &p, 1, -1, &o, out, &e) == 0, "%s", e.msg);
     an_gen_output *ref = &out[s[1].sample];
-    CHECK(ref->stop == AN_STOP_CONTEXT && ref->n == r[1].n && memcmp(ref->ids, r[1].ids, sizeof(int32_t) * (size_t)ref->n) == 0);
+    CHECK(ref->stop == AN_STOP_CONTEXT && ref->n == r[1].n &&
+          memcmp(ref->ids, r[1].ids, sizeof(int32_t) * (size_t)ref->n) == 0);
     an_gen_outputs_free(out, o.n_samples);
     an_engine_free(en);
     fixture_close(&f, 1);
@@ -663,7 +674,8 @@ static void test_prefill_budget(void) {
     enum { N = 4 };
     spec sp[N];
     make_mix(sp, N, 1);
-    for (int k = 0; k < N; k++) sp[k].n = k == 3 ? 14 : 8, sp[k].max_tokens = 12, sp[k].n_stop = 0, sp[k].min_tokens = 0;
+    for (int k = 0; k < N; k++)
+        sp[k].n = k == 3 ? 14 : 8, sp[k].max_tokens = 12, sp[k].n_stop = 0, sp[k].min_tokens = 0;
     rec rs[N];
     memset(rs, 0, sizeof rs);
     an_error e;
