@@ -2,10 +2,11 @@
  * dim 32, vocab 256, 64 positions) with the base and two adapters of different ranks and targets whose
  * B is random (a fresh adapter's B is zero and would change nothing).
  *
- * The reference is an_generate on each request alone: batch 1, n_samples = sample + 1, sequence
- * `sample` of its output; every comparison is exact (token for token, and the stop reason), because
- * the engine is built so that a request's computation does not depend on what else runs (one forward
- * per prompt, decode forwards of at most AN_ENGINE_DECODE_ROWS rows, per-row grouped LoRA). Checked:
+ * The reference is an_generate on each request's prompt alone: n_samples = sample + 1 (decoded
+ * together, as `autoneg generate --n` does), sequence `sample` of its output; every comparison is
+ * exact (token for token, and the stop reason), because the engine is built so that a request's
+ * computation does not depend on what else runs (one forward per prompt, decode forwards of at most
+ * AN_ENGINE_DECODE_ROWS rows, per-row grouped LoRA). Checked:
  *  (a) a mix of adapters, sampling options, seeds, samples, stop ids, min_tokens and arrival steps,
  *      with more requests than slots and more than 16 running (two decode forwards a step);
  *  (b) cancellation of a running and of a queued request, and from inside a token callback: on_done
@@ -162,7 +163,8 @@ static an_request make_request(const spec *s, rec *r) {
     return q;
 }
 
-/* an_generate on the request alone: batch 1, sequence `sample` of sample + 1. */
+/* an_generate on the request's prompt alone, as `autoneg generate --n sample+1` runs it (its default
+ * batch of 16: the samples decode together), sequence `sample` of its output. */
 static int reference(const fixture *f, const spec *s, an_gen_output *out) {
     an_gen_opts o = an_gen_defaults();
     o.sampling = s->sampling;
@@ -170,7 +172,6 @@ static int reference(const fixture *f, const spec *s, an_gen_output *out) {
     o.max_tokens = s->max_tokens;
     o.min_tokens = s->min_tokens;
     o.n_samples = s->sample + 1;
-    o.batch = 1;
     o.stop_ids = s->stop_ids;
     o.n_stop_ids = s->n_stop;
     an_gen_prompt p = {s->prompt, s->n};
