@@ -4,7 +4,7 @@
  *
  * Continuous batching over one base model: a submitted request waits in a queue, joins the running
  * batch at the next step (its prompt prefilled in that step, in a forward of its own, as an_generate
- * prefills a prompt that runs alone), decodes one token per step with every other running request
+ * prefills each prompt), decodes one token per step with every other running request
  * (forwards of at most AN_ENGINE_DECODE_ROWS rows), and leaves the batch when it finishes, freeing
  * its slot.
  * Each request carries its own sampling options, stop ids, token budget, seed and adapter.
@@ -52,7 +52,7 @@ typedef struct an_engine_config {
                          * while their prompts fit (at least one), so a burst of arrivals delays the
                          * running requests' next token by a bounded amount; 0 = slots * context (no
                          * bound). Each prompt is prefilled in a forward of its own, as an_generate
-                         * runs a prompt alone. */
+                         * prefills each prompt. */
     int max_queue;      /* requests waiting for a slot before submit refuses with AN_ENGINE_BUSY */
     int max_adapters;   /* adapters registered at once */
     int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */
