@@ -95,7 +95,7 @@ an_engine_config an_engine_config_default(void) {
     c.prefill_tokens = 0;
     c.max_queue = 256;
     c.max_adapters = 16;
-    c.max_rank = 64;
+    c.max_rank = 256; /* scratch of context * 256 floats: 2 MiB at 2048 positions */
     c.prefix_cache = 1;
     return c;
 }

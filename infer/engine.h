@@ -55,7 +55,8 @@ typedef struct an_engine_config {
                          * prefills each prompt. */
     int max_queue;      /* requests waiting for a slot before submit refuses with AN_ENGINE_BUSY */
     int max_adapters;   /* adapters registered at once */
-    int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */
+    int max_rank;       /* the largest adapter rank the engine's scratch holds (default 256: context * 256
+                         * floats, 2 MiB at 2048 positions) */
     int prefix_cache;   /* 1: reuse the KV of registered prefixes (an_engine_add_prefix) */
     int threads;        /* > 0: an_engine_step sets the stepping thread's OpenMP thread count to this
                          * (omp_set_num_threads is per thread: a server's engine thread does not

@@ -540,6 +540,15 @@ static void test_busy_and_invalid(void) {
     CHECK(an_engine_add_adapter(en, "one", f.lora[1], &e) == -1 && strstr(e.msg, "already"));
     CHECK(an_engine_add_adapter(en, "", f.lora[1], &e) == -1);
     CHECK(an_engine_remove_adapter(en, "nine", &e) == -1 && strstr(e.msg, "nine"));
+    static const char *const all[] = {"all-linear"};
+    an_lora *big_rank = random_adapter(f.m, 16, all, 1, 44); /* above the engine's max_rank 8 */
+    CHECK(big_rank && an_engine_add_adapter(en, "big", big_rank, &e) == -1 && strstr(e.msg, "max_rank"));
+    an_lora_free(big_rank); /* refused: still the caller's */
+    an_model *other = load_fixture_model("gpt2");
+    an_lora *foreign = other ? random_adapter(other, 2, all, 1, 55) : NULL;
+    CHECK(foreign && an_engine_add_adapter(en, "foreign", foreign, &e) == -1 && strstr(e.msg, "another base"));
+    an_lora_free(foreign);
+    an_model_free(other);
     an_engine_config bad = c;
     bad.slots = 0;
     CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "slots"));
