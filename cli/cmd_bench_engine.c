@@ -9,7 +9,8 @@
  * the same work), either all on the first adapter or request i on adapter i mod K. The two kinds of
  * run alternate X times each (which goes first alternates too), so load from other jobs falls on both
  * alike; it prints the median, fastest and slowest generated tokens/s of each and the ratio of the
- * medians, and the same per CPU second of the process (steadier on a shared machine, with one thread). A run is timed from the first submit until the engine is idle: prefill and decode. */
+ * medians, and the same per CPU second of the process (steadier on a shared machine, with one
+ * thread). A run is timed from the first submit until the engine is idle: prefill and decode. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,7 +154,8 @@ int an_bench_engine(int argc, char **argv) {
     an_error err;
     an_model_config cfg;
     if (an_config_load(&cfg, path, &err)) return cli_error(&err);
-    if (P + N > cfg.max_seq) return cli_fail("bench engine: --prompt + --tokens exceed the preset's %d positions", cfg.max_seq);
+    if (P + N > cfg.max_seq)
+        return cli_fail("bench engine: --prompt + --tokens exceed the preset's %d positions", cfg.max_seq);
     an_model *m = an_model_init_random(&cfg, an_ops_cpu(), seed, &err);
     if (!m) return cli_error(&err);
     an_engine_config ec = an_engine_config_default();
@@ -192,7 +194,8 @@ int an_bench_engine(int argc, char **argv) {
     double *tps[2] = {malloc(sizeof(double) * (size_t)repeat), malloc(sizeof(double) * (size_t)repeat)};
     double *ctps[2] = {malloc(sizeof(double) * (size_t)repeat), malloc(sizeof(double) * (size_t)repeat)};
     if (!prompts || !tps[0] || !tps[1] || !ctps[0] || !ctps[1]) rc = rc ? rc : cli_fail("bench engine: out of memory");
-    for (size_t i = 0; rc == 0 && i < (size_t)R * P; i++) prompts[i] = (int32_t)an_rng_below(&g, (uint64_t)cfg.vocab_size);
+    for (size_t i = 0; rc == 0 && i < (size_t)R * P; i++)
+        prompts[i] = (int32_t)an_rng_below(&g, (uint64_t)cfg.vocab_size);
     /* warm-up: page in the weights and adapters, wake the threads */
     for (int k = 0; k < 2 && rc == 0; k++)
         if (run(e, prompts, R < S ? R : S, P, N < 4 ? N : 4, K, k, NULL, &err) < 0) rc = cli_error(&err);
@@ -225,7 +228,8 @@ int an_bench_engine(int argc, char **argv) {
                    "each (alternating)\n"
                    "  1 adapter:  median %8.1f tokens/s (runs %.1f .. %.1f), %.1f per CPU second\n"
                    "  %d adapters: median %8.1f tokens/s (runs %.1f .. %.1f), %.1f per CPU second\n"
-                   "  %d adapters / 1 adapter: %.3f (medians; slowest spread / fastest single %.3f; by CPU time %.3f)\n",
+                   "  %d adapters / 1 adapter: %.3f (medians; slowest spread / fastest single %.3f; by CPU time "
+                   "%.3f)\n",
                    preset, R, P, N, S, rank, omp_get_max_threads(), repeat, med[0], tps[0][0], tps[0][repeat - 1],
                    cmed[0], K, med[1], tps[1][0], tps[1][repeat - 1], cmed[1], K, med[1] / med[0],
                    tps[1][0] / tps[0][repeat - 1], cmed[1] / cmed[0]);

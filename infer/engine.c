@@ -95,7 +95,7 @@ an_engine_config an_engine_config_default(void) {
     c.prefill_tokens = 0;
     c.max_queue = 256;
     c.max_adapters = 16;
-    c.max_rank = 64;
+    c.max_rank = 256; /* scratch of context * 256 floats: 2 MiB at 2048 positions */
     c.prefix_cache = 1;
     return c;
 }
@@ -276,7 +276,8 @@ int an_engine_adapters(an_engine *e, char **names, int cap) {
 
 int an_engine_add_prefix(an_engine *e, const int32_t *ids, int n, an_error *err) {
     if (!ids || n < 1) return an_fail(err, "engine: an empty prefix");
-    if (n >= e->c.context) return an_fail(err, "engine: a prefix of %d tokens fills the context of %d", n, e->c.context);
+    if (n >= e->c.context)
+        return an_fail(err, "engine: a prefix of %d tokens fills the context of %d", n, e->c.context);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= e->V)
             return an_fail(err, "engine: prefix token %d (at %d) is outside the vocabulary of %d", ids[i], i, e->V);

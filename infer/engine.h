@@ -4,7 +4,7 @@
  *
  * Continuous batching over one base model: a submitted request waits in a queue, joins the running
  * batch at the next step (its prompt prefilled in that step, in a forward of its own, as an_generate
- * prefills a prompt that runs alone), decodes one token per step with every other running request
+ * prefills each prompt), decodes one token per step with every other running request
  * (forwards of at most AN_ENGINE_DECODE_ROWS rows), and leaves the batch when it finishes, freeing
  * its slot.
  * Each request carries its own sampling options, stop ids, token budget, seed and adapter.
@@ -52,10 +52,11 @@ typedef struct an_engine_config {
                          * while their prompts fit (at least one), so a burst of arrivals delays the
                          * running requests' next token by a bounded amount; 0 = slots * context (no
                          * bound). Each prompt is prefilled in a forward of its own, as an_generate
-                         * runs a prompt alone. */
+                         * prefills each prompt. */
     int max_queue;      /* requests waiting for a slot before submit refuses with AN_ENGINE_BUSY */
     int max_adapters;   /* adapters registered at once */
-    int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */
+    int max_rank;       /* the largest adapter rank the engine's scratch holds (default 256: context * 256
+                         * floats, 2 MiB at 2048 positions) */
     int prefix_cache;   /* 1: reuse the KV of registered prefixes (an_engine_add_prefix) */
     int threads;        /* > 0: an_engine_step sets the stepping thread's OpenMP thread count to this
                          * (omp_set_num_threads is per thread: a server's engine thread does not

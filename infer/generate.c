@@ -9,10 +9,6 @@
 #include "infer/infer.h"
 #include "model/lora.h"
 
-/* Rows one prefill may hold beyond a single full-context prompt: enough to prefill a batch of short
- * prompts together, bounded so a large model's prefill scratch stays a few hundred MiB. */
-#define AN_PREFILL_ROWS 2048
-
 an_gen_opts an_gen_defaults(void) {
     an_gen_opts o;
     memset(&o, 0, sizeof o);
@@ -102,7 +98,7 @@ static int take_token(gen *g, int j, const float *logits, an_error *err) {
 }
 
 uint64_t an_gen_stream_seed(uint64_t seed, int j) {
-    uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(j + 1));
+    uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * ((uint64_t)j + 1)); /* j + 1 in 64 bits: no int overflow at INT_MAX */
     x ^= x >> 31;
     return x * 0xBF58476D1CE4E5B9ull;
 }
@@ -123,14 +119,11 @@ static int run(gen *g, int J, an_error *err) {
     for (int k = 0; k < slots; k++) owner[k] = -1;
     int next = 0;
     for (;;) {
-        /* new prompts into free slots, prefilled together while they fit the planned rows */
-        int n = 0, T = 0;
+        /* new prompts into free slots (each prefilled in a forward of its own, below) */
+        int n = 0;
         for (int k = 0; k < slots && next < J; k++) {
             if (owner[k] >= 0) continue;
             job *jb = &g->jobs[next];
-            int t = jb->used > T ? jb->used : T;
-            if (n > 0 && (long long)(n + 1) * t > inf->max_rows) break;
-            T = t;
             sl[n] = k;
             rows[n] = jb->hist;
             lens[n] = jb->used;
@@ -140,10 +133,13 @@ static int run(gen *g, int J, an_error *err) {
             next++;
         }
         if (n > 0) {
-            if (an_infer_prefill(inf, sl, rows, lens, n, logits, err)) {
-                rc = -1;
-                goto done;
-            }
+            /* one forward per prompt, as the prompt alone: OpenBLAS's rows depend on the row count, so a
+             * joint [n, T] prefill would round each prompt differently with other prompts beside it */
+            for (int i = 0; i < n; i++)
+                if (an_infer_prefill(inf, &sl[i], &rows[i], &lens[i], 1, logits + (size_t)i * V, err)) {
+                    rc = -1;
+                    goto done;
+                }
             for (int i = 0; i < n; i++)
                 if (take_token(g, which[i], logits + (size_t)i * V, err)) {
                     rc = -1;
@@ -256,8 +252,7 @@ int an_generate(const an_model *m, const an_lora *lora, const an_gen_prompt *pro
         goto done;
     }
     int slots = o->batch < J ? o->batch : J;
-    long long want = (long long)slots * longest;
-    int prefill = want > AN_PREFILL_ROWS ? AN_PREFILL_ROWS : (int)want;
+    int prefill = longest; /* one prompt per prefill forward */
     g.inf = an_infer_create(m, lora, slots, max_T, prefill, err);
     g.smp = g.inf ? an_sampler_create(m->cfg.vocab_size, err) : NULL;
     if (g.smp) rc = run(&g, J, err);

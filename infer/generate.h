@@ -2,11 +2,15 @@
 #define AN_GENERATE_H
 /* Batched generation: many prompts of different lengths, n samples each, decoded together with one KV
  * cache. Up to `batch` sequences run at once; a finished one frees its slot for the next prompt
- * (continuous batching), and new prompts are prefilled together.
+ * (continuous batching), and each new prompt is prefilled in a forward of its own.
  *
  * Each (prompt, sample) draws from its own random stream, seeded from (seed, prompt index, sample
  * index), so the text of a sequence depends on the seed alone: not on the batch size, the order in
- * which sequences finish, or the thread count (up to float rounding of the logits). */
+ * which sequences finish, or the thread count (up to float rounding of the logits). With a batch of
+ * at most 16 and the same thread count a sequence's logits are bit for bit those it has alone: the
+ * CPU's decode kernel for up to 16 rows computes each row on its own, and a prompt is prefilled
+ * alone because OpenBLAS's GEMM rounds a row differently with other rows beside it (and with another
+ * thread count). */
 #include <stddef.h>
 #include <stdint.h>
 

@@ -157,7 +157,8 @@ static int kv_check(const an_infer *s, int slot, int n, const char *what, an_err
 
 int an_infer_kv_save(const an_infer *s, int slot, int n, void *dst, an_error *err) {
     if (kv_check(s, slot, n, "kv save", err)) return -1;
-    if (n > s->len[slot]) return an_fail(err, "inference kv save: slot %d holds %d positions, not %d", slot, s->len[slot], n);
+    if (n > s->len[slot])
+        return an_fail(err, "inference kv save: slot %d holds %d positions, not %d", slot, s->len[slot], n);
     const an_ops *o = s->m->ops;
     size_t kvd = (size_t)s->m->cfg.n_kv_heads * s->m->cfg.head_dim, part = (size_t)n * kvd;
     float *d = dst;

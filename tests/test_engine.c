@@ -2,10 +2,11 @@
  * dim 32, vocab 256, 64 positions) with the base and two adapters of different ranks and targets whose
  * B is random (a fresh adapter's B is zero and would change nothing).
  *
- * The reference is an_generate on each request alone: batch 1, n_samples = sample + 1, sequence
- * `sample` of its output; every comparison is exact (token for token, and the stop reason), because
- * the engine is built so that a request's computation does not depend on what else runs (one forward
- * per prompt, decode forwards of at most AN_ENGINE_DECODE_ROWS rows, per-row grouped LoRA). Checked:
+ * The reference is an_generate on each request's prompt alone: n_samples = sample + 1 (decoded
+ * together, as `autoneg generate --n` does), sequence `sample` of its output; every comparison is
+ * exact (token for token, and the stop reason), because the engine is built so that a request's
+ * computation does not depend on what else runs (one forward per prompt, decode forwards of at most
+ * AN_ENGINE_DECODE_ROWS rows, per-row grouped LoRA). Checked:
  *  (a) a mix of adapters, sampling options, seeds, samples, stop ids, min_tokens and arrival steps,
  *      with more requests than slots and more than 16 running (two decode forwards a step);
  *  (b) cancellation of a running and of a queued request, and from inside a token callback: on_done
@@ -85,7 +86,8 @@ static an_engine *engine_open(fixture *f, an_engine_config c) {
     an_error e;
     an_engine *en = an_engine_create(f->m, &c, &e);
     CHECK_MSG(en != NULL, "%s", e.msg);
-    for (int k = 1; en && k < 3; k++) CHECK_MSG(an_engine_add_adapter(en, adapter_names[k], f->lora[k], &e) == 0, "%s", e.msg);
+    for (int k = 1; en && k < 3; k++)
+        CHECK_MSG(an_engine_add_adapter(en, adapter_names[k], f->lora[k], &e) == 0, "%s", e.msg);
     return en;
 }
 
@@ -161,7 +163,8 @@ static an_request make_request(const spec *s, rec *r) {
     return q;
 }
 
-/* an_generate on the request alone: batch 1, sequence `sample` of sample + 1. */
+/* an_generate on the request's prompt alone, as `autoneg generate --n sample+1` runs it (its default
+ * batch of 16: the samples decode together), sequence `sample` of its output. */
 static int reference(const fixture *f, const spec *s, an_gen_output *out) {
     an_gen_opts o = an_gen_defaults();
     o.sampling = s->sampling;
@@ -169,7 +172,6 @@ static int reference(const fixture *f, const spec *s, an_gen_output *out) {
     o.max_tokens = s->max_tokens;
     o.min_tokens = s->min_tokens;
     o.n_samples = s->sample + 1;
-    o.batch = 1;
     o.stop_ids = s->stop_ids;
     o.n_stop_ids = s->n_stop;
     an_gen_prompt p = {s->prompt, s->n};
@@ -190,8 +192,11 @@ static int reference(const fixture *f, const spec *s, an_gen_output *out) {
 static int same_as_reference(const fixture *f, const spec *s, const rec *r, const char *what, int k) {
     an_gen_output ref = {0};
     if (reference(f, s, &ref)) return 0;
-    int same = r->n == ref.n && memcmp(r->ids, ref.ids, sizeof(int32_t) * (size_t)ref.n) == 0 && r->res.stop == ref.stop;
-    CHECK_MSG(same, "%s request %d (adapter %d, temperature %g, seed %llu, sample %d): %d tokens stop %d, alone %d tokens stop %d",
+    int same = r->n == ref.n && memcmp(r->ids, ref.ids, sizeof(int32_t) * (size_t)ref.n) == 0 &&
+               r->res.stop == ref.stop;
+    CHECK_MSG(same,
+              "%s request %d (adapter %d, temperature %g, seed %llu, sample %d): %d tokens stop %d, alone %d "
+              "tokens stop %d",
               what, k, s->adapter, (double)s->sampling.temperature, (unsigned long long)s->seed, s->sample, r->n,
               (int)r->res.stop, ref.n, (int)ref.stop);
     free(ref.ids);
@@ -535,6 +540,15 @@ static void test_busy_and_invalid(void) {
     CHECK(an_engine_add_adapter(en, "one", f.lora[1], &e) == -1 && strstr(e.msg, "already"));
     CHECK(an_engine_add_adapter(en, "", f.lora[1], &e) == -1);
     CHECK(an_engine_remove_adapter(en, "nine", &e) == -1 && strstr(e.msg, "nine"));
+    static const char *const all[] = {"all-linear"};
+    an_lora *big_rank = random_adapter(f.m, 16, all, 1, 44); /* above the engine's max_rank 8 */
+    CHECK(big_rank && an_engine_add_adapter(en, "big", big_rank, &e) == -1 && strstr(e.msg, "max_rank"));
+    an_lora_free(big_rank); /* refused: still the caller's */
+    an_model *other = load_fixture_model("gpt2");
+    an_lora *foreign = other ? random_adapter(other, 2, all, 1, 55) : NULL;
+    CHECK(foreign && an_engine_add_adapter(en, "foreign", foreign, &e) == -1 && strstr(e.msg, "another base"));
+    an_lora_free(foreign);
+    an_model_free(other);
     an_engine_config bad = c;
     bad.slots = 0;
     CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "slots"));
@@ -546,6 +560,12 @@ static void test_busy_and_invalid(void) {
     CHECK(an_engine_create(f.m, &bad, &e) == NULL && strstr(e.msg, "max_queue"));
     while (an_engine_step(en, &e) > 0) {}
     CHECK(r[0].done_calls == 1 && r[1].done_calls == 1 && r[2].done_calls == 1);
+    rec far = {0};
+    an_request fq = make_request(&s, &far);
+    fq.sample = 0x7fffffff; /* the largest sample index: its stream's seed is computed without overflow */
+    CHECK(an_engine_submit(en, &fq, &id, &e) == AN_ENGINE_OK);
+    while (an_engine_step(en, &e) > 0) {}
+    CHECK(far.done_calls == 1 && far.n > 0);
     an_engine_free(en);
     fixture_close(&f, 1);
 }
@@ -642,7 +662,8 @@ static void test_stops(void) {
     an_gen_output out[3] = {{0}};
     CHECK_MSG(an_generate(f.m, f.lora[s[1].adapter], &p, 1, -1, &o, out, &e) == 0, "%s", e.msg);
     an_gen_output *ref = &out[s[1].sample];
-    CHECK(ref->stop == AN_STOP_CONTEXT && ref->n == r[1].n && memcmp(ref->ids, r[1].ids, sizeof(int32_t) * (size_t)ref->n) == 0);
+    CHECK(ref->stop == AN_STOP_CONTEXT && ref->n == r[1].n &&
+          memcmp(ref->ids, r[1].ids, sizeof(int32_t) * (size_t)ref->n) == 0);
     an_gen_outputs_free(out, o.n_samples);
     an_engine_free(en);
     fixture_close(&f, 1);
@@ -663,7 +684,8 @@ static void test_prefill_budget(void) {
     enum { N = 4 };
     spec sp[N];
     make_mix(sp, N, 1);
-    for (int k = 0; k < N; k++) sp[k].n = k == 3 ? 14 : 8, sp[k].max_tokens = 12, sp[k].n_stop = 0, sp[k].min_tokens = 0;
+    for (int k = 0; k < N; k++)
+        sp[k].n = k == 3 ? 14 : 8, sp[k].max_tokens = 12, sp[k].n_stop = 0, sp[k].min_tokens = 0;
     rec rs[N];
     memset(rs, 0, sizeof rs);
     an_error e;
