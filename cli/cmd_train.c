@@ -3,7 +3,9 @@
  *               [--device cpu|cuda]
  *
  * Resolves the recipe (file, then flags, then --set, as docs/recipes.md says), installs the SIGINT /
- * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h. */
+ * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h.
+ * Built with MPI=1 and started by mpirun or srun, it is one rank of a data-parallel job
+ * (docs/distributed.md): an error on any rank ends every rank (MPI_Abort), naming the rank. */
 #include <omp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/help.h"
 #include "core/file.h"
+#include "train/comm.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
 
@@ -175,16 +178,37 @@ int an_cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    an_trainer_result res;
-    if (an_train_run(&r, &o, &res, &err)) {
+    an_comm comm;
+    an_comm_single(&comm);
+#ifdef AN_MPI
+    if (an_comm_mpi_launched() && an_comm_mpi_init(&comm, NULL, NULL, &err)) {
         rc = cli_error(&err);
         goto out;
     }
+#endif
+    o.comm = &comm;
+    an_trainer_result res;
+    if (an_train_run(&r, &o, &res, &err)) {
+        if (comm.size > 1) {
+            /* the other ranks wait for this one in a collective: end them all */
+            an_fail_prefix(&err, "rank %d of %d", comm.rank, comm.size);
+            cli_error(&err);
+            fflush(stderr);
+            an_comm_abort(&comm, 1);
+        }
+        rc = cli_error(&err);
+        an_comm_free(&comm);
+        goto out;
+    }
+    an_comm_free(&comm);
+    if (comm.rank != 0) goto out; /* rank 0 reports */
     if (res.interrupted) {
         fprintf(stderr, "autoneg: stopped at step %ld of %ld; checkpoint %s\nautoneg: continue with: autoneg train --resume %s\n",
                 res.steps_done, res.total_steps, res.last_ckpt, r.output.dir);
         rc = train_stop_requested ? 130 : 0;
     } else {
+        if (comm.size > 1)
+            fprintf(stderr, "autoneg: %d ranks; rank 0 spent %.2f s in communication\n", comm.size, res.comm_seconds);
         fprintf(stderr, "autoneg: done: %ld steps, last loss %.4f", res.steps_done, res.last_loss);
         if (res.eval_loss == res.eval_loss) fprintf(stderr, ", eval loss %.4f", res.eval_loss);
         fprintf(stderr, "\nautoneg: model in %s\n", res.final_dir);
