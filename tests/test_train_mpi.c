@@ -330,6 +330,35 @@ static void test_killed_rank(void) {
     free(text);
 }
 
+/* Two hosts for real (tests/mpi_two_hosts.sh): one rank in each of two network namespaces, OpenMPI
+ * over TCP across a veth pair; the same losses as one process, within the tolerances above. Skips
+ * with the script's message without the privilege for namespaces. */
+static void test_two_hosts(void) {
+    char b1[700], b2[700], b3[700], b4[700];
+    const char *recipe = tmp(b1, "%s-z%d.json", "hosts", 0), *one = tmp(b2, "%s-one%d", "hosts", 0),
+               *two = tmp(b3, "%s-two%d", "hosts", 0), *log = tmp(b4, "%s-%d.log", "hosts", 0);
+    write_recipe(recipe, "full", 0);
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "sh tests/mpi_two_hosts.sh %s/autoneg %s %s", build_dir(), recipe, two);
+    int rc = sh(cmd, log);
+    char *text = an_read_file(log, NULL, &(an_error){{0}});
+    const char *t = text ? text : "";
+    if (rc == 77) {
+        printf("  two hosts: skipped: %s", t);
+        free(text);
+        return;
+    }
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, t);
+    CHECK_CONTAINS(t, "rank 0 on 10.199.0.1");
+    CHECK_CONTAINS(t, "rank 1 on 10.199.0.2");
+    free(text);
+    check_run(train(0, recipe, one, "", log), log);
+    metrics a, b;
+    read_metrics(two, &a);
+    read_metrics(one, &b);
+    compare_metrics(&a, &b, 1e-5, "full, 2 hosts over TCP vs 1 process");
+    compare_final(two, one, 0, 2 * LR * STEPS, "full, 2 hosts over TCP vs 1 process");
+}
 #endif
 
 int main(void) {
@@ -347,6 +376,7 @@ int main(void) {
     if (!only || strstr(only, "lora")) RUN(test_lora_same_as_one_process);
     if (!only || strstr(only, "resume")) RUN(test_resume_exact);
     if (!only || strstr(only, "kill")) RUN(test_killed_rank);
+    if (!only || strstr(only, "hosts")) RUN(test_two_hosts);
     return test_finish();
 #endif
 }
