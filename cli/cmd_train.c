@@ -51,7 +51,9 @@ const cli_help cli_help_train = {
     "train [RECIPE.json] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--device cpu|cuda]",
     "Fine-tunes a model on prompt pairs. The recipe file comes first, then the flags, then --set\n"
     "(docs/recipes.md); without a recipe the defaults apply. Progress and the final summary go to\n"
-    "stderr; Ctrl-C writes a checkpoint and stops, and --resume continues the exact same run.",
+    "stderr; Ctrl-C writes a checkpoint and stops, and --resume continues the exact same run.\n"
+    "Built with make MPI=1, `mpirun -np N autoneg train ...` trains on N data-parallel ranks\n"
+    "(docs/distributed.md).",
     train_opts, NULL, NULL,
     "train configs/recipes/tiny-from-scratch.json --out runs/tiny --steps 200",
 };
