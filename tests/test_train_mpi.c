@@ -230,6 +230,9 @@ static void same_model(const char *method) {
     check_run(train(0, recipe, d1, "", log), log);
     check_run(train(2, recipe, d2, "", log), log);
     check_run(train(2, recipe1, dz, "", log), log);
+    char *text = an_read_file(log, NULL, &(an_error){{0}});
+    CHECK_CONTAINS(text ? text : "", "ZeRO-1: each rank keeps the AdamW moments of its slice"); /* sharded, not ignored */
+    free(text);
     read_metrics(d1, &one);
     read_metrics(d2, &two);
     read_metrics(dz, &zero1);
