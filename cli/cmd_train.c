@@ -210,7 +210,9 @@ int an_cmd_train(int argc, char **argv) {
         rc = train_stop_requested ? 130 : 0;
     } else {
         if (comm.size > 1)
-            fprintf(stderr, "autoneg: %d ranks; rank 0 spent %.2f s in communication\n", comm.size, res.comm_seconds);
+            fprintf(stderr, "autoneg: %d ranks; rank 0 spent %.3f s per step in collectives (%.2f s over %ld steps)\n",
+                    comm.size, res.comm_steps ? res.comm_seconds / (double)res.comm_steps : 0.0, res.comm_seconds,
+                    res.comm_steps);
         fprintf(stderr, "autoneg: done: %ld steps, last loss %.4f", res.steps_done, res.last_loss);
         if (res.eval_loss == res.eval_loss) fprintf(stderr, ", eval loss %.4f", res.eval_loss);
         fprintf(stderr, "\nautoneg: model in %s\n", res.final_dir);

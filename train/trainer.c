@@ -580,6 +580,7 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     if (setup(&u, err)) goto done;
     res->total_steps = u.total;
     u.t_start = u.t_log = mono_now();
+    double comm_at_start = u.comm->seconds; /* setup's barriers wait for the other ranks' loading */
     /* a resume at step 0 kept the first run's evaluation of these weights in metrics.jsonl */
     if (u.step == 0 && !o->resume_ckpt && log_eval(&u, err)) goto done;
     long saved_at = o->resume_ckpt ? u.step : -1;
@@ -622,6 +623,8 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     }
     if (o->progress) an_progress_finish(&u.prog);
     res->steps_done = u.step;
+    res->comm_seconds = u.comm->seconds - comm_at_start;
+    res->comm_steps = u.step - u.first_step;
     if (!res->interrupted && log_eval(&u, err)) goto done;
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
     if (!res->interrupted && u.rank0) {
@@ -647,7 +650,6 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
      * an_comm_abort) while they wait here */
     if (!rc && an_comm_barrier(u.comm, err)) rc = an_fail_prefix(err, "at the end of the run");
 done:
-    res->comm_seconds = u.comm->seconds;
     res->steps_done = u.step;
     /* A run that failed before its first step and wrote no checkpoint leaves nothing worth keeping: a
      * folder it created itself goes again, and one that was empty is emptied again (never one that held

@@ -67,7 +67,8 @@ typedef struct an_trainer_result {
     double first_eval_loss; /* first evaluation of this call (before any step for a fresh run), NaN when none */
     char last_ckpt[1100];   /* the newest checkpoint written or resumed from, "" when none */
     char final_dir[1100];   /* the final model folder, "" when interrupted */
-    double comm_seconds;    /* time this rank spent in collectives */
+    double comm_seconds;    /* time this rank spent in collectives during the steps (waits for slower ranks included) */
+    long comm_steps;        /* the steps of this call it was measured over */
 } an_trainer_result;
 
 /* Runs the recipe. Errors name the file or step and the problem. A run that diverges or dies (the
