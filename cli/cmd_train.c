@@ -183,9 +183,19 @@ int an_cmd_train(int argc, char **argv) {
     an_comm comm;
     an_comm_single(&comm);
 #ifdef AN_MPI
-    if (an_comm_mpi_launched() && an_comm_mpi_init(&comm, NULL, NULL, &err)) {
-        rc = cli_error(&err);
-        goto out;
+    if (an_comm_mpi_launched()) {
+        /* AN_MPI_TIMEOUT=S: end the job when a collective waits longer than S seconds (0: never) */
+        const char *t = getenv("AN_MPI_TIMEOUT");
+        char *end = NULL;
+        double timeout = t && *t ? strtod(t, &end) : 0;
+        if (t && *t && (*end || !(timeout >= 0))) {
+            rc = cli_fail("AN_MPI_TIMEOUT '%s' is not a number of seconds", t);
+            goto out;
+        }
+        if (an_comm_mpi_init(&comm, NULL, NULL, timeout, &err)) {
+            rc = cli_error(&err);
+            goto out;
+        }
     }
 #endif
     o.comm = &comm;

@@ -1,6 +1,7 @@
 /* Data-parallel training over MPI (docs/distributed.md): `mpirun -np 2 autoneg train` against one
  * process with the same recipe (the batch is the global batch), for full fine-tuning, LoRA and QLoRA,
- * with and without ZeRO-1; a 2-rank resume against the uninterrupted 2-rank run; a killed rank.
+ * with and without ZeRO-1; a 2-rank resume against the uninterrupted 2-rank run; a killed rank and a
+ * stopped one (AN_MPI_TIMEOUT); two hosts in two network namespaces.
  *
  * Runs only in a build with MPI=1 (make MPI=1 BUILD=build-mpi test) on a machine with mpirun;
  * otherwise it prints one line saying why and passes. Every rank runs one OpenMP thread
@@ -291,6 +292,48 @@ static void test_resume_exact(void) {
                   b.loss[i + 3]);
 }
 
+/* Starts a long 2-rank run into DIR, sends rank 1 signal sig once the run has written its checkpoints
+ * of steps 0 and 5, and waits for the job; env goes in front of mpirun. The exit status; the log
+ * holds "signalled rank 1" and "ended_after SECONDS" (from the signal to the job's end). Rank 1 is the
+ * process of this run (its --out) with rank 1 in its environment. 20000 steps would take minutes: a
+ * job that does not end is cut at 120 s by timeout. */
+static int signal_rank1(const char *env, const char *sig, const char *recipe, const char *dir, const char *log) {
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd,
+             "%s OMP_NUM_THREADS=1 timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 %s/autoneg train %s "
+             "--out %s --steps 20000 --set checkpoint.every=5 & mp=$!; "
+             "for i in $(seq 600); do [ $(ls %s/checkpoints 2>/dev/null | grep -c ckpt$) -ge 2 ] && break; sleep 0.1; done; "
+             "for p in /proc/[0-9]*; do "
+             "  tr '\\0' '\\n' < $p/cmdline 2>/dev/null | grep -qx %s && tr '\\0' '\\n' < $p/environ 2>/dev/null | "
+             "  grep -qx OMPI_COMM_WORLD_RANK=1 && kill -%s ${p#/proc/} && echo signalled rank 1 pid ${p#/proc/}; "
+             "done; k=$(date +%%s.%%N); "
+             "wait $mp; rc=$?; e=$(date +%%s.%%N); awk \"BEGIN { print \\\"ended_after\\\", $e - $k }\"; exit $rc",
+             env, build_dir(), recipe, dir, dir, dir, sig);
+    return sh(cmd, log);
+}
+
+/* The job ended within bound seconds of the signal with a non-zero status and the log says needle;
+ * then the last checkpoint resumes on 2 ranks. */
+static void check_ended(int rc, const char *log, const char *needle, double bound, const char *what, const char *recipe,
+                        const char *dir) {
+    char *text = an_read_file(log, NULL, &(an_error){{0}});
+    const char *t = text ? text : "";
+    CHECK_CONTAINS(t, "signalled rank 1");
+    CHECK_MSG(rc != 0 && rc != 124, "%s: the job exited with %d: %s", what, rc, t);
+    CHECK_CONTAINS(t, needle);
+    const char *at = strstr(t, "ended_after ");
+    double dt = at ? atof(at + 12) : NAN;
+    CHECK_MSG(!test_nan_worse(dt, bound), "%s: the job ended %.1f s after the signal (bound %g s)", what, dt, bound);
+    printf("  %s: the job ended with exit %d, %.2f s after the signal\n", what, rc, dt);
+    free(text);
+    char extra[800];
+    snprintf(extra, sizeof extra, "--resume %s --stop-after 1", dir);
+    check_run(train(2, recipe, dir, extra, log), log);
+    text = an_read_file(log, NULL, &(an_error){{0}});
+    CHECK_CONTAINS(text ? text : "", "resuming from");
+    free(text);
+}
+
 /* A rank killed with SIGKILL mid-run: mpirun ends the job within a bound, names the rank, and the
  * last checkpoint resumes. The bound: mpirun sees the child die at once and sends the others SIGTERM
  * then SIGKILL; 60 s is far above the 2 s it takes here and far below a hang. */
@@ -299,38 +342,23 @@ static void test_killed_rank(void) {
     const char *recipe = tmp(b1, "%s-z%d.json", "kill", 0), *dir = tmp(b2, "%s-run%d", "kill", 0),
                *log = tmp(b3, "%s-%d.log", "kill", 0);
     write_recipe(recipe, "full", 0);
-    char cmd[4000];
-    /* long enough to be killed mid-run (20000 steps take minutes); killed once it has written its
-     * checkpoints of steps 0 and 5; rank 1 is the process of this run (its --out) with rank 1 in its
-     * environment */
-    snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=1 timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 %s/autoneg train %s --out %s "
-             "--steps 20000 --set checkpoint.every=5 & mp=$!; "
-             "for i in $(seq 600); do [ $(ls %s/checkpoints 2>/dev/null | grep -c ckpt$) -ge 2 ] && break; sleep 0.1; done; "
-             "for p in /proc/[0-9]*; do "
-             "  tr '\\0' '\\n' < $p/cmdline 2>/dev/null | grep -qx %s && tr '\\0' '\\n' < $p/environ 2>/dev/null | "
-             "  grep -qx OMPI_COMM_WORLD_RANK=1 && kill -9 ${p#/proc/} && echo killed rank 1 pid ${p#/proc/}; "
-             "done; k=$(date +%%s.%%N); "
-             "wait $mp; rc=$?; e=$(date +%%s.%%N); awk \"BEGIN { print \\\"ended_after\\\", $e - $k }\"; exit $rc",
-             build_dir(), recipe, dir, dir, dir);
-    int rc = sh(cmd, log);
-    char *text = an_read_file(log, NULL, &(an_error){{0}});
-    const char *t = text ? text : "";
-    CHECK_CONTAINS(t, "killed rank 1");
-    CHECK_MSG(rc != 0, "the job exited with 0 after a rank was killed: %s", t);
+    int rc = signal_rank1("", "KILL", recipe, dir, log);
     /* OpenMPI's words: "mpirun noticed that process rank 1 with PID ... exited on signal 9" */
-    CHECK_CONTAINS(t, "process rank 1");
-    const char *at = strstr(t, "ended_after ");
-    double dt = at ? atof(at + 12) : NAN;
-    CHECK_MSG(!test_nan_worse(dt, 60), "the job ended %.1f s after the kill (bound 60 s)", dt);
-    printf("  killed rank 1: the job ended with exit %d, %.2f s after the kill\n", rc, dt);
-    free(text);
-    char extra[800];
-    snprintf(extra, sizeof extra, "--resume %s --stop-after 1", dir);
-    check_run(train(2, recipe, dir, extra, log), log);
-    text = an_read_file(log, NULL, &(an_error){{0}});
-    CHECK_CONTAINS(text ? text : "", "resuming from");
-    free(text);
+    check_ended(rc, log, "process rank 1", 60, "killed rank 1", recipe, dir);
+}
+
+/* A rank that stops (SIGSTOP: a hung process, or a host cut off) kills nobody, and MPI waits for it
+ * forever; with AN_MPI_TIMEOUT=5 the watchdog of rank 0 ends the job when its collective has waited
+ * 5 s. Bound: 5 s plus the watchdog's 0.2 s tick plus mpirun's cleanup, within 60 s. */
+static void test_stopped_rank(void) {
+    char b1[700], b2[700], b3[700];
+    const char *recipe = tmp(b1, "%s-z%d.json", "stop", 1), *dir = tmp(b2, "%s-run%d", "stop", 1),
+               *log = tmp(b3, "%s-%d.log", "stop", 1);
+    write_recipe(recipe, "lora", 1);
+    int rc = signal_rank1("AN_MPI_TIMEOUT=5", "STOP", recipe, dir, log);
+    /* "autoneg: rank 0: the all-reduce (or reduce-scatter, where rank 1 stopped) has waited ..." */
+    check_ended(rc, log, "has waited more than 5 s for the other ranks", 60,
+                "stopped rank 1, AN_MPI_TIMEOUT=5", recipe, dir);
 }
 
 /* Two hosts for real (tests/mpi_two_hosts.sh): one rank in each of two network namespaces, OpenMPI
@@ -379,6 +407,7 @@ int main(void) {
     if (!only || strstr(only, "lora")) RUN(test_lora_same_as_one_process);
     if (!only || strstr(only, "resume")) RUN(test_resume_exact);
     if (!only || strstr(only, "kill")) RUN(test_killed_rank);
+    if (!only || strstr(only, "stop")) RUN(test_stopped_rank);
     if (!only || strstr(only, "hosts")) RUN(test_two_hosts);
     return test_finish();
 #endif

@@ -18,7 +18,8 @@
  * rank that holds it.
  *
  * Errors: every collective returns 0, or -1 with err naming the operation and the library's message.
- * A rank that dies is the launcher's business (mpirun ends the whole job; docs/distributed.md). */
+ * A rank that dies is the launcher's business (mpirun ends the whole job; docs/distributed.md); one
+ * that hangs, the MPI communicator's watchdog's (an_comm_mpi_init). */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -68,8 +69,10 @@ void an_comm_free(an_comm *c);
  * rank in the environment; 0 for a plain `autoneg train`, which then needs no MPI at all. */
 int an_comm_mpi_launched(void);
 /* MPI_Init_thread (funneled: only the main thread calls MPI) and MPI_COMM_WORLD with errors
- * returned, not fatal. an_comm_free calls MPI_Finalize. */
-int an_comm_mpi_init(an_comm *c, int *argc, char ***argv, an_error *err);
+ * returned, not fatal. timeout_s > 0: a watchdog thread ends this process (exit status 3, a line
+ * naming the rank and the collective) when one collective has waited longer than that, since MPI
+ * has no timeouts of its own; mpirun then ends the job. an_comm_free calls MPI_Finalize. */
+int an_comm_mpi_init(an_comm *c, int *argc, char ***argv, double timeout_s, an_error *err);
 #endif
 
 #endif

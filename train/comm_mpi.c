@@ -2,18 +2,64 @@
  * returned rather than fatal, so a failed collective becomes an error naming the operation. */
 #include <limits.h>
 #include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "train/comm.h"
 
 typedef struct mpi_impl {
     MPI_Comm comm;
+    /* the watchdog (timeout > 0): MPI offers no timeout on a collective, so a thread of our own ends
+     * this process when one has waited longer than that for the other ranks (a rank stopped, or a
+     * network that no longer carries its messages); mpirun then ends the job */
+    double timeout;
+    int rank;
+    atomic_llong since_ms;   /* when the collective in progress began (0: none) */
+    atomic_int op;           /* which one (index into op_names) */
+    atomic_int stop;
+    pthread_t thread;
+    int have_thread;
     float *scratch; /* this rank's slice of a reduce-scatter (MPI forbids overlapping buffers) */
     size_t scratch_len;
     int *counts, *displs; /* per rank, for the v-collectives */
 } mpi_impl;
+
+static const char *const op_names[] = {"all-reduce", "reduce-scatter", "all-gather", "broadcast", "barrier"};
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void enter(mpi_impl *m, int op) {
+    atomic_store(&m->op, op);
+    atomic_store(&m->since_ms, now_ms());
+}
+
+static void leave(mpi_impl *m) { atomic_store(&m->since_ms, 0); }
+
+static void *watchdog(void *arg) {
+    mpi_impl *m = arg;
+    while (!atomic_load(&m->stop)) {
+        long long since = atomic_load(&m->since_ms);
+        if (since && (double)(now_ms() - since) > m->timeout * 1000) {
+            /* stderr is unbuffered; _exit: the main thread is inside MPI and must not run exit handlers */
+            fprintf(stderr,
+                    "autoneg: rank %d: the %s has waited more than %g s for the other ranks (AN_MPI_TIMEOUT): one of "
+                    "them has stopped or cannot be reached; ending the job\n",
+                    m->rank, op_names[atomic_load(&m->op)], m->timeout);
+            _exit(3);
+        }
+        usleep(200000);
+    }
+    return NULL;
+}
 
 static int mpi_fail(an_error *err, const char *op, size_t n, int code) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -29,7 +75,9 @@ static int m_allreduce_f32(an_comm *c, float *buf, size_t n, an_error *err) {
     mpi_impl *m = c->impl;
     for (size_t off = 0; off < n; off += PIECE) {
         int cnt = (int)(n - off < PIECE ? n - off : PIECE);
+        enter(m, 0);
         int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_FLOAT, MPI_SUM, m->comm);
+        leave(m);
         if (rc != MPI_SUCCESS) return mpi_fail(err, "all-reduce", n, rc);
     }
     return 0;
@@ -39,7 +87,9 @@ static int m_allreduce_f64(an_comm *c, double *buf, size_t n, an_error *err) {
     mpi_impl *m = c->impl;
     for (size_t off = 0; off < n; off += PIECE) {
         int cnt = (int)(n - off < PIECE ? n - off : PIECE);
+        enter(m, 0);
         int rc = MPI_Allreduce(MPI_IN_PLACE, buf + off, cnt, MPI_DOUBLE, MPI_SUM, m->comm);
+        leave(m);
         if (rc != MPI_SUCCESS) return mpi_fail(err, "all-reduce", n, rc);
     }
     return 0;
@@ -71,7 +121,9 @@ static int m_reduce_scatter_f32(an_comm *c, float *buf, size_t n, an_error *err)
         m->scratch = s;
         m->scratch_len = len;
     }
+    enter(m, 1);
     int rc = MPI_Reduce_scatter(buf, m->scratch, m->counts, MPI_FLOAT, MPI_SUM, m->comm);
+    leave(m);
     if (rc != MPI_SUCCESS) return mpi_fail(err, "reduce-scatter", n, rc);
     if (len) memcpy(buf + lo, m->scratch, len * sizeof *buf);
     return 0;
@@ -80,7 +132,9 @@ static int m_reduce_scatter_f32(an_comm *c, float *buf, size_t n, an_error *err)
 static int m_allgather_f32(an_comm *c, float *buf, size_t n, an_error *err) {
     mpi_impl *m = c->impl;
     if (layout(c, n, "all-gather", err)) return -1;
+    enter(m, 2);
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, m->counts, m->displs, MPI_FLOAT, m->comm);
+    leave(m);
     return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "all-gather", n, rc);
 }
 
@@ -88,7 +142,9 @@ static int m_bcast_f32(an_comm *c, float *buf, size_t n, int root, an_error *err
     mpi_impl *m = c->impl;
     for (size_t off = 0; off < n; off += PIECE) {
         int cnt = (int)(n - off < PIECE ? n - off : PIECE);
+        enter(m, 3);
         int rc = MPI_Bcast(buf + off, cnt, MPI_FLOAT, root, m->comm);
+        leave(m);
         if (rc != MPI_SUCCESS) return mpi_fail(err, "broadcast", n, rc);
     }
     return 0;
@@ -96,7 +152,9 @@ static int m_bcast_f32(an_comm *c, float *buf, size_t n, int root, an_error *err
 
 static int m_barrier(an_comm *c, an_error *err) {
     mpi_impl *m = c->impl;
+    enter(m, 4);
     int rc = MPI_Barrier(m->comm);
+    leave(m);
     return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "barrier", 0, rc);
 }
 
@@ -107,6 +165,10 @@ static void m_abort(an_comm *c, int code) {
 
 static void m_free(an_comm *c) {
     mpi_impl *m = c->impl;
+    if (m && m->have_thread) {
+        atomic_store(&m->stop, 1);
+        pthread_join(m->thread, NULL);
+    }
     if (m) {
         free(m->scratch);
         free(m->counts);
@@ -129,7 +191,7 @@ int an_comm_mpi_launched(void) {
     return 0;
 }
 
-int an_comm_mpi_init(an_comm *c, int *argc, char ***argv, an_error *err) {
+int an_comm_mpi_init(an_comm *c, int *argc, char ***argv, double timeout_s, an_error *err) {
     memset(c, 0, sizeof *c);
     int provided = 0;
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
@@ -147,6 +209,15 @@ int an_comm_mpi_init(an_comm *c, int *argc, char ***argv, an_error *err) {
     if (!m->counts || !m->displs) {
         an_comm_free(c);
         return an_fail(err, "MPI: out of memory");
+    }
+    m->rank = c->rank;
+    m->timeout = timeout_s;
+    if (timeout_s > 0) {
+        if (pthread_create(&m->thread, NULL, watchdog, m)) {
+            an_comm_free(c);
+            return an_fail(err, "MPI: cannot start the collective watchdog thread");
+        }
+        m->have_thread = 1;
     }
     return 0;
 }
