@@ -9,6 +9,8 @@
 #   make install    PREFIX/bin/autoneg, the man page PREFIX/share/man/man1/autoneg.1 and the bash
 #                   completion PREFIX/share/bash-completion/completions/autoneg (PREFIX=/usr/local,
 #                   DESTDIR for packaging); the last two are made by the binary from its option tables
+#   make MPI=1      data-parallel training over MPI (train/comm_mpi.c, mpicc's flags; docs/distributed.md);
+#                   without it the build has no MPI dependency
 #   make model      fetch a real small pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) into
 #                   ${AN_CACHE:-~/.cache/autoneg} and print its path (tools/fetch_model.sh)
 CC      ?= gcc
@@ -25,8 +27,19 @@ ifeq ($(BLAS),1)
   LDLIBS += -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
 endif
 
+# MPI=1: the MPI communicator of train/comm.h, with the compile and link flags mpicc would add (so
+# CC=clang still works); tests/test_train_mpi.c runs mpirun only in such a build.
+MPI ?= 0
+ifeq ($(MPI),1)
+  CFLAGS += -DAN_MPI=1 $(shell mpicc --showme:compile)
+  LDLIBS += $(shell mpicc --showme:link)
+endif
+
 LIB_DIRS := core kernels model data train infer serve
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c $(d)/*/*.c))
+ifneq ($(MPI),1)
+  LIB_SRC := $(filter-out train/comm_mpi.c,$(LIB_SRC))
+endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)

@@ -3,7 +3,9 @@
  *               [--device cpu|cuda]
  *
  * Resolves the recipe (file, then flags, then --set, as docs/recipes.md says), installs the SIGINT /
- * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h. */
+ * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h.
+ * Built with MPI=1 and started by mpirun or srun, it is one rank of a data-parallel job
+ * (docs/distributed.md): an error on any rank ends every rank (MPI_Abort), naming the rank. */
 #include <omp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/help.h"
 #include "core/file.h"
+#include "train/comm.h"
 #include "train/recipe.h"
 #include "train/trainer.h"
 
@@ -48,7 +51,9 @@ const cli_help cli_help_train = {
     "train [RECIPE.json] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--device cpu|cuda]",
     "Fine-tunes a model on prompt pairs. The recipe file comes first, then the flags, then --set\n"
     "(docs/recipes.md); without a recipe the defaults apply. Progress and the final summary go to\n"
-    "stderr; Ctrl-C writes a checkpoint and stops, and --resume continues the exact same run.",
+    "stderr; Ctrl-C writes a checkpoint and stops, and --resume continues the exact same run.\n"
+    "Built with make MPI=1, `mpirun -np N autoneg train ...` trains on N data-parallel ranks\n"
+    "(docs/distributed.md).",
     train_opts, NULL, NULL,
     "train configs/recipes/tiny-from-scratch.json --out runs/tiny --steps 200",
 };
@@ -175,16 +180,49 @@ int an_cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    an_comm comm;
+    an_comm_single(&comm);
+#ifdef AN_MPI
+    if (an_comm_mpi_launched()) {
+        /* AN_MPI_TIMEOUT=S: end the job when a collective waits longer than S seconds (0: never) */
+        const char *t = getenv("AN_MPI_TIMEOUT");
+        char *end = NULL;
+        double timeout = t && *t ? strtod(t, &end) : 0;
+        if (t && *t && (*end || !(timeout >= 0))) {
+            rc = cli_fail("AN_MPI_TIMEOUT '%s' is not a number of seconds", t);
+            goto out;
+        }
+        if (an_comm_mpi_init(&comm, NULL, NULL, timeout, &err)) {
+            rc = cli_error(&err);
+            goto out;
+        }
+    }
+#endif
+    o.comm = &comm;
     an_trainer_result res;
     if (an_train_run(&r, &o, &res, &err)) {
+        if (comm.size > 1) {
+            /* the other ranks wait for this one in a collective: end them all */
+            an_fail_prefix(&err, "rank %d of %d", comm.rank, comm.size);
+            cli_error(&err);
+            fflush(stderr);
+            an_comm_abort(&comm, 1);
+        }
         rc = cli_error(&err);
+        an_comm_free(&comm);
         goto out;
     }
+    an_comm_free(&comm);
+    if (comm.rank != 0) goto out; /* rank 0 reports */
     if (res.interrupted) {
         fprintf(stderr, "autoneg: stopped at step %ld of %ld; checkpoint %s\nautoneg: continue with: autoneg train --resume %s\n",
                 res.steps_done, res.total_steps, res.last_ckpt, r.output.dir);
         rc = train_stop_requested ? 130 : 0;
     } else {
+        if (comm.size > 1)
+            fprintf(stderr, "autoneg: %d ranks; rank 0 spent %.3f s per step in collectives (%.2f s over %ld steps)\n",
+                    comm.size, res.comm_steps ? res.comm_seconds / (double)res.comm_steps : 0.0, res.comm_seconds,
+                    res.comm_steps);
         fprintf(stderr, "autoneg: done: %ld steps, last loss %.4f", res.steps_done, res.last_loss);
         if (res.eval_loss == res.eval_loss) fprintf(stderr, ", eval loss %.4f", res.eval_loss);
         fprintf(stderr, "\nautoneg: model in %s\n", res.final_dir);

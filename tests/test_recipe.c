@@ -203,6 +203,11 @@ static void test_out_of_range(void) {
     CHECK_CONTAINS(msg, "tokenizer.train_vocab: must be 0 or >= 260, found 100");
     msg = load_error("range6.json", "{\"schedule\": {\"warmup_start_factor\": 0}}");
     CHECK_CONTAINS(msg, "schedule.warmup_start_factor: must be > 0, found 0");
+    /* ZeRO stages: 0 (all-reduce) and 1 (sharded moments) are built, 2 and 3 are not */
+    msg = load_error("range7.json", "{\"train\": {\"zero\": 2}}");
+    CHECK_CONTAINS(msg, "range7.json: train.zero: must be <= 1, found 2");
+    msg = load_error("range8.json", "{\"train\": {\"zero\": -1}}");
+    CHECK_CONTAINS(msg, "train.zero: must be >= 0, found -1");
 }
 
 /* Every numeric key has an upper bound, checked with the key and the file in the message: before,

@@ -2,6 +2,7 @@
  * (adamw_update, and sum_squares through an_grad_norm), so a change to the op table touches it alone. */
 #include "train/optim.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ int an_optim_init(an_optim *o, const an_ops *ops, const an_optim_tensor *t, int 
     o->ops = ops;
     o->grad_base = grad_base;
     o->n_floats = n_floats;
+    o->slice_len = n_floats;
     for (int k = 0; k < n; k++)
         if (!inside(&t[k], grad_base, n_floats))
             return an_fail(err, "optimizer: tensor %d (%zu values) has no gradient inside the gradient buffer", k,
@@ -72,12 +74,84 @@ void an_optim_free(an_optim *o) {
     memset(o, 0, sizeof *o);
 }
 
-size_t an_optim_bytes(const an_optim *o) { return o->moments ? 2 * o->n_floats * sizeof(float) : 0; }
+size_t an_optim_bytes(const an_optim *o) { return o->moments ? 2 * o->slice_len * sizeof(float) : 0; }
+
+size_t an_optim_offset(const an_optim *o, int k) { return (size_t)(o->t[k].grad - o->grad_base); }
 
 void an_optim_moments(const an_optim *o, int k, float **m, float **v) {
-    size_t off = (size_t)(o->t[k].grad - o->grad_base);
+    size_t off = an_optim_offset(o, k);
     *m = o->moments + off;
     *v = o->moments + o->n_floats + off;
+}
+
+int an_optim_distribute(an_optim *o, an_comm *comm, int zero, an_error *err) {
+    o->comm = comm;
+    if (!zero || !comm || comm->size == 1 || !o->n_floats) return 0; /* one rank's slice is the whole buffer */
+    size_t lo, len;
+    an_comm_slice(o->n_floats, comm->size, comm->rank, &lo, &len);
+    float *mom = len ? o->ops->alloc(o->ops, 2 * len * sizeof(float)) : NULL;
+    if (len && !mom)
+        return an_fail(err, "optimizer: cannot allocate %.1f MiB of AdamW state", (double)len * 8 / 1048576);
+    if (o->moments) o->ops->free(o->ops, o->moments);
+    o->moments = mom;
+    o->sharded = 1;
+    o->slice_lo = lo;
+    o->slice_len = len;
+    return 0;
+}
+
+/* Tensor k's part inside [lo, lo + len) of the buffer: [*a, *b) in buffer offsets; 0 when none. */
+static int part_in(const an_optim *o, int k, size_t lo, size_t len, size_t *a, size_t *b) {
+    size_t off = an_optim_offset(o, k), end = off + o->t[k].numel;
+    *a = off > lo ? off : lo;
+    *b = end < lo + len ? end : lo + len;
+    return *a < *b;
+}
+
+/* Weights of tensors' parts inside [lo, lo + len) into the gradient buffer (to), or back (!to). */
+static void pack(an_optim *o, size_t lo, size_t len, int to) {
+    for (int k = 0; k < o->n; k++) {
+        size_t a, b, off = an_optim_offset(o, k);
+        if (!part_in(o, k, lo, len, &a, &b)) continue;
+        float *w = o->t[k].param + (a - off), *g = o->grad_base + a;
+        o->ops->copy(o->ops, to ? g : w, to ? w : g, (b - a) * sizeof(float));
+    }
+}
+
+int an_optim_broadcast_params(an_optim *o, int root, an_error *err) {
+    if (!o->comm || o->comm->size == 1 || !o->grad_base) return 0;
+    pack(o, 0, o->n_floats, 1);
+    if (an_comm_bcast_f32(o->comm, o->grad_base, o->n_floats, root, err)) return -1;
+    pack(o, 0, o->n_floats, 0);
+    an_optim_zero_grad(o);
+    return 0;
+}
+
+float *an_optim_full_moments(an_optim *o, int gather, an_error *err) {
+    if (!o->sharded) return o->moments;
+    size_t n = o->n_floats, lo = o->slice_lo, len = o->slice_len;
+    float *full = o->ops->alloc(o->ops, 2 * n * sizeof(float));
+    if (!full) return an_fail_null(err, "optimizer: cannot allocate %.1f MiB to gather the AdamW state", (double)n * 8 / 1048576);
+    if (!gather) return full;
+    if (len) {
+        o->ops->copy(o->ops, full + lo, o->moments, len * sizeof(float));
+        o->ops->copy(o->ops, full + n + lo, o->moments + len, len * sizeof(float));
+    }
+    if (an_comm_allgather_f32(o->comm, full, n, err) || an_comm_allgather_f32(o->comm, full + n, n, err)) {
+        o->ops->free(o->ops, full);
+        return NULL;
+    }
+    return full;
+}
+
+void an_optim_full_moments_done(an_optim *o, float *full, int keep) {
+    if (!o->sharded || !full) return;
+    size_t n = o->n_floats, lo = o->slice_lo, len = o->slice_len;
+    if (keep && len) {
+        o->ops->copy(o->ops, o->moments, full + lo, len * sizeof(float));
+        o->ops->copy(o->ops, o->moments + len, full + n + lo, len * sizeof(float));
+    }
+    o->ops->free(o->ops, full);
 }
 
 void an_optim_zero_grad(an_optim *o) {
@@ -85,35 +159,63 @@ void an_optim_zero_grad(an_optim *o) {
 }
 
 /* ---- DATA PARALLEL: the one place where ranks meet. ----
- * The all-reduce of o->grad_base[0 .. o->n_floats), one contiguous buffer, goes here (a sum, each rank
- * having scaled its loss by its share of the whole step's tokens, or a mean of per-rank means).
- * Every rank then holds the step's gradients, takes the same norm in an_optim_grad_norm and applies
- * the same update, so the norm needs no reduction of its own; only a sharded variant (reduce-scatter,
- * each rank updating a slice) would also all-reduce the sum of squares, right after this call. */
-void an_optim_reduce_grads(an_optim *o) { (void)o; }
+ * Each rank scaled its loss by its share of the whole step's tokens (or of each micro-batch's, for a
+ * mean of means), so the sum over ranks of o->grad_base[0 .. o->n_floats) is the step's gradient.
+ * zero 0: an all-reduce, after which every rank holds it all, takes the same norm and applies the
+ * same update. ZeRO-1: a reduce-scatter, each rank holding the sum of its slice; an_optim_grad_norm
+ * then all-reduces the slices' sums of squares. */
+int an_optim_reduce_grads(an_optim *o, an_error *err) {
+    if (!o->comm || o->comm->size == 1 || !o->grad_base) return 0;
+    return o->sharded ? an_comm_reduce_scatter_f32(o->comm, o->grad_base, o->n_floats, err)
+                      : an_comm_allreduce_f32(o->comm, o->grad_base, o->n_floats, err);
+}
 
-double an_optim_grad_norm(an_optim *o) {
-    an_optim_reduce_grads(o);
-    if (!o->grad_base) return 0.0;
+int an_optim_grad_norm_checked(an_optim *o, double *norm, an_error *err) {
+    *norm = 0.0;
+    if (an_optim_reduce_grads(o, err)) return -1;
+    if (!o->grad_base) return 0;
+    if (o->sharded) {
+        double ss = o->slice_len ? o->ops->sum_squares(o->ops, o->grad_base + o->slice_lo, o->slice_len) : 0.0;
+        if (an_comm_allreduce_f64(o->comm, &ss, 1, err)) return -1;
+        *norm = sqrt(ss);
+        return 0;
+    }
     /* the gaps of the buffer stay zero, so one sum of squares over all of it is every tensor's */
     float *grads[1] = {o->grad_base};
     size_t sizes[1] = {o->n_floats};
-    return an_grad_norm(o->ops, grads, sizes, 1);
+    *norm = an_grad_norm(o->ops, grads, sizes, 1);
+    return 0;
 }
 
-void an_optim_apply(an_optim *o, const an_adamw_config *c, double norm) {
+double an_optim_grad_norm(an_optim *o) {
+    double norm;
+    return an_optim_grad_norm_checked(o, &norm, NULL) ? NAN : norm;
+}
+
+int an_optim_apply_checked(an_optim *o, const an_adamw_config *c, double norm, an_error *err) {
     float clip = an_clip_coef(norm, c->max_grad_norm);
     o->step++;
+    size_t lo = o->slice_lo, len = o->slice_len;
     for (int k = 0; k < o->n; k++) {
         const an_optim_tensor *t = &o->t[k];
-        float *m, *v;
-        an_optim_moments(o, k, &m, &v);
+        size_t a, b, off = an_optim_offset(o, k);
+        if (!part_in(o, k, lo, len, &a, &b)) continue; /* sharded: another rank's */
+        /* the moments: the whole buffer's layout, or the slice's (offset lo) when sharded */
+        float *m = o->moments + (a - lo), *v = o->moments + (o->sharded ? len : o->n_floats) + (a - lo);
         /* torch.optim.AdamW with two parameter groups: weight_decay for the decayed, 0 for the rest */
         float wd = t->decay ? c->weight_decay : 0.0f;
-        o->ops->adamw_update(o->ops, t->param, t->grad, clip, m, v, t->numel, c->lr, c->beta1, c->beta2, c->eps, wd,
-                             (int)o->step);
+        o->ops->adamw_update(o->ops, t->param + (a - off), o->grad_base + a, clip, m, v, b - a, c->lr, c->beta1, c->beta2,
+                             c->eps, wd, (int)o->step);
     }
+    if (!o->sharded) return 0;
+    /* every rank's updated slice to every rank, through the gradient buffer (its sums are spent) */
+    pack(o, lo, len, 1);
+    if (an_comm_allgather_f32(o->comm, o->grad_base, o->n_floats, err)) return -1;
+    pack(o, 0, o->n_floats, 0);
+    return 0;
 }
+
+void an_optim_apply(an_optim *o, const an_adamw_config *c, double norm) { an_optim_apply_checked(o, c, norm, NULL); }
 
 double an_optim_step(an_optim *o, const an_adamw_config *c) {
     double norm = an_optim_grad_norm(o);

@@ -103,6 +103,7 @@ static const field fields[] = {
     F_INT("train.threads", train.threads, R_LO | R_HI, 0, AN_RECIPE_MAX_THREADS, "0"),
     F_STR("train.device", train.device, "\"cpu\""),
     F_BOOL("train.recompute", train.recompute, "false"),
+    F_INT("train.zero", train.zero, R_LO | R_HI, 0, 1, "0"),
     F_ENUM("train.loss_norm", train.loss_norm, loss_norm_names, "\"tokens\" | \"mean_of_means\"", "\"tokens\""),
     F_INT("train.log_every", train.log_every, R_LO | R_HI, 1, 1e9, "1"),
     F_INT("eval.every", eval.every, R_LO | R_HI, 0, 1e9, "0"),

@@ -101,6 +101,7 @@ typedef struct an_recipe {
         int threads;   /* 0 = all cores */
         char device[AN_RECIPE_NAME]; /* the backend: "cpu" or "cuda" (kernels/backend.h) */
         int recompute; /* gradient checkpointing */
+        int zero;      /* data parallel: 0 all-reduce, 1 ZeRO stage 1 (train/optim.h) */
         an_loss_norm loss_norm;
         int log_every;
     } train;

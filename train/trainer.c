@@ -47,9 +47,10 @@ int an_trainer_find_resume(const char *dir, char *ckpt, size_t size, an_error *e
 typedef struct window {
     int32_t *ids, *targets, *pos, *seg;
     int *B, *T;
-    long *count;
+    long *count;    /* this rank's trained tokens of each micro-batch */
+    double *global; /* every rank's together, per micro-batch, and 2 spare values for the step's sums */
     int k, cap_rows;
-    long total;
+    long total;     /* every rank's trained tokens of the window */
 } window;
 
 static int window_alloc(window *w, int k, int rows, int seq, an_error *err) {
@@ -62,9 +63,10 @@ static int window_alloc(window *w, int k, int rows, int seq, an_error *err) {
     w->B = malloc((size_t)k * sizeof(int));
     w->T = malloc((size_t)k * sizeof(int));
     w->count = malloc((size_t)k * sizeof(long));
+    w->global = malloc(((size_t)k + 3) * sizeof(double));
     w->k = k;
     w->cap_rows = rows * seq;
-    if (!w->ids || !w->targets || !w->pos || !w->seg || !w->B || !w->T || !w->count)
+    if (!w->ids || !w->targets || !w->pos || !w->seg || !w->B || !w->T || !w->count || !w->global)
         return an_fail(err, "trainer: out of memory for %d micro-batches", k);
     return 0;
 }
@@ -77,23 +79,38 @@ static void window_free(window *w) {
     free(w->B);
     free(w->T);
     free(w->count);
+    free(w->global);
 }
 
-static int window_fill(window *w, an_train_data *d, an_error *err) {
-    w->total = 0;
+/* Every rank reads the same global batches (same data, same seed) and keeps its slice of their rows
+ * (an_comm_slice); the counts of trained tokens are then summed over the ranks, so each rank knows
+ * the whole window's before its first forward. */
+static int window_fill(window *w, an_train_data *d, an_comm *c, an_error *err) {
     for (int i = 0; i < w->k; i++) {
         an_token_rows r;
         if (an_train_data_next(d, &r, err)) return -1;
-        size_t n = (size_t)r.B * (size_t)r.T, off = (size_t)i * (size_t)w->cap_rows;
-        memcpy(w->ids + off, r.ids, n * sizeof(int32_t));
-        memcpy(w->targets + off, r.targets, n * sizeof(int32_t));
-        memcpy(w->pos + off, r.pos, n * sizeof(int32_t));
-        memcpy(w->seg + off, r.seg_start, n * sizeof(int32_t));
-        w->B[i] = r.B;
+        size_t lo, rows;
+        an_comm_slice((size_t)r.B, c->size, c->rank, &lo, &rows);
+        size_t n = rows * (size_t)r.T, src = lo * (size_t)r.T, off = (size_t)i * (size_t)w->cap_rows;
+        memcpy(w->ids + off, r.ids + src, n * sizeof(int32_t));
+        memcpy(w->targets + off, r.targets + src, n * sizeof(int32_t));
+        memcpy(w->pos + off, r.pos + src, n * sizeof(int32_t));
+        memcpy(w->seg + off, r.seg_start + src, n * sizeof(int32_t));
+        w->B[i] = (int)rows;
         w->T[i] = r.T;
-        w->count[i] = r.n_targets;
-        w->total += r.n_targets;
+        long cnt = 0;
+        if (c->size == 1)
+            cnt = r.n_targets;
+        else
+            for (size_t j = 0; j < n; j++) cnt += w->targets[off + j] != -100;
+        w->count[i] = cnt;
+        w->global[i] = (double)cnt;
     }
+    /* token counts are far below 2^53: their sum is exact in any order */
+    if (an_comm_allreduce_f64(c, w->global, (size_t)w->k, err)) return an_fail_prefix(err, "token counts");
+    double total = 0;
+    for (int i = 0; i < w->k; i++) total += w->global[i];
+    w->total = (long)total;
     return 0;
 }
 
@@ -152,6 +169,10 @@ typedef struct run {
     char created[1100]; /* the outermost folder of output.dir that this run created ("": it existed) */
     int wrote_ckpt;     /* a checkpoint of this run is on disk: the folder is worth keeping */
     int was_empty;      /* output.dir existed, empty, before this run (a folder the user made for it) */
+    an_comm *comm;      /* the ranks (the single communicator for one process) */
+    an_comm single;
+    int rank0;          /* this rank writes the run folder, logs and evaluates */
+    an_trainer_opts quiet; /* the options of a rank other than 0: no notes, no progress */
 } run;
 
 /* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
@@ -185,6 +206,7 @@ static int log_samples(run *u, an_error *err) {
 }
 
 static int log_eval(run *u, an_error *err) {
+    if (!u->rank0) return 0; /* the other ranks go on to the next step and wait there */
     if (u->o->progress) an_progress_finish(&u->prog);
     if (an_train_data_val_samples(u->data) > 0) {
         double loss;
@@ -207,7 +229,7 @@ static int checkpoint(run *u, an_error *err) {
     an_data_cursor c = an_train_data_cursor(u->data);
     an_ckpt_state st = {(uint64_t)u->step, (uint64_t)u->tokens, u->rng.state, c.epoch, c.next, c.offset,
                         u->m->lora ? u->m->lora->forwards : 0};
-    if (an_trainer_save_ckpt(u->m, &u->ts, &u->opt, &st, path, u->o->ckpt_byte_limit, err)) {
+    if (an_trainer_save_ckpt(u->m, &u->ts, &u->opt, &st, path, u->rank0, u->o->ckpt_byte_limit, err)) {
         if (u->res->last_ckpt[0])
             an_fail_prefix(err, "step %ld: checkpoint not written; the previous checkpoint %s is kept", u->step,
                            u->res->last_ckpt);
@@ -217,6 +239,7 @@ static int checkpoint(run *u, an_error *err) {
     }
     snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", path);
     u->wrote_ckpt = 1;
+    if (!u->rank0) return 0;
     /* keep the checkpoint a stop for divergence would fall back to, whatever checkpoint.keep says */
     return an_ckpt_prune(u->r->output.dir, u->r->checkpoint.keep, an_guard_safe_step(&u->guard, u->step), err);
 }
@@ -261,7 +284,7 @@ static void stop_diverged(run *u, an_guard_verdict v, double loss, double norm, 
         const char *b = strrchr(ckpt, '/');
         long at = strtol(b ? b + 6 : ckpt, NULL, 10); /* ".../step-NNNNNNNN.ckpt" */
         int moved = 0;
-        if (an_ckpt_set_aside_after(r->output.dir, at, &moved, &e2))
+        if (u->rank0 && an_ckpt_set_aside_after(r->output.dir, at, &moved, &e2))
             snprintf(tail, sizeof tail, " (the newer checkpoints could not be set aside: %s)", e2.msg);
         else
             snprintf(tail, sizeof tail, "%s", moved ? " (the newer ones hold bad weights and were renamed *.diverged)" : "");
@@ -284,35 +307,62 @@ static void stop_diverged(run *u, an_guard_verdict v, double loss, double norm, 
 static int train_step(run *u, double *loss_out, double *norm_out, an_error *err) {
     an_model *m = u->m;
     const an_recipe *r = u->r;
-    if (window_fill(&u->win, u->data, err)) return -1;
+    window *w = &u->win;
+    if (window_fill(w, u->data, u->comm, err)) return -1;
     an_optim_zero_grad(&u->opt);
-    int used = 0;
-    for (int i = 0; i < u->win.k; i++) used += u->win.count[i] > 0;
+    int used = 0; /* micro-batches with a trained token on some rank */
+    for (int i = 0; i < w->k; i++) used += w->global[i] > 0;
     double loss = 0;
-    for (int i = 0; i < u->win.k; i++) {
-        if (u->win.count[i] == 0) continue; /* nothing to learn from: no gradient, no share of the mean */
-        /* tokens: each token weighs 1 / (tokens of the window); mean_of_means: each micro-batch 1 / k */
-        float scale = r->train.loss_norm == AN_LOSS_NORM_TOKENS ? (float)((double)u->win.count[i] / (double)u->win.total)
-                                                                 : 1.0f / (float)used;
-        an_batch b = window_batch(&u->win, i);
+    int forwards = 0;
+    uint64_t mask_seeds = m->lora ? m->lora->forwards : 0;
+    for (int i = 0; i < w->k; i++) {
+        if (w->count[i] == 0) continue; /* nothing to learn from here: no gradient, no share of the mean */
+        /* tokens: each token weighs 1 / (tokens of the window); mean_of_means: each micro-batch 1 / k.
+         * A rank's loss is the mean over its own tokens, so it weighs by its share of them: the sum
+         * over ranks of the scaled gradients is the step's gradient, which the optimizer sums. */
+        double share = (double)w->count[i] / w->global[i];
+        float scale = r->train.loss_norm == AN_LOSS_NORM_TOKENS ? (float)((double)w->count[i] / (double)w->total)
+                                                                 : (float)(share / (double)used);
+        an_batch b = window_batch(w, i);
         float l;
         if (an_model_forward(m, &b, 1, scale, &l, NULL, err) || an_model_backward(m, err)) return -1;
         loss += (double)scale * (double)l;
+        forwards++;
     }
-    *loss_out = used ? loss : NAN;
-    *norm_out = an_optim_grad_norm(&u->opt);
+    /* the step's loss is the sum of the ranks' parts; LoRA's dropout counter advances as on one
+     * process (once per micro-batch with tokens), also on a rank that had none of a micro-batch */
+    double *sums = w->global + w->k;
+    sums[0] = loss;
+    sums[1] = m->lora ? (double)(m->lora->forwards - mask_seeds) : 0;
+    sums[2] = forwards;
+    if (an_comm_allreduce_f64(u->comm, sums, 3, err)) return an_fail_prefix(err, "step %ld: loss", u->step + 1);
+    if (m->lora && sums[2] > 0) m->lora->forwards = mask_seeds + (uint64_t)(sums[1] / sums[2]) * (uint64_t)used;
+    *loss_out = used ? sums[0] : NAN;
+    if (an_optim_grad_norm_checked(&u->opt, norm_out, err)) return an_fail_prefix(err, "step %ld: gradients", u->step + 1);
     return 0;
 }
 
 /* The step's update at the schedule's rate, by the optimizer every training path shares. */
-static void apply_adamw(run *u, double lr, double norm) {
+static int apply_adamw(run *u, double lr, double norm, an_error *err) {
     const an_recipe *r = u->r;
     an_adamw_config c = {(float)lr, (float)r->optim.betas[0], (float)r->optim.betas[1], (float)r->optim.eps,
                          (float)r->optim.weight_decay, (float)r->optim.clip};
-    an_optim_apply(&u->opt, &c, norm);
+    if (an_optim_apply_checked(&u->opt, &c, norm, err)) return an_fail_prefix(err, "step %ld: weights", u->step + 1);
+    return 0;
+}
+
+/* Whether to stop now: a signal or --stop-after on any rank stops every rank at the same step (mpirun
+ * hands a signal to every rank, but not at the same instant). */
+static int stop_now(run *u, int *stop, an_error *err) {
+    const an_trainer_opts *o = u->o;
+    double s = (o->stop && *o->stop) || (o->stop_after > 0 && u->step - u->first_step >= o->stop_after);
+    if (an_comm_allreduce_f64(u->comm, &s, 1, err)) return an_fail_prefix(err, "step %ld: stop flag", u->step);
+    *stop = s > 0;
+    return 0;
 }
 
 static int log_train(run *u, double loss, double lr, double norm, an_error *err) {
+    if (!u->rank0) return 0;
     double now = mono_now();
     double dt = now - u->t_log;
     an_metrics_train t = {u->step, loss, lr, norm, u->tokens,
@@ -329,7 +379,7 @@ static int log_train(run *u, double loss, double lr, double norm, an_error *err)
 }
 
 static void show_progress(run *u, double loss, double lr) {
-    if (!u->o->progress) return;
+    if (!u->o->progress || !u->rank0) return;
     double el = mono_now() - u->t_start;
     double tps = el > 0 ? (double)(u->tokens - u->tokens_at_start) / el : 0;
     an_progress_info pi = {u->step, u->total, loss, lr, tps, an_progress_eta(el, u->step, u->total, u->first_step)};
@@ -351,16 +401,28 @@ static int setup(run *u, an_error *err) {
     const an_recipe *r = u->r;
     const an_trainer_opts *o = u->o;
     char path[1100];
-    /* the folder this run creates, if any: a run that fails before its first step removes it again */
-    if (an_trainer_first_missing(r->output.dir, u->created, sizeof u->created, err)) return -1;
-    u->was_empty = !u->created[0] && an_trainer_dir_is_empty(r->output.dir);
-    if (an_trainer_mkdirs(r->output.dir, err)) return -1;
-    /* before anything in the folder is written: a second run into it would interleave metrics.jsonl
-     * and replace recipe.json, the caches and the checkpoints under the first */
-    if ((u->lock_fd = an_trainer_lock(r->output.dir, err)) < 0) return -1;
-    if (an_path_join(path, sizeof path, r->output.dir, "recipe.json") || an_recipe_save(r, path, err)) return -1;
+    if (u->comm->size > 1 && strcmp(r->train.device, "cpu"))
+        return an_fail(err, "recipe: train.device %s: MPI ranks train on the CPU backend (NCCL for GPU ranks is not built)",
+                       r->train.device);
+    if (u->comm->size > r->train.batch_size)
+        return an_fail(err, "recipe: train.batch_size %d is smaller than the %d ranks: each rank trains on its share of "
+                            "the rows of every batch (the batch is the global one), so it needs at least one",
+                       r->train.batch_size, u->comm->size);
+    if (u->rank0) {
+        /* the folder this run creates, if any: a run that fails before its first step removes it again */
+        if (an_trainer_first_missing(r->output.dir, u->created, sizeof u->created, err)) return -1;
+        u->was_empty = !u->created[0] && an_trainer_dir_is_empty(r->output.dir);
+        if (an_trainer_mkdirs(r->output.dir, err)) return -1;
+        /* before anything in the folder is written: a second run into it would interleave metrics.jsonl
+         * and replace recipe.json, the caches and the checkpoints under the first */
+        if ((u->lock_fd = an_trainer_lock(r->output.dir, err)) < 0) return -1;
+        if (an_path_join(path, sizeof path, r->output.dir, "recipe.json") || an_recipe_save(r, path, err)) return -1;
+    } else if (an_comm_barrier(u->comm, err)) {
+        /* the other ranks read what rank 0 writes first: its trained tokenizer and the token caches */
+        return an_fail_prefix(err, "waiting for rank 0 to prepare %s", r->output.dir);
+    }
     int resuming = o->resume_ckpt != NULL;
-    u->m = an_trainer_build_model(r, resuming, u->tok_path, sizeof u->tok_path, o, err);
+    u->m = an_trainer_build_model(r, resuming || !u->rank0, u->tok_path, sizeof u->tok_path, o, err);
     if (!u->m) return -1;
     if (r->model.dtype != AN_RDTYPE_F32 && r->model.method == AN_METHOD_FULL)
         return an_fail(err, "recipe: model.dtype: full fine-tuning trains every weight in float32; "
@@ -389,15 +451,23 @@ static int setup(run *u, an_error *err) {
         if (an_model_alloc_grads(u->m, err)) return -1;
     }
     if (an_trainable_init(&u->ts, u->m, err) ||
-        an_optim_init_params(&u->opt, u->m->ops, u->ts.p, u->ts.n, u->ts.grad_base, u->ts.n_floats, err))
+        an_optim_init_params(&u->opt, u->m->ops, u->ts.p, u->ts.n, u->ts.grad_base, u->ts.n_floats, err) ||
+        an_optim_distribute(&u->opt, u->comm, r->train.zero, err))
         return -1;
+    if (u->comm->size > 1)
+        an_trainer_note(o, "data parallel: %d ranks (%s), %s", u->comm->size, u->comm->vt->name,
+                        u->opt.sharded ? "ZeRO-1: each rank keeps the AdamW moments of its slice" : "all-reduce of the gradients");
 
     char cache[1100];
     an_data_report rep;
-    if (an_path_join(cache, sizeof cache, r->output.dir, "cache") || an_trainer_mkdirs(cache, err)) return -1;
-    if (an_path_join(path, sizeof path, r->output.dir, "checkpoints") || an_trainer_mkdirs(path, err)) return -1;
+    if (an_path_join(cache, sizeof cache, r->output.dir, "cache")) return an_fail(err, "%s: path too long", r->output.dir);
+    if (u->rank0) {
+        if (an_trainer_mkdirs(cache, err)) return -1;
+        if (an_path_join(path, sizeof path, r->output.dir, "checkpoints") || an_trainer_mkdirs(path, err)) return -1;
+    }
     u->data = an_train_data_load(r, u->tok_path, cache, &rep, err);
     if (!u->data) return -1;
+    if (u->rank0 && an_comm_barrier(u->comm, err)) return an_fail_prefix(err, "rank 0 waiting for the other ranks");
     an_trainer_note(o, "data: %zu training pairs -> %zu samples (%lld tokens%s), %zu validation pairs -> %zu samples%s",
                     rep.train_pairs, rep.train_samples, rep.train_tokens, rep.cache_hit ? ", from the token cache" : "",
                     rep.val_pairs, rep.val_samples, rep.val_pairs ? "" : " (no evaluation)");
@@ -408,8 +478,11 @@ static int setup(run *u, an_error *err) {
 
     u->total = an_recipe_total_steps(r, rep.rows_per_epoch);
     if (an_schedule_from_recipe(&u->sched, r, u->total, err)) return -1;
-    if (an_model_plan(u->m, r->train.batch_size, r->train.seq_len, err)) return -1;
-    if (window_alloc(&u->win, r->optim.accumulation, r->train.batch_size, r->train.seq_len, err)) return -1;
+    /* this rank's rows of a batch: at most the first slice's; rank 0 evaluates whole batches */
+    size_t row0, rows;
+    an_comm_slice((size_t)r->train.batch_size, u->comm->size, 0, &row0, &rows);
+    if (an_model_plan(u->m, u->rank0 ? r->train.batch_size : (int)rows, r->train.seq_len, err)) return -1;
+    if (window_alloc(&u->win, r->optim.accumulation, (int)rows, r->train.seq_len, err)) return -1;
     an_rng_seed(&u->rng, (uint64_t)r->train.seed);
 
     if (an_path_join(u->metrics_path, sizeof u->metrics_path, r->output.dir, "metrics.jsonl"))
@@ -439,8 +512,8 @@ static int setup(run *u, an_error *err) {
         if (an_train_data_seek(u->data, (an_data_cursor){st.cursor_epoch, st.cursor_next, st.cursor_offset}, err))
             return an_fail_prefix(err, "%s", from);
         snprintf(u->res->last_ckpt, sizeof u->res->last_ckpt, "%s", from);
-        long torn;
-        if (an_metrics_truncate_after(u->metrics_path, u->step, &torn, err)) return -1;
+        long torn = 0;
+        if (u->rank0 && an_metrics_truncate_after(u->metrics_path, u->step, &torn, err)) return -1;
         if (torn)
             an_trainer_note(o, "%s: the last line was cut off (line %ld: a crash or a full disk while writing it); "
                                "dropped it",
@@ -449,6 +522,10 @@ static int setup(run *u, an_error *err) {
     }
     u->first_step = u->step;
     u->tokens_at_start = u->tokens_at_log = u->tokens;
+    /* rank 0's weights everywhere (a fresh run's random ones are the same on every rank already, as
+     * they come from train.seed; this makes it so whatever initialised them) */
+    if (an_optim_broadcast_params(&u->opt, 0, err)) return an_fail_prefix(err, "weights from rank 0");
+    if (!u->rank0) return 0;
     if (an_metrics_open(&u->metrics, u->metrics_path, resuming, err)) return -1;
     u->have_metrics = 1;
     if (an_tb_open(&u->tb, r->output.dir, wall_now(), err)) return -1;
@@ -490,10 +567,20 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     u.o = o;
     u.res = res;
     u.lock_fd = -1;
+    an_comm_single(&u.single);
+    u.comm = o->comm ? o->comm : &u.single;
+    u.rank0 = u.comm->rank == 0;
+    if (!u.rank0) {
+        u.quiet = *o;
+        u.quiet.note = NULL;
+        u.quiet.progress = NULL;
+        u.o = o = &u.quiet;
+    }
     int rc = -1;
     if (setup(&u, err)) goto done;
     res->total_steps = u.total;
     u.t_start = u.t_log = mono_now();
+    double comm_at_start = u.comm->seconds; /* setup's barriers wait for the other ranks' loading */
     /* a resume at step 0 kept the first run's evaluation of these weights in metrics.jsonl */
     if (u.step == 0 && !o->resume_ckpt && log_eval(&u, err)) goto done;
     long saved_at = o->resume_ckpt ? u.step : -1;
@@ -505,15 +592,17 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
         saved_at = u.step;
     }
     while (u.step < u.total) {
-        if ((o->stop && *o->stop) || (o->stop_after > 0 && u.step - u.first_step >= o->stop_after)) {
+        int stop = 0;
+        if (stop_now(&u, &stop, err)) goto done;
+        if (stop) {
             res->interrupted = 1;
             break;
         }
-        double lr = an_schedule_lr(&u.sched, u.step), loss, norm;
+        double lr = an_schedule_lr(&u.sched, u.step), loss = NAN, norm = NAN;
         if (train_step(&u, &loss, &norm, err)) goto done;
         double wnorm_before = u.guard.wnorm;
         an_guard_verdict v = an_guard_before_update(&u.guard, u.step + 1, loss, norm);
-        if (v == AN_GUARD_OK) apply_adamw(&u, lr, norm);
+        if (v == AN_GUARD_OK && apply_adamw(&u, lr, norm, err)) goto done;
         u.step++;
         if (v == AN_GUARD_OK) v = an_guard_after_update(&u.guard, u.step, weight_norm(&u));
         if (v != AN_GUARD_OK) {
@@ -534,9 +623,11 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
     }
     if (o->progress) an_progress_finish(&u.prog);
     res->steps_done = u.step;
+    res->comm_seconds = u.comm->seconds - comm_at_start;
+    res->comm_steps = u.step - u.first_step;
     if (!res->interrupted && log_eval(&u, err)) goto done;
     if (saved_at != u.step && checkpoint(&u, err)) goto done;
-    if (!res->interrupted) {
+    if (!res->interrupted && u.rank0) {
         /* written whole into final.tmp, then put in place: a full disk or a kill mid-write leaves the
          * previous final/ (or none), never a folder missing its tokenizer or weights */
         char tmp[1100];
@@ -554,7 +645,10 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
         }
         if (an_trainer_publish_dir(tmp, res->final_dir, err)) goto done;
     }
-    rc = finish_outputs(&u, err);
+    rc = u.rank0 ? finish_outputs(&u, err) : 0;
+    /* the job ends together: a rank 0 that failed writing its outputs ends the others (the caller's
+     * an_comm_abort) while they wait here */
+    if (!rc && an_comm_barrier(u.comm, err)) rc = an_fail_prefix(err, "at the end of the run");
 done:
     res->steps_done = u.step;
     /* A run that failed before its first step and wrote no checkpoint leaves nothing worth keeping: a

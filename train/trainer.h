@@ -27,6 +27,7 @@
 #include <stdio.h>
 
 #include "core/error.h"
+#include "train/comm.h"
 #include "train/recipe.h"
 
 typedef struct an_trainer_opts {
@@ -45,6 +46,14 @@ typedef struct an_trainer_opts {
     long long ckpt_byte_limit;
     /* Test hook: writing final/ fails with ENOSPC after its weights file (0: never). */
     int final_write_fail;
+    /* Data parallelism (docs/distributed.md): the ranks of the job (NULL: one process). Each rank
+     * trains on its slice of the rows of every batch of the recipe (the global batch), so 1 or N
+     * ranks train the same model. Rank 0 alone writes the run folder (lock, recipe, metrics,
+     * TensorBoard events, checkpoints, final model), evaluates and calls note and progress; the other
+     * ranks wait for its files (the trained tokenizer, the token caches) before reading them. An
+     * error on one rank leaves the others waiting in a collective: the caller ends the job
+     * (an_comm_abort). */
+    an_comm *comm;
 } an_trainer_opts;
 
 void an_trainer_opts_default(an_trainer_opts *o);
@@ -58,6 +67,8 @@ typedef struct an_trainer_result {
     double first_eval_loss; /* first evaluation of this call (before any step for a fresh run), NaN when none */
     char last_ckpt[1100];   /* the newest checkpoint written or resumed from, "" when none */
     char final_dir[1100];   /* the final model folder, "" when interrupted */
+    double comm_seconds;    /* time this rank spent in collectives during the steps (waits for slower ranks included) */
+    long comm_steps;        /* the steps of this call it was measured over */
 } an_trainer_result;
 
 /* Runs the recipe. Errors name the file or step and the problem. A run that diverges or dies (the

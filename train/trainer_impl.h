@@ -33,9 +33,11 @@ an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_pat
 int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err);
 
 /* Writes the trainable tensors (weights, AdamW m and v) and the state to a checkpoint. opt was made
- * from t (an_optim_init_params with t's list), so opt's tensor k is t->p[k]. */
-int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_optim *opt, const an_ckpt_state *st,
-                         const char *path, long long byte_limit, an_error *err);
+ * from t (an_optim_init_params with t's list), so opt's tensor k is t->p[k]. Data parallel: every
+ * rank calls it (ZeRO-1 gathers the moments' slices), only the one with write set writes the file,
+ * which holds the full state and so resumes on any number of ranks. */
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, an_optim *opt, const an_ckpt_state *st,
+                         const char *path, int write, long long byte_limit, an_error *err);
 /* Restores them, and the optimizer's step count from the state's step; every trainable tensor must be
  * in the checkpoint with its size. */
 int an_trainer_load_ckpt(an_model *m, const an_trainable *t, an_optim *opt, const char *path, an_ckpt_state *st,

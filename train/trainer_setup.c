@@ -206,8 +206,8 @@ int an_trainer_attach_lora(an_model *m, const an_recipe *r, an_error *err) {
 
 /* ---------- checkpoints of the model state ---------- */
 
-int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_optim *opt, const an_ckpt_state *st,
-                         const char *path, long long byte_limit, an_error *err) {
+int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, an_optim *opt, const an_ckpt_state *st,
+                         const char *path, int write, long long byte_limit, an_error *err) {
     int n = t->n;
     const char **names = calloc((size_t)n + 1, sizeof *names);
     uint64_t *numels = calloc((size_t)n + 1, sizeof *numels);
@@ -222,6 +222,13 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_opti
     float *host = malloc(maxel * sizeof *host);
     int rc = -1;
     an_ckpt_writer w;
+    /* ZeRO-1: every rank's slice of the moments gathered (every rank takes part; rank 0 writes) */
+    float *mom = an_optim_full_moments(opt, 1, err);
+    if (!mom && opt->n_floats) goto done;
+    if (!write) {
+        rc = 0;
+        goto done;
+    }
     if (!names || !numels || !parts || !host) {
         an_fail(err, "%s: out of memory", path);
         goto done;
@@ -229,9 +236,8 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_opti
     if (an_ckpt_write_begin(&w, path, st, n, names, numels, parts, byte_limit, err)) goto done;
     for (int k = 0; k < n; k++) {
         const an_param *p = t->p[k];
-        float *m1, *v1;
-        an_optim_moments(opt, k, &m1, &v1);
-        const float *src[3] = {p->data, m1, v1};
+        size_t off = an_optim_offset(opt, k);
+        const float *src[3] = {p->data, mom + off, mom + opt->n_floats + off};
         for (int j = 0; j < 3; j++) {
             m->ops->download(m->ops, host, src[j], p->numel * sizeof(float));
             if (an_ckpt_write_floats(&w, host, p->numel, err)) goto done;
@@ -239,6 +245,7 @@ int an_trainer_save_ckpt(const an_model *m, const an_trainable *t, const an_opti
     }
     rc = an_ckpt_write_commit(&w, err);
 done:
+    an_optim_full_moments_done(opt, mom, 0);
     free(names);
     free(numels);
     free(parts);
@@ -264,11 +271,13 @@ int an_trainer_apply_ckpt(an_model *m, const an_trainable *t, an_optim *opt, con
         if (t->p[k]->numel > maxel) maxel = t->p[k]->numel;
     float *host = malloc(maxel * sizeof *host);
     int rc = host ? 0 : an_fail(err, "%s: out of memory", path);
+    /* the full moments; ZeRO-1 keeps this rank's slice of them */
+    float *mom = rc ? NULL : an_optim_full_moments(opt, 0, err);
+    if (!mom && opt->n_floats) rc = -1;
     for (int k = 0; k < t->n && !rc; k++) {
         an_param *p = t->p[k];
-        float *m1, *v1;
-        an_optim_moments(opt, k, &m1, &v1);
-        float *dst[3] = {p->data, m1, v1};
+        size_t off = an_optim_offset(opt, k);
+        float *dst[3] = {p->data, mom + off, mom + opt->n_floats + off};
         for (uint32_t j = 0; j < 3 && !rc; j++) {
             rc = an_ckpt_get(c, p->name, j, host, p->numel, err);
             if (!rc) m->ops->upload(m->ops, dst[j], host, p->numel * sizeof(float));
@@ -280,6 +289,7 @@ int an_trainer_apply_ckpt(an_model *m, const an_trainable *t, an_optim *opt, con
         *st = c->state;
         opt->step = (long)c->state.step; /* every step of the run was one optimizer step */
     }
+    an_optim_full_moments_done(opt, mom, !rc);
     free(host);
     return rc;
 }
