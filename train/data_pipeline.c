@@ -175,7 +175,8 @@ void an_train_texts_free(an_train_texts *t) {
  * cuts from the right, so otherwise the neighbours would push the target out). out's prompts are its
  * own; negatives and sources point into pairs. */
 static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is_train, int k, const an_template *tmpl,
-                         const an_encoder *enc, const char *system, size_t max_len, an_pairs *out, an_error *err) {
+                         const an_encoder *enc, const char *system, size_t max_len, an_pairs *out, size_t *fewer,
+                         an_error *err) {
     memset(out, 0, sizeof *out);
     out->v = calloc(pairs->n ? pairs->n : 1, sizeof *out->v);
     if (!out->v) return an_fail(err, "trainer: out of memory");
@@ -187,6 +188,7 @@ static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is
         /* the training pairs are the index's documents, in the same order */
         long m = an_retrieval_neighbours(retr, p->prompt, p->source, is_train ? (long)i : -1, k, idx, NULL, err);
         char *in = NULL;
+        long found = m;
         for (rc = m < 0 ? -1 : 0; !rc; m--) {
             if (!(in = an_retrieval_input(retr, p->prompt, idx, m, err))) {
                 rc = -1;
@@ -199,6 +201,7 @@ static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is
             in = NULL;
         }
         if (rc) break;
+        if (m < found) ++*fewer;
         out->v[i] = (an_pair){in, p->negative, p->source};
         out->n = i + 1;
     }
@@ -220,7 +223,7 @@ static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is
 static int load_samples(const an_recipe *r, const char *side, const char *const *files, size_t n_files,
                         const an_template *tmpl, const char *tokenizer_path, const an_encoder *enc,
                         const an_pairs *pairs, const an_retrieval *retr, const char *cache_dir, an_samples *out,
-                        int *hit, size_t *dropped, an_error *err) {
+                        int *hit, size_t *dropped, size_t *fewer, an_error *err) {
     memset(out, 0, sizeof *out);
     *hit = 0;
     *dropped = 0;
@@ -260,7 +263,7 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
     }
     an_pairs aug = {0};
     if (retr && augment_pairs(retr, pairs, !strcmp(side, "train"), r->data.retrieve, tmpl, enc, r->data.system,
-                              (size_t)r->data.max_length, &aug, err))
+                              (size_t)r->data.max_length, &aug, fewer, err))
         return -1;
     int rc = an_samples_from_pairs(tmpl, enc, retr ? &aug : pairs, r->data.system, (size_t)r->data.max_length, out,
                                    dropped, err);
@@ -351,7 +354,7 @@ an_train_data *an_train_data_load(const an_recipe *r, const char *tokenizer_path
     int hit = 0;
     size_t dropped = 0;
     if (load_samples(r, "train", (const char *const *)r->data.train.v, (size_t)r->data.train.n, &d->tmpl, tokenizer_path,
-                     &enc, &train, d->retr, cache_dir, &d->train, &hit, &dropped, err))
+                     &enc, &train, d->retr, cache_dir, &d->train, &hit, &dropped, &rep.retrieval_fewer, err))
         goto fail;
     rep.cache_hit = hit;
     rep.dropped = dropped;
@@ -364,8 +367,9 @@ an_train_data *an_train_data_load(const an_recipe *r, const char *tokenizer_path
     if (val.n) {
         const char *const *vf = r->data.val[0] ? (const char *const[]){r->data.val} : (const char *const *)r->data.train.v;
         size_t nvf = r->data.val[0] ? 1 : (size_t)r->data.train.n;
+        size_t val_fewer = 0;
         if (load_samples(r, "val", vf, nvf, &d->tmpl, tokenizer_path, &enc, &val, d->retr, cache_dir, &d->val, &hit,
-                         &dropped, err))
+                         &dropped, &val_fewer, err))
             goto fail;
         rep.dropped += dropped;
     }

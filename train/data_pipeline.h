@@ -40,6 +40,8 @@ typedef struct an_data_report {
     long long train_tokens;            /* tokens in the training samples */
     long rows_per_epoch;               /* training batch rows of one epoch (packed rows or samples) */
     int cache_hit;                     /* the training samples came from the token cache */
+    size_t retrieval_fewer;            /* training pairs given fewer neighbours than data.retrieve so that
+                                          the sample fits data.max_length (0 on a cache hit: not recounted) */
     char first_skip[320];              /* the first reader skip reason, "" when none */
 } an_data_report;
 

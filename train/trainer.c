@@ -424,6 +424,9 @@ static int setup(run *u, an_error *err) {
     if (rep.empty_negatives)
         an_trainer_note(o, "data: %zu pairs with an empty negative prompt left out", rep.empty_negatives);
     if (rep.dropped) an_trainer_note(o, "data: %zu samples dropped (no trained token left)", rep.dropped);
+    if (rep.retrieval_fewer)
+        an_trainer_note(o, "retrieval: %zu training pairs got fewer than %d neighbours, to fit data.max_length %d",
+                        rep.retrieval_fewer, r->data.retrieve, r->data.max_length);
 
     u->total = an_recipe_total_steps(r, rep.rows_per_epoch);
     if (an_schedule_from_recipe(&u->sched, r, u->total, err)) return -1;
