@@ -10,10 +10,12 @@
 #include <cjson/cJSON.h>
 
 #include "core/file.h"
+#include "data/tokenizers/tokenizer.h"
 #include "infer/retrieval_pairs.h"
 #include "tests/cli_run.h"
 #include "tests/test.h"
 #include "tests/train_fixture.h"
+#include "train/data_pipeline.h"
 #include "train/recipe.h"
 
 static char run_dir[512], final_dir[600], data_path[512];
@@ -188,7 +190,73 @@ static void test_recipe_errors(void) {
     an_recipe_free(&r);
 }
 
+/* The trainer's own samples (an_train_data, decoded back to text): 12 pairs on 4 sources, all with the
+ * same prompt, so every neighbour ties and the order is the training index. Row i (source i % 4,
+ * negative "red src{i%4} row{i}") must get exactly the two lowest rows of other sources, and never
+ * one of its own. */
+static void test_pipeline_neighbours(void) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/same_prompt.jsonl", test_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    for (int i = 0; i < 12; i++)
+        fprintf(f, "{\"prompt\": \"a cat, garden\", \"negative_prompt\": \"red src%d row%d\", \"source\": \"s%d\"}\n", i % 4,
+                i, i % 4);
+    fclose(f);
+    an_recipe r;
+    test_tiny_recipe(&r, test_tmp_path("pipe_run"), path);
+    test_recipe_set(&r, "data.val_fraction=0");
+    test_recipe_set(&r, "data.template=infotext");
+    test_recipe_set(&r, "data.pack=pad");
+    test_recipe_set(&r, "train.batch_size=1");
+    /* no model is built here, so the rows may be longer than the tiny model's 64 positions */
+    test_recipe_set(&r, "data.max_length=128");
+    test_recipe_set(&r, "train.seq_len=128");
+    test_recipe_set(&r, "data.retrieve=2");
+    an_error e;
+    an_data_report rep;
+    an_train_data *d = an_train_data_load(&r, test_shared("models/TinyStories-656K"), NULL, &rep, &e);
+    CHECK_MSG(d != NULL, "%s", e.msg);
+    if (!d) {
+        an_recipe_free(&r);
+        return;
+    }
+    CHECK(rep.train_samples == 12 && rep.retrieval_fewer == 0);
+    int seen[12] = {0};
+    for (int b = 0; b < 12; b++) {
+        an_token_rows rows;
+        CHECK(an_train_data_next(d, &rows, &e) == 0);
+        char *text = an_tokenizer_decode(an_train_data_tokenizer(d), rows.ids, (size_t)rows.T, &e);
+        CHECK(text != NULL);
+        /* the negative is tokenised on its own, so its first word keeps its space: "prompt:  red" */
+        const char *tgt = text ? strstr(text, "Negative prompt: ") : NULL;
+        int a = -1, i = -1;
+        CHECK(tgt && sscanf(tgt, "Negative prompt: red src%d row%d", &a, &i) == 2 && i >= 0 && i < 12 && a == i % 4);
+        if (i < 0 || i >= 12 || a != i % 4) {
+            free(text);
+            continue;
+        }
+        seen[i]++;
+        /* the two lowest rows whose source is not a */
+        int want[2], n = 0;
+        for (int j = 0; j < 12 && n < 2; j++)
+            if (j % 4 != a) want[n++] = j;
+        char block[200];
+        snprintf(block, sizeof block,
+                 "Negative prompts of similar prompts:\n- red src%d row%d\n- red src%d row%d\nPrompt: a cat, garden\n"
+                 "Negative prompt:  red src%d row%d",
+                 want[0] % 4, want[0], want[1] % 4, want[1], a, i);
+        CHECK_CONTAINS(text, block);
+        free(text);
+    }
+    for (int i = 0; i < 12; i++) CHECK(seen[i] == 1); /* one epoch: every row once */
+    an_train_data_free(d);
+    an_recipe_free(&r);
+}
+
 int main(void) {
+    RUN(test_pipeline_neighbours);
     RUN(test_recipe_errors);
     if (train_run() != 0) {
         fprintf(stderr, "the tiny retrieval run failed: nothing else to test\n");
