@@ -4,6 +4,12 @@
  *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
  *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N]
  *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda]
+ *                    [--retrieve K] [--explain]
+ *
+ * --retrieve K: the negatives of the K most similar training prompts go in front of the prompt, from
+ * the index a run with data.retrieve stored beside the model or adapter (infer/retrieval_pairs.h);
+ * the default is the K it was trained with, 0 = off (today's input, token for token). --explain shows
+ * those neighbours: on stderr, or with --jsonl as a "neighbours" field.
  *
  * --head-dtype bf16 stores the embedding table and the LM head in bf16 once loaded, as QLoRA runs a
  * model (its base is loaded in a 16-bit dtype): half the bytes per decode step for the head

@@ -26,11 +26,11 @@ int cli_gen_open(const cli_gen_args *a, an_session *s);
  * with, else 0 (off). */
 int cli_gen_retrieve_k(const cli_gen_args *a, const an_session *s);
 
-/* What the template gets for each prompt: with retrieval on, the negatives of its K most similar
- * training prompts in front (infer/retrieval_pairs.h), leaving out those of sources[i] (sources may be
- * NULL); with it off, a copy of the prompt. inputs: n malloc'd strings. nb (may be NULL): n * K
- * neighbour ids, nb_score their similarities, n_nb how many each prompt got (all malloc'd, K >= 1).
- * 0, or the command's exit status (already reported). */
+/* What the template gets for each prompt: with retrieval on (k > 0), the negatives of its k most
+ * similar training prompts in front (infer/retrieval_pairs.h), leaving out those of sources[i]
+ * (sources may be NULL); with it off, a copy of the prompt. text: n malloc'd strings; nb: prompt i's
+ * neighbour ids at nb[i * max(k, 1)], nb_score their similarities, n_nb[i] how many it got.
+ * cli_gen_make_inputs returns 0, or the command's exit status (already reported). */
 typedef struct cli_gen_inputs {
     char **text;
     long *nb, *n_nb;
