@@ -56,7 +56,9 @@ const cli_help cli_help_eval = {
     "(--temperature 0) unless --temperature is given; --raw, --jsonl and --n do not apply. With\n"
     "--train, the consensus baseline is the negative, among the K nearest training prompts', that agrees\n"
     "most (tag F1 weighted by similarity) with the others. Neighbours from a row's own source are left\n"
-    "out. --baselines-only scores the baselines alone, without a model.",
+    "out. --baselines-only scores the baselines alone, without a model. A model trained with retrieval\n"
+    "gets the negatives of each row's K most similar training prompts (from other sources) in front\n"
+    "(--retrieve K; 0 = off).",
     eval_opts, "model and sampling options (shared with generate)", cli_gen_opts,
     "eval --model out/run1/final --data val.jsonl --train train.jsonl --out pred.jsonl",
 };
@@ -66,15 +68,34 @@ const cli_help cli_help_eval = {
 static int generate_all(cli_gen_args *a, an_session *s, const an_pairs *rows, int mbr, an_text_result *res) {
     an_error err;
     int n = (int)rows->n, rc = 0;
-    const char **texts = malloc((size_t)n * sizeof *texts);
-    if (!texts) return cli_fail("eval: out of memory");
-    for (int i = 0; i < n; i++) texts[i] = rows->v[i].prompt;
+    const char **texts = malloc((size_t)n * sizeof *texts), **src = malloc((size_t)n * sizeof *src);
+    if (!texts || !src) {
+        free(texts);
+        free(src);
+        return cli_fail("eval: out of memory");
+    }
+    for (int i = 0; i < n; i++) texts[i] = rows->v[i].prompt, src[i] = rows->v[i].source;
+    /* with retrieval, each row's neighbours come from other sources than its own, as in training */
+    cli_gen_inputs in;
+    rc = cli_gen_make_inputs(a, s, texts, src, n, &in);
+    free(src);
+    if (rc) {
+        free(texts);
+        return rc;
+    }
+    for (int i = 0; i < n; i++) texts[i] = in.text[i];
+    if (in.k > 0) fprintf(stderr, "eval: each prompt gets the negatives of its %d most similar training prompts\n", in.k);
     int per = mbr ? mbr : 1;
     an_text_result *all = per > 1 ? calloc((size_t)n * (size_t)per, sizeof *all) : res;
-    if (!all) { free(texts); return cli_fail("eval: out of memory"); }
+    if (!all) {
+        free(texts);
+        cli_gen_inputs_free(&in);
+        return cli_fail("eval: out of memory");
+    }
     fprintf(stderr, "eval: generating %d negative prompts%s ...\n", n * per, per > 1 ? " (minimum Bayes risk over the samples of each row)" : "");
     if (an_session_generate(s, texts, n, 0, &a->opts, all, &err)) rc = cli_error(&err);
     free(texts);
+    cli_gen_inputs_free(&in);
     /* --mbr: each row keeps the sample with the highest summed tag F1 against its other samples */
     for (int i = 0; per > 1 && rc == 0 && i < n; i++) {
         const char *c[256];
@@ -99,7 +120,7 @@ int an_cmd_eval(int argc, char **argv) {
     a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
     const char *data = NULL, *train = NULL, *outp = NULL;
     long mbr = 0, ck = 5;
-    int base_only = 0;
+    int base_only = 0, model_k = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mbr") && i + 1 < argc) {
             char *end;
@@ -156,6 +177,7 @@ int an_cmd_eval(int argc, char **argv) {
     if (!base_only) {
         if ((rc = cli_gen_open(&a, &s)) != 0) goto done;
         opened = 1;
+        model_k = cli_gen_retrieve_k(&a, &s);
         if ((rc = generate_all(&a, &s, &rows, (int)mbr, res)) != 0) goto done;
     }
 
@@ -237,7 +259,10 @@ int an_cmd_eval(int argc, char **argv) {
     cJSON_Delete(lines);
     if (rc == 0) {
         printf("%-22s %9s %9s %9s %6s\n", "negatives from", "precision", "recall", "f1", "rows");
-        if (!base_only) row("model", &model);
+        char mname[40];
+        if (model_k) snprintf(mname, sizeof mname, "model, retrieve K=%d", model_k);
+        else snprintf(mname, sizeof mname, "model");
+        if (!base_only) row(mname, &model);
         row("general negative", &general);
         if (ix) {
             char name[32];

@@ -4,6 +4,12 @@
  *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
  *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N]
  *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda]
+ *                    [--retrieve K] [--explain]
+ *
+ * --retrieve K: the negatives of the K most similar training prompts go in front of the prompt, from
+ * the index a run with data.retrieve stored beside the model or adapter (infer/retrieval_pairs.h);
+ * the default is the K it was trained with, 0 = off (today's input, token for token). --explain shows
+ * those neighbours: on stderr, or with --jsonl as a "neighbours" field.
  *
  * --head-dtype bf16 stores the embedding table and the LM head in bf16 once loaded, as QLoRA runs a
  * model (its base is loaded in a 16-bit dtype): half the bytes per decode step for the head
@@ -56,6 +62,7 @@ const cli_opt cli_gen_opts[] = {
     {"--ctx", "N", "positions per sequence (default: the model's maximum)"},
     {"--strict", NULL, "refuse a prompt that does not fit the context instead of cutting it from the left"},
     {"--head-dtype", "f32|bf16", "store the embedding and LM head in bf16, as QLoRA runs a model (default: f32)"},
+    {"--retrieve", "K", "put the negatives of the K most similar training prompts in front, 0 = off (default: the K the run was trained with, else 0)"},
     {NULL, NULL, NULL},
 };
 
@@ -65,6 +72,7 @@ static const cli_opt gen_own_opts[] = {
     {"--raw", NULL, "continue the text as given, without the prompt template"},
     {"--n", "N", "outputs per prompt (default: 1)"},
     {"--jsonl", NULL, "one JSON object per output: prompt, negative_prompt (text with --raw), sample, tokens, stop"},
+    {"--explain", NULL, "show the neighbours given to the model: on stderr, or with --jsonl a \"neighbours\" field"},
     {NULL, NULL, NULL},
 };
 
@@ -83,6 +91,7 @@ void cli_gen_defaults(cli_gen_args *a) {
     a->opts.sampling = (an_sampler_params){0.8f, 40, 0.95f, 0.05f, 1.0f};
     a->opts.seed = 1234;
     a->opts.max_tokens = 128;
+    a->retrieve = -1;
 }
 
 int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
@@ -93,7 +102,7 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     static const char *const with_value[] = {"--model", "--adapter", "--tokenizer", "--template", "--temperature",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--seed",
                                              "--max-tokens", "--min-tokens", "--n", "--batch", "--ctx", "--head-dtype",
-                                             "--device"};
+                                             "--device", "--retrieve"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -123,6 +132,7 @@ int cli_gen_flag(cli_gen_args *a, int argc, char **argv, int *i) {
     else if (!strcmp(f, "--n")) { if (parse_int(f, v, 1, 1000000, &a->opts.n_samples)) return -1; }
     else if (!strcmp(f, "--batch")) { if (parse_int(f, v, 1, 4096, &a->opts.batch)) return -1; }
     else if (!strcmp(f, "--ctx")) { if (parse_int(f, v, 1, 1 << 24, &a->opts.context)) return -1; }
+    else if (!strcmp(f, "--retrieve")) { if (parse_int(f, v, 0, AN_RETRIEVAL_MAX_K, &a->retrieve)) return -1; }
     else if (!strcmp(f, "--head-dtype")) {
         if (strcmp(v, "f32") && strcmp(v, "bf16")) return cli_fail("--head-dtype: expected f32 or bf16, got '%s'", v), -1;
         a->head_bf16 = !strcmp(v, "bf16");
@@ -136,7 +146,13 @@ int cli_gen_open(const cli_gen_args *a, an_session *s) {
     if (an_sampler_check(&a->opts.sampling, &err) || an_gen_check(&a->opts, &err)) return cli_error(&err);
     const an_ops *ops = cli_backend(a->device);
     if (!ops) return 1;
+    if (a->retrieve > 0 && a->raw) return cli_fail("--retrieve %d: --raw continues text without the template, so there is no place for neighbours", a->retrieve);
     if (an_session_open(s, ops, a->model, a->tokenizer, a->adapter, a->template_name, &err)) return cli_error(&err);
+    if (a->retrieve > 0 && !s->retr) {
+        an_session_close(s);
+        return cli_fail("--retrieve %d: %s has no retrieval index (%s): train it with data.retrieve in the recipe", a->retrieve,
+                        a->adapter ? a->adapter : a->model, AN_RETRIEVAL_INDEX);
+    }
     if (a->head_bf16) { /* inference only: nothing is trained, so everything can be frozen */
         an_model_set_all_trainable(s->model, 0);
         if (an_model_store_frozen_bf16(s->model, &err)) {
@@ -144,6 +160,58 @@ int cli_gen_open(const cli_gen_args *a, an_session *s) {
             return cli_error(&err);
         }
     }
+    return 0;
+}
+
+int cli_gen_retrieve_k(const cli_gen_args *a, const an_session *s) {
+    if (a->raw) return 0;
+    if (a->retrieve >= 0) return s->retr ? a->retrieve : 0;
+    return s->retr ? s->retr->k : 0;
+}
+
+void cli_gen_inputs_free(cli_gen_inputs *in) {
+    for (int i = 0; in->text && i < in->n; i++) free(in->text[i]);
+    free(in->text);
+    free(in->nb);
+    free(in->n_nb);
+    free(in->nb_score);
+    memset(in, 0, sizeof *in);
+}
+
+int cli_gen_make_inputs(const cli_gen_args *a, const an_session *s, const char *const *prompts,
+                        const char *const *sources, int n, cli_gen_inputs *out) {
+    memset(out, 0, sizeof *out);
+    out->k = cli_gen_retrieve_k(a, s);
+    size_t kk = out->k > 0 ? (size_t)out->k : 1;
+    out->text = calloc((size_t)n, sizeof *out->text);
+    out->nb = calloc((size_t)n * kk, sizeof *out->nb);
+    out->nb_score = calloc((size_t)n * kk, sizeof *out->nb_score);
+    out->n_nb = calloc((size_t)n, sizeof *out->n_nb);
+    if (!out->text || !out->nb || !out->nb_score || !out->n_nb) {
+        cli_gen_inputs_free(out);
+        return cli_fail("generate: out of memory");
+    }
+    out->n = n;
+    an_error err;
+    for (int i = 0; i < n; i++) {
+        if (out->k == 0) {
+            if (!(out->text[i] = strdup(prompts[i]))) break;
+            continue;
+        }
+        long *nb = out->nb + (size_t)i * kk;
+        long m = an_retrieval_neighbours(s->retr, prompts[i], sources ? sources[i] : NULL, -1, out->k, nb,
+                                         out->nb_score + (size_t)i * kk, &err);
+        if (m < 0 || !(out->text[i] = an_retrieval_input(s->retr, prompts[i], nb, m, &err))) {
+            cli_gen_inputs_free(out);
+            return cli_error(&err);
+        }
+        out->n_nb[i] = m;
+    }
+    for (int i = 0; i < n; i++)
+        if (!out->text[i]) {
+            cli_gen_inputs_free(out);
+            return cli_fail("generate: out of memory");
+        }
     return 0;
 }
 
@@ -220,7 +288,7 @@ int an_cmd_generate(int argc, char **argv) {
     cli_gen_args a;
     cli_gen_defaults(&a);
     const char **prompts = calloc((size_t)argc + 1, sizeof *prompts);
-    int n_prompts = 0;
+    int n_prompts = 0, explain = 0;
     const char *file = NULL;
     if (!prompts) return cli_fail("generate: out of memory");
     int hrc;
@@ -240,6 +308,10 @@ int an_cmd_generate(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--file") && i + 1 < argc) {
             file = argv[++i];
+            continue;
+        }
+        if (!strcmp(argv[i], "--explain")) {
+            explain = 1;
             continue;
         }
         int r = cli_gen_flag(&a, argc, argv, &i);
@@ -273,7 +345,23 @@ int an_cmd_generate(int argc, char **argv) {
     an_text_result *res = rc ? NULL : calloc((size_t)n * a.opts.n_samples, sizeof *res);
     if (rc == 0 && !res) rc = cli_fail("generate: out of memory");
     an_error err;
-    if (rc == 0 && an_session_generate(&s, texts, n, a.raw, &a.opts, res, &err)) rc = cli_error(&err);
+    cli_gen_inputs in = {0};
+    if (rc == 0 && explain && a.raw) rc = cli_fail("generate: --explain shows the neighbours of --retrieve, which --raw does not use");
+    if (rc == 0) rc = cli_gen_make_inputs(&a, &s, texts, NULL, n, &in);
+    if (rc == 0 && an_session_generate(&s, (const char *const *)in.text, n, a.raw, &a.opts, res, &err)) rc = cli_error(&err);
+    size_t kk = in.k > 0 ? (size_t)in.k : 1;
+    /* --explain without --jsonl: the neighbours on stderr, so stdout keeps one negative per line */
+    for (int i = 0; rc == 0 && explain && !a.jsonl && i < n; i++) {
+        fprintf(stderr, "prompt %d: %s\n", i + 1, texts[i]);
+        if (in.k == 0) fprintf(stderr, "  no neighbours: retrieval is off (--retrieve 0, or the model has no index)\n");
+        else if (in.n_nb[i] == 0) fprintf(stderr, "  no neighbours: no training prompt shares a tag with it\n");
+        for (long j = 0; j < in.n_nb[i]; j++) {
+            char *shown = an_retrieval_shown(s.retr->neg[in.nb[(size_t)i * kk + j]], s.retr->max_tags);
+            fprintf(stderr, "  neighbour %ld (similarity %.4f): %s\n", j + 1, in.nb_score[(size_t)i * kk + j],
+                    shown ? shown : "");
+            free(shown);
+        }
+    }
     for (int i = 0; rc == 0 && i < n; i++)
         for (int k = 0; k < a.opts.n_samples; k++) {
             const an_text_result *r = &res[(size_t)i * a.opts.n_samples + k];
@@ -285,13 +373,27 @@ int an_cmd_generate(int argc, char **argv) {
                 json_str(stdout, texts[i]);
                 fputs(a.raw ? ", \"text\": " : ", \"negative_prompt\": ", stdout);
                 json_str(stdout, r->text);
-                printf(", \"sample\": %d, \"tokens\": %d, \"stop\": \"%s\"}\n", k, r->n_tokens, stop_name(r->stop));
+                printf(", \"sample\": %d, \"tokens\": %d, \"stop\": \"%s\"", k, r->n_tokens, stop_name(r->stop));
+                if (explain) {
+                    /* each neighbour's negative as the model was shown it, and its similarity */
+                    fputs(", \"neighbours\": [", stdout);
+                    for (long j = 0; j < in.n_nb[i]; j++) {
+                        char *shown = an_retrieval_shown(s.retr->neg[in.nb[(size_t)i * kk + j]], s.retr->max_tags);
+                        printf("%s{\"similarity\": %.6f, \"negative\": ", j ? ", " : "", in.nb_score[(size_t)i * kk + j]);
+                        json_str(stdout, shown);
+                        fputc('}', stdout);
+                        free(shown);
+                    }
+                    fputc(']', stdout);
+                }
+                fputs("}\n", stdout);
             } else {
                 printf("%s\n", r->text);
             }
         }
     if (res) an_text_results_free(res, n * a.opts.n_samples);
     free(res);
+    cli_gen_inputs_free(&in);
     if (opened) an_session_close(&s);
     for (int k = 0; k < n_file; k++) free(from_file[k]);
     free(from_file);

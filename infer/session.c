@@ -91,6 +91,9 @@ int an_session_open(an_session *s, const an_ops *ops, const char *model, const c
         if (!found && an_template_builtin("infotext", &s->tpl, err)) goto fail;
     }
     s->has_tpl = 1;
+    /* the index a retrieval run stored beside what it trained: the adapter, or the whole model */
+    const char *rdir = adapter && an_retrieval_in_dir(adapter) ? adapter : an_retrieval_in_dir(model) ? model : NULL;
+    if (rdir && !(s->retr = an_retrieval_load(rdir, err))) goto fail;
     s->enc = an_encoder_of(s->tok);
     if (an_template_stop_ids(&s->tpl, &s->enc, &s->stop_ids, err)) goto fail;
     return 0;
@@ -104,6 +107,7 @@ void an_session_close(an_session *s) {
     an_tokenizer_free(s->tok);
     if (s->has_tpl) an_template_free(&s->tpl);
     an_ids_free(&s->stop_ids);
+    an_retrieval_free(s->retr);
     memset(s, 0, sizeof *s);
 }
 

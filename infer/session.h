@@ -6,7 +6,9 @@
  *             llama2.c .bin (which needs a tokenizer path), or a .gguf file
  *   tokenizer the model folder's tokenizer files (or the .gguf file itself) unless a path is given
  *   template  the name given; else the model folder's autoneg.json "template" (a built-in name or a
- *             template object, as in a recipe); else "infotext" */
+ *             template object, as in a recipe); else "infotext"
+ *   retrieval the training pairs' index a run with data.retrieve stored beside the weights
+ *             (retrieval.tfidf + retrieval.negs in the adapter folder, else the model folder), or none */
 #include <stdint.h>
 
 #include "core/error.h"
@@ -14,6 +16,7 @@
 #include "data/prompts/template.h"
 #include "data/tokenizers/tokenizer.h"
 #include "infer/generate.h"
+#include "infer/retrieval_pairs.h"
 #include "model/model.h"
 
 typedef struct an_session {
@@ -23,6 +26,7 @@ typedef struct an_session {
     int has_tpl;
     an_encoder enc;
     an_ids stop_ids;     /* EOS and the template's single-token stop words */
+    an_retrieval *retr;  /* NULL when the model (or adapter) folder has no retrieval index */
 } an_session;
 
 /* ops: the backend to load the model onto (kernels/backend.h); the caller keeps it open until

@@ -14,6 +14,7 @@
 #include "data/prompts/template.h"
 #include "data/batching/token_cache.h"
 #include "data/tokenizers/tokenizer.h"
+#include "infer/retrieval_pairs.h"
 
 struct an_train_data {
     an_tokenizer *tok;
@@ -24,6 +25,7 @@ struct an_train_data {
     int have_bt, have_val_bt;
     an_token_batch batch;      /* training batch buffers */
     an_token_batch val_batch;  /* validation batch buffers */
+    an_retrieval *retr;        /* data.retrieve > 0: the training pairs' index, else NULL */
     size_t val_max, val_done;
     int val_finished;
 };
@@ -166,13 +168,62 @@ void an_train_texts_free(an_train_texts *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* The pairs with each prompt replaced by the retrieval-augmented input (infer/retrieval_pairs.h): the
+ * negatives of the k most similar training prompts from other sources than the pair's own, as at test
+ * time, where the held-out sources are unseen (a training pair is never its own neighbour). A sample
+ * longer than max_len with them loses neighbours, the least similar first, until it fits (data.max_length
+ * cuts from the right, so otherwise the neighbours would push the target out). out's prompts are its
+ * own; negatives and sources point into pairs. */
+static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is_train, int k, const an_template *tmpl,
+                         const an_encoder *enc, const char *system, size_t max_len, an_pairs *out, size_t *fewer,
+                         an_error *err) {
+    memset(out, 0, sizeof *out);
+    out->v = calloc(pairs->n ? pairs->n : 1, sizeof *out->v);
+    if (!out->v) return an_fail(err, "trainer: out of memory");
+    long idx[AN_RETRIEVAL_MAX_K];
+    an_ids ids = {0}, labels = {0};
+    int rc = 0;
+    for (size_t i = 0; i < pairs->n && !rc; i++) {
+        const an_pair *p = &pairs->v[i];
+        /* the training pairs are the index's documents, in the same order */
+        long m = an_retrieval_neighbours(retr, p->prompt, p->source, is_train ? (long)i : -1, k, idx, NULL, err);
+        char *in = NULL;
+        long found = m;
+        for (rc = m < 0 ? -1 : 0; !rc; m--) {
+            if (!(in = an_retrieval_input(retr, p->prompt, idx, m, err))) {
+                rc = -1;
+                break;
+            }
+            if (m == 0 || !max_len) break;
+            if (an_template_encode_sample(tmpl, enc, in, p->negative, system, 0, &ids, &labels, err)) rc = -1;
+            else if (ids.n <= max_len) break;
+            free(in);
+            in = NULL;
+        }
+        if (rc) break;
+        if (m < found) ++*fewer;
+        out->v[i] = (an_pair){in, p->negative, p->source};
+        out->n = i + 1;
+    }
+    an_ids_free(&ids);
+    an_ids_free(&labels);
+    if (rc) {
+        for (size_t j = 0; j < out->n; j++) free(out->v[j].prompt);
+        free(out->v);
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    out->cap = out->n;
+    return 0;
+}
+
 /* Samples of one side through the token cache. The cache key covers the data files, template,
  * tokenizer, max_length and system text; the split parameters and the side are mixed in here, since
  * the pairs encoded depend on them too. */
 static int load_samples(const an_recipe *r, const char *side, const char *const *files, size_t n_files,
                         const an_template *tmpl, const char *tokenizer_path, const an_encoder *enc,
-                        const an_pairs *pairs, const char *cache_dir, an_samples *out, int *hit, size_t *dropped,
-                        an_error *err) {
+                        const an_pairs *pairs, const an_retrieval *retr, const char *cache_dir, an_samples *out,
+                        int *hit, size_t *dropped, size_t *fewer, an_error *err) {
     memset(out, 0, sizeof *out);
     *hit = 0;
     *dropped = 0;
@@ -197,6 +248,11 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
         an_hasher_u64(&h, (uint64_t)r->data.shuffle_seed);
         an_hasher_u64(&h, (uint64_t)r->data.subjects_per_pair);
         if (r->data.subjects[0] && an_hasher_file(&h, r->data.subjects, err)) return -1;
+        if (retr) { /* mixed in only when on, so the keys of runs without retrieval stay as they were */
+            an_hasher_str(&h, "retrieve");
+            an_hasher_u64(&h, (uint64_t)r->data.retrieve);
+            an_hasher_u64(&h, (uint64_t)r->data.retrieve_max_tags);
+        }
         key = an_hasher_final(&h);
         int rc = an_token_cache_load(path, key, out, err);
         if (rc < 0) return -1;
@@ -205,7 +261,15 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
             return 0;
         }
     }
-    if (an_samples_from_pairs(tmpl, enc, pairs, r->data.system, (size_t)r->data.max_length, out, dropped, err)) {
+    an_pairs aug = {0};
+    if (retr && augment_pairs(retr, pairs, !strcmp(side, "train"), r->data.retrieve, tmpl, enc, r->data.system,
+                              (size_t)r->data.max_length, &aug, fewer, err))
+        return -1;
+    int rc = an_samples_from_pairs(tmpl, enc, retr ? &aug : pairs, r->data.system, (size_t)r->data.max_length, out,
+                                   dropped, err);
+    for (size_t i = 0; i < aug.n; i++) free(aug.v[i].prompt);
+    free(aug.v);
+    if (rc) {
         an_samples_free(out);
         return -1;
     }
@@ -274,10 +338,23 @@ an_train_data *an_train_data_load(const an_recipe *r, const char *tokenizer_path
     if (an_template_builtin(r->data.template_name, &d->tmpl, err)) goto fail;
     d->have_tmpl = 1;
     an_encoder enc = an_encoder_of(d->tok);
+    if (r->data.retrieve > 0) {
+        const char **cols = malloc(3 * (train.n ? train.n : 1) * sizeof *cols);
+        if (!cols) {
+            an_fail(err, "trainer: out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < train.n; i++)
+            cols[i] = train.v[i].prompt, cols[train.n + i] = train.v[i].negative, cols[2 * train.n + i] = train.v[i].source;
+        d->retr = an_retrieval_build(cols, cols + train.n, cols + 2 * train.n, train.n, r->data.retrieve,
+                                     r->data.retrieve_max_tags, err);
+        free(cols);
+        if (!d->retr) goto fail;
+    }
     int hit = 0;
     size_t dropped = 0;
     if (load_samples(r, "train", (const char *const *)r->data.train.v, (size_t)r->data.train.n, &d->tmpl, tokenizer_path,
-                     &enc, &train, cache_dir, &d->train, &hit, &dropped, err))
+                     &enc, &train, d->retr, cache_dir, &d->train, &hit, &dropped, &rep.retrieval_fewer, err))
         goto fail;
     rep.cache_hit = hit;
     rep.dropped = dropped;
@@ -290,7 +367,9 @@ an_train_data *an_train_data_load(const an_recipe *r, const char *tokenizer_path
     if (val.n) {
         const char *const *vf = r->data.val[0] ? (const char *const[]){r->data.val} : (const char *const *)r->data.train.v;
         size_t nvf = r->data.val[0] ? 1 : (size_t)r->data.train.n;
-        if (load_samples(r, "val", vf, nvf, &d->tmpl, tokenizer_path, &enc, &val, cache_dir, &d->val, &hit, &dropped, err))
+        size_t val_fewer = 0;
+        if (load_samples(r, "val", vf, nvf, &d->tmpl, tokenizer_path, &enc, &val, d->retr, cache_dir, &d->val, &hit,
+                         &dropped, &val_fewer, err))
             goto fail;
         rep.dropped += dropped;
     }
@@ -331,11 +410,13 @@ void an_train_data_free(an_train_data *d) {
     an_batch_free(&d->val_batch);
     an_samples_free(&d->train);
     an_samples_free(&d->val);
+    an_retrieval_free(d->retr);
     free(d);
 }
 
 const an_tokenizer *an_train_data_tokenizer(const an_train_data *d) { return d->tok; }
 const an_template *an_train_data_template(const an_train_data *d) { return &d->tmpl; }
+const an_retrieval *an_train_data_retrieval(const an_train_data *d) { return d->retr; }
 size_t an_train_data_val_samples(const an_train_data *d) { return d->val.n; }
 
 static void rows_of(const an_token_batch *b, an_token_rows *out) {

@@ -12,6 +12,7 @@
 
 struct an_tokenizer;
 struct an_template;
+struct an_retrieval;
 typedef struct an_train_data an_train_data; /* opaque */
 
 /* One batch as the model wants it: B rows of T tokens (host memory owned by the pipeline, valid
@@ -39,6 +40,8 @@ typedef struct an_data_report {
     long long train_tokens;            /* tokens in the training samples */
     long rows_per_epoch;               /* training batch rows of one epoch (packed rows or samples) */
     int cache_hit;                     /* the training samples came from the token cache */
+    size_t retrieval_fewer;            /* training pairs given fewer neighbours than data.retrieve so that
+                                          the sample fits data.max_length (0 on a cache hit: not recounted) */
     char first_skip[320];              /* the first reader skip reason, "" when none */
 } an_data_report;
 
@@ -53,6 +56,9 @@ void an_train_data_free(an_train_data *d);
 const struct an_tokenizer *an_train_data_tokenizer(const an_train_data *d);
 const struct an_template *an_train_data_template(const an_train_data *d);
 size_t an_train_data_val_samples(const an_train_data *d);
+/* With data.retrieve > 0: the index of the training pairs and their negatives (the run folder and
+ * final/ store it, see infer/retrieval_pairs.h); else NULL. */
+const struct an_retrieval *an_train_data_retrieval(const an_train_data *d);
 
 /* The next training batch (epochs roll over by themselves). */
 int an_train_data_next(an_train_data *d, an_token_rows *out, an_error *err);

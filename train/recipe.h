@@ -75,6 +75,9 @@ typedef struct an_recipe {
         int shuffle_seed;
         char subjects[AN_RECIPE_STR]; /* "" or a subject list filling style-template placeholders */
         int subjects_per_pair;
+        int retrieve;          /* > 0: the negatives of this many similar training prompts go in front of
+                                  the model (infer/retrieval_pairs.h); 0 = off */
+        int retrieve_max_tags; /* tags shown of each neighbour's negative */
     } data;
     struct {
         double lr;

@@ -9,6 +9,7 @@
 
 #include "core/file.h"
 #include "core/rng.h"
+#include "infer/retrieval_pairs.h"
 #include "kernels/backend.h"
 #include "train/data_pipeline.h"
 #include "train/eval_samples.h"
@@ -181,9 +182,26 @@ static int log_samples(run *u, an_error *err) {
     int n = r->eval.prompts.n;
     if (n == 0) return 0;
     char **texts = calloc((size_t)n, sizeof *texts);
-    if (!texts) return an_fail(err, "eval: out of memory");
-    int rc = an_eval_samples(u->m, an_train_data_tokenizer(u->data), an_train_data_template(u->data), r->data.system,
-                             (const char *const *)r->eval.prompts.v, n, r->eval.max_new_tokens, texts, err);
+    char **inputs = calloc((size_t)n, sizeof *inputs);
+    if (!texts || !inputs) {
+        free(texts);
+        free(inputs);
+        return an_fail(err, "eval: out of memory");
+    }
+    /* with retrieval the prompts get their neighbours' negatives, as autoneg generate gives them */
+    const an_retrieval *retr = an_train_data_retrieval(u->data);
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        long idx[AN_RETRIEVAL_MAX_K], m = 0;
+        if (retr && (m = an_retrieval_neighbours(retr, r->eval.prompts.v[i], NULL, -1, retr->k, idx, NULL, err)) < 0) rc = -1;
+        else if (!(inputs[i] = retr ? an_retrieval_input(retr, r->eval.prompts.v[i], idx, m, err) : strdup(r->eval.prompts.v[i])))
+            rc = retr ? -1 : an_fail(err, "eval: out of memory");
+    }
+    if (!rc)
+        rc = an_eval_samples(u->m, an_train_data_tokenizer(u->data), an_train_data_template(u->data), r->data.system,
+                             (const char *const *)inputs, n, r->eval.max_new_tokens, texts, err);
+    for (int i = 0; i < n; i++) free(inputs[i]);
+    free(inputs);
     char path[1100];
     FILE *f = NULL;
     if (!rc && (an_path_join(path, sizeof path, r->output.dir, "samples.jsonl") || !(f = fopen(path, "ab"))))
@@ -467,6 +485,14 @@ static int setup(run *u, an_error *err) {
     }
     u->data = an_train_data_load(r, u->tok_path, cache, &rep, err);
     if (!u->data) return -1;
+    const an_retrieval *retr = an_train_data_retrieval(u->data);
+    if (retr && u->rank0) {
+        /* the run folder keeps it from the start (it does not change while training); final/ gets a copy */
+        if (an_retrieval_save(retr, r->output.dir, err)) return -1;
+        an_trainer_note(o, "retrieval: %zu training prompts indexed (%zu distinct negatives), %d neighbours from other "
+                           "sources per sample, at most %d tags each",
+                        retr->n, retr->n_uniq, retr->k, retr->max_tags);
+    }
     if (u->rank0 && an_comm_barrier(u->comm, err)) return an_fail_prefix(err, "rank 0 waiting for the other ranks");
     an_trainer_note(o, "data: %zu training pairs -> %zu samples (%lld tokens%s), %zu validation pairs -> %zu samples%s",
                     rep.train_pairs, rep.train_samples, rep.train_tokens, rep.cache_hit ? ", from the token cache" : "",
@@ -475,6 +501,9 @@ static int setup(run *u, an_error *err) {
     if (rep.empty_negatives)
         an_trainer_note(o, "data: %zu pairs with an empty negative prompt left out", rep.empty_negatives);
     if (rep.dropped) an_trainer_note(o, "data: %zu samples dropped (no trained token left)", rep.dropped);
+    if (rep.retrieval_fewer)
+        an_trainer_note(o, "retrieval: %zu training pairs got fewer than %d neighbours, to fit data.max_length %d",
+                        rep.retrieval_fewer, r->data.retrieve, r->data.max_length);
 
     u->total = an_recipe_total_steps(r, rep.rows_per_epoch);
     if (an_schedule_from_recipe(&u->sched, r, u->total, err)) return -1;
@@ -639,6 +668,12 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
         if (an_trainer_remove_tree(tmp, err)) goto done; /* left by a run killed while writing it */
         if (u.m->lora ? an_trainer_save_adapter(u.m, r->data.template_name, tmp, o->final_write_fail, err)
                       : an_trainer_save_final(u.m, u.tok_path, r->data.template_name, tmp, o->final_write_fail, err)) {
+            an_trainer_remove_tree(tmp, NULL);
+            res->final_dir[0] = 0;
+            goto done;
+        }
+        const an_retrieval *retr = an_train_data_retrieval(u.data);
+        if (retr && an_retrieval_save(retr, tmp, err)) {
             an_trainer_remove_tree(tmp, NULL);
             res->final_dir[0] = 0;
             goto done;
