@@ -2,7 +2,9 @@
 #include "tests/quant_fixture.h"
 
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model/io/gguf_quants.h"
 #include "model/io/safetensors.h" /* an_f32_to_f16 */
@@ -23,7 +25,7 @@ static float around(an_rng *r, float s, int signed_) {
     return signed_ && an_rng_uniform(r) < 0.5f ? -v : v;
 }
 
-void tq_random(an_dtype t, int64_t rows, int64_t cols, an_rng *r, uint8_t *dst, float *wide) {
+void tq_random(an_dtype t, int64_t rows, int64_t cols, an_rng *r, uint8_t *dst, float *wide, float *mag) {
     size_t n = tq_bytes(t, rows, cols), bb = (size_t)an_dtype_block_bytes(t);
     for (size_t i = 0; i < n; i++) dst[i] = (uint8_t)(an_rng_u64(r) >> 56);
     for (size_t b = 0; b < n / bb; b++) {
@@ -43,11 +45,38 @@ void tq_random(an_dtype t, int64_t rows, int64_t cols, an_rng *r, uint8_t *dst, 
         default: break;
         }
     }
-    if (wide) {
-        an_error err;
-        if (an_ggml_dequantize(an_dtype_ggml_type(t), dst, wide, rows * cols, &err)) {
-            fprintf(stderr, "tq_random: %s\n", err.msg);
-            abort();
+    an_error err;
+    if (wide && an_ggml_dequantize(an_dtype_ggml_type(t), dst, wide, rows * cols, &err)) {
+        fprintf(stderr, "tq_random: %s\n", err.msg);
+        abort();
+    }
+    if (mag) { /* every part positive: d, m >= 0 (Q4_1); d >= 0 and dmin <= 0, so - dmin mn >= 0 (Q4_K) */
+        uint8_t *abs_blocks = malloc(n);
+        if (!abs_blocks) abort();
+        memcpy(abs_blocks, dst, n);
+        for (size_t b = 0; b < n / bb; b++) {
+            uint8_t *p = abs_blocks + b * bb;
+            if (t == AN_Q4_1) p[1] &= 0x7f, p[3] &= 0x7f;
+            if (t == AN_Q4_K) p[1] &= 0x7f, p[3] |= 0x80;
+        }
+        if (an_ggml_dequantize(an_dtype_ggml_type(t), abs_blocks, mag, rows * cols, &err)) abort();
+        for (int64_t i = 0; i < rows * cols; i++) mag[i] = fabsf(mag[i]);
+        free(abs_blocks);
+    }
+}
+
+double tq_act_bound(an_dtype t, const float *wide, const float *mag, const float *x, int n) {
+    const double u = 0x1p-24;
+    int B = an_dtype_block(t), nb = n / B;
+    double quant = 0, mags = 0;
+    for (int b = 0; b < nb; b++) {
+        double amax = 0;
+        for (int i = b * B; i < (b + 1) * B; i++) amax = fmax(amax, fabs(x[i]));
+        double d = amax / 127.0;
+        for (int i = b * B; i < (b + 1) * B; i++) {
+            quant += d * (0.5 + 300 * u) * fabs(wide[i]);
+            mags += mag[i] * (fabs(x[i]) + d);
         }
     }
+    return quant + (nb + 19) * u * mags * 1.01;
 }

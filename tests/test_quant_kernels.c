@@ -31,26 +31,13 @@ typedef struct qw {
     float *wide, *mag;
 } qw;
 
-/* mag: the values with every part made positive (Q4_1: |d| q + |m|; Q4_K: |d| sc q + |dmin| mn; the
- * others |w|): what the kernels' float sums add up, so the float32 rounding bound is taken on it. */
 static qw make(an_dtype t, int rows, int cols, uint64_t seed) {
     an_rng r;
     an_rng_seed(&r, seed);
-    size_t n = (size_t)rows * cols, nb = tq_bytes(t, rows, cols), bb = (size_t)an_dtype_block_bytes(t);
-    qw q = {{t, rows, cols, NULL}, malloc(nb), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
-    tq_random(t, rows, cols, &r, q.bytes, q.wide);
+    size_t n = (size_t)rows * cols;
+    qw q = {{t, rows, cols, NULL}, malloc(tq_bytes(t, rows, cols)), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
+    tq_random(t, rows, cols, &r, q.bytes, q.wide, q.mag);
     q.w.data = q.bytes;
-    uint8_t *abs_blocks = malloc(nb);
-    memcpy(abs_blocks, q.bytes, nb);
-    for (size_t b = 0; b < nb / bb; b++) {
-        uint8_t *p = abs_blocks + b * bb;
-        if (t == AN_Q4_1) p[1] &= 0x7f, p[3] &= 0x7f;       /* d, m >= 0 */
-        if (t == AN_Q4_K) p[1] &= 0x7f, p[3] |= 0x80;       /* d >= 0, dmin <= 0: - dmin mn >= 0 */
-    }
-    an_error err;
-    CHECK(an_ggml_dequantize(an_dtype_ggml_type(t), abs_blocks, q.mag, (int64_t)n, &err) == 0);
-    for (size_t i = 0; i < n; i++) q.mag[i] = fabsf(q.mag[i]);
-    free(abs_blocks);
     return q;
 }
 
@@ -88,9 +75,8 @@ static void test_dequantize_is_the_reference(void) {
     }
 }
 
-static int block_of(an_dtype t) { return an_dtype_block(t) == 256 ? 256 : 32; }
-
-/* The bound for out[n][o] of the quantized-activation product against sum_i w_i x_i in double:
+/* The bound for out[n][o] of the quantized-activation product against sum_i w_i x_i in double
+ * (tq_act_bound in tests/quant_fixture.c computes it):
  *  - activation quantization: x_i becomes d q_i with d = amax_b / 127 of its block b and q_i the
  *    nearest integer to x_i / d (through one float32 product x * (1/d), relative error 2u, so
  *    |x_i / d - q_i| <= 1/2 + 127 * 2u): |x_i - d q_i| <= d (1/2 + 300u), times |w_i|, summed;
@@ -102,18 +88,7 @@ static int block_of(an_dtype t) { return an_dtype_block(t) == 256 ? 256 : 32; }
  *    difference: 3u of the parts), while the kernels use the exact parts: 3u sum mag_i (|x_i| + d).
  * With |x| up to 10 and blocks of 0.01 the first term dominates, ~1/254 of sum |w_i| |x_i|. */
 static double matvec_bound(const qw *q, int o, const float *x, int C) {
-    int B = block_of(q->w.dtype), nb = C / B;
-    double quant = 0, mags = 0;
-    for (int b = 0; b < nb; b++) {
-        double amax = 0;
-        for (int i = b * B; i < (b + 1) * B; i++) amax = fmax(amax, fabs(x[i]));
-        double d = amax / 127.0;
-        for (int i = b * B; i < (b + 1) * B; i++) {
-            quant += d * (0.5 + 300 * U32) * fabs(q->wide[(size_t)o * C + i]);
-            mags += q->mag[(size_t)o * C + i] * (fabs(x[i]) + d);
-        }
-    }
-    return quant + (nb + 16 + 3) * U32 * mags * 1.01;
+    return tq_act_bound(q->w.dtype, q->wide + (size_t)o * C, q->mag + (size_t)o * C, x, C);
 }
 
 static double dot_ref(const qw *q, int o, const float *x, int C) {
