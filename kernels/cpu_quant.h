@@ -26,7 +26,8 @@
  * exactly in eight int32 lanes, lane l holding elements 4l .. 4l+3; acc[b % 2][l] += (float)lane *
  * (d_w * d_a), a product then a sum, never fused; at the end t[l] = acc[0][l] + acc[1][l] and the
  * result is ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7)), plus, for Q4_1, the minimum terms
- * m_w * s_a summed block by block in a float32 of their own and added last.
+ * m_w * s_a summed block by block into m[b % 2] and added last as (m0 + m1). (AVX-512 runs two blocks
+ * a vector, its halves being the two accumulators: kernels/cpu_quant_dot32.h.)
  * The 256-block dot products (Q4_K, Q6_K) sum each super-block exactly in integers and add
  * (d_w * d_a) * sum (minus (dmin_w * d_a) * min sum for Q4_K) block by block. */
 #include <stddef.h>

@@ -39,7 +39,7 @@ static inline int nib(const uint8_t *qs, int i) { return i < 16 ? qs[i] & 15 : q
 
 /* offset: 8 for Q4_0 (values q - 8), 0 for Q4_1 (d * q, the minimum apart) */
 static float dot_plain(const uint8_t *w, const an_q8_act *a, int nb, int bytes, int offset) {
-    float acc[16] = {0}, summ = 0.0f;
+    float acc[16] = {0}, summ[2] = {0.0f, 0.0f};
     for (int b = 0; b < nb; b++, w += bytes) {
         const uint8_t *qs = w + bytes - 16;
         float sc = an_q_f16(w) * a[b].d;
@@ -51,13 +51,15 @@ static float dot_plain(const uint8_t *w, const an_q8_act *a, int nb, int bytes, 
         }
         if (!offset) {
             float mt = an_q_f16(w + 2) * a[b].s;
-            summ = summ + mt;
+            summ[b & 1] = summ[b & 1] + mt;
         }
     }
-    return an_q_reduce16(acc) + summ;
+    return an_q_reduce16(acc) + (summ[0] + summ[1]);
 }
 
 #if defined(__AVX2__)
+#include "kernels/cpu_quant_dot32.h"
+
 /* the 32 nibbles as bytes 0..31 in element order */
 static inline __m256i unpack(const uint8_t *qs) {
     __m128i raw = _mm_loadu_si128((const __m128i *)qs);
@@ -72,6 +74,8 @@ static inline __m256i lanes_q4_0_avx2(__m256i q, __m256i a) {
 static inline __m256i lanes_q4_1_avx2(__m256i q, __m256i a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1));
 }
+AN_Q32_DOT_AVX2(q4_0_avx2, Q4_0_BYTES, 2, unpack, lanes_q4_0_avx2, 0)
+AN_Q32_DOT_AVX2(q4_1_avx2, Q4_1_BYTES, 4, unpack, lanes_q4_1_avx2, 1)
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 static inline __m256i lanes_q4_0_vnni(__m256i q, __m256i a) {
     __m256i s = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
@@ -80,32 +84,20 @@ static inline __m256i lanes_q4_0_vnni(__m256i q, __m256i a) {
 static inline __m256i lanes_q4_1_vnni(__m256i q, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, a);
 }
+#if AN_Q32_HAVE_512
+/* AVX-512 has no sign_epi8: a is negated where q - 8 is negative */
+static inline __m512i lanes512_q4_0(__m512i q, __m512i a) {
+    __m512i s = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
+    __m512i sa = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(s), _mm512_setzero_si512(), a);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(s), sa);
+}
+static inline __m512i lanes512_q4_1(__m512i q, __m512i a) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, a); }
+AN_Q32_DOT_AVX512(q4_0_vnni, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, lanes512_q4_0, 0)
+AN_Q32_DOT_AVX512(q4_1_vnni, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, lanes512_q4_1, 1)
+#else
+AN_Q32_DOT_AVX2(q4_0_vnni, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, 0)
+AN_Q32_DOT_AVX2(q4_1_vnni, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, 1)
 #endif
-
-#define DOT_SIMD(NAME, LANES, BYTES, MIN)                                                                      \
-    static float NAME(const uint8_t *w, const an_q8_act *a, int nb) {                                         \
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                                           \
-        float summ = 0.0f;                                                                                     \
-        for (int b = 0; b < nb; b++, w += BYTES) {                                                            \
-            __m256i av = _mm256_loadu_si256((const __m256i *)a[b].q);                                         \
-            __m256i lanes = LANES(unpack(w + BYTES - 16), av);                                                \
-            __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(an_q_f16(w) * a[b].d));        \
-            acc[b & 1] = _mm256_add_ps(acc[b & 1], p);                                                        \
-            if (MIN) {                                                                                         \
-                float mt = an_q_f16(w + 2) * a[b].s;                                                           \
-                summ = summ + mt;                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
-        float t[16];                                                                                           \
-        _mm256_storeu_ps(t, acc[0]);                                                                           \
-        _mm256_storeu_ps(t + 8, acc[1]);                                                                       \
-        return an_q_reduce16(t) + summ;                                                                        \
-    }
-DOT_SIMD(q4_0_avx2, lanes_q4_0_avx2, Q4_0_BYTES, 0)
-DOT_SIMD(q4_1_avx2, lanes_q4_1_avx2, Q4_1_BYTES, 1)
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-DOT_SIMD(q4_0_vnni, lanes_q4_0_vnni, Q4_0_BYTES, 0)
-DOT_SIMD(q4_1_vnni, lanes_q4_1_vnni, Q4_1_BYTES, 1)
 #endif
 #endif
 

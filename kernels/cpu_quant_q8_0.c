@@ -33,35 +33,30 @@ static float dot_plain(const uint8_t *w, const an_q8_act *a, int nb) {
 }
 
 #if defined(__AVX2__)
+#include "kernels/cpu_quant_dot32.h"
+
+static inline __m256i load32(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 /* eight int32 lanes of sum(w * a) over 4 bytes each: |w| times a with w's sign, exact (|w| <= 128,
  * |a| <= 127: a pair sums to at most 32512, inside int16) */
 static inline __m256i lanes_avx2(__m256i w, __m256i a) {
     __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
+AN_Q32_DOT_AVX2(dot_avx2, Q8_0_BYTES, 2, load32, lanes_avx2, 0)
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 static inline __m256i lanes_vnni(__m256i w, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
 }
+#if AN_Q32_HAVE_512
+/* AVX-512 has no sign_epi8: a is negated where w is negative */
+static inline __m512i lanes512(__m512i w, __m512i a) {
+    __m512i sa = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(w), _mm512_setzero_si512(), a);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sa);
+}
+AN_Q32_DOT_AVX512(dot_vnni, Q8_0_BYTES, 2, load32, lanes_vnni, lanes512, 0)
+#else
+AN_Q32_DOT_AVX2(dot_vnni, Q8_0_BYTES, 2, load32, lanes_vnni, 0)
 #endif
-
-#define DOT_SIMD(NAME, LANES)                                                                                  \
-    static float NAME(const uint8_t *w, const an_q8_act *a, int nb) {                                         \
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                                           \
-        for (int b = 0; b < nb; b++, w += Q8_0_BYTES) {                                                       \
-            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + 2));                                        \
-            __m256i av = _mm256_loadu_si256((const __m256i *)a[b].q);                                         \
-            __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(LANES(wv, av)), _mm256_set1_ps(an_q_f16(w) * a[b].d)); \
-            acc[b & 1] = _mm256_add_ps(acc[b & 1], p);                                                        \
-        }                                                                                                      \
-        float t[16];                                                                                           \
-        _mm256_storeu_ps(t, acc[0]);                                                                           \
-        _mm256_storeu_ps(t + 8, acc[1]);                                                                       \
-        return an_q_reduce16(t);                                                                               \
-    }
-DOT_SIMD(dot_avx2, lanes_avx2)
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-DOT_SIMD(dot_vnni, lanes_vnni)
 #endif
 #endif
 
