@@ -4,7 +4,9 @@
 #   LLAMA_BENCH=/path/to/llama-bench bench/gguf_llamacpp.sh [REPEATS] F.gguf...
 # (or the llama-bench path as the first argument). llama.cpp is not part of autoneg: build it yourself,
 # e.g. from PyPI's llama-cpp-python sdist (vendor/llama.cpp, cmake -DGGML_NATIVE=ON, target
-# llama-bench). Threads: OMP_NUM_THREADS (default 2) on both sides. For each file and test it prints
+# llama-bench). Threads: OMP_NUM_THREADS (default 2) on both sides; LLAMA_BENCH_ARGS adds options to
+# llama-bench (e.g. "--poll 0" with OMP_WAIT_POLICY=passive: neither side spin-waits, which matters on
+# a machine shared with other jobs). For each file and test it prints
 # both tools' median tokens/s with min..max over the repeats and the ratio of the medians (autoneg /
 # llama.cpp), and the fraction of the measured memory bandwidth autoneg's decoding reaches.
 set -euo pipefail
@@ -29,7 +31,7 @@ for f in "$@"; do
         # autoneg: one process gives pp512 and tg128; the bandwidth is measured in the first round only
         AN_BENCH_BW=$([ "$i" = 1 ] && echo 1 || echo 0) "$TMP/bench_gguf" "$f" keep 512 128 |
             sed "s|^{|{\"file\": \"$f\", |" >> "$OUT"
-        "$LLAMA_BENCH" -m "$f" -p 512 -n 128 -t "$THREADS" -r 1 -o jsonl 2>/dev/null |
+        "$LLAMA_BENCH" -m "$f" -p 512 -n 128 -t "$THREADS" -r 1 ${LLAMA_BENCH_ARGS:-} -o jsonl 2>/dev/null |
             sed "s|^{|{\"file\": \"$f\", \"tool\": \"llama.cpp\", |" >> "$OUT"
     done
 done

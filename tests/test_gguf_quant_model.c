@@ -1,5 +1,5 @@
 /* SmolLM2-135M-Instruct's GGUF (Q4_1 linears, a Q8_0 tied embedding/head; `make model` fetches it,
- * skipped when it is not cached) loaded with its blocks kept (an_model_load) against the same file
+ * skipped when it is not cached; a tiny model written quantized always runs, below) loaded with its blocks kept (an_model_load) against the same file
  * dequantized to float32 (an_model_load_gguf AN_GGUF_DEQUANTIZE), which tests/test_gguf_model.c holds
  * to transformers' logits:
  *  - the weights stay quantized: 210 Q4_1 and 1 Q8_0 tensors, no float copy of them;
@@ -22,8 +22,12 @@
 #include "infer/infer.h"
 #include "kernels/backend.h"
 #include "model/lora.h"
+#include "model/io/gguf.h"
+#include "model/io/gguf_write.h"
 #include "model/model.h"
 #include "tests/test.h"
+
+#define FX "tests/ref/gguf_model/"
 
 static const char *smollm2_path(void) {
     static char path[4096];
@@ -178,7 +182,68 @@ static void test_lora(void) {
     CHECK(loss < l0q);
 }
 
+/* Without the SmolLM2 file: tests/ref/gguf_model/tiny.gguf (a random Llama, float32) written as Q8_0
+ * and as Q4_0 by autoneg's GGUF writer (bit-identical to the gguf package's quantize: test_gguf_write),
+ * loaded kept and dequantized. Every matrix stays in its blocks, and a whole-prompt forward gives the
+ * dequantized model's logits to 1e-5 of each row's largest |logit| (the same values through tiles of
+ * the GEMM): llama's q/k rows must have been un-permuted as whole rows of blocks for that. A block
+ * whose scale is infinite is refused by name, as a float tensor with an infinity is. */
+static void test_tiny_written_quantized(void) {
+    static const char *const types[] = {"q8_0", "q4_0"}, *const files[] = {"tiny_q8_0.gguf", "tiny_q4_0.gguf"};
+    static const an_dtype dts[] = {AN_Q8_0, AN_Q4_0};
+    an_error e;
+    an_model *src = an_model_load_gguf(FX "tiny.gguf", an_ops_cpu(), AN_GGUF_DEQUANTIZE, &e);
+    CHECK_MSG(src, "%s", e.msg);
+    if (!src) return;
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s", test_tmp_path(files[k]));
+        an_gguf_write_opts o = {(uint32_t)an_gguf_write_type(types[k]), "tiny", NULL};
+        CHECK_MSG(an_gguf_write_model(src, path, &o, &e) == 0, "%s", e.msg);
+        an_model *q = an_model_load(path, an_ops_cpu(), &e), *f = an_model_load_gguf(path, an_ops_cpu(), AN_GGUF_DEQUANTIZE, &e);
+        CHECK_MSG(q && f, "%s", e.msg);
+        if (q && f) {
+            int kept = 0, mats = 0;
+            for (int i = 0; i < q->n_params; i++) {
+                mats += q->params[i].ndim == 2;
+                kept += q->params[i].dtype == dts[k];
+            }
+            CHECK_MSG(kept == mats && kept > 0, "%s: %d of %d matrices kept", types[k], kept, mats);
+            int V = q->cfg.vocab_size, T = 12;
+            int32_t ids[12];
+            for (int t = 0; t < T; t++) ids[t] = (t * 5 + 3) % V;
+            float *lq = malloc(sizeof(float) * T * V), *lf = malloc(sizeof(float) * T * V);
+            an_batch b = {ids, NULL, NULL, NULL, 1, T};
+            CHECK(an_model_plan(q, 1, T, &e) == 0 && an_model_plan(f, 1, T, &e) == 0);
+            CHECK(an_model_forward(q, &b, 0, 1.0f, NULL, lq, &e) == 0 && an_model_forward(f, &b, 0, 1.0f, NULL, lf, &e) == 0);
+            double err = row_err(lq, lf, T, V);
+            CHECK_MSG(err <= 1e-5, "%s: logits error %.3g", types[k], err);
+            free(lq);
+            free(lf);
+        }
+        an_model_free(q);
+        an_model_free(f);
+        if (k) continue;
+        /* an infinite scale (f16 0x7c00) in the first block of blk.0.attn_q.weight */
+        an_gguf g;
+        CHECK_MSG(an_gguf_open(&g, path, &e) == 0, "%s", e.msg);
+        const an_gguf_tensor *t = an_gguf_find_tensor(&g, "blk.0.attn_q.weight");
+        long at = t ? (long)(g.data_offset + t->offset) : -1;
+        an_gguf_close(&g);
+        FILE *fp = fopen(path, "r+b");
+        CHECK(fp && at > 0 && fseek(fp, at, SEEK_SET) == 0 && fwrite("\0\x7c", 1, 2, fp) == 2);
+        if (fp) fclose(fp);
+        an_model *bad = an_model_load(path, an_ops_cpu(), &e);
+        CHECK(bad == NULL);
+        if (bad) an_model_free(bad);
+        else CHECK_MSG(strstr(e.msg, path) && strstr(e.msg, "tensor \"blk.0.attn_q.weight\" holds a NaN or infinite value"),
+                       "%s", e.msg);
+    }
+    an_model_free(src);
+}
+
 int main(void) {
+    RUN(test_tiny_written_quantized);
     const char *path = smollm2_path();
     if (!an_file_exists(path)) {
         printf("  note: %s is absent (run `make model` to fetch it); skipped\n", path);
