@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -gt 0 ] && [ -x "$1" ] && [[ "$1" == *llama-bench* ]]; then LLAMA_BENCH=$1; shift; fi
-: "${LLAMA_BENCH:?set LLAMA_BENCH to llama.cpp's llama-bench (or pass its path first)}"
+: "${LLAMA_BENCH:?set LLAMA_BENCH to the path of llama-bench (or pass it first)}"
 REPEATS=5
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then REPEATS=$1; shift; fi
 [ $# -gt 0 ] || { echo "usage: LLAMA_BENCH=... bench/gguf_llamacpp.sh [REPEATS] F.gguf..." >&2; exit 2; }

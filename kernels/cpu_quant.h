@@ -26,8 +26,7 @@
  * exactly in eight int32 lanes, lane l holding elements 4l .. 4l+3; acc[b % 2][l] += (float)lane *
  * (d_w * d_a), a product then a sum, never fused; at the end t[l] = acc[0][l] + acc[1][l] and the
  * result is ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7)), plus, for Q4_1, the minimum terms
- * m_w * s_a summed block by block into m[b % 2] and added last as (m0 + m1). (AVX-512 runs two blocks
- * a vector, its halves being the two accumulators: kernels/cpu_quant_dot32.h.)
+ * m_w * s_a summed block by block into m[b % 2] and added last as (m0 + m1).
  * The 256-block dot products (Q4_K, Q6_K) sum each super-block exactly in integers and add
  * (d_w * d_a) * sum (minus (dmin_w * d_a) * min sum for Q4_K) block by block. */
 #include <stddef.h>
@@ -75,7 +74,7 @@ typedef struct an_q8k_act {
 void an_q8_act_quantize(an_q8_act *dst, const float *x, int n);   /* n: a multiple of 32 */
 void an_q8k_act_quantize(an_q8k_act *dst, const float *x, int n); /* n: a multiple of 256 */
 
-/* The SIMD level a dot product runs at: 0 plain C; 1 AVX2; 2 AVX-512 VNNI (256-bit dpbusd). Each
+/* The SIMD level a dot product runs at: 0 plain C; 1 AVX2; 2 AVX-512 VNNI (256-bit vpdpbusd). Each
  * gives the same bits; a level the build lacks runs the best one it has below it. */
 enum { AN_Q_PLAIN = 0, AN_Q_AVX2 = 1, AN_Q_VNNI = 2 };
 int an_q_best_simd(void);

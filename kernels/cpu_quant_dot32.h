@@ -1,14 +1,13 @@
 #ifndef AN_CPU_QUANT_DOT32_H
 #define AN_CPU_QUANT_DOT32_H
-/* The SIMD loops of the 32-block dot products (Q8_0, Q4_0, Q4_1), in the float order cpu_quant.h fixes:
+/* The SIMD loop of the 32-block dot products (Q8_0, Q4_0, Q4_1), in the float order cpu_quant.h fixes:
  * block b's eight int32 lanes, times d_w * d_a, go to accumulator b % 2; Q4_1's minimum terms go to a
- * float of their own per parity, summed after the lanes. A file instantiates them with
+ * float of their own per parity, summed after the lanes. A file instantiates it with
  *   LOAD(p)          the block's 32 quants at p (its first byte) as a __m256i in element order
- *   LANES(w, a)      eight int32 lanes of sum(w * a) over 4 bytes each (AVX2 or 256-bit VNNI)
- *   LANES512(w, a)   the same for two blocks in one __m512i (lanes 0-7 block b, 8-15 block b + 1)
- * BYTES the block size, QOFF where the quants start, MIN 1 for a minimum term (f16 m at byte 2). The
- * AVX-512 loop takes two blocks a vector: its lanes 0-7 are the even blocks' accumulator and 8-15 the
- * odd ones', the same sums in the same order as the two AVX2 accumulators and the plain-C loop. */
+ *   LANES(w, a)      eight int32 lanes of sum(w * a) over 4 bytes each (AVX2, or 256-bit VNNI)
+ * BYTES the block size, QOFF where the quants start, MIN 1 for a minimum term (f16 m at byte 2).
+ * (Two blocks per 512-bit vector, its halves as the two accumulators, gave the same bits but ran
+ * slower than 256-bit vpdpbusd on the development machine: the inserts cost more than they save.) */
 #include <immintrin.h>
 
 #include "kernels/cpu_quant.h"
@@ -41,38 +40,5 @@
         _mm256_storeu_ps(t + 8, acc1);                                                                         \
         return an_q_reduce16(t) + (m0 + m1);                                                                   \
     }
-
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VNNI__)
-#define AN_Q32_HAVE_512 1
-#define AN_Q32_DOT_AVX512(NAME, BYTES, QOFF, LOAD, LANES, LANES512, MIN)                                       \
-    static float NAME(const uint8_t *w, const an_q8_act *a, int nb) {                                         \
-        __m512 acc = _mm512_setzero_ps();                                                                      \
-        float m0 = 0.0f, m1 = 0.0f;                                                                            \
-        int b = 0;                                                                                             \
-        for (; b + 2 <= nb; b += 2, w += 2 * (BYTES)) {                                                       \
-            __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(LOAD(w + (QOFF))), LOAD(w + (BYTES) + (QOFF)), 1); \
-            __m512i av = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[b].q)),  \
-                                            _mm256_loadu_si256((const __m256i *)a[b + 1].q), 1);               \
-            __m512 sc = _mm512_insertf32x8(_mm512_set1_ps(an_q_f16(w) * a[b].d),                               \
-                                           _mm256_set1_ps(an_q_f16(w + (BYTES)) * a[b + 1].d), 1);             \
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(LANES512(wv, av)), sc));                 \
-            float t0 = AN_Q32_MIN(MIN, w, a + b), t1 = AN_Q32_MIN(MIN, w + (BYTES), a + b + 1);                \
-            m0 = m0 + t0;                                                                                      \
-            m1 = m1 + t1;                                                                                      \
-        }                                                                                                      \
-        __m256 even = _mm512_castps512_ps256(acc), odd = _mm512_extractf32x8_ps(acc, 1);                      \
-        if (b < nb) {                                                                                          \
-            even = _mm256_add_ps(even, AN_Q32_BLOCK256(LOAD, LANES, QOFF, w, a + b));                         \
-            float t0 = AN_Q32_MIN(MIN, w, a + b);                                                              \
-            m0 = m0 + t0;                                                                                      \
-        }                                                                                                      \
-        float t[16];                                                                                           \
-        _mm256_storeu_ps(t, even);                                                                             \
-        _mm256_storeu_ps(t + 8, odd);                                                                          \
-        return an_q_reduce16(t) + (m0 + m1);                                                                   \
-    }
-#else
-#define AN_Q32_HAVE_512 0
-#endif
 
 #endif

@@ -84,20 +84,8 @@ static inline __m256i lanes_q4_0_vnni(__m256i q, __m256i a) {
 static inline __m256i lanes_q4_1_vnni(__m256i q, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, a);
 }
-#if AN_Q32_HAVE_512
-/* AVX-512 has no sign_epi8: a is negated where q - 8 is negative */
-static inline __m512i lanes512_q4_0(__m512i q, __m512i a) {
-    __m512i s = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
-    __m512i sa = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(s), _mm512_setzero_si512(), a);
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(s), sa);
-}
-static inline __m512i lanes512_q4_1(__m512i q, __m512i a) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, a); }
-AN_Q32_DOT_AVX512(q4_0_vnni, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, lanes512_q4_0, 0)
-AN_Q32_DOT_AVX512(q4_1_vnni, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, lanes512_q4_1, 1)
-#else
 AN_Q32_DOT_AVX2(q4_0_vnni, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, 0)
 AN_Q32_DOT_AVX2(q4_1_vnni, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, 1)
-#endif
 #endif
 #endif
 

@@ -47,16 +47,7 @@ AN_Q32_DOT_AVX2(dot_avx2, Q8_0_BYTES, 2, load32, lanes_avx2, 0)
 static inline __m256i lanes_vnni(__m256i w, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
 }
-#if AN_Q32_HAVE_512
-/* AVX-512 has no sign_epi8: a is negated where w is negative */
-static inline __m512i lanes512(__m512i w, __m512i a) {
-    __m512i sa = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(w), _mm512_setzero_si512(), a);
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sa);
-}
-AN_Q32_DOT_AVX512(dot_vnni, Q8_0_BYTES, 2, load32, lanes_vnni, lanes512, 0)
-#else
 AN_Q32_DOT_AVX2(dot_vnni, Q8_0_BYTES, 2, load32, lanes_vnni, 0)
-#endif
 #endif
 #endif
 
