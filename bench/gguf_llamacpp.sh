@@ -18,6 +18,14 @@ if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then REPEATS=$1; shift; fi
 [ $# -gt 0 ] || { echo "usage: LLAMA_BENCH=... bench/gguf_llamacpp.sh [REPEATS] F.gguf..." >&2; exit 2; }
 THREADS=${OMP_NUM_THREADS:-2}
 export OMP_NUM_THREADS=$THREADS
+# OpenBLAS 0.3.21 takes some virtual CPUs for a Prescott (SSE3) and runs its sgemm 4x slower there
+# (OPENBLAS_VERBOSE=2 prints the core it chose); llama.cpp uses the CPU's AVX2 / AVX-512 either way,
+# so unless told otherwise name the core the CPU's flags say it is.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
+    elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
+    [ -n "${OPENBLAS_CORETYPE:-}" ] && echo "OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE (from /proc/cpuinfo)"
+fi
 BUILD=${BUILD:-build}
 make -s "$BUILD/libautoneg.a"
 TMP=$(mktemp -d)
