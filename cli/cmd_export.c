@@ -97,11 +97,13 @@ int an_cmd_export(int argc, char **argv) {
     int t = an_gguf_write_type(type);
     if (t < 0) return cli_fail("export: --type %s is not supported (f32, f16, q8_0 or q4_0)", type);
     an_error err;
-    an_model *m = an_model_load(model, an_ops_cpu(), &err);
+    int from_gguf = !an_is_dir(model) && ends_with(model, ".gguf");
+    /* a GGUF's quantized blocks are written from their values; merging an adapter needs float32 */
+    an_model *m = from_gguf && adapter ? an_model_load_gguf(model, an_ops_cpu(), AN_GGUF_DEQUANTIZE, &err)
+                                       : an_model_load(model, an_ops_cpu(), &err);
     if (!m) return cli_error(&err);
     int rc = 0;
     if (adapter && (an_lora_load(m, adapter, &err) || an_lora_merge(m, &err))) rc = cli_error(&err);
-    int from_gguf = !an_is_dir(model) && ends_with(model, ".gguf");
     char nm[256];
     base_name(model, nm, sizeof nm);
     an_gguf_write_opts o = {(uint32_t)t, name ? name : nm, from_gguf ? model : NULL};

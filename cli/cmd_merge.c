@@ -82,7 +82,11 @@ int an_cmd_merge(int argc, char **argv) {
     const an_ops *ops = cli_backend(device);
     if (!ops) return 1;
     an_error err;
-    an_model *m = an_model_load(model, ops, &err);
+    /* merging adds to float32 weights: a GGUF base is dequantized (its blocks are not kept) */
+    size_t ml = strlen(model);
+    an_model *m = ml > 5 && !strcmp(model + ml - 5, ".gguf") && !an_is_dir(model)
+                      ? an_model_load_gguf(model, ops, AN_GGUF_DEQUANTIZE, &err)
+                      : an_model_load(model, ops, &err);
     if (!m) return cli_error(&err);
     int rc = 0;
     if (an_lora_load(m, adapter, &err) || an_lora_merge(m, &err) || an_model_save(m, out, &err)) rc = cli_error(&err);

@@ -234,4 +234,14 @@ void an_cpu_matmul_forward_bf16w(float *out, const float *inp, const uint16_t *w
 void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const uint16_t *w, int N, int C, int OC,
                                         float *work, size_t work_floats);
 
+/* GGUF-quantized frozen weights (kernels/cpu_quant.c, cpu_quant.h): the typed ops for AN_Q8_0 ..
+ * AN_Q6_K. The workspace holds a tile of dequantized rows (AN_BF16_TILE_BYTES, as bf16's) and the
+ * quantized activations of the matrix-vector path. */
+size_t an_cpu_quant_work_bytes(const an_weight *w, int N);
+void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
+                          size_t work_bytes);
+void an_cpu_quant_backward_input(float *dinp, const float *dout, const an_weight *w, int N, void *work,
+                                 size_t work_bytes);
+void an_cpu_quant_embedding(float *out, const int32_t *ids, const an_weight *table, int N);
+
 #endif

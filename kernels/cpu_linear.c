@@ -1,6 +1,6 @@
 /* Typed weights on the CPU (kernels/ops.h): the linear ops and the embedding lookup dispatch on the
  * weight's dtype to the kernels that hold it: float32 (GEMM, or the matrix-vector kernel for a few
- * rows), bf16 (cpu_bf16.c) and NF4 (nf4_matmul.c). Scratch is always the caller's. */
+ * rows), bf16 (cpu_bf16.c), NF4 (nf4_matmul.c) and the GGUF block types (cpu_quant.c). Scratch is always the caller's. */
 #include <math.h>
 
 #include "kernels/cpu.h"
@@ -13,7 +13,7 @@ size_t an_cpu_linear_work_bytes(const an_ops *o, const an_weight *w, int N) {
     case AN_F32: return an_cpu_matvec_work_bytes(N < AN_CPU_MATVEC_MAX_ROWS ? N : AN_CPU_MATVEC_MAX_ROWS, (int)w->cols);
     case AN_BF16: return an_bf16_work_floats((size_t)w->cols) * sizeof(float);
     case AN_NF4: return an_nf4_matmul_work_bytes(w->data);
-    default: return 0;
+    default: return an_dtype_is_ggml(w->dtype) ? an_cpu_quant_work_bytes(w, N) : 0;
     }
 }
 
@@ -39,7 +39,9 @@ void an_cpu_linear_forward(const an_ops *o, float *out, const float *inp, const 
             an_nf4_matmul_forward(out, inp, w->data, bias, N, work, work_bytes, NULL))
             fill_nan(out, (size_t)N * OC);
         return;
-    default: fill_nan(out, (size_t)N * OC); /* supports() said no */
+    default:
+        if (an_dtype_is_ggml(w->dtype)) an_cpu_quant_forward(out, inp, w, bias, N, work, work_bytes);
+        else fill_nan(out, (size_t)N * OC); /* supports() said no */
     }
 }
 
@@ -56,7 +58,9 @@ void an_cpu_linear_backward_input(const an_ops *o, float *dinp, const float *dou
             an_nf4_matmul_backward_input(dinp, dout, w->data, N, work, work_bytes, NULL))
             fill_nan(dinp, (size_t)N * C);
         return;
-    default: fill_nan(dinp, (size_t)N * C);
+    default:
+        if (an_dtype_is_ggml(w->dtype)) an_cpu_quant_backward_input(dinp, dout, w, N, work, work_bytes);
+        else fill_nan(dinp, (size_t)N * C);
     }
 }
 
@@ -65,7 +69,9 @@ void an_cpu_embedding_lookup(const an_ops *o, float *out, const int32_t *ids, co
     switch (table->dtype) {
     case AN_F32: an_cpu_embedding_forward(o, out, ids, table->data, N, C); return;
     case AN_BF16: an_cpu_embedding_forward_bf16(out, ids, table->data, N, C); return;
-    default: fill_nan(out, (size_t)N * C);
+    default:
+        if (an_dtype_is_ggml(table->dtype)) an_cpu_quant_embedding(out, ids, table, N);
+        else fill_nan(out, (size_t)N * C);
     }
 }
 
@@ -74,8 +80,9 @@ int an_cpu_supports(const an_ops *o, an_op_id op, an_dtype weight) {
     if (op < 0 || op >= AN_OP_COUNT) return 0;
     switch (op) {
     case AN_OP_linear_forward:
-    case AN_OP_linear_backward_input: return weight == AN_F32 || weight == AN_BF16 || weight == AN_NF4;
-    case AN_OP_embedding_lookup: return weight == AN_F32 || weight == AN_BF16;
+    case AN_OP_linear_backward_input:
+        return weight == AN_F32 || weight == AN_BF16 || weight == AN_NF4 || an_dtype_is_ggml(weight);
+    case AN_OP_embedding_lookup: return weight == AN_F32 || weight == AN_BF16 || an_dtype_is_ggml(weight);
     default: return weight == AN_F32;
     }
 }

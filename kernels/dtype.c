@@ -14,6 +14,11 @@ const char *an_dtype_name(an_dtype t) {
     case AN_I64: return "I64";
     case AN_BOOL: return "BOOL";
     case AN_NF4: return "NF4";
+    case AN_Q8_0: return "Q8_0";
+    case AN_Q4_0: return "Q4_0";
+    case AN_Q4_1: return "Q4_1";
+    case AN_Q4_K: return "Q4_K";
+    case AN_Q6_K: return "Q6_K";
     }
     return "?";
 }
@@ -24,7 +29,26 @@ size_t an_dtype_size(an_dtype t) {
     case AN_F32: case AN_I32: return 4;
     case AN_F16: case AN_BF16: case AN_I16: return 2;
     case AN_I8: case AN_U8: case AN_BOOL: return 1;
-    case AN_NF4: return 0;
+    case AN_NF4: case AN_Q8_0: case AN_Q4_0: case AN_Q4_1: case AN_Q4_K: case AN_Q6_K: return 0;
     }
     return 0;
+}
+
+int an_dtype_block(an_dtype t) {
+    switch (t) {
+    case AN_Q8_0: case AN_Q4_0: case AN_Q4_1: return 32;
+    case AN_Q4_K: case AN_Q6_K: return 256;
+    default: return 0;
+    }
+}
+
+int an_dtype_block_bytes(an_dtype t) {
+    switch (t) {
+    case AN_Q8_0: return 34;
+    case AN_Q4_0: return 18;
+    case AN_Q4_1: return 20;
+    case AN_Q4_K: return 144;
+    case AN_Q6_K: return 210;
+    default: return 0;
+    }
 }

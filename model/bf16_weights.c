@@ -44,7 +44,7 @@ int an_model_store_frozen_bf16(an_model *m, an_error *err) {
     size_t keep = 0; /* float32 parameters that stay */
     for (int i = 0; i < m->n_params; i++) {
         const an_param *p = &m->params[i];
-        if (!an_param_nf4(p) && p != t[0] && p != t[n - 1]) keep += round_up(p->numel, 16);
+        if (!an_param_nf4(p) && !an_param_ggml(p) && p != t[0] && p != t[n - 1]) keep += round_up(p->numel, 16);
     }
     float *fmem = o->alloc(o, (keep ? keep : 1) * sizeof(float));
     if (!mem || !fmem) {
@@ -62,7 +62,7 @@ int an_model_store_frozen_bf16(an_model *m, an_error *err) {
     off = 0;
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
-        if (an_param_nf4(p)) continue;
+        if (an_param_nf4(p) || an_param_ggml(p)) continue;
         if (an_param_bf16(p)) {
             p->data = NULL;
             continue;

@@ -11,6 +11,7 @@
 #include "model/io/llama2c.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
+#include "model/io/gguf_quants.h"
 #include "model/io/safetensors.h"
 
 /* Tensors start on 64-byte boundaries so vector loads never straddle two tensors. */
@@ -143,14 +144,14 @@ int an_model_build_table(an_model *m, an_error *err) {
 int an_model_alloc_params(an_model *m, an_error *err) {
     size_t total = 0;
     for (int i = 0; i < m->n_params; i++)
-        if (!an_param_nf4(&m->params[i])) total += align_floats(m->params[i].numel);
+        if (!an_param_nf4(&m->params[i]) && !an_param_ggml(&m->params[i])) total += align_floats(m->params[i].numel);
     m->n_param_floats = total;
     m->param_mem = m->ops->alloc(m->ops, total * sizeof(float));
     if (!m->param_mem)
         return an_fail(err, "model: cannot allocate %.1f MiB for the parameters", (double)total * 4 / 1048576);
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
-        if (an_param_nf4(&m->params[i])) continue;
+        if (an_param_nf4(&m->params[i]) || an_param_ggml(&m->params[i])) continue;
         m->params[i].data = m->param_mem + off;
         off += align_floats(m->params[i].numel);
     }
@@ -181,6 +182,7 @@ void an_model_free(an_model *m) {
     if (m->bf16_mem) m->ops->free(m->ops, m->bf16_mem);
     if (m->param_mem) m->ops->free(m->ops, m->param_mem);
     if (m->grad_mem) m->ops->free(m->ops, m->grad_mem);
+    free(m->ggml_mem);
     free(m->params);
     free(m->layers);
     free(m);
@@ -194,7 +196,7 @@ an_param *an_model_find(an_model *m, const char *name) {
 
 void an_model_set_all_trainable(an_model *m, int trainable) {
     for (int i = 0; i < m->n_params; i++)
-        m->params[i].trainable = trainable && !an_param_nf4(&m->params[i]) && !an_param_bf16(&m->params[i]);
+        m->params[i].trainable = trainable && m->params[i].dtype == AN_F32;
 }
 
 int an_model_alloc_grads(an_model *m, an_error *err) {
@@ -205,6 +207,10 @@ int an_model_alloc_grads(an_model *m, an_error *err) {
         if (m->params[i].trainable && an_param_nf4(&m->params[i]))
             return an_fail(err, "model: tensor %s is NF4-quantized and cannot be trained (train an adapter on it: "
                                 "--method qlora)", m->params[i].name);
+        if (m->params[i].trainable && an_param_ggml(&m->params[i]))
+            return an_fail(err, "model: tensor %s is GGUF-quantized (%s) and cannot be trained (train an adapter on "
+                                "it, or load the GGUF dequantized for full fine-tuning)", m->params[i].name,
+                           an_dtype_name(m->params[i].dtype));
         if (m->params[i].trainable && an_param_bf16(&m->params[i]))
             return an_fail(err, "model: tensor %s is stored in bf16 for a frozen model and cannot be trained",
                            m->params[i].name);
@@ -237,7 +243,7 @@ size_t an_model_param_count(const an_model *m, int trainable_only) {
 }
 
 size_t an_model_bytes_params(const an_model *m) {
-    size_t n = m->n_param_floats * sizeof(float) + m->n_bf16 * sizeof(uint16_t);
+    size_t n = m->n_param_floats * sizeof(float) + m->n_bf16 * sizeof(uint16_t) + m->ggml_bytes;
     for (int i = 0; i < m->n_params; i++)
         if (an_param_nf4(&m->params[i])) n += an_nf4_tensor_bytes(an_param_nf4(&m->params[i]));
     return n;
@@ -267,8 +273,13 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
         }
         return;
     }
-    if (an_param_nf4(p) && !src) { /* the values an NF4 weight stands for */
-        an_nf4_tensor_dequantize(an_param_nf4(p), p->transposed || permute ? tmp : host_out);
+    if ((an_param_nf4(p) || an_param_ggml(p)) && !src) { /* the values a quantized weight stands for */
+        float *dst = p->transposed || permute ? tmp : host_out;
+        if (an_param_nf4(p)) an_nf4_tensor_dequantize(an_param_nf4(p), dst);
+        else {
+            an_error ignored; /* the blocks were checked when they were loaded */
+            an_ggml_dequantize(an_dtype_ggml_type(p->dtype), an_param_ggml(p), dst, (int64_t)p->numel, &ignored);
+        }
         if (!p->transposed && !permute) return;
         src = tmp;
     } else if (!p->transposed && !permute) {

@@ -30,14 +30,16 @@ typedef struct an_param {
     int ndim;         /* 1 or 2 */
     int64_t shape[2]; /* as held in memory: linear weights [out, in] */
     size_t numel;
-    an_dtype dtype;   /* how the values are held: AN_F32 in data; AN_BF16 or AN_NF4 in packed, data NULL */
+    an_dtype dtype;   /* how the values are held: AN_F32 in data; AN_BF16, AN_NF4 or a GGUF block type
+                       * (AN_Q8_0 .. AN_Q6_K) in packed, data NULL */
     float *data;      /* AN_F32: backend memory, inside an_model.param_mem */
     float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
     int trainable;
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
     void *packed;     /* AN_BF16: frozen and stored as bf16 (an_model_store_frozen_bf16), backend memory
                        * inside an_model.bf16_mem; AN_NF4: QLoRA's frozen weight, an an_nf4_tensor owned
-                       * by an_model.nf4 (model/nf4_weights.h, host memory) */
+                       * by an_model.nf4 (model/nf4_weights.h, host memory); a GGUF block type: ggml's
+                       * blocks as the file holds them, inside an_model.ggml_mem (host memory) */
 } an_param;
 
 /* The weight as the op table takes it (kernels/ops.h): dtype, [out, in], and where the values are. */
@@ -49,6 +51,7 @@ static inline an_weight an_param_weight(const an_param *p) {
 /* The packed values of a weight of that dtype, or NULL: for the code that reads and writes formats. */
 static inline struct an_nf4_tensor *an_param_nf4(const an_param *p) { return p->dtype == AN_NF4 ? p->packed : NULL; }
 static inline uint16_t *an_param_bf16(const an_param *p) { return p->dtype == AN_BF16 ? p->packed : NULL; }
+static inline const uint8_t *an_param_ggml(const an_param *p) { return an_dtype_is_ggml(p->dtype) ? p->packed : NULL; }
 
 /* How the output of a fused q/k/v projection is laid out (what an_model_split_qkv undoes). */
 typedef enum an_qkv_layout {
@@ -145,6 +148,9 @@ typedef struct an_model {
     int recompute;                  /* gradient checkpointing per layer for the next an_model_plan */
     uint16_t *bf16_mem;             /* bf16 storage of frozen tensors (an_model_store_frozen_bf16); NULL without */
     size_t n_bf16;                  /* uint16 values in bf16_mem */
+    uint8_t *ggml_mem;              /* GGUF-quantized frozen weights kept in their blocks (host memory,
+                                     * model/io/gguf_model.h); NULL without */
+    size_t ggml_bytes;
 } an_model;
 
 /* A batch in host memory. targets[n] is the token that should follow token n (already shifted),
@@ -159,10 +165,15 @@ typedef struct an_batch {
 /* A model with all parameters allocated (zeroed) and no gradients; cfg must pass an_config_validate. */
 an_model *an_model_create(const an_model_config *cfg, const an_ops *ops, an_error *err);
 /* Loads a Hugging Face folder (config.json + model.safetensors or a sharded index), a llama2.c .bin, or a
- * .gguf file of architecture llama, qwen2 or gpt2 (dequantized to float32 in memory for now; model/io/gguf_model.h).
+ * .gguf file of architecture llama, qwen2 or gpt2 (its Q8_0 / Q4_0 / Q4_1 / Q4_K / Q6_K weights kept in
+ * their blocks, frozen, on the CPU backend; other types dequantized to float32: model/io/gguf_model.h).
  * A missing tensor, a wrong shape or an unexpected tensor is an error naming the file and tensor.
  * Linear weights saved in bitsandbytes' NF4 serialization load as NF4 (model/nf4_weights.h). */
 an_model *an_model_load(const char *path, const an_ops *ops, an_error *err);
+/* A .gguf file with its quantized weights kept (AN_GGUF_KEEP, what an_model_load does) or all of them
+ * dequantized to float32 (AN_GGUF_DEQUANTIZE: for full fine-tuning, merging an adapter, NF4). */
+typedef enum an_gguf_load { AN_GGUF_KEEP = 0, AN_GGUF_DEQUANTIZE = 1 } an_gguf_load;
+an_model *an_model_load_gguf(const char *path, const an_ops *ops, an_gguf_load mode, an_error *err);
 /* GPT-2 style init: N(0, 0.02) for embeddings and linear weights (the output projections of each block
  * scaled by 1/sqrt(2 * n_layers)), norm weights 1, biases 0. Repeatable for a seed. */
 an_model *an_model_init_random(const an_model_config *cfg, const an_ops *ops, uint64_t seed, an_error *err);

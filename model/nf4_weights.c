@@ -94,6 +94,9 @@ int an_model_quantize_nf4(an_model *m, int blocksize, int double_quant, an_error
     if (check_args(blocksize, "quantize", err) || supported(m, "quantize", err)) return -1;
     if (an_model_is_quantized(m)) return an_fail(err, "quantize: the model is already quantized");
     if (m->bf16_mem) return an_fail(err, "quantize: the embedding/head are stored in bf16 already (quantize first)");
+    if (m->ggml_mem)
+        return an_fail(err, "quantize: the model holds GGUF-quantized weights; load the GGUF dequantized to convert it "
+                            "to NF4 (quant.gguf \"nf4\")");
     int cap = m->cfg.n_layers * 8 + 1;
     an_linear_ref *refs = calloc((size_t)cap, sizeof *refs);
     if (!refs) return an_fail(err, "quantize: out of memory");

@@ -40,6 +40,7 @@
 #include "kernels/ops.h"
 #include "tests/op_harness.h"
 #include "tests/op_refs.h"
+#include "tests/quant_fixture.h"
 #include "tests/test.h"
 
 #define U32 0x1p-24 /* float32 unit roundoff */
@@ -1360,11 +1361,12 @@ static float bf16_widen(uint16_t h) {
 typedef struct weight {
     an_weight w;
     float *wide;
+    float *mag; /* GGUF block types: the magnitudes of the parts the kernels sum (tests/quant_fixture.h) */
 } weight;
 
 static weight make_weight(const an_ops *o, an_dtype dt, const float *w, int64_t rows, int64_t cols) {
     size_t n = (size_t)(rows * cols);
-    weight r = {{dt, rows, cols, NULL}, hf(n)};
+    weight r = {{dt, rows, cols, NULL}, hf(n), NULL};
     if (dt == AN_F32) {
         memcpy(r.wide, w, n * sizeof(float));
         r.w.data = devf(o, w, n);
@@ -1384,6 +1386,18 @@ static weight make_weight(const an_ops *o, an_dtype dt, const float *w, int64_t 
         hold(MEM_NF4, NULL, t);
         an_nf4_tensor_dequantize(t, r.wide);
         r.w.data = t;
+    } else if (an_dtype_is_ggml(dt)) {
+        /* random blocks (every byte pattern a GGUF file may hold, tests/quant_fixture.h), the same for
+         * the same w; wide is their reference dequantization */
+        uint32_t seed;
+        memcpy(&seed, w, sizeof seed);
+        an_rng rr;
+        an_rng_seed(&rr, seed);
+        size_t nb = tq_bytes(dt, rows, cols);
+        uint8_t *q = hold(MEM_HOST, NULL, malloc(nb));
+        r.mag = hf(n);
+        tq_random(dt, rows, cols, &rr, q, r.wide, r.mag);
+        r.w.data = dev(o, q, nb);
     } else {
         CHECK_MSG(0, "%s: the harness cannot make a %s weight (add it to make_weight)", g_where, an_dtype_name(dt));
     }
@@ -1405,6 +1419,22 @@ static const int lin_fwd_shapes[][3] = {{3, 67, 1}, {13, 67, 1}, {37, 67, 1}, {1
                                         {1, 67, 0}, {3, 128, 1}, {13, 128, 0}, {37, 128, 1}};
 static const int lin_bwd_shapes[][2] = {{3, 67}, {13, 67}, {37, 67}, {3, 128}, {37, 128}};
 
+/* The GGUF block types need whole blocks per row: their cases run C = 256 where the others run 67, and
+ * 512 where they run 128 (whole 256-value blocks for the k-quants, several for all). */
+static int lin_cols(int C) { return an_dtype_is_ggml(g_dt) ? (C == 67 ? 256 : 512) : C; }
+
+/* GGUF block types: a backend may multiply with the activations quantized to 8 bits per block, as the
+ * CPU does for up to AN_QUANT_MATVEC_MAX_ROWS rows (and any backend may for any N): that adds
+ * tq_act_bound per output (tests/quant_fixture.h: half a quantization step of each block's x times
+ * |w|, and the float sums of the quantized parts), on top of Higham's bound. */
+static void add_act_bound(double *bound, const weight *w, const float *inp, int N, int C, int OC) {
+    if (!an_dtype_is_ggml(g_dt)) return;
+    for (int n = 0; n < N; n++)
+        for (int oc = 0; oc < OC; oc++)
+            bound[(size_t)n * OC + oc] += tq_act_bound(g_dt, w->wide + (size_t)oc * C, w->mag + (size_t)oc * C,
+                                                       inp + (size_t)n * C, C);
+}
+
 static float *run_linear_forward(const an_ops *o, const float *w32, const float *inp, const float *bias, int N,
                                  int C) {
     weight w = make_weight(o, g_dt, w32, LIN_OC, C);
@@ -1420,7 +1450,7 @@ static float *run_linear_forward(const an_ops *o, const float *w32, const float 
  * with C + 1 terms (+ the dtype's), element by element. */
 static void case_linear_forward(void) {
     for (size_t s = 0; s < sizeof lin_fwd_shapes / sizeof lin_fwd_shapes[0]; s++) {
-        int N = lin_fwd_shapes[s][0], C = lin_fwd_shapes[s][1], hb = lin_fwd_shapes[s][2];
+        int N = lin_fwd_shapes[s][0], C = lin_cols(lin_fwd_shapes[s][1]), hb = lin_fwd_shapes[s][2];
         where("N=%d C=%d OC=%d%s", N, C, LIN_OC, hb ? " bias" : "");
         an_rng r;
         an_rng_seed(&r, 1500 + (uint64_t)s);
@@ -1432,6 +1462,7 @@ static void case_linear_forward(void) {
         if (!wide.w.data || !got || !cpu) return;
         gemm_ref ref = ref_gemm(dbl(inp, (size_t)N * C), C, 1, dbl(wide.wide, (size_t)LIN_OC * C), C, 1, N, LIN_OC, C,
                                 1.0, NULL, hb ? dbl(bias, LIN_OC) : NULL, C + 1 + dtype_terms(g_dt));
+        add_act_bound(ref.bound, &wide, inp, N, C, LIN_OC);
         expect_within("out", got, ref.val, ref.bound, (size_t)N * LIN_OC);
         vs_cpu_within("out", got, cpu, ref.bound, (size_t)N * LIN_OC);
     }
@@ -1451,7 +1482,7 @@ static float *run_linear_backward_input(const an_ops *o, const float *w32, const
  * element, and finite differences of the forward with the weight's float32 values: TOL_FD. */
 static void case_linear_backward_input(void) {
     for (size_t s = 0; s < sizeof lin_bwd_shapes / sizeof lin_bwd_shapes[0]; s++) {
-        int N = lin_bwd_shapes[s][0], C = lin_bwd_shapes[s][1];
+        int N = lin_bwd_shapes[s][0], C = lin_cols(lin_bwd_shapes[s][1]);
         where("N=%d C=%d OC=%d", N, C, LIN_OC);
         size_t nc = (size_t)N * C, no = (size_t)N * LIN_OC, wc = (size_t)LIN_OC * C;
         an_rng r;
@@ -1476,29 +1507,34 @@ static void case_linear_backward_input(void) {
 enum { LK_N = 9, LK_V = 11, LK_C = 37 };
 static const int32_t lk_ids[LK_N] = {10, 0, 4, 4, 7, 0, 3, 10, 1};
 
+/* the GGUF block types' rows hold whole blocks: 256 values */
+static int lk_cols(void) { return an_dtype_is_ggml(g_dt) ? 256 : LK_C; }
+
 static float *run_embedding_lookup(const an_ops *o, const float *t32) {
-    weight t = make_weight(o, g_dt, t32, LK_V, LK_C);
+    int C = lk_cols();
+    weight t = make_weight(o, g_dt, t32, LK_V, C);
     if (!t.w.data) return NULL;
-    float *out = devf(o, NULL, (size_t)LK_N * LK_C);
+    float *out = devf(o, NULL, (size_t)LK_N * C);
     o->embedding_lookup(o, out, devi(o, lk_ids, LK_N), &t.w, LK_N);
-    return down(o, out, (size_t)LK_N * LK_C);
+    return down(o, out, (size_t)LK_N * C);
 }
 
 static void case_embedding_lookup(void) {
-    where("N=%d V=%d C=%d", LK_N, LK_V, LK_C);
+    int C = lk_cols();
+    where("N=%d V=%d C=%d", LK_N, LK_V, C);
     an_rng r;
     an_rng_seed(&r, 1700);
-    float *t32 = rnd(&r, (size_t)LK_V * LK_C, -1, 1);
-    weight wide = make_weight(g_cpu, g_dt, t32, LK_V, LK_C);
+    float *t32 = rnd(&r, (size_t)LK_V * C, -1, 1);
+    weight wide = make_weight(g_cpu, g_dt, t32, LK_V, C);
     float *got = run_embedding_lookup(g_o, t32);
     /* the CPU may not support this dtype (NF4 tables): then there is nothing to compare with */
     int cpu_has = g_cpu->supports(g_cpu, AN_OP_embedding_lookup, g_dt);
     float *cpu = cpu_has ? run_embedding_lookup(g_cpu, t32) : NULL;
     if (!wide.w.data || !got || (cpu_has && !cpu)) return;
-    float *want = hf((size_t)LK_N * LK_C);
-    for (int n = 0; n < LK_N; n++) memcpy(want + n * LK_C, wide.wide + lk_ids[n] * LK_C, LK_C * sizeof(float));
-    expect_exact("out", got, want, (size_t)LK_N * LK_C);
-    if (cpu_has) vs_cpu_exact("out", got, cpu, (size_t)LK_N * LK_C);
+    float *want = hf((size_t)LK_N * C);
+    for (int n = 0; n < LK_N; n++) memcpy(want + n * C, wide.wide + lk_ids[n] * C, C * sizeof(float));
+    expect_exact("out", got, want, (size_t)LK_N * C);
+    if (cpu_has) vs_cpu_exact("out", got, cpu, (size_t)LK_N * C);
 }
 
 /* ====================================== the harness ====================================== */
@@ -1545,7 +1581,7 @@ static const case_fn cases[AN_OP_COUNT] = {
 
 /* The ops that take an an_weight run once per weight dtype; every other op once, as AN_F32 (what
  * supports() is asked for them). */
-static const an_dtype weight_dtypes[] = {AN_F32, AN_BF16, AN_NF4};
+static const an_dtype weight_dtypes[] = {AN_F32, AN_BF16, AN_NF4, AN_Q8_0, AN_Q4_0, AN_Q4_1, AN_Q4_K, AN_Q6_K};
 static int takes_weight(an_op_id op) {
     return op == AN_OP_linear_forward || op == AN_OP_linear_backward_input || op == AN_OP_embedding_lookup;
 }

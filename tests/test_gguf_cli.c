@@ -48,7 +48,7 @@ static void test_info_errors(void) {
 }
 
 /* A GGUF base is a whole model: `train --base F.gguf` takes its tokenizer from the same file (no
- * tokenizer.path), trains a LoRA adapter on it, and the adapter's loss falls over a few steps on
+ * tokenizer.path), trains a LoRA adapter on it with its weights kept quantized, and the adapter's loss falls over a few steps on
  * one repeated pair. Needs the SmolLM2 file of `make model`; skipped with a note without it. */
 static void test_train_lora_on_gguf_base(void) {
     char model[1024];
@@ -78,6 +78,8 @@ static void test_train_lora_on_gguf_base(void) {
     char cfg[1024];
     snprintf(cfg, sizeof cfg, "%s/gguf-lora/final/adapter_config.json", test_tmpdir());
     CHECK(an_file_exists(cfg));
+    /* the base stays in its GGUF blocks (quant.gguf "keep", the default), and the log says so */
+    CHECK_MSG(strstr(e, "GGUF base: 1 Q8_0, 210 Q4_1 kept quantized"), "%s", e);
     /* the loss of the last step below the first's: "step 1/6 | loss X" ... "step 6/6 | loss Y" */
     const char *a = strstr(e, "step 1/6 | loss "), *b = strstr(e, "step 6/6 | loss ");
     double first = a ? atof(a + 16) : 0, last = b ? atof(b + 16) : 1e9;

@@ -43,6 +43,7 @@ typedef struct field {
 static const char *const method_names[] = {"full", "lora", "qlora", NULL};
 static const char *const dtype_names[] = {"f32", "bf16", "f16", NULL};
 static const char *const quant_names[] = {"nf4", NULL};
+static const char *const gguf_names[] = {"keep", "dequantize", "nf4", NULL};
 static const char *const pack_names[] = {"segments", "xtuner", "pad", NULL};
 static const char *const sched_names[] = {"constant", "linear", "cosine", NULL};
 static const char *const loss_norm_names[] = {"tokens", "mean_of_means", NULL};
@@ -71,6 +72,7 @@ static const field fields[] = {
     F_ENUM("quant.type", quant.type, quant_names, "\"nf4\"", "\"nf4\""),
     F_INT("quant.block_size", quant.block_size, R_LO | R_HI, 16, 4096, "64"),
     F_BOOL("quant.double_quant", quant.double_quant, "true"),
+    F_ENUM("quant.gguf", quant.gguf, gguf_names, "\"keep\" | \"dequantize\" | \"nf4\"", "\"keep\""),
     F_LIST("data.train", data.train, "[]"),
     F_STR("data.val", data.val, "\"\""),
     F_ENUM("data.format", data.format, format_names, "\"auto\" | \"jsonl\" | \"json\" | \"csv\"", "\"auto\""),

@@ -23,6 +23,9 @@
 typedef enum an_train_method { AN_METHOD_FULL, AN_METHOD_LORA, AN_METHOD_QLORA } an_train_method;
 typedef enum an_recipe_dtype { AN_RDTYPE_F32, AN_RDTYPE_BF16, AN_RDTYPE_F16 } an_recipe_dtype;
 typedef enum an_quant_type { AN_QUANT_NF4 } an_quant_type;
+/* A GGUF base's quantized weights for lora / qlora: kept in their blocks, dequantized to float32, or
+ * dequantized and quantized to NF4 (full fine-tuning always dequantizes). */
+typedef enum an_gguf_mode { AN_GGUF_MODE_KEEP, AN_GGUF_MODE_DEQUANTIZE, AN_GGUF_MODE_NF4 } an_gguf_mode;
 /* segments: samples packed into rows, each attending only to itself (block-diagonal mask);
  * xtuner: XTuner's Packer (concatenate, cut at seq_len, samples may split, attend across);
  * pad: one sample per row, padded. */
@@ -61,6 +64,7 @@ typedef struct an_recipe {
         an_quant_type type;
         int block_size;
         int double_quant;
+        an_gguf_mode gguf;
     } quant;
     struct {
         an_strlist train;

@@ -449,7 +449,16 @@ static int setup(run *u, an_error *err) {
         return an_fail(err, "recipe: model.dtype f16: frozen weights can be stored as bf16 or f32, not f16 yet");
     an_model_set_recompute(u->m, r->train.recompute);
     if (r->train.recompute) an_trainer_note(o, "train.recompute: each layer's activations are recomputed in backward");
-    if (r->model.method == AN_METHOD_QLORA) {
+    if (u->m->ggml_mem) /* a GGUF base kept in its blocks (quant.gguf "keep") */
+        an_trainer_note(o, "GGUF base: %s kept quantized (%.1f MiB, no float32 copy); quant.gguf \"dequantize\" or "
+                           "\"nf4\" converts it", an_trainer_ggml_summary(u->m), (double)u->m->ggml_bytes / 1048576);
+    else if (r->model.base[0] && an_trainer_is_gguf(r->model.base))
+        an_trainer_note(o, "GGUF base: dequantized to float32 (%s)",
+                        r->model.method == AN_METHOD_FULL ? "full fine-tuning trains float32 weights" : "quant.gguf");
+    int to_nf4 = r->model.method == AN_METHOD_QLORA ? !u->m->ggml_mem
+                                                    : r->model.method == AN_METHOD_LORA && r->quant.gguf == AN_GGUF_MODE_NF4 &&
+                                                          an_trainer_is_gguf(r->model.base);
+    if (to_nf4) {
         if (r->quant.block_size != 64)
             return an_fail(err, "recipe: quant.block_size %d: only bitsandbytes' 64 is implemented", r->quant.block_size);
         if (an_model_quantize_nf4(u->m, r->quant.block_size, r->quant.double_quant, err)) return -1;

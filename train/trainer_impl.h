@@ -25,6 +25,10 @@ int an_trainer_lock(const char *dir, an_error *err);
  *    random weights from train.seed; tokenizer tokenizer.path, or a byte-level BPE of
  *    tokenizer.train_vocab tokens trained on the training pairs into DIR (kept when resuming).
  * tok_path receives the tokenizer folder or file. */
+/* Whether path names a .gguf file; "210 Q4_1, 1 Q8_0": m's GGUF-quantized tensors by type (a buffer of
+ * the calling thread's, for a log line). */
+int an_trainer_is_gguf(const char *path);
+const char *an_trainer_ggml_summary(const an_model *m);
 an_model *an_trainer_build_model(const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
                                  const an_trainer_opts *o, an_error *err);
 

@@ -124,9 +124,23 @@ static int train_tokenizer(const an_recipe *r, const an_trainer_opts *o, an_erro
     return 0;
 }
 
-static int is_gguf(const char *path) {
+int an_trainer_is_gguf(const char *path) {
     size_t n = strlen(path);
     return n > 5 && strcmp(path + n - 5, ".gguf") == 0;
+}
+
+const char *an_trainer_ggml_summary(const an_model *m) {
+    static const an_dtype types[] = {AN_Q8_0, AN_Q4_0, AN_Q4_1, AN_Q4_K, AN_Q6_K};
+    static _Thread_local char buf[160];
+    size_t len = 0;
+    buf[0] = 0;
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        int n = 0;
+        for (int i = 0; i < m->n_params; i++) n += m->params[i].dtype == types[k];
+        if (n && len < sizeof buf)
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%d %s", len ? ", " : "", n, an_dtype_name(types[k]));
+    }
+    return buf;
 }
 
 static an_model *build_model(const an_ops *ops, const an_recipe *r, int resuming, char *tok_path, size_t tok_size,
@@ -135,13 +149,17 @@ static an_model *build_model(const an_ops *ops, const an_recipe *r, int resuming
     if (r->model.base[0]) {
         if (r->tokenizer.path[0])
             snprintf(tok_path, tok_size, "%s", r->tokenizer.path);
-        else if (an_is_dir(r->model.base) || is_gguf(r->model.base)) /* a GGUF file carries its tokenizer */
+        else if (an_is_dir(r->model.base) || an_trainer_is_gguf(r->model.base)) /* a GGUF file carries its tokenizer */
             snprintf(tok_path, tok_size, "%s", r->model.base);
         else {
             an_fail(err, "%s: a llama2.c model file carries no tokenizer; set tokenizer.path", r->model.base);
             return NULL;
         }
-        m = an_model_load(r->model.base, ops, err);
+        /* a GGUF base keeps its quantized blocks for an adapter unless asked otherwise (quant.gguf);
+         * full fine-tuning trains float32 weights */
+        int keep = r->model.method != AN_METHOD_FULL && r->quant.gguf == AN_GGUF_MODE_KEEP;
+        m = an_trainer_is_gguf(r->model.base) ? an_model_load_gguf(r->model.base, ops, keep ? AN_GGUF_KEEP : AN_GGUF_DEQUANTIZE, err)
+                                   : an_model_load(r->model.base, ops, err);
         if (!m) return NULL;
     } else {
         an_model_config cfg;

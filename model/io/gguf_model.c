@@ -210,6 +210,95 @@ static int check_gpt2_output(const an_gguf *g, const an_gguf_tensor *out, float 
     return 0;
 }
 
+/* The GGUF tensor of parameter p when its shape is p's (NULL otherwise: read_weights says why). */
+static const an_gguf_tensor *tensor_of(const an_model *m, const an_gguf *g, const an_param *p, int *rope) {
+    char name[96];
+    if (gguf_name(m, p, name, sizeof name, rope)) return NULL;
+    const an_gguf_tensor *t = an_gguf_find_tensor(g, name);
+    if (!t || p->ndim != 2 || t->n_dims != 2 || t->ne[0] != p->shape[1] || t->ne[1] != p->shape[0]) return NULL;
+    return t;
+}
+
+/* Whether m's backend runs weights of dtype t in host memory (the CPU's linear ops and lookup). */
+static int backend_runs(const an_model *m, an_dtype t) {
+    const an_ops *o = m->ops;
+    return o->device == AN_DEVICE_CPU && o->supports(o, AN_OP_linear_forward, t) &&
+           o->supports(o, AN_OP_linear_backward_input, t) && o->supports(o, AN_OP_embedding_lookup, t);
+}
+
+int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
+    const an_gguf_tensor **src = calloc((size_t)m->n_params + 1, sizeof *src);
+    int *rope = calloc((size_t)m->n_params + 1, sizeof *rope);
+    float *row = NULL;
+    size_t total = 0, maxcols = 1;
+    int rc = -1;
+    if (!src || !rope) {
+        an_fail(err, "%s: out of memory while loading", g->path);
+        goto done;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        an_param *p = &m->params[i];
+        const an_gguf_tensor *t = p->dtype == AN_F32 ? tensor_of(m, g, p, &rope[i]) : NULL;
+        an_dtype dt = t ? an_ggml_type_dtype(t->type) : (an_dtype)0;
+        if (!dt || p->shape[1] % an_dtype_block(dt) || !backend_runs(m, dt)) continue;
+        /* a GPT-2 file's output.weight copy is checked against token_embd by read_weights */
+        src[i] = t;
+        total += t->nbytes;
+        if ((size_t)p->shape[1] > maxcols) maxcols = (size_t)p->shape[1];
+    }
+    if (!total) {
+        rc = 0;
+        goto done;
+    }
+    m->ggml_mem = malloc(total);
+    row = malloc(maxcols * sizeof(float));
+    if (!m->ggml_mem || !row) {
+        an_fail(err, "%s: cannot allocate %.1f MiB for the quantized weights", g->path, (double)total / 1048576);
+        goto done;
+    }
+    m->ggml_bytes = total;
+    size_t off = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        if (!src[i]) continue;
+        an_param *p = &m->params[i];
+        const an_gguf_tensor *t = src[i];
+        int64_t rows = p->shape[0], cols = p->shape[1];
+        size_t rb = t->nbytes / (size_t)rows;
+        uint8_t *dst = m->ggml_mem + off;
+        for (int64_t r = 0; r < rows; r++) {
+            /* llama.cpp's q/k row permutation undone on whole rows of blocks (as an_llama2c_permute_qk
+             * does on floats): row h*hd + j*hd/2 + k holds the file's row h*hd + 2k + j */
+            int64_t from = r;
+            if (rope[i]) {
+                int hd = m->cfg.head_dim, half = hd / 2;
+                int64_t h = r / hd, j = (r % hd) / half, k = r % half;
+                from = h * hd + 2 * k + j;
+            }
+            const uint8_t *s = (const uint8_t *)t->data + (size_t)from * rb;
+            /* the values must be finite, as read_weights requires of every tensor */
+            if (an_ggml_dequantize(t->type, s, row, cols, err)) goto done;
+            for (int64_t c = 0; c < cols; c++)
+                if (!isfinite(row[c])) {
+                    an_fail(err, "%s: tensor \"%s\" holds a NaN or infinite value (first at element %lld)", g->path,
+                            t->name, (long long)(from * cols + c));
+                    goto done;
+                }
+            memcpy(dst + (size_t)r * rb, s, rb);
+        }
+        p->dtype = an_ggml_type_dtype(t->type);
+        p->packed = dst;
+        p->data = NULL;
+        p->trainable = 0;
+        off += t->nbytes;
+    }
+    rc = 0;
+done:
+    free(src);
+    free(rope);
+    free(row);
+    return rc;
+}
+
 int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err) {
     size_t maxn = 1;
     for (int i = 0; i < m->n_params; i++)
@@ -236,6 +325,7 @@ int an_gguf_model_read_weights(an_model *m, const an_gguf *g, an_error *err) {
             goto done;
         }
         used[t - g->tensors] = 1;
+        if (an_param_ggml(p)) continue; /* kept in its blocks by an_gguf_model_keep_quantized */
         /* ggml order: ne[0] is the row length */
         int64_t rows = p->shape[0], cols = p->ndim == 2 ? p->shape[1] : 1;
         int ok = p->ndim == 2 ? t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows : t->n_dims == 1 && t->ne[0] == rows;

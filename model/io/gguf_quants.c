@@ -43,6 +43,28 @@ const an_ggml_type_info *an_ggml_type_get(uint32_t type) {
     return NULL;
 }
 
+an_dtype an_ggml_type_dtype(uint32_t type) {
+    switch (type) {
+    case AN_GGML_Q8_0: return AN_Q8_0;
+    case AN_GGML_Q4_0: return AN_Q4_0;
+    case AN_GGML_Q4_1: return AN_Q4_1;
+    case AN_GGML_Q4_K: return AN_Q4_K;
+    case AN_GGML_Q6_K: return AN_Q6_K;
+    default: return (an_dtype)0;
+    }
+}
+
+uint32_t an_dtype_ggml_type(an_dtype t) {
+    switch (t) {
+    case AN_Q8_0: return AN_GGML_Q8_0;
+    case AN_Q4_0: return AN_GGML_Q4_0;
+    case AN_Q4_1: return AN_GGML_Q4_1;
+    case AN_Q4_K: return AN_GGML_Q4_K;
+    case AN_Q6_K: return AN_GGML_Q6_K;
+    default: return 0;
+    }
+}
+
 /* Little-endian fields, read bytewise: blocks sit at any alignment (18- or 34-byte blocks). */
 static float f16_at(const unsigned char *p) { return an_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
 

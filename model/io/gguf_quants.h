@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "core/error.h"
+#include "kernels/dtype.h"
 
 /* ggml_type ids as written in a GGUF tensor info (fixed by the format; gaps are retired types). */
 typedef enum an_ggml_type {
@@ -40,6 +41,11 @@ const an_ggml_type_info *an_ggml_type_get(uint32_t type);
  * as ggml's reference dequantization (and the gguf Python package's). Fails for a type it does not
  * handle or an n that is not a whole number of blocks. src may be unaligned. */
 int an_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n, an_error *err);
+
+/* The backend dtype that holds a ggml type's blocks as they are (kernels/dtype.h: AN_Q8_0 .. AN_Q6_K),
+ * 0 for a type that is not kept quantized; and back (0 for a dtype that is not a GGUF block type). */
+an_dtype an_ggml_type_dtype(uint32_t type);
+uint32_t an_dtype_ggml_type(an_dtype t);
 
 /* The writer's side: n float32 values (a whole number of blocks) as type F32, F16 (rounded to nearest
  * even), Q8_0 or Q4_0, bit for bit as the gguf Python package's numpy quantize (and ggml's reference

@@ -99,10 +99,12 @@ done:
     return rc;
 }
 
-/* A .gguf file (model/io/gguf_model.h): its weights are dequantized to float32 as they are read. With
- * quant_blocksize > 0 the float model is then quantized to NF4, as an_model_quantize_nf4 does for any
- * loaded model (the GGUF blocks are not converted to NF4 directly: ggml's and NF4's blocks differ). */
-static an_model *load_gguf(const char *path, const an_ops *ops, int quant_blocksize, int double_quant, an_error *err) {
+/* A .gguf file (model/io/gguf_model.h): its quantized weights kept in their blocks (keep) or dequantized
+ * to float32 as they are read. With quant_blocksize > 0 the float model is then quantized to NF4, as
+ * an_model_quantize_nf4 does for any loaded model (the GGUF blocks are not converted to NF4 directly:
+ * ggml's and NF4's blocks differ). */
+static an_model *load_gguf(const char *path, const an_ops *ops, int keep, int quant_blocksize, int double_quant,
+                           an_error *err) {
     an_gguf g;
     if (an_gguf_open(&g, path, err)) return NULL;
     an_model *m = NULL;
@@ -119,7 +121,12 @@ static an_model *load_gguf(const char *path, const an_ops *ops, int quant_blocks
     }
     m->cfg = cfg;
     m->ops = ops;
-    if (an_model_build_table(m, err) || an_model_alloc_params(m, err)) {
+    if (an_model_build_table(m, err)) {
+        an_fail_prefix(err, "%s", path);
+        goto done;
+    }
+    if (keep && an_gguf_model_keep_quantized(m, &g, err)) goto done;
+    if (an_model_alloc_params(m, err)) {
         an_fail_prefix(err, "%s", path);
         goto done;
     }
@@ -145,7 +152,8 @@ static an_model *load(const char *path, const an_ops *ops, int quant_blocksize, 
     an_safetensors st;
     memset(&st, 0, sizeof st);
     char file[4096];
-    if (!an_is_dir(path) && ends_with(path, ".gguf")) return load_gguf(path, ops, quant_blocksize, double_quant, err);
+    if (!an_is_dir(path) && ends_with(path, ".gguf"))
+        return load_gguf(path, ops, quant_blocksize <= 0, quant_blocksize, double_quant, err);
     if (an_is_dir(path)) {
         char cfg_path[4096];
         if (an_path_join(cfg_path, sizeof cfg_path, path, "config.json")) {
@@ -203,6 +211,10 @@ done:
 }
 
 an_model *an_model_load(const char *path, const an_ops *ops, an_error *err) { return load(path, ops, 0, 0, err); }
+
+an_model *an_model_load_gguf(const char *path, const an_ops *ops, an_gguf_load mode, an_error *err) {
+    return load_gguf(path, ops, mode == AN_GGUF_KEEP, 0, 0, err);
+}
 
 an_model *an_model_load_nf4(const char *path, const an_ops *ops, int blocksize, int double_quant, an_error *err) {
     if (blocksize < 32 || blocksize > 4096 || (blocksize & (blocksize - 1))) {

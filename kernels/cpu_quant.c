@@ -1,0 +1,212 @@
+/* The typed linear ops and the embedding lookup on GGUF-quantized weights (kernels/cpu_quant.h):
+ * the activations' 8-bit quantization, the matrix-vector product for a few rows, and the tiles of
+ * dequantized rows under the float32 GEMM for many rows and for input gradients. */
+#if defined(__clang__) /* products and sums stay separate roundings (gcc's ISO C mode never fuses them) */
+#pragma STDC FP_CONTRACT OFF
+#endif
+#include <math.h>
+#include <omp.h>
+
+#include "kernels/cpu.h"
+#include "kernels/cpu_quant.h"
+
+int an_q_best_simd(void) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX2__)
+    return AN_Q_VNNI;
+#elif defined(__AVX2__)
+    return AN_Q_AVX2;
+#else
+    return AN_Q_PLAIN;
+#endif
+}
+
+/* d = max|x| / 127 and q = round(x / d) (|q| <= 127); NaN or infinity anywhere gives d = NaN */
+static float block_scale(const float *x, int n, float *inv) {
+    float amax = 0.0f;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        float v = fabsf(x[i]);
+        bad |= !(v <= 3.402823466e38f);
+        amax = v > amax ? v : amax;
+    }
+    if (bad) {
+        *inv = 0.0f;
+        return NAN;
+    }
+    float d = amax / 127.0f;
+    *inv = d > 0.0f ? 1.0f / d : 0.0f;
+    return d;
+}
+
+static inline int8_t round_q(float v) {
+    long r = lrintf(v); /* to nearest even; |v| <= 127 up to rounding */
+    return (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+}
+
+void an_q8_act_quantize(an_q8_act *dst, const float *x, int n) {
+    for (int b = 0; b < n / 32; b++, x += 32) {
+        float inv, d = block_scale(x, 32, &inv);
+        int32_t sum = 0;
+        for (int i = 0; i < 32; i++) {
+            dst[b].q[i] = round_q(x[i] * inv);
+            sum += dst[b].q[i];
+        }
+        dst[b].d = d;
+        dst[b].s = d * (float)sum;
+    }
+}
+
+void an_q8k_act_quantize(an_q8k_act *dst, const float *x, int n) {
+    for (int b = 0; b < n / 256; b++, x += 256) {
+        float inv, d = block_scale(x, 256, &inv);
+        for (int i = 0; i < 256; i++) dst[b].q[i] = round_q(x[i] * inv);
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int i = 16 * j; i < 16 * j + 16; i++) s += dst[b].q[i];
+            dst[b].bsum[j] = (int16_t)s;
+        }
+        dst[b].d = d;
+    }
+}
+
+/* ---- per dtype: how activations are quantized, how a row dots and dequantizes ---- */
+static int is_k(an_dtype t) { return t == AN_Q4_K || t == AN_Q6_K; }
+
+static size_t act_row_bytes(an_dtype t, int C) {
+    return is_k(t) ? (size_t)(C / 256) * sizeof(an_q8k_act) : (size_t)(C / 32) * sizeof(an_q8_act);
+}
+
+size_t an_quant_act_bytes(an_dtype t, int N, int C) {
+    if (!an_dtype_is_ggml(t)) return 0;
+    return (size_t)N * act_row_bytes(t, C) + 64; /* + 64: room to align */
+}
+
+static float row_dot(an_dtype t, const uint8_t *w, const void *a, int nb, int simd) {
+    switch (t) {
+    case AN_Q8_0: return an_q8_0_dot(w, a, nb, simd);
+    case AN_Q4_0: return an_q4_0_dot(w, a, nb, simd);
+    case AN_Q4_1: return an_q4_1_dot(w, a, nb, simd);
+    case AN_Q4_K: return an_q4_k_dot(w, a, nb, simd);
+    case AN_Q6_K: return an_q6_k_dot(w, a, nb, simd);
+    default: return NAN;
+    }
+}
+
+static void dequantize_row(an_dtype t, const uint8_t *w, float *y, int nb) {
+    switch (t) {
+    case AN_Q8_0: an_q8_0_dequantize(w, y, nb); return;
+    case AN_Q4_0: an_q4_0_dequantize(w, y, nb); return;
+    case AN_Q4_1: an_q4_1_dequantize(w, y, nb); return;
+    case AN_Q4_K: an_q4_k_dequantize(w, y, nb); return;
+    case AN_Q6_K: an_q6_k_dequantize(w, y, nb); return;
+    default: return;
+    }
+}
+
+static size_t row_bytes(const an_weight *w) {
+    return (size_t)(w->cols / an_dtype_block(w->dtype)) * (size_t)an_dtype_block_bytes(w->dtype);
+}
+
+static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
+                        size_t work_bytes, int simd) {
+    an_dtype t = w->dtype;
+    int C = (int)w->cols, OC = (int)w->rows;
+    if (!an_dtype_is_ggml(t) || N > AN_QUANT_MATVEC_MAX_ROWS || !work || work_bytes < an_quant_act_bytes(t, N, C))
+        return -1;
+    uint8_t *act = align64(work);
+    size_t arow = act_row_bytes(t, C), wrow = row_bytes(w);
+    int nb = C / an_dtype_block(t);
+    for (int n = 0; n < N; n++) {
+        if (is_k(t)) an_q8k_act_quantize((an_q8k_act *)(act + n * arow), inp + (size_t)n * C, C);
+        else an_q8_act_quantize((an_q8_act *)(act + n * arow), inp + (size_t)n * C, C);
+    }
+    const uint8_t *wd = w->data;
+    /* rows in chunks of 16 per thread step; small products are not worth waking the team */
+#pragma omp parallel for schedule(static) if ((size_t)OC * C >= 65536)
+    for (int o0 = 0; o0 < OC; o0 += 16) {
+        int o1 = o0 + 16 < OC ? o0 + 16 : OC;
+        for (int o = o0; o < o1; o++)
+            for (int n = 0; n < N; n++) {
+                float s = row_dot(t, wd + (size_t)o * wrow, act + n * arow, nb, simd);
+                out[(size_t)n * OC + o] = bias ? s + bias[o] : s;
+            }
+    }
+    return 0;
+}
+
+/* ---- tiles of dequantized rows under the GEMM ---- */
+static int tile_rows(size_t work_floats, int C, int OC) {
+    size_t t = work_floats / (size_t)C;
+    if (t < 1) t = 1;
+    return t > (size_t)OC ? OC : (int)t;
+}
+
+static void dequantize_tile(const an_weight *w, int o0, int rows, float *dst) {
+    size_t wrow = row_bytes(w);
+    int nb = (int)w->cols / an_dtype_block(w->dtype);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        dequantize_row(w->dtype, (const uint8_t *)w->data + (size_t)(o0 + r) * wrow, dst + (size_t)r * w->cols, nb);
+}
+
+size_t an_cpu_quant_work_bytes(const an_weight *w, int N) {
+    int n = N < AN_QUANT_MATVEC_MAX_ROWS ? N : AN_QUANT_MATVEC_MAX_ROWS;
+    return an_bf16_work_floats((size_t)w->cols) * sizeof(float) + 64 + an_quant_act_bytes(w->dtype, n, (int)w->cols);
+}
+
+static void fill_nan(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
+                          size_t work_bytes) {
+    int C = (int)w->cols, OC = (int)w->rows;
+    if (N <= AN_QUANT_MATVEC_MAX_ROWS && !an_cpu_quant_matvec(out, inp, w, bias, N, work, work_bytes, an_q_best_simd()))
+        return;
+    size_t floats = work_bytes > 64 ? (work_bytes - 64) / sizeof(float) : 0;
+    if (floats < (size_t)C) { /* no room for one row: NaN, never a wrong sum */
+        fill_nan(out, (size_t)N * OC);
+        return;
+    }
+    float *tile = align64(work);
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    int tr = tile_rows(floats, C, OC);
+    for (int o0 = 0; o0 < OC; o0 += tr) {
+        int rows = OC - o0 < tr ? OC - o0 : tr;
+        dequantize_tile(w, o0, rows, tile);
+        an_cpu_sgemm(0, 1, N, rows, C, 1.0f, inp, C, tile, C, beta, out + o0, OC); /* out[:, o0:o0+rows] */
+    }
+}
+
+void an_cpu_quant_backward_input(float *dinp, const float *dout, const an_weight *w, int N, void *work,
+                                 size_t work_bytes) {
+    int C = (int)w->cols, OC = (int)w->rows;
+    size_t floats = work_bytes > 64 ? (work_bytes - 64) / sizeof(float) : 0;
+    if (!work || floats < (size_t)C) {
+        fill_nan(dinp, (size_t)N * C);
+        return;
+    }
+    float *tile = align64(work);
+    int tr = tile_rows(floats, C, OC);
+    for (int o0 = 0; o0 < OC; o0 += tr) { /* dinp += dout[:, o0:o0+rows] @ w[o0:o0+rows, :] */
+        int rows = OC - o0 < tr ? OC - o0 : tr;
+        dequantize_tile(w, o0, rows, tile);
+        an_cpu_sgemm(0, 0, N, C, rows, 1.0f, dout + o0, OC, tile, C, 1.0f, dinp, C);
+    }
+}
+
+void an_cpu_quant_embedding(float *out, const int32_t *ids, const an_weight *table, int N) {
+    size_t wrow = row_bytes(table);
+    int nb = (int)table->cols / an_dtype_block(table->dtype);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        dequantize_row(table->dtype, (const uint8_t *)table->data + (size_t)ids[n] * wrow, out + (size_t)n * table->cols,
+                       nb);
+}
