@@ -10,8 +10,10 @@
  *
  * Tolerances, relative to the largest magnitude of the CPU's result (test_max_rel_err, floor 1):
  *  - exact (bit for bit): copies (embedding, gather), the dropout mask (every backend computes the
- *    same hash), the embedding backward (both add the tokens of a column in order), rope with the
- *    table (the same float products of the same table values);
+ *    same hash), the embedding backward (both add the tokens of a column in order), add / axpy /
+ *    scale (one rounding per operation);
+ *  - 1e-6 for rope (the same float angles; a rounding of the products apart where a compiler fuses
+ *    them) and the pointwise ops (an_expf against expf);
  *  - 1e-5: float32 sums of K terms in different orders on the two backends. With inputs in [-1, 1]
  *    the rounding error of a sum grows like sqrt(K) u times its partial sums: at K = 2304 about
  *    3e-7 of the largest output, so 1e-5 leaves a margin of 30 and is still 1e4 below an index or
