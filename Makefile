@@ -2,7 +2,7 @@
 #   make BLAS=0     plain-C GEMM fallback instead of OpenBLAS
 #   make test       build and run every test (tests/test_*.c, one binary each)
 #   make asan       the tests under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make tsan       concurrent inference states under ThreadSanitizer
+#   make tsan       concurrent inference states, the request engine and the serve handler under ThreadSanitizer
 #   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each; FUZZ_TARGETS="gguf ..." for some)
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
@@ -19,7 +19,7 @@ BLAS    ?= 1
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -fno-math-errno -I. -MMD -MP
-LDLIBS  += -lcjson -lz -lm -fopenmp
+LDLIBS  += -lcjson -lz -lm -fopenmp -lmicrohttpd -lpthread
 
 OPENBLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 ifeq ($(BLAS),1)
@@ -48,7 +48,7 @@ ifeq ($(CUDA),1)
   LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
 
-LIB_DIRS := core kernels model data train infer
+LIB_DIRS := core kernels model data train infer serve
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c $(d)/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 ifeq ($(CUDA),1)
@@ -121,11 +121,14 @@ asan:
 	$(MAKE) BUILD=build-asan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        LDLIBS_EXTRA= test
 
-# Two inference states on one model from two threads (tests/test_infer_threads.c) under ThreadSanitizer,
+# Two inference states on one model from two threads (tests/test_infer_threads.c) and the request engine
+# with a submitting thread beside the stepping one (tests/test_engine.c), and the serve handler's jobs filled
+# by an engine thread while the test's thread reads them (tests/test_serve_handler.c) under ThreadSanitizer,
 # with one OpenMP thread: libgomp is not instrumented, and its own threads would only add false reports.
+TSAN_TESTS := test_infer_threads test_engine test_serve_handler
 tsan:
-	$(MAKE) BUILD=build-tsan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" build-tsan/tests/test_infer_threads
-	OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1" build-tsan/tests/test_infer_threads
+	$(MAKE) BUILD=build-tsan CC=clang OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" $(TSAN_TESTS:%=build-tsan/tests/%)
+	for t in $(TSAN_TESTS); do OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1" build-tsan/tests/$$t || exit 1; done
 
 # Every parser under libFuzzer + ASan + UBSan for FUZZ_SECONDS each (fuzz/run.sh; clang's fuzzer
 # runtime). Findings land in build-fuzz/findings/NAME/; fixed ones go to fuzz/regressions/NAME/.

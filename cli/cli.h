@@ -17,7 +17,9 @@ int an_cmd_quantize(int argc, char **argv);
 int an_cmd_export(int argc, char **argv);
 int an_cmd_train(int argc, char **argv);
 int an_bench_generate(int argc, char **argv); /* cli/cmd_bench_generate.c */
+int an_bench_engine(int argc, char **argv);   /* cli/cmd_bench_engine.c */
 int an_cmd_generate(int argc, char **argv);
+int an_cmd_serve(int argc, char **argv);   /* cli/cmd_serve.c */
 int an_cmd_perplexity(int argc, char **argv);
 int an_cmd_eval(int argc, char **argv);
 int an_cmd_merge(int argc, char **argv);

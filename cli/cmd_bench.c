@@ -239,13 +239,14 @@ const cli_help cli_help_bench_train = {
 
 const cli_help cli_help_bench = {
     "bench train --preset NAME [options]\nbench generate --preset NAME [options]\n"
-    "bench memory --preset NAME [options]\nbench nf4 --preset NAME [options]",
+    "bench memory --preset NAME [options]\nbench nf4 --preset NAME [options]\nbench engine --preset NAME [options]",
     "Benchmarks on randomly initialised presets (configs/models/). 'autoneg bench COMMAND --help' gives\n"
     "each command's options. Results go to stdout, progress to stderr.\n\ncommands:\n"
     "  train      speed and memory of a training step\n"
     "  generate   decoding speed with the KV cache\n"
     "  memory     the memory plan of a training step, optionally measured\n"
-    "  nf4        NF4 against float32 matrix-vector products of every linear layer",
+    "  nf4        NF4 against float32 matrix-vector products of every linear layer\n"
+    "  engine     the request engine: requests over several adapters against one adapter",
     NULL, NULL, NULL,
     "bench train --preset llama-60m",
 };
@@ -256,6 +257,7 @@ int an_cmd_bench(int argc, char **argv) {
     if (strcmp(argv[1], "memory") == 0) return an_bench_memory(argc, argv);
     if (strcmp(argv[1], "nf4") == 0) return an_bench_nf4(argc, argv);
     if (strcmp(argv[1], "generate") == 0) return an_bench_generate(argc, argv);
+    if (strcmp(argv[1], "engine") == 0) return an_bench_engine(argc, argv);
     if (strcmp(argv[1], "train") != 0) return cli_help_fail(&cli_help_bench, "bench: unknown benchmark '%s'", argv[1]);
     int hrc;
     if (cli_help_check(&cli_help_bench_train, argc, argv, 2, &hrc)) return hrc;

@@ -11,6 +11,7 @@
 const cli_entry cli_entries[] = {
     {"train", NULL, &cli_help_train},
     {"generate", NULL, &cli_help_generate},
+    {"serve", NULL, &cli_help_serve},
     {"eval", NULL, &cli_help_eval},
     {"perplexity", NULL, &cli_help_perplexity},
     {"merge", NULL, &cli_help_merge},
@@ -28,6 +29,7 @@ const cli_entry cli_entries[] = {
     {"bench", "generate", &cli_help_bench_generate},
     {"bench", "memory", &cli_help_bench_memory},
     {"bench", "nf4", &cli_help_bench_nf4},
+    {"bench", "engine", &cli_help_bench_engine},
     {"gguf", "info", &cli_help_gguf_info},
     {"version", NULL, &cli_help_version},
     {"completion", "bash", NULL},

@@ -50,8 +50,10 @@ void cli_man_print(FILE *f, const char *version, const char *const *names, const
 /* Every command's table, for `autoneg completion` (each defined beside its parser). */
 extern const cli_help cli_help_data_stats, cli_help_data_clean, cli_help_data_split, cli_help_data;
 extern const cli_help cli_help_tags_step, cli_help_tags_aspect, cli_help_tags_norm, cli_help_tags;
-extern const cli_help cli_help_bench_train, cli_help_bench, cli_help_bench_generate, cli_help_bench_memory, cli_help_bench_nf4;
+extern const cli_help cli_help_bench_train, cli_help_bench, cli_help_bench_generate, cli_help_bench_memory, cli_help_bench_nf4,
+    cli_help_bench_engine;
 extern const cli_help cli_help_gguf_info;
+extern const cli_help cli_help_serve;
 extern const cli_help cli_help_tokenizer_train, cli_help_tokenizer, cli_help_generate, cli_help_eval, cli_help_perplexity, cli_help_merge, cli_help_quantize, cli_help_export, cli_help_tokenize, cli_help_train, cli_help_version;
 
 #endif

@@ -22,6 +22,7 @@ typedef struct command {
 static const command commands[] = {
     {"train", an_cmd_train, "fine-tune a model on prompt pairs (full, LoRA, QLoRA) from a recipe"},
     {"generate", an_cmd_generate, "write negative prompts for positive prompts (or continue text with --raw)"},
+    {"serve", an_cmd_serve, "serve the model over HTTP: OpenAI-compatible API, /v1/negatives, adapters, a web page"},
     {"eval", an_cmd_eval, "score generated negatives against reference ones by tag precision, recall, F1"},
     {"perplexity", an_cmd_perplexity, "perplexity of a model on a text file"},
     {"merge", an_cmd_merge, "fold a LoRA adapter into its base model"},

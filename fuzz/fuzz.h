@@ -16,7 +16,7 @@
 
 #define AN_FUZZ_TARGETS(X)                                                                                             \
     X(safetensors) X(config) X(tokenizer) X(bpe_files) X(llama2c) X(pairs) X(recipe) X(prompt) X(template)          \
-    X(checkpoint) X(peft) X(gguf) X(retrieval)
+    X(checkpoint) X(peft) X(gguf) X(retrieval) X(serve_request)
 
 enum { AN_FUZZ_REFUSED = 0, AN_FUZZ_ACCEPTED = 1, AN_FUZZ_BROKEN = -1 };
 

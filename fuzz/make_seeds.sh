@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 C=fuzz/corpus
 rm -rf "$C"
 mkdir -p "$C"/safetensors "$C"/config "$C"/tokenizer "$C"/bpe_files "$C"/llama2c "$C"/pairs "$C"/recipe \
-         "$C"/prompt "$C"/template "$C"/checkpoint "$C"/peft "$C"/gguf "$C"/retrieval
+         "$C"/prompt "$C"/template "$C"/checkpoint "$C"/peft "$C"/gguf "$C"/retrieval "$C"/serve_request
 cp tests/ref/st_python.safetensors "$C"/safetensors/
 cp tests/ref/gguf/meta.gguf tests/ref/gguf/q4_0.gguf "$C"/gguf/
 cp tests/ref/config_llama.json tests/ref/config_gpt2.json tests/ref/config_qwen2.json "$C"/config/
@@ -63,10 +63,27 @@ put("prompt/novelai", b"\x01{best}, [[bad]], (plain), {{{very}}}")
 put("template/custom.json", json.dumps({"base": "default", "INSTRUCTION": "Prompt: {input}\nNegative:",
                                         "SUFFIX": "\n"}).encode())
 put("template/chat.json", json.dumps({"base": "internlm2_chat", "SEP": ""}).encode())
+# chat templates (Jinja) as a GGUF carries them: byte 1, then the source
+put("template/jinja_chatml", b"\x01{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    b"message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
+put("template/jinja_llama3", b"\x01{% set content = '<|start_header_id|>' + message['role'] + "
+    b"'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' %}")
+put("template/jinja_llama2", b"\x01{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% if system %}<<SYS>>{% endif %}")
 PY
 # a PEFT adapter for the llama fixture: adapter_config.json, byte 0, adapter_model.safetensors
 { cat tests/ref/lora/llama/adapter_config.json; printf '\000'; cat tests/ref/lora/llama/adapter_model.safetensors; } \
     > "$C"/peft/llama
+# HTTP requests to the serve handler: "METHOD PATH [AUTHORIZATION]", a newline, the body
+S="$C"/serve_request
+printf 'POST /v1/completions Bearer key\n{"prompt": "a cat", "max_tokens": 4, "seed": 1, "stop": ["x"], "logprobs": 0}' > "$S"/completion
+printf 'POST /v1/completions Bearer key\n{"prompt": ["a", "b c"], "n": 2, "stream": true, "stream_options": {"include_usage": true}}' > "$S"/completion-stream
+printf 'POST /v1/chat/completions Bearer key\n{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "max_tokens": 3, "logprobs": true}' > "$S"/chat
+printf 'POST /v1/chat/completions Bearer key\n{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "stream": true}' > "$S"/chat-stream
+printf 'POST /v1/negatives Bearer key\n{"prompts": ["a cat, masterpiece", "castle"], "seed": 7, "temperature": 0}' > "$S"/negatives
+printf 'POST /v1/negatives Bearer key\n{"prompts": ["a cat"], "stream": true, "n": 2}' > "$S"/negatives-stream
+printf 'GET /v1/models Bearer key\n' > "$S"/models
+printf 'GET /health\n' > "$S"/health
+printf 'GET /metrics Bearer key\n' > "$S"/metrics
 # a retrieval index of four prompts (infer/retrieval.h), written by the library itself
 cat > "$C"/retrieval/make.c <<'CEOF'
 #include "infer/retrieval.h"

@@ -21,7 +21,7 @@ targets=${FUZZ_TARGETS:-$targets} # FUZZ_TARGETS="gguf pairs": only those
 make -s BUILD=$B CC=clang OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $SAN" $B/libautoneg.a \
     $(for f in fuzz/*.c; do [ "$f" = fuzz/libfuzzer_main.c ] || echo "$B/${f%.c}.o"; done)
 objs=$(for f in fuzz/*.c; do [ "$f" = fuzz/libfuzzer_main.c ] || echo "$B/${f%.c}.o"; done)
-LIBS="-lcjson -lz -lm -fopenmp"
+LIBS="-lcjson -lz -lm -fopenmp -lmicrohttpd -lpthread"
 [ -d /usr/lib/x86_64-linux-gnu/openblas-openmp ] && LIBS="$LIBS -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas"
 export OMP_NUM_THREADS=1 # libgomp is not instrumented; one thread keeps the findings about our code
 found=0

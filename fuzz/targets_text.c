@@ -97,18 +97,37 @@ int an_fuzz_prompt(const uint8_t *data, size_t size) {
     return ok ? AN_FUZZ_ACCEPTED : AN_FUZZ_REFUSED;
 }
 
-/* A template as a recipe gives it (a JSON object), rendered for a prompt and a negative. */
+/* Renders an accepted template for a prompt with braces, a system text and a negative. */
+static void render_template(an_template *t) {
+    an_error err;
+    free(an_template_render_input(t, "a cat {x} }{", "be brief", &err));
+    free(an_template_render_output(t, "blurry, {0}", &err));
+    an_template_free(t);
+}
+
+/* A chat template as a GGUF or tokenizer_config.json carries it (Jinja source, recognised by its
+ * markers: data/prompts/template.h), when the first byte is 1. */
+static int fuzz_chat_template(const uint8_t *data, size_t size) {
+    char *jinja = an_fuzz_string(data, size);
+    if (!jinja) return AN_FUZZ_REFUSED;
+    an_template t;
+    an_error err;
+    int ok = an_template_from_chat_template(jinja, &t, &err) == 0;
+    if (ok) render_template(&t);
+    free(jinja);
+    return ok ? AN_FUZZ_ACCEPTED : AN_FUZZ_REFUSED;
+}
+
+/* A template as a recipe gives it (a JSON object), rendered for a prompt and a negative; or, after a
+ * first byte 1, a chat template's Jinja source. */
 int an_fuzz_template(const uint8_t *data, size_t size) {
+    if (size > 0 && data[0] == 1) return fuzz_chat_template(data + 1, size - 1);
     cJSON *o = cJSON_ParseWithLength((const char *)data, size);
     if (!o) return AN_FUZZ_REFUSED;
     an_template t;
     an_error err;
     int ok = cJSON_IsObject(o) && an_template_from_json(o, "fuzz", &t, &err) == 0;
-    if (ok) {
-        free(an_template_render_input(&t, "a cat {x} }{", "be brief", &err));
-        free(an_template_render_output(&t, "blurry, {0}", &err));
-        an_template_free(&t);
-    }
+    if (ok) render_template(&t);
     cJSON_Delete(o);
     return ok ? AN_FUZZ_ACCEPTED : AN_FUZZ_REFUSED;
 }

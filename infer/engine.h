@@ -3,8 +3,10 @@
 /* A generation engine that takes requests as they come (what `autoneg serve` runs on).
  *
  * Continuous batching over one base model: a submitted request waits in a queue, joins the running
- * batch at the next step (its prompt prefilled with the others that join then), decodes one token per
- * step with every other running request, and leaves the batch when it finishes, freeing its slot.
+ * batch at the next step (its prompt prefilled in that step, in a forward of its own, as an_generate
+ * prefills a prompt that runs alone), decodes one token per step with every other running request
+ * (forwards of at most AN_ENGINE_DECODE_ROWS rows), and leaves the batch when it finishes, freeing
+ * its slot.
  * Each request carries its own sampling options, stop ids, token budget, seed and adapter.
  *
  * Many adapters over one base: adapters are registered by name; every row of a batch carries its own
@@ -13,11 +15,15 @@
  *
  * Prefix cache: the KV cache of a registered prompt prefix (the template's lead-in and instruction
  * every request starts with) is computed once per adapter and copied into a slot instead of being
- * prefilled again. It changes no token.
+ * prefilled again; it agrees with a whole prefill to float rounding (see an_engine_add_prefix).
  *
  * Determinism: a request's tokens are exactly those an_generate gives its prompt alone, with the same
  * model, adapter, sampling options and seed (request sample s draws from an_generate's stream for
- * sequence s), whatever else runs in the batch and whenever it arrives.
+ * sequence s), whatever else runs in the batch and whenever it arrives: bit for bit, the logits too
+ * (tests/test_engine.c checks it), given the same OpenMP thread count in the stepping thread as in the
+ * reference run (a prompt over 16 tokens is prefilled by OpenBLAS's GEMM, whose rounding changes with
+ * the thread count; a new pthread starts with OpenMP's default count, not the main thread's
+ * omp_set_num_threads: see config.threads). With the prefix cache see an_engine_add_prefix.
  *
  * Threads: an_engine_submit, an_engine_cancel, the adapter calls and an_engine_stats may be called
  * from any thread; an_engine_step from one thread at a time (the engine thread). The callbacks run on
@@ -33,13 +39,27 @@
 struct an_lora;
 typedef struct an_engine an_engine;
 
+/* Rows of one decode forward: a step with more running requests runs several forwards of at most
+ * this many. The CPU linear op computes up to 16 rows with its matrix-vector kernel, whose rows do not
+ * depend on each other (and equal a single sequence's decode bit for bit); above that it takes GEMM,
+ * whose rounding differs, and a request's tokens would then depend on what else runs. */
+#define AN_ENGINE_DECODE_ROWS 16
+
 typedef struct an_engine_config {
     int slots;          /* requests decoded at once (the batch), >= 1 */
     int context;        /* positions per sequence; 0 = the model's max_seq */
-    int prefill_tokens; /* rows one prefill may hold; 0 = a default that fits slots short prompts */
+    int prefill_tokens; /* prompt tokens one step may prefill: a step admits queued requests (in order)
+                         * while their prompts fit (at least one), so a burst of arrivals delays the
+                         * running requests' next token by a bounded amount; 0 = slots * context (no
+                         * bound). Each prompt is prefilled in a forward of its own, as an_generate
+                         * runs a prompt alone. */
     int max_queue;      /* requests waiting for a slot before submit refuses with AN_ENGINE_BUSY */
     int max_adapters;   /* adapters registered at once */
+    int max_rank;       /* the largest adapter rank the engine's scratch holds (default 64) */
     int prefix_cache;   /* 1: reuse the KV of registered prefixes (an_engine_add_prefix) */
+    int threads;        /* > 0: an_engine_step sets the stepping thread's OpenMP thread count to this
+                         * (omp_set_num_threads is per thread: a server's engine thread does not
+                         * inherit main's); 0: leave it */
 } an_engine_config;
 
 an_engine_config an_engine_config_default(void);
@@ -51,8 +71,10 @@ void an_engine_free(an_engine *e);
 
 /* ---- adapters ----
  * add: the engine takes lora (an_lora_open'd for the same model); the name is unique, 1..63 bytes.
- * remove: new requests can no longer name it; requests already using it finish with it, then it is
- * freed. -1 with a clear error for an unknown or duplicate name, or when max_adapters are loaded. */
+ * remove: new requests can no longer name it; requests already queued or running with it finish
+ * with it, then it is freed (with its prefix KV). -1 with a clear error for an unknown or duplicate
+ * name, an adapter of another base or of a rank above max_rank, or when max_adapters are loaded; on
+ * -1 from add the caller still owns lora. */
 int an_engine_add_adapter(an_engine *e, const char *name, struct an_lora *lora, an_error *err);
 int an_engine_remove_adapter(an_engine *e, const char *name, an_error *err);
 /* Names of the registered adapters (not removed), written to names[0 .. cap-1]; returns the count.
@@ -60,7 +82,11 @@ int an_engine_remove_adapter(an_engine *e, const char *name, an_error *err);
 int an_engine_adapters(an_engine *e, char **names, int cap);
 
 /* Registers a token prefix many prompts start with (e.g. the template rendered up to the user's text).
- * Prompts that begin with it reuse its KV cache. */
+ * Prompts that begin with it (and are longer) reuse its KV cache: the longest registered prefix that
+ * matches; the rest of the prompt runs in one forward that attends over the cache (an_infer_extend).
+ * That forward agrees with a whole-prompt prefill to float rounding, not bit for bit (other kernels),
+ * so with the prefix cache a request's tokens equal an_generate's only as long as no rounding flips
+ * a choice; they never depend on what else runs, or on whether the prefix was already cached. */
 int an_engine_add_prefix(an_engine *e, const int32_t *ids, int n, an_error *err);
 
 /* ---- requests ---- */
@@ -70,6 +96,8 @@ typedef enum an_engine_status {
     AN_ENGINE_INVALID = 2 /* the request itself is wrong (HTTP 400): see err */
 } an_engine_status;
 
+/* (the request's timings are measured with CLOCK_MONOTONIC; first_token_s is total_s when no token
+ * came; logprob is log-softmax of the model's logits, before any sampling option) */
 typedef struct an_request_result {
     an_stop_reason stop;
     int prompt_tokens;    /* prompt tokens fed */

@@ -50,10 +50,25 @@ typedef struct gen {
     int max_T;
 } gen;
 
-static int is_stop(const an_gen_opts *o, int32_t id) {
-    for (int i = 0; i < o->n_stop_ids; i++)
-        if (o->stop_ids[i] == id) return 1;
+int an_gen_is_stop(const int32_t *stop_ids, int n_stop_ids, int32_t id) {
+    for (int i = 0; i < n_stop_ids; i++)
+        if (stop_ids[i] == id) return 1;
     return 0;
+}
+
+int32_t an_gen_pick(an_sampler *smp, const an_sampler_params *p, const float *logits, float *masked,
+                    const int32_t *stop_ids, int n_stop_ids, int min_tokens, int n_generated, const int32_t *hist,
+                    size_t n_hist, an_rng *rng) {
+    if (n_generated < min_tokens && n_stop_ids > 0) {
+        /* -inf before the penalty and the softmax: it stays -inf through both and gets probability 0 */
+        memcpy(masked, logits, (size_t)smp->V * sizeof(float));
+        for (int i = 0; i < n_stop_ids; i++) {
+            int32_t s = stop_ids[i];
+            if (s >= 0 && s < smp->V) masked[s] = -INFINITY;
+        }
+        logits = masked;
+    }
+    return an_sampler_sample(smp, p, logits, hist, n_hist, rng);
 }
 
 static void finish(gen *g, int j, an_stop_reason why) {
@@ -69,18 +84,10 @@ static void finish(gen *g, int j, an_stop_reason why) {
 static int take_token(gen *g, int j, const float *logits, an_error *err) {
     job *jb = &g->jobs[j];
     an_gen_output *out = &g->out[j];
-    if (out->n < g->o->min_tokens && g->o->n_stop_ids > 0) {
-        /* -inf before the penalty and the softmax: it stays -inf through both and gets probability 0 */
-        memcpy(g->masked, logits, (size_t)g->m->cfg.vocab_size * sizeof(float));
-        for (int i = 0; i < g->o->n_stop_ids; i++) {
-            int32_t s = g->o->stop_ids[i];
-            if (s >= 0 && s < g->m->cfg.vocab_size) g->masked[s] = -INFINITY;
-        }
-        logits = g->masked;
-    }
-    int32_t id = an_sampler_sample(g->smp, &g->o->sampling, logits, jb->hist, (size_t)(jb->used + out->n), &jb->rng);
+    int32_t id = an_gen_pick(g->smp, &g->o->sampling, logits, g->masked, g->o->stop_ids, g->o->n_stop_ids,
+                             g->o->min_tokens, out->n, jb->hist, (size_t)(jb->used + out->n), &jb->rng);
     if (id < 0) return an_sampler_no_token(&g->o->sampling, err);
-    if (is_stop(g->o, id)) {
+    if (an_gen_is_stop(g->o->stop_ids, g->o->n_stop_ids, id)) {
         finish(g, j, AN_STOP_EOS);
         return 0;
     }
@@ -94,7 +101,7 @@ static int take_token(gen *g, int j, const float *logits, an_error *err) {
     return 0;
 }
 
-static uint64_t stream_seed(uint64_t seed, int j) {
+uint64_t an_gen_stream_seed(uint64_t seed, int j) {
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(j + 1));
     x ^= x >> 31;
     return x * 0xBF58476D1CE4E5B9ull;
@@ -235,7 +242,7 @@ int an_generate(const an_model *m, const an_lora *lora, const an_gen_prompt *pro
         memcpy(jb->hist + lead, pr->ids + drop + lead, (size_t)(used - lead) * sizeof(int32_t));
         jb->used = used;
         jb->slot = -1;
-        an_rng_seed(&jb->rng, stream_seed(o->seed, j));
+        an_rng_seed(&jb->rng, an_gen_stream_seed(o->seed, j));
         memset(&out[j], 0, sizeof out[j]);
         out[j].prompt_tokens = used;
         out[j].truncated = drop;

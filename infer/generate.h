@@ -68,4 +68,17 @@ int an_generate(const an_model *m, const struct an_lora *lora, const an_gen_prom
                 int32_t bos_id, const an_gen_opts *o, an_gen_output *out, an_error *err);
 void an_gen_outputs_free(an_gen_output *out, int n);
 
+/* Pieces an_generate and the engine (infer/engine.h) share, so that a request decodes exactly as
+ * an_generate would:
+ * the seed of sequence seq's random stream (an_generate's sequence p * n_samples + s); */
+uint64_t an_gen_stream_seed(uint64_t seed, int seq);
+/* 1 when id is one of the stop ids; */
+int an_gen_is_stop(const int32_t *stop_ids, int n_stop_ids, int32_t id);
+/* the next token from logits: the stop ids masked (-inf) while n_generated < min_tokens (masked: V
+ * floats of scratch), then the sampler over the history (prompt + generated); -1 when no token can
+ * be drawn (an_sampler_no_token). */
+int32_t an_gen_pick(an_sampler *smp, const an_sampler_params *p, const float *logits, float *masked,
+                    const int32_t *stop_ids, int n_stop_ids, int min_tokens, int n_generated, const int32_t *hist,
+                    size_t n_hist, an_rng *rng);
+
 #endif

@@ -30,8 +30,7 @@ static void layout(an_infer *s, an_carver *c) {
     s->ffn_b = an_carve(c, R * F, f);
     s->ffn_h = an_carve(c, R * F, f);
     s->last = an_carve(c, (size_t)s->slots * C, f);
-    int r = s->lora ? s->lora->cfg.r : 0;
-    s->lora_u = r > 0 ? an_carve(c, R * (size_t)r, f) : NULL;
+    s->lora_u = s->max_rank > 0 ? an_carve(c, R * (size_t)s->max_rank, f) : NULL;
     s->logits = an_carve(c, (size_t)s->slots * cf->vocab_size, f);
     s->d_ids = an_carve(c, R, i32);
     s->d_pos = an_carve(c, R, i32);
@@ -43,8 +42,8 @@ static void layout(an_infer *s, an_carver *c) {
     s->attn_work = an_carve(c, s->attn_work_bytes, 1);
 }
 
-an_infer *an_infer_create(const an_model *m, const an_lora *lora, int slots, int max_T, int prefill_tokens,
-                          an_error *err) {
+static an_infer *create(const an_model *m, const an_lora *lora, int max_rank, int slots, int max_T,
+                        int prefill_tokens, an_error *err) {
     const an_model_config *cf = &m->cfg;
     if (slots <= 0 || slots > 65536 || max_T <= 0 || max_T > (1 << 24)) {
         an_fail(err, "inference: %d sequences of %d positions is out of range", slots, max_T);
@@ -68,6 +67,7 @@ an_infer *an_infer_create(const an_model *m, const an_lora *lora, int slots, int
     }
     s->m = m;
     s->lora = lora;
+    s->max_rank = max_rank;
     s->slots = slots;
     s->max_T = max_T;
     s->max_rows = prefill_tokens > slots ? prefill_tokens : slots;
@@ -79,12 +79,16 @@ an_infer *an_infer_create(const an_model *m, const an_lora *lora, int slots, int
     s->h_pos = malloc(R * sizeof(int32_t));
     s->h_slot = malloc(R * sizeof(int32_t));
     s->h_len = malloc(R * sizeof(int32_t));
-    if (!s->len || !s->k || !s->v || !s->h_ids || !s->h_pos || !s->h_slot || !s->h_len) {
+    s->h_lora = malloc(R * sizeof *s->h_lora);
+    s->h_seq_lora = malloc(R * sizeof *s->h_seq_lora);
+    s->segs = malloc(R * sizeof *s->segs);
+    if (!s->len || !s->k || !s->v || !s->h_ids || !s->h_pos || !s->h_slot || !s->h_len || !s->h_lora ||
+        !s->h_seq_lora || !s->segs) {
         an_infer_free(s);
         an_fail(err, "inference: out of memory");
         return NULL;
     }
-    s->linear_work_bytes = an_model_linear_work_bytes(m, lora, s->max_rows);
+    s->linear_work_bytes = an_model_linear_work_bytes(m, NULL, s->max_rows); /* adapters: lora_grouped_forward */
     s->attn_work_bytes = m->ops->attention_work_bytes(m->ops, max_T, cf->n_heads, cf->head_dim);
     an_carver c = {NULL, 0};
     layout(s, &c);
@@ -102,6 +106,20 @@ an_infer *an_infer_create(const an_model *m, const an_lora *lora, int slots, int
     return s;
 }
 
+an_infer *an_infer_create(const an_model *m, const an_lora *lora, int slots, int max_T, int prefill_tokens,
+                          an_error *err) {
+    return create(m, lora, lora ? lora->cfg.r : 0, slots, max_T, prefill_tokens, err);
+}
+
+an_infer *an_infer_create_multi(const an_model *m, int max_rank, int slots, int max_T, int prefill_tokens,
+                                an_error *err) {
+    if (max_rank < 0 || max_rank > 65536) {
+        an_fail(err, "inference: an adapter rank of %d is out of range", max_rank);
+        return NULL;
+    }
+    return create(m, NULL, max_rank, slots, max_T, prefill_tokens, err);
+}
+
 void an_infer_free(an_infer *s) {
     if (!s) return;
     if (s->block) s->m->ops->free(s->m->ops, s->block);
@@ -112,6 +130,9 @@ void an_infer_free(an_infer *s) {
     free(s->h_pos);
     free(s->h_slot);
     free(s->h_len);
+    free(s->h_lora);
+    free(s->h_seq_lora);
+    free(s->segs);
     free(s);
 }
 
@@ -119,4 +140,45 @@ size_t an_infer_bytes(const an_infer *s) { return s->bytes; }
 
 void an_infer_reset_slot(an_infer *s, int slot) {
     if (slot >= 0 && slot < s->slots) s->len[slot] = 0;
+}
+
+size_t an_infer_kv_bytes(const an_infer *s, int n) {
+    const an_model_config *cf = &s->m->cfg;
+    return 2 * (size_t)cf->n_layers * (size_t)n * cf->n_kv_heads * cf->head_dim * sizeof(float);
+}
+
+/* Layer l's keys then values, n positions each, one layer after the other. */
+static int kv_check(const an_infer *s, int slot, int n, const char *what, an_error *err) {
+    if (slot < 0 || slot >= s->slots) return an_fail(err, "inference %s: slot %d is out of range", what, slot);
+    if (n <= 0 || n > s->max_T)
+        return an_fail(err, "inference %s: %d positions do not fit the context of %d", what, n, s->max_T);
+    return 0;
+}
+
+int an_infer_kv_save(const an_infer *s, int slot, int n, void *dst, an_error *err) {
+    if (kv_check(s, slot, n, "kv save", err)) return -1;
+    if (n > s->len[slot]) return an_fail(err, "inference kv save: slot %d holds %d positions, not %d", slot, s->len[slot], n);
+    const an_ops *o = s->m->ops;
+    size_t kvd = (size_t)s->m->cfg.n_kv_heads * s->m->cfg.head_dim, part = (size_t)n * kvd;
+    float *d = dst;
+    for (int l = 0; l < s->m->cfg.n_layers; l++) {
+        size_t at = (size_t)slot * s->max_T * kvd;
+        o->copy(o, d + 2 * l * part, s->k[l] + at, part * sizeof(float));
+        o->copy(o, d + (2 * l + 1) * part, s->v[l] + at, part * sizeof(float));
+    }
+    return 0;
+}
+
+int an_infer_kv_load(an_infer *s, int slot, const void *src, int n, an_error *err) {
+    if (kv_check(s, slot, n, "kv load", err)) return -1;
+    const an_ops *o = s->m->ops;
+    size_t kvd = (size_t)s->m->cfg.n_kv_heads * s->m->cfg.head_dim, part = (size_t)n * kvd;
+    const float *d = src;
+    for (int l = 0; l < s->m->cfg.n_layers; l++) {
+        size_t at = (size_t)slot * s->max_T * kvd;
+        o->copy(o, s->k[l] + at, d + 2 * l * part, part * sizeof(float));
+        o->copy(o, s->v[l] + at, d + (2 * l + 1) * part, part * sizeof(float));
+    }
+    s->len[slot] = n;
+    return 0;
 }

@@ -21,6 +21,10 @@
 typedef struct an_infer {
     const an_model *m;      /* the base, read only: several states may share it, from several threads */
     const struct an_lora *lora; /* the adapter this state applies (unmerged), or NULL */
+    int max_rank;           /* the largest adapter rank the scratch holds (lora's, or an_infer_create_multi's) */
+    /* During a forward: each row's adapter (NULL entries: the base), or NULL: s->lora for every row.
+     * an_infer_linear groups runs of rows with one adapter into segments of lora_grouped_forward. */
+    const struct an_lora *const *row_lora;
     int slots, max_T;       /* cache rows and positions per row */
     int max_rows;           /* rows (tokens) one forward can hold: max(prefill tokens, slots) */
     int32_t *len;           /* host: tokens held by each slot */
@@ -30,7 +34,7 @@ typedef struct an_infer {
     /* scratch for max_rows rows */
     float *x, *ln, *mean, *rstd, *qkv, *q, *kx, *vx, *att, *lse, *tmp, *ffn_a, *ffn_b, *ffn_h;
     float *last;            /* [slots, C] the final-norm rows whose logits are wanted */
-    float *lora_u;          /* [max_rows, r] the adapter's low-rank activations; NULL without an adapter */
+    float *lora_u;          /* [max_rows, max_rank] the adapters' low-rank activations; NULL without one */
     float *logits;          /* [slots, V] */
     int32_t *d_ids, *d_pos, *d_seg, *d_slot, *d_len; /* backend int arrays [max_rows] */
     float *rope_cos_sin;                              /* [max_T, head_dim / 2, 2] (not GPT-2) */
@@ -39,6 +43,9 @@ typedef struct an_infer {
     void *attn_work;                                  /* the attention ops' scratch (prefill and decode) */
     size_t attn_work_bytes;
     int32_t *h_ids, *h_pos, *h_slot, *h_len;         /* host staging [max_rows] */
+    const struct an_lora **h_lora;                    /* host [max_rows]: each row's adapter */
+    const struct an_lora **h_seq_lora;                /* host [max(slots, 1)]: each sequence's, for the head */
+    struct an_lora_seg *segs;                         /* host [max_rows]: lora_grouped_forward's segments */
 } an_infer;
 
 /* A state for decoding with m and the adapter lora (NULL for none; an_lora_open, or the adapter
@@ -48,6 +55,10 @@ typedef struct an_infer {
  * GPT-2); prefill_tokens: rows one prefill may process (at least max_T; 0 picks max(max_T, 1024)). */
 an_infer *an_infer_create(const an_model *m, const struct an_lora *lora, int slots, int max_T, int prefill_tokens,
                           an_error *err);
+/* A state for serving many adapters over one base (infer/engine.h): no adapter of its own; each
+ * sequence of a forward names its adapter (the _adapters calls below), of rank at most max_rank. */
+an_infer *an_infer_create_multi(const an_model *m, int max_rank, int slots, int max_T, int prefill_tokens,
+                                an_error *err);
 void an_infer_free(an_infer *s);
 size_t an_infer_bytes(const an_infer *s);
 
@@ -58,6 +69,25 @@ int an_infer_prefill(an_infer *s, const int32_t *slots, const int32_t *const *id
                      float *logits_out, an_error *err);
 /* One token for each of n slots, at position len[slot]; logits_out: n * V floats (host). */
 int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n, float *logits_out, an_error *err);
+/* The same with sequence i using the adapter loras[i] (NULL: the base) instead of s->lora; loras NULL:
+ * s->lora for all. Sequences with the same adapter next to each other make one segment of the grouped
+ * LoRA op; any order is correct. A row's result does not depend on the other rows' adapters. */
+int an_infer_prefill_adapters(an_infer *s, const int32_t *slots, const int32_t *const *ids, const int *lens,
+                              const struct an_lora *const *loras, int n, float *logits_out, an_error *err);
+int an_infer_decode_adapters(an_infer *s, const int32_t *slots, const int32_t *ids, const struct an_lora *const *loras,
+                             int n, float *logits_out, an_error *err);
+/* Continues a slot at its current length with n more tokens (the rest of a prompt whose prefix was
+ * loaded with an_infer_kv_load), adapter lora (NULL: the base); logits_out: V floats, the logits after
+ * the last one. The n rows run as one forward, each attending over the cache (the decode attention),
+ * so the logits agree with a whole-prompt prefill to float rounding, not bit for bit. */
+int an_infer_extend(an_infer *s, int slot, const int32_t *ids, int n, const struct an_lora *lora, float *logits_out,
+                    an_error *err);
+/* Keys and values of the first n positions of a slot, every layer: an_infer_kv_bytes(s, n) bytes of
+ * backend memory. save copies them out of the slot; load copies them in and sets the slot's length n
+ * (a prefix cache: the KV of a shared prompt prefix computed once). */
+size_t an_infer_kv_bytes(const an_infer *s, int n);
+int an_infer_kv_save(const an_infer *s, int slot, int n, void *dst, an_error *err);
+int an_infer_kv_load(an_infer *s, int slot, const void *src, int n, an_error *err);
 /* Forgets what a slot holds. */
 void an_infer_reset_slot(an_infer *s, int slot);
 

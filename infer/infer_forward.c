@@ -10,20 +10,41 @@
 
 static const float *opt(const an_param *p) { return p ? p->data : NULL; }
 
+/* The adapter segments of this linear layer: runs of rows with one adapter that targets w. */
+static int lora_segments(const an_infer *s, const an_param *w, int N) {
+    int ns = 0;
+    for (int i = 0; i < N;) {
+        const an_lora *l = s->row_lora ? s->row_lora[i] : s->lora;
+        int j = i + 1;
+        if (s->row_lora)
+            while (j < N && s->row_lora[j] == l) j++;
+        else
+            j = N;
+        const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
+        if (mod) s->segs[ns++] = (an_lora_seg){i, j - i, l->cfg.r, l->scaling, mod->a.data, mod->bt.data};
+        i = j;
+    }
+    return ns;
+}
+
 void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
     const an_model *m = s->m;
     const an_ops *o = m->ops;
     an_weight wt = an_param_weight(w);
     o->linear_forward(o, out, inp, &wt, opt(b), N, s->linear_work, s->linear_work_bytes);
-    /* a LoRA adapter, unmerged: out += scaling * (inp A^T) B^T, with B held transposed (model/lora.h) */
-    const an_lora *l = s->lora;
-    const an_lora_module *mod = l ? an_lora_find(l, w) : NULL;
-    if (!mod) return;
-    int r = l->cfg.r;
-    an_weight a = an_param_weight(&mod->a);
-    o->linear_forward(o, s->lora_u, inp, &a, NULL, N, s->linear_work, s->linear_work_bytes);
-    o->scale(o, s->lora_u, l->scaling, (size_t)N * r);
-    o->matmul_backward(o, out, NULL, NULL, s->lora_u, NULL, mod->bt.data, N, (int)w->shape[0], r);
+    /* the adapters, unmerged: out += scaling * (inp A^T) B^T per row's adapter, B held transposed
+     * (model/lora.h); one grouped op for every adapter of the batch */
+    int ns = lora_segments(s, w, N), C = (int)w->shape[1], OC = (int)w->shape[0];
+    if (ns && o->lora_grouped_forward) {
+        o->lora_grouped_forward(o, out, s->lora_u, inp, C, OC, s->segs, ns);
+        return;
+    }
+    /* a backend without the grouped op: one lora_forward per segment (the same per-row results) */
+    for (int i = 0; i < ns; i++) {
+        const an_lora_seg *g = &s->segs[i];
+        o->lora_forward(o, out + (size_t)g->row0 * OC, s->lora_u, inp + (size_t)g->row0 * C, g->a, g->bt, g->n, C, OC,
+                        g->r, g->scaling, 0.0f, 0, 0);
+    }
 }
 
 static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {
@@ -36,7 +57,8 @@ static void norm(const an_infer *s, float *out, const float *inp, const an_param
 
 /* What a forward needs besides the rows: prefill (n prompts of T rows each, lens) or decode. */
 typedef struct pass {
-    int decode;
+    int decode;               /* 1: each row attends over its slot's cache (decode, extend) */
+    int extend;               /* decode rows of one slot; logits of the last row only */
     int n, T;                 /* rows = n * T (T = 1 in decode) */
     const int32_t *slots;     /* host, n */
     const int *lens;          /* prefill: each prompt's length */
@@ -107,8 +129,8 @@ static void run(an_infer *s, const pass *p, const float *rows_for_head, float *l
     o->upload(o, s->d_ids, s->h_ids, bytes);
     o->upload(o, s->d_pos, s->h_pos, bytes);
     if (p->decode) {
-        o->upload(o, s->d_slot, s->h_slot, (size_t)p->n * sizeof(int32_t));
-        o->upload(o, s->d_len, s->h_len, (size_t)p->n * sizeof(int32_t));
+        o->upload(o, s->d_slot, s->h_slot, (size_t)N * sizeof(int32_t));
+        o->upload(o, s->d_len, s->h_len, (size_t)N * sizeof(int32_t));
     }
     an_weight emb = an_param_weight(m->tok_emb);
     o->embedding_lookup(o, s->x, s->d_ids, &emb, N);
@@ -118,14 +140,20 @@ static void run(an_infer *s, const pass *p, const float *rows_for_head, float *l
     }
     for (int l = 0; l < m->cfg.n_layers; l++) block(s, l, p);
     norm(s, s->ln, s->x, m->final_norm_w, m->final_norm_b, N);
+    int heads = p->n;
     if (!p->decode) {
         for (int i = 0; i < p->n; i++)
             o->copy(o, s->last + (size_t)i * C, s->ln + ((size_t)i * p->T + p->lens[i] - 1) * C, (size_t)C * sizeof(float));
         rows_for_head = s->last;
+    } else if (p->extend) {
+        o->copy(o, s->last, s->ln + (size_t)(N - 1) * C, (size_t)C * sizeof(float));
+        rows_for_head = s->last;
+        heads = 1;
     }
+    if (s->row_lora) s->row_lora = s->h_seq_lora; /* the head's rows are sequences */
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
-    an_infer_linear(s, head, NULL, s->logits, rows_for_head, p->n);
-    o->download(o, logits_out, s->logits, (size_t)p->n * V * sizeof(float));
+    an_infer_linear(s, head, NULL, s->logits, rows_for_head, heads);
+    o->download(o, logits_out, s->logits, (size_t)heads * V * sizeof(float));
 }
 
 static int check_slots(const an_infer *s, const int32_t *slots, int n, const char *what, an_error *err) {
@@ -145,8 +173,25 @@ static int check_id(const an_infer *s, int32_t id, const char *what, an_error *e
     return 0;
 }
 
-int an_infer_prefill(an_infer *s, const int32_t *slots, const int32_t *const *ids, const int *lens, int n,
-                     float *logits_out, an_error *err) {
+/* Each sequence's adapter into h_seq_lora and each row's into h_lora (rows_per_seq rows each), and
+ * row_lora pointed at them; NULL loras: s->lora for every row. The adapters' ranks must fit the
+ * scratch. */
+static int set_adapters(an_infer *s, const an_lora *const *loras, int n, int rows_per_seq, an_error *err) {
+    s->row_lora = NULL;
+    if (!loras) return 0;
+    for (int i = 0; i < n; i++) {
+        if (loras[i] && loras[i]->cfg.r > s->max_rank)
+            return an_fail(err, "inference: an adapter of rank %d exceeds the %d this state was made for",
+                           loras[i]->cfg.r, s->max_rank);
+        s->h_seq_lora[i] = loras[i];
+        for (int t = 0; t < rows_per_seq; t++) s->h_lora[(size_t)i * rows_per_seq + t] = loras[i];
+    }
+    s->row_lora = s->h_lora;
+    return 0;
+}
+
+int an_infer_prefill_adapters(an_infer *s, const int32_t *slots, const int32_t *const *ids, const int *lens,
+                              const an_lora *const *loras, int n, float *logits_out, an_error *err) {
     if (check_slots(s, slots, n, "prefill", err)) return -1;
     int T = 0;
     for (int i = 0; i < n; i++) {
@@ -165,13 +210,21 @@ int an_infer_prefill(an_infer *s, const int32_t *slots, const int32_t *const *id
             s->h_ids[(size_t)i * T + t] = id;
             s->h_pos[(size_t)i * T + t] = t;
         }
-    pass p = {0, n, T, slots, lens};
+    if (set_adapters(s, loras, n, T, err)) return -1;
+    pass p = {0, 0, n, T, slots, lens};
     run(s, &p, NULL, logits_out);
+    s->row_lora = NULL;
     for (int i = 0; i < n; i++) s->len[slots[i]] = lens[i];
     return 0;
 }
 
-int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n, float *logits_out, an_error *err) {
+int an_infer_prefill(an_infer *s, const int32_t *slots, const int32_t *const *ids, const int *lens, int n,
+                     float *logits_out, an_error *err) {
+    return an_infer_prefill_adapters(s, slots, ids, lens, NULL, n, logits_out, err);
+}
+
+int an_infer_decode_adapters(an_infer *s, const int32_t *slots, const int32_t *ids, const an_lora *const *loras,
+                             int n, float *logits_out, an_error *err) {
     if (check_slots(s, slots, n, "decode", err)) return -1;
     for (int i = 0; i < n; i++) {
         if (check_id(s, ids[i], "decode", err)) return -1;
@@ -182,8 +235,36 @@ int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n
         s->h_slot[i] = slots[i];
         s->h_len[i] = at + 1;
     }
-    pass p = {1, n, 1, slots, NULL};
+    if (set_adapters(s, loras, n, 1, err)) return -1;
+    pass p = {1, 0, n, 1, slots, NULL};
     run(s, &p, s->ln, logits_out);
+    s->row_lora = NULL;
     for (int i = 0; i < n; i++) s->len[slots[i]]++;
+    return 0;
+}
+
+int an_infer_decode(an_infer *s, const int32_t *slots, const int32_t *ids, int n, float *logits_out, an_error *err) {
+    return an_infer_decode_adapters(s, slots, ids, NULL, n, logits_out, err);
+}
+
+int an_infer_extend(an_infer *s, int slot, const int32_t *ids, int n, const an_lora *lora, float *logits_out,
+                    an_error *err) {
+    if (slot < 0 || slot >= s->slots) return an_fail(err, "inference extend: slot %d is out of range", slot);
+    int at = s->len[slot];
+    if (n <= 0 || n > s->max_rows || at + n > s->max_T)
+        return an_fail(err, "inference extend: %d tokens after %d do not fit the context of %d (%d rows planned)", n,
+                       at, s->max_T, s->max_rows);
+    for (int i = 0; i < n; i++) {
+        if (check_id(s, ids[i], "extend", err)) return -1;
+        s->h_ids[i] = ids[i];
+        s->h_pos[i] = at + i;
+        s->h_slot[i] = slot;
+        s->h_len[i] = at + i + 1; /* causal: row i sees positions 0 .. at + i */
+    }
+    if (set_adapters(s, &lora, 1, n, err)) return -1;
+    pass p = {1, 1, n, 1, s->h_slot, NULL};
+    run(s, &p, NULL, logits_out);
+    s->row_lora = NULL;
+    s->len[slot] = at + n;
     return 0;
 }

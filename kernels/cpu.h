@@ -188,6 +188,8 @@ static inline void an_cpu_mask_row(float *scale, int len, uint64_t seed, uint64_
 /* kernels/cpu_lora.c: a linear layer's LoRA adapter, fused (kernels/ops.h) */
 void an_cpu_lora_forward(const an_ops *o, float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
                          int r, float scaling, float p, uint64_t seed, uint64_t counter);
+void an_cpu_lora_grouped_forward(const an_ops *o, float *out, float *u, const float *x, int C, int OC,
+                                  const an_lora_seg *segs, int n_segs);
 void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *inp,
                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling,
                           float p, uint64_t seed, uint64_t counter);

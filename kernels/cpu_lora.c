@@ -8,7 +8,10 @@
  *
  * Every output element is summed in a fixed order that does not depend on the thread count: rows are
  * independent in forward and in du, and the weight gradients are split by columns, each thread walking
- * all rows in order. So results are bit-identical run to run and for any number of threads. */
+ * all rows in order. So results are bit-identical run to run and for any number of threads.
+ *
+ * lora_grouped_forward (serving: each row its own adapter) runs the forward's row blocks of every
+ * segment as the tasks of one parallel loop. */
 #include "kernels/cpu.h"
 #include "kernels/cpu_vec.h"
 
@@ -103,6 +106,42 @@ static inline void input_grad_rows(float *const di[RB], float scale[RB][CB], con
         }
 }
 
+/* Rows n0 .. n0+rows-1 (rows <= RB) of the forward: u = scaling * dropout(x) A^T, out += u Bt. A row's
+ * sums do not depend on the other rows of its block (each has its own accumulators), so a row gives
+ * the same bits in any block, batch or segment. */
+static void forward_block(float *out, float *u, const float *inp, const float *a, const float *bt, int n0, int rows,
+                          int C, int OC, int r, float scaling, int drop, uint64_t seed, uint64_t counter, uint32_t thr,
+                          float keep) {
+    float xd[RB][KC];
+    const float *xs[RB];
+    for (int q = 0; q < rows; q++)
+        for (int j = 0; j < r; j++) u[(size_t)(n0 + q) * r + j] = 0.0f;
+    /* u = scaling * dropout(x) A^T, the inputs masked a chunk at a time */
+    for (int k0 = 0; k0 < C; k0 += KC) {
+        int len = C - k0 < KC ? C - k0 : KC;
+        for (int q = 0; q < RB; q++) {
+            int n = n0 + (q < rows ? q : 0); /* a short block repeats its first row */
+            const float *x = inp + (size_t)n * C + k0;
+            xs[q] = x;
+            if (drop) {
+                an_cpu_mask_row(xd[q], len, seed, counter + (uint64_t)n * (uint64_t)C + (uint64_t)k0, thr, keep);
+                for (int k = 0; k < len; k++) xd[q][k] *= x[k];
+                xs[q] = xd[q];
+            }
+        }
+        for (int j = 0; j < r; j++) {
+            float s[RB];
+            dot_rows(s, xs, a + (size_t)j * C + k0, len);
+            for (int q = 0; q < rows; q++) u[(size_t)(n0 + q) * r + j] += s[q];
+        }
+    }
+    for (int q = 0; q < rows; q++) {
+        float *un = u + (size_t)(n0 + q) * r;
+        for (int j = 0; j < r; j++) un[j] *= scaling;
+        add_rank_r(out + (size_t)(n0 + q) * OC, un, bt, OC, r, OC); /* out += u Bt */
+    }
+}
+
 void an_cpu_lora_forward(const an_ops *o, float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
                          int r, float scaling, float p, uint64_t seed, uint64_t counter) {
     (void)o;
@@ -113,33 +152,39 @@ void an_cpu_lora_forward(const an_ops *o, float *out, float *u, const float *inp
 #pragma omp parallel for schedule(static) if (big(N, C, OC, r))
     for (int blk = 0; blk < nblk; blk++) {
         int n0 = blk * RB, rows = N - n0 < RB ? N - n0 : RB;
-        float xd[RB][KC];
-        const float *xs[RB];
-        for (int q = 0; q < rows; q++)
-            for (int j = 0; j < r; j++) u[(size_t)(n0 + q) * r + j] = 0.0f;
-        /* u = scaling * dropout(x) A^T, the inputs masked a chunk at a time */
-        for (int k0 = 0; k0 < C; k0 += KC) {
-            int len = C - k0 < KC ? C - k0 : KC;
-            for (int q = 0; q < RB; q++) {
-                int n = n0 + (q < rows ? q : 0); /* a short block repeats its first row */
-                const float *x = inp + (size_t)n * C + k0;
-                xs[q] = x;
-                if (drop) {
-                    an_cpu_mask_row(xd[q], len, seed, counter + (uint64_t)n * (uint64_t)C + (uint64_t)k0, thr, keep);
-                    for (int k = 0; k < len; k++) xd[q][k] *= x[k];
-                    xs[q] = xd[q];
-                }
-            }
-            for (int j = 0; j < r; j++) {
-                float s[RB];
-                dot_rows(s, xs, a + (size_t)j * C + k0, len);
-                for (int q = 0; q < rows; q++) u[(size_t)(n0 + q) * r + j] += s[q];
-            }
+        forward_block(out, u, inp, a, bt, n0, rows, C, OC, r, scaling, drop, seed, counter, thr, keep);
+    }
+}
+
+/* Every segment's blocks of RB rows are tasks of one parallel loop (rather than one parallel region per
+ * adapter); segment s's u is the slice after the earlier segments' n * r floats. */
+void an_cpu_lora_grouped_forward(const an_ops *o, float *out, float *u, const float *x, int C, int OC,
+                                 const an_lora_seg *segs, int n_segs) {
+    (void)o;
+    enum { MAX_SEGS_STACK = 64 };
+    int first[MAX_SEGS_STACK + 1]; /* first task of each segment, for up to 64 segments per loop */
+    for (int s0 = 0; s0 < n_segs; s0 += MAX_SEGS_STACK) {
+        int ns = n_segs - s0 < MAX_SEGS_STACK ? n_segs - s0 : MAX_SEGS_STACK;
+        size_t uoff = 0;
+        for (int s = 0; s < s0; s++) uoff += (size_t)segs[s].n * segs[s].r;
+        double work = 0.0;
+        first[0] = 0;
+        for (int s = 0; s < ns; s++) {
+            const an_lora_seg *g = &segs[s0 + s];
+            first[s + 1] = first[s] + (g->n + RB - 1) / RB;
+            work += (double)g->n * (C + OC) * g->r;
         }
-        for (int q = 0; q < rows; q++) {
-            float *un = u + (size_t)(n0 + q) * r;
-            for (int j = 0; j < r; j++) un[j] *= scaling;
-            add_rank_r(out + (size_t)(n0 + q) * OC, un, bt, OC, r, OC); /* out += u Bt */
+        int ntasks = first[ns];
+#pragma omp parallel for schedule(static) if (work > 65536.0)
+        for (int t = 0; t < ntasks; t++) {
+            int s = 0;
+            while (first[s + 1] <= t) s++;
+            const an_lora_seg *g = &segs[s0 + s];
+            size_t off = uoff;
+            for (int k = 0; k < s; k++) off += (size_t)segs[s0 + k].n * segs[s0 + k].r;
+            int n0 = (t - first[s]) * RB, rows = g->n - n0 < RB ? g->n - n0 : RB;
+            forward_block(out + (size_t)g->row0 * OC, u + off, x + (size_t)g->row0 * C, g->a, g->bt, n0, rows, C, OC,
+                          g->r, g->scaling, 0, 0, 0, 0, 1.0f);
         }
     }
 }

@@ -75,6 +75,7 @@ static const an_ops cpu_ops = {
     .dropout = an_cpu_dropout,
     .lora_forward = an_cpu_lora_forward,
     .lora_backward = an_cpu_lora_backward,
+    .lora_grouped_forward = an_cpu_lora_grouped_forward,
     .linear_work_bytes = an_cpu_linear_work_bytes,
     .linear_forward = an_cpu_linear_forward,
     .linear_backward_input = an_cpu_linear_backward_input,

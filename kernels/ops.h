@@ -50,6 +50,16 @@ typedef struct an_weight {
     const void *data;
 } an_weight;
 
+/* One segment of lora_grouped_forward: rows row0 .. row0 + n - 1 of the batch use the adapter module
+ * (a [r, C] lora_A, bt [r, OC] lora_B transposed, scaling). a, bt: backend memory; the segment list
+ * itself is host memory. */
+typedef struct an_lora_seg {
+    int row0, n;
+    int r;
+    float scaling;
+    const float *a, *bt;
+} an_lora_seg;
+
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
@@ -58,7 +68,8 @@ typedef struct an_weight {
     X(attention_forward) X(attention_backward) X(gelu_forward) X(gelu_backward) X(swiglu_forward) X(swiglu_backward)  \
     X(add) X(axpy) X(scale) X(cross_entropy_forward) X(cross_entropy_backward) X(adamw_update) X(sum_squares)         \
     X(gather_cols_forward) X(gather_cols_backward) X(attention_decode_forward) X(dropout)                             \
-    X(lora_forward) X(lora_backward) X(linear_forward) X(linear_backward_input) X(embedding_lookup)
+    X(lora_forward) X(lora_backward) X(linear_forward) X(linear_backward_input) X(embedding_lookup)              \
+    X(lora_grouped_forward)
 
 typedef enum an_op_id {
 #define AN_OP_ENUM(name) AN_OP_##name,
@@ -230,6 +241,16 @@ typedef struct an_ops {
     /* out[N, C] = table[ids[n], :] widened to float32 (overwrites), C = table->cols: bit-identical to
      * the float32 values of the table. */
     void (*embedding_lookup)(const struct an_ops *o, float *out, const int32_t *ids, const an_weight *table, int N);
+
+    /* ---- many adapters in one batch (added for serving, infer/engine.h; the idea of Punica's SGMV):
+     * for each segment s (rows row0 .. row0+n-1 of x[N, C] and out[N, OC], its own adapter),
+     *   out[rows] += scaling_s * (x[rows] a_s^T) bt_s
+     * Rows in no segment are left alone; segments must not overlap. u: scratch of at least the sum
+     * of n * r over the segments floats (overwritten). Forward only (inference, no dropout). Each row's
+     * result is that of lora_forward (p = 0) on that row alone, bit for bit on the CPU: a sequence
+     * decodes to the same bits whatever adapters share its batch. ---- */
+    void (*lora_grouped_forward)(const struct an_ops *o, float *out, float *u, const float *x, int C, int OC,
+                                 const an_lora_seg *segs, int n_segs);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

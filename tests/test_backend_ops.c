@@ -1262,6 +1262,81 @@ static void case_lora_backward(void) {
     }
 }
 
+/* lora_grouped_forward: 13 rows in three segments of different ranks (4 rows r 5, 6 rows r 3, 2 rows
+ * r 8) and one row (index 4) in none, which must stay as it was. Against (1) the double reference of
+ * each segment with the bound of case_lora_forward (Higham for C + 2 products into u, then r + 3
+ * terms and the carried error into out), and (2) per-row lora_forward on the same backend: bit for
+ * bit, what the engine's exactness rests on (a row's adapter result must not depend on the other rows
+ * or adapters of its batch). */
+static void case_lora_grouped_forward(void) {
+    enum { GN = 13, NSEG = 3 };
+    static const int row0[NSEG] = {0, 5, 11}, nrows[NSEG] = {4, 6, 2}, rank[NSEG] = {5, 3, 8};
+    static const float scal[NSEG] = {2.0f, 0.5f, 1.25f};
+    an_rng g;
+    an_rng_seed(&g, 1500);
+    size_t nx = (size_t)GN * LO_C, no = (size_t)GN * LO_OC;
+    float *x = rnd(&g, nx, -1, 1), *out0 = rnd(&g, no, -1, 1), *a[NSEG], *bt[NSEG];
+    for (int s = 0; s < NSEG; s++) {
+        a[s] = rnd(&g, (size_t)rank[s] * LO_C, -1, 1);
+        bt[s] = rnd(&g, (size_t)rank[s] * LO_OC, -1, 1);
+    }
+    where("N=%d C=%d OC=%d, 3 segments of r 5, 3, 8 and a row in none", GN, LO_C, LO_OC);
+    /* grouped on the backend under test */
+    const an_ops *o = g_o;
+    float *dx = devf(o, x, nx), *dout = devf(o, out0, no), *du = devf(o, NULL, (size_t)GN * 8);
+    an_lora_seg segs[NSEG];
+    for (int s = 0; s < NSEG; s++)
+        segs[s] = (an_lora_seg){row0[s], nrows[s], rank[s], scal[s], devf(o, a[s], (size_t)rank[s] * LO_C),
+                                devf(o, bt[s], (size_t)rank[s] * LO_OC)};
+    o->lora_grouped_forward(o, dout, du, dx, LO_C, LO_OC, segs, NSEG);
+    float *got = down(o, dout, no);
+    /* per row, lora_forward alone */
+    float *alone = hf(no);
+    memcpy(alone, out0, no * sizeof(float));
+    for (int s = 0; s < NSEG; s++)
+        for (int i = 0; i < nrows[s]; i++) {
+            int n = row0[s] + i;
+            float *ro = devf(o, out0 + (size_t)n * LO_OC, LO_OC), *rx = devf(o, x + (size_t)n * LO_C, LO_C);
+            float *ru = devf(o, NULL, (size_t)rank[s]);
+            o->lora_forward(o, ro, ru, rx, segs[s].a, segs[s].bt, 1, LO_C, LO_OC, rank[s], scal[s], 0.0f, 0, 0);
+            memcpy(alone + (size_t)n * LO_OC, down(o, ro, LO_OC), LO_OC * sizeof(float));
+        }
+    expect_exact("out (vs per-row lora_forward)", got, alone, no);
+    /* the double reference */
+    double *ref = hd(no), *bound = hd(no);
+    for (size_t i = 0; i < no; i++) ref[i] = out0[i];
+    for (int s = 0; s < NSEG; s++) {
+        const float *xs = x + (size_t)row0[s] * LO_C;
+        gemm_ref u = ref_gemm(dbl(xs, (size_t)nrows[s] * LO_C), LO_C, 1, dbl(a[s], (size_t)rank[s] * LO_C), LO_C, 1,
+                              nrows[s], rank[s], LO_C, scal[s], NULL, NULL, LO_C + 2);
+        for (int n = 0; n < nrows[s]; n++)
+            for (int oc = 0; oc < LO_OC; oc++) {
+                size_t at = (size_t)(row0[s] + n) * LO_OC + oc;
+                double sum = out0[at], mag = fabs(sum), carried = 0.0;
+                for (int j = 0; j < rank[s]; j++) {
+                    double b = bt[s][(size_t)j * LO_OC + oc];
+                    sum += u.val[n * rank[s] + j] * b;
+                    mag += fabs(u.val[n * rank[s] + j] * b);
+                    carried += u.bound[n * rank[s] + j] * fabs(b);
+                }
+                ref[at] = sum;
+                bound[at] = (rank[s] + 3) * U32 * mag + carried;
+            }
+    }
+    expect_within("out", got, ref, bound, no);
+    expect_exact("out (row 4, in no segment)", got + 4 * LO_OC, out0 + 4 * LO_OC, LO_OC);
+    if (g_o != g_cpu) {
+        const an_ops *c = g_cpu;
+        float *cx = devf(c, x, nx), *cout = devf(c, out0, no), *cu = devf(c, NULL, (size_t)GN * 8);
+        an_lora_seg cs[NSEG];
+        for (int s = 0; s < NSEG; s++)
+            cs[s] = (an_lora_seg){row0[s], nrows[s], rank[s], scal[s], devf(c, a[s], (size_t)rank[s] * LO_C),
+                                  devf(c, bt[s], (size_t)rank[s] * LO_OC)};
+        c->lora_grouped_forward(c, cout, cu, cx, LO_C, LO_OC, cs, NSEG);
+        vs_cpu_within("out", got, down(c, cout, no), bound, no);
+    }
+}
+
 /* ====================================== typed weights ====================================== */
 
 /* bf16 in the test itself, independent of the library's conversions: round to nearest even (finite
@@ -1466,6 +1541,7 @@ static const case_fn cases[AN_OP_COUNT] = {
     [AN_OP_linear_forward] = case_linear_forward,
     [AN_OP_linear_backward_input] = case_linear_backward_input,
     [AN_OP_embedding_lookup] = case_embedding_lookup,
+    [AN_OP_lora_grouped_forward] = case_lora_grouped_forward,
 };
 
 /* The ops that take an an_weight run once per weight dtype; every other op once, as AN_F32 (what

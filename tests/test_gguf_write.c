@@ -329,6 +329,80 @@ static void test_cli_adapter(void) {
     an_model_free(r);
 }
 
+/* export --adapter A --base M: the adapter alone in llama.cpp's LoRA format. The check applies it as
+ * llama.cpp does (llama-adapter.cpp: W x + (alpha / r) B (A x), r = the rank from A's shape, to the
+ * base tensor named by the adapter tensor's name without .lora_a / .lora_b) to the unmerged f32 export,
+ * and must land on the merged f32 export (which test_cli_adapter ties to the merged model's logits):
+ * that checks the names, the ggml shapes, the rope permutation of lora_b's rows and the alpha key.
+ * Tolerance: the merge and this check sum r = 4 products in float32 in different orders, a few ulps of
+ * the largest weight; 1e-6 of the tensor's largest magnitude is well above that and far below any
+ * permuted row or wrong scale (the adapter's deltas are ~1e-2 of the weights). */
+static void test_cli_adapter_gguf(void) {
+    char base[600], merged[600], ad[600], args[2048];
+    snprintf(base, sizeof base, "%s", test_tmp_path("base.f32.gguf"));
+    snprintf(merged, sizeof merged, "%s", test_tmp_path("merged2.f32.gguf"));
+    snprintf(ad, sizeof ad, "%s", test_tmp_path("adapter.gguf"));
+    snprintf(args, sizeof args, "export --model " MODEL_FIXTURES "/llama --out %s --type f32", base);
+    CHECK(test_autoneg(NULL, args, test_tmp_path("a.out"), test_tmp_path("a.err")) == 0);
+    snprintf(args, sizeof args, "export --model " MODEL_FIXTURES "/llama --adapter tests/ref/lora/llama --out %s --type f32",
+             merged);
+    CHECK(test_autoneg(NULL, args, test_tmp_path("a.out"), test_tmp_path("a.err")) == 0);
+    snprintf(args, sizeof args, "export --adapter tests/ref/lora/llama --base " MODEL_FIXTURES "/llama --out %s", ad);
+    CHECK(test_autoneg(NULL, args, test_tmp_path("a.out"), test_tmp_path("a.err")) == 0);
+    an_gguf gb, gm, ga;
+    an_error e;
+    int ob = an_gguf_open(&gb, base, &e) == 0, om = an_gguf_open(&gm, merged, &e) == 0, oa = an_gguf_open(&ga, ad, &e) == 0;
+    CHECK_MSG(ob && om && oa, "%s", e.msg);
+    if (!(ob && om && oa)) goto done;
+    const an_gguf_kv *kv = an_gguf_find_key(&ga, "general.type");
+    CHECK(kv && kv->value.type == AN_GGUF_STRING && kv->value.v.str.len == 7 && !memcmp(kv->value.v.str.ptr, "adapter", 7));
+    kv = an_gguf_find_key(&ga, "adapter.type");
+    CHECK(kv && kv->value.type == AN_GGUF_STRING && kv->value.v.str.len == 4 && !memcmp(kv->value.v.str.ptr, "lora", 4));
+    double alpha = 0;
+    CHECK(an_gguf_get_float(&ga, "adapter.lora.alpha", &alpha, &e) == 0 && alpha == 8.0); /* the fixture's lora_alpha */
+    int applied = 0, changed = 0;
+    for (int64_t t = 0; t < gb.n_tensors; t++) {
+        const an_gguf_tensor *w = &gb.tensors[t], *wm = an_gguf_find_tensor(&gm, w->name);
+        CHECK(wm && wm->numel == w->numel && w->type == AN_GGML_F32);
+        if (!wm) continue;
+        const float *W = w->data, *M = wm->data;
+        int differs = memcmp(W, M, (size_t)w->numel * sizeof(float)) != 0;
+        char an[128], bn[128];
+        snprintf(an, sizeof an, "%s.lora_a", w->name);
+        snprintf(bn, sizeof bn, "%s.lora_b", w->name);
+        const an_gguf_tensor *A = an_gguf_find_tensor(&ga, an), *B = an_gguf_find_tensor(&ga, bn);
+        CHECK_MSG(!differs || (A && B), "%s: changed by the merge, but the adapter file has no %s", w->name, an);
+        if (!A || !B) continue;
+        changed += differs;
+        int64_t in = w->ne[0], out = w->ne[1], r = A->ne[1];
+        /* llama.cpp's shape checks: a->ne[0] == w->ne[0], b->ne[1] == w->ne[1], a->ne[1] == b->ne[0] */
+        CHECK_MSG(A->ne[0] == in && B->ne[1] == out && B->ne[0] == r, "%s: adapter shapes do not fit", w->name);
+        if (A->ne[0] != in || B->ne[1] != out || B->ne[0] != r) continue;
+        const float *a = A->data, *b = B->data;
+        float scale = (float)(alpha / (double)r);
+        double maxw = 0, worst = 0;
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t i = 0; i < in; i++) {
+                double d = 0;
+                for (int64_t k = 0; k < r; k++) d += (double)b[o * r + k] * a[k * in + i];
+                double want = W[o * in + i] + scale * d, got = M[o * in + i];
+                maxw = fmax(maxw, fabs(want));
+                double err = fabs(got - want);
+                if (test_nan_worse(err, worst)) worst = err;
+            }
+        CHECK_MSG(worst <= 1e-6 * maxw, "%s: base + adapter differs from the merged export by %g (max |w| %g)", w->name,
+                  worst, maxw);
+        applied++;
+    }
+    CHECK_MSG(applied == 15 && changed == 15, "applied to %d tensors, %d changed by the merge (want 15: 7 per layer "
+              "x 2 layers + the head)", applied, changed);
+    CHECK(ga.n_tensors == 30);
+done:
+    if (ob) an_gguf_close(&gb);
+    if (om) an_gguf_close(&gm);
+    if (oa) an_gguf_close(&ga);
+}
+
 static void expect_cli_error(const char *args, const char *needle) {
     const char *o = test_tmp_path("bad.out"), *e = test_tmp_path("bad.err");
     CHECK_MSG(test_autoneg(NULL, args, o, e) != 0, "autoneg %s: exit 0", args);
@@ -367,6 +441,7 @@ int main(void) {
     RUN(test_keys_and_tensors);
     RUN(test_hf_folder_and_cli);
     RUN(test_cli_adapter);
+    RUN(test_cli_adapter_gguf);
     RUN(test_bad_input);
     return test_finish();
 }

@@ -5,11 +5,12 @@
  *
  * Training steps (full fine-tuning, LoRA with dropout, QLoRA with a bf16 head, per-layer
  * recomputation) and decode steps (float32, NF4 with an adapter) run once to warm up, then again with
- * counting on: the count must be 0. A self-check first proves the wrapping is live (a malloc of ours
+ * counting on: the count must be 0; so must the request engine's steps once its prefix cache is warm. A self-check first proves the wrapping is live (a malloc of ours
  * is counted), so a build that silently lost the linker flags fails instead of passing. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/engine.h"
 #include "infer/infer.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
@@ -198,8 +199,69 @@ static void test_decode_steps(void) {
     check_decode("qwen2", 1);
 }
 
+/* The request engine's steps (infer/engine.h): admissions, prefills through the prefix cache, decode
+ * rows of two adapters and the base, finished requests leaving. Submitting allocates (the request's
+ * copy); so does the first use of a prefix with an adapter (its KV): a first round warms that, and
+ * the steps of a second round must allocate nothing. */
+static int count_tokens(void *ctx, int32_t id, float lp) {
+    (void)id, (void)lp;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_engine_steps(void) {
+    an_model *m = load_fixture_model("llama");
+    if (!m) return;
+    an_error e;
+    an_engine_config c = an_engine_config_default();
+    c.slots = 3;
+    c.max_rank = 4;
+    an_engine *en = an_engine_create(m, &c, &e);
+    CHECK_MSG(en != NULL, "%s", e.msg);
+    for (int k = 0; en && k < 2; k++) {
+        an_lora_config lc = an_lora_config_default();
+        lc.r = 2 + 2 * k;
+        an_lora_config_add_target(&lc, k ? "q_proj" : "all-linear", &e);
+        an_lora *l = an_lora_create(m, &lc, &e);
+        CHECK_MSG(l && an_engine_add_adapter(en, k ? "b" : "a", l, &e) == 0, "%s", e.msg);
+    }
+    static const int32_t lead[6] = {1, 9, 8, 7, 6, 5};
+    CHECK(en && an_engine_add_prefix(en, lead, 6, &e) == 0);
+    int32_t prompt[10] = {1, 9, 8, 7, 6, 5, 40, 41, 42, 43};
+    int tokens = 0;
+    long allocs[2] = {0, 0};
+    for (int round = 0; en && round < 2; round++) {
+        for (int i = 0; i < 5; i++) {
+            an_request q;
+            memset(&q, 0, sizeof q);
+            q.ids = prompt;
+            q.n_ids = i % 2 ? 10 : 4; /* with the prefix, and without */
+            q.sampling = an_sampler_defaults();
+            q.max_tokens = 6 + i;
+            q.seed = (uint64_t)i;
+            q.adapter = i % 3 == 0 ? NULL : i % 3 == 1 ? "a" : "b";
+            q.want_logprobs = 1;
+            q.on_token = count_tokens;
+            q.ctx = &tokens;
+            int64_t id;
+            CHECK(an_engine_submit(en, &q, &id, &e) == AN_ENGINE_OK);
+        }
+        start();
+        while (an_engine_step(en, &e) > 0) {}
+        allocs[round] = stop();
+    }
+    /* the first round computes the prefix's KV for each adapter: counted, so the counting sees the
+     * engine's allocations */
+    CHECK_MSG(allocs[0] > 0, "engine: the first round's prefix KV was not counted");
+    CHECK(tokens == 2 * (6 + 7 + 8 + 9 + 10));
+    CHECK_MSG(allocs[1] == 0, "engine: %ld allocations in the steps of a warm round", allocs[1]);
+    an_engine_free(en);
+    an_model_free(m);
+}
+
 int main(void) {
     RUN(test_wrapping_is_live);
+    RUN(test_engine_steps);
     RUN(test_full_steps);
     RUN(test_lora_steps);
     RUN(test_decode_steps);

@@ -269,7 +269,37 @@ static void test_smollm2_vs_hf(void) {
     an_tokenizer_free(t);
 }
 
+/* BOS in a template's prompt: a GGUF whose tokenizer.ggml.add_bos_token is false (tiny_bpe, as
+ * SmolLM2) gets none, so the prompt is exactly what llama.cpp feeds for the same chat: the rendered
+ * template tokenized with the file's own add_bos (tokenize(render(messages)), no BOS); one that says
+ * true (tiny_spm, a Llama) keeps its BOS first. */
+static void test_template_bos(void) {
+    an_error err;
+    an_tokenizer *bpe = an_tokenizer_load(DIR "tiny_bpe.gguf", &err), *spm = an_tokenizer_load(DIR "tiny_spm.gguf", &err);
+    CHECK_MSG(bpe && spm, "%s", err.msg);
+    if (!bpe || !spm) goto done;
+    CHECK(an_tokenizer_bos(bpe) == 1 && an_tokenizer_template_bos(bpe) == -1);
+    CHECK(an_tokenizer_bos(spm) == 1 && an_tokenizer_template_bos(spm) == 1);
+    an_template t;
+    CHECK(an_template_builtin("chatml", &t, &err) == 0);
+    an_encoder enc = an_encoder_of(bpe);
+    an_ids got = {0}, want = {0};
+    CHECK(an_template_encode_input(&t, &enc, "a cat", NULL, &got, &err) == 0);
+    char *text = an_template_render_input(&t, "a cat", NULL, &err);
+    CHECK(text && an_tokenizer_encode(bpe, text, strlen(text), &want, &err) == 0);
+    CHECK_MSG(got.n == want.n && got.n > 0 && memcmp(got.v, want.v, got.n * sizeof(int32_t)) == 0,
+              "chatml prompt: %zu ids, llama.cpp's %zu", got.n, want.n);
+    free(text);
+    an_ids_free(&got);
+    an_ids_free(&want);
+    an_template_free(&t);
+done:
+    an_tokenizer_free(bpe);
+    an_tokenizer_free(spm);
+}
+
 int main(void) {
+    RUN(test_template_bos);
     RUN(test_tiny_vocabularies);
     RUN(test_errors);
     RUN(test_smollm2_vs_hf);

@@ -198,13 +198,27 @@ static void test_failed_start_leaves_no_folder(void) {
         CHECK_CONTAINS(e, "removed the run folder");
         free(e);
     }
-    /* a folder that was there before stays */
+    /* a folder that was there before, empty, stays, and is empty again (no recipe.json, cache or
+     * run.lock left in it) */
     snprintf(top, sizeof top, "%s/existing", test_tmpdir());
     mkdir(top, 0755);
     snprintf(args, sizeof args, cases[0], bad, top, common, tok);
     char *e = NULL;
     CHECK(test_train_cli(args, &e) == 1);
     CHECK(an_is_dir(top));
+    snprintf(out, sizeof out, "%s/recipe.json", top);
+    CHECK_MSG(!exists(out), "%s was left behind", out);
+    snprintf(out, sizeof out, "%s/run.lock", top);
+    CHECK_MSG(!exists(out), "%s was left behind", out);
+    CHECK_CONTAINS(e, "emptied the run folder");
+    free(e);
+    /* one that held something keeps it */
+    snprintf(out, sizeof out, "%s/notes.txt", top);
+    f = fopen(out, "w");
+    fputs("mine\n", f);
+    fclose(f);
+    CHECK(test_train_cli(args, &e) == 1);
+    CHECK(exists(out));
     free(e);
     /* and so does a previous run: the reference's final weights are untouched */
     char keep[700];

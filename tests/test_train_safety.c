@@ -360,11 +360,40 @@ static void test_guard_rules(void) {
     CHECK(an_guard_after_update(&g, 1, 1.0) == AN_GUARD_OK);
 }
 
+/* The loss-spike rule on a made-up sequence, levels computed by hand: ten warm-up steps alternating 3
+ * and 2 give the level 2.5; 4.9 is under twice it (level 0.9 * 2.5 + 0.1 * 4.9 = 2.74); 5.6 is over
+ * 5.48, a spike from step 12, during which the checkpoint of step 10 is the safe one; 2.0 ends it
+ * (level 0.9 * 2.74 + 0.1 * 2 = 2.666); then 6.0 (over 5.332) for AN_GUARD_SPIKE_STEPS steps from
+ * step 14 stops the run at step 33, blaming update 13, with the level frozen at 2.666. */
+static void test_guard_spike(void) {
+    CHECK(AN_GUARD_SPIKE == 2.0 && AN_GUARD_SPIKE_WARMUP == 10 && AN_GUARD_SPIKE_STEPS == 20);
+    an_guard g;
+    an_guard_init(&g, 5.0);
+    for (long k = 1; k <= 10; k++) CHECK(an_guard_before_update(&g, k, k % 2 ? 3.0 : 2.0, 0.5) == AN_GUARD_OK);
+    CHECK(fabs(g.level - 2.5) < 1e-12);
+    CHECK(an_guard_before_update(&g, 11, 4.9, 0.5) == AN_GUARD_OK && g.spike_run == 0);
+    CHECK(fabs(g.level - 2.74) < 1e-12);
+    CHECK(an_guard_before_update(&g, 12, 5.6, 0.5) == AN_GUARD_OK && g.spike_run == 1);
+    CHECK(an_guard_safe_step(&g, 12) == 10);
+    CHECK(an_guard_before_update(&g, 13, 2.0, 0.5) == AN_GUARD_OK && g.spike_run == 0);
+    CHECK(an_guard_safe_step(&g, 13) == 12);
+    CHECK(fabs(g.level - 2.666) < 1e-12);
+    for (long k = 14; k < 14 + AN_GUARD_SPIKE_STEPS - 1; k++) CHECK(an_guard_before_update(&g, k, 6.0, 0.5) == AN_GUARD_OK);
+    CHECK(an_guard_safe_step(&g, 32) == 12);
+    CHECK(an_guard_before_update(&g, 33, 6.0, 0.5) == AN_GUARD_SPIKED && g.bad_update == 13);
+    CHECK(fabs(g.level - 2.666) < 1e-12);
+    /* no rule before the warm-up is over: a falling loss from a random start is not compared */
+    an_guard_init(&g, 5.0);
+    for (long k = 1; k <= 9; k++) CHECK(an_guard_before_update(&g, k, 1.0, 0.5) == AN_GUARD_OK);
+    CHECK(an_guard_before_update(&g, 10, 50.0, 0.5) == AN_GUARD_OK && g.spike_run == 0);
+}
+
 int main(void) {
     omp_set_num_threads(1); /* same seed, same bits needs a fixed thread count */
     path2(data_path, sizeof data_path, test_tmpdir(), "pairs.jsonl");
     write_pairs(data_path, 40);
     RUN(test_guard_rules);
+    RUN(test_guard_spike);
     RUN(test_torn_metrics_line);
     RUN(test_final_write_failure);
     RUN(test_damaged_newest_checkpoint_falls_back);

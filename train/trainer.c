@@ -151,6 +151,7 @@ typedef struct run {
     int lock_fd; /* DIR/run.lock, held for the run's life (-1: not taken) */
     char created[1100]; /* the outermost folder of output.dir that this run created ("": it existed) */
     int wrote_ckpt;     /* a checkpoint of this run is on disk: the folder is worth keeping */
+    int was_empty;      /* output.dir existed, empty, before this run (a folder the user made for it) */
 } run;
 
 /* Negatives for eval.prompts, shown as notes and appended to DIR/samples.jsonl. */
@@ -242,6 +243,11 @@ static void stop_diverged(run *u, an_guard_verdict v, double loss, double norm, 
                  "step %ld: the update grew the norm of the trained weights from %g to %g (more than %gx in one step): "
                  "the run is diverging",
                  u->step, wnorm_before, u->guard.wnorm, AN_GUARD_JUMP);
+    else if (v == AN_GUARD_SPIKED)
+        snprintf(why, sizeof why,
+                 "step %ld: the loss (%g) has stayed above %gx its earlier level (%g) for %d steps in a row (since step "
+                 "%ld): the run has diverged",
+                 u->step, loss, AN_GUARD_SPIKE, u->guard.level, AN_GUARD_SPIKE_STEPS, u->guard.spike_from);
     else
         snprintf(why, sizeof why,
                  "step %ld: the gradient norm has been exactly 0 for %d steps in a row (since step %ld), the loss stuck "
@@ -347,6 +353,7 @@ static int setup(run *u, an_error *err) {
     char path[1100];
     /* the folder this run creates, if any: a run that fails before its first step removes it again */
     if (an_trainer_first_missing(r->output.dir, u->created, sizeof u->created, err)) return -1;
+    u->was_empty = !u->created[0] && an_trainer_dir_is_empty(r->output.dir);
     if (an_trainer_mkdirs(r->output.dir, err)) return -1;
     /* before anything in the folder is written: a second run into it would interleave metrics.jsonl
      * and replace recipe.json, the caches and the checkpoints under the first */
@@ -551,8 +558,11 @@ int an_train_run(const an_recipe *r, const an_trainer_opts *o_in, an_trainer_res
 done:
     res->steps_done = u.step;
     /* A run that failed before its first step and wrote no checkpoint leaves nothing worth keeping: a
-     * folder it created itself goes again (never one that was there before). The lock is still held. */
-    int remove_created = rc != 0 && u.created[0] && u.step == 0 && !u.wrote_ckpt;
+     * folder it created itself goes again, and one that was empty is emptied again (never one that held
+     * something before). The lock is still held. */
+    int failed_start = rc != 0 && u.step == 0 && !u.wrote_ckpt && u.lock_fd >= 0; /* never under another run */
+    int remove_created = failed_start && u.created[0];
+    int empty_again = failed_start && u.was_empty;
     if (u.have_metrics) an_metrics_close(&u.metrics, NULL);
     u.have_metrics = 0;
     if (u.have_tb) an_tb_close(&u.tb, NULL);
@@ -564,6 +574,15 @@ done:
                             u.created);
         else
             an_trainer_note(o, "left the run folder %s: %s", u.created, rm_err.msg);
+    }
+    if (empty_again) {
+        an_error rm_err;
+        if (an_trainer_empty_dir(r->output.dir, &rm_err) == 0)
+            an_trainer_note(o, "emptied the run folder %s again (it was empty before this run, which failed before "
+                               "its first step)",
+                            r->output.dir);
+        else
+            an_trainer_note(o, "left files in the run folder %s: %s", r->output.dir, rm_err.msg);
     }
     run_free(&u);
     return rc;

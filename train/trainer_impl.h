@@ -60,6 +60,10 @@ int an_trainer_save_adapter(const an_model *m, const char *template_name, const 
 
 /* Deletes a folder and everything in it (rm -rf); a missing path is not an error. */
 int an_trainer_remove_tree(const char *path, an_error *err);
+/* Deletes everything in a folder and keeps the folder. */
+int an_trainer_empty_dir(const char *path, an_error *err);
+/* 1 when path is a folder with no entries. */
+int an_trainer_dir_is_empty(const char *path);
 /* Puts the complete folder tmp in place as dst: a rename, or for an existing dst an atomic swap
  * followed by deleting the old folder, so dst is never a half-written folder. */
 int an_trainer_publish_dir(const char *tmp, const char *dst, an_error *err);

@@ -344,7 +344,8 @@ int an_trainer_save_final(const an_model *m, const char *tok_path, const char *t
 
 /* ---------- putting a finished folder in place ---------- */
 
-int an_trainer_remove_tree(const char *path, an_error *err) {
+/* The entries of a folder deleted, the folder kept (keep_dir) or deleted too. */
+static int remove_tree(const char *path, int keep_dir, an_error *err) {
     DIR *d = opendir(path);
     if (!d) {
         if (errno == ENOENT) return 0;
@@ -357,12 +358,26 @@ int an_trainer_remove_tree(const char *path, an_error *err) {
     while (!rc && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (an_path_join(p, sizeof p, path, e->d_name)) rc = an_fail(err, "%s: path too long", path);
-        else if (an_is_dir(p)) rc = an_trainer_remove_tree(p, err);
+        else if (an_is_dir(p)) rc = remove_tree(p, 0, err);
         else if (remove(p) && errno != ENOENT) rc = an_fail(err, "%s: cannot delete: %s", p, strerror(errno));
     }
     closedir(d);
-    if (!rc && rmdir(path) && errno != ENOENT) rc = an_fail(err, "%s: cannot delete: %s", path, strerror(errno));
+    if (!rc && !keep_dir && rmdir(path) && errno != ENOENT)
+        rc = an_fail(err, "%s: cannot delete: %s", path, strerror(errno));
     return rc;
+}
+
+int an_trainer_remove_tree(const char *path, an_error *err) { return remove_tree(path, 0, err); }
+int an_trainer_empty_dir(const char *path, an_error *err) { return remove_tree(path, 1, err); }
+
+int an_trainer_dir_is_empty(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    int empty = 1;
+    struct dirent *e;
+    while (empty && (e = readdir(d))) empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    return empty;
 }
 
 int an_trainer_publish_dir(const char *tmp, const char *dst, an_error *err) {

@@ -12,6 +12,6 @@ static int32_t tok_id(const void *ctx, const char *piece) {
 }
 
 an_encoder an_encoder_of(const an_tokenizer *t) {
-    an_encoder e = {tok_encode, tok_id, t, an_tokenizer_bos(t), an_tokenizer_eos(t)};
+    an_encoder e = {tok_encode, tok_id, t, an_tokenizer_template_bos(t), an_tokenizer_eos(t)};
     return e;
 }

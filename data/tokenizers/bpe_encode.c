@@ -34,7 +34,13 @@ int an_encode_bytelevel(const an_tokenizer *t, const char *s, size_t n, an_ids *
         n++;
     }
     int rc = 0;
-    if (!t->split_digits) {
+    if (t->llama3_digits > 0) {
+        for (size_t i = 0; i < n && rc == 0;) {
+            size_t j = an_llama3_piece_end(u, n, i, t->llama3_digits);
+            rc = encode_word(t, u + i, j - i, out, sc);
+            i = j;
+        }
+    } else if (!t->split_digits) {
         for (size_t i = 0; i < n && rc == 0;) {
             size_t j = an_gpt2_piece_end(u, n, i);
             rc = encode_word(t, u + i, j - i, out, sc);

@@ -230,6 +230,7 @@ int an_tokenizer_vocab_size(const an_tokenizer *t) { return t->vocab.n; }
 int32_t an_tokenizer_bos(const an_tokenizer *t) { return t->bos; }
 int32_t an_tokenizer_eos(const an_tokenizer *t) { return t->eos; }
 int an_tokenizer_adds_bos(const an_tokenizer *t) { return t->add_bos && t->bos >= 0; }
+int32_t an_tokenizer_template_bos(const an_tokenizer *t) { return t->no_template_bos ? -1 : t->bos; }
 
 int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece) {
     size_t len = strlen(piece);

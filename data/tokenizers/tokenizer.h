@@ -28,6 +28,10 @@ int32_t an_tokenizer_bos(const an_tokenizer *t); /* -1 when the tokenizer has no
 int32_t an_tokenizer_eos(const an_tokenizer *t);
 /* Whether the tokenizer's own configuration asks for BOS at the start of a text (as HF does). */
 int an_tokenizer_adds_bos(const an_tokenizer *t);
+/* The BOS a prompt template puts first (data/prompts/template.h): the tokenizer's BOS, as XTuner adds it
+ * whatever add_bos_token says -- except for a GGUF file that says tokenizer.ggml.add_bos_token false,
+ * whose chat template and llama.cpp put none (SmolLM2's ChatML): -1 there. */
+int32_t an_tokenizer_template_bos(const an_tokenizer *t);
 /* Id of a token by its exact text (special tokens included), -1 when absent. */
 int32_t an_tokenizer_token_id(const an_tokenizer *t, const char *piece);
 /* The text of token id as the tokenizer file spells it ("Ġthe", "▁the", "<0x0A>"), NULL when out of

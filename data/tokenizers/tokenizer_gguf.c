@@ -1,8 +1,8 @@
 /* The tokenizer inside a GGUF file (llama.cpp's tokenizer.ggml.* keys), built into the same
  * structures tokenizer_json.c builds, so that it encodes as Hugging Face transformers does when it
  * loads the same file (AutoTokenizer.from_pretrained(dir, gguf_file=...)):
- *   gpt2:  byte-level BPE from tokens + merges, GPT-2 pre-tokenization (tokenizer.ggml.pre picks the
- *          variant), CONTROL tokens as specials and USER_DEFINED ones as added tokens;
+ *   gpt2:  byte-level BPE from tokens + merges, GPT-2, Llama 3 or Qwen2 pre-tokenization
+ *          (tokenizer.ggml.pre picks it), CONTROL tokens as specials and USER_DEFINED ones as added tokens;
  *   llama: SentencePiece BPE (HF LlamaTokenizer: Metaspace "first", byte fallback, fused unk), merges
  *          from the file or else from the scores. */
 #include <stdlib.h>
@@ -20,6 +20,10 @@
  * "Ġ" "Ġ" "1" there) and around "½", "²": we follow the model's own tokenizer, not that loader. */
 static const char *const gpt2_pres[] = {"gpt2", "default", "gpt-2", NULL};
 static const char *const digit_pres[] = {"smollm", "starcoder", "refact", "codeshell", "command-r", "exaone", "minerva", NULL};
+/* Llama 3's split (numbers in runs of up to three) and Qwen2's (one number character a piece): the
+ * names llama.cpp gives them (data/tokenizers/bpe_pretok_llama3.c) */
+static const char *const llama3_pres[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", NULL};
+static const char *const qwen2_pres[] = {"qwen2", "deepseek-r1-qwen", NULL};
 
 static int in_list(const char *const *list, const char *s, size_t len) {
     for (; *list; list++)
@@ -86,9 +90,13 @@ static int load(an_tokenizer *t, const an_gguf *g, const char *path, an_error *e
         return -1;
     if (bytelevel) {
         if (in_list(digit_pres, pre, pre_len)) t->split_digits = 1;
+        else if (in_list(llama3_pres, pre, pre_len)) t->llama3_digits = 3;
+        else if (in_list(qwen2_pres, pre, pre_len)) t->llama3_digits = 1;
         else if (!in_list(gpt2_pres, pre, pre_len))
             return an_fail(err, "%s: tokenizer.ggml.pre %s is not supported (gpt2, default, smollm, starcoder, refact, "
-                                "codeshell, command-r, exaone, minerva: the GPT-2 split)", path, AN_QUOTE_N(pre, pre_len));
+                                "codeshell, command-r, exaone, minerva: the GPT-2 split; llama3, llama-v3, llama-bpe, "
+                                "falcon3: Llama 3's; qwen2, deepseek-r1-qwen: Qwen2's)",
+                           path, AN_QUOTE_N(pre, pre_len));
     }
 
     const an_gguf_value *tokens, *types = NULL, *scores = NULL, *merges = NULL;
@@ -193,8 +201,11 @@ static int load(an_tokenizer *t, const an_gguf *g, const char *path, an_error *e
     opt_id(g, "tokenizer.ggml.unknown_token_id", &t->unk, nv);
     /* HF: a sentencepiece file that does not say adds BOS (as llama.cpp does); a byte-level one does not */
     t->add_bos = spm;
-    if (an_gguf_find_key(g, "tokenizer.ggml.add_bos_token") && an_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos, err))
-        return -1;
+    if (an_gguf_find_key(g, "tokenizer.ggml.add_bos_token")) {
+        if (an_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos, err)) return -1;
+        /* the file's own word on BOS, which its chat template and llama.cpp follow (SmolLM2: ChatML, no BOS) */
+        t->no_template_bos = !t->add_bos;
+    }
 
     /* CONTROL tokens split the text as special tokens (HF skips, in a byte-level vocabulary, one
      * spelled outside the byte alphabet: a llama.cpp mislabel); USER_DEFINED ones are added tokens,

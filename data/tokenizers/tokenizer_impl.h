@@ -66,6 +66,11 @@ void an_bpe_scratch_free(an_bpe_scratch *s);
  * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ splits. */
 size_t an_gpt2_piece_end(const unsigned char *s, size_t n, size_t i);
 
+/* Llama 3 (max_digits 3) and Qwen2 (max_digits 1) pre-tokenization: the end of the piece that starts
+ * at s[i] (i < n), exactly as the regex (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|
+ * \p{N}{1,max_digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ splits. */
+size_t an_llama3_piece_end(const unsigned char *s, size_t n, size_t i, int max_digits);
+
 /* The byte of a "<0xXX>" piece, or -1. */
 int an_parse_byte_piece(const char *s, size_t len);
 
@@ -99,9 +104,11 @@ struct an_tokenizer {
     int32_t byte_id[256]; /* byte-level: token of each byte; SPM: its <0xXX> byte-fallback piece */
     int32_t bos, eos, unk;
     int add_bos;
+    int no_template_bos; /* a GGUF that says tokenizer.ggml.add_bos_token false: templates add no BOS either */
     /* byte-level */
     int add_prefix_space;
     int split_digits; /* every \p{N} character is a piece of its own before GPT-2 splitting (SmolLM) */
+    int llama3_digits; /* > 0: Llama 3 / Qwen2 pre-tokenization with numbers in runs of at most this many */
     /* SPM family */
     const char *space_text; /* "▁" (SentencePiece, tokenizer.json) or " " (llama2.c tokenizer.bin) */
     int prefix_mode;

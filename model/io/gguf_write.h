@@ -31,4 +31,21 @@ int an_gguf_write_type(const char *name);
  * that does not exist, a tokenizer file that cannot be read). */
 int an_gguf_write_model(const an_model *m, const char *path, const an_gguf_write_opts *o, an_error *err);
 
+/* Writes the adapter l (opened for m, a llama-family model) as llama.cpp's LoRA adapter GGUF, as its
+ * convert_lora_to_gguf.py does: general.architecture llama, general.type "adapter", adapter.type "lora",
+ * adapter.lora.alpha (llama.cpp scales by alpha / r; an rsLoRA adapter's alpha / sqrt(r) is written as
+ * alpha * sqrt(r)), and for each adapted weight "<base tensor>.lora_a" (PEFT's lora_A [r, in]) and
+ * "<base tensor>.lora_b" ([out, r], rows of attn_q / attn_k permuted as the base's are). o->type: f32 or
+ * f16; o->tokenizer is not used. A head tied to the embeddings has no tensor to adapt in llama.cpp:
+ * refused, naming the module. */
+struct an_lora;
+int an_gguf_write_lora(const an_model *m, const struct an_lora *l, const char *path, const an_gguf_write_opts *o,
+                       an_error *err);
+
+/* Refuses, naming the family, a model this writer cannot express as a llama GGUF. */
+int an_gguf_check_llama_family(const an_model *m, const char *path, an_error *err);
+/* Hugging Face rotate-half rows -> ggml's adjacent pairs: row (h, j * half + i) goes to row (h, 2i + j)
+ * (convert_hf_to_gguf.py's LlamaModel.permute; the inverse of an_llama2c_permute_qk). */
+void an_gguf_permute_rope_rows(float *dst, const float *src, int n_heads, int head_dim, int64_t cols);
+
 #endif

@@ -7,7 +7,9 @@
 #   - three short training runs (a full fine-tune and a LoRA of ../shared/models/TinyStories-656K, and
 #     the demo recipe from scratch with its trained tokenizer), then tests/ref/check_tensorboard.py on a
 #     run folder and tests/ref/check_train_output.py on the final folders (transformers loads the
-#     models, PEFT the adapter, and both give autoneg's token ids and NLL).
+#     models, PEFT the adapter, and both give autoneg's token ids and NLL);
+#   - with the SmolLM2 GGUF fetched (make model): a LoRA run on it, PEFT's NLL on transformers' model of
+#     the GGUF, and the llama.cpp adapter export (tests/ref/check_smollm2_lora.py).
 set -e
 BUILD=${BUILD:-build}
 SHARED=${AN_SHARED:-../shared}
@@ -44,6 +46,22 @@ echo "== TensorBoard and loss.svg"
 echo "== transformers loads the trained folders"
 "$PY" tests/ref/check_train_output.py "$BUILD" "$TMP/finetune/final" "$TMP/scratch/final" \
     "$SHARED/models/TinyStories-656K+$TMP/lora/final" || fail=1
+
+# the real pretrained base, when `make model` has fetched it: a LoRA run of tens of steps on a few hundred
+# pairs lowers the held-out loss, PEFT on transformers' model of the same GGUF gives autoneg's NLL, and the
+# llama.cpp-format adapter export reads back with the gguf package (tests/ref/check_smollm2_lora.py)
+SMOL=${AN_CACHE:-$HOME/.cache/autoneg}/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$SMOL" ]; then
+    echo "== SmolLM2-135M LoRA (about 3 minutes on 2 cores)"
+    "$VENV/bin/pip" show gguf >/dev/null 2>&1 || "$VENV/bin/pip" install --quiet gguf
+    "$BUILD/autoneg" train --base "$SMOL" --method lora --data datasets/sdxl_styles_twri.json --out "$TMP/smollm2" \
+        --steps 12 --set lora.target_modules=all-linear --set train.seq_len=128 --set data.max_length=128 \
+        --set train.batch_size=4 --set data.val_fraction=0.2 --set eval.every=6 --set optim.lr=0.002 \
+        2>"$TMP/smollm2.log" || { cat "$TMP/smollm2.log"; fail=1; }
+    "$PY" tests/ref/check_smollm2_lora.py "$BUILD" "$SMOL" "$TMP/smollm2" || fail=1
+else
+    echo "== SmolLM2-135M: skipped ($SMOL absent; make model fetches it)"
+fi
 
 if [ $fail = 0 ]; then echo "check-compat: all passed"; else echo "check-compat: FAILED"; fi
 exit $fail
