@@ -86,6 +86,10 @@ void an_cuda_fill_nan(const an_ops *o, float *x, size_t n) {
     AN_CUDA_LAUNCHED("fill_nan");
 }
 
+/* An op added to AN_OP_LIST (kernels/ops.h) needs its entry in the table below, or supports() would
+ * promise a NULL function: this count stops the build until it has one. */
+static_assert(AN_OP_COUNT == 34, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
+
 /* Every op of the table in float32; the typed-weight ops also on bf16 weights. NF4 weights are host
  * memory (an an_nf4_tensor) and stay on the CPU backend for now. */
 int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight) {
@@ -208,6 +212,7 @@ extern "C" const an_ops *an_ops_cuda_open(an_error *err) {
         t->linear_forward = an_cuda_linear_forward;
         t->linear_backward_input = an_cuda_linear_backward_input;
         t->embedding_lookup = an_cuda_embedding_lookup;
+        t->lora_grouped_forward = an_cuda_lora_grouped_forward;
     }
     return &c->table;
 fail:

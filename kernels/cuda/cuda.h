@@ -171,5 +171,7 @@ void an_cuda_lora_forward(const an_ops *o, float *out, float *u, const float *x,
 void an_cuda_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *x,
                            const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling, float p,
                            uint64_t seed, uint64_t counter);
+void an_cuda_lora_grouped_forward(const an_ops *o, float *out, float *u, const float *x, int C, int OC, const an_lora_seg *segs,
+                                  int n_segs);
 
 #endif

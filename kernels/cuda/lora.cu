@@ -6,7 +6,9 @@
  *   forward:  u[n, j] = scaling * sum_k xd[n, k] a[j, k];   out[n, o] += sum_j u[n, j] bt[j, o]
  *   backward: du[n, j] = scaling * sum_o dout[n, o] bt[j, o];  dbt[j, o] += sum_n u[n, j] dout[n, o]
  *             da[j, k] += sum_n du[n, j] xd[n, k];            dinp[n, k] += mask(n, k) sum_j du[n, j] a[j, k]
- * The rank is small (8..64), so these are skinny products; a cuBLAS version with a masked copy of x is
+ * lora_grouped_forward (serving: each segment of rows its own adapter) is the forward, p = 0, once per
+ * segment on its rows, u packed segment after segment as on the CPU; a row's result depends on its
+ * row alone. The rank is small (8..64), so these are skinny products; a cuBLAS version with a masked copy of x is
  * the faster alternative, not written yet. */
 #include "kernels/cuda/cuda.h"
 
@@ -116,4 +118,15 @@ void an_cuda_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, 
     if (dbt) LAUNCH(lora_dbt, (size_t)r * OC, o, dbt, u, dout, N, OC, r);
     if (da) LAUNCH(lora_da, (size_t)r * C, o, da, du, x, N, C, r, m);
     if (dinp) LAUNCH(lora_dinp, (size_t)N * C, o, dinp, du, a, N, C, r, m);
+}
+
+void an_cuda_lora_grouped_forward(const an_ops *o, float *out, float *u, const float *x, int C, int OC, const an_lora_seg *segs,
+                                  int n_segs) {
+    size_t off = 0;
+    for (int s = 0; s < n_segs; s++) {
+        const an_lora_seg *g = &segs[s];
+        an_cuda_lora_forward(o, out + (size_t)g->row0 * OC, u + off, x + (size_t)g->row0 * C, g->a, g->bt, g->n, C, OC, g->r,
+                             g->scaling, 0.0f, 0, 0);
+        off += (size_t)g->n * g->r;
+    }
 }
