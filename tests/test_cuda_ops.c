@@ -314,7 +314,7 @@ static void test_attention(void) {
         float *q = rnd(50 + s, nq, -2, 2), *k = rnd(60 + s, nk, -2, 2), *v = rnd(70 + s, nk, -1, 1);
         float *dout = rnd(80 + s, nq, -1, 1), *g0 = rnd(90 + s, nq > nk ? nq : nk, -1, 1);
         int32_t *seg = keep(NULL, calloc((size_t)a->B * a->T, sizeof(int32_t)));
-        if (a->packed) /* row 1: samples [0, 40) [40, 111) [111, T) */
+        if (a->packed && a->B > 1) /* row 1: samples [0, 40) [40, 111) [111, T) */
             for (int t = 0; t < a->T; t++) seg[a->T + t] = t < 40 ? 0 : t < 111 ? 40 : 111;
         float *c[5], *g[5], *g2[5];
         run_attention(g_cpu, a, q, k, v, dout, g0, seg, c);
