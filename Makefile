@@ -6,6 +6,8 @@
 #   make fuzz       every parser under libFuzzer (FUZZ_SECONDS each; FUZZ_TARGETS="gguf ..." for some)
 #   make deps       install the Debian packages the build and tests need
 #   make BUILD=dir  build somewhere else (parallel worktrees, sanitizer builds)
+#   make CUDA=1     also build the CUDA backend (kernels/cuda/*.cu, nvcc, cuBLAS/cuBLASLt; docs/cuda.md);
+#                   CUDA_ARCH="80" for one architecture while developing (default: sm_80, sm_90 + PTX)
 #   make install    PREFIX/bin/autoneg, the man page PREFIX/share/man/man1/autoneg.1 and the bash
 #                   completion PREFIX/share/bash-completion/completions/autoneg (PREFIX=/usr/local,
 #                   DESTDIR for packaging); the last two are made by the binary from its option tables
@@ -35,12 +37,37 @@ ifeq ($(MPI),1)
   LDLIBS += $(shell mpicc --showme:link)
 endif
 
+# CUDA=1: the CUDA backend (docs/cuda.md). Without nvcc it says so once and builds without it.
+CUDA    ?= 0
+CUDA_HOME ?= /usr/local/cuda
+NVCC    ?= $(CUDA_HOME)/bin/nvcc
+CUDA_ARCH ?= 80 90
+ifeq ($(CUDA),1)
+  ifeq ($(wildcard $(NVCC)),)
+    $(info make CUDA=1: no nvcc at $(NVCC) (set CUDA_HOME or NVCC): building without the CUDA backend)
+    override CUDA := 0
+  endif
+endif
+ifeq ($(CUDA),1)
+  # a fat binary for every architecture asked for, plus PTX of the last one for newer GPUs
+  CU_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+                -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH))
+  NVCCFLAGS ?= -O3 -g -lineinfo
+  NVCCFLAGS += -std=c++17 $(CU_GENCODE) -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -I. -MMD -MP
+  CFLAGS += -DAN_CUDA=1
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+endif
+
 LIB_DIRS := core kernels model data train infer serve
 LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c $(d)/*/*.c))
 ifneq ($(MPI),1)
   LIB_SRC := $(filter-out train/comm_mpi.c,$(LIB_SRC))
 endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+ifeq ($(CUDA),1)
+  CU_SRC := $(wildcard kernels/cuda/*.cu)
+  LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+endif
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -56,9 +83,18 @@ FUZZ_OBJ := $(FUZZ_SRC:%.c=$(BUILD)/%.o)
 .PHONY: all install test asan tsan fuzz deps demo bench check-compat clean fixtures model
 all: $(BUILD)/libautoneg.a $(BUILD)/autoneg
 
-$(BUILD)/%.o: %.c
+# CUDA=1 changes CFLAGS (AN_CUDA): a build folder remembers which it was built with, and switching
+# rebuilds every object, so `make` and `make CUDA=1` can share build/.
+CONFIG_FLAG := $(BUILD)/config.cuda
+$(shell mkdir -p $(BUILD) && (echo $(CUDA) | cmp -s - $(CONFIG_FLAG) || echo $(CUDA) > $(CONFIG_FLAG)))
+
+$(BUILD)/%.o: %.c $(CONFIG_FLAG)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/libautoneg.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -3,7 +3,7 @@
 /* The registry of backends: what `--device NAME` and the recipe key `train.device` choose.
  *
  * A backend is an op table (kernels/ops.h) with its own context. The CPU backend is always built; a
- * CUDA backend registers under AN_CUDA (kernels/backend.c; not written yet). Opening a backend that
+ * CUDA backend registers under AN_CUDA (kernels/cuda/, make CUDA=1; docs/cuda.md). Opening a backend that
  * this binary does not have is an error that says which backends it has. */
 #include "core/error.h"
 #include "kernels/ops.h"

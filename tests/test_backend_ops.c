@@ -18,8 +18,9 @@
  * The op list is the table's: cases[] is indexed by an_op_id, and an op without a case is a failure,
  * so adding an op to AN_OP_LIST without a case here fails the suite. An op a backend does not support
  * (supports() == 0 for that op and weight dtype) is reported as unsupported: neither passed nor
- * failed. Backends come from the registry by name (backend_names[] below); a name this build lacks
- * is skipped with the registry's message.
+ * failed. Backends come from the registry by name (backend_names[] below); a name this build lacks,
+ * or one it cannot open (a CUDA build without a GPU: "no CUDA device"), is skipped with the registry's
+ * message, one line, and is not a failure.
  *
  * Tolerances are stated per op family next to the code. u = 2^-24 is float32's unit roundoff; a
  * wrong formula (a sign, an index, a missing term) gives errors of order 1, far above all of them.
@@ -1598,6 +1599,7 @@ typedef struct backend_summary {
     const char *name;
     int opened, ops_checked, cases_run, cases_failed, unsupported;
     char unsupported_names[512];
+    char skipped[sizeof(an_error)]; /* why it did not open: not built in, or no device */
 } backend_summary;
 
 static case_fn g_case;
@@ -1669,7 +1671,7 @@ int main(void) {
         sums[b].name = backend_names[b];
         const an_ops *o = an_backend_open(backend_names[b], &err);
         if (!o) {
-            fprintf(stderr, "backend %s: skipped: %s\n", backend_names[b], err.msg);
+            snprintf(sums[b].skipped, sizeof sums[b].skipped, "%s", err.msg);
             continue;
         }
         sums[b].opened = 1;
@@ -1678,8 +1680,8 @@ int main(void) {
         if (o != g_cpu) an_backend_close(o);
     }
     for (size_t b = 0; b < N_BACKENDS; b++) {
-        if (!sums[b].opened) {
-            printf("backend %s: not built in, skipped\n", sums[b].name);
+        if (!sums[b].opened) { /* a CUDA build on a machine without a GPU says "no CUDA device" here */
+            printf("backend %s: skipped: %s\n", sums[b].name, sums[b].skipped);
             continue;
         }
         printf("backend %s: %d ops checked, %d unsupported (%s); %d op/dtype cases, %d failed\n", sums[b].name,

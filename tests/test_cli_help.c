@@ -105,7 +105,11 @@ static void test_version(void) {
     CHECK_CONTAINS(out, "autoneg 0.");
     CHECK_CONTAINS(out, "BLAS:");
     CHECK_CONTAINS(out, "devices: cpu");
+#if AN_CUDA
+    CHECK_CONTAINS(out, "CUDA: built");
+#else
     CHECK_CONTAINS(out, "CUDA: not built");
+#endif
     CHECK_CONTAINS(out, "MPI: not built");
     CHECK(*err == 0);
     free(out);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/backend.h"
 #include "kernels/ops.h"
 #include "model/model.h"
 #include "model/io/safetensors.h"
@@ -47,11 +48,27 @@ static inline int32_t *fx_ints(const an_safetensors *st, const char *name, size_
     return out;
 }
 
+/* The backend the fixture models load on: the CPU, or the one AN_TEST_DEVICE names (tools/gpu_check.sh
+ * runs test_model_families with AN_TEST_DEVICE=cuda). Opened once per test binary and left open. */
+static inline const an_ops *fixture_ops(void) {
+    static const an_ops *ops;
+    const char *dev = getenv("AN_TEST_DEVICE");
+    if (ops) return ops;
+    if (!dev || !*dev || strcmp(dev, "cpu") == 0) return ops = an_ops_cpu();
+    an_error e;
+    ops = an_backend_open(dev, &e);
+    if (!ops) test_fail_at(__FILE__, __LINE__, "AN_TEST_DEVICE=%s: %s", dev, e.msg);
+    else fprintf(stderr, "fixture models on %s\n", ops->description);
+    return ops;
+}
+
 static inline an_model *load_fixture_model(const char *name) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", MODEL_FIXTURES, name);
     an_error e;
-    an_model *m = an_model_load(path, an_ops_cpu(), &e);
+    const an_ops *ops = fixture_ops();
+    if (!ops) return NULL;
+    an_model *m = an_model_load(path, ops, &e);
     if (!m) test_fail_at(__FILE__, __LINE__, "loading %s: %s", path, e.msg);
     return m;
 }

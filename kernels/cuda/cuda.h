@@ -1,0 +1,177 @@
+/* Internals of the CUDA backend (the .cu files of kernels/cuda/), shared by its files; model code uses kernels/ops.h.
+ *
+ * The backend's state (an_cuda_ctx) holds the op table itself, so opening the backend allocates one
+ * object and the table's ctx points back at it: no global state. Every op runs on the context's one
+ * stream, in order; the memory ops synchronise that stream, so data a download returns is final.
+ *
+ * Float32 "test mode" is the only mode so far: cuBLAS in CUBLAS_DEFAULT_MATH (no TF32 tensor cores)
+ * and cuBLASLt with CUBLAS_COMPUTE_32F (not the _FAST_TF32 variant), so a GEMM is a float32 GEMM with
+ * float32 accumulation and the backend-ops harness can hold it to float32's rounding bounds.
+ * Reductions are written with a fixed order (fixed grids, tree reductions, one owner per output), never
+ * float atomics: same inputs, same GPU, same bits. */
+#ifndef AN_KERNELS_CUDA_H
+#define AN_KERNELS_CUDA_H
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/error.h"
+#include "kernels/ops.h"
+const an_ops *an_ops_cuda_open(an_error *err);
+void an_ops_cuda_close(const an_ops *o);
+}
+
+/* sum_squares' partial sums: a fixed grid, so the order of the sum never depends on the GPU */
+#define AN_CUDA_SUMSQ_BLOCKS 256
+#define AN_CUDA_THREADS 256
+
+typedef struct an_cuda_ctx {
+    an_ops table; /* first: the table a caller holds is this context */
+    int device;
+    char description[400];
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    void *lt_work; /* cuBLASLt's workspace, allocated once at open */
+    size_t lt_work_bytes;
+    double *partials; /* AN_CUDA_SUMSQ_BLOCKS + 1 doubles of device scratch for sum_squares */
+} an_cuda_ctx;
+
+static inline an_cuda_ctx *an_cuda(const an_ops *o) { return (an_cuda_ctx *)o->ctx; }
+
+/* Ops return nothing, so a failed launch or library call is reported on stderr (with the op's name)
+ * and its outputs are left as they are; the next synchronising memory op reports it again. */
+void an_cuda_report(const char *what, const char *detail);
+static inline void an_cuda_check(cudaError_t e, const char *what) {
+    if (e != cudaSuccess) an_cuda_report(what, cudaGetErrorString(e));
+}
+/* after a kernel launch: a bad configuration shows here, an error inside the kernel at the next sync */
+#define AN_CUDA_LAUNCHED(what) an_cuda_check(cudaGetLastError(), what)
+
+/* blocks for n elements at AN_CUDA_THREADS each, capped (the loops are grid-stride) */
+static inline unsigned an_cuda_blocks(size_t n) {
+    size_t b = (n + AN_CUDA_THREADS - 1) / AN_CUDA_THREADS;
+    if (b < 1) b = 1;
+    return b > 65535u ? 65535u : (unsigned)b;
+}
+
+/* Fills n floats with NaN: an op that cannot run (an unsupported dtype, too little workspace) makes its
+ * output visibly wrong instead of silently stale, as the CPU backend does. */
+void an_cuda_fill_nan(const an_ops *o, float *x, size_t n);
+
+/* Column-major C[m, n] = alpha op(A) op(B) + beta C (+ bias[m] broadcast over columns when bias is
+ * non-NULL, beta must then be 0), float32 in and out with float32 accumulation, through cuBLASLt (bias
+ * in its epilogue), falling back to cublasSgemm and a bias kernel when cuBLASLt offers no algorithm. */
+void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what);
+
+/* ---- the dropout mask, the CPU's function exactly (kernels/cpu.h an_cpu_mask_key / hash32 /
+ * threshold): element c is kept when hash32((uint32)c, key(seed, c >> 32)) >= threshold(p). ---- */
+__host__ __device__ static inline uint64_t an_cuda_mask_key(uint64_t seed, uint32_t hi) {
+    uint64_t z = (seed ^ ((uint64_t)hi * 0xD1B54A32D192ED03ull)) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+__host__ __device__ static inline uint32_t an_cuda_mask_hash32(uint32_t lo, uint64_t key) {
+    uint32_t x = lo * ((uint32_t)key | 1u) + (uint32_t)(key >> 32);
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+/* p * 2^32 rounded up (host: the CPU computes it in double the same way) */
+static inline uint32_t an_cuda_mask_threshold(float p) {
+    double t = (double)p * 4294967296.0;
+    uint64_t k = (uint64_t)t;
+    if ((double)k < t) k++;
+    return k > 0xFFFFFFFFull ? 0xFFFFFFFFu : (uint32_t)k;
+}
+/* 1 when element c of the mask is kept */
+__device__ static inline int an_cuda_mask_kept(uint64_t seed, uint64_t c, uint32_t thr) {
+    return an_cuda_mask_hash32((uint32_t)c, an_cuda_mask_key(seed, (uint32_t)(c >> 32))) >= thr;
+}
+
+/* bf16 (the top half of a float32) widened: exact */
+__device__ static inline float an_cuda_widen_bf16(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+/* the bf16 weight tile of the linear ops: the CPU's size (kernels/cpu.h AN_BF16_TILE_BYTES), rows of
+ * `cols` floats */
+static inline size_t an_cuda_bf16_work_floats(size_t cols) {
+    size_t rows = (4u << 20) / sizeof(float) / (cols ? cols : 1);
+    return (rows < 1 ? 1 : rows) * cols;
+}
+
+/* ---- the ops, one file per family in kernels/cuda/ ---- */
+int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight);
+/* matmul.cu */
+void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                             const float *w, int N, int C, int OC);
+size_t an_cuda_linear_work_bytes(const an_ops *o, const an_weight *w, int N);
+void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N,
+                            void *work, size_t work_bytes);
+void an_cuda_linear_backward_input(const an_ops *o, float *dinp, const float *dout, const an_weight *w, int N, void *work,
+                                   size_t work_bytes);
+/* embedding.cu */
+void an_cuda_embedding_forward(const an_ops *o, float *out, const int32_t *ids, const float *table, int N, int C);
+void an_cuda_embedding_backward(const an_ops *o, float *dtable, const float *dout, const int32_t *ids, int N, int C);
+void an_cuda_embedding_lookup(const an_ops *o, float *out, const int32_t *ids, const an_weight *table, int N);
+/* norm.cu */
+void an_cuda_layernorm_forward(const an_ops *o, float *out, float *mean, float *rstd, const float *inp, const float *w,
+                               const float *b, int N, int C, float eps);
+void an_cuda_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                const float *w, const float *mean, const float *rstd, int N, int C);
+void an_cuda_rmsnorm_forward(const an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
+void an_cuda_rmsnorm_backward(const an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                              const float *rstd, int N, int C);
+/* rope.cu */
+void an_cuda_rope_table(const an_ops *o, float *cos_sin, int n_pos, int hd, float theta);
+void an_cuda_rope_forward(const an_ops *o, float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+void an_cuda_rope_backward(const an_ops *o, float *dx, const int32_t *pos, int N, int nh, int hd, an_rope rope);
+/* attention.cu, decode.cu */
+void an_cuda_attention_forward(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
+                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work, size_t work_bytes);
+void an_cuda_attention_backward(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *out, const float *lse, const int32_t *seg_start,
+                                int B, int T, int nh, int nkv, int hd, void *work, size_t work_bytes);
+size_t an_cuda_attention_work_bytes(const an_ops *o, int T, int nh, int hd);
+void an_cuda_attention_decode_forward(const an_ops *o, float *out, const float *q, const float *k_cache, const float *v_cache,
+                                      const int32_t *slot, const int32_t *len, int B, int max_T, int nh, int nkv, int hd,
+                                      void *work, size_t work_bytes);
+/* pointwise.cu */
+void an_cuda_gelu_forward(const an_ops *o, float *out, const float *inp, size_t n);
+void an_cuda_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n);
+void an_cuda_swiglu_forward(const an_ops *o, float *out, const float *gate, const float *up, size_t n);
+void an_cuda_swiglu_backward(const an_ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                             size_t n);
+void an_cuda_add(const an_ops *o, float *out, const float *a, const float *b, size_t n);
+void an_cuda_axpy(const an_ops *o, float *dst, const float *src, float scale, size_t n);
+void an_cuda_scale(const an_ops *o, float *x, float s, size_t n);
+/* cross_entropy.cu */
+void an_cuda_cross_entropy_forward(const an_ops *o, float *losses, float *lse, const float *logits, const int32_t *targets, int N,
+                                   int V);
+void an_cuda_cross_entropy_backward(const an_ops *o, float *dlogits, const float *logits, const float *lse,
+                                    const int32_t *targets, int N, int V, float dloss);
+/* adamw.cu */
+void an_cuda_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+                          float lr, float beta1, float beta2, float eps, float weight_decay, int step);
+double an_cuda_sum_squares(const an_ops *o, const float *x, size_t n);
+/* layout.cu, dropout.cu, lora.cu */
+void an_cuda_gather_cols_forward(const an_ops *o, float *dst, const float *src, int N, const an_col_map *map);
+void an_cuda_gather_cols_backward(const an_ops *o, float *dsrc, const float *ddst, int N, const an_col_map *map);
+void an_cuda_dropout(const an_ops *o, float *out, const float *inp, size_t n, float p, uint64_t seed, uint64_t counter);
+void an_cuda_lora_forward(const an_ops *o, float *out, float *u, const float *x, const float *a, const float *bt, int N, int C,
+                          int OC, int r, float scaling, float p, uint64_t seed, uint64_t counter);
+void an_cuda_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *x,
+                           const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling, float p,
+                           uint64_t seed, uint64_t counter);
+void an_cuda_lora_grouped_forward(const an_ops *o, float *out, float *u, const float *x, int C, int OC, const an_lora_seg *segs,
+                                  int n_segs);
+
+#endif

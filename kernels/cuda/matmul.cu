@@ -1,0 +1,194 @@
+/* Linear layers on the GPU: out = inp w^T + bias through cuBLASLt (the bias in its epilogue), the
+ * backward's two products, the bias gradient, and the typed-weight ops (float32 and bf16 weights).
+ *
+ * Row-major X[R, K] is column-major X^T with leading dimension K, so with w[OC, C] (nn.Linear):
+ *   out^T [OC, N] = w (as op(A) = A^T of the column-major [C, OC])  x  inp^T [C, N]
+ *   dinp^T [C, N] += w^T-in-column-major [C, OC]  x  dout^T [OC, N]
+ *   dw^T [C, OC]  += inp^T [C, N]  x  (dout^T [OC, N])^T
+ * A bf16 weight is widened a tile of rows at a time into the caller's workspace (as the CPU does, the
+ * same tile size) and the float32 GEMM runs on the tile. */
+#include "kernels/cuda/cuda.h"
+
+/* the largest power of two dividing the address, up to 256: cuBLASLt's heuristic must only offer
+ * algorithms that work with how the pointers are actually aligned (its default assumes 256) */
+static uint32_t alignment(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 4 && (a % al) != 0) al /= 2;
+    return al;
+}
+
+__global__ static void add_bias_cols(float *C, const float *bias, int m, int n, int ldc) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (size_t)m * n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t col = i / (size_t)m, row = i % (size_t)m;
+        C[col * (size_t)ldc + row] += bias[row];
+    }
+}
+
+/* cuBLASLt; returns 0 when it ran, -1 when it offers no algorithm for these shapes and alignments */
+static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc, const float *bias) {
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    int ok = 0;
+    cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    /* float32 compute, not CUBLAS_COMPUTE_32F_FAST_TF32: the test mode */
+    if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) goto done;
+    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    }
+    /* stored shapes: op(A) is m x k, so A is m x k (N) or k x m (T); likewise B */
+    if (cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, trans_a ? k : m, trans_a ? m : k, lda) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, trans_b ? n : k, trans_b ? k : n, ldb) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc) != CUBLAS_STATUS_SUCCESS)
+        goto done;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) goto done;
+    {
+        size_t ws = c->lt_work_bytes;
+        uint32_t aa = alignment(A), ab = alignment(B), ac = alignment(C);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
+        cublasLtMatmulHeuristicResult_t heur;
+        int found = 0;
+        if (cublasLtMatmulAlgoGetHeuristic(c->lt, desc, la, lb, lc, lc, pref, 1, &heur, &found) != CUBLAS_STATUS_SUCCESS ||
+            found < 1)
+            goto done;
+        cublasStatus_t st = cublasLtMatmul(c->lt, desc, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &heur.algo, c->lt_work,
+                                           c->lt_work_bytes, c->stream);
+        ok = st == CUBLAS_STATUS_SUCCESS;
+    }
+done:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    return ok ? 0 : -1;
+}
+
+void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what) {
+    an_cuda_ctx *c = an_cuda(o);
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) { /* an empty sum: C = beta C (+ bias); cuBLAS would reject k = 0 */
+        if (beta == 0.0f)
+            for (int j = 0; j < n; j++) an_cuda_check(cudaMemsetAsync(C + (size_t)j * ldc, 0, (size_t)m * sizeof(float), c->stream), what);
+        if (bias) {
+            add_bias_cols<<<an_cuda_blocks((size_t)m * n), AN_CUDA_THREADS, 0, c->stream>>>(C, bias, m, n, ldc);
+            AN_CUDA_LAUNCHED(what);
+        }
+        return;
+    }
+    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias) == 0) return;
+    /* cuBLASLt had no algorithm: the classic GEMM (CUBLAS_DEFAULT_MATH: float32) and the bias apart */
+    cublasStatus_t st = cublasSgemm(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
+                                    &alpha, A, lda, B, ldb, &beta, C, ldc);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        an_cuda_report(what, "cublasSgemm failed");
+        return;
+    }
+    if (bias) {
+        add_bias_cols<<<an_cuda_blocks((size_t)m * n), AN_CUDA_THREADS, 0, c->stream>>>(C, bias, m, n, ldc);
+        AN_CUDA_LAUNCHED(what);
+    }
+}
+
+void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+    an_cuda_gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, "matmul_forward");
+}
+
+/* dbias[j] += sum over rows of dout[:, j]: one thread per column walks the rows in order (as the CPU:
+ * deterministic, and coalesced across the threads of a warp) */
+__global__ static void bias_grad(float *dbias, const float *dout, int N, int OC) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= OC) return;
+    float acc = 0.0f;
+    for (int n = 0; n < N; n++) acc += dout[(size_t)n * OC + j];
+    dbias[j] += acc;
+}
+
+void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                             const float *w, int N, int C, int OC) {
+    if (dinp) an_cuda_gemm(o, 0, 0, C, N, OC, 1.0f, w, C, dout, OC, 1.0f, dinp, C, NULL, "matmul_backward (dinp)");
+    if (dw) an_cuda_gemm(o, 0, 1, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, NULL, "matmul_backward (dw)");
+    if (dbias && OC > 0) {
+        bias_grad<<<(OC + AN_CUDA_THREADS - 1) / AN_CUDA_THREADS, AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(dbias, dout, N, OC);
+        AN_CUDA_LAUNCHED("matmul_backward (dbias)");
+    }
+}
+
+/* ---- typed weights ---- */
+
+size_t an_cuda_linear_work_bytes(const an_ops *o, const an_weight *w, int N) {
+    (void)o, (void)N;
+    /* float32 runs the GEMM directly; bf16 widens a tile of rows */
+    return w->dtype == AN_BF16 ? an_cuda_bf16_work_floats((size_t)w->cols) * sizeof(float) : 0;
+}
+
+__global__ static void widen_rows(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = an_cuda_widen_bf16(src[i]);
+}
+
+/* rows of a bf16 weight per tile that fit the workspace; 0 when not even one row does */
+static int bf16_tile_rows(size_t work_bytes, int C, int OC) {
+    size_t rows = work_bytes / sizeof(float) / (size_t)(C > 0 ? C : 1);
+    return rows > (size_t)OC ? OC : (int)rows;
+}
+
+void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N,
+                            void *work, size_t work_bytes) {
+    int C = (int)w->cols, OC = (int)w->rows;
+    if (w->dtype == AN_F32) {
+        an_cuda_matmul_forward(o, out, inp, (const float *)w->data, bias, N, C, OC);
+        return;
+    }
+    int R = w->dtype == AN_BF16 ? bf16_tile_rows(work_bytes, C, OC) : 0;
+    if (R < 1 || !work) { /* unsupported dtype or no workspace: NaN, never stale */
+        an_cuda_fill_nan(o, out, (size_t)N * OC);
+        return;
+    }
+    const uint16_t *wb = (const uint16_t *)w->data;
+    float *tile = (float *)work;
+    for (int o0 = 0; o0 < OC; o0 += R) {
+        int rows = OC - o0 < R ? OC - o0 : R;
+        size_t n = (size_t)rows * C;
+        widen_rows<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, wb + (size_t)o0 * C, n);
+        AN_CUDA_LAUNCHED("linear_forward (bf16 widen)");
+        /* out[:, o0 : o0 + rows] = inp tile^T + bias[o0 ...] */
+        an_cuda_gemm(o, 1, 0, rows, N, C, 1.0f, tile, C, inp, C, 0.0f, out + o0, OC, bias ? bias + o0 : NULL,
+                     "linear_forward (bf16)");
+    }
+}
+
+void an_cuda_linear_backward_input(const an_ops *o, float *dinp, const float *dout, const an_weight *w, int N, void *work,
+                                   size_t work_bytes) {
+    int C = (int)w->cols, OC = (int)w->rows;
+    if (w->dtype == AN_F32) {
+        an_cuda_matmul_backward(o, dinp, NULL, NULL, dout, NULL, (const float *)w->data, N, C, OC);
+        return;
+    }
+    int R = w->dtype == AN_BF16 ? bf16_tile_rows(work_bytes, C, OC) : 0;
+    if (R < 1 || !work) {
+        an_cuda_fill_nan(o, dinp, (size_t)N * C);
+        return;
+    }
+    const uint16_t *wb = (const uint16_t *)w->data;
+    float *tile = (float *)work;
+    for (int o0 = 0; o0 < OC; o0 += R) {
+        int rows = OC - o0 < R ? OC - o0 : R;
+        size_t n = (size_t)rows * C;
+        widen_rows<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, wb + (size_t)o0 * C, n);
+        AN_CUDA_LAUNCHED("linear_backward_input (bf16 widen)");
+        /* dinp += dout[:, o0 : o0 + rows] tile */
+        an_cuda_gemm(o, 0, 0, C, N, rows, 1.0f, tile, C, dout + o0, OC, 1.0f, dinp, C, NULL, "linear_backward_input (bf16)");
+    }
+}
