@@ -4,9 +4,9 @@
 #include "data/tokenizers/tokenizer_impl.h"
 #include "data/tokenizers/unicode.h"
 
-enum { C_SPACE, C_LETTER, C_NUMBER, C_OTHER };
+enum { C_SPACE = AN_PRETOK_SPACE, C_LETTER = AN_PRETOK_LETTER, C_NUMBER = AN_PRETOK_NUMBER, C_OTHER = AN_PRETOK_OTHER };
 
-static int char_class(const unsigned char *s, size_t n, size_t i, int *len) {
+int an_pretok_class(const unsigned char *s, size_t n, size_t i, int *len) {
     uint32_t cp;
     *len = an_utf8_decode(s + i, n - i, &cp);
     if (an_unicode_is_letter(cp)) return C_LETTER;
@@ -14,6 +14,8 @@ static int char_class(const unsigned char *s, size_t n, size_t i, int *len) {
     if (an_unicode_is_space(cp)) return C_SPACE;
     return C_OTHER;
 }
+
+static int char_class(const unsigned char *s, size_t n, size_t i, int *len) { return an_pretok_class(s, n, i, len); }
 
 /* End of the run of characters of class cls starting at i. */
 static size_t run_end(const unsigned char *s, size_t n, size_t i, int cls) {

@@ -66,6 +66,11 @@ void an_bpe_scratch_free(an_bpe_scratch *s);
  * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ splits. */
 size_t an_gpt2_piece_end(const unsigned char *s, size_t n, size_t i);
 
+/* The regex classes the pre-tokenizers split on: the character at s[i] (its UTF-8 length in *len) is
+ * \p{L}, \p{N}, \s or anything else (a malformed byte is one "other" character). */
+enum { AN_PRETOK_SPACE, AN_PRETOK_LETTER, AN_PRETOK_NUMBER, AN_PRETOK_OTHER };
+int an_pretok_class(const unsigned char *s, size_t n, size_t i, int *len);
+
 /* Llama 3 (max_digits 3) and Qwen2 (max_digits 1) pre-tokenization: the end of the piece that starts
  * at s[i] (i < n), exactly as the regex (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|
  * \p{N}{1,max_digits}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ splits. */

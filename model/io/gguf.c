@@ -62,8 +62,7 @@ static int read_string(cursor *c, const char **s, uint64_t *len, const char *ctx
     return 0;
 }
 
-/* Byte size of a fixed-size value type; 0 for string, array and unknown types. */
-static int scalar_size(uint64_t t) {
+int an_gguf_scalar_size(uint64_t t) {
     switch (t) {
     case AN_GGUF_U8: case AN_GGUF_I8: case AN_GGUF_BOOL: return 1;
     case AN_GGUF_U16: case AN_GGUF_I16: return 2;
@@ -81,7 +80,7 @@ const char *an_gguf_type_name(an_gguf_type t) {
 
 static void decode_scalar(an_gguf_type t, const unsigned char *p, an_gguf_value *v) {
     v->type = t;
-    uint64_t raw = le(p, scalar_size(t));
+    uint64_t raw = le(p, an_gguf_scalar_size(t));
     switch (t) {
     case AN_GGUF_I8: v->v.i = (int8_t)raw; break;
     case AN_GGUF_I16: v->v.i = (int16_t)raw; break;
@@ -103,7 +102,7 @@ static void decode_scalar(an_gguf_type t, const unsigned char *p, an_gguf_value 
  * array array (top-level values only). */
 static int read_value(cursor *c, uint64_t t, an_gguf_value *out, int depth, int index, const char *ctx) {
     memset(out, 0, sizeof *out);
-    int sz = scalar_size(t);
+    int sz = an_gguf_scalar_size(t);
     if (sz) {
         if (need(c, (uint64_t)sz, ctx, "value") != 0) return -1;
         if (t == AN_GGUF_BOOL && c->p[0] > 1)
@@ -134,7 +133,7 @@ static int read_value(cursor *c, uint64_t t, an_gguf_value *out, int depth, int 
     uint64_t left = (uint64_t)(c->end - c->p);
     /* The smallest element (1 byte, or 8 for a string's length, 12 for an array's header) bounds the
      * count before any loop or allocation depends on it. */
-    uint64_t min_size = elem == AN_GGUF_STRING ? 8 : elem == AN_GGUF_ARRAY ? 12 : (uint64_t)scalar_size(elem);
+    uint64_t min_size = elem == AN_GGUF_STRING ? 8 : elem == AN_GGUF_ARRAY ? 12 : (uint64_t)an_gguf_scalar_size(elem);
     if (n > left / min_size)
         return an_fail(c->err, "%s: %s: array length %llu at byte %llu runs past the end of the file (%llu bytes)",
                        c->path, ctx, (unsigned long long)n, at(c) - 8, (unsigned long long)(c->end - c->begin));
@@ -458,7 +457,7 @@ int an_gguf_get_array(const an_gguf *g, const char *key, int elem, const an_gguf
 
 int an_gguf_array_get(const an_gguf_value *arr, uint64_t i, an_gguf_value *out) {
     if (arr->type != AN_GGUF_ARRAY || i >= arr->v.arr.n) return -1;
-    int sz = scalar_size(arr->v.arr.elem);
+    int sz = an_gguf_scalar_size(arr->v.arr.elem);
     if (sz) {
         decode_scalar(arr->v.arr.elem, arr->v.arr.data + i * (uint64_t)sz, out);
         return 0;

@@ -84,6 +84,9 @@ typedef struct an_gguf {
     int64_t *by_name; /* tensor indices sorted by name, for an_gguf_find_tensor */
 } an_gguf;
 
+/* Byte size of a fixed-size value type; 0 for string, array and unknown types. */
+int an_gguf_scalar_size(uint64_t t);
+
 /* On failure g is left empty (nothing to close) and err says "path: what is wrong". */
 int an_gguf_open(an_gguf *g, const char *path, an_error *err);
 void an_gguf_close(an_gguf *g);

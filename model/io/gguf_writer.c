@@ -87,20 +87,10 @@ void an_gguf_kv_str(an_gguf_out *w, const char *key, const char *s) {
     put_str(w, s, strlen(s));
 }
 
-static int scalar_bytes(an_gguf_type t) {
-    switch (t) {
-    case AN_GGUF_U8: case AN_GGUF_I8: case AN_GGUF_BOOL: return 1;
-    case AN_GGUF_U16: case AN_GGUF_I16: return 2;
-    case AN_GGUF_U32: case AN_GGUF_I32: case AN_GGUF_F32: return 4;
-    case AN_GGUF_U64: case AN_GGUF_I64: case AN_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 /* A value's payload (without its type), re-encoded from the reader's decoded form, so what is copied is
  * exactly what the reader checked. */
 static void put_value(an_gguf_out *w, const an_gguf_value *v) {
-    int nb = scalar_bytes(v->type);
+    int nb = an_gguf_scalar_size(v->type);
     if (v->type == AN_GGUF_F32) {
         float f = (float)v->v.f; /* widened exactly when read */
         uint32_t u;
