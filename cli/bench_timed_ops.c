@@ -41,10 +41,10 @@ static void timed_matmul_backward(const an_ops *o, float *dinp, float *dw, float
 }
 
 static void timed_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias,
-                                 int N, void *work, size_t work_bytes) {
+                                 int N, void *work, size_t work_bytes, int mode) {
     timed_ctx *c = o->ctx;
     double t = now_seconds();
-    c->inner->linear_forward(c->inner, out, inp, w, bias, N, work, work_bytes);
+    c->inner->linear_forward(c->inner, out, inp, w, bias, N, work, work_bytes, mode);
     c->matmul_seconds += now_seconds() - t;
 }
 

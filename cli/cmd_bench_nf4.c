@@ -74,7 +74,7 @@ static double token(an_model *m, const an_linear_ref *refs, int n, int with_head
         (void)kind; /* without BLAS every float32 row goes through the linear op */
 #endif
         an_weight wt = an_param_weight(w);
-        m->ops->linear_forward(m->ops, y, x, &wt, refs[i].b ? refs[i].b->data : NULL, 1, work, work_bytes);
+        m->ops->linear_forward(m->ops, y, x, &wt, refs[i].b ? refs[i].b->data : NULL, 1, work, work_bytes, AN_LINEAR_INFER);
     }
     return now() - t0;
 }

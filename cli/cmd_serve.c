@@ -185,6 +185,12 @@ static void default_name(const char *model, char *out, size_t cap) {
     if (!*out) snprintf(out, cap, "autoneg");
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 typedef struct engine_thread {
     an_engine *e;
     volatile int stop; /* set by the main thread, read here: a plain flag plus an_engine_wake */
@@ -198,12 +204,46 @@ static int engine_stopping(engine_thread *t) {
     return s;
 }
 
-static void *engine_loop(void *arg) {
-    engine_thread *t = arg;
+/* The engine steps on the main thread, the one that loaded the model: its OpenMP team is the only
+ * one. (A second stepping thread got a team of its own; with more OpenMP threads than cores libgomp
+ * stops spinning at barriers, and a decode step of SmolLM2 took 34 ms instead of 10.) */
+static void engine_loop(engine_thread *t) {
     an_error err;
     while (!engine_stopping(t))
         if (an_engine_wait(t->e, 100) && an_engine_step(t->e, &err) < 0)
             fprintf(stderr, "autoneg: serve: a step failed (its requests ended with an error): %s\n", err.msg);
+}
+
+/* The shutdown, on a thread of its own while the main thread steps the engine: waits for SIGTERM or
+ * SIGINT, stops new connections, lets running requests finish for up to drain_s seconds, cancels the
+ * rest, closes the listener and then tells the engine loop to end. */
+typedef struct shutdown_thread {
+    sigset_t sigs;
+    an_server *sv;
+    an_http_server *http;
+    engine_thread *et;
+    int drain_s;
+} shutdown_thread;
+
+static void *shutdown_main(void *arg) {
+    shutdown_thread *d = arg;
+    int sig = 0;
+    sigwait(&d->sigs, &sig);
+    fprintf(stderr, "autoneg: serve: %s: no new connections; finishing %d request(s) for up to %d s\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", an_server_jobs(d->sv), d->drain_s);
+    an_http_quiesce(d->http);
+    an_server_drain(d->sv);
+    double t0 = now_s();
+    while (an_server_jobs(d->sv) > 0 && now_s() - t0 < d->drain_s) usleep(20000);
+    if (an_server_jobs(d->sv) > 0) {
+        fprintf(stderr, "autoneg: serve: cancelling %d request(s) still running\n", an_server_jobs(d->sv));
+        an_server_cancel_all(d->sv);
+    }
+    an_http_stop(d->http); /* the connections' threads end once their jobs have */
+    pthread_mutex_lock(&d->et->mu);
+    d->et->stop = 1;
+    pthread_mutex_unlock(&d->et->mu);
+    an_engine_wake(d->et->e);
     return NULL;
 }
 
@@ -222,11 +262,6 @@ static void add_template_prefix(an_session *s, an_engine *e) {
     an_ids_free(&ids);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int an_cmd_serve(int argc, char **argv) {
     int rc;
@@ -313,33 +348,17 @@ int an_cmd_serve(int argc, char **argv) {
     }
     add_template_prefix(&s, e);
     engine_thread et = {e, 0, PTHREAD_MUTEX_INITIALIZER};
+    shutdown_thread down = {sigs, sv, http, &et, a.drain_s};
     pthread_t tid;
-    if (pthread_create(&tid, NULL, engine_loop, &et)) {
-        cli_fail("serve: cannot start the engine thread");
+    if (pthread_create(&tid, NULL, shutdown_main, &down)) {
+        cli_fail("serve: cannot start the shutdown thread");
         goto out;
     }
     an_server_attach(sv, &s, e);
     fprintf(stderr, "autoneg: serve: ready: model %s, %d adapter(s), %d slots\n", name, a.n_adapters, a.parallel);
-
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    fprintf(stderr, "autoneg: serve: %s: no new connections; finishing %d request(s) for up to %d s\n",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", an_server_jobs(sv), a.drain_s);
-    an_http_quiesce(http);
-    an_server_drain(sv);
-    double t0 = now_s();
-    while (an_server_jobs(sv) > 0 && now_s() - t0 < a.drain_s) usleep(20000);
-    if (an_server_jobs(sv) > 0) {
-        fprintf(stderr, "autoneg: serve: cancelling %d request(s) still running\n", an_server_jobs(sv));
-        an_server_cancel_all(sv);
-    }
-    an_http_stop(http); /* the connections' threads end once their jobs have */
-    http = NULL;
-    pthread_mutex_lock(&et.mu);
-    et.stop = 1;
-    pthread_mutex_unlock(&et.mu);
-    an_engine_wake(e);
+    engine_loop(&et); /* until the shutdown thread has stopped the server */
     pthread_join(tid, NULL);
+    http = NULL; /* stopped by the shutdown thread */
     fprintf(stderr, "autoneg: serve: stopped\n");
     rc = 0;
 out:

@@ -31,7 +31,7 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
     const an_model *m = s->m;
     const an_ops *o = m->ops;
     an_weight wt = an_param_weight(w);
-    o->linear_forward(o, out, inp, &wt, opt(b), N, s->linear_work, s->linear_work_bytes);
+    o->linear_forward(o, out, inp, &wt, opt(b), N, s->linear_work, s->linear_work_bytes, AN_LINEAR_INFER);
     /* the adapters, unmerged: out += scaling * (inp A^T) B^T per row's adapter, B held transposed
      * (model/lora.h); one grouped op for every adapter of the batch */
     int ns = lora_segments(s, w, N), C = (int)w->shape[1], OC = (int)w->shape[0];

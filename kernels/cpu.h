@@ -214,7 +214,7 @@ void an_cpu_dropout(const an_ops *o, float *out, const float *inp, size_t n, flo
 /* Typed weights (kernels/cpu_linear.c): the table's linear ops and embedding lookup, and supports(). */
 size_t an_cpu_linear_work_bytes(const an_ops *o, const an_weight *w, int N);
 void an_cpu_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias,
-                           int N, void *work, size_t work_bytes);
+                           int N, void *work, size_t work_bytes, int mode);
 void an_cpu_linear_backward_input(const an_ops *o, float *dinp, const float *dout, const an_weight *w, int N,
                                   void *work, size_t work_bytes);
 void an_cpu_embedding_lookup(const an_ops *o, float *out, const int32_t *ids, const an_weight *table, int N);
@@ -239,7 +239,7 @@ void an_cpu_matmul_backward_input_bf16w(float *dinp, const float *dout, const ui
  * quantized activations of the matrix-vector path. */
 size_t an_cpu_quant_work_bytes(const an_weight *w, int N);
 void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
-                          size_t work_bytes);
+                          size_t work_bytes, int mode);
 void an_cpu_quant_backward_input(float *dinp, const float *dout, const an_weight *w, int N, void *work,
                                  size_t work_bytes);
 void an_cpu_quant_embedding(float *out, const int32_t *ids, const an_weight *table, int N);

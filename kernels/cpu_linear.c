@@ -22,7 +22,7 @@ static void fill_nan(float *x, size_t n) {
 }
 
 void an_cpu_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias,
-                           int N, void *work, size_t work_bytes) {
+                           int N, void *work, size_t work_bytes, int mode) {
     int C = (int)w->cols, OC = (int)w->rows;
     switch (w->dtype) {
     case AN_F32:
@@ -40,7 +40,7 @@ void an_cpu_linear_forward(const an_ops *o, float *out, const float *inp, const 
             fill_nan(out, (size_t)N * OC);
         return;
     default:
-        if (an_dtype_is_ggml(w->dtype)) an_cpu_quant_forward(out, inp, w, bias, N, work, work_bytes);
+        if (an_dtype_is_ggml(w->dtype)) an_cpu_quant_forward(out, inp, w, bias, N, work, work_bytes, mode);
         else fill_nan(out, (size_t)N * OC); /* supports() said no */
     }
 }

@@ -92,6 +92,18 @@ static float row_dot(an_dtype t, const uint8_t *w, const void *a, int nb, int si
     }
 }
 
+/* R (AN_Q_ROWS or half of it) rows of activations at once: the 32-block types only */
+static void rows_dot(an_dtype t, const uint8_t *w, const void *a, int nb, int simd, int R, float *out) {
+    switch (t) {
+    case AN_Q8_0: an_q8_0_dot_rows(w, a, nb, simd, R, out); return;
+    case AN_Q4_0: an_q4_0_dot_rows(w, a, nb, simd, R, out); return;
+    case AN_Q4_1: an_q4_1_dot_rows(w, a, nb, simd, R, out); return;
+    default:
+        for (int r = 0; r < R; r++) out[r] = NAN;
+        return;
+    }
+}
+
 static void dequantize_row(an_dtype t, const uint8_t *w, float *y, int nb) {
     switch (t) {
     case AN_Q8_0: an_q8_0_dequantize(w, y, nb); return;
@@ -123,15 +135,23 @@ int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const 
         else an_q8_act_quantize((an_q8_act *)(act + n * arow), inp + (size_t)n * C, C);
     }
     const uint8_t *wd = w->data;
-    /* rows in chunks of 16 per thread step; small products are not worth waking the team */
+    int grouped = t == AN_Q8_0 || t == AN_Q4_0 || t == AN_Q4_1;
+    /* weight rows in chunks of 16 per thread step (16 rows stay in L1 while every group of input
+     * rows passes over them); small products are not worth waking the team */
 #pragma omp parallel for schedule(static) if ((size_t)OC * C >= 65536)
     for (int o0 = 0; o0 < OC; o0 += 16) {
         int o1 = o0 + 16 < OC ? o0 + 16 : OC;
-        for (int o = o0; o < o1; o++)
-            for (int n = 0; n < N; n++) {
-                float s = row_dot(t, wd + (size_t)o * wrow, act + n * arow, nb, simd);
-                out[(size_t)n * OC + o] = bias ? s + bias[o] : s;
+        for (int n0 = 0; n0 < N;) {
+            /* groups of AN_Q_ROWS input rows, then of half that, then one by one */
+            int left = N - n0, R = !grouped ? 1 : left >= AN_Q_ROWS ? AN_Q_ROWS : left >= AN_Q_ROWS / 2 ? AN_Q_ROWS / 2 : 1;
+            for (int o = o0; o < o1; o++) {
+                float s[AN_Q_ROWS];
+                if (R > 1) rows_dot(t, wd + (size_t)o * wrow, act + n0 * arow, nb, simd, R, s);
+                else s[0] = row_dot(t, wd + (size_t)o * wrow, act + n0 * arow, nb, simd);
+                for (int r = 0; r < R; r++) out[(size_t)(n0 + r) * OC + o] = bias ? s[r] + bias[o] : s[r];
             }
+            n0 += R;
+        }
     }
     return 0;
 }
@@ -161,9 +181,9 @@ static void fill_nan(float *x, size_t n) {
 }
 
 void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
-                          size_t work_bytes) {
+                          size_t work_bytes, int mode) {
     int C = (int)w->cols, OC = (int)w->rows;
-    if (N <= AN_QUANT_MATVEC_MAX_ROWS && !an_cpu_quant_matvec(out, inp, w, bias, N, work, work_bytes, an_q_best_simd()))
+    if (mode == AN_LINEAR_INFER && N <= AN_QUANT_MATVEC_MAX_ROWS && !an_cpu_quant_matvec(out, inp, w, bias, N, work, work_bytes, an_q_best_simd()))
         return;
     size_t floats = work_bytes > 64 ? (work_bytes - 64) / sizeof(float) : 0;
     if (floats < (size_t)C) { /* no room for one row: NaN, never a wrong sum */

@@ -15,12 +15,15 @@
  * (model/io/gguf_quants.c documents the same layouts; its dequantization is the reference.)
  *
  * Two ways to multiply (kernels/cpu_quant.c):
- *  - few rows (decoding): the activations are quantized to 8 bits per block of 32 (an_q8_act) or 256
- *    (an_q8k_act) and each weight block is dotted with them in integers, exactly; the integer sums
- *    become float32 in a fixed order (below), so the plain-C and the SIMD kernels (AVX2, AVX-512 VNNI)
- *    give the same bits;
- *  - many rows (prompt processing, training, input gradients): a tile of weight rows is dequantized
- *    to float32 (bit-identical to the reference) and the float32 GEMM runs on it.
+ *  - inference on up to AN_QUANT_MATVEC_MAX_ROWS rows (decode steps, short prompts; AN_LINEAR_INFER):
+ *    the activations are quantized to 8 bits per block of 32 (an_q8_act) or 256 (an_q8k_act) and each
+ *    weight block is dotted with them in integers, exactly; the integer sums become float32 in a
+ *    fixed order (below), so the plain-C and the SIMD kernels (AVX2, AVX-512 VNNI) give the same bits,
+ *    and a row's result does not depend on how many rows run with it (the 32-block types unpack each
+ *    weight block once for 8 or 4 input rows, summing each row in the same order);
+ *  - more rows, and training (AN_LINEAR_EXACT: the function its backward differentiates), and input
+ *    gradients: a tile of weight rows is dequantized to float32 (bit-identical to the reference) and
+ *    the float32 GEMM runs on it.
  *
  * The float order of the 32-block dot products (Q8_0, Q4_0, Q4_1): block b's 32 products are summed
  * exactly in eight int32 lanes, lane l holding elements 4l .. 4l+3; acc[b % 2][l] += (float)lane *
@@ -93,6 +96,15 @@ float an_q4_1_dot(const uint8_t *w, const an_q8_act *a, int nb, int simd);
 float an_q4_k_dot(const uint8_t *w, const an_q8k_act *a, int nb, int simd);
 float an_q6_k_dot(const uint8_t *w, const an_q8k_act *a, int nb, int simd);
 
+/* The 32-block products for R activation rows at once (rows a, a + nb, ..., R = AN_Q_ROWS or
+ * AN_Q_ROWS / 2): each weight block is unpacked once for all of them; out[r] has the bits of the
+ * single-row product of row r. (8 rows keep 16 accumulators in AVX-512's 32 vector registers; 4
+ * serve the batches of 4 to 7.) */
+#define AN_Q_ROWS 8
+void an_q8_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
+void an_q4_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
+void an_q4_1_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
+
 /* nb blocks to float32, the same bits as model/io/gguf_quants.c's reference dequantization. */
 void an_q8_0_dequantize(const uint8_t *w, float *y, int nb);
 void an_q4_0_dequantize(const uint8_t *w, float *y, int nb);
@@ -100,11 +112,13 @@ void an_q4_1_dequantize(const uint8_t *w, float *y, int nb);
 void an_q4_k_dequantize(const uint8_t *w, float *y, int nb);
 void an_q6_k_dequantize(const uint8_t *w, float *y, int nb);
 
-/* The matrix-vector product of the typed linear op at a given SIMD level (the op uses the best):
+/* The matrix-vector product of the typed linear op at a given SIMD level (the op uses the best;
+ * 32 rows: above that the dequantized tiles under the GEMM were faster for SmolLM2's shapes on the
+ * development machine, 582 against 338 prompt tokens/s at 64 rows, 332 against 361 at 32):
  * out[N, OC] = inp[N, C] W^T + bias with the activations quantized, N <= AN_QUANT_MATVEC_MAX_ROWS;
  * work: an_quant_act_bytes(w->dtype, N, C). Row n of the result does not depend on the other rows.
  * Returns -1 (writing nothing) for a dtype that is not a GGUF block type or too little work. */
-#define AN_QUANT_MATVEC_MAX_ROWS 4
+#define AN_QUANT_MATVEC_MAX_ROWS 32
 size_t an_quant_act_bytes(an_dtype t, int N, int C);
 int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
                         size_t work_bytes, int simd);

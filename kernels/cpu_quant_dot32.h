@@ -41,4 +41,50 @@
         return an_q_reduce16(t) + (m0 + m1);                                                                   \
     }
 
+/* The same dot products for R activation rows at once (rows a, a + nb, ..., a + (R-1) nb): each
+ * weight block is loaded, unpacked and its scales converted once for all R rows, and every row's
+ * sums run in exactly the order above, so out[r] has the bits of NAME's single-row product. */
+#define AN_Q32_DOTR_AVX2(NAME, R, BYTES, QOFF, LOAD, LANES, MIN)                                              \
+    static void NAME(const uint8_t *w, const an_q8_act *a, int nb, float *out) {                              \
+        __m256 acc0[R], acc1[R];                                                                               \
+        float m0[R], m1[R];                                                                                    \
+        for (int r = 0; r < (R); r++) {                                                                        \
+            acc0[r] = acc1[r] = _mm256_setzero_ps();                                                           \
+            m0[r] = m1[r] = 0.0f;                                                                              \
+        }                                                                                                      \
+        int b = 0;                                                                                             \
+        for (; b + 2 <= nb; b += 2, w += 2 * (BYTES)) {                                                       \
+            __m256i q0 = LOAD(w + (QOFF)), q1 = LOAD(w + (BYTES) + (QOFF));                                   \
+            float d0 = an_q_f16(w), d1 = an_q_f16(w + (BYTES));                                                \
+            float n0 = (MIN) ? an_q_f16(w + 2) : 0.0f, n1 = (MIN) ? an_q_f16(w + (BYTES) + 2) : 0.0f;          \
+            for (int r = 0; r < (R); r++) {                                                                    \
+                const an_q8_act *x = a + (size_t)r * (size_t)nb + b;                                           \
+                __m256i l0 = LANES(q0, _mm256_loadu_si256((const __m256i *)x[0].q));                          \
+                __m256i l1 = LANES(q1, _mm256_loadu_si256((const __m256i *)x[1].q));                          \
+                acc0[r] = _mm256_add_ps(acc0[r], _mm256_mul_ps(_mm256_cvtepi32_ps(l0), _mm256_set1_ps(d0 * x[0].d))); \
+                acc1[r] = _mm256_add_ps(acc1[r], _mm256_mul_ps(_mm256_cvtepi32_ps(l1), _mm256_set1_ps(d1 * x[1].d))); \
+                float t0 = (MIN) ? n0 * x[0].s : 0.0f, t1 = (MIN) ? n1 * x[1].s : 0.0f;                         \
+                m0[r] = m0[r] + t0;                                                                            \
+                m1[r] = m1[r] + t1;                                                                            \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (b < nb) {                                                                                          \
+            __m256i q0 = LOAD(w + (QOFF));                                                                     \
+            float d0 = an_q_f16(w), n0 = (MIN) ? an_q_f16(w + 2) : 0.0f;                                       \
+            for (int r = 0; r < (R); r++) {                                                                    \
+                const an_q8_act *x = a + (size_t)r * (size_t)nb + b;                                           \
+                __m256i l0 = LANES(q0, _mm256_loadu_si256((const __m256i *)x[0].q));                          \
+                acc0[r] = _mm256_add_ps(acc0[r], _mm256_mul_ps(_mm256_cvtepi32_ps(l0), _mm256_set1_ps(d0 * x[0].d))); \
+                float t0 = (MIN) ? n0 * x[0].s : 0.0f;                                                         \
+                m0[r] = m0[r] + t0;                                                                            \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < (R); r++) {                                                                        \
+            float t[16];                                                                                       \
+            _mm256_storeu_ps(t, acc0[r]);                                                                      \
+            _mm256_storeu_ps(t + 8, acc1[r]);                                                                  \
+            out[r] = an_q_reduce16(t) + (m0[r] + m1[r]);                                                       \
+        }                                                                                                      \
+    }
+
 #endif

@@ -75,7 +75,11 @@ static inline __m256i lanes_q4_1_avx2(__m256i q, __m256i a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1));
 }
 AN_Q32_DOT_AVX2(q4_0_avx2, Q4_0_BYTES, 2, unpack, lanes_q4_0_avx2, 0)
+AN_Q32_DOTR_AVX2(q4_0_rows4_avx2, 4, Q4_0_BYTES, 2, unpack, lanes_q4_0_avx2, 0)
+AN_Q32_DOTR_AVX2(q4_0_rows8_avx2, 8, Q4_0_BYTES, 2, unpack, lanes_q4_0_avx2, 0)
 AN_Q32_DOT_AVX2(q4_1_avx2, Q4_1_BYTES, 4, unpack, lanes_q4_1_avx2, 1)
+AN_Q32_DOTR_AVX2(q4_1_rows4_avx2, 4, Q4_1_BYTES, 4, unpack, lanes_q4_1_avx2, 1)
+AN_Q32_DOTR_AVX2(q4_1_rows8_avx2, 8, Q4_1_BYTES, 4, unpack, lanes_q4_1_avx2, 1)
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 static inline __m256i lanes_q4_0_vnni(__m256i q, __m256i a) {
     __m256i s = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
@@ -85,7 +89,11 @@ static inline __m256i lanes_q4_1_vnni(__m256i q, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, a);
 }
 AN_Q32_DOT_AVX2(q4_0_vnni, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, 0)
+AN_Q32_DOTR_AVX2(q4_0_rows4_vnni, 4, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, 0)
+AN_Q32_DOTR_AVX2(q4_0_rows8_vnni, 8, Q4_0_BYTES, 2, unpack, lanes_q4_0_vnni, 0)
 AN_Q32_DOT_AVX2(q4_1_vnni, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, 1)
+AN_Q32_DOTR_AVX2(q4_1_rows4_vnni, 4, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, 1)
+AN_Q32_DOTR_AVX2(q4_1_rows8_vnni, 8, Q4_1_BYTES, 4, unpack, lanes_q4_1_vnni, 1)
 #endif
 #endif
 
@@ -109,4 +117,36 @@ float an_q4_1_dot(const uint8_t *w, const an_q8_act *a, int nb, int simd) {
 #endif
     (void)simd;
     return dot_plain(w, a, nb, Q4_1_BYTES, 0);
+}
+
+void an_q4_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out) {
+#if defined(__AVX2__)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if (simd >= AN_Q_VNNI && (R == 4 || R == 8)) {
+        (R == 8 ? q4_0_rows8_vnni : q4_0_rows4_vnni)(w, a, nb, out);
+        return;
+    }
+#endif
+    if (simd >= AN_Q_AVX2 && (R == 4 || R == 8)) {
+        (R == 8 ? q4_0_rows8_avx2 : q4_0_rows4_avx2)(w, a, nb, out);
+        return;
+    }
+#endif
+    for (int r = 0; r < R; r++) out[r] = an_q4_0_dot(w, a + (size_t)r * (size_t)nb, nb, simd);
+}
+
+void an_q4_1_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out) {
+#if defined(__AVX2__)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if (simd >= AN_Q_VNNI && (R == 4 || R == 8)) {
+        (R == 8 ? q4_1_rows8_vnni : q4_1_rows4_vnni)(w, a, nb, out);
+        return;
+    }
+#endif
+    if (simd >= AN_Q_AVX2 && (R == 4 || R == 8)) {
+        (R == 8 ? q4_1_rows8_avx2 : q4_1_rows4_avx2)(w, a, nb, out);
+        return;
+    }
+#endif
+    for (int r = 0; r < R; r++) out[r] = an_q4_1_dot(w, a + (size_t)r * (size_t)nb, nb, simd);
 }

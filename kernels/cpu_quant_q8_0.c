@@ -43,11 +43,15 @@ static inline __m256i lanes_avx2(__m256i w, __m256i a) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 AN_Q32_DOT_AVX2(dot_avx2, Q8_0_BYTES, 2, load32, lanes_avx2, 0)
+AN_Q32_DOTR_AVX2(rows4_avx2, 4, Q8_0_BYTES, 2, load32, lanes_avx2, 0)
+AN_Q32_DOTR_AVX2(rows8_avx2, 8, Q8_0_BYTES, 2, load32, lanes_avx2, 0)
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 static inline __m256i lanes_vnni(__m256i w, __m256i a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
 }
 AN_Q32_DOT_AVX2(dot_vnni, Q8_0_BYTES, 2, load32, lanes_vnni, 0)
+AN_Q32_DOTR_AVX2(rows4_vnni, 4, Q8_0_BYTES, 2, load32, lanes_vnni, 0)
+AN_Q32_DOTR_AVX2(rows8_vnni, 8, Q8_0_BYTES, 2, load32, lanes_vnni, 0)
 #endif
 #endif
 
@@ -60,4 +64,20 @@ float an_q8_0_dot(const uint8_t *w, const an_q8_act *a, int nb, int simd) {
 #endif
     (void)simd;
     return dot_plain(w, a, nb);
+}
+
+void an_q8_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out) {
+#if defined(__AVX2__)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    if (simd >= AN_Q_VNNI && (R == 4 || R == 8)) {
+        (R == 8 ? rows8_vnni : rows4_vnni)(w, a, nb, out);
+        return;
+    }
+#endif
+    if (simd >= AN_Q_AVX2 && (R == 4 || R == 8)) {
+        (R == 8 ? rows8_avx2 : rows4_avx2)(w, a, nb, out);
+        return;
+    }
+#endif
+    for (int r = 0; r < R; r++) out[r] = an_q8_0_dot(w, a + (size_t)r * (size_t)nb, nb, simd);
 }

@@ -71,6 +71,17 @@ typedef struct an_lora_seg {
     X(lora_forward) X(lora_backward) X(linear_forward) X(linear_backward_input) X(embedding_lookup)              \
     X(lora_grouped_forward)
 
+/* How much a linear op may round, its last argument. */
+typedef enum an_linear_mode {
+    /* the products of the weight's float32 values with the float32 activations, to float rounding: the
+     * function training differentiates (its backward is the same weights' product) */
+    AN_LINEAR_EXACT = 0,
+    /* inference: a backend may also round the activations, as ggml does; the CPU quantizes them to 8
+     * bits per block for the GGUF block types, up to AN_QUANT_MATVEC_MAX_ROWS rows (prompts and decode
+     * steps), with a per-row result either way */
+    AN_LINEAR_INFER = 1
+} an_linear_mode;
+
 typedef enum an_op_id {
 #define AN_OP_ENUM(name) AN_OP_##name,
     AN_OP_LIST(AN_OP_ENUM)
@@ -231,9 +242,10 @@ typedef struct an_ops {
     size_t (*linear_work_bytes)(const struct an_ops *o, const an_weight *w, int N);
     /* out[N, OC] = inp[N, C] @ W^T + bias[OC] (overwrites; bias may be NULL), W = w [OC, C]. For a few
      * rows (decoding) a backend may take a matrix-vector kernel: row n of the result then does not
-     * depend on the other rows. */
+     * depend on the other rows. mode (an_linear_mode): AN_LINEAR_EXACT for training, AN_LINEAR_INFER
+     * lets the backend round the activations too. */
     void (*linear_forward)(const struct an_ops *o, float *out, const float *inp, const an_weight *w,
-                           const float *bias, int N, void *work, size_t work_bytes);
+                           const float *bias, int N, void *work, size_t work_bytes, int mode);
     /* dinp[N, C] += dout[N, OC] @ W: the input gradient only (a weight of a typed op is frozen; a
      * trainable float32 weight gets its gradient from matmul_backward). */
     void (*linear_backward_input)(const struct an_ops *o, float *dinp, const float *dout, const an_weight *w, int N,

@@ -35,7 +35,7 @@ size_t an_model_linear_work_bytes(const an_model *m, const an_lora *lora, int ro
 static void base_forward(const an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N) {
     const an_ops *o = m->ops;
     an_weight wt = an_param_weight(w);
-    o->linear_forward(o, out, inp, &wt, opt(b), N, m->plan.linear_work, m->plan.linear_work_bytes);
+    o->linear_forward(o, out, inp, &wt, opt(b), N, m->plan.linear_work, m->plan.linear_work_bytes, AN_LINEAR_EXACT);
 }
 
 static void base_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,

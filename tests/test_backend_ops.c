@@ -1443,7 +1443,7 @@ static float *run_linear_forward(const an_ops *o, const float *w32, const float 
     size_t wb = o->linear_work_bytes(o, &w.w, LIN_NMAX);
     float *out = devf(o, NULL, (size_t)N * LIN_OC);
     o->linear_forward(o, out, devf(o, inp, (size_t)N * C), &w.w, bias ? devf(o, bias, LIN_OC) : NULL, N,
-                      dev(o, NULL, wb), wb);
+                      dev(o, NULL, wb), wb, AN_LINEAR_INFER);
     return down(o, out, (size_t)N * LIN_OC);
 }
 

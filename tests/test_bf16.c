@@ -50,7 +50,7 @@ static void test_ops(void) {
 
     float y1[N * OC], y2[N * OC];
     double bound[N * OC];
-    o->linear_forward(o, y1, x, &wb, bias, N, work, sizeof work);
+    o->linear_forward(o, y1, x, &wb, bias, N, work, sizeof work, AN_LINEAR_EXACT);
     o->matmul_forward(o, y2, x, ww, bias, N, C, OC);
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
@@ -98,7 +98,7 @@ static void test_matvec(void) {
             for (int with_bias = 0; with_bias < 2; with_bias++) {
                 float y[4 * 16];
                 an_weight wb = {AN_BF16, OC, C, wh};
-                o->linear_forward(o, y, x, &wb, with_bias ? bias : NULL, N, NULL, 0); /* no workspace needed */
+                o->linear_forward(o, y, x, &wb, with_bias ? bias : NULL, N, NULL, 0, AN_LINEAR_EXACT); /* no workspace needed */
                 for (int n = 0; n < N; n++)
                     for (int j = 0; j < OC; j++) {
                         double exact = with_bias ? bias[j] : 0.0, a = fabs(exact);

@@ -139,7 +139,7 @@ static void run_linear_bf16(const an_ops *o, const uint16_t *wb, const float *in
     size_t wbytes = work_rows ? work_rows * MM_C * sizeof(float) : o->linear_work_bytes(o, &w, MM_N);
     void *work = dev(o, NULL, wbytes);
     float *d_out = devf(o, NULL, no), *d_in = devf(o, inp, nc), *gi = devf(o, g0, nc);
-    o->linear_forward(o, d_out, d_in, &w, devf(o, b, MM_OC), MM_N, work, wbytes);
+    o->linear_forward(o, d_out, d_in, &w, devf(o, b, MM_OC), MM_N, work, wbytes, AN_LINEAR_EXACT);
     o->linear_backward_input(o, gi, devf(o, dout, no), &w, MM_N, work, wbytes);
     *out = down(o, d_out, no), *dinp = down(o, gi, nc);
 }

@@ -56,8 +56,8 @@ static void check_matvec(const an_ops *ops, int N, int C, int OC, int with_bias)
     if (N <= AN_CPU_MATVEC_MAX_ROWS) {
         an_weight wt = {AN_F32, OC, C, dw};
         float *via = malloc(sizeof(float) * N * OC), *unpacked = malloc(sizeof(float) * N * OC);
-        ops->linear_forward(ops, via, dx, &wt, with_bias ? db : NULL, N, work, wb);
-        ops->linear_forward(ops, unpacked, dx, &wt, with_bias ? db : NULL, N, NULL, 0);
+        ops->linear_forward(ops, via, dx, &wt, with_bias ? db : NULL, N, work, wb, AN_LINEAR_INFER);
+        ops->linear_forward(ops, unpacked, dx, &wt, with_bias ? db : NULL, N, NULL, 0, AN_LINEAR_INFER);
         CHECK_MSG(memcmp(via, out, sizeof(float) * N * OC) == 0, "linear_forward N=%d differs from the kernel", N);
         CHECK_MSG(memcmp(unpacked, out, sizeof(float) * N * OC) == 0, "matvec N=%d differs without its workspace", N);
         free(via), free(unpacked);

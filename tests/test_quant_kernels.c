@@ -143,7 +143,7 @@ static void test_matvec_levels_identical_and_bounded(void) {
 /* many rows: tiles of dequantized rows (bit-identical to wide) under the float32 GEMM: Higham's bound
  * (C + 2) u sum |w| |x| (+ the bias, one more term) against the double product */
 static void test_gemm_paths(void) {
-    enum { OC = 45, C = 512, N = 9 };
+    enum { OC = 45, C = 512, N = AN_QUANT_MATVEC_MAX_ROWS + 5 }; /* past the matrix-vector kernel */
     for (int k = 0; k < NT; k++) {
         an_dtype t = TYPES[k];
         qw q = make(t, OC, C, 40 + (uint64_t)k);
@@ -153,7 +153,7 @@ static void test_gemm_paths(void) {
         size_t wb = 64 + sizeof(float) * 7 * C;
         void *work = malloc(wb);
         const an_ops *ops = an_ops_cpu();
-        ops->linear_forward(ops, out, x, &q.w, bias, N, work, wb);
+        ops->linear_forward(ops, out, x, &q.w, bias, N, work, wb, AN_LINEAR_EXACT);
         double worst = 0;
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) {

@@ -115,7 +115,7 @@ void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbi
                              const float *w, int N, int C, int OC);
 size_t an_cuda_linear_work_bytes(const an_ops *o, const an_weight *w, int N);
 void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N,
-                            void *work, size_t work_bytes);
+                            void *work, size_t work_bytes, int mode);
 void an_cuda_linear_backward_input(const an_ops *o, float *dinp, const float *dout, const an_weight *w, int N, void *work,
                                    size_t work_bytes);
 /* embedding.cu */

@@ -145,7 +145,8 @@ static int bf16_tile_rows(size_t work_bytes, int C, int OC) {
 }
 
 void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N,
-                            void *work, size_t work_bytes) {
+                            void *work, size_t work_bytes, int mode) {
+    (void)mode; /* every CUDA kernel here is exact: no activation rounding to allow */
     int C = (int)w->cols, OC = (int)w->rows;
     if (w->dtype == AN_F32) {
         an_cuda_matmul_forward(o, out, inp, (const float *)w->data, bias, N, C, OC);
