@@ -215,6 +215,14 @@ int cli_gen_make_inputs(const cli_gen_args *a, const an_session *s, const char *
     return 0;
 }
 
+/* An output on one line, as the contract says (one per prompt, in order): a line break inside it
+ * (an instruct model's prose, a --raw continuation) is written as a space; --jsonl keeps the text
+ * exactly. */
+static void print_one_line(const char *text) {
+    for (const char *c = text; *c; c++) putchar(*c == '\n' || *c == '\r' ? ' ' : *c);
+    putchar('\n');
+}
+
 /* The prompts of --file: one per line, or JSONL with a "prompt" field. Blank lines are skipped. */
 static int read_prompts(const char *path, char ***out, int *n_out) {
     an_error err;
@@ -388,7 +396,7 @@ int an_cmd_generate(int argc, char **argv) {
                 }
                 fputs("}\n", stdout);
             } else {
-                printf("%s\n", r->text);
+                print_one_line(r->text);
             }
         }
     if (res) an_text_results_free(res, n * a.opts.n_samples);

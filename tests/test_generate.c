@@ -332,6 +332,28 @@ static void test_cli(void) {
     CHECK_CONTAINS(m, "\"tokens\": 40, \"stop\": \"max_tokens\"");
     free(m);
 
+    /* one line per output even where the text has line breaks (200 greedy raw tokens of TinyStories
+     * hold several): the JSONL text with each break written as a space */
+    snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 200 --jsonl", model);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *js = test_slurp(out);
+    cJSON *jo = js ? cJSON_Parse(js) : NULL;
+    const cJSON *jt = cJSON_GetObjectItem(jo, "text");
+    CHECK(cJSON_IsString(jt) && strchr(jt->valuestring, '\n'));
+    snprintf(args, sizeof args, "generate --model %s --raw --prompt \"Once upon a time\" --temperature 0 --max-tokens 200", model);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    char *plain = test_slurp(out);
+    if (cJSON_IsString(jt) && plain) {
+        char flat[8192];
+        snprintf(flat, sizeof flat, "%s\n", jt->valuestring);
+        for (char *c = flat; c[1]; c++)
+            if (*c == '\n' || *c == '\r') *c = ' ';
+        CHECK_STR(plain, flat);
+    }
+    cJSON_Delete(jo);
+    free(js);
+    free(plain);
+
     /* the first fixture prompt, greedy, raw: the recorded text */
     cJSON *fx = fixture();
     if (!fx) return;

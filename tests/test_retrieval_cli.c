@@ -194,7 +194,7 @@ static void test_recipe_errors(void) {
  * same prompt, so every neighbour ties and the order is the training index. Row i (source i % 4,
  * negative "red src{i%4} row{i}") must get exactly the two lowest rows of other sources, and never
  * one of its own. */
-static void test_pipeline_neighbours(void) {
+static void pipeline_neighbours(const char *dropout, int *dropped_rows) {
     char path[600];
     snprintf(path, sizeof path, "%s/same_prompt.jsonl", test_tmpdir());
     FILE *f = fopen(path, "w");
@@ -214,6 +214,7 @@ static void test_pipeline_neighbours(void) {
     test_recipe_set(&r, "data.max_length=128");
     test_recipe_set(&r, "train.seq_len=128");
     test_recipe_set(&r, "data.retrieve=2");
+    test_recipe_set(&r, dropout);
     an_error e;
     an_data_report rep;
     an_train_data *d = an_train_data_load(&r, test_shared("models/TinyStories-656K"), NULL, &rep, &e);
@@ -242,17 +243,41 @@ static void test_pipeline_neighbours(void) {
         int want[2], n = 0;
         for (int j = 0; j < 12 && n < 2; j++)
             if (j % 4 != a) want[n++] = j;
-        char block[200];
+        char block[200], bare[100];
         snprintf(block, sizeof block,
                  "Negative prompts of similar prompts:\n- red src%d row%d\n- red src%d row%d\nPrompt: a cat, garden\n"
                  "Negative prompt:  red src%d row%d",
                  want[0] % 4, want[0], want[1] % 4, want[1], a, i);
-        CHECK_CONTAINS(text, block);
+        /* data.retrieve_dropout: the row exactly as without retrieval, no block at all */
+        snprintf(bare, sizeof bare, "a cat, garden\nNegative prompt:  red src%d row%d", a, i);
+        int with = strstr(text, block) != NULL, without = !strstr(text, "similar prompts") && strstr(text, bare);
+        CHECK_MSG(with || without, "row %d: %s", i, text);
+        dropped_rows[i] = without;
         free(text);
     }
     for (int i = 0; i < 12; i++) CHECK(seen[i] == 1); /* one epoch: every row once */
     an_train_data_free(d);
     an_recipe_free(&r);
+}
+
+static int count(const int *v, int n) {
+    int c = 0;
+    for (int i = 0; i < n; i++) c += v[i];
+    return c;
+}
+
+/* Each training row gets exactly its two neighbours, or with data.retrieve_dropout none: 0 drops no
+ * row, 1 every row, 0.5 some but not all (a fixed hash: 12 rows all on one side would have odds of
+ * 2 in 4096), and the same rows on a second load. */
+static void test_pipeline_neighbours(void) {
+    int none[12], all[12], half[12], again[12];
+    pipeline_neighbours("data.retrieve_dropout=0", none);
+    pipeline_neighbours("data.retrieve_dropout=1", all);
+    pipeline_neighbours("data.retrieve_dropout=0.5", half);
+    pipeline_neighbours("data.retrieve_dropout=0.5", again);
+    CHECK_MSG(count(none, 12) == 0 && count(all, 12) == 12, "dropped %d and %d", count(none, 12), count(all, 12));
+    CHECK_MSG(count(half, 12) > 0 && count(half, 12) < 12, "dropout 0.5 dropped %d of 12", count(half, 12));
+    CHECK(memcmp(half, again, sizeof half) == 0);
 }
 
 int main(void) {

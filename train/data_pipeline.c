@@ -174,9 +174,20 @@ void an_train_texts_free(an_train_texts *t) {
  * longer than max_len with them loses neighbours, the least similar first, until it fits (data.max_length
  * cuts from the right, so otherwise the neighbours would push the target out). out's prompts are its
  * own; negatives and sources point into pairs. */
-static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is_train, int k, const an_template *tmpl,
-                         const an_encoder *enc, const char *system, size_t max_len, an_pairs *out, size_t *fewer,
-                         an_error *err) {
+/* Whether training pair i goes without neighbours (data.retrieve_dropout): a splitmix64 hash of the
+ * position and the seed against the share, so the choice is the same in every run of the recipe. */
+static int without_neighbours(size_t i, int seed, double share) {
+    if (!(share > 0)) return 0;
+    uint64_t z = (uint64_t)i * 0x9E3779B97F4A7C15ull + (uint64_t)(unsigned)seed + 0x632BE59BD9B4E019ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53 < share;
+}
+
+static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is_train, int k, double dropout,
+                         int seed, const an_template *tmpl, const an_encoder *enc, const char *system, size_t max_len,
+                         an_pairs *out, size_t *fewer, an_error *err) {
     memset(out, 0, sizeof *out);
     out->v = calloc(pairs->n ? pairs->n : 1, sizeof *out->v);
     if (!out->v) return an_fail(err, "trainer: out of memory");
@@ -186,7 +197,8 @@ static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is
     for (size_t i = 0; i < pairs->n && !rc; i++) {
         const an_pair *p = &pairs->v[i];
         /* the training pairs are the index's documents, in the same order */
-        long m = an_retrieval_neighbours(retr, p->prompt, p->source, is_train ? (long)i : -1, k, idx, NULL, err);
+        int none = is_train && without_neighbours(i, seed, dropout);
+        long m = none ? 0 : an_retrieval_neighbours(retr, p->prompt, p->source, is_train ? (long)i : -1, k, idx, NULL, err);
         char *in = NULL;
         long found = m;
         for (rc = m < 0 ? -1 : 0; !rc; m--) {
@@ -252,6 +264,12 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
             an_hasher_str(&h, "retrieve");
             an_hasher_u64(&h, (uint64_t)r->data.retrieve);
             an_hasher_u64(&h, (uint64_t)r->data.retrieve_max_tags);
+            if (r->data.retrieve_dropout > 0) { /* likewise: keys without it stay as they were */
+                double rd = r->data.retrieve_dropout;
+                memcpy(&bits, &rd, sizeof bits);
+                an_hasher_str(&h, "retrieve_dropout");
+                an_hasher_u64(&h, bits);
+            }
         }
         key = an_hasher_final(&h);
         int rc = an_token_cache_load(path, key, out, err);
@@ -262,8 +280,9 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
         }
     }
     an_pairs aug = {0};
-    if (retr && augment_pairs(retr, pairs, !strcmp(side, "train"), r->data.retrieve, tmpl, enc, r->data.system,
-                              (size_t)r->data.max_length, &aug, fewer, err))
+    if (retr && augment_pairs(retr, pairs, !strcmp(side, "train"), r->data.retrieve, r->data.retrieve_dropout,
+                              r->data.shuffle_seed, tmpl, enc, r->data.system, (size_t)r->data.max_length, &aug, fewer,
+                              err))
         return -1;
     int rc = an_samples_from_pairs(tmpl, enc, retr ? &aug : pairs, r->data.system, (size_t)r->data.max_length, out,
                                    dropped, err);

@@ -82,6 +82,8 @@ typedef struct an_recipe {
         int retrieve;          /* > 0: the negatives of this many similar training prompts go in front of
                                   the model (infer/retrieval_pairs.h); 0 = off */
         int retrieve_max_tags; /* tags shown of each neighbour's negative */
+        double retrieve_dropout; /* share of the training pairs shown without neighbours, so that the model
+                                    also answers a prompt that finds none */
     } data;
     struct {
         double lr;
