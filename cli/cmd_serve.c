@@ -19,6 +19,7 @@
 #include "cli/help.h"
 #include "core/file.h"
 #include "infer/engine.h"
+#include "infer/retrieval_pairs.h"
 #include "infer/session.h"
 #include "model/lora.h"
 #include "serve/http.h"
@@ -38,6 +39,7 @@ static const cli_opt serve_opts[] = {
     {"--parallel", "N", "requests decoded at once, the batch (default: 8)"},
     {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
     {"--ctx", "N", "positions per sequence (default: the model's maximum)"},
+    {"--retrieve", "K", "/v1/negatives: the negatives of the K most similar training prompts in front, from the index an adapter's run stored, 0 = off (default: the K it was trained with)"},
     {"--max-body", "BYTES", "largest request body (default: 1048576)"},
     {"--max-prompt-tokens", "N", "longest prompt in tokens (default: 4096, and less than the context)"},
     {"--max-tokens", "N", "largest max_tokens a request may ask (default: 2048)"},
@@ -67,7 +69,7 @@ typedef struct adapter_arg {
 typedef struct serve_args {
     const char *model, *tokenizer, *template_name, *name, *host, *api_key, *api_key_file, *device, *adapter_dir;
     adapter_arg adapters[64];
-    int n_adapters, port, parallel, ctx, max_queue, timeout_s, drain_s;
+    int n_adapters, port, parallel, ctx, max_queue, timeout_s, drain_s, retrieve;
     an_serve_limits limits;
 } serve_args;
 
@@ -113,6 +115,9 @@ static int parse_args(serve_args *a, int argc, char **argv) {
         } else if (!strcmp(f, "--ctx")) {
             if (parse_int(f, v, 2, 1 << 24, &n)) return 1;
             a->ctx = (int)n;
+        } else if (!strcmp(f, "--retrieve")) {
+            if (parse_int(f, v, 0, AN_RETRIEVAL_MAX_K, &n)) return 1;
+            a->retrieve = (int)n;
         } else if (!strcmp(f, "--max-body")) {
             if (parse_int(f, v, 64, 1L << 30, &n)) return 1;
             a->limits.max_body = (size_t)n;
@@ -276,6 +281,7 @@ int an_cmd_serve(int argc, char **argv) {
     a.max_queue = 4096;
     a.timeout_s = 30;
     a.drain_s = 10;
+    a.retrieve = -1;
     if (parse_args(&a, argc, argv)) return 1;
     char *key_from_file = a.api_key_file ? read_key(a.api_key_file) : NULL;
     if (a.api_key_file && !key_from_file) return 1;
@@ -292,6 +298,7 @@ int an_cmd_serve(int argc, char **argv) {
     cfg.adapter_dir = a.adapter_dir;
     cfg.model_id = name;
     cfg.context = a.ctx;
+    cfg.retrieve = a.retrieve;
     if (a.adapter_dir && !an_is_dir(a.adapter_dir)) {
         free(key_from_file);
         return cli_fail("--adapter-dir %s: not a folder", a.adapter_dir);
@@ -342,6 +349,10 @@ int an_cmd_serve(int argc, char **argv) {
         struct an_lora *l = an_lora_open(s.model, a.adapters[i].dir, &err);
         if (!l || an_engine_add_adapter(e, a.adapters[i].name, l, &err)) {
             an_lora_free(l); /* the engine took it only on success */
+            cli_fail("--adapter %s=%s: %s", a.adapters[i].name, a.adapters[i].dir, err.msg);
+            goto out;
+        }
+        if (an_server_add_index(sv, a.adapters[i].name, a.adapters[i].dir, &err)) { /* its run's retrieval index */
             cli_fail("--adapter %s=%s: %s", a.adapters[i].name, a.adapters[i].dir, err.msg);
             goto out;
         }

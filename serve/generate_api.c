@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/retrieval_pairs.h"
 #include "serve/serve_impl.h"
 
 typedef struct gen_req {
@@ -541,7 +542,8 @@ done:
 /* ---- POST /v1/negatives ---- */
 void an_serve_negatives(an_server *sv, const an_http_request *req, an_http_response *resp) {
     static const char *const fields[] = {"prompts", "model", "max_tokens", "temperature", "top_p", "top_k", "min_p",
-                                         "repetition_penalty", "n", "stop", "seed", "stream", "min_tokens", NULL};
+                                         "repetition_penalty", "n", "stop", "seed", "stream", "min_tokens", "retrieve",
+                                         NULL};
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
     /* `autoneg generate`'s defaults (cli_gen_defaults), so the same prompt gives the same negative */
@@ -549,6 +551,19 @@ void an_serve_negatives(an_server *sv, const an_http_request *req, an_http_respo
     an_ids *ids = NULL;
     int n = 0;
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_NEGATIVES, &g, resp)) goto done;
+    /* retrieval: the negatives of the K most similar training prompts in front, from the index the
+     * adapter's run stored (as `autoneg generate` does); default --retrieve, else the trained K */
+    int k = sv->cfg.retrieve;
+    double kv;
+    int kr = get_num(o, "retrieve", 0, AN_RETRIEVAL_MAX_K, 1, &kv, resp);
+    if (kr < 0) goto done;
+    if (kr) k = (int)kv;
+    if (kr && k > 0 && !an_serve_has_index(sv, g.adapter)) {
+        an_serve_error(resp, 400, "invalid_request_error", "retrieve", "invalid_value",
+                       "retrieve %d: the model %s has no retrieval index (train it with data.retrieve)", k,
+                       AN_QUOTE(g.model));
+        goto done;
+    }
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompts");
     n = cJSON_IsArray(p) ? cJSON_GetArraySize(p) : -1;
     if (n < 1 || n > sv->cfg.limits.max_prompts) {
@@ -568,7 +583,10 @@ void an_serve_negatives(an_server *sv, const an_http_request *req, an_http_respo
             an_serve_error(resp, 400, "invalid_request_error", "prompts", "invalid_type", "prompts[%d] is not a string", i);
             goto done;
         }
-        if (an_session_encode(sv->session, x->valuestring, 0, &ids[i], &err)) {
+        char *in = an_serve_retrieval_input(sv, g.adapter, x->valuestring, k, &err);
+        int bad = !in || an_session_encode(sv->session, in, 0, &ids[i], &err);
+        free(in);
+        if (bad) {
             an_serve_error(resp, 400, "invalid_request_error", "prompts", NULL, "prompts[%d]: %s", i, err.msg);
             goto done;
         }

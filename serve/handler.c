@@ -25,6 +25,7 @@ an_serve_config an_serve_config_default(void) {
     c.limits.max_prompts = 64;
     c.limits.max_jobs = 512;
     c.model_id = "autoneg";
+    c.retrieve = -1;
     return c;
 }
 
@@ -43,6 +44,7 @@ an_server *an_server_create(const an_serve_config *c, an_error *err) {
     sv->cfg.adapter_dir = sv->adapter_dir;
     sv->cfg.model_id = sv->model_id;
     pthread_mutex_init(&sv->mu, NULL);
+    pthread_mutex_init(&sv->index_mu, NULL);
     an_metrics_init(&sv->metrics);
     sv->seed_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     return sv;
@@ -82,6 +84,8 @@ void an_server_free(an_server *sv) {
     free(sv->adapter_dir);
     free(sv->model_id);
     free(sv->live);
+    an_serve_free_indexes(sv);
+    pthread_mutex_destroy(&sv->index_mu);
     pthread_mutex_destroy(&sv->mu);
     an_metrics_destroy(&sv->metrics);
     free(sv);
@@ -322,6 +326,12 @@ static void add_adapter(an_server *sv, const an_http_request *req, an_http_respo
         an_serve_error(resp, 400, "invalid_request_error", "name", NULL, "%s", err.msg);
         goto done;
     }
+    if (an_server_add_index(sv, name->valuestring, real, &err)) { /* a damaged index: not half loaded */
+        an_error ignored;
+        an_engine_remove_adapter(sv->engine, name->valuestring, &ignored);
+        an_serve_error(resp, 400, "invalid_request_error", "path", NULL, "%s", err.msg);
+        goto done;
+    }
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "id", name->valuestring);
     cJSON_AddStringToObject(r, "object", "model");
@@ -342,6 +352,7 @@ static void remove_adapter(an_server *sv, const char *name, an_http_response *re
         an_serve_error(resp, 404, "invalid_request_error", "model", "model_not_found", "%s", err.msg);
         return;
     }
+    an_serve_drop_index(sv, name);
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "id", name);
     cJSON_AddStringToObject(r, "object", "model");

@@ -34,6 +34,8 @@ typedef struct an_serve_config {
     const char *adapter_dir; /* POST /v1/adapters loads only folders under it; NULL: refused */
     const char *model_id;    /* the base model's name in /v1/models and responses */
     int context;             /* positions per sequence, as the engine was made with; 0: the model's */
+    int retrieve;            /* /v1/negatives' default neighbours: -1 (default) the K each index was
+                              * trained with, 0 off */
 } an_serve_config;
 
 an_serve_config an_serve_config_default(void);
@@ -46,6 +48,9 @@ an_server *an_server_create(const an_serve_config *c, an_error *err);
 /* The loaded model and its engine (both stay the caller's, and must outlive the server's jobs):
  * from now on requests are served. */
 void an_server_attach(an_server *sv, an_session *s, an_engine *e);
+/* Loads the retrieval index that a run trained with data.retrieve stored in dir (beside the adapter
+ * served as name), for /v1/negatives; a dir without one is no error (returns 0). */
+int an_server_add_index(an_server *sv, const char *name, const char *dir, an_error *err);
 /* Shutting down: new generation requests get 503; jobs in flight go on. */
 void an_server_drain(an_server *sv);
 /* Cancels every job in flight (their engine requests end at the next step). */

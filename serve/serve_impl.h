@@ -61,7 +61,20 @@ struct an_server {
     int n_live, cap_live;
     uint64_t next_id, seed_state;
     an_serve_metrics metrics;
+    pthread_mutex_t index_mu;  /* guards indexes, and every query of them (serve/retrieval.c) */
+    struct an_serve_index *indexes;
 };
+
+/* ---- retrieval (serve/retrieval.c) ---- */
+typedef struct an_serve_index an_serve_index;
+void an_serve_drop_index(an_server *sv, const char *name);
+void an_serve_free_indexes(an_server *sv);
+/* 1 when adapter (NULL: the base) has a retrieval index. */
+int an_serve_has_index(an_server *sv, const char *adapter);
+/* The template's input for prompt: the negatives of the k most similar training prompts of
+ * adapter's index (NULL: the base's) in front, k < 0: the K its run was trained with; without an
+ * index, or k = 0, a copy of prompt. malloc'd; NULL with err on failure. */
+char *an_serve_retrieval_input(an_server *sv, const char *adapter, const char *prompt, int k, an_error *err);
 
 /* ---- a job (serve/job.c) ---- */
 typedef enum an_job_kind { AN_JOB_COMPLETION, AN_JOB_CHAT, AN_JOB_NEGATIVES } an_job_kind;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "infer/engine.h"
+#include "infer/retrieval_pairs.h"
 #include "infer/session.h"
 #include "model/lora.h"
 #include "serve/serve.h"
@@ -620,6 +621,15 @@ static void test_adapters(void) {
     snprintf(adir, sizeof adir, "%s/style1", root);
     snprintf(outside, sizeof outside, "%s", test_tmp_path("outside"));
     if (write_adapter(adir) || write_adapter(outside)) return;
+    /* beside style1, the retrieval index of a made-up run trained with data.retrieve 2 */
+    {
+        const char *prompts[] = {"a cat, garden", "a dog, beach", "a cat, night"};
+        const char *negs[] = {"blurry, lowres", "cartoon", "dark, noisy"};
+        an_error e;
+        an_retrieval *rx = an_retrieval_build(prompts, negs, NULL, 3, 2, 32, &e);
+        CHECK_MSG(rx && an_retrieval_save(rx, adir, &e) == 0, "%s", e.msg);
+        an_retrieval_free(rx);
+    }
     /* a link inside the folder that leads out of it */
     char link[700];
     snprintf(link, sizeof link, "%s/escape", root);
@@ -656,20 +666,40 @@ static void test_adapters(void) {
     CHECK_STR(jstr(r.json, "data.1.parent"), "tiny");
     reply_free(&r);
 
-    /* the adapter's negatives are those of a session opened with it */
+    /* the adapter's negatives are those of a session opened with it (retrieval off) */
     an_session with;
     an_error err;
     if (an_session_open(&with, an_ops_cpu(), test_shared("models/TinyStories-656K"), NULL, adir, NULL, &err) == 0) {
         const char *prompts[] = {"a cat in a garden"};
         char **ref = session_texts(&with, prompts, 1, 0, gen_defaults(3, 24, 1));
         char **base = session_texts(&sess, prompts, 1, 0, gen_defaults(3, 24, 1));
-        r = call(sv, "POST", "/v1/negatives", "{\"prompts\": [\"a cat in a garden\"], \"model\": \"style1\", \"seed\": 3, \"max_tokens\": 24}", NULL);
+        r = call(sv, "POST", "/v1/negatives", "{\"prompts\": [\"a cat in a garden\"], \"model\": \"style1\", \"seed\": 3, \"max_tokens\": 24, \"retrieve\": 0}", NULL);
         CHECK_STR(jstr(r.json, "negatives.0"), ref[0]);
         CHECK_STR(jstr(r.json, "model"), "style1");
         printf("  adapter style1: \"%s\" (base: \"%s\")\n", ref[0], base[0]);
         reply_free(&r);
         texts_free(ref, 1);
         texts_free(base, 1);
+        /* with its index: the input holds the negatives of the two training prompts sharing tags with
+         * the prompt, best first (both tags, then one), as generate --retrieve 2 writes it; by default
+         * the K the run was trained with (2) */
+        const char *with_nb[] = {"Negative prompts of similar prompts:\n- blurry, lowres\n- dark, noisy\nPrompt: a cat, garden, sunny"};
+        ref = session_texts(&with, with_nb, 1, 0, gen_defaults(3, 24, 1));
+        for (int pass = 0; pass < 2; pass++) {
+            r = call(sv, "POST", "/v1/negatives", pass ? "{\"prompts\": [\"a cat, garden, sunny\"], \"model\": \"style1\", \"seed\": 3, \"max_tokens\": 24, \"retrieve\": 2}"
+                                                       : "{\"prompts\": [\"a cat, garden, sunny\"], \"model\": \"style1\", \"seed\": 3, \"max_tokens\": 24}", NULL);
+            CHECK_MSG(r.status == 200, "%s", r.body);
+            CHECK_STR(jstr(r.json, "negatives.0"), ref[0]);
+            reply_free(&r);
+        }
+        texts_free(ref, 1);
+        /* the base has no index: asking for neighbours there is an error, not a silent no-op */
+        r = call(sv, "POST", "/v1/negatives", "{\"prompts\": [\"a cat\"], \"retrieve\": 2}", NULL);
+        CHECK_ERROR(r, 400, "retrieve", NULL, "no retrieval index");
+        reply_free(&r);
+        r = call(sv, "POST", "/v1/negatives", "{\"prompts\": [\"a cat\"], \"model\": \"style1\", \"retrieve\": 65}", NULL);
+        CHECK_ERROR(r, 400, "retrieve", NULL, NULL);
+        reply_free(&r);
         an_session_close(&with);
     } else {
         test_fail_at(__FILE__, __LINE__, "%s", err.msg);
