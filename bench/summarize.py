@@ -37,9 +37,10 @@ for preset, sides in groups.items():
         else:
             extra = f' (torch {rs[0]["torch"]}, {rs[0]["blas"]}, {rs[0]["threads"]} threads)'
         print(f"  {side:8s} {med[side]:8.1f} tokens/s  (min {min(tps):.1f}, max {max(tps):.1f}, n={len(tps)}){extra}")
-    if "autoneg" in med and "pytorch" in med:
-        print(f"  ratio autoneg / pytorch: {med['autoneg'] / med['pytorch']:.2f}x; "
-              f"{paired(sides['autoneg'], sides['pytorch'])}")
+    for peer in ("pytorch", "pytorch+peft"):
+        if "autoneg" in med and peer in med:
+            print(f"  ratio autoneg / {peer}: {med['autoneg'] / med[peer]:.2f}x; "
+                  f"{paired(sides['autoneg'], sides[peer])}")
     # Where the step goes (bench/matmul_share.sh): matrix products of the linear layers and the head,
     # and the rest. PyTorch's step divided by autoneg's matmul time is what autoneg would reach with
     # nothing at all outside its matmuls.

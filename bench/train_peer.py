@@ -1,5 +1,7 @@
 """PyTorch peer for `autoneg bench train`: full fine-tuning of a randomly initialised preset, fp32 on
-the CPU, same model shape, batch, sequence and thread count. Prints one JSON line.
+the CPU, same model shape, batch, sequence and thread count; with --lora, PEFT's LoRA instead (rank
+--rank, alpha 2 x rank, every linear layer but the head, as `autoneg bench train --method lora`).
+Prints one JSON line.
 
 Run through bench/train.sh, which measures autoneg in the same run and prints the ratio."""
 import argparse
@@ -33,6 +35,9 @@ def main():
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lora", action="store_true", help="train a PEFT LoRA adapter on the frozen model")
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--profile", action="store_true",
                     help="time the steps under torch.profiler and report the share of its matrix products "
                          "(aten::mm, addmm, bmm); the profiler slows the step, so never for the ratio runs")
@@ -40,12 +45,20 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model, vocab = build(a.preset)
+    if a.lora:
+        import peft
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj", "c_fc"]
+        names = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        cfg = peft.LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=a.dropout,
+                              target_modules=[t for t in targets if t in names])
+        model = peft.get_peft_model(model, cfg)
     model.train()
     # The same schedule autoneg uses: no dropout, so both sides do the same arithmetic.
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, foreach=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0, foreach=True)
     ids = torch.randint(0, vocab, (a.batch, a.seq))
     times = []
     prof = None
@@ -58,7 +71,7 @@ def main():
         out.loss.backward()
         # autoneg's step clips the global gradient norm at 1.0, as fine-tuning recipes do (XTuner's
         # max_norm 1): the peer does the same work.
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
@@ -73,7 +86,7 @@ def main():
     cfg = torch.__config__.show()
     blas = "mkl" if "BLAS_INFO=mkl" in cfg or "USE_MKL=ON" in cfg else ("openblas" if "openblas" in cfg.lower() else "other")
     print(json.dumps({
-        "peer": "pytorch", "torch": torch.__version__, "blas": blas, "threads": a.threads,
+        "peer": "pytorch+peft" if a.lora else "pytorch", "torch": torch.__version__, "blas": blas, "threads": a.threads,
         "step_ms_median": med * 1e3, "step_ms_min": min(times) * 1e3, "step_ms_max": max(times) * 1e3,
         "tokens_per_s": a.batch * a.seq / med, **matmul,
     }))

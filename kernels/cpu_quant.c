@@ -92,6 +92,17 @@ static float row_dot(an_dtype t, const uint8_t *w, const void *a, int nb, int si
     }
 }
 
+void an_q_dot_rows(const an_q_rows_kernels *k, const uint8_t *w, const an_q8_act *a, int nb, int simd, int R,
+                   float *out) {
+    int i = R == AN_Q_ROWS ? 1 : R == AN_Q_ROWS / 2 ? 0 : -1;
+    an_q_rows_fn f = i < 0 ? NULL : simd >= AN_Q_VNNI && k->vnni[i] ? k->vnni[i] : simd >= AN_Q_AVX2 ? k->avx2[i] : NULL;
+    if (f) {
+        f(w, a, nb, out);
+        return;
+    }
+    for (int r = 0; r < R; r++) out[r] = k->dot(w, a + (size_t)r * (size_t)nb, nb, simd);
+}
+
 /* R (AN_Q_ROWS or half of it) rows of activations at once: the 32-block types only */
 static void rows_dot(an_dtype t, const uint8_t *w, const void *a, int nb, int simd, int R, float *out) {
     switch (t) {

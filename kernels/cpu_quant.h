@@ -101,6 +101,25 @@ float an_q6_k_dot(const uint8_t *w, const an_q8k_act *a, int nb, int simd);
  * single-row product of row r. (8 rows keep 16 accumulators in AVX-512's 32 vector registers; 4
  * serve the batches of 4 to 7.) */
 #define AN_Q_ROWS 8
+typedef void (*an_q_rows_fn)(const uint8_t *w, const an_q8_act *a, int nb, float *out);
+typedef struct an_q_rows_kernels {
+    an_q_rows_fn avx2[2], vnni[2]; /* for 4 and 8 rows; NULL where the build lacks the level */
+    float (*dot)(const uint8_t *w, const an_q8_act *a, int nb, int simd); /* the single-row product */
+} an_q_rows_kernels;
+/* A kernel where the build has its SIMD level, else NULL (for an_q_rows_kernels tables). */
+#if defined(__AVX2__)
+#define AN_Q_IF_AVX2(f) f
+#else
+#define AN_Q_IF_AVX2(f) NULL
+#endif
+#if defined(__AVX2__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define AN_Q_IF_VNNI(f) f
+#else
+#define AN_Q_IF_VNNI(f) NULL
+#endif
+/* The dispatch every type shares: the best kernel for R rows at level simd, else R single rows. */
+void an_q_dot_rows(const an_q_rows_kernels *k, const uint8_t *w, const an_q8_act *a, int nb, int simd, int R,
+                   float *out);
 void an_q8_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
 void an_q4_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
 void an_q4_1_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);

@@ -119,34 +119,16 @@ float an_q4_1_dot(const uint8_t *w, const an_q8_act *a, int nb, int simd) {
     return dot_plain(w, a, nb, Q4_1_BYTES, 0);
 }
 
+static const an_q_rows_kernels q4_0_rows = {{AN_Q_IF_AVX2(q4_0_rows4_avx2), AN_Q_IF_AVX2(q4_0_rows8_avx2)},
+                                              {AN_Q_IF_VNNI(q4_0_rows4_vnni), AN_Q_IF_VNNI(q4_0_rows8_vnni)}, an_q4_0_dot};
+
 void an_q4_0_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out) {
-#if defined(__AVX2__)
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    if (simd >= AN_Q_VNNI && (R == 4 || R == 8)) {
-        (R == 8 ? q4_0_rows8_vnni : q4_0_rows4_vnni)(w, a, nb, out);
-        return;
-    }
-#endif
-    if (simd >= AN_Q_AVX2 && (R == 4 || R == 8)) {
-        (R == 8 ? q4_0_rows8_avx2 : q4_0_rows4_avx2)(w, a, nb, out);
-        return;
-    }
-#endif
-    for (int r = 0; r < R; r++) out[r] = an_q4_0_dot(w, a + (size_t)r * (size_t)nb, nb, simd);
+    an_q_dot_rows(&q4_0_rows, w, a, nb, simd, R, out);
 }
 
+static const an_q_rows_kernels q4_1_rows = {{AN_Q_IF_AVX2(q4_1_rows4_avx2), AN_Q_IF_AVX2(q4_1_rows8_avx2)},
+                                              {AN_Q_IF_VNNI(q4_1_rows4_vnni), AN_Q_IF_VNNI(q4_1_rows8_vnni)}, an_q4_1_dot};
+
 void an_q4_1_dot_rows(const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out) {
-#if defined(__AVX2__)
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    if (simd >= AN_Q_VNNI && (R == 4 || R == 8)) {
-        (R == 8 ? q4_1_rows8_vnni : q4_1_rows4_vnni)(w, a, nb, out);
-        return;
-    }
-#endif
-    if (simd >= AN_Q_AVX2 && (R == 4 || R == 8)) {
-        (R == 8 ? q4_1_rows8_avx2 : q4_1_rows4_avx2)(w, a, nb, out);
-        return;
-    }
-#endif
-    for (int r = 0; r < R; r++) out[r] = an_q4_1_dot(w, a + (size_t)r * (size_t)nb, nb, simd);
+    an_q_dot_rows(&q4_1_rows, w, a, nb, simd, R, out);
 }
