@@ -2,7 +2,9 @@
 # `autoneg serve` against real clients (not part of make test): the official openai package
 # (tests/ref/check_serve_openai.py) and the web page in headless Chromium through selenium
 # (tests/ref/check_serve_page.py, which saves a screenshot). Needs a Python with openai and selenium
-# ($AN_VENV, else ~/.cache/autoneg-venv) and Debian's chromium and chromium-driver.
+# ($AN_VENV, else ~/.cache/autoneg-venv) and Debian's chromium and chromium-driver; with Debian's
+# firefox-esr and marionette-driver (PyPI) in the same Python, the page in headless Firefox too
+# (tests/ref/check_serve_page_firefox.py; its screenshot beside the first, -firefox before .png).
 #   sh tests/ref/check_serve.sh [SCREENSHOT.png]
 set -e
 BUILD=${BUILD:-build}
@@ -30,6 +32,12 @@ echo "== openai $("$PY" -c 'import openai; print(openai.__version__)') against h
 "$PY" tests/ref/check_serve_openai.py "http://127.0.0.1:$PORT" "$KEY" tiny style || fail=1
 echo "== the page in headless Chromium"
 "$PY" tests/ref/check_serve_page.py "http://127.0.0.1:$PORT" "$KEY" style "$SHOT" || fail=1
+if command -v firefox-esr >/dev/null 2>&1 && "$PY" -c "import marionette_driver" 2>/dev/null; then
+    echo "== the page in headless Firefox"
+    "$PY" tests/ref/check_serve_page_firefox.py "http://127.0.0.1:$PORT" "$KEY" style "${SHOT%.png}-firefox.png" || fail=1
+else
+    echo "== the page in Firefox: skipped (needs firefox-esr and pip install marionette-driver)"
+fi
 kill -TERM $PID
 wait $PID && echo "serve exited 0 on SIGTERM" || { echo "serve did not exit 0"; fail=1; }
 trap 'rm -rf "$TMP"' EXIT
