@@ -6,17 +6,16 @@ Types the API key and a prompt, picks the adapter, presses the button, waits for
 to end, and checks the page shows exactly what POST /v1/negatives answers for the same request (the
 page sends temperature 0.8 and max_tokens 128 with the server's default seed), then saves a
 screenshot."""
-import json
 import sys
-import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from serve_page_common import PROMPT, check_streamed
 
 base, key, adapter, shot = sys.argv[1:5]
-prompt = "a lighthouse on a cliff, stormy sea, dramatic light"
+prompt = PROMPT
 
 opts = webdriver.ChromeOptions()
 for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,800"):
@@ -38,14 +37,7 @@ try:
     shown = driver.find_element(By.ID, "out").text
     status = driver.find_element(By.ID, "status").text
     driver.save_screenshot(shot)
-    req = urllib.request.Request(base + "/v1/negatives", headers={"Authorization": "Bearer " + key},
-                                 data=json.dumps({"prompts": [prompt], "model": adapter, "temperature": 0.8,
-                                                  "max_tokens": 128}).encode())
-    expected = json.load(urllib.request.urlopen(req))["negatives"][0]
-    # the page's text node shows the text as the browser renders it: compare without surrounding space
-    ok = status.strip() == "done" and shown.strip() == expected.strip() and len(shown) > 0
-    print(("ok   " if ok else "FAIL ") + f"page streamed {shown!r} (status {status!r}); the API: {expected!r}")
-    failed += not ok
+    failed += not check_streamed(base, key, adapter, shown, status)
     driver.find_element(By.ID, "copy").click()
     ok = "copied" in driver.find_element(By.ID, "status").text
     print(("ok   " if ok else "FAIL ") + "copy button")

@@ -9,19 +9,18 @@ The same steps and checks as check_serve_page.py (Chromium): type the API key an
 adapter, press the button, wait for the streamed negative to end, compare it with what POST
 /v1/negatives answers for the same request, press copy, save a screenshot."""
 import base64
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 
 from marionette_driver.by import By
 from marionette_driver.marionette import Marionette
+from serve_page_common import PROMPT, check_streamed
 
 base, key, adapter, shot = sys.argv[1:5]
-prompt = "a lighthouse on a cliff, stormy sea, dramatic light"
+prompt = PROMPT
 binary = shutil.which("firefox-esr") or shutil.which("firefox")
 if not binary:
     sys.exit("check_serve_page_firefox: no firefox-esr (apt-get install firefox-esr)")
@@ -59,13 +58,7 @@ try:
     st = status()
     with open(shot, "wb") as f:
         f.write(base64.b64decode(client.screenshot()))
-    req = urllib.request.Request(base + "/v1/negatives", headers={"Authorization": "Bearer " + key},
-                                 data=json.dumps({"prompts": [prompt], "model": adapter, "temperature": 0.8,
-                                                  "max_tokens": 128}).encode())
-    expected = json.load(urllib.request.urlopen(req))["negatives"][0]
-    ok = st.strip() == "done" and shown.strip() == expected.strip() and len(shown) > 0
-    print(("ok   " if ok else "FAIL ") + f"page streamed {shown!r} (status {st!r}); the API: {expected!r}")
-    failed += not ok
+    failed += not check_streamed(base, key, adapter, shown, st)
     client.find_element(By.ID, "copy").click()
     wait(lambda: "copied" in status() or "copy" in status(), 5)
     ok = "copied" in status()
