@@ -8,41 +8,15 @@
 
 #include "core/file.h"
 #include "core/strbuf.h"
+#include "infer/packed_file.h"
 #include "infer/retrieval_impl.h"
 
 #define HEADER 64
 static const char magic[8] = {'A', 'N', 'T', 'F', 'I', 'D', 'F', 0};
 
-static int put_varint(an_strbuf *b, uint64_t v) {
-    char c[10];
-    int n = 0;
-    do {
-        c[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    return an_strbuf_put(b, c, (size_t)n);
-}
-
-static void put_u32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put_u64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get_u32(const unsigned char *p) {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-static uint64_t get_u64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 static int put_strings(an_strbuf *b, const char *const *v, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (put_varint(b, strlen(v[i])) || an_strbuf_put(b, v[i], strlen(v[i]))) return -1;
+        if (an_packed_put_varint(b, strlen(v[i])) || an_strbuf_put(b, v[i], strlen(v[i]))) return -1;
     return 0;
 }
 
@@ -50,12 +24,12 @@ int an_tfidf_save(const an_tfidf *ix, const char *path, an_error *err) {
     an_strbuf b = {0};
     int bad = an_strbuf_rep(&b, 0, HEADER) || put_strings(&b, ix->terms, ix->n_terms) ||
               put_strings(&b, ix->sources, ix->n_sources);
-    for (size_t d = 0; !bad && d < ix->n_docs; d++) bad = put_varint(&b, ix->doc_src[d]);
+    for (size_t d = 0; !bad && d < ix->n_docs; d++) bad = an_packed_put_varint(&b, ix->doc_src[d]);
     for (size_t t = 0; !bad && t < ix->n_terms; t++) {
-        bad = put_varint(&b, ix->post_off[t + 1] - ix->post_off[t]);
+        bad = an_packed_put_varint(&b, ix->post_off[t + 1] - ix->post_off[t]);
         size_t prev = 0;
         for (size_t k = ix->post_off[t]; !bad && k < ix->post_off[t + 1]; k++) {
-            bad = put_varint(&b, ix->post[k] - prev);
+            bad = an_packed_put_varint(&b, ix->post[k] - prev);
             prev = ix->post[k];
         }
     }
@@ -64,49 +38,29 @@ int an_tfidf_save(const an_tfidf *ix, const char *path, an_error *err) {
         return an_fail(err, "%s: out of memory writing the tf-idf index", path);
     }
     /* the payload deflated (zlib): the tag and source strings are most of it and compress well */
-    size_t raw = b.n - HEADER;
-    uLongf packed = compressBound((uLong)raw);
-    unsigned char *h = malloc(HEADER + packed);
-    if (!h || compress2(h + HEADER, &packed, (const Bytef *)b.v + HEADER, (uLong)raw, 6) != Z_OK) {
-        free(h);
-        an_strbuf_free(&b);
-        return an_fail(err, "%s: out of memory compressing the tf-idf index", path);
-    }
+    size_t raw = b.n - HEADER, packed;
+    unsigned char *h = an_packed_deflate(&b, HEADER, &packed);
     an_strbuf_free(&b);
+    if (!h) return an_fail(err, "%s: out of memory compressing the tf-idf index", path);
     memcpy(h, magic, 8);
-    put_u32(h + 8, AN_TFIDF_VERSION);
-    put_u32(h + 12, 0);
-    put_u64(h + 16, ix->n_docs);
-    put_u64(h + 24, ix->n_terms);
-    put_u64(h + 32, ix->n_sources);
-    put_u64(h + 40, raw);
-    put_u64(h + 48, packed);
-    put_u64(h + 56, an_hash_bytes(h + HEADER, packed));
+    an_packed_put_le(h + 8, AN_TFIDF_VERSION, 4);
+    an_packed_put_le(h + 12, 0, 4);
+    an_packed_put_le(h + 16, ix->n_docs, 8);
+    an_packed_put_le(h + 24, ix->n_terms, 8);
+    an_packed_put_le(h + 32, ix->n_sources, 8);
+    an_packed_put_le(h + 40, raw, 8);
+    an_packed_put_le(h + 48, packed, 8);
+    an_packed_put_le(h + 56, an_hash_bytes(h + HEADER, packed), 8);
     int rc = an_write_file_atomic(path, h, HEADER + packed, err);
     free(h);
     return rc;
 }
 
-typedef struct reader {
-    const unsigned char *p, *end;
-} reader;
-
-static int get_varint(reader *r, uint64_t *v) {
-    *v = 0;
-    for (int shift = 0; shift < 64 && r->p < r->end; shift += 7) {
-        unsigned char c = *r->p++;
-        if (shift == 63 && (c & 0x7e)) return -1; /* more than 64 bits */
-        *v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) return 0;
-    }
-    return -1; /* cut short or too long */
-}
-
 /* n strings into map m (ids 1..n in file order); 0, or -1 with err set. */
-static int get_strings(reader *r, an_strmap *m, size_t n, const char *path, const char *what, an_error *err) {
+static int get_strings(an_packed_reader *r, an_strmap *m, size_t n, const char *path, const char *what, an_error *err) {
     for (size_t i = 0; i < n; i++) {
         uint64_t len;
-        if (get_varint(r, &len) || len > (uint64_t)(r->end - r->p))
+        if (an_packed_get_varint(r, &len) || len > (uint64_t)(r->end - r->p))
             return an_fail(err, "%s: %s %zu: length runs past the end of the file", path, what, i);
         size_t *val;
         int ins = an_strmap_get(m, (const char *)r->p, (size_t)len, &val);
@@ -132,19 +86,19 @@ an_tfidf *an_tfidf_load(const char *path, an_error *err) {
         an_fail(err, "%s: not an autoneg tf-idf index (no ANTFIDF header)", path);
         goto fail;
     }
-    uint32_t version = get_u32(file + 8);
-    if (version != AN_TFIDF_VERSION || get_u32(file + 12) != 0) {
+    uint32_t version = an_packed_get_le(file + 8, 4);
+    if (version != AN_TFIDF_VERSION || an_packed_get_le(file + 12, 4) != 0) {
         an_fail(err, "%s: tf-idf index version %u, this build reads version %u", path, version, AN_TFIDF_VERSION);
         goto fail;
     }
-    uint64_t nd = get_u64(file + 16), nt = get_u64(file + 24), ns = get_u64(file + 32), pb = get_u64(file + 40);
-    uint64_t packed = get_u64(file + 48);
+    uint64_t nd = an_packed_get_le(file + 16, 8), nt = an_packed_get_le(file + 24, 8), ns = an_packed_get_le(file + 32, 8), pb = an_packed_get_le(file + 40, 8);
+    uint64_t packed = an_packed_get_le(file + 48, 8);
     if (packed != size - HEADER) {
         an_fail(err, "%s: the header says %llu payload bytes, the file has %zu (cut short or damaged)", path,
                 (unsigned long long)packed, size - HEADER);
         goto fail;
     }
-    if (get_u64(file + 56) != an_hash_bytes(file + HEADER, size - HEADER)) {
+    if (an_packed_get_le(file + 56, 8) != an_hash_bytes(file + HEADER, size - HEADER)) {
         an_fail(err, "%s: checksum mismatch: the tf-idf index is damaged (rebuild it)", path);
         goto fail;
     }
@@ -174,7 +128,7 @@ an_tfidf *an_tfidf_load(const char *path, an_error *err) {
         goto fail;
     }
     ix->n_docs = nd, ix->n_terms = nt, ix->n_sources = ns;
-    reader r = {buf, buf + pb};
+    an_packed_reader r = {buf, buf + pb};
     if (get_strings(&r, &ix->vocab, nt, path, "term", err) || get_strings(&r, &ix->srcmap, ns, path, "source", err))
         goto fail;
     ix->doc_src = calloc(nd + 1, sizeof *ix->doc_src);
@@ -187,7 +141,7 @@ an_tfidf *an_tfidf_load(const char *path, an_error *err) {
     }
     for (size_t d = 0; d < nd; d++) {
         uint64_t s;
-        if (get_varint(&r, &s) || s > ns) {
+        if (an_packed_get_varint(&r, &s) || s > ns) {
             an_fail(err, "%s: document %zu: bad source id", path, d);
             goto fail;
         }
@@ -196,14 +150,14 @@ an_tfidf *an_tfidf_load(const char *path, an_error *err) {
     size_t total = 0;
     for (size_t t = 0; t < nt; t++) {
         uint64_t df;
-        if (get_varint(&r, &df) || df > nd || df > (uint64_t)(r.end - r.p)) {
+        if (an_packed_get_varint(&r, &df) || df > nd || df > (uint64_t)(r.end - r.p)) {
             an_fail(err, "%s: term %zu: bad document count", path, t);
             goto fail;
         }
         uint64_t prev = 0;
         for (uint64_t k = 0; k < df; k++) {
             uint64_t gap;
-            if (get_varint(&r, &gap) || (k > 0 && gap == 0) || gap >= nd - prev) {
+            if (an_packed_get_varint(&r, &gap) || (k > 0 && gap == 0) || gap >= nd - prev) {
                 an_fail(err, "%s: term %zu: document ids out of range or not ascending", path, t);
                 goto fail;
             }

@@ -11,6 +11,7 @@
 #include "core/file.h"
 #include "core/strbuf.h"
 #include "data/pairs/stats_strmap.h"
+#include "infer/packed_file.h"
 
 #define HEADER 64
 static const char magic[8] = {'A', 'N', 'R', 'N', 'E', 'G', 'S', 0};
@@ -144,25 +145,6 @@ char *an_retrieval_input(const an_retrieval *r, const char *prompt, const long *
 
 /* ---------- the files ---------- */
 
-static int put_varint(an_strbuf *b, uint64_t v) {
-    char c[10];
-    int n = 0;
-    do {
-        c[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    return an_strbuf_put(b, c, (size_t)n);
-}
-
-static void put_le(unsigned char *p, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint64_t get_le(const unsigned char *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 int an_retrieval_save(const an_retrieval *r, const char *dir, an_error *err) {
     char path[4096];
     if (an_path_join(path, sizeof path, dir, AN_RETRIEVAL_INDEX)) return an_fail(err, "%s: path too long", dir);
@@ -172,31 +154,25 @@ int an_retrieval_save(const an_retrieval *r, const char *dir, an_error *err) {
     an_strbuf b = {0};
     int bad = an_strbuf_rep(&b, 0, HEADER);
     for (size_t i = 0; !bad && i < r->n_uniq; i++)
-        bad = put_varint(&b, strlen(r->uniq[i])) || an_strbuf_put(&b, r->uniq[i], strlen(r->uniq[i]));
-    for (size_t i = 0; !bad && i < r->n; i++) bad = put_varint(&b, r->neg_id[i]);
+        bad = an_packed_put_varint(&b, strlen(r->uniq[i])) || an_strbuf_put(&b, r->uniq[i], strlen(r->uniq[i]));
+    for (size_t i = 0; !bad && i < r->n; i++) bad = an_packed_put_varint(&b, r->neg_id[i]);
     if (bad) {
         an_strbuf_free(&b);
         return an_fail(err, "%s: out of memory writing the negatives", path);
     }
-    size_t raw = b.n - HEADER;
-    uLongf packed = compressBound((uLong)raw);
-    unsigned char *h = malloc(HEADER + packed);
-    if (!h || compress2(h + HEADER, &packed, (const Bytef *)b.v + HEADER, (uLong)raw, 6) != Z_OK) {
-        free(h);
-        an_strbuf_free(&b);
-        return an_fail(err, "%s: out of memory compressing the negatives", path);
-    }
+    size_t raw = b.n - HEADER, packed;
+    unsigned char *h = an_packed_deflate(&b, HEADER, &packed);
     an_strbuf_free(&b);
-    memset(h, 0, HEADER);
+    if (!h) return an_fail(err, "%s: out of memory compressing the negatives", path);
     memcpy(h, magic, 8);
-    put_le(h + 8, AN_RETRIEVAL_NEGS_VERSION, 4);
-    put_le(h + 12, (uint64_t)r->k, 4);
-    put_le(h + 16, (uint64_t)r->max_tags, 4);
-    put_le(h + 24, r->n, 8);
-    put_le(h + 32, r->n_uniq, 8);
-    put_le(h + 40, raw, 8);
-    put_le(h + 48, packed, 8);
-    put_le(h + 56, an_hash_bytes(h + HEADER, packed), 8);
+    an_packed_put_le(h + 8, AN_RETRIEVAL_NEGS_VERSION, 4);
+    an_packed_put_le(h + 12, (uint64_t)r->k, 4);
+    an_packed_put_le(h + 16, (uint64_t)r->max_tags, 4);
+    an_packed_put_le(h + 24, r->n, 8);
+    an_packed_put_le(h + 32, r->n_uniq, 8);
+    an_packed_put_le(h + 40, raw, 8);
+    an_packed_put_le(h + 48, packed, 8);
+    an_packed_put_le(h + 56, an_hash_bytes(h + HEADER, packed), 8);
     int rc = an_write_file_atomic(path, h, HEADER + packed, err);
     free(h);
     return rc;
@@ -205,21 +181,6 @@ int an_retrieval_save(const an_retrieval *r, const char *dir, an_error *err) {
 int an_retrieval_in_dir(const char *dir) {
     char path[4096];
     return dir && an_is_dir(dir) && !an_path_join(path, sizeof path, dir, AN_RETRIEVAL_INDEX) && an_file_exists(path);
-}
-
-typedef struct reader {
-    const unsigned char *p, *end;
-} reader;
-
-static int get_varint(reader *r, uint64_t *v) {
-    *v = 0;
-    for (int shift = 0; shift < 64 && r->p < r->end; shift += 7) {
-        unsigned char c = *r->p++;
-        if (shift == 63 && (c & 0x7e)) return -1;
-        *v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80)) return 0;
-    }
-    return -1;
 }
 
 /* The negatives file into r (r->ix already loaded: its document count must match). */
@@ -232,8 +193,8 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
         an_fail(err, "%s: not an autoneg retrieval negatives file (no ANRNEGS header)", path);
         goto done;
     }
-    uint64_t version = get_le(file + 8, 4), k = get_le(file + 12, 4), mt = get_le(file + 16, 4);
-    uint64_t nd = get_le(file + 24, 8), nu = get_le(file + 32, 8), pb = get_le(file + 40, 8), packed = get_le(file + 48, 8);
+    uint64_t version = an_packed_get_le(file + 8, 4), k = an_packed_get_le(file + 12, 4), mt = an_packed_get_le(file + 16, 4);
+    uint64_t nd = an_packed_get_le(file + 24, 8), nu = an_packed_get_le(file + 32, 8), pb = an_packed_get_le(file + 40, 8), packed = an_packed_get_le(file + 48, 8);
     if (version != AN_RETRIEVAL_NEGS_VERSION) {
         an_fail(err, "%s: version %llu, this build reads version %u", path, (unsigned long long)version,
                 AN_RETRIEVAL_NEGS_VERSION);
@@ -248,7 +209,7 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
                 (unsigned long long)packed, size - HEADER);
         goto done;
     }
-    if (get_le(file + 56, 8) != an_hash_bytes(file + HEADER, size - HEADER)) {
+    if (an_packed_get_le(file + 56, 8) != an_hash_bytes(file + HEADER, size - HEADER)) {
         an_fail(err, "%s: checksum mismatch: the negatives file is damaged", path);
         goto done;
     }
@@ -283,10 +244,10 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
         an_fail(err, "%s: out of memory", path);
         goto done;
     }
-    reader rd = {buf, buf + pb};
+    an_packed_reader rd = {buf, buf + pb};
     for (size_t i = 0; i < nu; i++) {
         uint64_t len;
-        if (get_varint(&rd, &len) || len > (uint64_t)(rd.end - rd.p)) {
+        if (an_packed_get_varint(&rd, &len) || len > (uint64_t)(rd.end - rd.p)) {
             an_fail(err, "%s: negative %zu: length runs past the end of the file", path, i);
             goto done;
         }
@@ -303,7 +264,7 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
     }
     for (size_t i = 0; i < nd; i++) {
         uint64_t id;
-        if (get_varint(&rd, &id) || id >= nu) {
+        if (an_packed_get_varint(&rd, &id) || id >= nu) {
             an_fail(err, "%s: pair %zu: bad negative id", path, i);
             goto done;
         }
