@@ -26,7 +26,9 @@ if not binary:
     sys.exit("check_serve_page_firefox: no firefox-esr (apt-get install firefox-esr)")
 os.environ["MOZ_HEADLESS"] = "1"
 profile = tempfile.mkdtemp(prefix="autoneg-firefox-")
-client = Marionette(bin=binary, headless=True, profile=profile, startup_timeout=120)
+# gecko_log: Firefox's own log goes with the profile, not into the working folder
+client = Marionette(bin=binary, headless=True, profile=profile, startup_timeout=120,
+                    gecko_log=os.path.join(profile, "gecko.log"))
 failed = 0
 
 
