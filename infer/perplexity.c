@@ -1,8 +1,11 @@
-/* Perplexity through the training forward (an_model_forward with targets), window by window. */
+/* Perplexity through the training forward (an_model_forward with targets), window by window; and
+ * every position's logits through the inference state. */
 #include "infer/perplexity.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+#include "infer/infer.h"
 
 int an_perplexity(an_model *m, const int32_t *ids, size_t n, int ctx, an_ppl *out, an_error *err) {
     if (n < 2) return an_fail(err, "perplexity: %zu token%s: at least 2 are needed", n, n == 1 ? "" : "s");
@@ -33,4 +36,20 @@ int an_perplexity(an_model *m, const int32_t *ids, size_t n, int ctx, an_ppl *ou
     out->nll = sum / (double)(n - 1);
     out->ppl = exp(out->nll);
     return 0;
+}
+
+int an_position_logits(const an_model *m, const int32_t *ids, size_t n, float *out, an_error *err) {
+    if (n < 1) return an_fail(err, "logits: no tokens");
+    if (n > (size_t)m->cfg.max_seq)
+        return an_fail(err, "logits: %zu tokens are more than the model's context (%d)", n, m->cfg.max_seq);
+    an_infer *s = an_infer_create(m, m->lora, 1, (int)n, 0, err);
+    if (!s) return -1;
+    size_t V = (size_t)m->cfg.vocab_size;
+    const int32_t slot = 0;
+    const int32_t *first = ids;
+    const int one = 1;
+    int rc = an_infer_prefill(s, &slot, &first, &one, 1, out, err);
+    for (size_t t = 1; rc == 0 && t < n; t++) rc = an_infer_decode(s, &slot, ids + t, 1, out + t * V, err);
+    an_infer_free(s);
+    return rc;
 }

@@ -20,4 +20,11 @@ typedef struct an_ppl {
 /* ctx: window length (2 .. the model's max_seq; 0 = max_seq). Plans the model for 1 x ctx. */
 int an_perplexity(an_model *m, const int32_t *ids, size_t n, int ctx, an_ppl *out, an_error *err);
 
+/* The logits after each of the n tokens (out: n x V floats, row t predicts token t+1), with the
+ * adapter attached to m, through the decoding path generation uses (infer/infer.h: the first token
+ * prefilled, then one decode step per token over the KV cache), so they are the logits greedy
+ * decoding takes its argmax of. For comparing with another implementation token by token (llama.cpp's
+ * logits_all, transformers' forward). n <= the model's max_seq: one window, nothing cut. */
+int an_position_logits(const an_model *m, const int32_t *ids, size_t n, float *out, an_error *err);
+
 #endif

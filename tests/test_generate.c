@@ -3,6 +3,7 @@
  * windows matches the recorded mean NLL. Then the CLI end to end: generate, perplexity and their
  * bad inputs (empty prompt file, sampling values out of range, a prompt longer than the context). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,25 @@ static void test_perplexity_matches_transformers(void) {
         CHECK_NEAR(r.nll, nll, 1e-4);
         printf("perplexity ctx %d: nll %.6f (transformers %.6f), ppl %.4f\n", ctx, r.nll, nll, r.ppl);
     }
+    /* The decoding path's logits of every position (perplexity --logits) give the same whole-text NLL:
+     * the KV-cache path against the training forward transformers was checked on, same 1e-4 bound. */
+    size_t V = (size_t)s.model->cfg.vocab_size;
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    CHECK_MSG(an_position_logits(s.model, ids, (size_t)n, logits, &e) == 0, "%s", e.msg);
+    double sum = 0;
+    for (int t = 0; t + 1 < n; t++) {
+        const float *row = logits + (size_t)t * V;
+        double mx = row[0], z = 0;
+        for (size_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+        for (size_t v = 0; v < V; v++) z += exp((double)row[v] - mx);
+        sum += log(z) + mx - row[ids[t + 1]];
+    }
+    double whole = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(fx, "perplexity"), 0), "nll")->valuedouble;
+    CHECK_NEAR(sum / (n - 1), whole, 1e-4); /* NaN-safe: CHECK_NEAR fails on NaN */
+    printf("position logits: nll %.6f (transformers %.6f)\n", sum / (n - 1), whole);
+    CHECK(an_position_logits(s.model, ids, (size_t)s.model->cfg.max_seq + 1, logits, &e) == -1);
+    CHECK_CONTAINS(e.msg, "more than the model's context");
+    free(logits);
     an_ppl r;
     CHECK(an_perplexity(s.model, ids, 1, 0, &r, &e) == -1);
     CHECK_CONTAINS(e.msg, "at least 2");
@@ -441,6 +461,21 @@ static void test_cli(void) {
     CHECK_CONTAINS(s, " nll=");
     CHECK_CONTAINS(s, " ppl=");
     free(s);
+    /* --logits: tokens x vocab (2048) float32 rows, as many rows as the tokens printed */
+    char lpath[600];
+    snprintf(lpath, sizeof lpath, "%s.logits", f);
+    snprintf(args, sizeof args, "perplexity --model %s --file %s --logits %s", model, f, lpath);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    s = test_slurp(out);
+    size_t ntok = 0, lbytes = 0;
+    CHECK(s && sscanf(s, "tokens=%zu", &ntok) == 1 && ntok == 9);
+    free(s);
+    an_error le;
+    char *lraw = an_read_file(lpath, &lbytes, &le);
+    CHECK(lraw && lbytes == ntok * 2048 * sizeof(float));
+    free(lraw);
+    snprintf(args, sizeof args, "perplexity --model %s --file %s --logits /nonexistent-dir/l.bin", model, f);
+    check_refused(args, out, err, "/nonexistent-dir/l.bin");
     write_text(f, "");
     CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
     s = test_slurp(err);

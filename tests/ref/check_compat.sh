@@ -9,7 +9,11 @@
 #     run folder and tests/ref/check_train_output.py on the final folders (transformers loads the
 #     models, PEFT the adapter, and both give autoneg's token ids and NLL);
 #   - with the SmolLM2 GGUF fetched (make model): a LoRA run on it, PEFT's NLL on transformers' model of
-#     the GGUF, and the llama.cpp adapter export (tests/ref/check_smollm2_lora.py).
+#     the GGUF, and the llama.cpp adapter export (tests/ref/check_smollm2_lora.py); then llama.cpp (the
+#     llama-cpp-python package, which builds it from source on install) loads autoneg's f32, q8_0 and q4_0
+#     exports, the merged model and the LoRA adapter GGUF, and gives autoneg's logits and greedy text
+#     (tests/ref/check_llamacpp.py; a llama.cpp built already serves too: LLAMA_CPP_LIB_PATH=<its lib
+#     folder> with the package's Python sources on PYTHONPATH).
 set -e
 BUILD=${BUILD:-build}
 SHARED=${AN_SHARED:-../shared}
@@ -59,6 +63,17 @@ if [ -f "$SMOL" ]; then
         --set train.batch_size=4 --set data.val_fraction=0.2 --set eval.every=6 --set optim.lr=0.002 \
         2>"$TMP/smollm2.log" || { cat "$TMP/smollm2.log"; fail=1; }
     "$PY" tests/ref/check_smollm2_lora.py "$BUILD" "$SMOL" "$TMP/smollm2" || fail=1
+    "$PY" -c "import llama_cpp" 2>/dev/null || {
+        echo "== installing llama-cpp-python (it builds llama.cpp from source: several minutes)"
+        "$VENV/bin/pip" install --quiet llama-cpp-python || true
+    }
+    if "$PY" -c "import llama_cpp" 2>/dev/null; then
+        echo "== llama.cpp on autoneg's GGUF exports (about a minute)"
+        "$PY" tests/ref/check_llamacpp.py "$BUILD" "$SMOL" "$TMP/smollm2" || fail=1
+    else
+        echo "== llama.cpp: FAILED (llama-cpp-python neither importable nor installable)"
+        fail=1
+    fi
 else
     echo "== SmolLM2-135M: skipped ($SMOL absent; make model fetches it)"
 fi
