@@ -31,6 +31,9 @@ and for each one, on a fixed ChatML prompt:
     token) detokenise to the text `autoneg generate --raw --temperature 0` prints, for f32 and for the
     adapter; for q8_0 / q4_0 the rounding noise above may flip a near tie, so there whether the
     texts agree is printed, not required;
+  - every file reads in the gguf package (GGUFReader): architecture llama, general.type, the tensor
+    count (272 for the model: 30 blocks x 9 + the embedding and the final norm; for the adapter, the
+    PEFT file's lora_A / lora_B count);
   - the adapter: llama.cpp applies RUN_DIR/llamacpp/adapter.gguf over the f32 base and matches
     autoneg's base + PEFT adapter (to 1e-3), and the merged export (to 1e-3): the adapter is not a no-op
     (it moves the logits by far more than the tolerance).
@@ -105,6 +108,27 @@ def row_diffs(a, b):
     return d if np.all(np.isfinite(d)) else np.array([np.inf])
 
 
+def gguf_reads(models, lora, adapter_dir):
+    """The gguf package (llama.cpp's gguf-py) reads every export: its architecture, type and tensors."""
+    from gguf import GGUFReader
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "np") as f:
+        peft_tensors = len(list(f.keys()))  # a lora_A and a lora_B per adapted weight, as the GGUF
+
+    ok = True
+    for path in models + [lora]:
+        r = GGUFReader(path)
+        field = lambda k: bytes(r.fields[k].parts[r.fields[k].data[0]]).decode() if k in r.fields else None
+        want = "adapter" if path == lora else "model"
+        good = field("general.architecture") == "llama" and (field("general.type") or "model") == want
+        good &= len(r.tensors) == (peft_tensors if path == lora else 272) and all(t.n_elements > 0 for t in r.tensors)
+        print(f"gguf reads {os.path.basename(path)}: {field('general.architecture')}, {want}, "
+              f"{len(r.tensors)} tensors {'ok' if good else 'FAILED'}")
+        ok &= good
+    return ok
+
+
 def greedy_compare(build, model, adapter, llama_text):
     """autoneg's greedy text against llama.cpp's: (same, equal leading characters, autoneg's, llama.cpp's)."""
     atext = autoneg_greedy(build, model, adapter)
@@ -144,6 +168,7 @@ def main():
 
     ok = True
     results = {}
+    ok &= gguf_reads([files[k] for k in ("f32", "q8_0", "q4_0", "merged")], lora_gguf, adapter)
     cases = [  # name, model, llama.cpp adapter, autoneg adapter
         ("f32", files["f32"], None, None),
         ("merged f32", files["merged"], None, None),
