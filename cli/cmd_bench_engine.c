@@ -46,8 +46,8 @@ typedef struct tally {
     long tokens;
 } tally;
 
-static int count_token(void *ctx, int32_t id, float lp) {
-    (void)id, (void)lp;
+static int count_token(void *ctx, const an_token *t) {
+    (void)t;
     ((tally *)ctx)->tokens++;
     return 0;
 }

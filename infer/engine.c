@@ -70,6 +70,8 @@ struct an_engine {
     an_sampler *smp;
     float *logits; /* [AN_ENGINE_DECODE_ROWS, V] */
     float *masked; /* [V] */
+    int32_t top_ids[AN_TOP_LOGPROBS_MAX]; /* the token being reported's alternatives (take_token) */
+    float top_lps[AN_TOP_LOGPROBS_MAX];
     pthread_mutex_t mu;
     pthread_cond_t cv;
     req *qhead, *qtail;
@@ -349,6 +351,10 @@ static int check_request(const an_engine *e, const an_request *r, an_error *err)
         return an_fail(err, "request: %d stop ids given without an array", r->n_stop_ids);
     an_error why;
     if (an_sampler_check(&r->sampling, &why)) return an_fail(err, "request: %s", why.msg);
+    if (r->top_logprobs < 0 || r->top_logprobs > AN_TOP_LOGPROBS_MAX || r->top_logprobs > e->V ||
+        (r->top_logprobs && !r->want_logprobs))
+        return an_fail(err, "request: top_logprobs %d must be in 0 .. %d (and the vocabulary), and > 0 only with "
+                       "want_logprobs", r->top_logprobs, AN_TOP_LOGPROBS_MAX);
     return 0;
 }
 
@@ -455,13 +461,26 @@ static void finish(an_engine *e, req *q, an_stop_reason why, const char *message
     free_req(q);
 }
 
-/* log-softmax of the model's logits at id (before any sampling option) */
-static float logprob(const float *logits, int V, int32_t id) {
+/* log-softmax of the model's logits (before any sampling option) at id, and the k most likely tokens'
+ * (most likely first, ties to the lower id: a stable insertion over the vocabulary in id order) */
+static float logprobs(const float *logits, int V, int32_t id, int k, int32_t *top_ids, float *top_lps) {
     float mx = -INFINITY;
     for (int i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
     double z = 0;
     for (int i = 0; i < V; i++) z += exp((double)logits[i] - mx);
-    return (float)((double)logits[id] - mx - log(z));
+    double lz = log(z);
+    int n = 0;
+    for (int i = 0; i < V && k > 0; i++) {
+        if (n == k && !(logits[i] > logits[top_ids[n - 1]])) continue;
+        int at = n < k ? n++ : k - 1;
+        while (at > 0 && logits[i] > logits[top_ids[at - 1]]) {
+            top_ids[at] = top_ids[at - 1];
+            at--;
+        }
+        top_ids[at] = i;
+    }
+    for (int j = 0; j < n; j++) top_lps[j] = (float)((double)logits[top_ids[j]] - mx - lz);
+    return (float)((double)logits[id] - mx - lz);
 }
 
 /* The next token of running request q (an_generate's take_token, with the engine's callbacks); 1
@@ -481,8 +500,9 @@ static int take_token(an_engine *e, req *q, const float *logits) {
     }
     q->hist[q->used + q->n++] = id;
     if (q->n == 1) q->t_first = now_s();
-    float lp = q->r.want_logprobs ? logprob(logits, e->V, id) : 0.0f;
-    if (q->r.on_token && q->r.on_token(q->r.ctx, id, lp))
+    an_token t = {id, 0.0f, q->r.top_logprobs, e->top_ids, e->top_lps};
+    if (q->r.want_logprobs) t.logprob = logprobs(logits, e->V, id, t.n_top, e->top_ids, e->top_lps);
+    if (q->r.on_token && q->r.on_token(q->r.ctx, &t))
         finish(e, q, AN_STOP_CALLER, NULL);
     else if (q->n >= q->r.max_tokens)
         finish(e, q, AN_STOP_MAX_TOKENS, NULL);

@@ -110,6 +110,18 @@ typedef struct an_request_result {
     const char *message;  /* AN_STOP_ERROR: what failed; valid during the callback only */
 } an_request_result;
 
+/* The most likely tokens a request may ask for beside the chosen one (OpenAI's top_logprobs: 20). */
+#define AN_TOP_LOGPROBS_MAX 20
+
+/* One generated token as on_token sees it (pointers valid during the callback only). */
+typedef struct an_token {
+    int32_t id;
+    float logprob;              /* log-softmax of the model's logits at id (0 without want_logprobs) */
+    int n_top;                  /* the request's top_logprobs */
+    const int32_t *top_ids;     /* [n_top] the most likely tokens, most likely first (ties: lower id) */
+    const float *top_logprobs;  /* [n_top] their log-probabilities */
+} an_token;
+
 typedef struct an_request {
     const int32_t *ids;   /* the prompt (copied at submit); at least 1 token */
     int n_ids;
@@ -122,9 +134,11 @@ typedef struct an_request {
     int n_stop_ids;
     const char *adapter;  /* a registered name, or NULL / "" for the base */
     int want_logprobs;    /* 1: on_token gets the chosen token's log-probability (else 0) */
+    int top_logprobs;     /* 0 .. AN_TOP_LOGPROBS_MAX: and the log-probabilities of that many most likely
+                           * tokens (needs want_logprobs) */
     /* Every generated token, in order; non-zero ends the request (the token stays; stop CALLER):
      * how a caller ends a request on a stop string it detects in the detokenized text. */
-    int (*on_token)(void *ctx, int32_t id, float logprob);
+    int (*on_token)(void *ctx, const an_token *t);
     /* Called exactly once, last, when the request ends for any reason. */
     void (*on_done)(void *ctx, const an_request_result *r);
     void *ctx;

@@ -18,7 +18,7 @@
 typedef struct gen_req {
     an_sampler_params sp;
     uint64_t seed;
-    int max_tokens, min_tokens, n, stream, logprobs, include_usage;
+    int max_tokens, min_tokens, n, stream, logprobs, top, include_usage;
     const char *adapter;  /* NULL: the base */
     const char *model;    /* the name answered with */
     char **stops;
@@ -239,22 +239,19 @@ static int read_gen(an_server *sv, const cJSON *o, an_job_kind kind, gen_req *g,
     }
     if (get_stops(o, g, resp)) return -1;
     if (kind == AN_JOB_COMPLETION) {
-        /* the chosen token's log-probability only: logprobs 0 (alternatives are not computed) */
+        /* logprobs N: the chosen token's log-probability and the N most likely tokens' (OpenAI: 0 .. 5) */
         if ((r = get_num(o, "logprobs", 0, 5, 1, &v, resp)) < 0) return -1;
-        if (r && v > 0) {
-            an_serve_error(resp, 400, "invalid_request_error", "logprobs", "unsupported_value",
-                           "logprobs: only 0 (the chosen token's log-probability) is supported");
-            return -1;
-        }
         g->logprobs = r > 0;
+        g->top = r > 0 ? (int)v : 0;
     } else if (kind == AN_JOB_CHAT) {
         if (get_bool(o, "logprobs", &g->logprobs, resp) < 0) return -1;
-        if ((r = get_num(o, "top_logprobs", 0, 20, 1, &v, resp)) < 0) return -1;
-        if (r && v > 0) {
-            an_serve_error(resp, 400, "invalid_request_error", "top_logprobs", "unsupported_value",
-                           "top_logprobs: only 0 is supported (the chosen token's log-probability is given)");
+        if ((r = get_num(o, "top_logprobs", 0, AN_TOP_LOGPROBS_MAX, 1, &v, resp)) < 0) return -1;
+        if (r && v > 0 && !g->logprobs) {
+            an_serve_error(resp, 400, "invalid_request_error", "top_logprobs", "invalid_value",
+                           "top_logprobs needs logprobs: true");
             return -1;
         }
+        g->top = r > 0 ? (int)v : 0;
     }
     return neutral_only(o, resp);
 }
@@ -293,6 +290,7 @@ static void submit(an_server *sv, an_job_kind kind, an_ids *prompts, int n_promp
     }
     j->stream = g->stream;
     j->logprobs = g->logprobs;
+    j->top = g->top;
     j->include_usage = g->include_usage;
     j->prompts = n_prompts;
     j->n = g->n;
@@ -365,7 +363,7 @@ void an_serve_completions(an_server *sv, const an_http_request *req, an_http_res
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
     /* OpenAI's defaults: temperature 1, no filters, 16 tokens, a fresh seed */
-    gen_req g = {{1.0f, 0, 1.0f, 0.0f, 1.0f}, an_server_random_seed(sv), 16, 0, 1, 0, 0, 0, NULL, NULL, NULL, 0};
+    gen_req g = {{1.0f, 0, 1.0f, 0.0f, 1.0f}, an_server_random_seed(sv), 16, 0, 1, 0, 0, 0, 0, NULL, NULL, NULL, 0};
     an_ids *ids = NULL;
     int n = 0;
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_COMPLETION, &g, resp)) goto done;
@@ -521,7 +519,7 @@ void an_serve_chat(an_server *sv, const an_http_request *req, an_http_response *
                                          "frequency_penalty", "presence_penalty", "logit_bias", "response_format", NULL};
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
-    gen_req g = {{1.0f, 0, 1.0f, 0.0f, 1.0f}, an_server_random_seed(sv), sv->cfg.limits.max_tokens, 0, 1, 0, 0, 0,
+    gen_req g = {{1.0f, 0, 1.0f, 0.0f, 1.0f}, an_server_random_seed(sv), sv->cfg.limits.max_tokens, 0, 1, 0, 0, 0, 0,
                  NULL, NULL, NULL, 0};
     an_ids ids = {0};
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_CHAT, &g, resp)) goto done;
@@ -547,7 +545,7 @@ void an_serve_negatives(an_server *sv, const an_http_request *req, an_http_respo
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
     /* `autoneg generate`'s defaults (cli_gen_defaults), so the same prompt gives the same negative */
-    gen_req g = {{0.8f, 40, 0.95f, 0.05f, 1.0f}, 1234, 128, 0, 1, 0, 0, 0, NULL, NULL, NULL, 0};
+    gen_req g = {{0.8f, 40, 0.95f, 0.05f, 1.0f}, 1234, 128, 0, 1, 0, 0, 0, 0, NULL, NULL, NULL, 0};
     an_ids *ids = NULL;
     int n = 0;
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_NEGATIVES, &g, resp)) goto done;

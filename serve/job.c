@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "data/tokenizers/unicode.h"
 #include "serve/serve_impl.h"
 
 /* ---- an_sbuf ---- */
@@ -90,6 +91,8 @@ static void job_destroy(an_serve_job *j) {
         free(j->ch[i].ids);
         free(j->ch[i].lps);
         free(j->ch[i].offs);
+        free(j->ch[i].top_ids);
+        free(j->ch[i].top_lps);
     }
     for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
     free(j->stops);
@@ -331,6 +334,59 @@ void an_job_start(an_serve_job *j) {
     pthread_mutex_unlock(&j->mu);
 }
 
+/* One alternative token's text: its bytes when they are whole UTF-8 characters, else U+FFFD for each
+ * broken sequence (a byte-level token can end inside a character; the "bytes" field keeps them). */
+static char *token_text(const an_serve_job *j, int32_t id, unsigned char **bytes, size_t *n) {
+    an_error e;
+    *bytes = (unsigned char *)an_tokenizer_decode_len(j->sv->session->tok, &id, 1, n, &e);
+    if (!*bytes) return NULL;
+    char *s = malloc(*n * 3 + 1), *o = s;
+    for (size_t i = 0; s && i < *n;) {
+        uint32_t cp;
+        int len = an_utf8_decode(*bytes + i, *n - i, &cp);
+        if (cp == 0xFFFD && len == 1) o += an_utf8_encode(cp, o); /* a broken sequence's byte */
+        else memcpy(o, *bytes + i, (size_t)len), o += len;
+        i += (size_t)len;
+    }
+    if (s) *o = 0;
+    return s;
+}
+
+/* Chat's top_logprobs of token k: [{token, logprob, bytes}], most likely first. */
+static cJSON *chat_top(const an_serve_job *j, const an_job_choice *c, int k) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int t = 0; t < j->top; t++) {
+        unsigned char *raw;
+        size_t n;
+        char *text = token_text(j, c->top_ids[(size_t)k * j->top + t], &raw, &n);
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "token", text ? text : "");
+        cJSON_AddNumberToObject(x, "logprob", c->top_lps[(size_t)k * j->top + t]);
+        cJSON *bytes = cJSON_AddArrayToObject(x, "bytes");
+        for (size_t q = 0; raw && q < n; q++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber(raw[q]));
+        cJSON_AddItemToArray(arr, x);
+        free(text);
+        free(raw);
+    }
+    return arr;
+}
+
+/* Completions' top_logprobs entry of token k: {text: logprob}, most likely first (a text two tokens
+ * share keeps the likelier one's). */
+static cJSON *completion_top(const an_serve_job *j, const an_job_choice *c, int k) {
+    cJSON *o = cJSON_CreateObject();
+    for (int t = 0; t < j->top; t++) {
+        unsigned char *raw;
+        size_t n;
+        char *text = token_text(j, c->top_ids[(size_t)k * j->top + t], &raw, &n);
+        if (text && !cJSON_GetObjectItemCaseSensitive(o, text))
+            cJSON_AddNumberToObject(o, text, c->top_lps[(size_t)k * j->top + t]);
+        free(text);
+        free(raw);
+    }
+    return o;
+}
+
 static cJSON *logprobs_json(const an_serve_job *j, const an_job_choice *c, size_t start, size_t end) {
     if (!j->logprobs) return cJSON_CreateNull();
     cJSON *o = cJSON_CreateObject();
@@ -346,14 +402,14 @@ static cJSON *logprobs_json(const an_serve_job *j, const an_job_choice *c, size_
             cJSON_AddNumberToObject(t, "logprob", c->lps[k]);
             cJSON *bytes = cJSON_AddArrayToObject(t, "bytes");
             for (size_t q = a; q < b; q++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)c->text.s[q]));
-            cJSON_AddArrayToObject(t, "top_logprobs");
+            cJSON_AddItemToObject(t, "top_logprobs", chat_top(j, c, k));
             cJSON_AddItemToArray(content, t);
             free(piece);
         }
         return o;
     }
     cJSON *toks = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs"),
-          *offs = cJSON_AddArrayToObject(o, "text_offset");
+          *offs = cJSON_AddArrayToObject(o, "text_offset"), *top = j->top ? cJSON_CreateArray() : NULL;
     for (int k = 0; k < c->n_ids; k++) {
         size_t a = c->offs[k], b = k + 1 < c->n_ids ? c->offs[k + 1] : c->text.n;
         if (a >= end) break;
@@ -362,9 +418,11 @@ static cJSON *logprobs_json(const an_serve_job *j, const an_job_choice *c, size_
         cJSON_AddItemToArray(toks, cJSON_CreateString(piece ? piece : ""));
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(c->lps[k]));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(a - start)));
+        if (top) cJSON_AddItemToArray(top, completion_top(j, c, k));
         free(piece);
     }
-    cJSON_AddNullToObject(o, "top_logprobs");
+    if (top) cJSON_AddItemToObject(o, "top_logprobs", top);
+    else cJSON_AddNullToObject(o, "top_logprobs");
     return o;
 }
 
@@ -472,28 +530,37 @@ static int stop_hit(an_serve_job *j, an_job_choice *c, size_t before) {
     return 1;
 }
 
-static int on_token(void *ctx, int32_t id, float logprob) {
+static int on_token(void *ctx, const an_token *tk) {
     an_job_choice *c = ctx;
     an_serve_job *j = c->job;
     pthread_mutex_lock(&j->mu);
     char piece[256];
     size_t before = c->text.n;
-    int k = an_detok_feed(&c->dt, id, piece, sizeof piece);
+    int k = an_detok_feed(&c->dt, tk->id, piece, sizeof piece);
     if (k > 0) an_sbuf_add(&c->text, piece, (size_t)k);
     if (j->logprobs && c->n_ids < (1 << 24)) {
         if (c->n_ids == c->cap_ids) {
             int cap = c->cap_ids ? c->cap_ids * 2 : 32;
+            size_t tops = (size_t)cap * (size_t)(j->top ? j->top : 1);
             int32_t *ids = realloc(c->ids, (size_t)cap * sizeof *ids);
             if (ids) c->ids = ids;
             float *lps = realloc(c->lps, (size_t)cap * sizeof *lps);
             if (lps) c->lps = lps;
             size_t *offs = realloc(c->offs, (size_t)cap * sizeof *offs);
             if (offs) c->offs = offs;
-            if (ids && lps && offs) c->cap_ids = cap;
+            int32_t *top_ids = realloc(c->top_ids, tops * sizeof *top_ids);
+            if (top_ids) c->top_ids = top_ids;
+            float *top_lps = realloc(c->top_lps, tops * sizeof *top_lps);
+            if (top_lps) c->top_lps = top_lps;
+            if (ids && lps && offs && top_ids && top_lps) c->cap_ids = cap;
         }
         if (c->n_ids < c->cap_ids) {
-            c->ids[c->n_ids] = id;
-            c->lps[c->n_ids] = logprob;
+            for (int t = 0; t < j->top && t < tk->n_top; t++) { /* the engine gives all j->top */
+                c->top_ids[(size_t)c->n_ids * j->top + t] = tk->top_ids[t];
+                c->top_lps[(size_t)c->n_ids * j->top + t] = tk->top_logprobs[t];
+            }
+            c->ids[c->n_ids] = tk->id;
+            c->lps[c->n_ids] = tk->logprob;
             c->offs[c->n_ids++] = before;
         }
     }
@@ -566,4 +633,5 @@ void an_job_bind(an_serve_job *j, int i, an_request *r) {
     r->on_done = on_done;
     r->ctx = &j->ch[i];
     r->want_logprobs = j->logprobs;
+    r->top_logprobs = j->logprobs ? j->top : 0;
 }

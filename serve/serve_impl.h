@@ -90,6 +90,8 @@ typedef struct an_job_choice {
     int32_t *ids;       /* logprobs: the chosen tokens, their log-probabilities, the text offsets */
     float *lps;
     size_t *offs;
+    int32_t *top_ids;   /* [cap_ids * top] each token's most likely alternatives and theirs */
+    float *top_lps;
     int n_ids, cap_ids;
     an_request_result res;
     int done;
@@ -102,6 +104,7 @@ struct an_serve_job {
     an_server *sv;
     an_job_kind kind;
     int stream, logprobs, prompts, n;
+    int top;            /* alternatives per token asked for (completions' logprobs N, chat's top_logprobs) */
     int include_usage;  /* stream_options.include_usage: a last chunk with the usage */
     char id[48];
     long created;

@@ -30,7 +30,7 @@
 #include "model/lora.h"
 #include "tests/test_model_util.h"
 
-enum { MAXTOK = 64 };
+enum { MAXTOK = 64, TOPK = 5 }; /* TOPK: the alternatives every test request asks for */
 
 /* An adapter with A from an_lora_create and B random in +-0.5 (rank r, the given targets). */
 static an_lora *random_adapter(an_model *m, int r, const char *const *targets, int n_targets, uint64_t seed) {
@@ -116,6 +116,8 @@ typedef struct spec {
 typedef struct rec {
     int32_t ids[MAXTOK];
     float lps[MAXTOK]; /* each token's log-probability, as on_token got it */
+    int32_t top[MAXTOK][TOPK]; /* and its TOPK most likely alternatives */
+    float top_lps[MAXTOK][TOPK];
     int n, done_calls;
     an_request_result res;
     an_engine *e;
@@ -126,11 +128,17 @@ typedef struct rec {
     double lp_sum;
 } rec;
 
-static int on_token(void *ctx, int32_t id, float lp) {
+static int on_token(void *ctx, const an_token *t) {
     rec *r = ctx;
-    if (r->n < MAXTOK) r->ids[r->n] = id, r->lps[r->n] = lp;
+    if (r->n < MAXTOK) {
+        r->ids[r->n] = t->id, r->lps[r->n] = t->logprob;
+        for (int j = 0; j < TOPK; j++) {
+            r->top[r->n][j] = j < t->n_top ? t->top_ids[j] : -1;
+            r->top_lps[r->n][j] = j < t->n_top ? t->top_logprobs[j] : 0.0f;
+        }
+    }
     r->n++;
-    r->lp_sum += lp;
+    r->lp_sum += t->logprob;
     if (r->cancel_after && r->n == r->cancel_after) an_engine_cancel(r->e, r->id);
     return r->stop_after && r->n >= r->stop_after;
 }
@@ -157,6 +165,7 @@ static an_request make_request(const spec *s, rec *r) {
     q.n_stop_ids = s->n_stop;
     q.adapter = adapter_names[s->adapter];
     q.want_logprobs = 1;
+    q.top_logprobs = TOPK;
     q.on_token = on_token;
     q.on_done = on_done;
     q.ctx = r;
@@ -214,7 +223,7 @@ static int same_logits_as_alone(const fixture *f, const spec *s, const rec *r, i
     float *logits = malloc(sizeof(float) * (size_t)V);
     int32_t slot = 0;
     const int32_t *rows[1] = {s->prompt};
-    int ok = inf && an_infer_prefill(inf, &slot, rows, &s->n, 1, logits, &e) == 0, bad = -1;
+    int ok = inf && an_infer_prefill(inf, &slot, rows, &s->n, 1, logits, &e) == 0, bad = -1, bad_top = -1;
     float alone = 0;
     for (int t = 0; ok && t < n; t++) {
         float mx = -INFINITY;
@@ -223,14 +232,26 @@ static int same_logits_as_alone(const fixture *f, const spec *s, const rec *r, i
         for (int i = 0; i < V; i++) z += exp((double)logits[i] - mx);
         float lp = (float)((double)logits[r->ids[t]] - mx - log(z));
         if (memcmp(&lp, &r->lps[t], sizeof lp) != 0 && bad < 0) bad = t, alone = lp;
+        /* the alternatives, checked by counting rather than the engine's insertion: the j-th is a token
+         * that exactly j tokens beat (a larger logit, or an equal one at a lower id), with its bits */
+        for (int j = 0; j < TOPK; j++) {
+            int32_t id = r->top[t][j];
+            int beaten_by = 0;
+            for (int i = 0; id >= 0 && id < V && i < V; i++)
+                beaten_by += logits[i] > logits[id] || (logits[i] == logits[id] && i < id);
+            float lpj = id >= 0 && id < V ? (float)((double)logits[id] - mx - log(z)) : NAN;
+            if ((beaten_by != j || memcmp(&lpj, &r->top_lps[t][j], sizeof lpj) != 0) && bad_top < 0) bad_top = t;
+        }
         if (t + 1 < n) ok = an_infer_decode(inf, &slot, &r->ids[t], 1, logits, &e) == 0;
     }
     CHECK_MSG(ok, "%s", e.msg);
     CHECK_MSG(bad < 0, "request %d: token %d's log-probability differs from the request alone (%.9g vs %.9g)", k, bad,
               bad >= 0 ? (double)r->lps[bad] : 0.0, (double)alone);
+    CHECK_MSG(bad_top < 0, "request %d: token %d's top %d alternatives are not the most likely, in order", k, bad_top,
+              TOPK);
     free(logits);
     an_infer_free(inf);
-    return ok && bad < 0;
+    return ok && bad < 0 && bad_top < 0;
 }
 
 static void fill_prompt(spec *s, int n, uint64_t seed) {

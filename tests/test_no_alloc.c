@@ -203,8 +203,8 @@ static void test_decode_steps(void) {
  * rows of two adapters and the base, finished requests leaving. Submitting allocates (the request's
  * copy); so does the first use of a prefix with an adapter (its KV): a first round warms that, and
  * the steps of a second round must allocate nothing. */
-static int count_tokens(void *ctx, int32_t id, float lp) {
-    (void)id, (void)lp;
+static int count_tokens(void *ctx, const an_token *t) {
+    (void)t;
     (*(int *)ctx)++;
     return 0;
 }

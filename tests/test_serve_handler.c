@@ -10,6 +10,7 @@
  *   adapter paths outside --adapter-dir, health while loading and draining, cancellation, metrics. */
 #include <cjson/cJSON.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -254,7 +255,7 @@ static void test_bad_requests(void) {
         {"/v1/completions", "{\"prompt\": \"a\", \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop", "up to 4", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"stop\": [\"\"]}", "stop", "non-empty", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"stream\": 1}", "stream", "true or false", 400},
-        {"/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 3}", "logprobs", "only 0", 400},
+        {"/v1/completions", "{\"prompt\": \"a\", \"logprobs\": 6}", "logprobs", "5", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"presence_penalty\": 0.5}", "presence_penalty", "not supported", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"echo\": true}", "echo", "not supported", 400},
         {"/v1/completions", "{\"prompt\": \"a\", \"model\": \"nope\"}", "model", "does not exist", 404},
@@ -267,7 +268,10 @@ static void test_bad_requests(void) {
          "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}",
          "messages", "end with a user", 400},
         {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"top_logprobs\": 2}",
-         "top_logprobs", "only 0", 400},
+         "top_logprobs", "needs logprobs: true", 400},
+        {"/v1/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"logprobs\": true, \"top_logprobs\": 21}",
+         "top_logprobs", "20", 400},
         {"/v1/negatives", "{\"prompts\": \"a cat\"}", "prompts", "array", 400},
         {"/v1/negatives", "{\"prompts\": [\"a\", 7]}", "prompts", "prompts[1]", 400},
         {"/v1/negatives", "{\"prompts\": [\"a\"], \"logprobs\": 0}", "logprobs", "unrecognized", 400},
@@ -466,7 +470,7 @@ static void test_completions_and_stops(void) {
     o.max_tokens = 40;
     char **ref = session_texts(&sess, prompt, 1, 1, o);
     reply r = call(sv, "POST", "/v1/completions",
-                   "{\"model\": \"tiny\", \"prompt\": \"Once upon a time\", \"seed\": 11, \"max_tokens\": 40, \"logprobs\": 0}", NULL);
+                   "{\"model\": \"tiny\", \"prompt\": \"Once upon a time\", \"seed\": 11, \"max_tokens\": 40, \"logprobs\": 3}", NULL);
     CHECK_MSG(r.status == 200, "%s", r.body);
     CHECK_STR(jstr(r.json, "object"), "text_completion");
     CHECK_STR(jstr(r.json, "model"), "tiny");
@@ -487,6 +491,17 @@ static void test_completions_and_stops(void) {
     for (const cJSON *t = toks ? toks->child : NULL; t; t = t->next) strncat(joined, t->valuestring, 4000 - strlen(joined));
     CHECK_STR(joined, ref[0]);
     for (const cJSON *x = lps ? lps->child : NULL; x; x = x->next) CHECK(x->valuedouble <= 0 && x->valuedouble > -100);
+    /* logprobs 3: per token up to 3 alternatives (fewer only where two share a text), most likely first;
+     * the first is the most likely of all tokens, so at least the sampled one's (the engine test checks
+     * the values against the logits themselves) */
+    const cJSON *tops = cJSON_GetObjectItem(lp, "top_logprobs"), *chosen = lps ? lps->child : NULL;
+    CHECK(cJSON_GetArraySize(tops) == out_tokens);
+    for (const cJSON *tk = tops ? tops->child : NULL; tk; tk = tk->next, chosen = chosen ? chosen->next : NULL) {
+        int n = cJSON_GetArraySize(tk);
+        CHECK(cJSON_IsObject(tk) && n >= 1 && n <= 3);
+        for (const cJSON *x = tk->child; x && x->next; x = x->next) CHECK(x->valuedouble >= x->next->valuedouble);
+        CHECK(tk->child && chosen && tk->child->valuedouble >= chosen->valuedouble);
+    }
     const char *reason = jstr(r.json, "choices.0.finish_reason");
     CHECK(reason && (!strcmp(reason, "length") ? out_tokens == 40 : !strcmp(reason, "stop")));
     reply_free(&r);
@@ -582,6 +597,26 @@ static void test_chat(void) {
              " {\"role\": \"assistant\", \"content\": \"b\"}, {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"c\"}]}],"
              " \"max_tokens\": 4}", NULL);
     CHECK_MSG(r.status == 200, "%s", r.body);
+    reply_free(&r);
+    /* logprobs with top_logprobs 2: each content entry has its token, logprob, bytes and 2 alternatives
+     * in the same shape, most likely first, the first at least as likely as the chosen token */
+    r = call(sv, "POST", "/v1/chat/completions",
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"a red car\"}], \"seed\": 5, \"max_tokens\": 8, "
+             "\"logprobs\": true, \"top_logprobs\": 2}", NULL);
+    CHECK_MSG(r.status == 200, "%s", r.body);
+    const cJSON *content_lp = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "choices"), 0), "logprobs"), "content");
+    CHECK(cJSON_GetArraySize(content_lp) == (int)jnum(r.json, "usage.completion_tokens"));
+    for (const cJSON *tk = content_lp ? content_lp->child : NULL; tk; tk = tk->next) {
+        const cJSON *alts = cJSON_GetObjectItem(tk, "top_logprobs");
+        CHECK(cJSON_GetArraySize(alts) == 2);
+        const cJSON *a0 = cJSON_GetArrayItem(alts, 0), *a1 = cJSON_GetArrayItem(alts, 1);
+        CHECK(cJSON_IsString(cJSON_GetObjectItem(a0, "token")) && cJSON_IsArray(cJSON_GetObjectItem(a0, "bytes")));
+        double l0 = cJSON_GetObjectItem(a0, "logprob") ? cJSON_GetObjectItem(a0, "logprob")->valuedouble : NAN;
+        double l1 = cJSON_GetObjectItem(a1, "logprob") ? cJSON_GetObjectItem(a1, "logprob")->valuedouble : NAN;
+        double lc = cJSON_GetObjectItem(tk, "logprob") ? cJSON_GetObjectItem(tk, "logprob")->valuedouble : NAN;
+        CHECK(l0 <= 0 && l0 >= l1 && l0 >= lc); /* NaN fails each comparison */
+    }
     reply_free(&r);
     texts_free(ref, 1);
     an_server_free(sv);

@@ -61,9 +61,15 @@ streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choi
 check(streamed == answer, f"streamed chat equals the whole ({len(chunks)} chunks)")
 check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens,
       "the usage chunk at the end of the stream")
-lp = client.chat.completions.create(model=model, messages=msgs, max_tokens=5, seed=3, logprobs=True)
+lp = client.chat.completions.create(model=model, messages=msgs, max_tokens=5, seed=3, logprobs=True, top_logprobs=3)
 check(len(lp.choices[0].logprobs.content) == lp.usage.completion_tokens and
       all(t.logprob <= 0 for t in lp.choices[0].logprobs.content), "chat logprobs: one per token, each <= 0")
+check(all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob
+          and t.top_logprobs[0].logprob >= t.logprob and isinstance(t.top_logprobs[0].bytes, list)
+          for t in lp.choices[0].logprobs.content), "chat top_logprobs 3: the client parses 3 alternatives a token, in order")
+cl = client.completions.create(model=model, prompt="a red car", max_tokens=5, seed=3, logprobs=2)
+check(len(cl.choices[0].logprobs.top_logprobs) == len(cl.choices[0].logprobs.tokens) and
+      all(1 <= len(d) <= 2 for d in cl.choices[0].logprobs.top_logprobs), "completion logprobs 2: a dict of alternatives a token")
 
 # /v1/negatives by plain HTTP
 req = urllib.request.Request(base + "/v1/negatives", data=json.dumps({"prompts": ["a cat", "a dog"], "seed": 9}).encode(),
