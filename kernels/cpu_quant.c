@@ -53,6 +53,7 @@ void an_q8_act_quantize(an_q8_act *dst, const float *x, int n) {
         }
         dst[b].d = d;
         dst[b].s = d * (float)sum;
+        dst[b].sum = sum;
     }
 }
 
@@ -130,6 +131,24 @@ static size_t row_bytes(const an_weight *w) {
     return (size_t)(w->cols / an_dtype_block(w->dtype)) * (size_t)an_dtype_block_bytes(w->dtype);
 }
 
+/* Row `row` of w as float32 (the reference dequantization's bits): an interleaved row block by
+ * block through its ggml block. */
+static void dequantize_weight_row(const an_weight *w, int64_t row, float *y) {
+    an_dtype base = an_dtype_x8_base(w->dtype);
+    int nb = (int)w->cols / an_dtype_block(base);
+    const uint8_t *data = w->data;
+    if (base == w->dtype) {
+        dequantize_row(base, data + (size_t)row * row_bytes(w), y, nb);
+        return;
+    }
+    size_t bb = (size_t)an_dtype_block_bytes(base);
+    uint8_t blk[64];
+    for (int b = 0; b < nb; b++) {
+        an_q_x8_row_blocks(base, data + ((size_t)(row / 8) * (size_t)nb + (size_t)b) * 8 * bb, row % 8, 1, blk);
+        dequantize_row(base, blk, y + (size_t)b * 32, 1);
+    }
+}
+
 static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
 int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
@@ -146,6 +165,18 @@ int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const 
         else an_q8_act_quantize((an_q8_act *)(act + n * arow), inp + (size_t)n * C, C);
     }
     const uint8_t *wd = w->data;
+    an_dtype base = an_dtype_x8_base(t);
+    if (base != t) { /* eight interleaved rows at a time, each activation row on its own */
+        size_t group = 8 * wrow;
+#pragma omp parallel for schedule(static) if ((size_t)OC * C >= 65536)
+        for (int g = 0; g < OC / 8; g++)
+            for (int n = 0; n < N; n++) {
+                float s[8], *o = out + (size_t)n * OC + 8 * g;
+                an_q_x8_dot8(base, wd + (size_t)g * group, (const an_q8_act *)(act + n * arow), nb, simd, s);
+                for (int r = 0; r < 8; r++) o[r] = bias ? s[r] + bias[8 * g + r] : s[r];
+            }
+        return 0;
+    }
     int grouped = t == AN_Q8_0 || t == AN_Q4_0 || t == AN_Q4_1;
     /* weight rows in chunks of 16 per thread step (16 rows stay in L1 while every group of input
      * rows passes over them); small products are not worth waking the team */
@@ -175,11 +206,8 @@ static int tile_rows(size_t work_floats, int C, int OC) {
 }
 
 static void dequantize_tile(const an_weight *w, int o0, int rows, float *dst) {
-    size_t wrow = row_bytes(w);
-    int nb = (int)w->cols / an_dtype_block(w->dtype);
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        dequantize_row(w->dtype, (const uint8_t *)w->data + (size_t)(o0 + r) * wrow, dst + (size_t)r * w->cols, nb);
+    for (int r = 0; r < rows; r++) dequantize_weight_row(w, o0 + r, dst + (size_t)r * w->cols);
 }
 
 size_t an_cpu_quant_work_bytes(const an_weight *w, int N) {
@@ -234,10 +262,6 @@ void an_cpu_quant_backward_input(float *dinp, const float *dout, const an_weight
 }
 
 void an_cpu_quant_embedding(float *out, const int32_t *ids, const an_weight *table, int N) {
-    size_t wrow = row_bytes(table);
-    int nb = (int)table->cols / an_dtype_block(table->dtype);
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        dequantize_row(table->dtype, (const uint8_t *)table->data + (size_t)ids[n] * wrow, out + (size_t)n * table->cols,
-                       nb);
+    for (int n = 0; n < N; n++) dequantize_weight_row(table, ids[n], out + (size_t)n * table->cols);
 }

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "kernels/ops.h"
+#include "kernels/quant_x8.h"
 
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -64,6 +65,7 @@ static inline float an_q_f16(const uint8_t *p) {
  * sum(q) for Q4_1's minimum term. A block with a NaN or infinity gets d = NaN (the product is NaN). */
 typedef struct an_q8_act {
     float d, s;
+    int32_t sum; /* sum(q): the interleaved kernels' correction for unsigned weights */
     int8_t q[32];
 } an_q8_act;
 
@@ -130,6 +132,12 @@ void an_q4_0_dequantize(const uint8_t *w, float *y, int nb);
 void an_q4_1_dequantize(const uint8_t *w, float *y, int nb);
 void an_q4_k_dequantize(const uint8_t *w, float *y, int nb);
 void an_q6_k_dequantize(const uint8_t *w, float *y, int nb);
+
+/* Eight rows interleaved (AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8; kernels/quant_x8.h, and
+ * kernels/cpu_quant_x8.c for the layout and the float order, which differs from the row-by-row one
+ * above): an_q_x8_dot8 multiplies one group (w) with one activation row into out[0..7], the group's
+ * eight rows. */
+void an_q_x8_dot8(an_dtype base, const uint8_t *w, const an_q8_act *a, int nb, int simd, float *out);
 
 /* The matrix-vector product of the typed linear op at a given SIMD level (the op uses the best;
  * 32 rows: above that the dequantized tiles under the GEMM were faster for SmolLM2's shapes on the

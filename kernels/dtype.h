@@ -17,14 +17,26 @@ typedef enum an_dtype {
     AN_Q4_1, /* ggml Q4_1: 32 values in 20 bytes (f16 scale and min, 32 nibbles, value d * q + m) */
     AN_Q4_K, /* ggml Q4_K: 256 values in 144 bytes (8 sub-blocks with 6-bit scales and mins) */
     AN_Q6_K, /* ggml Q6_K: 256 values in 210 bytes (16 sub-blocks with int8 scales, 6-bit values) */
+    /* The same blocks with eight rows interleaved, block by block (kernels/cpu_quant.h): the CPU's
+     * layout for decoding, made when a GGUF model is loaded; rows a multiple of 8. */
+    AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8,
 } an_dtype;
 
-/* The GGUF block types: 1 for AN_Q8_0 .. AN_Q6_K. */
-static inline int an_dtype_is_ggml(an_dtype t) { return t >= AN_Q8_0 && t <= AN_Q6_K; }
+/* The GGUF block types, in ggml's layout or interleaved: 1 for AN_Q8_0 .. AN_Q4_1_X8. */
+static inline int an_dtype_is_ggml(an_dtype t) { return t >= AN_Q8_0 && t <= AN_Q4_1_X8; }
+/* An interleaved type's ggml type (AN_Q8_0_X8 -> AN_Q8_0); any other type itself. */
+static inline an_dtype an_dtype_x8_base(an_dtype t) {
+    return t == AN_Q8_0_X8 ? AN_Q8_0 : t == AN_Q4_0_X8 ? AN_Q4_0 : t == AN_Q4_1_X8 ? AN_Q4_1 : t;
+}
+/* The interleaved type of a ggml type, or 0 where there is none. */
+static inline an_dtype an_dtype_x8_of(an_dtype t) {
+    return t == AN_Q8_0 ? AN_Q8_0_X8 : t == AN_Q4_0 ? AN_Q4_0_X8 : t == AN_Q4_1 ? AN_Q4_1_X8 : (an_dtype)0;
+}
 
 const char *an_dtype_name(an_dtype t); /* "F32", ... as safetensors spells them; "NF4" */
 size_t an_dtype_size(an_dtype t);      /* bytes per element; 0 for the block types */
-/* The GGUF block types' values per block and bytes per block (0 for every other type). */
+/* The GGUF block types' values per block and bytes per block (0 for every other type; an interleaved
+ * type's are its ggml type's, so a weight takes the same bytes either way). */
 int an_dtype_block(an_dtype t);
 int an_dtype_block_bytes(an_dtype t);
 

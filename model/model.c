@@ -2,12 +2,14 @@
  * that holds them (and the one that holds the gradients of the trainable ones). */
 #include "model/model.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/nf4.h"
+#include "kernels/quant_x8.h"
 #include "model/io/llama2c.h"
 #include "model/lora.h"
 #include "model/nf4_weights.h"
@@ -278,7 +280,21 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
         if (an_param_nf4(p)) an_nf4_tensor_dequantize(an_param_nf4(p), dst);
         else {
             an_error ignored; /* the blocks were checked when they were loaded */
-            an_ggml_dequantize(an_dtype_ggml_type(p->dtype), an_param_ggml(p), dst, (int64_t)p->numel, &ignored);
+            an_dtype base = an_dtype_x8_base(p->dtype);
+            if (base == p->dtype) {
+                an_ggml_dequantize(an_dtype_ggml_type(base), an_param_ggml(p), dst, (int64_t)p->numel, &ignored);
+            } else { /* eight rows interleaved: row by row through ggml's blocks */
+                int64_t rows = p->shape[0], cols = (int64_t)p->numel / rows;
+                int nb = (int)(cols / an_dtype_block(base));
+                uint8_t *blocks = malloc((size_t)nb * (size_t)an_dtype_block_bytes(base));
+                for (int64_t r = 0; blocks && r < rows; r++) {
+                    an_q_x8_row_blocks(base, an_param_ggml(p), r, nb, blocks);
+                    an_ggml_dequantize(an_dtype_ggml_type(base), blocks, dst + r * cols, cols, &ignored);
+                }
+                if (!blocks) /* no memory for one row's blocks: NaN, never wrong numbers */
+                    for (size_t i = 0; i < p->numel; i++) dst[i] = NAN;
+                free(blocks);
+            }
         }
         if (!p->transposed && !permute) return;
         src = tmp;

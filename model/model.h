@@ -31,7 +31,7 @@ typedef struct an_param {
     int64_t shape[2]; /* as held in memory: linear weights [out, in] */
     size_t numel;
     an_dtype dtype;   /* how the values are held: AN_F32 in data; AN_BF16, AN_NF4 or a GGUF block type
-                       * (AN_Q8_0 .. AN_Q6_K) in packed, data NULL */
+                       * (AN_Q8_0 .. AN_Q4_1_X8) in packed, data NULL */
     float *data;      /* AN_F32: backend memory, inside an_model.param_mem */
     float *grad;      /* backend memory inside an_model.grad_mem; NULL when frozen */
     int trainable;

@@ -1,4 +1,5 @@
-/* The CPU kernels on GGUF-quantized weights (kernels/cpu_quant*.c) for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K:
+/* The CPU kernels on GGUF-quantized weights (kernels/cpu_quant*.c) for Q8_0, Q4_0, Q4_1, Q4_K and Q6_K,
+ * and Q8_0, Q4_0 and Q4_1 with eight rows interleaved (the _X8 types, the layout decoding runs on):
  *  - dequantization bit-identical to the reference (model/io/gguf_quants.c, itself bit-exact with the
  *    gguf package: tests/test_gguf.c);
  *  - the matrix-vector product (8-bit activations, integer dot products) in plain C, AVX2 and AVX-512
@@ -21,7 +22,7 @@
 
 #define U32 0x1p-24 /* float32 unit roundoff */
 
-static const an_dtype TYPES[] = {AN_Q8_0, AN_Q4_0, AN_Q4_1, AN_Q4_K, AN_Q6_K};
+static const an_dtype TYPES[] = {AN_Q8_0, AN_Q4_0, AN_Q4_1, AN_Q4_K, AN_Q6_K, AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8};
 enum { NT = sizeof TYPES / sizeof TYPES[0] };
 
 /* a weight, its values and the magnitudes of the parts the kernels sum (below) */
@@ -31,15 +32,28 @@ typedef struct qw {
     float *wide, *mag;
 } qw;
 
+/* an interleaved type: random blocks of its ggml type, repacked eight rows at a time (rows % 8 == 0) */
 static qw make(an_dtype t, int rows, int cols, uint64_t seed) {
     an_rng r;
     an_rng_seed(&r, seed);
-    size_t n = (size_t)rows * cols;
-    qw q = {{t, rows, cols, NULL}, malloc(tq_bytes(t, rows, cols)), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
-    tq_random(t, rows, cols, &r, q.bytes, q.wide, q.mag);
+    an_dtype base = an_dtype_x8_base(t);
+    size_t n = (size_t)rows * cols, bytes = tq_bytes(base, rows, cols);
+    qw q = {{t, rows, cols, NULL}, malloc(bytes), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
+    tq_random(base, rows, cols, &r, q.bytes, q.wide, q.mag);
+    if (base != t) {
+        uint8_t *rows_major = q.bytes;
+        q.bytes = malloc(bytes);
+        size_t group = 8 * tq_bytes(base, 1, cols);
+        for (int g = 0; g < rows / 8; g++)
+            an_q_x8_repack(base, rows_major + g * group, cols / 32, q.bytes + g * group);
+        free(rows_major);
+    }
     q.w.data = q.bytes;
     return q;
 }
+
+/* rows of a test weight: the interleaved types need a multiple of 8 */
+static int rows_for(an_dtype t, int rows) { return an_dtype_x8_base(t) != t ? (rows + 7) / 8 * 8 : rows; }
 
 static void drop(qw *q) {
     free(q->bytes);
@@ -63,13 +77,15 @@ static float *acts(int N, int C, uint64_t seed) {
 static void test_dequantize_is_the_reference(void) {
     for (int k = 0; k < NT; k++) {
         an_dtype t = TYPES[k];
-        qw q = make(t, 5, 512, 10 + (uint64_t)k);
-        float *got = malloc(5 * 512 * sizeof(float));
+        qw q = make(t, 16, 512, 10 + (uint64_t)k);
+        float *got = malloc(16 * 512 * sizeof(float));
         an_weight *w = &q.w;
-        int32_t ids[5] = {0, 1, 2, 3, 4};
-        an_cpu_quant_embedding(got, ids, w, 5);
-        CHECK_MSG(memcmp(got, q.wide, 5 * 512 * sizeof(float)) == 0, "%s: dequantized rows differ from the reference",
-                  an_dtype_name(t));
+        int32_t ids[16];
+        for (int i = 0; i < 16; i++) ids[i] = (i * 7) % 16; /* every row, out of order */
+        an_cpu_quant_embedding(got, ids, w, 16);
+        for (int i = 0; i < 16; i++)
+            CHECK_MSG(memcmp(got + (size_t)i * 512, q.wide + (size_t)ids[i] * 512, 512 * sizeof(float)) == 0,
+                      "%s: dequantized row %d differs from the reference", an_dtype_name(t), ids[i]);
         free(got);
         drop(&q);
     }
@@ -98,40 +114,48 @@ static double dot_ref(const qw *q, int o, const float *x, int C) {
 }
 
 static void test_matvec_levels_identical_and_bounded(void) {
-    enum { OC = 37, C = 512 };
+    enum { MAX_OC = 40, C = 512 };
     for (int k = 0; k < NT; k++) {
         an_dtype t = TYPES[k];
+        int OC = rows_for(t, 37), x8 = an_dtype_x8_base(t) != t;
         qw q = make(t, OC, C, 20 + (uint64_t)k);
         for (int N = 1; N <= AN_QUANT_MATVEC_MAX_ROWS; N++) {
-            float *x = acts(N, C, 30 + (uint64_t)N), bias[OC];
+            float *x = acts(N, C, 30 + (uint64_t)N), bias[MAX_OC];
             for (int o = 0; o < OC; o++) bias[o] = 0.25f * (float)(o % 7) - 0.5f;
             size_t wb = an_quant_act_bytes(t, N, C);
             void *work = malloc(wb);
-            float out[3][AN_QUANT_MATVEC_MAX_ROWS * OC];
+            float out[3][AN_QUANT_MATVEC_MAX_ROWS * MAX_OC];
             for (int lv = 0; lv < 3; lv++)
                 CHECK(an_cpu_quant_matvec(out[lv], x, &q.w, lv == 2 ? bias : NULL, N, work, wb, lv) == 0);
             /* levels 0 and 1 bit for bit; level 2 ran with a bias (checked against the reference below),
              * so it runs again without */
-            float nob[AN_QUANT_MATVEC_MAX_ROWS * OC];
+            float nob[AN_QUANT_MATVEC_MAX_ROWS * MAX_OC], alone[MAX_OC];
             CHECK(an_cpu_quant_matvec(nob, x, &q.w, NULL, N, work, wb, AN_Q_VNNI) == 0);
             CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * N * OC) == 0, "%s N=%d: plain C and AVX2 differ",
                       an_dtype_name(t), N);
             CHECK_MSG(memcmp(out[0], nob, sizeof(float) * N * OC) == 0, "%s N=%d: plain C and VNNI differ",
                       an_dtype_name(t), N);
             double worst = 0;
-            for (int n = 0; n < N; n++)
+            for (int n = 0; n < N; n++) {
+                /* each activation row's results do not depend on the rows beside it */
+                CHECK(an_cpu_quant_matvec(alone, x + (size_t)n * C, &q.w, NULL, 1, work, wb, AN_Q_VNNI) == 0);
+                CHECK_MSG(memcmp(alone, nob + (size_t)n * OC, sizeof(float) * OC) == 0, "%s N=%d: row %d alone differs",
+                          an_dtype_name(t), N, n);
                 for (int o = 0; o < OC; o++) {
                     double ref = dot_ref(&q, o, x + (size_t)n * C, C);
                     double bound = matvec_bound(&q, o, x + (size_t)n * C, C);
                     double e = fabs(out[0][n * OC + o] - ref) / bound;
                     double eb = fabs(out[2][n * OC + o] - (ref + bias[o])) / (bound + 2 * U32 * fabs(ref + bias[o]));
                     worst = test_nan_max(worst, test_nan_max(e, eb));
-                    /* each row's result does not depend on the other rows */
+                    /* nor on the other weight rows (ggml's layout: a row is a weight of its own) */
                     float one;
-                    CHECK(an_cpu_quant_matvec(&one, x + (size_t)n * C, &(an_weight){t, 1, C, q.bytes + (size_t)o * tq_bytes(t, 1, C)},
-                                              NULL, 1, work, wb, AN_Q_AVX2) == 0);
-                    CHECK(memcmp(&one, &out[0][n * OC + o], sizeof one) == 0);
+                    if (!x8)
+                        CHECK(an_cpu_quant_matvec(&one, x + (size_t)n * C,
+                                                  &(an_weight){t, 1, C, q.bytes + (size_t)o * tq_bytes(t, 1, C)}, NULL, 1,
+                                                  work, wb, AN_Q_AVX2) == 0 &&
+                              memcmp(&one, &out[0][n * OC + o], sizeof one) == 0);
                 }
+            }
             CHECK_MSG(worst <= 1.0, "%s N=%d: error %.3g of the bound", an_dtype_name(t), N, worst);
             free(work);
             free(x);
@@ -143,11 +167,12 @@ static void test_matvec_levels_identical_and_bounded(void) {
 /* many rows: tiles of dequantized rows (bit-identical to wide) under the float32 GEMM: Higham's bound
  * (C + 2) u sum |w| |x| (+ the bias, one more term) against the double product */
 static void test_gemm_paths(void) {
-    enum { OC = 45, C = 512, N = AN_QUANT_MATVEC_MAX_ROWS + 5 }; /* past the matrix-vector kernel */
+    enum { MAX_OC = 48, C = 512, N = AN_QUANT_MATVEC_MAX_ROWS + 5 }; /* past the matrix-vector kernel */
     for (int k = 0; k < NT; k++) {
         an_dtype t = TYPES[k];
+        int OC = rows_for(t, 45);
         qw q = make(t, OC, C, 40 + (uint64_t)k);
-        float *x = acts(N, C, 50), *out = malloc(sizeof(float) * N * OC), bias[OC];
+        float *x = acts(N, C, 50), *out = malloc(sizeof(float) * N * OC), bias[MAX_OC];
         for (int o = 0; o < OC; o++) bias[o] = (float)o / OC;
         /* a workspace of a few rows only: several tiles */
         size_t wb = 64 + sizeof(float) * 7 * C;

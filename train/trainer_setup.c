@@ -136,7 +136,7 @@ const char *an_trainer_ggml_summary(const an_model *m) {
     buf[0] = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         int n = 0;
-        for (int i = 0; i < m->n_params; i++) n += m->params[i].dtype == types[k];
+        for (int i = 0; i < m->n_params; i++) n += an_dtype_x8_base(m->params[i].dtype) == types[k];
         if (n && len < sizeof buf)
             len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%d %s", len ? ", " : "", n, an_dtype_name(types[k]));
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/quant_x8.h"
 #include "model/io/llama2c.h"
 
 /* "<arch>.<name>" as an integer in lo..hi; def when absent and def >= 0 (else the key is required). */
@@ -286,6 +287,20 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
             memcpy(dst + (size_t)r * rb, s, rb);
         }
         p->dtype = an_ggml_type_dtype(t->type);
+        if (an_dtype_x8_of(p->dtype) && rows % 8 == 0) {
+            /* eight rows interleaved: the layout the CPU's decoding kernels read fastest (cpu_quant.h) */
+            uint8_t *group = malloc(8 * rb);
+            if (!group) {
+                an_fail(err, "%s: out of memory while loading", g->path);
+                goto done;
+            }
+            for (int64_t r = 0; r < rows; r += 8) {
+                memcpy(group, dst + (size_t)r * rb, 8 * rb);
+                an_q_x8_repack(p->dtype, group, (int)(cols / 32), dst + (size_t)r * rb);
+            }
+            free(group);
+            p->dtype = an_dtype_x8_of(p->dtype);
+        }
         p->packed = dst;
         p->data = NULL;
         p->trainable = 0;
