@@ -167,23 +167,24 @@ X8_DOT8(q4_1_vnni, AN_Q4_1, X8_ISUM_Q4(madd4_vnni, 32, 0))
 #endif
 #endif
 
+typedef void (*dot8_fn)(const uint8_t *w, const an_q8_act *a, int nb, float *out);
+
 void an_q_x8_dot8(an_dtype base, const uint8_t *w, const an_q8_act *a, int nb, int simd, float *out) {
+    int i = base == AN_Q8_0 ? 0 : base == AN_Q4_0 ? 1 : 2;
 #if X8_SIMD
 #if X8_VNNI
+    static const dot8_fn vnni[3] = {q8_0_vnni, q4_0_vnni, q4_1_vnni};
     if (simd >= AN_Q_VNNI) {
-        if (base == AN_Q8_0) q8_0_vnni(w, a, nb, out);
-        else if (base == AN_Q4_0) q4_0_vnni(w, a, nb, out);
-        else q4_1_vnni(w, a, nb, out);
+        vnni[i](w, a, nb, out);
         return;
     }
 #endif
+    static const dot8_fn avx2[3] = {q8_0_avx2, q4_0_avx2, q4_1_avx2};
     if (simd >= AN_Q_AVX2) {
-        if (base == AN_Q8_0) q8_0_avx2(w, a, nb, out);
-        else if (base == AN_Q4_0) q4_0_avx2(w, a, nb, out);
-        else q4_1_avx2(w, a, nb, out);
+        avx2[i](w, a, nb, out);
         return;
     }
 #endif
-    (void)simd;
+    (void)simd, (void)i;
     dot8_plain(base, w, a, nb, out);
 }

@@ -352,39 +352,30 @@ static char *token_text(const an_serve_job *j, int32_t id, unsigned char **bytes
     return s;
 }
 
-/* Chat's top_logprobs of token k: [{token, logprob, bytes}], most likely first. */
-static cJSON *chat_top(const an_serve_job *j, const an_job_choice *c, int k) {
-    cJSON *arr = cJSON_CreateArray();
+/* Token k's alternatives, most likely first: chat's [{token, logprob, bytes}], or completions'
+ * {text: logprob} (a text two tokens share keeps the likelier one's). */
+static cJSON *top_json(const an_serve_job *j, const an_job_choice *c, int k) {
+    int chat = j->kind == AN_JOB_CHAT;
+    cJSON *out = chat ? cJSON_CreateArray() : cJSON_CreateObject();
     for (int t = 0; t < j->top; t++) {
         unsigned char *raw;
         size_t n;
         char *text = token_text(j, c->top_ids[(size_t)k * j->top + t], &raw, &n);
-        cJSON *x = cJSON_CreateObject();
-        cJSON_AddStringToObject(x, "token", text ? text : "");
-        cJSON_AddNumberToObject(x, "logprob", c->top_lps[(size_t)k * j->top + t]);
-        cJSON *bytes = cJSON_AddArrayToObject(x, "bytes");
-        for (size_t q = 0; raw && q < n; q++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber(raw[q]));
-        cJSON_AddItemToArray(arr, x);
+        float lp = c->top_lps[(size_t)k * j->top + t];
+        if (chat) {
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddStringToObject(x, "token", text ? text : "");
+            cJSON_AddNumberToObject(x, "logprob", lp);
+            cJSON *bytes = cJSON_AddArrayToObject(x, "bytes");
+            for (size_t q = 0; raw && q < n; q++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber(raw[q]));
+            cJSON_AddItemToArray(out, x);
+        } else if (text && !cJSON_GetObjectItemCaseSensitive(out, text)) {
+            cJSON_AddNumberToObject(out, text, lp);
+        }
         free(text);
         free(raw);
     }
-    return arr;
-}
-
-/* Completions' top_logprobs entry of token k: {text: logprob}, most likely first (a text two tokens
- * share keeps the likelier one's). */
-static cJSON *completion_top(const an_serve_job *j, const an_job_choice *c, int k) {
-    cJSON *o = cJSON_CreateObject();
-    for (int t = 0; t < j->top; t++) {
-        unsigned char *raw;
-        size_t n;
-        char *text = token_text(j, c->top_ids[(size_t)k * j->top + t], &raw, &n);
-        if (text && !cJSON_GetObjectItemCaseSensitive(o, text))
-            cJSON_AddNumberToObject(o, text, c->top_lps[(size_t)k * j->top + t]);
-        free(text);
-        free(raw);
-    }
-    return o;
+    return out;
 }
 
 static cJSON *logprobs_json(const an_serve_job *j, const an_job_choice *c, size_t start, size_t end) {
@@ -402,7 +393,7 @@ static cJSON *logprobs_json(const an_serve_job *j, const an_job_choice *c, size_
             cJSON_AddNumberToObject(t, "logprob", c->lps[k]);
             cJSON *bytes = cJSON_AddArrayToObject(t, "bytes");
             for (size_t q = a; q < b; q++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)c->text.s[q]));
-            cJSON_AddItemToObject(t, "top_logprobs", chat_top(j, c, k));
+            cJSON_AddItemToObject(t, "top_logprobs", top_json(j, c, k));
             cJSON_AddItemToArray(content, t);
             free(piece);
         }
@@ -418,7 +409,7 @@ static cJSON *logprobs_json(const an_serve_job *j, const an_job_choice *c, size_
         cJSON_AddItemToArray(toks, cJSON_CreateString(piece ? piece : ""));
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(c->lps[k]));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(a - start)));
-        if (top) cJSON_AddItemToArray(top, completion_top(j, c, k));
+        if (top) cJSON_AddItemToArray(top, top_json(j, c, k));
         free(piece);
     }
     if (top) cJSON_AddItemToObject(o, "top_logprobs", top);
