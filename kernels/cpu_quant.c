@@ -6,6 +6,9 @@
 #endif
 #include <math.h>
 #include <omp.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/cpu.h"
 #include "kernels/cpu_quant.h"
@@ -43,7 +46,57 @@ static inline int8_t round_q(float v) {
     return (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
 }
 
+#if defined(__AVX2__)
+/* One block with AVX2, the bits of the plain loop below: the same max, the same product x * (1 / d)
+ * rounded to nearest even (the default rounding, as lrintf), the same clamp. */
+static void quantize_block_avx2(an_q8_act *dst, const float *x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(3.402823466e38f);
+    __m256 v[4], amax8 = _mm256_setzero_ps();
+    int bad = 0;
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 a = _mm256_andnot_ps(sign, v[k]);
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_NLE_UQ)); /* NaN or infinity */
+        amax8 = _mm256_max_ps(amax8, a);
+    }
+    if (bad) { /* d = NaN (the products will be NaN): the plain loop's bits for the rest */
+        an_q8_act_quantize_plain(dst, x, 32);
+        return;
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4), d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+    __m256i q[4], lim = _mm256_set1_epi32(127), sum = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(inv)));
+        q[k] = _mm256_max_epi32(_mm256_min_epi32(q[k], lim), _mm256_sub_epi32(_mm256_setzero_si256(), lim));
+        sum = _mm256_add_epi32(sum, q[k]);
+    }
+    /* 32 int32 -> 32 int8 in order: the packs interleave 128-bit lanes, the permute undoes it */
+    __m256i p16 = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p8 = _mm256_packs_epi16(p16, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst->q, p8);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    int32_t total = _mm_cvtsi128_si32(s4);
+    dst->d = d;
+    dst->s = d * (float)total;
+    dst->sum = total;
+}
+#endif
+
 void an_q8_act_quantize(an_q8_act *dst, const float *x, int n) {
+#if defined(__AVX2__)
+    for (int b = 0; b < n / 32; b++) quantize_block_avx2(dst + b, x + 32 * b);
+    return;
+#endif
+    an_q8_act_quantize_plain(dst, x, n);
+}
+
+void an_q8_act_quantize_plain(an_q8_act *dst, const float *x, int n) {
     for (int b = 0; b < n / 32; b++, x += 32) {
         float inv, d = block_scale(x, 32, &inv);
         int32_t sum = 0;
@@ -160,22 +213,32 @@ int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const 
     uint8_t *act = align64(work);
     size_t arow = act_row_bytes(t, C), wrow = row_bytes(w);
     int nb = C / an_dtype_block(t);
+    const uint8_t *wd = w->data;
+    an_dtype base = an_dtype_x8_base(t);
+    if (base != t) { /* eight interleaved rows at a time against up to AN_Q_X8_ROWS activation rows */
+        size_t group = 8 * wrow;
+        /* one team for both steps: the rows' quantization is a tenth of a prompt's product */
+#pragma omp parallel if ((size_t)OC * C >= 65536)
+        {
+#pragma omp for schedule(static)
+            for (int n = 0; n < N; n++) an_q8_act_quantize((an_q8_act *)(act + n * arow), inp + (size_t)n * C, C);
+#pragma omp for schedule(static)
+            for (int g = 0; g < OC / 8; g++)
+                for (int n0 = 0; n0 < N; n0 += AN_Q_X8_ROWS) {
+                    int R = N - n0 < AN_Q_X8_ROWS ? N - n0 : AN_Q_X8_ROWS;
+                    float s[AN_Q_X8_ROWS * 8];
+                    an_q_x8_dot8(base, wd + (size_t)g * group, (const an_q8_act *)(act + n0 * arow), nb, simd, R, s);
+                    for (int n = 0; n < R; n++) {
+                        float *o = out + (size_t)(n0 + n) * OC + 8 * g;
+                        for (int r = 0; r < 8; r++) o[r] = bias ? s[8 * n + r] + bias[8 * g + r] : s[8 * n + r];
+                    }
+                }
+        }
+        return 0;
+    }
     for (int n = 0; n < N; n++) {
         if (is_k(t)) an_q8k_act_quantize((an_q8k_act *)(act + n * arow), inp + (size_t)n * C, C);
         else an_q8_act_quantize((an_q8_act *)(act + n * arow), inp + (size_t)n * C, C);
-    }
-    const uint8_t *wd = w->data;
-    an_dtype base = an_dtype_x8_base(t);
-    if (base != t) { /* eight interleaved rows at a time, each activation row on its own */
-        size_t group = 8 * wrow;
-#pragma omp parallel for schedule(static) if ((size_t)OC * C >= 65536)
-        for (int g = 0; g < OC / 8; g++)
-            for (int n = 0; n < N; n++) {
-                float s[8], *o = out + (size_t)n * OC + 8 * g;
-                an_q_x8_dot8(base, wd + (size_t)g * group, (const an_q8_act *)(act + n * arow), nb, simd, s);
-                for (int r = 0; r < 8; r++) o[r] = bias ? s[r] + bias[8 * g + r] : s[r];
-            }
-        return 0;
     }
     int grouped = t == AN_Q8_0 || t == AN_Q4_0 || t == AN_Q4_1;
     /* weight rows in chunks of 16 per thread step (16 rows stay in L1 while every group of input
@@ -224,6 +287,17 @@ void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, cons
     int C = (int)w->cols, OC = (int)w->rows;
     if (mode == AN_LINEAR_INFER && N <= AN_QUANT_MATVEC_MAX_ROWS && !an_cpu_quant_matvec(out, inp, w, bias, N, work, work_bytes, an_q_best_simd()))
         return;
+    /* interleaved weights: the integer product for every row count (a prompt's GEMM in int8, faster
+     * than dequantized tiles under the float32 GEMM), AN_QUANT_MATVEC_MAX_ROWS rows at a time */
+    if (mode == AN_LINEAR_INFER && an_dtype_x8_base(w->dtype) != w->dtype) {
+        int ok = 1;
+        for (int n0 = 0; ok && n0 < N; n0 += AN_QUANT_MATVEC_MAX_ROWS) {
+            int rows = N - n0 < AN_QUANT_MATVEC_MAX_ROWS ? N - n0 : AN_QUANT_MATVEC_MAX_ROWS;
+            ok = !an_cpu_quant_matvec(out + (size_t)n0 * OC, inp + (size_t)n0 * C, w, bias, rows, work, work_bytes,
+                                      an_q_best_simd());
+        }
+        if (ok) return;
+    }
     size_t floats = work_bytes > 64 ? (work_bytes - 64) / sizeof(float) : 0;
     if (floats < (size_t)C) { /* no room for one row: NaN, never a wrong sum */
         fill_nan(out, (size_t)N * OC);

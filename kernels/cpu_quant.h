@@ -77,6 +77,7 @@ typedef struct an_q8k_act {
 } an_q8k_act;
 
 void an_q8_act_quantize(an_q8_act *dst, const float *x, int n);   /* n: a multiple of 32 */
+void an_q8_act_quantize_plain(an_q8_act *dst, const float *x, int n); /* the same bits without SIMD */
 void an_q8k_act_quantize(an_q8k_act *dst, const float *x, int n); /* n: a multiple of 256 */
 
 /* The SIMD level a dot product runs at: 0 plain C; 1 AVX2; 2 AVX-512 VNNI (256-bit vpdpbusd). Each
@@ -135,9 +136,10 @@ void an_q6_k_dequantize(const uint8_t *w, float *y, int nb);
 
 /* Eight rows interleaved (AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8; kernels/quant_x8.h, and
  * kernels/cpu_quant_x8.c for the layout and the float order, which differs from the row-by-row one
- * above): an_q_x8_dot8 multiplies one group (w) with one activation row into out[0..7], the group's
- * eight rows. */
-void an_q_x8_dot8(an_dtype base, const uint8_t *w, const an_q8_act *a, int nb, int simd, float *out);
+ * above): an_q_x8_dot8 multiplies one group (w, nb group blocks) with R <= AN_Q_X8_ROWS activation
+ * rows (a, a + nb, ...) into out[R][8], each activation row's eight outputs the same bits for any R. */
+#define AN_Q_X8_ROWS 4
+void an_q_x8_dot8(an_dtype base, const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
 
 /* The matrix-vector product of the typed linear op at a given SIMD level (the op uses the best;
  * 32 rows: above that the dequantized tiles under the GEMM were faster for SmolLM2's shapes on the

@@ -211,7 +211,31 @@ static void test_gemm_paths(void) {
     }
 }
 
+/* The SIMD quantization of activation rows has the plain loop's bits: blocks of every scale, an
+ * all-zero block, exact ties (x / d = k + 1/2 rounds to even), a NaN and an infinity. */
+static void test_act_quantize_simd_is_plain(void) {
+    enum { C = 512 };
+    float *x = acts(1, C, 70);
+    for (int i = 0; i < 32; i++) x[128 + i] = (float)(i - 16) * 0.5f; /* d = 8 / 127 ... ties after scaling */
+    for (int i = 0; i < 32; i++) x[160 + i] = i == 5 ? 127.0f : (float)i + 0.5f; /* d = 1: x / d ties exactly */
+    x[200] = NAN;
+    x[260] = INFINITY;
+    an_q8_act a[C / 32], b[C / 32];
+    memset(a, 0x55, sizeof a);
+    memset(b, 0x55, sizeof b);
+    an_q8_act_quantize(a, x, C);
+    an_q8_act_quantize_plain(b, x, C);
+    for (int k = 0; k < C / 32; k++) {
+        int same = memcmp(a[k].q, b[k].q, 32) == 0 && a[k].sum == b[k].sum &&
+                   memcmp(&a[k].d, &b[k].d, sizeof(float)) == 0 && memcmp(&a[k].s, &b[k].s, sizeof(float)) == 0;
+        CHECK_MSG(same, "block %d: the SIMD quantization differs from the plain loop", k);
+    }
+    CHECK(isnan(a[200 / 32].d) && isnan(a[260 / 32].d) && a[160 / 32].d == 1.0f);
+    free(x);
+}
+
 int main(void) {
+    RUN(test_act_quantize_simd_is_plain);
     RUN(test_dequantize_is_the_reference);
     RUN(test_matvec_levels_identical_and_bounded);
     RUN(test_gemm_paths);
