@@ -234,8 +234,36 @@ static void test_act_quantize_simd_is_plain(void) {
     free(x);
 }
 
+/* Interleaved weights in inference mode take the integer product at any row count (a prompt's
+ * GEMM), AN_QUANT_MATVEC_MAX_ROWS rows at a time: every row of a 37-row product (a full chunk and a
+ * part) has the bits of that row alone, bias included. */
+static void test_x8_prompt_rows(void) {
+    enum { OC = 40, C = 512, N = AN_QUANT_MATVEC_MAX_ROWS + 5 };
+    static const an_dtype x8[] = {AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8};
+    for (int k = 0; k < 3; k++) {
+        qw q = make(x8[k], OC, C, 80 + (uint64_t)k);
+        float *x = acts(N, C, 90), *out = malloc(sizeof(float) * N * OC), bias[OC], one[OC];
+        for (int o = 0; o < OC; o++) bias[o] = (float)o / 8;
+        const an_ops *ops = an_ops_cpu();
+        size_t wb = an_cpu_quant_work_bytes(&q.w, N);
+        void *work = malloc(wb);
+        ops->linear_forward(ops, out, x, &q.w, bias, N, work, wb, AN_LINEAR_INFER);
+        int bad = -1;
+        for (int n = 0; n < N && bad < 0; n++) {
+            CHECK(an_cpu_quant_matvec(one, x + (size_t)n * C, &q.w, bias, 1, work, wb, an_q_best_simd()) == 0);
+            if (memcmp(one, out + (size_t)n * OC, sizeof one) != 0) bad = n;
+        }
+        CHECK_MSG(bad < 0, "%s: row %d of %d differs from the row alone", an_dtype_name(x8[k]), bad, N);
+        free(work);
+        free(out);
+        free(x);
+        drop(&q);
+    }
+}
+
 int main(void) {
     RUN(test_act_quantize_simd_is_plain);
+    RUN(test_x8_prompt_rows);
     RUN(test_dequantize_is_the_reference);
     RUN(test_matvec_levels_identical_and_bounded);
     RUN(test_gemm_paths);
