@@ -26,7 +26,7 @@ and for each one, on a fixed ChatML prompt:
         activation rounding: the file dequantized to f32 (`autoneg export --type f32` of the
         quantized file) run by llama.cpp. Required: autoneg's mean distance from it at most 1.5x
         llama.cpp's own, and autoneg's from llama.cpp's at most 2.5x (two independent draws of the
-        noise; measured 0.95-1.15x and 0.9-1.2x). A wrong block layout or scale gives distances of O(1);
+        noise; measured 0.95-1.17x and 0.92-1.22x). A wrong block layout or scale gives distances of O(1);
   - greedy decoding: the first 32 tokens llama.cpp picks (argmax, stopping at an end-of-generation
     token) detokenise to the text `autoneg generate --raw --temperature 0` prints, for f32 and for the
     adapter; for q8_0 / q4_0 the rounding noise above may flip a near tie, so there whether the
