@@ -10,8 +10,8 @@
  *    each row's largest |logit| of the float model's decoding. Each linear's activation rounding is at
  *    most 1/254 of its block's largest |x| per element (tests/test_quant_kernels.c bounds one product);
  *    through 30 layers of 7 linears and the head it compounds, and SmolLM2's few large activation
- *    features make some blocks' scale coarse: measured 5.1e-2 since every decoding linear (the head
- *    included) takes the integer path (3.0e-2 before), with the same top token at 7 of 8 steps;
+ *    features make some blocks' scale coarse: measured 5.1e-2 on 2026-12-07 (3.0e-2 when this test
+ *    was written, before later kernel changes), with the same top token at 7 of 8 steps;
  *    a wrong kernel gives errors of order 1;
  *  - a LoRA step on the quantized base gives the adapter gradients of the float base to 1e-4 of the
  *    largest (same rows through the tiled GEMM), and a few steps lower the loss. */
