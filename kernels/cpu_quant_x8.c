@@ -108,6 +108,12 @@ static inline __m256 x8_block(__m256 acc, __m256i isum, __m256 dw, __m256 mw, co
     return _mm256_add_ps(acc, p);
 }
 
+/* the eight rows' scales of group block w (Q4_1: and minimums; else mw is dw, unused) */
+static inline void x8_scales(const uint8_t *w, int q4_1, __m256 *dw, __m256 *mw) {
+    *dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
+    *mw = q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16))) : *dw;
+}
+
 static inline int64_t bytes8(const int8_t *q) {
     int64_t v;
     memcpy(&v, q, 8);
@@ -132,13 +138,12 @@ static inline __m256i pairs_avx2(__m256i h0, __m256i h1) {
 
 static inline __attribute__((always_inline)) void dot8_avx2(an_dtype base, const uint8_t *w, const an_q8_act *a,
                                                             int nb, int R, float *out) {
-    const int gb = 8 * (base == AN_Q8_0 ? 34 : base == AN_Q4_0 ? 18 : 20), hb = base == AN_Q4_1 ? 32 : 16;
+    const int gb = 8 * an_dtype_block_bytes(base), hb = head_bytes(base);
     const __m256i low4 = _mm256_set1_epi8(15);
-    __m256 acc[4];
-    for (int n = 0; n < R; n++) acc[n] = _mm256_setzero_ps();
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < nb; b++, w += gb) {
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
-        __m256 mw = base == AN_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16))) : dw;
+        __m256 dw, mw;
+        x8_scales(w, base == AN_Q4_1, &dw, &mw);
         for (int n = 0; n < R; n++) {
             const an_q8_act *x = a + (size_t)n * nb + b;
             __m256i h0 = _mm256_setzero_si256(), h1 = _mm256_setzero_si256();
@@ -173,10 +178,9 @@ static inline __attribute__((always_inline)) void dot8_avx2(an_dtype base, const
  * unpacked once for all R activation rows. */
 static inline __attribute__((always_inline)) void dot8_vnni(an_dtype base, const uint8_t *w, const an_q8_act *a,
                                                             int nb, int R, float *out) {
-    const int gb = 8 * (base == AN_Q8_0 ? 34 : base == AN_Q4_0 ? 18 : 20), hb = base == AN_Q4_1 ? 32 : 16;
+    const int gb = 8 * an_dtype_block_bytes(base), hb = head_bytes(base);
     const __m512i low4 = _mm512_set1_epi8(15);
-    __m256 acc[4];
-    for (int n = 0; n < R; n++) acc[n] = _mm256_setzero_ps();
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < nb; b++, w += gb) {
         __m512i c[4]; /* Q8_0: the four chunks; Q4: chunk 0's low and high nibbles, chunk 1's */
         if (base == AN_Q8_0) {
@@ -188,8 +192,8 @@ static inline __attribute__((always_inline)) void dot8_vnni(an_dtype base, const
                 c[2 * m + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
             }
         }
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
-        __m256 mw = base == AN_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16))) : dw;
+        __m256 dw, mw;
+        x8_scales(w, base == AN_Q4_1, &dw, &mw);
         for (int n = 0; n < R; n++) {
             const an_q8_act *x = a + (size_t)n * nb + b;
             __m512i s = _mm512_setzero_si512();
