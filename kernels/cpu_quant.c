@@ -184,22 +184,13 @@ static size_t row_bytes(const an_weight *w) {
     return (size_t)(w->cols / an_dtype_block(w->dtype)) * (size_t)an_dtype_block_bytes(w->dtype);
 }
 
-/* Row `row` of w as float32 (the reference dequantization's bits): an interleaved row block by
- * block through its ggml block. */
+/* Row `row` of w as float32 (the reference dequantization's bits), in either layout. */
 static void dequantize_weight_row(const an_weight *w, int64_t row, float *y) {
     an_dtype base = an_dtype_x8_base(w->dtype);
     int nb = (int)w->cols / an_dtype_block(base);
     const uint8_t *data = w->data;
-    if (base == w->dtype) {
-        dequantize_row(base, data + (size_t)row * row_bytes(w), y, nb);
-        return;
-    }
-    size_t bb = (size_t)an_dtype_block_bytes(base);
-    uint8_t blk[64];
-    for (int b = 0; b < nb; b++) {
-        an_q_x8_row_blocks(base, data + ((size_t)(row / 8) * (size_t)nb + (size_t)b) * 8 * bb, row % 8, 1, blk);
-        dequantize_row(base, blk, y + (size_t)b * 32, 1);
-    }
+    if (base == w->dtype) dequantize_row(base, data + (size_t)row * row_bytes(w), y, nb);
+    else an_q_x8_dequantize_row(base, data, row, nb, y);
 }
 
 static void *align64(void *p) { return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }

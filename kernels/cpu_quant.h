@@ -140,6 +140,9 @@ void an_q6_k_dequantize(const uint8_t *w, float *y, int nb);
  * rows (a, a + nb, ...) into out[R][8], each activation row's eight outputs the same bits for any R. */
 #define AN_Q_X8_ROWS 4
 void an_q_x8_dot8(an_dtype base, const uint8_t *w, const an_q8_act *a, int nb, int simd, int R, float *out);
+/* Row `row` of an interleaved weight (data: its first group, nb blocks a row) as float32: the bits of
+ * the reference dequantization of its ggml blocks. */
+void an_q_x8_dequantize_row(an_dtype base, const uint8_t *data, int64_t row, int nb, float *y);
 
 /* The matrix-vector product of the typed linear op at a given SIMD level (the op uses the best;
  * 32 rows: above that the dequantized tiles under the GEMM were faster for SmolLM2's shapes on the

@@ -63,6 +63,43 @@ void an_q_x8_row_blocks(an_dtype base, const uint8_t *data, int64_t row, int nb,
     }
 }
 
+/* Row `row` of an interleaved weight as float32, straight from the group blocks: the reference
+ * dequantization's expressions (gguf_quants.c), so its bits. */
+void an_q_x8_dequantize_row(an_dtype base, const uint8_t *data, int64_t row, int nb, float *y) {
+    int bb = an_dtype_block_bytes(base), hb = head_bytes(base), r = (int)(row % 8);
+    const uint8_t *g = data + (size_t)(row / 8) * (size_t)nb * 8 * (size_t)bb;
+    for (int b = 0; b < nb; b++, g += 8 * bb, y += 32) {
+        float d = an_q_f16(g + 2 * r);
+        if (base == AN_Q8_0) {
+#if X8_SIMD /* the same products, eight at a time (the byte loop does not vectorise) */
+            for (int m = 0; m < 4; m++) {
+                __m128i q = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)(g + hb + 64 * m + 8 * r)), _mm_set1_epi8((char)0x80));
+                _mm256_storeu_ps(y + 8 * m, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(d)));
+            }
+#else
+            for (int m = 0; m < 4; m++)
+                for (int i = 0; i < 8; i++) y[8 * m + i] = (float)(int8_t)(g[hb + 64 * m + 8 * r + i] ^ 0x80) * d;
+#endif
+        } else if (base == AN_Q4_0) {
+            for (int m = 0; m < 2; m++)
+                for (int i = 0; i < 8; i++) {
+                    int q = g[hb + 64 * m + 8 * r + i];
+                    y[8 * m + i] = d * (float)((q & 15) - 8);
+                    y[16 + 8 * m + i] = d * (float)((q >> 4) - 8);
+                }
+        } else {
+            float mn = an_q_f16(g + 16 + 2 * r);
+            for (int m = 0; m < 2; m++)
+                for (int i = 0; i < 8; i++) {
+                    int q = g[hb + 64 * m + 8 * r + i];
+                    float lo = d * (float)(q & 15), hi = d * (float)(q >> 4);
+                    y[8 * m + i] = lo + mn;
+                    y[16 + 8 * m + i] = hi + mn;
+                }
+        }
+    }
+}
+
 /* ---- plain C ---- */
 
 /* the 32 products of row r in group block g with activation block a, exactly */
