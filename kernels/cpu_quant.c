@@ -276,11 +276,10 @@ static void fill_nan(float *x, size_t n) {
 void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
                           size_t work_bytes, int mode) {
     int C = (int)w->cols, OC = (int)w->rows;
-    if (mode == AN_LINEAR_INFER && N <= AN_QUANT_MATVEC_MAX_ROWS && !an_cpu_quant_matvec(out, inp, w, bias, N, work, work_bytes, an_q_best_simd()))
-        return;
-    /* interleaved weights: the integer product for every row count (a prompt's GEMM in int8, faster
-     * than dequantized tiles under the float32 GEMM), AN_QUANT_MATVEC_MAX_ROWS rows at a time */
-    if (mode == AN_LINEAR_INFER && an_dtype_x8_base(w->dtype) != w->dtype) {
+    /* inference: the integer product on quantized activations, up to AN_QUANT_MATVEC_MAX_ROWS rows at a
+     * time; for interleaved weights at every row count (a prompt's GEMM in int8, faster than dequantized
+     * tiles under the float32 GEMM), for the others only up to that many rows */
+    if (mode == AN_LINEAR_INFER && (N <= AN_QUANT_MATVEC_MAX_ROWS || an_dtype_x8_base(w->dtype) != w->dtype)) {
         int ok = 1;
         for (int n0 = 0; ok && n0 < N; n0 += AN_QUANT_MATVEC_MAX_ROWS) {
             int rows = N - n0 < AN_QUANT_MATVEC_MAX_ROWS ? N - n0 : AN_QUANT_MATVEC_MAX_ROWS;

@@ -145,8 +145,9 @@ void an_q_x8_dot8(an_dtype base, const uint8_t *w, const an_q8_act *a, int nb, i
 void an_q_x8_dequantize_row(an_dtype base, const uint8_t *data, int64_t row, int nb, float *y);
 
 /* The matrix-vector product of the typed linear op at a given SIMD level (the op uses the best;
- * 32 rows: above that the dequantized tiles under the GEMM were faster for SmolLM2's shapes on the
- * development machine, 582 against 338 prompt tokens/s at 64 rows, 332 against 361 at 32):
+ * 32 rows: above that, in ggml's layout, the dequantized tiles under the GEMM were faster for SmolLM2's
+ * shapes on the development machine, 582 against 338 prompt tokens/s at 64 rows, 332 against 361 at
+ * 32; interleaved weights stay on the integer product, in pieces of 32 rows):
  * out[N, OC] = inp[N, C] W^T + bias with the activations quantized, N <= AN_QUANT_MATVEC_MAX_ROWS;
  * work: an_quant_act_bytes(w->dtype, N, C). Row n of the result does not depend on the other rows.
  * Returns -1 (writing nothing) for a dtype that is not a GGUF block type or too little work. */

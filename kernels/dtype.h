@@ -17,7 +17,7 @@ typedef enum an_dtype {
     AN_Q4_1, /* ggml Q4_1: 32 values in 20 bytes (f16 scale and min, 32 nibbles, value d * q + m) */
     AN_Q4_K, /* ggml Q4_K: 256 values in 144 bytes (8 sub-blocks with 6-bit scales and mins) */
     AN_Q6_K, /* ggml Q6_K: 256 values in 210 bytes (16 sub-blocks with int8 scales, 6-bit values) */
-    /* The same blocks with eight rows interleaved, block by block (kernels/cpu_quant.h): the CPU's
+    /* The same blocks with eight rows interleaved, block by block (kernels/quant_x8.h): the CPU's
      * layout for decoding, made when a GGUF model is loaded; rows a multiple of 8. */
     AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8,
 } an_dtype;

@@ -363,7 +363,7 @@ void an_serve_completions(an_server *sv, const an_http_request *req, an_http_res
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
     /* OpenAI's defaults: temperature 1, no filters, 16 tokens, a fresh seed */
-    gen_req g = {{1.0f, 0, 1.0f, 0.0f, 1.0f}, an_server_random_seed(sv), 16, 0, 1, 0, 0, 0, 0, NULL, NULL, NULL, 0};
+    gen_req g = {.sp = {1.0f, 0, 1.0f, 0.0f, 1.0f}, .seed = an_server_random_seed(sv), .max_tokens = 16, .n = 1};
     an_ids *ids = NULL;
     int n = 0;
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_COMPLETION, &g, resp)) goto done;
@@ -519,8 +519,8 @@ void an_serve_chat(an_server *sv, const an_http_request *req, an_http_response *
                                          "frequency_penalty", "presence_penalty", "logit_bias", "response_format", NULL};
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
-    gen_req g = {{1.0f, 0, 1.0f, 0.0f, 1.0f}, an_server_random_seed(sv), sv->cfg.limits.max_tokens, 0, 1, 0, 0, 0, 0,
-                 NULL, NULL, NULL, 0};
+    gen_req g = {.sp = {1.0f, 0, 1.0f, 0.0f, 1.0f}, .seed = an_server_random_seed(sv),
+                 .max_tokens = sv->cfg.limits.max_tokens, .n = 1};
     an_ids ids = {0};
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_CHAT, &g, resp)) goto done;
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
@@ -545,7 +545,7 @@ void an_serve_negatives(an_server *sv, const an_http_request *req, an_http_respo
     cJSON *o = an_serve_parse(req, resp);
     if (!o) return;
     /* `autoneg generate`'s defaults (cli_gen_defaults), so the same prompt gives the same negative */
-    gen_req g = {{0.8f, 40, 0.95f, 0.05f, 1.0f}, 1234, 128, 0, 1, 0, 0, 0, 0, NULL, NULL, NULL, 0};
+    gen_req g = {.sp = {0.8f, 40, 0.95f, 0.05f, 1.0f}, .seed = 1234, .max_tokens = 128, .n = 1};
     an_ids *ids = NULL;
     int n = 0;
     if (an_serve_known_fields(o, fields, resp) || read_gen(sv, o, AN_JOB_NEGATIVES, &g, resp)) goto done;

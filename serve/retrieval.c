@@ -34,28 +34,27 @@ int an_server_add_index(an_server *sv, const char *name, const char *dir, an_err
     return 0;
 }
 
+/* unlinks *p from the list and frees it */
+static void drop_at(an_serve_index **p) {
+    an_serve_index *x = *p;
+    *p = x->next;
+    an_retrieval_free(x->retr);
+    free(x->name);
+    free(x);
+}
+
 void an_serve_drop_index(an_server *sv, const char *name) {
     pthread_mutex_lock(&sv->index_mu);
     for (an_serve_index **p = &sv->indexes; *p; p = &(*p)->next)
         if (!strcmp((*p)->name, name)) {
-            an_serve_index *x = *p;
-            *p = x->next;
-            an_retrieval_free(x->retr);
-            free(x->name);
-            free(x);
+            drop_at(p);
             break;
         }
     pthread_mutex_unlock(&sv->index_mu);
 }
 
 void an_serve_free_indexes(an_server *sv) {
-    while (sv->indexes) {
-        an_serve_index *x = sv->indexes;
-        sv->indexes = x->next;
-        an_retrieval_free(x->retr);
-        free(x->name);
-        free(x);
-    }
+    while (sv->indexes) drop_at(&sv->indexes);
 }
 
 /* the index of adapter (NULL: the base); called with index_mu held */

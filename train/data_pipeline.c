@@ -168,12 +168,6 @@ void an_train_texts_free(an_train_texts *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* The pairs with each prompt replaced by the retrieval-augmented input (infer/retrieval_pairs.h): the
- * negatives of the k most similar training prompts from other sources than the pair's own, as at test
- * time, where the held-out sources are unseen (a training pair is never its own neighbour). A sample
- * longer than max_len with them loses neighbours, the least similar first, until it fits (data.max_length
- * cuts from the right, so otherwise the neighbours would push the target out). out's prompts are its
- * own; negatives and sources point into pairs. */
 /* Whether training pair i goes without neighbours (data.retrieve_dropout): a splitmix64 hash of the
  * position and the seed against the share, so the choice is the same in every run of the recipe. */
 static int without_neighbours(size_t i, int seed, double share) {
@@ -185,6 +179,12 @@ static int without_neighbours(size_t i, int seed, double share) {
     return (double)(z >> 11) * 0x1.0p-53 < share;
 }
 
+/* The pairs with each prompt replaced by the retrieval-augmented input (infer/retrieval_pairs.h): the
+ * negatives of the k most similar training prompts from other sources than the pair's own, as at test
+ * time, where the held-out sources are unseen (a training pair is never its own neighbour). A sample
+ * longer than max_len with them loses neighbours, the least similar first, until it fits (data.max_length
+ * cuts from the right, so otherwise the neighbours would push the target out). out's prompts are its
+ * own; negatives and sources point into pairs. */
 static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is_train, int k, double dropout,
                          int seed, const an_template *tmpl, const an_encoder *enc, const char *system, size_t max_len,
                          an_pairs *out, size_t *fewer, an_error *err) {
