@@ -3,8 +3,11 @@
  * The adapter's products are skinny (rank r of 8..64 against widths of hundreds to thousands), where a
  * BLAS call per product spends more on packing, thread start-up and synchronisation than on the
  * arithmetic, and the unfused version also wrote dropout(x) and its gradient as full [N, C] buffers.
- * Here the dropout mask is regenerated a block of columns at a time into a small stack buffer, each
- * pass is one parallel region, and the loops run along contiguous rows so they vectorise.
+ * Here the dropout mask is regenerated a block of columns at a time into a small stack buffer and each
+ * pass is one parallel region. Every product is a register tile of 16-lane vectors (kernels/cpu_vec.h):
+ * 4 rows x 4 ranks of dot products, or 4 rows (ranks) x 32 columns of outer-product sums, so each load
+ * feeds several multiply-adds (the first version, one row of sums per load, ran at a third of the
+ * arithmetic peak; this one at about 60 %, see docs/kernels.md).
  *
  * Every output element is summed in a fixed order that does not depend on the thread count: rows are
  * independent in forward and in du, and the weight gradients are split by columns, each thread walking
@@ -12,97 +15,143 @@
  *
  * lora_grouped_forward (serving: each row its own adapter) runs the forward's row blocks of every
  * segment as the tasks of one parallel loop. */
+#include <omp.h>
+
 #include "kernels/cpu.h"
 #include "kernels/cpu_vec.h"
 
 enum {
-    KC = 256, /* forward: input columns per chunk of the masked rows */
-    CB = 64,  /* backward: columns per block of dA / dBt (a block of r rows stays in L1) */
-    RB = 4    /* rows at a time: four independent sums share each load of A or Bt */
+    KC = 1024, /* forward: input columns per chunk of the masked rows (16 KiB of them on the stack) */
+    RB = 4,    /* rows per block: a block's rows share every load of A, Bt or the input */
+    JT = 4,    /* ranks per register tile: RB x JT sums of 16 lanes in flight, sharing the loads */
+    CW = 32,   /* backward: weight-gradient columns per block, two 16-lane vectors */
+    NB = 32    /* backward: rows per step of the walk down the weight gradients' columns */
 };
 
 /* worth a parallel region: enough multiply-adds to pay for waking the threads */
 static int big(int N, int C, int OC, int r) { return (double)N * (C + OC) * r > 65536.0; }
 
-/* s[q] = x[q] . w over n for the RB rows x[q]: 8 lanes each, then the tail; the loads of w are shared
- * and RB independent accumulators are in flight */
-static inline void dot_rows(float s[RB], const float *const x[RB], const float *w, int n) {
-    v8f acc[RB];
-    for (int q = 0; q < RB; q++) acc[q] = (v8f){0};
+/* this thread's share [*b0, *b1) of n blocks: contiguous, so its columns of a row are one stream */
+static inline void thread_range(int n, int *b0, int *b1) {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *b0 = (int)((long long)n * t / nt);
+    *b1 = (int)((long long)n * (t + 1) / nt);
+}
+
+/* the rank of tile slot t from j0 on: a short last tile repeats its last rank (computed, never stored) */
+static inline int rank_at(int j0, int t, int r) { return j0 + t < r ? j0 + t : r - 1; }
+
+/* s[q][t] = x[q] . w[t] over n: RB x JT accumulators of 16 lanes share each load of x[q] and of w[t],
+ * then HSUM16 and the tail in order, so each sum depends only on its own two rows */
+static inline void dot_tile(float s[RB][JT], const float *const x[RB], const float *const w[JT], int n) {
+    v16f acc[RB][JT];
+    for (int q = 0; q < RB; q++)
+        for (int t = 0; t < JT; t++) acc[q][t] = (v16f){0};
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v8f wv = LD8(w + i);
-        for (int q = 0; q < RB; q++) acc[q] += LD8(x[q] + i) * wv;
+    for (; i + 16 <= n; i += 16) {
+        v16f wv[JT];
+        for (int t = 0; t < JT; t++) wv[t] = LD16(w[t] + i);
+        for (int q = 0; q < RB; q++) {
+            v16f xv = LD16(x[q] + i);
+            for (int t = 0; t < JT; t++) acc[q][t] += xv * wv[t];
+        }
     }
-    for (int q = 0; q < RB; q++) {
-        float t = HSUM8(acc[q]);
-        for (int k = i; k < n; k++) t += x[q][k] * w[k];
-        s[q] = t;
-    }
+    for (int q = 0; q < RB; q++)
+        for (int t = 0; t < JT; t++) {
+            float v = HSUM16(acc[q][t]);
+            for (int k = i; k < n; k++) v += x[q][k] * w[t][k];
+            s[q][t] = v;
+        }
 }
 
-/* y[o] += sum_j u[j] bt[j * ld + o] for o < len, summed over j in order, a register tile of y at a time */
-static inline void add_rank_r(float *y, const float *u, const float *bt, int ld, int r, int len) {
-    int o0 = 0;
-    for (; o0 + 32 <= len; o0 += 32) {
-        v8f a0 = LD8(y + o0), a1 = LD8(y + o0 + 8), a2 = LD8(y + o0 + 16), a3 = LD8(y + o0 + 24);
+/* y[q][o] += sum_j u[q][j] bt[j * ld + o] for the first `rows` of the RB rows, o < len, summed over j in
+ * order onto y: a tile of 32 outputs of every row stays in registers while the rank runs. Rows past
+ * `rows` repeat a real one and are computed but not stored. */
+static inline void add_rank_rows(float *const y[RB], const float *const u[RB], int rows, const float *bt, int ld,
+                                 int r, int len) {
+    int o = 0;
+    for (; o + 32 <= len; o += 32) {
+        v16f acc[RB][2];
+        for (int q = 0; q < RB; q++) acc[q][0] = LD16(y[q] + o), acc[q][1] = LD16(y[q] + o + 16);
         for (int j = 0; j < r; j++) {
-            float uj = u[j];
-            const float *b = bt + (size_t)j * ld + o0;
-            a0 += uj * LD8(b);
-            a1 += uj * LD8(b + 8);
-            a2 += uj * LD8(b + 16);
-            a3 += uj * LD8(b + 24);
-        }
-        ST8(y + o0, a0), ST8(y + o0 + 8, a1), ST8(y + o0 + 16, a2), ST8(y + o0 + 24, a3);
-    }
-    for (int o = o0; o < len; o++) {
-        float acc = y[o];
-        for (int j = 0; j < r; j++) acc += u[j] * bt[(size_t)j * ld + o];
-        y[o] = acc;
-    }
-}
-
-/* acc[j * ld + c] += s[q * r + j] * v[q][c] for the rows q < rows (<= RB) in order, c < len */
-static inline void outer_rows(float *acc, int ld, const float *s, int r, const float *const v[RB], int rows, int len) {
-    for (int j = 0; j < r; j++) {
-        float *aj = acc + (size_t)j * ld;
-        if (rows == RB) {
-            float s0 = s[j], s1 = s[r + j], s2 = s[2 * r + j], s3 = s[3 * r + j];
-            int c = 0;
-            for (; c + 8 <= len; c += 8)
-                ST8(aj + c, (((LD8(aj + c) + s0 * LD8(v[0] + c)) + s1 * LD8(v[1] + c)) + s2 * LD8(v[2] + c)) +
-                                s3 * LD8(v[3] + c));
-            for (; c < len; c++) aj[c] = (((aj[c] + s0 * v[0][c]) + s1 * v[1][c]) + s2 * v[2][c]) + s3 * v[3][c];
-        } else {
-            for (int q = 0; q < rows; q++) {
-                float sq = s[q * r + j];
-                for (int c = 0; c < len; c++) aj[c] += sq * v[q][c];
+            v16f b0 = LD16(bt + (size_t)j * ld + o), b1 = LD16(bt + (size_t)j * ld + o + 16);
+            for (int q = 0; q < RB; q++) {
+                float uq = u[q][j];
+                acc[q][0] += uq * b0;
+                acc[q][1] += uq * b1;
             }
         }
+        for (int q = 0; q < rows; q++) ST16(y[q] + o, acc[q][0]), ST16(y[q] + o + 16, acc[q][1]);
     }
-}
-
-/* di[q][k] += scale[q][k] * sum_j du[q * r + j] a[j * lda + k] for rows q < rows, k < len: the rows
- * share each load of A; every sum runs over j in order, so a row's result is the same in any block */
-static inline void input_grad_rows(float *const di[RB], float scale[RB][CB], const float *du, const float *a, int lda,
-                                   int r, int rows, int len) {
-    int k = 0;
-    if (rows == RB)
-        for (; k + 8 <= len; k += 8) {
-            v8f acc[RB];
-            for (int q = 0; q < RB; q++) acc[q] = (v8f){0};
-            for (int j = 0; j < r; j++) {
-                v8f av = LD8(a + (size_t)j * lda + k);
-                for (int q = 0; q < RB; q++) acc[q] += du[q * r + j] * av;
-            }
-            for (int q = 0; q < RB; q++) ST8(di[q] + k, LD8(di[q] + k) + acc[q] * LD8(scale[q] + k));
-        }
     for (int q = 0; q < rows; q++)
-        for (int kk = k; kk < len; kk++) {
+        for (int oo = o; oo < len; oo++) {
+            float acc = y[q][oo];
+            for (int j = 0; j < r; j++) acc += u[q][j] * bt[(size_t)j * ld + oo];
+            y[q][oo] = acc;
+        }
+}
+
+/* g[j * ld + c] += sum_n s[n * r + j] v[n * ldv + c] for j < r, c < len (<= CW), over the n < rows in
+ * order: the weight-gradient outer products, a JT x 32 tile in registers for the whole run of rows */
+static inline void outer_cols(float *g, int ld, const float *s, int r, const float *v, int ldv, int rows, int len) {
+    for (int j0 = 0; j0 < r; j0 += JT) {
+        int jt = r - j0 < JT ? r - j0 : JT;
+        if (len == CW) {
+            v16f acc[JT][2];
+            for (int t = 0; t < JT; t++) {
+                const float *gj = g + (size_t)rank_at(j0, t, r) * ld;
+                acc[t][0] = LD16(gj), acc[t][1] = LD16(gj + 16);
+            }
+            for (int n = 0; n < rows; n++) {
+                const float *vn = v + (size_t)n * ldv, *sn = s + (size_t)n * r;
+                v16f v0 = LD16(vn), v1 = LD16(vn + 16);
+                for (int t = 0; t < JT; t++) {
+                    float st = sn[rank_at(j0, t, r)];
+                    acc[t][0] += st * v0;
+                    acc[t][1] += st * v1;
+                }
+            }
+            for (int t = 0; t < jt; t++) {
+                float *gj = g + (size_t)(j0 + t) * ld;
+                ST16(gj, acc[t][0]), ST16(gj + 16, acc[t][1]);
+            }
+        } else {
+            for (int t = 0; t < jt; t++)
+                for (int c = 0; c < len; c++) {
+                    float acc = g[(size_t)(j0 + t) * ld + c];
+                    for (int n = 0; n < rows; n++) acc += s[(size_t)n * r + j0 + t] * v[(size_t)n * ldv + c];
+                    g[(size_t)(j0 + t) * ld + c] = acc;
+                }
+        }
+    }
+}
+
+/* di[q][k] += scale[q][k] * sum_j du[q][j] a[j * lda + k] for the first `rows` of the RB rows, k < len
+ * (<= CW): every sum runs over j in order from zero, so a row's result is the same in any block */
+static inline void input_grad_rows(float *const di[RB], const float *const scale[RB], const float *const du[RB],
+                                   int rows, const float *a, int lda, int r, int len) {
+    if (len == CW) {
+        v16f acc[RB][2];
+        for (int q = 0; q < RB; q++) acc[q][0] = acc[q][1] = (v16f){0};
+        for (int j = 0; j < r; j++) {
+            v16f a0 = LD16(a + (size_t)j * lda), a1 = LD16(a + (size_t)j * lda + 16);
+            for (int q = 0; q < RB; q++) {
+                float d = du[q][j];
+                acc[q][0] += d * a0;
+                acc[q][1] += d * a1;
+            }
+        }
+        for (int q = 0; q < rows; q++) {
+            ST16(di[q], LD16(di[q]) + acc[q][0] * LD16(scale[q]));
+            ST16(di[q] + 16, LD16(di[q] + 16) + acc[q][1] * LD16(scale[q] + 16));
+        }
+        return;
+    }
+    for (int q = 0; q < rows; q++)
+        for (int k = 0; k < len; k++) {
             float acc = 0.0f;
-            for (int j = 0; j < r; j++) acc += du[q * r + j] * a[(size_t)j * lda + kk];
-            di[q][kk] += acc * scale[q][kk];
+            for (int j = 0; j < r; j++) acc += du[q][j] * a[(size_t)j * lda + k];
+            di[q][k] += acc * scale[q][k];
         }
 }
 
@@ -113,14 +162,14 @@ static void forward_block(float *out, float *u, const float *inp, const float *a
                           int C, int OC, int r, float scaling, int drop, uint64_t seed, uint64_t counter, uint32_t thr,
                           float keep) {
     float xd[RB][KC];
-    const float *xs[RB];
+    const float *xs[RB], *w[JT];
     for (int q = 0; q < rows; q++)
         for (int j = 0; j < r; j++) u[(size_t)(n0 + q) * r + j] = 0.0f;
-    /* u = scaling * dropout(x) A^T, the inputs masked a chunk at a time */
+    /* u = scaling * dropout(x) A^T, the inputs masked a chunk at a time; a short block repeats its first row */
     for (int k0 = 0; k0 < C; k0 += KC) {
         int len = C - k0 < KC ? C - k0 : KC;
         for (int q = 0; q < RB; q++) {
-            int n = n0 + (q < rows ? q : 0); /* a short block repeats its first row */
+            int n = n0 + (q < rows ? q : 0);
             const float *x = inp + (size_t)n * C + k0;
             xs[q] = x;
             if (drop) {
@@ -129,17 +178,24 @@ static void forward_block(float *out, float *u, const float *inp, const float *a
                 xs[q] = xd[q];
             }
         }
-        for (int j = 0; j < r; j++) {
-            float s[RB];
-            dot_rows(s, xs, a + (size_t)j * C + k0, len);
-            for (int q = 0; q < rows; q++) u[(size_t)(n0 + q) * r + j] += s[q];
+        for (int j0 = 0; j0 < r; j0 += JT) {
+            float s[RB][JT];
+            for (int t = 0; t < JT; t++) w[t] = a + (size_t)rank_at(j0, t, r) * C + k0;
+            dot_tile(s, xs, w, len);
+            for (int q = 0; q < rows; q++)
+                for (int t = 0; t < JT && j0 + t < r; t++) u[(size_t)(n0 + q) * r + j0 + t] += s[q][t];
         }
     }
-    for (int q = 0; q < rows; q++) {
-        float *un = u + (size_t)(n0 + q) * r;
-        for (int j = 0; j < r; j++) un[j] *= scaling;
-        add_rank_r(out + (size_t)(n0 + q) * OC, un, bt, OC, r, OC); /* out += u Bt */
+    float *y[RB];
+    const float *us[RB];
+    for (int q = 0; q < RB; q++) {
+        int n = n0 + (q < rows ? q : 0);
+        y[q] = out + (size_t)n * OC;
+        us[q] = u + (size_t)n * r;
     }
+    for (int q = 0; q < rows; q++)
+        for (int j = 0; j < r; j++) u[(size_t)(n0 + q) * r + j] *= scaling;
+    add_rank_rows(y, us, rows, bt, OC, r, OC); /* out += u Bt */
 }
 
 void an_cpu_lora_forward(const an_ops *o, float *out, float *u, const float *inp, const float *a, const float *bt, int N, int C, int OC,
@@ -197,63 +253,64 @@ void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, f
     float keep = drop ? 1.0f / (1.0f - p) : 1.0f;
     uint32_t thr = an_cpu_mask_threshold(p);
     int need_du = da || dinp;
-    int nrb = (N + RB - 1) / RB, nb_out = (OC + CB - 1) / CB, nb_in = (C + CB - 1) / CB;
+    int nrb = (N + RB - 1) / RB, nb_out = (OC + CW - 1) / CW, nb_in = (C + CW - 1) / CW;
 #pragma omp parallel if (big(N, C, OC, r))
     {
-        /* du = scaling * dout Bt^T, RB rows at a time */
+        /* du = scaling * dout Bt^T, RB rows x JT ranks at a time */
         if (need_du) {
 #pragma omp for schedule(static)
             for (int blk = 0; blk < nrb; blk++) {
                 int n0 = blk * RB, rows = N - n0 < RB ? N - n0 : RB;
-                const float *d[RB];
+                const float *d[RB], *w[JT];
                 for (int q = 0; q < RB; q++) d[q] = dout + (size_t)(n0 + (q < rows ? q : 0)) * OC;
-                for (int j = 0; j < r; j++) {
-                    float s[RB];
-                    dot_rows(s, d, bt + (size_t)j * OC, OC);
-                    for (int q = 0; q < rows; q++) du[(size_t)(n0 + q) * r + j] = scaling * s[q];
+                for (int j0 = 0; j0 < r; j0 += JT) {
+                    float s[RB][JT];
+                    for (int t = 0; t < JT; t++) w[t] = bt + (size_t)rank_at(j0, t, r) * OC;
+                    dot_tile(s, d, w, OC);
+                    for (int q = 0; q < rows; q++)
+                        for (int t = 0; t < JT && j0 + t < r; t++) du[(size_t)(n0 + q) * r + j0 + t] = scaling * s[q][t];
                 }
             }
         }
-        /* dBt += u^T dout, a block of output columns per task, all rows in order */
-        if (dbt) {
-#pragma omp for schedule(static) nowait
-            for (int blk = 0; blk < nb_out; blk++) {
-                int o0 = blk * CB, len = OC - o0 < CB ? OC - o0 : CB;
-                for (int n0 = 0; n0 < N; n0 += RB) {
-                    int rows = N - n0 < RB ? N - n0 : RB;
-                    const float *v[RB];
-                    for (int q = 0; q < RB; q++) v[q] = dout + (size_t)(n0 + (q < rows ? q : 0)) * OC + o0;
-                    outer_rows(dbt + o0, OC, u + (size_t)n0 * r, r, v, rows, len);
-                }
+        /* The weight gradients: each thread owns a contiguous range of column blocks of dBt and of
+         * dA / dinp, and walks down the rows NB at a time, so it reads its part of each row of dout and
+         * x as one stream (a column block at a time down all rows would be N strided misses). Every
+         * element is still summed over the rows in order, whichever thread owns it. */
+        int ob0, ob1, kb0, kb1;
+        thread_range(nb_out, &ob0, &ob1);
+        thread_range(nb_in, &kb0, &kb1);
+        float scale[NB][CW], xd[NB][CW];
+        for (int n0 = 0; n0 < N; n0 += NB) {
+            int rows = N - n0 < NB ? N - n0 : NB;
+            /* dBt += u^T dout */
+            for (int blk = ob0; dbt && blk < ob1; blk++) {
+                int o0 = blk * CW, len = OC - o0 < CW ? OC - o0 : CW;
+                outer_cols(dbt + o0, OC, u + (size_t)n0 * r, r, dout + (size_t)n0 * OC + o0, OC, rows, len);
             }
-        }
-        /* dA += du^T dropout(x) and dinp += dropout(du A), a block of input columns per task, the
-         * block's mask regenerated once per row for both */
-        if (need_du) {
-#pragma omp for schedule(static)
-            for (int blk = 0; blk < nb_in; blk++) {
-                int k0 = blk * CB, len = C - k0 < CB ? C - k0 : CB;
-                float scale[RB][CB], xd[RB][CB];
-                for (int n0 = 0; n0 < N; n0 += RB) {
-                    int rows = N - n0 < RB ? N - n0 : RB;
-                    const float *v[RB];
-                    for (int q = 0; q < rows; q++) {
-                        int n = n0 + q;
-                        const float *x = inp + (size_t)n * C + k0;
-                        if (drop)
-                            an_cpu_mask_row(scale[q], len, seed, counter + (uint64_t)n * (uint64_t)C + (uint64_t)k0, thr,
-                                            keep);
-                        else
-                            for (int k = 0; k < len; k++) scale[q][k] = 1.0f;
-                        for (int k = 0; k < len; k++) xd[q][k] = x[k] * scale[q][k];
-                        v[q] = xd[q];
-                    }
-                    for (int q = rows; q < RB; q++) v[q] = xd[0];
-                    if (da) outer_rows(da + k0, C, du + (size_t)n0 * r, r, v, rows, len);
-                    if (!dinp) continue;
+            /* dA += du^T dropout(x) and dinp += dropout(du A), the block's mask made once per row for both */
+            for (int blk = kb0; need_du && blk < kb1; blk++) {
+                int k0 = blk * CW, len = C - k0 < CW ? C - k0 : CW;
+                for (int q = 0; q < rows; q++) {
+                    int n = n0 + q;
+                    const float *x = inp + (size_t)n * C + k0;
+                    if (drop)
+                        an_cpu_mask_row(scale[q], len, seed, counter + (uint64_t)n * (uint64_t)C + (uint64_t)k0, thr, keep);
+                    else
+                        for (int k = 0; k < len; k++) scale[q][k] = 1.0f;
+                    for (int k = 0; da && k < len; k++) xd[q][k] = x[k] * scale[q][k];
+                }
+                if (da) outer_cols(da + k0, C, du + (size_t)n0 * r, r, &xd[0][0], CW, rows, len);
+                for (int q0 = 0; dinp && q0 < rows; q0 += RB) {
+                    int rb = rows - q0 < RB ? rows - q0 : RB;
                     float *di[RB];
-                    for (int q = 0; q < rows; q++) di[q] = dinp + (size_t)(n0 + q) * C + k0;
-                    input_grad_rows(di, scale, du + (size_t)n0 * r, a + k0, C, r, rows, len);
+                    const float *sc[RB], *dq[RB];
+                    for (int q = 0; q < RB; q++) {
+                        int m = q0 + (q < rb ? q : 0);
+                        di[q] = dinp + (size_t)(n0 + m) * C + k0;
+                        sc[q] = scale[m];
+                        dq[q] = du + (size_t)(n0 + m) * r;
+                    }
+                    input_grad_rows(di, sc, dq, rb, a + k0, C, r, len);
                 }
             }
         }
