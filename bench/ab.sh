@@ -8,6 +8,8 @@
 # bench train llama-60m 4 x 256 full / lora / qlora, and bench generate llama-60m batch 1 and 16.
 # Prints the JSON lines and, per case, each side's median tokens/s and the median of the paired
 # new/old ratios with their range. Standard tools and python3 only.
+# PRESET (default llama-60m) picks the model shape; CASES (an extended regex, default all) keeps the
+# cases it matches, e.g. PRESET=smollm2-135m CASES='method lora' for LoRA on SmolLM2's shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1
@@ -15,11 +17,17 @@ NEW=$2
 REPEATS=${3:-5}
 OUT=/tmp/autoneg-bench-ab.jsonl
 : > "$OUT"
-cases=("train --preset llama-60m --batch 4 --seq 256 --steps 3 --method full --json"
-       "train --preset llama-60m --batch 4 --seq 256 --steps 3 --method lora --json"
-       "train --preset llama-60m --batch 4 --seq 256 --steps 3 --method qlora --json"
-       "generate --preset llama-60m --batch 1 --tokens 64 --json"
-       "generate --preset llama-60m --batch 16 --tokens 64 --json")
+P=${PRESET:-llama-60m}
+all=("train --preset $P --batch 4 --seq 256 --steps 3 --method full --json"
+     "train --preset $P --batch 4 --seq 256 --steps 3 --method lora --json"
+     "train --preset $P --batch 4 --seq 256 --steps 3 --method qlora --json"
+     "generate --preset $P --batch 1 --tokens 64 --json"
+     "generate --preset $P --batch 16 --tokens 64 --json")
+cases=()
+for c in "${all[@]}"; do
+    if [[ $c =~ ${CASES:-.} ]]; then cases+=("$c"); fi
+done
+[ ${#cases[@]} -gt 0 ] || { echo "ab.sh: CASES '${CASES:-}' matches no case" >&2; exit 2; }
 for i in $(seq "$REPEATS"); do
     for c in "${cases[@]}"; do
         if [ $((i % 2)) = 1 ]; then order="old new"; else order="new old"; fi

@@ -112,7 +112,9 @@ static void test_eval_cli(void) {
  * tags have df 3 of 4, so one weight w: cosines t0 = t1 = 1, t2 = t3 = w^2 / (w sqrt2 w) = 0.707107.
  * Nearest (t0 left out): t1, F1 0. Consensus of t1, t2, t3: F1(t2, t3) = 0.8, t1 agrees with none:
  * t1 0, t2 = t3 = 0.707107 * 0.8: a tie, t2 comes first: "blurry, lowres", F1 1. General: 2 of 18
- * tags, P 0.1111, R 1, F1 0.2. With --consensus-k 1 the consensus is the nearest. */
+ * tags, P 0.1111, R 1, F1 0.2. With --consensus-k 1 the consensus is the nearest. --ceiling: the
+ * neighbours score 0 (t1), 1 (t2) and F1(t3) = 2 * (2/3) * 1 / (2/3 + 1) = 0.8 (P 2/3, R 1): the best
+ * of K=5 is t2, 1; of K=1 it is t1, 0. */
 static void test_eval_baselines_only(void) {
     char data[512], train[512], out[512], err[512], pred[512], args[4096];
     snprintf(data, sizeof data, "%s", test_tmp_path("b_val.jsonl"));
@@ -135,17 +137,34 @@ static void test_eval_baselines_only(void) {
     CHECK_CONTAINS(s, "general negative          0.1111    1.0000    0.2000      1");
     CHECK_CONTAINS(s, "nearest train prompt      0.0000    0.0000    0.0000      1");
     CHECK_CONTAINS(s, "consensus of K=5          1.0000    1.0000    1.0000      1");
+    CHECK(strstr(s, "ceiling") == NULL);
     free(s);
     s = test_slurp(pred);
     CHECK_CONTAINS(s, "\"nearest_train_negative\":\"watermark\"");
     CHECK_CONTAINS(s, "\"consensus_train_negative\":\"blurry, lowres\"");
     CHECK_CONTAINS(s, "\"consensus_f1\":1");
     CHECK(strstr(s, "predicted_negative") == NULL);
+    CHECK(strstr(s, "best_of_k_f1") == NULL);
     free(s);
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 1", data, train);
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --ceiling --out %s", data, train, pred);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    s = test_slurp(out);
+    CHECK_CONTAINS(s, "best of K=5 (ceiling)     1.0000    1.0000    1.0000      1");
+    free(s);
+    s = test_slurp(pred);
+    CHECK_CONTAINS(s, "\"best_of_k_f1\":1");
+    free(s);
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 1 --ceiling", data, train);
     CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
     s = test_slurp(out);
     CHECK_CONTAINS(s, "consensus of K=1          0.0000    0.0000    0.0000      1");
+    CHECK_CONTAINS(s, "best of K=1 (ceiling)     0.0000    0.0000    0.0000      1");
+    free(s);
+    /* the ceiling needs neighbours */
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --ceiling", data);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
+    CHECK_CONTAINS(s, "--ceiling");
     free(s);
     /* a bad K, and no model without --baselines-only */
     snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 0", data, train);
