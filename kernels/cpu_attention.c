@@ -8,7 +8,7 @@
  * kv head's dk/dv and its query heads' dq, so there are no races and every sum runs in a fixed order
  * (same bits for any thread count).
  *
- * Every tile product is small_gemm, a register-blocked 4 x 16 kernel on generic vectors.
+ * Every tile product is small_gemm, a register-blocked 6 x 32 kernel on 16-lane generic vectors.
  * A token t of row b attends to keys seg_start[b, t] .. t. */
 /* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -52,56 +52,48 @@ static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b,
         for (size_t u = (size_t)d.T; u < ld; u++) kT[(size_t)dd * ld + u] = 0.0f;
 }
 
-/* macros, not functions: a 32-byte vector passed by value changes the ABI on builds without AVX */
-#define ADD_STORE8(p, v)                                                                                     \
-    do {                                                                                                       \
-        v8f c_;                                                                                                \
-        memcpy(&c_, (p), sizeof c_);                                                                           \
-        c_ += (v);                                                                                             \
-        memcpy((p), &c_, sizeof c_);                                                                           \
-    } while (0)
-
 /* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
  * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
- * attention tiles is one of these. A register-blocked 4 x 16 kernel (8 vector accumulators) covers
- * whole blocks; leftover rows take a 1 x 16 kernel and leftover columns a scalar loop. */
-/* rows [m, m + R) x columns [n, n + 16): R broadcast A values times 2 B vectors per k */
-#define SMALL_GEMM_BLOCK(R)                                                                                  \
+ * attention tiles is one of these. */
+/* rows [m, m + R) x columns [n, n + 16 V): R broadcast A values times V 16-lane B vectors per k, each
+ * element summed over k in order from zero, then added to C (a macro, not a function: a 64-byte vector
+ * passed by value changes the ABI on builds without AVX-512) */
+#define SMALL_GEMM_BLOCK(R, V)                                                                               \
     do {                                                                                                       \
-        v8f c0[R], c1[R];                                                                                      \
-        for (int r = 0; r < R; r++) c0[r] = c1[r] = (v8f){0, 0, 0, 0, 0, 0, 0, 0};                            \
+        v16f c_[R][V];                                                                                         \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int v = 0; v < V; v++) c_[r][v] = (v16f){0};                                                  \
         for (int k = 0; k < K; k++) {                                                                          \
             const float *b = B + (size_t)k * ldb + n;                                                          \
-            v8f b0, b1;                                                                                        \
-            LOAD8(b0, b);                                                                                      \
-            LOAD8(b1, b + 8);                                                                                  \
+            v16f b_[V];                                                                                        \
+            for (int v = 0; v < V; v++) b_[v] = LD16(b + 16 * v);                                              \
             const float *a = A + (size_t)m * a_rs + (size_t)k * a_cs;                                          \
             for (int r = 0; r < R; r++) {                                                                      \
                 float x = a[(size_t)r * a_rs];                                                                 \
-                v8f vx = {x, x, x, x, x, x, x, x};                                                             \
-                c0[r] += vx * b0;                                                                              \
-                c1[r] += vx * b1;                                                                              \
+                for (int v = 0; v < V; v++) c_[r][v] += x * b_[v];                                             \
             }                                                                                                  \
         }                                                                                                      \
         for (int r = 0; r < R; r++) {                                                                          \
             float *c = C + (size_t)(m + r) * ldc + n;                                                          \
-            ADD_STORE8(c, c0[r]);                                                                              \
-            ADD_STORE8(c + 8, c1[r]);                                                                          \
+            for (int v = 0; v < V; v++) ST16(c + 16 * v, LD16(c + 16 * v) + c_[r][v]);                         \
         }                                                                                                      \
     } while (0)
 
-/* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
- * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
- * attention tiles is one of these. Register-blocked 6 x 16 (12 vector accumulators) over whole blocks,
- * then 4-row and 1-row blocks, and a scalar loop for columns past the last multiple of 16. */
+/* Register-blocked 6 x 32 (12 accumulators of 16 lanes) over whole blocks, then 4-row and 1-row blocks,
+ * a 16-column block, and a scalar loop for columns past the last multiple of 16. */
 static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, const float *B, size_t ldb, float *C,
                        size_t ldc) {
-    int n16 = N / 16 * 16;
-    for (int n = 0; n < n16; n += 16) {
+    int n32 = N / 32 * 32, n16 = N / 16 * 16;
+    for (int n = 0; n < n32; n += 32) {
         int m = 0;
-        for (; m + 6 <= M; m += 6) SMALL_GEMM_BLOCK(6);
-        for (; m + 4 <= M; m += 4) SMALL_GEMM_BLOCK(4);
-        for (; m < M; m++) SMALL_GEMM_BLOCK(1);
+        for (; m + 6 <= M; m += 6) SMALL_GEMM_BLOCK(6, 2);
+        for (; m + 4 <= M; m += 4) SMALL_GEMM_BLOCK(4, 2);
+        for (; m < M; m++) SMALL_GEMM_BLOCK(1, 2);
+    }
+    for (int n = n32; n < n16; n += 16) {
+        int m = 0;
+        for (; m + 6 <= M; m += 6) SMALL_GEMM_BLOCK(6, 1);
+        for (; m < M; m++) SMALL_GEMM_BLOCK(1, 1);
     }
     if (n16 < N)
         for (int mm = 0; mm < M; mm++)
