@@ -8,7 +8,7 @@
  * kv head's dk/dv and its query heads' dq, so there are no races and every sum runs in a fixed order
  * (same bits for any thread count).
  *
- * Every tile product is small_gemm, a register-blocked 6 x 32 kernel on 16-lane generic vectors.
+ * Every tile product is small_gemm, a register-blocked kernel of 6 rows x 2 vectors (kernels/cpu_vec.h).
  * A token t of row b attends to keys seg_start[b, t] .. t. */
 /* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -55,18 +55,18 @@ static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b,
 /* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
  * (so A may be a tile or its transpose) and B, C rows at strides ldb, ldc. Every product of the
  * attention tiles is one of these. */
-/* rows [m, m + R) x columns [n, n + 16 V): R broadcast A values times V 16-lane B vectors per k, each
- * element summed over k in order from zero, then added to C (a macro, not a function: a 64-byte vector
- * passed by value changes the ABI on builds without AVX-512) */
+/* rows [m, m + R) x columns [n, n + AN_VL V): R broadcast A values times V B vectors per k, each element
+ * summed over k in order from zero, then added to C (a macro, not a function: a vector passed by value
+ * changes the ABI on builds without the instructions) */
 #define SMALL_GEMM_BLOCK(R, V)                                                                               \
     do {                                                                                                       \
-        v16f c_[R][V];                                                                                         \
+        vnf c_[R][V];                                                                                          \
         for (int r = 0; r < R; r++)                                                                            \
-            for (int v = 0; v < V; v++) c_[r][v] = (v16f){0};                                                  \
+            for (int v = 0; v < V; v++) c_[r][v] = (vnf){0};                                                   \
         for (int k = 0; k < K; k++) {                                                                          \
             const float *b = B + (size_t)k * ldb + n;                                                          \
-            v16f b_[V];                                                                                        \
-            for (int v = 0; v < V; v++) b_[v] = LD16(b + 16 * v);                                              \
+            vnf b_[V];                                                                                         \
+            for (int v = 0; v < V; v++) b_[v] = LDN(b + AN_VL * v);                                            \
             const float *a = A + (size_t)m * a_rs + (size_t)k * a_cs;                                          \
             for (int r = 0; r < R; r++) {                                                                      \
                 float x = a[(size_t)r * a_rs];                                                                 \
@@ -75,33 +75,33 @@ static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b,
         }                                                                                                      \
         for (int r = 0; r < R; r++) {                                                                          \
             float *c = C + (size_t)(m + r) * ldc + n;                                                          \
-            for (int v = 0; v < V; v++) ST16(c + 16 * v, LD16(c + 16 * v) + c_[r][v]);                         \
+            for (int v = 0; v < V; v++) STN(c + AN_VL * v, LDN(c + AN_VL * v) + c_[r][v]);                     \
         }                                                                                                      \
     } while (0)
 
-/* Register-blocked 6 x 32 (12 accumulators of 16 lanes) over whole blocks, then 4-row and 1-row blocks,
- * a 16-column block, and a scalar loop for columns past the last multiple of 16. */
+/* Register-blocked 6 rows x 2 vectors (12 accumulators) over whole blocks, then 4-row and 1-row blocks,
+ * a one-vector block, and a scalar loop for columns past the last whole vector. */
 static void small_gemm(int M, int N, int K, const float *A, int a_rs, int a_cs, const float *B, size_t ldb, float *C,
                        size_t ldc) {
-    int n32 = N / 32 * 32, n16 = N / 16 * 16;
-    for (int n = 0; n < n32; n += 32) {
+    int n2v = N / (2 * AN_VL) * (2 * AN_VL), nv = N / AN_VL * AN_VL;
+    for (int n = 0; n < n2v; n += 2 * AN_VL) {
         int m = 0;
         for (; m + 6 <= M; m += 6) SMALL_GEMM_BLOCK(6, 2);
         for (; m + 4 <= M; m += 4) SMALL_GEMM_BLOCK(4, 2);
         for (; m < M; m++) SMALL_GEMM_BLOCK(1, 2);
     }
-    for (int n = n32; n < n16; n += 16) {
+    for (int n = n2v; n < nv; n += AN_VL) {
         int m = 0;
         for (; m + 6 <= M; m += 6) SMALL_GEMM_BLOCK(6, 1);
         for (; m < M; m++) SMALL_GEMM_BLOCK(1, 1);
     }
-    if (n16 < N)
+    if (nv < N)
         for (int mm = 0; mm < M; mm++)
             for (int k = 0; k < K; k++) {
                 float x = A[(size_t)mm * a_rs + (size_t)k * a_cs];
                 const float *b = B + (size_t)k * ldb;
                 float *c = C + (size_t)mm * ldc;
-                for (int n = n16; n < N; n++) c[n] += x * b[n];
+                for (int n = nv; n < N; n++) c[n] += x * b[n];
             }
 }
 

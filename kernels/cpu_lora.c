@@ -4,9 +4,9 @@
  * BLAS call per product spends more on packing, thread start-up and synchronisation than on the
  * arithmetic, and the unfused version also wrote dropout(x) and its gradient as full [N, C] buffers.
  * Here the dropout mask is regenerated a block of columns at a time into a small stack buffer and each
- * pass is one parallel region. Every product is a register tile of 16-lane vectors (kernels/cpu_vec.h):
- * 4 rows x 4 ranks of dot products, or 4 rows (ranks) x 32 columns of outer-product sums, so each load
- * feeds several multiply-adds (the first version, one row of sums per load, ran at a third of the
+ * pass is one parallel region. Every product is a register tile of the machine's vectors (AN_VL lanes,
+ * kernels/cpu_vec.h): 4 rows x JT ranks of dot products, or 4 rows (ranks) x 2 vectors of columns of
+ * outer-product sums, so each load feeds several multiply-adds (the first version, one row of sums per load, ran at a third of the
  * arithmetic peak; this one at about 60 %, see docs/kernels.md).
  *
  * Every output element is summed in a fixed order that does not depend on the thread count: rows are
@@ -21,11 +21,12 @@
 #include "kernels/cpu_vec.h"
 
 enum {
-    KC = 1024, /* forward: input columns per chunk of the masked rows (16 KiB of them on the stack) */
-    RB = 4,    /* rows per block: a block's rows share every load of A, Bt or the input */
-    JT = 4,    /* ranks per register tile: RB x JT sums of 16 lanes in flight, sharing the loads */
-    CW = 32,   /* backward: weight-gradient columns per block, two 16-lane vectors */
-    NB = 32    /* backward: rows per step of the walk down the weight gradients' columns */
+    KC = 1024,       /* forward: input columns per chunk of the masked rows (16 KiB of them on the stack) */
+    RB = 4,          /* rows per block: a block's rows share every load of A, Bt or the input */
+    JT = AN_VL / 4,  /* ranks per dot-product tile: RB x JT accumulators (16 of 32 registers, 8 of 16) */
+    JO = 4,          /* ranks per outer-product tile: JO x 2 accumulators */
+    CW = 2 * AN_VL,  /* backward: weight-gradient columns per block, two vectors */
+    NB = 32          /* backward: rows per step of the walk down the weight gradients' columns */
 };
 
 /* worth a parallel region: enough multiply-adds to pay for waking the threads */
@@ -41,47 +42,47 @@ static inline void thread_range(int n, int *b0, int *b1) {
 /* the rank of tile slot t from j0 on: a short last tile repeats its last rank (computed, never stored) */
 static inline int rank_at(int j0, int t, int r) { return j0 + t < r ? j0 + t : r - 1; }
 
-/* s[q][t] = x[q] . w[t] over n: RB x JT accumulators of 16 lanes share each load of x[q] and of w[t],
- * then HSUM16 and the tail in order, so each sum depends only on its own two rows */
+/* s[q][t] = x[q] . w[t] over n: RB x JT vector accumulators share each load of x[q] and of w[t],
+ * then HSUMN and the tail in order, so each sum depends only on its own two rows */
 static inline void dot_tile(float s[RB][JT], const float *const x[RB], const float *const w[JT], int n) {
-    v16f acc[RB][JT];
+    vnf acc[RB][JT];
     for (int q = 0; q < RB; q++)
-        for (int t = 0; t < JT; t++) acc[q][t] = (v16f){0};
+        for (int t = 0; t < JT; t++) acc[q][t] = (vnf){0};
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        v16f wv[JT];
-        for (int t = 0; t < JT; t++) wv[t] = LD16(w[t] + i);
+    for (; i + AN_VL <= n; i += AN_VL) {
+        vnf wv[JT];
+        for (int t = 0; t < JT; t++) wv[t] = LDN(w[t] + i);
         for (int q = 0; q < RB; q++) {
-            v16f xv = LD16(x[q] + i);
+            vnf xv = LDN(x[q] + i);
             for (int t = 0; t < JT; t++) acc[q][t] += xv * wv[t];
         }
     }
     for (int q = 0; q < RB; q++)
         for (int t = 0; t < JT; t++) {
-            float v = HSUM16(acc[q][t]);
+            float v = HSUMN(acc[q][t]);
             for (int k = i; k < n; k++) v += x[q][k] * w[t][k];
             s[q][t] = v;
         }
 }
 
 /* y[q][o] += sum_j u[q][j] bt[j * ld + o] for the first `rows` of the RB rows, o < len, summed over j in
- * order onto y: a tile of 32 outputs of every row stays in registers while the rank runs. Rows past
+ * order onto y: two vectors of outputs of every row stay in registers while the rank runs. Rows past
  * `rows` repeat a real one and are computed but not stored. */
 static inline void add_rank_rows(float *const y[RB], const float *const u[RB], int rows, const float *bt, int ld,
                                  int r, int len) {
     int o = 0;
-    for (; o + 32 <= len; o += 32) {
-        v16f acc[RB][2];
-        for (int q = 0; q < RB; q++) acc[q][0] = LD16(y[q] + o), acc[q][1] = LD16(y[q] + o + 16);
+    for (; o + 2 * AN_VL <= len; o += 2 * AN_VL) {
+        vnf acc[RB][2];
+        for (int q = 0; q < RB; q++) acc[q][0] = LDN(y[q] + o), acc[q][1] = LDN(y[q] + o + AN_VL);
         for (int j = 0; j < r; j++) {
-            v16f b0 = LD16(bt + (size_t)j * ld + o), b1 = LD16(bt + (size_t)j * ld + o + 16);
+            vnf b0 = LDN(bt + (size_t)j * ld + o), b1 = LDN(bt + (size_t)j * ld + o + AN_VL);
             for (int q = 0; q < RB; q++) {
                 float uq = u[q][j];
                 acc[q][0] += uq * b0;
                 acc[q][1] += uq * b1;
             }
         }
-        for (int q = 0; q < rows; q++) ST16(y[q] + o, acc[q][0]), ST16(y[q] + o + 16, acc[q][1]);
+        for (int q = 0; q < rows; q++) STN(y[q] + o, acc[q][0]), STN(y[q] + o + AN_VL, acc[q][1]);
     }
     for (int q = 0; q < rows; q++)
         for (int oo = o; oo < len; oo++) {
@@ -92,20 +93,20 @@ static inline void add_rank_rows(float *const y[RB], const float *const u[RB], i
 }
 
 /* g[j * ld + c] += sum_n s[n * r + j] v[n * ldv + c] for j < r, c < len (<= CW), over the n < rows in
- * order: the weight-gradient outer products, a JT x 32 tile in registers for the whole run of rows */
+ * order: the weight-gradient outer products, a JO x CW tile in registers for the whole run of rows */
 static inline void outer_cols(float *g, int ld, const float *s, int r, const float *v, int ldv, int rows, int len) {
-    for (int j0 = 0; j0 < r; j0 += JT) {
-        int jt = r - j0 < JT ? r - j0 : JT;
+    for (int j0 = 0; j0 < r; j0 += JO) {
+        int jt = r - j0 < JO ? r - j0 : JO;
         if (len == CW) {
-            v16f acc[JT][2];
-            for (int t = 0; t < JT; t++) {
+            vnf acc[JO][2];
+            for (int t = 0; t < JO; t++) {
                 const float *gj = g + (size_t)rank_at(j0, t, r) * ld;
-                acc[t][0] = LD16(gj), acc[t][1] = LD16(gj + 16);
+                acc[t][0] = LDN(gj), acc[t][1] = LDN(gj + AN_VL);
             }
             for (int n = 0; n < rows; n++) {
                 const float *vn = v + (size_t)n * ldv, *sn = s + (size_t)n * r;
-                v16f v0 = LD16(vn), v1 = LD16(vn + 16);
-                for (int t = 0; t < JT; t++) {
+                vnf v0 = LDN(vn), v1 = LDN(vn + AN_VL);
+                for (int t = 0; t < JO; t++) {
                     float st = sn[rank_at(j0, t, r)];
                     acc[t][0] += st * v0;
                     acc[t][1] += st * v1;
@@ -113,7 +114,7 @@ static inline void outer_cols(float *g, int ld, const float *s, int r, const flo
             }
             for (int t = 0; t < jt; t++) {
                 float *gj = g + (size_t)(j0 + t) * ld;
-                ST16(gj, acc[t][0]), ST16(gj + 16, acc[t][1]);
+                STN(gj, acc[t][0]), STN(gj + AN_VL, acc[t][1]);
             }
         } else {
             for (int t = 0; t < jt; t++)
@@ -131,10 +132,10 @@ static inline void outer_cols(float *g, int ld, const float *s, int r, const flo
 static inline void input_grad_rows(float *const di[RB], const float *const scale[RB], const float *const du[RB],
                                    int rows, const float *a, int lda, int r, int len) {
     if (len == CW) {
-        v16f acc[RB][2];
-        for (int q = 0; q < RB; q++) acc[q][0] = acc[q][1] = (v16f){0};
+        vnf acc[RB][2];
+        for (int q = 0; q < RB; q++) acc[q][0] = acc[q][1] = (vnf){0};
         for (int j = 0; j < r; j++) {
-            v16f a0 = LD16(a + (size_t)j * lda), a1 = LD16(a + (size_t)j * lda + 16);
+            vnf a0 = LDN(a + (size_t)j * lda), a1 = LDN(a + (size_t)j * lda + AN_VL);
             for (int q = 0; q < RB; q++) {
                 float d = du[q][j];
                 acc[q][0] += d * a0;
@@ -142,8 +143,8 @@ static inline void input_grad_rows(float *const di[RB], const float *const scale
             }
         }
         for (int q = 0; q < rows; q++) {
-            ST16(di[q], LD16(di[q]) + acc[q][0] * LD16(scale[q]));
-            ST16(di[q] + 16, LD16(di[q] + 16) + acc[q][1] * LD16(scale[q] + 16));
+            STN(di[q], LDN(di[q]) + acc[q][0] * LDN(scale[q]));
+            STN(di[q] + AN_VL, LDN(di[q] + AN_VL) + acc[q][1] * LDN(scale[q] + AN_VL));
         }
         return;
     }

@@ -17,9 +17,7 @@ typedef float v8fu __attribute__((vector_size(32), aligned(4), may_alias));
 /* the horizontal sum in a fixed order of pairs, so every kernel that uses it rounds alike */
 #define HSUM8(a) ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
-/* Sixteen floats: one AVX-512 register with -march=native where the CPU has it, two AVX (or four SSE)
- * halves elsewhere. Element-wise operations give the same bits at every width, so a kernel written
- * with it is exact across machines as long as its sums keep their order. */
+/* Sixteen floats, for the kernels below that pick their width with AN_VL. */
 typedef float v16f __attribute__((vector_size(64)));
 typedef float v16fu __attribute__((vector_size(64), aligned(4), may_alias));
 
@@ -30,4 +28,21 @@ typedef float v16fu __attribute__((vector_size(64), aligned(4), may_alias));
     (((((a)[0] + (a)[8]) + ((a)[4] + (a)[12])) + (((a)[1] + (a)[9]) + ((a)[5] + (a)[13]))) +                      \
      ((((a)[2] + (a)[10]) + ((a)[6] + (a)[14])) + (((a)[3] + (a)[11]) + ((a)[7] + (a)[15]))))
 
+/* The machine's own width (vnf, AN_VL lanes): one AVX-512 register where the build targets it, else
+ * eight lanes. Not sixteen everywhere: without AVX-512 gcc lowers some 64-byte vector code to scalar
+ * operations (a LoRA kernel ran 10-15x slower so), and a register tile sized for 32 registers spills
+ * from 16. Element-wise results are the same at either width; a horizontal sum (HSUMN) is not. */
+#if defined(__AVX512F__)
+#define AN_VL 16
+typedef v16f vnf;
+#define LDN(p) LD16(p)
+#define STN(p, v) ST16(p, v)
+#define HSUMN(a) HSUM16(a)
+#else
+#define AN_VL 8
+typedef v8f vnf;
+#define LDN(p) LD8(p)
+#define STN(p, v) ST8(p, v)
+#define HSUMN(a) HSUM8(a)
+#endif
 #endif
