@@ -283,8 +283,10 @@ int an_cmd_eval(int argc, char **argv) {
             row("nearest train prompt", &nearest);
             snprintf(name, sizeof name, "consensus of K=%ld", ck);
             row(name, &consensus);
-            snprintf(name, sizeof name, "best of K=%ld (ceiling)", ck);
-            if (ceiling) row(name, &best_of_k);
+            if (ceiling) {
+                snprintf(name, sizeof name, "best of K=%ld (ceiling)", ck);
+                row(name, &best_of_k);
+            }
         }
     }
 done:
