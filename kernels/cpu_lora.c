@@ -1,13 +1,13 @@
 /* A linear layer's LoRA adapter in two fused passes (kernels/ops.h, lora_forward / lora_backward).
  *
- * The adapter's products are skinny (rank r of 8..64 against widths of hundreds to thousands), where a
- * BLAS call per product spends more on packing, thread start-up and synchronisation than on the
- * arithmetic, and the unfused version also wrote dropout(x) and its gradient as full [N, C] buffers.
- * Here the dropout mask is regenerated a block of columns at a time into a small stack buffer and each
- * pass is one parallel region. Every product is a register tile of the machine's vectors (AN_VL lanes,
- * kernels/cpu_vec.h): 4 rows x JT ranks of dot products, or 4 rows (ranks) x 2 vectors of columns of
- * outer-product sums, so each load feeds several multiply-adds (the first version, one row of sums per load, ran at a third of the
- * arithmetic peak; this one at about 60 %, see docs/kernels.md).
+ * The adapter's products are skinny (rank r of 8..64 against widths of hundreds to thousands). Done as
+ * BLAS calls they would need dropout(x) and its gradient as full [N, C] buffers, and their sums could
+ * depend on the thread count. Here the dropout mask is regenerated a block of columns at a time into a
+ * small stack buffer and each pass is one parallel region. Every product is a register tile of the
+ * machine's vectors (AN_VL lanes, kernels/cpu_vec.h): 4 rows x JT ranks of dot products, or 4 rows
+ * (ranks) x 2 vectors of columns of outer-product sums, so each load feeds several multiply-adds. That
+ * is 1.4-1.8x the first version (one row of sums per load) and about the speed of the same products
+ * through OpenBLAS without dropout (bench/lora_ops.sh; docs/kernels.md).
  *
  * Every output element is summed in a fixed order that does not depend on the thread count: rows are
  * independent in forward and in du, and the weight gradients are split by columns, each thread walking
