@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "core/rng.h"
 #include "data/batching/batch.h"
 #include "data/pairs/pairs.h"
 #include "data/batching/sample.h"
@@ -168,15 +169,10 @@ void an_train_texts_free(an_train_texts *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* Whether training pair i goes without neighbours (data.retrieve_dropout): a splitmix64 hash of the
- * position and the seed against the share, so the choice is the same in every run of the recipe. */
+/* Whether training pair i goes without neighbours (data.retrieve_dropout): the counter-based uniform of
+ * (seed, i) (core/rng.h) against the share, so the choice is the same in every run of the recipe. */
 static int without_neighbours(size_t i, int seed, double share) {
-    if (!(share > 0)) return 0;
-    uint64_t z = (uint64_t)i * 0x9E3779B97F4A7C15ull + (uint64_t)(unsigned)seed + 0x632BE59BD9B4E019ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53 < share;
+    return share > 0 && an_hash_uniform((uint64_t)(unsigned)seed, (uint64_t)i) < share;
 }
 
 /* The pairs with each prompt replaced by the retrieval-augmented input (infer/retrieval_pairs.h): the
@@ -267,7 +263,9 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
             if (r->data.retrieve_dropout > 0) { /* likewise: keys without it stay as they were */
                 double rd = r->data.retrieve_dropout;
                 memcpy(&bits, &rd, sizeof bits);
-                an_hasher_str(&h, "retrieve_dropout");
+                /* the name changed with the hash that picks the rows (its own splitmix64 before
+                 * an_hash_uniform): a cache of the old picks must not be taken for the new */
+                an_hasher_str(&h, "retrieve_dropout/an_hash_uniform");
                 an_hasher_u64(&h, bits);
             }
         }
