@@ -275,8 +275,8 @@ void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, f
         }
         /* The weight gradients: each thread owns a contiguous range of column blocks of dBt and of
          * dA / dinp, and walks down the rows NB at a time, so it reads its part of each row of dout and
-         * x as one stream (a column block at a time down all rows would be N strided misses). Every
-         * element is still summed over the rows in order, whichever thread owns it. */
+         * x as one stream rather than N short strided reads per column block. Every element is still
+         * summed over the rows in order, whichever thread owns it. */
         int ob0, ob1, kb0, kb1;
         thread_range(nb_out, &ob0, &ob1);
         thread_range(nb_in, &kb0, &kb1);
