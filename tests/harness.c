@@ -1,12 +1,15 @@
 #include "tests/test.h"
 
+#include <ftw.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 test_state test_g;
+static char test_dir[256]; /* the binary's scratch folder, made on first use (test_tmpdir) */
 
 void test_fail_at(const char *file, int line, const char *fmt, ...) {
     va_list ap;
@@ -31,8 +34,29 @@ void test_run(void (*fn)(void), const char *name) {
     }
 }
 
+/* nftw callbacks: first make every folder writable (a test may leave one read-only on purpose), then
+ * remove bottom-up */
+static int open_up(const char *path, const struct stat *sb, int type, struct FTW *f) {
+    (void)f;
+    if (type == FTW_D) chmod(path, (sb->st_mode & 07777) | S_IRWXU);
+    return 0;
+}
+static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *f) {
+    (void)sb, (void)type, (void)f;
+    remove(path);
+    return 0;
+}
+
 int test_finish(void) {
     printf("%d passed, %d failed\n", test_g.passed, test_g.failed);
+    /* every binary's scratch folder went on filling /tmp (thousands of them, some of 300 MB, until the
+     * disk was full): it goes when all passed, and stays to be looked at when something failed */
+    if (test_dir[0] && !test_g.failed) {
+        nftw(test_dir, open_up, 16, FTW_PHYS);
+        nftw(test_dir, remove_entry, 16, FTW_PHYS | FTW_DEPTH);
+    } else if (test_dir[0]) {
+        fprintf(stderr, "test files kept in %s\n", test_dir);
+    }
     return test_g.failed ? 1 : 0;
 }
 
@@ -47,15 +71,14 @@ const char *test_shared(const char *rel) {
 }
 
 const char *test_tmpdir(void) {
-    static char dir[256];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/autoneg-test-XXXXXX");
-        if (!mkdtemp(dir)) {
+    if (!test_dir[0]) {
+        snprintf(test_dir, sizeof test_dir, "/tmp/autoneg-test-XXXXXX");
+        if (!mkdtemp(test_dir)) {
             perror("mkdtemp");
             exit(2);
         }
     }
-    return dir;
+    return test_dir;
 }
 
 const char *test_tmp_path(const char *name) {

@@ -78,5 +78,6 @@ else
     echo "== SmolLM2-135M: skipped ($SMOL absent; make model fetches it)"
 fi
 
-if [ $fail = 0 ]; then echo "check-compat: all passed"; else echo "check-compat: FAILED"; fi
+# the run's files (about 2 GB) go when all passed, and stay to be looked at when something failed
+if [ $fail = 0 ]; then rm -rf "$TMP"; echo "check-compat: all passed"; else echo "check-compat: FAILED (files kept in $TMP)"; fi
 exit $fail
