@@ -32,24 +32,25 @@ typedef struct dims {
 static inline size_t q_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nh + h) * d.hd; }
 static inline size_t kv_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nkv + h) * d.hd; }
 
-/* kT[dd][t] = k[b, t, kh, dd] for the whole row (t < T), zero up to ld (a multiple of BK), so every
- * key tile is a column slice kT + k0 with row stride ld. Packed once per (batch, head) task and
- * reused by all its query blocks. */
-static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b, int kh) {
+/* kT[dd][t] = k[b, t, kh, dd] for the row's first n keys (t < n <= T), zero from n up to ld (a
+ * multiple of BK), so every key tile is a column slice kT + k0 with row stride ld, and a tile that starts
+ * below n reads zeros past it. Packed once per task and reused by all its query blocks. */
+static void pack_transposed(float *kT, size_t ld, const float *k, dims d, int b, int kh, int n) {
     /* 8 rows at a time: 8 contiguous stores per dd instead of one store per cache line */
     int t = 0;
-    for (; t + 8 <= d.T; t += 8) {
+    for (; t + 8 <= n; t += 8) {
         const float *src[8];
         for (int r = 0; r < 8; r++) src[r] = k + kv_index(d, b, t + r, kh);
         for (int dd = 0; dd < d.hd; dd++)
             for (int r = 0; r < 8; r++) kT[(size_t)dd * ld + t + r] = src[r][dd];
     }
-    for (; t < d.T; t++) {
+    for (; t < n; t++) {
         const float *src = k + kv_index(d, b, t, kh);
         for (int dd = 0; dd < d.hd; dd++) kT[(size_t)dd * ld + t] = src[dd];
     }
+    size_t zero_end = (size_t)n + BK < ld ? (size_t)n + BK : ld; /* no tile starting below n reads further */
     for (int dd = 0; dd < d.hd; dd++)
-        for (size_t u = (size_t)d.T; u < ld; u++) kT[(size_t)dd * ld + u] = 0.0f;
+        for (size_t u = (size_t)n; u < zero_end; u++) kT[(size_t)dd * ld + u] = 0.0f;
 }
 
 /* C[m][n] += sum_k A(m, k) * B[k][n] for m < M, n < N, k < K, with A(m, k) = A[m * a_rs + k * a_cs]
@@ -128,6 +129,80 @@ static void key_span(const int32_t *seg, int t0, int nq, int *lo, int *hi) {
     *hi = t0 + nq - 1;
 }
 
+/* One query's row s of a score tile (BK scores), in place, for the online softmax: the scores scaled,
+ * the keys outside [jlo, jhi) hidden, the running max m and sum l moved on, and s turned into
+ * p = exp(score - m) (exact zeros where hidden). Returns corr = exp(m_old - m), by which the caller
+ * rescales the row's output accumulator. All in whole vectors (AN_EXPN). The max is exact; the sum is
+ * kept as AN_VL lane sums (l, a whole vector), added up once when the row is done (HSUMN), so no tile
+ * pays for a horizontal sum. */
+static float online_softmax_row(float *s, int jlo, int jhi, float scale, float *m, vnf *l) {
+    enum { NV = BK / AN_VL };
+    vnf x[NV];
+    vni vis[NV];
+    int partial = jlo > 0 || jhi < BK;
+    for (int v = 0; v < NV; v++) {
+        x[v] = LDN(s + v * AN_VL) * scale;
+        vis[v] = (vni){0} - 1;
+        if (partial) {
+            vni j;
+            for (int u = 0; u < AN_VL; u++) j[u] = v * AN_VL + u;
+            vis[v] = (j >= (vni){0} + jlo) & (j < (vni){0} + jhi);
+            /* -1e30, finite, so no inf - inf below */
+            x[v] = SELECTN(vis[v], x[v], SPLATN(-1e30f));
+        }
+    }
+    vnf mv = x[0];
+    for (int v = 1; v < NV; v++) mv = SELECTN(x[v] > mv, x[v], mv);
+    float mx;
+    HMAXN(mx, mv);
+    mx = mx > *m ? mx : *m;
+    float corr = *m == -INFINITY ? 0.0f : an_expf(*m - mx);
+    vnf sum = (vnf){0};
+    for (int v = 0; v < NV; v++) {
+        vnf p;
+        AN_EXPN(p, x[v] - mx);
+        if (partial) p = SELECTN(vis[v], p, (vnf){0}); /* an_expf(-1e30 - mx) is ~1e-38, not 0 */
+        STN(s + v * AN_VL, p);
+        sum += p;
+    }
+    *m = mx;
+    *l = *l * corr + sum;
+    return corr;
+}
+
+/* The backward's row of a tile, in place: p = exp(scale * s - lse) on the visible keys [jlo, jhi)
+ * (exact zeros elsewhere) and ds = p * (dp - D) * scale (the softmax scale of S = scale * q k^T folded
+ * into dS). Whole vectors, as online_softmax_row. */
+static void softmax_grad_row(float *p, float *ds, int jlo, int jhi, float scale, float lse, float D) {
+    int partial = jlo > 0 || jhi < BK;
+    for (int v = 0; v < BK / AN_VL; v++) {
+        vnf e;
+        AN_EXPN(e, LDN(p + v * AN_VL) * scale - lse);
+        if (partial) {
+            vni j;
+            for (int u = 0; u < AN_VL; u++) j[u] = v * AN_VL + u;
+            e = SELECTN((j >= (vni){0} + jlo) & (j < (vni){0} + jhi), e, (vnf){0});
+        }
+        STN(p + v * AN_VL, e);
+        STN(ds + v * AN_VL, e * (LDN(ds + v * AN_VL) - D) * scale);
+    }
+}
+
+/* The forward's tasks: each (batch, head) cut into `parts` runs of query blocks of about equal causal
+ * work (block qb sees qb + 1 key blocks), so that a single prompt's few heads still keep every thread
+ * busy. part_first[p] .. part_first[p + 1] are part p's query blocks. */
+static void causal_parts(int nqb, int parts, int *part_first) {
+    double total = (double)nqb * (nqb + 1) / 2;
+    int qb = 0;
+    double done = 0;
+    part_first[0] = 0;
+    for (int p = 1; p < parts; p++) {
+        while (qb < nqb && done + (qb + 1) <= total * p / parts) done += ++qb;
+        part_first[p] = qb;
+    }
+    part_first[parts] = nqb;
+}
+
 void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
                               size_t work_bytes) {
@@ -136,11 +211,17 @@ void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const flo
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;
     float scale = 1.0f / sqrtf((float)hd);
-    int ntasks = B * nh;
     size_t ld = panel_ld(T); /* a tile may start anywhere below T (at a sample start) */
     size_t per = fwd_floats(T, hd);
     float *base = NULL;
     int nt = an_cpu_scratch_threads(work, work_bytes, per, &base);
+    /* eight tasks a thread at least, where the query blocks allow */
+    enum { MAX_PARTS = 16 };
+    int parts = (8 * (nt > 0 ? nt : 1) + B * nh - 1) / (B * nh);
+    parts = parts > nqb ? nqb : parts > MAX_PARTS ? MAX_PARTS : parts;
+    int part_first[MAX_PARTS + 1];
+    causal_parts(nqb, parts, part_first);
+    int ntasks = B * nh * parts;
 #pragma omp parallel num_threads(nt > 0 ? nt : 1)
     {
         float *kT = nt > 0 ? base + (size_t)omp_get_thread_num() * per : NULL;
@@ -149,26 +230,30 @@ void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const flo
         int ok = kT != NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
-            int h = task % nh, b = task / nh, kh = h / group;
+            int part = task % parts, h = task / parts % nh, b = task / parts / nh, kh = h / group;
+            int qb0 = part_first[part], qb1 = part_first[part + 1];
             const int32_t *seg = seg_start + (size_t)b * T;
             float *lse_bh = lse + ((size_t)b * nh + h) * T;
+            int t_end = qb1 * BQ < T ? qb1 * BQ : T; /* this task's queries see keys below t_end only */
             if (!ok) { /* no workspace: no way to report from a void op, so make it visible */
-                for (int t = 0; t < T; t++) {
+                for (int t = qb0 * BQ; t < t_end; t++) {
                     float *o = out + q_index(d, b, t, h);
                     for (int dd = 0; dd < hd; dd++) o[dd] = NAN;
                     lse_bh[t] = NAN;
                 }
                 continue;
             }
-            pack_transposed(kT, ld, k, d, b, kh);
-            for (int qb = 0; qb < nqb; qb++) {
+            if (qb0 == qb1) continue;
+            pack_transposed(kT, ld, k, d, b, kh, t_end);
+            for (int qb = qb0; qb < qb1; qb++) {
                 int t0 = qb * BQ, nq = T - t0 < BQ ? T - t0 : BQ;
                 const float *q0 = q + q_index(d, b, t0, h);
                 size_t q_stride = (size_t)nh * hd, kv_stride = (size_t)nkv * hd;
-                float m[BQ], l[BQ];
+                float m[BQ];
+                vnf l[BQ];
                 for (int i = 0; i < nq; i++) {
                     m[i] = -INFINITY;
-                    l[i] = 0.0f;
+                    l[i] = (vnf){0};
                     for (int dd = 0; dd < hd; dd++) acc[(size_t)i * hd + dd] = 0.0f;
                 }
                 int lo, hi;
@@ -188,21 +273,7 @@ void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const flo
                             memset(s, 0, sizeof(float) * BK);
                             continue;
                         }
-                        /* scaled scores, the hidden ones pushed to -1e30 (finite, so no inf - inf below) */
-                        for (int j = 0; j < BK; j++) {
-                            float vis = (float)(j >= jlo && j < jhi);
-                            s[j] = s[j] * scale * vis + (vis - 1.0f) * 1e30f;
-                        }
-                        float mx = an_maxf(m[i], an_max(s, BK));
-                        float corr = an_expf(m[i] - mx); /* m = -inf on the first visible tile: corr = ~0 */
-                        if (m[i] == -INFINITY) corr = 0.0f;
-                        for (int j = 0; j < BK; j++) {
-                            /* exp everywhere, then a 0/1 mask for exact zeros (an_expf(-1e30) is ~1e-38) */
-                            s[j] = an_expf(s[j] - mx) * (float)(j >= jlo && j < jhi);
-                        }
-                        float psum = an_sum(s, BK);
-                        m[i] = mx;
-                        l[i] = l[i] * corr + psum;
+                        float corr = online_softmax_row(s, jlo, jhi, scale, &m[i], &l[i]);
                         float *a = acc + (size_t)i * hd;
                         if (corr != 1.0f)
                             for (int dd = 0; dd < hd; dd++) a[dd] *= corr;
@@ -212,9 +283,9 @@ void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const flo
                 }
                 for (int i = 0; i < nq; i++) {
                     float *o = out + q_index(d, b, t0 + i, h);
-                    float inv = 1.0f / l[i];
+                    float li = HSUMN(l[i]), inv = 1.0f / li;
                     for (int dd = 0; dd < hd; dd++) o[dd] = acc[(size_t)i * hd + dd] * inv;
-                    lse_bh[t0 + i] = m[i] + logf(l[i]);
+                    lse_bh[t0 + i] = m[i] + logf(li);
                 }
             }
         }
@@ -255,8 +326,8 @@ void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv,
                     }
                 continue;
             }
-            pack_transposed(kT, ld, k, d, b, kh);
-            pack_transposed(vT, ld, v, d, b, kh);
+            pack_transposed(kT, ld, k, d, b, kh, T);
+            pack_transposed(vT, ld, v, d, b, kh, T);
             for (int h = kh * group; h < (kh + 1) * group; h++) {
                 const float *lse_bh = lse + ((size_t)b * nh + h) * T;
                 for (int qb = 0; qb < nqb; qb++) {
@@ -281,13 +352,7 @@ void an_cpu_attention_backward(const an_ops *o, float *dq, float *dk, float *dv,
                             int jlo = seg[t] - k0, jhi = t + 1 - k0;
                             jhi = jhi > nk ? nk : jhi; /* keys past nk are zero padding, never visible */
                             float *p = P + i * BK, *ds = dS + i * BK;
-                            float li = lse_bh[t], di = Di[i];
-                            for (int j = 0; j < BK; j++) {
-                                float pj = an_expf(p[j] * scale - li) * (float)(j >= jlo && j < jhi);
-                                p[j] = pj;
-                                /* the softmax scale of S = scale * q k^T, folded into dS */
-                                ds[j] = pj * (ds[j] - di) * scale;
-                            }
+                            softmax_grad_row(p, ds, jlo, jhi, scale, lse_bh[t], Di[i]);
                         }
                         small_gemm(nq, hd, nk, dS, BK, 1, k_tile, kv_stride, dqacc, hd); /* dQ += dS K */
                         if (dv) /* dV += P^T dO */

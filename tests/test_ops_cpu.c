@@ -7,6 +7,7 @@
 
 #include "core/rng.h"
 #include "kernels/cpu.h"
+#include "kernels/cpu_vec.h"
 #include "kernels/ops.h"
 #include "tests/op_harness.h"
 #include "tests/test.h"
@@ -31,6 +32,41 @@ static void test_expf_accuracy(void) {
     CHECK(an_expf(0.0f) == 1.0f);
     CHECK(an_expf(-1000.0f) < 1e-37f && an_expf(-1000.0f) >= 0.0f);
     CHECK(isnan(an_expf(NAN)));
+}
+
+/* AN_EXPN, the vector exp of the attention kernels, gives every lane the bits an_expf gives it (both
+ * compiled here alike): over the whole range, at the clamps, beyond them, and NaN; and HMAXN finds the
+ * largest lane wherever it sits. */
+static void test_vector_exp_and_max(void) {
+    int mismatched = 0;
+    for (int i = 0; i <= 200000; i += AN_VL) {
+        float x[AN_VL], y[AN_VL];
+        for (int u = 0; u < AN_VL; u++) x[u] = -90.0f + 180.0f * (float)(i + u) / 200000.0f;
+        if (i == 0) x[1] = NAN, x[2] = -INFINITY, x[3] = INFINITY, x[4] = -1e30f, x[5] = 0.0f;
+        vnf xv, yv;
+        memcpy(&xv, x, sizeof xv);
+        AN_EXPN(yv, xv);
+        memcpy(y, &yv, sizeof yv);
+        for (int u = 0; u < AN_VL; u++) {
+            float want = an_expf(x[u]);
+            if (memcmp(&want, &y[u], sizeof want)) mismatched++;
+        }
+    }
+    CHECK_MSG(mismatched == 0, "%d lanes of AN_EXPN differ from an_expf", mismatched);
+    an_rng r;
+    an_rng_seed(&r, 5);
+    int wrong = 0;
+    for (int where = 0; where < AN_VL; where++) {
+        float x[AN_VL];
+        for (int u = 0; u < AN_VL; u++) x[u] = an_rng_uniform(&r) * 2.0f - 3.0f; /* [-3, -1) */
+        x[where] = 0.5f;
+        vnf xv;
+        memcpy(&xv, x, sizeof xv);
+        float got;
+        HMAXN(got, xv);
+        wrong += got != 0.5f;
+    }
+    CHECK_MSG(wrong == 0, "HMAXN missed the largest lane %d times of %d", wrong, AN_VL);
 }
 
 /* The plain-C GEMM directly, all transposes, alpha and beta, sizes across its block edges (MR=6,
@@ -190,6 +226,7 @@ int main(void) {
     RUN(test_attention_workspace);
     RUN(test_gemm_fallback_all_transposes);
     RUN(test_expf_accuracy);
+    RUN(test_vector_exp_and_max);
     RUN(test_other_ops_same_bits_any_thread_count);
     return test_finish();
 }
