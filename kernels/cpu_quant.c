@@ -1,6 +1,8 @@
 /* The typed linear ops and the embedding lookup on GGUF-quantized weights (kernels/cpu_quant.h):
  * the activations' 8-bit quantization, the matrix-vector product for a few rows, and the tiles of
- * dequantized rows under the float32 GEMM for many rows and for input gradients. */
+ * dequantized rows under the float32 GEMM for many rows and for input gradients. A GGUF float32
+ * weight kept in panels (AN_F32_X32) has its own forward (kernels/cpu_f32x32.c) and goes through the
+ * same row tiles for its input gradient and lookup. */
 #if defined(__clang__) /* products and sums stay separate roundings (gcc's ISO C mode never fuses them) */
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -12,6 +14,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/cpu_quant.h"
+#include "kernels/f32x32.h"
 
 int an_q_best_simd(void) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX2__)
@@ -131,7 +134,7 @@ static size_t act_row_bytes(an_dtype t, int C) {
 }
 
 size_t an_quant_act_bytes(an_dtype t, int N, int C) {
-    if (!an_dtype_is_ggml(t)) return 0;
+    if (!an_dtype_is_ggml(t) || t == AN_F32_X32) return 0; /* floats need no quantized copy */
     return (size_t)N * act_row_bytes(t, C) + 64; /* + 64: room to align */
 }
 
@@ -184,8 +187,12 @@ static size_t row_bytes(const an_weight *w) {
     return (size_t)(w->cols / an_dtype_block(w->dtype)) * (size_t)an_dtype_block_bytes(w->dtype);
 }
 
-/* Row `row` of w as float32 (the reference dequantization's bits), in either layout. */
+/* Row `row` of w as float32 (the reference dequantization's bits), in any layout. */
 static void dequantize_weight_row(const an_weight *w, int64_t row, float *y) {
+    if (w->dtype == AN_F32_X32) {
+        an_f32x32_row(w->data, w->cols, row, y);
+        return;
+    }
     an_dtype base = an_dtype_x8_base(w->dtype);
     int nb = (int)w->cols / an_dtype_block(base);
     const uint8_t *data = w->data;
@@ -199,7 +206,8 @@ int an_cpu_quant_matvec(float *out, const float *inp, const an_weight *w, const 
                         size_t work_bytes, int simd) {
     an_dtype t = w->dtype;
     int C = (int)w->cols, OC = (int)w->rows;
-    if (!an_dtype_is_ggml(t) || N > AN_QUANT_MATVEC_MAX_ROWS || !work || work_bytes < an_quant_act_bytes(t, N, C))
+    if (!an_dtype_is_ggml(t) || t == AN_F32_X32 || N > AN_QUANT_MATVEC_MAX_ROWS || !work ||
+        work_bytes < an_quant_act_bytes(t, N, C))
         return -1;
     uint8_t *act = align64(work);
     size_t arow = act_row_bytes(t, C), wrow = row_bytes(w);
@@ -276,6 +284,10 @@ static void fill_nan(float *x, size_t n) {
 void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
                           size_t work_bytes, int mode) {
     int C = (int)w->cols, OC = (int)w->rows;
+    if (w->dtype == AN_F32_X32) { /* float32 panels: their own product, training or not */
+        an_f32x32_forward(out, inp, w->data, bias, N, C, OC);
+        return;
+    }
     /* inference: the integer product on quantized activations, up to AN_QUANT_MATVEC_MAX_ROWS rows at a
      * time; for interleaved weights at every row count (a prompt's GEMM in int8, faster than dequantized
      * tiles under the float32 GEMM), for the others only up to that many rows */

@@ -20,10 +20,14 @@ typedef enum an_dtype {
     /* The same blocks with eight rows interleaved, block by block (kernels/quant_x8.h): the CPU's
      * layout for decoding, made when a GGUF model is loaded; rows a multiple of 8. */
     AN_Q8_0_X8, AN_Q4_0_X8, AN_Q4_1_X8,
+    /* A GGUF float32 matrix with 32 rows interleaved column by column (kernels/f32x32.h): the CPU's
+     * layout for a frozen float32 weight, made when a GGUF model is loaded; rows a multiple of 32. */
+    AN_F32_X32,
 } an_dtype;
 
-/* The GGUF block types, in ggml's layout or interleaved: 1 for AN_Q8_0 .. AN_Q4_1_X8. */
-static inline int an_dtype_is_ggml(an_dtype t) { return t >= AN_Q8_0 && t <= AN_Q4_1_X8; }
+/* The weights kept as a GGUF file gives them, in ggml's layout or the CPU's interleaved ones (frozen,
+ * held in an_param.packed): 1 for AN_Q8_0 .. AN_F32_X32. */
+static inline int an_dtype_is_ggml(an_dtype t) { return t >= AN_Q8_0 && t <= AN_F32_X32; }
 /* An interleaved type's ggml type (AN_Q8_0_X8 -> AN_Q8_0); any other type itself. */
 static inline an_dtype an_dtype_x8_base(an_dtype t) {
     return t == AN_Q8_0_X8 ? AN_Q8_0 : t == AN_Q4_0_X8 ? AN_Q4_0 : t == AN_Q4_1_X8 ? AN_Q4_1 : t;
@@ -36,7 +40,7 @@ static inline an_dtype an_dtype_x8_of(an_dtype t) {
 const char *an_dtype_name(an_dtype t); /* "F32", ... as safetensors spells them; "NF4" */
 size_t an_dtype_size(an_dtype t);      /* bytes per element; 0 for the block types */
 /* The GGUF block types' values per block and bytes per block (0 for every other type; an interleaved
- * type's are its ggml type's, so a weight takes the same bytes either way). */
+ * type's are its ggml type's, so a weight takes the same bytes either way; AN_F32_X32's are 1 and 4). */
 int an_dtype_block(an_dtype t);
 int an_dtype_block_bytes(an_dtype t);
 

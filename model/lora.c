@@ -289,7 +289,7 @@ int an_lora_merge(an_model *m, an_error *err) {
                             "adapter unmerged, or train it without the head");
     for (int i = 0; i < l->n_mods; i++)
         if (an_param_ggml(l->mods[i].base))
-            return an_fail(err, "lora merge: %s is GGUF-quantized (%s); merge into the model loaded dequantized",
+            return an_fail(err, "lora merge: %s is kept as the GGUF holds it (%s); merge into the model loaded dequantized",
                            l->mods[i].base->name, an_dtype_name(l->mods[i].base->dtype));
     for (int i = 0; i < l->n_mods; i++)
         if (an_param_bf16(l->mods[i].base))

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/f32x32.h"
 #include "kernels/nf4.h"
 #include "kernels/quant_x8.h"
 #include "model/io/llama2c.h"
@@ -210,8 +211,8 @@ int an_model_alloc_grads(an_model *m, an_error *err) {
             return an_fail(err, "model: tensor %s is NF4-quantized and cannot be trained (train an adapter on it: "
                                 "--method qlora)", m->params[i].name);
         if (m->params[i].trainable && an_param_ggml(&m->params[i]))
-            return an_fail(err, "model: tensor %s is GGUF-quantized (%s) and cannot be trained (train an adapter on "
-                                "it, or load the GGUF dequantized for full fine-tuning)", m->params[i].name,
+            return an_fail(err, "model: tensor %s is kept as the GGUF holds it (%s) and cannot be trained (train an "
+                                "adapter on it, or load the GGUF dequantized for full fine-tuning)", m->params[i].name,
                            an_dtype_name(m->params[i].dtype));
         if (m->params[i].trainable && an_param_bf16(&m->params[i]))
             return an_fail(err, "model: tensor %s is stored in bf16 for a frozen model and cannot be trained",
@@ -281,7 +282,10 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
         else {
             an_error ignored; /* the blocks were checked when they were loaded */
             an_dtype base = an_dtype_x8_base(p->dtype);
-            if (base == p->dtype) {
+            if (p->dtype == AN_F32_X32) { /* float32 panels: row by row out of them */
+                int64_t rows = p->shape[0], cols = (int64_t)p->numel / rows;
+                for (int64_t r = 0; r < rows; r++) an_f32x32_row((const float *)(const void *)an_param_ggml(p), cols, r, dst + r * cols);
+            } else if (base == p->dtype) {
                 an_ggml_dequantize(an_dtype_ggml_type(base), an_param_ggml(p), dst, (int64_t)p->numel, &ignored);
             } else { /* eight rows interleaved: row by row through ggml's blocks */
                 int64_t rows = p->shape[0], cols = (int64_t)p->numel / rows;

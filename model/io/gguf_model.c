@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/f32x32.h"
 #include "kernels/quant_x8.h"
 #include "model/io/llama2c.h"
 
@@ -227,6 +228,19 @@ static int backend_runs(const an_model *m, an_dtype t) {
            o->supports(o, AN_OP_linear_backward_input, t) && o->supports(o, AN_OP_embedding_lookup, t);
 }
 
+/* How parameter p keeps GGUF tensor t: its block type (interleaved below where the CPU has a layout
+ * for it), AN_F32_X32 for a float32 matrix of whole 32-row panels, or 0 (read as float32). Only the
+ * weights the typed ops read (linear layers, the token embedding) are kept; GPT-2's position table is
+ * read as plain floats. */
+static an_dtype kept_dtype(const an_model *m, const an_gguf_tensor *t, const an_param *p) {
+    if (p == m->pos_emb) return (an_dtype)0;
+    if (t->type == AN_GGML_F32) return p->shape[0] % AN_X32_ROWS == 0 ? AN_F32_X32 : (an_dtype)0;
+    return an_ggml_type_dtype(t->type);
+}
+
+/* each kept tensor starts on a cache line of ggml_mem (and so a float32 panel on a float) */
+static size_t kept_bytes(const an_gguf_tensor *t) { return (t->nbytes + 63) & ~(size_t)63; }
+
 int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
     const an_gguf_tensor **src = calloc((size_t)m->n_params + 1, sizeof *src);
     int *rope = calloc((size_t)m->n_params + 1, sizeof *rope);
@@ -240,11 +254,11 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
     for (int i = 0; i < m->n_params; i++) {
         an_param *p = &m->params[i];
         const an_gguf_tensor *t = p->dtype == AN_F32 ? tensor_of(m, g, p, &rope[i]) : NULL;
-        an_dtype dt = t ? an_ggml_type_dtype(t->type) : (an_dtype)0;
+        an_dtype dt = t ? kept_dtype(m, t, p) : (an_dtype)0;
         if (!dt || p->shape[1] % an_dtype_block(dt) || !backend_runs(m, dt)) continue;
         /* a GPT-2 file's output.weight copy is checked against token_embd by read_weights */
         src[i] = t;
-        total += t->nbytes;
+        total += kept_bytes(t);
         if ((size_t)p->shape[1] > maxcols) maxcols = (size_t)p->shape[1];
     }
     if (!total) {
@@ -263,6 +277,7 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
         if (!src[i]) continue;
         an_param *p = &m->params[i];
         const an_gguf_tensor *t = src[i];
+        an_dtype dt = kept_dtype(m, t, p);
         int64_t rows = p->shape[0], cols = p->shape[1];
         size_t rb = t->nbytes / (size_t)rows;
         uint8_t *dst = m->ggml_mem + off;
@@ -284,9 +299,10 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
                             t->name, (long long)(from * cols + c));
                     goto done;
                 }
-            memcpy(dst + (size_t)r * rb, s, rb);
+            if (dt == AN_F32_X32) an_f32x32_put_row((float *)(void *)dst, cols, r, row);
+            else memcpy(dst + (size_t)r * rb, s, rb);
         }
-        p->dtype = an_ggml_type_dtype(t->type);
+        p->dtype = dt;
         if (an_dtype_x8_of(p->dtype) && rows % 8 == 0) {
             /* eight rows interleaved: the layout the CPU's decoding kernels read fastest (cpu_quant.h) */
             uint8_t *group = malloc(8 * rb);
@@ -304,7 +320,7 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
         p->packed = dst;
         p->data = NULL;
         p->trainable = 0;
-        off += t->nbytes;
+        off += kept_bytes(t);
     }
     rc = 0;
 done:

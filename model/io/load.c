@@ -238,10 +238,14 @@ int an_model_save(const an_model *m, const char *dir, an_error *err) {
     if (an_config_save(&cfg, path, err)) return -1;
     if (m->nf4 && an_nf4_config_patch(m, path, err)) return -1;
 
-    size_t maxn = 0; /* NF4 weights are written as bitsandbytes' arrays, not from host */
-    for (int i = 0; i < m->n_params; i++)
+    /* every weight but NF4 ones (written as bitsandbytes' arrays) goes through host as float32, those
+     * kept in a GGUF's blocks or panels too (not counted in n_param_floats) */
+    size_t maxn = 0, total = 1;
+    for (int i = 0; i < m->n_params; i++) {
         if (m->params[i].numel > maxn) maxn = m->params[i].numel;
-    float *host = malloc((m->n_param_floats + 1) * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
+        if (!an_param_nf4(&m->params[i])) total += m->params[i].numel;
+    }
+    float *host = malloc(total * sizeof(float)), *tmp = malloc(maxn * sizeof(float));
     enum { JSON_CAP = 512 };
     char *json = m->nf4 ? malloc((size_t)m->n_params * JSON_CAP) : NULL; /* quant_state of each NF4 weight */
     an_st_writer w;

@@ -1,0 +1,107 @@
+/* Float32 weights in panels of 32 rows (AN_F32_X32, kernels/f32x32.h): the product of a frozen GGUF
+ * float32 matrix with a prompt's rows or a decode step's, without the packing a BLAS call does.
+ *
+ * OpenBLAS copies both operands into its own panels on every call; for a prompt's products (512 rows
+ * against SmolLM2's 576-column matrices) the copies and the clearing of the output took 16 % of its
+ * time. A frozen weight can be stored in the kernel's layout once, at load, and the rows (activations)
+ * are read where they are, so a call does nothing but multiply-adds:
+ *  - a tile of MR rows x one panel (32 outputs) keeps MR x 32 sums in registers (12 x 2 vectors of 16
+ *    with AVX-512, 3 x 4 of 8 without); per column k it loads the panel's 32 weights once and
+ *    broadcasts each row's input;
+ *  - columns go in blocks of KC (a panel's block, 32 KiB, stays in L1 while every row tile passes over
+ *    it); with no more rows than one tile, the whole row at once;
+ *  - each thread owns a contiguous run of panels: no two threads write the same output, and a decode
+ *    step streams its share of the weights front to back.
+ * Each output is its bias (or 0) plus the products in column order, one multiply-add each, whatever
+ * the blocking: the same bits for any row count, thread count or place of the row in the batch. */
+/* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+#include <omp.h>
+#include <stddef.h>
+
+#include "kernels/cpu_vec.h"
+#include "kernels/f32x32.h"
+
+/* rows of a tile: a macro, as tile_rows's cases depend on it */
+#if AN_VL == 16
+#define MR 12
+#else
+#define MR 3
+#endif
+enum { NV = AN_X32_ROWS / AN_VL, KC = 256 };
+
+void an_f32x32_put_row(float *x32, int64_t cols, int64_t row, const float *y) {
+    float *panel = x32 + (size_t)(row / AN_X32_ROWS) * (size_t)cols * AN_X32_ROWS + row % AN_X32_ROWS;
+    for (int64_t k = 0; k < cols; k++) panel[(size_t)k * AN_X32_ROWS] = y[k];
+}
+
+void an_f32x32_row(const float *x32, int64_t cols, int64_t row, float *y) {
+    const float *panel = x32 + (size_t)(row / AN_X32_ROWS) * (size_t)cols * AN_X32_ROWS + row % AN_X32_ROWS;
+    for (int64_t k = 0; k < cols; k++) y[k] = panel[(size_t)k * AN_X32_ROWS];
+}
+
+static const float zeros[AN_X32_ROWS];
+
+/* R rows (inp, stride ldi, from this block's first column) x one panel's block of kc columns (w) into
+ * out (stride ldo): the sums start from init (32 floats) on the first block, else from out. R is a
+ * constant where this is inlined, so the tile's sums are named registers. */
+static inline __attribute__((always_inline)) void tile(float *out, size_t ldo, const float *inp, size_t ldi,
+                                                       const float *w, int kc, int R, const float *init) {
+    vnf acc[MR][NV];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = init ? LDN(init + v * AN_VL) : LDN(out + (size_t)r * ldo + v * AN_VL);
+    for (int k = 0; k < kc; k++) {
+        vnf b[NV];
+        for (int v = 0; v < NV; v++) b[v] = LDN(w + (size_t)k * AN_X32_ROWS + v * AN_VL);
+        for (int r = 0; r < R; r++) {
+            float a = inp[(size_t)r * ldi + k];
+            for (int v = 0; v < NV; v++) acc[r][v] += a * b[v];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) STN(out + (size_t)r * ldo + v * AN_VL, acc[r][v]);
+}
+
+static void tile_rows(float *out, size_t ldo, const float *inp, size_t ldi, const float *w, int kc, int R,
+                      const float *init) {
+    switch (R) {
+#define ROWS(n) \
+    case n: tile(out, ldo, inp, ldi, w, kc, n, init); return;
+        ROWS(1) ROWS(2)
+#if MR == 12
+        ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11)
+#endif
+#undef ROWS
+    default: tile(out, ldo, inp, ldi, w, kc, MR, init); return;
+    }
+}
+
+void an_f32x32_forward(float *out, const float *inp, const float *x32, const float *bias, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return;
+    int np = OC / AN_X32_ROWS;
+    if (C <= 0) { /* no products: the bias alone */
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < OC; j++) out[(size_t)n * OC + j] = bias ? bias[j] : 0.0f;
+        return;
+    }
+    int kc_max = N <= MR ? C : KC;
+    /* small products (tiny models) are not worth waking the thread team */
+#pragma omp parallel if ((size_t)OC * (size_t)C >= 65536)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int p0 = (int)((long long)np * t / nt), p1 = (int)((long long)np * (t + 1) / nt);
+        for (int k0 = 0; k0 < C; k0 += kc_max) {
+            int kc = C - k0 < kc_max ? C - k0 : kc_max;
+            for (int p = p0; p < p1; p++) {
+                const float *w = x32 + ((size_t)p * C + k0) * AN_X32_ROWS;
+                const float *init = k0 ? NULL : bias ? bias + (size_t)p * AN_X32_ROWS : zeros;
+                for (int n = 0; n < N; n += MR)
+                    tile_rows(out + (size_t)n * OC + (size_t)p * AN_X32_ROWS, (size_t)OC, inp + (size_t)n * C + k0,
+                              (size_t)C, w, kc, N - n < MR ? N - n : MR, init);
+            }
+        }
+    }
+}
