@@ -98,9 +98,20 @@ void an_f32x32_forward(float *out, const float *inp, const float *x32, const flo
             for (int p = p0; p < p1; p++) {
                 const float *w = x32 + ((size_t)p * C + k0) * AN_X32_ROWS;
                 const float *init = k0 ? NULL : bias ? bias + (size_t)p * AN_X32_ROWS : zeros;
-                for (int n = 0; n < N; n += MR)
+                /* the block the next panel (or the next column block) multiplies, requested a slice per
+                 * row tile: it comes from memory while this one computes from L1 */
+                const char *next = p + 1 < p1 ? (const char *)(w + (size_t)C * AN_X32_ROWS)
+                                   : k0 + kc < C ? (const char *)(x32 + ((size_t)p0 * C + k0 + kc) * AN_X32_ROWS)
+                                                 : NULL;
+                int next_kc = p + 1 < p1 ? kc : C - (k0 + kc) < kc_max ? C - (k0 + kc) : kc_max;
+                size_t lines = next ? (size_t)next_kc * AN_X32_ROWS * sizeof(float) / 64 : 0, line = 0;
+                size_t per_tile = N > MR ? (lines + (size_t)(N + MR - 1) / MR - 1) / ((size_t)(N + MR - 1) / MR) : 0;
+                for (int n = 0; n < N; n += MR) {
+                    for (size_t e = line + per_tile; line < e && line < lines; line++)
+                        __builtin_prefetch(next + line * 64, 0, 3);
                     tile_rows(out + (size_t)n * OC + (size_t)p * AN_X32_ROWS, (size_t)OC, inp + (size_t)n * C + k0,
                               (size_t)C, w, kc, N - n < MR ? N - n : MR, init);
+                }
             }
         }
     }
