@@ -1,11 +1,12 @@
 /* autoneg eval --model M [--adapter A] --data F.jsonl [--train T.jsonl] [--out PRED.jsonl] [generate options]
- * autoneg eval --baselines-only --data F.jsonl [--train T.jsonl] [--consensus-k K] [--out PRED.jsonl]
+ * autoneg eval --baselines-only --data F.jsonl [--train T.jsonl] [--consensus-k K] [--vote-k K] [--out PRED.jsonl]
  *
  * Writes a negative prompt for every row of F and scores it against the row's negative_prompt by
  * normalised tags (precision, recall, F1 per row, averaged), beside the baselines on the same rows:
  * the general negative prompt, and (with --train) the negative of the most similar training prompt by
- * tf-idf over prompt tags (infer/retrieval.h) and the consensus of the K most similar ones
- * (an_eval_consensus_pick). Neighbours from the row's own source are left out. Decoding is greedy
+ * tf-idf over prompt tags (infer/retrieval.h), the consensus of the K most similar ones
+ * (an_eval_consensus_pick) and the tag vote of the K' most similar (an_eval_tag_vote). Neighbours from
+ * the row's own source are left out. Decoding is greedy
  * unless sampling options are given; --baselines-only skips the model. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@ static const cli_opt eval_opts[] = {
     {"--train", "T.jsonl", "training pairs: adds the nearest-training-prompt baseline (default: none)"},
     {"--out", "PRED.jsonl", "one row per line: prompt, reference_negative, predicted_negative, precision, recall, f1"},
     {"--consensus-k", "K", "neighbours the consensus baseline chooses among (1..64, default 5; needs --train)"},
+    {"--vote-k", "K", "neighbours whose negatives the tag-vote baseline votes with (1..64, default 20; needs --train)"},
     {"--baselines-only", NULL, "score only the baselines: no model is loaded, --model is not needed"},
     {"--ceiling", NULL, "also print the best of the K neighbours' negatives by the reference: what a perfect pick scores"},
     {"--mbr", "N", "draw N samples per row (2..256, needs --temperature > 0) and keep the one that agrees most"},
@@ -56,7 +58,9 @@ const cli_help cli_help_eval = {
     "training prompt's negative. The table goes to stdout, progress to stderr. Decoding is greedy\n"
     "(--temperature 0) unless --temperature is given; --raw, --jsonl and --n do not apply. With\n"
     "--train, the consensus baseline is the negative, among the K nearest training prompts', that agrees\n"
-    "most (tag F1 weighted by similarity) with the others. Neighbours from a row's own source are left\n"
+    "most (tag F1 weighted by similarity) with the others, and the tag vote builds a negative from the\n"
+    "tags most of the K' nearest negatives share (weighted by similarity squared), as many as maximise\n"
+    "the expected F1. Neighbours from a row's own source are left\n"
     "out. --baselines-only scores the baselines alone, without a model. A model trained with retrieval\n"
     "gets the negatives of each row's K most similar training prompts (from other sources) in front\n"
     "(--retrieve K; 0 = off).",
@@ -120,7 +124,7 @@ int an_cmd_eval(int argc, char **argv) {
     cli_gen_defaults(&a);
     a.opts.sampling.temperature = 0; /* greedy: an evaluation should not depend on luck */
     const char *data = NULL, *train = NULL, *outp = NULL;
-    long mbr = 0, ck = 5;
+    long mbr = 0, ck = 5, vk = 20;
     int base_only = 0, model_k = 0, ceiling = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mbr") && i + 1 < argc) {
@@ -135,6 +139,13 @@ int an_cmd_eval(int argc, char **argv) {
             ck = strtol(argv[++i], &end, 10);
             if (*end || end == argv[i] || ck < 1 || ck > 64)
                 return cli_fail("eval: --consensus-k %s: the number of neighbours must be in [1, 64]", argv[i]);
+            continue;
+        }
+        if (!strcmp(argv[i], "--vote-k") && i + 1 < argc) {
+            char *end;
+            vk = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || vk < 1 || vk > 64)
+                return cli_fail("eval: --vote-k %s: the number of neighbours must be in [1, 64]", argv[i]);
             continue;
         }
         if (!strcmp(argv[i], "--baselines-only")) { base_only = 1; continue; }
@@ -184,23 +195,26 @@ int an_cmd_eval(int argc, char **argv) {
         if ((rc = generate_all(&a, &s, &rows, (int)mbr, res)) != 0) goto done;
     }
 
-    mean3 model = {0}, general = {0}, nearest = {0}, consensus = {0}, best_of_k = {0};
+    mean3 model = {0}, general = {0}, nearest = {0}, consensus = {0}, best_of_k = {0}, vote = {0};
+    long kq = ck > vk ? ck : vk; /* one query serves every baseline: each takes the first K it needs */
     long nb_idx[64];
     double nb_sim[64];
     const char *nb_neg[64];
     cJSON *lines = cJSON_CreateArray();
     for (int i = 0; i < n && rc == 0; i++) {
         const an_pair *pr = &rows.v[i];
-        an_tag_score sm = {0}, sg, sn, sc, sb = {0};
+        an_tag_score sm = {0}, sg, sn, sc, sb = {0}, sv = {0};
         if ((!base_only && an_eval_score(res[i].text, pr->negative, &sm, &err)) ||
             an_eval_score(an_eval_general_negative, pr->negative, &sg, &err)) { rc = cli_error(&err); break; }
         if (!base_only) add(&model, &sm);
         add(&general, &sg);
         const char *near_neg = NULL, *cons_neg = NULL;
+        char *vote_neg = NULL;
         if (ix) {
-            /* one query serves both: the nearest is the first of the K (ties by index either way) */
-            long m = an_tfidf_topk(ix, pr->prompt, pr->source, (size_t)ck, nb_idx, nb_sim, &err);
-            if (m < 0) { rc = cli_error(&err); break; }
+            /* best first, ties by index: the first K of the kq nearest are the K nearest */
+            long mq = an_tfidf_topk(ix, pr->prompt, pr->source, (size_t)kq, nb_idx, nb_sim, &err);
+            if (mq < 0) { rc = cli_error(&err); break; }
+            long m = mq < ck ? mq : ck, mv = mq < vk ? mq : vk;
             /* no shared tag with any training prompt: fall back to the general negative */
             near_neg = cons_neg = m > 0 ? tr.v[nb_idx[0]].negative : an_eval_general_negative;
             if (m > 1) {
@@ -225,6 +239,17 @@ int an_cmd_eval(int argc, char **argv) {
             }
             if (rc) break;
             add(&best_of_k, &sb);
+            if (mv > 0) {
+                for (long j = 0; j < mv; j++) nb_neg[j] = tr.v[nb_idx[j]].negative;
+                if (an_eval_tag_vote(nb_neg, nb_sim, (int)mv, &vote_neg, &err)) { rc = cli_error(&err); break; }
+            }
+            /* no neighbour: the general negative, as above */
+            if (an_eval_score(vote_neg ? vote_neg : an_eval_general_negative, pr->negative, &sv, &err)) {
+                free(vote_neg);
+                rc = cli_error(&err);
+                break;
+            }
+            add(&vote, &sv);
         }
         if (outp && lines) {
             cJSON *o = cJSON_CreateObject();
@@ -243,9 +268,12 @@ int an_cmd_eval(int argc, char **argv) {
                 put_str(o, "consensus_train_negative", cons_neg);
                 cJSON_AddNumberToObject(o, "consensus_f1", sc.f1);
                 if (ceiling) cJSON_AddNumberToObject(o, "best_of_k_f1", sb.f1);
+                put_str(o, "vote_negative", vote_neg ? vote_neg : an_eval_general_negative);
+                cJSON_AddNumberToObject(o, "vote_f1", sv.f1);
             }
             cJSON_AddItemToArray(lines, o);
         }
+        free(vote_neg);
     }
     if (rc == 0 && outp) {
         /* one JSON object per line, written atomically */
@@ -283,6 +311,8 @@ int an_cmd_eval(int argc, char **argv) {
             row("nearest train prompt", &nearest);
             snprintf(name, sizeof name, "consensus of K=%ld", ck);
             row(name, &consensus);
+            snprintf(name, sizeof name, "tag vote of K=%ld", vk);
+            row(name, &vote);
             if (ceiling) {
                 snprintf(name, sizeof name, "best of K=%ld (ceiling)", ck);
                 row(name, &best_of_k);

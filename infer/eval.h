@@ -35,4 +35,16 @@ int an_eval_mbr_pick(const char *const *cands, int n, int *best, an_error *err);
 int an_eval_consensus_pick(const char *const *negs, const double *sims, int n, int *best, double *agree,
                            an_error *err);
 
+/* The tag vote of retrieved neighbours: a negative built tag by tag from the n nearest training
+ * prompts' negatives (normalised tags, as an_eval_score sees them). Neighbour i weighs w_i = sim[i]^2
+ * (a similarity that is not a finite number >= 0 weighs 0; when all weigh 0, each weighs 1). A tag's
+ * vote p is the summed weight of the neighbours whose negative holds it over the total, and E, the
+ * weighted mean of the neighbours' tag counts, stands for the reference's. The tags in order of vote
+ * (equal votes: the order they first appear, nearest neighbour first), the first k for the k that
+ * maximises 2 (p_1 + ... + p_k) / (k + E): the expected F1 were each tag in the reference with
+ * probability p, independently (the smallest such k). The square, and 20 neighbours for eval's row,
+ * were chosen on the civitai dev half (docs/generation.md). n >= 1; *out: the tags joined by ", "
+ * (malloc'd; "" when the neighbours have no tag). */
+int an_eval_tag_vote(const char *const *negs, const double *sims, int n, char **out, an_error *err);
+
 #endif

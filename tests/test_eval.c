@@ -114,7 +114,10 @@ static void test_eval_cli(void) {
  * t1 0, t2 = t3 = 0.707107 * 0.8: a tie, t2 comes first: "blurry, lowres", F1 1. General: 2 of 18
  * tags, P 0.1111, R 1, F1 0.2. With --consensus-k 1 the consensus is the nearest. --ceiling: the
  * neighbours score 0 (t1), 1 (t2) and F1(t3) = 2 * (2/3) * 1 / (2/3 + 1) = 0.8 (P 2/3, R 1): the best
- * of K=5 is t2, 1; of K=1 it is t1, 0. */
+ * of K=5 is t2, 1; of K=1 it is t1, 0. Tag vote of t1, t2, t3: weights cos^2 = 1, 0.5, 0.5 (sum 2);
+ * votes watermark 0.5, blurry 0.5, lowres 0.5, text 0.25 (in order of first appearance, t1 first);
+ * E = (1 * 1 + 0.5 * 2 + 0.5 * 3) / 2 = 1.75; 2 sum p / (k + E) for k = 1..4: 0.364, 0.533, 0.632,
+ * 0.609: "watermark, blurry, lowres", P 2/3, R 1, F1 0.8. */
 static void test_eval_baselines_only(void) {
     char data[512], train[512], out[512], err[512], pred[512], args[4096];
     snprintf(data, sizeof data, "%s", test_tmp_path("b_val.jsonl"));
@@ -137,9 +140,11 @@ static void test_eval_baselines_only(void) {
     CHECK_CONTAINS(s, "general negative          0.1111    1.0000    0.2000      1");
     CHECK_CONTAINS(s, "nearest train prompt      0.0000    0.0000    0.0000      1");
     CHECK_CONTAINS(s, "consensus of K=5          1.0000    1.0000    1.0000      1");
+    CHECK_CONTAINS(s, "tag vote of K=20          0.6667    1.0000    0.8000      1");
     CHECK(strstr(s, "ceiling") == NULL);
     free(s);
     s = test_slurp(pred);
+    CHECK_CONTAINS(s, "\"vote_negative\":\"watermark, blurry, lowres\"");
     CHECK_CONTAINS(s, "\"nearest_train_negative\":\"watermark\"");
     CHECK_CONTAINS(s, "\"consensus_train_negative\":\"blurry, lowres\"");
     CHECK_CONTAINS(s, "\"consensus_f1\":1");
@@ -165,6 +170,17 @@ static void test_eval_baselines_only(void) {
     CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
     s = test_slurp(err);
     CHECK_CONTAINS(s, "--ceiling");
+    free(s);
+    /* one neighbour votes alone: its own tags (t1) */
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --vote-k 1", data, train);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
+    s = test_slurp(out);
+    CHECK_CONTAINS(s, "tag vote of K=1           0.0000    0.0000    0.0000      1");
+    free(s);
+    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --vote-k 65", data, train);
+    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
+    s = test_slurp(err);
+    CHECK_CONTAINS(s, "--vote-k 65");
     free(s);
     /* a bad K, and no model without --baselines-only */
     snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 0", data, train);
@@ -193,11 +209,39 @@ static void test_mbr_pick(void) {
     CHECK(an_eval_mbr_pick(one, 0, &best, &err) != 0);
 }
 
+/* The tag vote, worked out by hand (an_eval_tag_vote in infer/eval.h). Negatives (normalised tags)
+ * A = {a, b, c}, B = {b, a}, C = {a, d}.
+ * Similarities 1, 1, 1: weights 1 each; votes a 1, b 2/3, c 1/3, d 1/3 (c appeared first); E = 7/3;
+ * 2 sum p / (k + E) for k = 1..4: 0.6, 0.769, 0.75, 0.737: "a, b".
+ * Similarities 2, 1, 1: weights 4, 1, 1 (sum 6); votes a 1, b 5/6, c 4/6, d 1/6; E = 16/6;
+ * k = 1..4: 0.545, 0.786, 0.882, 0.8: "a, b, c".
+ * No usable similarity (NaN, -1, 0): every neighbour weighs 1, as the first case. Equal votes keep the
+ * order of first appearance: {x, y} and {y, x} give "x, y" (k = 2: 2 * 2 / (2 + 2) = 1). */
+static void test_tag_vote(void) {
+    an_error err;
+    const char *negs[] = {"a, b, c", "(b:1.2), a", "A, d"};
+    char *out = NULL;
+    CHECK(an_eval_tag_vote(negs, (const double[]){1, 1, 1}, 3, &out, &err) == 0 && out && !strcmp(out, "a, b"));
+    free(out);
+    CHECK(an_eval_tag_vote(negs, (const double[]){2, 1, 1}, 3, &out, &err) == 0 && out && !strcmp(out, "a, b, c"));
+    free(out);
+    CHECK(an_eval_tag_vote(negs, (const double[]){NAN, -1, 0}, 3, &out, &err) == 0 && out && !strcmp(out, "a, b"));
+    free(out);
+    const char *swapped[] = {"x, y", "y, x"};
+    CHECK(an_eval_tag_vote(swapped, (const double[]){1, 1}, 2, &out, &err) == 0 && out && !strcmp(out, "x, y"));
+    free(out);
+    const char *empty[] = {"", "()"};
+    CHECK(an_eval_tag_vote(empty, (const double[]){1, 1}, 2, &out, &err) == 0 && out && !strcmp(out, ""));
+    free(out);
+    CHECK(an_eval_tag_vote(negs, (const double[]){1}, 0, &out, &err) != 0 && out == NULL);
+}
+
 int main(void) {
     RUN(test_tag_scores);
     RUN(test_tfidf_nearest);
     RUN(test_eval_cli);
     RUN(test_mbr_pick);
+    RUN(test_tag_vote);
     RUN(test_eval_baselines_only);
     return test_finish();
 }
