@@ -201,7 +201,7 @@ int cli_gen_make_inputs(const cli_gen_args *a, const an_session *s, const char *
         long *nb = out->nb + (size_t)i * kk;
         long m = an_retrieval_neighbours(s->retr, prompts[i], sources ? sources[i] : NULL, -1, out->k, nb,
                                          out->nb_score + (size_t)i * kk, &err);
-        if (m < 0 || !(out->text[i] = an_retrieval_input(s->retr, prompts[i], nb, out->nb_score + (size_t)i * kk, m, &err))) {
+        if (m < 0 || !(out->text[i] = an_retrieval_input(s->retr, prompts[i], nb, m, &err))) {
             cli_gen_inputs_free(out);
             return cli_error(&err);
         }

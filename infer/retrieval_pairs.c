@@ -11,7 +11,6 @@
 #include "core/file.h"
 #include "core/strbuf.h"
 #include "data/pairs/stats_strmap.h"
-#include "infer/eval.h"
 #include "infer/packed_file.h"
 
 #define HEADER 64
@@ -119,40 +118,17 @@ char *an_retrieval_shown(const char *negative, int max_tags) {
     return out;
 }
 
-/* The vote of the neighbours idx[0..m) (malloc'd), or NULL after an error. */
-static char *voted_draft(const an_retrieval *r, const long *idx, const double *score, long m, an_error *err) {
-    const char *negs[AN_RETRIEVAL_MAX_K];
-    double sims[AN_RETRIEVAL_MAX_K];
-    for (long j = 0; j < m; j++) negs[j] = r->neg[idx[j]], sims[j] = score ? score[j] : 1.0;
-    char *draft = NULL;
-    if (an_eval_tag_vote(negs, sims, (int)m, &draft, err)) return NULL;
-    return draft;
-}
-
-char *an_retrieval_input(const an_retrieval *r, const char *prompt, const long *idx, const double *score, long m,
-                         an_error *err) {
+char *an_retrieval_input(const an_retrieval *r, const char *prompt, const long *idx, long m, an_error *err) {
     const char *p = prompt ? prompt : "";
     an_strbuf b = {0};
     int bad = 0;
-    if (m > AN_RETRIEVAL_MAX_K) {
-        an_fail(err, "retrieval: %ld neighbours, at most %d", m, AN_RETRIEVAL_MAX_K);
-        return NULL;
-    }
-    for (long j = 0; j < m; j++)
+    if (m > 0) bad = an_strbuf_str(&b, "Negative prompts of similar prompts:\n");
+    for (long j = 0; !bad && j < m; j++) {
         if (idx[j] < 0 || (size_t)idx[j] >= r->n) {
+            an_strbuf_free(&b);
             an_fail(err, "retrieval: neighbour %ld is not a training pair (%zu)", idx[j], r->n);
             return NULL;
         }
-    if (r->vote && m > 0) {
-        char *draft = voted_draft(r, idx, score, m, err);
-        if (!draft) return NULL;
-        if (*draft)
-            bad = an_strbuf_str(&b, "Draft negative from similar prompts: ") || an_strbuf_str(&b, draft) ||
-                  an_strbuf_str(&b, "\nPrompt: ");
-        free(draft);
-        m = 0; /* the list below is not shown */
-    } else if (m > 0) bad = an_strbuf_str(&b, "Negative prompts of similar prompts:\n");
-    for (long j = 0; !bad && j < m; j++) {
         char *shown = an_retrieval_shown(r->neg[idx[j]], r->max_tags);
         bad = !shown || an_strbuf_str(&b, "- ") || an_strbuf_str(&b, shown) || an_strbuf_putc(&b, '\n');
         free(shown);
@@ -192,7 +168,6 @@ int an_retrieval_save(const an_retrieval *r, const char *dir, an_error *err) {
     an_packed_put_le(h + 8, AN_RETRIEVAL_NEGS_VERSION, 4);
     an_packed_put_le(h + 12, (uint64_t)r->k, 4);
     an_packed_put_le(h + 16, (uint64_t)r->max_tags, 4);
-    an_packed_put_le(h + 20, (uint64_t)(r->vote != 0), 4);
     an_packed_put_le(h + 24, r->n, 8);
     an_packed_put_le(h + 32, r->n_uniq, 8);
     an_packed_put_le(h + 40, raw, 8);
@@ -219,7 +194,6 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
         goto done;
     }
     uint64_t version = an_packed_get_le(file + 8, 4), k = an_packed_get_le(file + 12, 4), mt = an_packed_get_le(file + 16, 4);
-    uint64_t vote = an_packed_get_le(file + 20, 4);
     uint64_t nd = an_packed_get_le(file + 24, 8), nu = an_packed_get_le(file + 32, 8), pb = an_packed_get_le(file + 40, 8), packed = an_packed_get_le(file + 48, 8);
     if (version != AN_RETRIEVAL_NEGS_VERSION) {
         an_fail(err, "%s: version %llu, this build reads version %u", path, (unsigned long long)version,
@@ -228,10 +202,6 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
     }
     if (k < 1 || k > AN_RETRIEVAL_MAX_K || mt < 1 || mt > (1u << 20)) {
         an_fail(err, "%s: k %llu or max_tags %llu out of range", path, (unsigned long long)k, (unsigned long long)mt);
-        goto done;
-    }
-    if (vote > 1) {
-        an_fail(err, "%s: vote %llu: 0 (a list of neighbours) or 1 (their vote) expected", path, (unsigned long long)vote);
         goto done;
     }
     if (packed != size - HEADER) {
@@ -267,7 +237,6 @@ static int load_negatives(an_retrieval *r, const char *path, an_error *err) {
     r->n = (size_t)nd;
     r->k = (int)k;
     r->max_tags = (int)mt;
-    r->vote = (int)vote;
     r->uniq = calloc((size_t)nu + 1, sizeof *r->uniq);
     r->neg = calloc((size_t)nd + 1, sizeof *r->neg);
     r->neg_id = calloc((size_t)nd + 1, sizeof *r->neg_id);

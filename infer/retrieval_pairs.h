@@ -10,22 +10,15 @@
  *   - <negative of neighbour K>
  *   Prompt: <prompt>
  *
- * or, when the run voted (data.retrieve_vote, r->vote), one draft the K neighbours' negatives vote
- * (an_eval_tag_vote, infer/eval.h: their tags by similarity-squared vote, as many as maximise the
- * expected F1):
- *
- *   Draft negative from similar prompts: <the voted tags>
- *   Prompt: <prompt>
- *
  * The whole of it is the template's input, so training masks the loss on it (data/prompts/template.h:
  * only the target negative is trained). Each neighbour's negative is shown cut to its first max_tags
  * comma-separated tags (commas inside brackets do not count), newlines made spaces, trimmed. With no
- * neighbour (K = 0, or no training prompt shares a tag with the prompt), or an empty vote, the input is
- * the prompt alone, exactly as without retrieval.
+ * neighbour (K = 0, or no training prompt shares a tag with the prompt) the input is the prompt
+ * alone, exactly as without retrieval.
  *
  * A run folder stores it as two files (AN_RETRIEVAL_INDEX, AN_RETRIEVAL_NEGATIVES):
  *   retrieval.tfidf  the index (an_tfidf_save)
- *   retrieval.negs   "ANRNEGS\0" u32 version u32 k u32 max_tags u32 vote u64 n_docs u64 n_unique
+ *   retrieval.negs   "ANRNEGS\0" u32 version u32 k u32 max_tags u32 0 u64 n_docs u64 n_unique
  *                    u64 payload_bytes u64 packed_bytes u64 checksum (FNV-1a 64 of the packed bytes)
  *                    | the payload zlib-deflated, every integer an unsigned LEB128 varint:
  *                    n_unique x (len, bytes): the distinct negatives; n_docs x id: each pair's.
@@ -49,7 +42,6 @@ typedef struct an_retrieval {
     size_t n_uniq;
     int k;           /* neighbours the model was trained with */
     int max_tags;    /* tags shown of each neighbour's negative */
-    int vote;        /* 1: the input shows the neighbours' vote, not their list (set after building) */
 } an_retrieval;
 
 /* Indexes n training pairs (sources may be NULL, or hold NULLs). k in [1, AN_RETRIEVAL_MAX_K],
@@ -75,9 +67,7 @@ long an_retrieval_neighbours(const an_retrieval *r, const char *prompt, const ch
 /* A neighbour's negative as the template shows it (see above); malloc'd, NULL when out of memory. */
 char *an_retrieval_shown(const char *negative, int max_tags);
 
-/* The template's input for prompt with the neighbours idx[0..m) (m = 0: a copy of prompt); score: their
- * similarities, as an_retrieval_neighbours gives them, which weigh the vote (NULL: all alike). */
-char *an_retrieval_input(const an_retrieval *r, const char *prompt, const long *idx, const double *score, long m,
-                         an_error *err);
+/* The template's input for prompt with the neighbours idx[0..m) (m = 0: a copy of prompt). */
+char *an_retrieval_input(const an_retrieval *r, const char *prompt, const long *idx, long m, an_error *err);
 
 #endif

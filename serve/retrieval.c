@@ -81,9 +81,8 @@ char *an_serve_retrieval_input(an_server *sv, const char *adapter, const char *p
         if (!(in = strdup(prompt))) an_fail(err, "serve: out of memory");
     } else {
         long idx[AN_RETRIEVAL_MAX_K];
-        double score[AN_RETRIEVAL_MAX_K];
-        long m = an_retrieval_neighbours(r, prompt, NULL, -1, k, idx, score, err);
-        if (m >= 0) in = an_retrieval_input(r, prompt, idx, score, m, err);
+        long m = an_retrieval_neighbours(r, prompt, NULL, -1, k, idx, NULL, err);
+        if (m >= 0) in = an_retrieval_input(r, prompt, idx, m, err);
     }
     pthread_mutex_unlock(&sv->index_mu);
     return in;

@@ -79,31 +79,15 @@ static void test_shown_and_input(void) {
     if (!r) return;
     an_error e;
     long idx[2] = {1, 3};
-    char *in = an_retrieval_input(r, "a cat, garden", idx, NULL, 2, &e);
+    char *in = an_retrieval_input(r, "a cat, garden", idx, 2, &e);
     CHECK_STR(in, "Negative prompts of similar prompts:\n- (worst quality:1.4), bad hands\n- cartoon, sketch\nPrompt: a cat, garden");
     free(in);
-    in = an_retrieval_input(r, "a cat, garden", idx, NULL, 0, &e); /* no neighbour: the prompt as it is */
+    in = an_retrieval_input(r, "a cat, garden", idx, 0, &e); /* no neighbour: the prompt as it is */
     CHECK_STR(in, "a cat, garden");
     free(in);
     long bad = 4;
-    CHECK(an_retrieval_input(r, "x", &bad, NULL, 1, &e) == NULL);
+    CHECK(an_retrieval_input(r, "x", &bad, 1, &e) == NULL);
     CHECK_CONTAINS(e.msg, "not a training pair");
-    /* the vote (an_eval_tag_vote) of d1 {worst quality, bad hands, text} and d3 {cartoon, sketch, ugly,
-     * deformed, watermark} at similarities 1 and 0.5: weights 1 and 0.25 (sum 1.25), votes 0.8 for
-     * d1's tags and 0.2 for d3's, E = (3 + 0.25 * 5) / 1.25 = 3.4; 2 sum p / (k + E) for k = 1..4:
-     * 0.364, 0.593, 0.750, 0.703: d1's three tags. Alike (NULL): every vote 0.5, E 4, k / (k + 4) grows
-     * with k: all eight. */
-    r->vote = 1;
-    in = an_retrieval_input(r, "a cat, garden", idx, (const double[]){1.0, 0.5}, 2, &e);
-    CHECK_STR(in, "Draft negative from similar prompts: worst quality, bad hands, text\nPrompt: a cat, garden");
-    free(in);
-    in = an_retrieval_input(r, "a cat, garden", idx, NULL, 2, &e);
-    CHECK_STR(in, "Draft negative from similar prompts: worst quality, bad hands, text, cartoon, sketch, ugly, "
-                  "deformed, watermark\nPrompt: a cat, garden");
-    free(in);
-    in = an_retrieval_input(r, "a cat, garden", idx, NULL, 0, &e); /* no neighbour: the prompt as it is */
-    CHECK_STR(in, "a cat, garden");
-    free(in);
     an_retrieval_free(r);
 }
 
@@ -141,7 +125,7 @@ static void test_template_tokens(void) {
         an_template tpl;
         CHECK(an_template_builtin(names[t], &tpl, &e) == 0);
         long idx[2] = {1, 3};
-        char *in = an_retrieval_input(r, "a cat, garden", idx, NULL, 2, &e);
+        char *in = an_retrieval_input(r, "a cat, garden", idx, 2, &e);
         an_ids ids = {0}, lab = {0};
         CHECK(an_template_encode_sample(&tpl, &enc, in, "blurry, lowres", NULL, 0, &ids, &lab, &e) == 0);
         /* infotext: BOS, "{input}\nNegative prompt: ", the target, EOS (trained).
@@ -200,7 +184,7 @@ static void test_template_real_tokenizer(void) {
     long idx[2];
     long m = an_retrieval_neighbours(r, "a cat, garden", "p1", -1, 2, idx, NULL, &e);
     CHECK(m == 2);
-    char *aug = an_retrieval_input(r, "a cat, garden", idx, NULL, m, &e), *none = an_retrieval_input(r, "a cat, garden", idx, NULL, 0, &e);
+    char *aug = an_retrieval_input(r, "a cat, garden", idx, m, &e), *none = an_retrieval_input(r, "a cat, garden", idx, 0, &e);
     an_ids pi = {0}, pl = {0}, ai = {0}, al = {0}, ni = {0}, nl = {0};
     CHECK(an_template_encode_sample(&tpl, &enc, "a cat, garden", "blurry, lowres", NULL, 0, &pi, &pl, &e) == 0);
     CHECK(an_template_encode_sample(&tpl, &enc, aug, "blurry, lowres", NULL, 0, &ai, &al, &e) == 0);
@@ -238,13 +222,12 @@ static void test_save_load(void) {
     snprintf(d, sizeof d, "%s", dir);
     CHECK(an_retrieval_in_dir(d) == 0);
     CHECK(mkdir(d, 0755) == 0);
-    r->vote = 1; /* stored in the header: the loaded index votes too */
     CHECK(an_retrieval_save(r, d, &e) == 0);
     CHECK(an_retrieval_in_dir(d) == 1);
     an_retrieval *b = an_retrieval_load(d, &e);
     CHECK_MSG(b != NULL, "%s", e.msg);
     if (b) {
-        CHECK(b->n == 4 && b->n_uniq == 3 && b->k == 2 && b->max_tags == 3 && b->vote == 1);
+        CHECK(b->n == 4 && b->n_uniq == 3 && b->k == 2 && b->max_tags == 3);
         for (size_t i = 0; i < 4; i++) CHECK_STR(b->neg[i], negs[i]);
         /* the same neighbours, scores to the bit, and the same input text */
         for (int q = 0; q < 4; q++) {
@@ -254,7 +237,7 @@ static void test_save_load(void) {
             long mb = an_retrieval_neighbours(b, prompts[q], srcs[q], q, 8, ib, sb, &e);
             CHECK(ma == mb && ma >= 0);
             for (long j = 0; j < ma && ma == mb; j++) CHECK(ia[j] == ib[j] && memcmp(&sa[j], &sb[j], sizeof sa[j]) == 0);
-            char *ta = an_retrieval_input(r, prompts[q], ia, sa, ma, &e), *tb = an_retrieval_input(b, prompts[q], ib, sb, mb, &e);
+            char *ta = an_retrieval_input(r, prompts[q], ia, ma, &e), *tb = an_retrieval_input(b, prompts[q], ib, mb, &e);
             CHECK_STR(ta, tb);
             free(ta);
             free(tb);
@@ -267,12 +250,6 @@ static void test_save_load(void) {
     char *good = an_read_file(p, &n, &e);
     CHECK(good != NULL && n > 64);
     if (good) {
-        good[20] = 2; /* the vote field: only 0 or 1 */
-        write_bytes(p, good, n);
-        CHECK(an_retrieval_load(d, &e) == NULL);
-        CHECK_CONTAINS(e.msg, "vote 2");
-        CHECK_CONTAINS(e.msg, AN_RETRIEVAL_NEGATIVES);
-        good[20] = 1;
         good[n - 1] ^= 0x5a;
         write_bytes(p, good, n);
         CHECK(an_retrieval_load(d, &e) == NULL);

@@ -188,18 +188,17 @@ static int augment_pairs(const an_retrieval *retr, const an_pairs *pairs, int is
     out->v = calloc(pairs->n ? pairs->n : 1, sizeof *out->v);
     if (!out->v) return an_fail(err, "trainer: out of memory");
     long idx[AN_RETRIEVAL_MAX_K];
-    double score[AN_RETRIEVAL_MAX_K];
     an_ids ids = {0}, labels = {0};
     int rc = 0;
     for (size_t i = 0; i < pairs->n && !rc; i++) {
         const an_pair *p = &pairs->v[i];
         /* the training pairs are the index's documents, in the same order */
         int none = is_train && without_neighbours(i, seed, dropout);
-        long m = none ? 0 : an_retrieval_neighbours(retr, p->prompt, p->source, is_train ? (long)i : -1, k, idx, score, err);
+        long m = none ? 0 : an_retrieval_neighbours(retr, p->prompt, p->source, is_train ? (long)i : -1, k, idx, NULL, err);
         char *in = NULL;
         long found = m;
         for (rc = m < 0 ? -1 : 0; !rc; m--) {
-            if (!(in = an_retrieval_input(retr, p->prompt, idx, score, m, err))) {
+            if (!(in = an_retrieval_input(retr, p->prompt, idx, m, err))) {
                 rc = -1;
                 break;
             }
@@ -269,7 +268,6 @@ static int load_samples(const an_recipe *r, const char *side, const char *const 
                 an_hasher_str(&h, "retrieve_dropout/an_hash_uniform");
                 an_hasher_u64(&h, bits);
             }
-            if (r->data.retrieve_vote) an_hasher_str(&h, "retrieve_vote"); /* likewise */
         }
         key = an_hasher_final(&h);
         int rc = an_token_cache_load(path, key, out, err);
@@ -369,7 +367,6 @@ an_train_data *an_train_data_load(const an_recipe *r, const char *tokenizer_path
                                      r->data.retrieve_max_tags, err);
         free(cols);
         if (!d->retr) goto fail;
-        d->retr->vote = r->data.retrieve_vote != 0;
     }
     int hit = 0;
     size_t dropped = 0;

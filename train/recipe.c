@@ -88,7 +88,6 @@ static const field fields[] = {
     F_INT("data.retrieve", data.retrieve, R_LO | R_HI, 0, 64, "0"),
     F_INT("data.retrieve_max_tags", data.retrieve_max_tags, R_LO | R_HI, 1, 1000, "32"),
     F_DBL("data.retrieve_dropout", data.retrieve_dropout, R_LO | R_HI, 0, 1, "0"),
-    F_INT("data.retrieve_vote", data.retrieve_vote, R_LO | R_HI, 0, 1, "0"),
     F_DBL("optim.lr", optim.lr, R_LO_EXCL | R_HI, 0, 1, "0.0002"),
     {"optim.betas", K_DOUBLE2, OFF(optim.betas), R_LO | R_HI_EXCL, 0, 1, NULL, "[number, number]", "[0.9, 0.999]"},
     F_DBL("optim.eps", optim.eps, R_LO_EXCL | R_HI, 0, 1, "1e-08"),

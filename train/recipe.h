@@ -84,7 +84,6 @@ typedef struct an_recipe {
         int retrieve_max_tags; /* tags shown of each neighbour's negative */
         double retrieve_dropout; /* share of the training pairs shown without neighbours, so that the model
                                     also answers a prompt that finds none */
-        int retrieve_vote;     /* 1: one draft the neighbours vote (an_eval_tag_vote) instead of their list */
     } data;
     struct {
         double lr;

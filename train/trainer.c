@@ -193,10 +193,8 @@ static int log_samples(run *u, an_error *err) {
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         long idx[AN_RETRIEVAL_MAX_K], m = 0;
-        double score[AN_RETRIEVAL_MAX_K];
-        if (retr && (m = an_retrieval_neighbours(retr, r->eval.prompts.v[i], NULL, -1, retr->k, idx, score, err)) < 0) rc = -1;
-        else if (!(inputs[i] = retr ? an_retrieval_input(retr, r->eval.prompts.v[i], idx, score, m, err)
-                                    : strdup(r->eval.prompts.v[i])))
+        if (retr && (m = an_retrieval_neighbours(retr, r->eval.prompts.v[i], NULL, -1, retr->k, idx, NULL, err)) < 0) rc = -1;
+        else if (!(inputs[i] = retr ? an_retrieval_input(retr, r->eval.prompts.v[i], idx, m, err) : strdup(r->eval.prompts.v[i])))
             rc = retr ? -1 : an_fail(err, "eval: out of memory");
     }
     if (!rc)
