@@ -207,6 +207,7 @@ void an_cpu_attention_forward(const an_ops *o, float *out, float *lse, const flo
                               const int32_t *seg_start, int B, int T, int nh, int nkv, int hd, void *work,
                               size_t work_bytes) {
     (void)o;
+    if (B <= 0 || nh <= 0 || T <= 0) return; /* no query */
     dims d = {T, nh, nkv, hd};
     int group = nh / nkv;
     int nqb = (T + BQ - 1) / BQ;

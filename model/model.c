@@ -284,7 +284,8 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
             an_dtype base = an_dtype_x8_base(p->dtype);
             if (p->dtype == AN_F32_X32) { /* float32 panels: row by row out of them */
                 int64_t rows = p->shape[0], cols = (int64_t)p->numel / rows;
-                for (int64_t r = 0; r < rows; r++) an_f32x32_row((const float *)(const void *)an_param_ggml(p), cols, r, dst + r * cols);
+                const float *x32 = (const float *)(const void *)an_param_ggml(p);
+                for (int64_t r = 0; r < rows; r++) an_f32x32_row(x32, cols, r, dst + r * cols);
             } else if (base == p->dtype) {
                 an_ggml_dequantize(an_dtype_ggml_type(base), an_param_ggml(p), dst, (int64_t)p->numel, &ignored);
             } else { /* eight rows interleaved: row by row through ggml's blocks */
