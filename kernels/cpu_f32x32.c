@@ -31,7 +31,7 @@
 #else
 #define MR 3
 #endif
-enum { NV = AN_X32_ROWS / AN_VL, KC = 256 };
+enum { NV = AN_X32_ROWS / AN_VL, KC = 320 };
 
 void an_f32x32_put_row(float *x32, int64_t cols, int64_t row, const float *y) {
     float *panel = x32 + (size_t)(row / AN_X32_ROWS) * (size_t)cols * AN_X32_ROWS + row % AN_X32_ROWS;
@@ -87,7 +87,9 @@ void an_f32x32_forward(float *out, const float *inp, const float *x32, const flo
             for (int j = 0; j < OC; j++) out[(size_t)n * OC + j] = bias ? bias[j] : 0.0f;
         return;
     }
-    int kc_max = N <= MR ? C : KC;
+    /* blocks of at most KC columns, as even as whole blocks allow (576 columns: two of 288, not 256,
+     * 256 and 64) */
+    int kc_max = N <= MR ? C : (C + (C + KC - 1) / KC - 1) / ((C + KC - 1) / KC);
     /* small products (tiny models) are not worth waking the thread team */
 #pragma omp parallel if ((size_t)OC * (size_t)C >= 65536)
     {
