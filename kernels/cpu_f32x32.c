@@ -8,8 +8,8 @@
  *  - a tile of MR rows x one panel (32 outputs) keeps MR x 32 sums in registers (12 x 2 vectors of 16
  *    with AVX-512, 3 x 4 of 8 without); per column k it loads the panel's 32 weights once and
  *    broadcasts each row's input;
- *  - columns go in blocks of KC (a panel's block, 32 KiB, stays in L1 while every row tile passes over
- *    it); with no more rows than one tile, the whole row at once;
+ *  - columns go in blocks of at most KC (a panel's block, up to 40 KiB, stays in L1 while every row
+ *    tile passes over it); with no more rows than one tile, the whole row at once;
  *  - each thread owns a contiguous run of panels: no two threads write the same output, and a decode
  *    step streams its share of the weights front to back.
  * Each output is its bias (or 0) plus the products in column order, one multiply-add each, whatever
