@@ -68,6 +68,15 @@ const cli_help cli_help_eval = {
     "eval --model out/run1/final --data val.jsonl --train train.jsonl --out pred.jsonl",
 };
 
+/* flag's value v: an integer in [lo, hi] (what it counts: `what`) into *out; 1 with a message if not */
+static int count_flag(const char *flag, const char *v, long lo, long hi, const char *what, long *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || end == v || x < lo || x > hi) return cli_fail("eval: %s %s: %s must be in [%ld, %ld]", flag, v, what, lo, hi);
+    *out = x;
+    return 0;
+}
+
 /* The model's negative for every row into res (with --mbr, the sample of each row that agrees most
  * with its other samples); 0, or the command's exit status. */
 static int generate_all(cli_gen_args *a, an_session *s, const an_pairs *rows, int mbr, an_text_result *res) {
@@ -127,25 +136,14 @@ int an_cmd_eval(int argc, char **argv) {
     long mbr = 0, ck = 5, vk = 20;
     int base_only = 0, model_k = 0, ceiling = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mbr") && i + 1 < argc) {
-            char *end;
-            mbr = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || mbr < 2 || mbr > 256)
-                return cli_fail("eval: --mbr %s: the number of samples must be in [2, 256]", argv[i]);
-            continue;
-        }
-        if (!strcmp(argv[i], "--consensus-k") && i + 1 < argc) {
-            char *end;
-            ck = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || ck < 1 || ck > 64)
-                return cli_fail("eval: --consensus-k %s: the number of neighbours must be in [1, 64]", argv[i]);
-            continue;
-        }
-        if (!strcmp(argv[i], "--vote-k") && i + 1 < argc) {
-            char *end;
-            vk = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || vk < 1 || vk > 64)
-                return cli_fail("eval: --vote-k %s: the number of neighbours must be in [1, 64]", argv[i]);
+        long *count = NULL, lo = 1, hi = 64;
+        const char *what = "the number of neighbours";
+        if (!strcmp(argv[i], "--mbr")) count = &mbr, lo = 2, hi = 256, what = "the number of samples";
+        else if (!strcmp(argv[i], "--consensus-k")) count = &ck;
+        else if (!strcmp(argv[i], "--vote-k")) count = &vk;
+        if (count && i + 1 < argc) {
+            if (count_flag(argv[i], argv[i + 1], lo, hi, what, count)) return 1;
+            i++;
             continue;
         }
         if (!strcmp(argv[i], "--baselines-only")) { base_only = 1; continue; }
