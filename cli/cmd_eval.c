@@ -6,8 +6,8 @@
  * the general negative prompt, and (with --train) the negative of the most similar training prompt by
  * tf-idf over prompt tags (infer/retrieval.h), the consensus of the K most similar ones
  * (an_eval_consensus_pick) and the tag vote of the K' most similar (an_eval_tag_vote). Neighbours from
- * the row's own source are left out. Decoding is greedy
- * unless sampling options are given; --baselines-only skips the model. */
+ * the row's own source are left out. Decoding is greedy unless sampling options are given;
+ * --baselines-only skips the model. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,10 +60,9 @@ const cli_help cli_help_eval = {
     "--train, the consensus baseline is the negative, among the K nearest training prompts', that agrees\n"
     "most (tag F1 weighted by similarity) with the others, and the tag vote builds a negative from the\n"
     "tags most of the K' nearest negatives share (weighted by similarity squared), as many as maximise\n"
-    "the expected F1. Neighbours from a row's own source are left\n"
-    "out. --baselines-only scores the baselines alone, without a model. A model trained with retrieval\n"
-    "gets the negatives of each row's K most similar training prompts (from other sources) in front\n"
-    "(--retrieve K; 0 = off).",
+    "the expected F1 (K' = --vote-k). Neighbours from a row's own source are left out. --baselines-only\n"
+    "scores the baselines alone, without a model. A model trained with retrieval gets the negatives of\n"
+    "each row's K most similar training prompts (from other sources) in front (--retrieve K; 0 = off).",
     eval_opts, "model and sampling options (shared with generate)", cli_gen_opts,
     "eval --model out/run1/final --data val.jsonl --train train.jsonl --out pred.jsonl",
 };
