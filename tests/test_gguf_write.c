@@ -77,8 +77,8 @@ static an_model *export_and_load(const an_model *m, const char *path, uint32_t t
     an_gguf_write_opts o = {type, "tiny", tok};
     CHECK_MSG(an_gguf_write_model(m, path, &o, &e) == 0, "%s", e.msg);
     /* an F32 file read back as plain float32, so that bit-identical logits check the file, not the
-     * kernels (kept, its matrices become panels whose products add in another order: test_gguf_model's
-     * test_f32_panels); the block types kept in their blocks, as generate runs them */
+     * kernels (kept, its matrices become panels whose products add in another order:
+     * tests/test_f32x32.c checks those); the block types kept in their blocks, as generate runs them */
     an_model *r = type == AN_GGML_F32 ? an_model_load_gguf(path, an_ops_cpu(), AN_GGUF_DEQUANTIZE, &e)
                                       : an_model_load(path, an_ops_cpu(), &e);
     CHECK_MSG(r, "%s: %s", path, e.msg);
