@@ -79,6 +79,24 @@ static void tile_rows(float *out, size_t ldo, const float *inp, size_t ldi, cons
     }
 }
 
+/* Panel p's block of columns k0 .. k0+kc-1 against all N rows: the panel's 32 columns of out get the
+ * block's products added (its first block starts them from the bias). next (may be NULL): a block of
+ * next_kc columns requested a slice per row tile, so that it comes from memory while this one
+ * computes from L1. */
+static void panel_block(float *out, const float *inp, const float *x32, const float *bias, int N, int C, int OC, int p,
+                        int k0, int kc, const float *next, int next_kc) {
+    const float *w = x32 + ((size_t)p * C + k0) * AN_X32_ROWS;
+    const float *init = k0 ? NULL : bias ? bias + (size_t)p * AN_X32_ROWS : zeros;
+    size_t lines = next ? (size_t)next_kc * AN_X32_ROWS * sizeof(float) / 64 : 0, line = 0;
+    size_t tiles = (size_t)(N + MR - 1) / MR, per_tile = (lines + tiles - 1) / tiles;
+    for (int n = 0; n < N; n += MR) {
+        for (size_t e = line + per_tile; line < e && line < lines; line++)
+            __builtin_prefetch((const char *)next + line * 64, 0, 3);
+        tile_rows(out + (size_t)n * OC + (size_t)p * AN_X32_ROWS, (size_t)OC, inp + (size_t)n * C + k0, (size_t)C, w,
+                  kc, N - n < MR ? N - n : MR, init);
+    }
+}
+
 void an_f32x32_forward(float *out, const float *inp, const float *x32, const float *bias, int N, int C, int OC) {
     if (N <= 0 || OC <= 0) return;
     int np = OC / AN_X32_ROWS;
@@ -88,32 +106,25 @@ void an_f32x32_forward(float *out, const float *inp, const float *x32, const flo
         return;
     }
     /* blocks of at most KC columns, as even as whole blocks allow (576 columns: two of 288, not 256,
-     * 256 and 64) */
-    int kc_max = N <= MR ? C : (C + (C + KC - 1) / KC - 1) / ((C + KC - 1) / KC);
+     * 256 and 64); with no more rows than one tile, the whole row at once and no requests (a decode
+     * step streams its panels front to back, which the hardware prefetcher follows) */
+    int few = N <= MR, kc_max = few ? C : (C + (C + KC - 1) / KC - 1) / ((C + KC - 1) / KC);
     /* small products (tiny models) are not worth waking the thread team */
 #pragma omp parallel if ((size_t)OC * (size_t)C >= 65536)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         int p0 = (int)((long long)np * t / nt), p1 = (int)((long long)np * (t + 1) / nt);
         for (int k0 = 0; k0 < C; k0 += kc_max) {
-            int kc = C - k0 < kc_max ? C - k0 : kc_max;
+            int kc = C - k0 < kc_max ? C - k0 : kc_max, k1 = k0 + kc;
+            int next_kc = C - k1 < kc_max ? C - k1 : kc_max;
             for (int p = p0; p < p1; p++) {
-                const float *w = x32 + ((size_t)p * C + k0) * AN_X32_ROWS;
-                const float *init = k0 ? NULL : bias ? bias + (size_t)p * AN_X32_ROWS : zeros;
-                /* the block the next panel (or the next column block) multiplies, requested a slice per
-                 * row tile: it comes from memory while this one computes from L1 */
-                const char *next = p + 1 < p1 ? (const char *)(w + (size_t)C * AN_X32_ROWS)
-                                   : k0 + kc < C ? (const char *)(x32 + ((size_t)p0 * C + k0 + kc) * AN_X32_ROWS)
+                /* next: this block of the following panel, or, after the last, the next column block of
+                 * the first */
+                const float *next = few ? NULL
+                                    : p + 1 < p1 ? x32 + ((size_t)(p + 1) * C + k0) * AN_X32_ROWS
+                                    : k1 < C     ? x32 + ((size_t)p0 * C + k1) * AN_X32_ROWS
                                                  : NULL;
-                int next_kc = p + 1 < p1 ? kc : C - (k0 + kc) < kc_max ? C - (k0 + kc) : kc_max;
-                size_t lines = next ? (size_t)next_kc * AN_X32_ROWS * sizeof(float) / 64 : 0, line = 0;
-                size_t per_tile = N > MR ? (lines + (size_t)(N + MR - 1) / MR - 1) / ((size_t)(N + MR - 1) / MR) : 0;
-                for (int n = 0; n < N; n += MR) {
-                    for (size_t e = line + per_tile; line < e && line < lines; line++)
-                        __builtin_prefetch(next + line * 64, 0, 3);
-                    tile_rows(out + (size_t)n * OC + (size_t)p * AN_X32_ROWS, (size_t)OC, inp + (size_t)n * C + k0,
-                              (size_t)C, w, kc, N - n < MR ? N - n : MR, init);
-                }
+                panel_block(out, inp, x32, bias, N, C, OC, p, k0, kc, next, p + 1 < p1 ? kc : next_kc);
             }
         }
     }

@@ -1,9 +1,12 @@
 /* Typed weights on the CPU (kernels/ops.h): the linear ops and the embedding lookup dispatch on the
  * weight's dtype to the kernels that hold it: float32 (GEMM, or the matrix-vector kernel for a few
- * rows), bf16 (cpu_bf16.c), NF4 (nf4_matmul.c) and the GGUF block types (cpu_quant.c). Scratch is always the caller's. */
+ * rows), bf16 (cpu_bf16.c), NF4 (nf4_matmul.c), the GGUF block types (cpu_quant.c) and float32 in
+ * 32-row panels (cpu_f32x32.c; its input gradient and lookup as the block types'). Scratch is always
+ * the caller's. */
 #include <math.h>
 
 #include "kernels/cpu.h"
+#include "kernels/f32x32.h"
 #include "kernels/nf4.h"
 
 size_t an_cpu_linear_work_bytes(const an_ops *o, const an_weight *w, int N) {
@@ -32,6 +35,7 @@ void an_cpu_linear_forward(const an_ops *o, float *out, const float *inp, const 
     case AN_BF16:
         an_cpu_matmul_forward_bf16w(out, inp, w->data, bias, N, C, OC, work, work_bytes / sizeof(float));
         return;
+    case AN_F32_X32: an_f32x32_forward(out, inp, w->data, bias, N, C, OC); return; /* training or not */
     case AN_NF4:
         /* fails only for want of scratch, which the caller sized with linear_work_bytes: NaN, not
          * silently wrong, if it did not */

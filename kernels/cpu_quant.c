@@ -1,8 +1,8 @@
 /* The typed linear ops and the embedding lookup on GGUF-quantized weights (kernels/cpu_quant.h):
  * the activations' 8-bit quantization, the matrix-vector product for a few rows, and the tiles of
  * dequantized rows under the float32 GEMM for many rows and for input gradients. A GGUF float32
- * weight kept in panels (AN_F32_X32) has its own forward (kernels/cpu_f32x32.c) and goes through the
- * same row tiles for its input gradient and lookup. */
+ * weight kept in panels (AN_F32_X32) has its own forward (kernels/cpu_f32x32.c, dispatched in
+ * cpu_linear.c) and goes through the same row tiles for its input gradient and lookup. */
 #if defined(__clang__) /* products and sums stay separate roundings (gcc's ISO C mode never fuses them) */
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -284,10 +284,6 @@ static void fill_nan(float *x, size_t n) {
 void an_cpu_quant_forward(float *out, const float *inp, const an_weight *w, const float *bias, int N, void *work,
                           size_t work_bytes, int mode) {
     int C = (int)w->cols, OC = (int)w->rows;
-    if (w->dtype == AN_F32_X32) { /* float32 panels: their own product, training or not */
-        an_f32x32_forward(out, inp, w->data, bias, N, C, OC);
-        return;
-    }
     /* inference: the integer product on quantized activations, up to AN_QUANT_MATVEC_MAX_ROWS rows at a
      * time; for interleaved weights at every row count (a prompt's GEMM in int8, faster than dequantized
      * tiles under the float32 GEMM), for the others only up to that many rows */

@@ -1,5 +1,7 @@
 /* Tag metrics and the tf-idf retrieval baseline on cases worked out by hand, and autoneg eval end to
  * end on a tiny data set. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +108,21 @@ static void test_eval_cli(void) {
     free(s);
 }
 
+/* autoneg with the formatted arguments on one thread: its exit status checked, then the text of its
+ * stdout (from_err: its stderr) file, malloc'd */
+static char *eval_text(const char *out, const char *err, int status, int from_err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static char *eval_text(const char *out, const char *err, int status, int from_err, const char *fmt, ...) {
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    CHECK_MSG(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == status, "autoneg %s: exit status other than %d",
+              args, status);
+    return test_slurp(from_err ? err : out);
+}
+
 /* autoneg eval --baselines-only with the consensus row, no model. The row {cat, garden} -> {blurry,
  * lowres} (source q); training rows t0 {cat, garden} (source q: the row's own, left out), t1 {cat,
  * garden} -> watermark, t2 {cat} -> {blurry, lowres}, t3 {garden} -> {blurry, lowres, text}. Both
@@ -133,9 +150,7 @@ static void test_eval_baselines_only(void) {
                      "{\"prompt\": \"garden\", \"negative_prompt\": \"blurry, lowres, text\", \"source\": \"s3\"}\n";
     CHECK(an_write_file_atomic(data, rows, strlen(rows), &e) == 0);
     CHECK(an_write_file_atomic(train, tr, strlen(tr), &e) == 0);
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --out %s", data, train, pred);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
-    char *s = test_slurp(out);
+    char *s = eval_text(out, err, 0, 0, "eval --baselines-only --data %s --train %s --out %s", data, train, pred);
     CHECK(strstr(s, "model ") == NULL);
     CHECK_CONTAINS(s, "general negative          0.1111    1.0000    0.2000      1");
     CHECK_CONTAINS(s, "nearest train prompt      0.0000    0.0000    0.0000      1");
@@ -151,41 +166,29 @@ static void test_eval_baselines_only(void) {
     CHECK(strstr(s, "predicted_negative") == NULL);
     CHECK(strstr(s, "best_of_k_f1") == NULL);
     free(s);
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --ceiling --out %s", data, train, pred);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
-    s = test_slurp(out);
+    s = eval_text(out, err, 0, 0, "eval --baselines-only --data %s --train %s --ceiling --out %s", data, train, pred);
     CHECK_CONTAINS(s, "best of K=5 (ceiling)     1.0000    1.0000    1.0000      1");
     free(s);
     s = test_slurp(pred);
     CHECK_CONTAINS(s, "\"best_of_k_f1\":1");
     free(s);
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 1 --ceiling", data, train);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
-    s = test_slurp(out);
+    s = eval_text(out, err, 0, 0, "eval --baselines-only --data %s --train %s --consensus-k 1 --ceiling", data, train);
     CHECK_CONTAINS(s, "consensus of K=1          0.0000    0.0000    0.0000      1");
     CHECK_CONTAINS(s, "best of K=1 (ceiling)     0.0000    0.0000    0.0000      1");
     free(s);
     /* the ceiling needs neighbours */
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --ceiling", data);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
-    s = test_slurp(err);
+    s = eval_text(out, err, 1, 1, "eval --baselines-only --data %s --ceiling", data);
     CHECK_CONTAINS(s, "--ceiling");
     free(s);
     /* one neighbour votes alone: its own tags (t1) */
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --vote-k 1", data, train);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 0);
-    s = test_slurp(out);
+    s = eval_text(out, err, 0, 0, "eval --baselines-only --data %s --train %s --vote-k 1", data, train);
     CHECK_CONTAINS(s, "tag vote of K=1           0.0000    0.0000    0.0000      1");
     free(s);
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --vote-k 65", data, train);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
-    s = test_slurp(err);
+    s = eval_text(out, err, 1, 1, "eval --baselines-only --data %s --train %s --vote-k 65", data, train);
     CHECK_CONTAINS(s, "--vote-k 65");
     free(s);
     /* a bad K, and no model without --baselines-only */
-    snprintf(args, sizeof args, "eval --baselines-only --data %s --train %s --consensus-k 0", data, train);
-    CHECK(test_autoneg("OMP_NUM_THREADS=1", args, out, err) == 1);
-    s = test_slurp(err);
+    s = eval_text(out, err, 1, 1, "eval --baselines-only --data %s --train %s --consensus-k 0", data, train);
     CHECK_CONTAINS(s, "--consensus-k 0");
     free(s);
     snprintf(args, sizeof args, "eval --data %s --train %s", data, train);
