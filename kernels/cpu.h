@@ -23,8 +23,11 @@ void an_cpu_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 void an_cpu_sgemm_fallback(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                            int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* 64-byte aligned, zeroed; NULL on failure. */
+/* 64-byte aligned (from 2 MiB up: on 2 MiB pages where Linux allows), zeroed; NULL on failure. Free
+ * either with an_cpu_free (or free). */
 void *an_cpu_alloc(size_t bytes);
+/* The same, not zeroed: for buffers written whole before any read. */
+void *an_cpu_alloc_uninit(size_t bytes);
 void an_cpu_free(void *p);
 
 void an_cpu_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);

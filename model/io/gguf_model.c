@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu.h"
 #include "kernels/f32x32.h"
 #include "kernels/quant_x8.h"
 #include "model/io/llama2c.h"
@@ -265,7 +266,7 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
         rc = 0;
         goto done;
     }
-    m->ggml_mem = malloc(total);
+    m->ggml_mem = an_cpu_alloc_uninit(total); /* 2 MiB pages: decoding streams it every token */
     row = malloc(maxcols * sizeof(float));
     if (!m->ggml_mem || !row) {
         an_fail(err, "%s: cannot allocate %.1f MiB for the quantized weights", g->path, (double)total / 1048576);
