@@ -165,6 +165,7 @@ static void test_attention_decode_matches_causal_attention(void) {
     check_decode(4, 40, 6, 3, 12);
     check_decode(1, 33, 6, 2, 8);   /* one sequence: heads split into runs, the last one empty with 2+ threads */
     check_decode(2, 150, 8, 2, 32); /* enough work to run threaded */
+    check_decode(2, 70, 9, 3, 64);  /* SmolLM2's heads: whole-vector runs of 3 heads (1 without AVX-512) */
 }
 
 int main(void) {
