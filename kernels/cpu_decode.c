@@ -19,8 +19,10 @@ size_t an_cpu_decode_work_floats(int max_T, int nh) {
 }
 
 /* The lane sums of four vectors, as the four lanes of one: halves added, then pairs of vectors
- * interleaved and added, so four positions' dot products share the shuffles one would take alone. */
-static inline v4f hsum4(vnf a, vnf b, vnf c, vnf d) {
+ * interleaved and added, so four positions' dot products share the shuffles one would take alone.
+ * (The vectors by address: passed by value, their ABI would depend on the build's vector flags.) */
+static inline v4f hsum4(const vnf *x) {
+    vnf a = x[0], b = x[1], c = x[2], d = x[3];
 #if AN_VL == 16
 #define HALVES_(x) (__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15))
     v8f a8 = HALVES_(a), b8 = HALVES_(b), c8 = HALVES_(c), d8 = HALVES_(d);
@@ -58,7 +60,7 @@ static inline __attribute__((always_inline)) void heads_vec(float *o, const floa
             }
         }
         for (int h = 0; h < NH; h++) {
-            v4f s4 = hsum4(d[h][0], d[h][1], d[h][2], d[h][3]) * scale;
+            v4f s4 = hsum4(d[h]) * scale;
             memcpy(sh + (size_t)h * ld + t, &s4, sizeof s4);
         }
     }
