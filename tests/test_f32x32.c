@@ -141,6 +141,32 @@ static void test_forward_same_bits(void) {
     drop(&p);
 }
 
+/* A prompt's product shares its panels out (each thread its own run, then others' leftovers, column
+ * block by column block): with 3 column blocks, 13 panels and teams of 1 to 7 threads on this
+ * machine's cores (more threads than cores: runs left half done, so panels are taken from others),
+ * every run gives the bits of one thread. A panel done twice or skipped, or a block begun before the
+ * previous one ended, would change them. */
+static void test_forward_shared_panels_any_team(void) {
+    enum { N = 40, C = 700, OC = 13 * 32 };
+    panel_weight p = make(OC, C, 12);
+    float *x = randv((size_t)N * C, 13), *bias = randv(OC, 14);
+    float *want = malloc(sizeof(float) * N * OC), *got = malloc(sizeof(float) * N * OC);
+    int saved = omp_get_max_threads(), teams[] = {2, 3, 5, 7}, differ = 0;
+    omp_set_num_threads(1);
+    an_f32x32_forward(want, x, p.x32, bias, N, C, OC);
+    for (int i = 0; i < 4; i++)
+        for (int rep = 0; rep < 5; rep++) {
+            omp_set_num_threads(teams[i]);
+            memset(got, 0xff, sizeof(float) * N * OC); /* NaN: an output never written shows */
+            an_f32x32_forward(got, x, p.x32, bias, N, C, OC);
+            differ += memcmp(got, want, sizeof(float) * N * OC) != 0;
+        }
+    omp_set_num_threads(saved);
+    CHECK_MSG(differ == 0, "%d of 20 shared runs differ from one thread", differ);
+    free(x), free(bias), free(want), free(got);
+    drop(&p);
+}
+
 /* dinp += dout @ W (onto a non-zero dinp) and the lookup, through the op table */
 static void test_backward_input_and_lookup(void) {
     const an_ops *o = an_ops_cpu();
@@ -220,6 +246,7 @@ int main(void) {
     RUN(test_rows_round_trip);
     RUN(test_forward_against_exact);
     RUN(test_forward_same_bits);
+    RUN(test_forward_shared_panels_any_team);
     RUN(test_backward_input_and_lookup);
     RUN(test_model_keeps_panels);
     return test_finish();
