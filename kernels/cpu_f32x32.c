@@ -10,8 +10,9 @@
  *    broadcasts each row's input;
  *  - columns go in blocks of at most KC (a panel's block, up to 40 KiB, stays in L1 while every row
  *    tile passes over it); with no more rows than one tile, the whole row at once;
- *  - each thread owns a contiguous run of panels: no two threads write the same output, and a decode
- *    step streams its share of the weights front to back.
+ *  - each thread owns a contiguous run of panels, so a decode step streams its share of the weights
+ *    front to back; in a prompt's products a thread that ends its run takes panels from the back of
+ *    another's (panel_run below), column block by column block. One thread computes a panel's block.
  * Each output is its bias (or 0) plus the products in column order, one multiply-add each, whatever
  * the blocking: the same bits for any row count, thread count or place of the row in the batch. */
 /* GCC under -std=c11 does not fuse a * b + c; these loops are multiply-adds (see cpu_gemm_fallback.c) */
