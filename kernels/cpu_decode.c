@@ -24,15 +24,19 @@ size_t an_cpu_decode_work_floats(int max_T, int nh) {
 static inline v4f hsum4(const vnf *x) {
     vnf a = x[0], b = x[1], c = x[2], d = x[3];
 #if AN_VL == 16
-#define HALVES_(x) (__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15))
+#define HALVES_(x) \
+    (__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15))
     v8f a8 = HALVES_(a), b8 = HALVES_(b), c8 = HALVES_(c), d8 = HALVES_(d);
 #undef HALVES_
 #else
     v8f a8 = a, b8 = b, c8 = c, d8 = d;
 #endif
-    v8f ab = __builtin_shufflevector(a8, b8, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(a8, b8, 4, 5, 6, 7, 12, 13, 14, 15);
-    v8f cd = __builtin_shufflevector(c8, d8, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(c8, d8, 4, 5, 6, 7, 12, 13, 14, 15);
-    v8f y = __builtin_shufflevector(ab, cd, 0, 1, 4, 5, 8, 9, 12, 13) + __builtin_shufflevector(ab, cd, 2, 3, 6, 7, 10, 11, 14, 15);
+    v8f ab = __builtin_shufflevector(a8, b8, 0, 1, 2, 3, 8, 9, 10, 11) +
+             __builtin_shufflevector(a8, b8, 4, 5, 6, 7, 12, 13, 14, 15);
+    v8f cd = __builtin_shufflevector(c8, d8, 0, 1, 2, 3, 8, 9, 10, 11) +
+             __builtin_shufflevector(c8, d8, 4, 5, 6, 7, 12, 13, 14, 15);
+    v8f y = __builtin_shufflevector(ab, cd, 0, 1, 4, 5, 8, 9, 12, 13) +
+            __builtin_shufflevector(ab, cd, 2, 3, 6, 7, 10, 11, 14, 15);
     return __builtin_shufflevector(y, y, 0, 2, 4, 6) + __builtin_shufflevector(y, y, 1, 3, 5, 7);
 }
 
@@ -51,7 +55,7 @@ static inline __attribute__((always_inline)) void heads_vec(float *o, const floa
         for (int i = 0; i < NV; i++) qv[h * NV + i] = LDN(qh + (size_t)h * hd + i * AN_VL);
     int t = 0;
     for (; t + 4 <= L; t += 4) {
-        vnf d[12][4];
+        vnf d[3][4];
         for (int j = 0; j < 4; j++) {
             const float *kt = k + (size_t)(t + j) * stride;
             for (int i = 0; i < NV; i++) {
