@@ -1,5 +1,5 @@
 /* The backend registry (kernels/backend.h) and the op table's self-description: names, devices,
- * supports(), and `--device` on the command line. */
+ * supports(), and `--device` on the command line; the CPU backend's host buffers (kernels/cpu.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
