@@ -158,37 +158,34 @@ void an_f32x32_forward(float *out, const float *inp, const float *x32, const flo
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         int p0 = (int)((long long)np * t / nt), p1 = (int)((long long)np * (t + 1) / nt);
-        if (few || nt > MAX_TEAM) { /* decode: each thread streams its own run (sharing only slowed it) */
-            for (int k0 = 0; k0 < C; k0 += kc_max) {
-                int kc = C - k0 < kc_max ? C - k0 : kc_max, k1 = k0 + kc;
-                int next_kc = C - k1 < kc_max ? C - k1 : kc_max;
-                for (int p = p0; p < p1; p++) {
-                    const float *next = few ? NULL
-                                        : p + 1 < p1 ? x32 + ((size_t)(p + 1) * C + k0) * AN_X32_ROWS
-                                        : k1 < C     ? x32 + ((size_t)p0 * C + k1) * AN_X32_ROWS
-                                                     : NULL;
-                    panel_block(out, inp, x32, bias, N, C, OC, p, k0, kc, next, p + 1 < p1 ? kc : next_kc);
-                }
-            }
-        } else {
+        /* decode (and teams past MAX_TEAM): each thread streams its own run; sharing only slowed it */
+        int share = !few && nt <= MAX_TEAM;
+        if (share) {
             run_reset(&runs[0][t], p0, p1);
 #pragma omp barrier
-            for (int k0 = 0, b = 0; k0 < C; k0 += kc_max, b ^= 1) {
-                int kc = C - k0 < kc_max ? C - k0 : kc_max, k1 = k0 + kc;
-                int next_kc = C - k1 < kc_max ? C - k1 : kc_max;
-                /* every thread is past the previous block's barrier, so no one takes from the set it used */
-                run_reset(&runs[b ^ 1][t], p0, p1);
-                for (;;) {
-                    int p = run_take_front(&runs[b][t]), own = p >= 0;
+        }
+        for (int k0 = 0, b = 0; k0 < C; k0 += kc_max, b ^= 1) {
+            int kc = C - k0 < kc_max ? C - k0 : kc_max, k1 = k0 + kc;
+            int next_kc = C - k1 < kc_max ? C - k1 : kc_max;
+            /* every thread is past the previous block's barrier, so no one takes from the set it used */
+            if (share) run_reset(&runs[b ^ 1][t], p0, p1);
+            for (int q = p0;;) {
+                int p, own = 1;
+                if (!share) {
+                    p = q < p1 ? q++ : -1;
+                } else {
+                    p = run_take_front(&runs[b][t]), own = p >= 0;
                     for (int i = 1; i < nt && p < 0; i++) p = run_take_back(&runs[b][(t + i) % nt]);
-                    if (p < 0) break;
-                    /* next: the following panel of the run, or, after its last, the next block of its first */
-                    const float *next = own && p + 1 < p1 ? x32 + ((size_t)(p + 1) * C + k0) * AN_X32_ROWS
-                                        : own && k1 < C   ? x32 + ((size_t)p0 * C + k1) * AN_X32_ROWS
-                                                          : NULL;
-                    panel_block(out, inp, x32, bias, N, C, OC, p, k0, kc, next, own && p + 1 < p1 ? kc : next_kc);
                 }
-                /* the next block adds to this one's sums, which another thread may have made */
+                if (p < 0) break;
+                /* next: the following panel of the run, or, after its last, the next block of its first */
+                const float *next = few                 ? NULL
+                                    : own && p + 1 < p1 ? x32 + ((size_t)(p + 1) * C + k0) * AN_X32_ROWS
+                                    : own && k1 < C     ? x32 + ((size_t)p0 * C + k1) * AN_X32_ROWS
+                                                        : NULL;
+                panel_block(out, inp, x32, bias, N, C, OC, p, k0, kc, next, own && p + 1 < p1 ? kc : next_kc);
+            }
+            if (share) { /* the next block adds to this one's sums, which another thread may have made */
 #pragma omp barrier
             }
         }
