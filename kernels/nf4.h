@@ -40,6 +40,10 @@ typedef struct an_nf4_tensor {
     int64_t n_blocks2;
     float offset;
     float code8[256];    /* the nested quant map (the signed dynamic map) */
+    /* A device backend's copy (an_nf4_device_image below) in that backend's memory, or NULL (the CPU
+     * reads the fields above). Its maker allocates and frees it with the backend (model/nf4_weights.c),
+     * before an_nf4_tensor_free, which clears every field. */
+    void *device;
 } an_nf4_tensor;
 
 /* ---- quantization of raw arrays (bitsandbytes quantize_4bit / dequantize_4bit) ---- */
@@ -85,6 +89,21 @@ void an_nf4_tensor_dequantize(const an_nf4_tensor *t, float *out);
 /* Bytes the tensor occupies (codes + scales), and that divided by the number of parameters. */
 size_t an_nf4_tensor_bytes(const an_nf4_tensor *t);
 double an_nf4_bytes_per_param(const an_nf4_tensor *t);
+
+/* ---- a device backend's copy ---- */
+
+/* One buffer holding what dequantizing needs, each part at a byte offset that is a multiple of 256:
+ * the 16 code values (floats), the packed codes, and the scales as the tensor holds them: absmax
+ * (n_blocks floats), or qabsmax (n_blocks bytes), absmax2 (n_blocks2 floats) and code8 (256 floats).
+ * Offsets of absent parts are 0. A device kernel computes element values exactly as
+ * an_nf4_tensor_dequantize does (kernels/cuda/weights.cu). */
+typedef struct an_nf4_device_layout {
+    size_t code4, packed, absmax, qabsmax, absmax2, code8;
+    size_t bytes;
+} an_nf4_device_layout;
+an_nf4_device_layout an_nf4_device_layout_of(const an_nf4_tensor *t);
+/* The buffer's bytes for t, written to host memory dst (layout.bytes; padding zero), to be uploaded. */
+void an_nf4_device_image(const an_nf4_tensor *t, void *dst);
 
 /* ---- compute ---- */
 

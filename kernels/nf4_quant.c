@@ -156,6 +156,43 @@ float an_torch_mean_f32(const float *x, int64_t n) {
 
 /* ---- the tensor ---- */
 
+static size_t part_end(size_t off, size_t bytes) { return (off + bytes + 255) / 256 * 256; }
+
+an_nf4_device_layout an_nf4_device_layout_of(const an_nf4_tensor *t) {
+    an_nf4_device_layout l = {0};
+    size_t end = part_end(0, sizeof an_nf4_code); /* code4 at 0 */
+    l.packed = end;
+    end = part_end(end, (size_t)((t->n + 1) / 2));
+    if (t->double_quant) {
+        l.qabsmax = end;
+        end = part_end(end, (size_t)t->n_blocks);
+        l.absmax2 = end;
+        end = part_end(end, (size_t)t->n_blocks2 * sizeof(float));
+        l.code8 = end;
+        end = part_end(end, sizeof t->code8);
+    } else {
+        l.absmax = end;
+        end = part_end(end, (size_t)t->n_blocks * sizeof(float));
+    }
+    l.bytes = end;
+    return l;
+}
+
+void an_nf4_device_image(const an_nf4_tensor *t, void *dst) {
+    an_nf4_device_layout l = an_nf4_device_layout_of(t);
+    uint8_t *d = dst;
+    memset(d, 0, l.bytes);
+    memcpy(d + l.code4, an_nf4_code, sizeof an_nf4_code);
+    memcpy(d + l.packed, t->packed, (size_t)((t->n + 1) / 2));
+    if (t->double_quant) {
+        memcpy(d + l.qabsmax, t->qabsmax, (size_t)t->n_blocks);
+        memcpy(d + l.absmax2, t->absmax2, (size_t)t->n_blocks2 * sizeof(float));
+        memcpy(d + l.code8, t->code8, sizeof t->code8);
+    } else {
+        memcpy(d + l.absmax, t->absmax, (size_t)t->n_blocks * sizeof(float));
+    }
+}
+
 void an_nf4_tensor_free(an_nf4_tensor *t) {
     if (!t) return;
     free(t->packed);

@@ -181,7 +181,7 @@ void an_model_free(an_model *m) {
     if (!m) return;
     an_model_plan_free(m);
     an_lora_free(m->lora);
-    an_nf4_weights_free(m->nf4);
+    an_nf4_weights_free(m->nf4, m->ops);
     if (m->bf16_mem) m->ops->free(m->ops, m->bf16_mem);
     if (m->param_mem) m->ops->free(m->ops, m->param_mem);
     if (m->grad_mem) m->ops->free(m->ops, m->grad_mem);

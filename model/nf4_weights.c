@@ -14,9 +14,37 @@
 
 #define AN_NF4_ALIGN 16 /* floats, as model.c aligns parameters */
 
-void an_nf4_weights_free(an_nf4_weights *w) {
+/* the device copy of t (kernels/nf4.h), when it has one, given back to backend o */
+static void free_device_copy(an_nf4_tensor *t, const an_ops *o) {
+    if (t->device && o) o->free(o, t->device);
+    t->device = NULL;
+}
+
+/* Gives t a copy in the memory of m's backend, where that is not the CPU's (whose kernels read t
+ * itself): the host tensor stays what saving, merging and exporting read. */
+static int to_device(an_model *m, an_nf4_tensor *t, const char *name, an_error *err) {
+    const an_ops *o = m->ops;
+    if (o->device == AN_DEVICE_CPU || t->device) return 0;
+    an_nf4_device_layout l = an_nf4_device_layout_of(t);
+    void *img = malloc(l.bytes);
+    t->device = img ? o->alloc(o, l.bytes) : NULL;
+    if (!t->device) {
+        free(img);
+        return an_fail(err, "model: cannot allocate %.1f MiB on %s for the NF4 weight %s", (double)l.bytes / 1048576,
+                       o->name, name);
+    }
+    an_nf4_device_image(t, img);
+    o->upload(o, t->device, img, l.bytes);
+    free(img);
+    return 0;
+}
+
+void an_nf4_weights_free(an_nf4_weights *w, const an_ops *o) {
     if (!w) return;
-    for (int i = 0; i < w->n; i++) an_nf4_tensor_free(&w->tensors[i]);
+    for (int i = 0; i < w->n; i++) {
+        free_device_copy(&w->tensors[i], o);
+        an_nf4_tensor_free(&w->tensors[i]);
+    }
     free(w->tensors);
     free(w);
 }
@@ -26,7 +54,7 @@ an_nf4_tensor *an_nf4_weights_slot(an_model *m, an_param *p, an_error *err) {
         m->nf4 = calloc(1, sizeof *m->nf4);
         if (m->nf4) m->nf4->tensors = calloc((size_t)m->n_params, sizeof *m->nf4->tensors);
         if (!m->nf4 || !m->nf4->tensors) {
-            an_nf4_weights_free(m->nf4);
+            an_nf4_weights_free(m->nf4, m->ops);
             m->nf4 = NULL;
             an_fail(err, "model: out of memory for the NF4 weights");
             return NULL;
@@ -73,6 +101,10 @@ int an_nf4_weights_finish(an_model *m, an_error *err) {
         m->ops->free(m->ops, m->param_mem);
         m->param_mem = mem;
         m->n_param_floats = total;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        an_nf4_tensor *t = an_param_nf4(&m->params[i]);
+        if (t && to_device(m, t, m->params[i].name, err)) return -1;
     }
     return 0;
 }
@@ -413,13 +445,17 @@ int an_nf4_merge_delta(an_model *m, an_param *w, const float *a, const float *bt
     m->ops->download(m->ops, ha, a, (size_t)r * in * sizeof(float));
     m->ops->download(m->ops, hb, bt, (size_t)r * out * sizeof(float));
     for (size_t k = 0; k < (size_t)r * in; k++) ha[k] *= scaling;
-    /* W[o, i] += sum_k Bt[k, o] (s A)[k, i]: what PEFT adds to the dequantized weight */
-    m->ops->matmul_backward(m->ops, NULL, dense, NULL, hb, ha, NULL, r, (int)in, (int)out);
+    /* W[o, i] += sum_k Bt[k, o] (s A)[k, i]: what PEFT adds to the dequantized weight, in host memory
+     * (so on the CPU's op whatever m's backend) */
+    const an_ops *cpu = an_ops_cpu();
+    cpu->matmul_backward(cpu, NULL, dense, NULL, hb, ha, NULL, r, (int)in, (int)out);
     an_nf4_tensor q;
     int rc = an_nf4_tensor_quantize(&q, dense, out, in, t->blocksize, t->double_quant, err);
     if (!rc) {
+        free_device_copy(t, m->ops);
         an_nf4_tensor_free(t);
         *t = q;
+        rc = to_device(m, t, w->name, err);
     } else {
         an_fail_prefix(err, "lora merge: %s", w->name);
     }

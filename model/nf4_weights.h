@@ -19,8 +19,9 @@
  *   an_lora_merge      as PEFT: dequantize, add scaling * B A, quantize again
  *   an_model_alloc_grads  refuses a trainable NF4 weight (full fine-tuning needs float weights)
  * NF4 weights run through the typed linear ops (kernels/ops.h) of a backend that supports them (the
- * CPU's; quantizing or loading onto another backend is refused), with the workspace of the plan or of
- * the inference state: the model itself holds no scratch. */
+ * CPU's, reading the tensor; CUDA's, reading the tensor's device copy, made by an_nf4_weights_finish;
+ * other backends are refused), with the workspace of the plan or of the inference state: the model
+ * itself holds no scratch. */
 #include <stddef.h>
 
 #include "core/error.h"
@@ -52,11 +53,11 @@ size_t an_model_nf4_param_count(const an_model *m);
 size_t an_model_nf4_bytes(const an_model *m);
 
 /* ---- internal to model/ ---- */
-void an_nf4_weights_free(an_nf4_weights *w);
+void an_nf4_weights_free(an_nf4_weights *w, const an_ops *o); /* o: the backend of the device copies */
 /* A new tensor slot for p (grows the store); p becomes AN_NF4 with packed pointing at it. */
 an_nf4_tensor *an_nf4_weights_slot(an_model *m, an_param *p, an_error *err);
 /* Moves the float32 parameters that are not NF4 into a new, smaller allocation (the quantized ones
- * get data NULL). */
+ * get data NULL), and gives each NF4 tensor its copy in a device backend's memory (an_nf4_tensor.device). */
 int an_nf4_weights_finish(an_model *m, an_error *err);
 /* Reading: for every linear of m but the head, the bitsandbytes arrays in st (when present) or, with
  * quant_blocksize > 0, the float tensor quantized now. Makes p NF4; marks used[] tensors of st. */

@@ -1357,8 +1357,8 @@ static float bf16_widen(uint16_t h) {
 
 /* A weight of dtype dt on backend o made from float32 values w[rows, cols], and `wide`: the float32
  * values it stands for (f32: w; bf16: the rounded values widened; NF4: the dequantized weight), which
- * the references use. NF4 is an an_nf4_tensor in host memory (kernels/ops.h: the CPU backend's
- * form); a backend that holds NF4 weights differently builds them here. data is NULL on failure. */
+ * the references use. NF4 is an an_nf4_tensor in host memory (kernels/ops.h), with its copy in a
+ * device backend's memory (an_nf4_tensor.device) for that backend. data is NULL on failure. */
 typedef struct weight {
     an_weight w;
     float *wide;
@@ -1386,6 +1386,12 @@ static weight make_weight(const an_ops *o, an_dtype dt, const float *w, int64_t 
         }
         hold(MEM_NF4, NULL, t);
         an_nf4_tensor_dequantize(t, r.wide);
+        if (o->device != AN_DEVICE_CPU) { /* a device backend reads its copy (kernels/nf4.h) */
+            an_nf4_device_layout l = an_nf4_device_layout_of(t);
+            uint8_t *img = hold(MEM_HOST, NULL, malloc(l.bytes));
+            an_nf4_device_image(t, img);
+            t->device = dev(o, img, l.bytes);
+        }
         r.w.data = t;
     } else if (an_dtype_is_ggml(dt)) {
         /* random blocks (every byte pattern a GGUF file may hold, tests/quant_fixture.h), the same for

@@ -471,6 +471,58 @@ static void test_bytes_per_parameter(void) {
     free(w);
 }
 
+/* The one buffer a device backend holds (an_nf4_device_image): decoded here from the offsets alone, by
+ * the documented layout, every element must be an_nf4_tensor_dequantize's value bit for bit, with and
+ * without double quantization; an odd element count and blocks across row ends (cols 67) included.
+ * The parts start on 256-byte boundaries, in order, without overlap, inside the buffer. */
+static void test_device_image_decodes_to_the_dequantized_weight(void) {
+    const int64_t rows = 37, cols = 67, n = rows * cols; /* n odd: the last byte holds one code */
+    float *w = malloc((size_t)n * 4), *want = malloc((size_t)n * 4), *got = malloc((size_t)n * 4);
+    an_rng r;
+    an_rng_seed(&r, 11);
+    for (int64_t i = 0; i < n; i++) w[i] = an_rng_normal(&r) * 0.05f;
+    for (int dq = 0; dq <= 1; dq++) {
+        an_nf4_tensor t;
+        an_error e;
+        CHECK_MSG(an_nf4_tensor_quantize(&t, w, rows, cols, 64, dq, &e) == 0, "%s", e.msg);
+        an_nf4_device_layout l = an_nf4_device_layout_of(&t);
+        size_t parts[][2] = {{l.code4, 16 * sizeof(float)},
+                             {l.packed, (size_t)(n + 1) / 2},
+                             {dq ? l.qabsmax : l.absmax, dq ? (size_t)t.n_blocks : (size_t)t.n_blocks * 4},
+                             {dq ? l.absmax2 : l.bytes, dq ? (size_t)t.n_blocks2 * 4 : 0},
+                             {dq ? l.code8 : l.bytes, dq ? 256 * sizeof(float) : 0}};
+        for (int k = 0; k < 5; k++) {
+            CHECK_MSG(parts[k][0] % 256 == 0, "dq %d: part %d at %zu", dq, k, parts[k][0]);
+            CHECK_MSG(parts[k][0] + parts[k][1] <= l.bytes, "dq %d: part %d ends past the buffer", dq, k);
+            if (k) CHECK_MSG(parts[k][0] >= parts[k - 1][0] + parts[k - 1][1], "dq %d: part %d overlaps", dq, k);
+        }
+        uint8_t *img = malloc(l.bytes);
+        an_nf4_device_image(&t, img);
+        const float *code4 = (const float *)(const void *)(img + l.code4);
+        for (int64_t i = 0; i < n; i++) {
+            uint8_t byte = img[l.packed + (size_t)(i >> 1)];
+            int nib = (i & 1) ? byte & 15 : byte >> 4;
+            int64_t b = i / t.blocksize;
+            float s;
+            if (dq) {
+                float p = ((const float *)(const void *)(img + l.code8))[img[l.qabsmax + (size_t)b]] *
+                          ((const float *)(const void *)(img + l.absmax2))[b / t.blocksize2];
+                s = p + t.offset;
+            } else {
+                s = ((const float *)(const void *)(img + l.absmax))[b];
+            }
+            got[i] = code4[nib] * s;
+        }
+        an_nf4_tensor_dequantize(&t, want);
+        bits_equal(got, want, (size_t)n, dq ? "double-quantized image" : "plain image");
+        free(img);
+        an_nf4_tensor_free(&t);
+    }
+    free(w);
+    free(want);
+    free(got);
+}
+
 int main(void) {
     RUN(test_code_table_and_dynamic_map_match_bitsandbytes);
     RUN(test_torch_mean_is_bit_exact);
@@ -483,5 +535,6 @@ int main(void) {
     RUN(test_from_bnb_refuses_inconsistent_input);
     RUN(test_quantize_refuses_nan_and_bad_blocksize);
     RUN(test_bytes_per_parameter);
+    RUN(test_device_image_decodes_to_the_dequantized_weight);
     return test_finish();
 }

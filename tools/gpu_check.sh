@@ -179,6 +179,7 @@ EOF
 }
 compare_losses gpt2-full gpt2-124m full
 compare_losses llama-lora llama-60m lora
+compare_losses llama-qlora llama-60m qlora
 
 # ---- a short timing (the same GPU, bf16 is not written yet: float32 test mode) ----
 if [ "$DRY" = 1 ]; then

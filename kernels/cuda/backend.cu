@@ -90,15 +90,15 @@ void an_cuda_fill_nan(const an_ops *o, float *x, size_t n) {
  * promise a NULL function: this count stops the build until it has one. */
 static_assert(AN_OP_COUNT == 34, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
 
-/* Every op of the table in float32; the typed-weight ops also on bf16 weights. NF4 weights are host
- * memory (an an_nf4_tensor) and stay on the CPU backend for now. */
+/* Every op of the table in float32; the typed-weight ops also on bf16, NF4 and the GGUF block types
+ * (weights.cu). */
 int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight) {
     (void)o;
     if (op < 0 || op >= AN_OP_COUNT) return 0;
     switch (op) {
     case AN_OP_linear_forward:
     case AN_OP_linear_backward_input:
-    case AN_OP_embedding_lookup: return weight == AN_F32 || weight == AN_BF16;
+    case AN_OP_embedding_lookup: return weight == AN_F32 || an_cuda_weight_readable(weight);
     default: return weight == AN_F32;
     }
 }

@@ -107,6 +107,16 @@ static inline size_t an_cuda_bf16_work_floats(size_t cols) {
     return (rows < 1 ? 1 : rows) * cols;
 }
 
+/* ---- typed weights (weights.cu) ---- */
+/* 1 for the weight dtypes besides float32 the kernels read (bf16, NF4, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K). An
+ * NF4 weight's data is its an_nf4_tensor, whose `device` copy (kernels/nf4.h) the kernels read. */
+int an_cuda_weight_readable(an_dtype t);
+/* tile[rows, cols] = rows r0 .. r0 + rows - 1 of w as float32, the CPU's dequantized values bit for bit;
+ * -1 (nothing launched) when w cannot be read here */
+int an_cuda_widen_rows(const an_ops *o, float *tile, const an_weight *w, int64_t r0, int rows, const char *what);
+/* out[n, :] = row ids[n] of w as float32; -1 when w cannot be read here */
+int an_cuda_lookup_rows(const an_ops *o, float *out, const int32_t *ids, const an_weight *w, int N);
+
 /* ---- the ops, one file per family in kernels/cuda/ ---- */
 int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight);
 /* matmul.cu */

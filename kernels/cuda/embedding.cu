@@ -1,4 +1,5 @@
-/* Token embeddings on the GPU: the lookup (float32 and bf16 tables) and its deterministic backward.
+/* Token embeddings on the GPU: the lookup (float32 tables here, the typed ones in weights.cu) and its
+ * deterministic backward.
  *
  * The backward adds rows of dout into the rows of dtable their ids name; ids repeat, so threads own
  * columns, not tokens: the thread of column j walks the tokens in order and adds dout[n, j] into
@@ -12,14 +13,6 @@ __global__ static void lookup_f32(float *out, const int32_t *ids, const float *t
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t n = i / (size_t)C, j = i % (size_t)C;
         out[i] = table[(size_t)ids[n] * C + j];
-    }
-}
-
-__global__ static void lookup_bf16(float *out, const int32_t *ids, const uint16_t *table, int N, int C) {
-    size_t total = (size_t)N * C;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t n = i / (size_t)C, j = i % (size_t)C;
-        out[i] = an_cuda_widen_bf16(table[(size_t)ids[n] * C + j]);
     }
 }
 
@@ -48,10 +41,7 @@ void an_cuda_embedding_lookup(const an_ops *o, float *out, const int32_t *ids, c
     if (!n) return;
     if (table->dtype == AN_F32) {
         an_cuda_embedding_forward(o, out, ids, (const float *)table->data, N, C);
-    } else if (table->dtype == AN_BF16) {
-        lookup_bf16<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(out, ids, (const uint16_t *)table->data, N, C);
-        AN_CUDA_LAUNCHED("embedding_lookup (bf16)");
-    } else {
+    } else if (an_cuda_lookup_rows(o, out, ids, table, N)) {
         an_cuda_fill_nan(o, out, n); /* supports() said no */
     }
 }

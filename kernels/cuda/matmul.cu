@@ -1,12 +1,14 @@
 /* Linear layers on the GPU: out = inp w^T + bias through cuBLASLt (the bias in its epilogue), the
- * backward's two products, the bias gradient, and the typed-weight ops (float32 and bf16 weights).
+ * backward's two products, the bias gradient, and the typed-weight ops (float32 weights, and bf16,
+ * NF4 and the GGUF block types through weights.cu).
  *
  * Row-major X[R, K] is column-major X^T with leading dimension K, so with w[OC, C] (nn.Linear):
  *   out^T [OC, N] = w (as op(A) = A^T of the column-major [C, OC])  x  inp^T [C, N]
  *   dinp^T [C, N] += w^T-in-column-major [C, OC]  x  dout^T [OC, N]
  *   dw^T [C, OC]  += inp^T [C, N]  x  (dout^T [OC, N])^T
- * A bf16 weight is widened a tile of rows at a time into the caller's workspace (as the CPU does, the
- * same tile size) and the float32 GEMM runs on the tile. */
+ * A weight of any other dtype is widened a tile of rows at a time into the caller's workspace (the
+ * CPU's bf16 tile size) and the float32 GEMM runs on the tile, so no float copy of the whole weight
+ * ever exists. */
 #include "kernels/cuda/cuda.h"
 
 /* the largest power of two dividing the address, up to 256: cuBLASLt's heuristic must only offer
@@ -129,17 +131,12 @@ void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbi
 
 size_t an_cuda_linear_work_bytes(const an_ops *o, const an_weight *w, int N) {
     (void)o, (void)N;
-    /* float32 runs the GEMM directly; bf16 widens a tile of rows */
-    return w->dtype == AN_BF16 ? an_cuda_bf16_work_floats((size_t)w->cols) * sizeof(float) : 0;
+    /* float32 runs the GEMM directly; the other dtypes widen a tile of rows */
+    return w->dtype == AN_F32 ? 0 : an_cuda_bf16_work_floats((size_t)w->cols) * sizeof(float);
 }
 
-__global__ static void widen_rows(float *dst, const uint16_t *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = an_cuda_widen_bf16(src[i]);
-}
-
-/* rows of a bf16 weight per tile that fit the workspace; 0 when not even one row does */
-static int bf16_tile_rows(size_t work_bytes, int C, int OC) {
+/* rows of a weight per tile that fit the workspace; 0 when not even one row does */
+static int tile_rows(size_t work_bytes, int C, int OC) {
     size_t rows = work_bytes / sizeof(float) / (size_t)(C > 0 ? C : 1);
     return rows > (size_t)OC ? OC : (int)rows;
 }
@@ -152,21 +149,18 @@ void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const
         an_cuda_matmul_forward(o, out, inp, (const float *)w->data, bias, N, C, OC);
         return;
     }
-    int R = w->dtype == AN_BF16 ? bf16_tile_rows(work_bytes, C, OC) : 0;
-    if (R < 1 || !work) { /* unsupported dtype or no workspace: NaN, never stale */
-        an_cuda_fill_nan(o, out, (size_t)N * OC);
-        return;
-    }
-    const uint16_t *wb = (const uint16_t *)w->data;
+    int R = tile_rows(work_bytes, C, OC);
     float *tile = (float *)work;
-    for (int o0 = 0; o0 < OC; o0 += R) {
+    for (int o0 = 0; o0 < OC; o0 += R > 0 ? R : OC) {
         int rows = OC - o0 < R ? OC - o0 : R;
-        size_t n = (size_t)rows * C;
-        widen_rows<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, wb + (size_t)o0 * C, n);
-        AN_CUDA_LAUNCHED("linear_forward (bf16 widen)");
+        if (R < 1 || !work || an_cuda_widen_rows(o, tile, w, o0, rows, "linear_forward (widen)")) {
+            /* an unreadable dtype or no workspace: NaN, never stale */
+            an_cuda_fill_nan(o, out, (size_t)N * OC);
+            return;
+        }
         /* out[:, o0 : o0 + rows] = inp tile^T + bias[o0 ...] */
         an_cuda_gemm(o, 1, 0, rows, N, C, 1.0f, tile, C, inp, C, 0.0f, out + o0, OC, bias ? bias + o0 : NULL,
-                     "linear_forward (bf16)");
+                     "linear_forward (typed)");
     }
 }
 
@@ -177,19 +171,16 @@ void an_cuda_linear_backward_input(const an_ops *o, float *dinp, const float *do
         an_cuda_matmul_backward(o, dinp, NULL, NULL, dout, NULL, (const float *)w->data, N, C, OC);
         return;
     }
-    int R = w->dtype == AN_BF16 ? bf16_tile_rows(work_bytes, C, OC) : 0;
-    if (R < 1 || !work) {
-        an_cuda_fill_nan(o, dinp, (size_t)N * C);
-        return;
-    }
-    const uint16_t *wb = (const uint16_t *)w->data;
+    int R = tile_rows(work_bytes, C, OC);
     float *tile = (float *)work;
-    for (int o0 = 0; o0 < OC; o0 += R) {
+    for (int o0 = 0; o0 < OC; o0 += R > 0 ? R : OC) {
         int rows = OC - o0 < R ? OC - o0 : R;
-        size_t n = (size_t)rows * C;
-        widen_rows<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, wb + (size_t)o0 * C, n);
-        AN_CUDA_LAUNCHED("linear_backward_input (bf16 widen)");
+        if (R < 1 || !work || an_cuda_widen_rows(o, tile, w, o0, rows, "linear_backward_input (widen)")) {
+            an_cuda_fill_nan(o, dinp, (size_t)N * C);
+            return;
+        }
         /* dinp += dout[:, o0 : o0 + rows] tile */
-        an_cuda_gemm(o, 0, 0, C, N, rows, 1.0f, tile, C, dout + o0, OC, 1.0f, dinp, C, NULL, "linear_backward_input (bf16)");
+        an_cuda_gemm(o, 0, 0, C, N, rows, 1.0f, tile, C, dout + o0, OC, 1.0f, dinp, C, NULL,
+                     "linear_backward_input (typed)");
     }
 }
