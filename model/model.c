@@ -185,7 +185,7 @@ void an_model_free(an_model *m) {
     if (m->bf16_mem) m->ops->free(m->ops, m->bf16_mem);
     if (m->param_mem) m->ops->free(m->ops, m->param_mem);
     if (m->grad_mem) m->ops->free(m->ops, m->grad_mem);
-    free(m->ggml_mem);
+    if (m->ggml_mem) m->ops->free(m->ops, m->ggml_mem); /* the CPU's free, or the device's */
     free(m->params);
     free(m->layers);
     free(m);
@@ -287,7 +287,16 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
                 const float *x32 = (const float *)(const void *)an_param_ggml(p);
                 for (int64_t r = 0; r < rows; r++) an_f32x32_row(x32, cols, r, dst + r * cols);
             } else if (base == p->dtype) {
-                an_ggml_dequantize(an_dtype_ggml_type(base), an_param_ggml(p), dst, (int64_t)p->numel, &ignored);
+                /* on a device backend, its blocks are downloaded first */
+                size_t nb = p->numel / (size_t)an_dtype_block(base) * (size_t)an_dtype_block_bytes(base);
+                uint8_t *blocks = m->ops->device == AN_DEVICE_CPU ? NULL : malloc(nb);
+                if (blocks) m->ops->download(m->ops, blocks, an_param_ggml(p), nb);
+                if (blocks || m->ops->device == AN_DEVICE_CPU)
+                    an_ggml_dequantize(an_dtype_ggml_type(base), blocks ? blocks : an_param_ggml(p), dst,
+                                       (int64_t)p->numel, &ignored);
+                else /* no host memory for them: NaN, never wrong numbers */
+                    for (size_t i = 0; i < p->numel; i++) dst[i] = NAN;
+                free(blocks);
             } else { /* eight rows interleaved: row by row through ggml's blocks */
                 int64_t rows = p->shape[0], cols = (int64_t)p->numel / rows;
                 int nb = (int)(cols / an_dtype_block(base));

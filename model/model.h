@@ -38,8 +38,9 @@ typedef struct an_param {
     int transposed;   /* stored [in, out] in Hugging Face files (GPT-2 Conv1D) */
     void *packed;     /* AN_BF16: frozen and stored as bf16 (an_model_store_frozen_bf16), backend memory
                        * inside an_model.bf16_mem; AN_NF4: QLoRA's frozen weight, an an_nf4_tensor owned
-                       * by an_model.nf4 (model/nf4_weights.h, host memory); a GGUF block type: ggml's
-                       * blocks as the file holds them, inside an_model.ggml_mem (host memory) */
+                       * by an_model.nf4 (model/nf4_weights.h, host memory, with a copy in a device
+                       * backend's); a GGUF block type: ggml's blocks as the file holds them, inside
+                       * an_model.ggml_mem (backend memory) */
 } an_param;
 
 /* The weight as the op table takes it (kernels/ops.h): dtype, [out, in], and where the values are. */
@@ -148,7 +149,7 @@ typedef struct an_model {
     int recompute;                  /* gradient checkpointing per layer for the next an_model_plan */
     uint16_t *bf16_mem;             /* bf16 storage of frozen tensors (an_model_store_frozen_bf16); NULL without */
     size_t n_bf16;                  /* uint16 values in bf16_mem */
-    uint8_t *ggml_mem;              /* GGUF-quantized frozen weights kept in their blocks (host memory,
+    uint8_t *ggml_mem;              /* GGUF-quantized frozen weights kept in their blocks (backend memory,
                                      * model/io/gguf_model.h); NULL without */
     size_t ggml_bytes;
 } an_model;

@@ -1,4 +1,5 @@
-/* SmolLM2-135M-Instruct's GGUF (Q4_1 linears, a Q8_0 tied embedding/head; `make model` fetches it,
+/* The tiny model written quantized (always; on the backend AN_TEST_DEVICE names, the CPU by default,
+ * against its float model on the CPU) and SmolLM2-135M-Instruct's GGUF (Q4_1 linears, a Q8_0 tied embedding/head; `make model` fetches it,
  * skipped when it is not cached; a tiny model written quantized always runs, below) loaded with its blocks kept (an_model_load) against the same file
  * dequantized to float32 (an_model_load_gguf AN_GGUF_DEQUANTIZE), which tests/test_gguf_model.c holds
  * to transformers' logits:
@@ -27,6 +28,7 @@
 #include "model/io/gguf_write.h"
 #include "model/model.h"
 #include "tests/test.h"
+#include "tests/test_model_util.h"
 
 #define FX "tests/ref/gguf_model/"
 
@@ -204,13 +206,32 @@ static void test_tiny_written_quantized(void) {
         snprintf(path, sizeof path, "%s", test_tmp_path(files[k]));
         an_gguf_write_opts o = {(uint32_t)an_gguf_write_type(types[k]), "tiny", NULL};
         CHECK_MSG(an_gguf_write_model(src, path, &o, &e) == 0, "%s", e.msg);
-        an_model *q = an_model_load(path, an_ops_cpu(), &e), *f = an_model_load_gguf(path, an_ops_cpu(), AN_GGUF_DEQUANTIZE, &e);
+        /* kept on the backend under test (AN_TEST_DEVICE; the CPU by default), against the float model
+         * on the CPU */
+        an_model *q = an_model_load(path, fixture_ops(), &e), *f = an_model_load_gguf(path, an_ops_cpu(), AN_GGUF_DEQUANTIZE, &e);
         CHECK_MSG(q && f, "%s", e.msg);
         if (q && f) {
             int kept = 0, mats = 0;
             for (int i = 0; i < q->n_params; i++) {
-                mats += q->params[i].ndim == 2;
-                kept += an_dtype_x8_base(q->params[i].dtype) == dts[k];
+                an_param *p = &q->params[i];
+                mats += p->ndim == 2;
+                if (an_dtype_x8_base(p->dtype) != dts[k]) continue;
+                kept++;
+                /* inside the model's one allocation of kept blocks (backend memory) */
+                const uint8_t *blocks = an_param_ggml(p);
+                CHECK_MSG(blocks >= q->ggml_mem && blocks < q->ggml_mem + q->ggml_bytes, "%s: %s outside ggml_mem",
+                          types[k], p->name);
+                /* the values the kept blocks stand for (downloaded first from a device): the float
+                 * model's, bit for bit */
+                float *vq = malloc(p->numel * sizeof(float)), *vf = malloc(p->numel * sizeof(float));
+                float *tmp = malloc(p->numel * sizeof(float));
+                an_param *pf = an_model_find(f, p->name);
+                an_model_export(q, p, NULL, vq, tmp);
+                if (pf) an_model_export(f, pf, pf->data, vf, tmp);
+                CHECK_MSG(pf && memcmp(vq, vf, p->numel * sizeof(float)) == 0, "%s: %s: values differ", types[k], p->name);
+                free(vq);
+                free(vf);
+                free(tmp);
             }
             CHECK_MSG(kept == mats && kept > 0, "%s: %d of %d matrices kept", types[k], kept, mats);
             int V = q->cfg.vocab_size, T = 12;

@@ -73,7 +73,8 @@ fi
 
 # ---- build ----
 if ! step "build (make CUDA=$CUDA CUDA_ARCH=$ARCH)" 420 make -j"$JOBS" CUDA=$CUDA CUDA_ARCH="$ARCH" NVCC="$NVCC" BUILD=$BUILD all \
-    $BUILD/tests/test_backend_ops $BUILD/tests/test_cuda_ops $BUILD/tests/test_backend $BUILD/tests/test_model_families; then
+    $BUILD/tests/test_backend_ops $BUILD/tests/test_cuda_ops $BUILD/tests/test_backend $BUILD/tests/test_model_families \
+    $BUILD/tests/test_gguf_quant_model; then
     log "the build failed; nothing else can run"
     cat "$SUM"
     exit "$FAILED"
@@ -91,6 +92,8 @@ step "test_cuda_ops (model shapes)" 180 env AN_OPS_VERBOSE=1 $BUILD/tests/test_c
 # the PyTorch fixtures of whole models (GPT-2, Llama, Qwen2, InternLM2: logits, loss, every gradient,
 # 5 AdamW steps) with the models on the backend under test
 step "test_model_families on $DEV" 300 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_model_families
+# a GGUF model written as Q8_0 / Q4_0, its blocks kept on the backend under test, against the float model
+step "test_gguf_quant_model on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_gguf_quant_model
 grep -E "^fixture models on" "$LOG" | tail -n 1 | sed 's/^/     /' | tee -a "$SUM"
 # on a GPU the op tests must have run, not skipped
 if [ "$DRY" != 1 ] && grep -qE "^(backend cuda: skipped|skipped: no CUDA device)" "$LOG"; then

@@ -222,11 +222,27 @@ static const an_gguf_tensor *tensor_of(const an_model *m, const an_gguf *g, cons
     return t;
 }
 
-/* Whether m's backend runs weights of dtype t in host memory (the CPU's linear ops and lookup). */
+/* Whether m's backend runs weights of dtype t (its typed linear ops and lookup). */
 static int backend_runs(const an_model *m, an_dtype t) {
     const an_ops *o = m->ops;
-    return o->device == AN_DEVICE_CPU && o->supports(o, AN_OP_linear_forward, t) &&
-           o->supports(o, AN_OP_linear_backward_input, t) && o->supports(o, AN_OP_embedding_lookup, t);
+    return o->supports(o, AN_OP_linear_forward, t) && o->supports(o, AN_OP_linear_backward_input, t) &&
+           o->supports(o, AN_OP_embedding_lookup, t);
+}
+
+/* The kept weights, built in host memory (stage, total bytes), moved to the memory of m's device
+ * backend: one allocation, each parameter's blocks at the same offset. */
+static int stage_to_device(an_model *m, uint8_t *stage, size_t total, const char *path, an_error *err) {
+    const an_ops *o = m->ops;
+    uint8_t *dev = o->alloc(o, total);
+    if (!dev)
+        return an_fail(err, "%s: cannot allocate %.1f MiB on %s for the quantized weights", path,
+                       (double)total / 1048576, o->name);
+    o->upload(o, dev, stage, total);
+    for (int i = 0; i < m->n_params; i++)
+        if (an_param_ggml(&m->params[i])) m->params[i].packed = dev + (an_param_ggml(&m->params[i]) - stage);
+    m->ggml_mem = dev;
+    m->ggml_bytes = total;
+    return 0;
 }
 
 /* How parameter p keeps GGUF tensor t: its block type (interleaved below where the CPU has a layout
@@ -246,6 +262,8 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
     const an_gguf_tensor **src = calloc((size_t)m->n_params + 1, sizeof *src);
     int *rope = calloc((size_t)m->n_params + 1, sizeof *rope);
     float *row = NULL;
+    uint8_t *stage = NULL;
+    int on_cpu = m->ops->device == AN_DEVICE_CPU;
     size_t total = 0, maxcols = 1;
     int rc = -1;
     if (!src || !rope) {
@@ -266,13 +284,18 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
         rc = 0;
         goto done;
     }
-    m->ggml_mem = an_cpu_alloc_uninit(total); /* 2 MiB pages: decoding streams it every token */
+    /* the CPU reads the blocks where they are built (2 MiB pages: decoding streams them every token); a
+     * device backend gets them uploaded at the end */
+    stage = an_cpu_alloc_uninit(total);
+    if (on_cpu) {
+        m->ggml_mem = stage;
+        m->ggml_bytes = stage ? total : 0;
+    }
     row = malloc(maxcols * sizeof(float));
-    if (!m->ggml_mem || !row) {
+    if (!stage || !row) {
         an_fail(err, "%s: cannot allocate %.1f MiB for the quantized weights", g->path, (double)total / 1048576);
         goto done;
     }
-    m->ggml_bytes = total;
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         if (!src[i]) continue;
@@ -281,7 +304,7 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
         an_dtype dt = kept_dtype(m, t, p);
         int64_t rows = p->shape[0], cols = p->shape[1];
         size_t rb = t->nbytes / (size_t)rows;
-        uint8_t *dst = m->ggml_mem + off;
+        uint8_t *dst = stage + off;
         for (int64_t r = 0; r < rows; r++) {
             /* llama.cpp's q/k row permutation undone on whole rows of blocks (as an_llama2c_permute_qk
              * does on floats): row h*hd + j*hd/2 + k holds the file's row h*hd + 2k + j */
@@ -304,7 +327,7 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
             else memcpy(dst + (size_t)r * rb, s, rb);
         }
         p->dtype = dt;
-        if (an_dtype_x8_of(p->dtype) && rows % 8 == 0) {
+        if (on_cpu && an_dtype_x8_of(p->dtype) && rows % 8 == 0) {
             /* eight rows interleaved: the layout the CPU's decoding kernels read fastest (cpu_quant.h) */
             uint8_t *group = malloc(8 * rb);
             if (!group) {
@@ -323,10 +346,12 @@ int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err) {
         p->trainable = 0;
         off += kept_bytes(t);
     }
+    if (!on_cpu && stage_to_device(m, stage, total, g->path, err)) goto done;
     rc = 0;
 done:
     free(src);
     free(rope);
+    if (!on_cpu) an_cpu_free(stage);
     free(row);
     return rc;
 }

@@ -7,7 +7,7 @@
  *
  * Linear and embedding weights of types Q8_0, Q4_0, Q4_1, Q4_K and Q6_K stay in their blocks (the
  * default of an_model_load: an_gguf_model_keep_quantized), frozen, run by the CPU's fused kernels
- * (kernels/cpu_quant.h), and float32 ones of whole 32-row panels are kept frozen in the CPU's panel
+ * (kernels/cpu_quant.h) or CUDA's (kernels/cuda/weights.cu), and on the CPU float32 ones of whole 32-row panels are kept frozen in the CPU's panel
  * layout (AN_F32_X32, kernels/f32x32.h); everything else, and every weight when the file is loaded dequantized
  * (AN_GGUF_DEQUANTIZE: full fine-tuning, merging, NF4), is float32. llama.cpp's converter permutes the rows of attn_q / attn_k so that ggml's rope
  * pairs dimensions (2i, 2i+1); the loader undoes it, so the model is an ordinary Hugging Face-layout
@@ -23,9 +23,10 @@
 int an_gguf_model_config(const an_gguf *g, an_model_config *c, an_error *err);
 
 /* Before the parameters are allocated: every 2-D parameter whose tensor is of a type the backend runs
- * as it is kept (kernels/dtype.h; host memory, the CPU backend) becomes that dtype, its blocks (or a
- * float32 matrix's panels) copied into m->ggml_mem (q/k rows un-permuted a row of blocks at a time) and
- * frozen; read_weights then skips it.
+ * as it is kept (kernels/dtype.h) becomes that dtype, its blocks (or, on the CPU, a float32 matrix's
+ * panels) copied into m->ggml_mem (q/k rows un-permuted a row of blocks at a time; in the backend's
+ * memory: on a device backend they are built on the host, then uploaded) and frozen; read_weights then
+ * skips it. The CPU's interleaved layouts are made only for the CPU.
  * Values that are NaN or infinite are an error naming the tensor, as for float tensors. */
 int an_gguf_model_keep_quantized(an_model *m, const an_gguf *g, an_error *err);
 
