@@ -3,7 +3,7 @@
  *
  *   autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T]
  *                        [--r R] [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]
- *                        [--dropout] [--threads K] [--measure [--layers L]]
+ *                        [--dropout] [--threads K] [--measure [--layers L]] [--device cpu|cuda]
  *
  * --frozen-dtype bf16 stores the frozen embedding and head in bf16 (an_model_store_frozen_bf16), as
  * autoneg does when asked; --dtype bf16 is a what-if for every non-quantized parameter (norms too),
@@ -12,7 +12,12 @@
  * --measure builds the preset (with only L layers when given) from random weights, quantizes it,
  * attaches the adapter, plans (with per-layer recomputation under --recompute) and runs one
  * training step, and prints the step's peak resident set (VmHWM, reset just before the step) next
- * to the plan of the same configuration. */
+ * to the plan of the same configuration.
+ *
+ * --device cuda plans the device's memory (its workspace sizes; NF4 weights as their device copies)
+ * and --measure then reads the backend's own count of its allocations (an_ops.memory_counts): what
+ * the model and trainer hold, the peak of the step, and how many allocations the step made (none: the
+ * plan holds everything). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +47,14 @@ static const cli_opt memory_opts[] = {
     {"--threads", "K", "OpenMP threads the workspace is sized for (default: OpenMP's)"},
     {"--measure", NULL, "also run one real step and print its peak resident set beside the plan"},
     {"--layers", "L", "with --measure: build only L layers (default: all)"},
+    {"--device", "cpu|cuda", "backend whose memory is planned and measured (default: cpu)"},
     {NULL, NULL, NULL},
 };
 
 const cli_help cli_help_bench_memory = {
     "bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n"
     "bench memory --preset NAME [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]\n"
-    "bench memory --preset NAME [--dropout] [--threads K] [--measure [--layers L]]",
+    "bench memory --preset NAME [--dropout] [--threads K] [--measure [--layers L]] [--device cpu|cuda]",
     "Prints the memory plan of one training step, computed from the config without building the model,\n"
     "on stdout; with --measure, also the measured peak of a real step.",
     memory_opts, NULL, NULL,
@@ -112,7 +118,8 @@ static void print_plan(const an_model_config *cfg, const an_memory_opts *o, cons
 static int measure(an_model_config cfg, const an_memory_opts *o, int recompute, unsigned long long seed) {
     an_error err;
     size_t rss0 = proc_status("VmRSS");
-    an_model *m = an_model_init_random(&cfg, an_ops_cpu(), seed, &err);
+    const an_ops *ops = o->ops ? o->ops : an_ops_cpu();
+    an_model *m = an_model_init_random(&cfg, ops, seed, &err);
     if (!m) return cli_error(&err);
     int rc = 1;
     an_lora_trainer tr;
@@ -146,22 +153,35 @@ static int measure(an_model_config cfg, const an_memory_opts *o, int recompute, 
     an_batch b = {ids, NULL, NULL, tg, o->B, o->T};
     an_adamw_config opt = {2e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
     an_step_stats st;
-    size_t before = proc_status("VmRSS");
+    size_t before = proc_status("VmRSS"), held = 0, dev_peak = 0, dev_allocs = 0;
     reset_peak();
+    if (ops->memory_counts) ops->memory_counts(ops, 1, &held, NULL, NULL);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (o->method != AN_METHOD_FULL ? an_lora_train_step(&tr, &b, &opt, &st, &err) : an_train_step(&ft, &b, &opt, &st, &err))
         goto fail;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     size_t peak = proc_status("VmHWM");
+    if (ops->memory_counts) ops->memory_counts(ops, 0, NULL, &dev_peak, &dev_allocs);
     an_memory_plan p;
     if (an_memory_plan_compute(&cfg, o, &p, &err)) goto fail;
+    size_t planned = recompute ? p.total_recompute : p.total;
+    if (ops->memory_counts) {
+        printf("measured on %s (%d layers, random weights, one step %.1f s, loss %.3f; the backend's count of its "
+               "allocations):\n", ops->name, cfg.n_layers,
+               (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec), st.loss);
+        printf("  held before the step      %8.3f GiB (model, adapter, trainer, plan)\n", gib(held));
+        printf("  peak during the step      %8.3f GiB, %zu allocations during the step\n", gib(dev_peak), dev_allocs);
+        printf("  plan of this configuration %7.3f GiB (%s, what ran); measured - plan %+.2f MiB\n", gib(planned),
+               recompute ? "with recomputation" : "no recomputation", ((double)dev_peak - (double)planned) / 1048576.0);
+        rc = 0;
+        goto done;
+    }
     printf("measured (%d layers, random weights, one step %.1f s, loss %.3f, %d threads):\n", cfg.n_layers,
            (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec), st.loss, omp_get_max_threads());
     printf("  resident before the model %8.3f GiB (program, libraries)\n", gib(rss0));
     printf("  resident before the step  %8.3f GiB\n", gib(before));
     printf("  peak during the step      %8.3f GiB  -> %.3f GiB above the program's own\n", gib(peak), gib(peak - rss0));
-    size_t planned = recompute ? p.total_recompute : p.total;
     printf("  plan of this configuration %7.3f GiB (%s, what ran); measured - plan %+.3f GiB\n", gib(planned),
            recompute ? "with recomputation" : "no recomputation", (double)(peak - rss0) / 1073741824.0 - gib(planned));
     rc = 0;
@@ -180,7 +200,7 @@ done:
 int an_bench_memory(int argc, char **argv) {
     int hrc;
     if (cli_help_check(&cli_help_bench_memory, argc, argv, 2, &hrc)) return hrc;
-    const char *preset = NULL;
+    const char *preset = NULL, *device = "cpu";
     an_memory_opts o = an_memory_opts_default();
     int recompute = 0, do_measure = 0, layers = 0, threads = 0;
     for (int i = 2; i < argc; i++) {
@@ -196,6 +216,7 @@ int an_bench_memory(int argc, char **argv) {
         else if (!strcmp(f, "--r")) o.r = atoi(argv[++i]);
         else if (!strcmp(f, "--threads")) threads = atoi(argv[++i]);
         else if (!strcmp(f, "--layers")) layers = atoi(argv[++i]);
+        else if (!strcmp(f, "--device")) device = argv[++i];
         else if (!strcmp(f, "--frozen-dtype")) {
             v = argv[++i];
             if (!strcmp(v, "f32")) o.frozen_bf16 = 0;
@@ -222,6 +243,7 @@ int an_bench_memory(int argc, char **argv) {
     an_error err;
     if (an_config_load(&cfg, path, &err)) return cli_error(&err);
     if (threads > 0) omp_set_num_threads(threads); /* the workspace is sized for the threads of now */
+    if (strcmp(device, "cpu") != 0 && !(o.ops = cli_backend(device))) return 1;
     an_memory_plan p;
     if (an_memory_plan_compute(&cfg, &o, &p, &err)) return cli_error(&err);
     print_plan(&cfg, &o, &p, recompute);
@@ -230,6 +252,9 @@ int an_bench_memory(int argc, char **argv) {
                "   embedding/head in bf16 only with --frozen-dtype bf16)\n");
     else
         printf("  (adapters, norms and activations in float32; embedding/head in %s)\n", o.frozen_bf16 ? "bf16" : "float32");
+    if (o.ops)
+        printf("  (%s memory: the NF4 weights as their device copies; their host copies, the program and its\n"
+               "   libraries' own workspaces are not in it)\n", o.ops->name);
     if (!do_measure) return 0;
     if (o.other_bytes != 4)
         return cli_fail("bench memory: --measure runs what autoneg holds: drop --dtype bf16 (--frozen-dtype bf16 is real)");

@@ -115,6 +115,11 @@ typedef struct an_ops {
     void (*download)(const struct an_ops *o, void *host_dst, const void *src, size_t bytes);
     void (*copy)(const struct an_ops *o, void *dst, const void *src, size_t bytes);
     void (*zero)(const struct an_ops *o, void *p, size_t bytes);
+    /* The backend's own count of the memory alloc gave and free has not taken back: bytes now, the most
+     * at once since the last reset, and the allocations made since it; reset 1 first starts a new count
+     * (peak = now, allocations 0). NULL where the backend keeps no count (the CPU: the process's
+     * resident set is its memory). */
+    void (*memory_counts)(const struct an_ops *o, int reset, size_t *now, size_t *peak, size_t *allocs);
 
     /* ---- matmul: out[N, OC] = inp[N, C] @ w[OC, C]^T + bias[OC] (bias may be NULL) ---- */
     void (*matmul_forward)(const struct an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);

@@ -60,7 +60,9 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
     memset(&m, 0, sizeof m);
     memset(&fake, 0, sizeof fake);
     m.cfg = *cfg;
-    m.ops = an_ops_cpu(); /* the workspace as the CPU backend sizes it, for the thread count of now */
+    /* the workspace as the backend sizes it (the CPU: for the thread count of now) */
+    m.ops = o->ops ? o->ops : an_ops_cpu();
+    int on_device = m.ops->device != AN_DEVICE_CPU;
     int rc = -1, cap = cfg->n_layers * 8 + 1;
     an_linear_ref *refs = calloc((size_t)cap, sizeof *refs);
     an_nf4_tensor *shapes = calloc((size_t)cap, sizeof *shapes);
@@ -82,7 +84,8 @@ int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, 
             out->n_linear += w->numel;
             if (o->method == AN_METHOD_QLORA) {
                 shapes[i] = shape_only(w->shape[0], w->shape[1], o->blocksize, o->double_quant);
-                out->base_linear += an_nf4_tensor_bytes(&shapes[i]);
+                /* a device backend holds the device copy (the host tensor stays in host memory) */
+                out->base_linear += on_device ? an_nf4_device_layout_of(&shapes[i]).bytes : an_nf4_tensor_bytes(&shapes[i]);
                 w->dtype = AN_NF4;
                 w->packed = &shapes[i];
             }

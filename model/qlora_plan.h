@@ -16,6 +16,8 @@
 #include "core/error.h"
 #include "model/io/config.h"
 
+struct an_ops;
+
 typedef enum an_train_method { AN_METHOD_FULL = 0, AN_METHOD_LORA, AN_METHOD_QLORA } an_train_method;
 
 typedef struct an_memory_opts {
@@ -27,6 +29,8 @@ typedef struct an_memory_opts {
     int other_bytes;      /* bytes per non-quantized parameter: 4 (float32, what autoneg holds) or 2 (bf16) */
     int frozen_bf16;      /* embedding and head stored in bf16 (an_model_store_frozen_bf16; lora/qlora only) */
     int blocksize, double_quant; /* NF4 (qlora) */
+    const struct an_ops *ops; /* the backend whose memory is planned: its workspace sizes, and on a device
+                               * backend the NF4 weights' device copies (kernels/nf4.h); NULL: the CPU */
 } an_memory_opts;
 
 typedef struct an_memory_plan {
@@ -43,7 +47,7 @@ typedef struct an_memory_plan {
     /* base_other counts the embedding/head at 2 bytes under frozen_bf16, the rest at other_bytes */
 } an_memory_plan;
 
-an_memory_opts an_memory_opts_default(void); /* qlora, B 1, T 2048, r 64, f32, NF4 64 + double quant */
+an_memory_opts an_memory_opts_default(void); /* qlora, B 1, T 2048, r 64, f32, NF4 64 + double quant, CPU */
 int an_memory_plan_compute(const an_model_config *cfg, const an_memory_opts *o, an_memory_plan *out, an_error *err);
 
 #endif

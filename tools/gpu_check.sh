@@ -74,7 +74,7 @@ fi
 # ---- build ----
 if ! step "build (make CUDA=$CUDA CUDA_ARCH=$ARCH)" 420 make -j"$JOBS" CUDA=$CUDA CUDA_ARCH="$ARCH" NVCC="$NVCC" BUILD=$BUILD all \
     $BUILD/tests/test_backend_ops $BUILD/tests/test_cuda_ops $BUILD/tests/test_backend $BUILD/tests/test_model_families \
-    $BUILD/tests/test_gguf_quant_model; then
+    $BUILD/tests/test_gguf_quant_model $BUILD/tests/test_no_alloc; then
     log "the build failed; nothing else can run"
     cat "$SUM"
     exit "$FAILED"
@@ -94,6 +94,8 @@ step "test_cuda_ops (model shapes)" 180 env AN_OPS_VERBOSE=1 $BUILD/tests/test_c
 step "test_model_families on $DEV" 300 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_model_families
 # a GGUF model written as Q8_0 / Q4_0, its blocks kept on the backend under test, against the float model
 step "test_gguf_quant_model on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_gguf_quant_model
+# nothing allocated in a training or decode step, on the device too (the backend's own count)
+step "test_no_alloc on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_no_alloc
 grep -E "^fixture models on" "$LOG" | tail -n 1 | sed 's/^/     /' | tee -a "$SUM"
 # on a GPU the op tests must have run, not skipped
 if [ "$DRY" != 1 ] && grep -qE "^(backend cuda: skipped|skipped: no CUDA device)" "$LOG"; then
@@ -183,6 +185,15 @@ EOF
 compare_losses gpt2-full gpt2-124m full
 compare_losses llama-lora llama-60m lora
 compare_losses llama-qlora llama-60m qlora
+
+# ---- device memory: the plan of a QLoRA step against the backend's count of what it held ----
+if timeout 240 $BUILD/autoneg bench memory --preset llama-60m --method qlora --seq 256 --measure \
+    --device "$(device_of gpu)" > "$OUT/memory.txt" 2>> "$LOG"; then
+    result INFO "bench memory llama-60m qlora" "$(grep -E 'measured - plan' "$OUT/memory.txt" | head -n 1 | sed 's/^ *//')"
+    cat "$OUT/memory.txt" >> "$LOG"
+else
+    result FAIL "bench memory on $DEV" "bench memory failed"
+fi
 
 # ---- a short timing (the same GPU, bf16 is not written yet: float32 test mode) ----
 if [ "$DRY" = 1 ]; then

@@ -23,12 +23,51 @@ static void *cuda_alloc(const an_ops *o, size_t bytes) {
     }
     an_cuda_check(cudaMemsetAsync(p, 0, rounded, c->stream), "alloc (zeroing)");
     an_cuda_check(cudaStreamSynchronize(c->stream), "alloc (zeroing)");
+    pthread_mutex_lock(&c->lock);
+    if (c->n_live == c->cap_live) {
+        size_t cap = c->cap_live ? 2 * c->cap_live : 256;
+        an_cuda_live *grown = (an_cuda_live *)realloc(c->live, cap * sizeof *grown);
+        if (!grown) { /* no host memory to record it: give it back, as an out-of-memory */
+            pthread_mutex_unlock(&c->lock);
+            (void)cudaFree(p);
+            return NULL;
+        }
+        c->live = grown;
+        c->cap_live = cap;
+    }
+    c->live[c->n_live++] = {p, rounded};
+    c->now += rounded;
+    if (c->now > c->peak) c->peak = c->now;
+    c->allocs++;
+    pthread_mutex_unlock(&c->lock);
     return p;
 }
 
 static void cuda_free(const an_ops *o, void *p) {
-    (void)o;
-    if (p) an_cuda_check(cudaFree(p), "free");
+    an_cuda_ctx *c = an_cuda(o);
+    if (!p) return;
+    an_cuda_check(cudaFree(p), "free");
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = c->n_live; i-- > 0;) /* the latest first: scratch is freed soon after it is made */
+        if (c->live[i].p == p) {
+            c->now -= c->live[i].bytes;
+            c->live[i] = c->live[--c->n_live];
+            break;
+        }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void cuda_memory_counts(const an_ops *o, int reset, size_t *now, size_t *peak, size_t *allocs) {
+    an_cuda_ctx *c = an_cuda(o);
+    pthread_mutex_lock(&c->lock);
+    if (reset) {
+        c->peak = c->now;
+        c->allocs = 0;
+    }
+    if (now) *now = c->now;
+    if (peak) *peak = c->peak;
+    if (allocs) *allocs = c->allocs;
+    pthread_mutex_unlock(&c->lock);
 }
 
 static void cuda_upload(const an_ops *o, void *dst, const void *src, size_t bytes) {
@@ -111,6 +150,8 @@ static void close_ctx(an_cuda_ctx *c) {
     if (c->lt) (void)cublasLtDestroy(c->lt);
     if (c->blas) (void)cublasDestroy(c->blas);
     if (c->stream) (void)cudaStreamDestroy(c->stream);
+    pthread_mutex_destroy(&c->lock);
+    free(c->live);
     free(c);
 }
 
@@ -136,6 +177,7 @@ extern "C" const an_ops *an_ops_cuda_open(an_error *err) {
         return NULL;
     }
     c->device = 0;
+    pthread_mutex_init(&c->lock, NULL);
     cudaDeviceProp prop;
     const char *step = "cudaSetDevice";
     if ((e = cudaSetDevice(c->device)) != cudaSuccess) goto fail;
@@ -177,6 +219,7 @@ extern "C" const an_ops *an_ops_cuda_open(an_error *err) {
         t->download = cuda_download;
         t->copy = cuda_copy;
         t->zero = cuda_zero;
+        t->memory_counts = cuda_memory_counts;
         t->matmul_forward = an_cuda_matmul_forward;
         t->matmul_backward = an_cuda_matmul_backward;
         t->embedding_forward = an_cuda_embedding_forward;

@@ -15,6 +15,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdint.h>
 
 extern "C" {
@@ -28,6 +29,11 @@ void an_ops_cuda_close(const an_ops *o);
 #define AN_CUDA_SUMSQ_BLOCKS 256
 #define AN_CUDA_THREADS 256
 
+typedef struct an_cuda_live { /* one allocation of alloc (memory_counts) */
+    void *p;
+    size_t bytes;
+} an_cuda_live;
+
 typedef struct an_cuda_ctx {
     an_ops table; /* first: the table a caller holds is this context */
     int device;
@@ -38,6 +44,12 @@ typedef struct an_cuda_ctx {
     void *lt_work; /* cuBLASLt's workspace, allocated once at open */
     size_t lt_work_bytes;
     double *partials; /* AN_CUDA_SUMSQ_BLOCKS + 1 doubles of device scratch for sum_squares */
+    /* memory_counts: every live allocation of alloc (pointer, bytes), the bytes now and at the peak, and
+     * the allocations since the last reset; under `lock`, since ops may be called from several threads.
+     * The handles' own workspace (lt_work, partials) is the backend's, not counted. */
+    pthread_mutex_t lock;
+    an_cuda_live *live;
+    size_t n_live, cap_live, now, peak, allocs;
 } an_cuda_ctx;
 
 static inline an_cuda_ctx *an_cuda(const an_ops *o) { return (an_cuda_ctx *)o->ctx; }
