@@ -2,7 +2,7 @@
  * fraction of this machine's measured sgemm rate it reaches and the memory it needs.
  *
  *   autoneg bench train --preset NAME|config.json [--batch B] [--seq T] [--steps N] [--method full|lora|qlora]
- *                       [--rank R] [--dropout P] [--threads K] [--seed S] [--json] [--device cpu|cuda]
+ *                       [--rank R] [--dropout P] [--threads K] [--seed S] [--json] [--device cpu|cuda|cuda-bf16]
  *
  * --method lora: a LoRA adapter on every linear layer but the head (PEFT's "all-linear"), rank R
  * (default 16), alpha 16, dropout 0.1 (XTuner's QLoRA recipe values but its r 64); the base is frozen.
@@ -225,7 +225,7 @@ static const cli_opt train_opts[] = {
     {"--threads", "K", "OpenMP threads (default: OpenMP's)"},
     {"--seed", "S", "seed of the random weights and tokens (default: 1234)"},
     {"--json", NULL, "one JSON line instead of the text report"},
-    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend to compute on (default: cpu)"},
     {NULL, NULL, NULL},
 };
 

@@ -3,7 +3,7 @@
  *
  *   autoneg bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T]
  *                        [--r R] [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]
- *                        [--dropout] [--threads K] [--measure [--layers L]] [--device cpu|cuda]
+ *                        [--dropout] [--threads K] [--measure [--layers L]] [--device cpu|cuda|cuda-bf16]
  *
  * --frozen-dtype bf16 stores the frozen embedding and head in bf16 (an_model_store_frozen_bf16), as
  * autoneg does when asked; --dtype bf16 is a what-if for every non-quantized parameter (norms too),
@@ -47,14 +47,14 @@ static const cli_opt memory_opts[] = {
     {"--threads", "K", "OpenMP threads the workspace is sized for (default: OpenMP's)"},
     {"--measure", NULL, "also run one real step and print its peak resident set beside the plan"},
     {"--layers", "L", "with --measure: build only L layers (default: all)"},
-    {"--device", "cpu|cuda", "backend whose memory is planned and measured (default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend whose memory is planned and measured (default: cpu)"},
     {NULL, NULL, NULL},
 };
 
 const cli_help cli_help_bench_memory = {
     "bench memory --preset NAME|config.json [--method qlora|lora|full] [--batch B] [--seq T] [--r R]\n"
     "bench memory --preset NAME [--recompute] [--frozen-dtype bf16|f32] [--dtype f32|bf16] [--lora-head]\n"
-    "bench memory --preset NAME [--dropout] [--threads K] [--measure [--layers L]] [--device cpu|cuda]",
+    "bench memory --preset NAME [--dropout] [--threads K] [--measure [--layers L]] [--device cpu|cuda|cuda-bf16]",
     "Prints the memory plan of one training step, computed from the config without building the model,\n"
     "on stdout; with --measure, also the measured peak of a real step.",
     memory_opts, NULL, NULL,

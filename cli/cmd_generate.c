@@ -3,7 +3,7 @@
  *   autoneg generate --model M [--adapter A] (--prompt TEXT... | --file F) [--raw] [--tokenizer T]
  *                    [--template NAME] [--temperature X] [--top-k K] [--top-p P] [--min-p P]
  *                    [--repeat-penalty R] [--seed S] [--max-tokens N] [--min-tokens N] [--n N]
- *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda]
+ *                    [--batch B] [--ctx N] [--strict] [--jsonl] [--head-dtype f32|bf16] [--device cpu|cuda|cuda-bf16]
  *                    [--retrieve K] [--explain]
  *
  * --retrieve K: the negatives of the K most similar training prompts go in front of the prompt, from
@@ -49,7 +49,7 @@ const cli_opt cli_gen_opts[] = {
     {"--adapter", "A", "PEFT LoRA adapter folder to apply (default: none)"},
     {"--tokenizer", "T", "tokenizer file or folder (default: the model's own; needed for a llama2.c .bin)"},
     {"--template", "NAME", "prompt template (default: the model folder's autoneg.json template, else infotext)"},
-    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend to compute on (default: cpu)"},
     {"--temperature", "X", "sampling temperature, 0 = greedy (default: 0.8)"},
     {"--top-k", "K", "keep the K likeliest tokens, 0 = off (default: 40)"},
     {"--top-p", "P", "keep the smallest set with probability >= P, 1 = off (default: 0.95)"},

@@ -1,4 +1,4 @@
-/* autoneg merge --model M --adapter A --out DIR [--device cpu|cuda]
+/* autoneg merge --model M --adapter A --out DIR [--device cpu|cuda|cuda-bf16]
  *
  * Folds a PEFT LoRA adapter into its base (W += scaling * B A for every adapted layer) and writes a
  * Hugging Face folder: config.json + model.safetensors (float32), plus the tokenizer and generation
@@ -54,12 +54,12 @@ static const cli_opt merge_opts[] = {
     {"--model", "M", "the base model the adapter was trained on (required)"},
     {"--adapter", "A", "PEFT LoRA adapter folder (required)"},
     {"--out", "DIR", "the merged Hugging Face folder to write (required)"},
-    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend to compute on (default: cpu)"},
     {NULL, NULL, NULL},
 };
 
 const cli_help cli_help_merge = {
-    "merge --model M --adapter A --out DIR [--device cpu|cuda]",
+    "merge --model M --adapter A --out DIR [--device cpu|cuda|cuda-bf16]",
     "Folds a LoRA adapter into its base (W += scaling * B A) and writes config.json, model.safetensors\n"
     "(float32) and the base's tokenizer files; prints what it wrote on stdout.",
     merge_opts, NULL, NULL,

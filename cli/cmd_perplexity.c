@@ -1,5 +1,5 @@
 /* autoneg perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--logits OUT]
- *                    [--device cpu|cuda]
+ *                    [--device cpu|cuda|cuda-bf16]
  * prints "tokens=N nll=X ppl=Y": the file tokenised as one text (BOS first only when the tokenizer's
  * own configuration adds it, as Hugging Face does; N counts it), and the mean negative log-likelihood
  * of every token after the first, scored in consecutive windows of N positions (infer/perplexity.h).
@@ -21,12 +21,12 @@ static const cli_opt ppl_opts[] = {
     {"--ctx", "N", "positions per scoring window, >= 2 (default: the model's maximum)"},
     {"--tokenizer", "T", "tokenizer file or folder (default: the model's own)"},
     {"--logits", "OUT", "also write the logits after every token to OUT: tokens x vocab float32, little-endian"},
-    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend to compute on (default: cpu)"},
     {NULL, NULL, NULL},
 };
 
 const cli_help cli_help_perplexity = {
-    "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--logits OUT] [--device cpu|cuda]",
+    "perplexity --model M [--adapter A] --file F [--ctx N] [--tokenizer T] [--logits OUT] [--device cpu|cuda|cuda-bf16]",
     "Prints 'tokens=N nll=X ppl=Y' on stdout: the mean negative log-likelihood of every token after\n"
     "the first, scored in consecutive windows of N positions, and its exponential. With --logits, the\n"
     "logits after every token, as generation computes them (KV cache, one decode step per token), go\n"

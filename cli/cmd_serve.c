@@ -1,7 +1,7 @@
 /* autoneg serve: an HTTP server (OpenAI-compatible, plus /v1/negatives) over the request engine.
  *
  *   autoneg serve --model M [--adapter NAME=DIR]... [--adapter-dir D] [--host 127.0.0.1] [--port 8080]
- *                 [--api-key K | --api-key-file F] [--parallel N] [--device cpu|cuda] [--template NAME]
+ *                 [--api-key K | --api-key-file F] [--parallel N] [--device cpu|cuda|cuda-bf16] [--template NAME]
  *
  * The HTTP port opens first (GET /health answers 503 while the model loads); one engine thread steps
  * the engine; the main thread waits for SIGTERM or SIGINT, then stops accepting, lets the requests in
@@ -37,7 +37,7 @@ static const cli_opt serve_opts[] = {
     {"--api-key", "K", "every endpoint but /health and the page needs Authorization: Bearer K"},
     {"--api-key-file", "F", "the same, the key read from file F (first line)"},
     {"--parallel", "N", "requests decoded at once, the batch (default: 8)"},
-    {"--device", "cpu|cuda", "backend to compute on (default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend to compute on (default: cpu)"},
     {"--ctx", "N", "positions per sequence (default: the model's maximum)"},
     {"--retrieve", "K", "/v1/negatives: the negatives of the K most similar training prompts in front, from the index an adapter's run stored, 0 = off (default: the K it was trained with)"},
     {"--max-body", "BYTES", "largest request body (default: 1048576)"},

@@ -1,6 +1,6 @@
 /* autoneg train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]
  *               [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--stop-after N]
- *               [--device cpu|cuda]
+ *               [--device cpu|cuda|cuda-bf16]
  *
  * Resolves the recipe (file, then flags, then --set, as docs/recipes.md says), installs the SIGINT /
  * SIGTERM handler that asks the loop to checkpoint and stop, and runs train/trainer.h.
@@ -42,13 +42,13 @@ static const cli_opt train_opts[] = {
     {"--resume", "DIR|auto", "continue a run from its last checkpoint; auto: if the run folder has one"},
     {"--set", "key=value", "any recipe key, e.g. --set optim.lr=2e-4 (docs/recipes.md); repeatable"},
     {"--stop-after", "N", "checkpoint and stop after N steps of this invocation, as Ctrl-C does"},
-    {"--device", "cpu|cuda", "backend to train on (train.device; default: cpu)"},
+    {"--device", "cpu|cuda|cuda-bf16", "backend to train on (train.device; default: cpu)"},
     {NULL, NULL, NULL},
 };
 
 const cli_help cli_help_train = {
     "train [RECIPE.json] [--base M] [--data F]... [--method full|lora|qlora] [--out DIR]\n"
-    "train [RECIPE.json] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--device cpu|cuda]",
+    "train [RECIPE.json] [--steps N | --epochs E] [--resume DIR|auto] [--set key=value]... [--device cpu|cuda|cuda-bf16]",
     "Fine-tunes a model on prompt pairs. The recipe file comes first, then the flags, then --set\n"
     "(docs/recipes.md); without a recipe the defaults apply. Progress and the final summary go to\n"
     "stderr; Ctrl-C writes a checkpoint and stops, and --resume continues the exact same run.\n"

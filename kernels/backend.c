@@ -24,6 +24,7 @@ static const an_ops *open_cpu(an_error *err) {
 
 #if AN_CUDA /* kernels/cuda/ (the CUDA issue) */
 const an_ops *an_ops_cuda_open(an_error *err);
+const an_ops *an_ops_cuda_open_bf16(an_error *err);
 void an_ops_cuda_close(const an_ops *o);
 #endif
 
@@ -31,13 +32,14 @@ static const backend_entry backends[] = {
     {"cpu", open_cpu, NULL},
 #if AN_CUDA
     {"cuda", an_ops_cuda_open, an_ops_cuda_close},
+    {"cuda-bf16", an_ops_cuda_open_bf16, an_ops_cuda_close},
 #endif
 };
 #define N_BACKENDS (sizeof backends / sizeof backends[0])
 
 const char *an_backend_names(void) {
 #if AN_CUDA
-    return "cpu, cuda";
+    return "cpu, cuda, cuda-bf16";
 #else
     return "cpu";
 #endif
@@ -46,8 +48,8 @@ const char *an_backend_names(void) {
 const an_ops *an_backend_open(const char *name, an_error *err) {
     for (size_t i = 0; i < N_BACKENDS; i++)
         if (strcmp(name, backends[i].name) == 0) return backends[i].open(err);
-    if (strcmp(name, "cuda") == 0)
-        an_fail(err, "device \"cuda\": this autoneg has no CUDA backend (devices built in: %s)", an_backend_names());
+    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-bf16") == 0)
+        an_fail(err, "device \"%s\": this autoneg has no CUDA backend (devices built in: %s)", name, an_backend_names());
     else
         an_fail(err, "device \"%s\": no such backend (devices built in: %s)", name, an_backend_names());
     return NULL;

@@ -102,6 +102,10 @@ typedef enum an_device { AN_DEVICE_CPU = 0, AN_DEVICE_CUDA = 1 } an_device;
 typedef struct an_ops {
     const char *name;        /* the registry name: "cpu", "cuda" */
     const char *description; /* for logs: "cpu (OpenBLAS)" */
+    /* The unit roundoff of the values a matrix product multiplies: 0 where they are the float32 inputs
+     * themselves, 2^-8 where each is first rounded to bf16 ("cuda-bf16"); sums are float32 either way.
+     * The backend-ops harness widens its bounds by it. */
+    double matmul_input_u;
     an_device device;
     void *ctx;
     /* 1 when op runs on this backend; for the ops that take a weight, with a weight of that dtype

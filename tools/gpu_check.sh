@@ -160,22 +160,25 @@ fi
 # the CPU and on CUDA must give the same losses to float32 rounding, step after step (forward,
 # backward, AdamW; with LoRA also the dropout masks). 1e-4 relative: the losses print with 4 decimals
 # (1e-5 of a loss near 10), and each AdamW step compounds the rounding differences of the ones before.
-compare_losses() { # NAME PRESET METHOD
-    local name=$1 preset=$2 method=$3
+# On cuda-bf16 (GEMM inputs rounded to bf16, u = 2^-8) 2e-3 relative.
+compare_losses() { # NAME PRESET METHOD [GPU-DEVICE TOLERANCE]
+    local name=$1 preset=$2 method=$3 gdev=${4:-cuda} tol=${5:-1e-4}
     for side in cpu gpu; do
+        local dev=$(device_of $side)
+        [ "$side" = gpu ] && [ "$DRY" != 1 ] && dev=$gdev
         timeout 240 $BUILD/autoneg bench train --preset "$preset" --batch 2 --seq 64 --steps 4 --method "$method" \
-            --seed 7 --device "$(device_of $side)" > "$OUT/bench.$name.$side.txt" 2> "$OUT/bench.$name.$side.err"
-        log "bench train $name $side ($(device_of $side)): $(grep -E 'tokens/s' "$OUT/bench.$name.$side.txt" | head -n 1)"
+            --seed 7 --device "$dev" > "$OUT/bench.$name.$side.txt" 2> "$OUT/bench.$name.$side.err"
+        log "bench train $name $side ($dev): $(grep -E 'tokens/s' "$OUT/bench.$name.$side.txt" | head -n 1)"
         cat "$OUT/bench.$name.$side.err" >> "$LOG"
     done
-    if python3 - "$OUT/bench.$name.cpu.err" "$OUT/bench.$name.gpu.err" >> "$LOG" 2>&1 << 'EOF'; then
-import re, sys
+    if TOL=$tol python3 - "$OUT/bench.$name.cpu.err" "$OUT/bench.$name.gpu.err" >> "$LOG" 2>&1 << 'EOF'; then
+import os, re, sys
 def losses(p):
     return [float(x) for x in re.findall(r"loss ([0-9.eE+-]+)", open(p).read())]
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
 worst = max([abs(x - y) / abs(x) for x, y in zip(a, b)] or [float("inf")])
 print("losses cpu %s gpu %s worst rel %.3g" % (a, b, worst))
-sys.exit(0 if len(a) == len(b) and len(a) > 0 and worst <= 1e-4 else 1)
+sys.exit(0 if len(a) == len(b) and len(a) > 0 and worst <= float(os.environ["TOL"]) else 1)
 EOF
         result PASS "train $name cpu = $DEV" "$(tail -n 1 "$LOG")"
     else
@@ -185,6 +188,8 @@ EOF
 compare_losses gpt2-full gpt2-124m full
 compare_losses llama-lora llama-60m lora
 compare_losses llama-qlora llama-60m qlora
+compare_losses gpt2-full-bf16 gpt2-124m full cuda-bf16 2e-3
+compare_losses llama-qlora-bf16 llama-60m qlora cuda-bf16 2e-3
 
 # ---- device memory: the plan of a QLoRA step against the backend's count of what it held ----
 if timeout 240 $BUILD/autoneg bench memory --preset llama-60m --method qlora --seq 256 --measure \
@@ -195,16 +200,18 @@ else
     result FAIL "bench memory on $DEV" "bench memory failed"
 fi
 
-# ---- a short timing (the same GPU, bf16 is not written yet: float32 test mode) ----
-if [ "$DRY" = 1 ]; then
-    result SKIP "timing" "dry run"
-elif timeout 240 $BUILD/autoneg bench train --preset gpt2-124m --batch 8 --seq 256 --steps 5 --device cuda \
-    > "$OUT/timing.cuda.txt" 2>> "$LOG"; then
-    result INFO "timing gpt2-124m full, 8 x 256" "$(grep -E 'tokens/s' "$OUT/timing.cuda.txt" | head -n 1)"
-    cat "$OUT/timing.cuda.txt" >> "$LOG"
-else
-    result FAIL "timing gpt2-124m on cuda" "bench train failed"
-fi
+# ---- a short timing (the same GPU): the float32 test mode, then bf16 GEMM inputs ----
+for tdev in cuda cuda-bf16; do
+    if [ "$DRY" = 1 ]; then
+        result SKIP "timing $tdev" "dry run"
+    elif timeout 240 $BUILD/autoneg bench train --preset gpt2-124m --batch 8 --seq 256 --steps 5 --device $tdev \
+        > "$OUT/timing.$tdev.txt" 2>> "$LOG"; then
+        result INFO "timing gpt2-124m full, 8 x 256, $tdev" "$(grep -E 'tokens/s' "$OUT/timing.$tdev.txt" | head -n 1)"
+        cat "$OUT/timing.$tdev.txt" >> "$LOG"
+    else
+        result FAIL "timing gpt2-124m on $tdev" "bench train failed"
+    fi
+done
 
 log "==== done: $FAILED failed"
 cat "$SUM"

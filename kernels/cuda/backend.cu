@@ -70,6 +70,15 @@ static void cuda_memory_counts(const an_ops *o, int reset, size_t *now, size_t *
     pthread_mutex_unlock(&c->lock);
 }
 
+uint16_t *an_cuda_scratch(const an_ops *o, size_t elems) {
+    an_cuda_ctx *c = an_cuda(o);
+    if (elems <= c->scratch_elems) return c->scratch;
+    if (c->scratch) cuda_free(o, c->scratch); /* cudaFree waits for the GEMMs that read it */
+    c->scratch = (uint16_t *)cuda_alloc(o, elems * sizeof(uint16_t));
+    c->scratch_elems = c->scratch ? elems : 0;
+    return c->scratch;
+}
+
 static void cuda_upload(const an_ops *o, void *dst, const void *src, size_t bytes) {
     an_cuda_ctx *c = an_cuda(o);
     if (!bytes) return;
@@ -146,6 +155,7 @@ static void close_ctx(an_cuda_ctx *c) {
     if (!c) return;
     if (c->stream) (void)cudaStreamSynchronize(c->stream);
     if (c->partials) (void)cudaFree(c->partials);
+    if (c->scratch) (void)cudaFree(c->scratch);
     if (c->lt_work) (void)cudaFree(c->lt_work);
     if (c->lt) (void)cublasLtDestroy(c->lt);
     if (c->blas) (void)cublasDestroy(c->blas);
@@ -162,7 +172,7 @@ extern "C" void an_ops_cuda_close(const an_ops *o) {
 /* the workspace cuBLASLt may use per call: what its documentation recommends for Hopper */
 #define LT_WORK_BYTES (32u << 20)
 
-extern "C" const an_ops *an_ops_cuda_open(an_error *err) {
+static const an_ops *open_ctx(int bf16, an_error *err) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count < 1) {
@@ -177,6 +187,7 @@ extern "C" const an_ops *an_ops_cuda_open(an_error *err) {
         return NULL;
     }
     c->device = 0;
+    c->bf16 = bf16;
     pthread_mutex_init(&c->lock, NULL);
     cudaDeviceProp prop;
     const char *step = "cudaSetDevice";
@@ -204,11 +215,13 @@ extern "C" const an_ops *an_ops_cuda_open(an_error *err) {
         close_ctx(c);
         return NULL;
     }
-    snprintf(c->description, sizeof c->description, "cuda (%.256s, sm_%d%d, %.1f GiB; float32, TF32 off)", prop.name,
-             prop.major, prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    snprintf(c->description, sizeof c->description, "%s (%.256s, sm_%d%d, %.1f GiB; %s)", bf16 ? "cuda-bf16" : "cuda",
+             prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0),
+             bf16 ? "bf16 GEMM inputs, float32 accumulation and storage" : "float32, TF32 off");
     {
         an_ops *t = &c->table;
-        t->name = "cuda";
+        t->name = bf16 ? "cuda-bf16" : "cuda";
+        t->matmul_input_u = bf16 ? 1.0 / 256.0 : 0.0; /* bf16: 8 significant bits */
         t->description = c->description;
         t->device = AN_DEVICE_CUDA;
         t->ctx = c;
@@ -264,3 +277,6 @@ fail:
     close_ctx(c);
     return NULL;
 }
+
+extern "C" const an_ops *an_ops_cuda_open(an_error *err) { return open_ctx(0, err); }
+extern "C" const an_ops *an_ops_cuda_open_bf16(an_error *err) { return open_ctx(1, err); }

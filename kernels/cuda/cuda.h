@@ -4,9 +4,13 @@
  * object and the table's ctx points back at it: no global state. Every op runs on the context's one
  * stream, in order; the memory ops synchronise that stream, so data a download returns is final.
  *
- * Float32 "test mode" is the only mode so far: cuBLAS in CUBLAS_DEFAULT_MATH (no TF32 tensor cores)
- * and cuBLASLt with CUBLAS_COMPUTE_32F (not the _FAST_TF32 variant), so a GEMM is a float32 GEMM with
- * float32 accumulation and the backend-ops harness can hold it to float32's rounding bounds.
+ * Two precisions, two registry names. "cuda" is the float32 test mode: cuBLAS in CUBLAS_DEFAULT_MATH (no
+ * TF32 tensor cores) and cuBLASLt with CUBLAS_COMPUTE_32F (not the _FAST_TF32 variant), so a GEMM is a
+ * float32 GEMM with float32 accumulation and the backend-ops harness can hold it to float32's rounding
+ * bounds. "cuda-bf16" multiplies as PyTorch's bf16 autocast does: each GEMM's two inputs rounded to
+ * bf16 (into the context's scratch), tensor-core products accumulated and written in float32; weights,
+ * activations, gradients and everything else stay float32 (an_ops.matmul_input_u says so to the
+ * harness).
  * Reductions are written with a fixed order (fixed grids, tree reductions, one owner per output), never
  * float atomics: same inputs, same GPU, same bits. */
 #ifndef AN_KERNELS_CUDA_H
@@ -21,7 +25,8 @@
 extern "C" {
 #include "core/error.h"
 #include "kernels/ops.h"
-const an_ops *an_ops_cuda_open(an_error *err);
+const an_ops *an_ops_cuda_open(an_error *err);      /* "cuda": float32 */
+const an_ops *an_ops_cuda_open_bf16(an_error *err); /* "cuda-bf16": bf16 GEMM inputs */
 void an_ops_cuda_close(const an_ops *o);
 }
 
@@ -50,6 +55,9 @@ typedef struct an_cuda_ctx {
     pthread_mutex_t lock;
     an_cuda_live *live;
     size_t n_live, cap_live, now, peak, allocs;
+    int bf16;          /* "cuda-bf16": GEMM inputs rounded to bf16 */
+    uint16_t *scratch; /* their bf16 copies (an_cuda_scratch), grown to the largest GEMM, then kept */
+    size_t scratch_elems;
 } an_cuda_ctx;
 
 static inline an_cuda_ctx *an_cuda(const an_ops *o) { return (an_cuda_ctx *)o->ctx; }
@@ -73,6 +81,17 @@ static inline unsigned an_cuda_blocks(size_t n) {
 /* Fills n floats with NaN: an op that cannot run (an unsupported dtype, too little workspace) makes its
  * output visibly wrong instead of silently stale, as the CPU backend does. */
 void an_cuda_fill_nan(const an_ops *o, float *x, size_t n);
+
+/* At least `elems` bf16 values of the context's scratch: grown (through alloc, so counted) when a GEMM
+ * needs more than any before, the first step of a run; NULL when the device has no memory for it. */
+uint16_t *an_cuda_scratch(const an_ops *o, size_t elems);
+
+/* float32 to bf16, rounded to nearest even (a NaN stays a NaN) */
+__host__ __device__ static inline uint16_t an_cuda_round_bf16(uint32_t u) {
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
 
 /* Column-major C[m, n] = alpha op(A) op(B) + beta C (+ bias[m] broadcast over columns when bias is
  * non-NULL, beta must then be 0), float32 in and out with float32 accumulation, through cuBLASLt (bias

@@ -27,9 +27,10 @@ __global__ static void add_bias_cols(float *C, const float *bias, int m, int n, 
     }
 }
 
-/* cuBLASLt; returns 0 when it ran, -1 when it offers no algorithm for these shapes and alignments */
-static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
-                   const float *B, int ldb, float beta, float *C, int ldc, const float *bias) {
+/* cuBLASLt, A and B of type ab (float32, or bf16 in "cuda-bf16"), C float32; returns 0 when it ran, -1
+ * when it offers no algorithm for these shapes and alignments */
+static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *A, int lda,
+                   const void *B, int ldb, float beta, float *C, int ldc, const float *bias, cudaDataType ab) {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
@@ -45,8 +46,8 @@ static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     }
     /* stored shapes: op(A) is m x k, so A is m x k (N) or k x m (T); likewise B */
-    if (cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, trans_a ? k : m, trans_a ? m : k, lda) != CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, trans_b ? n : k, trans_b ? k : n, ldb) != CUBLAS_STATUS_SUCCESS ||
+    if (cublasLtMatrixLayoutCreate(&la, ab, trans_a ? k : m, trans_a ? m : k, lda) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutCreate(&lb, ab, trans_b ? n : k, trans_b ? k : n, ldb) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc) != CUBLAS_STATUS_SUCCESS)
         goto done;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) goto done;
@@ -76,6 +77,13 @@ done:
     return ok ? 0 : -1;
 }
 
+/* dst[rows, cols] (column-major, leading dimension rows) = src (leading dimension ld) rounded to bf16 */
+__global__ static void round_cols(uint16_t *dst, const float *src, int rows, int cols, int ld) {
+    size_t n = (size_t)rows * cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = an_cuda_round_bf16(__float_as_uint(src[i % (size_t)rows + i / (size_t)rows * (size_t)ld]));
+}
+
 void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what) {
     an_cuda_ctx *c = an_cuda(o);
@@ -89,12 +97,29 @@ void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k
         }
         return;
     }
-    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias) == 0) return;
-    /* cuBLASLt had no algorithm: the classic GEMM (CUBLAS_DEFAULT_MATH: float32) and the bias apart */
-    cublasStatus_t st = cublasSgemm(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
-                                    &alpha, A, lda, B, ldb, &beta, C, ldc);
+    const void *a = A, *b = B;
+    cudaDataType ab = CUDA_R_32F;
+    if (c->bf16) { /* both inputs rounded to bf16, packed (leading dimension = stored rows) */
+        int ar = trans_a ? k : m, ac = trans_a ? m : k, br = trans_b ? n : k, bc = trans_b ? k : n;
+        size_t na = (size_t)ar * ac, nb = (size_t)br * bc, boff = (na + 127) / 128 * 128; /* B on 256 bytes */
+        uint16_t *s = an_cuda_scratch(o, boff + nb);
+        if (!s) {
+            an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
+            return;
+        }
+        round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, A, ar, ac, lda);
+        round_cols<<<an_cuda_blocks(nb), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, B, br, bc, ldb);
+        AN_CUDA_LAUNCHED(what);
+        a = s, b = s + boff, lda = ar, ldb = br, ab = CUDA_R_16BF;
+    }
+    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, C, ldc, bias, ab) == 0) return;
+    /* cuBLASLt had no algorithm: the classic GEMM (CUBLAS_DEFAULT_MATH: float32, or bf16 inputs on tensor
+     * cores) and the bias apart */
+    cublasStatus_t st = cublasGemmEx(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
+                                     k, &alpha, a, ab, lda, b, ab, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        an_cuda_report(what, "cublasSgemm failed");
+        an_cuda_report(what, "cublasGemmEx failed");
         return;
     }
     if (bias) {

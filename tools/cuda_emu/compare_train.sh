@@ -4,7 +4,8 @@
 # of LoRA and of QLoRA (the NF4 base's device copy, read by kernels/cuda/weights.cu), with the same seed
 # on `--device cpu` and `--device cuda`. Each step's loss must agree to 1e-4 relative, as in
 # tools/gpu_check.sh: the losses print with 4 decimals, and the kernels differ from the CPU's only in
-# the order of float32 sums. Not a GPU run: tools/gpu_check.sh is.
+# the order of float32 sums. The same and full fine-tuning on `--device cuda-bf16` (below). Not a GPU
+# run: tools/gpu_check.sh is.
 set -e
 cd "$(dirname "$0")/../.."
 B=${BUILD:-build-emu}
@@ -23,20 +24,32 @@ cat > "$TMP/config.json" <<'JSON'
  "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
 JSON
 fail=0
-for method in lora qlora; do
-    for dev in cpu cuda; do
-        "$B/autoneg" bench train --preset "$TMP/config.json" --batch 2 --seq 32 --steps 3 --method $method --seed 7 \
-            --threads 1 --device $dev > "$TMP/$dev.out" 2> "$TMP/$dev.err"
-        grep -o 'loss [0-9.]*' "$TMP/$dev.err" | tr '\n' ' ' > "$TMP/$dev.loss"
-    done
-    if [ -s "$TMP/cpu.loss" ] && awk -v a="$(cat "$TMP/cpu.loss")" -v b="$(cat "$TMP/cuda.loss")" 'BEGIN {
+# METHOD DEVICE TOLERANCE: the float32 test mode to 1e-4 as above; "cuda-bf16" (bf16 GEMM inputs) to
+# 2e-3, the size of bf16's input rounding (2^-8) passed through a few steps, which these runs show at
+# 4e-5 and which a rounding kept to fewer bits would exceed (the op harness bounds it exactly)
+while read -r method dev tol; do
+    if [ ! -s "$TMP/cpu.$method" ]; then
+        "$B/autoneg" bench train --preset "$TMP/config.json" --batch 2 --seq 32 --steps 3 --method "$method" --seed 7 \
+            --threads 1 --device cpu 2> "$TMP/cpu.err" > /dev/null
+        grep -o 'loss [0-9.]*' "$TMP/cpu.err" | tr '\n' ' ' > "$TMP/cpu.$method"
+    fi
+    "$B/autoneg" bench train --preset "$TMP/config.json" --batch 2 --seq 32 --steps 3 --method "$method" --seed 7 \
+        --threads 1 --device "$dev" 2> "$TMP/dev.err" > /dev/null
+    grep -o 'loss [0-9.]*' "$TMP/dev.err" | tr '\n' ' ' > "$TMP/dev.loss"
+    if [ -s "$TMP/cpu.$method" ] && awk -v a="$(cat "$TMP/cpu.$method")" -v b="$(cat "$TMP/dev.loss")" -v t="$tol" 'BEGIN {
         n = split(a, x, " "); m = split(b, y, " "); if (n != m || n < 8) exit 1
-        for (i = 2; i <= n; i += 2) { d = x[i] - y[i]; if (d < 0) d = -d; if (!(d <= 1e-4 * x[i])) exit 1 }
+        for (i = 2; i <= n; i += 2) { d = x[i] - y[i]; if (d < 0) d = -d; if (!(d <= t * x[i])) exit 1 }
     }'; then
-        echo "[ ok ] $method on the emulated cuda: $(cat "$TMP/cuda.loss")"
+        echo "[ ok ] $method on the emulated $dev (to $tol): $(cat "$TMP/dev.loss")"
     else
-        echo "[FAIL] $method: cpu $(cat "$TMP/cpu.loss"); emulated cuda $(cat "$TMP/cuda.loss")"
+        echo "[FAIL] $method: cpu $(cat "$TMP/cpu.$method"); emulated $dev $(cat "$TMP/dev.loss") (tolerance $tol)"
         fail=1
     fi
-done
+done << 'RUNS'
+lora cuda 1e-4
+qlora cuda 1e-4
+lora cuda-bf16 2e-3
+qlora cuda-bf16 2e-3
+full cuda-bf16 2e-3
+RUNS
 exit $fail

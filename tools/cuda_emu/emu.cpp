@@ -161,15 +161,24 @@ cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STA
 cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *, size_t) { return CUBLAS_STATUS_SUCCESS; }
 
-/* column-major C = alpha op(A) op(B) + beta C, in double per element */
-static void gemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                 float *C, int ldc, const float *bias) {
+/* element i of a float32 or bf16 (the top half of a float32) matrix */
+static double elem(const void *X, int bf16, size_t i) {
+    if (!bf16) return ((const float *)X)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)X)[i] << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* column-major C = alpha op(A) op(B) + beta C, in double per element; A and B float32 or bf16 */
+static void gemm(int ta, int tb, int m, int n, int k, float alpha, const void *A, int lda, const void *B, int ldb, float beta,
+                 float *C, int ldc, const float *bias, int bf16 = 0) {
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             double s = 0.0;
             for (int p = 0; p < k; p++) {
-                double a = ta ? A[p + (size_t)i * lda] : A[i + (size_t)p * lda];
-                double b = tb ? B[j + (size_t)p * ldb] : B[p + (size_t)j * ldb];
+                double a = elem(A, bf16, ta ? p + (size_t)i * lda : i + (size_t)p * lda);
+                double b = elem(B, bf16, tb ? j + (size_t)p * ldb : p + (size_t)j * ldb);
                 s += a * b;
             }
             float *c = &C[i + (size_t)j * ldc];
@@ -186,6 +195,16 @@ cublasStatus_t cublasSgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation
     return CUBLAS_STATUS_SUCCESS;
 }
 
+cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *alpha,
+                            const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, const void *beta,
+                            void *C, cudaDataType ct, int ldc, cublasComputeType_t compute, cublasGemmAlgo_t) {
+    if (at != bt || ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (lda < (ta ? k : m) || ldb < (tb ? n : k) || ldc < m) return CUBLAS_STATUS_INVALID_VALUE;
+    gemm(ta, tb, m, n, k, *(const float *)alpha, A, lda, B, ldb, *(const float *)beta, (float *)C, ldc, NULL,
+         at == CUDA_R_16BF);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 struct emu_desc {
     int ta, tb, epi;
     const float *bias;
@@ -193,6 +212,7 @@ struct emu_desc {
 struct emu_layout {
     uint64_t rows, cols;
     int64_t ld;
+    cudaDataType type;
 };
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { return *h = (cublasLtHandle_t)1, CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
@@ -210,9 +230,9 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     else return CUBLAS_STATUS_INVALID_VALUE;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType, uint64_t rows, uint64_t cols, int64_t ld) {
-    if (ld < (int64_t)rows) return CUBLAS_STATUS_INVALID_VALUE;
-    *l = new emu_layout{rows, cols, ld};
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType t, uint64_t rows, uint64_t cols, int64_t ld) {
+    if (ld < (int64_t)rows || (t != CUDA_R_32F && t != CUDA_R_16BF)) return CUBLAS_STATUS_INVALID_VALUE;
+    *l = new emu_layout{rows, cols, ld, t};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { return delete l, CUBLAS_STATUS_SUCCESS; }
@@ -253,8 +273,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                               void *D, cublasLtMatrixLayout_t, const cublasLtMatmulAlgo_t *, void *, size_t, cudaStream_t) {
     int m, n, k;
     if (!shapes(d, la, lb, lc, &m, &n, &k) || C != D) return CUBLAS_STATUS_NOT_SUPPORTED;
+    /* A and B of one type (float32 or bf16), C and D float32 */
+    if (la->type != lb->type || lc->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (d->epi == CUBLASLT_EPILOGUE_BIAS && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
-    gemm(d->ta, d->tb, m, n, k, *(const float *)alpha, (const float *)A, (int)la->ld, (const float *)B, (int)lb->ld,
-         *(const float *)beta, (float *)D, (int)lc->ld, d->epi == CUBLASLT_EPILOGUE_BIAS ? d->bias : NULL);
+    gemm(d->ta, d->tb, m, n, k, *(const float *)alpha, A, (int)la->ld, B, (int)lb->ld, *(const float *)beta, (float *)D,
+         (int)lc->ld, d->epi == CUBLASLT_EPILOGUE_BIAS ? d->bias : NULL, la->type == CUDA_R_16BF);
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -7,8 +7,6 @@ typedef struct emu_lt *cublasLtHandle_t;
 typedef struct emu_desc *cublasLtMatmulDesc_t;
 typedef struct emu_layout *cublasLtMatrixLayout_t;
 typedef struct emu_pref *cublasLtMatmulPreference_t;
-typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
-typedef enum { CUDA_R_32F = 0 } cudaDataType;
 typedef enum {
     CUBLASLT_MATMUL_DESC_TRANSA = 3,
     CUBLASLT_MATMUL_DESC_TRANSB = 4,
