@@ -213,6 +213,16 @@ for tdev in cuda cuda-bf16; do
     fi
 done
 
+# ---- against PyTorch on the same GPU (bench/train_gpu.sh: gpt2-124m, 8 x 1024, bf16 on both sides) ----
+if [ "$DRY" = 1 ]; then
+    result SKIP "autoneg / pytorch gpt2-124m" "dry run"
+elif BUILD=$BUILD STEPS=3 timeout 240 bench/train_gpu.sh python3 2 > "$OUT/train_gpu.txt" 2>> "$LOG"; then
+    result INFO "autoneg / pytorch gpt2-124m" "$(grep -E 'autoneg / pytorch' "$OUT/train_gpu.txt" | sed 's/^ *//')"
+    cat "$OUT/train_gpu.txt" >> "$LOG"
+else
+    result FAIL "autoneg / pytorch gpt2-124m" "bench/train_gpu.sh failed or ran past 240 s (see gpu_check.log)"
+fi
+
 log "==== done: $FAILED failed"
 cat "$SUM"
 exit "$FAILED"
