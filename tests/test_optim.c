@@ -200,10 +200,49 @@ static void test_gradient_outside_buffer_refused(void) {
     CHECK(an_optim_init_params(&opt, an_ops_cpu(), ac, 2, grads, 8, &err) != 0); /* runs past the end */
     CHECK_CONTAINS(err.msg, "c.weight");
 }
+/* Tensors that follow one another in both buffers with the same decay are updated in one call of
+ * adamw_update (a device's one launch), and the weights come out bit for bit as one call per tensor
+ * gives them: A and B follow each other (decay), C does not decay, D's weights are not right after
+ * C's, E follows D. Three calls a step, against five for the reference. */
+static long g_adamw_calls;
+static void counted_adamw(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v,
+                          size_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int step) {
+    g_adamw_calls++;
+    an_ops_cpu()->adamw_update(o, param, grad, grad_scale, m, v, n, lr, beta1, beta2, eps, weight_decay, step);
+}
+
+static void test_adjacent_tensors_update_in_one_call(void) {
+    enum { NP = 40, NG = 36, NTS = 5 };
+    static const int poff[NTS] = {0, 8, 16, 24, 32}, goff[NTS] = {0, 8, 16, 20, 28}, numel[NTS] = {8, 8, 4, 8, 8};
+    static const int decay[NTS] = {1, 1, 0, 0, 0};
+    float w[NP], ref[NP], g[NG], m[NG], v[NG];
+    for (int i = 0; i < NP; i++) w[i] = ref[i] = 0.05f * (float)(i % 11) - 0.2f;
+    for (int i = 0; i < NG; i++) g[i] = 0.03f * (float)(i % 7) - 0.1f, m[i] = v[i] = 0.0f;
+    an_ops counting = *an_ops_cpu();
+    counting.adamw_update = counted_adamw;
+    an_optim_tensor t[NTS];
+    for (int k = 0; k < NTS; k++) t[k] = (an_optim_tensor){w + poff[k], g + goff[k], (size_t)numel[k], decay[k]};
+    an_optim o;
+    an_error err;
+    CHECK_MSG(an_optim_init(&o, &counting, t, NTS, g, NG, &err) == 0, "%s", err.msg);
+    an_adamw_config c = {1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.0f};
+    const an_ops *cpu = an_ops_cpu();
+    for (int step = 1; step <= 2; step++) {
+        g_adamw_calls = 0;
+        an_optim_apply(&o, &c, 0.0);
+        CHECK_MSG(g_adamw_calls == 3, "step %d: %ld calls of adamw_update, want 3", step, g_adamw_calls);
+        for (int k = 0; k < NTS; k++) /* the reference: one call per tensor, its own moments */
+            cpu->adamw_update(cpu, ref + poff[k], g + goff[k], 1.0f, m + goff[k], v + goff[k], (size_t)numel[k], c.lr,
+                              c.beta1, c.beta2, c.eps, decay[k] ? c.weight_decay : 0.0f, step);
+    }
+    CHECK_MSG(memcmp(w, ref, sizeof w) == 0, "the weights differ from one update per tensor");
+    an_optim_free(&o);
+}
 
 int main(void) {
     RUN(test_adamw_two_groups_with_clipping_matches_torch);
     RUN(test_decay_rule);
     RUN(test_gradient_outside_buffer_refused);
+    RUN(test_adjacent_tensors_update_in_one_call);
     return test_finish();
 }

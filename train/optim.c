@@ -192,14 +192,27 @@ double an_optim_grad_norm(an_optim *o) {
     return an_optim_grad_norm_checked(o, &norm, NULL) ? NAN : norm;
 }
 
+/* 1 when q follows p directly in both buffers (its weights right after p's, its gradient right after
+ * p's: no gap, so nothing else lies between) with the same decay. Addresses compared as integers:
+ * the weights of different tensors may be different allocations. */
+static int follows(const an_optim_tensor *p, const an_optim_tensor *q) {
+    return p->decay == q->decay && q->grad == p->grad + p->numel &&
+           (uintptr_t)q->param == (uintptr_t)p->param + p->numel * sizeof(float);
+}
+
 int an_optim_apply_checked(an_optim *o, const an_adamw_config *c, double norm, an_error *err) {
     float clip = an_clip_coef(norm, c->max_grad_norm);
     o->step++;
     size_t lo = o->slice_lo, len = o->slice_len;
-    for (int k = 0; k < o->n; k++) {
+    for (int k = 0, j; k < o->n; k = j) {
+        /* tensors that follow one another in both buffers with the same decay are one update (AdamW is
+         * elementwise: the same values), one call, one launch on a device: a model's or an adapter's
+         * tensors, laid out in order, are a few calls instead of hundreds */
+        for (j = k + 1; j < o->n && follows(&o->t[j - 1], &o->t[j]); j++) {}
         const an_optim_tensor *t = &o->t[k];
-        size_t a, b, off = an_optim_offset(o, k);
-        if (!part_in(o, k, lo, len, &a, &b)) continue; /* sharded: another rank's */
+        size_t off = an_optim_offset(o, k), end = an_optim_offset(o, j - 1) + o->t[j - 1].numel;
+        size_t a = off > lo ? off : lo, b = end < lo + len ? end : lo + len;
+        if (a >= b) continue; /* sharded: another rank's */
         /* the moments: the whole buffer's layout, or the slice's (offset lo) when sharded */
         float *m = o->moments + (a - lo), *v = o->moments + (o->sharded ? len : o->n_floats) + (a - lo);
         /* torch.optim.AdamW with two parameter groups: weight_decay for the decayed, 0 for the rest */
