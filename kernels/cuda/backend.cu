@@ -161,6 +161,7 @@ static void close_ctx(an_cuda_ctx *c) {
     if (c->blas) (void)cublasDestroy(c->blas);
     if (c->stream) (void)cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->scratch_lock);
     free(c->live);
     free(c);
 }
@@ -189,6 +190,7 @@ static const an_ops *open_ctx(int bf16, an_error *err) {
     c->device = 0;
     c->bf16 = bf16;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->scratch_lock, NULL);
     cudaDeviceProp prop;
     const char *step = "cudaSetDevice";
     if ((e = cudaSetDevice(c->device)) != cudaSuccess) goto fail;

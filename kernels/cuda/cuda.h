@@ -58,6 +58,10 @@ typedef struct an_cuda_ctx {
     int bf16;          /* "cuda-bf16": GEMM inputs rounded to bf16 */
     uint16_t *scratch; /* their bf16 copies (an_cuda_scratch), grown to the largest GEMM, then kept */
     size_t scratch_elems;
+    /* held from a bf16 GEMM's scratch to its enqueued product: two host threads' GEMMs then reach the
+     * stream one after the other, which runs them in that order, so neither overwrites the other's
+     * inputs */
+    pthread_mutex_t scratch_lock;
 } an_cuda_ctx;
 
 static inline an_cuda_ctx *an_cuda(const an_ops *o) { return (an_cuda_ctx *)o->ctx; }

@@ -77,6 +77,25 @@ done:
     return ok ? 0 : -1;
 }
 
+/* The product on the stream: cuBLASLt, or when it has no algorithm the classic GEMM (CUBLAS_DEFAULT_MATH:
+ * float32, or bf16 inputs on tensor cores) and the bias apart. */
+static void enqueue_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *A, int lda,
+                         const void *B, int ldb, float beta, float *C, int ldc, const float *bias, cudaDataType ab,
+                         const char *what) {
+    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, ab) == 0) return;
+    cublasStatus_t st = cublasGemmEx(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
+                                     k, &alpha, A, ab, lda, B, ab, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        an_cuda_report(what, "cublasGemmEx failed");
+        return;
+    }
+    if (bias) {
+        add_bias_cols<<<an_cuda_blocks((size_t)m * n), AN_CUDA_THREADS, 0, c->stream>>>(C, bias, m, n, ldc);
+        AN_CUDA_LAUNCHED(what);
+    }
+}
+
 /* dst[rows, cols] (column-major, leading dimension rows) = src (leading dimension ld) rounded to bf16 */
 __global__ static void round_cols(uint16_t *dst, const float *src, int rows, int cols, int ld) {
     size_t n = (size_t)rows * cols;
@@ -97,35 +116,23 @@ void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k
         }
         return;
     }
-    const void *a = A, *b = B;
-    cudaDataType ab = CUDA_R_32F;
-    if (c->bf16) { /* both inputs rounded to bf16, packed (leading dimension = stored rows) */
-        int ar = trans_a ? k : m, ac = trans_a ? m : k, br = trans_b ? n : k, bc = trans_b ? k : n;
-        size_t na = (size_t)ar * ac, nb = (size_t)br * bc, boff = (na + 127) / 128 * 128; /* B on 256 bytes */
-        uint16_t *s = an_cuda_scratch(o, boff + nb);
-        if (!s) {
-            an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
-            return;
-        }
+    if (!c->bf16) {
+        enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, CUDA_R_32F, what);
+        return;
+    }
+    /* both inputs rounded to bf16, packed (leading dimension = stored rows) */
+    int ar = trans_a ? k : m, ac = trans_a ? m : k, br = trans_b ? n : k, bc = trans_b ? k : n;
+    size_t na = (size_t)ar * ac, nb = (size_t)br * bc, boff = (na + 127) / 128 * 128; /* B on 256 bytes */
+    pthread_mutex_lock(&c->scratch_lock); /* until the product is enqueued (cuda.h) */
+    uint16_t *s = an_cuda_scratch(o, boff + nb);
+    if (s) {
         round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, A, ar, ac, lda);
         round_cols<<<an_cuda_blocks(nb), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, B, br, bc, ldb);
         AN_CUDA_LAUNCHED(what);
-        a = s, b = s + boff, lda = ar, ldb = br, ab = CUDA_R_16BF;
+        enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, s, ar, s + boff, br, beta, C, ldc, bias, CUDA_R_16BF, what);
     }
-    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, C, ldc, bias, ab) == 0) return;
-    /* cuBLASLt had no algorithm: the classic GEMM (CUBLAS_DEFAULT_MATH: float32, or bf16 inputs on tensor
-     * cores) and the bias apart */
-    cublasStatus_t st = cublasGemmEx(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
-                                     k, &alpha, a, ab, lda, b, ab, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS) {
-        an_cuda_report(what, "cublasGemmEx failed");
-        return;
-    }
-    if (bias) {
-        add_bias_cols<<<an_cuda_blocks((size_t)m * n), AN_CUDA_THREADS, 0, c->stream>>>(C, bias, m, n, ldc);
-        AN_CUDA_LAUNCHED(what);
-    }
+    pthread_mutex_unlock(&c->scratch_lock);
+    if (!s) an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
 }
 
 void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {

@@ -10,6 +10,8 @@
  *
  * One thread per element, each reading its block's scales itself: the tile is then one GEMM's input,
  * and the reads of a block's header by its 32..256 threads come from the same cache line. */
+#include <string.h>
+
 #include "kernels/cuda/cuda.h"
 
 extern "C" {
