@@ -18,15 +18,18 @@ import torch
 import transformers
 
 
-def build(preset_path, attn="eager"):
+def build(preset_path, attn=None):
+    """attn: the attention implementation to ask transformers for (None: its default)."""
     cfg = json.load(open(preset_path))
     arch = cfg["architectures"][0]
     keys = {k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")}
+    if attn:
+        keys["attn_implementation"] = attn
     if arch == "GPT2LMHeadModel":
-        conf = transformers.GPT2Config(**keys, attn_implementation=attn)
+        conf = transformers.GPT2Config(**keys)
         model = transformers.GPT2LMHeadModel(conf)
     elif arch == "LlamaForCausalLM":
-        conf = transformers.LlamaConfig(**keys, attn_implementation=attn)
+        conf = transformers.LlamaConfig(**keys)
         model = transformers.LlamaForCausalLM(conf)
     else:
         sys.exit(f"train_peer.py: {preset_path}: no peer for {arch}")
@@ -52,7 +55,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     gpu = a.device == "cuda"
-    model, vocab = build(a.preset, "sdpa" if gpu else "eager")
+    model, vocab = build(a.preset, "sdpa" if gpu else None)
     model = model.to(a.device)
     if a.lora:
         import peft
