@@ -8,13 +8,8 @@
 # run: tools/gpu_check.sh is.
 set -e
 cd "$(dirname "$0")/../.."
-B=${BUILD:-build-emu}
-mkdir -p "$B/fakecuda/lib64"
-g++ -std=c++17 -O1 -g -ffp-contract=off -Wall -Wextra -Werror -Itools/cuda_emu/include -c tools/cuda_emu/emu.cpp \
-    -o "$B/fakecuda/emu.o"
-for l in cudart cublas cublasLt; do rm -f "$B/fakecuda/lib64/lib$l.a" && ar rcs "$B/fakecuda/lib64/lib$l.a" "$B/fakecuda/emu.o"; done
-rm -f "$B/libautoneg.a" "$B/autoneg"
-make -j"${JOBS:-2}" CUDA=1 NVCC="$PWD/tools/cuda_emu/nvcc" CUDA_HOME="$PWD/$B/fakecuda" BUILD="$B" "$B/autoneg"
+. tools/cuda_emu/make.sh
+emu_make "$B/autoneg"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 cat > "$TMP/config.json" <<'JSON'

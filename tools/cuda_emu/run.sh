@@ -4,15 +4,10 @@
 # arguments are the test binaries to run (default: test_backend_ops). Not a GPU: see the README.
 set -e
 cd "$(dirname "$0")/../.."
-B=${BUILD:-build-emu}
-mkdir -p "$B/fakecuda/lib64"
-g++ -std=c++17 -O1 -g -ffp-contract=off -Wall -Wextra -Werror -Itools/cuda_emu/include -c tools/cuda_emu/emu.cpp \
-    -o "$B/fakecuda/emu.o"
-for l in cudart cublas cublasLt; do rm -f "$B/fakecuda/lib64/lib$l.a" && ar rcs "$B/fakecuda/lib64/lib$l.a" "$B/fakecuda/emu.o"; done
+. tools/cuda_emu/make.sh
 TESTS=${*:-test_backend_ops}
 targets=""
 for t in $TESTS; do targets="$targets $B/tests/$t"; done
-# the emulated library changes without make knowing: relink what uses it
-rm -f "$B/libautoneg.a" $targets
-make -j"${JOBS:-2}" CUDA=1 NVCC="$PWD/tools/cuda_emu/nvcc" CUDA_HOME="$PWD/$B/fakecuda" BUILD="$B" $targets
+# shellcheck disable=SC2086
+emu_make $targets
 for t in $targets; do AN_OPS_VERBOSE=${AN_OPS_VERBOSE:-0} "$t"; done
