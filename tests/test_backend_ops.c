@@ -1385,8 +1385,9 @@ static weight make_weight(const an_ops *o, an_dtype dt, const float *w, int64_t 
     } else if (dt == AN_NF4) {
         an_nf4_tensor *t = calloc(1, sizeof *t);
         an_error err;
-        /* double quantization: QLoRA's default, the nested scales */
-        if (an_nf4_tensor_quantize(t, w, rows, cols, AN_NF4_BLOCKSIZE, 1, &err)) {
+        /* both kinds of scales: double quantization (QLoRA's default, the nested scales) where the
+         * rows are of even length, plain float absmax where odd (the C = 67 cases, the lookup's 37) */
+        if (an_nf4_tensor_quantize(t, w, rows, cols, AN_NF4_BLOCKSIZE, cols % 2 == 0, &err)) {
             CHECK_MSG(0, "%s: NF4 quantization failed: %s", g_where, err.msg);
             free(t);
             return r;
