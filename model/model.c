@@ -288,12 +288,14 @@ void an_model_export(const an_model *m, const an_param *p, const float *src, flo
                 for (int64_t r = 0; r < rows; r++) an_f32x32_row(x32, cols, r, dst + r * cols);
             } else if (base == p->dtype) {
                 /* on a device backend, its blocks are downloaded first */
-                size_t nb = p->numel / (size_t)an_dtype_block(base) * (size_t)an_dtype_block_bytes(base);
-                uint8_t *blocks = m->ops->device == AN_DEVICE_CPU ? NULL : malloc(nb);
-                if (blocks) m->ops->download(m->ops, blocks, an_param_ggml(p), nb);
-                if (blocks || m->ops->device == AN_DEVICE_CPU)
-                    an_ggml_dequantize(an_dtype_ggml_type(base), blocks ? blocks : an_param_ggml(p), dst,
-                                       (int64_t)p->numel, &ignored);
+                const uint8_t *src = an_param_ggml(p);
+                uint8_t *blocks = NULL;
+                if (m->ops->device != AN_DEVICE_CPU) {
+                    size_t nb = p->numel / (size_t)an_dtype_block(base) * (size_t)an_dtype_block_bytes(base);
+                    if ((blocks = malloc(nb))) m->ops->download(m->ops, blocks, src, nb);
+                    src = blocks;
+                }
+                if (src) an_ggml_dequantize(an_dtype_ggml_type(base), src, dst, (int64_t)p->numel, &ignored);
                 else /* no host memory for them: NaN, never wrong numbers */
                     for (size_t i = 0; i < p->numel; i++) dst[i] = NAN;
                 free(blocks);

@@ -135,9 +135,9 @@ __device__ static inline int an_cuda_mask_kept(uint64_t seed, uint64_t c, uint32
 /* bf16 (the top half of a float32) widened: exact */
 __device__ static inline float an_cuda_widen_bf16(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
-/* the bf16 weight tile of the linear ops: the CPU's size (kernels/cpu.h AN_BF16_TILE_BYTES), rows of
- * `cols` floats */
-static inline size_t an_cuda_bf16_work_floats(size_t cols) {
+/* the tile a typed weight (bf16, NF4, GGUF blocks) is widened into by the linear ops: the CPU's bf16
+ * tile size (kernels/cpu.h AN_BF16_TILE_BYTES), rows of `cols` floats */
+static inline size_t an_cuda_tile_work_floats(size_t cols) {
     size_t rows = (4u << 20) / sizeof(float) / (cols ? cols : 1);
     return (rows < 1 ? 1 : rows) * cols;
 }

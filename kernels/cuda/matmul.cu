@@ -164,7 +164,7 @@ void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbi
 size_t an_cuda_linear_work_bytes(const an_ops *o, const an_weight *w, int N) {
     (void)o, (void)N;
     /* float32 runs the GEMM directly; the other dtypes widen a tile of rows */
-    return w->dtype == AN_F32 ? 0 : an_cuda_bf16_work_floats((size_t)w->cols) * sizeof(float);
+    return w->dtype == AN_F32 ? 0 : an_cuda_tile_work_floats((size_t)w->cols) * sizeof(float);
 }
 
 /* rows of a weight per tile that fit the workspace; 0 when not even one row does */
