@@ -29,7 +29,6 @@ static void layout(an_infer *s, an_carver *c) {
     s->ffn_a = an_carve(c, R * F, f);
     s->ffn_b = an_carve(c, R * F, f);
     s->ffn_h = an_carve(c, R * F, f);
-    s->last = an_carve(c, (size_t)s->slots * C, f);
     s->lora_u = s->max_rank > 0 ? an_carve(c, R * (size_t)s->max_rank, f) : NULL;
     s->logits = an_carve(c, (size_t)s->slots * cf->vocab_size, f);
     s->d_ids = an_carve(c, R, i32);

@@ -33,7 +33,6 @@ typedef struct an_infer {
     float **k, **v;         /* host arrays of n_layers backend pointers: [slots, max_T, nkv, hd] */
     /* scratch for max_rows rows */
     float *x, *ln, *mean, *rstd, *qkv, *q, *kx, *vx, *att, *lse, *tmp, *ffn_a, *ffn_b, *ffn_h;
-    float *last;            /* [slots, C] the final-norm rows whose logits are wanted */
     float *lora_u;          /* [max_rows, max_rank] the adapters' low-rank activations; NULL without one */
     float *logits;          /* [slots, V] */
     int32_t *d_ids, *d_pos, *d_seg, *d_slot, *d_len; /* backend int arrays [max_rows] */
