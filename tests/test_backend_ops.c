@@ -1427,8 +1427,8 @@ static int dtype_terms(an_dtype dt) { return dt == AN_NF4 ? 2 : 0; }
 /* N, C, bias; OC = 23. C = 67 is odd (NF4 blocks of 64 run across row ends, and the NF4
  * matrix-vector kernel dequantizes each row first); C = 128 is a multiple of the blocksize, as in
  * every real model, where the NF4 kernels decode blocks in place (AVX2 or plain). N = 1 and 3 take
- * the NF4 matrix-vector kernel (N <= 4), 13 the float32 one (N <= 16) and NF4's tiled GEMM, 37
- * every GEMM; with and without bias. The workspace is sized once for the most rows, as a plan does. */
+ * the NF4 matrix-vector kernel (N <= 4; on CUDA the typed one, N <= 8), 13 the float32 one (N <= 16)
+ * and NF4's tiled GEMM, 37 every GEMM; with and without bias. The workspace is sized once for the most rows, as a plan does. */
 enum { LIN_OC = 23, LIN_NMAX = 37 };
 static const int lin_fwd_shapes[][3] = {{3, 67, 1}, {13, 67, 1}, {37, 67, 1}, {13, 67, 0},
                                         {1, 67, 0}, {3, 128, 1}, {13, 128, 0}, {37, 128, 1}};

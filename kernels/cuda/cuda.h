@@ -151,6 +151,10 @@ int an_cuda_weight_readable(an_dtype t);
 int an_cuda_widen_rows(const an_ops *o, float *tile, const an_weight *w, int64_t r0, int rows, const char *what);
 /* out[n, :] = row ids[n] of w as float32; -1 when w cannot be read here */
 int an_cuda_lookup_rows(const an_ops *o, float *out, const int32_t *ids, const an_weight *w, int N);
+/* Decoding's products: out[N, OC] = inp[N, C] w^T (+ bias) for N <= AN_CUDA_MATVEC_ROWS, each weight
+ * element dequantized once in registers for all N rows (no tile, no GEMM); -1 when w cannot be read. */
+enum { AN_CUDA_MATVEC_ROWS = 8 };
+int an_cuda_typed_matvec(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N);
 
 /* ---- the ops, one file per family in kernels/cuda/ ---- */
 int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight);

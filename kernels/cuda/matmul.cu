@@ -8,7 +8,7 @@
  *   dw^T [C, OC]  += inp^T [C, N]  x  (dout^T [OC, N])^T
  * A weight of any other dtype is widened a tile of rows at a time into the caller's workspace (the
  * CPU's bf16 tile size) and the float32 GEMM runs on the tile, so no float copy of the whole weight
- * ever exists. */
+ * ever exists; in inference, up to AN_CUDA_MATVEC_ROWS rows take weights.cu's matrix-vector kernel. */
 #include "kernels/cuda/cuda.h"
 
 /* the largest power of two dividing the address, up to 256: cuBLASLt's heuristic must only offer
@@ -175,12 +175,14 @@ static int tile_rows(size_t work_bytes, int C, int OC) {
 
 void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N,
                             void *work, size_t work_bytes, int mode) {
-    (void)mode; /* every CUDA kernel here is exact: no activation rounding to allow */
+    /* every CUDA kernel here is exact (no activation rounding); inference takes the matrix-vector
+     * kernel for a decode step's few rows, training keeps the GEMM's order for any batch */
     int C = (int)w->cols, OC = (int)w->rows;
     if (w->dtype == AN_F32) {
         an_cuda_matmul_forward(o, out, inp, (const float *)w->data, bias, N, C, OC);
         return;
     }
+    if (mode == AN_LINEAR_INFER && N <= AN_CUDA_MATVEC_ROWS && an_cuda_typed_matvec(o, out, inp, w, bias, N) == 0) return;
     int R = tile_rows(work_bytes, C, OC);
     float *tile = (float *)work;
     for (int o0 = 0; o0 < OC; o0 += R > 0 ? R : OC) {

@@ -2,7 +2,9 @@
  * and Q6_K, element by element as float32.
  *
  * The linear ops widen a tile of a weight's rows into the caller's workspace with an_cuda_widen_rows
- * and run the float32 GEMM on it (matmul.cu); the embedding lookup widens the rows its ids name. Each
+ * and run the float32 GEMM on it (matmul.cu); a decode step's few rows take the matrix-vector kernel
+ * below instead, which reads each weight element once and never writes it out; the embedding lookup
+ * widens the rows its ids name. Each
  * element's value is computed exactly as the CPU's reference dequantization computes it (ggml's
  * formulas in model/io/gguf_quants.c, NF4's in kernels/nf4_quant.c), with the same roundings in the
  * same order: the _rn intrinsics keep nvcc from fusing a multiply and an add the CPU rounds twice. So
@@ -166,5 +168,41 @@ int an_cuda_lookup_rows(const an_ops *o, float *out, const int32_t *ids, const a
     if (!n) return 0;
     lookup_kernel<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(out, ids, v, n);
     AN_CUDA_LAUNCHED("embedding_lookup");
+    return 0;
+}
+
+/* A warp per weight row, its lanes striding the row's columns: one step of the warp is one block of 32
+ * (a GGUF block, or an eighth of a k-quant's 256), read as adjacent bytes. Each element is dequantized
+ * once and multiplied into every input row's lane sum (fmaf, one rounding); the warp's butterfly then
+ * adds the 32 lane sums. A decode step is bound by reading the weights: the tile path wrote each element
+ * out as float32 and read it back, 5 to 9 times the bytes of a 4-bit block. */
+enum { MATVEC_WARPS = 4 };
+
+__global__ static void matvec_kernel(float *out, const float *inp, weight_view w, const float *bias, int N, int OC) {
+    int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= OC) return; /* the whole warp: row is the warp's */
+    float acc[AN_CUDA_MATVEC_ROWS];
+    for (int n = 0; n < AN_CUDA_MATVEC_ROWS; n++) acc[n] = 0.0f;
+    for (int64_t c = lane; c < w.cols; c += 32) {
+        float v = weight_at(w, row, c);
+#pragma unroll
+        for (int n = 0; n < AN_CUDA_MATVEC_ROWS; n++)
+            if (n < N) acc[n] = fmaf(v, inp[(size_t)n * (size_t)w.cols + (size_t)c], acc[n]);
+    }
+    for (int n = 0; n < N; n++) {
+        float s = acc[n];
+        for (int mask = 16; mask > 0; mask /= 2) s += __shfl_xor_sync(0xffffffffu, s, mask);
+        if (lane == 0) out[(size_t)n * OC + row] = bias ? s + bias[row] : s;
+    }
+}
+
+int an_cuda_typed_matvec(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N) {
+    weight_view v = view_of(w);
+    if (!an_cuda_weight_readable(v.dtype) || N < 1 || N > AN_CUDA_MATVEC_ROWS) return -1;
+    int OC = (int)w->rows;
+    if (OC < 1) return 0;
+    matvec_kernel<<<(OC + MATVEC_WARPS - 1) / MATVEC_WARPS, 32 * MATVEC_WARPS, 0, an_cuda(o)->stream>>>(out, inp, v, bias,
+                                                                                                        N, OC);
+    AN_CUDA_LAUNCHED("linear_forward (matvec)");
     return 0;
 }
