@@ -34,6 +34,10 @@ for preset, sides in groups.items():
             fr = statistics.median(r["fraction_of_sgemm_peak"] for r in rs)
             extra = f', {statistics.median(r["gflops"] for r in rs):.1f} GFLOP/s = {fr * 100:.0f}% of sgemm peak' \
                     f' ({rs[0]["sgemm_peak_gflops"]:.0f} GFLOP/s), peak memory {rs[0]["peak_mib"]:.0f} MiB'
+            if rs[0].get("fma_peak_gflops"):
+                fma = max(r["fma_peak_gflops"] for r in rs)
+                extra += f'; {statistics.median(r["gflops"] for r in rs) / fma * 100:.0f}% of the multiply-add peak' \
+                         f' ({fma:.0f} GFLOP/s)'
         else:
             extra = f' (torch {rs[0]["torch"]}, {rs[0]["blas"]}, {rs[0]["threads"]} threads)'
         print(f"  {side:8s} {med[side]:8.1f} tokens/s  (min {min(tps):.1f}, max {max(tps):.1f}, n={len(tps)}){extra}")
@@ -41,6 +45,14 @@ for preset, sides in groups.items():
         if "autoneg" in med and peer in med:
             print(f"  ratio autoneg / {peer}: {med['autoneg'] / med[peer]:.2f}x; "
                   f"{paired(sides['autoneg'], sides[peer])}")
+            an = sides["autoneg"]
+            if an[0].get("fma_peak_gflops"):
+                # the peer's rate in autoneg's FLOPs per token (the same model, batch and method), and
+                # what twice it would take of the machine's multiply-add peak
+                per_token = statistics.median(r["gflops"] / r["tokens_per_s"] for r in an)
+                fma = max(r["fma_peak_gflops"] for r in an)
+                print(f"  {peer} at {med[peer] * per_token / fma * 100:.0f}% of the multiply-add peak; "
+                      f"2x of it would take {2 * med[peer] * per_token / fma * 100:.0f}%")
     # Where the step goes (bench/matmul_share.sh): matrix products of the linear layers and the head,
     # and the rest. PyTorch's step divided by autoneg's matmul time is what autoneg would reach with
     # nothing at all outside its matmuls.

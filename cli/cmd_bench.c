@@ -136,7 +136,7 @@ static int bench_train(const bench_train_args *a) {
     an_adamw_config opt = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f, .max_grad_norm = 1.0f};
 
     double *step_s = calloc((size_t)a->steps, sizeof *step_s);
-    double fwd = 0, bwd = 0, optim = 0, peak = 0, matmul = 0;
+    double fwd = 0, bwd = 0, optim = 0, peak = 0, fma_peak = 0, matmul = 0;
     int rc = 0;
     for (int s = 0; s <= a->steps && rc == 0; s++) { /* step 0 warms caches and page tables */
         an_step_stats st;
@@ -147,8 +147,9 @@ static int bench_train(const bench_train_args *a) {
         }
         /* The sgemm peak is the best rate seen next to every step, untimed: on a shared machine one
          * measurement at the end can fall in a slow minute and read lower than the steps ran. */
-        double g = an_sgemm_probe_run(&probe, 3);
+        double g = an_sgemm_probe_run(&probe, 3), f = an_fma_peak_gflops(3);
         if (g > peak) peak = g;
+        if (f > fma_peak) fma_peak = f;
         if (!a->json) fprintf(stderr, "step %d: loss %.4f, %.0f ms\n", s, st.loss, 1e3 * (st.t_forward + st.t_backward + st.t_optimizer));
         if (s == 0) continue;
         step_s[s - 1] = st.t_forward + st.t_backward + st.t_optimizer;
@@ -182,10 +183,11 @@ static int bench_train(const bench_train_args *a) {
                    "\"step_ms_min\": %.1f, \"step_ms_max\": %.1f, \"forward_ms\": %.1f, \"backward_ms\": %.1f, "
                    "\"optimizer_ms\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
                    "\"fraction_of_sgemm_peak\": %.4f, \"peak_mib\": %.1f, \"planned_mib\": %.1f, "
-                   "\"trained_params\": %zu, \"lora_rank\": %d",
+                   "\"trained_params\": %zu, \"lora_rank\": %d, \"fma_peak_gflops\": %.2f, \"fraction_of_fma_peak\": %.4f",
                    a->preset, a->method, a->batch, a->seq, omp_get_max_threads(), an_model_param_count(m, 0), tps,
                    med * 1e3, lo * 1e3, hi * 1e3, fwd / a->steps * 1e3, bwd / a->steps * 1e3, optim / a->steps * 1e3,
-                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0);
+                   gflops, peak, gflops / peak, peak_mib, planned_mib, trained, lora ? a->rank : 0, fma_peak,
+                   fma_peak > 0 ? gflops / fma_peak : 0.0);
             printf(", \"matmul_ms\": %.1f, \"matmul_share\": %.4f", matmul / a->steps * 1e3, matmul_share);
             printf("}\n");
         } else {
@@ -195,7 +197,9 @@ static int bench_train(const bench_train_args *a) {
                    hi * 1e3, a->steps);
             printf("  forward %.1f ms, backward %.1f ms, optimizer %.1f ms (means)\n", fwd / a->steps * 1e3,
                    bwd / a->steps * 1e3, optim / a->steps * 1e3);
-            printf("  %.1f GFLOP/s = %.0f%% of this machine's sgemm peak (%.1f GFLOP/s)\n", gflops, 100 * gflops / peak, peak);
+            printf("  %.1f GFLOP/s = %.0f%% of this machine's sgemm peak (%.1f GFLOP/s), %.0f%% of its multiply-add "
+                   "peak (%.1f GFLOP/s)\n", gflops, 100 * gflops / peak, peak, fma_peak > 0 ? 100 * gflops / fma_peak : 0.0,
+                   fma_peak);
             printf("  matmuls of the linear layers and the head %.1f ms a step (%.0f%%), the rest %.1f ms (means)\n",
                        matmul / a->steps * 1e3, 100 * matmul_share, (step_total - matmul) / a->steps * 1e3);
             printf("  peak memory %.0f MiB (planned: params %.0f, grads %.0f, adapters+grads %.1f, optimizer %.1f, "

@@ -121,8 +121,8 @@ static void block(an_infer *s, int l, const pass *p) {
     /* Past the last layer's attention only the rows with logits matter (their keys and values are in
      * the cache): the rest of the layer runs on those rows alone, as llama.cpp does. A prompt of 512
      * tokens skips 511 rows of the output projection and the MLP, 2.8 % of SmolLM2's products. The
-     * rows' results are the same: the ops are row by row, and the linear op's rows do not depend on
-     * the rows beside them (the float32 GEMM's to its summation order). */
+     * kept rows' results are the same up to rounding: the ops are row by row, but a linear op's
+     * kernel may depend on the row count (OpenBLAS; the k-quants' 8-bit activations up to 32 rows). */
     if (l == c->n_layers - 1 && (!p->decode || p->extend)) {
         int kept = gather_head_rows(s, p, s->att, nh * hd);
         if (kept < N) {

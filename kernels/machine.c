@@ -1,9 +1,16 @@
 /* Measurements of the machine's compute and memory limits (see machine.h). */
+/* GCC under -std=c11 does not fuse a * b + c: the peak loop below must be multiply-adds */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
 #include "kernels/machine.h"
 
+#include <omp.h>
 #include <time.h>
 
 #include "kernels/cpu.h"
+#include "kernels/cpu_vec.h"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -47,6 +54,43 @@ void an_sgemm_probe_free(an_sgemm_probe *p) {
     an_cpu_free(p->b);
     an_cpu_free(p->c);
     p->a = p->b = p->c = NULL;
+}
+
+/* One thread's chains: x = x * 1 + 0.5, from x = c, iters times, so every lane ends at c + iters / 2
+ * exactly (all values below 2^24 are integers or halves in float32); 1 if they did. The multiplier
+ * comes in through a volatile so the compiler cannot fold the multiply away. */
+enum { FMA_CHAINS = 12 };
+static int fma_chains(long iters, float one) {
+    vnf x[FMA_CHAINS];
+    for (int c = 0; c < FMA_CHAINS; c++) x[c] = SPLATN(c);
+    vnf a = SPLATN(one), b = SPLATN(0.5f);
+    for (long i = 0; i < iters; i++)
+        for (int c = 0; c < FMA_CHAINS; c++) x[c] = x[c] * a + b;
+    int ok = 1;
+    for (int c = 0; c < FMA_CHAINS; c++)
+        for (int l = 0; l < AN_VL; l++) ok &= x[c][l] == (float)c + 0.5f * (float)iters;
+    return ok;
+}
+
+double an_fma_peak_gflops(int reps) {
+    enum { ITERS = 1 << 22 }; /* 4M steps: about 15-50 ms a run; c + ITERS / 2 < 2^24 stays exact */
+    volatile float one = 1.0f;
+    double best = 0.0;
+    int ok = 1;
+    for (int r = 0; r <= reps; r++) {
+        int threads = 1;
+        double t = now_seconds();
+#pragma omp parallel reduction(& : ok)
+        {
+            ok &= fma_chains(ITERS, one);
+#pragma omp master
+            threads = omp_get_num_threads();
+        }
+        t = now_seconds() - t;
+        double gf = 2.0 * FMA_CHAINS * AN_VL * (double)ITERS * threads / t * 1e-9;
+        if (r > 0 && gf > best) best = gf; /* the first run wakes the threads and the clocks */
+    }
+    return ok ? best : 0.0;
 }
 
 double an_measure_bandwidth_gbs(size_t bytes, int reps) {

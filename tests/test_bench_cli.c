@@ -68,6 +68,11 @@ static void check_method(const char *method, int timed) {
         double true_min = med - 0.05 > 1e-3 ? med - 0.05 : 1e-3;
         CHECK_NEAR(num(j, "tokens_per_s") * med / 1e3, 32.0, 32.0 * 0.051 / true_min + 0.01);
         CHECK(num(j, "sgemm_peak_gflops") > 0);
+        /* the multiply-add probe returns 0 when its chains did not compute their closed form; the
+         * fraction is the step's rate over it (4 printed decimals) */
+        double fma = num(j, "fma_peak_gflops");
+        CHECK_MSG(fma > 0, "fma_peak_gflops %g", fma);
+        if (fma > 0) CHECK_NEAR(num(j, "fraction_of_fma_peak"), num(j, "gflops") / fma, 1e-4 + 0.01 / fma);
         double step_ms = num(j, "forward_ms") + num(j, "backward_ms") + num(j, "optimizer_ms");
         if (timed) {
             /* the matmuls run inside the step: their mean time is at most the mean step's, and the
