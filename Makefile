@@ -63,6 +63,13 @@ LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c $(d)/*/*.c))
 ifneq ($(MPI),1)
   LIB_SRC := $(filter-out train/comm_mpi.c,$(LIB_SRC))
 endif
+# the NCCL communicator: GPU ranks, both MPI and CUDA (its headers and libnccl come with the toolkit)
+ifeq ($(MPI)$(CUDA),11)
+  CFLAGS += -I$(CUDA_HOME)/include
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lnccl $(shell mpicc --showme:link)
+else
+  LIB_SRC := $(filter-out train/comm_nccl.c,$(LIB_SRC))
+endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 ifeq ($(CUDA),1)
   CU_SRC := $(wildcard kernels/cuda/*.cu)

@@ -196,6 +196,17 @@ int an_cmd_train(int argc, char **argv) {
             rc = cli_error(&err);
             goto out;
         }
+#ifdef AN_CUDA
+        /* GPU ranks: NCCL between their devices, one GPU each (set before the backend opens) */
+        if (comm.size > 1 && !strncmp(r.train.device, "cuda", 4) && an_comm_nccl_init(&comm, timeout, &err)) {
+            an_fail_prefix(&err, "rank %d of %d", comm.rank, comm.size);
+            rc = cli_error(&err);
+            fflush(stderr);
+            an_comm_abort(&comm, 1); /* the others may wait for it in the set-up */
+            an_comm_free(&comm);
+            goto out;
+        }
+#endif
     }
 #endif
     o.comm = &comm;

@@ -361,6 +361,27 @@ static void test_stopped_rank(void) {
                 "stopped rank 1, AN_MPI_TIMEOUT=5", recipe, dir);
 }
 
+/* GPU ranks need the NCCL communicator: in a build without both CUDA=1 and MPI=1 (this test's), two
+ * ranks asked for --device cuda stop before their first step with a message naming the build, and no
+ * run folder is left. (With both, tools/cuda_emu/nccl.sh runs them under the host emulation.) */
+static void test_gpu_ranks_need_nccl(void) {
+#if defined(AN_CUDA)
+    printf("  skipped: this build has the NCCL communicator\n");
+#else
+    char b1[700], b2[700], b3[700];
+    const char *recipe = tmp(b1, "%s-z%d.json", "gpu", 0), *dir = tmp(b2, "%s-run%d", "gpu", 0),
+               *log = tmp(b3, "%s-%d.log", "gpu", 0);
+    write_recipe(recipe, "lora", 0);
+    int rc = train(2, recipe, dir, "--device cuda", log);
+    an_error err;
+    char *text = an_read_file(log, NULL, &err);
+    CHECK_MSG(rc != 0, "two GPU ranks without NCCL exited 0");
+    CHECK_MSG(text && strstr(text, "GPU ranks need a build with both CUDA=1 and MPI=1"), "log: %s", text ? text : err.msg);
+    CHECK_MSG(!an_file_exists(dir), "%s is left behind", dir);
+    free(text);
+#endif
+}
+
 /* Two hosts for real (tests/mpi_two_hosts.sh): one rank in each of two network namespaces, OpenMPI
  * over TCP across a veth pair; the same losses as one process, within the tolerances above. Skips
  * with the script's message without the privilege for namespaces. */
@@ -409,6 +430,7 @@ int main(void) {
     if (!only || strstr(only, "kill")) RUN(test_killed_rank);
     if (!only || strstr(only, "stop")) RUN(test_stopped_rank);
     if (!only || strstr(only, "hosts")) RUN(test_two_hosts);
+    if (!only || strstr(only, "gpu")) RUN(test_gpu_ranks_need_nccl);
     return test_finish();
 #endif
 }

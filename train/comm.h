@@ -4,12 +4,14 @@
  *
  * An an_comm is a rank, a size and a table of collectives. Two implementations:
  *   - single (train/comm.c, always built): one process, size 1; every collective is a no-op;
- *   - MPI (train/comm_mpi.c, built with `make MPI=1`): MPI_COMM_WORLD, for CPU ranks.
- * An NCCL communicator (GPU ranks, set up through MPI) would be a third table with the same
- * collectives over device memory: nothing above this header names MPI.
+ *   - MPI (train/comm_mpi.c, built with `make MPI=1`): MPI_COMM_WORLD, for CPU ranks;
+ *   - NCCL (train/comm_nccl.c, built with `make CUDA=1 MPI=1`): GPU ranks, one GPU each, set up
+ *     through MPI, whose communicator it keeps for the host-side collectives.
+ * Nothing above this header names MPI or NCCL.
  *
- * Buffers are the backend's memory (the optimizer's gradient buffer, the weights); the MPI
- * implementation needs them host-addressable, i.e. the CPU backend.
+ * The float collectives' buffers are the backend's memory (the optimizer's gradient buffer, the
+ * weights, the moments): host memory for MPI, device memory for NCCL. The double all-reduce takes
+ * host values (token counts, loss sums, norms) in both.
  *
  * Slices: reduce-scatter and all-gather split a buffer of n values into size contiguous slices,
  * rank r holding [lo, lo + len) of an_comm_slice (the first n % size ranks one value more). Both
@@ -73,6 +75,14 @@ int an_comm_mpi_launched(void);
  * naming the rank and the collective) when one collective has waited longer than that, since MPI
  * has no timeouts of its own; mpirun then ends the job. an_comm_free calls MPI_Finalize. */
 int an_comm_mpi_init(an_comm *c, int *argc, char ***argv, double timeout_s, an_error *err);
+#ifdef AN_CUDA
+/* Turns the MPI communicator c into an NCCL one for GPU ranks: each rank takes the GPU of its index
+ * among its host's ranks (call it before the CUDA backend opens, which uses that device), rank 0's
+ * NCCL id goes to all by MPI, and the float collectives then run on device buffers. timeout_s > 0:
+ * a collective that waits longer aborts the communicator and fails (NCCL has no timeout either). On
+ * an error c stays freeable with an_comm_free and abortable with an_comm_abort. */
+int an_comm_nccl_init(an_comm *c, double timeout_s, an_error *err);
+#endif
 #endif
 
 #endif

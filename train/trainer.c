@@ -419,9 +419,13 @@ static int setup(run *u, an_error *err) {
     const an_recipe *r = u->r;
     const an_trainer_opts *o = u->o;
     char path[1100];
-    if (u->comm->size > 1 && strcmp(r->train.device, "cpu"))
-        return an_fail(err, "recipe: train.device %s: MPI ranks train on the CPU backend (NCCL for GPU ranks is not built)",
-                       r->train.device);
+    /* MPI's collectives take host memory, NCCL's device memory: each the backend it was made for */
+    int nccl = !strcmp(u->comm->vt->name, "nccl"), on_cpu = !strcmp(r->train.device, "cpu");
+    if (u->comm->size > 1 && !nccl && !on_cpu)
+        return an_fail(err, "recipe: train.device %s: MPI ranks train on the CPU backend; GPU ranks need a build with "
+                            "both CUDA=1 and MPI=1 (NCCL)", r->train.device);
+    if (u->comm->size > 1 && nccl && on_cpu)
+        return an_fail(err, "recipe: train.device cpu: the NCCL communicator is for GPU ranks");
     if (u->comm->size > r->train.batch_size)
         return an_fail(err, "recipe: train.batch_size %d is smaller than the %d ranks: each rank trains on its share of "
                             "the rows of every batch (the batch is the global one), so it needs at least one",

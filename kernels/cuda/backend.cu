@@ -187,7 +187,8 @@ static const an_ops *open_ctx(int bf16, an_error *err) {
         an_fail(err, "device \"cuda\": out of host memory");
         return NULL;
     }
-    c->device = 0;
+    /* the calling thread's device: 0, or the one an NCCL rank chose (train/comm_nccl.c) */
+    if (cudaGetDevice(&c->device) != cudaSuccess) c->device = 0;
     c->bf16 = bf16;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->scratch_lock, NULL);

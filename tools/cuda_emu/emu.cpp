@@ -14,8 +14,24 @@
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 /* ---------------- runtime ---------------- */
-cudaError_t cudaGetDeviceCount(int *n) { return *n = 1, cudaSuccess; }
-cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+/* CUDA_EMU_DEVICES=N: N devices (all the same host memory), so that N emulated GPU ranks of an MPI job
+ * (tools/cuda_emu/nccl.sh) each find one of their own */
+static int emu_device;
+cudaError_t cudaGetDeviceCount(int *n) {
+    const char *e = getenv("CUDA_EMU_DEVICES");
+    *n = e && atoi(e) > 0 ? atoi(e) : 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) {
+    int n;
+    cudaGetDeviceCount(&n);
+    if (d < 0 || d >= n) return cudaErrorInvalidValue;
+    emu_device = d;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) { return *d = emu_device, cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; } /* launches run to the end when made */
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "host emulation (tools/cuda_emu)");

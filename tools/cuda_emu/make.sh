@@ -1,13 +1,22 @@
 # Sourced (sh) by run.sh and compare_train.sh, from the repository root: emu_make TARGET... builds the
 # targets in $B (BUILD, default build-emu) with `make CUDA=1` against the emulation: emu.cpp becomes
-# the fake cudart, cublas and cublasLt, and the targets are relinked, since the emulated libraries
-# change without make knowing.
+# the fake cudart, cublas and cublasLt (emu_nccl.cpp the fake NCCL, where MPI is installed), and the
+# targets are relinked, since the emulated libraries change without make knowing. Arguments of the
+# form NAME=VALUE (MPI=1) go to make as they are.
 B=${BUILD:-build-emu}
 emu_make() {
     mkdir -p "$B/fakecuda/lib64"
     g++ -std=c++17 -O1 -g -ffp-contract=off -Wall -Wextra -Werror -Itools/cuda_emu/include -c tools/cuda_emu/emu.cpp \
         -o "$B/fakecuda/emu.o"
     for l in cudart cublas cublasLt; do rm -f "$B/fakecuda/lib64/lib$l.a" && ar rcs "$B/fakecuda/lib64/lib$l.a" "$B/fakecuda/emu.o"; done
+    # NCCL (for an MPI=1 build's GPU ranks, tools/cuda_emu/nccl.sh): MPI's collectives on host memory
+    mkdir -p "$B/fakecuda/include"
+    cp tools/cuda_emu/include/nccl.h "$B/fakecuda/include/"
+    if command -v mpicxx > /dev/null 2>&1; then
+        g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -Itools/cuda_emu/include $(mpicxx --showme:compile) \
+            -c tools/cuda_emu/emu_nccl.cpp -o "$B/fakecuda/emu_nccl.o"
+        rm -f "$B/fakecuda/lib64/libnccl.a" && ar rcs "$B/fakecuda/lib64/libnccl.a" "$B/fakecuda/emu_nccl.o"
+    fi
     rm -f "$B/libautoneg.a" "$@"
     make -j"${JOBS:-2}" CUDA=1 NVCC="$PWD/tools/cuda_emu/nvcc" CUDA_HOME="$PWD/$B/fakecuda" BUILD="$B" "$@"
 }
