@@ -57,8 +57,9 @@ static int wait_done(an_comm *c, an_error *err, const char *what) {
         int done = an_cuda_stream_done(n->stream, err);
         if (done > 0) return 0;
         if (done < 0) return an_fail_prefix(err, "NCCL %s (rank %d)", what, c->rank);
-        ncclResult_t async = ncclSuccess;
-        if (ncclCommGetAsyncError(n->nc, &async) != ncclSuccess || (async != ncclSuccess && async != ncclInProgress)) {
+        ncclResult_t async = ncclSuccess, asked = ncclCommGetAsyncError(n->nc, &async);
+        if (asked != ncclSuccess) async = asked;
+        if (async != ncclSuccess && async != ncclInProgress) {
             ncclCommAbort(n->nc);
             n->nc = NULL;
             return nccl_fail(c, err, what, async);
