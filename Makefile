@@ -12,7 +12,8 @@
 #                   completion PREFIX/share/bash-completion/completions/autoneg (PREFIX=/usr/local,
 #                   DESTDIR for packaging); the last two are made by the binary from its option tables
 #   make MPI=1      data-parallel training over MPI (train/comm_mpi.c, mpicc's flags; docs/distributed.md);
-#                   without it the build has no MPI dependency
+#                   without it the build has no MPI dependency; with CUDA=1 too, GPU ranks over NCCL
+#                   (train/comm_nccl.c, the toolkit's libnccl)
 #   make model      fetch a real small pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF, 93 MB) into
 #                   ${AN_CACHE:-~/.cache/autoneg} and print its path (tools/fetch_model.sh)
 CC      ?= gcc
