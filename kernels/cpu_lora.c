@@ -30,7 +30,8 @@ enum {
     JO = AN_VL == 16 ? 8 : 4,
     RI = AN_VL == 16 ? 8 : 4,
     CW = 2 * AN_VL,  /* backward: weight-gradient columns per block, two vectors */
-    NB = 32          /* backward: rows per step of the walk down the weight gradients' columns */
+    NB = 32,         /* backward: rows per step of the walk down the weight gradients' columns */
+    DU_CHUNK = 256   /* backward: dout's columns per transposed chunk of Bt (16 KiB with AVX-512) */
 };
 
 /* worth a parallel region: enough multiply-adds to pay for waking the threads */
@@ -261,8 +262,35 @@ void an_cpu_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, f
     int nrb = (N + RB - 1) / RB, nb_out = (OC + CW - 1) / CW, nb_in = (C + CW - 1) / CW;
 #pragma omp parallel if (big(N, C, OC, r))
     {
-        /* du = scaling * dout Bt^T, RB rows x JT ranks at a time */
-        if (need_du) {
+        /* du = scaling * dout Bt^T. Ranks of one vector (r == AN_VL, as r 16 with AVX-512): per column o,
+         * du[n][:] += dout[n][o] * Bt[:, o], Bt's column read from a transposed chunk on the stack and 8
+         * rows a tile, with no horizontal sums; each du element is summed over o in order. Otherwise RB
+         * rows x JT ranks of dot products. */
+        if (need_du && r == AN_VL) {
+            float bcol[DU_CHUNK][AN_VL];
+            for (int o0 = 0; o0 < OC; o0 += DU_CHUNK) {
+                int len = OC - o0 < DU_CHUNK ? OC - o0 : DU_CHUNK, last = o0 + len == OC;
+                for (int o = 0; o < len; o++)
+                    for (int j = 0; j < AN_VL; j++) bcol[o][j] = bt[(size_t)j * OC + o0 + o];
+#pragma omp for schedule(static)
+                for (int blk = 0; blk < (N + RI - 1) / RI; blk++) {
+                    int n0 = blk * RI, rows = N - n0 < RI ? N - n0 : RI;
+                    vnf acc[RI];
+                    const float *d[RI];
+                    for (int q = 0; q < RI; q++) {
+                        int n = n0 + (q < rows ? q : 0);
+                        d[q] = dout + (size_t)n * OC + o0;
+                        acc[q] = (vnf){0};
+                        if (o0) acc[q] = LDN(du + (size_t)n * AN_VL);
+                    }
+                    for (int o = 0; o < len; o++) {
+                        vnf b = LDN(bcol[o]);
+                        for (int q = 0; q < RI; q++) acc[q] += d[q][o] * b;
+                    }
+                    for (int q = 0; q < rows; q++) STN(du + (size_t)(n0 + q) * AN_VL, last ? acc[q] * scaling : acc[q]);
+                }
+            }
+        } else if (need_du) {
 #pragma omp for schedule(static)
             for (int blk = 0; blk < nrb; blk++) {
                 int n0 = blk * RB, rows = N - n0 < RB ? N - n0 : RB;

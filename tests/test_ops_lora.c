@@ -132,6 +132,7 @@ static void test_lora_no_dropout(void) { check_lora(37, 70, 45, 5, 0.0f, 0); }
 static void test_lora_dropout_counter(void) {
     check_lora(37, 70, 45, 5, 0.3f, 12345); /* a head chunk's counter offset */
     check_lora(9, 300, 130, 16, 0.1f, 0);   /* C above the forward's 256-column chunk */
+    check_lora(11, 70, 300, 16, 0.0f, 0);   /* OC above the backward's 256-column chunk of Bt (rank 16) */
 }
 /* large enough to go parallel (the kernel's threshold is N (C + OC) r > 65536) */
 static void test_lora_parallel_shape(void) { check_lora(203, 96, 80, 8, 0.2f, 7); }
