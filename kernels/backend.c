@@ -57,6 +57,11 @@ const an_ops *an_backend_open(const char *name, an_error *err) {
 
 void an_backend_close(const an_ops *o) {
     if (!o) return;
+    /* the first entry of that name only: close frees o (the CUDA table is its context), so o->name
+     * must not be read again ("cuda" and "cuda-bf16" share one close) */
     for (size_t i = 0; i < N_BACKENDS; i++)
-        if (strcmp(o->name, backends[i].name) == 0 && backends[i].close) backends[i].close(o);
+        if (strcmp(o->name, backends[i].name) == 0) {
+            if (backends[i].close) backends[i].close(o);
+            return;
+        }
 }
