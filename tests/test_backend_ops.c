@@ -347,37 +347,66 @@ static void case_embedding_forward(void) {
     vs_cpu_exact("out", got, cpu, EMB_N * EMB_C);
 }
 
-static float *run_embedding_backward(const an_ops *o, const float *g0, const float *dout) {
-    float *dt = devf(o, g0, EMB_V * EMB_C);
-    o->embedding_backward(o, dt, devf(o, dout, EMB_N * EMB_C), devi(o, emb_ids, EMB_N), EMB_N, EMB_C);
-    return down(o, dt, EMB_V * EMB_C);
+static float *run_embedding_backward(const an_ops *o, const float *g0, const float *dout, const int32_t *ids, int N,
+                                     int V, int C) {
+    float *dt = devf(o, g0, (size_t)V * C);
+    o->embedding_backward(o, dt, devf(o, dout, (size_t)N * C), devi(o, ids, N), N, C);
+    return down(o, dt, (size_t)V * C);
 }
 
-/* each row of dtable adds up to 4 rows of dout to its start: Higham's bound with 5 terms (any order)
- * element by element, and finite differences (linear: exact up to double rounding) */
-static void case_embedding_backward(void) {
-    where("N=%d V=%d C=%d", EMB_N, EMB_V, EMB_C);
+/* dtable[v] = its start plus the rows of dout whose id is v: against the sum in double within
+ * Higham's bound ((terms + 2) u sum |x|, any order), finite differences where fd (linear: exact up to
+ * double rounding), and the CPU bit for bit: every backend adds a row's tokens in token order onto
+ * the row's start, one rounding an add (the CUDA backend sorts the tokens by id first). */
+static void embedding_backward_case(const int32_t *ids, int N, int V, int C, uint64_t seed, int fd) {
+    where("N=%d V=%d C=%d", N, V, C);
     an_rng r;
-    an_rng_seed(&r, 210);
-    float *table = rnd(&r, EMB_V * EMB_C, -1, 1), *dout = rnd(&r, EMB_N * EMB_C, -1, 1);
-    float *g0 = rnd(&r, EMB_V * EMB_C, -1, 1);
-    float *got = run_embedding_backward(g_o, g0, dout), *cpu = run_embedding_backward(g_cpu, g0, dout);
-    double *ref = hd(EMB_V * EMB_C), *bound = hd(EMB_V * EMB_C);
-    for (int v = 0; v < EMB_V; v++)
-        for (int j = 0; j < EMB_C; j++) {
-            double s = g0[v * EMB_C + j], a = fabs(s);
-            int terms = 1;
-            for (int n = 0; n < EMB_N; n++)
-                if (emb_ids[n] == v) s += dout[n * EMB_C + j], a += fabs(dout[n * EMB_C + j]), terms++;
-            ref[v * EMB_C + j] = s;
-            bound[v * EMB_C + j] = (terms + 2) * U32 * a;
-        }
-    expect_within("dtable", got, ref, bound, EMB_V * EMB_C);
-    vs_cpu_within("dtable", got, cpu, bound, EMB_V * EMB_C);
-    double *table_d = dbl(table, EMB_V * EMB_C);
-    oh_emb_ctx c = {emb_ids, table_d, EMB_N, EMB_C};
-    expect_fd("dtable", oh_ref_embedding, &c, table_d, EMB_V * EMB_C, delta(got, g0, EMB_V * EMB_C),
-              dbl(dout, EMB_N * EMB_C), EMB_N * EMB_C, EMB_V * EMB_C, tol_fd());
+    an_rng_seed(&r, seed);
+    size_t tn = (size_t)V * C, dn = (size_t)N * C;
+    float *table = rnd(&r, tn, -1, 1), *dout = rnd(&r, dn, -1, 1), *g0 = rnd(&r, tn, -1, 1);
+    float *got = run_embedding_backward(g_o, g0, dout, ids, N, V, C), *cpu = run_embedding_backward(g_cpu, g0, dout, ids, N, V, C);
+    double *ref = hd(tn), *sum_abs = hd(tn);
+    int *terms = calloc((size_t)V, sizeof(int));
+    for (size_t i = 0; i < tn; i++) ref[i] = g0[i], sum_abs[i] = fabs(g0[i]);
+    for (int n = 0; n < N; n++) {
+        terms[ids[n]]++;
+        for (int j = 0; j < C; j++)
+            ref[(size_t)ids[n] * C + j] += dout[(size_t)n * C + j], sum_abs[(size_t)ids[n] * C + j] += fabs(dout[(size_t)n * C + j]);
+    }
+    double *bound = hd(tn);
+    for (int v = 0; v < V; v++)
+        for (int j = 0; j < C; j++) bound[(size_t)v * C + j] = (terms[v] + 3) * U32 * sum_abs[(size_t)v * C + j];
+    free(terms);
+    expect_within("dtable", got, ref, bound, tn);
+    vs_cpu_exact("dtable", got, cpu, tn);
+    if (fd) {
+        double *table_d = dbl(table, tn);
+        oh_emb_ctx c = {ids, table_d, N, C};
+        expect_fd("dtable", oh_ref_embedding, &c, table_d, tn, delta(got, g0, tn), dbl(dout, dn), dn, tn, tol_fd());
+    }
+}
+
+/* the small case with finite differences; then 3,000 tokens with a third of them one id (one long run,
+ * and the CUDA sort's merges past its shared-memory chunk) and 1,500 distinct ids in shuffled order (as
+ * the LM head's input gradient is scattered back into its rows) */
+static void case_embedding_backward(void) {
+    embedding_backward_case(emb_ids, EMB_N, EMB_V, EMB_C, 210, 1);
+    enum { LONG_N = 3000, LONG_V = 40, LONG_C = 150, PERM_N = 1500, PERM_C = 64 };
+    an_rng r;
+    an_rng_seed(&r, 211);
+    int32_t *ids = malloc(sizeof(int32_t) * LONG_N);
+    for (int n = 0; n < LONG_N; n++) ids[n] = n % 3 == 0 ? 7 : (int32_t)an_rng_below(&r, LONG_V);
+    embedding_backward_case(ids, LONG_N, LONG_V, LONG_C, 212, 0);
+    free(ids);
+    ids = malloc(sizeof(int32_t) * PERM_N);
+    for (int n = 0; n < PERM_N; n++) ids[n] = n;
+    for (int n = PERM_N - 1; n > 0; n--) { /* Fisher-Yates */
+        int k = (int)an_rng_below(&r, (uint64_t)n + 1);
+        int32_t t = ids[n];
+        ids[n] = ids[k], ids[k] = t;
+    }
+    embedding_backward_case(ids, PERM_N, PERM_N, PERM_C, 213, 0);
+    free(ids);
 }
 
 /* ====================================== layernorm / rmsnorm ====================================== */

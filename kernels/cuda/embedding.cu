@@ -1,11 +1,21 @@
 /* Token embeddings on the GPU: the lookup (float32 tables here, the typed ones in weights.cu) and its
  * deterministic backward.
  *
- * The backward adds rows of dout into the rows of dtable their ids name; ids repeat, so threads own
- * columns, not tokens: the thread of column j walks the tokens in order and adds dout[n, j] into
- * dtable[ids[n], j]. No float atomics, and each sum runs in the CPU's order (kernels/cpu_embedding.c),
- * so the result is the CPU's bit for bit. Parallel over C columns only (a grid of C threads), which is
- * slow for large N; a sort-by-id scheme is the faster deterministic alternative, not written yet. */
+ * The backward adds rows of dout into the rows of dtable their ids name. Ids repeat, so two tokens may
+ * add into one row, and the CPU (kernels/cpu_embedding.c) adds each row's tokens in token order. Here
+ * the same sums run in the same order, so the result is the CPU's bit for bit, with no float atomics:
+ *  1. keys (id << 32 | token) for the N tokens, padded with all-ones keys to a power of two P, are
+ *     sorted by a bitonic network (the keys are distinct, so any correct sort gives the one order: by
+ *     id, then token). Stages whose pairs lie within a chunk of SORT_CHUNK keys run in shared memory,
+ *     a chunk a block; the others (pair distance SORT_CHUNK or more) one launch a stage: for P = 8192,
+ *     10 launches (the chunks' sort, then for each of the 3 larger merges its wide stages and one chunk
+ *     launch for the rest).
+ *  2. one block per sorted key; the block at the first key of an id's run walks the run for its
+ *     columns: dtable[id, j] plus each token's dout[n, j], in token order. Every row has one owner.
+ * The keys live in the context's scratch (an_cuda_scratch). The first version gave each of the C
+ * columns one thread walking all N tokens in order: a few blocks in all, each thread thousands of
+ * dependent steps (the LM head's input gradient is scattered back through this op in every training
+ * step, LoRA included). */
 #include "kernels/cuda/cuda.h"
 
 __global__ static void lookup_f32(float *out, const int32_t *ids, const float *table, int N, int C) {
@@ -16,10 +26,68 @@ __global__ static void lookup_f32(float *out, const int32_t *ids, const float *t
     }
 }
 
+/* the first version, kept for when the scratch cannot be had: thread j adds the tokens in order */
 __global__ static void scatter_cols(float *dtable, const float *dout, const int32_t *ids, int N, int C) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= C) return;
     for (int n = 0; n < N; n++) dtable[(size_t)ids[n] * C + j] += dout[(size_t)n * C + j];
+}
+
+#define SORT_CHUNK ((size_t)1024) /* keys a block sorts in shared memory (8 KiB), two a thread */
+
+__global__ static void make_keys(uint64_t *keys, const int32_t *ids, int N, size_t P) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < P; i += (size_t)gridDim.x * blockDim.x)
+        keys[i] = i < (size_t)N ? (uint64_t)(uint32_t)ids[i] << 32 | (uint64_t)i : ~(uint64_t)0;
+}
+
+/* the bitonic network's compare-and-swap of pair t at distance j in the merge of size k: elements i and
+ * i + j (i with bit j clear), in ascending order where bit k of i's global index g is clear */
+__device__ static inline void compare_swap(uint64_t *a, size_t i, size_t j, size_t g, size_t k) {
+    uint64_t x = a[i], y = a[i + j];
+    if ((x > y) == ((g & k) == 0)) {
+        a[i] = y;
+        a[i + j] = x;
+    }
+}
+
+/* One stage with pairs SORT_CHUNK or more apart, over all P / 2 pairs. */
+__global__ static void bitonic_stage(uint64_t *keys, size_t P, size_t j, size_t k) {
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < P / 2; t += (size_t)gridDim.x * blockDim.x) {
+        size_t i = 2 * t - (t & (j - 1));
+        compare_swap(keys, i, j, i, k);
+    }
+}
+
+/* Every stage of the merges of sizes k_first .. k_last (powers of two) whose pairs lie within one chunk
+ * of 2 x blockDim.x keys (pair distances below the chunk), in shared memory, a chunk a block. */
+__global__ static void bitonic_chunk(uint64_t *keys, size_t k_first, size_t k_last) {
+    __shared__ uint64_t s[SORT_CHUNK];
+    size_t L = 2 * (size_t)blockDim.x, base = blockIdx.x * L, t = threadIdx.x;
+    s[t] = keys[base + t];
+    s[t + blockDim.x] = keys[base + t + blockDim.x];
+    for (size_t k = k_first; k <= k_last; k *= 2)
+        for (size_t j = (k < L ? k : L) / 2; j > 0; j /= 2) {
+            __syncthreads();
+            size_t i = 2 * t - (t & (j - 1));
+            compare_swap(s, i, j, base + i, k);
+        }
+    __syncthreads();
+    keys[base + t] = s[t];
+    keys[base + t + blockDim.x] = s[t + blockDim.x];
+}
+
+/* Block i: if sorted key i starts its id's run, the run's tokens added in order into the id's row. */
+__global__ static void add_runs(float *dtable, const float *dout, const uint64_t *keys, int N, int C) {
+    size_t i = blockIdx.x;
+    uint32_t id = (uint32_t)(keys[i] >> 32);
+    if (i > 0 && (uint32_t)(keys[i - 1] >> 32) == id) return;
+    float *row = dtable + (size_t)id * C;
+    for (int j = threadIdx.x; j < C; j += blockDim.x) {
+        float acc = row[j];
+        for (size_t r = i; r < (size_t)N && (uint32_t)(keys[r] >> 32) == id; r++)
+            acc = __fadd_rn(acc, dout[(keys[r] & 0xffffffffu) * C + j]);
+        row[j] = acc;
+    }
 }
 
 void an_cuda_embedding_forward(const an_ops *o, float *out, const int32_t *ids, const float *table, int N, int C) {
@@ -31,7 +99,29 @@ void an_cuda_embedding_forward(const an_ops *o, float *out, const int32_t *ids, 
 
 void an_cuda_embedding_backward(const an_ops *o, float *dtable, const float *dout, const int32_t *ids, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    scatter_cols<<<(C + 63) / 64, 64, 0, an_cuda(o)->stream>>>(dtable, dout, ids, N, C);
+    an_cuda_ctx *c = an_cuda(o);
+    size_t P = 1;
+    while (P < (size_t)N) P *= 2;
+    pthread_mutex_lock(&c->scratch_lock); /* the keys are the scratch's until add_runs is enqueued */
+    uint64_t *keys = (uint64_t *)an_cuda_scratch(o, P * sizeof(uint64_t) / sizeof(uint16_t));
+    if (!keys) {
+        pthread_mutex_unlock(&c->scratch_lock);
+        scatter_cols<<<(C + 63) / 64, 64, 0, c->stream>>>(dtable, dout, ids, N, C);
+        AN_CUDA_LAUNCHED("embedding_backward");
+        return;
+    }
+    make_keys<<<an_cuda_blocks(P), AN_CUDA_THREADS, 0, c->stream>>>(keys, ids, N, P);
+    /* a chunk a block: SORT_CHUNK keys, or all P when fewer */
+    size_t L = P < SORT_CHUNK ? P : SORT_CHUNK;
+    if (P > 1) bitonic_chunk<<<(unsigned)(P / L), (unsigned)(L / 2), 0, c->stream>>>(keys, 2, L);
+    for (size_t k = 2 * L; k <= P; k *= 2) {
+        for (size_t j = k / 2; j >= L; j /= 2)
+            bitonic_stage<<<an_cuda_blocks(P / 2), AN_CUDA_THREADS, 0, c->stream>>>(keys, P, j, k);
+        bitonic_chunk<<<(unsigned)(P / L), (unsigned)(L / 2), 0, c->stream>>>(keys, k, k);
+    }
+    int threads = C < 128 ? (C + 31) / 32 * 32 : 128;
+    add_runs<<<(unsigned)N, (unsigned)threads, 0, c->stream>>>(dtable, dout, keys, N, C);
+    pthread_mutex_unlock(&c->scratch_lock);
     AN_CUDA_LAUNCHED("embedding_backward");
 }
 

@@ -162,9 +162,11 @@ void emu_run(dim3 grid, dim3 block, size_t shm, std::function<void()> body) {
     g_dyn.assign(shm ? shm : 1, (char)0xFF);
     g_body = &body;
     blockDim = block, gridDim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
+    /* last block first: a GPU runs blocks in no set order, so a kernel whose result depends on a lower
+     * block running before a higher one (two blocks adding into one row) gives other bits here */
+    for (unsigned z = grid.z; z-- > 0;)
+        for (unsigned y = grid.y; y-- > 0;)
+            for (unsigned x = grid.x; x-- > 0;) {
                 blockIdx = dim3(x, y, z);
                 run_block(n);
             }
