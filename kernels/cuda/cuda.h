@@ -56,11 +56,12 @@ typedef struct an_cuda_ctx {
     an_cuda_live *live;
     size_t n_live, cap_live, now, peak, allocs;
     int bf16;          /* "cuda-bf16": GEMM inputs rounded to bf16 */
-    uint16_t *scratch; /* their bf16 copies (an_cuda_scratch), grown to the largest GEMM, then kept */
+    uint16_t *scratch; /* their bf16 copies (an_cuda_scratch), grown to the largest GEMM, then kept; also
+                        * the embedding backward's sort keys */
     size_t scratch_elems;
-    /* held from a bf16 GEMM's scratch to its enqueued product: two host threads' GEMMs then reach the
-     * stream one after the other, which runs them in that order, so neither overwrites the other's
-     * inputs */
+    /* held from a bf16 GEMM's scratch to its enqueued product (or from the embedding backward's keys to
+     * its last kernel): two host threads' ops then reach the stream one after the other, which runs
+     * them in that order, so neither overwrites the other's inputs */
     pthread_mutex_t scratch_lock;
 } an_cuda_ctx;
 
@@ -87,7 +88,8 @@ static inline unsigned an_cuda_blocks(size_t n) {
 void an_cuda_fill_nan(const an_ops *o, float *x, size_t n);
 
 /* At least `elems` bf16 values of the context's scratch: grown (through alloc, so counted) when a GEMM
- * needs more than any before, the first step of a run; NULL when the device has no memory for it. */
+ * (or the embedding backward, embedding.cu) needs more than any before, the first step of a run; NULL
+ * when the device has no memory for it. */
 uint16_t *an_cuda_scratch(const an_ops *o, size_t elems);
 
 /* float32 to bf16, rounded to nearest even (a NaN stays a NaN) */
@@ -102,6 +104,10 @@ __host__ __device__ static inline uint16_t an_cuda_round_bf16(uint32_t u) {
  * in its epilogue), falling back to cublasSgemm and a bias kernel when cuBLASLt offers no algorithm. */
 void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what);
+/* The same product in float32 whatever the context's mode (the LoRA adapters' float32 masters, lora.cu),
+ * without bias; it takes no scratch, so a caller may hold the scratch's lock. beta 0 or 1 when k = 0. */
+void an_cuda_gemm_f32(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc, const char *what);
 
 /* ---- the dropout mask, the CPU's function exactly (kernels/cpu.h an_cpu_mask_key / hash32 /
  * threshold): element c is kept when hash32((uint32)c, key(seed, c >> 32)) >= threshold(p). ---- */

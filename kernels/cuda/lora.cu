@@ -1,15 +1,18 @@
 /* A linear layer's LoRA adapter on the GPU, fused with its dropout (kernels/ops.h lora_forward /
  * lora_backward): the mask of input element (n, k) is element counter + n C + k of the dropout op's
- * mask, regenerated where it is used (never stored), so the GPU drops what the CPU drops.
+ * mask, the CPU's function, so the GPU drops what the CPU drops.
  *
- * Simple kernels, one thread per output element, each summing in a fixed order (no atomics):
- *   forward:  u[n, j] = scaling * sum_k xd[n, k] a[j, k];   out[n, o] += sum_j u[n, j] bt[j, o]
- *   backward: du[n, j] = scaling * sum_o dout[n, o] bt[j, o];  dbt[j, o] += sum_n u[n, j] dout[n, o]
- *             da[j, k] += sum_n du[n, j] xd[n, k];            dinp[n, k] += mask(n, k) sum_j du[n, j] a[j, k]
+ * Row-major, xd = x with the mask applied (x itself without dropout):
+ *   forward:  u = scaling xd A^T [N, r];          out += u Bt
+ *   backward: du = scaling dout Bt^T [N, r];      dBt += u^T dout;   dA += du^T xd;   dinp += mask * (du A)
+ * Every product is a float32 cuBLAS GEMM (an_cuda_gemm_f32, in either precision mode: the adapter's
+ * masters are float32), as PEFT's are. With dropout, xd is written into the context's scratch (one
+ * hash per element, not one per element and rank) and the input gradient's mask is applied by a kernel
+ * of its own. The first version used one thread per output element: the sums over the N tokens (dBt,
+ * dA) then ran as r x C threads of N steps each, a few dozen blocks on a GPU of a hundred SMs.
  * lora_grouped_forward (serving: each segment of rows its own adapter) is the forward, p = 0, once per
  * segment on its rows, u packed segment after segment as on the CPU; a row's result depends on its
- * row alone. The rank is small (8..64), so these are skinny products; a cuBLAS version with a masked copy of x is
- * the faster alternative, not written yet. */
+ * row alone. */
 #include "kernels/cuda/cuda.h"
 
 struct mask_args {
@@ -28,51 +31,8 @@ __device__ static inline float mask_of(const mask_args &m, int n, int k, int C) 
 #define FOR_EACH(i, total) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
-__global__ static void lora_u(float *u, const float *x, const float *a, int N, int C, int r, float scaling, mask_args m) {
-    FOR_EACH(i, (size_t)N * r) {
-        int n = (int)(i / r), j = (int)(i % r);
-        const float *xr = x + (size_t)n * C, *ar = a + (size_t)j * C;
-        float s = 0.0f;
-        for (int k = 0; k < C; k++) s += xr[k] * mask_of(m, n, k, C) * ar[k];
-        u[i] = scaling * s;
-    }
-}
-
-__global__ static void lora_out(float *out, const float *u, const float *bt, int N, int OC, int r) {
-    FOR_EACH(i, (size_t)N * OC) {
-        int n = (int)(i / OC), o = (int)(i % OC);
-        float s = out[i];
-        for (int j = 0; j < r; j++) s += u[(size_t)n * r + j] * bt[(size_t)j * OC + o];
-        out[i] = s;
-    }
-}
-
-__global__ static void lora_du(float *du, const float *dout, const float *bt, int N, int OC, int r, float scaling) {
-    FOR_EACH(i, (size_t)N * r) {
-        int n = (int)(i / r), j = (int)(i % r);
-        const float *d = dout + (size_t)n * OC, *b = bt + (size_t)j * OC;
-        float s = 0.0f;
-        for (int o = 0; o < OC; o++) s += d[o] * b[o];
-        du[i] = scaling * s;
-    }
-}
-
-__global__ static void lora_dbt(float *dbt, const float *u, const float *dout, int N, int OC, int r) {
-    FOR_EACH(i, (size_t)r * OC) {
-        int j = (int)(i / OC), o = (int)(i % OC);
-        float s = 0.0f;
-        for (int n = 0; n < N; n++) s += u[(size_t)n * r + j] * dout[(size_t)n * OC + o];
-        dbt[i] += s;
-    }
-}
-
-__global__ static void lora_da(float *da, const float *du, const float *x, int N, int C, int r, mask_args m) {
-    FOR_EACH(i, (size_t)r * C) {
-        int j = (int)(i / C), k = (int)(i % C);
-        float s = 0.0f;
-        for (int n = 0; n < N; n++) s += du[(size_t)n * r + j] * (x[(size_t)n * C + k] * mask_of(m, n, k, C));
-        da[i] += s;
-    }
+__global__ static void masked_copy(float *xd, const float *x, int N, int C, mask_args m) {
+    FOR_EACH(i, (size_t)N * C) xd[i] = x[i] * mask_of(m, (int)(i / C), (int)(i % C), C);
 }
 
 __global__ static void lora_dinp(float *dinp, const float *du, const float *a, int N, int C, int r, mask_args m) {
@@ -94,30 +54,64 @@ static mask_args make_mask(float p, uint64_t seed, uint64_t counter) {
     return m;
 }
 
-#define LAUNCH(kernel, total, o, ...)                                                                 \
-    do {                                                                                              \
-        if ((total) == 0) break;                                                                      \
-        kernel<<<an_cuda_blocks(total), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(__VA_ARGS__);      \
-        AN_CUDA_LAUNCHED("lora (" #kernel ")");                                                        \
-    } while (0)
+/* x with the mask applied, in the context's scratch; the caller holds scratch_lock until the products
+ * that read it are enqueued. NULL (reported) when the device has no memory for it. */
+static const float *masked_input(const an_ops *o, const float *x, int N, int C, const mask_args &m, const char *what) {
+    size_t n = (size_t)N * C;
+    float *xd = (float *)an_cuda_scratch(o, 2 * n);
+    if (!xd) {
+        an_cuda_report(what, "no device memory for the dropped-out input");
+        return NULL;
+    }
+    masked_copy<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(xd, x, N, C, m);
+    AN_CUDA_LAUNCHED(what);
+    return xd;
+}
+
+/* The GEMMs below, row-major in the comments, are column-major in cuBLAS: a row-major [R, K] matrix is
+ * its column-major transpose [K, R] with leading dimension K. */
 
 void an_cuda_lora_forward(const an_ops *o, float *out, float *u, const float *x, const float *a, const float *bt, int N, int C,
                           int OC, int r, float scaling, float p, uint64_t seed, uint64_t counter) {
     if (N <= 0 || r <= 0) return;
+    an_cuda_ctx *c = an_cuda(o);
     mask_args m = make_mask(p, seed, counter);
-    LAUNCH(lora_u, (size_t)N * r, o, u, x, a, N, C, r, scaling, m);
-    LAUNCH(lora_out, (size_t)N * OC, o, out, u, bt, N, OC, r);
+    if (m.drop) pthread_mutex_lock(&c->scratch_lock);
+    const float *xs = m.drop ? masked_input(o, x, N, C, m, "lora_forward") : x;
+    if (xs) {
+        an_cuda_gemm_f32(o, 1, 0, r, N, C, scaling, a, C, xs, C, 0.0f, u, r, "lora_forward (u)"); /* u = s xd A^T */
+        an_cuda_gemm_f32(o, 0, 0, OC, N, r, 1.0f, bt, OC, u, r, 1.0f, out, OC, "lora_forward (out)"); /* out += u Bt */
+    }
+    if (m.drop) pthread_mutex_unlock(&c->scratch_lock);
+    if (!xs) an_cuda_fill_nan(o, out, (size_t)N * OC);
 }
 
 void an_cuda_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, float *du, const float *dout, const float *x,
                            const float *u, const float *a, const float *bt, int N, int C, int OC, int r, float scaling, float p,
                            uint64_t seed, uint64_t counter) {
     if (N <= 0 || r <= 0) return;
+    an_cuda_ctx *c = an_cuda(o);
     mask_args m = make_mask(p, seed, counter);
-    if (da || dinp) LAUNCH(lora_du, (size_t)N * r, o, du, dout, bt, N, OC, r, scaling);
-    if (dbt) LAUNCH(lora_dbt, (size_t)r * OC, o, dbt, u, dout, N, OC, r);
-    if (da) LAUNCH(lora_da, (size_t)r * C, o, da, du, x, N, C, r, m);
-    if (dinp) LAUNCH(lora_dinp, (size_t)N * C, o, dinp, du, a, N, C, r, m);
+    if (da || dinp) /* du = s dout Bt^T */
+        an_cuda_gemm_f32(o, 1, 0, r, N, OC, scaling, bt, OC, dout, OC, 0.0f, du, r, "lora_backward (du)");
+    if (dbt) /* dBt += u^T dout */
+        an_cuda_gemm_f32(o, 0, 1, OC, r, N, 1.0f, dout, OC, u, r, 1.0f, dbt, OC, "lora_backward (dbt)");
+    if (da) { /* dA += du^T xd */
+        if (m.drop) pthread_mutex_lock(&c->scratch_lock);
+        const float *xs = m.drop ? masked_input(o, x, N, C, m, "lora_backward") : x;
+        if (xs) an_cuda_gemm_f32(o, 0, 1, C, r, N, 1.0f, xs, C, du, r, 1.0f, da, C, "lora_backward (da)");
+        if (m.drop) pthread_mutex_unlock(&c->scratch_lock);
+        if (!xs) an_cuda_fill_nan(o, da, (size_t)r * C);
+    }
+    if (dinp) {
+        if (m.drop) { /* dinp += mask * (du A): the mask element by element, in a kernel */
+            size_t n = (size_t)N * C;
+            lora_dinp<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, c->stream>>>(dinp, du, a, N, C, r, m);
+            AN_CUDA_LAUNCHED("lora_backward (dinp)");
+        } else { /* dinp += du A */
+            an_cuda_gemm_f32(o, 0, 0, C, N, r, 1.0f, a, C, du, r, 1.0f, dinp, C, "lora_backward (dinp)");
+        }
+    }
 }
 
 void an_cuda_lora_grouped_forward(const an_ops *o, float *out, float *u, const float *x, int C, int OC, const an_lora_seg *segs,

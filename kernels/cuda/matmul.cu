@@ -135,6 +135,18 @@ void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k
     if (!s) an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
 }
 
+void an_cuda_gemm_f32(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc, const char *what) {
+    an_cuda_ctx *c = an_cuda(o);
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) { /* an empty sum: C = beta C; cuBLAS would reject k = 0 */
+        if (beta == 0.0f)
+            for (int j = 0; j < n; j++) an_cuda_check(cudaMemsetAsync(C + (size_t)j * ldc, 0, (size_t)m * sizeof(float), c->stream), what);
+        return;
+    }
+    enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, NULL, CUDA_R_32F, what);
+}
+
 void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
     an_cuda_gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, "matmul_forward");
 }
