@@ -245,7 +245,9 @@ static gemm_ref ref_gemm(const double *A, int am, int ak, const double *B, int b
 /* ====================================== matmul ====================================== */
 
 /* N, C, OC, with bias: odd sizes; the third is several rows and columns of the GEMM's micro-tiles */
-static const int mm_shapes[][4] = {{7, 13, 19, 1}, {1, 37, 5, 0}, {21, 67, 33, 1}};
+/* N, C, OC, bias; the last has more rows than one slice of the CUDA bias gradient's column sums (64) */
+static const int mm_shapes[][4] = {{7, 13, 19, 1}, {1, 37, 5, 0}, {21, 67, 33, 1}, {150, 11, 70, 1}};
+enum { MM_SHAPES = sizeof mm_shapes / sizeof mm_shapes[0] };
 
 static float *run_matmul_forward(const an_ops *o, const float *inp, const float *w, const float *bias, int N, int C,
                                  int OC) {
@@ -258,7 +260,7 @@ static float *run_matmul_forward(const an_ops *o, const float *inp, const float 
 /* Each output is a float32 dot product of length C plus the bias: Higham's bound with C + 1 terms,
  * element by element. */
 static void case_matmul_forward(void) {
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < MM_SHAPES; s++) {
         int N = mm_shapes[s][0], C = mm_shapes[s][1], OC = mm_shapes[s][2], hb = mm_shapes[s][3];
         where("N=%d C=%d OC=%d%s", N, C, OC, hb ? " bias" : "");
         an_rng r;
@@ -289,7 +291,7 @@ static mm_grads run_matmul_backward(const an_ops *o, const float *dout, const fl
  * to its start value (one more term): Higham's bound element by element against the exact products,
  * and finite differences of the forward (linear, so exact up to double rounding): TOL_FD. */
 static void case_matmul_backward(void) {
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < MM_SHAPES; s++) {
         int N = mm_shapes[s][0], C = mm_shapes[s][1], OC = mm_shapes[s][2], hb = mm_shapes[s][3];
         where("N=%d C=%d OC=%d%s", N, C, OC, hb ? " bias" : " dbias NULL");
         size_t nc = (size_t)N * C, wc = (size_t)OC * C, no = (size_t)N * OC;
@@ -418,7 +420,9 @@ static void case_embedding_backward(void) {
 
 
 /* N, C: odd; C = 300 spans more than one column block of the weight-gradient pass */
-static const int norm_shapes[][2] = {{5, 37}, {3, 300}};
+/* N, C; the last has more rows than one slice of the CUDA weight gradients' column sums (64) */
+static const int norm_shapes[][2] = {{5, 37}, {3, 300}, {150, 29}};
+enum { NORM_SHAPES = sizeof norm_shapes / sizeof norm_shapes[0] };
 
 typedef struct norm_out {
     float *out, *mean, *rstd, *dinp, *dw, *db;
@@ -461,7 +465,7 @@ static norm_in make_norm_in(an_rng *r, int rms, int N, int C) {
 }
 
 static void check_norm_forward(int rms) {
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < NORM_SHAPES; s++) {
         int N = norm_shapes[s][0], C = norm_shapes[s][1];
         where("N=%d C=%d", N, C);
         an_rng r;
@@ -492,7 +496,7 @@ static void check_norm_forward(int rms) {
 /* dinp, dw (and db) against finite differences: TOL_FD; against the CPU backend relative to the
  * largest gradient: 2 TOL_FD */
 static void check_norm_backward(int rms) {
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < NORM_SHAPES; s++) {
         int N = norm_shapes[s][0], C = norm_shapes[s][1];
         where("N=%d C=%d", N, C);
         an_rng r;

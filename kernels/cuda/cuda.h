@@ -92,6 +92,28 @@ void an_cuda_fill_nan(const an_ops *o, float *x, size_t n);
  * when the device has no memory for it. */
 uint16_t *an_cuda_scratch(const an_ops *o, size_t elems);
 
+/* Column sums over a batch's rows in slices (colsum.cu): begin locks the scratch and cuts the N rows
+ * into `slices` of `rows` (parts: slices x ld floats of the scratch; NULL with one slice of all N rows,
+ * when N is small or no scratch can be had); the op's kernel, a grid of (column blocks, slices), hands
+ * each thread's sum over its slice to an_cuda_colsum_put; add adds the slices' partials of columns
+ * [off, off + C) into dst in slice order; end unlocks. */
+typedef struct an_cuda_colsum {
+    int rows, slices;
+    float *parts;
+    size_t ld;
+} an_cuda_colsum;
+an_cuda_colsum an_cuda_colsum_begin(const an_ops *o, int N, size_t ld);
+void an_cuda_colsum_add(const an_ops *o, const an_cuda_colsum *cs, float *dst, size_t off, int C, const char *what);
+void an_cuda_colsum_end(const an_ops *o);
+/* column j's sum v over slice s: into the slice's partials (out = parts + offset), or added straight
+ * into the gradient (out = dst) when there is one slice without partials (add = 1) */
+__device__ static inline void an_cuda_colsum_put(float *out, size_t ld, int add, int s, int j, float v) {
+    if (add)
+        out[j] += v;
+    else
+        out[(size_t)s * ld + j] = v;
+}
+
 /* float32 to bf16, rounded to nearest even (a NaN stays a NaN) */
 __host__ __device__ static inline uint16_t an_cuda_round_bf16(uint32_t u) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);

@@ -151,23 +151,29 @@ void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const
     an_cuda_gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, "matmul_forward");
 }
 
-/* dbias[j] += sum over rows of dout[:, j]: one thread per column walks the rows in order (as the CPU:
- * deterministic, and coalesced across the threads of a warp) */
-__global__ static void bias_grad(float *dbias, const float *dout, int N, int OC) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
+/* dbias[j] += sum over rows of dout[:, j]: column j's sum over the rows of slice blockIdx.y (R rows a
+ * slice, colsum.cu), coalesced across the threads of a warp */
+__global__ static void bias_grad(float *out, size_t ld, int add, const float *dout, int N, int OC, int R) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (j >= OC) return;
+    int n1 = (s + 1) * R < N ? (s + 1) * R : N;
     float acc = 0.0f;
-    for (int n = 0; n < N; n++) acc += dout[(size_t)n * OC + j];
-    dbias[j] += acc;
+    for (int n = s * R; n < n1; n++) acc += dout[(size_t)n * OC + j];
+    an_cuda_colsum_put(out, ld, add, s, j, acc);
 }
 
 void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                              const float *w, int N, int C, int OC) {
     if (dinp) an_cuda_gemm(o, 0, 0, C, N, OC, 1.0f, w, C, dout, OC, 1.0f, dinp, C, NULL, "matmul_backward (dinp)");
     if (dw) an_cuda_gemm(o, 0, 1, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, C, NULL, "matmul_backward (dw)");
-    if (dbias && OC > 0) {
-        bias_grad<<<(OC + AN_CUDA_THREADS - 1) / AN_CUDA_THREADS, AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(dbias, dout, N, OC);
+    if (dbias && OC > 0 && N > 0) {
+        an_cuda_colsum cs = an_cuda_colsum_begin(o, N, (size_t)OC);
+        dim3 grid((OC + AN_CUDA_THREADS - 1) / AN_CUDA_THREADS, (unsigned)cs.slices);
+        bias_grad<<<grid, AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(cs.parts ? cs.parts : dbias, cs.ld, !cs.parts, dout, N,
+                                                                   OC, cs.rows);
         AN_CUDA_LAUNCHED("matmul_backward (dbias)");
+        an_cuda_colsum_add(o, &cs, dbias, 0, OC, "matmul_backward (dbias)");
+        an_cuda_colsum_end(o);
     }
 }
 

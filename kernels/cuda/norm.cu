@@ -1,7 +1,7 @@
 /* LayerNorm and RMSNorm over the last dimension on the GPU, forward and backward side by side
  * (kernels/cpu_norm.c's formulas). A block per row for the statistics and the input gradient (its
- * sums a fixed tree over the block's threads), a thread per column for the weight gradients (walking
- * the rows in order, as the CPU): no atomics, the same bits run to run. The variance is the two-pass
+ * sums a fixed tree over the block's threads), column sums in slices of rows for the weight gradients
+ * (colsum.cu): no atomics, the same bits run to run. The variance is the two-pass
  * one (sum of (x - mean)^2), which does not cancel when |mean| >> std. */
 #include <math.h>
 
@@ -57,18 +57,20 @@ __global__ static void layernorm_bwd_inp(float *dinp, const float *dout, const f
     for (int j = threadIdx.x; j < C; j += NT) dinp[n * C + j] += r * (g[j] * w[j] - mdn - (x[j] - m) * r * mdnn);
 }
 
-__global__ static void layernorm_bwd_w(float *dw, float *db, const float *dout, const float *inp, const float *mean,
-                                       const float *rstd, int N, int C) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
+/* column j's dw and db over the rows of slice blockIdx.y (rows R a slice), to an_cuda_colsum_put */
+__global__ static void layernorm_bwd_w(float *ow, float *ob, size_t ld, int add, const float *dout, const float *inp,
+                                       const float *mean, const float *rstd, int N, int C, int R) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (j >= C) return;
+    int n1 = (s + 1) * R < N ? (s + 1) * R : N;
     float aw = 0.0f, ab = 0.0f;
-    for (int n = 0; n < N; n++) {
+    for (int n = s * R; n < n1; n++) {
         float g = dout[(size_t)n * C + j];
         aw += g * (inp[(size_t)n * C + j] - mean[n]) * rstd[n];
         ab += g;
     }
-    if (dw) dw[j] += aw;
-    if (db) db[j] += ab;
+    if (ow) an_cuda_colsum_put(ow, ld, add, s, j, aw);
+    if (ob) an_cuda_colsum_put(ob, ld, add, s, j, ab);
 }
 
 __global__ static void rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {
@@ -93,12 +95,14 @@ __global__ static void rmsnorm_bwd_inp(float *dinp, const float *dout, const flo
     for (int j = threadIdx.x; j < C; j += NT) dinp[n * C + j] += r * (g[j] * w[j] - x[j] * c);
 }
 
-__global__ static void rmsnorm_bwd_w(float *dw, const float *dout, const float *inp, const float *rstd, int N, int C) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
+__global__ static void rmsnorm_bwd_w(float *ow, size_t ld, int add, const float *dout, const float *inp, const float *rstd,
+                                     int N, int C, int R) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (j >= C) return;
+    int n1 = (s + 1) * R < N ? (s + 1) * R : N;
     float aw = 0.0f;
-    for (int n = 0; n < N; n++) aw += dout[(size_t)n * C + j] * inp[(size_t)n * C + j] * rstd[n];
-    dw[j] += aw;
+    for (int n = s * R; n < n1; n++) aw += dout[(size_t)n * C + j] * inp[(size_t)n * C + j] * rstd[n];
+    an_cuda_colsum_put(ow, ld, add, s, j, aw);
 }
 
 static unsigned col_blocks(int C) { return (unsigned)((C + NT - 1) / NT); }
@@ -118,9 +122,18 @@ void an_cuda_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *
         layernorm_bwd_inp<<<N, NT, 0, st>>>(dinp, dout, inp, w, mean, rstd, C);
         AN_CUDA_LAUNCHED("layernorm_backward (dinp)");
     }
-    if (dw || db) {
-        layernorm_bwd_w<<<col_blocks(C), NT, 0, st>>>(dw, db, dout, inp, mean, rstd, N, C);
+    if (dw || db) { /* slices' partials: dw's in the first C of each slice's 2C, db's in the rest */
+        an_cuda_colsum cs = an_cuda_colsum_begin(o, N, 2 * (size_t)C);
+        dim3 grid(col_blocks(C), (unsigned)cs.slices);
+        if (cs.parts)
+            layernorm_bwd_w<<<grid, NT, 0, st>>>(dw ? cs.parts : NULL, db ? cs.parts + C : NULL, cs.ld, 0, dout, inp, mean,
+                                                 rstd, N, C, cs.rows);
+        else
+            layernorm_bwd_w<<<grid, NT, 0, st>>>(dw, db, 0, 1, dout, inp, mean, rstd, N, C, cs.rows);
         AN_CUDA_LAUNCHED("layernorm_backward (dw, db)");
+        an_cuda_colsum_add(o, &cs, dw, 0, C, "layernorm_backward (dw)");
+        an_cuda_colsum_add(o, &cs, db, (size_t)C, C, "layernorm_backward (db)");
+        an_cuda_colsum_end(o);
     }
 }
 
@@ -139,7 +152,11 @@ void an_cuda_rmsnorm_backward(const an_ops *o, float *dinp, float *dw, const flo
         AN_CUDA_LAUNCHED("rmsnorm_backward (dinp)");
     }
     if (dw) {
-        rmsnorm_bwd_w<<<col_blocks(C), NT, 0, st>>>(dw, dout, inp, rstd, N, C);
+        an_cuda_colsum cs = an_cuda_colsum_begin(o, N, (size_t)C);
+        dim3 grid(col_blocks(C), (unsigned)cs.slices);
+        rmsnorm_bwd_w<<<grid, NT, 0, st>>>(cs.parts ? cs.parts : dw, cs.ld, !cs.parts, dout, inp, rstd, N, C, cs.rows);
         AN_CUDA_LAUNCHED("rmsnorm_backward (dw)");
+        an_cuda_colsum_add(o, &cs, dw, 0, C, "rmsnorm_backward (dw)");
+        an_cuda_colsum_end(o);
     }
 }
