@@ -637,7 +637,11 @@ static void case_rope_backward(void) {
 
 /* B, T, nh, nkv, hd, packed: T = 67 spans two of the CPU's 64-query tiles, the last partial; 6 heads on
  * 2 kv heads (grouped-query); row 1 of the first holds three packed samples [0,20) [20,45) [45,67) */
-static const int attn_shapes[][6] = {{2, 67, 6, 2, 10, 1}, {1, 5, 4, 1, 7, 0}, {1, 9, 3, 3, 5, 0}};
+static const int attn_shapes[][6] = {{2, 67, 6, 2, 10, 1}, {1, 5, 4, 1, 7, 0}, {1, 9, 3, 3, 5, 0},
+                                     /* heads wider than a warp: the CUDA kernels' instances for 2, 3, 4
+                                      * and 8 registers a lane */
+                                     {1, 21, 4, 2, 40, 0}, {1, 13, 2, 1, 70, 0}, {1, 9, 2, 1, 100, 0}, {1, 6, 1, 1, 160, 0}};
+enum { ATTN_SHAPES = sizeof attn_shapes / sizeof attn_shapes[0] };
 
 typedef struct attn_in {
     const float *q, *k, *v, *dout, *g0q, *g0kv;
@@ -685,7 +689,7 @@ static attn_out run_attention(const an_ops *o, const attn_in *in, int backward) 
 }
 
 static void case_attention_forward(void) {
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < ATTN_SHAPES; s++) {
         attn_in in = make_attn_in(s);
         size_t nq = (size_t)in.B * in.T * in.nh * in.hd, nk = (size_t)in.B * in.T * in.nkv * in.hd;
         size_t nl = (size_t)in.B * in.nh * in.T;
@@ -702,7 +706,7 @@ static void case_attention_forward(void) {
 
 /* dq, dk, dv against finite differences at 24 entries each: TOL_FD */
 static void case_attention_backward(void) {
-    for (int s = 0; s < 3; s++) {
+    for (int s = 0; s < ATTN_SHAPES; s++) {
         attn_in in = make_attn_in(s);
         size_t nq = (size_t)in.B * in.T * in.nh * in.hd, nk = (size_t)in.B * in.T * in.nkv * in.hd;
         attn_out got = run_attention(g_o, &in, 1), cpu = run_attention(g_cpu, &in, 1);

@@ -20,7 +20,6 @@
 #include "kernels/cuda/cuda.h"
 
 #define HD_MAX 256
-#define NR (HD_MAX / 32) /* registers per lane for a row of hd <= HD_MAX */
 #define WARPS 8          /* rows per block */
 #define TILE 16          /* keys (forward, dq) or queries (dk, dv) per shared-memory tile */
 
@@ -29,8 +28,13 @@ __device__ static inline float warp_sum(float v) {
     return v;
 }
 
+/* The kernels are templates on NR, the registers a lane holds of a row (hd <= 32 NR): a loop over a
+ * constant NR unrolls into just the dimensions the head has, where one NR for every hd (HD_MAX / 32 = 8,
+ * predicated off past hd) cost a 64-wide head four times the instructions per key it needs. */
+
 /* r[i] = row[lane + 32 i] (0 past hd) */
-__device__ static inline void load_row(float r[NR], const float *row, int hd, int lane) {
+template <int NR>
+__device__ static inline void load_row(float (&r)[NR], const float *row, int hd, int lane) {
 #pragma unroll
     for (int i = 0; i < NR; i++) {
         int d = lane + 32 * i;
@@ -38,7 +42,8 @@ __device__ static inline void load_row(float r[NR], const float *row, int hd, in
     }
 }
 
-__device__ static inline float dot_row(const float r[NR], const float *row, int hd, int lane) {
+template <int NR>
+__device__ static inline float dot_row(const float (&r)[NR], const float *row, int hd, int lane) {
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < NR; i++) {
@@ -63,6 +68,7 @@ __device__ static void stage(float *sh, const float *x, dims d, int b, int head,
     }
 }
 
+template <int NR>
 __global__ static void attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seg_start,
                                 dims d, float scale) {
     extern __shared__ float sh[];
@@ -119,6 +125,7 @@ __global__ static void attn_fwd(float *out, float *lse, const float *q, const fl
     if (lane == 0) lse[((size_t)b * d.nh + h) * d.T + t] = m + logf(l);
 }
 
+template <int NR>
 __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *out,
                                    const float *lse, const int32_t *seg_start, dims d, float scale) {
     extern __shared__ float sh[];
@@ -169,6 +176,7 @@ __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q,
     }
 }
 
+template <int NR>
 __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                                      const float *out, const float *lse, const int32_t *seg_start, dims d, float scale) {
     extern __shared__ float sh[];
@@ -238,6 +246,24 @@ size_t an_cuda_attention_work_bytes(const an_ops *o, int T, int nh, int hd) {
     return 0; /* the kernels keep their tiles in shared memory and registers */
 }
 
+typedef void (*fwd_kernel)(float *, float *, const float *, const float *, const float *, const int32_t *, dims, float);
+typedef void (*dq_kernel)(float *, const float *, const float *, const float *, const float *, const float *, const float *,
+                          const int32_t *, dims, float);
+typedef void (*dkdv_kernel)(float *, float *, const float *, const float *, const float *, const float *, const float *,
+                            const float *, const int32_t *, dims, float);
+
+/* the instance for hd: the fewest registers a lane that hold a row (launched through a pointer, which
+ * CUDA allows and the host emulation's launch rewriting reads as a name) */
+template <typename K> static K pick(int hd, K nr1, K nr2, K nr3, K nr4, K nr_max) {
+    switch ((hd + 31) / 32) {
+    case 1: return nr1;
+    case 2: return nr2;
+    case 3: return nr3;
+    case 4: return nr4;
+    default: return nr_max;
+    }
+}
+
 static int shape_ok(int B, int T, int nh, int nkv, int hd) {
     return B > 0 && T > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && hd <= HD_MAX;
 }
@@ -255,7 +281,8 @@ void an_cuda_attention_forward(const an_ops *o, float *out, float *lse, const fl
     dims d = {T, nh, nkv, hd};
     dim3 grid((T + WARPS - 1) / WARPS, nh, B);
     size_t shm = 2 * TILE * (size_t)hd * sizeof(float);
-    attn_fwd<<<grid, WARPS * 32, shm, an_cuda(o)->stream>>>(out, lse, q, k, v, seg_start, d, 1.0f / sqrtf((float)hd));
+    fwd_kernel kernel = pick(hd, attn_fwd<1>, attn_fwd<2>, attn_fwd<3>, attn_fwd<4>, attn_fwd<HD_MAX / 32>);
+    kernel<<<grid, WARPS * 32, shm, an_cuda(o)->stream>>>(out, lse, q, k, v, seg_start, d, 1.0f / sqrtf((float)hd));
     AN_CUDA_LAUNCHED("attention_forward");
 }
 
@@ -275,14 +302,17 @@ void an_cuda_attention_backward(const an_ops *o, float *dq, float *dk, float *dv
     cudaStream_t st = an_cuda(o)->stream;
     if (dq) {
         dim3 grid((T + WARPS - 1) / WARPS, nh, B);
-        attn_bwd_dq<<<grid, WARPS * 32, 2 * TILE * (size_t)hd * sizeof(float), st>>>(dq, dout, q, k, v, out, lse, seg_start, d,
-                                                                                      scale);
+        dq_kernel kernel = pick(hd, attn_bwd_dq<1>, attn_bwd_dq<2>, attn_bwd_dq<3>, attn_bwd_dq<4>, attn_bwd_dq<HD_MAX / 32>);
+        kernel<<<grid, WARPS * 32, 2 * TILE * (size_t)hd * sizeof(float), st>>>(dq, dout, q, k, v, out, lse, seg_start, d,
+                                                                                 scale);
         AN_CUDA_LAUNCHED("attention_backward (dq)");
     }
     if (dk || dv) {
         dim3 grid((T + WARPS - 1) / WARPS, nkv, B);
         size_t shm = (2 * TILE * (size_t)hd + 2 * TILE) * sizeof(float);
-        attn_bwd_dkdv<<<grid, WARPS * 32, shm, st>>>(dk, dv, dout, q, k, v, out, lse, seg_start, d, scale);
+        dkdv_kernel kernel = pick(hd, attn_bwd_dkdv<1>, attn_bwd_dkdv<2>, attn_bwd_dkdv<3>, attn_bwd_dkdv<4>,
+                                  attn_bwd_dkdv<HD_MAX / 32>);
+        kernel<<<grid, WARPS * 32, shm, st>>>(dk, dv, dout, q, k, v, out, lse, seg_start, d, scale);
         AN_CUDA_LAUNCHED("attention_backward (dk, dv)");
     }
 }
