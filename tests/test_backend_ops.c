@@ -638,9 +638,11 @@ static void case_rope_backward(void) {
 /* B, T, nh, nkv, hd, packed: T = 67 spans two of the CPU's 64-query tiles, the last partial; 6 heads on
  * 2 kv heads (grouped-query); row 1 of the first holds three packed samples [0,20) [20,45) [45,67) */
 static const int attn_shapes[][6] = {{2, 67, 6, 2, 10, 1}, {1, 5, 4, 1, 7, 0}, {1, 9, 3, 3, 5, 0},
-                                     /* heads wider than a warp: the CUDA kernels' instances for 2, 3, 4
-                                      * and 8 registers a lane */
-                                     {1, 21, 4, 2, 40, 0}, {1, 13, 2, 1, 70, 0}, {1, 9, 2, 1, 100, 0}, {1, 6, 1, 1, 160, 0}};
+                                     /* wider heads: the CUDA kernels' lane groups of 4, 8, 16 and 32 (2
+                                      * above), each with a head that fills its lanes' registers and one
+                                      * that does not */
+                                     {1, 11, 2, 2, 24, 0}, {1, 21, 4, 2, 40, 0}, {1, 13, 2, 1, 70, 0}, {1, 9, 2, 1, 128, 0},
+                                     {1, 6, 1, 1, 160, 0}};
 enum { ATTN_SHAPES = sizeof attn_shapes / sizeof attn_shapes[0] };
 
 typedef struct attn_in {

@@ -1,13 +1,22 @@
 /* Causal grouped-query attention on the GPU, tiled with an online softmax (never a T x T matrix), and
- * its backward without atomics. Correctness first: simple warp-per-row kernels, not tensor cores.
+ * its backward without atomics. Correctness first: warp-per-row kernels on the CUDA cores, not tensor
+ * cores.
  *
  * Layout (kernels/ops.h): q[B, T, nh, hd], k and v [B, T, nkv, hd], lse[B, nh, T]; query head h reads
  * kv head h / (nh / nkv); token t of row b sees keys seg_start[b, t] .. t (packed samples).
  *
- * A warp owns one row (a query, or in the backward's second kernel a key); lane l holds dimensions
- * l, l + 32, ... (at most HD_MAX / 32 = 8 of them) in registers. Dot products are a lane sum and a
- * butterfly of shuffles, which leaves the same bits in every lane. The block's 8 warps share tiles of
- * keys and values (or queries and output gradients) staged in shared memory.
+ * A warp owns one row (a query, or in the backward's second kernel a key), and its 32 lanes form
+ * G = 32 / LG groups of LG lanes: each group takes a different key (or query) of a tile at a time, a
+ * lane holding dimensions u, u + LG, ... (u = lane % LG, at most 8 of them) of the row in registers.
+ * LG is the smallest power of two (2 .. 32) with hd <= 8 LG: 8 lanes for a 64-wide head, so four keys
+ * at once. A dot product is the lanes' sums and a butterfly of log2(LG) shuffles within the group;
+ * the first version gave each key the whole warp and 5 shuffles, a shuffle a key being what bounded it.
+ * Each group keeps its own running state (max, sum and output accumulator, or gradient sums) over its
+ * keys; the row's groups are merged at the end by a butterfly across groups. Every butterfly combines
+ * its two halves with commutative operations, so all lanes end with the same bits.
+ * The block's 8 warps share tiles of keys and values (or queries and output gradients) staged in
+ * shared memory, row stride S = hd rounded up to 32, plus LG (the G groups' reads of one column then
+ * fall in different banks).
  *  - forward, block = 8 consecutive queries of one (b, h): for each key tile that any of them sees,
  *    the online softmax (running max m, sum l, output accumulator rescaled when m grows); lse = m + log l.
  *  - backward dq, same blocks: p = exp(s - lse) recomputed per key, D = dout . out,
@@ -20,38 +29,9 @@
 #include "kernels/cuda/cuda.h"
 
 #define HD_MAX 256
-#define WARPS 8          /* rows per block */
-#define TILE 16          /* keys (forward, dq) or queries (dk, dv) per shared-memory tile */
-
-__device__ static inline float warp_sum(float v) {
-    for (int mask = 16; mask > 0; mask /= 2) v += __shfl_xor_sync(0xffffffffu, v, mask);
-    return v;
-}
-
-/* The kernels are templates on NR, the registers a lane holds of a row (hd <= 32 NR): a loop over a
- * constant NR unrolls into just the dimensions the head has, where one NR for every hd (HD_MAX / 32 = 8,
- * predicated off past hd) cost a 64-wide head four times the instructions per key it needs. */
-
-/* r[i] = row[lane + 32 i] (0 past hd) */
-template <int NR>
-__device__ static inline void load_row(float (&r)[NR], const float *row, int hd, int lane) {
-#pragma unroll
-    for (int i = 0; i < NR; i++) {
-        int d = lane + 32 * i;
-        r[i] = d < hd ? row[d] : 0.0f;
-    }
-}
-
-template <int NR>
-__device__ static inline float dot_row(const float (&r)[NR], const float *row, int hd, int lane) {
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < NR; i++) {
-        int d = lane + 32 * i;
-        if (d < hd) s += r[i] * row[d];
-    }
-    return warp_sum(s);
-}
+#define DL 8    /* dimensions a lane holds at most: hd <= DL LG */
+#define WARPS 8 /* rows per block */
+#define TILE 16 /* keys (forward, dq) or queries (dk, dv) per shared-memory tile; a multiple of 32 / 2 */
 
 struct dims {
     int T, nh, nkv, hd;
@@ -59,22 +39,64 @@ struct dims {
 __device__ static inline size_t q_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nh + h) * d.hd; }
 __device__ static inline size_t kv_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nkv + h) * d.hd; }
 
-/* tile rows [r0, r0 + TILE) of x (rows r of the (b, head) at index(r)) into sh[TILE][hd], zeros past
+/* lanes a group for hd, and the tiles' row stride */
+static int group_lanes(int hd) {
+    int lg = 2;
+    while (lg < 32 && DL * lg < hd) lg *= 2;
+    return lg;
+}
+static int tile_stride(int hd) { return (hd + 31) / 32 * 32 + group_lanes(hd); }
+
+/* tile rows [r0, r0 + TILE) of x (rows r of the (b, head) at index(r)) into sh[TILE][S], zeros past
  * r_end; all threads of the block take part */
-__device__ static void stage(float *sh, const float *x, dims d, int b, int head, int kv, int r0, int r_end) {
+__device__ static void stage(float *sh, int S, const float *x, dims d, int b, int head, int kv, int r0, int r_end) {
     for (int i = threadIdx.x; i < TILE * d.hd; i += blockDim.x) {
         int j = i / d.hd, dd = i % d.hd, r = r0 + j;
-        sh[i] = r < r_end ? x[(kv ? kv_index(d, b, r, head) : q_index(d, b, r, head)) + dd] : 0.0f;
+        sh[j * S + dd] = r < r_end ? x[(kv ? kv_index(d, b, r, head) : q_index(d, b, r, head)) + dd] : 0.0f;
     }
 }
 
-template <int NR>
+/* r[i] = row[u + LG i] (0 past hd) */
+template <int LG>
+__device__ static inline void load_part(float (&r)[DL], const float *row, int hd, int u) {
+#pragma unroll
+    for (int i = 0; i < DL; i++) {
+        int dd = u + LG * i;
+        r[i] = dd < hd ? row[dd] : 0.0f;
+    }
+}
+
+/* the dot product of the group's row (r) with row: every lane of the group gets it; all 32 lanes of
+ * the warp must call it together (each group with its own row) */
+template <int LG>
+__device__ static inline float group_dot(const float (&r)[DL], const float *row, int hd, int u) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DL; i++) {
+        int dd = u + LG * i;
+        if (dd < hd) s += r[i] * row[dd];
+    }
+#pragma unroll
+    for (int mask = LG / 2; mask > 0; mask /= 2) s += __shfl_xor_sync(0xffffffffu, s, mask);
+    return s;
+}
+
+/* v summed over the warp's groups (every lane gets the sum of its position's values) */
+template <int LG>
+__device__ static inline float across_groups(float v) {
+#pragma unroll
+    for (int mask = LG; mask < 32; mask *= 2) v += __shfl_xor_sync(0xffffffffu, v, mask);
+    return v;
+}
+
+template <int LG>
 __global__ static void attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *seg_start,
-                                dims d, float scale) {
+                                dims d, float scale, int S) {
+    const int G = 32 / LG;
     extern __shared__ float sh[];
-    float *ks = sh, *vs = sh + TILE * d.hd;
+    float *ks = sh, *vs = sh + TILE * S;
     int b = blockIdx.z, h = blockIdx.y, kh = h / (d.nh / d.nkv);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / LG, u = lane % LG;
     int q0 = blockIdx.x * WARPS, t = q0 + warp;
     const int32_t *seg = seg_start + (size_t)b * d.T;
     int last = q0 + WARPS - 1 < d.T - 1 ? q0 + WARPS - 1 : d.T - 1;
@@ -82,21 +104,21 @@ __global__ static void attn_fwd(float *out, float *lse, const float *q, const fl
     for (int i = q0 + 1; i <= last; i++) lo = seg[i] < lo ? seg[i] : lo;
     lo = lo < 0 ? 0 : lo;
     int active = t < d.T;
-    float qr[NR], acc[NR], m = -INFINITY, l = 0.0f;
+    float qr[DL], acc[DL], m = -INFINITY, l = 0.0f;
     int my_lo = active ? seg[t] : 0;
-    if (active) load_row(qr, q + q_index(d, b, t, h), d.hd, lane);
+    if (active) load_part<LG>(qr, q + q_index(d, b, t, h), d.hd, u);
 #pragma unroll
-    for (int i = 0; i < NR; i++) acc[i] = 0.0f;
+    for (int i = 0; i < DL; i++) acc[i] = 0.0f;
     for (int k0 = lo; k0 <= last; k0 += TILE) {
         __syncthreads(); /* the previous tile is no longer read */
-        stage(ks, k, d, b, kh, 1, k0, last + 1);
-        stage(vs, v, d, b, kh, 1, k0, last + 1);
+        stage(ks, S, k, d, b, kh, 1, k0, last + 1);
+        stage(vs, S, v, d, b, kh, 1, k0, last + 1);
         __syncthreads();
-        if (!active) continue;
-        for (int j = 0; j < TILE; j++) {
+        if (!active) continue; /* the whole warp: t is the warp's */
+        for (int j = g; j < TILE; j += G) {
             int s = k0 + j;
-            if (s < my_lo || s > t) continue; /* the same for the whole warp: no divergence in the shuffles */
-            float score = dot_row(qr, ks + j * d.hd, d.hd, lane) * scale;
+            float score = group_dot<LG>(qr, ks + j * S, d.hd, u) * scale; /* every group, seen or not */
+            if (s < my_lo || s > t) continue;
             float p, corr;
             if (score > m) {
                 corr = m == -INFINITY ? 0.0f : expf(m - score);
@@ -108,30 +130,47 @@ __global__ static void attn_fwd(float *out, float *lse, const float *q, const fl
             }
             l = l * corr + p;
 #pragma unroll
-            for (int i = 0; i < NR; i++) {
-                int dd = lane + 32 * i;
-                acc[i] = acc[i] * corr + (dd < d.hd ? p * vs[j * d.hd + dd] : 0.0f);
+            for (int i = 0; i < DL; i++) {
+                int dd = u + LG * i;
+                acc[i] = acc[i] * corr + (dd < d.hd ? p * vs[j * S + dd] : 0.0f);
             }
         }
     }
     if (!active) return;
+    /* the groups' states merged: the larger max, each side's sums rescaled to it (a group that saw no
+     * key has m = -inf and contributes 0) */
+#pragma unroll
+    for (int mask = LG; mask < 32; mask *= 2) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, mask), l2 = __shfl_xor_sync(0xffffffffu, l, mask);
+        float mn = m > m2 ? m : m2;
+        float c1 = m == -INFINITY ? 0.0f : expf(m - mn), c2 = m2 == -INFINITY ? 0.0f : expf(m2 - mn);
+        l = l * c1 + l2 * c2;
+#pragma unroll
+        for (int i = 0; i < DL; i++) {
+            float a2 = __shfl_xor_sync(0xffffffffu, acc[i], mask);
+            acc[i] = acc[i] * c1 + a2 * c2;
+        }
+        m = mn;
+    }
+    if (g != 0) return;
     float inv = 1.0f / l;
     float *o = out + q_index(d, b, t, h);
 #pragma unroll
-    for (int i = 0; i < NR; i++) {
-        int dd = lane + 32 * i;
+    for (int i = 0; i < DL; i++) {
+        int dd = u + LG * i;
         if (dd < d.hd) o[dd] = acc[i] * inv;
     }
-    if (lane == 0) lse[((size_t)b * d.nh + h) * d.T + t] = m + logf(l);
+    if (u == 0) lse[((size_t)b * d.nh + h) * d.T + t] = m + logf(l);
 }
 
-template <int NR>
+template <int LG>
 __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *out,
-                                   const float *lse, const int32_t *seg_start, dims d, float scale) {
+                                   const float *lse, const int32_t *seg_start, dims d, float scale, int S) {
+    const int G = 32 / LG;
     extern __shared__ float sh[];
-    float *ks = sh, *vs = sh + TILE * d.hd;
+    float *ks = sh, *vs = sh + TILE * S;
     int b = blockIdx.z, h = blockIdx.y, kh = h / (d.nh / d.nkv);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / LG, u = lane % LG;
     int q0 = blockIdx.x * WARPS, t = q0 + warp;
     const int32_t *seg = seg_start + (size_t)b * d.T;
     int last = q0 + WARPS - 1 < d.T - 1 ? q0 + WARPS - 1 : d.T - 1;
@@ -139,65 +178,70 @@ __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q,
     for (int i = q0 + 1; i <= last; i++) lo = seg[i] < lo ? seg[i] : lo;
     lo = lo < 0 ? 0 : lo;
     int active = t < d.T;
-    float qr[NR], dor[NR], acc[NR], D = 0.0f, L = 0.0f;
+    float qr[DL], dor[DL], acc[DL], D = 0.0f, L = 0.0f;
     int my_lo = active ? seg[t] : 0;
     if (active) {
-        load_row(qr, q + q_index(d, b, t, h), d.hd, lane);
-        load_row(dor, dout + q_index(d, b, t, h), d.hd, lane);
-        D = dot_row(dor, out + q_index(d, b, t, h), d.hd, lane);
+        load_part<LG>(qr, q + q_index(d, b, t, h), d.hd, u);
+        load_part<LG>(dor, dout + q_index(d, b, t, h), d.hd, u);
+        D = group_dot<LG>(dor, out + q_index(d, b, t, h), d.hd, u); /* each group the whole row: the same bits */
         L = lse[((size_t)b * d.nh + h) * d.T + t];
     }
 #pragma unroll
-    for (int i = 0; i < NR; i++) acc[i] = 0.0f;
+    for (int i = 0; i < DL; i++) acc[i] = 0.0f;
     for (int k0 = lo; k0 <= last; k0 += TILE) {
         __syncthreads();
-        stage(ks, k, d, b, kh, 1, k0, last + 1);
-        stage(vs, v, d, b, kh, 1, k0, last + 1);
+        stage(ks, S, k, d, b, kh, 1, k0, last + 1);
+        stage(vs, S, v, d, b, kh, 1, k0, last + 1);
         __syncthreads();
         if (!active) continue;
-        for (int j = 0; j < TILE; j++) {
+        for (int j = g; j < TILE; j += G) {
             int s = k0 + j;
+            float sc = group_dot<LG>(qr, ks + j * S, d.hd, u), dp = group_dot<LG>(dor, vs + j * S, d.hd, u);
             if (s < my_lo || s > t) continue;
-            float p = expf(dot_row(qr, ks + j * d.hd, d.hd, lane) * scale - L);
-            float ds = p * (dot_row(dor, vs + j * d.hd, d.hd, lane) - D) * scale;
+            float p = expf(sc * scale - L);
+            float ds = p * (dp - D) * scale;
 #pragma unroll
-            for (int i = 0; i < NR; i++) {
-                int dd = lane + 32 * i;
-                if (dd < d.hd) acc[i] += ds * ks[j * d.hd + dd];
+            for (int i = 0; i < DL; i++) {
+                int dd = u + LG * i;
+                if (dd < d.hd) acc[i] += ds * ks[j * S + dd];
             }
         }
     }
     if (!active) return;
-    float *g = dq + q_index(d, b, t, h);
 #pragma unroll
-    for (int i = 0; i < NR; i++) {
-        int dd = lane + 32 * i;
-        if (dd < d.hd) g[dd] += acc[i];
+    for (int i = 0; i < DL; i++) acc[i] = across_groups<LG>(acc[i]);
+    if (g != 0) return;
+    float *gq = dq + q_index(d, b, t, h);
+#pragma unroll
+    for (int i = 0; i < DL; i++) {
+        int dd = u + LG * i;
+        if (dd < d.hd) gq[dd] += acc[i];
     }
 }
 
-template <int NR>
+template <int LG>
 __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                                     const float *out, const float *lse, const int32_t *seg_start, dims d, float scale) {
+                                     const float *out, const float *lse, const int32_t *seg_start, dims d, float scale, int S) {
+    const int G = 32 / LG;
     extern __shared__ float sh[];
-    float *qs = sh, *ds_ = sh + TILE * d.hd, *Ls = ds_ + TILE * d.hd, *Ds = Ls + TILE;
+    float *qs = sh, *ds_ = sh + TILE * S, *Ls = ds_ + TILE * S, *Ds = Ls + TILE;
     int b = blockIdx.z, kh = blockIdx.y, group = d.nh / d.nkv;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / LG, u = lane % LG;
     int s0 = blockIdx.x * WARPS, s = s0 + warp;
     const int32_t *seg = seg_start + (size_t)b * d.T;
     int active = s < d.T;
-    float kr[NR], vr[NR], dka[NR], dva[NR];
+    float kr[DL], vr[DL], dka[DL], dva[DL];
     if (active) {
-        load_row(kr, k + kv_index(d, b, s, kh), d.hd, lane);
-        load_row(vr, v + kv_index(d, b, s, kh), d.hd, lane);
+        load_part<LG>(kr, k + kv_index(d, b, s, kh), d.hd, u);
+        load_part<LG>(vr, v + kv_index(d, b, s, kh), d.hd, u);
     }
 #pragma unroll
-    for (int i = 0; i < NR; i++) dka[i] = dva[i] = 0.0f;
+    for (int i = 0; i < DL; i++) dka[i] = dva[i] = 0.0f;
     for (int h = kh * group; h < (kh + 1) * group; h++)
         for (int t0 = s0; t0 < d.T; t0 += TILE) {
             __syncthreads();
-            stage(qs, q, d, b, h, 0, t0, d.T);
-            stage(ds_, dout, d, b, h, 0, t0, d.T);
+            stage(qs, S, q, d, b, h, 0, t0, d.T);
+            stage(ds_, S, dout, d, b, h, 0, t0, d.T);
             /* lse and D = dout . out of the tile's queries, two per warp */
             for (int j = warp; j < TILE; j += WARPS) {
                 int t = t0 + j;
@@ -206,7 +250,8 @@ __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, co
                     const float *dr = dout + q_index(d, b, t, h), *orow = out + q_index(d, b, t, h);
                     float part = 0.0f;
                     for (int dd = lane; dd < d.hd; dd += 32) part += dr[dd] * orow[dd];
-                    Dj = warp_sum(part);
+                    for (int mask = 16; mask > 0; mask /= 2) part += __shfl_xor_sync(0xffffffffu, part, mask);
+                    Dj = part;
                 }
                 if (lane == 0) {
                     Ds[j] = Dj;
@@ -215,15 +260,16 @@ __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, co
             }
             __syncthreads();
             if (!active) continue;
-            for (int j = 0; j < TILE; j++) {
+            for (int j = g; j < TILE; j += G) {
                 int t = t0 + j;
+                const float *qrow = qs + j * S, *drow = ds_ + j * S;
+                float sc = group_dot<LG>(kr, qrow, d.hd, u), dp = group_dot<LG>(vr, drow, d.hd, u);
                 if (t >= d.T || s > t || s < seg[t]) continue; /* query t does not see key s */
-                const float *qrow = qs + j * d.hd, *drow = ds_ + j * d.hd;
-                float p = expf(dot_row(kr, qrow, d.hd, lane) * scale - Ls[j]);
-                float dsc = p * (dot_row(vr, drow, d.hd, lane) - Ds[j]) * scale;
+                float p = expf(sc * scale - Ls[j]);
+                float dsc = p * (dp - Ds[j]) * scale;
 #pragma unroll
-                for (int i = 0; i < NR; i++) {
-                    int dd = lane + 32 * i;
+                for (int i = 0; i < DL; i++) {
+                    int dd = u + LG * i;
                     if (dd < d.hd) {
                         dva[i] += p * drow[dd];
                         dka[i] += dsc * qrow[dd];
@@ -233,8 +279,11 @@ __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, co
         }
     if (!active) return;
 #pragma unroll
-    for (int i = 0; i < NR; i++) {
-        int dd = lane + 32 * i;
+    for (int i = 0; i < DL; i++) dka[i] = across_groups<LG>(dka[i]), dva[i] = across_groups<LG>(dva[i]);
+    if (g != 0) return;
+#pragma unroll
+    for (int i = 0; i < DL; i++) {
+        int dd = u + LG * i;
         if (dd >= d.hd) continue;
         if (dk) dk[kv_index(d, b, s, kh) + dd] += dka[i];
         if (dv) dv[kv_index(d, b, s, kh) + dd] += dva[i];
@@ -246,23 +295,24 @@ size_t an_cuda_attention_work_bytes(const an_ops *o, int T, int nh, int hd) {
     return 0; /* the kernels keep their tiles in shared memory and registers */
 }
 
-typedef void (*fwd_kernel)(float *, float *, const float *, const float *, const float *, const int32_t *, dims, float);
+typedef void (*fwd_kernel)(float *, float *, const float *, const float *, const float *, const int32_t *, dims, float, int);
 typedef void (*dq_kernel)(float *, const float *, const float *, const float *, const float *, const float *, const float *,
-                          const int32_t *, dims, float);
+                          const int32_t *, dims, float, int);
 typedef void (*dkdv_kernel)(float *, float *, const float *, const float *, const float *, const float *, const float *,
-                            const float *, const int32_t *, dims, float);
+                            const float *, const int32_t *, dims, float, int);
 
-/* the instance for hd: the fewest registers a lane that hold a row (launched through a pointer, which
- * CUDA allows and the host emulation's launch rewriting reads as a name) */
-template <typename K> static K pick(int hd, K nr1, K nr2, K nr3, K nr4, K nr_max) {
-    switch ((hd + 31) / 32) {
-    case 1: return nr1;
-    case 2: return nr2;
-    case 3: return nr3;
-    case 4: return nr4;
-    default: return nr_max;
+/* the instance for hd's group width (launched through a pointer, which CUDA allows and the host
+ * emulation's launch rewriting reads as a name) */
+template <typename K> static K pick(int hd, K lg2, K lg4, K lg8, K lg16, K lg32) {
+    switch (group_lanes(hd)) {
+    case 2: return lg2;
+    case 4: return lg4;
+    case 8: return lg8;
+    case 16: return lg16;
+    default: return lg32;
     }
 }
+#define INSTANCES(kernel) kernel<2>, kernel<4>, kernel<8>, kernel<16>, kernel<32>
 
 static int shape_ok(int B, int T, int nh, int nkv, int hd) {
     return B > 0 && T > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && hd <= HD_MAX;
@@ -280,9 +330,10 @@ void an_cuda_attention_forward(const an_ops *o, float *out, float *lse, const fl
     }
     dims d = {T, nh, nkv, hd};
     dim3 grid((T + WARPS - 1) / WARPS, nh, B);
-    size_t shm = 2 * TILE * (size_t)hd * sizeof(float);
-    fwd_kernel kernel = pick(hd, attn_fwd<1>, attn_fwd<2>, attn_fwd<3>, attn_fwd<4>, attn_fwd<HD_MAX / 32>);
-    kernel<<<grid, WARPS * 32, shm, an_cuda(o)->stream>>>(out, lse, q, k, v, seg_start, d, 1.0f / sqrtf((float)hd));
+    int S = tile_stride(hd);
+    size_t shm = 2 * TILE * (size_t)S * sizeof(float);
+    fwd_kernel kernel = pick(hd, INSTANCES(attn_fwd));
+    kernel<<<grid, WARPS * 32, shm, an_cuda(o)->stream>>>(out, lse, q, k, v, seg_start, d, 1.0f / sqrtf((float)hd), S);
     AN_CUDA_LAUNCHED("attention_forward");
 }
 
@@ -300,19 +351,19 @@ void an_cuda_attention_backward(const an_ops *o, float *dq, float *dk, float *dv
     dims d = {T, nh, nkv, hd};
     float scale = 1.0f / sqrtf((float)hd);
     cudaStream_t st = an_cuda(o)->stream;
+    int S = tile_stride(hd);
     if (dq) {
         dim3 grid((T + WARPS - 1) / WARPS, nh, B);
-        dq_kernel kernel = pick(hd, attn_bwd_dq<1>, attn_bwd_dq<2>, attn_bwd_dq<3>, attn_bwd_dq<4>, attn_bwd_dq<HD_MAX / 32>);
-        kernel<<<grid, WARPS * 32, 2 * TILE * (size_t)hd * sizeof(float), st>>>(dq, dout, q, k, v, out, lse, seg_start, d,
-                                                                                 scale);
+        dq_kernel kernel = pick(hd, INSTANCES(attn_bwd_dq));
+        kernel<<<grid, WARPS * 32, 2 * TILE * (size_t)S * sizeof(float), st>>>(dq, dout, q, k, v, out, lse, seg_start, d,
+                                                                                scale, S);
         AN_CUDA_LAUNCHED("attention_backward (dq)");
     }
     if (dk || dv) {
         dim3 grid((T + WARPS - 1) / WARPS, nkv, B);
-        size_t shm = (2 * TILE * (size_t)hd + 2 * TILE) * sizeof(float);
-        dkdv_kernel kernel = pick(hd, attn_bwd_dkdv<1>, attn_bwd_dkdv<2>, attn_bwd_dkdv<3>, attn_bwd_dkdv<4>,
-                                  attn_bwd_dkdv<HD_MAX / 32>);
-        kernel<<<grid, WARPS * 32, shm, st>>>(dk, dv, dout, q, k, v, out, lse, seg_start, d, scale);
+        size_t shm = (2 * TILE * (size_t)S + 2 * TILE) * sizeof(float);
+        dkdv_kernel kernel = pick(hd, INSTANCES(attn_bwd_dkdv));
+        kernel<<<grid, WARPS * 32, shm, st>>>(dk, dv, dout, q, k, v, out, lse, seg_start, d, scale, S);
         AN_CUDA_LAUNCHED("attention_backward (dk, dv)");
     }
 }
