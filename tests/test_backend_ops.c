@@ -725,50 +725,54 @@ static void case_attention_backward(void) {
 
 /* One query per row over a KV cache: cache rows 0..3 of max_T = 29 positions; query row b reads cache
  * row slot[b] (or b) and attends to its first len[b] keys: the whole cache, one key, a middle length.
- * Same tolerance as the attention forward. */
-enum { DEC_B = 3, DEC_ROWS = 4, DEC_T = 29, DEC_NH = 6, DEC_NKV = 2, DEC_HD = 10 };
+ * Same tolerance as the attention forward. For each head width of dec_hds. */
+enum { DEC_B = 3, DEC_ROWS = 4, DEC_T = 29, DEC_NH = 6, DEC_NKV = 2 };
+/* head widths: 10, and two that fill the CUDA kernel's lane groups of 8 and 16 (kernels/cuda/lane_groups.h) */
+static const int dec_hds[] = {10, 64, 100};
 
 static float *run_decode(const an_ops *o, const float *q, const float *kc, const float *vc, const int32_t *slot,
-                         const int32_t *len) {
-    size_t nq = (size_t)DEC_B * DEC_NH * DEC_HD, nc = (size_t)DEC_ROWS * DEC_T * DEC_NKV * DEC_HD;
+                         const int32_t *len, int head_dim) {
+    size_t nq = (size_t)DEC_B * DEC_NH * head_dim, nc = (size_t)DEC_ROWS * DEC_T * DEC_NKV * head_dim;
     float *out = devf(o, NULL, nq);
-    size_t wb = o->attention_work_bytes(o, DEC_T, DEC_NH, DEC_HD);
+    size_t wb = o->attention_work_bytes(o, DEC_T, DEC_NH, head_dim);
     void *work = dev(o, NULL, wb);
     o->attention_decode_forward(o, out, devf(o, q, nq), devf(o, kc, nc), devf(o, vc, nc),
                                 slot ? devi(o, slot, DEC_B) : NULL, devi(o, len, DEC_B), DEC_B, DEC_T, DEC_NH, DEC_NKV,
-                                DEC_HD, work, wb);
+                                head_dim, work, wb);
     return down(o, out, nq);
 }
 
 static void case_attention_decode_forward(void) {
     const int32_t slots[DEC_B] = {3, 0, 2}, lens[2][DEC_B] = {{DEC_T, 1, 13}, {5, DEC_T, 2}};
-    size_t nq = (size_t)DEC_B * DEC_NH * DEC_HD, nc = (size_t)DEC_ROWS * DEC_T * DEC_NKV * DEC_HD;
+    for (int w = 0; w < (int)(sizeof dec_hds / sizeof dec_hds[0]); w++)
     for (int s = 0; s < 2; s++) {
+        int head_dim = dec_hds[w];
+        size_t nq = (size_t)DEC_B * DEC_NH * head_dim, nc = (size_t)DEC_ROWS * DEC_T * DEC_NKV * head_dim;
         const int32_t *slot = s == 0 ? slots : NULL, *len = lens[s];
-        where("slot %s, len {%d, %d, %d}", slot ? "{3, 0, 2}" : "NULL", len[0], len[1], len[2]);
+        where("hd %d, slot %s, len {%d, %d, %d}", head_dim, slot ? "{3, 0, 2}" : "NULL", len[0], len[1], len[2]);
         an_rng r;
-        an_rng_seed(&r, 600 + (uint64_t)s);
+        an_rng_seed(&r, 600 + (uint64_t)s + 10 * (uint64_t)w);
         float *q = rnd(&r, nq, -2, 2), *kc = rnd(&r, nc, -2, 2), *vc = rnd(&r, nc, -1, 1);
-        float *got = run_decode(g_o, q, kc, vc, slot, len), *cpu = run_decode(g_cpu, q, kc, vc, slot, len);
+        float *got = run_decode(g_o, q, kc, vc, slot, len, head_dim), *cpu = run_decode(g_cpu, q, kc, vc, slot, len, head_dim);
         double *ref = hd(nq), sc[DEC_T];
         int group = DEC_NH / DEC_NKV;
         for (int b = 0; b < DEC_B; b++)
             for (int h = 0; h < DEC_NH; h++) {
                 int row = slot ? slot[b] : b;
-                const float *qr = q + ((size_t)b * DEC_NH + h) * DEC_HD;
+                const float *qr = q + ((size_t)b * DEC_NH + h) * head_dim;
                 double mx = -INFINITY, sum = 0.0;
                 for (int t = 0; t < len[b]; t++) {
-                    const float *kr = kc + (((size_t)row * DEC_T + t) * DEC_NKV + h / group) * DEC_HD;
+                    const float *kr = kc + (((size_t)row * DEC_T + t) * DEC_NKV + h / group) * head_dim;
                     double d = 0.0;
-                    for (int i = 0; i < DEC_HD; i++) d += (double)qr[i] * kr[i];
-                    sc[t] = d / sqrt((double)DEC_HD);
+                    for (int i = 0; i < head_dim; i++) d += (double)qr[i] * kr[i];
+                    sc[t] = d / sqrt((double)head_dim);
                     mx = sc[t] > mx ? sc[t] : mx;
                 }
                 for (int t = 0; t < len[b]; t++) sum += (sc[t] = exp(sc[t] - mx));
-                double *o = ref + ((size_t)b * DEC_NH + h) * DEC_HD;
+                double *o = ref + ((size_t)b * DEC_NH + h) * head_dim;
                 for (int t = 0; t < len[b]; t++) {
-                    const float *vr = vc + (((size_t)row * DEC_T + t) * DEC_NKV + h / group) * DEC_HD;
-                    for (int i = 0; i < DEC_HD; i++) o[i] += sc[t] / sum * vr[i];
+                    const float *vr = vc + (((size_t)row * DEC_T + t) * DEC_NKV + h / group) * head_dim;
+                    for (int i = 0; i < head_dim; i++) o[i] += sc[t] / sum * vr[i];
                 }
             }
         expect_rel("out", got, ref, nq, 1e-3, TOL_ATTN);

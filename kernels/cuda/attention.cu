@@ -6,14 +6,11 @@
  * kv head h / (nh / nkv); token t of row b sees keys seg_start[b, t] .. t (packed samples).
  *
  * A warp owns one row (a query, or in the backward's second kernel a key), and its 32 lanes form
- * G = 32 / LG groups of LG lanes: each group takes a different key (or query) of a tile at a time, a
- * lane holding dimensions u, u + LG, ... (u = lane % LG, at most 8 of them) of the row in registers.
- * LG is the smallest power of two (2 .. 32) with hd <= 8 LG: 8 lanes for a 64-wide head, so four keys
- * at once. A dot product is the lanes' sums and a butterfly of log2(LG) shuffles within the group;
- * the first version gave each key the whole warp and 5 shuffles, a shuffle a key being what bounded it.
- * Each group keeps its own running state (max, sum and output accumulator, or gradient sums) over its
- * keys; the row's groups are merged at the end by a butterfly across groups. Every butterfly combines
- * its two halves with commutative operations, so all lanes end with the same bits.
+ * groups (kernels/cuda/lane_groups.h: 4 groups of 8 lanes for a 64-wide head), each taking a different
+ * key (or query) of a tile at a time; a dot product is a butterfly of log2(LG) shuffles within the
+ * group (the first version gave each key the whole warp and 5 shuffles, a shuffle a key being what
+ * bounded it). Each group keeps its own running state (max, sum and output accumulator, or gradient
+ * sums) over its keys; the row's groups are merged at the end.
  * The block's 8 warps share tiles of keys and values (or queries and output gradients) staged in
  * shared memory, row stride S = hd rounded up to 32, plus LG (the G groups' reads of one column then
  * fall in different banks).
@@ -27,9 +24,9 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda.h"
+#include "kernels/cuda/lane_groups.h"
 
 #define HD_MAX 256
-#define DL 8    /* dimensions a lane holds at most: hd <= DL LG */
 #define WARPS 8 /* rows per block */
 #define TILE 16 /* keys (forward, dq) or queries (dk, dv) per shared-memory tile; a multiple of 32 / 2 */
 
@@ -39,13 +36,8 @@ struct dims {
 __device__ static inline size_t q_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nh + h) * d.hd; }
 __device__ static inline size_t kv_index(dims d, int b, int t, int h) { return (((size_t)b * d.T + t) * d.nkv + h) * d.hd; }
 
-/* lanes a group for hd, and the tiles' row stride */
-static int group_lanes(int hd) {
-    int lg = 2;
-    while (lg < 32 && DL * lg < hd) lg *= 2;
-    return lg;
-}
-static int tile_stride(int hd) { return (hd + 31) / 32 * 32 + group_lanes(hd); }
+/* the tiles' row stride */
+static int tile_stride(int hd) { return (hd + 31) / 32 * 32 + an_cuda_group_lanes(hd); }
 
 /* tile rows [r0, r0 + TILE) of x (rows r of the (b, head) at index(r)) into sh[TILE][S], zeros past
  * r_end; all threads of the block take part */
@@ -54,39 +46,6 @@ __device__ static void stage(float *sh, int S, const float *x, dims d, int b, in
         int j = i / d.hd, dd = i % d.hd, r = r0 + j;
         sh[j * S + dd] = r < r_end ? x[(kv ? kv_index(d, b, r, head) : q_index(d, b, r, head)) + dd] : 0.0f;
     }
-}
-
-/* r[i] = row[u + LG i] (0 past hd) */
-template <int LG>
-__device__ static inline void load_part(float (&r)[DL], const float *row, int hd, int u) {
-#pragma unroll
-    for (int i = 0; i < DL; i++) {
-        int dd = u + LG * i;
-        r[i] = dd < hd ? row[dd] : 0.0f;
-    }
-}
-
-/* the dot product of the group's row (r) with row: every lane of the group gets it; all 32 lanes of
- * the warp must call it together (each group with its own row) */
-template <int LG>
-__device__ static inline float group_dot(const float (&r)[DL], const float *row, int hd, int u) {
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < DL; i++) {
-        int dd = u + LG * i;
-        if (dd < hd) s += r[i] * row[dd];
-    }
-#pragma unroll
-    for (int mask = LG / 2; mask > 0; mask /= 2) s += __shfl_xor_sync(0xffffffffu, s, mask);
-    return s;
-}
-
-/* v summed over the warp's groups (every lane gets the sum of its position's values) */
-template <int LG>
-__device__ static inline float across_groups(float v) {
-#pragma unroll
-    for (int mask = LG; mask < 32; mask *= 2) v += __shfl_xor_sync(0xffffffffu, v, mask);
-    return v;
 }
 
 template <int LG>
@@ -104,11 +63,11 @@ __global__ static void attn_fwd(float *out, float *lse, const float *q, const fl
     for (int i = q0 + 1; i <= last; i++) lo = seg[i] < lo ? seg[i] : lo;
     lo = lo < 0 ? 0 : lo;
     int active = t < d.T;
-    float qr[DL], acc[DL], m = -INFINITY, l = 0.0f;
+    float qr[AN_CUDA_DL], acc[AN_CUDA_DL], m = -INFINITY, l = 0.0f;
     int my_lo = active ? seg[t] : 0;
-    if (active) load_part<LG>(qr, q + q_index(d, b, t, h), d.hd, u);
+    if (active) an_cuda_load_part<LG>(qr, q + q_index(d, b, t, h), d.hd, u);
 #pragma unroll
-    for (int i = 0; i < DL; i++) acc[i] = 0.0f;
+    for (int i = 0; i < AN_CUDA_DL; i++) acc[i] = 0.0f;
     for (int k0 = lo; k0 <= last; k0 += TILE) {
         __syncthreads(); /* the previous tile is no longer read */
         stage(ks, S, k, d, b, kh, 1, k0, last + 1);
@@ -117,7 +76,7 @@ __global__ static void attn_fwd(float *out, float *lse, const float *q, const fl
         if (!active) continue; /* the whole warp: t is the warp's */
         for (int j = g; j < TILE; j += G) {
             int s = k0 + j;
-            float score = group_dot<LG>(qr, ks + j * S, d.hd, u) * scale; /* every group, seen or not */
+            float score = an_cuda_group_dot<LG>(qr, ks + j * S, d.hd, u) * scale; /* every group, seen or not */
             if (s < my_lo || s > t) continue;
             float p, corr;
             if (score > m) {
@@ -130,33 +89,19 @@ __global__ static void attn_fwd(float *out, float *lse, const float *q, const fl
             }
             l = l * corr + p;
 #pragma unroll
-            for (int i = 0; i < DL; i++) {
+            for (int i = 0; i < AN_CUDA_DL; i++) {
                 int dd = u + LG * i;
                 acc[i] = acc[i] * corr + (dd < d.hd ? p * vs[j * S + dd] : 0.0f);
             }
         }
     }
     if (!active) return;
-    /* the groups' states merged: the larger max, each side's sums rescaled to it (a group that saw no
-     * key has m = -inf and contributes 0) */
-#pragma unroll
-    for (int mask = LG; mask < 32; mask *= 2) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, mask), l2 = __shfl_xor_sync(0xffffffffu, l, mask);
-        float mn = m > m2 ? m : m2;
-        float c1 = m == -INFINITY ? 0.0f : expf(m - mn), c2 = m2 == -INFINITY ? 0.0f : expf(m2 - mn);
-        l = l * c1 + l2 * c2;
-#pragma unroll
-        for (int i = 0; i < DL; i++) {
-            float a2 = __shfl_xor_sync(0xffffffffu, acc[i], mask);
-            acc[i] = acc[i] * c1 + a2 * c2;
-        }
-        m = mn;
-    }
+    an_cuda_merge_softmax_groups<LG>(m, l, acc);
     if (g != 0) return;
     float inv = 1.0f / l;
     float *o = out + q_index(d, b, t, h);
 #pragma unroll
-    for (int i = 0; i < DL; i++) {
+    for (int i = 0; i < AN_CUDA_DL; i++) {
         int dd = u + LG * i;
         if (dd < d.hd) o[dd] = acc[i] * inv;
     }
@@ -178,16 +123,16 @@ __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q,
     for (int i = q0 + 1; i <= last; i++) lo = seg[i] < lo ? seg[i] : lo;
     lo = lo < 0 ? 0 : lo;
     int active = t < d.T;
-    float qr[DL], dor[DL], acc[DL], D = 0.0f, L = 0.0f;
+    float qr[AN_CUDA_DL], dor[AN_CUDA_DL], acc[AN_CUDA_DL], D = 0.0f, L = 0.0f;
     int my_lo = active ? seg[t] : 0;
     if (active) {
-        load_part<LG>(qr, q + q_index(d, b, t, h), d.hd, u);
-        load_part<LG>(dor, dout + q_index(d, b, t, h), d.hd, u);
-        D = group_dot<LG>(dor, out + q_index(d, b, t, h), d.hd, u); /* each group the whole row: the same bits */
+        an_cuda_load_part<LG>(qr, q + q_index(d, b, t, h), d.hd, u);
+        an_cuda_load_part<LG>(dor, dout + q_index(d, b, t, h), d.hd, u);
+        D = an_cuda_group_dot<LG>(dor, out + q_index(d, b, t, h), d.hd, u); /* each group the whole row: the same bits */
         L = lse[((size_t)b * d.nh + h) * d.T + t];
     }
 #pragma unroll
-    for (int i = 0; i < DL; i++) acc[i] = 0.0f;
+    for (int i = 0; i < AN_CUDA_DL; i++) acc[i] = 0.0f;
     for (int k0 = lo; k0 <= last; k0 += TILE) {
         __syncthreads();
         stage(ks, S, k, d, b, kh, 1, k0, last + 1);
@@ -196,12 +141,12 @@ __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q,
         if (!active) continue;
         for (int j = g; j < TILE; j += G) {
             int s = k0 + j;
-            float sc = group_dot<LG>(qr, ks + j * S, d.hd, u), dp = group_dot<LG>(dor, vs + j * S, d.hd, u);
+            float sc = an_cuda_group_dot<LG>(qr, ks + j * S, d.hd, u), dp = an_cuda_group_dot<LG>(dor, vs + j * S, d.hd, u);
             if (s < my_lo || s > t) continue;
             float p = expf(sc * scale - L);
             float ds = p * (dp - D) * scale;
 #pragma unroll
-            for (int i = 0; i < DL; i++) {
+            for (int i = 0; i < AN_CUDA_DL; i++) {
                 int dd = u + LG * i;
                 if (dd < d.hd) acc[i] += ds * ks[j * S + dd];
             }
@@ -209,11 +154,11 @@ __global__ static void attn_bwd_dq(float *dq, const float *dout, const float *q,
     }
     if (!active) return;
 #pragma unroll
-    for (int i = 0; i < DL; i++) acc[i] = across_groups<LG>(acc[i]);
+    for (int i = 0; i < AN_CUDA_DL; i++) acc[i] = an_cuda_across_groups<LG>(acc[i]);
     if (g != 0) return;
     float *gq = dq + q_index(d, b, t, h);
 #pragma unroll
-    for (int i = 0; i < DL; i++) {
+    for (int i = 0; i < AN_CUDA_DL; i++) {
         int dd = u + LG * i;
         if (dd < d.hd) gq[dd] += acc[i];
     }
@@ -230,13 +175,13 @@ __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, co
     int s0 = blockIdx.x * WARPS, s = s0 + warp;
     const int32_t *seg = seg_start + (size_t)b * d.T;
     int active = s < d.T;
-    float kr[DL], vr[DL], dka[DL], dva[DL];
+    float kr[AN_CUDA_DL], vr[AN_CUDA_DL], dka[AN_CUDA_DL], dva[AN_CUDA_DL];
     if (active) {
-        load_part<LG>(kr, k + kv_index(d, b, s, kh), d.hd, u);
-        load_part<LG>(vr, v + kv_index(d, b, s, kh), d.hd, u);
+        an_cuda_load_part<LG>(kr, k + kv_index(d, b, s, kh), d.hd, u);
+        an_cuda_load_part<LG>(vr, v + kv_index(d, b, s, kh), d.hd, u);
     }
 #pragma unroll
-    for (int i = 0; i < DL; i++) dka[i] = dva[i] = 0.0f;
+    for (int i = 0; i < AN_CUDA_DL; i++) dka[i] = dva[i] = 0.0f;
     for (int h = kh * group; h < (kh + 1) * group; h++)
         for (int t0 = s0; t0 < d.T; t0 += TILE) {
             __syncthreads();
@@ -263,12 +208,12 @@ __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, co
             for (int j = g; j < TILE; j += G) {
                 int t = t0 + j;
                 const float *qrow = qs + j * S, *drow = ds_ + j * S;
-                float sc = group_dot<LG>(kr, qrow, d.hd, u), dp = group_dot<LG>(vr, drow, d.hd, u);
+                float sc = an_cuda_group_dot<LG>(kr, qrow, d.hd, u), dp = an_cuda_group_dot<LG>(vr, drow, d.hd, u);
                 if (t >= d.T || s > t || s < seg[t]) continue; /* query t does not see key s */
                 float p = expf(sc * scale - Ls[j]);
                 float dsc = p * (dp - Ds[j]) * scale;
 #pragma unroll
-                for (int i = 0; i < DL; i++) {
+                for (int i = 0; i < AN_CUDA_DL; i++) {
                     int dd = u + LG * i;
                     if (dd < d.hd) {
                         dva[i] += p * drow[dd];
@@ -279,10 +224,10 @@ __global__ static void attn_bwd_dkdv(float *dk, float *dv, const float *dout, co
         }
     if (!active) return;
 #pragma unroll
-    for (int i = 0; i < DL; i++) dka[i] = across_groups<LG>(dka[i]), dva[i] = across_groups<LG>(dva[i]);
+    for (int i = 0; i < AN_CUDA_DL; i++) dka[i] = an_cuda_across_groups<LG>(dka[i]), dva[i] = an_cuda_across_groups<LG>(dva[i]);
     if (g != 0) return;
 #pragma unroll
-    for (int i = 0; i < DL; i++) {
+    for (int i = 0; i < AN_CUDA_DL; i++) {
         int dd = u + LG * i;
         if (dd >= d.hd) continue;
         if (dk) dk[kv_index(d, b, s, kh) + dd] += dka[i];
@@ -300,19 +245,6 @@ typedef void (*dq_kernel)(float *, const float *, const float *, const float *, 
                           const int32_t *, dims, float, int);
 typedef void (*dkdv_kernel)(float *, float *, const float *, const float *, const float *, const float *, const float *,
                             const float *, const int32_t *, dims, float, int);
-
-/* the instance for hd's group width (launched through a pointer, which CUDA allows and the host
- * emulation's launch rewriting reads as a name) */
-template <typename K> static K pick(int hd, K lg2, K lg4, K lg8, K lg16, K lg32) {
-    switch (group_lanes(hd)) {
-    case 2: return lg2;
-    case 4: return lg4;
-    case 8: return lg8;
-    case 16: return lg16;
-    default: return lg32;
-    }
-}
-#define INSTANCES(kernel) kernel<2>, kernel<4>, kernel<8>, kernel<16>, kernel<32>
 
 static int shape_ok(int B, int T, int nh, int nkv, int hd) {
     return B > 0 && T > 0 && nkv > 0 && nh % nkv == 0 && hd > 0 && hd <= HD_MAX;
@@ -332,7 +264,7 @@ void an_cuda_attention_forward(const an_ops *o, float *out, float *lse, const fl
     dim3 grid((T + WARPS - 1) / WARPS, nh, B);
     int S = tile_stride(hd);
     size_t shm = 2 * TILE * (size_t)S * sizeof(float);
-    fwd_kernel kernel = pick(hd, INSTANCES(attn_fwd));
+    fwd_kernel kernel = an_cuda_pick_lanes(hd, AN_CUDA_LANE_INSTANCES(attn_fwd));
     kernel<<<grid, WARPS * 32, shm, an_cuda(o)->stream>>>(out, lse, q, k, v, seg_start, d, 1.0f / sqrtf((float)hd), S);
     AN_CUDA_LAUNCHED("attention_forward");
 }
@@ -354,7 +286,7 @@ void an_cuda_attention_backward(const an_ops *o, float *dq, float *dk, float *dv
     int S = tile_stride(hd);
     if (dq) {
         dim3 grid((T + WARPS - 1) / WARPS, nh, B);
-        dq_kernel kernel = pick(hd, INSTANCES(attn_bwd_dq));
+        dq_kernel kernel = an_cuda_pick_lanes(hd, AN_CUDA_LANE_INSTANCES(attn_bwd_dq));
         kernel<<<grid, WARPS * 32, 2 * TILE * (size_t)S * sizeof(float), st>>>(dq, dout, q, k, v, out, lse, seg_start, d,
                                                                                 scale, S);
         AN_CUDA_LAUNCHED("attention_backward (dq)");
@@ -362,7 +294,7 @@ void an_cuda_attention_backward(const an_ops *o, float *dq, float *dk, float *dv
     if (dk || dv) {
         dim3 grid((T + WARPS - 1) / WARPS, nkv, B);
         size_t shm = (2 * TILE * (size_t)S + 2 * TILE) * sizeof(float);
-        dkdv_kernel kernel = pick(hd, INSTANCES(attn_bwd_dkdv));
+        dkdv_kernel kernel = an_cuda_pick_lanes(hd, AN_CUDA_LANE_INSTANCES(attn_bwd_dkdv));
         kernel<<<grid, WARPS * 32, shm, st>>>(dk, dv, dout, q, k, v, out, lse, seg_start, d, scale, S);
         AN_CUDA_LAUNCHED("attention_backward (dk, dv)");
     }
