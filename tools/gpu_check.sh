@@ -213,6 +213,24 @@ for tdev in cuda cuda-bf16; do
     fi
 done
 
+# ---- where the step's time goes: Nsight Systems' kernel summary of a short bf16 run, when the GPU
+# machine has nsys (the toolkit here has not): the kernels by total time, so the next change goes to the
+# op that costs most ----
+if [ "$DRY" = 1 ]; then
+    result SKIP "kernel profile" "dry run"
+elif ! command -v nsys > /dev/null 2>&1; then
+    result SKIP "kernel profile" "no nsys on this machine"
+elif timeout 120 nsys profile --force-overwrite true -o "$OUT/profile" $BUILD/autoneg bench train --preset gpt2-124m \
+        --batch 8 --seq 1024 --steps 2 --device cuda-bf16 > /dev/null 2>> "$LOG" &&
+    timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv "$OUT/profile.nsys-rep" > "$OUT/kernels.csv" 2>> "$LOG"; then
+    # the csv's rows: time share (%), total time, instances, ..., name (quoted, may hold commas)
+    top=$(grep -E '^"?[0-9]' "$OUT/kernels.csv" | head -n 5 | awk -F, '{printf "%s%% %s; ", $1, $NF}')
+    result INFO "kernel profile gpt2-124m 8 x 1024 cuda-bf16" "top kernels by time: $top"
+    head -n 30 "$OUT/kernels.csv" >> "$LOG"
+else
+    result INFO "kernel profile" "nsys failed or ran past its time (see gpu_check.log)"
+fi
+
 # ---- against PyTorch on the same GPU (bench/train_gpu.sh: gpt2-124m, 8 x 1024, bf16 on both sides) ----
 if [ "$DRY" = 1 ]; then
     result SKIP "autoneg / pytorch gpt2-124m" "dry run"
