@@ -197,8 +197,12 @@ int an_cmd_train(int argc, char **argv) {
             goto out;
         }
 #ifdef AN_CUDA
-        /* GPU ranks: NCCL between their devices, one GPU each (set before the backend opens) */
-        if (comm.size > 1 && !strncmp(r.train.device, "cuda", 4) && an_comm_nccl_init(&comm, timeout, &err)) {
+        /* GPU ranks: NCCL between their devices, one GPU each (set before the backend opens).
+         * AN_COMM_ONE_RANK=1 under mpirun -np 1: one GPU whose collectives still go through NCCL, to
+         * time that path on a machine with one GPU */
+        const char *one = getenv("AN_COMM_ONE_RANK");
+        int alone = comm.size == 1 && one && !strcmp(one, "1");
+        if ((comm.size > 1 || alone) && !strncmp(r.train.device, "cuda", 4) && an_comm_nccl_init(&comm, timeout, &err)) {
             an_fail_prefix(&err, "rank %d of %d", comm.rank, comm.size);
             rc = cli_error(&err);
             fflush(stderr);
@@ -206,6 +210,7 @@ int an_cmd_train(int argc, char **argv) {
             an_comm_free(&comm);
             goto out;
         }
+        comm.alone = alone && !strcmp(comm.vt->name, "nccl");
 #endif
     }
 #endif
@@ -230,7 +235,7 @@ int an_cmd_train(int argc, char **argv) {
                 res.steps_done, res.total_steps, res.last_ckpt, r.output.dir);
         rc = train_stop_requested ? 130 : 0;
     } else {
-        if (comm.size > 1)
+        if (an_comm_active(&comm))
             fprintf(stderr, "autoneg: %d ranks; rank 0 spent %.3f s per step in collectives (%.2f s over %ld steps)\n",
                     comm.size, res.comm_steps ? res.comm_seconds / (double)res.comm_steps : 0.0, res.comm_seconds,
                     res.comm_steps);

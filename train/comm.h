@@ -48,7 +48,13 @@ struct an_comm {
     void *impl;
     double seconds;     /* time spent inside collectives so far (for the benchmark) */
     double bytes;       /* bytes this rank handed to collectives so far */
+    int alone;          /* one rank whose collectives still go through the library (AN_COMM_ONE_RANK) */
 };
+
+/* 1 when the collectives do something: several ranks, or one rank that times the library's path
+ * (an NCCL communicator of one GPU: AN_COMM_ONE_RANK=1 under mpirun -np 1, docs/distributed.md).
+ * With one rank the sums are the buffers themselves either way. */
+static inline int an_comm_active(const an_comm *c) { return c && (c->size > 1 || c->alone); }
 
 /* The one-process communicator (nothing to free). */
 void an_comm_single(an_comm *c);

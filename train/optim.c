@@ -119,7 +119,7 @@ static void pack(an_optim *o, size_t lo, size_t len, int to) {
 }
 
 int an_optim_broadcast_params(an_optim *o, int root, an_error *err) {
-    if (!o->comm || o->comm->size == 1 || !o->grad_base) return 0;
+    if (!an_comm_active(o->comm) || !o->grad_base) return 0;
     pack(o, 0, o->n_floats, 1);
     if (an_comm_bcast_f32(o->comm, o->grad_base, o->n_floats, root, err)) return -1;
     pack(o, 0, o->n_floats, 0);
@@ -165,7 +165,7 @@ void an_optim_zero_grad(an_optim *o) {
  * same update. ZeRO-1: a reduce-scatter, each rank holding the sum of its slice; an_optim_grad_norm
  * then all-reduces the slices' sums of squares. */
 int an_optim_reduce_grads(an_optim *o, an_error *err) {
-    if (!o->comm || o->comm->size == 1 || !o->grad_base) return 0;
+    if (!an_comm_active(o->comm) || !o->grad_base) return 0;
     return o->sharded ? an_comm_reduce_scatter_f32(o->comm, o->grad_base, o->n_floats, err)
                       : an_comm_allreduce_f32(o->comm, o->grad_base, o->n_floats, err);
 }

@@ -424,7 +424,7 @@ static int setup(run *u, an_error *err) {
     if (u->comm->size > 1 && !nccl && !on_cpu)
         return an_fail(err, "recipe: train.device %s: MPI ranks train on the CPU backend; GPU ranks need a build with "
                             "both CUDA=1 and MPI=1 (NCCL)", r->train.device);
-    if (u->comm->size > 1 && nccl && on_cpu)
+    if (an_comm_active(u->comm) && nccl && on_cpu)
         return an_fail(err, "recipe: train.device cpu: the NCCL communicator is for GPU ranks");
     if (u->comm->size > r->train.batch_size)
         return an_fail(err, "recipe: train.batch_size %d is smaller than the %d ranks: each rank trains on its share of "
@@ -485,7 +485,7 @@ static int setup(run *u, an_error *err) {
         an_optim_init_params(&u->opt, u->m->ops, u->ts.p, u->ts.n, u->ts.grad_base, u->ts.n_floats, err) ||
         an_optim_distribute(&u->opt, u->comm, r->train.zero, err))
         return -1;
-    if (u->comm->size > 1)
+    if (an_comm_active(u->comm))
         an_trainer_note(o, "data parallel: %d ranks (%s), %s", u->comm->size, u->comm->vt->name,
                         u->opt.sharded ? "ZeRO-1: each rank keeps the AdamW moments of its slice" : "all-reduce of the gradients");
 

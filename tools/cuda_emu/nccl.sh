@@ -8,7 +8,8 @@
 # 1.1 to 1.5, so a norm of one rank's gradients alone would show). Every step's loss and gradient norm
 # must agree to 1e-5 relative: the ranks' float32 gradients are summed in another order than one
 # process's (a few float32 roundings, 4e-8 seen), while a rank's rows lost or counted twice moves the
-# loss by more than 1e-2. BUILD (default build-emu-mpi) is the build folder. Not a GPU run.
+# loss by more than 1e-2. Then one rank with AN_COMM_ONE_RANK=1 (its collectives through NCCL): the
+# same steps as one process, bit for bit. BUILD (default build-emu-mpi) is the build folder. Not a GPU run.
 set -e
 cd "$(dirname "$0")/../.."
 if ! command -v mpirun > /dev/null 2>&1 || ! command -v mpicxx > /dev/null 2>&1; then
@@ -63,4 +64,24 @@ for zero in 0 1; do
         fail=1
     fi
 done
+# one GPU rank whose collectives still go through NCCL (AN_COMM_ONE_RANK=1: how a machine with one GPU
+# times that path): the same losses as one process, and the time in collectives reported
+if ! timeout 600 mpirun --allow-run-as-root --oversubscribe -np 1 env AN_COMM_ONE_RANK=1 "$B/autoneg" train \
+    "$TMP/recipe.json" --device cuda --out "$TMP/alone" > "$TMP/alone.log" 2>&1; then
+    echo "[FAIL] 1 GPU rank through NCCL: the job failed"
+    cat "$TMP/alone.log"
+    fail=1
+elif ! grep -q 'data parallel: 1 ranks (nccl)' "$TMP/alone.log" || ! grep -q 'per step in collectives' "$TMP/alone.log"; then
+    echo "[FAIL] 1 GPU rank: not the NCCL communicator, or no time in collectives reported"
+    cat "$TMP/alone.log"
+    fail=1
+else
+    steps "$TMP/alone" > "$TMP/alone.steps"
+    if cmp -s "$TMP/one.steps" "$TMP/alone.steps"; then
+        echo "[ ok ] 1 GPU rank through NCCL = one process: $(tr '\n' ' ' < "$TMP/alone.steps")($(grep -o '[0-9.]* s per step in collectives' "$TMP/alone.log"))"
+    else
+        echo "[FAIL] 1 GPU rank: one process $(tr '\n' ' ' < "$TMP/one.steps"); through NCCL $(tr '\n' ' ' < "$TMP/alone.steps")"
+        fail=1
+    fi
+fi
 exit $fail
