@@ -70,14 +70,17 @@ static void cuda_memory_counts(const an_ops *o, int reset, size_t *now, size_t *
     pthread_mutex_unlock(&c->lock);
 }
 
-uint16_t *an_cuda_scratch(const an_ops *o, size_t elems) {
+void *an_cuda_scratch_take(const an_ops *o, size_t bytes) {
     an_cuda_ctx *c = an_cuda(o);
-    if (elems <= c->scratch_elems) return c->scratch;
-    if (c->scratch) cuda_free(o, c->scratch); /* cudaFree waits for the GEMMs that read it */
-    c->scratch = (uint16_t *)cuda_alloc(o, elems * sizeof(uint16_t));
-    c->scratch_elems = c->scratch ? elems : 0;
+    pthread_mutex_lock(&c->scratch_lock);
+    if (bytes <= c->scratch_bytes) return c->scratch;
+    if (c->scratch) cuda_free(o, c->scratch); /* cudaFree waits for the kernels that use it */
+    c->scratch = cuda_alloc(o, bytes);
+    c->scratch_bytes = c->scratch ? bytes : 0;
     return c->scratch;
 }
+
+void an_cuda_scratch_release(const an_ops *o) { pthread_mutex_unlock(&an_cuda(o)->scratch_lock); }
 
 static void cuda_upload(const an_ops *o, void *dst, const void *src, size_t bytes) {
     an_cuda_ctx *c = an_cuda(o);

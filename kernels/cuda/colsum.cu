@@ -12,16 +12,12 @@
 #include "kernels/cuda/cuda.h"
 
 an_cuda_colsum an_cuda_colsum_begin(const an_ops *o, int N, size_t ld) {
-    an_cuda_ctx *c = an_cuda(o);
     an_cuda_colsum cs = {N, 1, NULL, ld};
     int rows = 64;
     while ((N + rows - 1) / rows > 65535) rows *= 2; /* a grid's y extent */
     int slices = (N + rows - 1) / rows;
-    pthread_mutex_lock(&c->scratch_lock);
-    if (slices > 1) {
-        float *parts = (float *)an_cuda_scratch(o, 2 * (size_t)slices * ld);
-        if (parts) cs.rows = rows, cs.slices = slices, cs.parts = parts;
-    }
+    float *parts = (float *)an_cuda_scratch_take(o, slices > 1 ? (size_t)slices * ld * sizeof(float) : 0);
+    if (slices > 1 && parts) cs.rows = rows, cs.slices = slices, cs.parts = parts;
     return cs;
 }
 
@@ -41,4 +37,4 @@ void an_cuda_colsum_add(const an_ops *o, const an_cuda_colsum *cs, float *dst, s
     AN_CUDA_LAUNCHED(what);
 }
 
-void an_cuda_colsum_end(const an_ops *o) { pthread_mutex_unlock(&an_cuda(o)->scratch_lock); }
+void an_cuda_colsum_end(const an_ops *o) { an_cuda_scratch_release(o); }

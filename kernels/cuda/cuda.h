@@ -56,12 +56,14 @@ typedef struct an_cuda_ctx {
     an_cuda_live *live;
     size_t n_live, cap_live, now, peak, allocs;
     int bf16;          /* "cuda-bf16": GEMM inputs rounded to bf16 */
-    uint16_t *scratch; /* their bf16 copies (an_cuda_scratch), grown to the largest GEMM, then kept; also
-                        * the embedding backward's sort keys */
-    size_t scratch_elems;
-    /* held from a bf16 GEMM's scratch to its enqueued product (or from the embedding backward's keys to
-     * its last kernel): two host threads' ops then reach the stream one after the other, which runs
-     * them in that order, so neither overwrites the other's inputs */
+    /* device memory an op's kernels use between its launches (an_cuda_scratch_take): the bf16 GEMMs'
+     * input copies, the embedding backward's sort keys, LoRA's dropped-out input, the column sums'
+     * partials; grown to the largest asked for, then kept */
+    void *scratch;
+    size_t scratch_bytes;
+    /* held from an op's take of the scratch to its release, after its last kernel is enqueued: two host
+     * threads' ops then reach the stream one after the other, which runs them in that order, so neither
+     * overwrites the other's data */
     pthread_mutex_t scratch_lock;
 } an_cuda_ctx;
 
@@ -87,10 +89,12 @@ static inline unsigned an_cuda_blocks(size_t n) {
  * output visibly wrong instead of silently stale, as the CPU backend does. */
 void an_cuda_fill_nan(const an_ops *o, float *x, size_t n);
 
-/* At least `elems` bf16 values of the context's scratch: grown (through alloc, so counted) when a GEMM
- * (or the embedding backward, embedding.cu) needs more than any before, the first step of a run; NULL
- * when the device has no memory for it. */
-uint16_t *an_cuda_scratch(const an_ops *o, size_t elems);
+/* The context's scratch, at least `bytes` of it (256-byte aligned), locked for the calling op until
+ * an_cuda_scratch_release, which the op calls once its kernels that use it are enqueued (also when
+ * take returned NULL: the device had no memory for it). Grown through alloc (so counted) when an op
+ * needs more than any before, the first step of a run. */
+void *an_cuda_scratch_take(const an_ops *o, size_t bytes);
+void an_cuda_scratch_release(const an_ops *o);
 
 /* Column sums over a batch's rows in slices (colsum.cu): begin locks the scratch and cuts the N rows
  * into `slices` of `rows` (parts: slices x ld floats of the scratch; NULL with one slice of all N rows,
@@ -127,7 +131,7 @@ __host__ __device__ static inline uint16_t an_cuda_round_bf16(uint32_t u) {
 void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what);
 /* The same product in float32 whatever the context's mode (the LoRA adapters' float32 masters, lora.cu),
- * without bias; it takes no scratch, so a caller may hold the scratch's lock. beta 0 or 1 when k = 0. */
+ * without bias; it takes no scratch, so a caller may hold it (an_cuda_scratch_take). beta 0 or 1 when k = 0. */
 void an_cuda_gemm_f32(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc, const char *what);
 

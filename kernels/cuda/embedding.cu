@@ -12,7 +12,7 @@
  *     launch for the rest).
  *  2. one block per sorted key; the block at the first key of an id's run walks the run for its
  *     columns: dtable[id, j] plus each token's dout[n, j], in token order. Every row has one owner.
- * The keys live in the context's scratch (an_cuda_scratch). The first version gave each of the C
+ * The keys live in the context's scratch (an_cuda_scratch_take). The first version gave each of the C
  * columns one thread walking all N tokens in order: a few blocks in all, each thread thousands of
  * dependent steps (the LM head's input gradient is scattered back through this op in every training
  * step, LoRA included). */
@@ -102,10 +102,9 @@ void an_cuda_embedding_backward(const an_ops *o, float *dtable, const float *dou
     an_cuda_ctx *c = an_cuda(o);
     size_t P = 1;
     while (P < (size_t)N) P *= 2;
-    pthread_mutex_lock(&c->scratch_lock); /* the keys are the scratch's until add_runs is enqueued */
-    uint64_t *keys = (uint64_t *)an_cuda_scratch(o, P * sizeof(uint64_t) / sizeof(uint16_t));
+    uint64_t *keys = (uint64_t *)an_cuda_scratch_take(o, P * sizeof(uint64_t)); /* until add_runs is enqueued */
     if (!keys) {
-        pthread_mutex_unlock(&c->scratch_lock);
+        an_cuda_scratch_release(o);
         scatter_cols<<<(C + 63) / 64, 64, 0, c->stream>>>(dtable, dout, ids, N, C);
         AN_CUDA_LAUNCHED("embedding_backward");
         return;
@@ -121,7 +120,7 @@ void an_cuda_embedding_backward(const an_ops *o, float *dtable, const float *dou
     }
     int threads = C < 128 ? (C + 31) / 32 * 32 : 128;
     add_runs<<<(unsigned)N, (unsigned)threads, 0, c->stream>>>(dtable, dout, keys, N, C);
-    pthread_mutex_unlock(&c->scratch_lock);
+    an_cuda_scratch_release(o);
     AN_CUDA_LAUNCHED("embedding_backward");
 }
 

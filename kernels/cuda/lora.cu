@@ -54,11 +54,13 @@ static mask_args make_mask(float p, uint64_t seed, uint64_t counter) {
     return m;
 }
 
-/* x with the mask applied, in the context's scratch; the caller holds scratch_lock until the products
- * that read it are enqueued. NULL (reported) when the device has no memory for it. */
+/* The input the products read: x itself, or with dropout x with the mask applied, in the context's
+ * scratch, taken until done_with_input (after the products that read it are enqueued). NULL (reported)
+ * when the device has no memory for it. */
 static const float *masked_input(const an_ops *o, const float *x, int N, int C, const mask_args &m, const char *what) {
+    if (!m.drop) return x;
     size_t n = (size_t)N * C;
-    float *xd = (float *)an_cuda_scratch(o, 2 * n);
+    float *xd = (float *)an_cuda_scratch_take(o, n * sizeof(float));
     if (!xd) {
         an_cuda_report(what, "no device memory for the dropped-out input");
         return NULL;
@@ -68,21 +70,23 @@ static const float *masked_input(const an_ops *o, const float *x, int N, int C, 
     return xd;
 }
 
+static void done_with_input(const an_ops *o, const mask_args &m) {
+    if (m.drop) an_cuda_scratch_release(o);
+}
+
 /* The GEMMs below, row-major in the comments, are column-major in cuBLAS: a row-major [R, K] matrix is
  * its column-major transpose [K, R] with leading dimension K. */
 
 void an_cuda_lora_forward(const an_ops *o, float *out, float *u, const float *x, const float *a, const float *bt, int N, int C,
                           int OC, int r, float scaling, float p, uint64_t seed, uint64_t counter) {
     if (N <= 0 || r <= 0) return;
-    an_cuda_ctx *c = an_cuda(o);
     mask_args m = make_mask(p, seed, counter);
-    if (m.drop) pthread_mutex_lock(&c->scratch_lock);
-    const float *xs = m.drop ? masked_input(o, x, N, C, m, "lora_forward") : x;
+    const float *xs = masked_input(o, x, N, C, m, "lora_forward");
     if (xs) {
         an_cuda_gemm_f32(o, 1, 0, r, N, C, scaling, a, C, xs, C, 0.0f, u, r, "lora_forward (u)"); /* u = s xd A^T */
         an_cuda_gemm_f32(o, 0, 0, OC, N, r, 1.0f, bt, OC, u, r, 1.0f, out, OC, "lora_forward (out)"); /* out += u Bt */
     }
-    if (m.drop) pthread_mutex_unlock(&c->scratch_lock);
+    done_with_input(o, m);
     if (!xs) an_cuda_fill_nan(o, out, (size_t)N * OC);
 }
 
@@ -97,10 +101,9 @@ void an_cuda_lora_backward(const an_ops *o, float *dinp, float *da, float *dbt, 
     if (dbt) /* dBt += u^T dout */
         an_cuda_gemm_f32(o, 0, 1, OC, r, N, 1.0f, dout, OC, u, r, 1.0f, dbt, OC, "lora_backward (dbt)");
     if (da) { /* dA += du^T xd */
-        if (m.drop) pthread_mutex_lock(&c->scratch_lock);
-        const float *xs = m.drop ? masked_input(o, x, N, C, m, "lora_backward") : x;
+        const float *xs = masked_input(o, x, N, C, m, "lora_backward");
         if (xs) an_cuda_gemm_f32(o, 0, 1, C, r, N, 1.0f, xs, C, du, r, 1.0f, da, C, "lora_backward (da)");
-        if (m.drop) pthread_mutex_unlock(&c->scratch_lock);
+        done_with_input(o, m);
         if (!xs) an_cuda_fill_nan(o, da, (size_t)r * C);
     }
     if (dinp) {

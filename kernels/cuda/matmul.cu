@@ -123,15 +123,14 @@ void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k
     /* both inputs rounded to bf16, packed (leading dimension = stored rows) */
     int ar = trans_a ? k : m, ac = trans_a ? m : k, br = trans_b ? n : k, bc = trans_b ? k : n;
     size_t na = (size_t)ar * ac, nb = (size_t)br * bc, boff = (na + 127) / 128 * 128; /* B on 256 bytes */
-    pthread_mutex_lock(&c->scratch_lock); /* until the product is enqueued (cuda.h) */
-    uint16_t *s = an_cuda_scratch(o, boff + nb);
+    uint16_t *s = (uint16_t *)an_cuda_scratch_take(o, (boff + nb) * sizeof(uint16_t)); /* until the product is enqueued */
     if (s) {
         round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, A, ar, ac, lda);
         round_cols<<<an_cuda_blocks(nb), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, B, br, bc, ldb);
         AN_CUDA_LAUNCHED(what);
         enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, s, ar, s + boff, br, beta, C, ldc, bias, CUDA_R_16BF, what);
     }
-    pthread_mutex_unlock(&c->scratch_lock);
+    an_cuda_scratch_release(o);
     if (!s) an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
 }
 
