@@ -67,8 +67,9 @@ void an_cpu_scale(const an_ops *o, float *x, float s, size_t n);
 void an_cpu_cross_entropy_forward(const an_ops *o, float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V);
 void an_cpu_cross_entropy_backward(const an_ops *o, float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                    int N, int V, float dloss);
-void an_cpu_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
-                         float lr, float beta1, float beta2, float eps, float weight_decay, int step);
+void an_cpu_adamw_update(const an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,
+                         float grad_scale, float *m, float *v, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, int step);
 double an_cpu_sum_squares(const an_ops *o, const float *x, size_t n);
 
 /* exp(x) for float, branch-free so loops over it vectorise: range reduction x = n ln2 + r, a degree-7

@@ -25,15 +25,14 @@ static double typed_decimal(float x) {
     return (double)x;
 }
 
-void an_cpu_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
-                         float lr, float beta1, float beta2, float eps, float weight_decay, int step) {
-    (void)o;
-    double lr_d = typed_decimal(lr), b1 = typed_decimal(beta1), b2 = typed_decimal(beta2);
-    float decay = (float)(1.0 - lr_d * typed_decimal(weight_decay));
-    float w1 = (float)(1.0 - b1);
-    float w2 = (float)(1.0 - b2);
-    float step_size = (float)(lr_d / (1.0 - pow(b1, step)));
-    float bc2_sqrt = (float)sqrt(1.0 - pow(b2, step));
+/* The scalars of one step, formed once for every part (their bits do not depend on the part). */
+typedef struct adamw_scalars {
+    float decay, w1, w2, step_size, bc2_sqrt;
+} adamw_scalars;
+
+static void update_part(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n, float decay,
+                        const adamw_scalars *s, float beta2, float eps) {
+    float w1 = s->w1, w2 = s->w2, step_size = s->step_size, bc2_sqrt = s->bc2_sqrt;
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] * grad_scale; /* what torch's clip_grad_norm_ leaves in the gradient */
@@ -44,6 +43,22 @@ void an_cpu_adamw_update(const an_ops *o, float *param, const float *grad, float
         param[i] = p - step_size * (mi / denom);
         m[i] = mi;
         v[i] = vi;
+    }
+}
+
+void an_cpu_adamw_update(const an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,
+                         float grad_scale, float *m, float *v, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, int step) {
+    (void)o, (void)span;
+    double lr_d = typed_decimal(lr), b1 = typed_decimal(beta1), b2 = typed_decimal(beta2);
+    adamw_scalars s = {(float)(1.0 - lr_d * typed_decimal(weight_decay)), (float)(1.0 - b1), (float)(1.0 - b2),
+                       (float)(lr_d / (1.0 - pow(b1, step))), (float)sqrt(1.0 - pow(b2, step))};
+    /* a part without decay multiplies by 1.0f: (float)(1 - lr * 0), exactly what a separate
+     * parameter group with weight_decay 0 gives */
+    for (int k = 0; k < n_parts; k++) {
+        const an_adamw_part *t = &parts[k];
+        update_part(t->param, grad + t->at, grad_scale, m + t->at, v + t->at, t->n, t->decay ? s.decay : 1.0f, &s, beta2,
+                    eps);
     }
 }
 

@@ -60,6 +60,14 @@ typedef struct an_lora_seg {
     const float *a, *bt;
 } an_lora_seg;
 
+/* One tensor (or run of tensors) of an AdamW update (adamw_update below): its weights, and where its
+ * gradient and moments start in the gradient and moment buffers. */
+typedef struct an_adamw_part {
+    float *param;
+    size_t at, n;
+    int decay; /* 1: weight_decay applies; 0: none (norms, biases) */
+} an_adamw_part;
+
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
@@ -196,10 +204,15 @@ typedef struct an_ops {
                                    int N, int V, float dloss);
 
     /* ---- optimizer ---- */
-    /* AdamW, decoupled weight decay and bias correction; step counts from 1. Each gradient is read as
+    /* AdamW, decoupled weight decay and bias correction; step counts from 1, over every part of a
+     * list in one call (one launch on a device, however many tensors a model has): part k updates
+     * parts[k].param[0 .. n) with grad, m and v at [at, at + n), with weight_decay when its decay
+     * flag is set and none otherwise. parts is backend memory (the optimizer uploads its list once),
+     * sorted by at, the parts disjoint, all inside [0, span). Each gradient is read as
      * grad[i] * grad_scale (the clipping factor, 1 for none), so clipping costs no pass of its own. */
-    void (*adamw_update)(const struct an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n, float lr,
-                         float beta1, float beta2, float eps, float weight_decay, int step);
+    void (*adamw_update)(const struct an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,
+                         float grad_scale, float *m, float *v, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, int step);
     /* sum of squares, accumulated in double, returned to the host (for the global gradient norm) */
     double (*sum_squares)(const struct an_ops *o, const float *x, size_t n);
 

@@ -26,6 +26,14 @@ void *oh_upload(const an_ops *ops, const void *host, size_t bytes) {
     return d;
 }
 
+void oh_adamw_one(const an_ops *ops, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float wd, int step) {
+    an_adamw_part part = {param, 0, n, 1};
+    an_adamw_part *d = oh_upload(ops, &part, sizeof part);
+    ops->adamw_update(ops, d, 1, n, grad, grad_scale, m, v, lr, beta1, beta2, eps, wd, step);
+    ops->free(ops, d);
+}
+
 void *oh_download(const an_ops *ops, const void *dev, size_t bytes) {
     void *h = malloc(bytes ? bytes : 1);
     ops->download(ops, h, dev, bytes);

@@ -28,6 +28,11 @@ void *oh_upload(const an_ops *ops, const void *host, size_t bytes);
 /* malloc'd host copy of a backend buffer */
 void *oh_download(const an_ops *ops, const void *dev, size_t bytes);
 
+/* adamw_update on one tensor: param, grad, m, v of n floats, weight decay wd (a one-part list in
+ * backend memory, allocated and freed around the call) */
+void oh_adamw_one(const an_ops *ops, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float wd, int step);
+
 /* A reference forward in double: reads its inputs through ctx and writes out[out_n]. */
 typedef void (*oh_forward_fn)(void *ctx, double *out);
 

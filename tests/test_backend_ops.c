@@ -992,46 +992,64 @@ static void case_cross_entropy_backward(void) {
 /* ====================================== optimizer ====================================== */
 
 
-enum { ADAM_N = 1001, ADAM_STEPS = 3 };
+/* One call updates a list of parts: a 600-value part spanning blocks of a device's grid, three tiny
+ * ones (5, 1 and 7 values: several parts in one block) with and without decay, a 601-value part
+ * ending the span, gaps between them, and the weights in an order of their own (the last part's first).
+ * The gradient is non-zero in the gaps, whose moments must stay exactly 0. */
+enum { ADAM_SPAN = 1301, ADAM_PARTS = 5, ADAM_W = 1214, ADAM_STEPS = 3 };
+static const size_t adam_at[ADAM_PARTS] = {0, 603, 608, 609, 700}, adam_n[ADAM_PARTS] = {600, 5, 1, 7, 601};
+static const size_t adam_woff[ADAM_PARTS] = {614, 601, 606, 607, 0}; /* where each part's weights lie */
+static const int adam_decay[ADAM_PARTS] = {1, 0, 0, 1, 0};
 
 typedef struct adam_out {
-    float *p, *m, *v;
+    float *w, *m, *v;
 } adam_out;
 
-static adam_out run_adamw(const an_ops *o, const float *p0, float *const g[ADAM_STEPS], const float clip[ADAM_STEPS]) {
-    float *p = devf(o, p0, ADAM_N), *m = devf(o, NULL, ADAM_N), *v = devf(o, NULL, ADAM_N);
+static adam_out run_adamw(const an_ops *o, const float *w0, float *const g[ADAM_STEPS], const float clip[ADAM_STEPS]) {
+    float *w = devf(o, w0, ADAM_W), *m = devf(o, NULL, ADAM_SPAN), *v = devf(o, NULL, ADAM_SPAN);
+    an_adamw_part parts[ADAM_PARTS];
+    for (int k = 0; k < ADAM_PARTS; k++) parts[k] = (an_adamw_part){w + adam_woff[k], adam_at[k], adam_n[k], adam_decay[k]};
+    an_adamw_part *dparts = dev(o, parts, sizeof parts);
     for (int s = 0; s < ADAM_STEPS; s++)
-        o->adamw_update(o, p, devf(o, g[s], ADAM_N), clip[s], m, v, ADAM_N, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, s + 1);
-    return (adam_out){down(o, p, ADAM_N), down(o, m, ADAM_N), down(o, v, ADAM_N)};
+        o->adamw_update(o, dparts, ADAM_PARTS, ADAM_SPAN, devf(o, g[s], ADAM_SPAN), clip[s], m, v, 1e-2f, 0.9f, 0.999f,
+                        1e-8f, 0.1f, s + 1);
+    return (adam_out){down(o, w, ADAM_W), down(o, m, ADAM_SPAN), down(o, v, ADAM_SPAN)};
 }
 
 /* Three steps, the second clipped (the gradient read as g * 0.3), gradients of mixed sizes with tiny
- * ones where eps matters. A handful of float roundings per step on values ~1: ~1e-7 each, so 1e-6 of
- * each parameter (floor 1e-2) and relative to the largest m and v. */
+ * ones where eps matters; the reference is each part alone in double, weight decay 0.1 or 0. A handful
+ * of float roundings per step on values ~1: ~1e-7 each, so 1e-6 of each weight (floor 1e-2) and
+ * relative to the largest m and v. */
 static void case_adamw_update(void) {
-    where("n=%d, %d steps", ADAM_N, ADAM_STEPS);
+    where("%d parts in a span of %d, %d steps", ADAM_PARTS, ADAM_SPAN, ADAM_STEPS);
     an_rng r;
     an_rng_seed(&r, 1000);
-    float *p0 = rnd(&r, ADAM_N, -1, 1), *g[ADAM_STEPS];
+    float *w0 = rnd(&r, ADAM_W, -1, 1), *g[ADAM_STEPS];
     const float clip[ADAM_STEPS] = {1.0f, 0.3f, 1.0f};
     for (int s = 0; s < ADAM_STEPS; s++) {
-        g[s] = rnd(&r, ADAM_N, -1, 1);
-        for (int i = 0; i < ADAM_N; i += 7) g[s][i] *= 1e-6f;
+        g[s] = rnd(&r, ADAM_SPAN, -1, 1);
+        for (int i = 0; i < ADAM_SPAN; i += 7) g[s][i] *= 1e-6f;
     }
-    adam_out got = run_adamw(g_o, p0, g, clip), cpu = run_adamw(g_cpu, p0, g, clip);
-    double *p = dbl(p0, ADAM_N), *m = hd(ADAM_N), *v = hd(ADAM_N), *bound = hd(ADAM_N);
+    adam_out got = run_adamw(g_o, w0, g, clip), cpu = run_adamw(g_cpu, w0, g, clip);
+    double *w = dbl(w0, ADAM_W), *m = hd(ADAM_SPAN), *v = hd(ADAM_SPAN), *bound = hd(ADAM_W);
     for (int s = 0; s < ADAM_STEPS; s++) {
-        double *gd = dbl(g[s], ADAM_N);
-        for (int i = 0; i < ADAM_N; i++) gd[i] *= (double)clip[s];
-        oh_ref_adamw(p, gd, m, v, ADAM_N, 1e-2, 0.9, 0.999, 1e-8, 0.1, s + 1);
+        double *gd = dbl(g[s], ADAM_SPAN);
+        for (int i = 0; i < ADAM_SPAN; i++) gd[i] *= (double)clip[s];
+        for (int k = 0; k < ADAM_PARTS; k++)
+            oh_ref_adamw(w + adam_woff[k], gd + adam_at[k], m + adam_at[k], v + adam_at[k], adam_n[k], 1e-2, 0.9, 0.999,
+                         1e-8, adam_decay[k] ? 0.1 : 0.0, s + 1);
     }
-    for (int i = 0; i < ADAM_N; i++) bound[i] = 1e-6 * test_nan_max(fabs(p[i]), 1e-2);
-    expect_within("param", got.p, p, bound, ADAM_N);
-    expect_rel("m", got.m, m, ADAM_N, 1e-3, 1e-6);
-    expect_rel("v", got.v, v, ADAM_N, 1e-3, 1e-6);
-    vs_cpu_within("param", got.p, cpu.p, bound, ADAM_N);
-    vs_cpu_rel("m", got.m, cpu.m, ADAM_N, 1e-3, 2e-6);
-    vs_cpu_rel("v", got.v, cpu.v, ADAM_N, 1e-3, 2e-6);
+    for (int i = 0; i < ADAM_W; i++) bound[i] = 1e-6 * test_nan_max(fabs(w[i]), 1e-2);
+    expect_within("param", got.w, w, bound, ADAM_W);
+    expect_rel("m", got.m, m, ADAM_SPAN, 1e-3, 1e-6); /* the gaps' reference is 0 */
+    expect_rel("v", got.v, v, ADAM_SPAN, 1e-3, 1e-6);
+    vs_cpu_within("param", got.w, cpu.w, bound, ADAM_W);
+    vs_cpu_rel("m", got.m, cpu.m, ADAM_SPAN, 1e-3, 2e-6);
+    vs_cpu_rel("v", got.v, cpu.v, ADAM_SPAN, 1e-3, 2e-6);
+    int touched = 0; /* the gaps untouched, not merely small */
+    for (int k = 0; k + 1 < ADAM_PARTS; k++)
+        for (size_t i = adam_at[k] + adam_n[k]; i < adam_at[k + 1]; i++) touched += got.m[i] != 0.0f || got.v[i] != 0.0f;
+    CHECK_MSG(touched == 0, "%s: %d moments of the gaps between parts were written", g_where, touched);
 }
 
 /* A sum of n squares against the double sum: squaring in float32 would round each (positive) term

@@ -46,7 +46,7 @@ static void test_adamw_matches_torch(void) {
         if (!g) return;
         float *gf = to_float(g, n);
         g_ops->upload(g_ops, d_g, gf, n * sizeof(float));
-        g_ops->adamw_update(g_ops, d_p, d_g, 1.0f, d_m, d_v, n, (float)hp[0], (float)hp[1], (float)hp[2], (float)hp[3],
+        oh_adamw_one(g_ops, d_p, d_g, 1.0f, d_m, d_v, n, (float)hp[0], (float)hp[1], (float)hp[2], (float)hp[3],
                             (float)hp[4], step);
         free(g), free(gf);
     }

@@ -22,6 +22,48 @@ static int inside(const an_optim_tensor *t, const float *base, size_t n_floats) 
            t->numel <= (hi - g) / sizeof(float);
 }
 
+/* 1 when q follows p directly in both buffers (its weights right after p's, its gradient right after
+ * p's: no gap, so nothing else lies between) with the same decay. Addresses compared as integers:
+ * the weights of different tensors may be different allocations. */
+static int follows(const an_optim_tensor *p, const an_optim_tensor *q) {
+    return p->decay == q->decay && q->grad == p->grad + p->numel &&
+           (uintptr_t)q->param == (uintptr_t)p->param + p->numel * sizeof(float);
+}
+
+static int by_offset(const void *x, const void *y) {
+    const an_adamw_part *a = x, *b = y;
+    return (a->at > b->at) - (a->at < b->at);
+}
+
+/* The update's list of parts, built once (at init, and again when sharding changes the slice) and
+ * uploaded, so a step is one call of adamw_update: tensors that follow one another with the same decay
+ * become one part (a model's or an adapter's tensors, laid out in order, are a few parts instead of
+ * hundreds), each clipped to this rank's slice, offsets relative to its start. */
+static int build_parts(an_optim *o, an_error *err) {
+    if (o->parts_dev) o->ops->free(o->ops, o->parts_dev);
+    free(o->parts);
+    o->parts = NULL, o->parts_dev = NULL, o->n_parts = 0;
+    an_adamw_part *p = malloc((o->n ? (size_t)o->n : 1) * sizeof *p);
+    if (!p) return an_fail(err, "optimizer: out of memory");
+    size_t lo = o->slice_lo, len = o->slice_len;
+    int n = 0;
+    for (int k = 0, j; k < o->n; k = j) {
+        for (j = k + 1; j < o->n && follows(&o->t[j - 1], &o->t[j]); j++) {}
+        size_t off = an_optim_offset(o, k), end = an_optim_offset(o, j - 1) + o->t[j - 1].numel;
+        size_t a = off > lo ? off : lo, b = end < lo + len ? end : lo + len;
+        if (a >= b) continue; /* sharded: another rank's */
+        p[n++] = (an_adamw_part){o->t[k].param + (a - off), a - lo, b - a, o->t[k].decay};
+    }
+    qsort(p, (size_t)n, sizeof *p, by_offset);
+    o->parts = p, o->n_parts = n;
+    if (!n) return 0;
+    o->parts_dev = o->ops->alloc(o->ops, (size_t)n * sizeof *p);
+    if (!o->parts_dev) return an_fail(err, "optimizer: cannot allocate the list of %d tensors to update", n);
+    o->ops->upload(o->ops, o->parts_dev, p, (size_t)n * sizeof *p);
+    return 0;
+}
+
+
 int an_optim_init(an_optim *o, const an_ops *ops, const an_optim_tensor *t, int n, float *grad_base, size_t n_floats,
                   an_error *err) {
     memset(o, 0, sizeof *o);
@@ -43,6 +85,10 @@ int an_optim_init(an_optim *o, const an_ops *ops, const an_optim_tensor *t, int 
             an_optim_free(o);
             return an_fail(err, "optimizer: cannot allocate %.1f MiB of AdamW state", (double)n_floats * 8 / 1048576);
         }
+    }
+    if (build_parts(o, err)) {
+        an_optim_free(o);
+        return -1;
     }
     return 0;
 }
@@ -70,6 +116,8 @@ int an_optim_init_params(an_optim *o, const an_ops *ops, an_param *const *p, int
 
 void an_optim_free(an_optim *o) {
     if (o->moments) o->ops->free(o->ops, o->moments);
+    if (o->parts_dev) o->ops->free(o->ops, o->parts_dev);
+    free(o->parts);
     free(o->t);
     memset(o, 0, sizeof *o);
 }
@@ -97,7 +145,7 @@ int an_optim_distribute(an_optim *o, an_comm *comm, int zero, an_error *err) {
     o->sharded = 1;
     o->slice_lo = lo;
     o->slice_len = len;
-    return 0;
+    return build_parts(o, err);
 }
 
 /* Tensor k's part inside [lo, lo + len) of the buffer: [*a, *b) in buffer offsets; 0 when none. */
@@ -192,34 +240,15 @@ double an_optim_grad_norm(an_optim *o) {
     return an_optim_grad_norm_checked(o, &norm, NULL) ? NAN : norm;
 }
 
-/* 1 when q follows p directly in both buffers (its weights right after p's, its gradient right after
- * p's: no gap, so nothing else lies between) with the same decay. Addresses compared as integers:
- * the weights of different tensors may be different allocations. */
-static int follows(const an_optim_tensor *p, const an_optim_tensor *q) {
-    return p->decay == q->decay && q->grad == p->grad + p->numel &&
-           (uintptr_t)q->param == (uintptr_t)p->param + p->numel * sizeof(float);
-}
-
 int an_optim_apply_checked(an_optim *o, const an_adamw_config *c, double norm, an_error *err) {
     float clip = an_clip_coef(norm, c->max_grad_norm);
     o->step++;
     size_t lo = o->slice_lo, len = o->slice_len;
-    for (int k = 0, j; k < o->n; k = j) {
-        /* tensors that follow one another in both buffers with the same decay are one update (AdamW is
-         * elementwise: the same values), one call, one launch on a device: a model's or an adapter's
-         * tensors, laid out in order, are a few calls instead of hundreds */
-        for (j = k + 1; j < o->n && follows(&o->t[j - 1], &o->t[j]); j++) {}
-        const an_optim_tensor *t = &o->t[k];
-        size_t off = an_optim_offset(o, k), end = an_optim_offset(o, j - 1) + o->t[j - 1].numel;
-        size_t a = off > lo ? off : lo, b = end < lo + len ? end : lo + len;
-        if (a >= b) continue; /* sharded: another rank's */
-        /* the moments: the whole buffer's layout, or the slice's (offset lo) when sharded */
-        float *m = o->moments + (a - lo), *v = o->moments + (o->sharded ? len : o->n_floats) + (a - lo);
-        /* torch.optim.AdamW with two parameter groups: weight_decay for the decayed, 0 for the rest */
-        float wd = t->decay ? c->weight_decay : 0.0f;
-        o->ops->adamw_update(o->ops, t->param + (a - off), o->grad_base + a, clip, m, v, b - a, c->lr, c->beta1, c->beta2,
-                             c->eps, wd, (int)o->step);
-    }
+    /* the moments: the whole buffer's layout, or the slice's when sharded (the parts' offsets are the
+     * slice's); torch.optim.AdamW with two parameter groups: weight_decay for the decayed, 0 for the rest */
+    if (o->n_parts)
+        o->ops->adamw_update(o->ops, o->parts_dev, o->n_parts, len, o->grad_base + lo, clip, o->moments, o->moments + len,
+                             c->lr, c->beta1, c->beta2, c->eps, c->weight_decay, (int)o->step);
     if (!o->sharded) return 0;
     /* every rank's updated slice to every rank, through the gradient buffer (its sums are spent) */
     pack(o, lo, len, 1);

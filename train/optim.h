@@ -65,6 +65,9 @@ typedef struct an_optim {
     an_comm *comm;      /* the ranks (NULL: one process) */
     int sharded;        /* ZeRO-1 over more than one rank: moments and updates of the slice alone */
     size_t slice_lo, slice_len; /* this rank's slice of the buffer ([0, n_floats) when not sharded) */
+    an_adamw_part *parts;       /* what one step updates (host copy), offsets relative to the slice */
+    an_adamw_part *parts_dev;   /* the same list in backend memory, handed to adamw_update */
+    int n_parts;
 } an_optim;
 
 /* The decay rule: 1 when a tensor of ndim dimensions gets weight decay (ndim >= 2). */

@@ -1,9 +1,10 @@
 /* AdamW and the sum of squares (for the global gradient norm) on the GPU.
  *
- * AdamW follows kernels/cpu_adamw.c operation for operation: the scalars formed on the host in double
- * from the hyperparameters as typed (the same code), then float32 per element in PyTorch's order, with
- * _rn intrinsics so nvcc fuses no multiply-add (sqrtf and the division are IEEE-rounded without
- * --use_fast_math): the same bits as the CPU backend.
+ * AdamW updates every part of the optimizer's list in one launch and follows kernels/cpu_adamw.c
+ * operation for operation: the scalars formed on the host in double from the hyperparameters as typed
+ * (the same code), then float32 per element in PyTorch's order, with _rn intrinsics so nvcc fuses no
+ * multiply-add (sqrtf and the division are IEEE-rounded without --use_fast_math): the same bits as
+ * the CPU backend.
  * The sum of squares is a fixed tree: AN_CUDA_SUMSQ_BLOCKS blocks of AN_CUDA_THREADS threads, each
  * thread a strided sum in double, each block a tree, then one block adds the partials in order. The
  * grid never depends on the GPU, so neither does the result. */
@@ -25,30 +26,57 @@ static double typed_decimal(float x) {
     return (double)x;
 }
 
-__global__ static void adamw_k(float *param, const float *grad, float grad_scale, float *m, float *v, size_t n, float beta2,
-                               float eps, float decay, float w1, float w2, float step_size, float bc2_sqrt) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = __fmul_rn(grad[i], grad_scale);
-        float p = __fmul_rn(param[i], decay);
-        float mi = __fadd_rn(m[i], __fmul_rn(w1, __fsub_rn(g, m[i])));
-        float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(w2, __fmul_rn(g, g)));
-        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
-        param[i] = __fsub_rn(p, __fmul_rn(step_size, __fdiv_rn(mi, denom)));
-        m[i] = mi;
-        v[i] = vi;
+/* Every part in one launch: the blocks stride over [0, span) of the gradient and moment buffers, a
+ * block's AN_CUDA_THREADS consecutive offsets at a time (coalesced). Thread 0 finds the first part
+ * that ends past the block's first offset (a binary search: ends increase, the parts being sorted
+ * and disjoint); each thread walks on from there to its own offset's part, a step or two at most
+ * unless the block spans many tiny parts. Offsets in no part (the buffer's gaps) are skipped. */
+__global__ static void adamw_k(const an_adamw_part *parts, int n_parts, size_t span, const float *grad, float grad_scale,
+                               float *m, float *v, float beta2, float eps, float decay, float w1, float w2,
+                               float step_size, float bc2_sqrt) {
+    __shared__ int first;
+    for (size_t base = blockIdx.x * (size_t)AN_CUDA_THREADS; base < span; base += (size_t)gridDim.x * AN_CUDA_THREADS) {
+        if (threadIdx.x == 0) {
+            int lo = 0, hi = n_parts; /* the first part whose end is past base: in [lo, hi] */
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                if (parts[mid].at + parts[mid].n <= base) lo = mid + 1;
+                else hi = mid;
+            }
+            first = lo;
+        }
+        __syncthreads();
+        size_t i = base + threadIdx.x;
+        int k = first;
+        while (k < n_parts && parts[k].at + parts[k].n <= i) k++;
+        if (i < span && k < n_parts && parts[k].at <= i) {
+            float *param = parts[k].param + (i - parts[k].at);
+            float d = parts[k].decay ? decay : 1.0f; /* (float)(1 - lr * 0) for a part without decay */
+            float g = __fmul_rn(grad[i], grad_scale);
+            float p = __fmul_rn(*param, d);
+            float mi = __fadd_rn(m[i], __fmul_rn(w1, __fsub_rn(g, m[i])));
+            float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(w2, __fmul_rn(g, g)));
+            float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
+            *param = __fsub_rn(p, __fmul_rn(step_size, __fdiv_rn(mi, denom)));
+            m[i] = mi;
+            v[i] = vi;
+        }
+        __syncthreads(); /* every thread has read first before thread 0 writes the next */
     }
 }
 
-void an_cuda_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
-                          float lr, float beta1, float beta2, float eps, float weight_decay, int step) {
-    if (!n) return;
+void an_cuda_adamw_update(const an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,
+                          float grad_scale, float *m, float *v, float lr, float beta1, float beta2, float eps,
+                          float weight_decay, int step) {
+    if (n_parts <= 0 || !span) return;
     double lr_d = typed_decimal(lr), b1 = typed_decimal(beta1), b2 = typed_decimal(beta2);
     float decay = (float)(1.0 - lr_d * typed_decimal(weight_decay));
     float w1 = (float)(1.0 - b1), w2 = (float)(1.0 - b2);
     float step_size = (float)(lr_d / (1.0 - pow(b1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow(b2, step));
-    adamw_k<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(param, grad, grad_scale, m, v, n, beta2, eps, decay,
-                                                                          w1, w2, step_size, bc2_sqrt);
+    adamw_k<<<an_cuda_blocks(span), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(parts, n_parts, span, grad, grad_scale, m, v,
+                                                                             beta2, eps, decay, w1, w2, step_size,
+                                                                             bc2_sqrt);
     AN_CUDA_LAUNCHED("adamw_update");
 }
 

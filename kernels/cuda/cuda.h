@@ -240,8 +240,9 @@ void an_cuda_cross_entropy_forward(const an_ops *o, float *losses, float *lse, c
 void an_cuda_cross_entropy_backward(const an_ops *o, float *dlogits, const float *logits, const float *lse,
                                     const int32_t *targets, int N, int V, float dloss);
 /* adamw.cu */
-void an_cuda_adamw_update(const an_ops *o, float *param, const float *grad, float grad_scale, float *m, float *v, size_t n,
-                          float lr, float beta1, float beta2, float eps, float weight_decay, int step);
+void an_cuda_adamw_update(const an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,
+                          float grad_scale, float *m, float *v, float lr, float beta1, float beta2, float eps,
+                          float weight_decay, int step);
 double an_cuda_sum_squares(const an_ops *o, const float *x, size_t n);
 /* layout.cu, dropout.cu, lora.cu */
 void an_cuda_gather_cols_forward(const an_ops *o, float *dst, const float *src, int N, const an_col_map *map);
