@@ -81,7 +81,7 @@ void an_cpu_embedding_lookup(const an_ops *o, float *out, const int32_t *ids, co
 
 int an_cpu_supports(const an_ops *o, an_op_id op, an_dtype weight) {
     (void)o;
-    if (op < 0 || op >= AN_OP_COUNT) return 0;
+    if (op < 0 || op >= AN_OP_COUNT || AN_OP_DEVICE_ONLY(op)) return 0;
     switch (op) {
     case AN_OP_linear_forward:
     case AN_OP_linear_backward_input:

@@ -68,6 +68,16 @@ typedef struct an_adamw_part {
     int decay; /* 1: weight_decay applies; 0: none (norms, biases) */
 } an_adamw_part;
 
+/* One row of a batch that sample_tokens draws from, with infer/sampler.h's parameters. */
+typedef struct an_sample_row {
+    float temperature, top_p, min_p, repeat_penalty;
+    int32_t top_k;
+    float u;          /* the uniform draw in [0, 1), used only when more than one token is kept */
+    int32_t ids_at;   /* this row's ids in the op's list: */
+    int32_t n_penalised; /* ids[ids_at ..] take the repetition penalty, each once (distinct ids), */
+    int32_t n_masked;    /* then the next n_masked become -inf (stop ids before min_tokens) */
+} an_sample_row;
+
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
@@ -77,7 +87,12 @@ typedef struct an_adamw_part {
     X(add) X(axpy) X(scale) X(cross_entropy_forward) X(cross_entropy_backward) X(adamw_update) X(sum_squares)         \
     X(gather_cols_forward) X(gather_cols_backward) X(attention_decode_forward) X(dropout)                             \
     X(lora_forward) X(lora_backward) X(linear_forward) X(linear_backward_input) X(embedding_lookup)              \
-    X(lora_grouped_forward)
+    X(lora_grouped_forward) X(sample_tokens)
+
+/* Ops a backend offers only to save a copy to the host, which the CPU backend does not need: the CPU
+ * leaves them out (supports() says no) and its callers take the host path (sample_tokens: the host
+ * sampler, infer/sampler.h, reads the logits where they are). */
+#define AN_OP_DEVICE_ONLY(op) ((op) == AN_OP_sample_tokens)
 
 /* How much a linear op may round, its last argument. */
 typedef enum an_linear_mode {
@@ -285,6 +300,18 @@ typedef struct an_ops {
      * decodes to the same bits whatever adapters share its batch. ---- */
     void (*lora_grouped_forward)(const struct an_ops *o, float *out, float *u, const float *x, int C, int OC,
                                  const an_lora_seg *segs, int n_segs);
+
+    /* ---- sampling on the device (added for decoding; AN_OP_DEVICE_ONLY). For each row b of
+     * logits[B, V], the token infer/sampler.h's an_sampler_sample draws with rows[b]'s parameters and
+     * uniform u (the stop ids masked first, as an_gen_pick masks them): out[2b] its id, -1 when no token
+     * can be drawn, and out[2b + 1] the number of tokens kept (u is used only when that is above 1,
+     * so the caller knows whether its generator advanced). rows, ids and out are backend memory; the
+     * logits are overwritten (scratch). work: sample_work_bytes(o, B, V) bytes. The probabilities
+     * are summed in another order than the host's, so a draw can differ where u lies within rounding
+     * (~1e-15) of the boundary between two tokens. ---- */
+    size_t (*sample_work_bytes)(const struct an_ops *o, int B, int V);
+    void (*sample_tokens)(const struct an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
+                          const int32_t *ids, void *work, size_t work_bytes);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

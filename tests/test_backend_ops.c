@@ -38,6 +38,7 @@
 #include "kernels/backend.h"
 #include "kernels/dtype.h"
 #include "kernels/nf4.h"
+#include "infer/sampler.h"
 #include "kernels/ops.h"
 #include "tests/op_harness.h"
 #include "tests/op_refs.h"
@@ -1052,6 +1053,87 @@ static void case_adamw_update(void) {
     CHECK_MSG(touched == 0, "%s: %d moments of the gaps between parts were written", g_where, touched);
 }
 
+/* ====================================== sampling ====================================== */
+
+/* Rows of logits against the host sampler (infer/sampler.c) with the same parameters, drawing from the
+ * same generator: greedy with a tie at the top (the lower id wins), top-k alone, top-p alone (the whole
+ * row sorted), min-p, all of them with the repetition penalty (a history with repeats) and stop ids
+ * masked, top-k 1 (one token kept: the generator must not advance), no filter at all, a row of NaN
+ * and -inf (none drawn), a temperature that overflows (none drawn). Each set of parameters draws with
+ * three seeds. V = 3000 pads the rows to 4096 keys (sort.cu's wide stages and chunks). The id and the
+ * count kept must be the host's exactly: the device sums the probabilities in another order, which
+ * moves a boundary by ~1e-15, so a uniform u lands that close to one with probability ~1e-12. */
+enum { SMP_V = 3000, SMP_SETS = 10, SMP_DRAWS = 3, SMP_B = SMP_SETS * SMP_DRAWS, SMP_HIST = 12, SMP_STOPS = 2 };
+static void case_sample_tokens(void) {
+    static const an_sampler_params sets[SMP_SETS] = {
+        {0.0f, 0, 1.0f, 0.0f, 1.0f},  {0.7f, 40, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.9f, 0.0f, 1.0f},
+        {1.3f, 0, 1.0f, 0.05f, 1.0f}, {0.9f, 50, 0.8f, 0.02f, 1.3f}, {1.0f, 1, 1.0f, 0.0f, 1.0f},
+        {1.0f, 0, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.95f, 0.0f, 1.0f},  {1e-45f, 0, 1.0f, 0.0f, 1.0f},
+        {0.8f, 300, 0.7f, 0.0f, 1.0f},
+    };
+    where("%d rows of %d logits", SMP_B, SMP_V);
+    an_rng r;
+    an_rng_seed(&r, 1200);
+    float *logits = rnd(&r, (size_t)SMP_B * SMP_V, -4, 4);
+    for (int i = 0; i < SMP_B * SMP_V; i++) logits[i] *= fabsf(logits[i]); /* a few tokens stand out */
+    static const int32_t hist[SMP_HIST] = {7, 19, 7, 2999, 19, 0, 512, 7, 1000, 42, 42, 2048};
+    /* the op's list: the history's distinct ids, then the stop ids */
+    static const int32_t ids[] = {7, 19, 2999, 0, 512, 1000, 42, 2048, 11, 2999};
+    enum { N_DISTINCT = 8 };
+    an_sample_row rows[SMP_B];
+    int32_t want[2 * SMP_B], advanced[SMP_B];
+    an_error err;
+    an_sampler *smp = an_sampler_create(SMP_V, &err);
+    double *probs = hd(SMP_V);
+    float *masked = hf(SMP_V);
+    for (int b = 0; b < SMP_B; b++) {
+        int set = b / SMP_DRAWS;
+        const an_sampler_params *p = &sets[set];
+        float *row = logits + (size_t)b * SMP_V;
+        if (set == 0) row[17] = row[5] = 20.0f; /* greedy: a tie at the top */
+        if (set == 4) /* the penalty and the mask decide: penalised ids on top, a stop id above them */
+            row[42] = 18.0f, row[19] = 17.5f, row[7] = -30.0f, row[11] = 30.0f;
+        if (set == 6 && b % SMP_DRAWS == 0)
+            for (int v = 0; v < SMP_V; v++) row[v] = v % 2 ? NAN : -INFINITY;
+        int penalised = p->repeat_penalty != 1.0f, stop = set == 4;
+        an_rng g, peek;
+        an_rng_seed(&g, 1300 + (uint64_t)b);
+        peek = g;
+        rows[b] = (an_sample_row){p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->top_k,
+                                  an_rng_uniform(&peek), 0, penalised ? N_DISTINCT : 0, stop ? SMP_STOPS : 0};
+        /* the host's way (infer/generate.c's an_gen_pick): stop ids to -inf, then the sampler */
+        memcpy(masked, row, SMP_V * sizeof(float));
+        for (int i = 0; stop && i < SMP_STOPS; i++) masked[ids[N_DISTINCT + i]] = -INFINITY;
+        int n_hist = penalised ? SMP_HIST : 0;
+        want[2 * b + 1] = an_sampler_distribution(smp, p, masked, hist, (size_t)n_hist, probs);
+        want[2 * b] = an_sampler_sample(smp, p, masked, hist, (size_t)n_hist, &g);
+        advanced[b] = memcmp(&g, &peek, sizeof g) == 0; /* the host drew u: its generator is where peek is */
+    }
+    an_sampler_free(smp);
+    int32_t *out = dev(g_o, NULL, sizeof want);
+    size_t work = g_o->sample_work_bytes(g_o, SMP_B, SMP_V);
+    g_o->sample_tokens(g_o, out, devf(g_o, logits, (size_t)SMP_B * SMP_V), SMP_B, SMP_V, dev(g_o, rows, sizeof rows),
+                       dev(g_o, ids, sizeof ids), dev(g_o, NULL, work), work);
+    int32_t got[2 * SMP_B];
+    g_o->download(g_o, got, out, sizeof got);
+    int kinds[3] = {0}; /* rows with no token, one kept, several kept: the cases exist */
+    for (int b = 0; b < SMP_B; b++) {
+        CHECK_MSG(got[2 * b] == want[2 * b] && got[2 * b + 1] == want[2 * b + 1],
+                  "%s: row %d (set %d): token %d of %d kept, the host sampler draws %d of %d", g_where, b,
+                  b / SMP_DRAWS, got[2 * b], got[2 * b + 1], want[2 * b], want[2 * b + 1]);
+        CHECK_MSG(advanced[b] == (want[2 * b + 1] > 1), "row %d: the host drew u with %d kept", b, want[2 * b + 1]);
+        kinds[want[2 * b] < 0 ? 0 : want[2 * b + 1] == 1 ? 1 : 2]++;
+    }
+    CHECK(kinds[0] == 4 && kinds[1] >= 6 && kinds[2] >= 15);
+    /* too little workspace: no token rather than a wrong one */
+    g_o->sample_tokens(g_o, out, devf(g_o, logits, (size_t)SMP_B * SMP_V), SMP_B, SMP_V, dev(g_o, rows, sizeof rows),
+                       dev(g_o, ids, sizeof ids), dev(g_o, NULL, work), work - 8);
+    g_o->download(g_o, got, out, sizeof got);
+    int none = 0;
+    for (int b = 0; b < SMP_B; b++) none += got[2 * b] == -1;
+    CHECK_MSG(none == SMP_B, "short workspace: %d of %d rows drew no token", none, SMP_B);
+}
+
 /* A sum of n squares against the double sum: squaring in float32 would round each (positive) term
  * by u and so the sum by at most u relative; double accumulation adds n 2^-53. 2u allows either. */
 static void case_sum_squares(void) {
@@ -1653,6 +1735,7 @@ static const case_fn cases[AN_OP_COUNT] = {
     [AN_OP_linear_backward_input] = case_linear_backward_input,
     [AN_OP_embedding_lookup] = case_embedding_lookup,
     [AN_OP_lora_grouped_forward] = case_lora_grouped_forward,
+    [AN_OP_sample_tokens] = case_sample_tokens,
 };
 
 /* The ops that take an an_weight run once per weight dtype; every other op once, as AN_F32 (what

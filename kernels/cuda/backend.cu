@@ -139,7 +139,7 @@ void an_cuda_fill_nan(const an_ops *o, float *x, size_t n) {
 
 /* An op added to AN_OP_LIST (kernels/ops.h) needs its entry in the table below, or supports() would
  * promise a NULL function: this count stops the build until it has one. */
-static_assert(AN_OP_COUNT == 34, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
+static_assert(AN_OP_COUNT == 35, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
 
 /* Every op of the table in float32; the typed-weight ops also on bf16, NF4 and the GGUF block types
  * (weights.cu). */
@@ -275,6 +275,8 @@ static const an_ops *open_ctx(int bf16, an_error *err) {
         t->linear_backward_input = an_cuda_linear_backward_input;
         t->embedding_lookup = an_cuda_embedding_lookup;
         t->lora_grouped_forward = an_cuda_lora_grouped_forward;
+        t->sample_work_bytes = an_cuda_sample_work_bytes;
+        t->sample_tokens = an_cuda_sample_tokens;
     }
     return &c->table;
 fail:

@@ -239,6 +239,14 @@ void an_cuda_cross_entropy_forward(const an_ops *o, float *losses, float *lse, c
                                    int V);
 void an_cuda_cross_entropy_backward(const an_ops *o, float *dlogits, const float *logits, const float *lse,
                                     const int32_t *targets, int N, int V, float dloss);
+/* sort.cu: each aligned segment of `segment` keys (a power of two dividing n) sorted ascending */
+void an_cuda_sort_u64(const an_ops *o, uint64_t *keys, size_t n, size_t segment);
+
+/* sample.cu */
+size_t an_cuda_sample_work_bytes(const an_ops *o, int B, int V);
+void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
+                           const int32_t *ids, void *work, size_t work_bytes);
+
 /* adamw.cu */
 void an_cuda_adamw_update(const an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,
                           float grad_scale, float *m, float *v, float lr, float beta1, float beta2, float eps,

@@ -5,11 +5,8 @@
  * add into one row, and the CPU (kernels/cpu_embedding.c) adds each row's tokens in token order. Here
  * the same sums run in the same order, so the result is the CPU's bit for bit, with no float atomics:
  *  1. keys (id << 32 | token) for the N tokens, padded with all-ones keys to a power of two P, are
- *     sorted by a bitonic network (the keys are distinct, so any correct sort gives the one order: by
- *     id, then token). Stages whose pairs lie within a chunk of SORT_CHUNK keys run in shared memory,
- *     a chunk a block; the others (pair distance SORT_CHUNK or more) one launch a stage: for P = 8192,
- *     10 launches (the chunks' sort, then for each of the 3 larger merges its wide stages and one chunk
- *     launch for the rest).
+ *     sorted (sort.cu; the keys are distinct, so any correct sort gives the one order: by id, then
+ *     token).
  *  2. one block per sorted key; the block at the first key of an id's run walks the run for its
  *     columns: dtable[id, j] plus each token's dout[n, j], in token order. Every row has one owner.
  * The keys live in the context's scratch (an_cuda_scratch_take). The first version gave each of the C
@@ -33,47 +30,9 @@ __global__ static void scatter_cols(float *dtable, const float *dout, const int3
     for (int n = 0; n < N; n++) dtable[(size_t)ids[n] * C + j] += dout[(size_t)n * C + j];
 }
 
-#define SORT_CHUNK ((size_t)1024) /* keys a block sorts in shared memory (8 KiB), two a thread */
-
 __global__ static void make_keys(uint64_t *keys, const int32_t *ids, int N, size_t P) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < P; i += (size_t)gridDim.x * blockDim.x)
         keys[i] = i < (size_t)N ? (uint64_t)(uint32_t)ids[i] << 32 | (uint64_t)i : ~(uint64_t)0;
-}
-
-/* the bitonic network's compare-and-swap of pair t at distance j in the merge of size k: elements i and
- * i + j (i with bit j clear), in ascending order where bit k of i's global index g is clear */
-__device__ static inline void compare_swap(uint64_t *a, size_t i, size_t j, size_t g, size_t k) {
-    uint64_t x = a[i], y = a[i + j];
-    if ((x > y) == ((g & k) == 0)) {
-        a[i] = y;
-        a[i + j] = x;
-    }
-}
-
-/* One stage with pairs SORT_CHUNK or more apart, over all P / 2 pairs. */
-__global__ static void bitonic_stage(uint64_t *keys, size_t P, size_t j, size_t k) {
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < P / 2; t += (size_t)gridDim.x * blockDim.x) {
-        size_t i = 2 * t - (t & (j - 1));
-        compare_swap(keys, i, j, i, k);
-    }
-}
-
-/* Every stage of the merges of sizes k_first .. k_last (powers of two) whose pairs lie within one chunk
- * of 2 x blockDim.x keys (pair distances below the chunk), in shared memory, a chunk a block. */
-__global__ static void bitonic_chunk(uint64_t *keys, size_t k_first, size_t k_last) {
-    __shared__ uint64_t s[SORT_CHUNK];
-    size_t L = 2 * (size_t)blockDim.x, base = blockIdx.x * L, t = threadIdx.x;
-    s[t] = keys[base + t];
-    s[t + blockDim.x] = keys[base + t + blockDim.x];
-    for (size_t k = k_first; k <= k_last; k *= 2)
-        for (size_t j = (k < L ? k : L) / 2; j > 0; j /= 2) {
-            __syncthreads();
-            size_t i = 2 * t - (t & (j - 1));
-            compare_swap(s, i, j, base + i, k);
-        }
-    __syncthreads();
-    keys[base + t] = s[t];
-    keys[base + t + blockDim.x] = s[t + blockDim.x];
 }
 
 /* Block i: if sorted key i starts its id's run, the run's tokens added in order into the id's row. */
@@ -110,14 +69,7 @@ void an_cuda_embedding_backward(const an_ops *o, float *dtable, const float *dou
         return;
     }
     make_keys<<<an_cuda_blocks(P), AN_CUDA_THREADS, 0, c->stream>>>(keys, ids, N, P);
-    /* a chunk a block: SORT_CHUNK keys, or all P when fewer */
-    size_t L = P < SORT_CHUNK ? P : SORT_CHUNK;
-    if (P > 1) bitonic_chunk<<<(unsigned)(P / L), (unsigned)(L / 2), 0, c->stream>>>(keys, 2, L);
-    for (size_t k = 2 * L; k <= P; k *= 2) {
-        for (size_t j = k / 2; j >= L; j /= 2)
-            bitonic_stage<<<an_cuda_blocks(P / 2), AN_CUDA_THREADS, 0, c->stream>>>(keys, P, j, k);
-        bitonic_chunk<<<(unsigned)(P / L), (unsigned)(L / 2), 0, c->stream>>>(keys, k, k);
-    }
+    an_cuda_sort_u64(o, keys, P, P);
     int threads = C < 128 ? (C + 31) / 32 * 32 : 128;
     add_runs<<<(unsigned)N, (unsigned)threads, 0, c->stream>>>(dtable, dout, keys, N, C);
     an_cuda_scratch_release(o);
