@@ -44,6 +44,13 @@ typedef struct gen {
     job *jobs;
     an_gen_output *out;
     int max_T;
+    /* sampling on the backend (an_infer_sample), when it can: per running row its parameters, where
+     * its generator would be after drawing u, and the token and count kept; the rows' ids */
+    int on_device;
+    an_sample_row *rows;
+    an_rng *peek;
+    int32_t *picked, *ids;
+    unsigned char *seen; /* [V] marks, to list each history id once */
 } gen;
 
 int an_gen_is_stop(const int32_t *stop_ids, int n_stop_ids, int32_t id) {
@@ -75,13 +82,11 @@ static void finish(gen *g, int j, an_stop_reason why) {
     jb->slot = -1;
 }
 
-/* The next token of sequence j from its logits; -1 when the sampler finds none to draw (logits that
- * are not numbers), which ends the whole run with that error rather than emit a garbage id. */
-static int take_token(gen *g, int j, const float *logits, an_error *err) {
+/* Sequence j goes on with id (from the sampler: -1 when it finds none to draw, logits that are not
+ * numbers, which ends the whole run with that error rather than emit a garbage id). */
+static int accept_token(gen *g, int j, int32_t id, an_error *err) {
     job *jb = &g->jobs[j];
     an_gen_output *out = &g->out[j];
-    int32_t id = an_gen_pick(g->smp, &g->o->sampling, logits, g->masked, g->o->stop_ids, g->o->n_stop_ids,
-                             g->o->min_tokens, out->n, jb->hist, (size_t)(jb->used + out->n), &jb->rng);
     if (id < 0) return an_sampler_no_token(&g->o->sampling, err);
     if (an_gen_is_stop(g->o->stop_ids, g->o->n_stop_ids, id)) {
         finish(g, j, AN_STOP_EOS);
@@ -97,6 +102,48 @@ static int take_token(gen *g, int j, const float *logits, an_error *err) {
     return 0;
 }
 
+/* The next token of sequence j from its logits (host memory), by the host's sampler. */
+static int take_token(gen *g, int j, const float *logits, an_error *err) {
+    job *jb = &g->jobs[j];
+    int32_t id = an_gen_pick(g->smp, &g->o->sampling, logits, g->masked, g->o->stop_ids, g->o->n_stop_ids,
+                             g->o->min_tokens, g->out[j].n, jb->hist, (size_t)(jb->used + g->out[j].n), &jb->rng);
+    return accept_token(g, j, id, err);
+}
+
+/* The next token of sequences which[0 .. n) from the logits the last forward left on the backend, as
+ * take_token would draw them: each row's parameters, u from a copy of its generator (kept when the
+ * sampler used it, i.e. kept more than one token), its history's distinct ids for the penalty and,
+ * below min_tokens, the stop ids to mask. */
+static int take_tokens_on_device(gen *g, const int *which, int n, an_error *err) {
+    const an_sampler_params *p = &g->o->sampling;
+    int n_ids = 0, V = g->m->cfg.vocab_size;
+    for (int i = 0; i < n; i++) {
+        job *jb = &g->jobs[which[i]];
+        an_sample_row *r = &g->rows[i];
+        g->peek[i] = jb->rng;
+        *r = (an_sample_row){p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->top_k,
+                             an_rng_uniform(&g->peek[i]), n_ids, 0, 0};
+        int n_hist = jb->used + g->out[which[i]].n;
+        if (p->repeat_penalty != 1.0f) {
+            for (int h = 0; h < n_hist; h++) {
+                int32_t id = jb->hist[h];
+                if (id < 0 || id >= V || g->seen[id]) continue;
+                g->seen[id] = 1;
+                g->ids[n_ids++] = id, r->n_penalised++;
+            }
+            for (int k = r->ids_at; k < n_ids; k++) g->seen[g->ids[k]] = 0;
+        }
+        if (g->out[which[i]].n < g->o->min_tokens)
+            for (int k = 0; k < g->o->n_stop_ids; k++) g->ids[n_ids++] = g->o->stop_ids[k], r->n_masked++;
+    }
+    if (an_infer_sample(g->inf, n, g->rows, g->ids, n_ids, g->picked, err)) return -1;
+    for (int i = 0; i < n; i++) {
+        if (g->picked[2 * i + 1] > 1) g->jobs[which[i]].rng = g->peek[i];
+        if (accept_token(g, which[i], g->picked[2 * i], err)) return -1;
+    }
+    return 0;
+}
+
 uint64_t an_gen_stream_seed(uint64_t seed, int j) {
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * ((uint64_t)j + 1)); /* j + 1 in 64 bits: no int overflow at INT_MAX */
     x ^= x >> 31;
@@ -106,13 +153,13 @@ uint64_t an_gen_stream_seed(uint64_t seed, int j) {
 static int run(gen *g, int J, an_error *err) {
     an_infer *inf = g->inf;
     int V = g->m->cfg.vocab_size, slots = inf->slots;
-    float *logits = malloc((size_t)slots * V * sizeof(float));
+    float *logits = g->on_device ? NULL : malloc((size_t)slots * V * sizeof(float)); /* host sampling's copy */
     int32_t *sl = malloc((size_t)slots * sizeof(int32_t)), *ids = malloc((size_t)slots * sizeof(int32_t));
     int *lens = malloc((size_t)slots * sizeof(int)), *which = malloc((size_t)slots * sizeof(int));
     const int32_t **rows = malloc((size_t)slots * sizeof *rows);
     int *owner = malloc((size_t)slots * sizeof(int)); /* job running in each slot, -1 free */
     int rc = 0;
-    if (!logits || !sl || !ids || !lens || !which || !rows || !owner) {
+    if ((!logits && !g->on_device) || !sl || !ids || !lens || !which || !rows || !owner) {
         rc = an_fail(err, "generate: out of memory");
         goto done;
     }
@@ -136,11 +183,13 @@ static int run(gen *g, int J, an_error *err) {
             /* one forward per prompt, as the prompt alone: OpenBLAS's rows depend on the row count, so a
              * joint [n, T] prefill would round each prompt differently with other prompts beside it */
             for (int i = 0; i < n; i++)
-                if (an_infer_prefill(inf, &sl[i], &rows[i], &lens[i], 1, logits + (size_t)i * V, err)) {
+                if (an_infer_prefill(inf, &sl[i], &rows[i], &lens[i], 1, g->on_device ? NULL : logits + (size_t)i * V,
+                                     err) ||
+                    (g->on_device && take_tokens_on_device(g, &which[i], 1, err))) {
                     rc = -1;
                     goto done;
                 }
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n && !g->on_device; i++)
                 if (take_token(g, which[i], logits + (size_t)i * V, err)) {
                     rc = -1;
                     goto done;
@@ -163,11 +212,12 @@ static int run(gen *g, int J, an_error *err) {
             if (next >= J) break;
             continue;
         }
-        if (an_infer_decode(inf, sl, ids, n, logits, err)) {
+        if (an_infer_decode(inf, sl, ids, n, g->on_device ? NULL : logits, err) ||
+            (g->on_device && take_tokens_on_device(g, which, n, err))) {
             rc = -1;
             goto done;
         }
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n && !g->on_device; i++)
             if (take_token(g, which[i], logits + (size_t)i * V, err)) {
                 rc = -1;
                 goto done;
@@ -216,7 +266,7 @@ int an_generate(const an_model *m, const an_lora *lora, const an_gen_prompt *pro
     }
     int J = n_prompts * o->n_samples;
     int max_T = longest + o->max_tokens < ctx ? longest + o->max_tokens : ctx;
-    gen g = {m, o, NULL, NULL, NULL, calloc((size_t)J, sizeof(job)), out, max_T};
+    gen g = {.m = m, .o = o, .jobs = calloc((size_t)J, sizeof(job)), .out = out, .max_T = max_T};
     int rc = -1;
     g.masked = malloc((size_t)m->cfg.vocab_size * sizeof(float));
     if (!g.jobs || !g.masked) {
@@ -255,6 +305,22 @@ int an_generate(const an_model *m, const an_lora *lora, const an_gen_prompt *pro
     int prefill = longest; /* one prompt per prefill forward */
     g.inf = an_infer_create(m, lora, slots, max_T, prefill, err);
     g.smp = g.inf ? an_sampler_create(m->cfg.vocab_size, err) : NULL;
+    if (g.smp && !o->host_sampling) { /* the room for every running row's history and stop ids */
+        int on = an_infer_enable_sampling(g.inf, slots * (max_T + o->n_stop_ids), err);
+        g.on_device = on > 0;
+        if (g.on_device) {
+            g.rows = malloc((size_t)slots * sizeof *g.rows);
+            g.peek = malloc((size_t)slots * sizeof *g.peek);
+            g.picked = malloc(2 * (size_t)slots * sizeof *g.picked);
+            g.ids = malloc(((size_t)slots * (max_T + o->n_stop_ids) + 1) * sizeof *g.ids);
+            g.seen = calloc((size_t)m->cfg.vocab_size, 1);
+        }
+        if (on < 0 || (g.on_device && (!g.rows || !g.peek || !g.picked || !g.ids || !g.seen))) {
+            if (on >= 0) an_fail(err, "generate: out of memory");
+            an_sampler_free(g.smp);
+            g.smp = NULL;
+        }
+    }
     if (g.smp) rc = run(&g, J, err);
 done:
     for (int j = 0; g.jobs && j < J; j++) {
@@ -273,5 +339,10 @@ done:
     free(g.masked);
     an_sampler_free(g.smp);
     an_infer_free(g.inf);
+    free(g.rows);
+    free(g.peek);
+    free(g.picked);
+    free(g.ids);
+    free(g.seen);
     return rc;
 }

@@ -38,6 +38,8 @@ typedef struct an_gen_opts {
     int batch;             /* sequences decoded at once (>= 1) */
     int context;           /* positions per sequence: 0 = the model's max_seq */
     int strict;            /* a prompt that leaves no room in the context is an error, not truncated */
+    int host_sampling;     /* 1: the host's sampler even where the backend samples on the device (a GPU
+                            * draws the same tokens; tests compare the two) */
     const int32_t *stop_ids; /* ids that end a sequence */
     int n_stop_ids;
     /* Called for every generated token of sequence `seq` (= prompt * n_samples + sample), in order;

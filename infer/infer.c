@@ -122,6 +122,7 @@ an_infer *an_infer_create_multi(const an_model *m, int max_rank, int slots, int 
 void an_infer_free(an_infer *s) {
     if (!s) return;
     if (s->block) s->m->ops->free(s->m->ops, s->block);
+    if (s->sample_block) s->m->ops->free(s->m->ops, s->sample_block);
     free(s->len);
     free(s->k);
     free(s->v);

@@ -45,6 +45,13 @@ typedef struct an_infer {
     const struct an_lora **h_lora;                    /* host [max_rows]: each row's adapter */
     const struct an_lora **h_seq_lora;                /* host [max(slots, 1)]: each sequence's, for the head */
     struct an_lora_seg *segs;                         /* host [max_rows]: lora_grouped_forward's segments */
+    /* sampling on the backend (an_infer_enable_sampling): NULL until enabled */
+    void *sample_block;
+    an_sample_row *d_sample_rows;                     /* [slots] */
+    int32_t *d_sample_ids, *d_picked;                 /* [sample_max_ids], [2 x slots] */
+    void *sample_work;
+    size_t sample_work_bytes;
+    int sample_max_ids;
 } an_infer;
 
 /* A state for decoding with m and the adapter lora (NULL for none; an_lora_open, or the adapter
@@ -60,6 +67,9 @@ an_infer *an_infer_create_multi(const an_model *m, int max_rank, int slots, int 
                                 an_error *err);
 void an_infer_free(an_infer *s);
 size_t an_infer_bytes(const an_infer *s);
+
+/* Every call below that takes logits_out copies the logits to it; with logits_out NULL they stay on the
+ * backend, in s->logits (the n rows of the call), for an_infer_sample. */
 
 /* Processes n prompts into the given slots (each starts empty: positions 0 .. lens[i]-1), padded to
  * the longest on the right and run as one [n, T] batch. logits_out: n * V floats (host), the logits
@@ -87,6 +97,16 @@ int an_infer_extend(an_infer *s, int slot, const int32_t *ids, int n, const stru
 size_t an_infer_kv_bytes(const an_infer *s, int n);
 int an_infer_kv_save(const an_infer *s, int slot, int n, void *dst, an_error *err);
 int an_infer_kv_load(an_infer *s, int slot, const void *src, int n, an_error *err);
+/* Sampling on the backend, where it has sample_tokens (a GPU): allocates the sampler's buffers, for at
+ * most max_ids ids (history and stop ids) in one call. 1: enabled; 0: the backend samples on the host
+ * (the CPU); -1: no memory. */
+int an_infer_enable_sampling(an_infer *s, int max_ids, an_error *err);
+/* The next token of each of the first n rows of s->logits (a forward with logits_out NULL), drawn by
+ * sample_tokens (kernels/ops.h) with rows[i]'s parameters, ids: the rows' lists. out[2i] the token (-1:
+ * none can be drawn), out[2i + 1] how many were kept (rows[i].u was used when above 1). The logits
+ * are spent. */
+int an_infer_sample(an_infer *s, int n, const an_sample_row *rows, const int32_t *ids, int n_ids, int32_t *out,
+                    an_error *err);
 /* Forgets what a slot holds. */
 void an_infer_reset_slot(an_infer *s, int slot);
 

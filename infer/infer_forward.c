@@ -173,7 +173,7 @@ static void run(an_infer *s, const pass *p, float *logits_out) {
     if (s->row_lora) s->row_lora = s->h_seq_lora; /* the head's rows are sequences */
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
     an_infer_linear(s, head, NULL, s->logits, s->ln, heads);
-    o->download(o, logits_out, s->logits, (size_t)heads * V * sizeof(float));
+    if (logits_out) o->download(o, logits_out, s->logits, (size_t)heads * V * sizeof(float));
 }
 
 static int check_slots(const an_infer *s, const int32_t *slots, int n, const char *what, an_error *err) {

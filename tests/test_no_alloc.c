@@ -200,11 +200,20 @@ static void check_decode(const char *name, int nf4_with_adapter) {
     int32_t p0[5] = {1, 5, 9, 13, 17}, p1[3] = {2, 4, 6}, slots[2] = {0, 1}, next[2] = {7, 8};
     const int32_t *prompts[2] = {p0, p1};
     int lens[2] = {5, 3};
+    /* where the backend samples (a GPU), the steps sample there too: decode leaves the logits on the
+     * device and an_infer_sample draws from them */
+    int on_device = an_infer_enable_sampling(s, 8, &e);
+    CHECK_MSG(on_device >= 0, "%s: %s", name, e.msg);
+    an_sample_row rows[2] = {{0.8f, 0.9f, 0.0f, 1.1f, 20, 0.5f, 0, 2, 1}, {0.0f, 1.0f, 0.0f, 1.0f, 0, 0.5f, 3, 0, 0}};
+    int32_t ids[3] = {1, 5, 2}, picked[4];
     CHECK(an_infer_prefill(s, slots, prompts, lens, 2, logits, &e) == 0);
     CHECK(an_infer_decode(s, slots, next, 2, logits, &e) == 0); /* warm-up */
+    if (on_device > 0) CHECK(an_infer_sample(s, 2, rows, ids, 3, picked, &e) == 0);
     start();
     int rc = 0;
-    for (int k = 0; k < 4 && !rc; k++) rc = an_infer_decode(s, slots, next, 2, logits, &e);
+    for (int k = 0; k < 4 && !rc; k++)
+        rc = on_device > 0 ? an_infer_decode(s, slots, next, 2, NULL, &e) || an_infer_sample(s, 2, rows, ids, 3, picked, &e)
+                           : an_infer_decode(s, slots, next, 2, logits, &e);
     long n = stop();
     CHECK_MSG(rc == 0, "%s: %s", name, e.msg);
     CHECK_MSG(n == 0, "%s decode%s: %ld allocations in four steps", name, nf4_with_adapter ? " (NF4 + adapter)" : "", n);

@@ -74,7 +74,7 @@ fi
 # ---- build ----
 if ! step "build (make CUDA=$CUDA CUDA_ARCH=$ARCH)" 420 make -j"$JOBS" CUDA=$CUDA CUDA_ARCH="$ARCH" NVCC="$NVCC" BUILD=$BUILD all \
     $BUILD/tests/test_backend_ops $BUILD/tests/test_cuda_ops $BUILD/tests/test_backend $BUILD/tests/test_model_families \
-    $BUILD/tests/test_gguf_quant_model $BUILD/tests/test_no_alloc; then
+    $BUILD/tests/test_gguf_quant_model $BUILD/tests/test_no_alloc $BUILD/tests/test_generate_device; then
     log "the build failed; nothing else can run"
     cat "$SUM"
     exit "$FAILED"
@@ -96,6 +96,8 @@ step "test_model_families on $DEV" 300 env AN_TEST_DEVICE=$DEV $BUILD/tests/test
 step "test_gguf_quant_model on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_gguf_quant_model
 # nothing allocated in a training or decode step, on the device too (the backend's own count)
 step "test_no_alloc on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_no_alloc
+# generation with the sampler on the device draws the host sampler's tokens from the same logits
+step "test_generate_device on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_generate_device
 grep -E "^fixture models on" "$LOG" | tail -n 1 | sed 's/^/     /' | tee -a "$SUM"
 # on a GPU the op tests must have run, not skipped
 if [ "$DRY" != 1 ] && grep -qE "^(backend cuda: skipped|skipped: no CUDA device)" "$LOG"; then
