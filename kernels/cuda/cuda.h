@@ -167,10 +167,12 @@ __device__ static inline int an_cuda_mask_kept(uint64_t seed, uint64_t c, uint32
 /* bf16 (the top half of a float32) widened: exact */
 __device__ static inline float an_cuda_widen_bf16(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
-/* the tile a typed weight (bf16, NF4, GGUF blocks) is widened into by the linear ops: the CPU's bf16
- * tile size (kernels/cpu.h AN_BF16_TILE_BYTES), rows of `cols` floats */
+/* the tile a typed weight (bf16, NF4, GGUF blocks) is widened into by the linear ops: 32 MiB of rows of
+ * `cols` floats (twice the rows as bf16 in cuda-bf16). Device memory is plentiful next to the weights,
+ * and a tile is one GEMM: the CPU's 4 MiB tile would cut a 7B model's 11008 x 4096 projection into 43
+ * products, 2048-row tiles into 6 (3 in bf16). */
 static inline size_t an_cuda_tile_work_floats(size_t cols) {
-    size_t rows = (4u << 20) / sizeof(float) / (cols ? cols : 1);
+    size_t rows = (32u << 20) / sizeof(float) / (cols ? cols : 1);
     return (rows < 1 ? 1 : rows) * cols;
 }
 
@@ -181,6 +183,8 @@ int an_cuda_weight_readable(an_dtype t);
 /* tile[rows, cols] = rows r0 .. r0 + rows - 1 of w as float32, the CPU's dequantized values bit for bit;
  * -1 (nothing launched) when w cannot be read here */
 int an_cuda_widen_rows(const an_ops *o, float *tile, const an_weight *w, int64_t r0, int rows, const char *what);
+/* the same values rounded to bf16 (nearest even), as the bf16 GEMMs round their inputs */
+int an_cuda_widen_rows_bf16(const an_ops *o, uint16_t *tile, const an_weight *w, int64_t r0, int rows, const char *what);
 /* out[n, :] = row ids[n] of w as float32; -1 when w cannot be read here */
 int an_cuda_lookup_rows(const an_ops *o, float *out, const int32_t *ids, const an_weight *w, int N);
 /* Decoding's products: out[N, OC] = inp[N, C] w^T (+ bias) for N <= AN_CUDA_MATVEC_ROWS, each weight

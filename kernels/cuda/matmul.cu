@@ -6,9 +6,10 @@
  *   out^T [OC, N] = w (as op(A) = A^T of the column-major [C, OC])  x  inp^T [C, N]
  *   dinp^T [C, N] += w^T-in-column-major [C, OC]  x  dout^T [OC, N]
  *   dw^T [C, OC]  += inp^T [C, N]  x  (dout^T [OC, N])^T
- * A weight of any other dtype is widened a tile of rows at a time into the caller's workspace (the
- * CPU's bf16 tile size) and the float32 GEMM runs on the tile, so no float copy of the whole weight
- * ever exists; in inference, up to AN_CUDA_MATVEC_ROWS rows take weights.cu's matrix-vector kernel. */
+ * A weight of any other dtype is widened a tile of rows at a time into the caller's workspace
+ * (an_cuda_tile_work_floats) and the float32 GEMM runs on the tile, so no float copy of the whole weight
+ * ever exists (cuda-bf16: typed_bf16 below); in inference, up to AN_CUDA_MATVEC_ROWS rows take
+ * weights.cu's matrix-vector kernel. */
 #include "kernels/cuda/cuda.h"
 
 /* the largest power of two dividing the address, up to 256: cuBLASLt's heuristic must only offer
@@ -190,6 +191,44 @@ static int tile_rows(size_t work_bytes, int C, int OC) {
     return rows > (size_t)OC ? OC : (int)rows;
 }
 
+/* cuda-bf16 with a weight stored in another type than float32 (bf16, NF4, the GGUF blocks): the GEMMs'
+ * bf16 inputs made once a call, not once a tile: x (inp, or dout for the input gradient) rounded into
+ * the context's scratch, the weight's rows written as bf16 straight into the workspace a tile at a
+ * time (twice the rows of a float32 tile), a bf16 weight multiplied where it lies. Each input holds
+ * what the float32 path's rounding would give (the widened value rounded to nearest even once; a bf16
+ * weight is its own rounding), so the products are the same. backward 0: y[N, OC] = x[N, C] w^T + bias;
+ * 1: y[N, C] += x[N, OC] w. -1 (nothing enqueued) when it cannot run here: float32 mode, no scratch,
+ * no room for a row, or a dtype the kernels cannot read; the caller's float32-tile path then runs. */
+static int typed_bf16(const an_ops *o, int backward, float *y, const float *x, const an_weight *w, const float *bias,
+                      int N, void *work, size_t work_bytes, const char *what) {
+    an_cuda_ctx *c = an_cuda(o);
+    int C = (int)w->cols, OC = (int)w->rows, K = backward ? OC : C; /* x's columns */
+    int direct = w->dtype == AN_BF16;
+    size_t R = direct ? (size_t)OC : work_bytes / sizeof(uint16_t) / (size_t)(C > 0 ? C : 1);
+    if (!c->bf16 || !an_cuda_weight_readable(w->dtype) || R < 1 || (!direct && !work) || N <= 0 || OC <= 0 || C <= 0)
+        return -1;
+    if (R > (size_t)OC) R = (size_t)OC;
+    uint16_t *xb = (uint16_t *)an_cuda_scratch_take(o, (size_t)N * K * sizeof(uint16_t)); /* until the last GEMM */
+    if (!xb) {
+        an_cuda_scratch_release(o);
+        return -1;
+    }
+    round_cols<<<an_cuda_blocks((size_t)N * K), AN_CUDA_THREADS, 0, c->stream>>>(xb, x, K, N, K);
+    AN_CUDA_LAUNCHED(what);
+    for (int o0 = 0; o0 < OC; o0 += (int)R) {
+        int rows = OC - o0 < (int)R ? OC - o0 : (int)R;
+        const uint16_t *tile = direct ? (const uint16_t *)w->data + (size_t)o0 * C : (const uint16_t *)work;
+        if (!direct) an_cuda_widen_rows_bf16(o, (uint16_t *)work, w, o0, rows, what);
+        if (backward) /* y += x[:, o0 : o0 + rows] tile */
+            enqueue_gemm(c, 0, 0, C, N, rows, 1.0f, tile, C, xb + o0, OC, 1.0f, y, C, NULL, CUDA_R_16BF, what);
+        else /* y[:, o0 : o0 + rows] = x tile^T + bias[o0 ...] */
+            enqueue_gemm(c, 1, 0, rows, N, C, 1.0f, tile, C, xb, C, 0.0f, y + o0, OC, bias ? bias + o0 : NULL,
+                         CUDA_R_16BF, what);
+    }
+    an_cuda_scratch_release(o);
+    return 0;
+}
+
 void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias, int N,
                             void *work, size_t work_bytes, int mode) {
     /* every CUDA kernel here is exact (no activation rounding); inference takes the matrix-vector
@@ -200,6 +239,7 @@ void an_cuda_linear_forward(const an_ops *o, float *out, const float *inp, const
         return;
     }
     if (mode == AN_LINEAR_INFER && N <= AN_CUDA_MATVEC_ROWS && an_cuda_typed_matvec(o, out, inp, w, bias, N) == 0) return;
+    if (typed_bf16(o, 0, out, inp, w, bias, N, work, work_bytes, "linear_forward (bf16)") == 0) return;
     int R = tile_rows(work_bytes, C, OC);
     float *tile = (float *)work;
     for (int o0 = 0; o0 < OC; o0 += R > 0 ? R : OC) {
@@ -222,6 +262,7 @@ void an_cuda_linear_backward_input(const an_ops *o, float *dinp, const float *do
         an_cuda_matmul_backward(o, dinp, NULL, NULL, dout, NULL, (const float *)w->data, N, C, OC);
         return;
     }
+    if (typed_bf16(o, 1, dinp, dout, w, NULL, N, work, work_bytes, "linear_backward_input (bf16)") == 0) return;
     int R = tile_rows(work_bytes, C, OC);
     float *tile = (float *)work;
     for (int o0 = 0; o0 < OC; o0 += R > 0 ? R : OC) {

@@ -156,6 +156,21 @@ int an_cuda_widen_rows(const an_ops *o, float *tile, const an_weight *w, int64_t
     return 0;
 }
 
+__global__ static void widen_bf16_kernel(uint16_t *tile, weight_view w, int64_t r0, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        tile[i] = an_cuda_round_bf16(__float_as_uint(weight_at(w, r0 + (int64_t)(i / (size_t)w.cols), (int64_t)(i % (size_t)w.cols))));
+}
+
+int an_cuda_widen_rows_bf16(const an_ops *o, uint16_t *tile, const an_weight *w, int64_t r0, int rows, const char *what) {
+    weight_view v = view_of(w);
+    if (!an_cuda_weight_readable(v.dtype)) return -1;
+    size_t n = (size_t)rows * (size_t)w->cols;
+    if (!n) return 0;
+    widen_bf16_kernel<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, v, r0, n);
+    AN_CUDA_LAUNCHED(what);
+    return 0;
+}
+
 __global__ static void lookup_kernel(float *out, const int32_t *ids, weight_view w, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = weight_at(w, ids[i / (size_t)w.cols], (int64_t)(i % (size_t)w.cols));
