@@ -87,6 +87,15 @@ struct an_engine {
     int32_t *sl, *ids;
     const an_lora **loras;
     req **rows, **admitted;
+    /* sampling on the backend (an_infer_sample) for up to AN_ENGINE_DECODE_ROWS rows at once: their
+     * parameters, generators advanced past u, tokens and counts kept, and ids (SAMPLE_IDS_PER_ROW a
+     * row; a batch whose histories and stop ids need more samples on the host) */
+    int on_device;
+    an_sample_row *srows;
+    an_rng *speek;
+    int32_t *picked, *sids;
+    int sids_cap;
+    unsigned char *seen; /* [V] */
 };
 
 an_engine_config an_engine_config_default(void) {
@@ -106,6 +115,13 @@ static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* the ids one call of the device sampler may take: every decode row's whole history and a few stop ids */
+#define SAMPLE_STOPS_PER_ROW 64
+static int sample_ids_cap(const an_engine *e) {
+    int R = e->c.slots < AN_ENGINE_DECODE_ROWS ? e->c.slots : AN_ENGINE_DECODE_ROWS;
+    return R * (e->c.context + SAMPLE_STOPS_PER_ROW);
 }
 
 an_engine *an_engine_create(const an_model *m, const an_engine_config *cfg, an_error *err) {
@@ -173,6 +189,26 @@ an_engine *an_engine_create(const an_model *m, const an_engine_config *cfg, an_e
         return NULL;
     }
     e->st.slots = c.slots;
+    int on = c.host_sampling ? 0 : an_infer_enable_sampling(e->inf, sample_ids_cap(e), err);
+    if (on < 0) {
+        an_engine_free(e);
+        return NULL;
+    }
+    if (on > 0) {
+        int R = AN_ENGINE_DECODE_ROWS;
+        e->srows = malloc((size_t)R * sizeof *e->srows);
+        e->speek = malloc((size_t)R * sizeof *e->speek);
+        e->picked = malloc(2 * (size_t)R * sizeof *e->picked);
+        e->sids = malloc((size_t)sample_ids_cap(e) * sizeof *e->sids);
+        e->seen = calloc((size_t)e->V, 1);
+        if (!e->srows || !e->speek || !e->picked || !e->sids || !e->seen) {
+            an_engine_free(e);
+            an_fail(err, "engine: out of memory");
+            return NULL;
+        }
+        e->sids_cap = sample_ids_cap(e);
+        e->on_device = 1;
+    }
     return e;
 }
 
@@ -483,11 +519,10 @@ static float logprobs(const float *logits, int V, int32_t id, int k, int32_t *to
     return (float)((double)logits[id] - mx - lz);
 }
 
-/* The next token of running request q (an_generate's take_token, with the engine's callbacks); 1
- * when q ended (and is freed). */
-static int take_token(an_engine *e, req *q, const float *logits) {
-    int32_t id = an_gen_pick(e->smp, &q->r.sampling, logits, e->masked, q->stops, q->r.n_stop_ids, q->r.min_tokens,
-                             q->n, q->hist, (size_t)(q->used + q->n), &q->rng);
+/* Running request q goes on with id (-1: the sampler found none to draw); 1 when q ended (and is
+ * freed). logits: q's row on the host, for its log-probabilities (NULL: sampled on the device, which
+ * only requests without them are). */
+static int accept_token(an_engine *e, req *q, int32_t id, const float *logits) {
     if (id < 0) {
         an_error why;
         an_sampler_no_token(&q->r.sampling, &why);
@@ -501,7 +536,7 @@ static int take_token(an_engine *e, req *q, const float *logits) {
     q->hist[q->used + q->n++] = id;
     if (q->n == 1) q->t_first = now_s();
     an_token t = {id, 0.0f, q->r.top_logprobs, e->top_ids, e->top_lps};
-    if (q->r.want_logprobs) t.logprob = logprobs(logits, e->V, id, t.n_top, e->top_ids, e->top_lps);
+    if (q->r.want_logprobs && logits) t.logprob = logprobs(logits, e->V, id, t.n_top, e->top_ids, e->top_lps);
     if (q->r.on_token && q->r.on_token(q->r.ctx, &t))
         finish(e, q, AN_STOP_CALLER, NULL);
     else if (q->n >= q->r.max_tokens)
@@ -513,9 +548,48 @@ static int take_token(an_engine *e, req *q, const float *logits) {
     return 1;
 }
 
-/* Runs q's prompt into its slot, the logits after it into e->logits: with a registered prefix, the
+/* The next token of running request q from its logits on the host (an_generate's take_token, with
+ * the engine's callbacks); 1 when q ended (and is freed). */
+static int take_token(an_engine *e, req *q, const float *logits) {
+    int32_t id = an_gen_pick(e->smp, &q->r.sampling, logits, e->masked, q->stops, q->r.n_stop_ids, q->r.min_tokens,
+                             q->n, q->hist, (size_t)(q->used + q->n), &q->rng);
+    return accept_token(e, q, id, logits);
+}
+
+/* 1 when requests qs[0 .. n) can sample on the device: the backend can, none of them wants
+ * log-probabilities (those need the logits on the host), and their ids fit the sampler's buffer. */
+static int on_device(const an_engine *e, req *const *qs, int n) {
+    if (!e->on_device) return 0;
+    long ids = 0;
+    for (int i = 0; i < n; i++) {
+        if (qs[i]->r.want_logprobs) return 0;
+        ids += qs[i]->used + qs[i]->n + (qs[i]->n < qs[i]->r.min_tokens ? qs[i]->r.n_stop_ids : 0);
+    }
+    return ids <= e->sids_cap;
+}
+
+/* The next token of requests qs[0 .. n) from the logits the last forward left on the device, as
+ * take_token would draw them (an_gen_sample_row); -1 when the backend failed. */
+static int take_tokens_on_device(an_engine *e, req *const *qs, int n, an_error *err) {
+    int n_ids = 0;
+    for (int i = 0; i < n; i++) {
+        req *q = qs[i];
+        e->speek[i] = q->rng;
+        e->srows[i] = an_gen_sample_row(&q->r.sampling, &e->speek[i], q->stops, q->r.n_stop_ids, q->r.min_tokens, q->n,
+                                        q->hist, q->used + q->n, e->V, e->seen, e->sids, &n_ids);
+    }
+    if (an_infer_sample(e->inf, n, e->srows, e->sids, n_ids, e->picked, err)) return -1;
+    for (int i = 0; i < n; i++) {
+        if (e->picked[2 * i + 1] > 1) qs[i]->rng = e->speek[i];
+        accept_token(e, qs[i], e->picked[2 * i], NULL);
+    }
+    return 0;
+}
+
+/* Runs q's prompt into its slot, the logits after it into logits_out (NULL: left on the backend for
+ * the device sampler): with a registered prefix, the
  * prefix's KV (computed now on first use for q's adapter) and only the rest of the prompt. */
-static int prefill(an_engine *e, req *q, an_error *err) {
+static int prefill(an_engine *e, req *q, float *logits_out, an_error *err) {
     const an_lora *lora = q->ad ? q->ad->lora : NULL;
     prefix *p = NULL;
     void *kv = NULL;
@@ -529,7 +603,7 @@ static int prefill(an_engine *e, req *q, an_error *err) {
     if (!p) {
         int32_t slot = q->slot;
         const int32_t *rows[1] = {q->hist};
-        return an_infer_prefill_adapters(e->inf, &slot, rows, &q->used, &lora, 1, e->logits, err);
+        return an_infer_prefill_adapters(e->inf, &slot, rows, &q->used, &lora, 1, logits_out, err);
     }
     if (kv) {
         if (an_infer_kv_load(e->inf, q->slot, kv, p->n, err)) return -1;
@@ -538,7 +612,7 @@ static int prefill(an_engine *e, req *q, an_error *err) {
         /* first use with this adapter: the prefix alone, then its KV kept for the next requests */
         int32_t slot = q->slot;
         const int32_t *rows[1] = {p->ids};
-        if (an_infer_prefill_adapters(e->inf, &slot, rows, &p->n, &lora, 1, e->logits, err)) return -1;
+        if (an_infer_prefill_adapters(e->inf, &slot, rows, &p->n, &lora, 1, NULL, err)) return -1; /* its logits unused */
         prefix_kv *k = calloc(1, sizeof *k);
         void *mem = k ? e->m->ops->alloc(e->m->ops, an_infer_kv_bytes(e->inf, p->n)) : NULL;
         if (mem && an_infer_kv_save(e->inf, q->slot, p->n, mem, err) == 0) {
@@ -553,7 +627,7 @@ static int prefill(an_engine *e, req *q, an_error *err) {
             free(k);
         }
     }
-    return an_infer_extend(e->inf, q->slot, q->hist + p->n, q->used - p->n, lora, e->logits, err);
+    return an_infer_extend(e->inf, q->slot, q->hist + p->n, q->used - p->n, lora, logits_out, err);
 }
 
 /* Every running request ends with an error (the model failed). */
@@ -631,7 +705,8 @@ int an_engine_step(an_engine *e, an_error *err_out) {
     /* the new prompts, one forward each (as each would run alone), and their first tokens */
     for (int i = 0; i < n_admit; i++) {
         req *q = e->admitted[i];
-        if (prefill(e, q, err)) {
+        int dev = on_device(e, &q, 1);
+        if (prefill(e, q, dev ? NULL : e->logits, err)) {
             fail_running(e, err->msg);
             return -1;
         }
@@ -640,7 +715,12 @@ int an_engine_step(an_engine *e, an_error *err_out) {
             e->st.cached_tokens += (uint64_t)q->cached;
             pthread_mutex_unlock(&e->mu);
         }
-        take_token(e, q, e->logits);
+        if (!dev) {
+            take_token(e, q, e->logits); /* q may be freed from here on */
+        } else if (take_tokens_on_device(e, &q, 1, err)) {
+            fail_running(e, err->msg);
+            return -1;
+        }
     }
 
     /* one decode step for every running request, grouped by adapter (one segment each in the grouped
@@ -665,11 +745,13 @@ int an_engine_step(an_engine *e, an_error *err_out) {
             e->ids[i] = q->hist[q->used + q->n - 1];
             e->loras[i] = q->ad ? q->ad->lora : NULL;
         }
-        if (an_infer_decode_adapters(e->inf, e->sl, e->ids, e->loras, b, e->logits, err)) {
+        int dev = on_device(e, e->rows + i0, b);
+        if (an_infer_decode_adapters(e->inf, e->sl, e->ids, e->loras, b, dev ? NULL : e->logits, err) ||
+            (dev && take_tokens_on_device(e, e->rows + i0, b, err))) {
             fail_running(e, err->msg);
             return -1;
         }
-        for (int i = 0; i < b; i++) take_token(e, e->rows[i0 + i], e->logits + (size_t)i * e->V);
+        for (int i = 0; i < b && !dev; i++) take_token(e, e->rows[i0 + i], e->logits + (size_t)i * e->V);
     }
     return pending(e);
 }
@@ -733,6 +815,11 @@ void an_engine_free(an_engine *e) {
     free(e->prefixes);
     an_infer_free(e->inf);
     an_sampler_free(e->smp);
+    free(e->srows);
+    free(e->speek);
+    free(e->picked);
+    free(e->sids);
+    free(e->seen);
     free(e->logits);
     free(e->masked);
     free(e->run);

@@ -58,6 +58,8 @@ typedef struct an_engine_config {
     int max_rank;       /* the largest adapter rank the engine's scratch holds (default 256: context * 256
                          * floats, 2 MiB at 2048 positions) */
     int prefix_cache;   /* 1: reuse the KV of registered prefixes (an_engine_add_prefix) */
+    int host_sampling;  /* 1: the host's sampler even where the backend samples on the device (tests
+                         * compare the two); requests that ask for log-probabilities always take it */
     int threads;        /* > 0: an_engine_step sets the stepping thread's OpenMP thread count to this
                          * (omp_set_num_threads is per thread: a server's engine thread does not
                          * inherit main's); 0: leave it */

@@ -74,6 +74,25 @@ int32_t an_gen_pick(an_sampler *smp, const an_sampler_params *p, const float *lo
     return an_sampler_sample(smp, p, logits, hist, n_hist, rng);
 }
 
+an_sample_row an_gen_sample_row(const an_sampler_params *p, an_rng *peek, const int32_t *stop_ids, int n_stop_ids,
+                                int min_tokens, int n_generated, const int32_t *hist, int n_hist, int V,
+                                unsigned char *seen, int32_t *ids, int *n_ids) {
+    an_sample_row r = {p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->top_k, an_rng_uniform(peek), *n_ids, 0,
+                       0};
+    if (p->repeat_penalty != 1.0f) { /* each id once, as the host's sampler penalises it once */
+        for (int h = 0; h < n_hist; h++) {
+            int32_t id = hist[h];
+            if (id < 0 || id >= V || seen[id]) continue;
+            seen[id] = 1;
+            ids[(*n_ids)++] = id, r.n_penalised++;
+        }
+        for (int k = r.ids_at; k < *n_ids; k++) seen[ids[k]] = 0;
+    }
+    if (n_generated < min_tokens)
+        for (int k = 0; k < n_stop_ids; k++) ids[(*n_ids)++] = stop_ids[k], r.n_masked++;
+    return r;
+}
+
 static void finish(gen *g, int j, an_stop_reason why) {
     job *jb = &g->jobs[j];
     g->out[j].stop = why;
@@ -115,26 +134,13 @@ static int take_token(gen *g, int j, const float *logits, an_error *err) {
  * sampler used it, i.e. kept more than one token), its history's distinct ids for the penalty and,
  * below min_tokens, the stop ids to mask. */
 static int take_tokens_on_device(gen *g, const int *which, int n, an_error *err) {
-    const an_sampler_params *p = &g->o->sampling;
-    int n_ids = 0, V = g->m->cfg.vocab_size;
+    int n_ids = 0;
     for (int i = 0; i < n; i++) {
         job *jb = &g->jobs[which[i]];
-        an_sample_row *r = &g->rows[i];
+        int done = g->out[which[i]].n;
         g->peek[i] = jb->rng;
-        *r = (an_sample_row){p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->top_k,
-                             an_rng_uniform(&g->peek[i]), n_ids, 0, 0};
-        int n_hist = jb->used + g->out[which[i]].n;
-        if (p->repeat_penalty != 1.0f) {
-            for (int h = 0; h < n_hist; h++) {
-                int32_t id = jb->hist[h];
-                if (id < 0 || id >= V || g->seen[id]) continue;
-                g->seen[id] = 1;
-                g->ids[n_ids++] = id, r->n_penalised++;
-            }
-            for (int k = r->ids_at; k < n_ids; k++) g->seen[g->ids[k]] = 0;
-        }
-        if (g->out[which[i]].n < g->o->min_tokens)
-            for (int k = 0; k < g->o->n_stop_ids; k++) g->ids[n_ids++] = g->o->stop_ids[k], r->n_masked++;
+        g->rows[i] = an_gen_sample_row(&g->o->sampling, &g->peek[i], g->o->stop_ids, g->o->n_stop_ids, g->o->min_tokens,
+                                       done, jb->hist, jb->used + done, g->m->cfg.vocab_size, g->seen, g->ids, &n_ids);
     }
     if (an_infer_sample(g->inf, n, g->rows, g->ids, n_ids, g->picked, err)) return -1;
     for (int i = 0; i < n; i++) {

@@ -86,5 +86,12 @@ int an_gen_is_stop(const int32_t *stop_ids, int n_stop_ids, int32_t id);
 int32_t an_gen_pick(an_sampler *smp, const an_sampler_params *p, const float *logits, float *masked,
                     const int32_t *stop_ids, int n_stop_ids, int min_tokens, int n_generated, const int32_t *hist,
                     size_t n_hist, an_rng *rng);
+/* the same pick as a row of the backend's sample_tokens (kernels/ops.h): the parameters, u drawn from
+ * *peek (a copy of the sequence's generator, to keep when more than one token was kept), and appended
+ * to ids at *n_ids the history's distinct ids (with a penalty) and the stop ids while n_generated <
+ * min_tokens. seen: V zeroed bytes, left zeroed. */
+an_sample_row an_gen_sample_row(const an_sampler_params *p, an_rng *peek, const int32_t *stop_ids, int n_stop_ids,
+                                int min_tokens, int n_generated, const int32_t *hist, int n_hist, int V,
+                                unsigned char *seen, int32_t *ids, int *n_ids);
 
 #endif

@@ -5,10 +5,13 @@
  * see the same logits). The ids must agree exactly: the device sums probabilities in another order,
  * which moves a boundary between two tokens by ~1e-15, and u lands that close with probability ~1e-12
  * a draw. A counting wrapper around the op shows which path ran: every step on a GPU, never on the
- * CPU (which samples on the host, where its logits already are). */
+ * CPU (which samples on the host, where its logits already are). The server's engine likewise, with
+ * requests of different settings in one batch, and one that asks for log-probabilities (its batches
+ * sample on the host). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/engine.h"
 #include "infer/generate.h"
 #include "infer/session.h"
 #include "kernels/backend.h"
@@ -118,8 +121,97 @@ static void test_device_draws_the_hosts_tokens(void) {
     an_session_close(&s);
 }
 
+enum { ENG_REQS = 6, ENG_MAX = 20 };
+typedef struct eng_out {
+    int32_t ids[ENG_MAX];
+    int n, done;
+    an_stop_reason stop;
+} eng_out;
+static int eng_token(void *ctx, const an_token *t) {
+    eng_out *o = ctx;
+    if (o->n < ENG_MAX) o->ids[o->n++] = t->id;
+    return 0;
+}
+static void eng_done(void *ctx, const an_request_result *r) {
+    eng_out *o = ctx;
+    o->done++;
+    o->stop = r->stop;
+}
+
+/* Six requests, each its own sampling (greedy, top-k + top-p + penalty + min_tokens, min-p, none),
+ * seed and prompt, through 4 slots; in the second run request 5 asks for log-probabilities, so the
+ * batches it is in sample on the host, the others on the device. */
+static void run_engine(an_session *s, int host_sampling, int logprobs, eng_out *out) {
+    an_engine_config c = an_engine_config_default();
+    c.slots = 4;
+    c.context = 64;
+    c.host_sampling = host_sampling;
+    an_error e;
+    an_engine *en = an_engine_create(s->model, &c, &e);
+    CHECK_MSG(en != NULL, "%s", e.msg);
+    if (!en) return;
+    static const int32_t prompts[ENG_REQS][3] = {{5, 6, 7}, {9, 10, 11}, {12, 13, 14}, {1, 2, 3}, {20, 21, 22}, {30, 31, 32}};
+    const an_sampler_params sp[4] = {
+        {0.0f, 0, 1.0f, 0.0f, 1.0f}, {0.9f, 40, 0.9f, 0.0f, 1.2f}, {1.2f, 0, 1.0f, 0.1f, 1.0f}, {1.0f, 0, 1.0f, 0.0f, 1.0f}};
+    for (int k = 0; k < ENG_REQS; k++) {
+        an_request r;
+        memset(&r, 0, sizeof r);
+        r.ids = prompts[k];
+        r.n_ids = 3;
+        r.sampling = sp[k % 4];
+        r.seed = 40 + (uint64_t)k;
+        r.max_tokens = ENG_MAX;
+        r.min_tokens = k == 1 ? 4 : 0;
+        r.stop_ids = s->stop_ids.v;
+        r.n_stop_ids = (int)s->stop_ids.n;
+        r.want_logprobs = logprobs && k == 5;
+        r.on_token = eng_token;
+        r.on_done = eng_done;
+        r.ctx = &out[k];
+        int64_t id;
+        CHECK_MSG(an_engine_submit(en, &r, &id, &e) == AN_ENGINE_OK, "%s", e.msg);
+    }
+    for (int guard = 0; guard < 1000 && an_engine_step(en, &e) > 0; guard++) {}
+    an_engine_free(en);
+}
+
+static void test_engine_draws_the_hosts_tokens(void) {
+    const an_ops *ops = backend();
+    if (!ops) return;
+    an_session s;
+    an_error e;
+    if (an_session_open(&s, ops, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return;
+    }
+    int supports = ops->supports(ops, AN_OP_sample_tokens, AN_F32);
+    for (int logprobs = 0; logprobs <= 1; logprobs++) {
+        eng_out dev[ENG_REQS], host[ENG_REQS];
+        memset(dev, 0, sizeof dev);
+        memset(host, 0, sizeof host);
+        g_calls = 0;
+        run_engine(&s, 0, logprobs, dev);
+        long calls = g_calls;
+        run_engine(&s, 1, logprobs, host);
+        int tokens = 0;
+        for (int k = 0; k < ENG_REQS; k++) {
+            CHECK_MSG(dev[k].done == 1 && host[k].done == 1, "request %d ended %d / %d times", k, dev[k].done, host[k].done);
+            CHECK_MSG(dev[k].n == host[k].n && dev[k].stop == host[k].stop &&
+                          memcmp(dev[k].ids, host[k].ids, (size_t)dev[k].n * sizeof(int32_t)) == 0,
+                      "engine%s: request %d: %d tokens (stop %d) sampling on the backend, %d (stop %d) on the host",
+                      logprobs ? " (one with log-probabilities)" : "", k, dev[k].n, (int)dev[k].stop, host[k].n,
+                      (int)host[k].stop);
+            tokens += host[k].n;
+        }
+        CHECK(tokens > 2 * ENG_REQS);
+        CHECK_MSG(supports ? calls >= tokens / (4 * ENG_MAX) + 1 : calls == 0, "engine: %ld calls of sample_tokens", calls);
+    }
+    an_session_close(&s);
+}
+
 int main(void) {
     RUN(test_device_draws_the_hosts_tokens);
+    RUN(test_engine_draws_the_hosts_tokens);
     if (g_inner) an_backend_close(g_inner);
     return test_finish();
 }
