@@ -1,6 +1,6 @@
 /* Causal grouped-query attention on the GPU, tiled with an online softmax (never a T x T matrix), and
- * its backward without atomics. Correctness first: warp-per-row kernels on the CUDA cores, not tensor
- * cores.
+ * its backward without atomics: warp-per-row kernels on the CUDA cores, in float32 (cuda-bf16's forward
+ * takes the tensor cores where the head allows, attention_mma.cu).
  *
  * Layout (kernels/ops.h): q[B, T, nh, hd], k and v [B, T, nkv, hd], lse[B, nh, T]; query head h reads
  * kv head h / (nh / nkv); token t of row b sees keys seg_start[b, t] .. t (packed samples).
@@ -260,6 +260,7 @@ void an_cuda_attention_forward(const an_ops *o, float *out, float *lse, const fl
         }
         return;
     }
+    if (an_cuda_attention_forward_mma(o, out, lse, q, k, v, seg_start, B, T, nh, nkv, hd) == 0) return; /* bf16 */
     dims d = {T, nh, nkv, hd};
     dim3 grid((T + WARPS - 1) / WARPS, nh, B);
     int S = tile_stride(hd);

@@ -246,6 +246,11 @@ void an_cuda_cross_entropy_backward(const an_ops *o, float *dlogits, const float
 /* sort.cu: each aligned segment of `segment` keys (a power of two dividing n) sorted ascending */
 void an_cuda_sort_u64(const an_ops *o, uint64_t *keys, size_t n, size_t segment);
 
+/* attention_mma.cu: the forward on the tensor cores in cuda-bf16 (hd a multiple of 16, at most 128);
+ * -1 (nothing launched) where it does not apply */
+int an_cuda_attention_forward_mma(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
+                                  const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+
 /* sample.cu */
 size_t an_cuda_sample_work_bytes(const an_ops *o, int B, int V);
 void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,

@@ -66,10 +66,11 @@ static std::vector<float> g_slots;
 static ucontext_t g_main;
 static int g_cur;
 static std::function<void()> *g_body;
-static std::vector<char> g_dyn;
+static std::vector<char> g_dyn_mem; /* the block's dynamic shared memory, from a 256-byte boundary */
+static char *g_dyn;
 enum { STACK = 128 * 1024 };
 
-void *emu_dyn_shared(void) { return g_dyn.data(); }
+void *emu_dyn_shared(void) { return g_dyn; }
 
 static void trampoline(void) {
     (*g_body)();
@@ -92,6 +93,9 @@ float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     wait_as(AT_WARP); /* nobody overwrites a slot before every lane has read */
     return r;
 }
+
+/* a warp-wide barrier: __syncwarp and the wmma collectives (mma.h) */
+void emu_warp_sync(void) { wait_as(AT_WARP); }
 
 static void set_thread(int i) {
     threadIdx.x = (unsigned)i % blockDim.x;
@@ -159,7 +163,8 @@ void emu_run(dim3 grid, dim3 block, size_t shm, std::function<void()> body) {
     }
     while ((int)g_threads.size() < n) g_threads.push_back({ucontext_t(), (char *)malloc(STACK), RUNNABLE});
     g_slots.assign((size_t)n + 32, 0.0f);
-    g_dyn.assign(shm ? shm : 1, (char)0xFF);
+    g_dyn_mem.assign((shm ? shm : 1) + 256, (char)0xFF);
+    g_dyn = g_dyn_mem.data() + (256 - (uintptr_t)g_dyn_mem.data() % 256) % 256;
     g_body = &body;
     blockDim = block, gridDim = grid;
     /* last block first: a GPU runs blocks in no set order, so a kernel whose result depends on a lower

@@ -50,6 +50,8 @@ const char *cudaGetErrorString(cudaError_t e);
 extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 void __syncthreads(void);
 float __shfl_xor_sync(unsigned mask, float v, int lane_mask);
+void emu_warp_sync(void);
+static inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask, emu_warp_sync(); }
 void *emu_dyn_shared(void);
 void emu_run(dim3 grid, dim3 block, size_t shm, std::function<void()> body);
 
