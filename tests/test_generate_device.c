@@ -52,15 +52,23 @@ static int same_outputs(const an_gen_output *a, const an_gen_output *b, int n, c
     return 1;
 }
 
-static void test_device_draws_the_hosts_tokens(void) {
+/* TinyStories-656K on the backend under test; 0 when it did not open */
+static int open_model(an_session *s) {
     const an_ops *ops = backend();
-    if (!ops) return;
+    an_error e;
+    if (!ops) return 0;
+    if (an_session_open(s, ops, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
+        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_device_draws_the_hosts_tokens(void) {
     an_session s;
     an_error e;
-    if (an_session_open(&s, ops, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
-        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
-        return;
-    }
+    if (!open_model(&s)) return;
+    const an_ops *ops = backend();
     an_ids story = {0};
     CHECK_MSG(an_session_encode(&s, "Once upon a time, there was a", 1, &story, &e) == 0, "%s", e.msg);
     const int32_t p1[] = {5, 6, 7}, p2[] = {9};
@@ -176,14 +184,9 @@ static void run_engine(an_session *s, int host_sampling, int logprobs, eng_out *
 }
 
 static void test_engine_draws_the_hosts_tokens(void) {
-    const an_ops *ops = backend();
-    if (!ops) return;
     an_session s;
-    an_error e;
-    if (an_session_open(&s, ops, test_shared("models/TinyStories-656K"), NULL, NULL, NULL, &e)) {
-        test_fail_at(__FILE__, __LINE__, "%s", e.msg);
-        return;
-    }
+    if (!open_model(&s)) return;
+    const an_ops *ops = backend();
     int supports = ops->supports(ops, AN_OP_sample_tokens, AN_F32);
     for (int logprobs = 0; logprobs <= 1; logprobs++) {
         eng_out dev[ENG_REQS], host[ENG_REQS];

@@ -141,34 +141,31 @@ int an_cuda_weight_readable(an_dtype t) {
     return t == AN_BF16 || t == AN_NF4 || t == AN_Q8_0 || t == AN_Q4_0 || t == AN_Q4_1 || t == AN_Q4_K || t == AN_Q6_K;
 }
 
-__global__ static void widen_kernel(float *tile, weight_view w, int64_t r0, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        tile[i] = weight_at(w, r0 + (int64_t)(i / (size_t)w.cols), (int64_t)(i % (size_t)w.cols));
+/* tile[i] = element i of the rows from r0 on, as float32, or rounded to bf16 (nearest even) when bf16 */
+__global__ static void widen_kernel(void *tile, int bf16, weight_view w, int64_t r0, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = weight_at(w, r0 + (int64_t)(i / (size_t)w.cols), (int64_t)(i % (size_t)w.cols));
+        if (bf16) ((uint16_t *)tile)[i] = an_cuda_round_bf16(__float_as_uint(x));
+        else ((float *)tile)[i] = x;
+    }
+}
+
+static int widen(const an_ops *o, void *tile, int bf16, const an_weight *w, int64_t r0, int rows, const char *what) {
+    weight_view v = view_of(w);
+    if (!an_cuda_weight_readable(v.dtype)) return -1;
+    size_t n = (size_t)rows * (size_t)w->cols;
+    if (!n) return 0;
+    widen_kernel<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, bf16, v, r0, n);
+    AN_CUDA_LAUNCHED(what);
+    return 0;
 }
 
 int an_cuda_widen_rows(const an_ops *o, float *tile, const an_weight *w, int64_t r0, int rows, const char *what) {
-    weight_view v = view_of(w);
-    if (!an_cuda_weight_readable(v.dtype)) return -1;
-    size_t n = (size_t)rows * (size_t)w->cols;
-    if (!n) return 0;
-    widen_kernel<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, v, r0, n);
-    AN_CUDA_LAUNCHED(what);
-    return 0;
-}
-
-__global__ static void widen_bf16_kernel(uint16_t *tile, weight_view w, int64_t r0, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        tile[i] = an_cuda_round_bf16(__float_as_uint(weight_at(w, r0 + (int64_t)(i / (size_t)w.cols), (int64_t)(i % (size_t)w.cols))));
+    return widen(o, tile, 0, w, r0, rows, what);
 }
 
 int an_cuda_widen_rows_bf16(const an_ops *o, uint16_t *tile, const an_weight *w, int64_t r0, int rows, const char *what) {
-    weight_view v = view_of(w);
-    if (!an_cuda_weight_readable(v.dtype)) return -1;
-    size_t n = (size_t)rows * (size_t)w->cols;
-    if (!n) return 0;
-    widen_bf16_kernel<<<an_cuda_blocks(n), AN_CUDA_THREADS, 0, an_cuda(o)->stream>>>(tile, v, r0, n);
-    AN_CUDA_LAUNCHED(what);
-    return 0;
+    return widen(o, tile, 1, w, r0, rows, what);
 }
 
 __global__ static void lookup_kernel(float *out, const int32_t *ids, weight_view w, size_t n) {
