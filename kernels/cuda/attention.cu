@@ -281,6 +281,8 @@ void an_cuda_attention_backward(const an_ops *o, float *dq, float *dk, float *dv
         }
         return;
     }
+    if (an_cuda_attention_backward_mma(o, dq, dk, dv, dout, q, k, v, out, lse, seg_start, B, T, nh, nkv, hd) == 0)
+        return; /* bf16 */
     dims d = {T, nh, nkv, hd};
     float scale = 1.0f / sqrtf((float)hd);
     cudaStream_t st = an_cuda(o)->stream;

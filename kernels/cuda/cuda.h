@@ -246,10 +246,13 @@ void an_cuda_cross_entropy_backward(const an_ops *o, float *dlogits, const float
 /* sort.cu: each aligned segment of `segment` keys (a power of two dividing n) sorted ascending */
 void an_cuda_sort_u64(const an_ops *o, uint64_t *keys, size_t n, size_t segment);
 
-/* attention_mma.cu: the forward on the tensor cores in cuda-bf16 (hd a multiple of 16, at most 128);
- * -1 (nothing launched) where it does not apply */
+/* attention_mma.cu: the forward and backward on the tensor cores in cuda-bf16 (hd a multiple of 16, at
+ * most 128); -1 (nothing launched) where they do not apply */
 int an_cuda_attention_forward_mma(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                                   const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
+int an_cuda_attention_backward_mma(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                   const float *k, const float *v, const float *out, const float *lse,
+                                   const int32_t *seg_start, int B, int T, int nh, int nkv, int hd);
 
 /* sample.cu */
 size_t an_cuda_sample_work_bytes(const an_ops *o, int B, int V);
