@@ -88,8 +88,8 @@ struct an_engine {
     const an_lora **loras;
     req **rows, **admitted;
     /* sampling on the backend (an_infer_sample) for up to AN_ENGINE_DECODE_ROWS rows at once: their
-     * parameters, generators advanced past u, tokens and counts kept, and ids (SAMPLE_IDS_PER_ROW a
-     * row; a batch whose histories and stop ids need more samples on the host) */
+     * parameters, generators advanced past u, tokens and counts kept, and ids (sample_ids_cap: a batch
+     * whose histories and stop ids need more samples on the host) */
     int on_device;
     an_sample_row *srows;
     an_rng *speek;

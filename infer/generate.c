@@ -2,6 +2,7 @@
  * and the sampler. */
 #include "infer/generate.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,14 +312,15 @@ int an_generate(const an_model *m, const an_lora *lora, const an_gen_prompt *pro
     int prefill = longest; /* one prompt per prefill forward */
     g.inf = an_infer_create(m, lora, slots, max_T, prefill, err);
     g.smp = g.inf ? an_sampler_create(m->cfg.vocab_size, err) : NULL;
-    if (g.smp && !o->host_sampling) { /* the room for every running row's history and stop ids */
-        int on = an_infer_enable_sampling(g.inf, slots * (max_T + o->n_stop_ids), err);
+    long long id_room = (long long)slots * (max_T + o->n_stop_ids); /* every running row's history and stop ids */
+    if (g.smp && !o->host_sampling && id_room < INT_MAX) { /* (past INT_MAX: the host samples) */
+        int on = an_infer_enable_sampling(g.inf, (int)id_room, err);
         g.on_device = on > 0;
         if (g.on_device) {
             g.rows = malloc((size_t)slots * sizeof *g.rows);
             g.peek = malloc((size_t)slots * sizeof *g.peek);
             g.picked = malloc(2 * (size_t)slots * sizeof *g.picked);
-            g.ids = malloc(((size_t)slots * (max_T + o->n_stop_ids) + 1) * sizeof *g.ids);
+            g.ids = malloc(((size_t)id_room + 1) * sizeof *g.ids);
             g.seen = calloc((size_t)m->cfg.vocab_size, 1);
         }
         if (on < 0 || (g.on_device && (!g.rows || !g.peek || !g.picked || !g.ids || !g.seen))) {
