@@ -150,7 +150,15 @@ static void run_block(int n) {
     }
 }
 
+/* the coroutines' stacks, kept from launch to launch, given back at exit (a leak checker would report them) */
+static void free_stacks(void) {
+    for (emu_thread &t : g_threads) free(t.stack);
+    g_threads.clear();
+}
+
 void emu_run(dim3 grid, dim3 block, size_t shm, std::function<void()> body) {
+    static int registered;
+    if (!registered) registered = 1, atexit(free_stacks);
     int n = (int)(block.x * block.y * block.z);
     if (n < 1 || n > 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535) {
         fprintf(stderr, "cuda_emu: bad launch: grid (%u,%u,%u) block (%u,%u,%u)\n", grid.x, grid.y, grid.z, block.x, block.y,
