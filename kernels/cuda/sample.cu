@@ -2,17 +2,18 @@
  * decoding step copies B ids to the host instead of B x V logits, and the host sorts nothing.
  *
  * It draws what infer/sampler.c draws, in its order: the repetition penalty and the stop-id mask, NaN
- * as -inf, the temperature, then top-k, top-p and min-p on the candidates sorted best first (higher
- * logit, then lower id), renormalised, and the first candidate whose running sum of probabilities
- * passes u. Here:
+ * as -inf, the temperature, then top-k, top-p and min-p, renormalised, and the first candidate whose
+ * running sum of probabilities passes u, the candidates in the host's order: sorted best first (higher
+ * logit, then lower id) for greedy, top-k or top-p, by id otherwise. Here:
  *  1. edit_logits: the penalty on the row's distinct history ids, then the stop ids to -inf;
- *  2. make_keys: a 64-bit key a token, (the logit's order, reversed) << 32 | id, the row padded to a
- *     power of two P with all-ones keys, which sort last;
+ *  2. make_keys: a 64-bit key a token, (the logit's order, reversed) << 32 | id for a sorted row,
+ *     id << 32 | (the logit's order) for the others, the row padded to a power of two P with all-ones
+ *     keys, which sort last;
  *  3. sort.cu sorts every row's P keys: candidate i of a row is key i;
- *  4. pick, a block a row: the sum of exp(logit - max) over the kept candidates in double (a fixed
- *     tree), top-p's cut and the draw by a block-wide scan of the probabilities in chunks of the
- *     block's width (first candidate whose running sum reaches top_p / passes u), min-p's cut by a
- *     binary search (the probabilities descend, so every filter keeps a prefix).
+ *  4. pick, a block a row: the sum of exp(logit - max) over the candidates in double (a fixed tree),
+ *     top-p's cut and the draw by a block-wide scan of the probabilities in chunks of the block's width
+ *     (the first candidate whose running sum reaches top_p / passes u), min-p by a count of the
+ *     candidates above its floor (a prefix where sorted; elsewhere the others weigh 0 in the scan).
  * Sums run in a fixed order, so a row draws the same token on every run; it is not the host's
  * sequential order, hence the note on rounding in kernels/ops.h. */
 #include <math.h>
