@@ -1,7 +1,7 @@
 /* Sampling where the logits are (infer.h: an_infer_enable_sampling, an_infer_sample): the backend's
  * sample_tokens on the logits a forward left in s->logits, so a decoding step on a GPU copies a token
  * id per sequence to the host instead of a row of V logits. Its buffers are one backend allocation,
- * made once, apart from the cache's: generation asks for them; serving and scoring do not. */
+ * made once, apart from the cache's: generation and the server's engine ask for them; scoring does not. */
 #include "core/carver.h"
 #include "infer/infer.h"
 

@@ -305,13 +305,17 @@ __global__ static void attn_bwd_dkdv_mma(float *dk, float *dv, const float *dout
     }
 }
 
+/* 1 where these kernels run: cuda-bf16, a head of whole 16-wide tiles up to MMA_HD_MAX, a grid that fits */
+static int applies(const an_cuda_ctx *c, int B, int T, int nh, int nkv, int hd) {
+    return c->bf16 && hd % 16 == 0 && hd <= MMA_HD_MAX && B > 0 && T > 0 && nh > 0 && nkv > 0 && nh % nkv == 0 &&
+           B <= 65535 && nh <= 65535;
+}
+
 int an_cuda_attention_backward_mma(const an_ops *o, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                    const float *k, const float *v, const float *out, const float *lse,
                                    const int32_t *seg_start, int B, int T, int nh, int nkv, int hd) {
     an_cuda_ctx *c = an_cuda(o);
-    if (!c->bf16 || hd % 16 != 0 || hd > MMA_HD_MAX || B <= 0 || T <= 0 || nh <= 0 || nkv <= 0 || nh % nkv != 0 ||
-        B > 65535 || nh > 65535)
-        return -1;
+    if (!applies(c, B, T, nh, nkv, hd)) return -1;
     float scale = 1.0f / sqrtf((float)hd);
     if (dq) {
         bwd_layout L = bwd_layout_of(hd, 0);
@@ -332,9 +336,7 @@ int an_cuda_attention_backward_mma(const an_ops *o, float *dq, float *dk, float 
 int an_cuda_attention_forward_mma(const an_ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
                                   const int32_t *seg_start, int B, int T, int nh, int nkv, int hd) {
     an_cuda_ctx *c = an_cuda(o);
-    if (!c->bf16 || hd % 16 != 0 || hd > MMA_HD_MAX || B <= 0 || T <= 0 || nh <= 0 || nkv <= 0 || nh % nkv != 0 ||
-        B > 65535 || nh > 65535)
-        return -1;
+    if (!applies(c, B, T, nh, nkv, hd)) return -1;
     mma_layout L = layout_of(hd);
     dim3 grid((T + QT - 1) / QT, nh, B);
     attn_fwd_mma<<<grid, MMA_WARPS * 32, L.total, c->stream>>>(out, lse, q, k, v, seg_start, T, nh, nkv, hd,
