@@ -47,12 +47,27 @@ void an_infer_linear(const an_infer *s, const an_param *w, const an_param *b, fl
     }
 }
 
-static void norm(const an_infer *s, float *out, const float *inp, const an_param *w, const an_param *b, int N) {
+/* The pre-norm at the input of layer l into s->ln (l = n_layers: the final norm). */
+static void norm_weights(const an_model *m, int l, const an_param **w, const an_param **b) {
+    *w = l < m->cfg.n_layers ? m->layers[l].attn_norm_w : m->final_norm_w;
+    *b = l < m->cfg.n_layers ? m->layers[l].attn_norm_b : m->final_norm_b;
+}
+
+/* s->ln = the norm of inp, or with delta: inp += delta first, in the same pass (kernels/ops.h) */
+static void norm(const an_infer *s, float *inp, const float *delta, const an_param *w, const an_param *b, int N) {
     const an_model *m = s->m;
-    if (m->cfg.arch == AN_ARCH_GPT2)
-        m->ops->layernorm_forward(m->ops, out, s->mean, s->rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
+    const an_ops *o = m->ops;
+    int C = m->cfg.dim;
+    float eps = m->cfg.norm_eps;
+    if (m->cfg.arch == AN_ARCH_GPT2) {
+        if (delta)
+            o->add_layernorm_forward(o, inp, s->ln, s->mean, s->rstd, inp, delta, w->data, b->data, N, C, eps);
+        else
+            o->layernorm_forward(o, s->ln, s->mean, s->rstd, inp, w->data, b->data, N, C, eps);
+    } else if (delta)
+        o->add_rmsnorm_forward(o, inp, s->ln, s->rstd, inp, delta, w->data, N, C, eps);
     else
-        m->ops->rmsnorm_forward(m->ops, out, s->rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
+        o->rmsnorm_forward(o, s->ln, s->rstd, inp, w->data, N, C, eps);
 }
 
 /* What a forward needs besides the rows: prefill (n prompts of T rows each, lens) or decode. */
@@ -97,7 +112,7 @@ static void block(an_infer *s, int l, const pass *p) {
     const an_layer *L = &m->layers[l];
     int N = p->n * p->T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
 
-    norm(s, s->ln, s->x, L->attn_norm_w, L->attn_norm_b, N);
+    /* s->ln holds this layer's first norm, made with its input (run() or the block before) */
     if (L->wqkv) {
         an_infer_linear(s, L->wqkv, L->bqkv, s->qkv, s->ln, N);
         an_model_split_qkv(m, s->q, s->kx, s->vx, s->qkv, N);
@@ -132,9 +147,7 @@ static void block(an_infer *s, int l, const pass *p) {
         }
     }
     an_infer_linear(s, L->wo, L->bo, s->tmp, s->att, N);
-    o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
-
-    norm(s, s->ln, s->x, L->ffn_norm_w, L->ffn_norm_b, N);
+    norm(s, s->x, s->tmp, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
         an_infer_linear(s, L->w_gate, L->b_gate, s->ffn_a, s->ln, N);
         an_infer_linear(s, L->w_up, L->b_up, s->ffn_b, s->ln, N);
@@ -144,7 +157,10 @@ static void block(an_infer *s, int l, const pass *p) {
         o->gelu_forward(o, s->ffn_h, s->ffn_a, (size_t)N * F);
     }
     an_infer_linear(s, L->w_down, L->b_down, s->tmp, s->ffn_h, N);
-    o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
+    /* the residual and the next norm: after the last layer N is the rows with logits (see above) */
+    const an_param *nw, *nb;
+    norm_weights(m, l + 1, &nw, &nb);
+    norm(s, s->x, s->tmp, nw, nb, N);
 }
 
 /* Embeddings, blocks, the final norm of the rows with logits (into s->ln) and their logits into logits_out. */
@@ -159,17 +175,25 @@ static void run(an_infer *s, const pass *p, float *logits_out) {
         o->upload(o, s->d_slot, s->h_slot, (size_t)N * sizeof(int32_t));
         o->upload(o, s->d_len, s->h_len, (size_t)N * sizeof(int32_t));
     }
+    /* the rows with logits: every decode row, or those the last layer moves to the front of s->x */
+    int heads = p->extend ? 1 : p->n;
     an_weight emb = an_param_weight(m->tok_emb);
     o->embedding_lookup(o, s->x, s->d_ids, &emb, N);
+    float *pos = NULL;
     if (m->pos_emb) {
         o->embedding_forward(o, s->tmp, s->d_pos, m->pos_emb->data, N, C);
-        o->add(o, s->x, s->x, s->tmp, (size_t)N * C);
+        pos = s->tmp;
     }
+    /* the embeddings and the first norm (with no layer the final one, on the rows with logits) */
+    const an_param *nw, *nb;
+    norm_weights(m, 0, &nw, &nb);
+    if (m->cfg.n_layers == 0 && heads < N) {
+        if (pos) o->add(o, s->x, s->x, pos, (size_t)N * C);
+        gather_head_rows(s, p, s->x, C);
+        norm(s, s->x, NULL, nw, nb, heads);
+    } else
+        norm(s, s->x, pos, nw, nb, N);
     for (int l = 0; l < m->cfg.n_layers; l++) block(s, l, p);
-    /* the rows with logits: every decode row, or those the last layer moved to the front of s->x */
-    int heads = p->extend ? 1 : p->n;
-    if (heads < N && m->cfg.n_layers == 0) gather_head_rows(s, p, s->x, C);
-    norm(s, s->ln, s->x, m->final_norm_w, m->final_norm_b, heads);
     if (s->row_lora) s->row_lora = s->h_seq_lora; /* the head's rows are sequences */
     const an_param *head = m->lm_head ? m->lm_head : m->tok_emb;
     an_infer_linear(s, head, NULL, s->logits, s->ln, heads);

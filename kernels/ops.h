@@ -82,7 +82,8 @@ typedef struct an_sample_row {
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
     X(matmul_forward) X(matmul_backward) X(embedding_forward) X(embedding_backward) X(layernorm_forward)              \
-    X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward) X(rope_table) X(rope_forward) X(rope_backward)       \
+    X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward) X(add_layernorm_forward) X(add_rmsnorm_forward)     \
+    X(rope_table) X(rope_forward) X(rope_backward)                                                                    \
     X(attention_forward) X(attention_backward) X(gelu_forward) X(gelu_backward) X(swiglu_forward) X(swiglu_backward)  \
     X(add) X(axpy) X(scale) X(cross_entropy_forward) X(cross_entropy_backward) X(adamw_update) X(sum_squares)         \
     X(gather_cols_forward) X(gather_cols_backward) X(attention_decode_forward) X(dropout)                             \
@@ -168,6 +169,17 @@ typedef struct an_ops {
     void (*rmsnorm_forward)(const struct an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
     void (*rmsnorm_backward)(const struct an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                              const float *rstd, int N, int C);
+
+    /* ---- a residual add and the norm after it in one pass over each row: res_out = res_in + delta (as
+     * add: one rounding), then out = the norm of res_out (as layernorm_forward / rmsnorm_forward, the
+     * same statistics). The same bits as add then the norm on the same backend, so a recomputed block
+     * that runs them apart gets the forward's values. res_out may be res_in (in place). The backward
+     * needs no fused op: the norm's dinp already accumulates into the residual's gradient. ---- */
+    void (*add_layernorm_forward)(const struct an_ops *o, float *res_out, float *out, float *mean, float *rstd,
+                                  const float *res_in, const float *delta, const float *w, const float *b, int N, int C,
+                                  float eps);
+    void (*add_rmsnorm_forward)(const struct an_ops *o, float *res_out, float *out, float *rstd, const float *res_in,
+                                const float *delta, const float *w, int N, int C, float eps);
 
     /* ---- rope, in place on x[N, nh, hd] at positions pos[N].
      * interleaved = 0: Hugging Face rotate-half (pairs i, i + hd/2);

@@ -8,25 +8,55 @@
 #include "model/recompute.h"
 
 
-/* Pre-norm: LayerNorm (GPT-2) or RMSNorm (the others). */
-static void norm_forward(const an_model *m, float *out, float *mean, float *rstd, const float *inp,
-                         const an_param *w, const an_param *b, int N) {
-    if (m->cfg.arch == AN_ARCH_GPT2)
-        m->ops->layernorm_forward(m->ops, out, mean, rstd, inp, w->data, b->data, N, m->cfg.dim, m->cfg.norm_eps);
-    else
-        m->ops->rmsnorm_forward(m->ops, out, rstd, inp, w->data, N, m->cfg.dim, m->cfg.norm_eps);
+/* The pre-norm that reads the residual stream at the input of layer l, and its outputs; l = n_layers
+ * is the final norm. LayerNorm (GPT-2) or RMSNorm (the others). */
+typedef struct pre_norm {
+    float *out, *mean, *rstd;
+    const an_param *w, *b;
+} pre_norm;
+
+static pre_norm input_norm(an_model *m, int l) {
+    an_plan *p = &m->plan;
+    if (l == m->cfg.n_layers) return (pre_norm){p->lnf, p->lnf_mean, p->lnf_rstd, m->final_norm_w, m->final_norm_b};
+    an_layer_acts *a = &p->layers[l];
+    return (pre_norm){a->ln1, a->ln1_mean, a->ln1_rstd, m->layers[l].attn_norm_w, m->layers[l].attn_norm_b};
 }
 
-/* One block (model/recompute.h). */
+static void norm_forward(const an_model *m, const pre_norm *n, const float *inp, int N) {
+    if (m->cfg.arch == AN_ARCH_GPT2)
+        m->ops->layernorm_forward(m->ops, n->out, n->mean, n->rstd, inp, n->w->data, n->b->data, N, m->cfg.dim,
+                                  m->cfg.norm_eps);
+    else
+        m->ops->rmsnorm_forward(m->ops, n->out, n->rstd, inp, n->w->data, N, m->cfg.dim, m->cfg.norm_eps);
+}
+
+/* res_out = res_in + delta, then the norm of res_out: one pass over the rows (the same bits as the two
+ * ops, kernels/ops.h) */
+static void add_norm_forward(const an_model *m, const pre_norm *n, float *res_out, const float *res_in,
+                             const float *delta, int N) {
+    const an_ops *o = m->ops;
+    if (m->cfg.arch == AN_ARCH_GPT2)
+        o->add_layernorm_forward(o, res_out, n->out, n->mean, n->rstd, res_in, delta, n->w->data, n->b->data, N,
+                                 m->cfg.dim, m->cfg.norm_eps);
+    else
+        o->add_rmsnorm_forward(o, res_out, n->out, n->rstd, res_in, delta, n->w->data, N, m->cfg.dim, m->cfg.norm_eps);
+}
+
+/* One block (model/recompute.h). Its first norm (ln1) was filled with its input by whoever wrote that
+ * input, in the same pass (the embeddings or the block before); a recomputation (out == NULL) has to
+ * fill it itself. Its output goes out with the next norm (the next block's ln1, or the final norm). */
 void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
     const an_ops *o = m->ops;
     const an_model_config *c = &m->cfg;
     const an_layer *L = &m->layers[l];
     an_plan *p = &m->plan;
     an_layer_acts *a = &p->layers[l];
-    int N = B * T, C = c->dim, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
+    int N = B * T, F = c->ffn_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
 
-    norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res_in, L->attn_norm_w, L->attn_norm_b, N);
+    if (!out) {
+        pre_norm n1 = input_norm(m, l);
+        norm_forward(m, &n1, a->res_in, N);
+    }
     if (L->wqkv) {
         an_linear_forward(m, L->wqkv, L->bqkv, p->qkv, a->ln1, N, train, 0);
         an_model_split_qkv(m, a->q, a->k, a->v, p->qkv, N);
@@ -43,9 +73,9 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
     o->attention_forward(o, a->att, a->att_lse, a->q, a->k, a->v, p->seg, B, T, nh, nkv, hd, p->attn_work,
                          p->attn_work_bytes);
     an_linear_forward(m, L->wo, L->bo, p->tmp, a->att, N, train, 0);
-    o->add(o, a->res_mid, a->res_in, p->tmp, (size_t)N * C);
+    pre_norm n2 = {a->ln2, a->ln2_mean, a->ln2_rstd, L->ffn_norm_w, L->ffn_norm_b};
+    add_norm_forward(m, &n2, a->res_mid, a->res_in, p->tmp, N);
 
-    norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, N);
     if (L->w_gate) {
         an_linear_forward(m, L->w_gate, L->b_gate, a->ffn_a, a->ln2, N, train, 0);
         an_linear_forward(m, L->w_up, L->b_up, a->ffn_b, a->ln2, N, train, 0);
@@ -55,7 +85,10 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
         o->gelu_forward(o, a->ffn_h, a->ffn_a, (size_t)N * F);
     }
     an_linear_forward(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
-    if (out) o->add(o, out, a->res_mid, p->tmp, (size_t)N * C); /* NULL: recomputing, the output is not needed */
+    if (!out) return; /* recomputing: the output (and the next norm) is not needed */
+    /* with recomputation the next ln1 is the shared set's, this block's own: it is done with it */
+    pre_norm next = input_norm(m, l + 1);
+    add_norm_forward(m, &next, out, a->res_mid, p->tmp, N);
 }
 
 /* Uploads the batch through the host staging buffers, filling in default positions and segments,
@@ -169,16 +202,18 @@ int an_model_forward(an_model *m, const an_batch *b, int with_grad, float grad_s
     if (with_grad && m->lora) m->lora->mask_seed = an_lora_next_mask_seed(m->lora);
     int B = b->B, T = b->T, N = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
+    /* the embeddings, and with them the first norm (the first block's, or with no block the final one) */
     float *x0 = L > 0 ? p->layers[0].res_in : p->res_out;
+    pre_norm n0 = input_norm(m, 0);
     an_weight emb = an_param_weight(m->tok_emb);
     o->embedding_lookup(o, x0, p->ids, &emb, N);
     if (m->pos_emb) {
         o->embedding_forward(o, p->tmp, p->pos, m->pos_emb->data, N, C);
-        o->add(o, x0, x0, p->tmp, (size_t)N * C);
-    }
+        add_norm_forward(m, &n0, x0, x0, p->tmp, N);
+    } else
+        norm_forward(m, &n0, x0, N);
     for (int l = 0; l < L; l++)
         an_block_forward(m, l, l + 1 < L ? p->layers[l + 1].res_in : p->res_out, B, T, with_grad);
-    norm_forward(m, p->lnf, p->lnf_mean, p->lnf_rstd, p->res_out, m->final_norm_w, m->final_norm_b, N);
 
     int count = p->last_count;
     float dloss = count ? grad_scale / (float)count : 0.0f;

@@ -519,10 +519,71 @@ static void check_norm_backward(int rms) {
     }
 }
 
+/* The residual add and the norm in one op: res_out = res_in + delta, out = norm(res_out).
+ * res_out must be the float sum bit for bit (one rounding, as add); out, mean and rstd must be the bits
+ * this backend's add then norm give (the op's promise, on which a recomputed block relies), and so
+ * within the norm's tolerances of the double reference over that sum and of the CPU. In place
+ * (res_out = res_in) the same bits. */
+static void run_add_norm(const an_ops *o, const norm_in *in, const float *res_in, const float *delta, int fused,
+                         int in_place, float **res, norm_out *r) {
+    size_t nc = (size_t)in->N * in->C;
+    float *a = devf(o, res_in, nc), *d = devf(o, delta, nc), *w = devf(o, in->w, in->C), *b = devf(o, in->b, in->C);
+    float *sum = in_place ? a : devf(o, NULL, nc), *out = devf(o, NULL, nc);
+    float *mean = devf(o, NULL, in->N), *rstd = devf(o, NULL, in->N);
+    if (fused && in->rms)
+        o->add_rmsnorm_forward(o, sum, out, rstd, a, d, w, in->N, in->C, in->eps);
+    else if (fused)
+        o->add_layernorm_forward(o, sum, out, mean, rstd, a, d, w, b, in->N, in->C, in->eps);
+    else {
+        o->add(o, sum, a, d, nc);
+        if (in->rms)
+            o->rmsnorm_forward(o, out, rstd, sum, w, in->N, in->C, in->eps);
+        else
+            o->layernorm_forward(o, out, mean, rstd, sum, w, b, in->N, in->C, in->eps);
+    }
+    *res = down(o, sum, nc);
+    *r = (norm_out){down(o, out, nc), down(o, mean, in->N), down(o, rstd, in->N), NULL, NULL, NULL};
+}
+
+static void check_add_norm_forward(int rms) {
+    for (int s = 0; s < NORM_SHAPES; s++) {
+        int N = norm_shapes[s][0], C = norm_shapes[s][1];
+        an_rng r;
+        an_rng_seed(&r, 340 + (uint64_t)(10 * rms + s));
+        norm_in in = make_norm_in(&r, rms, N, C);
+        size_t nc = (size_t)N * C;
+        float *delta = rnd(&r, nc, -1, 1), *want = hf(nc);
+        for (size_t i = 0; i < nc; i++) want[i] = (float)((double)in.inp[i] + (double)delta[i]);
+        oh_norm_ctx c = {dbl(want, nc), dbl(in.w, C), rms ? NULL : dbl(in.b, C), N, C, rms, in.eps};
+        double *ref = hd(nc);
+        oh_ref_norm(&c, ref);
+        float *res_apart, *res_cpu;
+        norm_out apart, cpu;
+        run_add_norm(g_o, &in, in.inp, delta, 0, 0, &res_apart, &apart);
+        run_add_norm(g_cpu, &in, in.inp, delta, 1, 0, &res_cpu, &cpu);
+        for (int in_place = 0; in_place < 2; in_place++) {
+            where("N=%d C=%d%s", N, C, in_place ? ", res_out = res_in" : "");
+            float *res;
+            norm_out got;
+            run_add_norm(g_o, &in, in.inp, delta, 1, in_place, &res, &got);
+            expect_exact("res_out", res, want, nc);
+            expect_exact("out vs add + norm", got.out, apart.out, nc);
+            expect_exact("rstd vs add + norm", got.rstd, apart.rstd, N);
+            if (!rms) expect_exact("mean vs add + norm", got.mean, apart.mean, N);
+            expect_rel("out", got.out, ref, nc, 1.0, TOL_NORM);
+            vs_cpu_exact("res_out", res, res_cpu, nc);
+            vs_cpu_rel("out", got.out, cpu.out, nc, 1.0, 2 * TOL_NORM);
+            vs_cpu_rel("rstd", got.rstd, cpu.rstd, N, 1.0, 2 * TOL_NORM);
+        }
+    }
+}
+
 static void case_layernorm_forward(void) { check_norm_forward(0); }
 static void case_layernorm_backward(void) { check_norm_backward(0); }
 static void case_rmsnorm_forward(void) { check_norm_forward(1); }
 static void case_rmsnorm_backward(void) { check_norm_backward(1); }
+static void case_add_layernorm_forward(void) { check_add_norm_forward(0); }
+static void case_add_rmsnorm_forward(void) { check_add_norm_forward(1); }
 
 /* ====================================== rope ====================================== */
 
@@ -1730,6 +1791,8 @@ static const case_fn cases[AN_OP_COUNT] = {
     [AN_OP_layernorm_backward] = case_layernorm_backward,
     [AN_OP_rmsnorm_forward] = case_rmsnorm_forward,
     [AN_OP_rmsnorm_backward] = case_rmsnorm_backward,
+    [AN_OP_add_layernorm_forward] = case_add_layernorm_forward,
+    [AN_OP_add_rmsnorm_forward] = case_add_rmsnorm_forward,
     [AN_OP_rope_table] = case_rope_table,
     [AN_OP_rope_forward] = case_rope_forward,
     [AN_OP_rope_backward] = case_rope_backward,

@@ -139,7 +139,7 @@ void an_cuda_fill_nan(const an_ops *o, float *x, size_t n) {
 
 /* An op added to AN_OP_LIST (kernels/ops.h) needs its entry in the table below, or supports() would
  * promise a NULL function: this count stops the build until it has one. */
-static_assert(AN_OP_COUNT == 35, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
+static_assert(AN_OP_COUNT == 37, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
 
 /* Every op of the table in float32; the typed-weight ops also on bf16, NF4 and the GGUF block types
  * (weights.cu). */
@@ -247,6 +247,8 @@ static const an_ops *open_ctx(int bf16, an_error *err) {
         t->layernorm_backward = an_cuda_layernorm_backward;
         t->rmsnorm_forward = an_cuda_rmsnorm_forward;
         t->rmsnorm_backward = an_cuda_rmsnorm_backward;
+        t->add_layernorm_forward = an_cuda_add_layernorm_forward;
+        t->add_rmsnorm_forward = an_cuda_add_rmsnorm_forward;
         t->rope_table = an_cuda_rope_table;
         t->rope_forward = an_cuda_rope_forward;
         t->rope_backward = an_cuda_rope_backward;

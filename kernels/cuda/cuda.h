@@ -215,6 +215,10 @@ void an_cuda_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *
 void an_cuda_rmsnorm_forward(const an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
 void an_cuda_rmsnorm_backward(const an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                               const float *rstd, int N, int C);
+void an_cuda_add_layernorm_forward(const an_ops *o, float *res_out, float *out, float *mean, float *rstd, const float *res_in,
+                                   const float *delta, const float *w, const float *b, int N, int C, float eps);
+void an_cuda_add_rmsnorm_forward(const an_ops *o, float *res_out, float *out, float *rstd, const float *res_in,
+                                 const float *delta, const float *w, int N, int C, float eps);
 /* rope.cu */
 void an_cuda_rope_table(const an_ops *o, float *cos_sin, int n_pos, int hd, float theta);
 void an_cuda_rope_forward(const an_ops *o, float *x, const int32_t *pos, int N, int nh, int hd, an_rope rope);

@@ -1,5 +1,5 @@
-/* LayerNorm and RMSNorm over the last dimension on the GPU, forward and backward side by side
- * (kernels/cpu_norm.c's formulas). A block per row for the statistics and the input gradient (its
+/* LayerNorm and RMSNorm over the last dimension on the GPU, forward (alone or after a residual add) and
+ * backward side by side (kernels/cpu_norm.c's formulas). A block per row for the statistics and the input gradient (its
  * sums a fixed tree over the block's threads), column sums in slices of rows for the weight gradients
  * (colsum.cu): no atomics, the same bits run to run. The variance is the two-pass
  * one (sum of (x - mean)^2), which does not cancel when |mean| >> std. */
@@ -22,11 +22,20 @@ __device__ static float block_sum(float v, float *s) {
     return total;
 }
 
-__global__ static void layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
-                                     int C, float eps) {
+/* With delta, the row's input is first res_out = inp + delta, rounded once as add_k (pointwise.cu), so
+ * the fused op gives the bits of add then the norm. Each thread reads back only the sums it wrote
+ * itself, so res_out may be inp. */
+__device__ static const float *row_input(float *res_out, const float *inp, const float *delta, size_t n, int C) {
+    if (!delta) return inp + n * C;
+    for (int j = threadIdx.x; j < C; j += NT) res_out[n * C + j] = __fadd_rn(inp[n * C + j], delta[n * C + j]);
+    return res_out + n * C;
+}
+
+__global__ static void layernorm_fwd(float *out, float *mean, float *rstd, float *res_out, const float *inp,
+                                     const float *delta, const float *w, const float *b, int C, float eps) {
     __shared__ float s[NT];
     size_t n = blockIdx.x;
-    const float *x = inp + n * C;
+    const float *x = row_input(res_out, inp, delta, n, C);
     float acc = 0.0f;
     for (int j = threadIdx.x; j < C; j += NT) acc += x[j];
     float m = block_sum(acc, s) / (float)C;
@@ -73,10 +82,11 @@ __global__ static void layernorm_bwd_w(float *ow, float *ob, size_t ld, int add,
     if (ob) an_cuda_colsum_put(ob, ld, add, s, j, ab);
 }
 
-__global__ static void rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {
+__global__ static void rmsnorm_fwd(float *out, float *rstd, float *res_out, const float *inp, const float *delta,
+                                   const float *w, int C, float eps) {
     __shared__ float s[NT];
     size_t n = blockIdx.x;
-    const float *x = inp + n * C;
+    const float *x = row_input(res_out, inp, delta, n, C);
     float acc = 0.0f;
     for (int j = threadIdx.x; j < C; j += NT) acc += x[j] * x[j];
     float r = 1.0f / sqrtf(block_sum(acc, s) / (float)C + eps);
@@ -110,8 +120,15 @@ static unsigned col_blocks(int C) { return (unsigned)((C + NT - 1) / NT); }
 void an_cuda_layernorm_forward(const an_ops *o, float *out, float *mean, float *rstd, const float *inp, const float *w,
                                const float *b, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    layernorm_fwd<<<N, NT, 0, an_cuda(o)->stream>>>(out, mean, rstd, inp, w, b, C, eps);
+    layernorm_fwd<<<N, NT, 0, an_cuda(o)->stream>>>(out, mean, rstd, nullptr, inp, nullptr, w, b, C, eps);
     AN_CUDA_LAUNCHED("layernorm_forward");
+}
+
+void an_cuda_add_layernorm_forward(const an_ops *o, float *res_out, float *out, float *mean, float *rstd, const float *res_in,
+                                   const float *delta, const float *w, const float *b, int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    layernorm_fwd<<<N, NT, 0, an_cuda(o)->stream>>>(out, mean, rstd, res_out, res_in, delta, w, b, C, eps);
+    AN_CUDA_LAUNCHED("add_layernorm_forward");
 }
 
 void an_cuda_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *db, const float *dout, const float *inp,
@@ -139,8 +156,15 @@ void an_cuda_layernorm_backward(const an_ops *o, float *dinp, float *dw, float *
 
 void an_cuda_rmsnorm_forward(const an_ops *o, float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    rmsnorm_fwd<<<N, NT, 0, an_cuda(o)->stream>>>(out, rstd, inp, w, C, eps);
+    rmsnorm_fwd<<<N, NT, 0, an_cuda(o)->stream>>>(out, rstd, nullptr, inp, nullptr, w, C, eps);
     AN_CUDA_LAUNCHED("rmsnorm_forward");
+}
+
+void an_cuda_add_rmsnorm_forward(const an_ops *o, float *res_out, float *out, float *rstd, const float *res_in,
+                                 const float *delta, const float *w, int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    rmsnorm_fwd<<<N, NT, 0, an_cuda(o)->stream>>>(out, rstd, res_out, res_in, delta, w, C, eps);
+    AN_CUDA_LAUNCHED("add_rmsnorm_forward");
 }
 
 void an_cuda_rmsnorm_backward(const an_ops *o, float *dinp, float *dw, const float *dout, const float *inp, const float *w,
