@@ -31,6 +31,8 @@ void *an_cpu_alloc_uninit(size_t bytes);
 void an_cpu_free(void *p);
 
 void an_cpu_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cpu_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
+                                int N, int C, int OC);
 void an_cpu_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                             const float *w, int N, int C, int OC);
 void an_cpu_embedding_forward(const an_ops *o, float *out, const int32_t *ids, const float *table, int N, int C);

@@ -1,4 +1,5 @@
-/* Linear layers: out = inp @ w^T + bias with w[OC, C] as nn.Linear stores it, and its backward.
+/* Linear layers: out = inp @ w^T + bias with w[OC, C] as nn.Linear stores it (alone or with the GELU
+ * after it), and its backward.
  * The three products (NT forward, NN for dinp, TN for dw) all go through an_cpu_sgemm. */
 #include "kernels/cpu.h"
 
@@ -12,6 +13,14 @@ void an_cpu_matmul_forward(const an_ops *o, float *out, const float *inp, const 
         beta = 1.0f;
     }
     an_cpu_sgemm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+}
+
+/* The product, then the GELU in a second pass: OpenBLAS writes the product whole, so there is no
+ * epilogue to put it in here; the bits of matmul_forward then gelu_forward. */
+void an_cpu_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
+                                int N, int C, int OC) {
+    an_cpu_matmul_forward(o, pre, inp, w, bias, N, C, OC);
+    an_cpu_gelu_forward(o, out, pre, (size_t)N * OC);
 }
 
 void an_cpu_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,

@@ -81,8 +81,7 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
         an_linear_forward(m, L->w_up, L->b_up, a->ffn_b, a->ln2, N, train, 0);
         o->swiglu_forward(o, a->ffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
     } else {
-        an_linear_forward(m, L->w_up, L->b_up, a->ffn_a, a->ln2, N, train, 0);
-        o->gelu_forward(o, a->ffn_h, a->ffn_a, (size_t)N * F);
+        an_linear_gelu_forward(m, L->w_up, L->b_up, a->ffn_h, a->ffn_a, a->ln2, N, train);
     }
     an_linear_forward(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
     if (!out) return; /* recomputing: the output (and the next norm) is not needed */

@@ -73,6 +73,18 @@ void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float 
                          l->scaling, p, p > 0 ? module_seed(l, mod) : 0, counter);
 }
 
+void an_linear_gelu_forward(an_model *m, const an_param *w, const an_param *b, float *out, float *pre, const float *inp,
+                            int N, int train) {
+    const an_ops *o = m->ops;
+    an_weight wt = an_param_weight(w);
+    if (wt.dtype == AN_F32 && !(m->lora && an_lora_find(m->lora, w))) {
+        o->matmul_gelu_forward(o, out, pre, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
+    an_linear_forward(m, w, b, pre, inp, N, train, 0); /* another dtype, or the adapter's term before the GELU */
+    o->gelu_forward(o, out, pre, (size_t)N * w->shape[0]);
+}
+
 void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                    const float *inp, int N, uint64_t counter) {
     base_backward(m, w, b, dinp, dout, inp, N);

@@ -14,6 +14,10 @@
 
 void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float *out, const float *inp, int N,
                    int train, uint64_t counter);
+/* out = gelu(pre), pre = the layer's output as an_linear_forward's (GPT-2's MLP): one op where the weight
+ * is float32 without an adapter (matmul_gelu_forward: a GPU may put the GELU in the GEMM's epilogue). */
+void an_linear_gelu_forward(an_model *m, const an_param *w, const an_param *b, float *out, float *pre, const float *inp,
+                            int N, int train);
 /* dinp += dout @ W (+ the adapter's path); the base weight and bias get gradients only when they have
  * grad buffers; the adapter's A and B always do. Must follow the an_linear_forward of the same rows. */
 void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,

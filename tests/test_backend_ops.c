@@ -276,6 +276,50 @@ static void case_matmul_forward(void) {
     }
 }
 
+/* The product with GELU after it. pre: as matmul_forward (Higham's bound against the exact product).
+ * out: GELU of the backend's own pre (in double), within the pointwise op's bound of 2e-6 of each
+ * value (floor 1e-3) plus, where the GELU may run in the GEMM's epilogue on bf16-rounded inputs
+ * (cuda-bf16's cuBLASLt, whose arithmetic is the library's own), 4 u of it; against the CPU, pre
+ * within twice the product's bound and out within twice (that bound times GELU's largest slope, 1.13,
+ * plus the GELU's own). The shapes take the epilogue (OC a multiple of 8, with and without bias) and the two ops
+ * after each other (odd OC); a GELU applied before the bias, or to nothing, is off by O(1). */
+static void run_matmul_gelu(const an_ops *o, const float *inp, const float *w, const float *bias, int N, int C, int OC,
+                            float **out, float **pre) {
+    float *dout = devf(o, NULL, (size_t)N * OC), *dpre = devf(o, NULL, (size_t)N * OC);
+    o->matmul_gelu_forward(o, dout, dpre, devf(o, inp, (size_t)N * C), devf(o, w, (size_t)OC * C),
+                           bias ? devf(o, bias, OC) : NULL, N, C, OC);
+    *out = down(o, dout, (size_t)N * OC), *pre = down(o, dpre, (size_t)N * OC);
+}
+
+static void case_matmul_gelu_forward(void) {
+    static const int shapes[][4] = {{7, 13, 24, 1}, {1, 37, 16, 0}, {21, 67, 33, 1}, {150, 11, 64, 1}};
+    for (int s = 0; s < 4; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2], hb = shapes[s][3];
+        size_t no = (size_t)N * OC;
+        where("N=%d C=%d OC=%d%s", N, C, OC, hb ? " bias" : "");
+        an_rng r;
+        an_rng_seed(&r, 130 + (uint64_t)s);
+        /* products of a few units, so the GELU's curved middle and both tails are taken */
+        float *inp = rnd(&r, (size_t)N * C, -1.5f, 1.5f), *w = rnd(&r, (size_t)OC * C, -1, 1), *b = rnd(&r, OC, -1, 1);
+        float *out, *pre, *cpu_out, *cpu_pre;
+        run_matmul_gelu(g_o, inp, w, hb ? b : NULL, N, C, OC, &out, &pre);
+        run_matmul_gelu(g_cpu, inp, w, hb ? b : NULL, N, C, OC, &cpu_out, &cpu_pre);
+        gemm_ref ref = ref_gemm(dbl(inp, (size_t)N * C), C, 1, dbl(w, (size_t)OC * C), C, 1, N, OC, C, 1.0, NULL,
+                                hb ? dbl(b, OC) : NULL, C + 1);
+        expect_within("pre", pre, ref.val, ref.bound, no);
+        vs_cpu_within("pre", pre, cpu_pre, ref.bound, no);
+        oh_pw_ctx c = {dbl(pre, no), NULL, no, 0};
+        double *gelu = hd(no), *bound = hd(no), *cpu_bound = hd(no);
+        oh_ref_pointwise(&c, gelu);
+        for (size_t i = 0; i < no; i++) {
+            bound[i] = (2e-6 + 4 * g_o->matmul_input_u) * test_nan_max(fabs(gelu[i]), 1e-3);
+            cpu_bound[i] = bound[i] + 1.13 * ref.bound[i]; /* vs_cpu_within doubles it */
+        }
+        expect_within("out = gelu(pre)", out, gelu, bound, no);
+        vs_cpu_within("out", out, cpu_out, cpu_bound, no);
+    }
+}
+
 typedef struct mm_grads {
     float *dinp, *dw, *dbias;
 } mm_grads;
@@ -1785,6 +1829,7 @@ typedef void (*case_fn)(void);
 static const case_fn cases[AN_OP_COUNT] = {
     [AN_OP_matmul_forward] = case_matmul_forward,
     [AN_OP_matmul_backward] = case_matmul_backward,
+    [AN_OP_matmul_gelu_forward] = case_matmul_gelu_forward,
     [AN_OP_embedding_forward] = case_embedding_forward,
     [AN_OP_embedding_backward] = case_embedding_backward,
     [AN_OP_layernorm_forward] = case_layernorm_forward,

@@ -196,6 +196,8 @@ int an_cuda_typed_matvec(const an_ops *o, float *out, const float *inp, const an
 int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight);
 /* matmul.cu */
 void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cuda_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
+                                 int N, int C, int OC);
 void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                              const float *w, int N, int C, int OC);
 size_t an_cuda_linear_work_bytes(const an_ops *o, const an_weight *w, int N);

@@ -1,6 +1,6 @@
-/* Linear layers on the GPU: out = inp w^T + bias through cuBLASLt (the bias in its epilogue), the
- * backward's two products, the bias gradient, and the typed-weight ops (float32 weights, and bf16,
- * NF4 and the GGUF block types through weights.cu).
+/* Linear layers on the GPU: out = inp w^T + bias through cuBLASLt (the bias, and in cuda-bf16 the MLP's
+ * GELU, in its epilogue), the backward's two products, the bias gradient, and the typed-weight ops
+ * (float32 weights, and bf16, NF4 and the GGUF block types through weights.cu).
  *
  * Row-major X[R, K] is column-major X^T with leading dimension K, so with w[OC, C] (nn.Linear):
  *   out^T [OC, N] = w (as op(A) = A^T of the column-major [C, OC])  x  inp^T [C, N]
@@ -28,10 +28,13 @@ __global__ static void add_bias_cols(float *C, const float *bias, int m, int n, 
     }
 }
 
-/* cuBLASLt, A and B of type ab (float32, or bf16 in "cuda-bf16"), C float32; returns 0 when it ran, -1
- * when it offers no algorithm for these shapes and alignments */
+/* cuBLASLt, A and B of type ab (float32, or bf16 in "cuda-bf16"), C float32; with gelu_pre, C = GELU of
+ * the product (+ bias) and gelu_pre its input, both in the epilogue (leading dimension ldc, which
+ * cuBLASLt wants a multiple of 8). Returns 0 when it ran, -1 when it offers no algorithm for these
+ * shapes, alignments and epilogue. */
 static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *A, int lda,
-                   const void *B, int ldb, float beta, float *C, int ldc, const float *bias, cudaDataType ab) {
+                   const void *B, int ldb, float beta, float *C, int ldc, const float *bias, float *gelu_pre,
+                   cudaDataType ab) {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
@@ -41,10 +44,18 @@ static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k
     if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) goto done;
     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    if (bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (bias || gelu_pre) {
+        cublasLtEpilogue_t epi = !gelu_pre ? CUBLASLT_EPILOGUE_BIAS
+                                 : bias    ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                           : CUBLASLT_EPILOGUE_GELU_AUX;
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+        if (bias) cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    }
+    if (gelu_pre) {
+        int64_t ld = ldc;
+        if (ldc % 8 != 0) goto done;
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gelu_pre, sizeof gelu_pre);
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld);
     }
     /* stored shapes: op(A) is m x k, so A is m x k (N) or k x m (T); likewise B */
     if (cublasLtMatrixLayoutCreate(&la, ab, trans_a ? k : m, trans_a ? m : k, lda) != CUBLAS_STATUS_SUCCESS ||
@@ -83,7 +94,7 @@ done:
 static void enqueue_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *A, int lda,
                          const void *B, int ldb, float beta, float *C, int ldc, const float *bias, cudaDataType ab,
                          const char *what) {
-    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, ab) == 0) return;
+    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, NULL, ab) == 0) return;
     cublasStatus_t st = cublasGemmEx(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                                      k, &alpha, A, ab, lda, B, ab, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT);
@@ -149,6 +160,33 @@ void an_cuda_gemm_f32(const an_ops *o, int trans_a, int trans_b, int m, int n, i
 
 void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
     an_cuda_gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, "matmul_forward");
+}
+
+/* cuda-bf16: the product with GELU in cuBLASLt's epilogue, which writes both pre and out as it stores
+ * the tile (the separate op reads pre back and writes out: two passes over N x OC saved); 0 when it
+ * ran. The float32 test mode keeps the two ops, so its GELU is gelu_forward's own arithmetic. */
+static int gelu_epilogue(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias, int N,
+                         int C, int OC) {
+    an_cuda_ctx *c = an_cuda(o);
+    if (!c->bf16 || N <= 0 || C <= 0 || OC <= 0 || OC % 8 != 0) return -1;
+    size_t na = (size_t)OC * C, boff = (na + 127) / 128 * 128; /* inp's copy on 256 bytes */
+    uint16_t *s = (uint16_t *)an_cuda_scratch_take(o, (boff + (size_t)N * C) * sizeof(uint16_t));
+    int rc = -1;
+    if (s) {
+        round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, w, C, OC, C);
+        round_cols<<<an_cuda_blocks((size_t)N * C), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, inp, C, N, C);
+        AN_CUDA_LAUNCHED("matmul_gelu_forward");
+        rc = lt_gemm(c, 1, 0, OC, N, C, 1.0f, s, C, s + boff, C, 0.0f, out, OC, bias, pre, CUDA_R_16BF);
+    }
+    an_cuda_scratch_release(o);
+    return rc;
+}
+
+void an_cuda_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
+                                 int N, int C, int OC) {
+    if (gelu_epilogue(o, out, pre, inp, w, bias, N, C, OC) == 0) return;
+    an_cuda_matmul_forward(o, pre, inp, w, bias, N, C, OC); /* no such algorithm here, or float32 mode */
+    an_cuda_gelu_forward(o, out, pre, (size_t)N * OC);
 }
 
 /* dbias[j] += sum over rows of dout[:, j]: column j's sum over the rows of slice blockIdx.y (R rows a

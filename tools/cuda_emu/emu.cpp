@@ -3,6 +3,7 @@
  * block's threads as ucontext coroutines on this one OS thread, switched at __syncthreads (all the
  * block's live threads) and at every warp shuffle (the warp's 32 lanes). A barrier that can never
  * complete (a deadlock, or a shuffle some lanes of the warp skip) aborts with a message. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <ucontext.h>
@@ -239,6 +240,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
 struct emu_desc {
     int ta, tb, epi;
     const float *bias;
+    float *aux;     /* GELU's input, stored by the GELU_AUX epilogues */
+    int64_t aux_ld; /* its leading dimension: cuBLASLt wants a multiple of 8, at least the rows */
 };
 struct emu_layout {
     uint64_t rows, cols;
@@ -249,7 +252,7 @@ cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { return *h = (cublasLtHandle
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c, cudaDataType s) {
     if (c != CUBLAS_COMPUTE_32F || s != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    *d = new emu_desc{0, 0, CUBLASLT_EPILOGUE_DEFAULT, NULL};
+    *d = new emu_desc{0, 0, CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { return delete d, CUBLAS_STATUS_SUCCESS; }
@@ -258,6 +261,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     else if (a == CUBLASLT_MATMUL_DESC_TRANSB && n == 4) d->tb = *(const int *)v == CUBLAS_OP_T;
     else if (a == CUBLASLT_MATMUL_DESC_EPILOGUE && n == 4) d->epi = *(const int *)v;
     else if (a == CUBLASLT_MATMUL_DESC_BIAS_POINTER && n == sizeof(void *)) memcpy(&d->bias, v, n);
+    else if (a == CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER && n == sizeof(void *)) memcpy(&d->aux, v, n);
+    else if (a == CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD && n == sizeof(int64_t)) memcpy(&d->aux_ld, v, n);
     else return CUBLAS_STATUS_INVALID_VALUE;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -306,8 +311,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     if (!shapes(d, la, lb, lc, &m, &n, &k) || C != D) return CUBLAS_STATUS_NOT_SUPPORTED;
     /* A and B of one type (float32 or bf16), C and D float32 */
     if (la->type != lb->type || lc->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (d->epi == CUBLASLT_EPILOGUE_BIAS && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    int with_bias = d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    int gelu = d->epi == CUBLASLT_EPILOGUE_GELU_AUX || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    if (with_bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    if (gelu && (!d->aux || d->aux_ld % 8 != 0 || d->aux_ld < m)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (d->epi != CUBLASLT_EPILOGUE_DEFAULT && !with_bias && !gelu) return CUBLAS_STATUS_NOT_SUPPORTED;
     gemm(d->ta, d->tb, m, n, k, *(const float *)alpha, A, (int)la->ld, B, (int)lb->ld, *(const float *)beta, (float *)D,
-         (int)lc->ld, d->epi == CUBLASLT_EPILOGUE_BIAS ? d->bias : NULL, la->type == CUDA_R_16BF);
+         (int)lc->ld, with_bias ? d->bias : NULL, la->type == CUDA_R_16BF);
+    if (gelu) /* the input to aux, D = GELU's tanh form of it (in double: the library's arithmetic is its own) */
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float *x = (float *)D + i + (size_t)j * lc->ld;
+                double v = *x, u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
+                d->aux[i + (size_t)j * d->aux_ld] = *x;
+                *x = (float)(0.5 * v * (1.0 + tanh(u)));
+            }
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -1,5 +1,6 @@
 /* Host emulation of the cuBLASLt calls kernels/cuda/ makes (tools/cuda_emu): it checks that the
- * layouts agree with the operation's shapes and computes the product (with the bias epilogue). */
+ * layouts agree with the operation's shapes and computes the product (with the bias epilogue, and the
+ * GELU ones that also store GELU's input: cuBLASLt's GELU_AUX and GELU_AUX_BIAS). */
 #ifndef AN_CUDA_EMU_CUBLASLT_H
 #define AN_CUDA_EMU_CUBLASLT_H
 #include "cublas_v2.h"
@@ -11,9 +12,16 @@ typedef enum {
     CUBLASLT_MATMUL_DESC_TRANSA = 3,
     CUBLASLT_MATMUL_DESC_TRANSB = 4,
     CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
-    CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8
+    CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
+    CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER = 11,
+    CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD = 12
 } cublasLtMatmulDescAttributes_t;
-typedef enum { CUBLASLT_EPILOGUE_DEFAULT = 1, CUBLASLT_EPILOGUE_BIAS = 4 } cublasLtEpilogue_t;
+typedef enum {
+    CUBLASLT_EPILOGUE_DEFAULT = 1,
+    CUBLASLT_EPILOGUE_BIAS = 4,
+    CUBLASLT_EPILOGUE_GELU_AUX = 32 | 128,
+    CUBLASLT_EPILOGUE_GELU_AUX_BIAS = 32 | 128 | 4
+} cublasLtEpilogue_t;
 typedef enum {
     CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5,
