@@ -1,6 +1,7 @@
 /* An op table that times the linear layers' matmuls (matmul_forward / matmul_backward for trainable
- * float32 weights, linear_forward / linear_backward_input for frozen weights of any dtype: float32,
- * NF4, bf16), the products that are most of a training step, so
+ * float32 weights, and GPT-2's MLP products with their GELU, matmul_gelu_forward / matmul_backward_gelu;
+ * linear_forward / linear_backward_input for frozen weights of any dtype: float32, NF4, bf16), the
+ * products that are most of a training step, so
  * that `bench train` can say how much of the step they take and what is left for everything else.
  * The CPU backend runs each op to completion before it returns, so wall time around a call is the
  * op's time. The wrapped table and the accumulator are the timed table's context; the table itself
@@ -40,6 +41,23 @@ static void timed_matmul_backward(const an_ops *o, float *dinp, float *dw, float
     c->matmul_seconds += now_seconds() - t;
 }
 
+/* GPT-2's MLP products, with the GELU or its slope: one op, so the GELU's pass counts as the product's */
+static void timed_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w,
+                                      const float *bias, int N, int C, int OC) {
+    timed_ctx *c = o->ctx;
+    double t = now_seconds();
+    c->inner->matmul_gelu_forward(c->inner, out, pre, inp, w, bias, N, C, OC);
+    c->matmul_seconds += now_seconds() - t;
+}
+
+static void timed_matmul_backward_gelu(const an_ops *o, float *dpre, float *dw, float *dbias, const float *dout,
+                                       const float *h, const float *pre, const float *w, int N, int C, int OC) {
+    timed_ctx *c = o->ctx;
+    double t = now_seconds();
+    c->inner->matmul_backward_gelu(c->inner, dpre, dw, dbias, dout, h, pre, w, N, C, OC);
+    c->matmul_seconds += now_seconds() - t;
+}
+
 static void timed_linear_forward(const an_ops *o, float *out, const float *inp, const an_weight *w, const float *bias,
                                  int N, void *work, size_t work_bytes, int mode) {
     timed_ctx *c = o->ctx;
@@ -73,6 +91,8 @@ const an_ops *cli_timed_matmul_ops(const an_ops *ops) {
     timed.supports = timed_supports;
     timed.matmul_forward = timed_matmul_forward;
     timed.matmul_backward = timed_matmul_backward;
+    timed.matmul_gelu_forward = timed_matmul_gelu_forward;
+    timed.matmul_backward_gelu = timed_matmul_backward_gelu;
     timed.linear_forward = timed_linear_forward;
     timed.linear_backward_input = timed_linear_backward_input;
     return &timed;

@@ -31,6 +31,8 @@ void *an_cpu_alloc_uninit(size_t bytes);
 void an_cpu_free(void *p);
 
 void an_cpu_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cpu_matmul_backward_gelu(const an_ops *o, float *dpre, float *dw, float *dbias, const float *dout, const float *h,
+                                 const float *pre, const float *w, int N, int C, int OC);
 void an_cpu_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
                                 int N, int C, int OC);
 void an_cpu_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
@@ -64,6 +66,8 @@ size_t an_cpu_attention_work_bytes(const an_ops *o, int T, int nh, int hd);
 size_t an_cpu_decode_work_floats(int max_T, int nh);
 int an_cpu_scratch_threads(void *work, size_t work_bytes, size_t per_thread, float **base);
 void an_cpu_gelu_forward(const an_ops *o, float *out, const float *inp, size_t n);
+/* dx[i] *= gelu'(inp[i]): gelu_backward's slope, for matmul_backward_gelu */
+void an_cpu_gelu_scale(float *dx, const float *inp, size_t n);
 void an_cpu_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n);
 void an_cpu_swiglu_forward(const an_ops *o, float *out, const float *gate, const float *up, size_t n);
 void an_cpu_swiglu_backward(const an_ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);

@@ -1,5 +1,5 @@
 /* Linear layers: out = inp @ w^T + bias with w[OC, C] as nn.Linear stores it (alone or with the GELU
- * after it), and its backward.
+ * after it), and its backward (alone or through the GELU before it).
  * The three products (NT forward, NN for dinp, TN for dw) all go through an_cpu_sgemm. */
 #include "kernels/cpu.h"
 
@@ -21,6 +21,14 @@ void an_cpu_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const f
                                 int N, int C, int OC) {
     an_cpu_matmul_forward(o, pre, inp, w, bias, N, C, OC);
     an_cpu_gelu_forward(o, out, pre, (size_t)N * OC);
+}
+
+/* dpre = (dout w) gelu'(pre): the product written (beta 0), then scaled in place by the slope */
+void an_cpu_matmul_backward_gelu(const an_ops *o, float *dpre, float *dw, float *dbias, const float *dout, const float *h,
+                                 const float *pre, const float *w, int N, int C, int OC) {
+    an_cpu_sgemm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 0.0f, dpre, C);
+    an_cpu_gelu_scale(dpre, pre, (size_t)N * C);
+    an_cpu_matmul_backward(o, NULL, dw, dbias, dout, h, w, N, C, OC);
 }
 
 void an_cpu_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,

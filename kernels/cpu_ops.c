@@ -47,6 +47,7 @@ static const an_ops cpu_ops = {
     .matmul_forward = an_cpu_matmul_forward,
     .matmul_backward = an_cpu_matmul_backward,
     .matmul_gelu_forward = an_cpu_matmul_gelu_forward,
+    .matmul_backward_gelu = an_cpu_matmul_backward_gelu,
     .embedding_forward = an_cpu_embedding_forward,
     .embedding_backward = an_cpu_embedding_backward,
     .layernorm_forward = an_cpu_layernorm_forward,

@@ -22,17 +22,23 @@ void an_cpu_gelu_forward(const an_ops *o, float *out, const float *inp, size_t n
 
 /* d/dx = s + x s (1 - s) 2 du/dx with s = sigmoid(2u) (the same as the tanh form's
  * 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, since 1 - t^2 = 4 s (1 - s)) */
+static inline float gelu_slope(float x) {
+    float u = GELU_K * (x + GELU_A * x * x * x);
+    float e = an_expf(-2.0f * u);
+    float s = 1.0f / (1.0f + e), one_minus_s = e / (1.0f + e);
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+    return s + 2.0f * x * s * one_minus_s * du;
+}
+
 void an_cpu_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n) {
     (void)o;
 #pragma omp parallel for schedule(static) PARALLEL_IF(n)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_K * (x + GELU_A * x * x * x);
-        float e = an_expf(-2.0f * u);
-        float s = 1.0f / (1.0f + e), one_minus_s = e / (1.0f + e);
-        float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-        dinp[i] += dout[i] * (s + 2.0f * x * s * one_minus_s * du);
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_slope(inp[i]);
+}
+
+void an_cpu_gelu_scale(float *dx, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) PARALLEL_IF(n)
+    for (size_t i = 0; i < n; i++) dx[i] *= gelu_slope(inp[i]);
 }
 
 /* d silu / dg = sig * (1 + g * (1 - sig)) */

@@ -81,7 +81,8 @@ typedef struct an_sample_row {
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
-    X(matmul_forward) X(matmul_backward) X(matmul_gelu_forward) X(embedding_forward) X(embedding_backward) X(layernorm_forward)              \
+    X(matmul_forward) X(matmul_backward) X(matmul_gelu_forward) X(matmul_backward_gelu)                  \
+    X(embedding_forward) X(embedding_backward) X(layernorm_forward)              \
     X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward) X(add_layernorm_forward) X(add_rmsnorm_forward)     \
     X(rope_table) X(rope_forward) X(rope_backward)                                                                    \
     X(attention_forward) X(attention_backward) X(gelu_forward) X(gelu_backward) X(swiglu_forward) X(swiglu_backward)  \
@@ -160,6 +161,11 @@ typedef struct an_ops {
      * pointwise op's tolerance, not its bits; the same call gives the same bits again (recomputation). */
     void (*matmul_gelu_forward)(const struct an_ops *o, float *out, float *pre, const float *inp, const float *w,
                                 const float *bias, int N, int C, int OC);
+    /* the backward of the MLP's second product through the GELU before it: w[OC, C] takes h = gelu(pre)
+     * ([N, C]); dpre = (dout @ w) * gelu'(pre) (overwrites), dw and dbias as matmul_backward's (NULL: not
+     * wanted). A backend may apply the slope in the product's epilogue (cuBLASLt's DGELU in "cuda-bf16"). */
+    void (*matmul_backward_gelu)(const struct an_ops *o, float *dpre, float *dw, float *dbias, const float *dout,
+                                 const float *h, const float *pre, const float *w, int N, int C, int OC);
 
     /* ---- embedding: out[N, C] = table[ids[n], :] (overwrites) ---- */
     void (*embedding_forward)(const struct an_ops *o, float *out, const int32_t *ids, const float *table, int N, int C);

@@ -28,17 +28,17 @@ static void block_backward(an_model *m, int l, int B, int T) {
     const size_t f = sizeof(float);
 
     /* MLP: out = res_mid + down(h) */
-    o->zero(o, p->dffn_h, (size_t)N * F * f);
-    an_linear_backward(m, L->w_down, L->b_down, p->dffn_h, p->dres, a->ffn_h, N, 0);
-    o->zero(o, p->dffn_a, (size_t)N * F * f);
     o->zero(o, p->dln, (size_t)N * C * f);
     if (L->w_gate) {
+        o->zero(o, p->dffn_h, (size_t)N * F * f);
+        an_linear_backward(m, L->w_down, L->b_down, p->dffn_h, p->dres, a->ffn_h, N, 0);
+        o->zero(o, p->dffn_a, (size_t)N * F * f);
         o->zero(o, p->dffn_b, (size_t)N * F * f);
         o->swiglu_backward(o, p->dffn_a, p->dffn_b, p->dffn_h, a->ffn_a, a->ffn_b, (size_t)N * F);
         an_linear_backward(m, L->w_gate, L->b_gate, p->dln, p->dffn_a, a->ln2, N, 0);
         an_linear_backward(m, L->w_up, L->b_up, p->dln, p->dffn_b, a->ln2, N, 0);
-    } else {
-        o->gelu_backward(o, p->dffn_a, a->ffn_a, p->dffn_h, (size_t)N * F);
+    } else { /* h = gelu(ffn_a): d(ffn_a) straight from the down-projection's backward */
+        an_linear_gelu_backward(m, L->w_down, L->b_down, p->dffn_a, p->dffn_h, p->dres, a->ffn_h, a->ffn_a, N);
         an_linear_backward(m, L->w_up, L->b_up, p->dln, p->dffn_a, a->ln2, N, 0);
     }
     norm_backward(m, p->dres, p->dln, a->res_mid, L->ffn_norm_w, L->ffn_norm_b, a->ln2_mean, a->ln2_rstd, N);

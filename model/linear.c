@@ -85,6 +85,21 @@ void an_linear_gelu_forward(an_model *m, const an_param *w, const an_param *b, f
     o->gelu_forward(o, out, pre, (size_t)N * w->shape[0]);
 }
 
+void an_linear_gelu_backward(an_model *m, const an_param *w, const an_param *b, float *dpre, float *dh, const float *dout,
+                             const float *h, const float *pre, int N) {
+    const an_ops *o = m->ops;
+    an_weight wt = an_param_weight(w);
+    size_t n = (size_t)N * w->shape[1];
+    if (wt.dtype == AN_F32 && !(m->lora && an_lora_find(m->lora, w))) {
+        o->matmul_backward_gelu(o, dpre, w->grad, grad(b), dout, h, pre, w->data, N, (int)w->shape[1], (int)w->shape[0]);
+        return;
+    }
+    o->zero(o, dh, n * sizeof(float)); /* dh = dout W (+ the adapter's path), then through the GELU */
+    an_linear_backward(m, w, b, dh, dout, h, N, 0);
+    o->zero(o, dpre, n * sizeof(float));
+    o->gelu_backward(o, dpre, pre, dh, n);
+}
+
 void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,
                    const float *inp, int N, uint64_t counter) {
     base_backward(m, w, b, dinp, dout, inp, N);

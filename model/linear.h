@@ -18,6 +18,11 @@ void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float 
  * is float32 without an adapter (matmul_gelu_forward: a GPU may put the GELU in the GEMM's epilogue). */
 void an_linear_gelu_forward(an_model *m, const an_param *w, const an_param *b, float *out, float *pre, const float *inp,
                             int N, int train);
+/* The backward of a layer whose input is h = gelu(pre) (GPT-2's MLP down-projection): dpre = the input
+ * gradient through the GELU (overwrites; dh is scratch for it where the op is not one), the weight's and
+ * adapter's gradients as an_linear_backward's. */
+void an_linear_gelu_backward(an_model *m, const an_param *w, const an_param *b, float *dpre, float *dh, const float *dout,
+                             const float *h, const float *pre, int N);
 /* dinp += dout @ W (+ the adapter's path); the base weight and bias get gradients only when they have
  * grad buffers; the adapter's A and B always do. Must follow the an_linear_forward of the same rows. */
 void an_linear_backward(an_model *m, const an_param *w, const an_param *b, float *dinp, const float *dout,

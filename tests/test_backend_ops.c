@@ -369,6 +369,65 @@ static void case_matmul_backward(void) {
     }
 }
 
+/* The backward of the MLP's second product through the GELU before it: dpre = (dout w) gelu'(pre),
+ * overwritten (the buffer starts as NaN, which any read of it would spread). Against the product's
+ * double reference times the slope's (tanh in double): the product's Higham bound times the largest
+ * slope (1.13), plus the slope's own error (2e-6 of its magnitude, floor 1e-3, or with a backend whose
+ * GEMM inputs are bf16 and whose epilogue's arithmetic is the library's, 4 u more) times the product,
+ * plus the final rounding. dw and dbias as matmul_backward's (accumulated, Higham). Against the CPU
+ * twice each. Shapes as matmul_gelu_forward's: the epilogue (C a multiple of 8) and the two steps. */
+static mm_grads run_matmul_backward_gelu(const an_ops *o, const float *dout, const float *h, const float *pre, const float *w,
+                                         const float *g0w, const float *g0b, int hb, int N, int C, int OC) {
+    float *nan = hf((size_t)N * C);
+    for (size_t i = 0; i < (size_t)N * C; i++) nan[i] = NAN;
+    float *dp = devf(o, nan, (size_t)N * C), *dw = devf(o, g0w, (size_t)OC * C), *db = devf(o, g0b, OC);
+    o->matmul_backward_gelu(o, dp, dw, hb ? db : NULL, devf(o, dout, (size_t)N * OC), devf(o, h, (size_t)N * C),
+                            devf(o, pre, (size_t)N * C), devf(o, w, (size_t)OC * C), N, C, OC);
+    return (mm_grads){down(o, dp, (size_t)N * C), down(o, dw, (size_t)OC * C), down(o, db, OC)};
+}
+
+static double gelu_slope_ref(double x) {
+    double k = 0.7978845608028654, t = tanh(k * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+static void case_matmul_backward_gelu(void) {
+    static const int shapes[][4] = {{7, 24, 13, 1}, {1, 16, 37, 0}, {21, 33, 67, 1}, {150, 64, 11, 1}};
+    for (int s = 0; s < 4; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2], hb = shapes[s][3];
+        size_t nc = (size_t)N * C, wc = (size_t)OC * C, no = (size_t)N * OC;
+        where("N=%d C=%d OC=%d%s", N, C, OC, hb ? " dbias" : " dbias NULL");
+        an_rng r;
+        an_rng_seed(&r, 140 + (uint64_t)s);
+        float *pre = rnd(&r, nc, -4, 4), *h = rnd(&r, nc, -1, 1), *w = rnd(&r, wc, -1, 1), *dout = rnd(&r, no, -1, 1);
+        float *g0w = rnd(&r, wc, -1, 1), *g0b = rnd(&r, OC, -1, 1);
+        mm_grads got = run_matmul_backward_gelu(g_o, dout, h, pre, w, g0w, g0b, hb, N, C, OC);
+        mm_grads cpu = run_matmul_backward_gelu(g_cpu, dout, h, pre, w, g0w, g0b, hb, N, C, OC);
+        double *dout_d = dbl(dout, no), *ones = hd(N);
+        for (int n = 0; n < N; n++) ones[n] = 1.0;
+        gemm_ref prod = ref_gemm(dout_d, OC, 1, dbl(w, wc), 1, C, N, C, OC, 1.0, NULL, NULL, OC);
+        gemm_ref rw = ref_gemm(dout_d, 1, OC, dbl(h, nc), 1, C, OC, C, N, 1.0, dbl(g0w, wc), NULL, N + 1);
+        gemm_ref rb = ref_gemm(dout_d, 1, OC, ones, 0, 1, OC, 1, N, 1.0, dbl(g0b, OC), NULL, N + 1);
+        double *ref = hd(nc), *bound = hd(nc), slope_u = 2e-6 + 4 * g_o->matmul_input_u;
+        for (size_t i = 0; i < nc; i++) {
+            double sl = gelu_slope_ref(pre[i]);
+            ref[i] = prod.val[i] * sl;
+            bound[i] = 1.13 * prod.bound[i] + slope_u * test_nan_max(fabs(sl), 1e-3) * (fabs(prod.val[i]) + prod.bound[i]) +
+                       U32 * fabs(ref[i]);
+        }
+        expect_within("dpre", got.dinp, ref, bound, nc);
+        vs_cpu_within("dpre", got.dinp, cpu.dinp, bound, nc);
+        expect_within("dw", got.dw, rw.val, rw.bound, wc);
+        vs_cpu_within("dw", got.dw, cpu.dw, rw.bound, wc);
+        if (hb) {
+            expect_within("dbias", got.dbias, rb.val, rb.bound, OC);
+            vs_cpu_within("dbias", got.dbias, cpu.dbias, rb.bound, OC);
+        } else
+            expect_exact("dbias untouched", got.dbias, g0b, OC);
+    }
+}
+
+
 /* ====================================== embedding ====================================== */
 
 enum { EMB_N = 11, EMB_V = 9, EMB_C = 37 };
@@ -1830,6 +1889,7 @@ static const case_fn cases[AN_OP_COUNT] = {
     [AN_OP_matmul_forward] = case_matmul_forward,
     [AN_OP_matmul_backward] = case_matmul_backward,
     [AN_OP_matmul_gelu_forward] = case_matmul_gelu_forward,
+    [AN_OP_matmul_backward_gelu] = case_matmul_backward_gelu,
     [AN_OP_embedding_forward] = case_embedding_forward,
     [AN_OP_embedding_backward] = case_embedding_backward,
     [AN_OP_layernorm_forward] = case_layernorm_forward,

@@ -139,7 +139,7 @@ void an_cuda_fill_nan(const an_ops *o, float *x, size_t n) {
 
 /* An op added to AN_OP_LIST (kernels/ops.h) needs its entry in the table below, or supports() would
  * promise a NULL function: this count stops the build until it has one. */
-static_assert(AN_OP_COUNT == 38, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
+static_assert(AN_OP_COUNT == 39, "a new op in AN_OP_LIST: add it to the CUDA backend's table (kernels/cuda/)");
 
 /* Every op of the table in float32; the typed-weight ops also on bf16, NF4 and the GGUF block types
  * (weights.cu). */
@@ -242,6 +242,7 @@ static const an_ops *open_ctx(int bf16, an_error *err) {
         t->matmul_forward = an_cuda_matmul_forward;
         t->matmul_backward = an_cuda_matmul_backward;
         t->matmul_gelu_forward = an_cuda_matmul_gelu_forward;
+        t->matmul_backward_gelu = an_cuda_matmul_backward_gelu;
         t->embedding_forward = an_cuda_embedding_forward;
         t->embedding_backward = an_cuda_embedding_backward;
         t->layernorm_forward = an_cuda_layernorm_forward;

@@ -196,6 +196,8 @@ int an_cuda_typed_matvec(const an_ops *o, float *out, const float *inp, const an
 int an_cuda_supports(const an_ops *o, an_op_id op, an_dtype weight);
 /* matmul.cu */
 void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC);
+void an_cuda_matmul_backward_gelu(const an_ops *o, float *dpre, float *dw, float *dbias, const float *dout, const float *h,
+                                  const float *pre, const float *w, int N, int C, int OC);
 void an_cuda_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
                                  int N, int C, int OC);
 void an_cuda_matmul_backward(const an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
@@ -237,6 +239,8 @@ void an_cuda_attention_decode_forward(const an_ops *o, float *out, const float *
                                       void *work, size_t work_bytes);
 /* pointwise.cu */
 void an_cuda_gelu_forward(const an_ops *o, float *out, const float *inp, size_t n);
+/* dx[i] *= gelu'(inp[i]): gelu_backward's slope (matmul_backward_gelu without the epilogue) */
+void an_cuda_gelu_scale(const an_ops *o, float *dx, const float *inp, size_t n);
 void an_cuda_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n);
 void an_cuda_swiglu_forward(const an_ops *o, float *out, const float *gate, const float *up, size_t n);
 void an_cuda_swiglu_backward(const an_ops *o, float *dgate, float *dup, const float *dout, const float *gate, const float *up,

@@ -1,5 +1,5 @@
 /* Linear layers on the GPU: out = inp w^T + bias through cuBLASLt (the bias, and in cuda-bf16 the MLP's
- * GELU, in its epilogue), the backward's two products, the bias gradient, and the typed-weight ops
+ * GELU and its slope, in its epilogue), the backward's two products, the bias gradient, and the typed-weight ops
  * (float32 weights, and bf16, NF4 and the GGUF block types through weights.cu).
  *
  * Row-major X[R, K] is column-major X^T with leading dimension K, so with w[OC, C] (nn.Linear):
@@ -28,12 +28,16 @@ __global__ static void add_bias_cols(float *C, const float *bias, int m, int n, 
     }
 }
 
-/* cuBLASLt, A and B of type ab (float32, or bf16 in "cuda-bf16"), C float32; with gelu_pre, C = GELU of
- * the product (+ bias) and gelu_pre its input, both in the epilogue (leading dimension ldc, which
- * cuBLASLt wants a multiple of 8). Returns 0 when it ran, -1 when it offers no algorithm for these
- * shapes, alignments and epilogue. */
+/* What the epilogue does besides the bias: nothing; C = GELU of the product (+ bias) with its input
+ * stored to the auxiliary matrix; or C = the product times GELU's slope at the auxiliary matrix (the
+ * GELU's input, read). The auxiliary matrix has C's shape and leading dimension, which cuBLASLt wants a
+ * multiple of 8. */
+enum { EPI_PLAIN, EPI_GELU, EPI_DGELU };
+
+/* cuBLASLt, A and B of type ab (float32, or bf16 in "cuda-bf16"), C float32; returns 0 when it ran, -1
+ * when it offers no algorithm for these shapes, alignments and epilogue. */
 static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *A, int lda,
-                   const void *B, int ldb, float beta, float *C, int ldc, const float *bias, float *gelu_pre,
+                   const void *B, int ldb, float beta, float *C, int ldc, const float *bias, int epilogue, const float *aux,
                    cudaDataType ab) {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -44,17 +48,17 @@ static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k
     if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) goto done;
     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    if (bias || gelu_pre) {
-        cublasLtEpilogue_t epi = !gelu_pre ? CUBLASLT_EPILOGUE_BIAS
-                                 : bias    ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                           : CUBLASLT_EPILOGUE_GELU_AUX;
+    if (bias || epilogue != EPI_PLAIN) {
+        cublasLtEpilogue_t epi = epilogue == EPI_DGELU ? CUBLASLT_EPILOGUE_DGELU
+                                 : epilogue == EPI_GELU ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                                                        : CUBLASLT_EPILOGUE_BIAS;
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
         if (bias) cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     }
-    if (gelu_pre) {
+    if (epilogue != EPI_PLAIN) {
         int64_t ld = ldc;
-        if (ldc % 8 != 0) goto done;
-        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &gelu_pre, sizeof gelu_pre);
+        if (ldc % 8 != 0 || (epilogue == EPI_DGELU && bias)) goto done;
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld);
     }
     /* stored shapes: op(A) is m x k, so A is m x k (N) or k x m (T); likewise B */
@@ -94,7 +98,7 @@ done:
 static void enqueue_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *A, int lda,
                          const void *B, int ldb, float beta, float *C, int ldc, const float *bias, cudaDataType ab,
                          const char *what) {
-    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, NULL, ab) == 0) return;
+    if (lt_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, EPI_PLAIN, NULL, ab) == 0) return;
     cublasStatus_t st = cublasGemmEx(c->blas, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                                      k, &alpha, A, ab, lda, B, ab, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT);
@@ -162,21 +166,24 @@ void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const
     an_cuda_gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, "matmul_forward");
 }
 
-/* cuda-bf16: the product with GELU in cuBLASLt's epilogue, which writes both pre and out as it stores
- * the tile (the separate op reads pre back and writes out: two passes over N x OC saved); 0 when it
- * ran. The float32 test mode keeps the two ops, so its GELU is gelu_forward's own arithmetic. */
-static int gelu_epilogue(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias, int N,
-                         int C, int OC) {
+/* cuda-bf16: one of the MLP's products with the GELU (forward) or its slope (backward) in cuBLASLt's
+ * epilogue, applied as the tile is stored: the separate pointwise op's passes over N x 4C saved. A
+ * (trans_a) and B as an_cuda_gemm's, rounded to bf16 the same way; beta 0. 0 when it ran; -1 (nothing
+ * of the product enqueued) in the float32 test mode, whose GELU stays gelu_forward's own arithmetic, or
+ * when cuBLASLt has no such algorithm or the width is not a multiple of 8. */
+static int gelu_epilogue(const an_ops *o, int epilogue, int trans_a, int m, int n, int k, const float *A, int lda,
+                         const float *B, int ldb, float *C, const float *bias, const float *aux, const char *what) {
     an_cuda_ctx *c = an_cuda(o);
-    if (!c->bf16 || N <= 0 || C <= 0 || OC <= 0 || OC % 8 != 0) return -1;
-    size_t na = (size_t)OC * C, boff = (na + 127) / 128 * 128; /* inp's copy on 256 bytes */
-    uint16_t *s = (uint16_t *)an_cuda_scratch_take(o, (boff + (size_t)N * C) * sizeof(uint16_t));
+    if (!c->bf16 || m <= 0 || n <= 0 || k <= 0 || m % 8 != 0) return -1;
+    int ar = trans_a ? k : m, ac = trans_a ? m : k;
+    size_t na = (size_t)ar * ac, boff = (na + 127) / 128 * 128; /* B's copy on 256 bytes */
+    uint16_t *s = (uint16_t *)an_cuda_scratch_take(o, (boff + (size_t)k * n) * sizeof(uint16_t));
     int rc = -1;
     if (s) {
-        round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, w, C, OC, C);
-        round_cols<<<an_cuda_blocks((size_t)N * C), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, inp, C, N, C);
-        AN_CUDA_LAUNCHED("matmul_gelu_forward");
-        rc = lt_gemm(c, 1, 0, OC, N, C, 1.0f, s, C, s + boff, C, 0.0f, out, OC, bias, pre, CUDA_R_16BF);
+        round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, A, ar, ac, lda);
+        round_cols<<<an_cuda_blocks((size_t)k * n), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, B, k, n, ldb);
+        AN_CUDA_LAUNCHED(what);
+        rc = lt_gemm(c, trans_a, 0, m, n, k, 1.0f, s, ar, s + boff, k, 0.0f, C, m, bias, epilogue, aux, CUDA_R_16BF);
     }
     an_cuda_scratch_release(o);
     return rc;
@@ -184,9 +191,20 @@ static int gelu_epilogue(const an_ops *o, float *out, float *pre, const float *i
 
 void an_cuda_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
                                  int N, int C, int OC) {
-    if (gelu_epilogue(o, out, pre, inp, w, bias, N, C, OC) == 0) return;
-    an_cuda_matmul_forward(o, pre, inp, w, bias, N, C, OC); /* no such algorithm here, or float32 mode */
+    /* out^T [OC, N] = GELU(w (A^T of the column-major [C, OC]) x inp^T [C, N] + bias), pre^T stored */
+    if (gelu_epilogue(o, EPI_GELU, 1, OC, N, C, w, C, inp, C, out, bias, pre, "matmul_gelu_forward") == 0) return;
+    an_cuda_matmul_forward(o, pre, inp, w, bias, N, C, OC);
     an_cuda_gelu_forward(o, out, pre, (size_t)N * OC);
+}
+
+void an_cuda_matmul_backward_gelu(const an_ops *o, float *dpre, float *dw, float *dbias, const float *dout, const float *h,
+                                  const float *pre, const float *w, int N, int C, int OC) {
+    /* dpre^T [C, N] = (w [C, OC] column-major x dout^T [OC, N]) * gelu'(pre^T) */
+    if (gelu_epilogue(o, EPI_DGELU, 0, C, N, OC, w, C, dout, OC, dpre, NULL, pre, "matmul_backward_gelu") != 0) {
+        an_cuda_gemm(o, 0, 0, C, N, OC, 1.0f, w, C, dout, OC, 0.0f, dpre, C, NULL, "matmul_backward_gelu");
+        an_cuda_gelu_scale(o, dpre, pre, (size_t)N * C);
+    }
+    an_cuda_matmul_backward(o, NULL, dw, dbias, dout, h, w, N, C, OC);
 }
 
 /* dbias[j] += sum over rows of dout[:, j]: column j's sum over the rows of slice blockIdx.y (R rows a

@@ -26,15 +26,20 @@ __global__ static void gelu_fwd(float *out, const float *inp, size_t n) {
 }
 
 /* d/dx = s + 2 x s (1 - s) du/dx with s = sigmoid(2u) */
+__device__ static inline float gelu_slope(float x) {
+    float u = GELU_K * (x + GELU_A * x * x * x);
+    float e = expf(-2.0f * u);
+    float s = 1.0f / (1.0f + e), one_minus_s = e / (1.0f + e);
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+    return s + 2.0f * x * s * one_minus_s * du;
+}
+
 __global__ static void gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n) {
-    GRID_STRIDE(i, n) {
-        float x = inp[i];
-        float u = GELU_K * (x + GELU_A * x * x * x);
-        float e = expf(-2.0f * u);
-        float s = 1.0f / (1.0f + e), one_minus_s = e / (1.0f + e);
-        float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-        dinp[i] += dout[i] * (s + 2.0f * x * s * one_minus_s * du);
-    }
+    GRID_STRIDE(i, n) dinp[i] += dout[i] * gelu_slope(inp[i]);
+}
+
+__global__ static void gelu_scale(float *dx, const float *inp, size_t n) {
+    GRID_STRIDE(i, n) dx[i] *= gelu_slope(inp[i]);
 }
 
 __device__ static inline float silu(float g) { return g / (1.0f + expf(-g)); }
@@ -68,6 +73,7 @@ void an_cuda_gelu_forward(const an_ops *o, float *out, const float *inp, size_t 
 void an_cuda_gelu_backward(const an_ops *o, float *dinp, const float *inp, const float *dout, size_t n) {
     LAUNCH(gelu_bwd, n, o, dinp, inp, dout, n);
 }
+void an_cuda_gelu_scale(const an_ops *o, float *dx, const float *inp, size_t n) { LAUNCH(gelu_scale, n, o, dx, inp, n); }
 void an_cuda_swiglu_forward(const an_ops *o, float *out, const float *gate, const float *up, size_t n) {
     LAUNCH(swiglu_fwd, n, o, out, gate, up, n);
 }

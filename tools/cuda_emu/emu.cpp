@@ -240,7 +240,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
 struct emu_desc {
     int ta, tb, epi;
     const float *bias;
-    float *aux;     /* GELU's input, stored by the GELU_AUX epilogues */
+    float *aux;     /* GELU's input: stored by the GELU_AUX epilogues, read by DGELU */
     int64_t aux_ld; /* its leading dimension: cuBLASLt wants a multiple of 8, at least the rows */
 };
 struct emu_layout {
@@ -313,9 +313,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     if (la->type != lb->type || lc->type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     int with_bias = d->epi == CUBLASLT_EPILOGUE_BIAS || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     int gelu = d->epi == CUBLASLT_EPILOGUE_GELU_AUX || d->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    int dgelu = d->epi == CUBLASLT_EPILOGUE_DGELU;
     if (with_bias && !d->bias) return CUBLAS_STATUS_INVALID_VALUE;
-    if (gelu && (!d->aux || d->aux_ld % 8 != 0 || d->aux_ld < m)) return CUBLAS_STATUS_INVALID_VALUE;
-    if (d->epi != CUBLASLT_EPILOGUE_DEFAULT && !with_bias && !gelu) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if ((gelu || dgelu) && (!d->aux || d->aux_ld % 8 != 0 || d->aux_ld < m)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (d->epi != CUBLASLT_EPILOGUE_DEFAULT && !with_bias && !gelu && !dgelu) return CUBLAS_STATUS_NOT_SUPPORTED;
     gemm(d->ta, d->tb, m, n, k, *(const float *)alpha, A, (int)la->ld, B, (int)lb->ld, *(const float *)beta, (float *)D,
          (int)lc->ld, with_bias ? d->bias : NULL, la->type == CUDA_R_16BF);
     if (gelu) /* the input to aux, D = GELU's tanh form of it (in double: the library's arithmetic is its own) */
@@ -325,6 +326,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                 double v = *x, u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
                 d->aux[i + (size_t)j * d->aux_ld] = *x;
                 *x = (float)(0.5 * v * (1.0 + tanh(u)));
+            }
+    if (dgelu) /* D times GELU's slope at aux: 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, t = tanh(u) */
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float *y = (float *)D + i + (size_t)j * lc->ld;
+                double x = d->aux[i + (size_t)j * d->aux_ld], t = tanh(0.7978845608028654 * (x + 0.044715 * x * x * x));
+                double du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
+                *y = (float)(*y * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du));
             }
     return CUBLAS_STATUS_SUCCESS;
 }

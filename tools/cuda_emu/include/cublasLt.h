@@ -1,6 +1,7 @@
 /* Host emulation of the cuBLASLt calls kernels/cuda/ makes (tools/cuda_emu): it checks that the
  * layouts agree with the operation's shapes and computes the product (with the bias epilogue, and the
- * GELU ones that also store GELU's input: cuBLASLt's GELU_AUX and GELU_AUX_BIAS). */
+ * GELU ones that also store GELU's input, GELU_AUX and GELU_AUX_BIAS, and DGELU, which multiplies by
+ * GELU's slope at that stored input). */
 #ifndef AN_CUDA_EMU_CUBLASLT_H
 #define AN_CUDA_EMU_CUBLASLT_H
 #include "cublas_v2.h"
@@ -20,7 +21,8 @@ typedef enum {
     CUBLASLT_EPILOGUE_DEFAULT = 1,
     CUBLASLT_EPILOGUE_BIAS = 4,
     CUBLASLT_EPILOGUE_GELU_AUX = 32 | 128,
-    CUBLASLT_EPILOGUE_GELU_AUX_BIAS = 32 | 128 | 4
+    CUBLASLT_EPILOGUE_GELU_AUX_BIAS = 32 | 128 | 4,
+    CUBLASLT_EPILOGUE_DGELU = 64 | 128
 } cublasLtEpilogue_t;
 typedef enum {
     CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
