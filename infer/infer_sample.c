@@ -40,9 +40,11 @@ int an_infer_sample(an_infer *s, int n, const an_sample_row *rows, const int32_t
         if (rows[i].ids_at < 0 || rows[i].n_penalised < 0 || rows[i].n_masked < 0 ||
             (long long)rows[i].ids_at + rows[i].n_penalised + rows[i].n_masked > n_ids)
             return an_fail(err, "inference sample: row %d names ids outside the %d given", i, n_ids);
+    int greedy = 1; /* greedy decoding (eval's, temperature 0 everywhere): the argmax alone, no sort */
+    for (int i = 0; i < n; i++) greedy &= rows[i].temperature == 0.0f;
     o->upload(o, s->d_sample_rows, rows, (size_t)n * sizeof *rows);
     if (n_ids) o->upload(o, s->d_sample_ids, ids, (size_t)n_ids * sizeof *ids);
-    o->sample_tokens(o, s->d_picked, s->logits, n, s->m->cfg.vocab_size, s->d_sample_rows, s->d_sample_ids,
+    o->sample_tokens(o, s->d_picked, s->logits, n, s->m->cfg.vocab_size, s->d_sample_rows, s->d_sample_ids, greedy,
                      s->sample_work, s->sample_work_bytes);
     o->download(o, out, s->d_picked, 2 * (size_t)n * sizeof *out);
     return 0;

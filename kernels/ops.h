@@ -332,10 +332,12 @@ typedef struct an_ops {
      * so the caller knows whether its generator advanced). rows, ids and out are backend memory; the
      * logits are overwritten (scratch). work: sample_work_bytes(o, B, V) bytes. The probabilities
      * are summed in another order than the host's, so a draw can differ where u lies within rounding
-     * (~1e-15) of the boundary between two tokens. ---- */
+     * (~1e-15) of the boundary between two tokens. greedy: 1 when the caller knows every row is at
+     * temperature 0 (the rows live in backend memory), so a backend may find the best candidate without
+     * ordering the rest; a row that is not then draws no token (-1), never a wrong one. ---- */
     size_t (*sample_work_bytes)(const struct an_ops *o, int B, int V);
     void (*sample_tokens)(const struct an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                          const int32_t *ids, void *work, size_t work_bytes);
+                          const int32_t *ids, int greedy, void *work, size_t work_bytes);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

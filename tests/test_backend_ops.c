@@ -1236,58 +1236,84 @@ static void case_adamw_update(void) {
  * count kept must be the host's exactly: the device sums the probabilities in another order, which
  * moves a boundary by ~1e-15, so a uniform u lands that close to one with probability ~1e-12. */
 enum { SMP_V = 3000, SMP_SETS = 10, SMP_DRAWS = 3, SMP_B = SMP_SETS * SMP_DRAWS, SMP_HIST = 12, SMP_STOPS = 2 };
-static void case_sample_tokens(void) {
-    static const an_sampler_params sets[SMP_SETS] = {
-        {0.0f, 0, 1.0f, 0.0f, 1.0f},  {0.7f, 40, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.9f, 0.0f, 1.0f},
-        {1.3f, 0, 1.0f, 0.05f, 1.0f}, {0.9f, 50, 0.8f, 0.02f, 1.3f}, {1.0f, 1, 1.0f, 0.0f, 1.0f},
-        {1.0f, 0, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.95f, 0.0f, 1.0f},  {1e-45f, 0, 1.0f, 0.0f, 1.0f},
-        {0.8f, 300, 0.7f, 0.0f, 1.0f},
-    };
-    where("%d rows of %d logits", SMP_B, SMP_V);
+static const an_sampler_params smp_sets[SMP_SETS] = {
+    {0.0f, 0, 1.0f, 0.0f, 1.0f},  {0.7f, 40, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.9f, 0.0f, 1.0f},
+    {1.3f, 0, 1.0f, 0.05f, 1.0f}, {0.9f, 50, 0.8f, 0.02f, 1.3f}, {1.0f, 1, 1.0f, 0.0f, 1.0f},
+    {1.0f, 0, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.95f, 0.0f, 1.0f},  {1e-45f, 0, 1.0f, 0.0f, 1.0f},
+    {0.8f, 300, 0.7f, 0.0f, 1.0f},
+};
+static const int32_t smp_hist[SMP_HIST] = {7, 19, 7, 2999, 19, 0, 512, 7, 1000, 42, 42, 2048};
+/* the op's list: the history's distinct ids, then the stop ids */
+static const int32_t smp_ids[] = {7, 19, 2999, 0, 512, 1000, 42, 2048, 11, 2999};
+enum { SMP_DISTINCT = 8 };
+
+/* The rows' logits (written into logits), their parameters for the op, and what the host sampler draws
+ * with them (want: id and count kept; advanced: whether it drew u). greedy: every row at temperature
+ * 0, its penalty and stop ids kept. */
+static void sample_rows(float *logits, an_sample_row *rows, int32_t *want, int32_t *advanced, int greedy) {
     an_rng r;
     an_rng_seed(&r, 1200);
-    float *logits = rnd(&r, (size_t)SMP_B * SMP_V, -4, 4);
+    oh_fill(&r, logits, (size_t)SMP_B * SMP_V, -4, 4);
     for (int i = 0; i < SMP_B * SMP_V; i++) logits[i] *= fabsf(logits[i]); /* a few tokens stand out */
-    static const int32_t hist[SMP_HIST] = {7, 19, 7, 2999, 19, 0, 512, 7, 1000, 42, 42, 2048};
-    /* the op's list: the history's distinct ids, then the stop ids */
-    static const int32_t ids[] = {7, 19, 2999, 0, 512, 1000, 42, 2048, 11, 2999};
-    enum { N_DISTINCT = 8 };
-    an_sample_row rows[SMP_B];
-    int32_t want[2 * SMP_B], advanced[SMP_B];
     an_error err;
     an_sampler *smp = an_sampler_create(SMP_V, &err);
     double *probs = hd(SMP_V);
     float *masked = hf(SMP_V);
     for (int b = 0; b < SMP_B; b++) {
         int set = b / SMP_DRAWS;
-        const an_sampler_params *p = &sets[set];
+        an_sampler_params p = smp_sets[set];
+        if (greedy) p.temperature = 0.0f;
         float *row = logits + (size_t)b * SMP_V;
         if (set == 0) row[17] = row[5] = 20.0f; /* greedy: a tie at the top */
         if (set == 4) /* the penalty and the mask decide: penalised ids on top, a stop id above them */
             row[42] = 18.0f, row[19] = 17.5f, row[7] = -30.0f, row[11] = 30.0f;
         if (set == 6 && b % SMP_DRAWS == 0)
             for (int v = 0; v < SMP_V; v++) row[v] = v % 2 ? NAN : -INFINITY;
-        int penalised = p->repeat_penalty != 1.0f, stop = set == 4;
+        int penalised = p.repeat_penalty != 1.0f, stop = set == 4;
         an_rng g, peek;
         an_rng_seed(&g, 1300 + (uint64_t)b);
         peek = g;
-        rows[b] = (an_sample_row){p->temperature, p->top_p, p->min_p, p->repeat_penalty, p->top_k,
-                                  an_rng_uniform(&peek), 0, penalised ? N_DISTINCT : 0, stop ? SMP_STOPS : 0};
+        rows[b] = (an_sample_row){p.temperature, p.top_p, p.min_p, p.repeat_penalty, p.top_k,
+                                  an_rng_uniform(&peek), 0, penalised ? SMP_DISTINCT : 0, stop ? SMP_STOPS : 0};
         /* the host's way (infer/generate.c's an_gen_pick): stop ids to -inf, then the sampler */
         memcpy(masked, row, SMP_V * sizeof(float));
-        for (int i = 0; stop && i < SMP_STOPS; i++) masked[ids[N_DISTINCT + i]] = -INFINITY;
+        for (int i = 0; stop && i < SMP_STOPS; i++) masked[smp_ids[SMP_DISTINCT + i]] = -INFINITY;
         int n_hist = penalised ? SMP_HIST : 0;
-        want[2 * b + 1] = an_sampler_distribution(smp, p, masked, hist, (size_t)n_hist, probs);
-        want[2 * b] = an_sampler_sample(smp, p, masked, hist, (size_t)n_hist, &g);
+        want[2 * b + 1] = an_sampler_distribution(smp, &p, masked, smp_hist, (size_t)n_hist, probs);
+        want[2 * b] = an_sampler_sample(smp, &p, masked, smp_hist, (size_t)n_hist, &g);
         advanced[b] = memcmp(&g, &peek, sizeof g) == 0; /* the host drew u: its generator is where peek is */
     }
     an_sampler_free(smp);
-    int32_t *out = dev(g_o, NULL, sizeof want);
+}
+
+/* the op on the rows; work_short bytes less workspace than asked for */
+static void run_sample(const float *logits, const an_sample_row *rows, int greedy, size_t work_short, int32_t *got) {
+    int32_t *out = dev(g_o, NULL, 2 * SMP_B * sizeof(int32_t));
     size_t work = g_o->sample_work_bytes(g_o, SMP_B, SMP_V);
-    g_o->sample_tokens(g_o, out, devf(g_o, logits, (size_t)SMP_B * SMP_V), SMP_B, SMP_V, dev(g_o, rows, sizeof rows),
-                       dev(g_o, ids, sizeof ids), dev(g_o, NULL, work), work);
-    int32_t got[2 * SMP_B];
-    g_o->download(g_o, got, out, sizeof got);
+    g_o->sample_tokens(g_o, out, devf(g_o, logits, (size_t)SMP_B * SMP_V), SMP_B, SMP_V,
+                       dev(g_o, rows, SMP_B * sizeof *rows), dev(g_o, smp_ids, sizeof smp_ids), greedy,
+                       dev(g_o, NULL, work), work - work_short);
+    g_o->download(g_o, got, out, 2 * SMP_B * sizeof(int32_t));
+}
+
+/* Rows of logits against the host sampler (infer/sampler.c) with the same parameters, drawing from the
+ * same generator: greedy with a tie at the top (the lower id wins), top-k alone, top-p alone (the whole
+ * row sorted), min-p, all of them with the repetition penalty (a history with repeats) and stop ids
+ * masked, top-k 1 (one token kept: the generator must not advance), no filter at all, a row of NaN
+ * and -inf (none drawn), a temperature that overflows (none drawn). Each set of parameters draws with
+ * three seeds. V = 3000 pads the rows to 4096 keys (sort.cu's wide stages and chunks). The id and the
+ * count kept must be the host's exactly: the device sums the probabilities in another order, which
+ * moves a boundary by ~1e-15, so a uniform u lands that close to one with probability ~1e-12. Then
+ * every row greedy (penalties, stop ids and the NaN row kept): with the op's greedy flag (the argmax
+ * alone) and without it (the sorted road), both the host's tokens; a row the flag's promise does not
+ * hold for draws none. */
+static void case_sample_tokens(void) {
+    where("%d rows of %d logits", SMP_B, SMP_V);
+    float *logits = hf((size_t)SMP_B * SMP_V);
+    an_sample_row rows[SMP_B];
+    int32_t want[2 * SMP_B], advanced[SMP_B], got[2 * SMP_B];
+    sample_rows(logits, rows, want, advanced, 0);
+    run_sample(logits, rows, 0, 0, got);
     int kinds[3] = {0}; /* rows with no token, one kept, several kept: the cases exist */
     for (int b = 0; b < SMP_B; b++) {
         CHECK_MSG(got[2 * b] == want[2 * b] && got[2 * b + 1] == want[2 * b + 1],
@@ -1298,12 +1324,29 @@ static void case_sample_tokens(void) {
     }
     CHECK(kinds[0] == 4 && kinds[1] >= 6 && kinds[2] >= 15);
     /* too little workspace: no token rather than a wrong one */
-    g_o->sample_tokens(g_o, out, devf(g_o, logits, (size_t)SMP_B * SMP_V), SMP_B, SMP_V, dev(g_o, rows, sizeof rows),
-                       dev(g_o, ids, sizeof ids), dev(g_o, NULL, work), work - 8);
-    g_o->download(g_o, got, out, sizeof got);
+    run_sample(logits, rows, 0, 8, got);
     int none = 0;
     for (int b = 0; b < SMP_B; b++) none += got[2 * b] == -1;
     CHECK_MSG(none == SMP_B, "short workspace: %d of %d rows drew no token", none, SMP_B);
+
+    sample_rows(logits, rows, want, advanced, 1);
+    for (int greedy = 0; greedy < 2; greedy++) {
+        where("%d greedy rows of %d logits%s", SMP_B, SMP_V, greedy ? ", the greedy flag" : "");
+        run_sample(logits, rows, greedy, 0, got);
+        int none_drawn = 0;
+        for (int b = 0; b < SMP_B; b++) {
+            CHECK_MSG(got[2 * b] == want[2 * b] && got[2 * b + 1] == want[2 * b + 1],
+                      "%s: row %d (set %d): token %d of %d kept, the host sampler draws %d of %d", g_where, b,
+                      b / SMP_DRAWS, got[2 * b], got[2 * b + 1], want[2 * b], want[2 * b + 1]);
+            none_drawn += want[2 * b] < 0;
+        }
+        CHECK(none_drawn == 1); /* the NaN / -inf row */
+    }
+    where("a row at temperature 1 under the greedy flag");
+    rows[4].temperature = 1.0f;
+    run_sample(logits, rows, 1, 0, got);
+    CHECK_MSG(got[8] == -1 && got[9] == 0 && got[10] == want[10], "%s: row 4 drew %d of %d, row 5 %d (host %d)", g_where,
+              got[8], got[9], got[10], want[10]);
 }
 
 /* A sum of n squares against the double sum: squaring in float32 would round each (positive) term

@@ -22,9 +22,9 @@ static an_ops g_counting;     /* it, with sample_tokens counted */
 static long g_calls;
 
 static void counted_sample(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                           const int32_t *ids, void *work, size_t work_bytes) {
+                           const int32_t *ids, int greedy, void *work, size_t work_bytes) {
     g_calls++;
-    g_inner->sample_tokens(o, out, logits, B, V, rows, ids, work, work_bytes);
+    g_inner->sample_tokens(o, out, logits, B, V, rows, ids, greedy, work, work_bytes);
 }
 
 static const an_ops *backend(void) {

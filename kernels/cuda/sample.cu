@@ -15,7 +15,9 @@
  *     (the first candidate whose running sum reaches top_p / passes u), min-p by a count of the
  *     candidates above its floor (a prefix where sorted; elsewhere the others weigh 0 in the scan).
  * Sums run in a fixed order, so a row draws the same token on every run; it is not the host's
- * sequential order, hence the note on rounding in kernels/ops.h. */
+ * sequential order, hence the note on rounding in kernels/ops.h. A batch the caller says is all
+ * greedy skips 2 to 4: pick_greedy reads each row once for its best candidate (the sort of a 49,152-token
+ * vocabulary padded to 65,536 keys is 136 compare-exchange stages over 512 KiB a row). */
 #include <math.h>
 
 #include "kernels/cuda/cuda.h"
@@ -215,6 +217,30 @@ __global__ static void pick(int32_t *out, const uint64_t *keys, int V, size_t P,
     if (threadIdx.x == 0) o[0] = key_id(st.k[chosen], st.sorted), o[1] = kept;
 }
 
+/* Greedy rows (the caller's greedy flag): block b finds row b's best candidate, the smallest sorted
+ * key (higher logit, then lower id: the sorted road's first), in one read of the row; -1 when even it
+ * is -inf, or when the row is not at temperature 0 after all (no wrong token). */
+__global__ static void pick_greedy(int32_t *out, const float *logits, int V, const an_sample_row *rows) {
+    __shared__ uint64_t s[PICK_THREADS];
+    const float *row = logits + (size_t)blockIdx.x * V;
+    uint64_t best = ~(uint64_t)0;
+    for (int v = threadIdx.x; v < V; v += PICK_THREADS) {
+        float l = row[v];
+        if (isnan(l)) l = -INFINITY;
+        uint64_t key = (uint64_t)~float_order(l) << 32 | (uint64_t)v;
+        best = key < best ? key : best;
+    }
+    s[threadIdx.x] = best;
+    for (int stride = PICK_THREADS / 2; stride > 0; stride /= 2) {
+        __syncthreads();
+        if ((int)threadIdx.x < stride && s[threadIdx.x + stride] < s[threadIdx.x]) s[threadIdx.x] = s[threadIdx.x + stride];
+    }
+    if (threadIdx.x != 0) return;
+    int32_t *o = out + 2 * blockIdx.x;
+    int ok = rows[blockIdx.x].temperature == 0.0f && key_logit(s[0], 1) != -INFINITY;
+    o[0] = ok ? key_id(s[0], 1) : -1, o[1] = ok;
+}
+
 __global__ static void none_drawn(int32_t *out, int B) {
     for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) out[2 * b] = -1, out[2 * b + 1] = 0;
 }
@@ -225,7 +251,7 @@ size_t an_cuda_sample_work_bytes(const an_ops *o, int B, int V) {
 }
 
 void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                           const int32_t *ids, void *work, size_t work_bytes) {
+                           const int32_t *ids, int greedy, void *work, size_t work_bytes) {
     if (B <= 0 || V <= 0) return;
     cudaStream_t st = an_cuda(o)->stream;
     size_t P = pow2_at_least(V);
@@ -236,6 +262,11 @@ void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, 
     }
     uint64_t *keys = (uint64_t *)work;
     edit_logits<<<(unsigned)B, 128, 0, st>>>(logits, V, rows, ids);
+    if (greedy) { /* one read of each row: no keys, no sort */
+        pick_greedy<<<(unsigned)B, PICK_THREADS, 0, st>>>(out, logits, V, rows);
+        AN_CUDA_LAUNCHED("sample_tokens (greedy)");
+        return;
+    }
     make_keys<<<an_cuda_blocks((size_t)B * P), AN_CUDA_THREADS, 0, st>>>(keys, logits, B, V, P, rows);
     an_cuda_sort_u64(o, keys, (size_t)B * P, P);
     pick<<<(unsigned)B, PICK_THREADS, 0, st>>>(out, keys, V, P, rows);
