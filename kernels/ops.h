@@ -81,10 +81,9 @@ typedef struct an_sample_row {
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
-    X(matmul_forward) X(matmul_backward) X(matmul_gelu_forward) X(matmul_backward_gelu)                  \
-    X(embedding_forward) X(embedding_backward) X(layernorm_forward)              \
-    X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward) X(add_layernorm_forward) X(add_rmsnorm_forward)     \
-    X(rope_table) X(rope_forward) X(rope_backward)                                                                    \
+    X(matmul_forward) X(matmul_backward) X(matmul_gelu_forward) X(matmul_backward_gelu) X(embedding_forward)          \
+    X(embedding_backward) X(layernorm_forward) X(layernorm_backward) X(rmsnorm_forward) X(rmsnorm_backward)           \
+    X(add_layernorm_forward) X(add_rmsnorm_forward) X(rope_table) X(rope_forward) X(rope_backward)                    \
     X(attention_forward) X(attention_backward) X(gelu_forward) X(gelu_backward) X(swiglu_forward) X(swiglu_backward)  \
     X(add) X(axpy) X(scale) X(cross_entropy_forward) X(cross_entropy_backward) X(adamw_update) X(sum_squares)         \
     X(gather_cols_forward) X(gather_cols_backward) X(attention_decode_forward) X(dropout)                             \
@@ -155,8 +154,8 @@ typedef struct an_ops {
     /* dinp[N, C] += dout @ w;  dw[OC, C] += dout^T @ inp;  dbias[OC] += column sums of dout */
     void (*matmul_backward)(const struct an_ops *o, float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                             const float *w, int N, int C, int OC);
-    /* the MLP's first product and its GELU (GPT-2): pre[N, OC] = inp @ w^T + bias as matmul_forward, and
-     * out = gelu(pre) as gelu_forward (both overwrite). A backend may compute the GELU in the product's
+    /* the MLP's first product and its GELU (GPT-2): pre[N, OC] = inp @ w^T + bias (matmul_forward's
+     * product, to its bounds), and out = gelu(pre) as gelu_forward (both overwrite). A backend may compute the GELU in the product's
      * epilogue with its own arithmetic (cuBLASLt's in "cuda-bf16"), so out is gelu(pre) to the
      * pointwise op's tolerance, not its bits; the same call gives the same bits again (recomputation). */
     void (*matmul_gelu_forward)(const struct an_ops *o, float *out, float *pre, const float *inp, const float *w,

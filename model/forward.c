@@ -85,7 +85,7 @@ void an_block_forward(an_model *m, int l, float *out, int B, int T, int train) {
     }
     an_linear_forward(m, L->w_down, L->b_down, p->tmp, a->ffn_h, N, train, 0); /* also refills the adapter's u */
     if (!out) return; /* recomputing: the output (and the next norm) is not needed */
-    /* with recomputation the next ln1 is the shared set's, this block's own: it is done with it */
+    /* (with recomputation the next block's ln1 is this block's, the shared set's: no longer read here) */
     pre_norm next = input_norm(m, l + 1);
     add_norm_forward(m, &next, out, a->res_mid, p->tmp, N);
 }

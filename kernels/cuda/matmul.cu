@@ -1,6 +1,6 @@
 /* Linear layers on the GPU: out = inp w^T + bias through cuBLASLt (the bias, and in cuda-bf16 the MLP's
- * GELU and its slope, in its epilogue), the backward's two products, the bias gradient, and the typed-weight ops
- * (float32 weights, and bf16, NF4 and the GGUF block types through weights.cu).
+ * GELU and its slope, in its epilogue), the backward's two products, the bias gradient, and the
+ * typed-weight ops (float32 weights, and bf16, NF4 and the GGUF block types through weights.cu).
  *
  * Row-major X[R, K] is column-major X^T with leading dimension K, so with w[OC, C] (nn.Linear):
  *   out^T [OC, N] = w (as op(A) = A^T of the column-major [C, OC])  x  inp^T [C, N]
