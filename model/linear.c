@@ -73,11 +73,15 @@ void an_linear_forward(an_model *m, const an_param *w, const an_param *b, float 
                          l->scaling, p, p > 0 ? module_seed(l, mod) : 0, counter);
 }
 
+/* a float32 weight without an adapter: its layer is the bare product, which the GELU ops can take */
+static int bare_f32(const an_model *m, const an_param *w) {
+    return an_param_weight(w).dtype == AN_F32 && !(m->lora && an_lora_find(m->lora, w));
+}
+
 void an_linear_gelu_forward(an_model *m, const an_param *w, const an_param *b, float *out, float *pre, const float *inp,
                             int N, int train) {
     const an_ops *o = m->ops;
-    an_weight wt = an_param_weight(w);
-    if (wt.dtype == AN_F32 && !(m->lora && an_lora_find(m->lora, w))) {
+    if (bare_f32(m, w)) {
         o->matmul_gelu_forward(o, out, pre, inp, w->data, opt(b), N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }
@@ -88,9 +92,8 @@ void an_linear_gelu_forward(an_model *m, const an_param *w, const an_param *b, f
 void an_linear_gelu_backward(an_model *m, const an_param *w, const an_param *b, float *dpre, float *dh, const float *dout,
                              const float *h, const float *pre, int N) {
     const an_ops *o = m->ops;
-    an_weight wt = an_param_weight(w);
     size_t n = (size_t)N * w->shape[1];
-    if (wt.dtype == AN_F32 && !(m->lora && an_lora_find(m->lora, w))) {
+    if (bare_f32(m, w)) {
         o->matmul_backward_gelu(o, dpre, w->grad, grad(b), dout, h, pre, w->data, N, (int)w->shape[1], (int)w->shape[0]);
         return;
     }

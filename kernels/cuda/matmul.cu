@@ -56,8 +56,7 @@ static int lt_gemm(an_cuda_ctx *c, int trans_a, int trans_b, int m, int n, int k
         if (bias) cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     }
     if (epilogue != EPI_PLAIN) {
-        int64_t ld = ldc;
-        if (ldc % 8 != 0 || (epilogue == EPI_DGELU && bias)) goto done;
+        int64_t ld = ldc; /* gemm() sends only widths that are a multiple of 8 */
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux);
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld);
     }
@@ -119,10 +118,17 @@ __global__ static void round_cols(uint16_t *dst, const float *src, int rows, int
         dst[i] = an_cuda_round_bf16(__float_as_uint(src[i % (size_t)rows + i / (size_t)rows * (size_t)ld]));
 }
 
-void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
-                  const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what) {
+/* The product of an_cuda_gemm; with a GELU epilogue (EPI_GELU, EPI_DGELU: aux its matrix, ldc a multiple
+ * of 8) in cuda-bf16 only, where it returns -1 with nothing enqueued when the float32 test mode keeps the
+ * pointwise kernels' own arithmetic or cuBLASLt has no such algorithm: the caller then runs the product
+ * and the kernel apart. */
+static int gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc, const float *bias, int epilogue, const float *aux,
+                const char *what) {
     an_cuda_ctx *c = an_cuda(o);
-    if (m <= 0 || n <= 0) return;
+    if (epilogue != EPI_PLAIN && (!c->bf16 || m <= 0 || n <= 0 || k <= 0 || ldc % 8 != 0 || (epilogue == EPI_DGELU && bias)))
+        return -1;
+    if (m <= 0 || n <= 0) return 0;
     if (k <= 0) { /* an empty sum: C = beta C (+ bias); cuBLAS would reject k = 0 */
         if (beta == 0.0f)
             for (int j = 0; j < n; j++) an_cuda_check(cudaMemsetAsync(C + (size_t)j * ldc, 0, (size_t)m * sizeof(float), c->stream), what);
@@ -130,24 +136,36 @@ void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k
             add_bias_cols<<<an_cuda_blocks((size_t)m * n), AN_CUDA_THREADS, 0, c->stream>>>(C, bias, m, n, ldc);
             AN_CUDA_LAUNCHED(what);
         }
-        return;
+        return 0;
     }
     if (!c->bf16) {
         enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, CUDA_R_32F, what);
-        return;
+        return 0;
     }
     /* both inputs rounded to bf16, packed (leading dimension = stored rows) */
-    int ar = trans_a ? k : m, ac = trans_a ? m : k, br = trans_b ? n : k, bc = trans_b ? k : n;
+    int ar = trans_a ? k : m, ac = trans_a ? m : k, br = trans_b ? n : k, bc = trans_b ? k : n, rc = 0;
     size_t na = (size_t)ar * ac, nb = (size_t)br * bc, boff = (na + 127) / 128 * 128; /* B on 256 bytes */
     uint16_t *s = (uint16_t *)an_cuda_scratch_take(o, (boff + nb) * sizeof(uint16_t)); /* until the product is enqueued */
     if (s) {
         round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, A, ar, ac, lda);
         round_cols<<<an_cuda_blocks(nb), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, B, br, bc, ldb);
         AN_CUDA_LAUNCHED(what);
-        enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, s, ar, s + boff, br, beta, C, ldc, bias, CUDA_R_16BF, what);
+        if (epilogue == EPI_PLAIN)
+            enqueue_gemm(c, trans_a, trans_b, m, n, k, alpha, s, ar, s + boff, br, beta, C, ldc, bias, CUDA_R_16BF, what);
+        else
+            rc = lt_gemm(c, trans_a, trans_b, m, n, k, alpha, s, ar, s + boff, br, beta, C, ldc, bias, epilogue, aux,
+                         CUDA_R_16BF);
     }
     an_cuda_scratch_release(o);
-    if (!s) an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
+    if (s) return rc;
+    if (epilogue != EPI_PLAIN) return -1;
+    an_cuda_report(what, "no device memory for the bf16 copies of the GEMM's inputs");
+    return 0;
+}
+
+void an_cuda_gemm(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc, const float *bias, const char *what) {
+    (void)gemm(o, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, bias, EPI_PLAIN, NULL, what);
 }
 
 void an_cuda_gemm_f32(const an_ops *o, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *A, int lda,
@@ -166,41 +184,21 @@ void an_cuda_matmul_forward(const an_ops *o, float *out, const float *inp, const
     an_cuda_gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, "matmul_forward");
 }
 
-/* cuda-bf16: one of the MLP's products with the GELU (forward) or its slope (backward) in cuBLASLt's
- * epilogue, applied as the tile is stored: the separate pointwise op's passes over N x 4C saved. A
- * (trans_a) and B as an_cuda_gemm's, rounded to bf16 the same way; beta 0. 0 when it ran; -1 (nothing
- * of the product enqueued) in the float32 test mode, whose GELU stays gelu_forward's own arithmetic, or
- * when cuBLASLt has no such algorithm or the width is not a multiple of 8. */
-static int gelu_epilogue(const an_ops *o, int epilogue, int trans_a, int m, int n, int k, const float *A, int lda,
-                         const float *B, int ldb, float *C, const float *bias, const float *aux, const char *what) {
-    an_cuda_ctx *c = an_cuda(o);
-    if (!c->bf16 || m <= 0 || n <= 0 || k <= 0 || m % 8 != 0) return -1;
-    int ar = trans_a ? k : m, ac = trans_a ? m : k;
-    size_t na = (size_t)ar * ac, boff = (na + 127) / 128 * 128; /* B's copy on 256 bytes */
-    uint16_t *s = (uint16_t *)an_cuda_scratch_take(o, (boff + (size_t)k * n) * sizeof(uint16_t));
-    int rc = -1;
-    if (s) {
-        round_cols<<<an_cuda_blocks(na), AN_CUDA_THREADS, 0, c->stream>>>(s, A, ar, ac, lda);
-        round_cols<<<an_cuda_blocks((size_t)k * n), AN_CUDA_THREADS, 0, c->stream>>>(s + boff, B, k, n, ldb);
-        AN_CUDA_LAUNCHED(what);
-        rc = lt_gemm(c, trans_a, 0, m, n, k, 1.0f, s, ar, s + boff, k, 0.0f, C, m, bias, epilogue, aux, CUDA_R_16BF);
-    }
-    an_cuda_scratch_release(o);
-    return rc;
-}
-
 void an_cuda_matmul_gelu_forward(const an_ops *o, float *out, float *pre, const float *inp, const float *w, const float *bias,
                                  int N, int C, int OC) {
-    /* out^T [OC, N] = GELU(w (A^T of the column-major [C, OC]) x inp^T [C, N] + bias), pre^T stored */
-    if (gelu_epilogue(o, EPI_GELU, 1, OC, N, C, w, C, inp, C, out, bias, pre, "matmul_gelu_forward") == 0) return;
+    /* cuda-bf16: the GELU in cuBLASLt's epilogue as the tile is stored, pre^T kept as its auxiliary matrix
+     * (the separate op's read and write of N x OC saved); else the product, then gelu_forward */
+    if (gemm(o, 1, 0, OC, N, C, 1.0f, w, C, inp, C, 0.0f, out, OC, bias, EPI_GELU, pre, "matmul_gelu_forward") == 0)
+        return;
     an_cuda_matmul_forward(o, pre, inp, w, bias, N, C, OC);
     an_cuda_gelu_forward(o, out, pre, (size_t)N * OC);
 }
 
 void an_cuda_matmul_backward_gelu(const an_ops *o, float *dpre, float *dw, float *dbias, const float *dout, const float *h,
                                   const float *pre, const float *w, int N, int C, int OC) {
-    /* dpre^T [C, N] = (w [C, OC] column-major x dout^T [OC, N]) * gelu'(pre^T) */
-    if (gelu_epilogue(o, EPI_DGELU, 0, C, N, OC, w, C, dout, OC, dpre, NULL, pre, "matmul_backward_gelu") != 0) {
+    /* dpre^T [C, N] = (w [C, OC] column-major x dout^T [OC, N]) * gelu'(pre^T): the slope in cuBLASLt's
+     * epilogue in cuda-bf16, else the product written and scaled in place */
+    if (gemm(o, 0, 0, C, N, OC, 1.0f, w, C, dout, OC, 0.0f, dpre, C, NULL, EPI_DGELU, pre, "matmul_backward_gelu")) {
         an_cuda_gemm(o, 0, 0, C, N, OC, 1.0f, w, C, dout, OC, 0.0f, dpre, C, NULL, "matmul_backward_gelu");
         an_cuda_gelu_scale(o, dpre, pre, (size_t)N * C);
     }

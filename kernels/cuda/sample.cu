@@ -48,6 +48,12 @@ __device__ static inline int sorts(const an_sample_row *r) {
     return r->temperature == 0.0f || r->top_k > 0 || r->top_p < 1.0f;
 }
 
+/* the key of token v with logit l (NaN: -inf, never drawn) */
+__device__ static inline uint64_t token_key(float l, size_t v, int sorted) {
+    if (isnan(l)) l = -INFINITY;
+    return sorted ? (uint64_t)~float_order(l) << 32 | (uint64_t)v : (uint64_t)v << 32 | (uint64_t)float_order(l);
+}
+
 __device__ static inline float key_logit(uint64_t key, int sorted) {
     return sorted ? order_float(~(uint32_t)(key >> 32)) : order_float((uint32_t)key);
 }
@@ -85,10 +91,7 @@ __global__ static void make_keys(uint64_t *keys, const float *logits, int B, int
             continue;
         }
         float l = logits[b * V + v], t = rows[b].temperature;
-        if (isnan(l)) l = -INFINITY; /* never drawn */
-        if (t != 0.0f) l = __fdiv_rn(l, t);
-        keys[i] = sorts(&rows[b]) ? (uint64_t)~float_order(l) << 32 | (uint64_t)v
-                                  : (uint64_t)v << 32 | (uint64_t)float_order(l);
+        keys[i] = token_key(t != 0.0f ? __fdiv_rn(l, t) : l, v, sorts(&rows[b]));
     }
 }
 
@@ -225,9 +228,7 @@ __global__ static void pick_greedy(int32_t *out, const float *logits, int V, con
     const float *row = logits + (size_t)blockIdx.x * V;
     uint64_t best = ~(uint64_t)0;
     for (int v = threadIdx.x; v < V; v += PICK_THREADS) {
-        float l = row[v];
-        if (isnan(l)) l = -INFINITY;
-        uint64_t key = (uint64_t)~float_order(l) << 32 | (uint64_t)v;
+        uint64_t key = token_key(row[v], (size_t)v, 1);
         best = key < best ? key : best;
     }
     s[threadIdx.x] = best;
