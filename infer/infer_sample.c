@@ -40,12 +40,17 @@ int an_infer_sample(an_infer *s, int n, const an_sample_row *rows, const int32_t
         if (rows[i].ids_at < 0 || rows[i].n_penalised < 0 || rows[i].n_masked < 0 ||
             (long long)rows[i].ids_at + rows[i].n_penalised + rows[i].n_masked > n_ids)
             return an_fail(err, "inference sample: row %d names ids outside the %d given", i, n_ids);
-    int greedy = 1; /* greedy decoding (eval's, temperature 0 everywhere): the argmax alone, no sort */
-    for (int i = 0; i < n; i++) greedy &= rows[i].temperature == 0.0f;
+    /* what every row needs: greedy decoding (eval's) takes the argmax alone, top-k of at most
+     * AN_SAMPLE_TOP_MAX a selection of those; only a row with a wider order sorts the vocabulary */
+    int V = s->m->cfg.vocab_size, promise = AN_SAMPLE_GREEDY;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].temperature != 0.0f && promise == AN_SAMPLE_GREEDY) promise = AN_SAMPLE_TOP;
+        if (AN_SAMPLE_ORDERED(&rows[i], V) > AN_SAMPLE_TOP_MAX) promise = AN_SAMPLE_ANY;
+    }
     o->upload(o, s->d_sample_rows, rows, (size_t)n * sizeof *rows);
     if (n_ids) o->upload(o, s->d_sample_ids, ids, (size_t)n_ids * sizeof *ids);
-    o->sample_tokens(o, s->d_picked, s->logits, n, s->m->cfg.vocab_size, s->d_sample_rows, s->d_sample_ids, greedy,
-                     s->sample_work, s->sample_work_bytes);
+    o->sample_tokens(o, s->d_picked, s->logits, n, V, s->d_sample_rows, s->d_sample_ids, promise, s->sample_work,
+                     s->sample_work_bytes);
     o->download(o, out, s->d_picked, 2 * (size_t)n * sizeof *out);
     return 0;
 }

@@ -78,6 +78,22 @@ typedef struct an_sample_row {
     int32_t n_masked;    /* then the next n_masked become -inf (stop ids before min_tokens) */
 } an_sample_row;
 
+/* How many of a row's best candidates the host sampler orders: 1 greedy, top-k's k (at most V), the whole
+ * vocabulary for top-p alone, 0 where it draws in id order (min-p or no filter). A macro so that device
+ * code (kernels/cuda/sample.cu) and the host's promise (below) share it. */
+#define AN_SAMPLE_ORDERED(r, V)                                                                                        \
+    ((r)->temperature == 0.0f ? 1                                                                                      \
+     : (r)->top_k > 0         ? ((r)->top_k < (V) ? (int)(r)->top_k : (int)(V))                                        \
+     : (r)->top_p < 1.0f      ? (int)(V)                                                                               \
+                              : 0)
+
+/* What a caller of sample_tokens promises of every row of a batch (the rows live in backend memory, so
+ * the backend cannot read them before it chooses its launches): nothing; that each orders at most
+ * AN_SAMPLE_TOP_MAX candidates (a backend may select those instead of sorting the vocabulary); that each
+ * is greedy (it may take the best alone). A row the promise does not hold for draws no token (-1). */
+enum { AN_SAMPLE_ANY, AN_SAMPLE_TOP, AN_SAMPLE_GREEDY };
+#define AN_SAMPLE_TOP_MAX 256
+
 /* Every op of the table by id, for supports() and for the backend-ops test harness
  * (tests/test_backend_ops.c), which enumerates them. Keep in the order of the table below. */
 #define AN_OP_LIST(X)                                                                                                  \
@@ -331,12 +347,11 @@ typedef struct an_ops {
      * so the caller knows whether its generator advanced). rows, ids and out are backend memory; the
      * logits are overwritten (scratch). work: sample_work_bytes(o, B, V) bytes. The probabilities
      * are summed in another order than the host's, so a draw can differ where u lies within rounding
-     * (~1e-15) of the boundary between two tokens. greedy: 1 when the caller knows every row is at
-     * temperature 0 (the rows live in backend memory), so a backend may find the best candidate without
-     * ordering the rest; a row that is not then draws no token (-1), never a wrong one. ---- */
+     * (~1e-15) of the boundary between two tokens. promise: AN_SAMPLE_ANY, _TOP or _GREEDY (above), what
+     * the caller knows of every row; a row it does not hold for draws no token (-1), never a wrong one. ---- */
     size_t (*sample_work_bytes)(const struct an_ops *o, int B, int V);
     void (*sample_tokens)(const struct an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                          const int32_t *ids, int greedy, void *work, size_t work_bytes);
+                          const int32_t *ids, int promise, void *work, size_t work_bytes);
 } an_ops;
 
 /* The CPU backend: OpenBLAS sgemm and OpenMP (or the plain-C GEMM when built with BLAS=0). */

@@ -1227,14 +1227,8 @@ static void case_adamw_update(void) {
 
 /* ====================================== sampling ====================================== */
 
-/* Rows of logits against the host sampler (infer/sampler.c) with the same parameters, drawing from the
- * same generator: greedy with a tie at the top (the lower id wins), top-k alone, top-p alone (the whole
- * row sorted), min-p, all of them with the repetition penalty (a history with repeats) and stop ids
- * masked, top-k 1 (one token kept: the generator must not advance), no filter at all, a row of NaN
- * and -inf (none drawn), a temperature that overflows (none drawn). Each set of parameters draws with
- * three seeds. V = 3000 pads the rows to 4096 keys (sort.cu's wide stages and chunks). The id and the
- * count kept must be the host's exactly: the device sums the probabilities in another order, which
- * moves a boundary by ~1e-15, so a uniform u lands that close to one with probability ~1e-12. */
+/* The sampler's rows: the sets of parameters, each drawn with SMP_DRAWS seeds (case_sample_tokens says
+ * what each covers), a history with repeats and stop ids. */
 enum { SMP_V = 3000, SMP_SETS = 10, SMP_DRAWS = 3, SMP_B = SMP_SETS * SMP_DRAWS, SMP_HIST = 12, SMP_STOPS = 2 };
 static const an_sampler_params smp_sets[SMP_SETS] = {
     {0.0f, 0, 1.0f, 0.0f, 1.0f},  {0.7f, 40, 1.0f, 0.0f, 1.0f},  {1.0f, 0, 0.9f, 0.0f, 1.0f},
@@ -1265,6 +1259,8 @@ static void sample_rows(float *logits, an_sample_row *rows, int32_t *want, int32
         if (greedy) p.temperature = 0.0f;
         float *row = logits + (size_t)b * SMP_V;
         if (set == 0) row[17] = row[5] = 20.0f; /* greedy: a tie at the top */
+        if (set == 1 && b % SMP_DRAWS == 1) /* top-k 40 of 60 equal best: the lower ids win, ids high first */
+            for (int j = 0; j < 60; j++) row[SMP_V - 1 - 37 * j] = 16.5f;
         if (set == 4) /* the penalty and the mask decide: penalised ids on top, a stop id above them */
             row[42] = 18.0f, row[19] = 17.5f, row[7] = -30.0f, row[11] = 30.0f;
         if (set == 6 && b % SMP_DRAWS == 0)
@@ -1286,53 +1282,65 @@ static void sample_rows(float *logits, an_sample_row *rows, int32_t *want, int32
     an_sampler_free(smp);
 }
 
-/* the op on the rows; work_short bytes less workspace than asked for */
-static void run_sample(const float *logits, const an_sample_row *rows, int greedy, size_t work_short, int32_t *got) {
+/* the op on the rows, with the promise (AN_SAMPLE_ANY, _TOP, _GREEDY); work_short bytes less workspace
+ * than asked for */
+static void run_sample(const float *logits, const an_sample_row *rows, int promise, size_t work_short, int32_t *got) {
     int32_t *out = dev(g_o, NULL, 2 * SMP_B * sizeof(int32_t));
     size_t work = g_o->sample_work_bytes(g_o, SMP_B, SMP_V);
     g_o->sample_tokens(g_o, out, devf(g_o, logits, (size_t)SMP_B * SMP_V), SMP_B, SMP_V,
-                       dev(g_o, rows, SMP_B * sizeof *rows), dev(g_o, smp_ids, sizeof smp_ids), greedy,
+                       dev(g_o, rows, SMP_B * sizeof *rows), dev(g_o, smp_ids, sizeof smp_ids), promise,
                        dev(g_o, NULL, work), work - work_short);
     g_o->download(g_o, got, out, 2 * SMP_B * sizeof(int32_t));
 }
 
 /* Rows of logits against the host sampler (infer/sampler.c) with the same parameters, drawing from the
- * same generator: greedy with a tie at the top (the lower id wins), top-k alone, top-p alone (the whole
- * row sorted), min-p, all of them with the repetition penalty (a history with repeats) and stop ids
- * masked, top-k 1 (one token kept: the generator must not advance), no filter at all, a row of NaN
- * and -inf (none drawn), a temperature that overflows (none drawn). Each set of parameters draws with
- * three seeds. V = 3000 pads the rows to 4096 keys (sort.cu's wide stages and chunks). The id and the
- * count kept must be the host's exactly: the device sums the probabilities in another order, which
- * moves a boundary by ~1e-15, so a uniform u lands that close to one with probability ~1e-12. Then
- * every row greedy (penalties, stop ids and the NaN row kept): with the op's greedy flag (the argmax
- * alone) and without it (the sorted road), both the host's tokens; a row the flag's promise does not
- * hold for draws none. */
+ * same generator: greedy with a tie at the top (the lower id wins), top-k alone (once with a tie across
+ * its boundary), top-p alone (the whole row sorted), min-p, all of them with the repetition penalty (a
+ * history with repeats) and stop ids masked, top-k 1 (one token kept: the generator must not advance),
+ * no filter at all, a row of NaN and -inf (none drawn), a temperature that overflows (none drawn),
+ * top-k 300. Each set of parameters draws with three seeds. V = 3000 pads the rows to 4096 keys
+ * (sort.cu's wide stages and chunks). The id and the count kept must be the host's exactly: the device
+ * sums the probabilities in another order, which moves a boundary by ~1e-15, so a uniform u lands that
+ * close to one with probability ~1e-12. The batch runs with no promise (every row sorted) and with
+ * AN_SAMPLE_TOP (top-k selected), under which the rows that order more than AN_SAMPLE_TOP_MAX
+ * candidates (top-p alone, top-k 300) must draw none and the others the host's tokens. Then every row
+ * greedy (penalties, stop ids and the NaN row kept) under each promise, all the host's tokens; a row
+ * the greedy promise does not hold for draws none. */
 static void case_sample_tokens(void) {
-    where("%d rows of %d logits", SMP_B, SMP_V);
     float *logits = hf((size_t)SMP_B * SMP_V);
     an_sample_row rows[SMP_B];
     int32_t want[2 * SMP_B], advanced[SMP_B], got[2 * SMP_B];
     sample_rows(logits, rows, want, advanced, 0);
-    run_sample(logits, rows, 0, 0, got);
-    int kinds[3] = {0}; /* rows with no token, one kept, several kept: the cases exist */
-    for (int b = 0; b < SMP_B; b++) {
-        CHECK_MSG(got[2 * b] == want[2 * b] && got[2 * b + 1] == want[2 * b + 1],
-                  "%s: row %d (set %d): token %d of %d kept, the host sampler draws %d of %d", g_where, b,
-                  b / SMP_DRAWS, got[2 * b], got[2 * b + 1], want[2 * b], want[2 * b + 1]);
-        CHECK_MSG(advanced[b] == (want[2 * b + 1] > 1), "row %d: the host drew u with %d kept", b, want[2 * b + 1]);
-        kinds[want[2 * b] < 0 ? 0 : want[2 * b + 1] == 1 ? 1 : 2]++;
+    for (int promise = AN_SAMPLE_ANY; promise <= AN_SAMPLE_TOP; promise++) {
+        where("%d rows of %d logits, %s", SMP_B, SMP_V, promise == AN_SAMPLE_TOP ? "top-k selected" : "sorted");
+        run_sample(logits, rows, promise, 0, got);
+        int kinds[3] = {0}, broken = 0; /* rows with no token, one kept, several kept: the cases exist */
+        for (int b = 0; b < SMP_B; b++) {
+            int breaks = promise == AN_SAMPLE_TOP && AN_SAMPLE_ORDERED(&rows[b], SMP_V) > AN_SAMPLE_TOP_MAX;
+            int32_t id = breaks ? -1 : want[2 * b], kept = breaks ? 0 : want[2 * b + 1];
+            CHECK_MSG(got[2 * b] == id && got[2 * b + 1] == kept,
+                      "%s: row %d (set %d): token %d of %d kept, the host sampler draws %d of %d%s", g_where, b,
+                      b / SMP_DRAWS, got[2 * b], got[2 * b + 1], want[2 * b], want[2 * b + 1],
+                      breaks ? " (the promise broken: none)" : "");
+            CHECK_MSG(advanced[b] == (want[2 * b + 1] > 1), "row %d: the host drew u with %d kept", b, want[2 * b + 1]);
+            kinds[want[2 * b] < 0 ? 0 : want[2 * b + 1] == 1 ? 1 : 2]++;
+            broken += breaks;
+        }
+        CHECK(kinds[0] == 4 && kinds[1] >= 6 && kinds[2] >= 15);
+        CHECK(broken == (promise == AN_SAMPLE_TOP ? 3 * SMP_DRAWS : 0)); /* top-p 0.9, top-p 0.95, top-k 300 */
     }
-    CHECK(kinds[0] == 4 && kinds[1] >= 6 && kinds[2] >= 15);
     /* too little workspace: no token rather than a wrong one */
-    run_sample(logits, rows, 0, 8, got);
+    where("%d rows of %d logits, short workspace", SMP_B, SMP_V);
+    run_sample(logits, rows, AN_SAMPLE_ANY, 8, got);
     int none = 0;
     for (int b = 0; b < SMP_B; b++) none += got[2 * b] == -1;
     CHECK_MSG(none == SMP_B, "short workspace: %d of %d rows drew no token", none, SMP_B);
 
     sample_rows(logits, rows, want, advanced, 1);
-    for (int greedy = 0; greedy < 2; greedy++) {
-        where("%d greedy rows of %d logits%s", SMP_B, SMP_V, greedy ? ", the greedy flag" : "");
-        run_sample(logits, rows, greedy, 0, got);
+    static const char *const promises[3] = {"no promise", "the top promise", "the greedy promise"};
+    for (int promise = AN_SAMPLE_ANY; promise <= AN_SAMPLE_GREEDY; promise++) {
+        where("%d greedy rows of %d logits, %s", SMP_B, SMP_V, promises[promise]);
+        run_sample(logits, rows, promise, 0, got);
         int none_drawn = 0;
         for (int b = 0; b < SMP_B; b++) {
             CHECK_MSG(got[2 * b] == want[2 * b] && got[2 * b + 1] == want[2 * b + 1],
@@ -1342,9 +1350,9 @@ static void case_sample_tokens(void) {
         }
         CHECK(none_drawn == 1); /* the NaN / -inf row */
     }
-    where("a row at temperature 1 under the greedy flag");
+    where("a row at temperature 1 under the greedy promise");
     rows[4].temperature = 1.0f;
-    run_sample(logits, rows, 1, 0, got);
+    run_sample(logits, rows, AN_SAMPLE_GREEDY, 0, got);
     CHECK_MSG(got[8] == -1 && got[9] == 0 && got[10] == want[10], "%s: row 4 drew %d of %d, row 5 %d (host %d)", g_where,
               got[8], got[9], got[10], want[10]);
 }

@@ -22,9 +22,9 @@ static an_ops g_counting;     /* it, with sample_tokens counted */
 static long g_calls;
 
 static void counted_sample(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                           const int32_t *ids, int greedy, void *work, size_t work_bytes) {
+                           const int32_t *ids, int promise, void *work, size_t work_bytes) {
     g_calls++;
-    g_inner->sample_tokens(o, out, logits, B, V, rows, ids, greedy, work, work_bytes);
+    g_inner->sample_tokens(o, out, logits, B, V, rows, ids, promise, work, work_bytes);
 }
 
 static const an_ops *backend(void) {
@@ -74,16 +74,18 @@ static void test_device_draws_the_hosts_tokens(void) {
     const int32_t p1[] = {5, 6, 7}, p2[] = {9};
     an_gen_prompt pr[3] = {{story.v, (int)story.n}, {p1, 3}, {p2, 1}};
     /* greedy; top-k, top-p, the penalty and min_tokens together; min-p alone (the host draws in id
-     * order there); no filter at all */
-    an_sampler_params settings[4] = {
-        {0.0f, 0, 1.0f, 0.0f, 1.0f}, {0.9f, 40, 0.9f, 0.0f, 1.2f}, {1.2f, 0, 1.0f, 0.1f, 1.0f}, {1.0f, 0, 1.0f, 0.0f, 1.0f}};
+     * order there); no filter at all; top-p alone (the whole vocabulary of 512 ordered: on a GPU, the
+     * sort rather than the selection of the top-k) */
+    an_sampler_params settings[5] = {{0.0f, 0, 1.0f, 0.0f, 1.0f}, {0.9f, 40, 0.9f, 0.0f, 1.2f},
+                                     {1.2f, 0, 1.0f, 0.1f, 1.0f}, {1.0f, 0, 1.0f, 0.0f, 1.0f},
+                                     {0.8f, 0, 0.9f, 0.0f, 1.0f}};
     int supports = ops->supports(ops, AN_OP_sample_tokens, AN_F32);
     /* setting 1 also stops at the story's first three greedy tokens, likely ones, which min_tokens
      * must mask for its first 5 tokens */
     int32_t stops[16];
     int n_stops = (int)s.stop_ids.n < 13 ? (int)s.stop_ids.n : 13;
     memcpy(stops, s.stop_ids.v, (size_t)n_stops * sizeof *stops);
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
         an_gen_opts o = an_gen_defaults();
         o.sampling = settings[k];
         o.max_tokens = 24;

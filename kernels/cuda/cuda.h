@@ -267,7 +267,7 @@ int an_cuda_attention_backward_mma(const an_ops *o, float *dq, float *dk, float 
 /* sample.cu */
 size_t an_cuda_sample_work_bytes(const an_ops *o, int B, int V);
 void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                           const int32_t *ids, int greedy, void *work, size_t work_bytes);
+                           const int32_t *ids, int promise, void *work, size_t work_bytes);
 
 /* adamw.cu */
 void an_cuda_adamw_update(const an_ops *o, const an_adamw_part *parts, int n_parts, size_t span, const float *grad,

@@ -15,14 +15,18 @@
  *     (the first candidate whose running sum reaches top_p / passes u), min-p by a count of the
  *     candidates above its floor (a prefix where sorted; elsewhere the others weigh 0 in the scan).
  * Sums run in a fixed order, so a row draws the same token on every run; it is not the host's
- * sequential order, hence the note on rounding in kernels/ops.h. A batch the caller says is all
- * greedy skips 2 to 4: pick_greedy reads each row once for its best candidate (the sort of a 49,152-token
- * vocabulary padded to 65,536 keys is 136 compare-exchange stages over 512 KiB a row). */
+ * sequential order, hence the note on rounding in kernels/ops.h. The caller's promise (kernels/ops.h)
+ * spares the sort, which for a 49,152-token vocabulary padded to 65,536 keys is 136 compare-exchange
+ * stages over 512 KiB a row: a batch all greedy skips 2 to 4 (pick_greedy reads each row once for its
+ * best candidate); a batch whose rows order at most AN_SAMPLE_TOP_MAX candidates replaces 3 by
+ * select_top, which finds a row's k best keys by radix selection (a few reads of the row) and sorts
+ * just those, in shared memory. */
 #include <math.h>
 
 #include "kernels/cuda/cuda.h"
 
 #define PICK_THREADS 256 /* a block a row */
+#define SELECT_THREADS AN_SAMPLE_TOP_MAX /* select_top: a block a row, a thread a selected key */
 
 static size_t pow2_at_least(int V) {
     size_t P = 1;
@@ -95,6 +99,73 @@ __global__ static void make_keys(uint64_t *keys, const float *logits, int B, int
     }
 }
 
+/* Block b: when row b orders k <= AN_SAMPLE_TOP_MAX candidates (AN_SAMPLE_ORDERED), its k smallest sorted
+ * keys, in order, over the first k of its make_keys keys (so pick reads them as the sort would have left
+ * them); rows in id order, or with more to order, are left alone.
+ * The k-th smallest key is found a byte at a time from the top (radix selection): a histogram of the
+ * next byte of the keys that share the bytes fixed so far, then the byte whose bucket holds the k-th,
+ * until that bucket holds just the keys still wanted (often after three or four of the eight bytes).
+ * Keys are distinct (they end in the id), so exactly k of them share or precede the fixed bytes; they
+ * are gathered in any order and sorted by a bitonic network in shared memory, which makes the result
+ * the one sorted order whatever order the threads gathered them in. */
+__global__ static void select_top(uint64_t *keys, const float *logits, int V, size_t P, const an_sample_row *rows) {
+    __shared__ uint64_t chosen[SELECT_THREADS];
+    __shared__ int hist[256];
+    __shared__ int found_digit, found_before, count;
+    const an_sample_row *r = &rows[blockIdx.x];
+    int k = AN_SAMPLE_ORDERED(r, V);
+    if (k == 0 || k > SELECT_THREADS) return;
+    const float *row = logits + (size_t)blockIdx.x * V;
+    float t = r->temperature;
+    uint64_t prefix = 0, mask = 0; /* the bytes fixed so far, and which they are */
+    int need = k;                 /* how many keys sharing them are still wanted */
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        hist[threadIdx.x] = 0;
+        __syncthreads();
+        for (int v = threadIdx.x; v < V; v += SELECT_THREADS) {
+            uint64_t key = token_key(t != 0.0f ? __fdiv_rn(row[v], t) : row[v], (size_t)v, 1);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
+        }
+        __syncthreads();
+        /* an inclusive scan of the 256 buckets; the one thread whose bucket holds the need-th key says so */
+        int own = hist[threadIdx.x];
+        for (int d = 1; d < 256; d *= 2) {
+            int add = (int)threadIdx.x >= d ? hist[threadIdx.x - d] : 0;
+            __syncthreads();
+            hist[threadIdx.x] += add;
+            __syncthreads();
+        }
+        int upto = hist[threadIdx.x];
+        if (upto - own < need && need <= upto) found_digit = (int)threadIdx.x, found_before = upto - own;
+        __syncthreads();
+        int digit = found_digit, before = found_before, all = hist[digit] == need; /* the scan: keys up to the bucket */
+        __syncthreads(); /* every thread has read the scan before the next pass clears it */
+        need -= before;
+        prefix |= (uint64_t)digit << shift;
+        mask |= (uint64_t)255 << shift;
+        if (all) break; /* the bucket is exactly the keys still wanted */
+    }
+    /* the k keys at or before the prefix, in any order, then sorted */
+    if (threadIdx.x == 0) count = 0;
+    chosen[threadIdx.x] = ~(uint64_t)0;
+    __syncthreads();
+    for (int v = threadIdx.x; v < V; v += SELECT_THREADS) {
+        uint64_t key = token_key(t != 0.0f ? __fdiv_rn(row[v], t) : row[v], (size_t)v, 1);
+        if ((key & mask) <= prefix) chosen[atomicAdd(&count, 1)] = key;
+    }
+    for (int size = 2; size <= SELECT_THREADS; size *= 2)
+        for (int j = size / 2; j > 0; j /= 2) {
+            __syncthreads();
+            int i = (int)threadIdx.x, partner = i ^ j;
+            if (partner > i) {
+                uint64_t x = chosen[i], y = chosen[partner];
+                if ((x > y) == ((i & size) == 0)) chosen[i] = y, chosen[partner] = x;
+            }
+        }
+    __syncthreads();
+    if ((int)threadIdx.x < k) keys[blockIdx.x * P + threadIdx.x] = chosen[threadIdx.x];
+}
+
 /* the sum (max 0) or the largest (max 1) of every thread's x by a fixed tree, returned to every thread */
 __device__ static double block_reduce(double *s, double x, int max) {
     s[threadIdx.x] = x;
@@ -165,13 +236,18 @@ __device__ static int first_reaching(double *s, int *si, const row_state *st, in
     return n;
 }
 
-/* Block b: row b's token from its sorted keys into out[2b], the number kept into out[2b + 1]. */
-__global__ static void pick(int32_t *out, const uint64_t *keys, int V, size_t P, const an_sample_row *rows) {
+/* Block b: row b's token from its sorted keys into out[2b], the number kept into out[2b + 1]; none where
+ * the keys were selected (AN_SAMPLE_TOP) and the row orders more than select_top does. */
+__global__ static void pick(int32_t *out, const uint64_t *keys, int V, size_t P, const an_sample_row *rows, int promise) {
     __shared__ double s[PICK_THREADS];
     __shared__ int si[PICK_THREADS];
     const an_sample_row *r = &rows[blockIdx.x];
     row_state st = {keys + blockIdx.x * P, sorts(r), 0.0, 1.0, 0.0, 0.0};
     int32_t *o = out + 2 * blockIdx.x;
+    if (promise == AN_SAMPLE_TOP && AN_SAMPLE_ORDERED(r, V) > AN_SAMPLE_TOP_MAX) {
+        if (threadIdx.x == 0) o[0] = -1, o[1] = 0;
+        return;
+    }
     int n = r->top_k > 0 && r->top_k < V ? r->top_k : V;
     if (st.sorted) {
         st.mx = key_logit(st.k[0], 1);
@@ -220,7 +296,7 @@ __global__ static void pick(int32_t *out, const uint64_t *keys, int V, size_t P,
     if (threadIdx.x == 0) o[0] = key_id(st.k[chosen], st.sorted), o[1] = kept;
 }
 
-/* Greedy rows (the caller's greedy flag): block b finds row b's best candidate, the smallest sorted
+/* Greedy rows (AN_SAMPLE_GREEDY): block b finds row b's best candidate, the smallest sorted
  * key (higher logit, then lower id: the sorted road's first), in one read of the row; -1 when even it
  * is -inf, or when the row is not at temperature 0 after all (no wrong token). */
 __global__ static void pick_greedy(int32_t *out, const float *logits, int V, const an_sample_row *rows) {
@@ -252,7 +328,7 @@ size_t an_cuda_sample_work_bytes(const an_ops *o, int B, int V) {
 }
 
 void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, int V, const an_sample_row *rows,
-                           const int32_t *ids, int greedy, void *work, size_t work_bytes) {
+                           const int32_t *ids, int promise, void *work, size_t work_bytes) {
     if (B <= 0 || V <= 0) return;
     cudaStream_t st = an_cuda(o)->stream;
     size_t P = pow2_at_least(V);
@@ -263,13 +339,16 @@ void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, 
     }
     uint64_t *keys = (uint64_t *)work;
     edit_logits<<<(unsigned)B, 128, 0, st>>>(logits, V, rows, ids);
-    if (greedy) { /* one read of each row: no keys, no sort */
+    if (promise == AN_SAMPLE_GREEDY) { /* one read of each row: no keys, no sort */
         pick_greedy<<<(unsigned)B, PICK_THREADS, 0, st>>>(out, logits, V, rows);
         AN_CUDA_LAUNCHED("sample_tokens (greedy)");
         return;
     }
     make_keys<<<an_cuda_blocks((size_t)B * P), AN_CUDA_THREADS, 0, st>>>(keys, logits, B, V, P, rows);
-    an_cuda_sort_u64(o, keys, (size_t)B * P, P);
-    pick<<<(unsigned)B, PICK_THREADS, 0, st>>>(out, keys, V, P, rows);
+    if (promise == AN_SAMPLE_TOP) /* the few best of each row, selected; rows in id order keep make_keys' */
+        select_top<<<(unsigned)B, SELECT_THREADS, 0, st>>>(keys, logits, V, P, rows);
+    else
+        an_cuda_sort_u64(o, keys, (size_t)B * P, P);
+    pick<<<(unsigned)B, PICK_THREADS, 0, st>>>(out, keys, V, P, rows, promise);
     AN_CUDA_LAUNCHED("sample_tokens");
 }

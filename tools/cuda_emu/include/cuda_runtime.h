@@ -52,6 +52,12 @@ void __syncthreads(void);
 float __shfl_xor_sync(unsigned mask, float v, int lane_mask);
 void emu_warp_sync(void);
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask, emu_warp_sync(); }
+/* a block's threads switch only at its barriers, so a read-modify-write is atomic as it stands */
+static inline int atomicAdd(int *p, int v) {
+    int old = *p;
+    *p = old + v;
+    return old;
+}
 void *emu_dyn_shared(void);
 void emu_run(dim3 grid, dim3 block, size_t shm, std::function<void()> body);
 
