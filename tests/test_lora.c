@@ -176,7 +176,7 @@ static void check_family_ex(const char *name, const char *fixture, int qlora) {
         char mdir[512];
         snprintf(mdir, sizeof mdir, "%s/%s-merged", test_tmpdir(), name);
         CHECK(an_model_save(m2, mdir, &e) == 0);
-        an_model *m3 = an_model_load(mdir, an_ops_cpu(), &e);
+        an_model *m3 = an_model_load(mdir, m2->ops, &e); /* the same backend: the same bits */
         CHECK(m3 != NULL);
         if (m3) {
             float *logits3 = malloc(n_logits * sizeof(float));

@@ -64,10 +64,12 @@ static an_model *quantized(const char *name, int via_load) {
     snprintf(path, sizeof path, "%s/%s", MODEL_FIXTURES, name);
     an_error e;
     an_model *m;
+    const an_ops *ops = fixture_ops(); /* the CPU, or the device AN_TEST_DEVICE names */
+    if (!ops) return NULL;
     if (via_load) {
-        m = an_model_load_nf4(path, an_ops_cpu(), 64, 1, &e);
+        m = an_model_load_nf4(path, ops, 64, 1, &e);
     } else {
-        m = an_model_load(path, an_ops_cpu(), &e);
+        m = an_model_load(path, ops, &e);
         if (m && an_model_quantize_nf4(m, 64, 1, &e)) {
             an_model_free(m);
             m = NULL;

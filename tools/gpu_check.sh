@@ -92,6 +92,10 @@ step "test_cuda_ops (model shapes)" 180 env AN_OPS_VERBOSE=1 $BUILD/tests/test_c
 # the PyTorch fixtures of whole models (GPT-2, Llama, Qwen2, InternLM2: logits, loss, every gradient,
 # 5 AdamW steps) with the models on the backend under test
 step "test_model_families on $DEV" 300 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_model_families
+# LoRA against PEFT (four families, and on NF4 bases) and QLoRA against bitsandbytes + PEFT: logits,
+# loss and every adapter gradient with the models on the backend under test
+step "test_lora on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_lora
+step "test_qlora on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_qlora
 # a GGUF model written as Q8_0 / Q4_0, its blocks kept on the backend under test, against the float model
 step "test_gguf_quant_model on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_gguf_quant_model
 # nothing allocated in a training or decode step, on the device too (the backend's own count)
