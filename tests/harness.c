@@ -21,7 +21,30 @@ void test_fail_at(const char *file, int line, const char *fmt, ...) {
     test_g.checks_failed++;
 }
 
+/* AN_TEST_ONLY=name,name,...: run only the tests of those names (the slow binaries' few tests that a
+ * run on an emulated device needs); test_finish fails when a name matched no test. */
+static int only_count(void) {
+    const char *only = getenv("AN_TEST_ONLY");
+    if (!only || !*only) return 0;
+    int n = 1;
+    for (const char *c = only; *c; c++) n += *c == ',';
+    return n;
+}
+static int selected(const char *name) {
+    const char *only = getenv("AN_TEST_ONLY");
+    if (!only || !*only) return 1;
+    size_t len = strlen(name);
+    for (const char *c = only; c;) {
+        const char *end = strchr(c, ',');
+        size_t n = end ? (size_t)(end - c) : strlen(c);
+        if (n == len && strncmp(c, name, len) == 0) return 1;
+        c = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 void test_run(void (*fn)(void), const char *name) {
+    if (!selected(name)) return;
     test_g.current = name;
     test_g.checks_failed = 0;
     fn();
@@ -48,6 +71,12 @@ static int remove_entry(const char *path, const struct stat *sb, int type, struc
 }
 
 int test_finish(void) {
+    int wanted = only_count();
+    if (wanted && test_g.passed + test_g.failed != wanted) {
+        fprintf(stderr, "  FAIL AN_TEST_ONLY=%s: %d names, %d tests of this binary ran\n", getenv("AN_TEST_ONLY"),
+                wanted, test_g.passed + test_g.failed);
+        test_g.failed++;
+    }
     printf("%d passed, %d failed\n", test_g.passed, test_g.failed);
     /* every binary's scratch folder went on filling /tmp (thousands of them, some of 300 MB, until the
      * disk was full): it goes when all passed, and stays to be looked at when something failed */

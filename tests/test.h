@@ -6,7 +6,8 @@
  *   int main(void) { RUN(test_something); return test_finish(); }
  *
  * test_finish() prints "N passed, N failed" (tests/run.sh adds those lines up) and returns non-zero
- * when anything failed. Tests run from the repository root. */
+ * when anything failed. Tests run from the repository root. AN_TEST_ONLY=test_a,test_b runs only the
+ * tests of those names. */
 #include <math.h>
 #include <stdio.h>
 

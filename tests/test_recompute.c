@@ -115,6 +115,7 @@ static void check_family(const char *name, int mode) {
         o.T = T;
         o.r = 4;
         o.dropout = 1;
+        o.ops = rec->ops; /* the backend's workspace sizes (the CPU, or AN_TEST_DEVICE's) */
         an_memory_plan p;
         an_error e;
         CHECK(an_memory_plan_compute(&rec->cfg, &o, &p, &e) == 0);

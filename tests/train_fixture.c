@@ -41,6 +41,13 @@ void test_tiny_recipe(an_recipe *r, const char *out, const char *data_path) {
     test_recipe_set(r, "optim.lr=0.003");
     test_recipe_set(r, "schedule.warmup_steps=2");
     test_recipe_set(r, "eval.every=3");
+    /* on the backend AN_TEST_DEVICE names (tools/gpu_check.sh, the emulation in CI), as the fixture
+     * models (tests/test_model_util.h) */
+    const char *dev = getenv("AN_TEST_DEVICE");
+    if (dev && *dev) {
+        snprintf(kv, sizeof kv, "train.device=%s", dev);
+        test_recipe_set(r, kv);
+    }
 }
 
 int test_train_cli(const char *args, char **err_text) {

@@ -74,7 +74,9 @@ fi
 # ---- build ----
 if ! step "build (make CUDA=$CUDA CUDA_ARCH=$ARCH)" 420 make -j"$JOBS" CUDA=$CUDA CUDA_ARCH="$ARCH" NVCC="$NVCC" BUILD=$BUILD all \
     $BUILD/tests/test_backend_ops $BUILD/tests/test_cuda_ops $BUILD/tests/test_backend $BUILD/tests/test_model_families \
-    $BUILD/tests/test_gguf_quant_model $BUILD/tests/test_no_alloc $BUILD/tests/test_generate_device; then
+    $BUILD/tests/test_gguf_quant_model $BUILD/tests/test_no_alloc $BUILD/tests/test_generate_device \
+    $BUILD/tests/test_lora $BUILD/tests/test_qlora $BUILD/tests/test_lora_dropout $BUILD/tests/test_recompute \
+    $BUILD/tests/test_infer $BUILD/tests/test_engine $BUILD/tests/test_train; then
     log "the build failed; nothing else can run"
     cat "$SUM"
     exit "$FAILED"
@@ -83,6 +85,16 @@ if [ "$DRY" != 1 ] && ! $BUILD/autoneg --version | grep -q "CUDA: built"; then
     result FAIL "CUDA: built" "the binary has no CUDA backend (is nvcc where make looks?)"
     exit "$FAILED"
 fi
+
+# the shared models (stories260K, TinyStories-656K), for the tests that read them (tests/harness.c's
+# test_shared: AN_SHARED) and the whole-model runs below
+SHARED=${AN_SHARED:-}
+for d in shared ../shared; do [ -z "$SHARED" ] && [ -d "$d/models/stories260K" ] && SHARED=$d; done
+[ -n "$SHARED" ] && export AN_SHARED="$(cd "$SHARED" && pwd)"
+# step, or SKIP where the shared models are not here
+shared_step() {
+    if [ -n "$SHARED" ]; then step "$@"; else result SKIP "$1" "no shared/models here (set AN_SHARED)"; fi
+}
 
 # ---- op tests: every op against the CPU backend, small odd shapes and model shapes ----
 step "test_backend (opens cuda)" 60 env BUILD=$BUILD $BUILD/tests/test_backend
@@ -96,12 +108,22 @@ step "test_model_families on $DEV" 300 env AN_TEST_DEVICE=$DEV $BUILD/tests/test
 # loss and every adapter gradient with the models on the backend under test
 step "test_lora on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_lora
 step "test_qlora on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_qlora
+# LoRA dropout's gradient against finite differences (the masks regenerated in the backward); layer
+# recomputation bit for bit with the plan's device memory; decoding (KV cache, batches) against the
+# fixtures; the server's engine
+step "test_lora_dropout on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_lora_dropout
+step "test_recompute on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_recompute
+shared_step "test_infer on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_infer
+step "test_engine on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_engine
+# the training loop on the device: a run resumed from its checkpoint gives the uninterrupted run's
+# losses and final weights bit for bit (full, and LoRA with dropout), accumulation, real fine-tunes
+shared_step "test_train on $DEV" 300 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_train
 # a GGUF model written as Q8_0 / Q4_0, its blocks kept on the backend under test, against the float model
 step "test_gguf_quant_model on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_gguf_quant_model
 # nothing allocated in a training or decode step, on the device too (the backend's own count)
 step "test_no_alloc on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_no_alloc
 # generation with the sampler on the device draws the host sampler's tokens from the same logits
-step "test_generate_device on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_generate_device
+shared_step "test_generate_device on $DEV" 120 env AN_TEST_DEVICE=$DEV $BUILD/tests/test_generate_device
 grep -E "^fixture models on" "$LOG" | tail -n 1 | sed 's/^/     /' | tee -a "$SUM"
 # on a GPU the op tests must have run, not skipped
 if [ "$DRY" != 1 ] && grep -qE "^(backend cuda: skipped|skipped: no CUDA device)" "$LOG"; then
@@ -121,8 +143,6 @@ else
 fi
 
 # ---- whole models: the same run on the CPU and on CUDA ----
-SHARED=${AN_SHARED:-}
-for d in shared ../shared; do [ -z "$SHARED" ] && [ -d "$d/models/stories260K" ] && SHARED=$d; done
 if [ -n "$SHARED" ] && [ -f "$SHARED/models/stories260K/stories260K.bin" ]; then
     S260=$SHARED/models/stories260K
     for side in cpu gpu; do
