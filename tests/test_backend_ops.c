@@ -1258,7 +1258,11 @@ static void sample_rows(float *logits, an_sample_row *rows, int32_t *want, int32
         an_sampler_params p = smp_sets[set];
         if (greedy) p.temperature = 0.0f;
         float *row = logits + (size_t)b * SMP_V;
-        if (set == 0) row[17] = row[5] = 20.0f; /* greedy: a tie at the top */
+        if (set == 0 && b % SMP_DRAWS < 2) row[17] = row[5] = 20.0f; /* greedy: a tie at the top */
+        if (set == 0 && b % SMP_DRAWS == 2) { /* a tie of -0 and +0 at the top: equal logits, the lower id */
+            for (int v = 0; v < SMP_V; v++) row[v] = -1.0f - fabsf(row[v]);
+            row[3] = -0.0f, row[9] = 0.0f;
+        }
         if (set == 1 && b % SMP_DRAWS == 1) /* top-k 40 of 60 equal best: the lower ids win, ids high first */
             for (int j = 0; j < 60; j++) row[SMP_V - 1 - 37 * j] = 16.5f;
         if (set == 4) /* the penalty and the mask decide: penalised ids on top, a stop id above them */
@@ -1294,7 +1298,8 @@ static void run_sample(const float *logits, const an_sample_row *rows, int promi
 }
 
 /* Rows of logits against the host sampler (infer/sampler.c) with the same parameters, drawing from the
- * same generator: greedy with a tie at the top (the lower id wins), top-k alone (once with a tie across
+ * same generator: greedy with a tie at the top (the lower id wins; once a tie of -0 and +0, which the
+ * host compares equal), top-k alone (once with a tie across
  * its boundary), top-p alone (the whole row sorted), min-p, all of them with the repetition penalty (a
  * history with repeats) and stop ids masked, top-k 1 (one token kept: the generator must not advance),
  * no filter at all, a row of NaN and -inf (none drawn), a temperature that overflows (none drawn),

@@ -52,9 +52,11 @@ __device__ static inline int sorts(const an_sample_row *r) {
     return r->temperature == 0.0f || r->top_k > 0 || r->top_p < 1.0f;
 }
 
-/* the key of token v with logit l (NaN: -inf, never drawn) */
+/* the key of token v with logit l (NaN: -inf, never drawn; -0 as +0, the host's equal logits, so the
+ * lower id decides between them) */
 __device__ static inline uint64_t token_key(float l, size_t v, int sorted) {
     if (isnan(l)) l = -INFINITY;
+    if (l == 0.0f) l = 0.0f;
     return sorted ? (uint64_t)~float_order(l) << 32 | (uint64_t)v : (uint64_t)v << 32 | (uint64_t)float_order(l);
 }
 
