@@ -80,7 +80,7 @@ typedef struct an_sample_row {
 
 /* How many of a row's best candidates the host sampler orders: 1 greedy, top-k's k (at most V), the whole
  * vocabulary for top-p alone, 0 where it draws in id order (min-p or no filter). A macro so that device
- * code (kernels/cuda/sample.cu) and the host's promise (below) share it. */
+ * code (kernels/cuda/sample.cu) and the host working out its promise (infer/infer_sample.c) share it. */
 #define AN_SAMPLE_ORDERED(r, V)                                                                                        \
     ((r)->temperature == 0.0f ? 1                                                                                      \
      : (r)->top_k > 0         ? ((r)->top_k < (V) ? (int)(r)->top_k : (int)(V))                                        \
