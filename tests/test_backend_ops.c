@@ -1299,11 +1299,10 @@ static void run_sample(const float *logits, const an_sample_row *rows, int promi
 
 /* Rows of logits against the host sampler (infer/sampler.c) with the same parameters, drawing from the
  * same generator: greedy with a tie at the top (the lower id wins; once a tie of -0 and +0, which the
- * host compares equal), top-k alone (once with a tie across
- * its boundary), top-p alone (the whole row sorted), min-p, all of them with the repetition penalty (a
- * history with repeats) and stop ids masked, top-k 1 (one token kept: the generator must not advance),
- * no filter at all, a row of NaN and -inf (none drawn), a temperature that overflows (none drawn),
- * top-k 300. Each set of parameters draws with three seeds. V = 3000 pads the rows to 4096 keys
+ * host compares equal), top-k alone (once with a tie across its boundary), top-p alone (the whole row
+ * sorted), min-p, all of them with the repetition penalty (a history with repeats) and stop ids
+ * masked, top-k 1 (one token kept: the generator must not advance), no filter at all, a row of NaN and
+ * -inf (none drawn), a temperature that overflows (none drawn), top-k 300. Each set of parameters draws with three seeds. V = 3000 pads the rows to 4096 keys
  * (sort.cu's wide stages and chunks). The id and the count kept must be the host's exactly: the device
  * sums the probabilities in another order, which moves a boundary by ~1e-15, so a uniform u lands that
  * close to one with probability ~1e-12. The batch runs with no promise (every row sorted) and with
@@ -1312,12 +1311,13 @@ static void run_sample(const float *logits, const an_sample_row *rows, int promi
  * greedy (penalties, stop ids and the NaN row kept) under each promise, all the host's tokens; a row
  * the greedy promise does not hold for draws none. */
 static void case_sample_tokens(void) {
+    static const char *const promises[3] = {"no promise", "the top promise", "the greedy promise"};
     float *logits = hf((size_t)SMP_B * SMP_V);
     an_sample_row rows[SMP_B];
     int32_t want[2 * SMP_B], advanced[SMP_B], got[2 * SMP_B];
     sample_rows(logits, rows, want, advanced, 0);
     for (int promise = AN_SAMPLE_ANY; promise <= AN_SAMPLE_TOP; promise++) {
-        where("%d rows of %d logits, %s", SMP_B, SMP_V, promise == AN_SAMPLE_TOP ? "top-k selected" : "sorted");
+        where("%d rows of %d logits, %s", SMP_B, SMP_V, promises[promise]);
         run_sample(logits, rows, promise, 0, got);
         int kinds[3] = {0}, broken = 0; /* rows with no token, one kept, several kept: the cases exist */
         for (int b = 0; b < SMP_B; b++) {
@@ -1342,7 +1342,6 @@ static void case_sample_tokens(void) {
     CHECK_MSG(none == SMP_B, "short workspace: %d of %d rows drew no token", none, SMP_B);
 
     sample_rows(logits, rows, want, advanced, 1);
-    static const char *const promises[3] = {"no promise", "the top promise", "the greedy promise"};
     for (int promise = AN_SAMPLE_ANY; promise <= AN_SAMPLE_GREEDY; promise++) {
         where("%d greedy rows of %d logits, %s", SMP_B, SMP_V, promises[promise]);
         run_sample(logits, rows, promise, 0, got);

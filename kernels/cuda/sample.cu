@@ -8,7 +8,7 @@
  *  1. edit_logits: the penalty on the row's distinct history ids, then the stop ids to -inf;
  *  2. make_keys: a 64-bit key a token, (the logit's order, reversed) << 32 | id for a sorted row,
  *     id << 32 | (the logit's order) for the others, the row padded to a power of two P with all-ones
- *     keys, which sort last;
+ *     keys, which sort last (under AN_SAMPLE_TOP only the rows in id order, unpadded);
  *  3. sort.cu sorts every row's P keys: candidate i of a row is key i;
  *  4. pick, a block a row: the sum of exp(logit - max) over the candidates in double (a fixed tree),
  *     top-p's cut and the draw by a block-wide scan of the probabilities in chunks of the block's width
@@ -60,6 +60,11 @@ __device__ static inline uint64_t token_key(float l, size_t v, int sorted) {
     return sorted ? (uint64_t)~float_order(l) << 32 | (uint64_t)v : (uint64_t)v << 32 | (uint64_t)float_order(l);
 }
 
+/* the key of token v whose logit l the temperature t scales (0: greedy, unscaled) */
+__device__ static inline uint64_t scaled_key(float l, float t, size_t v, int sorted) {
+    return token_key(t != 0.0f ? __fdiv_rn(l, t) : l, v, sorted);
+}
+
 __device__ static inline float key_logit(uint64_t key, int sorted) {
     return sorted ? order_float(~(uint32_t)(key >> 32)) : order_float((uint32_t)key);
 }
@@ -87,23 +92,21 @@ __global__ static void edit_logits(float *logits, int V, const an_sample_row *ro
     }
 }
 
+/* Every row's keys, padded to P for the sort; under AN_SAMPLE_TOP, which sorts nothing, only the V keys
+ * of the rows in id order, which pick reads as they are (select_top writes the others' first k). */
 __global__ static void make_keys(uint64_t *keys, const float *logits, int B, int V, size_t P,
-                                 const an_sample_row *rows) {
+                                 const an_sample_row *rows, int promise) {
     size_t total = (size_t)B * P;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t b = i / P, v = i % P;
-        if (v >= (size_t)V) {
-            keys[i] = ~(uint64_t)0;
-            continue;
-        }
-        float l = logits[b * V + v], t = rows[b].temperature;
-        keys[i] = token_key(t != 0.0f ? __fdiv_rn(l, t) : l, v, sorts(&rows[b]));
+        if (promise == AN_SAMPLE_TOP && (v >= (size_t)V || AN_SAMPLE_ORDERED(&rows[b], V) != 0)) continue;
+        keys[i] = v >= (size_t)V ? ~(uint64_t)0 : scaled_key(logits[b * V + v], rows[b].temperature, v, sorts(&rows[b]));
     }
 }
 
 /* Block b: when row b orders k <= AN_SAMPLE_TOP_MAX candidates (AN_SAMPLE_ORDERED), its k smallest sorted
- * keys, in order, over the first k of its make_keys keys (so pick reads them as the sort would have left
- * them); rows in id order, or with more to order, are left alone.
+ * keys, in order, as the row's first k keys (where pick reads them, as the sort would have left them);
+ * rows in id order, or with more to order, are left alone.
  * The k-th smallest key is found a byte at a time from the top (radix selection): a histogram of the
  * next byte of the keys that share the bytes fixed so far, then the byte whose bucket holds the k-th,
  * until that bucket holds just the keys still wanted (often after three or four of the eight bytes).
@@ -125,7 +128,7 @@ __global__ static void select_top(uint64_t *keys, const float *logits, int V, si
         hist[threadIdx.x] = 0;
         __syncthreads();
         for (int v = threadIdx.x; v < V; v += SELECT_THREADS) {
-            uint64_t key = token_key(t != 0.0f ? __fdiv_rn(row[v], t) : row[v], (size_t)v, 1);
+            uint64_t key = scaled_key(row[v], t, (size_t)v, 1);
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
         }
         __syncthreads();
@@ -152,7 +155,7 @@ __global__ static void select_top(uint64_t *keys, const float *logits, int V, si
     chosen[threadIdx.x] = ~(uint64_t)0;
     __syncthreads();
     for (int v = threadIdx.x; v < V; v += SELECT_THREADS) {
-        uint64_t key = token_key(t != 0.0f ? __fdiv_rn(row[v], t) : row[v], (size_t)v, 1);
+        uint64_t key = scaled_key(row[v], t, (size_t)v, 1);
         if ((key & mask) <= prefix) chosen[atomicAdd(&count, 1)] = key;
     }
     for (int size = 2; size <= SELECT_THREADS; size *= 2)
@@ -346,7 +349,7 @@ void an_cuda_sample_tokens(const an_ops *o, int32_t *out, float *logits, int B, 
         AN_CUDA_LAUNCHED("sample_tokens (greedy)");
         return;
     }
-    make_keys<<<an_cuda_blocks((size_t)B * P), AN_CUDA_THREADS, 0, st>>>(keys, logits, B, V, P, rows);
+    make_keys<<<an_cuda_blocks((size_t)B * P), AN_CUDA_THREADS, 0, st>>>(keys, logits, B, V, P, rows, promise);
     if (promise == AN_SAMPLE_TOP) /* the few best of each row, selected; rows in id order keep make_keys' */
         select_top<<<(unsigned)B, SELECT_THREADS, 0, st>>>(keys, logits, V, P, rows);
     else
